@@ -1,0 +1,183 @@
+//! The prepaid credit balance: lots consumed first-in first-out, expiring 12 months after
+//! purchase, and a debt for balances below zero.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::money::Money;
+
+/// How long a lot lives (DOMAIN.md section 5).
+pub const LOT_VALIDITY_MONTHS: u32 = 12;
+
+/// One funded lot.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Lot {
+    /// Purchase id.
+    pub lot_id: String,
+    /// What is left of it.
+    pub remaining: Money,
+    /// Purchase instant.
+    pub purchased_at: Timestamp,
+    /// `purchased_at` + 12 months: from then on the remainder is forfeited.
+    pub expires_at: Timestamp,
+}
+
+/// A tenant's credit ledger.
+///
+/// Invariant: `balance == sum(lots.remaining) - debt`, every lot has `remaining > 0`, and
+/// `debt > 0` only when there is no lot (new money pays the debt first).
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Ledger {
+    lots: VecDeque<Lot>,
+    debt: Money,
+    balance: Money,
+}
+
+impl Ledger {
+    /// The balance (negative in overdraft).
+    pub fn balance(&self) -> Money {
+        self.balance
+    }
+
+    /// Open lots, in consumption order.
+    pub fn lots(&self) -> impl Iterator<Item = &Lot> {
+        self.lots.iter()
+    }
+
+    /// Adds money as a lot: it pays any debt first; the rest is kept in expiry order (a later
+    /// purchase with an earlier expiry is consumed first).
+    pub fn credit(&mut self, lot_id: String, amount: Money, purchased_at: Timestamp) {
+        debug_assert!(amount.is_positive());
+        self.balance += amount;
+        let paid = self.debt.min(amount);
+        self.debt -= paid;
+        let remaining = amount - paid;
+        if remaining.is_positive() {
+            let lot =
+                Lot { lot_id, remaining, purchased_at, expires_at: purchased_at.plus_months(LOT_VALIDITY_MONTHS) };
+            let at = self.lots.partition_point(|l| l.expires_at <= lot.expires_at);
+            self.lots.insert(at, lot);
+        }
+    }
+
+    /// Takes `amount` first-in first-out; what the lots cannot cover becomes debt. A negative
+    /// amount is a refund: it reduces the debt, then goes back to the lot being consumed (or a
+    /// new lot bought at `at` when none is left).
+    pub fn debit(&mut self, amount: Money, at: Timestamp) {
+        if amount.is_negative() {
+            let refund = -amount;
+            self.balance += refund;
+            let paid = self.debt.min(refund);
+            self.debt -= paid;
+            let rest = refund - paid;
+            if rest.is_positive() {
+                match self.lots.front_mut() {
+                    Some(lot) => lot.remaining += rest,
+                    None => self.lots.push_back(Lot {
+                        lot_id: "refund".into(),
+                        remaining: rest,
+                        purchased_at: at,
+                        expires_at: at.plus_months(LOT_VALIDITY_MONTHS),
+                    }),
+                }
+            }
+            return;
+        }
+        self.balance -= amount;
+        let mut left = amount;
+        while left.is_positive() {
+            let Some(lot) = self.lots.front_mut() else {
+                self.debt += left;
+                return;
+            };
+            let take = lot.remaining.min(left);
+            lot.remaining -= take;
+            left -= take;
+            if !lot.remaining.is_positive() {
+                self.lots.pop_front();
+            }
+        }
+    }
+
+    /// Removes every lot whose expiry is at or before `now` and returns them with what was
+    /// left (the forfeited amount).
+    pub fn expire(&mut self, now: Timestamp) -> Vec<Lot> {
+        if self.lots.iter().all(|l| l.expires_at > now) {
+            return Vec::new();
+        }
+        let (expired, kept): (Vec<Lot>, Vec<Lot>) = self.lots.drain(..).partition(|l| l.expires_at <= now);
+        self.lots = kept.into();
+        for lot in &expired {
+            self.balance -= lot.remaining;
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Money {
+        s.parse().unwrap()
+    }
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::new(secs, 0).unwrap()
+    }
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn consumes_lots_first_in_first_out() {
+        let mut l = Ledger::default();
+        l.credit("a".into(), m("10"), t(0));
+        l.credit("b".into(), m("5"), t(DAY));
+        l.debit(m("12"), t(2 * DAY));
+        assert_eq!(l.balance(), m("3"));
+        let lots: Vec<(&str, Money)> = l.lots().map(|x| (x.lot_id.as_str(), x.remaining)).collect();
+        assert_eq!(lots, vec![("b", m("3"))]);
+    }
+
+    #[test]
+    fn goes_into_debt_and_new_money_pays_it_first() {
+        let mut l = Ledger::default();
+        l.credit("a".into(), m("1"), t(0));
+        l.debit(m("3"), t(10));
+        assert_eq!(l.balance(), m("-2"));
+        assert_eq!(l.lots().count(), 0);
+        l.credit("b".into(), m("5"), t(20));
+        assert_eq!(l.balance(), m("3"));
+        assert_eq!(l.lots().next().map(|x| x.remaining), Some(m("3")));
+    }
+
+    #[test]
+    fn expires_lots_twelve_months_after_purchase() {
+        let mut l = Ledger::default();
+        // 2026-01-15T00:00:00Z and 2026-06-01T00:00:00Z
+        let jan = t(1_768_435_200);
+        let jun = t(1_780_272_000);
+        l.credit("jan".into(), m("10"), jan);
+        l.credit("jun".into(), m("7"), jun);
+        l.debit(m("4"), jun);
+        let before = jan.plus_months(12);
+        assert_eq!(before.to_string(), "2027-01-15T00:00:00Z");
+        assert!(l.expire(t(before.unix_seconds() - 1)).is_empty());
+        let gone = l.expire(before);
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].lot_id.as_str(), gone[0].remaining), ("jan", m("6")));
+        assert_eq!(l.balance(), m("7"));
+    }
+
+    #[test]
+    fn refunds_reduce_debt_then_return_to_the_current_lot() {
+        let mut l = Ledger::default();
+        l.credit("a".into(), m("2"), t(0));
+        l.debit(m("5"), t(1));
+        l.debit(m("-1"), t(2));
+        assert_eq!(l.balance(), m("-2"));
+        l.debit(m("-3"), t(3));
+        assert_eq!(l.balance(), m("1"));
+        assert_eq!(l.lots().map(|x| x.remaining).collect::<Vec<_>>(), vec![m("1")]);
+    }
+}

@@ -1,0 +1,221 @@
+//! Exact money: [`Money`] wraps a [`Decimal`]; [`Currency`] knows its ISO 4217 minor unit.
+//!
+//! Every charge is rounded in exactly one place, [`Currency::round`], half away from zero, once
+//! per leg. Nothing here can be built from a binary float.
+
+use std::fmt;
+use std::ops::{Add, AddAssign, Neg, Sub, SubAssign};
+use std::str::FromStr;
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// An amount of money in some currency (the currency is carried by the owner: a tenant, a rate
+/// card). Exact decimal; may be negative (a balance in overdraft, a refund).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Money(Decimal);
+
+impl Money {
+    /// Zero.
+    pub const ZERO: Money = Money(Decimal::ZERO);
+
+    /// Wraps an exact decimal.
+    pub const fn new(amount: Decimal) -> Self {
+        Money(amount)
+    }
+
+    /// The decimal value.
+    pub const fn amount(self) -> Decimal {
+        self.0
+    }
+
+    /// True when strictly above zero.
+    pub fn is_positive(self) -> bool {
+        self.0 > Decimal::ZERO
+    }
+
+    /// True when strictly below zero.
+    pub fn is_negative(self) -> bool {
+        self.0 < Decimal::ZERO
+    }
+
+    /// The smaller of two amounts.
+    pub fn min(self, other: Money) -> Money {
+        if self <= other { self } else { other }
+    }
+}
+
+impl FromStr for Money {
+    type Err = Error;
+
+    /// Parses a decimal string such as `"12.50"` or `"-0.0240"`. Exponents and floats are
+    /// refused: the wire carries plain decimal strings.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() || s.contains(['e', 'E']) {
+            return Err(Error::InvalidAmount(s.to_owned()));
+        }
+        Decimal::from_str_exact(s).map(|d| Money(d.normalize())).map_err(|_| Error::InvalidAmount(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Money({})", self.0)
+    }
+}
+
+impl Add for Money {
+    type Output = Money;
+    fn add(self, rhs: Money) -> Money {
+        Money(self.0 + rhs.0)
+    }
+}
+
+impl AddAssign for Money {
+    fn add_assign(&mut self, rhs: Money) {
+        self.0 += rhs.0;
+    }
+}
+
+impl Sub for Money {
+    type Output = Money;
+    fn sub(self, rhs: Money) -> Money {
+        Money(self.0 - rhs.0)
+    }
+}
+
+impl SubAssign for Money {
+    fn sub_assign(&mut self, rhs: Money) {
+        self.0 -= rhs.0;
+    }
+}
+
+impl Neg for Money {
+    type Output = Money;
+    fn neg(self) -> Money {
+        Money(-self.0)
+    }
+}
+
+impl std::iter::Sum for Money {
+    fn sum<I: Iterator<Item = Money>>(iter: I) -> Money {
+        iter.fold(Money::ZERO, Add::add)
+    }
+}
+
+/// An ISO 4217 currency: its code and the number of decimals of its minor unit.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency {
+    code: [u8; 3],
+    minor_units: u8,
+}
+
+impl Currency {
+    /// Parses a three-letter ISO 4217 code (case-insensitive).
+    pub fn from_code(code: &str) -> Result<Self, Error> {
+        let bytes = code.as_bytes();
+        if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_alphabetic) {
+            return Err(Error::InvalidCurrency(code.to_owned()));
+        }
+        let upper = [bytes[0].to_ascii_uppercase(), bytes[1].to_ascii_uppercase(), bytes[2].to_ascii_uppercase()];
+        Ok(Currency { code: upper, minor_units: minor_units_of(&upper) })
+    }
+
+    /// The three-letter code.
+    pub fn code(&self) -> &str {
+        // Built only from ASCII letters.
+        std::str::from_utf8(&self.code).unwrap_or("XXX")
+    }
+
+    /// Decimals of the minor unit: 2 for USD/EUR/GBP, 0 for JPY, 3 for KWD.
+    pub const fn minor_units(&self) -> u32 {
+        self.minor_units as u32
+    }
+
+    /// **The** rounding point of tollgate: rounds an exact amount to this currency's minor
+    /// unit, half away from zero. Called once per leg charge and nowhere else.
+    pub fn round(&self, amount: Decimal) -> Money {
+        Money(amount.round_dp_with_strategy(self.minor_units(), RoundingStrategy::MidpointAwayFromZero))
+    }
+}
+
+/// ISO 4217 currencies whose minor unit is not two decimals (the list is short and stable).
+fn minor_units_of(code: &[u8; 3]) -> u8 {
+    match code {
+        b"BIF" | b"CLP" | b"DJF" | b"GNF" | b"ISK" | b"JPY" | b"KMF" | b"KRW" | b"PYG" | b"RWF" | b"UGX" | b"UYI"
+        | b"VND" | b"VUV" | b"XAF" | b"XOF" | b"XPF" => 0,
+        b"BHD" | b"IQD" | b"JOD" | b"KWD" | b"LYD" | b"OMR" | b"TND" => 3,
+        b"CLF" | b"UYW" => 4,
+        _ => 2,
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Currency::from_code(&value)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(value: Currency) -> Self {
+        value.code().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Money {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rounds_half_away_from_zero_to_the_minor_unit() {
+        let usd = Currency::from_code("usd").unwrap();
+        let jpy = Currency::from_code("JPY").unwrap();
+        let kwd = Currency::from_code("KWD").unwrap();
+        assert_eq!(usd.round(m("0.125").amount()), m("0.13"));
+        assert_eq!(usd.round(m("0.124999").amount()), m("0.12"));
+        assert_eq!(usd.round(m("-0.125").amount()), m("-0.13"));
+        assert_eq!(jpy.round(m("12.5").amount()), m("13"));
+        assert_eq!(jpy.round(m("12.4999").amount()), m("12"));
+        assert_eq!(kwd.round(m("1.0005").amount()), m("1.001"));
+        assert_eq!(usd.code(), "USD");
+        assert_eq!(jpy.minor_units(), 0);
+    }
+
+    #[test]
+    fn refuses_exponents_and_garbage() {
+        assert!("1e3".parse::<Money>().is_err());
+        assert!("".parse::<Money>().is_err());
+        assert!("1.2.3".parse::<Money>().is_err());
+        assert!("NaN".parse::<Money>().is_err());
+        assert!(Currency::from_code("US").is_err());
+        assert!(Currency::from_code("U$D").is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! E.164 numbers, countries and Zone A.
+//!
+//! A number's country is decided by the number itself with libphonenumber's metadata (the
+//! `phonenumber` crate), so shared calling codes are told apart: +1 416 is Canada, +1 787 is
+//! Puerto Rico, +1 212 is the United States.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// An ISO 3166-1 alpha-2 country or region code (`US`, `GB`), or [`Country::NON_GEOGRAPHIC`]
+/// for numbers that belong to no country (satellite, international networks).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Country([u8; 2]);
+
+impl Country {
+    /// `ZZ` ("unknown or unspecified" in ISO 3166 user space): never domestic, never Zone A.
+    pub const NON_GEOGRAPHIC: Country = Country(*b"ZZ");
+
+    /// Parses a two-letter code (case-insensitive).
+    pub fn from_code(code: &str) -> Result<Self, Error> {
+        match code.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Ok(Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => Err(Error::InvalidCountry(code.to_owned())),
+        }
+    }
+
+    /// The two-letter code.
+    pub fn code(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("ZZ")
+    }
+
+    /// Whether the country is one of the 44 Zone A countries and regions.
+    pub fn is_zone_a(self) -> bool {
+        ZONE_A.binary_search(&self.0).is_ok()
+    }
+}
+
+/// Zone A (DOMAIN.md section 3), sorted for binary search.
+const ZONE_A: [[u8; 2]; 44] = [
+    *b"AT", *b"AU", *b"BE", *b"BG", *b"BR", *b"CA", *b"CH", *b"CN", *b"CZ", *b"DE", *b"DK", *b"EE", *b"ES", *b"FI",
+    *b"FR", *b"GB", *b"GR", *b"HK", *b"HR", *b"HU", *b"IE", *b"IN", *b"IT", *b"JP", *b"KR", *b"LU", *b"MX", *b"MY",
+    *b"NL", *b"NO", *b"NZ", *b"PL", *b"PR", *b"PT", *b"RO", *b"RU", *b"SE", *b"SG", *b"SI", *b"SK", *b"TH", *b"TW",
+    *b"US", *b"ZA",
+];
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl fmt::Debug for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl FromStr for Country {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Country::from_code(s)
+    }
+}
+
+impl TryFrom<String> for Country {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Country::from_code(&value)
+    }
+}
+
+impl From<Country> for String {
+    fn from(value: Country) -> Self {
+        value.code().to_owned()
+    }
+}
+
+/// Most digits an E.164 number may have.
+pub const MAX_DIGITS: u32 = 15;
+
+/// A parsed E.164 number: its digits (without `+`) and the country it belongs to.
+///
+/// Parsing happens once, at the edge (wire decoding); rating only compares digits and
+/// countries.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct E164 {
+    /// The digits as an integer (E.164 never starts with 0, so no digit is lost).
+    digits: u64,
+    len: u8,
+    country: Country,
+}
+
+impl E164 {
+    /// Parses `+<digits>` with libphonenumber. The number must be well formed for its calling
+    /// code; its country comes from the number (NANP area codes included).
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let invalid = || Error::InvalidNumber(text.to_owned());
+        let trimmed = text.trim();
+        if !trimmed.starts_with('+') {
+            return Err(invalid());
+        }
+        let parsed = phonenumber::parse(None, trimmed).map_err(|_| invalid())?;
+        let code = parsed.code().value();
+        let national = parsed.national().value();
+        let zeros = parsed.national().zeros();
+        let e164 = format!("{code}{}{national}", "0".repeat(usize::from(zeros)));
+        if e164.len() > MAX_DIGITS as usize || e164.len() < 3 {
+            return Err(invalid());
+        }
+        let country = match parsed.country().id() {
+            Some(id) => Country::from_code(id.as_ref()).map_err(|_| invalid())?,
+            None => Country::NON_GEOGRAPHIC,
+        };
+        let digits = e164.parse::<u64>().map_err(|_| invalid())?;
+        Ok(E164 { digits, len: e164.len() as u8, country })
+    }
+
+    /// Builds a number from trusted parts (tests, benchmarks, restored state).
+    pub fn from_parts(digits: &str, country: Country) -> Result<Self, Error> {
+        let invalid = || Error::InvalidNumber(digits.to_owned());
+        if digits.is_empty()
+            || digits.len() > MAX_DIGITS as usize
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(invalid());
+        }
+        Ok(E164 { digits: digits.parse().map_err(|_| invalid())?, len: digits.len() as u8, country })
+    }
+
+    /// The country (or region) the number belongs to.
+    pub const fn country(&self) -> Country {
+        self.country
+    }
+
+    /// The digits as an integer.
+    pub const fn digits(&self) -> u64 {
+        self.digits
+    }
+
+    /// How many digits the number has.
+    pub const fn len(&self) -> u32 {
+        self.len as u32
+    }
+
+    /// Always false: an E.164 number has at least one digit.
+    pub const fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The `i`-th digit (0-based) from the left.
+    pub fn digit(&self, i: u32) -> u8 {
+        let shift = self.len() - 1 - i;
+        ((self.digits / 10u64.pow(shift)) % 10) as u8
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{}", self.digits)
+    }
+}
+
+impl fmt::Debug for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{} ({})", self.digits, self.country)
+    }
+}
+
+impl TryFrom<String> for E164 {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        E164::parse(&value)
+    }
+}
+
+impl From<E164> for String {
+    fn from(value: E164) -> Self {
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn country_of(n: &str) -> String {
+        E164::parse(n).unwrap().country().to_string()
+    }
+
+    #[test]
+    fn tells_nanp_countries_apart_by_area_code() {
+        assert_eq!(country_of("+12128675309"), "US");
+        assert_eq!(country_of("+14163402000"), "CA");
+        assert_eq!(country_of("+17877221000"), "PR");
+        assert_eq!(country_of("+18762345678"), "JM");
+    }
+
+    #[test]
+    fn resolves_countries_of_other_codes() {
+        assert_eq!(country_of("+442071838750"), "GB");
+        assert_eq!(country_of("+4930901820"), "DE");
+        assert_eq!(country_of("+33142685300"), "FR");
+        assert_eq!(country_of("+81312345678"), "JP");
+        assert_eq!(country_of("+61293744000"), "AU");
+        assert_eq!(country_of("+2348031234567"), "NG");
+        assert_eq!(country_of("+74951234567"), "RU");
+        assert_eq!(country_of("+77011234567"), "KZ");
+    }
+
+    #[test]
+    fn keeps_digits_and_formats_back() {
+        let n = E164::parse("+44 20 7183 8750").unwrap();
+        assert_eq!(n.to_string(), "+442071838750");
+        assert_eq!(n.len(), 12);
+        assert_eq!(n.digit(0), 4);
+        assert_eq!(n.digit(11), 0);
+    }
+
+    #[test]
+    fn refuses_malformed_numbers() {
+        for bad in ["", "12128675309", "+", "+abc", "+1234567890123456789"] {
+            assert!(E164::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn knows_zone_a() {
+        let zone_a = "AT AU BE BG BR CA CH CN CZ DE DK EE ES FI FR GB GR HK HR HU IE IN IT JP KR \
+                      LU MX MY NL NO NZ PL PR PT RO RU SE SG SI SK TH TW US ZA";
+        let codes: Vec<&str> = zone_a.split_whitespace().collect();
+        assert_eq!(codes.len(), 44);
+        for c in &codes {
+            assert!(Country::from_code(c).unwrap().is_zone_a(), "{c}");
+        }
+        for c in ["NG", "KZ", "AR", "JM", "AE", "ZZ", "IL", "TR"] {
+            assert!(!Country::from_code(c).unwrap().is_zone_a(), "{c}");
+        }
+        let mut sorted = ZONE_A;
+        sorted.sort();
+        assert_eq!(sorted, ZONE_A);
+    }
+}

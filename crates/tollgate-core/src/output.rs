@@ -1,0 +1,270 @@
+//! Outputs: rated usage, leg decisions and credit events.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::money::{Currency, Money};
+use crate::number::{Country, E164};
+use crate::rates::Prefix;
+use crate::reference::TenantId;
+
+/// Anything the rater emits.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Output {
+    /// A usage-report row.
+    Usage(Box<RatedUsage>),
+    /// A decision for the call controller.
+    Decision(LegDecision),
+    /// A credit event.
+    Credit(CreditEvent),
+}
+
+/// Usage-report call type.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum CallType {
+    /// Dial-in.
+    ConfIn,
+    /// Dial-out and call-me-at.
+    ConfOut,
+}
+
+/// Number type of the priced number.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum NumberType {
+    /// Toll.
+    Toll,
+    /// Toll-free.
+    TollFree,
+}
+
+/// What paid for a leg.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum Capability {
+    /// Credits, per minute.
+    Ppm,
+    /// Included in the subscription (toll dial-in).
+    Subscription,
+    /// The monthly dial-out pool (any remainder charged to credits).
+    Pool,
+    /// No rate: free and flagged.
+    Unpriced,
+}
+
+/// Why a leg was blocked.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum BlockReason {
+    /// Conferencing dial-out policy.
+    Policy,
+    /// Toll-free dial-in switched off for the organizer.
+    TollFreeDisabled,
+    /// No credit (balance at or below zero, credits not enabled, or the first increment not
+    /// affordable under the disconnect cutoff).
+    NoCredit,
+    /// No rate and the tenant rejects unpriced legs.
+    NoRate,
+}
+
+/// Rated or blocked.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum UsageOutcome {
+    /// Rated and debited.
+    Rated,
+    /// Blocked at its start.
+    Blocked(BlockReason),
+}
+
+/// Anomaly flags on a usage record.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+pub struct UsageFlags {
+    /// Longer than 24 h: rated up to the limit.
+    pub over_max_duration: bool,
+    /// No rate matched.
+    pub unpriced: bool,
+    /// The tenant's rate card is in another currency (the leg is treated as unpriced).
+    pub currency_mismatch: bool,
+    /// An interim update reported more seconds than the final duration.
+    pub interim_exceeded_final: bool,
+    /// An `ended` that waited for its `started` ends before it: rated as zero seconds.
+    pub end_before_start: bool,
+}
+
+impl UsageFlags {
+    /// The set flags by their wire names.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.over_max_duration {
+            names.push("over_max_duration");
+        }
+        if self.unpriced {
+            names.push("unpriced");
+        }
+        if self.currency_mismatch {
+            names.push("currency_mismatch");
+        }
+        if self.interim_exceeded_final {
+            names.push("interim_exceeded_final");
+        }
+        if self.end_before_start {
+            names.push("end_before_start");
+        }
+        names
+    }
+}
+
+/// One usage-report row (DOMAIN.md section 6).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RatedUsage {
+    /// `<tenant>/<leg>`: deterministic.
+    pub usage_id: String,
+    /// Call id.
+    pub call_id: String,
+    /// Meeting id.
+    pub conference_id: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Organizer billed.
+    pub organizer_id: String,
+    /// Organizer's usage location.
+    pub organizer_usage_location: crate::number::Country,
+    /// Call type.
+    pub call_type: CallType,
+    /// Number type.
+    pub number_type: NumberType,
+    /// Priced number's country differs from the organizer's usage location.
+    pub international: bool,
+    /// Priced number's country.
+    pub destination_country: Country,
+    /// Priced number.
+    pub destination_number: E164,
+    /// Leg start.
+    pub started_at: Timestamp,
+    /// Leg end (start for blocked legs).
+    pub ended_at: Timestamp,
+    /// Connected seconds (capped at 24 h).
+    pub duration_seconds: u32,
+    /// Billable seconds after increments.
+    pub billable_seconds: u32,
+    /// Of those, covered by the subscription pool.
+    pub pool_seconds: u32,
+    /// Connection fee included in `charge`.
+    pub connection_fee: Money,
+    /// The leg's charge (the sum of its debits).
+    pub charge: Money,
+    /// Currency.
+    pub currency: Currency,
+    /// What paid.
+    pub capability: Capability,
+    /// Rate card used (empty when none).
+    pub rate_card_id: String,
+    /// Version label used (empty when none).
+    pub rate_card_version: String,
+    /// Matched prefix.
+    pub rate_prefix: Option<Prefix>,
+    /// Price per minute used.
+    pub price_per_minute: Money,
+    /// Rated or blocked.
+    pub outcome: UsageOutcome,
+    /// Balance after the leg's last debit.
+    pub balance_after: Money,
+    /// Anomalies.
+    pub flags: UsageFlags,
+}
+
+/// A decision for a call controller.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LegDecision {
+    /// `<tenant>/<leg>/<kind>`: deterministic.
+    pub decision_id: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Leg.
+    pub leg_id: String,
+    /// Call.
+    pub call_id: String,
+    /// Meeting.
+    pub conference_id: String,
+    /// Event time of the event that caused it.
+    pub decided_at: Timestamp,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// Allow, block or disconnect.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Decision {
+    /// The leg may proceed.
+    Allow {
+        /// Longest billable duration affordable at the start (capped at 24 h).
+        max_affordable_seconds: u32,
+        /// What pays (`None` for VoIP).
+        capability: Option<Capability>,
+    },
+    /// The leg must not proceed.
+    Block(BlockReason),
+    /// The leg must be hung up now (cutoff policy `disconnect`).
+    Disconnect {
+        /// The balance that triggered it.
+        balance: Money,
+    },
+}
+
+impl Decision {
+    /// `allow`, `block` or `disconnect`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Decision::Allow { .. } => "allow",
+            Decision::Block(_) => "block",
+            Decision::Disconnect { .. } => "disconnect",
+        }
+    }
+}
+
+/// What kind of credit event.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum CreditEventKind {
+    /// A lot was funded.
+    Funded,
+    /// The balance fell below a low-balance threshold (`amount` = the threshold).
+    LowBalance,
+    /// Auto-recharge requested (`amount` = the recharge amount).
+    RechargeRequested,
+    /// A requested recharge was paid.
+    RechargeSucceeded,
+    /// A requested recharge failed.
+    RechargeFailed,
+    /// The balance reached zero or below.
+    Depleted,
+    /// The balance is above zero again.
+    Restored,
+    /// A lot expired; `amount` was forfeited.
+    LotExpired,
+    /// 80 % of the monthly pool used.
+    Pool80Percent,
+    /// The monthly pool is used up.
+    Pool100Percent,
+    /// A manual adjustment.
+    Adjusted,
+}
+
+/// A credit event.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct CreditEvent {
+    /// `<tenant>/credit/<sequence>`: deterministic.
+    pub credit_event_id: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Per-tenant, gap-free, from 1.
+    pub sequence: u64,
+    /// Event time.
+    pub occurred_at: Timestamp,
+    /// Kind.
+    pub kind: CreditEventKind,
+    /// Amount concerned (zero where none).
+    pub amount: Money,
+    /// Currency.
+    pub currency: Currency,
+    /// Balance after.
+    pub balance_after: Money,
+    /// Detail.
+    pub detail: String,
+}

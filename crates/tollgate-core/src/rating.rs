@@ -1,0 +1,750 @@
+//! The rating function: (reference data, tenant state, input) -> (new state, outputs).
+
+use std::hash::{Hash, Hasher};
+
+use crate::event::{
+    CallLegEvent, CreditBody, CreditCommand, Input, LegBody, LegDuration, LegEnded, LegKind, LegStarted, LotFunding,
+};
+use crate::money::{Currency, Money};
+use crate::output::{
+    BlockReason, CallType, Capability, CreditEvent, CreditEventKind, Decision, LegDecision, NumberType, Output,
+    RatedUsage, UsageFlags, UsageOutcome,
+};
+use crate::policy::DialoutPolicy;
+use crate::reference::{Catalog, CutoffPolicy, LicenceModel, Tenant, UnpricedHandling, User};
+use crate::state::{OpenLeg, TenantState};
+use crate::{Error, Timestamp};
+
+/// The longest a leg can last (meetings end after 24 h): longer legs are rated up to it and
+/// flagged.
+pub const MAX_LEG_SECONDS: u32 = 86_400;
+
+/// Tunables of the rater (tollgate decisions that are not per tenant).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RatingConfig {
+    /// How long (event time) applied ids and closed legs are remembered for deduplication,
+    /// and how long an `ended` waits for its `started`. Default 48 h.
+    pub retention_seconds: u32,
+}
+
+impl Default for RatingConfig {
+    fn default() -> Self {
+        RatingConfig { retention_seconds: 48 * 3600 }
+    }
+}
+
+/// What applying an input did (for metrics; the outputs say the rest).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Applied {
+    /// Applied; outputs (possibly none) were emitted.
+    Processed,
+    /// The same input was applied before: no effect.
+    Duplicate,
+    /// An `ended` arrived before its `started` and waits for it.
+    Parked,
+    /// An `interim` for a leg not started (the `ended` will carry the total).
+    IgnoredBeforeStart,
+    /// An event for a leg already closed (ended, blocked, or VoIP).
+    IgnoredAfterClose,
+}
+
+impl Applied {
+    /// A short label for metrics.
+    pub const fn label(&self) -> &'static str {
+        match self {
+            Applied::Processed => "processed",
+            Applied::Duplicate => "duplicate",
+            Applied::Parked => "parked",
+            Applied::IgnoredBeforeStart => "ignored_before_start",
+            Applied::IgnoredAfterClose => "ignored_after_close",
+        }
+    }
+}
+
+/// Rates inputs. Holds no state of its own: all of it is in [`TenantState`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rater {
+    config: RatingConfig,
+}
+
+impl Rater {
+    /// A rater with the given tunables.
+    pub const fn new(config: RatingConfig) -> Self {
+        Rater { config }
+    }
+
+    /// Applies one input of a tenant to that tenant's state, appending outputs to `out`.
+    ///
+    /// Deterministic: the same state and input give the same new state and outputs. On `Err`
+    /// neither `state` nor `out` was changed.
+    pub fn apply<C: Catalog + ?Sized>(
+        &self,
+        catalog: &C,
+        state: &mut TenantState,
+        input: Input,
+        out: &mut Vec<Output>,
+    ) -> Result<Applied, Error> {
+        let tenant_id = input.tenant_id().as_str();
+        let tenant = catalog.tenant(tenant_id).ok_or_else(|| Error::UnknownTenant(tenant_id.to_owned()))?;
+        let fingerprint = fingerprint(&input);
+        if let Some(seen) = state.seen.get(input.id()) {
+            return if *seen == fingerprint {
+                Ok(Applied::Duplicate)
+            } else {
+                Err(Error::DuplicateConflict(input.id().to_owned()))
+            };
+        }
+        let id = input.id().to_owned();
+        let at = input.occurred_at();
+        let applied = match input {
+            Input::Leg(event) => self.leg(catalog, &tenant, state, event, out)?,
+            Input::Credit(command) => {
+                credit(&tenant, state, command, out)?;
+                Applied::Processed
+            }
+        };
+        state.seen.insert(id, fingerprint, at);
+        self.advance_watermark(state, at);
+        Ok(applied)
+    }
+
+    fn advance_watermark(&self, state: &mut TenantState, at: Timestamp) {
+        if at <= state.watermark {
+            return;
+        }
+        state.watermark = at;
+        let cutoff = Timestamp::new((at.unix_seconds() - i64::from(self.config.retention_seconds)).max(0), 0)
+            .unwrap_or_default();
+        state.seen.prune(cutoff);
+        state.closed_legs.prune(cutoff);
+        let before = state.parked_ends.len();
+        state.parked_ends.retain(|_, e| e.occurred_at >= cutoff);
+        state.totals.orphan_ends_dropped += (before - state.parked_ends.len()) as u64;
+    }
+
+    fn leg<C: Catalog + ?Sized>(
+        &self,
+        catalog: &C,
+        tenant: &Tenant,
+        state: &mut TenantState,
+        event: CallLegEvent,
+        out: &mut Vec<Output>,
+    ) -> Result<Applied, Error> {
+        match event.body {
+            LegBody::Started(started) => {
+                if state.open_legs.contains_key(&event.leg_id) || state.closed_legs.contains(&event.leg_id) {
+                    return Err(Error::LegAlreadyStarted(event.leg_id));
+                }
+                let organizer = catalog.user(tenant.id.as_str(), &event.organizer_id).ok_or_else(|| {
+                    Error::UnknownOrganizer { tenant: tenant.id.to_string(), user: event.organizer_id.clone() }
+                })?;
+                let priced = priced_number(&event.leg_id, &started)?;
+                let parked = state.parked_ends.remove(&event.leg_id);
+                let mut ctx = Ctx { tenant, state, out, at: event.occurred_at };
+                ctx.expire_lots();
+                start_leg(catalog, &mut ctx, &event, started, priced, &organizer);
+                if let Some(parked) = parked {
+                    if let LegBody::Ended(ended) = parked.body {
+                        let leg_id = event.leg_id;
+                        if let Some(leg) = ctx.state.open_legs.remove(&leg_id) {
+                            ctx.at = parked.occurred_at.max(leg.started_at);
+                            let (duration, end_before_start) = match duration_of(&leg, &ended) {
+                                Some(d) => (d, false),
+                                None => (0, true),
+                            };
+                            finish_leg(&mut ctx, leg_id, leg, duration, end_before_start);
+                        }
+                    }
+                }
+                Ok(Applied::Processed)
+            }
+            LegBody::Interim { elapsed_seconds } => {
+                if state.closed_legs.contains(&event.leg_id) {
+                    return Ok(Applied::IgnoredAfterClose);
+                }
+                let Some(mut leg) = state.open_legs.remove(&event.leg_id) else {
+                    return Ok(Applied::IgnoredBeforeStart);
+                };
+                let mut ctx = Ctx { tenant, state, out, at: event.occurred_at.max(leg.started_at) };
+                ctx.expire_lots();
+                if elapsed_seconds > leg.elapsed_seconds {
+                    settle(&mut ctx, &mut leg, elapsed_seconds);
+                }
+                ctx.state.open_legs.insert(event.leg_id, leg);
+                Ok(Applied::Processed)
+            }
+            LegBody::Ended(ended) => {
+                if state.closed_legs.contains(&event.leg_id) {
+                    return Ok(Applied::IgnoredAfterClose);
+                }
+                let Some(leg) = state.open_legs.get(&event.leg_id) else {
+                    if state.parked_ends.contains_key(&event.leg_id) {
+                        return Err(Error::LegAlreadyEnded(event.leg_id));
+                    }
+                    state.parked_ends.insert(event.leg_id.clone(), event);
+                    return Ok(Applied::Parked);
+                };
+                let duration =
+                    duration_of(leg, &ended).ok_or_else(|| Error::EndBeforeStart { leg: event.leg_id.clone() })?;
+                let leg = state.open_legs.remove(&event.leg_id).ok_or_else(|| Error::Invalid("leg vanished".into()))?;
+                let mut ctx = Ctx { tenant, state, out, at: event.occurred_at.max(leg.started_at) };
+                ctx.expire_lots();
+                finish_leg(&mut ctx, event.leg_id, leg, duration, false);
+                Ok(Applied::Processed)
+            }
+        }
+    }
+}
+
+/// The number that prices a leg: the bridge number for dial-in, the destination for dial-out.
+/// `None` for VoIP.
+fn priced_number(leg_id: &str, started: &LegStarted) -> Result<Option<crate::E164>, Error> {
+    let missing = |what: &str| Error::Invalid(format!("leg {leg_id:?}: {what}"));
+    match started.kind {
+        LegKind::Voip => Ok(None),
+        LegKind::DialInToll | LegKind::DialInTollFree => {
+            started.bridge_number.map(Some).ok_or_else(|| missing("dial-in leg without a bridge number"))
+        }
+        LegKind::DialOut | LegKind::CallMeAt => {
+            started.remote_number.map(Some).ok_or_else(|| missing("dial-out leg without a remote number"))
+        }
+    }
+}
+
+/// Connected seconds of an ended leg; `None` when it ends before it starts.
+fn duration_of(leg: &OpenLeg, ended: &LegEnded) -> Option<u64> {
+    let seconds = match ended.duration {
+        LegDuration::ConnectedSeconds(s) => u64::from(s),
+        LegDuration::EndedAt(end) => leg.started_at.seconds_until_ceil(end)?,
+    };
+    Some(if ended.cause.never_connected() { 0 } else { seconds })
+}
+
+/// Mutable view of one tenant while one input is applied.
+struct Ctx<'a> {
+    tenant: &'a Tenant,
+    state: &'a mut TenantState,
+    out: &'a mut Vec<Output>,
+    at: Timestamp,
+}
+
+impl Ctx<'_> {
+    fn currency(&self) -> Currency {
+        self.tenant.currency
+    }
+
+    fn emit_credit(&mut self, kind: CreditEventKind, amount: Money, detail: String) {
+        self.state.credit_sequence += 1;
+        let sequence = self.state.credit_sequence;
+        self.out.push(Output::Credit(CreditEvent {
+            credit_event_id: format!("{}/credit/{sequence}", self.tenant.id),
+            tenant_id: self.tenant.id.clone(),
+            sequence,
+            occurred_at: self.at,
+            kind,
+            amount,
+            currency: self.tenant.currency,
+            balance_after: self.state.balance(),
+            detail,
+        }));
+    }
+
+    fn emit_decision(&mut self, leg_id: &str, call_id: &str, conference_id: &str, decision: Decision) {
+        self.out.push(Output::Decision(LegDecision {
+            decision_id: format!("{}/{leg_id}/{}", self.tenant.id, decision.kind()),
+            tenant_id: self.tenant.id.clone(),
+            leg_id: leg_id.to_owned(),
+            call_id: call_id.to_owned(),
+            conference_id: conference_id.to_owned(),
+            decided_at: self.at,
+            decision,
+        }));
+    }
+
+    /// Forfeits lots whose 12 months are over, as of the event being applied.
+    fn expire_lots(&mut self) {
+        let expired = self.state.ledger.expire(self.at);
+        if expired.is_empty() {
+            return;
+        }
+        for lot in expired {
+            self.state.totals.forfeited += lot.remaining;
+            self.emit_credit(CreditEventKind::LotExpired, lot.remaining, lot.lot_id);
+        }
+        self.after_balance_fell();
+    }
+
+    /// Debits (or, negative, refunds) usage and runs the consequences.
+    fn debit_usage(&mut self, amount: Money) {
+        if amount == Money::ZERO {
+            return;
+        }
+        self.state.ledger.debit(amount, self.at);
+        self.state.totals.usage_charges += amount;
+        if amount.is_positive() {
+            self.after_balance_fell();
+        } else {
+            self.after_balance_rose();
+        }
+    }
+
+    /// Thresholds, auto-recharge, depletion and cutoff after the balance went down.
+    fn after_balance_fell(&mut self) {
+        let balance = self.state.balance();
+        let tenant = self.tenant;
+        for threshold in &tenant.low_balance_thresholds {
+            if balance < *threshold && !self.state.low_balance_fired.contains(threshold) {
+                self.state.low_balance_fired.push(*threshold);
+                self.emit_credit(CreditEventKind::LowBalance, *threshold, String::new());
+            }
+        }
+        if let Some(recharge) = tenant.auto_recharge {
+            if tenant.credits_enabled && balance < recharge.trigger && !self.state.recharge_pending {
+                self.state.recharge_pending = true;
+                self.emit_credit(CreditEventKind::RechargeRequested, recharge.amount, String::new());
+            }
+        }
+        if !balance.is_positive() && !self.state.depleted {
+            self.state.depleted = true;
+            self.emit_credit(CreditEventKind::Depleted, Money::ZERO, String::new());
+        }
+        if tenant.cutoff == CutoffPolicy::Disconnect && balance < -tenant.overdraft_limit {
+            self.disconnect_credit_funded_legs(balance);
+        }
+    }
+
+    /// Re-arms thresholds and the recharge trigger, and reports a restored balance.
+    fn after_balance_rose(&mut self) {
+        let balance = self.state.balance();
+        self.state.low_balance_fired.retain(|t| balance < *t);
+        if let Some(recharge) = self.tenant.auto_recharge {
+            if balance >= recharge.trigger {
+                self.state.recharge_pending = false;
+            }
+        }
+        if self.state.depleted && balance.is_positive() {
+            self.state.depleted = false;
+            self.emit_credit(CreditEventKind::Restored, Money::ZERO, String::new());
+        }
+    }
+
+    fn disconnect_credit_funded_legs(&mut self, balance: Money) {
+        let pool_left = self.pool_minutes_left();
+        let targets: Vec<(String, String, String)> = self
+            .state
+            .open_legs
+            .iter_mut()
+            .filter(|(_, leg)| {
+                !leg.disconnect_sent
+                    && (leg.capability == Capability::Ppm || leg.capability == Capability::Pool && pool_left == 0)
+            })
+            .map(|(id, leg)| {
+                leg.disconnect_sent = true;
+                (id.clone(), leg.call_id.clone(), leg.conference_id.clone())
+            })
+            .collect();
+        for (leg_id, call_id, conference_id) in targets {
+            self.emit_decision(&leg_id, &call_id, &conference_id, Decision::Disconnect { balance });
+        }
+    }
+
+    /// Pooled minutes left this month (as of the event being applied).
+    fn pool_minutes_left(&self) -> u32 {
+        let month = self.at.year_month();
+        let used = if self.state.pool.month == month { self.state.pool.used_minutes } else { 0 };
+        self.tenant.pool_minutes().saturating_sub(used)
+    }
+
+    /// Takes up to `minutes` from this month's pool; returns how many were taken.
+    fn take_pool_minutes(&mut self, minutes: u32) -> u32 {
+        let month = self.at.year_month();
+        if self.state.pool.month != month {
+            self.state.pool = crate::state::PoolUsage { month, ..Default::default() };
+        }
+        let total = self.tenant.pool_minutes();
+        let take = minutes.min(total.saturating_sub(self.state.pool.used_minutes));
+        if take == 0 {
+            return 0;
+        }
+        self.state.pool.used_minutes += take;
+        let used = u64::from(self.state.pool.used_minutes);
+        if used * 100 >= u64::from(total) * 80 && !self.state.pool.alerted_80 {
+            self.state.pool.alerted_80 = true;
+            self.emit_credit(CreditEventKind::Pool80Percent, Money::ZERO, format!("{used}/{total} minutes"));
+        }
+        if used >= u64::from(total) && !self.state.pool.alerted_100 {
+            self.state.pool.alerted_100 = true;
+            self.emit_credit(CreditEventKind::Pool100Percent, Money::ZERO, format!("{used}/{total} minutes"));
+        }
+        take
+    }
+}
+
+/// How a started leg is funded, decided before credit is checked.
+struct Funding {
+    capability: Capability,
+    price: Option<crate::Price>,
+    rate_card_id: String,
+    rate_card_version: String,
+    rate_prefix: Option<crate::Prefix>,
+    flags: UsageFlags,
+}
+
+fn start_leg<C: Catalog + ?Sized>(
+    catalog: &C,
+    ctx: &mut Ctx<'_>,
+    event: &CallLegEvent,
+    started: LegStarted,
+    priced: Option<crate::E164>,
+    organizer: &User,
+) {
+    let tenant = ctx.tenant;
+    let Some(number) = priced else {
+        // VoIP: never billed, never blocked.
+        ctx.emit_decision(
+            &event.leg_id,
+            &event.call_id,
+            &event.conference_id,
+            Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: None },
+        );
+        ctx.state.closed_legs.insert(event.leg_id.clone(), (), ctx.at);
+        return;
+    };
+    let (call_type, number_type) = match started.kind {
+        LegKind::DialInToll => (CallType::ConfIn, NumberType::Toll),
+        LegKind::DialInTollFree => (CallType::ConfIn, NumberType::TollFree),
+        _ => (CallType::ConfOut, NumberType::Toll),
+    };
+    let funding = resolve_funding(catalog, tenant, organizer, started.kind, &number, ctx.at);
+    let mut leg = OpenLeg {
+        call_id: event.call_id.clone(),
+        conference_id: event.conference_id.clone(),
+        organizer_id: event.organizer_id.clone(),
+        organizer_location: organizer.usage_location,
+        kind: started.kind,
+        call_type,
+        number_type,
+        priced_number: number,
+        started_at: ctx.at,
+        capability: funding.capability,
+        price: funding.price,
+        rate_card_id: funding.rate_card_id,
+        rate_card_version: funding.rate_card_version,
+        rate_prefix: funding.rate_prefix,
+        flags: funding.flags,
+        elapsed_seconds: 0,
+        pool_minutes: 0,
+        minutes_accounted: 0,
+        debited: Money::ZERO,
+        disconnect_sent: false,
+    };
+
+    let policy = DialoutPolicy::effective(organizer.dialout_policy, tenant.global_dialout_policy);
+    let block = if call_type == CallType::ConfOut
+        && !policy.conferencing().allows(organizer.usage_location, number.country())
+    {
+        Some(BlockReason::Policy)
+    } else if started.kind == LegKind::DialInTollFree && !organizer.allow_toll_free_dial_in {
+        Some(BlockReason::TollFreeDisabled)
+    } else if leg.capability == Capability::Unpriced && tenant.unpriced == UnpricedHandling::Reject {
+        Some(BlockReason::NoRate)
+    } else {
+        credit_block(ctx, &leg)
+    };
+    if let Some(reason) = block {
+        ctx.emit_decision(&event.leg_id, &event.call_id, &event.conference_id, Decision::Block(reason));
+        let leg_id = event.leg_id.clone();
+        ctx.state.closed_legs.insert(leg_id.clone(), (), ctx.at);
+        leg.flags.unpriced = leg.capability == Capability::Unpriced;
+        emit_usage(ctx, leg_id, leg, 0, ctx.at, UsageOutcome::Blocked(reason), 0, 0, Money::ZERO);
+        return;
+    }
+    let max_affordable_seconds = max_affordable(ctx, &leg);
+    ctx.emit_decision(
+        &event.leg_id,
+        &event.call_id,
+        &event.conference_id,
+        Decision::Allow { max_affordable_seconds, capability: Some(leg.capability) },
+    );
+    ctx.state.open_legs.insert(event.leg_id.clone(), leg);
+}
+
+fn resolve_funding<C: Catalog + ?Sized>(
+    catalog: &C,
+    tenant: &Tenant,
+    organizer: &User,
+    kind: LegKind,
+    number: &crate::E164,
+    at: Timestamp,
+) -> Funding {
+    let mut funding = Funding {
+        capability: Capability::Unpriced,
+        price: None,
+        rate_card_id: tenant.rate_card_id.clone(),
+        rate_card_version: String::new(),
+        rate_prefix: None,
+        flags: UsageFlags::default(),
+    };
+    let mut premium = false;
+    if let Some(card) = catalog.rate_card(&tenant.rate_card_id) {
+        if card.currency != tenant.currency {
+            funding.flags.currency_mismatch = true;
+        } else if let Some(version) = card.version_at(at) {
+            funding.rate_card_version = version.version.clone();
+            let hit = match kind {
+                LegKind::DialInToll => version.dial_in_toll.lookup(number).map(|(p, price)| (*p, *price, false)),
+                LegKind::DialInTollFree => {
+                    version.dial_in_toll_free.lookup(number).map(|(p, price)| (*p, *price, false))
+                }
+                _ => version.dial_out.lookup(number).map(|(p, row)| (*p, row.price, row.premium)),
+            };
+            if let Some((prefix, price, is_premium)) = hit {
+                funding.rate_prefix = Some(prefix);
+                funding.price = Some(price);
+                premium = is_premium;
+            }
+        }
+    }
+    let subscription = organizer.licence == LicenceModel::Subscription;
+    funding.capability = if kind == LegKind::DialInToll && subscription {
+        Capability::Subscription
+    } else if funding.price.is_none() {
+        funding.flags.unpriced = true;
+        Capability::Unpriced
+    } else if matches!(kind, LegKind::DialOut | LegKind::CallMeAt)
+        && subscription
+        && number.country().is_zone_a()
+        && !premium
+    {
+        Capability::Pool
+    } else {
+        Capability::Ppm
+    };
+    funding
+}
+
+/// Why a credit-funded leg may not start, if it may not.
+fn credit_block(ctx: &Ctx<'_>, leg: &OpenLeg) -> Option<BlockReason> {
+    let needs_credit = match leg.capability {
+        Capability::Ppm => true,
+        Capability::Pool => ctx.pool_minutes_left() == 0,
+        Capability::Subscription | Capability::Unpriced => false,
+    };
+    if !needs_credit {
+        return None;
+    }
+    let tenant = ctx.tenant;
+    let balance = ctx.state.balance();
+    if !tenant.credits_enabled || !balance.is_positive() {
+        return Some(BlockReason::NoCredit);
+    }
+    if tenant.cutoff == CutoffPolicy::Disconnect {
+        let price = leg.price?;
+        let first = price.charge(&tenant.currency, price.increments.first.get());
+        if first > balance + tenant.overdraft_limit {
+            return Some(BlockReason::NoCredit);
+        }
+    }
+    None
+}
+
+/// The maximum affordable duration reported in the allow decision.
+fn max_affordable(ctx: &Ctx<'_>, leg: &OpenLeg) -> u32 {
+    let tenant = ctx.tenant;
+    let credit_part = || match leg.price {
+        Some(price) if tenant.credits_enabled => price.max_affordable_seconds(
+            &tenant.currency,
+            ctx.state.balance() + tenant.overdraft_limit,
+            MAX_LEG_SECONDS,
+        ),
+        _ => 0,
+    };
+    match leg.capability {
+        Capability::Subscription | Capability::Unpriced => MAX_LEG_SECONDS,
+        Capability::Ppm => credit_part(),
+        Capability::Pool => {
+            ctx.pool_minutes_left().saturating_mul(60).saturating_add(credit_part()).min(MAX_LEG_SECONDS)
+        }
+    }
+}
+
+/// Brings a leg's debits up to the charge for `elapsed` connected seconds: each call debits
+/// `charge(elapsed) - already debited`, so the debits add up to the final charge exactly.
+fn settle(ctx: &mut Ctx<'_>, leg: &mut OpenLeg, elapsed: u32) -> (u32, u32) {
+    let seconds = if elapsed > MAX_LEG_SECONDS {
+        leg.flags.over_max_duration = true;
+        MAX_LEG_SECONDS
+    } else {
+        elapsed
+    };
+    if seconds < leg.elapsed_seconds {
+        leg.flags.interim_exceeded_final = true;
+    }
+    leg.elapsed_seconds = seconds;
+    let increments = leg.price.map(|p| p.increments).unwrap_or_default();
+    let billable = increments.billable_seconds(seconds);
+    let pool_seconds = if leg.capability == Capability::Pool {
+        let minutes_needed = billable.div_ceil(60);
+        if minutes_needed > leg.minutes_accounted {
+            leg.pool_minutes += ctx.take_pool_minutes(minutes_needed - leg.minutes_accounted);
+            leg.minutes_accounted = minutes_needed;
+        }
+        billable.min(leg.pool_minutes.saturating_mul(60))
+    } else {
+        0
+    };
+    let charge = match (leg.capability, leg.price) {
+        (Capability::Ppm | Capability::Pool, Some(price)) => price.charge(&ctx.currency(), billable - pool_seconds),
+        _ => Money::ZERO,
+    };
+    let delta = charge - leg.debited;
+    leg.debited = charge;
+    ctx.debit_usage(delta);
+    (billable, pool_seconds)
+}
+
+fn finish_leg(ctx: &mut Ctx<'_>, leg_id: String, mut leg: OpenLeg, duration: u64, end_before_start: bool) {
+    let elapsed = u32::try_from(duration).unwrap_or(u32::MAX);
+    let (billable, pool_seconds) = settle(ctx, &mut leg, elapsed);
+    let duration_seconds = leg.elapsed_seconds;
+    let ended_at = leg.started_at.plus_seconds(duration_seconds);
+    leg.flags.end_before_start |= end_before_start;
+    ctx.state.closed_legs.insert(leg_id.clone(), (), ctx.at);
+    let charge = leg.debited;
+    emit_usage(ctx, leg_id, leg, duration_seconds, ended_at, UsageOutcome::Rated, billable, pool_seconds, charge);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_usage(
+    ctx: &mut Ctx<'_>,
+    leg_id: String,
+    leg: OpenLeg,
+    duration_seconds: u32,
+    ended_at: Timestamp,
+    outcome: UsageOutcome,
+    billable_seconds: u32,
+    pool_seconds: u32,
+    charge: Money,
+) {
+    let tenant = ctx.tenant;
+    let connection_fee = match leg.price {
+        Some(p) if charge.is_positive() => p.connection_fee,
+        _ => Money::ZERO,
+    };
+    ctx.out.push(Output::Usage(Box::new(RatedUsage {
+        usage_id: format!("{}/{leg_id}", tenant.id),
+        call_id: leg.call_id,
+        conference_id: leg.conference_id,
+        tenant_id: tenant.id.clone(),
+        organizer_id: leg.organizer_id,
+        organizer_usage_location: leg.organizer_location,
+        call_type: leg.call_type,
+        number_type: leg.number_type,
+        international: leg.priced_number.country() != leg.organizer_location,
+        destination_country: leg.priced_number.country(),
+        destination_number: leg.priced_number,
+        started_at: leg.started_at,
+        ended_at,
+        duration_seconds,
+        billable_seconds,
+        pool_seconds,
+        connection_fee,
+        charge,
+        currency: tenant.currency,
+        capability: leg.capability,
+        rate_card_id: leg.rate_card_id,
+        rate_card_version: leg.rate_card_version,
+        rate_prefix: leg.rate_prefix,
+        price_per_minute: leg.price.map(|p| p.per_minute).unwrap_or_default(),
+        outcome,
+        balance_after: ctx.state.balance(),
+        flags: leg.flags,
+    })));
+}
+
+fn credit(
+    tenant: &Tenant,
+    state: &mut TenantState,
+    command: CreditCommand,
+    out: &mut Vec<Output>,
+) -> Result<(), Error> {
+    let check_currency = |currency: crate::Currency| {
+        if currency == tenant.currency {
+            Ok(())
+        } else {
+            Err(Error::CurrencyMismatch { expected: tenant.currency.to_string(), got: currency.to_string() })
+        }
+    };
+    match &command.body {
+        CreditBody::Fund(lot) | CreditBody::RechargeSucceeded(lot) => {
+            check_currency(lot.currency)?;
+            if !lot.amount.is_positive() {
+                return Err(Error::Invalid(format!("command {:?}: funded amount must be > 0", command.command_id)));
+            }
+        }
+        CreditBody::Adjust { amount, currency, .. } => {
+            check_currency(*currency)?;
+            if *amount == Money::ZERO {
+                return Err(Error::Invalid(format!("command {:?}: adjustment of zero", command.command_id)));
+            }
+        }
+        CreditBody::RechargeFailed { .. } => {}
+    }
+    let mut ctx = Ctx { tenant, state, out, at: command.occurred_at };
+    ctx.expire_lots();
+    match command.body {
+        CreditBody::Fund(lot) => fund(&mut ctx, lot, CreditEventKind::Funded),
+        CreditBody::RechargeSucceeded(lot) => fund(&mut ctx, lot, CreditEventKind::RechargeSucceeded),
+        CreditBody::RechargeFailed { reason } => {
+            // Re-armed: the next debit below the trigger asks again.
+            ctx.state.recharge_pending = false;
+            let amount = tenant.auto_recharge.map(|r| r.amount).unwrap_or_default();
+            ctx.emit_credit(CreditEventKind::RechargeFailed, amount, reason);
+        }
+        CreditBody::Adjust { amount, reason, .. } => {
+            ctx.state.totals.adjusted += amount;
+            if amount.is_positive() {
+                ctx.state.ledger.credit(command.command_id, amount, ctx.at);
+                ctx.emit_credit(CreditEventKind::Adjusted, amount, reason);
+                ctx.after_balance_rose();
+            } else {
+                ctx.state.ledger.debit(-amount, ctx.at);
+                ctx.emit_credit(CreditEventKind::Adjusted, amount, reason);
+                ctx.after_balance_fell();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fund(ctx: &mut Ctx<'_>, lot: LotFunding, kind: CreditEventKind) {
+    ctx.state.totals.funded += lot.amount;
+    ctx.state.ledger.credit(lot.lot_id.clone(), lot.amount, lot.purchased_at);
+    ctx.emit_credit(kind, lot.amount, lot.lot_id);
+    ctx.after_balance_rose();
+    // A lot bought more than 12 months before the command is already expired.
+    ctx.expire_lots();
+}
+
+/// A content fingerprint that is stable across processes and releases (FNV-1a over the
+/// input's `Hash`), so deduplication state restored from the changelog stays valid.
+fn fingerprint(input: &Input) -> u64 {
+    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+    input.hash(&mut hasher);
+    hasher.finish()
+}
+
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}

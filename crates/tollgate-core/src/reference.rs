@@ -1,0 +1,264 @@
+//! Reference data: tenants, users and rate cards, and the [`Catalog`] the rater reads them
+//! through.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::money::{Currency, Money};
+use crate::number::Country;
+use crate::policy::DialoutPolicy;
+use crate::rates::RateCard;
+
+/// A tenant id: non-empty. It is also the Kafka key of every tenant-scoped record.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Wraps a non-empty id.
+    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
+        let id = id.into();
+        if id.trim().is_empty() {
+            return Err(Error::Invalid("tenant id is empty".into()));
+        }
+        Ok(TenantId(id))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantId({})", self.0)
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        TenantId::new(value)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(value: TenantId) -> Self {
+        value.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What happens to in-progress credit-funded legs when the balance runs out (tollgate
+/// decision, per tenant).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+pub enum CutoffPolicy {
+    /// A leg allowed at its start completes and is charged in full; the balance may go
+    /// negative.
+    #[default]
+    Finish,
+    /// When a debit takes the balance below -overdraft limit, every in-progress credit-funded
+    /// leg gets a disconnect decision.
+    Disconnect,
+}
+
+/// What happens to a leg that no rate matches (tollgate decision, per tenant).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+pub enum UnpricedHandling {
+    /// Allow, charge zero, flag `unpriced` (the reference service's FREECALL).
+    #[default]
+    Free,
+    /// Block with reason `no_rate`.
+    Reject,
+}
+
+/// A user's conferencing licence model.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+pub enum LicenceModel {
+    /// Every PSTN leg is charged to credits.
+    #[default]
+    PayPerMinute,
+    /// Toll dial-in included; Zone A non-premium dial-out drawn from the monthly pool first.
+    Subscription,
+}
+
+/// Auto-recharge settings.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct AutoRecharge {
+    /// A recharge is requested when the balance falls strictly below this amount.
+    pub trigger: Money,
+    /// The amount requested.
+    pub amount: Money,
+}
+
+/// A tenant, as rating needs it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Tenant {
+    /// The id.
+    pub id: TenantId,
+    /// Currency of the balance and of every charge.
+    pub currency: Currency,
+    /// Without credits, credit-funded legs are blocked.
+    pub credits_enabled: bool,
+    /// Optional auto-recharge.
+    pub auto_recharge: Option<AutoRecharge>,
+    /// Low-balance thresholds, highest first.
+    pub low_balance_thresholds: Vec<Money>,
+    /// How far below zero the balance may go under [`CutoffPolicy::Disconnect`] (>= 0).
+    pub overdraft_limit: Money,
+    /// In-call cutoff policy.
+    pub cutoff: CutoffPolicy,
+    /// Tenant-wide dial-out policy for users without an assignment.
+    pub global_dialout_policy: Option<DialoutPolicy>,
+    /// Subscription licences: 60 pooled dial-out minutes each per UTC month.
+    pub subscription_licences: u32,
+    /// What to do with legs no rate matches.
+    pub unpriced: UnpricedHandling,
+    /// The rate card pricing this tenant's legs.
+    pub rate_card_id: String,
+}
+
+impl Tenant {
+    /// A tenant with credits enabled and every other setting at its default: no auto-recharge,
+    /// no thresholds, no overdraft, finish, global default policy, no subscriptions, unpriced
+    /// legs free.
+    pub fn new(id: TenantId, currency: Currency, rate_card_id: impl Into<String>) -> Self {
+        Tenant {
+            id,
+            currency,
+            credits_enabled: true,
+            auto_recharge: None,
+            low_balance_thresholds: Vec::new(),
+            overdraft_limit: Money::ZERO,
+            cutoff: CutoffPolicy::Finish,
+            global_dialout_policy: None,
+            subscription_licences: 0,
+            unpriced: UnpricedHandling::Free,
+            rate_card_id: rate_card_id.into(),
+        }
+    }
+
+    /// Checks the invariants the rater relies on and sorts thresholds highest first.
+    pub fn validated(mut self) -> Result<Self, Error> {
+        if self.overdraft_limit.is_negative() {
+            return Err(Error::Invalid(format!("tenant {}: overdraft limit is negative", self.id)));
+        }
+        if let Some(r) = self.auto_recharge {
+            if !r.amount.is_positive() {
+                return Err(Error::Invalid(format!("tenant {}: auto-recharge amount must be > 0", self.id)));
+            }
+        }
+        self.low_balance_thresholds.sort_by(|a, b| b.cmp(a));
+        self.low_balance_thresholds.dedup();
+        Ok(self)
+    }
+
+    /// Pooled dial-out minutes per month.
+    pub fn pool_minutes(&self) -> u32 {
+        self.subscription_licences.saturating_mul(60)
+    }
+}
+
+/// A user, as rating needs it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct User {
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// The id.
+    pub id: String,
+    /// Usage location: decides what "domestic" means.
+    pub usage_location: Country,
+    /// Assigned dial-out policy; `None` falls back to the tenant's global policy.
+    pub dialout_policy: Option<DialoutPolicy>,
+    /// Licence model.
+    pub licence: LicenceModel,
+    /// Whether toll-free dial-in to this user's meetings is allowed (default true).
+    pub allow_toll_free_dial_in: bool,
+}
+
+impl User {
+    /// A pay-per-minute user with no policy assignment and toll-free dial-in allowed.
+    pub fn new(tenant_id: TenantId, id: impl Into<String>, usage_location: Country) -> Self {
+        User {
+            tenant_id,
+            id: id.into(),
+            usage_location,
+            dialout_policy: None,
+            licence: LicenceModel::PayPerMinute,
+            allow_toll_free_dial_in: true,
+        }
+    }
+}
+
+/// Read access to reference data. The offline rater uses [`Reference`]; the Kafka worker
+/// implements it over its live tables.
+pub trait Catalog {
+    /// A tenant by id.
+    fn tenant(&self, tenant: &str) -> Option<Arc<Tenant>>;
+    /// A user of a tenant.
+    fn user(&self, tenant: &str, user: &str) -> Option<Arc<User>>;
+    /// A rate card by id.
+    fn rate_card(&self, rate_card: &str) -> Option<Arc<RateCard>>;
+}
+
+/// An in-memory, immutable-by-default set of reference data.
+#[derive(Clone, Debug, Default)]
+pub struct Reference {
+    tenants: HashMap<String, Arc<Tenant>>,
+    users: HashMap<String, HashMap<String, Arc<User>>>,
+    rate_cards: HashMap<String, Arc<RateCard>>,
+}
+
+impl Reference {
+    /// Adds or replaces a tenant.
+    pub fn put_tenant(&mut self, tenant: Tenant) {
+        self.tenants.insert(tenant.id.as_str().to_owned(), Arc::new(tenant));
+    }
+
+    /// Adds or replaces a user.
+    pub fn put_user(&mut self, user: User) {
+        self.users.entry(user.tenant_id.as_str().to_owned()).or_default().insert(user.id.clone(), Arc::new(user));
+    }
+
+    /// Adds or replaces a rate card.
+    pub fn put_rate_card(&mut self, card: RateCard) {
+        self.rate_cards.insert(card.id.clone(), Arc::new(card));
+    }
+
+    /// Tenant ids, sorted.
+    pub fn tenant_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.tenants.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+impl Catalog for Reference {
+    fn tenant(&self, tenant: &str) -> Option<Arc<Tenant>> {
+        self.tenants.get(tenant).cloned()
+    }
+
+    fn user(&self, tenant: &str, user: &str) -> Option<Arc<User>> {
+        self.users.get(tenant).and_then(|u| u.get(user)).cloned()
+    }
+
+    fn rate_card(&self, rate_card: &str) -> Option<Arc<RateCard>> {
+        self.rate_cards.get(rate_card).cloned()
+    }
+}

@@ -1,0 +1,179 @@
+//! Per-tenant state: what the worker keeps in memory, writes to the changelog and restores.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::event::{CallLegEvent, LegKind};
+use crate::instant::YearMonth;
+use crate::ledger::Ledger;
+use crate::money::Money;
+use crate::number::{Country, E164};
+use crate::output::{CallType, Capability, NumberType, UsageFlags};
+use crate::rates::{Prefix, Price};
+
+/// Everything tollgate knows about one tenant's credits and legs.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct TenantState {
+    /// The balance and its lots.
+    pub ledger: Ledger,
+    /// Running totals: `balance == funded + adjusted - usage_charges - forfeited`.
+    pub totals: Totals,
+    /// Last credit-event sequence number used.
+    pub credit_sequence: u64,
+    /// A depletion event was emitted and the balance has not been positive since.
+    pub depleted: bool,
+    /// Low-balance thresholds that fired and wait to be re-armed by funding.
+    pub low_balance_fired: Vec<Money>,
+    /// A recharge was requested and the balance has not been back at the trigger since.
+    pub recharge_pending: bool,
+    /// This month's subscription pool usage.
+    pub pool: PoolUsage,
+    /// Legs in progress, by leg id (ordered, so disconnects come out in a stable order).
+    pub open_legs: BTreeMap<String, OpenLeg>,
+    /// `ended` events that arrived before their `started`, by leg id.
+    pub parked_ends: BTreeMap<String, CallLegEvent>,
+    /// Recently closed legs: late events for them are ignored.
+    pub closed_legs: Recent<()>,
+    /// Recently applied input ids and their content fingerprints: duplicates are no-ops.
+    pub seen: Recent<u64>,
+    /// Latest event time applied: drives the retention of `seen`, `closed_legs`, parked ends.
+    pub watermark: Timestamp,
+}
+
+impl TenantState {
+    /// The credit balance.
+    pub fn balance(&self) -> Money {
+        self.ledger.balance()
+    }
+}
+
+/// Running totals of the ledger, for conservation checks and summaries.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Totals {
+    /// Money funded (lots and paid recharges).
+    pub funded: Money,
+    /// Signed sum of manual adjustments.
+    pub adjusted: Money,
+    /// Sum of every leg debit (equals the sum of rated charges once the legs ended).
+    pub usage_charges: Money,
+    /// Expired lot remainders.
+    pub forfeited: Money,
+    /// Parked `ended` events dropped because no `started` came within the retention window.
+    pub orphan_ends_dropped: u64,
+}
+
+/// The tenant's subscription pool for one UTC month.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct PoolUsage {
+    /// The month the counters are for.
+    pub month: YearMonth,
+    /// Pooled minutes used.
+    pub used_minutes: u32,
+    /// The 80 % event was emitted this month.
+    pub alerted_80: bool,
+    /// The 100 % event was emitted this month.
+    pub alerted_100: bool,
+}
+
+/// A leg in progress.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct OpenLeg {
+    /// Call id.
+    pub call_id: String,
+    /// Meeting id.
+    pub conference_id: String,
+    /// Organizer billed.
+    pub organizer_id: String,
+    /// Organizer's usage location at the start.
+    pub organizer_location: Country,
+    /// How it joined.
+    pub kind: LegKind,
+    /// Call type.
+    pub call_type: CallType,
+    /// Number type.
+    pub number_type: NumberType,
+    /// The priced number.
+    pub priced_number: E164,
+    /// Start instant.
+    pub started_at: Timestamp,
+    /// What pays.
+    pub capability: Capability,
+    /// The price (none for unpriced legs).
+    pub price: Option<Price>,
+    /// Rate card id.
+    pub rate_card_id: String,
+    /// Rate card version label.
+    pub rate_card_version: String,
+    /// Matched prefix.
+    pub rate_prefix: Option<Prefix>,
+    /// Anomalies so far.
+    pub flags: UsageFlags,
+    /// Highest connected seconds reported.
+    pub elapsed_seconds: u32,
+    /// Pooled minutes taken by this leg.
+    pub pool_minutes: u32,
+    /// Billable minutes already assigned to the pool or to credits.
+    pub minutes_accounted: u32,
+    /// Sum of this leg's debits so far.
+    pub debited: Money,
+    /// A disconnect decision was emitted for it.
+    pub disconnect_sent: bool,
+}
+
+/// Ids seen recently, by event time, with a value each; entries older than the retention
+/// window (by the tenant's watermark) are dropped.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "V: Serialize", deserialize = "V: Deserialize<'de>"))]
+pub struct Recent<V> {
+    entries: HashMap<String, V>,
+    order: VecDeque<(Timestamp, String)>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent { entries: HashMap::new(), order: VecDeque::new() }
+    }
+}
+
+impl<V> Recent<V> {
+    /// The value kept for `id`.
+    pub fn get(&self, id: &str) -> Option<&V> {
+        self.entries.get(id)
+    }
+
+    /// Whether `id` is kept.
+    pub fn contains(&self, id: &str) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// Remembers `id` as of `at`.
+    pub fn insert(&mut self, id: String, value: V, at: Timestamp) {
+        if self.entries.insert(id.clone(), value).is_none() {
+            self.order.push_back((at, id));
+        }
+    }
+
+    /// Forgets entries remembered before `cutoff`.
+    pub fn prune(&mut self, cutoff: Timestamp) {
+        while let Some((at, _)) = self.order.front() {
+            if *at >= cutoff {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.entries.remove(&id);
+            }
+        }
+    }
+
+    /// How many ids are kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
