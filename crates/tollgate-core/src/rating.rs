@@ -169,6 +169,17 @@ impl Rater {
                 ctx.expire_lots();
                 if elapsed_seconds > leg.elapsed_seconds {
                     settle(&mut ctx, &mut leg, elapsed_seconds);
+                    // The other legs were cut off by the debit; this one is out of the map.
+                    if ctx.cutoff_reached() && !leg.disconnect_sent && ctx.is_credit_funded(&leg) {
+                        leg.disconnect_sent = true;
+                        let balance = ctx.state.balance();
+                        ctx.emit_decision(
+                            &event.leg_id,
+                            &leg.call_id,
+                            &leg.conference_id,
+                            Decision::Disconnect { balance },
+                        );
+                    }
                 }
                 ctx.state.open_legs.insert(event.leg_id, leg);
                 Ok(Applied::Processed)
@@ -308,9 +319,19 @@ impl Ctx<'_> {
             self.state.depleted = true;
             self.emit_credit(CreditEventKind::Depleted, Money::ZERO, String::new());
         }
-        if tenant.cutoff == CutoffPolicy::Disconnect && balance < -tenant.overdraft_limit {
+        if self.cutoff_reached() {
             self.disconnect_credit_funded_legs(balance);
         }
+    }
+
+    /// Whether the tenant cuts off calls and the balance is below -overdraft.
+    fn cutoff_reached(&self) -> bool {
+        self.tenant.cutoff == CutoffPolicy::Disconnect && self.state.balance() < -self.tenant.overdraft_limit
+    }
+
+    /// Whether a leg is being paid with credits now (pooled legs once the pool is empty).
+    fn is_credit_funded(&self, leg: &OpenLeg) -> bool {
+        leg.capability == Capability::Ppm || leg.capability == Capability::Pool && self.pool_minutes_left() == 0
     }
 
     /// Re-arms thresholds and the recharge trigger, and reports a restored balance.
@@ -329,14 +350,14 @@ impl Ctx<'_> {
     }
 
     fn disconnect_credit_funded_legs(&mut self, balance: Money) {
-        let pool_left = self.pool_minutes_left();
+        let pool_empty = self.pool_minutes_left() == 0;
         let targets: Vec<(String, String, String)> = self
             .state
             .open_legs
             .iter_mut()
             .filter(|(_, leg)| {
                 !leg.disconnect_sent
-                    && (leg.capability == Capability::Ppm || leg.capability == Capability::Pool && pool_left == 0)
+                    && (leg.capability == Capability::Ppm || leg.capability == Capability::Pool && pool_empty)
             })
             .map(|(id, leg)| {
                 leg.disconnect_sent = true;

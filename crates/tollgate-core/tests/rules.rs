@@ -1,0 +1,993 @@
+//! One table-driven test per DOMAIN.md rule, with exact expected amounts.
+//!
+//! The fixture is a small world: one USD rate card with two versions, one JPY card, one EUR
+//! card (for currency mismatches), a USD tenant `contoso` with users on every policy and
+//! licence, and a JPY tenant `tokyo`.
+
+use std::collections::HashMap;
+
+use tollgate_core::*;
+
+// 2026-11-02T09:00:00Z
+const T0: i64 = 1_793_610_000;
+// 2026-12-01T00:00:00Z: rate card version v2 starts.
+const DEC_1: i64 = 1_796_083_200;
+
+fn ts(secs: i64) -> Timestamp {
+    Timestamp::new(secs, 0).unwrap()
+}
+fn m(s: &str) -> Money {
+    s.parse().unwrap()
+}
+fn num(s: &str) -> E164 {
+    E164::parse(s).unwrap()
+}
+fn price(per_minute: &str, fee: &str, first: u32, sub: u32) -> Price {
+    Price::new(m(per_minute), m(fee), Increments::new(first, sub).unwrap()).unwrap()
+}
+fn table<T>(rows: Vec<(&str, T)>) -> PrefixTable<T> {
+    PrefixTable::new(rows.into_iter().map(|(p, v)| (Prefix::parse(p).unwrap(), v)).collect()).unwrap()
+}
+fn out_rate(per_minute: &str) -> DialOutRate {
+    DialOutRate { price: price(per_minute, "0", 60, 60), premium: false }
+}
+
+const US: &str = "+12128675309";
+const CA: &str = "+14163402000";
+const PR: &str = "+17877221000";
+const GB: &str = "+442071838750";
+const GB_MOBILE: &str = "+447911123456";
+const GB_PREMIUM: &str = "+449098790000";
+const DE: &str = "+4930901820";
+const FR: &str = "+33142685300";
+const AU: &str = "+61293744000";
+const NG: &str = "+2348031234567";
+const JP: &str = "+81312345678";
+const AR: &str = "+541143211234";
+const US_BRIDGE: &str = "+12065550100";
+const US_TOLL_FREE_BRIDGE: &str = "+18005550100";
+const GB_BRIDGE: &str = "+442038700000";
+
+fn usd_card() -> RateCard {
+    let usd = Currency::from_code("USD").unwrap();
+    let v1 = RateCardVersion {
+        version: "v1".into(),
+        effective_from: ts(1_767_225_600),
+        dial_in_toll: table(vec![("1", price("0.0100", "0", 60, 60)), ("44", price("0.0150", "0", 60, 60))]),
+        dial_in_toll_free: table(vec![("1", price("0.0400", "0", 60, 60)), ("44", price("0.0600", "0", 60, 60))]),
+        dial_out: table(vec![
+            ("1", out_rate("0.0200")),
+            ("1416", out_rate("0.0300")),
+            ("1787", out_rate("0.0500")),
+            ("44", out_rate("0.0400")),
+            ("447", out_rate("0.1200")),
+            ("449", DialOutRate { price: price("1.5000", "0", 60, 60), premium: true }),
+            ("49", out_rate("0.0350")),
+            ("234", out_rate("0.2500")),
+            ("33", DialOutRate { price: price("0.0312", "0.10", 60, 60), premium: false }),
+            ("61", DialOutRate { price: price("0.0700", "0", 1, 1), premium: false }),
+            ("81", DialOutRate { price: price("0.0900", "0", 60, 1), premium: false }),
+        ]),
+    };
+    let mut v2 = v1.clone();
+    v2.version = "v2".into();
+    v2.effective_from = ts(DEC_1);
+    v2.dial_out = table(vec![("1", out_rate("0.0250")), ("44", out_rate("0.0450"))]);
+    RateCard::new("usd".into(), usd, vec![v2, v1]).unwrap()
+}
+
+fn jpy_card() -> RateCard {
+    let v = RateCardVersion {
+        version: "jp-1".into(),
+        effective_from: ts(1_767_225_600),
+        dial_in_toll: table(vec![]),
+        dial_in_toll_free: table(vec![]),
+        dial_out: table(vec![("81", out_rate("3.5")), ("1", out_rate("5"))]),
+    };
+    RateCard::new("jpy".into(), Currency::from_code("JPY").unwrap(), vec![v]).unwrap()
+}
+
+fn eur_card() -> RateCard {
+    let v = RateCardVersion {
+        version: "eu-1".into(),
+        effective_from: ts(1_767_225_600),
+        dial_in_toll: table(vec![]),
+        dial_in_toll_free: table(vec![]),
+        dial_out: table(vec![("1", out_rate("0.02"))]),
+    };
+    RateCard::new("eur".into(), Currency::from_code("EUR").unwrap(), vec![v]).unwrap()
+}
+
+struct World {
+    reference: Reference,
+    rater: Rater,
+    states: HashMap<String, TenantState>,
+    next_id: u32,
+}
+
+fn tid(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+
+fn user(tenant: &str, id: &str, location: &str, policy: Option<DialoutPolicy>, licence: LicenceModel) -> User {
+    let mut u = User::new(tid(tenant), id, Country::from_code(location).unwrap());
+    u.dialout_policy = policy;
+    u.licence = licence;
+    u
+}
+
+impl World {
+    fn new() -> Self {
+        let mut reference = Reference::default();
+        reference.put_rate_card(usd_card());
+        reference.put_rate_card(jpy_card());
+        reference.put_rate_card(eur_card());
+        let usd = Currency::from_code("USD").unwrap();
+        reference.put_tenant(Tenant::new(tid("contoso"), usd, "usd"));
+        reference.put_tenant(Tenant::new(tid("tokyo"), Currency::from_code("JPY").unwrap(), "jpy"));
+        reference.put_tenant(Tenant::new(tid("mismatch"), usd, "eur"));
+        use DialoutPolicy as P;
+        use LicenceModel::{PayPerMinute as Ppm, Subscription as Sub};
+        for u in [
+            user("contoso", "ppm-us", "US", None, Ppm),
+            user("contoso", "sub-us", "US", None, Sub),
+            user("contoso", "dom-us", "US", Some(P::CpcDomesticPstnInternational), Ppm),
+            user("contoso", "zonea-us", "US", Some(P::CpcZoneAPstnDomestic), Ppm),
+            user("contoso", "off-us", "US", Some(P::CpcAndPstnDisabled), Ppm),
+            user("contoso", "ppm-gb", "GB", None, Ppm),
+            user("tokyo", "taro", "JP", None, Ppm),
+            user("mismatch", "eve", "US", None, Ppm),
+        ] {
+            reference.put_user(u);
+        }
+        let mut notf = user("contoso", "notf-us", "US", None, Ppm);
+        notf.allow_toll_free_dial_in = false;
+        reference.put_user(notf);
+        World { reference, rater: Rater::default(), states: HashMap::new(), next_id: 0 }
+    }
+
+    fn tenant(&mut self, id: &str, change: impl FnOnce(&mut Tenant)) {
+        let mut t = (*self.reference.tenant(id).unwrap()).clone();
+        change(&mut t);
+        self.reference.put_tenant(t.validated().unwrap());
+    }
+
+    fn state(&self, tenant: &str) -> &TenantState {
+        &self.states[tenant]
+    }
+
+    fn balance(&self, tenant: &str) -> Money {
+        self.states.get(tenant).map(TenantState::balance).unwrap_or_default()
+    }
+
+    fn try_apply(&mut self, input: Input) -> Result<(Applied, Vec<Output>), Error> {
+        let state = self.states.entry(input.tenant_id().to_string()).or_default();
+        let mut out = Vec::new();
+        let applied = self.rater.apply(&self.reference, state, input, &mut out)?;
+        Ok((applied, out))
+    }
+
+    fn apply(&mut self, input: Input) -> Vec<Output> {
+        self.try_apply(input).unwrap().1
+    }
+
+    fn id(&mut self) -> String {
+        self.next_id += 1;
+        format!("e{}", self.next_id)
+    }
+
+    fn credit(&mut self, tenant: &str, at: i64, body: CreditBody) -> Vec<Output> {
+        let command_id = self.id();
+        self.apply(Input::Credit(CreditCommand { command_id, tenant_id: tid(tenant), occurred_at: ts(at), body }))
+    }
+
+    fn fund_at(&mut self, tenant: &str, amount: &str, at: i64) -> Vec<Output> {
+        let currency = self.reference.tenant(tenant).unwrap().currency;
+        let lot_id = format!("lot-{}", self.next_id + 1);
+        self.credit(
+            tenant,
+            at,
+            CreditBody::Fund(LotFunding { lot_id, amount: m(amount), currency, purchased_at: ts(at) }),
+        )
+    }
+
+    fn fund(&mut self, tenant: &str, amount: &str) -> Vec<Output> {
+        self.fund_at(tenant, amount, T0 - 3600)
+    }
+
+    fn leg_event(&mut self, tenant: &str, leg: &str, organizer: &str, at: i64, body: LegBody) -> Input {
+        Input::Leg(CallLegEvent {
+            event_id: self.id(),
+            tenant_id: tid(tenant),
+            conference_id: "meeting-1".into(),
+            call_id: format!("call-{leg}"),
+            leg_id: leg.into(),
+            organizer_id: organizer.into(),
+            occurred_at: ts(at),
+            body,
+        })
+    }
+
+    fn start(&mut self, tenant: &str, leg: &str, organizer: &str, kind: LegKind, number: &str, at: i64) -> Vec<Output> {
+        let n = num(number);
+        let started = match kind {
+            LegKind::DialInToll | LegKind::DialInTollFree => {
+                LegStarted { kind, bridge_number: Some(n), remote_number: Some(num(US)) }
+            }
+            LegKind::Voip => LegStarted { kind, bridge_number: None, remote_number: None },
+            _ => LegStarted { kind, bridge_number: None, remote_number: Some(n) },
+        };
+        let input = self.leg_event(tenant, leg, organizer, at, LegBody::Started(started));
+        self.apply(input)
+    }
+
+    fn interim(&mut self, tenant: &str, leg: &str, elapsed: u32, at: i64) -> Vec<Output> {
+        let input = self.leg_event(tenant, leg, "", at, LegBody::Interim { elapsed_seconds: elapsed });
+        self.apply(input)
+    }
+
+    fn end(&mut self, tenant: &str, leg: &str, seconds: u32, at: i64) -> Vec<Output> {
+        let ended = LegEnded { duration: LegDuration::ConnectedSeconds(seconds), cause: DisconnectCause::Normal };
+        let input = self.leg_event(tenant, leg, "", at, LegBody::Ended(ended));
+        self.apply(input)
+    }
+
+    /// Starts and ends a leg; returns (decision, usage record if any).
+    fn call(
+        &mut self,
+        tenant: &str,
+        organizer: &str,
+        kind: LegKind,
+        number: &str,
+        seconds: u32,
+    ) -> (Decision, Option<RatedUsage>) {
+        let leg = format!("leg-{}", self.next_id + 1);
+        let mut out = self.start(tenant, &leg, organizer, kind, number, T0);
+        let decision = decisions(&out)[0];
+        if matches!(decision, Decision::Allow { .. }) && kind != LegKind::Voip {
+            out.extend(self.end(tenant, &leg, seconds, T0 + i64::from(seconds)));
+        }
+        (decision, usages(&out).into_iter().next())
+    }
+}
+
+fn decisions(out: &[Output]) -> Vec<Decision> {
+    out.iter().filter_map(|o| if let Output::Decision(d) = o { Some(d.decision) } else { None }).collect()
+}
+
+fn usages(out: &[Output]) -> Vec<RatedUsage> {
+    out.iter().filter_map(|o| if let Output::Usage(u) = o { Some((**u).clone()) } else { None }).collect()
+}
+
+fn credit_events(out: &[Output]) -> Vec<(CreditEventKind, Money, Money)> {
+    out.iter()
+        .filter_map(|o| if let Output::Credit(c) = o { Some((c.kind, c.amount, c.balance_after)) } else { None })
+        .collect()
+}
+
+fn allowed(d: Decision) -> bool {
+    matches!(d, Decision::Allow { .. })
+}
+
+// ---------------------------------------------------------------------------------------
+// DOMAIN.md 1: every PSTN leg is billed to, and policy-checked against, the organizer.
+
+#[test]
+fn bills_and_checks_every_leg_against_the_organizer() {
+    let mut w = World::new();
+    w.fund("contoso", "100");
+    // A GB participant's dial-out to GB in a meeting organized by a DomesticOnly US user is
+    // international for the organizer: blocked.
+    let (d, usage) = w.call("contoso", "dom-us", LegKind::DialOut, GB, 60);
+    assert_eq!(d, Decision::Block(BlockReason::Policy));
+    let usage = usage.unwrap();
+    assert_eq!((usage.organizer_id.as_str(), usage.organizer_usage_location.code()), ("dom-us", "US"));
+    assert_eq!(usage.outcome, UsageOutcome::Blocked(BlockReason::Policy));
+    assert_eq!(usage.charge, Money::ZERO);
+    // The same leg in a meeting organized by the GB user is domestic and billed to them.
+    let (d, usage) = w.call("contoso", "ppm-gb", LegKind::DialOut, GB, 60);
+    assert!(allowed(d));
+    let usage = usage.unwrap();
+    assert_eq!((usage.organizer_id.as_str(), usage.international, usage.charge), ("ppm-gb", false, m("0.04")));
+}
+
+// ---------------------------------------------------------------------------------------
+// DOMAIN.md 2: which legs cost money.
+
+#[test]
+fn charges_legs_by_kind_and_licence() {
+    use Capability::*;
+    use LegKind::*;
+    // (organizer, kind, number, seconds, capability, charge)
+    let table: &[(&str, LegKind, &str, u32, Capability, &str)] = &[
+        ("ppm-us", DialInToll, US_BRIDGE, 600, Ppm, "0.10"),
+        ("sub-us", DialInToll, US_BRIDGE, 600, Subscription, "0"),
+        ("ppm-us", DialInTollFree, US_TOLL_FREE_BRIDGE, 600, Ppm, "0.40"),
+        ("sub-us", DialInTollFree, US_TOLL_FREE_BRIDGE, 600, Ppm, "0.40"),
+        ("ppm-us", DialOut, GB, 600, Ppm, "0.40"),
+        ("ppm-us", CallMeAt, GB, 600, Ppm, "0.40"),
+        // Subscription, Zone A, non-premium: the pool (the tenant has 1 licence = 60 min).
+        ("sub-us", DialOut, GB, 600, Pool, "0"),
+        ("sub-us", CallMeAt, DE, 600, Pool, "0"),
+        // Subscription to a non-Zone A country: credits.
+        ("sub-us", DialOut, NG, 600, Ppm, "2.50"),
+        // Subscription to a Zone A premium number: credits.
+        ("sub-us", DialOut, GB_PREMIUM, 60, Ppm, "1.50"),
+    ];
+    for &(organizer, kind, number, seconds, capability, charge) in table {
+        let mut w = World::new();
+        w.tenant("contoso", |t| t.subscription_licences = 1);
+        w.fund("contoso", "100");
+        let (d, usage) = w.call("contoso", organizer, kind, number, seconds);
+        let Decision::Allow { capability: allowed_as, .. } = d else { panic!("{organizer} {kind:?} {number}: {d:?}") };
+        assert_eq!(allowed_as, Some(capability), "{organizer} {kind:?} {number}");
+        let usage = usage.unwrap();
+        assert_eq!((usage.capability, usage.charge), (capability, m(charge)), "{organizer} {kind:?} {number}");
+        assert_eq!(w.balance("contoso"), m("100") - m(charge));
+    }
+}
+
+#[test]
+fn voip_joins_are_never_billed_nor_blocked() {
+    let mut w = World::new();
+    // No credit at all, credits disabled, and a fully disabled organizer.
+    w.tenant("contoso", |t| t.credits_enabled = false);
+    let out = w.start("contoso", "v1", "off-us", LegKind::Voip, US, T0);
+    assert_eq!(decisions(&out), vec![Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: None }]);
+    assert!(usages(&out).is_empty());
+    let out = w.end("contoso", "v1", 3600, T0 + 3600);
+    assert!(out.is_empty());
+    assert_eq!(w.balance("contoso"), Money::ZERO);
+}
+
+#[test]
+fn prices_dial_in_by_the_dialled_bridge_number_and_type() {
+    // (kind, bridge, seconds, charge): 10 minutes each
+    let table = [
+        (LegKind::DialInToll, US_BRIDGE, "0.10"),
+        (LegKind::DialInToll, GB_BRIDGE, "0.15"),
+        (LegKind::DialInTollFree, US_TOLL_FREE_BRIDGE, "0.40"),
+        (LegKind::DialInTollFree, GB_BRIDGE, "0.60"),
+    ];
+    for (kind, bridge, charge) in table {
+        let mut w = World::new();
+        w.fund("contoso", "10");
+        let (_, usage) = w.call("contoso", "ppm-us", kind, bridge, 600);
+        let usage = usage.unwrap();
+        assert_eq!(usage.charge, m(charge), "{kind:?} {bridge}");
+        assert_eq!(usage.call_type, CallType::ConfIn);
+        assert_eq!(usage.destination_number.to_string(), bridge);
+    }
+}
+
+#[test]
+fn prices_dial_out_by_destination_only() {
+    // The same destination costs the same whoever organizes and wherever they are.
+    for organizer in ["ppm-us", "ppm-gb"] {
+        let mut w = World::new();
+        w.fund("contoso", "10");
+        let (_, usage) = w.call("contoso", organizer, LegKind::DialOut, DE, 600);
+        assert_eq!(usage.unwrap().charge, m("0.35"), "{organizer}");
+    }
+    // Longest prefix decides: +1 416 (Toronto) and +1 787 (Puerto Rico) have their own rows.
+    let table = [(US, "0.20", "1"), (CA, "0.30", "1416"), (PR, "0.50", "1787"), (GB_MOBILE, "1.20", "447")];
+    for (number, charge, prefix) in table {
+        let mut w = World::new();
+        w.fund("contoso", "10");
+        let usage = w.call("contoso", "ppm-us", LegKind::DialOut, number, 600).1.unwrap();
+        assert_eq!((usage.charge, usage.rate_prefix.unwrap().to_string()), (m(charge), prefix.to_string()), "{number}");
+    }
+}
+
+#[test]
+fn draws_zone_a_dial_out_from_the_monthly_pool_and_splits_per_minute() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1); // 60 pooled minutes
+    w.fund("contoso", "10");
+    // 47 minutes: all pooled; no event yet (78 %).
+    let mut out = w.start("contoso", "a", "sub-us", LegKind::DialOut, GB, T0);
+    out.extend(w.end("contoso", "a", 47 * 60, T0 + 47 * 60));
+    let usage = &usages(&out)[0];
+    assert_eq!((usage.capability, usage.pool_seconds, usage.charge), (Capability::Pool, 2820, Money::ZERO));
+    assert!(credit_events(&out).is_empty());
+    // 15 minutes 30 s = 16 billable minutes: 13 from the pool (crossing 80 % then 100 %), 3
+    // charged at 0.04.
+    let mut out = w.start("contoso", "b", "sub-us", LegKind::DialOut, GB, T0 + 4000);
+    out.extend(w.end("contoso", "b", 930, T0 + 4930));
+    let usage = &usages(&out)[0];
+    assert_eq!((usage.billable_seconds, usage.pool_seconds, usage.charge), (960, 780, m("0.12")));
+    let kinds: Vec<CreditEventKind> = credit_events(&out).iter().map(|c| c.0).collect();
+    assert_eq!(kinds, vec![CreditEventKind::Pool80Percent, CreditEventKind::Pool100Percent]);
+    assert_eq!(w.balance("contoso"), m("9.88"));
+    // Pool used up: the next Zone A dial-out is charged in full, but still reported as pool
+    // capability with zero pooled seconds.
+    let usage = w.call("contoso", "sub-us", LegKind::DialOut, GB, 60).1.unwrap();
+    assert_eq!((usage.pool_seconds, usage.charge), (0, m("0.04")));
+    // A new UTC month refills the pool (and re-arms the events).
+    let mut out = w.start("contoso", "c", "sub-us", LegKind::DialOut, GB, DEC_1 + 60);
+    out.extend(w.end("contoso", "c", 120, DEC_1 + 180));
+    let usage = &usages(&out)[0];
+    assert_eq!((usage.pool_seconds, usage.charge), (120, Money::ZERO));
+    assert_eq!(w.state("contoso").pool.used_minutes, 2);
+}
+
+#[test]
+fn pool_minutes_scale_with_licences() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 3); // 180 minutes
+    w.fund("contoso", "10");
+    let usage = w.call("contoso", "sub-us", LegKind::DialOut, DE, 180 * 60 + 1).1.unwrap();
+    assert_eq!((usage.billable_seconds, usage.pool_seconds, usage.charge), (10_860, 10_800, m("0.04")));
+}
+
+#[test]
+fn unpriced_legs_are_free_and_flagged_or_rejected() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    // No row for Argentina (+54).
+    let (d, usage) = w.call("contoso", "ppm-us", LegKind::DialOut, AR, 600);
+    assert_eq!(d, Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: Some(Capability::Unpriced) });
+    let usage = usage.unwrap();
+    assert_eq!(
+        (usage.capability, usage.charge, usage.flags.names()),
+        (Capability::Unpriced, Money::ZERO, vec!["unpriced"])
+    );
+    assert_eq!(w.balance("contoso"), m("10"));
+
+    w.tenant("contoso", |t| t.unpriced = UnpricedHandling::Reject);
+    let (d, usage) = w.call("contoso", "ppm-us", LegKind::DialOut, AR, 600);
+    assert_eq!(d, Decision::Block(BlockReason::NoRate));
+    assert_eq!(usage.unwrap().outcome, UsageOutcome::Blocked(BlockReason::NoRate));
+}
+
+// ---------------------------------------------------------------------------------------
+// DOMAIN.md 3: dial-out restriction policy.
+
+#[test]
+fn applies_the_conferencing_dial_out_control() {
+    // (organizer, destination, allowed)
+    let table = [
+        ("ppm-us", NG, true),
+        ("dom-us", US, true),
+        ("dom-us", CA, false), // +1 416 from a US organizer is international
+        ("dom-us", PR, false),
+        ("dom-us", GB, false),
+        ("zonea-us", CA, true),
+        ("zonea-us", PR, true),
+        ("zonea-us", GB, true),
+        ("zonea-us", AU, true),
+        ("zonea-us", NG, false),
+        ("zonea-us", AR, false),
+        ("off-us", US, false),
+    ];
+    for (organizer, destination, expect) in table {
+        let mut w = World::new();
+        w.fund("contoso", "10");
+        let (d, _) = w.call("contoso", organizer, LegKind::DialOut, destination, 60);
+        if expect {
+            assert!(allowed(d), "{organizer} -> {destination}: {d:?}");
+        } else {
+            assert_eq!(d, Decision::Block(BlockReason::Policy), "{organizer} -> {destination}");
+        }
+    }
+}
+
+#[test]
+fn resolves_policy_user_then_tenant_global_then_default() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    // ppm-us has no assignment: the tenant's global policy applies once set.
+    assert!(allowed(w.call("contoso", "ppm-us", LegKind::DialOut, GB, 60).0));
+    w.tenant("contoso", |t| t.global_dialout_policy = Some(DialoutPolicy::CpcAndPstnDomestic));
+    assert_eq!(w.call("contoso", "ppm-us", LegKind::DialOut, GB, 60).0, Decision::Block(BlockReason::Policy));
+    assert!(allowed(w.call("contoso", "ppm-us", LegKind::DialOut, US, 60).0));
+    // An assignment beats the tenant's global policy.
+    assert!(allowed(w.call("contoso", "zonea-us", LegKind::DialOut, GB, 60).0));
+}
+
+#[test]
+fn dial_in_is_not_subject_to_dial_out_policy_but_toll_free_can_be_switched_off() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    // The organizer may not dial out at all, yet dial-in works.
+    assert!(allowed(w.call("contoso", "off-us", LegKind::DialInToll, US_BRIDGE, 60).0));
+    assert!(allowed(w.call("contoso", "off-us", LegKind::DialInTollFree, US_TOLL_FREE_BRIDGE, 60).0));
+    // Toll-free dial-in to a meeting of an organizer with the switch off is blocked; toll is not.
+    let (d, usage) = w.call("contoso", "notf-us", LegKind::DialInTollFree, US_TOLL_FREE_BRIDGE, 60);
+    assert_eq!(d, Decision::Block(BlockReason::TollFreeDisabled));
+    assert_eq!(usage.unwrap().number_type, NumberType::TollFree);
+    assert!(allowed(w.call("contoso", "notf-us", LegKind::DialInToll, US_BRIDGE, 60).0));
+}
+
+// ---------------------------------------------------------------------------------------
+// DOMAIN.md 4: rates and billing arithmetic.
+
+#[test]
+fn rates_with_the_version_in_force_at_leg_start() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    // Starts one second before v2 and runs into it: v1 prices it.
+    let mut out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, DEC_1 - 1);
+    out.extend(w.end("contoso", "a", 600, DEC_1 + 599));
+    let usage = &usages(&out)[0];
+    assert_eq!((usage.rate_card_version.as_str(), usage.charge), ("v1", m("0.20")));
+    let mut out = w.start("contoso", "b", "ppm-us", LegKind::DialOut, US, DEC_1);
+    out.extend(w.end("contoso", "b", 600, DEC_1 + 600));
+    let usage = &usages(&out)[0];
+    assert_eq!((usage.rate_card_version.as_str(), usage.charge), ("v2", m("0.25")));
+}
+
+#[test]
+fn bills_increments_and_connection_fees_exactly() {
+    // (destination, seconds, billable, charge)
+    let table = [
+        (US, 0, 0, "0"),     // unanswered: nothing, not even a fee
+        (US, 1, 60, "0.02"), // 60/60: every started minute
+        (US, 60, 60, "0.02"),
+        (US, 61, 120, "0.04"),
+        (FR, 0, 0, "0"),
+        (FR, 61, 120, "0.16"),  // 0.10 fee + 2 x 0.0312 = 0.1624 -> 0.16
+        (FR, 150, 180, "0.19"), // 0.10 + 0.0936 = 0.1936 -> 0.19
+        (AU, 61, 61, "0.07"),   // 1/1 at 0.07: 0.071166.. -> 0.07
+        (AU, 450, 450, "0.53"), // 0.525 -> half away from zero: 0.53
+        (JP, 1, 60, "0.09"),    // 60/1: minimum minute
+        (JP, 61, 61, "0.09"),   // 0.0915 -> 0.09
+        (JP, 90, 90, "0.14"),   // 0.135 -> 0.14
+    ];
+    for (number, seconds, billable, charge) in table {
+        let mut w = World::new();
+        w.fund("contoso", "10");
+        let usage = w.call("contoso", "ppm-us", LegKind::DialOut, number, seconds).1.unwrap();
+        assert_eq!((usage.billable_seconds, usage.charge), (billable, m(charge)), "{number} {seconds}s");
+        let fee = if number == FR && seconds > 0 { m("0.10") } else { Money::ZERO };
+        assert_eq!(usage.connection_fee, fee);
+        assert_eq!(w.balance("contoso"), m("10") - m(charge));
+    }
+}
+
+#[test]
+fn rounds_once_per_leg_in_the_currency_minor_unit() {
+    // JPY has no minor unit: 3.5 yen/min x 3 min = 10.5 -> 11 (half away from zero), once.
+    let mut w = World::new();
+    w.fund("tokyo", "1000");
+    let usage = w.call("tokyo", "taro", LegKind::DialOut, JP, 180).1.unwrap();
+    assert_eq!((usage.charge, usage.currency.code()), (m("11"), "JPY"));
+    // Interim debits do not round each slice: 1 minute at a time would be 4 + 4 + 4 = 12.
+    let mut out = w.start("tokyo", "b", "taro", LegKind::DialOut, JP, T0);
+    for (i, elapsed) in [60u32, 120].into_iter().enumerate() {
+        out.extend(w.interim("tokyo", "b", elapsed, T0 + 60 * (i as i64 + 1)));
+    }
+    out.extend(w.end("tokyo", "b", 180, T0 + 180));
+    assert_eq!(usages(&out)[0].charge, m("11"));
+    assert_eq!(w.balance("tokyo"), m("978"));
+}
+
+#[test]
+fn interim_debits_add_up_to_the_final_charge() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    w.start("contoso", "a", "ppm-us", LegKind::DialOut, AU, T0); // 0.07/min per second
+    let mut balances = vec![w.balance("contoso")];
+    for (elapsed, at) in [(61, 61), (125, 125), (125, 130), (100, 140), (450, 450)] {
+        w.interim("contoso", "a", elapsed, T0 + at);
+        balances.push(w.balance("contoso"));
+    }
+    // charge(61) = 0.07, charge(125) = 0.15, a repeated or lower interim debits nothing,
+    // charge(450) = 0.53.
+    assert_eq!(balances, vec![m("10"), m("9.93"), m("9.85"), m("9.85"), m("9.85"), m("9.47")]);
+    let out = w.end("contoso", "a", 451, T0 + 451);
+    let usage = &usages(&out)[0];
+    assert_eq!(usage.charge, m("0.53")); // 0.526166.. -> 0.53
+    assert_eq!(w.balance("contoso"), m("9.47"));
+    assert_eq!(w.state("contoso").totals.usage_charges, m("0.53"));
+}
+
+#[test]
+fn a_final_duration_below_an_interim_refunds_the_difference_and_is_flagged() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0);
+    w.interim("contoso", "a", 600, T0 + 600);
+    assert_eq!(w.balance("contoso"), m("9.80"));
+    let out = w.end("contoso", "a", 300, T0 + 600);
+    let usage = &usages(&out)[0];
+    assert_eq!((usage.charge, usage.flags.names()), (m("0.10"), vec!["interim_exceeded_final"]));
+    assert_eq!(w.balance("contoso"), m("9.90"));
+}
+
+// ---------------------------------------------------------------------------------------
+// DOMAIN.md 5: communications credits.
+
+#[test]
+fn consumes_lots_fifo_and_forfeits_them_after_twelve_months() {
+    let mut w = World::new();
+    // 2025-11-01: 5.00; 2026-06-01: 20.00.
+    w.fund_at("contoso", "5", 1_761_955_200);
+    w.fund_at("contoso", "20", 1_780_272_000);
+    // 2026-10-31: 3 minutes to NG = 0.75, from the oldest lot.
+    let mut out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, NG, 1_761_955_200 + 364 * 86_400);
+    out.extend(w.end("contoso", "a", 180, 1_761_955_200 + 364 * 86_400 + 180));
+    assert_eq!(usages(&out)[0].charge, m("0.75"));
+    let lots: Vec<Money> = w.state("contoso").ledger.lots().map(|l| l.remaining).collect();
+    assert_eq!(lots, vec![m("4.25"), m("20")]);
+    // 2026-11-02: the first lot expired on 2026-11-01; the next event forfeits 4.25.
+    let out = w.start("contoso", "b", "ppm-us", LegKind::DialOut, US, T0);
+    let expired = credit_events(&out);
+    assert_eq!(expired, vec![(CreditEventKind::LotExpired, m("4.25"), m("20"))]);
+    assert_eq!(w.state("contoso").totals.forfeited, m("4.25"));
+}
+
+#[test]
+fn requests_auto_recharge_once_per_crossing() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.auto_recharge = Some(AutoRecharge { trigger: m("5"), amount: m("25") }));
+    w.fund("contoso", "6");
+    // 6.00 - 1.25 (5 min NG) = 4.75 < 5: one request.
+    let mut out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, NG, T0);
+    out.extend(w.end("contoso", "a", 300, T0 + 300));
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::RechargeRequested, m("25"), m("4.75"))]);
+    // Further debits below the trigger do not ask again.
+    let mut out = w.start("contoso", "b", "ppm-us", LegKind::DialOut, NG, T0 + 400);
+    out.extend(w.end("contoso", "b", 60, T0 + 460));
+    assert!(credit_events(&out).is_empty());
+    // The recharge arrives: back at/above the trigger re-arms it.
+    let currency = Currency::from_code("USD").unwrap();
+    let out = w.credit(
+        "contoso",
+        T0 + 500,
+        CreditBody::RechargeSucceeded(LotFunding {
+            lot_id: "r1".into(),
+            amount: m("25"),
+            currency,
+            purchased_at: ts(T0 + 500),
+        }),
+    );
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::RechargeSucceeded, m("25"), m("29.50"))]);
+    assert!(!w.state("contoso").recharge_pending);
+    // A failure re-arms too and is reported.
+    w.tenant("contoso", |t| t.auto_recharge = Some(AutoRecharge { trigger: m("30"), amount: m("25") }));
+    let out = w.call("contoso", "ppm-us", LegKind::DialOut, US, 60);
+    assert!(allowed(out.0));
+    let out = w.credit("contoso", T0 + 900, CreditBody::RechargeFailed { reason: "card declined".into() });
+    let ev = credit_events(&out);
+    assert_eq!(ev, vec![(CreditEventKind::RechargeFailed, m("25"), m("29.48"))]);
+    assert!(!w.state("contoso").recharge_pending);
+}
+
+#[test]
+fn fires_low_balance_thresholds_once_per_downward_crossing() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.low_balance_thresholds = vec![m("2"), m("5")]);
+    w.fund("contoso", "6");
+    // 6 -> 4.75: crosses 5.
+    w.call("contoso", "ppm-us", LegKind::DialOut, NG, 300);
+    let state = w.state("contoso");
+    assert_eq!(state.low_balance_fired, vec![m("5")]);
+    // 4.75 -> 1.25: crosses 2 (and 5 does not fire again).
+    let mut out = w.start("contoso", "x", "ppm-us", LegKind::DialOut, NG, T0 + 1000);
+    out.extend(w.end("contoso", "x", 840, T0 + 1840));
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::LowBalance, m("2"), m("1.25"))]);
+    // Funding to 4.25 re-arms 2 but not 5; the next fall below 2 fires again.
+    let out = w.fund("contoso", "3");
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::Funded, m("3"), m("4.25"))]);
+    assert_eq!(w.state("contoso").low_balance_fired, vec![m("5")]);
+    let mut out = w.start("contoso", "y", "ppm-us", LegKind::DialOut, NG, T0 + 2000);
+    out.extend(w.end("contoso", "y", 600, T0 + 2600));
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::LowBalance, m("2"), m("1.75"))]);
+}
+
+#[test]
+fn depletes_at_zero_blocks_credit_funded_legs_and_restores_on_funding() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1);
+    w.fund("contoso", "0.50");
+    // 2 minutes to NG = 0.50: balance exactly zero -> depleted.
+    let mut out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, NG, T0);
+    out.extend(w.end("contoso", "a", 120, T0 + 120));
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::Depleted, Money::ZERO, Money::ZERO)]);
+    // Credit-funded legs are now blocked: PPM dial-in, toll-free, credit dial-out.
+    for (organizer, kind, number) in [
+        ("ppm-us", LegKind::DialInToll, US_BRIDGE),
+        ("sub-us", LegKind::DialInTollFree, US_TOLL_FREE_BRIDGE),
+        ("ppm-us", LegKind::DialOut, US),
+        ("sub-us", LegKind::DialOut, NG),
+    ] {
+        assert_eq!(
+            w.call("contoso", organizer, kind, number, 60).0,
+            Decision::Block(BlockReason::NoCredit),
+            "{organizer} {kind:?}"
+        );
+    }
+    // Not credit-funded: subscription toll dial-in, pooled dial-out with pool left, VoIP.
+    assert!(allowed(w.call("contoso", "sub-us", LegKind::DialInToll, US_BRIDGE, 60).0));
+    assert!(allowed(w.call("contoso", "sub-us", LegKind::DialOut, GB, 60).0));
+    assert!(allowed(w.call("contoso", "ppm-us", LegKind::Voip, US, 60).0));
+    // Funding restores.
+    let out = w.fund("contoso", "5");
+    let kinds: Vec<CreditEventKind> = credit_events(&out).iter().map(|c| c.0).collect();
+    assert_eq!(kinds, vec![CreditEventKind::Funded, CreditEventKind::Restored]);
+    assert!(allowed(w.call("contoso", "ppm-us", LegKind::DialOut, US, 60).0));
+}
+
+#[test]
+fn credits_not_enabled_block_credit_funded_legs() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.credits_enabled = false);
+    w.fund("contoso", "10");
+    assert_eq!(w.call("contoso", "ppm-us", LegKind::DialOut, US, 60).0, Decision::Block(BlockReason::NoCredit));
+}
+
+#[test]
+fn finish_policy_lets_started_legs_complete_into_negative() {
+    let mut w = World::new();
+    w.fund("contoso", "0.30");
+    let out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, NG, T0);
+    // 0.30 buys one minute at 0.25: informational under finish.
+    assert_eq!(
+        decisions(&out),
+        vec![Decision::Allow { max_affordable_seconds: 60, capability: Some(Capability::Ppm) }]
+    );
+    let out = w.end("contoso", "a", 600, T0 + 600);
+    assert_eq!(usages(&out)[0].charge, m("2.50"));
+    assert_eq!(w.balance("contoso"), m("-2.20"));
+    assert!(decisions(&out).is_empty());
+}
+
+#[test]
+fn disconnect_policy_cuts_in_progress_credit_funded_legs_below_the_overdraft() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| {
+        t.cutoff = CutoffPolicy::Disconnect;
+        t.overdraft_limit = m("0.50");
+    });
+    w.fund("contoso", "1");
+    // (1.00 + 0.50 overdraft) buys 6 minutes at 0.25.
+    let out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, NG, T0);
+    assert_eq!(
+        decisions(&out),
+        vec![Decision::Allow { max_affordable_seconds: 360, capability: Some(Capability::Ppm) }]
+    );
+    w.start("contoso", "b", "ppm-us", LegKind::DialOut, US, T0);
+    w.start("contoso", "v", "ppm-us", LegKind::Voip, US, T0);
+    // 4 minutes: 1.00 -> 0.00 (depleted), still within the overdraft.
+    let out = w.interim("contoso", "a", 240, T0 + 240);
+    assert!(decisions(&out).is_empty());
+    // 7 minutes: -0.75 < -0.50: disconnect both credit-funded legs, once.
+    let out = w.interim("contoso", "a", 420, T0 + 420);
+    assert_eq!(
+        decisions(&out),
+        vec![Decision::Disconnect { balance: m("-0.75") }, Decision::Disconnect { balance: m("-0.75") }]
+    );
+    let out = w.interim("contoso", "a", 480, T0 + 480);
+    assert!(decisions(&out).is_empty());
+    // Each leg is charged for what its controller reports.
+    let out = w.end("contoso", "a", 485, T0 + 485);
+    assert_eq!(usages(&out)[0].charge, m("2.25"));
+    let out = w.end("contoso", "b", 430, T0 + 430);
+    assert_eq!(usages(&out)[0].charge, m("0.16"));
+    assert_eq!(w.balance("contoso"), m("-1.41"));
+}
+
+#[test]
+fn disconnect_policy_blocks_a_leg_that_cannot_afford_its_first_increment() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.cutoff = CutoffPolicy::Disconnect);
+    w.fund("contoso", "0.20");
+    assert_eq!(w.call("contoso", "ppm-us", LegKind::DialOut, NG, 60).0, Decision::Block(BlockReason::NoCredit));
+    let (d, _) = w.call("contoso", "ppm-us", LegKind::DialOut, US, 60);
+    assert_eq!(d, Decision::Allow { max_affordable_seconds: 600, capability: Some(Capability::Ppm) });
+}
+
+#[test]
+fn reports_the_maximum_affordable_duration_at_leg_start() {
+    // (balance, destination, max seconds): the charge is rounded before it is compared, so
+    // FR: 0.10 + 29 x 0.0312 = 1.0048 -> 1.00; AU 1/1: 12 s = 0.014 -> 0.01; JP 60/1: 69 s = 0.1035 -> 0.10.
+    let table = [("1", US, 3000), ("1", NG, 240), ("1", FR, 1740), ("0.01", AU, 12), ("0.10", JP, 69)];
+    for (balance, number, max) in table {
+        let mut w = World::new();
+        w.fund("contoso", balance);
+        let out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, number, T0);
+        assert_eq!(
+            decisions(&out),
+            vec![Decision::Allow { max_affordable_seconds: max, capability: Some(Capability::Ppm) }],
+            "{balance} {number}"
+        );
+    }
+}
+
+#[test]
+fn manual_adjustments_add_a_lot_or_debit_fifo() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    let usd = Currency::from_code("USD").unwrap();
+    let out =
+        w.credit("contoso", T0, CreditBody::Adjust { amount: m("-10.50"), currency: usd, reason: "chargeback".into() });
+    assert_eq!(
+        credit_events(&out),
+        vec![
+            (CreditEventKind::Adjusted, m("-10.50"), m("-0.50")),
+            (CreditEventKind::Depleted, Money::ZERO, m("-0.50"))
+        ]
+    );
+    let out =
+        w.credit("contoso", T0 + 1, CreditBody::Adjust { amount: m("2"), currency: usd, reason: "goodwill".into() });
+    let kinds: Vec<(CreditEventKind, Money)> = credit_events(&out).iter().map(|c| (c.0, c.2)).collect();
+    assert_eq!(kinds, vec![(CreditEventKind::Adjusted, m("1.50")), (CreditEventKind::Restored, m("1.50"))]);
+    let totals = &w.state("contoso").totals;
+    assert_eq!((totals.funded, totals.adjusted), (m("10"), m("-8.50")));
+}
+
+#[test]
+fn numbers_credit_events_per_tenant_without_gaps() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.low_balance_thresholds = vec![m("5")]);
+    let mut seqs = Vec::new();
+    for out in [w.fund("contoso", "6"), w.call_outputs("contoso", NG, 300), w.fund("contoso", "1")] {
+        seqs.extend(out.iter().filter_map(|o| {
+            if let Output::Credit(c) = o { Some((c.sequence, c.credit_event_id.clone())) } else { None }
+        }));
+    }
+    assert_eq!(
+        seqs,
+        vec![
+            (1, "contoso/credit/1".to_string()),
+            (2, "contoso/credit/2".to_string()),
+            (3, "contoso/credit/3".to_string())
+        ]
+    );
+}
+
+impl World {
+    fn call_outputs(&mut self, tenant: &str, number: &str, seconds: u32) -> Vec<Output> {
+        let leg = format!("leg-{}", self.next_id + 1);
+        let mut out = self.start(tenant, &leg, "ppm-us", LegKind::DialOut, number, T0);
+        out.extend(self.end(tenant, &leg, seconds, T0 + i64::from(seconds)));
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// DOMAIN.md 6: the usage record.
+
+#[test]
+fn usage_records_carry_what_a_usage_report_row_needs() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    let mut out = w.start("contoso", "leg-42", "ppm-us", LegKind::CallMeAt, CA, T0);
+    out.extend(w.end("contoso", "leg-42", 95, T0 + 95));
+    let u = &usages(&out)[0];
+    assert_eq!(u.usage_id, "contoso/leg-42");
+    assert_eq!(
+        (u.call_id.as_str(), u.conference_id.as_str(), u.tenant_id.as_str()),
+        ("call-leg-42", "meeting-1", "contoso")
+    );
+    assert_eq!((u.call_type, u.number_type, u.international), (CallType::ConfOut, NumberType::Toll, true));
+    assert_eq!((u.destination_country.code(), u.destination_number.to_string().as_str()), ("CA", CA));
+    assert_eq!(
+        (u.started_at.to_string(), u.ended_at.to_string()),
+        ("2026-11-02T09:00:00Z".into(), "2026-11-02T09:01:35Z".into())
+    );
+    assert_eq!((u.duration_seconds, u.billable_seconds, u.charge, u.connection_fee), (95, 120, m("0.06"), Money::ZERO));
+    assert_eq!((u.capability, u.rate_card_id.as_str(), u.rate_card_version.as_str()), (Capability::Ppm, "usd", "v1"));
+    assert_eq!((u.price_per_minute, u.outcome, u.balance_after), (m("0.03"), UsageOutcome::Rated, m("9.94")));
+    let decision_ids: Vec<&str> = out
+        .iter()
+        .filter_map(|o| if let Output::Decision(d) = o { Some(d.decision_id.as_str()) } else { None })
+        .collect();
+    assert_eq!(decision_ids, vec!["contoso/leg-42/allow"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// DOMAIN.md 7: sanity limits, and input anomalies.
+
+#[test]
+fn rates_legs_over_24_hours_up_to_the_limit_and_flags_them() {
+    let mut w = World::new();
+    w.fund("contoso", "100");
+    let usage = w.call("contoso", "ppm-us", LegKind::DialOut, US, 90_000).1.unwrap();
+    assert_eq!((usage.duration_seconds, usage.billable_seconds, usage.charge), (86_400, 86_400, m("28.80")));
+    assert_eq!(usage.flags.names(), vec!["over_max_duration"]);
+}
+
+#[test]
+fn refuses_an_end_before_the_start_without_changing_state() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0);
+    let before = w.state("contoso").clone();
+    let ended = LegEnded { duration: LegDuration::EndedAt(ts(T0 - 1)), cause: DisconnectCause::Normal };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0 + 5, LegBody::Ended(ended));
+    let err = w.try_apply(input).unwrap_err();
+    assert_eq!(err.code(), "end_before_start");
+    assert_eq!(w.state("contoso"), &before);
+    // An end instant after the start: duration rounded up to the second.
+    let ended = LegEnded {
+        duration: LegDuration::EndedAt(Timestamp::new(T0 + 61, 1).unwrap()),
+        cause: DisconnectCause::Normal,
+    };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0 + 62, LegBody::Ended(ended));
+    let usage = &usages(&w.apply(input))[0];
+    assert_eq!((usage.duration_seconds, usage.billable_seconds), (62, 120));
+}
+
+#[test]
+fn unanswered_legs_bill_nothing_whatever_the_duration() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    w.start("contoso", "a", "ppm-us", LegKind::DialOut, FR, T0);
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(30), cause: DisconnectCause::NoAnswer };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0 + 30, LegBody::Ended(ended));
+    let usage = &usages(&w.apply(input))[0];
+    assert_eq!((usage.billable_seconds, usage.charge, usage.connection_fee), (0, Money::ZERO, Money::ZERO));
+}
+
+#[test]
+fn duplicates_have_no_effect_and_conflicts_are_refused() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(US)) };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0, LegBody::Started(started));
+    assert_eq!(w.try_apply(input.clone()).unwrap().0, Applied::Processed);
+    let state = w.state("contoso").clone();
+    assert_eq!(w.try_apply(input.clone()).unwrap(), (Applied::Duplicate, vec![]));
+    assert_eq!(w.state("contoso"), &state);
+    // Same id, different content: refused, state unchanged.
+    let Input::Leg(mut changed) = input else { unreachable!() };
+    changed.occurred_at = ts(T0 + 1);
+    let err = w.try_apply(Input::Leg(changed.clone())).unwrap_err();
+    assert_eq!(err.code(), "duplicate_conflict");
+    assert_eq!(w.state("contoso"), &state);
+    // A second `started` for the same leg under a new id: refused.
+    changed.event_id = "other".into();
+    assert_eq!(w.try_apply(Input::Leg(changed)).unwrap_err().code(), "leg_already_started");
+}
+
+#[test]
+fn an_end_before_its_start_waits_and_is_rated_when_the_start_arrives() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(125), cause: DisconnectCause::Normal };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0 + 125, LegBody::Ended(ended));
+    assert_eq!(w.try_apply(input).unwrap(), (Applied::Parked, vec![]));
+    let out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0);
+    assert_eq!(decisions(&out).len(), 1);
+    let usage = &usages(&out)[0];
+    assert_eq!((usage.billable_seconds, usage.charge), (180, m("0.06")));
+    // Late events for the closed leg are ignored.
+    let (applied, out) = {
+        let input = w.leg_event("contoso", "a", "ppm-us", T0 + 200, LegBody::Interim { elapsed_seconds: 500 });
+        w.try_apply(input).unwrap()
+    };
+    assert_eq!((applied, out.len()), (Applied::IgnoredAfterClose, 0));
+    // An interim for a leg never started is dropped (the ended carries the total).
+    let input = w.leg_event("contoso", "zz", "ppm-us", T0, LegBody::Interim { elapsed_seconds: 5 });
+    assert_eq!(w.try_apply(input).unwrap().0, Applied::IgnoredBeforeStart);
+}
+
+#[test]
+fn refuses_unknown_tenants_and_organizers_and_foreign_currencies() {
+    let mut w = World::new();
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(US)) };
+    let input = w.leg_event("nobody", "a", "ppm-us", T0, LegBody::Started(started));
+    assert_eq!(w.try_apply(input).unwrap_err().code(), "unknown_tenant");
+    let input = w.leg_event("contoso", "a", "ghost", T0, LegBody::Started(started));
+    assert_eq!(w.try_apply(input).unwrap_err().code(), "unknown_organizer");
+    let eur = Currency::from_code("EUR").unwrap();
+    let fund = Input::Credit(CreditCommand {
+        command_id: "c".into(),
+        tenant_id: tid("contoso"),
+        occurred_at: ts(T0),
+        body: CreditBody::Fund(LotFunding { lot_id: "l".into(), amount: m("5"), currency: eur, purchased_at: ts(T0) }),
+    });
+    assert_eq!(w.try_apply(fund).unwrap_err().code(), "currency_mismatch");
+    assert_eq!(w.balance("contoso"), Money::ZERO);
+}
+
+#[test]
+fn a_rate_card_in_another_currency_leaves_legs_unpriced_and_flagged() {
+    let mut w = World::new();
+    w.fund("mismatch", "10");
+    let usage = w.call("mismatch", "eve", LegKind::DialOut, US, 60).1.unwrap();
+    assert_eq!((usage.capability, usage.charge), (Capability::Unpriced, Money::ZERO));
+    assert_eq!(usage.flags.names(), vec!["unpriced", "currency_mismatch"]);
+}
