@@ -117,7 +117,7 @@ impl E164 {
         }
         let country = match parsed.country().id() {
             Some(id) => Country::from_code(id.as_ref()).map_err(|_| invalid())?,
-            None => Country::NON_GEOGRAPHIC,
+            None => main_country_for_code(code),
         };
         let digits = e164.parse::<u64>().map_err(|_| invalid())?;
         Ok(E164 { digits, len: e164.len() as u8, country })
@@ -161,6 +161,20 @@ impl E164 {
         let shift = self.len() - 1 - i;
         ((self.digits / 10u64.pow(shift)) % 10) as u8
     }
+}
+
+/// The country of a number whose exact region libphonenumber cannot tell (its pattern matches
+/// no region of the calling code, as with some Italian landlines): the calling code's main
+/// country, or non-geographic for the +800/+870/+882-style global codes.
+fn main_country_for_code(code: u16) -> Country {
+    let Some(regions) = phonenumber::metadata::DATABASE.by_code(&code) else {
+        return Country::NON_GEOGRAPHIC;
+    };
+    let main = match regions.as_slice() {
+        [only] => Some(*only),
+        many => many.iter().copied().find(|m| m.is_main_country_for_code()),
+    };
+    main.and_then(|m| Country::from_code(m.id()).ok()).unwrap_or(Country::NON_GEOGRAPHIC)
 }
 
 impl fmt::Display for E164 {
@@ -214,6 +228,9 @@ mod tests {
         assert_eq!(country_of("+2348031234567"), "NG");
         assert_eq!(country_of("+74951234567"), "RU");
         assert_eq!(country_of("+77011234567"), "KZ");
+        // libphonenumber has no region for this valid Milan landline: the code's main country.
+        assert_eq!(country_of("+390212345678"), "IT");
+        assert_eq!(country_of("+80012345678"), "ZZ");
     }
 
     #[test]
