@@ -143,6 +143,21 @@ impl Currency {
         self.minor_units as u32
     }
 
+    /// The same amount written with at least this currency's decimals (`120` -> `120.00` in
+    /// USD), for output. Never rounds: an amount with more decimals keeps them.
+    pub fn with_minor_units(&self, amount: Money) -> Money {
+        let mut d = amount.0;
+        if d.scale() < self.minor_units() {
+            d.rescale(self.minor_units());
+        }
+        Money(d)
+    }
+
+    /// Whether `amount` is a whole number of minor units (cents for USD, yen for JPY).
+    pub fn is_whole_minor_units(&self, amount: Money) -> bool {
+        amount.0.normalize().scale() <= self.minor_units()
+    }
+
     /// **The** rounding point of tollgate: rounds an exact amount to this currency's minor
     /// unit, half away from zero. Called once per leg charge and nowhere else.
     pub fn round(&self, amount: Decimal) -> Money {
@@ -206,6 +221,11 @@ mod tests {
         assert_eq!(jpy.round(m("12.4999").amount()), m("12"));
         assert_eq!(kwd.round(m("1.0005").amount()), m("1.001"));
         assert_eq!(usd.code(), "USD");
+        assert_eq!(usd.with_minor_units(m("120")).to_string(), "120.00");
+        assert_eq!(usd.with_minor_units(m("0.024")).to_string(), "0.024");
+        assert_eq!(jpy.with_minor_units(m("120")).to_string(), "120");
+        assert!(usd.is_whole_minor_units(m("1.20")) && !usd.is_whole_minor_units(m("1.205")));
+        assert!(!jpy.is_whole_minor_units(m("1.5")));
         assert_eq!(jpy.minor_units(), 0);
     }
 

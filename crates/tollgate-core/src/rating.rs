@@ -699,14 +699,20 @@ fn credit(
     match &command.body {
         CreditBody::Fund(lot) | CreditBody::RechargeSucceeded(lot) => {
             check_currency(lot.currency)?;
-            if !lot.amount.is_positive() {
-                return Err(Error::Invalid(format!("command {:?}: funded amount must be > 0", command.command_id)));
+            if !lot.amount.is_positive() || !tenant.currency.is_whole_minor_units(lot.amount) {
+                return Err(Error::Invalid(format!(
+                    "command {:?}: funded amount {} must be > 0 in whole {} minor units",
+                    command.command_id, lot.amount, tenant.currency
+                )));
             }
         }
         CreditBody::Adjust { amount, currency, .. } => {
             check_currency(*currency)?;
-            if *amount == Money::ZERO {
-                return Err(Error::Invalid(format!("command {:?}: adjustment of zero", command.command_id)));
+            if *amount == Money::ZERO || !tenant.currency.is_whole_minor_units(*amount) {
+                return Err(Error::Invalid(format!(
+                    "command {:?}: adjustment {amount} must be non-zero in whole {} minor units",
+                    command.command_id, tenant.currency
+                )));
             }
         }
         CreditBody::RechargeFailed { .. } => {}

@@ -980,6 +980,20 @@ fn refuses_unknown_tenants_and_organizers_and_foreign_currencies() {
         body: CreditBody::Fund(LotFunding { lot_id: "l".into(), amount: m("5"), currency: eur, purchased_at: ts(T0) }),
     });
     assert_eq!(w.try_apply(fund).unwrap_err().code(), "currency_mismatch");
+    // Money below the minor unit cannot be funded.
+    let usd = Currency::from_code("USD").unwrap();
+    let fund = Input::Credit(CreditCommand {
+        command_id: "c2".into(),
+        tenant_id: tid("contoso"),
+        occurred_at: ts(T0),
+        body: CreditBody::Fund(LotFunding {
+            lot_id: "l".into(),
+            amount: m("5.005"),
+            currency: usd,
+            purchased_at: ts(T0),
+        }),
+    });
+    assert_eq!(w.try_apply(fund).unwrap_err().code(), "invalid");
     assert_eq!(w.balance("contoso"), Money::ZERO);
 }
 

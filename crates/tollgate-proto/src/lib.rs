@@ -60,8 +60,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod convert;
 mod timestamp;
 
+pub use convert::Error;
 pub use prost::Message;
 pub use timestamp::{Timestamp, TimestampError};
 

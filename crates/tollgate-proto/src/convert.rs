@@ -1,0 +1,468 @@
+//! Conversions between the `tollgate.v1` wire messages and `tollgate-core` types.
+//!
+//! Inbound (wire -> core) conversions validate: every required field present, enums
+//! specified, amounts decimal, numbers E.164. They are where E.164 strings are parsed (once).
+//! Outbound (core -> wire) conversions are total.
+
+use std::str::FromStr;
+
+use tollgate_core as core;
+use tollgate_core::{Country, Currency, E164, Money, TenantId};
+
+use crate::Timestamp;
+use crate::v1;
+
+/// Why a wire message could not become a core value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bytes are not a protobuf message of the expected type.
+    #[error("undecodable protobuf: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// A required field is absent or empty.
+    #[error("missing field {0}")]
+    Missing(&'static str),
+    /// An enum field holds UNSPECIFIED or an unknown value.
+    #[error("field {field} has an unknown or unspecified value {value}")]
+    BadEnum {
+        /// Field.
+        field: &'static str,
+        /// Raw value.
+        value: i32,
+    },
+    /// A value the core refuses (bad amount, number, currency, ...).
+    #[error(transparent)]
+    Core(#[from] core::Error),
+}
+
+impl Error {
+    /// Machine-readable code for dead letters: `decode` or `invalid`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Decode(_) => "decode",
+            Error::Core(e) => e.code(),
+            Error::Missing(_) | Error::BadEnum { .. } => "invalid",
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn required(value: String, field: &'static str) -> Result<String> {
+    if value.trim().is_empty() { Err(Error::Missing(field)) } else { Ok(value) }
+}
+
+fn money(text: &str, field: &'static str) -> Result<Money> {
+    if text.trim().is_empty() {
+        return Err(Error::Missing(field));
+    }
+    Ok(Money::from_str(text)?)
+}
+
+fn money_or_zero(text: &str) -> Result<Money> {
+    if text.trim().is_empty() { Ok(Money::ZERO) } else { Ok(Money::from_str(text)?) }
+}
+
+fn timestamp(ts: Option<Timestamp>, field: &'static str) -> Result<core::Timestamp> {
+    let ts = ts.ok_or(Error::Missing(field))?;
+    let nanos = u32::try_from(ts.nanos).map_err(|_| core::Error::InvalidTimestamp { secs: ts.seconds, nanos: 0 })?;
+    Ok(core::Timestamp::new(ts.seconds, nanos)?)
+}
+
+/// A core instant on the wire.
+pub fn wire_timestamp(ts: core::Timestamp) -> Timestamp {
+    Timestamp { seconds: ts.unix_seconds(), nanos: ts.subsec_nanos() as i32 }
+}
+
+fn number(text: String, field: &'static str) -> Result<Option<E164>> {
+    if text.trim().is_empty() {
+        let _ = field;
+        return Ok(None);
+    }
+    Ok(Some(E164::parse(&text)?))
+}
+
+fn bad_enum(field: &'static str, value: i32) -> Error {
+    Error::BadEnum { field, value }
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs
+
+impl TryFrom<v1::InputRecord> for core::Input {
+    type Error = Error;
+    fn try_from(record: v1::InputRecord) -> Result<Self> {
+        match record.record.ok_or(Error::Missing("record"))? {
+            v1::input_record::Record::CallLeg(event) => event.try_into(),
+            v1::input_record::Record::CreditCommand(command) => command.try_into(),
+        }
+    }
+}
+
+impl TryFrom<v1::CallLegEvent> for core::Input {
+    type Error = Error;
+    fn try_from(e: v1::CallLegEvent) -> Result<Self> {
+        let body = match e.body.ok_or(Error::Missing("body"))? {
+            v1::call_leg_event::Body::Started(s) => {
+                let kind = match v1::LegKind::try_from(s.kind) {
+                    Ok(v1::LegKind::DialInToll) => core::LegKind::DialInToll,
+                    Ok(v1::LegKind::DialInTollFree) => core::LegKind::DialInTollFree,
+                    Ok(v1::LegKind::DialOut) => core::LegKind::DialOut,
+                    Ok(v1::LegKind::CallMeAt) => core::LegKind::CallMeAt,
+                    Ok(v1::LegKind::Voip) => core::LegKind::Voip,
+                    _ => return Err(bad_enum("started.kind", s.kind)),
+                };
+                core::LegBody::Started(core::LegStarted {
+                    kind,
+                    bridge_number: number(s.bridge_number, "started.bridge_number")?,
+                    remote_number: number(s.remote_number, "started.remote_number")?,
+                })
+            }
+            v1::call_leg_event::Body::Interim(i) => core::LegBody::Interim { elapsed_seconds: i.elapsed_seconds },
+            v1::call_leg_event::Body::Ended(end) => {
+                let cause = match v1::DisconnectCause::try_from(end.cause) {
+                    Ok(v1::DisconnectCause::Unspecified) => core::DisconnectCause::Unspecified,
+                    Ok(v1::DisconnectCause::Normal) => core::DisconnectCause::Normal,
+                    Ok(v1::DisconnectCause::NoAnswer) => core::DisconnectCause::NoAnswer,
+                    Ok(v1::DisconnectCause::Busy) => core::DisconnectCause::Busy,
+                    Ok(v1::DisconnectCause::Failed) => core::DisconnectCause::Failed,
+                    Ok(v1::DisconnectCause::CreditCutoff) => core::DisconnectCause::CreditCutoff,
+                    Ok(v1::DisconnectCause::MeetingEnded) => core::DisconnectCause::MeetingEnded,
+                    Err(_) => return Err(bad_enum("ended.cause", end.cause)),
+                };
+                let duration = match end.duration.ok_or(Error::Missing("ended.duration"))? {
+                    v1::leg_ended::Duration::ConnectedSeconds(s) => core::LegDuration::ConnectedSeconds(s),
+                    v1::leg_ended::Duration::EndedAt(t) => {
+                        core::LegDuration::EndedAt(timestamp(Some(t), "ended.ended_at")?)
+                    }
+                };
+                core::LegBody::Ended(core::LegEnded { duration, cause })
+            }
+        };
+        Ok(core::Input::Leg(core::CallLegEvent {
+            event_id: required(e.event_id, "event_id")?,
+            tenant_id: TenantId::new(required(e.tenant_id, "tenant_id")?)?,
+            conference_id: e.conference_id,
+            call_id: e.call_id,
+            leg_id: required(e.leg_id, "leg_id")?,
+            organizer_id: e.organizer_id,
+            occurred_at: timestamp(e.occurred_at, "occurred_at")?,
+            body,
+        }))
+    }
+}
+
+fn lot(lot_id: String, amount: &str, currency: &str, purchased_at: Option<Timestamp>) -> Result<core::LotFunding> {
+    Ok(core::LotFunding {
+        lot_id,
+        amount: money(amount, "amount")?,
+        currency: Currency::from_code(&required(currency.to_owned(), "currency")?)?,
+        purchased_at: timestamp(purchased_at, "purchased_at")?,
+    })
+}
+
+impl TryFrom<v1::CreditCommand> for core::Input {
+    type Error = Error;
+    fn try_from(c: v1::CreditCommand) -> Result<Self> {
+        let body = match c.body.ok_or(Error::Missing("body"))? {
+            v1::credit_command::Body::Fund(f) => {
+                core::CreditBody::Fund(lot(f.lot_id, &f.amount, &f.currency, f.purchased_at)?)
+            }
+            v1::credit_command::Body::RechargeSucceeded(r) => {
+                core::CreditBody::RechargeSucceeded(lot(r.lot_id, &r.amount, &r.currency, r.purchased_at)?)
+            }
+            v1::credit_command::Body::RechargeFailed(r) => core::CreditBody::RechargeFailed { reason: r.reason },
+            v1::credit_command::Body::Adjustment(a) => core::CreditBody::Adjust {
+                amount: money(&a.amount, "adjustment.amount")?,
+                currency: Currency::from_code(&required(a.currency, "adjustment.currency")?)?,
+                reason: a.reason,
+            },
+        };
+        Ok(core::Input::Credit(core::CreditCommand {
+            command_id: required(c.command_id, "command_id")?,
+            tenant_id: TenantId::new(required(c.tenant_id, "tenant_id")?)?,
+            occurred_at: timestamp(c.occurred_at, "occurred_at")?,
+            body,
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reference data
+
+fn policy(value: i32, field: &'static str) -> Result<Option<core::DialoutPolicy>> {
+    use core::DialoutPolicy as P;
+    use v1::DialoutPolicy as W;
+    Ok(Some(match W::try_from(value).map_err(|_| bad_enum(field, value))? {
+        W::Unspecified => return Ok(None),
+        W::CpcAndPstnInternational => P::CpcAndPstnInternational,
+        W::CpcDomesticPstnInternational => P::CpcDomesticPstnInternational,
+        W::CpcDisabledPstnInternational => P::CpcDisabledPstnInternational,
+        W::CpcInternationalPstnDomestic => P::CpcInternationalPstnDomestic,
+        W::CpcInternationalPstnDisabled => P::CpcInternationalPstnDisabled,
+        W::CpcAndPstnDomestic => P::CpcAndPstnDomestic,
+        W::CpcDomesticPstnDisabled => P::CpcDomesticPstnDisabled,
+        W::CpcDisabledPstnDomestic => P::CpcDisabledPstnDomestic,
+        W::CpcAndPstnDisabled => P::CpcAndPstnDisabled,
+        W::CpcZoneAPstnInternational => P::CpcZoneAPstnInternational,
+        W::CpcZoneAPstnDomestic => P::CpcZoneAPstnDomestic,
+        W::CpcZoneAPstnDisabled => P::CpcZoneAPstnDisabled,
+        W::GlobalDefault => P::GlobalDefault,
+    }))
+}
+
+impl TryFrom<v1::Tenant> for core::Tenant {
+    type Error = Error;
+    fn try_from(t: v1::Tenant) -> Result<Self> {
+        let id = TenantId::new(required(t.tenant_id, "tenant_id")?)?;
+        let currency = Currency::from_code(&required(t.currency, "currency")?)?;
+        let auto_recharge = match t.auto_recharge {
+            Some(r) if r.enabled => Some(core::AutoRecharge {
+                trigger: money(&r.trigger, "auto_recharge.trigger")?,
+                amount: money(&r.amount, "auto_recharge.amount")?,
+            }),
+            _ => None,
+        };
+        let cutoff = match v1::CutoffPolicy::try_from(t.cutoff_policy) {
+            Ok(v1::CutoffPolicy::Unspecified | v1::CutoffPolicy::Finish) => core::CutoffPolicy::Finish,
+            Ok(v1::CutoffPolicy::Disconnect) => core::CutoffPolicy::Disconnect,
+            Err(_) => return Err(bad_enum("cutoff_policy", t.cutoff_policy)),
+        };
+        let unpriced = match v1::UnpricedHandling::try_from(t.unpriced_handling) {
+            Ok(v1::UnpricedHandling::Unspecified | v1::UnpricedHandling::Free) => core::UnpricedHandling::Free,
+            Ok(v1::UnpricedHandling::Reject) => core::UnpricedHandling::Reject,
+            Err(_) => return Err(bad_enum("unpriced_handling", t.unpriced_handling)),
+        };
+        let tenant = core::Tenant {
+            id,
+            currency,
+            credits_enabled: t.credits_enabled,
+            auto_recharge,
+            low_balance_thresholds: t
+                .low_balance_thresholds
+                .iter()
+                .map(|s| money(s, "low_balance_thresholds"))
+                .collect::<Result<_>>()?,
+            overdraft_limit: money_or_zero(&t.overdraft_limit)?,
+            cutoff,
+            global_dialout_policy: policy(t.global_dialout_policy, "global_dialout_policy")?,
+            subscription_licences: t.subscription_licences,
+            unpriced,
+            rate_card_id: t.rate_card_id,
+        };
+        Ok(tenant.validated()?)
+    }
+}
+
+impl TryFrom<v1::User> for core::User {
+    type Error = Error;
+    fn try_from(u: v1::User) -> Result<Self> {
+        let licence = match v1::LicenceModel::try_from(u.licence) {
+            Ok(v1::LicenceModel::Unspecified | v1::LicenceModel::PayPerMinute) => core::LicenceModel::PayPerMinute,
+            Ok(v1::LicenceModel::Subscription) => core::LicenceModel::Subscription,
+            Err(_) => return Err(bad_enum("licence", u.licence)),
+        };
+        Ok(core::User {
+            tenant_id: TenantId::new(required(u.tenant_id, "tenant_id")?)?,
+            id: required(u.user_id, "user_id")?,
+            usage_location: Country::from_code(&required(u.usage_location, "usage_location")?)?,
+            dialout_policy: policy(u.dialout_policy, "dialout_policy")?,
+            licence,
+            allow_toll_free_dial_in: u.allow_toll_free_dial_in.unwrap_or(true),
+        })
+    }
+}
+
+fn price(p: Option<v1::Price>) -> Result<core::Price> {
+    let p = p.ok_or(Error::Missing("price"))?;
+    let first = if p.first_increment_seconds == 0 { 60 } else { p.first_increment_seconds };
+    let subsequent = if p.subsequent_increment_seconds == 0 { 60 } else { p.subsequent_increment_seconds };
+    Ok(core::Price::new(
+        money(&p.per_minute, "price.per_minute")?,
+        money_or_zero(&p.connection_fee)?,
+        core::Increments::new(first, subsequent)?,
+    )?)
+}
+
+impl TryFrom<v1::RateCard> for core::RateCard {
+    type Error = Error;
+    fn try_from(card: v1::RateCard) -> Result<Self> {
+        let currency = Currency::from_code(&required(card.currency, "currency")?)?;
+        let mut versions = Vec::with_capacity(card.versions.len());
+        for v in card.versions {
+            let mut toll = Vec::new();
+            let mut toll_free = Vec::new();
+            for row in v.dial_in {
+                let entry = (core::Prefix::parse(&row.prefix)?, price(row.price)?);
+                match v1::NumberType::try_from(row.number_type) {
+                    Ok(v1::NumberType::Toll) => toll.push(entry),
+                    Ok(v1::NumberType::TollFree) => toll_free.push(entry),
+                    _ => return Err(bad_enum("dial_in.number_type", row.number_type)),
+                }
+            }
+            let dial_out = v
+                .dial_out
+                .into_iter()
+                .map(|row| {
+                    let rate = core::DialOutRate { price: price(row.price)?, premium: row.premium };
+                    Ok((core::Prefix::parse(&row.prefix)?, rate))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            versions.push(core::RateCardVersion {
+                version: v.version,
+                effective_from: timestamp(v.effective_from, "effective_from")?,
+                dial_in_toll: core::PrefixTable::new(toll)?,
+                dial_in_toll_free: core::PrefixTable::new(toll_free)?,
+                dial_out: core::PrefixTable::new(dial_out)?,
+            });
+        }
+        Ok(core::RateCard::new(required(card.rate_card_id, "rate_card_id")?, currency, versions)?)
+    }
+}
+
+impl TryFrom<v1::ReferenceData> for core::Reference {
+    type Error = Error;
+    fn try_from(data: v1::ReferenceData) -> Result<Self> {
+        let mut reference = core::Reference::default();
+        for t in data.tenants {
+            reference.put_tenant(t.try_into()?);
+        }
+        for u in data.users {
+            reference.put_user(u.try_into()?);
+        }
+        for c in data.rate_cards {
+            reference.put_rate_card(c.try_into()?);
+        }
+        Ok(reference)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Outputs
+
+fn capability(c: core::Capability) -> v1::Capability {
+    match c {
+        core::Capability::Ppm => v1::Capability::Ppm,
+        core::Capability::Subscription => v1::Capability::Subscription,
+        core::Capability::Pool => v1::Capability::Pool,
+        core::Capability::Unpriced => v1::Capability::Unpriced,
+    }
+}
+
+fn block_reason(r: core::BlockReason) -> v1::BlockReason {
+    match r {
+        core::BlockReason::Policy => v1::BlockReason::Policy,
+        core::BlockReason::TollFreeDisabled => v1::BlockReason::TollFreeDisabled,
+        core::BlockReason::NoCredit => v1::BlockReason::NoCredit,
+        core::BlockReason::NoRate => v1::BlockReason::NoRate,
+    }
+}
+
+impl From<core::RatedUsage> for v1::RatedUsage {
+    fn from(u: core::RatedUsage) -> Self {
+        let (outcome, reason) = match u.outcome {
+            core::UsageOutcome::Rated => (v1::rated_usage::Outcome::Rated, v1::BlockReason::Unspecified),
+            core::UsageOutcome::Blocked(r) => (v1::rated_usage::Outcome::Blocked, block_reason(r)),
+        };
+        v1::RatedUsage {
+            usage_id: u.usage_id,
+            call_id: u.call_id,
+            conference_id: u.conference_id,
+            tenant_id: u.tenant_id.into(),
+            organizer_id: u.organizer_id,
+            organizer_usage_location: u.organizer_usage_location.to_string(),
+            call_type: match u.call_type {
+                core::CallType::ConfIn => v1::CallType::ConfIn,
+                core::CallType::ConfOut => v1::CallType::ConfOut,
+            } as i32,
+            number_type: match u.number_type {
+                core::NumberType::Toll => v1::NumberType::Toll,
+                core::NumberType::TollFree => v1::NumberType::TollFree,
+            } as i32,
+            international: u.international,
+            destination_country: u.destination_country.to_string(),
+            destination_number: u.destination_number.to_string(),
+            started_at: Some(wire_timestamp(u.started_at)),
+            ended_at: Some(wire_timestamp(u.ended_at)),
+            duration_seconds: u.duration_seconds,
+            billable_seconds: u.billable_seconds,
+            pool_seconds: u.pool_seconds,
+            connection_fee: u.currency.with_minor_units(u.connection_fee).to_string(),
+            charge: u.currency.with_minor_units(u.charge).to_string(),
+            currency: u.currency.to_string(),
+            capability: capability(u.capability) as i32,
+            rate_card_id: u.rate_card_id,
+            rate_card_version: u.rate_card_version,
+            rate_prefix: u.rate_prefix.map(|p| p.to_string()).unwrap_or_default(),
+            price_per_minute: u.price_per_minute.to_string(),
+            outcome: outcome as i32,
+            block_reason: reason as i32,
+            balance_after: u.currency.with_minor_units(u.balance_after).to_string(),
+            flags: u.flags.names().into_iter().map(str::to_owned).collect(),
+        }
+    }
+}
+
+impl From<core::LegDecision> for v1::LegDecision {
+    fn from(d: core::LegDecision) -> Self {
+        use v1::leg_decision::{Allow, Block, Decision, Disconnect};
+        let decision = match d.decision {
+            core::Decision::Allow { max_affordable_seconds, capability: cap } => Decision::Allow(Allow {
+                max_affordable_seconds,
+                capability: cap.map_or(v1::Capability::Unspecified, capability) as i32,
+            }),
+            core::Decision::Block(reason) => Decision::Block(Block { reason: block_reason(reason) as i32 }),
+            core::Decision::Disconnect { balance } => Decision::Disconnect(Disconnect { balance: balance.to_string() }),
+        };
+        v1::LegDecision {
+            decision_id: d.decision_id,
+            tenant_id: d.tenant_id.into(),
+            leg_id: d.leg_id,
+            call_id: d.call_id,
+            conference_id: d.conference_id,
+            decided_at: Some(wire_timestamp(d.decided_at)),
+            decision: Some(decision),
+        }
+    }
+}
+
+impl From<core::CreditEvent> for v1::CreditEvent {
+    fn from(c: core::CreditEvent) -> Self {
+        use v1::credit_event::Kind;
+        let kind = match c.kind {
+            core::CreditEventKind::Funded => Kind::Funded,
+            core::CreditEventKind::LowBalance => Kind::LowBalance,
+            core::CreditEventKind::RechargeRequested => Kind::RechargeRequested,
+            core::CreditEventKind::RechargeSucceeded => Kind::RechargeSucceeded,
+            core::CreditEventKind::RechargeFailed => Kind::RechargeFailed,
+            core::CreditEventKind::Depleted => Kind::Depleted,
+            core::CreditEventKind::Restored => Kind::Restored,
+            core::CreditEventKind::LotExpired => Kind::LotExpired,
+            core::CreditEventKind::Pool80Percent => Kind::Pool80Percent,
+            core::CreditEventKind::Pool100Percent => Kind::Pool100Percent,
+            core::CreditEventKind::Adjusted => Kind::Adjusted,
+        };
+        v1::CreditEvent {
+            credit_event_id: c.credit_event_id,
+            tenant_id: c.tenant_id.into(),
+            sequence: c.sequence,
+            occurred_at: Some(wire_timestamp(c.occurred_at)),
+            kind: kind as i32,
+            amount: c.currency.with_minor_units(c.amount).to_string(),
+            currency: c.currency.to_string(),
+            balance_after: c.currency.with_minor_units(c.balance_after).to_string(),
+            detail: c.detail,
+        }
+    }
+}
+
+impl From<core::Output> for v1::OutputRecord {
+    fn from(o: core::Output) -> Self {
+        use v1::output_record::Record;
+        let record = match o {
+            core::Output::Usage(u) => Record::RatedUsage((*u).into()),
+            core::Output::Decision(d) => Record::LegDecision(d.into()),
+            core::Output::Credit(c) => Record::CreditEvent(c.into()),
+        };
+        v1::OutputRecord { record: Some(record) }
+    }
+}

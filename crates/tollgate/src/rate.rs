@@ -1,0 +1,187 @@
+//! `tollgate rate`: the offline rater.
+//!
+//! Reads reference data (one `tollgate.v1.ReferenceData` JSON document) and a stream of
+//! `tollgate.v1.InputRecord` JSON lines, rates them with the same core the Kafka worker uses,
+//! and writes every output as a `tollgate.v1.OutputRecord` JSON line. A line that cannot be
+//! parsed or applied is reported on stderr with its line number and written out as a dead
+//! letter (source offset = line number); the rater goes on with the next line.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tollgate_core::{Applied, CreditEventKind, Input, Money, Output, Rater, Reference, TenantState, UsageOutcome};
+use tollgate_proto::v1;
+
+/// Arguments of `tollgate rate`.
+#[derive(Debug, clap::Args)]
+pub struct RateArgs {
+    /// Reference data: a JSON `tollgate.v1.ReferenceData` document (tenants, users, rate cards).
+    #[arg(long, value_name = "PATH")]
+    reference: PathBuf,
+    /// Input: JSON lines of `tollgate.v1.InputRecord` (call-leg events and credit commands);
+    /// `-` reads standard input.
+    #[arg(long, value_name = "PATH|-")]
+    events: String,
+    /// Print no summary on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Counts for the closing summary.
+#[derive(Debug, Default)]
+struct Summary {
+    lines: u64,
+    applied: u64,
+    duplicates: u64,
+    parked: u64,
+    ignored: u64,
+    rejected: u64,
+    legs_rated: u64,
+    legs_blocked: u64,
+    decisions: u64,
+    credit_events: BTreeMap<&'static str, u64>,
+    charges: BTreeMap<String, Money>,
+}
+
+/// Runs the offline rater.
+pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
+    let reference = load_reference(&args.reference)?;
+    let input: Box<dyn BufRead> = if args.events == "-" {
+        Box::new(BufReader::new(io::stdin().lock()))
+    } else {
+        let file = File::open(&args.events).with_context(|| format!("failed to open events file {}", args.events))?;
+        Box::new(BufReader::new(file))
+    };
+    let stdout = io::stdout().lock();
+    let mut out = BufWriter::new(stdout);
+    let rater = Rater::default();
+    let mut states: BTreeMap<String, TenantState> = BTreeMap::new();
+    let mut summary = Summary::default();
+    let mut outputs = Vec::new();
+
+    for (index, line) in input.lines().enumerate() {
+        let line_no = index as u64 + 1;
+        let line = line.with_context(|| format!("failed to read line {line_no} of {}", args.events))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        summary.lines += 1;
+        let parsed = serde_json::from_str::<v1::InputRecord>(&line)
+            .map_err(|e| ("decode", e.to_string()))
+            .and_then(|record| Input::try_from(record).map_err(|e| (e.code(), e.to_string())));
+        let result = parsed.and_then(|input| {
+            let state = states.entry(input.tenant_id().to_string()).or_default();
+            rater.apply(&reference, state, input, &mut outputs).map_err(|e| (e.code(), e.to_string()))
+        });
+        match result {
+            Ok(applied) => {
+                summary.applied += 1;
+                match applied {
+                    Applied::Duplicate => summary.duplicates += 1,
+                    Applied::Parked => summary.parked += 1,
+                    Applied::IgnoredAfterClose | Applied::IgnoredBeforeStart => summary.ignored += 1,
+                    Applied::Processed => {}
+                }
+            }
+            Err((code, message)) => {
+                summary.rejected += 1;
+                eprintln!("{}:{line_no}: {code}: {message}", args.events);
+                let dead = v1::DeadLetter {
+                    original: line.clone().into_bytes(),
+                    source_topic: args.events.clone(),
+                    source_partition: 0,
+                    source_offset: line_no as i64,
+                    error_code: code.to_owned(),
+                    message,
+                    dead_at: None,
+                };
+                write_record(&mut out, v1::output_record::Record::DeadLetter(dead))?;
+            }
+        }
+        for output in outputs.drain(..) {
+            summary.count(&output);
+            let record = v1::OutputRecord::from(output);
+            serde_json::to_writer(&mut out, &record).context("failed to write output")?;
+            out.write_all(b"\n").context("failed to write output")?;
+        }
+    }
+    out.flush().context("failed to write output")?;
+    if !args.quiet {
+        summary.print(&states, &reference);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_record(out: &mut impl Write, record: v1::output_record::Record) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, &v1::OutputRecord { record: Some(record) }).context("failed to write output")?;
+    out.write_all(b"\n").context("failed to write output")
+}
+
+/// Reads a `ReferenceData` JSON document.
+pub fn load_reference(path: &PathBuf) -> anyhow::Result<Reference> {
+    let file = File::open(path).with_context(|| format!("failed to open reference data {}", path.display()))?;
+    let data: v1::ReferenceData = serde_json::from_reader(BufReader::new(file))
+        .with_context(|| format!("failed to parse reference data {}", path.display()))?;
+    Reference::try_from(data).with_context(|| format!("invalid reference data in {}", path.display()))
+}
+
+impl Summary {
+    fn count(&mut self, output: &Output) {
+        match output {
+            Output::Usage(u) => {
+                match u.outcome {
+                    UsageOutcome::Rated => self.legs_rated += 1,
+                    UsageOutcome::Blocked(_) => self.legs_blocked += 1,
+                }
+                *self.charges.entry(u.currency.to_string()).or_default() += u.charge;
+            }
+            Output::Decision(_) => self.decisions += 1,
+            Output::Credit(c) => *self.credit_events.entry(credit_kind(c.kind)).or_default() += 1,
+        }
+    }
+
+    fn print(&self, states: &BTreeMap<String, TenantState>, reference: &Reference) {
+        use tollgate_core::Catalog;
+        eprintln!(
+            "tollgate rate: {} lines, {} applied ({} duplicates, {} waiting for their start, {} ignored), {} rejected",
+            self.lines, self.applied, self.duplicates, self.parked, self.ignored, self.rejected
+        );
+        eprintln!(
+            "  legs: {} rated, {} blocked; {} decisions; credit events: {}",
+            self.legs_rated,
+            self.legs_blocked,
+            self.decisions,
+            self.credit_events.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+        );
+        let charges: Vec<String> = self.charges.iter().map(|(c, m)| format!("{m} {c}")).collect();
+        eprintln!("  charges: {}", if charges.is_empty() { "none".to_owned() } else { charges.join(", ") });
+        for (tenant, state) in states {
+            let Some(currency) = reference.tenant(tenant).map(|t| t.currency) else { continue };
+            eprintln!(
+                "  {tenant}: balance {} {currency}, {} legs in progress",
+                currency.with_minor_units(state.balance()),
+                state.open_legs.len()
+            );
+        }
+    }
+}
+
+fn credit_kind(kind: CreditEventKind) -> &'static str {
+    match kind {
+        CreditEventKind::Funded => "funded",
+        CreditEventKind::LowBalance => "low_balance",
+        CreditEventKind::RechargeRequested => "recharge_requested",
+        CreditEventKind::RechargeSucceeded => "recharge_succeeded",
+        CreditEventKind::RechargeFailed => "recharge_failed",
+        CreditEventKind::Depleted => "depleted",
+        CreditEventKind::Restored => "restored",
+        CreditEventKind::LotExpired => "lot_expired",
+        CreditEventKind::Pool80Percent => "pool_80_percent",
+        CreditEventKind::Pool100Percent => "pool_100_percent",
+        CreditEventKind::Adjusted => "adjusted",
+    }
+}

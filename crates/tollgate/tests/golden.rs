@@ -1,0 +1,79 @@
+//! Golden test of `tollgate rate` over the shipped sample: the output must match
+//! `examples/expected-output.jsonl` byte for byte. After an intended change of rating
+//! behaviour, regenerate it with `UPDATE_GOLDEN=1 cargo test -p tollgate --test golden` and
+//! review the diff like code.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn rate(events: &str) -> std::process::Output {
+    let dir = examples();
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("rate")
+        .arg("--reference")
+        .arg(dir.join("reference.json"))
+        .arg("--events")
+        .arg(events)
+        .output()
+        .expect("failed to run tollgate")
+}
+
+#[test]
+fn rates_the_sample_exactly_as_recorded() {
+    let events = examples().join("events.jsonl");
+    let output = rate(events.to_str().unwrap());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let golden = examples().join("expected-output.jsonl");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &output.stdout).unwrap();
+    }
+    let expected = std::fs::read_to_string(&golden).expect("examples/expected-output.jsonl is missing");
+    let actual = String::from_utf8(output.stdout).unwrap();
+    for (i, (a, e)) in actual.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(a, e, "output line {} differs", i + 1);
+    }
+    assert_eq!(actual.lines().count(), expected.lines().count());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("unknown_tenant"), "{stderr}");
+    assert!(stderr.contains("duplicate_conflict"), "{stderr}");
+}
+
+#[test]
+fn is_byte_identical_across_runs() {
+    let events = examples().join("events.jsonl");
+    let a = rate(events.to_str().unwrap());
+    let b = rate(events.to_str().unwrap());
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn reports_malformed_lines_with_their_number_and_goes_on() {
+    let dir = std::env::temp_dir().join(format!("tollgate-golden-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("events.jsonl");
+    let good = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
+    let bad_number = r#"{"callLeg":{"eventId":"e1","tenantId":"contoso","legId":"l","occurredAt":"2026-11-01T00:00:00Z","started":{"kind":"LEG_KIND_DIAL_OUT","remoteNumber":"12"}}}"#;
+    std::fs::write(&events, format!("{good}\nnot json\n\n{bad_number}\n")).unwrap();
+    let output = rate(events.to_str().unwrap());
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let path = events.display().to_string();
+    assert!(stderr.contains(&format!("{path}:2: decode: ")), "{stderr}");
+    assert!(stderr.contains(&format!("{path}:4: invalid: invalid E.164 number \"12\"")), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].contains(r#""kind":"KIND_FUNDED","amount":"10.00""#), "{}", lines[0]);
+    assert!(
+        lines[1].starts_with(r#"{"deadLetter":{"original":"#)
+            && lines[1].contains(r#""sourceOffset":"2","errorCode":"decode""#),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].contains(r#""sourceOffset":"4","errorCode":"invalid""#), "{}", lines[2]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
