@@ -1,1 +1,264 @@
-fn main() {}
+//! Benchmarks of the rating hot path (results and targets in docs/BENCHMARKS.md).
+//!
+//! - `rate_leg_pair/10k_prefixes`: one started + ended dial-out leg pair through
+//!   [`Rater::apply`]: dedup, organizer and policy check, rate lookup in a 10 000-prefix table,
+//!   allow decision, billing, ledger debit, thresholds and the usage record. Reported per event.
+//! - `prefix_lookup/100k_prefixes`: [`PrefixTable::lookup`] alone on 100 000 prefixes.
+//! - `e164_parse`: [`E164::parse`] of real numbers, for reference: parsing happens once at the
+//!   wire edge, so the rating benchmark builds its numbers outside the timed loop.
+//!
+//! Inputs come from a fixed-seed generator, so every run measures the same work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rust_decimal::Decimal;
+use tollgate_core::{
+    AutoRecharge, CallLegEvent, Country, CreditBody, CreditCommand, Currency, Decision, DialOutRate, DialoutPolicy,
+    DisconnectCause, E164, Increments, Input, LegBody, LegDuration, LegEnded, LegKind, LegStarted, LotFunding, Money,
+    Output, Prefix, PrefixTable, Price, RateCard, RateCardVersion, Rater, Reference, Tenant, TenantId, TenantState,
+    Timestamp, UsageOutcome, User,
+};
+
+/// 2026-11-10T00:00:00Z.
+const BASE: i64 = 1_794_268_800;
+/// Leg pairs rated on one tenant state before it is reset: keeps the dedup memory at the size
+/// a busy tenant has, instead of growing with the iteration count.
+const PAIRS_PER_STATE: usize = 1_000;
+
+/// SplitMix64: a fixed, dependency-free stream of pseudo-random numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn digits(&mut self, len: usize) -> String {
+        (0..len).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
+    }
+}
+
+/// `count` distinct prefixes of 2 to `max_len` digits, plus the nine one-digit prefixes so
+/// every number matches something.
+fn prefixes(rng: &mut Rng, count: usize, max_len: u64) -> Vec<String> {
+    let mut set: BTreeSet<String> = (1..=9).map(|d| d.to_string()).collect();
+    while set.len() < count {
+        let len = 2 + rng.below(max_len - 1) as usize;
+        let first = char::from(b'1' + rng.below(9) as u8);
+        set.insert(format!("{first}{}", rng.digits(len - 1)));
+    }
+    set.into_iter().collect()
+}
+
+/// Numbers of 11 or 12 digits, each extending a randomly chosen prefix.
+fn numbers_under(rng: &mut Rng, prefixes: &[String], count: usize, country: Country) -> Vec<E164> {
+    (0..count)
+        .map(|_| {
+            let prefix = &prefixes[rng.below(prefixes.len() as u64) as usize];
+            let len = 11 + rng.below(2) as usize;
+            let digits = format!("{prefix}{}", rng.digits(len.saturating_sub(prefix.len())));
+            E164::from_parts(&digits, country).expect("valid digits")
+        })
+        .collect()
+}
+
+/// A dial-out rate: 0.001 to 0.500 per minute, a mix of increments, some connection fees.
+fn random_rate(rng: &mut Rng) -> DialOutRate {
+    let per_minute = Money::new(Decimal::new(1 + rng.below(500) as i64, 3));
+    let fee = if rng.below(4) == 0 { Money::new(Decimal::new(rng.below(20) as i64, 2)) } else { Money::ZERO };
+    let increments = match rng.below(3) {
+        0 => Increments::PER_MINUTE,
+        1 => Increments::new(1, 1).expect("non-zero"),
+        _ => Increments::new(60, 1).expect("non-zero"),
+    };
+    DialOutRate { price: Price::new(per_minute, fee, increments).expect("non-negative"), premium: rng.below(10) == 0 }
+}
+
+fn ts(offset: i64) -> Timestamp {
+    Timestamp::new(BASE + offset, 0).expect("in range")
+}
+
+struct LegPairFixture {
+    reference: Reference,
+    /// Funded, no leg rated yet.
+    funded: TenantState,
+    /// `PAIRS_PER_STATE` started + ended pairs, in order.
+    inputs: Vec<Input>,
+}
+
+/// A USD tenant with thresholds and auto-recharge (checked on every debit, never crossed: the
+/// balance is a million), a pay-per-minute organizer restricted to Zone A, and 10 000
+/// dial-out prefixes.
+fn leg_pair_fixture() -> LegPairFixture {
+    let mut rng = Rng(0x7011_6a7e);
+    let usd = Currency::from_code("USD").expect("ISO 4217");
+    let tenant_id = TenantId::new("contoso").expect("non-empty");
+    let table = prefixes(&mut rng, 10_000, 7);
+    let dial_out =
+        PrefixTable::new(table.iter().map(|p| (Prefix::parse(p).expect("digits"), random_rate(&mut rng))).collect())
+            .expect("distinct prefixes");
+    let version = RateCardVersion {
+        version: "v1".into(),
+        effective_from: ts(0),
+        dial_in_toll: PrefixTable::new(vec![]).expect("empty"),
+        dial_in_toll_free: PrefixTable::new(vec![]).expect("empty"),
+        dial_out,
+    };
+    let mut reference = Reference::default();
+    reference.put_rate_card(RateCard::new("usd".into(), usd, vec![version]).expect("one version"));
+    let money = |s: &str| s.parse::<Money>().expect("decimal");
+    reference.put_tenant(
+        Tenant {
+            auto_recharge: Some(AutoRecharge { trigger: money("50"), amount: money("500") }),
+            low_balance_thresholds: vec![money("100"), money("10"), money("1")],
+            ..Tenant::new(tenant_id.clone(), usd, "usd")
+        }
+        .validated()
+        .expect("valid tenant"),
+    );
+    let us = Country::from_code("US").expect("ISO 3166");
+    let mut alice = User::new(tenant_id.clone(), "alice", us);
+    alice.dialout_policy = Some(DialoutPolicy::CpcZoneAPstnInternational);
+    reference.put_user(alice);
+
+    let rater = Rater::default();
+    let mut funded = TenantState::default();
+    let fund = Input::Credit(CreditCommand {
+        command_id: "fund".into(),
+        tenant_id: tenant_id.clone(),
+        occurred_at: ts(0),
+        body: CreditBody::Fund(LotFunding {
+            lot_id: "lot-1".into(),
+            amount: money("1000000"),
+            currency: usd,
+            purchased_at: ts(0),
+        }),
+    });
+    rater.apply(&reference, &mut funded, fund, &mut Vec::new()).expect("funded");
+
+    // Zone A destinations, so the organizer's policy lets them through.
+    let zone_a: Vec<Country> =
+        ["US", "CA", "GB", "DE", "JP"].iter().map(|c| Country::from_code(c).expect("ISO 3166")).collect();
+    let mut inputs = Vec::with_capacity(2 * PAIRS_PER_STATE);
+    for i in 0..PAIRS_PER_STATE {
+        let country = zone_a[i % zone_a.len()];
+        let to = numbers_under(&mut rng, &table, 1, country)[0];
+        let start = ts(60 + i as i64 * 10);
+        let connected = 30 + rng.below(3_600) as u32;
+        let event = |id: &str, at: Timestamp, body: LegBody| {
+            Input::Leg(CallLegEvent {
+                event_id: format!("ev-{i}-{id}"),
+                tenant_id: tenant_id.clone(),
+                conference_id: format!("conf-{}", i / 4),
+                call_id: format!("call-{i}"),
+                leg_id: format!("leg-{i}"),
+                organizer_id: "alice".into(),
+                occurred_at: at,
+                body,
+            })
+        };
+        let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(to) };
+        let ended = LegEnded { duration: LegDuration::ConnectedSeconds(connected), cause: DisconnectCause::Normal };
+        inputs.push(event("s", start, LegBody::Started(started)));
+        inputs.push(event("e", start.plus_seconds(connected), LegBody::Ended(ended)));
+    }
+    LegPairFixture { reference, funded, inputs }
+}
+
+/// Fails the benchmark early if the pairs do not take the path it claims to measure.
+fn assert_rated(fx: &LegPairFixture) {
+    let mut state = fx.funded.clone();
+    let mut out = Vec::new();
+    for input in fx.inputs.iter().cloned() {
+        Rater::default().apply(&fx.reference, &mut state, input, &mut out).expect("applied");
+    }
+    let allowed =
+        out.iter().filter(|o| matches!(o, Output::Decision(d) if matches!(d.decision, Decision::Allow { .. })));
+    let rated = out
+        .iter()
+        .filter(|o| matches!(o, Output::Usage(u) if u.outcome == UsageOutcome::Rated && u.charge.is_positive()));
+    assert_eq!((allowed.count(), rated.count()), (PAIRS_PER_STATE, PAIRS_PER_STATE));
+}
+
+fn rate_leg_pair(c: &mut Criterion) {
+    let fx = leg_pair_fixture();
+    assert_rated(&fx);
+    let rater = Rater::default();
+    let mut group = c.benchmark_group("rate_leg_pair");
+    group.throughput(Throughput::Elements(2));
+    group.bench_function("10k_prefixes", |b| {
+        // One iteration is one leg pair. Every PAIRS_PER_STATE pairs the state is reset and the
+        // next batch of inputs cloned, both outside the timed section.
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let pairs = left.min(PAIRS_PER_STATE as u64) as usize;
+                let mut state = fx.funded.clone();
+                let inputs = fx.inputs[..2 * pairs].to_vec();
+                let mut out = Vec::with_capacity(2 * pairs);
+                let start = Instant::now();
+                for input in inputs {
+                    let _ = black_box(rater.apply(&fx.reference, &mut state, input, &mut out));
+                }
+                timed += start.elapsed();
+                black_box((state, out));
+                left -= pairs as u64;
+            }
+            timed
+        });
+    });
+    group.finish();
+}
+
+fn prefix_lookup(c: &mut Criterion) {
+    let mut rng = Rng(0x0070_0b1e);
+    let prefixes = prefixes(&mut rng, 100_000, 8);
+    let table =
+        PrefixTable::new(prefixes.iter().enumerate().map(|(i, p)| (Prefix::parse(p).expect("digits"), i)).collect())
+            .expect("distinct prefixes");
+    let numbers = numbers_under(&mut rng, &prefixes, 4_096, Country::NON_GEOGRAPHIC);
+    let mut group = c.benchmark_group("prefix_lookup");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("100k_prefixes", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % numbers.len();
+            black_box(table.lookup(black_box(&numbers[i])))
+        });
+    });
+    group.finish();
+}
+
+fn e164_parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("e164_parse");
+    group.throughput(Throughput::Elements(1));
+    for (country, number) in [
+        ("US", "+12128675309"),
+        ("CA", "+14163402000"),
+        ("GB", "+442071838750"),
+        ("DE", "+4930901820"),
+        ("JP", "+81312345678"),
+    ] {
+        group.bench_with_input(BenchmarkId::from_parameter(country), number, |b, n| {
+            b.iter(|| E164::parse(black_box(n)));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, rate_leg_pair, prefix_lookup, e164_parse);
+criterion_main!(benches);

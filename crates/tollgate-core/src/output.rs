@@ -246,6 +246,25 @@ pub enum CreditEventKind {
     Adjusted,
 }
 
+impl CreditEventKind {
+    /// A short snake_case label (metrics, summaries).
+    pub const fn label(self) -> &'static str {
+        match self {
+            CreditEventKind::Funded => "funded",
+            CreditEventKind::LowBalance => "low_balance",
+            CreditEventKind::RechargeRequested => "recharge_requested",
+            CreditEventKind::RechargeSucceeded => "recharge_succeeded",
+            CreditEventKind::RechargeFailed => "recharge_failed",
+            CreditEventKind::Depleted => "depleted",
+            CreditEventKind::Restored => "restored",
+            CreditEventKind::LotExpired => "lot_expired",
+            CreditEventKind::Pool80Percent => "pool_80_percent",
+            CreditEventKind::Pool100Percent => "pool_100_percent",
+            CreditEventKind::Adjusted => "adjusted",
+        }
+    }
+}
+
 /// A credit event.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct CreditEvent {

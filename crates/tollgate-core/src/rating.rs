@@ -376,7 +376,9 @@ impl Ctx<'_> {
         self.tenant.pool_minutes().saturating_sub(used)
     }
 
-    /// Takes up to `minutes` from this month's pool; returns how many were taken.
+    /// Takes up to `minutes` from this month's pool; returns how many were taken. The 80 % and
+    /// 100 % events are emitted by [`Ctx::pool_alerts`], after the debit that goes with the
+    /// minutes, so their balance is the balance after it.
     fn take_pool_minutes(&mut self, minutes: u32) -> u32 {
         let month = self.at.year_month();
         if self.state.pool.month != month {
@@ -384,11 +386,17 @@ impl Ctx<'_> {
         }
         let total = self.tenant.pool_minutes();
         let take = minutes.min(total.saturating_sub(self.state.pool.used_minutes));
-        if take == 0 {
-            return 0;
-        }
         self.state.pool.used_minutes += take;
+        take
+    }
+
+    /// Emits the pool's 80 % and 100 % events once each per month.
+    fn pool_alerts(&mut self) {
+        let total = self.tenant.pool_minutes();
         let used = u64::from(self.state.pool.used_minutes);
+        if total == 0 || self.state.pool.month != self.at.year_month() {
+            return;
+        }
         if used * 100 >= u64::from(total) * 80 && !self.state.pool.alerted_80 {
             self.state.pool.alerted_80 = true;
             self.emit_credit(CreditEventKind::Pool80Percent, Money::ZERO, format!("{used}/{total} minutes"));
@@ -397,7 +405,6 @@ impl Ctx<'_> {
             self.state.pool.alerted_100 = true;
             self.emit_credit(CreditEventKind::Pool100Percent, Money::ZERO, format!("{used}/{total} minutes"));
         }
-        take
     }
 }
 
@@ -621,6 +628,9 @@ fn settle(ctx: &mut Ctx<'_>, leg: &mut OpenLeg, elapsed: u32) -> (u32, u32) {
     let delta = charge - leg.debited;
     leg.debited = charge;
     ctx.debit_usage(delta);
+    if leg.capability == Capability::Pool {
+        ctx.pool_alerts();
+    }
     (billable, pool_seconds)
 }
 

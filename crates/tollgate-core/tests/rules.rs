@@ -4,6 +4,8 @@
 //! card (for currency mismatches), a USD tenant `contoso` with users on every policy and
 //! licence, and a JPY tenant `tokyo`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
 use std::collections::HashMap;
 
 use tollgate_core::*;

@@ -1,5 +1,7 @@
 //! Proto3 JSON mapping round trips: JSON -> message -> protobuf bytes -> message -> JSON.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};

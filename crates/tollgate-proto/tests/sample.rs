@@ -1,6 +1,8 @@
 //! The sample input in `examples/` (written by `examples/gen_sample.py`) parses with the
 //! generated types, is in canonical proto3 JSON form, and holds the cases it claims to.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::PathBuf;

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tollgate_core::{Applied, CreditEventKind, Input, Money, Output, Rater, Reference, TenantState, UsageOutcome};
+use tollgate_core::{Applied, Input, Money, Output, Rater, Reference, TenantState, UsageOutcome};
 use tollgate_proto::v1;
 
 /// Arguments of `tollgate rate`.
@@ -140,7 +140,7 @@ impl Summary {
                 *self.charges.entry(u.currency.to_string()).or_default() += u.charge;
             }
             Output::Decision(_) => self.decisions += 1,
-            Output::Credit(c) => *self.credit_events.entry(credit_kind(c.kind)).or_default() += 1,
+            Output::Credit(c) => *self.credit_events.entry(c.kind.label()).or_default() += 1,
         }
     }
 
@@ -167,21 +167,5 @@ impl Summary {
                 state.open_legs.len()
             );
         }
-    }
-}
-
-fn credit_kind(kind: CreditEventKind) -> &'static str {
-    match kind {
-        CreditEventKind::Funded => "funded",
-        CreditEventKind::LowBalance => "low_balance",
-        CreditEventKind::RechargeRequested => "recharge_requested",
-        CreditEventKind::RechargeSucceeded => "recharge_succeeded",
-        CreditEventKind::RechargeFailed => "recharge_failed",
-        CreditEventKind::Depleted => "depleted",
-        CreditEventKind::Restored => "restored",
-        CreditEventKind::LotExpired => "lot_expired",
-        CreditEventKind::Pool80Percent => "pool_80_percent",
-        CreditEventKind::Pool100Percent => "pool_100_percent",
-        CreditEventKind::Adjusted => "adjusted",
     }
 }

@@ -3,6 +3,8 @@
 //! behaviour, regenerate it with `UPDATE_GOLDEN=1 cargo test -p tollgate --test golden` and
 //! review the diff like code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
 use std::path::PathBuf;
 use std::process::Command;
 
