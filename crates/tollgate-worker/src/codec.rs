@@ -1,0 +1,87 @@
+//! Record values <-> core values. Inputs and outputs are protobuf (`tollgate.v1`); changelog
+//! values are the core's `TenantState` as JSON, readable with `tollgate tail`.
+
+use tollgate_core::{Input, Output, TenantState};
+use tollgate_proto::{Message, v1};
+
+use crate::config::{TopicKind, Topics};
+
+/// Why an input record was refused (goes to the dead-letter topic).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Refusal {
+    /// Stable code: `decode`, `invalid`, `key_mismatch`, `wrong_partition`, or a core code.
+    pub code: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with a code and message.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Refusal { code, message: message.into() }
+    }
+}
+
+/// Decodes an input value of the given topic kind.
+pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>) -> Result<Input, Refusal> {
+    let payload = payload.ok_or_else(|| Refusal::new("decode", "empty value (tombstone) on an input topic"))?;
+    let converted = match kind {
+        TopicKind::CallLegs => {
+            v1::CallLegEvent::decode(payload).map_err(tollgate_proto::Error::from).and_then(Input::try_from)
+        }
+        TopicKind::CreditCommands => {
+            v1::CreditCommand::decode(payload).map_err(tollgate_proto::Error::from).and_then(Input::try_from)
+        }
+        other => return Err(Refusal::new("invalid", format!("{other:?} is not an input topic"))),
+    };
+    converted.map_err(|e| Refusal::new(e.code(), e.to_string()))
+}
+
+/// Encodes an output: (topic, key, value).
+pub fn encode_output(topics: &Topics, output: Output) -> (&str, String, Vec<u8>) {
+    match output {
+        Output::Usage(u) => {
+            let key = u.tenant_id.to_string();
+            (&topics.rated_usage, key, v1::RatedUsage::from(*u).encode_to_vec())
+        }
+        Output::Decision(d) => {
+            let key = d.tenant_id.to_string();
+            (&topics.leg_decisions, key, v1::LegDecision::from(d).encode_to_vec())
+        }
+        Output::Credit(c) => {
+            let key = c.tenant_id.to_string();
+            (&topics.credit_events, key, v1::CreditEvent::from(c).encode_to_vec())
+        }
+    }
+}
+
+/// Encodes a tenant's state for the changelog.
+pub fn encode_state(state: &TenantState) -> Vec<u8> {
+    // Serializing plain data to a Vec cannot fail.
+    serde_json::to_vec(state).unwrap_or_default()
+}
+
+/// Decodes a changelog value.
+pub fn decode_state(payload: &[u8]) -> Result<TenantState, serde_json::Error> {
+    serde_json::from_slice(payload)
+}
+
+/// Decodes any tollgate topic's value to a JSON value (for `tollgate tail`).
+pub fn to_json(kind: TopicKind, payload: &[u8]) -> Result<serde_json::Value, String> {
+    fn json<M: Message + Default + serde::Serialize>(payload: &[u8]) -> Result<serde_json::Value, String> {
+        let message = M::decode(payload).map_err(|e| e.to_string())?;
+        serde_json::to_value(&message).map_err(|e| e.to_string())
+    }
+    match kind {
+        TopicKind::CallLegs => json::<v1::CallLegEvent>(payload),
+        TopicKind::CreditCommands => json::<v1::CreditCommand>(payload),
+        TopicKind::RatedUsage => json::<v1::RatedUsage>(payload),
+        TopicKind::LegDecisions => json::<v1::LegDecision>(payload),
+        TopicKind::CreditEvents => json::<v1::CreditEvent>(payload),
+        TopicKind::DeadLetter => json::<v1::DeadLetter>(payload),
+        TopicKind::Tenants => json::<v1::Tenant>(payload),
+        TopicKind::Users => json::<v1::User>(payload),
+        TopicKind::RateCards => json::<v1::RateCard>(payload),
+        TopicKind::State => serde_json::from_slice(payload).map_err(|e| e.to_string()),
+    }
+}

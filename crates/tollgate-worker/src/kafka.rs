@@ -1,0 +1,66 @@
+//! librdkafka client configuration: pass-through settings first, then the settings tollgate's
+//! correctness depends on, re-asserted so no pass-through can weaken them.
+
+use rdkafka::ClientConfig;
+
+use crate::config::{ProcessingGuarantee, WorkerConfig};
+
+/// Settings for every client: bootstrap servers, then the pass-through map.
+pub fn base(config: &WorkerConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.bootstrap_servers);
+    for (key, value) in &config.librdkafka {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The group consumer of the input topics.
+pub fn group_consumer(config: &WorkerConfig) -> ClientConfig {
+    let mut client = base(config);
+    client
+        .set("group.id", &config.group_id)
+        // Offsets are committed by the partition tasks, after their outputs are safe.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Never read outputs of aborted transactions (inputs may be written transactionally).
+        .set("isolation.level", "read_committed")
+        // Range assignment gives a worker partition p of every input topic: co-partitioning.
+        .set("partition.assignment.strategy", "range")
+        .set("auto.offset.reset", "earliest");
+    client
+}
+
+/// A consumer that reads assigned partitions from the start without a group (changelog
+/// restore, reference data, `tail`).
+pub fn reader(config: &WorkerConfig, purpose: &str) -> ClientConfig {
+    let mut client = base(config);
+    client
+        .set("group.id", format!("{}-{purpose}", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest");
+    client
+}
+
+/// The producer of one partition task.
+pub fn producer(config: &WorkerConfig, partition: i32) -> ClientConfig {
+    let mut client = base(config);
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Java-compatible key hashing for keyed outputs.
+        .set("partitioner", "murmur2_random");
+    if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+        client.set("transactional.id", transactional_id(config, partition));
+    }
+    client
+}
+
+/// `<prefix>-<group>-<partition>`: one transactional id per input partition, so the worker
+/// that takes a partition over fences whoever had it before (a zombie cannot commit).
+pub fn transactional_id(config: &WorkerConfig, partition: i32) -> String {
+    format!("{}-{}-{partition}", config.transactional_id_prefix, config.group_id)
+}

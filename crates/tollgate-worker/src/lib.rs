@@ -1,0 +1,48 @@
+//! The Kafka side of tollgate: consumer-group workers that rate call legs with
+//! `tollgate-core`, keep per-tenant state in a compacted changelog, and commit with
+//! at-least-once or exactly-once guarantees.
+//!
+//! # Layout
+//!
+//! - [`config`]: the typed configuration ([`WorkerConfig`], topic names, guarantee).
+//! - [`kafka`]: librdkafka client settings, with the ones correctness depends on re-asserted.
+//! - [`partitioner`]: the Java client's murmur2 partitioner.
+//! - [`record`]: consumed records as plain data.
+//! - [`codec`]: protobuf and changelog encodings.
+//! - [`reference`]: live reference tables and their loader.
+//! - [`changelog`]: restoring a partition's state.
+//! - [`partition`]: the single writer of one partition: batches, transactions, rollback.
+//! - [`worker`]: group membership, rebalances, graceful shutdown.
+//! - [`publish`]: producing inputs and reference data keyed and partitioned correctly.
+//! - [`topics`]: the topic layout (`tollgate admin create-topics`).
+//! - [`telemetry`]: metrics and logs, one function per event.
+//!
+//! # Invariants
+//!
+//! - One partition task owns partition *p* of both input topics and of the changelog; only it
+//!   reads or writes the state of the tenants that hash to *p*.
+//! - No record is rated before the reference tables caught up with their topics, and no
+//!   partition before its state was restored.
+//! - A batch's input offsets are committed only with (exactly-once) or after (at-least-once)
+//!   its outputs and changelog writes; a failed batch is rolled back in memory and rated
+//!   again from the same records.
+//! - Bad input never stops a partition: it goes to the dead-letter topic.
+
+pub mod changelog;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod kafka;
+pub mod partition;
+pub mod partitioner;
+pub mod publish;
+pub mod record;
+pub mod reference;
+pub mod telemetry;
+pub mod topics;
+pub mod worker;
+
+pub use config::{ProcessingGuarantee, Topics, WorkerConfig};
+pub use error::Error;
+pub use reference::Tables;
+pub use worker::Worker;

@@ -1,0 +1,119 @@
+//! Producing tollgate records the way the worker expects them: keyed by tenant (reference
+//! records by their id), values as `tollgate.v1` protobuf, partitioned with murmur2. Used by
+//! `tollgate produce`, `tollgate admin`, the demo, and the tests.
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use tollgate_proto::{Message as _, v1};
+
+use crate::config::{Topics, WorkerConfig};
+use crate::partition::DeliveryTracker;
+use crate::reference::user_key;
+use crate::{Error, kafka};
+
+/// A record ready to produce.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Keyed {
+    /// Topic.
+    pub topic: String,
+    /// Key (tenant id, `tenant/user`, or rate card id).
+    pub key: String,
+    /// Protobuf value.
+    pub value: Vec<u8>,
+}
+
+/// The topic, key and value of an input record.
+pub fn input(topics: &Topics, record: &v1::InputRecord) -> Option<Keyed> {
+    match record.record.as_ref()? {
+        v1::input_record::Record::CallLeg(e) => {
+            Some(Keyed { topic: topics.call_legs.clone(), key: e.tenant_id.clone(), value: e.encode_to_vec() })
+        }
+        v1::input_record::Record::CreditCommand(c) => {
+            Some(Keyed { topic: topics.credit_commands.clone(), key: c.tenant_id.clone(), value: c.encode_to_vec() })
+        }
+    }
+}
+
+/// One record per tenant, user and rate card.
+pub fn reference(topics: &Topics, data: &v1::ReferenceData) -> Vec<Keyed> {
+    let mut out = Vec::new();
+    for t in &data.tenants {
+        out.push(Keyed { topic: topics.tenants.clone(), key: t.tenant_id.clone(), value: t.encode_to_vec() });
+    }
+    for u in &data.users {
+        out.push(Keyed {
+            topic: topics.users.clone(),
+            key: user_key(&u.tenant_id, &u.user_id),
+            value: u.encode_to_vec(),
+        });
+    }
+    for c in &data.rate_cards {
+        out.push(Keyed { topic: topics.rate_cards.clone(), key: c.rate_card_id.clone(), value: c.encode_to_vec() });
+    }
+    out
+}
+
+/// An idempotent producer with the Java-compatible partitioner.
+pub struct Publisher {
+    producer: BaseProducer<DeliveryTracker>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Connects (lazily: librdkafka connects on first use).
+    pub fn new(config: &WorkerConfig) -> Result<Self, Error> {
+        let mut client = kafka::base(config);
+        client.set("enable.idempotence", "true").set("acks", "all").set("partitioner", "murmur2_random");
+        Ok(Publisher {
+            producer: client.create_with_context(DeliveryTracker::default())?,
+            timeout: config.kafka_timeout(),
+        })
+    }
+
+    /// Queues a record (waiting while librdkafka's queue is full).
+    pub fn send(&self, record: &Keyed) -> Result<(), Error> {
+        self.send_raw(&record.topic, Some(record.key.as_bytes()), Some(&record.value))
+    }
+
+    /// Queues raw bytes (tests use it to publish malformed records and tombstones).
+    pub fn send_raw(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), Error> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        let mut pending = Some(record);
+        while let Some(r) = pending.take() {
+            match self.producer.send(r) {
+                Ok(()) => {}
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    self.producer.poll(Duration::from_millis(20));
+                    pending = Some(r);
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Waits until everything queued is acknowledged; fails if anything was not.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.producer.flush(self.timeout)?;
+        if self.producer.context().failures() > 0 {
+            return Err(Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::Fail)));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,32 @@
+//! A consumed Kafka record as plain data: librdkafka's borrowed message is translated once,
+//! at the edge, so everything behind it can be built by hand in tests.
+
+use rdkafka::Message;
+
+/// One consumed record.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Record {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Key bytes (tollgate inputs: the tenant id).
+    pub key: Option<Vec<u8>>,
+    /// Value bytes; `None` is a tombstone.
+    pub payload: Option<Vec<u8>>,
+}
+
+impl Record {
+    /// Copies a librdkafka message.
+    pub fn from_message<M: Message>(message: &M) -> Self {
+        Record {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+        }
+    }
+}

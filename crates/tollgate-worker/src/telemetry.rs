@@ -1,0 +1,106 @@
+//! Telemetry: one function per event, logging and counting together. Metric names follow
+//! `tollgate_<name>_<unit>[_total]`; labels are bounded (topic kind, outcome, code, currency)
+//! except the per-tenant balance gauge, which is the product's alerting contract: one series
+//! per tenant and currency, owned by whichever worker owns the tenant's partition.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use tollgate_core::{Currency, Money, TenantId};
+
+/// Registers descriptions, so `/metrics` explains itself.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("tollgate_input_records_total", "Input records processed, by topic and outcome.");
+    describe_counter!("tollgate_legs_total", "Rated or blocked legs, by call type and outcome.");
+    describe_counter!("tollgate_unpriced_legs_total", "Legs no rate matched (made free or rejected).");
+    describe_counter!("tollgate_credit_events_total", "Credit events emitted, by kind.");
+    describe_counter!("tollgate_dead_letters_total", "Records sent to the dead-letter topic, by error code.");
+    describe_counter!("tollgate_batches_total", "Committed batches, by processing guarantee.");
+    describe_counter!("tollgate_batch_retries_total", "Batches rolled back and retried, by reason.");
+    describe_counter!("tollgate_commit_failures_total", "Offset commits deferred to a later batch, by reason.");
+    describe_gauge!("tollgate_credit_balance", "Prepaid credit balance per tenant (alerting contract).");
+    describe_gauge!("tollgate_assigned_partitions", "Input partitions this worker owns.");
+    describe_histogram!("tollgate_batch_duration_seconds", Unit::Seconds, "Time to rate and commit one batch.");
+    describe_histogram!("tollgate_restore_duration_seconds", Unit::Seconds, "Time to restore one partition's state.");
+    describe_counter!(
+        "tollgate_reference_records_total",
+        "Reference records applied or refused, by topic and outcome."
+    );
+}
+
+/// A batch was committed.
+pub fn batch_committed(partition: i32, guarantee: &'static str, records: usize, took: Duration) {
+    tracing::debug!(partition, records, took_ms = took.as_millis() as u64, "batch committed");
+    counter!("tollgate_batches_total", "guarantee" => guarantee).increment(1);
+    histogram!("tollgate_batch_duration_seconds").record(took.as_secs_f64());
+}
+
+/// A batch was rolled back and will be retried.
+pub fn batch_retried(partition: i32, reason: &'static str, error: &dyn std::fmt::Display, attempt: u32) {
+    tracing::warn!(partition, reason, attempt, %error, "batch rolled back, retrying");
+    counter!("tollgate_batch_retries_total", "reason" => reason).increment(1);
+}
+
+/// A batch was published but its offsets could not be committed yet (a later commit covers
+/// them; a new owner finds them applied).
+pub fn commit_deferred(partition: i32, reason: &'static str, error: &dyn std::fmt::Display) {
+    tracing::warn!(partition, reason, %error, "offset commit deferred");
+    counter!("tollgate_commit_failures_total", "reason" => reason).increment(1);
+}
+
+/// Input records of a batch, by topic kind and outcome.
+pub fn inputs(topic: &'static str, outcome: &'static str, count: u64) {
+    if count > 0 {
+        counter!("tollgate_input_records_total", "topic" => topic, "outcome" => outcome).increment(count);
+    }
+}
+
+/// Legs of a batch, by call type and outcome.
+pub fn legs(call_type: &'static str, outcome: &'static str, count: u64) {
+    if count > 0 {
+        counter!("tollgate_legs_total", "call_type" => call_type, "outcome" => outcome).increment(count);
+    }
+}
+
+/// Unpriced legs of a batch.
+pub fn unpriced(count: u64) {
+    if count > 0 {
+        counter!("tollgate_unpriced_legs_total").increment(count);
+    }
+}
+
+/// Credit events of a batch by kind.
+pub fn credit_events(kind: &'static str, count: u64) {
+    if count > 0 {
+        counter!("tollgate_credit_events_total", "kind" => kind).increment(count);
+    }
+}
+
+/// A record went to the dead-letter topic.
+pub fn dead_letter(topic: &str, partition: i32, offset: i64, code: &'static str, message: &str) {
+    tracing::warn!(topic, partition, offset, code, message, "record sent to the dead-letter topic");
+    counter!("tollgate_dead_letters_total", "code" => code).increment(1);
+}
+
+/// A tenant's balance after a batch.
+pub fn balance(tenant: &TenantId, currency: Currency, balance: Money) {
+    let value: f64 = balance.amount().try_into().unwrap_or(f64::NAN);
+    gauge!("tollgate_credit_balance", "tenant" => tenant.to_string(), "currency" => currency.to_string()).set(value);
+}
+
+/// A partition's state was restored.
+pub fn restored(partition: i32, tenants: usize, records: u64, took: Duration) {
+    tracing::info!(partition, tenants, records, took_ms = took.as_millis() as u64, "partition state restored");
+    histogram!("tollgate_restore_duration_seconds").record(took.as_secs_f64());
+}
+
+/// The set of owned partitions changed.
+pub fn assigned_partitions(count: usize) {
+    gauge!("tollgate_assigned_partitions").set(count as f64);
+}
+
+/// A reference record was applied or refused.
+pub fn reference_record(topic: &'static str, outcome: &'static str) {
+    counter!("tollgate_reference_records_total", "topic" => topic, "outcome" => outcome).increment(1);
+}

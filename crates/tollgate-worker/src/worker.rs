@@ -1,0 +1,284 @@
+//! The worker: one member of the consumer group. It loads reference data, joins the group,
+//! and runs one [`PartitionTask`] per owned input partition.
+//!
+//! A dedicated thread polls the group consumer and hands each record to the task that owns
+//! its partition. Rebalance callbacks run on that thread: on revoke, the tasks of the revoked
+//! partitions finish their batch, commit and exit before the partitions go; on assign, new
+//! tasks restore their state from the changelog before they rate a record.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::config::WorkerConfig;
+use crate::partition::{Command, Coordinator, PartitionTask};
+use crate::record::Record;
+use crate::reference::{Loader, Tables};
+use crate::{Error, kafka, telemetry};
+
+/// How long a revoked partition may take to commit its last batch before it is abandoned to
+/// the next owner.
+const REVOKE_GRACE: Duration = Duration::from_secs(15);
+/// Records buffered per partition task.
+const INBOX: usize = 4096;
+
+type GroupConsumer = BaseConsumer<WorkerContext>;
+
+/// A tollgate worker.
+#[derive(Debug)]
+pub struct Worker {
+    config: Arc<WorkerConfig>,
+    tables: Arc<Tables>,
+}
+
+impl Worker {
+    /// A worker with its own reference tables.
+    pub fn new(config: WorkerConfig) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Worker { config: Arc::new(config), tables: Arc::new(Tables::default()) })
+    }
+
+    /// The live reference tables.
+    pub fn tables(&self) -> &Arc<Tables> {
+        &self.tables
+    }
+
+    /// Runs until `stop` is set: then finishes and commits the current batches, flushes, and
+    /// leaves the group. Broker unavailability is retried with backoff; only configuration and
+    /// topology errors end the run early.
+    pub fn run(&self, stop: &AtomicBool) -> Result<(), Error> {
+        let config = &self.config;
+        let partition_count = retry("checking topics", stop, || check_topology(config))?;
+        tracing::info!(partitions = partition_count, group = %config.group_id, "topics are co-partitioned");
+        let loader = retry("starting the reference reader", stop, || Loader::start(config, Arc::clone(&self.tables)))?;
+        loader.wait_caught_up(stop)?;
+
+        let shared = Arc::new(Shared {
+            config: Arc::clone(config),
+            tables: Arc::clone(&self.tables),
+            partition_count,
+            tasks: Mutex::new(HashMap::new()),
+            consumer: OnceLock::new(),
+        });
+        let consumer: Arc<GroupConsumer> =
+            Arc::new(kafka::group_consumer(config).create_with_context(WorkerContext { shared: Arc::clone(&shared) })?);
+        let _ = shared.consumer.set(Arc::downgrade(&consumer));
+        consumer.subscribe(&[&config.topics.call_legs, &config.topics.credit_commands])?;
+        tracing::info!("joined the consumer group");
+
+        while !stop.load(Ordering::Acquire) {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => shared.route(Record::from_message(&message)),
+                Some(Err(error)) => tracing::warn!(%error, "consumer error, retrying"),
+                None => {}
+            }
+        }
+        tracing::info!("shutting down: committing in-flight batches");
+        let partitions: Vec<i32> = shared.lock_tasks().keys().copied().collect();
+        shared.stop_tasks(&partitions);
+        // Dropping the consumer leaves the group; no task is left for the revoke callback.
+        drop(consumer);
+        drop(loader);
+        tracing::info!("left the consumer group");
+        Ok(())
+    }
+}
+
+/// Retries `op` with backoff until it succeeds, fails fatally, or `stop` is set.
+fn retry<T>(what: &'static str, stop: &AtomicBool, mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut attempt = 0u32;
+    loop {
+        match op() {
+            Ok(value) => return Ok(value),
+            Err(e) if e.class() == crate::error::Class::Fatal => return Err(e),
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(%e, attempt, "{what} failed, retrying");
+                let until = Instant::now() + Duration::from_millis(200u64 << attempt.min(6));
+                while Instant::now() < until {
+                    if stop.load(Ordering::Acquire) {
+                        return Err(Error::ShutDown(what));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// Checks that the inputs and the changelog have the same partition count; returns it.
+pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
+    let consumer: BaseConsumer = kafka::base(config).create()?;
+    let topics = &config.topics;
+    let mut counts = Vec::new();
+    for topic in [&topics.call_legs, &topics.credit_commands, &topics.state] {
+        let metadata = consumer.fetch_metadata(Some(topic), config.kafka_timeout())?;
+        let count =
+            metadata.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len() as i32);
+        if count == 0 {
+            return Err(Error::Topology(format!(
+                "topic {topic} does not exist (create it with `tollgate admin create-topics`)"
+            )));
+        }
+        counts.push((topic.as_str(), count));
+    }
+    if counts.iter().any(|(_, c)| *c != counts[0].1) {
+        let listed: Vec<String> = counts.iter().map(|(t, c)| format!("{t}={c}")).collect();
+        return Err(Error::Topology(format!(
+            "inputs and changelog must have the same partition count (co-partitioning): {}",
+            listed.join(", ")
+        )));
+    }
+    Ok(counts[0].1)
+}
+
+struct TaskHandle {
+    inbox: SyncSender<Command>,
+    thread: JoinHandle<()>,
+    /// Disconnected when the task's thread ends.
+    finished: Receiver<()>,
+    abandon: Arc<AtomicBool>,
+}
+
+/// State shared by the polling thread, the rebalance callbacks and the partition tasks.
+struct Shared {
+    config: Arc<WorkerConfig>,
+    tables: Arc<Tables>,
+    partition_count: i32,
+    tasks: Mutex<HashMap<i32, TaskHandle>>,
+    consumer: OnceLock<Weak<GroupConsumer>>,
+}
+
+impl Shared {
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<i32, TaskHandle>> {
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn route(&self, record: Record) {
+        // Clone the sender out of the lock: a full inbox must not block the tasks' calls.
+        let inbox = self.lock_tasks().get(&record.partition).map(|t| t.inbox.clone());
+        match inbox {
+            Some(inbox) => {
+                let _ = inbox.send(Command::Record(record));
+            }
+            None => tracing::warn!(partition = record.partition, "record for a partition without a task"),
+        }
+    }
+
+    fn start_tasks(self: &Arc<Self>, partitions: &[i32]) {
+        for &partition in partitions {
+            if self.lock_tasks().contains_key(&partition) {
+                continue;
+            }
+            let (inbox, rx) = sync_channel(INBOX);
+            let abandon = Arc::new(AtomicBool::new(false));
+            let shared = Arc::clone(self);
+            let task_abandon = Arc::clone(&abandon);
+            let (finished_tx, finished) = channel::<()>();
+            let thread = std::thread::Builder::new().name(format!("tollgate-p{partition}")).spawn(move || {
+                // Dropped when the thread ends, whatever way: wakes up `stop_tasks`.
+                let _finished = finished_tx;
+                let coordinator: Arc<dyn Coordinator> = Arc::clone(&shared) as Arc<dyn Coordinator>;
+                match PartitionTask::start(
+                    partition,
+                    shared.partition_count,
+                    Arc::clone(&shared.config),
+                    Arc::clone(&shared.tables),
+                    coordinator,
+                    task_abandon,
+                ) {
+                    Ok(task) => task.run(&rx),
+                    Err(error) => tracing::error!(partition, %error, "partition task could not start"),
+                }
+            });
+            match thread {
+                Ok(thread) => {
+                    self.lock_tasks().insert(partition, TaskHandle { inbox, thread, finished, abandon });
+                }
+                Err(error) => tracing::error!(partition, %error, "cannot spawn partition task"),
+            }
+        }
+        telemetry::assigned_partitions(self.lock_tasks().len());
+    }
+
+    fn stop_tasks(&self, partitions: &[i32]) {
+        let handles: Vec<(i32, TaskHandle)> =
+            partitions.iter().filter_map(|p| self.lock_tasks().remove(p).map(|h| (*p, h))).collect();
+        for (_, handle) in &handles {
+            let _ = handle.inbox.try_send(Command::Stop).or_else(|_| handle.inbox.send(Command::Stop));
+        }
+        for (partition, handle) in handles {
+            if let Err(RecvTimeoutError::Timeout) = handle.finished.recv_timeout(REVOKE_GRACE) {
+                tracing::warn!(partition, "partition task did not commit in time: abandoning its batch");
+                handle.abandon.store(true, Ordering::Release);
+            }
+            let _ = handle.thread.join();
+        }
+        telemetry::assigned_partitions(self.lock_tasks().len());
+    }
+
+    fn input_partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        let mut partitions: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.config.topics.call_legs || e.topic() == self.config.topics.credit_commands)
+            .map(|e| e.partition())
+            .collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        partitions
+    }
+}
+
+impl Coordinator for Shared {
+    fn commit(&self, offsets: &TopicPartitionList) -> KafkaResult<()> {
+        match self.consumer.get().and_then(Weak::upgrade) {
+            Some(consumer) => consumer.commit(offsets, CommitMode::Sync),
+            None => Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::State)),
+        }
+    }
+
+    fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.consumer.get().and_then(Weak::upgrade).and_then(|c| c.group_metadata())
+    }
+
+    fn owns(&self, partition: i32) -> bool {
+        self.lock_tasks().get(&partition).is_none_or(|t| !t.abandon.load(Ordering::Acquire))
+    }
+}
+
+/// The group consumer's context: hands rebalances to the partition tasks.
+struct WorkerContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for WorkerContext {}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let partitions = self.shared.input_partitions(tpl);
+            tracing::info!(?partitions, "partitions revoked: committing and handing over");
+            self.shared.stop_tasks(&partitions);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions = self.shared.input_partitions(tpl);
+                tracing::info!(?partitions, "partitions assigned: restoring state");
+                self.shared.start_tasks(&partitions);
+            }
+            Rebalance::Error(error) => tracing::error!(%error, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Shared harness: an in-process Kafka (librdkafka's mock cluster), tollgate's topics, and
+//! helpers to publish inputs, run workers and read outputs back.
+//!
+//! Waiting is always on a signal: a reader returns once the expected records arrived (or
+//! fails after a generous deadline); nothing sleeps a fixed time.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tollgate_core::TenantState;
+use tollgate_proto::{Message as _, v1};
+use tollgate_worker::publish::{self, Publisher};
+use tollgate_worker::{ProcessingGuarantee, Tables, Worker, WorkerConfig, kafka, topics};
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Logs to the test output with `RUST_LOG=tollgate_worker=debug`.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+static GROUP: AtomicU32 = AtomicU32::new(0);
+
+/// A mock cluster with tollgate's topics.
+pub struct Env {
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    pub config: WorkerConfig,
+    pub publisher: Publisher,
+}
+
+impl Env {
+    pub fn new(partitions: i32, guarantee: ProcessingGuarantee) -> Env {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        init_logs();
+        let mut config = WorkerConfig {
+            bootstrap_servers: cluster.bootstrap_servers(),
+            group_id: format!("tollgate-test-{}-{}", std::process::id(), GROUP.fetch_add(1, Ordering::Relaxed)),
+            processing_guarantee: guarantee,
+            commit_interval_ms: 20,
+            batch_size: 50,
+            kafka_timeout_ms: 10_000,
+            ..WorkerConfig::default()
+        };
+        // Fast group joins and rebalances on the mock cluster.
+        config.librdkafka.insert("topic.metadata.refresh.interval.ms".into(), "500".into());
+        for spec in topics::specs(&config, partitions) {
+            cluster.create_topic(&spec.name, spec.partitions, 1).expect("create topic");
+        }
+        let publisher = Publisher::new(&config).expect("publisher");
+        Env { cluster, config, publisher }
+    }
+
+    pub fn publish_reference(&self, json: &str) {
+        let data: v1::ReferenceData = serde_json::from_str(json).expect("reference JSON");
+        for record in publish::reference(&self.config.topics, &data) {
+            self.publisher.send(&record).expect("send reference");
+        }
+        self.publisher.flush().expect("flush reference");
+    }
+
+    /// Publishes input records given as proto3 JSON lines.
+    pub fn publish_inputs(&self, lines: &[String]) {
+        for line in lines {
+            let record: v1::InputRecord = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let keyed = publish::input(&self.config.topics, &record).expect("input record");
+            self.publisher.send(&keyed).expect("send input");
+        }
+        self.publisher.flush().expect("flush inputs");
+    }
+
+    /// Publishes fund commands and waits until the worker reported them: credit commands and
+    /// call legs are different topics, so only this orders funding before the legs.
+    pub fn fund(&self, funds: &[String]) {
+        let before = self.count(&self.config.topics.credit_events);
+        self.publish_inputs(funds);
+        self.read_until(&self.config.topics.credit_events, |r| {
+            r.iter().filter(|(_, v, _, _)| v1::CreditEvent::decode(v.as_slice()).unwrap().kind == 1).count()
+                >= before + funds.len()
+        });
+    }
+
+    /// How many `funded` credit events there are now.
+    fn count(&self, topic: &str) -> usize {
+        let consumer: BaseConsumer = kafka::reader(&self.config, "test-count").create().unwrap();
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let total: i64 = metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| {
+                let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+                high - low
+            })
+            .sum();
+        if total == 0 {
+            return 0;
+        }
+        self.read(topic, total as usize)
+            .iter()
+            .filter(|(_, v, _, _)| v1::CreditEvent::decode(v.as_slice()).unwrap().kind == 1)
+            .count()
+    }
+
+    pub fn start_worker(&self) -> RunningWorker {
+        RunningWorker::start(self.config.clone())
+    }
+
+    /// Reads `topic` from the beginning until `expected` records were read.
+    pub fn read(&self, topic: &str, expected: usize) -> Vec<(String, Vec<u8>, i32, i64)> {
+        self.read_until(topic, |records| records.len() >= expected)
+    }
+
+    /// Reads `topic` from the beginning until `done` holds for what was read.
+    pub fn read_until(
+        &self,
+        topic: &str,
+        done: impl Fn(&[(String, Vec<u8>, i32, i64)]) -> bool,
+    ) -> Vec<(String, Vec<u8>, i32, i64)> {
+        let consumer: BaseConsumer = kafka::reader(&self.config, "test-reader").create().expect("reader");
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for p in metadata.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let started = Instant::now();
+        let mut records = Vec::new();
+        while !done(&records) {
+            assert!(started.elapsed() < DEADLINE, "timed out reading {topic}: {} records", records.len());
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                records.push((key, m.payload().unwrap_or_default().to_vec(), m.partition(), m.offset()));
+            }
+        }
+        records
+    }
+
+    /// Rated usage read until `legs` distinct usage ids were seen; duplicates (allowed under
+    /// at-least-once) must be identical. Returns one record per usage id.
+    pub fn usages(&self, legs: usize) -> BTreeMap<String, v1::RatedUsage> {
+        let records = self.read_until(&self.config.topics.rated_usage, |r| {
+            r.iter()
+                .map(|(_, v, _, _)| v1::RatedUsage::decode(v.as_slice()).unwrap().usage_id)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                >= legs
+        });
+        let mut by_id: BTreeMap<String, v1::RatedUsage> = BTreeMap::new();
+        for (_, value, _, _) in records {
+            let usage = v1::RatedUsage::decode(value.as_slice()).unwrap();
+            if let Some(previous) = by_id.get(&usage.usage_id) {
+                assert_eq!(previous, &usage, "a replayed usage record differs from the original");
+            }
+            by_id.insert(usage.usage_id.clone(), usage);
+        }
+        by_id
+    }
+
+    /// The latest changelog state per tenant (reads the state topic to its end).
+    pub fn states(&self) -> BTreeMap<String, TenantState> {
+        let topic = &self.config.topics.state;
+        let consumer: BaseConsumer = kafka::reader(&self.config, "test-state").create().unwrap();
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let mut total = 0usize;
+        for p in metadata.topics()[0].partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+            total += (high - low) as usize;
+        }
+        let mut states = BTreeMap::new();
+        for (key, value, _, _) in self.read(topic, total) {
+            states.insert(key, tollgate_worker::codec::decode_state(&value).unwrap());
+        }
+        states
+    }
+}
+
+/// A worker running on its own thread until stopped.
+pub struct RunningWorker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), tollgate_worker::Error>>>,
+    pub tables: Arc<Tables>,
+}
+
+impl RunningWorker {
+    pub fn start(config: WorkerConfig) -> RunningWorker {
+        let worker = Worker::new(config).expect("worker");
+        let tables = Arc::clone(worker.tables());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || worker.run(&flag));
+        RunningWorker { stop, thread: Some(thread), tables }
+    }
+
+    /// Graceful stop: commit, flush, leave the group.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("worker thread panicked").expect("worker failed");
+        }
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A small reference data set: two USD tenants and one EUR tenant, a rate card per currency.
+pub const REFERENCE: &str = r#"{
+  "tenants": [
+    {"tenantId": "acme", "currency": "USD", "creditsEnabled": true, "rateCardId": "usd", "lowBalanceThresholds": ["5.00"]},
+    {"tenantId": "globex", "currency": "USD", "creditsEnabled": true, "rateCardId": "usd"},
+    {"tenantId": "initech", "currency": "EUR", "creditsEnabled": true, "rateCardId": "eur"}
+  ],
+  "users": [
+    {"tenantId": "acme", "userId": "ann", "usageLocation": "US", "licence": "LICENCE_MODEL_PAY_PER_MINUTE"},
+    {"tenantId": "acme", "userId": "dom", "usageLocation": "US", "dialoutPolicy": "DIALOUT_POLICY_CPC_AND_PSTN_DOMESTIC"},
+    {"tenantId": "globex", "userId": "gus", "usageLocation": "US"},
+    {"tenantId": "initech", "userId": "ines", "usageLocation": "DE"}
+  ],
+  "rateCards": [
+    {"rateCardId": "usd", "currency": "USD", "versions": [{"version": "v1", "effectiveFrom": "2026-01-01T00:00:00Z",
+      "dialIn": [{"prefix": "1", "numberType": "NUMBER_TYPE_TOLL", "price": {"perMinute": "0.01"}}],
+      "dialOut": [{"prefix": "1", "price": {"perMinute": "0.02"}}, {"prefix": "44", "price": {"perMinute": "0.04"}}]}]},
+    {"rateCardId": "eur", "currency": "EUR", "versions": [{"version": "e1", "effectiveFrom": "2026-01-01T00:00:00Z",
+      "dialOut": [{"prefix": "49", "price": {"perMinute": "0.03"}}, {"prefix": "44", "price": {"perMinute": "0.05"}}]}]}
+  ]
+}"#;
+
+/// A fund command as JSON.
+pub fn fund(tenant: &str, id: &str, amount: &str, currency: &str) -> String {
+    format!(
+        r#"{{"creditCommand":{{"commandId":"{id}","tenantId":"{tenant}","occurredAt":"2026-11-02T08:00:00Z","fund":{{"lotId":"{id}","amount":"{amount}","currency":"{currency}","purchasedAt":"2026-11-02T08:00:00Z"}}}}}}"#
+    )
+}
+
+/// A dial-out leg (started + ended) as two JSON lines. `minute` offsets the start.
+pub fn dial_out(tenant: &str, leg: &str, organizer: &str, number: &str, seconds: u32, minute: u32) -> [String; 2] {
+    let start = format!("2026-11-02T09:{:02}:00Z", minute % 60);
+    [
+        format!(
+            r#"{{"callLeg":{{"eventId":"{leg}-s","tenantId":"{tenant}","conferenceId":"m-{leg}","callId":"c-{leg}","legId":"{leg}","organizerId":"{organizer}","occurredAt":"{start}","started":{{"kind":"LEG_KIND_DIAL_OUT","remoteNumber":"{number}"}}}}}}"#
+        ),
+        format!(
+            r#"{{"callLeg":{{"eventId":"{leg}-e","tenantId":"{tenant}","conferenceId":"m-{leg}","callId":"c-{leg}","legId":"{leg}","organizerId":"{organizer}","occurredAt":"{start}","ended":{{"connectedSeconds":{seconds},"cause":"DISCONNECT_CAUSE_NORMAL"}}}}}}"#
+        ),
+    ]
+}
+
+pub const US: &str = "+12128675309";
+pub const GB: &str = "+442071838750";
+pub const DE: &str = "+4930901820";

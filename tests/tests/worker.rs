@@ -1,0 +1,212 @@
+//! The rating worker through real rdkafka clients against librdkafka's mock cluster.
+//!
+//! The mock cluster neither stores transactional offsets nor honours read_committed, so these
+//! tests check the worker's logic (routing, state, restore, rebalance, dead letters); the
+//! delivery guarantees themselves need a real broker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use tollgate_core::Money;
+use tollgate_proto::{Message as _, v1};
+use tollgate_worker::ProcessingGuarantee;
+
+fn m(s: &str) -> Money {
+    s.parse().unwrap()
+}
+
+#[test]
+fn rates_legs_end_to_end_through_kafka() {
+    let env = Env::new(3, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD"), fund("initech", "f2", "20.00", "EUR")]);
+    let mut lines = dial_out("acme", "a1", "ann", US, 125, 0).to_vec(); // 3 min x 0.02 = 0.06
+    lines.extend(dial_out("acme", "a2", "dom", GB, 60, 1)); // blocked by policy
+    lines.extend(dial_out("initech", "i1", "ines", GB, 61, 2)); // 2 min x 0.05 = 0.10
+    env.publish_inputs(&lines);
+
+    let usages = env.usages(3);
+    let charges: BTreeMap<&str, (&str, i32)> =
+        usages.values().map(|u| (u.usage_id.as_str(), (u.charge.as_str(), u.outcome))).collect();
+    let rated = v1::rated_usage::Outcome::Rated as i32;
+    let blocked = v1::rated_usage::Outcome::Blocked as i32;
+    assert_eq!(
+        charges,
+        BTreeMap::from([("acme/a1", ("0.06", rated)), ("acme/a2", ("0.00", blocked)), ("initech/i1", ("0.10", rated))])
+    );
+    assert_eq!(usages["acme/a1"].balance_after, "9.94");
+    assert_eq!(usages["initech/i1"].currency, "EUR");
+
+    let decisions = env.read(&env.config.topics.leg_decisions, 3);
+    let mut kinds: Vec<String> = decisions
+        .iter()
+        .map(|(key, v, _, _)| {
+            let d = v1::LegDecision::decode(v.as_slice()).unwrap();
+            assert_eq!(key, &d.tenant_id, "outputs are keyed by tenant");
+            d.decision_id
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, vec!["acme/a1/allow", "acme/a2/block", "initech/i1/allow"]);
+
+    let credit = env.read(&env.config.topics.credit_events, 2);
+    let funded: Vec<String> =
+        credit.iter().map(|(_, v, _, _)| v1::CreditEvent::decode(v.as_slice()).unwrap().credit_event_id).collect();
+    assert!(funded.contains(&"acme/credit/1".to_string()) && funded.contains(&"initech/credit/1".to_string()));
+
+    worker.stop();
+    let states = env.states();
+    assert_eq!(states["acme"].balance(), m("9.94"));
+    assert_eq!(states["initech"].balance(), m("19.90"));
+}
+
+#[test]
+fn sends_poison_records_to_the_dead_letter_topic_and_keeps_going() {
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let legs = &env.config.topics.call_legs;
+    let acme_partition = tollgate_worker::partitioner::partition_for(b"acme", 2);
+    // Undecodable bytes, a key that is not the tenant, an unknown tenant, a tenant on the
+    // wrong partition, then good records behind them.
+    env.publisher.send_raw(legs, Some(b"acme"), Some(b"\xff\xff not protobuf")).unwrap();
+    let [started, _] = dial_out("acme", "k1", "ann", US, 60, 0);
+    let record: v1::InputRecord = serde_json::from_str(&started).unwrap();
+    let Some(v1::input_record::Record::CallLeg(event)) = record.record else { unreachable!() };
+    let bytes = event.encode_to_vec();
+    env.publisher.send_raw(legs, Some(b"globex"), Some(&bytes)).unwrap();
+    env.publish_inputs(&dial_out("nobody", "n1", "ann", US, 60, 0));
+    let wrong = 1 - acme_partition;
+    let mut wrong_record = rdkafka::producer::BaseRecord::<[u8], [u8]>::to(legs).key(b"acme").payload(&bytes);
+    wrong_record = wrong_record.partition(wrong);
+    let raw: rdkafka::producer::BaseProducer = tollgate_worker::kafka::base(&env.config).create().unwrap();
+    raw.send(wrong_record).map_err(|(e, _)| e).unwrap();
+    rdkafka::producer::Producer::flush(&raw, Duration::from_secs(10)).unwrap();
+
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "g1", "ann", US, 60, 1));
+    let dead = env.read(&env.config.topics.dead_letter, 5);
+    let mut codes: Vec<(String, String)> = dead
+        .iter()
+        .map(|(_, v, _, _)| {
+            let d = v1::DeadLetter::decode(v.as_slice()).unwrap();
+            assert_eq!(d.source_topic, *legs);
+            assert!(d.source_offset >= 0);
+            (d.error_code, String::from_utf8_lossy(&d.original).chars().take(0).collect())
+        })
+        .collect();
+    codes.sort();
+    let codes: Vec<&str> = codes.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(codes, vec!["decode", "key_mismatch", "unknown_tenant", "unknown_tenant", "wrong_partition"]);
+    // The partition kept moving: the good leg behind the poison was rated.
+    let usages = env.usages(1);
+    assert_eq!(usages["acme/g1"].charge, "0.02");
+    worker.stop();
+}
+
+#[test]
+fn restores_state_from_the_changelog_after_a_restart() {
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD"), fund("globex", "f2", "5.00", "USD")]);
+    let mut first = dial_out("acme", "a1", "ann", US, 600, 0).to_vec(); // 0.20
+    first.extend(dial_out("globex", "g1", "gus", GB, 60, 1)); // 0.04
+    env.publish_inputs(&first);
+    env.usages(2);
+    worker.stop();
+
+    // A new worker instance: it must restore balances and dedup state, not start from zero.
+    let mut second = dial_out("acme", "a2", "ann", US, 60, 2).to_vec(); // 0.02
+    // A re-delivered event from before the restart: a duplicate, no effect.
+    second.push(dial_out("acme", "a1", "ann", US, 600, 0)[1].clone());
+    env.publish_inputs(&second);
+    let worker = env.start_worker();
+    let usages = env.usages(3);
+    assert_eq!(usages["acme/a2"].balance_after, "9.78");
+    worker.stop();
+    let states = env.states();
+    assert_eq!((states["acme"].balance(), states["globex"].balance()), (m("9.78"), m("4.96")));
+    assert_eq!(states["acme"].totals.usage_charges, m("0.22"));
+}
+
+#[test]
+fn hands_partitions_over_on_rebalance_without_double_debits() {
+    let env = Env::new(4, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let tenants = [("acme", "ann"), ("globex", "gus")];
+    let a = env.start_worker();
+    env.fund(&[fund("acme", "f1", "100.00", "USD"), fund("globex", "f2", "100.00", "USD")]);
+    let mut legs = 0;
+    let mut batch = |from: u32, to: u32| {
+        let mut lines = Vec::new();
+        for i in from..to {
+            for (tenant, user) in tenants {
+                lines.extend(dial_out(tenant, &format!("{tenant}-{i}"), user, US, 61, i));
+                legs += 1;
+            }
+        }
+        lines
+    };
+    let first = batch(0, 40);
+    let second = batch(40, 80);
+    env.publish_inputs(&first);
+    env.usages(40);
+    // A second worker joins mid-stream: partitions move, state goes with them.
+    let b = env.start_worker();
+    env.publish_inputs(&second);
+    let usages = env.usages(legs);
+    assert_eq!(usages.len(), 160);
+    assert!(usages.values().all(|u| u.charge == "0.04"), "every 61 s leg costs 2 minutes");
+    a.stop();
+    b.stop();
+    let states = env.states();
+    // 80 legs x 0.04 per tenant, debited once each.
+    assert_eq!(states["acme"].balance(), m("96.80"));
+    assert_eq!(states["globex"].balance(), m("96.80"));
+}
+
+#[test]
+fn applies_reference_data_updates_live() {
+    let env = Env::new(1, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "dom", GB, 60, 0)); // domestic-only: blocked
+    assert_eq!(env.usages(1)["acme/a1"].outcome, v1::rated_usage::Outcome::Blocked as i32);
+
+    // The administrator lifts the restriction and raises the UK price.
+    let update = r#"{"users": [{"tenantId": "acme", "userId": "dom", "usageLocation": "US"}],
+      "rateCards": [{"rateCardId": "usd", "currency": "USD", "versions": [{"version": "v2", "effectiveFrom": "2026-01-01T00:00:00Z",
+        "dialOut": [{"prefix": "44", "price": {"perMinute": "0.09"}}]}]}]}"#;
+    env.publish_reference(update);
+    use tollgate_core::Catalog;
+    let applied = worker.tables.wait_until(DEADLINE, |t| {
+        t.user("acme", "dom").is_some_and(|u| u.dialout_policy.is_none())
+            && t.rate_card("usd").is_some_and(|c| c.versions()[0].version == "v2")
+    });
+    assert!(applied, "the update did not reach the worker's tables");
+    env.publish_inputs(&dial_out("acme", "a2", "dom", GB, 60, 1));
+    let usages = env.usages(2);
+    assert_eq!((usages["acme/a2"].charge.as_str(), usages["acme/a2"].rate_card_version.as_str()), ("0.09", "v2"));
+    worker.stop();
+}
+
+#[test]
+fn exactly_once_mode_commits_batches_in_transactions() {
+    let env = Env::new(2, ProcessingGuarantee::ExactlyOnce);
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 125, 0));
+    let usages = env.usages(1);
+    assert_eq!(usages["acme/a1"].charge, "0.06");
+    worker.stop();
+    assert_eq!(env.states()["acme"].balance(), m("9.94"));
+}
