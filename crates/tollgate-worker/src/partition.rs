@@ -147,12 +147,7 @@ impl PartitionTask {
         let producer = new_producer(&config, partition, &abandon)?;
         let states = changelog_restore(&config, partition, &abandon)?;
         let rater = Rater::new(RatingConfig { retention_seconds: config.retention_seconds });
-        for (tenant, state) in &states {
-            if let Some(t) = tables.tenant(tenant) {
-                telemetry::balance(&t.id, t.currency, state.balance());
-            }
-        }
-        Ok(PartitionTask {
+        let task = PartitionTask {
             partition,
             partition_count,
             config,
@@ -163,7 +158,9 @@ impl PartitionTask {
             producer,
             abandon,
             migrating: false,
-        })
+        };
+        task.refresh_balances();
+        Ok(task)
     }
 
     /// The tenants' states (for tests and summaries).
@@ -188,9 +185,16 @@ impl PartitionTask {
 
     fn collect(&self, inbox: &Receiver<Command>) -> (Vec<Record>, bool) {
         let mut batch = Vec::new();
-        match inbox.recv() {
-            Ok(Command::Record(record)) => batch.push(record),
-            Ok(Command::Stop) | Err(_) => return (batch, true),
+        loop {
+            match inbox.recv_timeout(telemetry::GAUGE_REFRESH) {
+                Ok(Command::Record(record)) => {
+                    batch.push(record);
+                    break;
+                }
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return (batch, true),
+                // Idle: keep this worker's ownership of the balances visible.
+                Err(RecvTimeoutError::Timeout) => self.refresh_balances(),
+            }
         }
         let deadline = Instant::now() + self.config.commit_interval();
         while batch.len() < self.config.batch_size {
@@ -261,6 +265,14 @@ impl PartitionTask {
                     }
                     std::thread::sleep(backoff(attempt));
                 }
+            }
+        }
+    }
+
+    fn refresh_balances(&self) {
+        for (tenant, state) in &self.states {
+            if let Some(t) = self.tables.tenant(tenant) {
+                telemetry::balance(&t.id, t.currency, state.balance());
             }
         }
     }

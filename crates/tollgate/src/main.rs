@@ -1,13 +1,23 @@
 //! `tollgate`: real-time usage rating for pay-per-minute meeting audio conferencing.
 //!
 //! Subcommands:
-//! - `rate`: the offline rater (what-if pricing and re-rating from JSON lines).
+//! - `run`: a worker of the rating consumer group (the main job against a real Kafka).
+//! - `demo`: the main job on an embedded Kafka, with traffic, a progress bar and a summary.
+//! - `rate`: the offline rater (JSON lines in, JSON lines out; no Kafka).
+//! - `produce`, `tail`, `admin`: operator tools.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
+mod config;
+mod demo;
+mod produce;
 mod rate;
+mod run;
+mod tail;
+mod telemetry;
 
 /// tollgate: rates call legs of pay-per-minute meeting audio conferencing against prepaid
 /// communications credits.
@@ -20,14 +30,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a rating worker (a member of the consumer group) until SIGTERM/SIGINT.
+    Run(run::RunArgs),
+    /// Run the whole pipeline on an embedded Kafka with generated traffic, then summarize.
+    Demo(demo::DemoArgs),
     /// Rate call-leg events and credit commands offline (JSON lines in, JSON lines out).
     Rate(rate::RateArgs),
+    /// Publish JSON lines of input records to Kafka as protobuf, keyed and partitioned by tenant.
+    Produce(produce::ProduceArgs),
+    /// Print a tollgate topic as JSON lines.
+    Tail(tail::TailArgs),
+    /// Create topics, publish reference data, fund tenants.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Rate(args) => rate::run(&args),
+        Command::Produce(args) => produce::run(args),
+        Command::Tail(args) => tail::run(args),
+        Command::Admin(args) => admin::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,131 @@
+//! `tollgate admin`: create the topics, publish reference data, fund a tenant.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tollgate_proto::v1;
+use tollgate_worker::publish::{self, Publisher};
+use tollgate_worker::{kafka, topics};
+
+use crate::config::{Config, KafkaFlags, RunFlags, config_path};
+
+/// Arguments of `tollgate admin`.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    kafka: KafkaFlags,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create every tollgate topic (inputs, outputs and changelog share one partition count;
+    /// changelog and reference topics are compacted). Existing topics are left alone.
+    CreateTopics {
+        /// Partitions of the inputs, outputs and changelog.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Replication factor.
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+    /// Publish tenants, users and rate cards from a `tollgate.v1.ReferenceData` JSON file.
+    PublishReference {
+        /// The JSON file (e.g. examples/reference.json).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Fund a tenant's credits with a new lot.
+    Fund {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Decimal amount, e.g. 100.00.
+        #[arg(long)]
+        amount: String,
+        /// ISO 4217 currency (must be the tenant's).
+        #[arg(long)]
+        currency: String,
+        /// Lot id (also the command id, so re-running the same funding is a no-op).
+        #[arg(long)]
+        lot_id: Option<String>,
+    },
+}
+
+/// Runs an admin command.
+pub fn run(mut args: AdminArgs) -> anyhow::Result<ExitCode> {
+    args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
+    let config = Config::load(&args.kafka, &RunFlags::default(), std::env::vars())?;
+    ensure_reachable(&config)?;
+    let worker = &config.worker;
+    match args.command {
+        AdminCommand::CreateTopics { partitions, replication } => {
+            if partitions < 1 || replication < 1 {
+                bail!("partitions and replication must be at least 1");
+            }
+            for (name, created) in topics::create(worker, &topics::specs(worker, partitions), replication)? {
+                println!("{name}: {}", if created { "created" } else { "already exists" });
+            }
+        }
+        AdminCommand::PublishReference { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("failed to read {}", file.display()))?;
+            let data: v1::ReferenceData =
+                serde_json::from_str(&text).with_context(|| format!("failed to parse {}", file.display()))?;
+            // Refuse what the workers would refuse, before anything is published.
+            tollgate_core::Reference::try_from(data.clone())
+                .with_context(|| format!("invalid reference data in {}", file.display()))?;
+            let publisher = Publisher::new(worker)?;
+            let records = publish::reference(&worker.topics, &data);
+            for record in &records {
+                publisher.send(record)?;
+            }
+            publisher.flush().context("not every record was acknowledged by Kafka")?;
+            println!(
+                "published {} tenants, {} users, {} rate cards",
+                data.tenants.len(),
+                data.users.len(),
+                data.rate_cards.len()
+            );
+        }
+        AdminCommand::Fund { tenant, amount, currency, lot_id } => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?;
+            let at = tollgate_proto::Timestamp { seconds: now.as_secs() as i64, nanos: 0 };
+            let lot_id = lot_id.unwrap_or_else(|| format!("admin-{tenant}-{}", now.as_nanos()));
+            let command = v1::CreditCommand {
+                command_id: lot_id.clone(),
+                tenant_id: tenant.clone(),
+                occurred_at: Some(at),
+                body: Some(v1::credit_command::Body::Fund(v1::FundLot {
+                    lot_id: lot_id.clone(),
+                    amount,
+                    currency,
+                    purchased_at: Some(at),
+                })),
+            };
+            let record = v1::InputRecord { record: Some(v1::input_record::Record::CreditCommand(command)) };
+            tollgate_core::Input::try_from(record.clone()).context("invalid fund command")?;
+            let publisher = Publisher::new(worker)?;
+            let keyed = publish::input(&worker.topics, &record).context("no record")?;
+            publisher.send(&keyed)?;
+            publisher.flush().context("the fund command was not acknowledged by Kafka")?;
+            println!("funded {tenant}: lot {lot_id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fails with a clear message when no broker answers within the Kafka timeout.
+pub fn ensure_reachable(config: &Config) -> anyhow::Result<()> {
+    let worker = &config.worker;
+    let consumer: BaseConsumer = kafka::base(worker).create().context("invalid Kafka client settings")?;
+    let timeout = worker.kafka_timeout().min(Duration::from_secs(15));
+    consumer
+        .fetch_metadata(None, timeout)
+        .map(|_| ())
+        .with_context(|| format!("cannot reach Kafka at {} within {} s", worker.bootstrap_servers, timeout.as_secs()))
+}

@@ -1,0 +1,249 @@
+//! Configuration, layered lowest priority first: built-in defaults, a TOML file, `TOLLGATE_*`
+//! environment variables, then command-line flags. This is the only module that reads the
+//! environment (and it does so only through the variables handed to [`Config::load`]).
+//!
+//! The file has two sections, `[worker]` (with `[worker.topics]` and `[worker.librdkafka]`)
+//! and `[telemetry]`; see `deploy/tollgate.toml` and the README's configuration reference.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tollgate_worker::{ProcessingGuarantee, WorkerConfig};
+
+/// Everything the binary is configured with.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Worker and Kafka settings.
+    pub worker: WorkerConfig,
+    /// Logs and metrics.
+    pub telemetry: Telemetry,
+}
+
+/// Logs and metrics.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Telemetry {
+    /// Where `/metrics` is served (Prometheus text format); empty disables it.
+    pub metrics_listen: String,
+    /// Log filter (`tracing` env-filter syntax): `info`, `tollgate_worker=debug`, ...
+    pub log: String,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry { metrics_listen: "127.0.0.1:9464".into(), log: "info".into() }
+    }
+}
+
+/// Connection flags shared by the subcommands that talk to Kafka.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct KafkaFlags {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers (overrides the file and TOLLGATE_BOOTSTRAP_SERVERS).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub bootstrap_servers: Option<String>,
+    /// Consumer group id.
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// A librdkafka setting, repeatable: `-X security.protocol=SASL_SSL`.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub librdkafka: Vec<String>,
+}
+
+/// Flags of `tollgate run`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct RunFlags {
+    /// `at_least_once` or `exactly_once`.
+    #[arg(long, value_name = "GUARANTEE")]
+    pub processing_guarantee: Option<String>,
+    /// Address for `/metrics`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Log filter.
+    #[arg(long)]
+    pub log: Option<String>,
+}
+
+impl Config {
+    /// Layers defaults, `file`, the `TOLLGATE_*` variables among `env`, and the flags.
+    pub fn load(
+        kafka: &KafkaFlags,
+        run: &RunFlags,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut config = match &kafka.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        for (key, value) in env {
+            if let Some(name) = key.strip_prefix("TOLLGATE_") {
+                config.set_env(name, &value).with_context(|| format!("invalid environment variable {key}"))?;
+            }
+        }
+        let w = &mut config.worker;
+        if let Some(v) = &kafka.bootstrap_servers {
+            w.bootstrap_servers.clone_from(v);
+        }
+        if let Some(v) = &kafka.group_id {
+            w.group_id.clone_from(v);
+        }
+        for setting in &kafka.librdkafka {
+            let Some((k, v)) = setting.split_once('=') else { bail!("-X takes KEY=VALUE, got {setting:?}") };
+            w.librdkafka.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        if let Some(v) = &run.processing_guarantee {
+            w.processing_guarantee = parse_guarantee(v)?;
+        }
+        if let Some(v) = &run.metrics_listen {
+            config.telemetry.metrics_listen.clone_from(v);
+        }
+        if let Some(v) = &run.log {
+            config.telemetry.log.clone_from(v);
+        }
+        config.worker.validate().context("invalid worker configuration")?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("failed to parse config file {}", path.display()))
+    }
+
+    /// Applies one `TOLLGATE_<NAME>` variable.
+    fn set_env(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
+        let w = &mut self.worker;
+        let number = |v: &str| v.parse::<u64>().with_context(|| format!("{v:?} is not a number"));
+        match name {
+            "CONFIG" => {} // read by the caller as the file path
+            "BOOTSTRAP_SERVERS" => w.bootstrap_servers = value.to_owned(),
+            "GROUP_ID" => w.group_id = value.to_owned(),
+            "TRANSACTIONAL_ID_PREFIX" => w.transactional_id_prefix = value.to_owned(),
+            "PROCESSING_GUARANTEE" => w.processing_guarantee = parse_guarantee(value)?,
+            "BATCH_SIZE" => w.batch_size = number(value)? as usize,
+            "COMMIT_INTERVAL_MS" => w.commit_interval_ms = number(value)?,
+            "RETENTION_SECONDS" => w.retention_seconds = u32::try_from(number(value)?)?,
+            "KAFKA_TIMEOUT_MS" => w.kafka_timeout_ms = number(value)?,
+            "METRICS_LISTEN" => self.telemetry.metrics_listen = value.to_owned(),
+            "LOG" => self.telemetry.log = value.to_owned(),
+            other => {
+                if let Some(key) = other.strip_prefix("LIBRDKAFKA_") {
+                    // TOLLGATE_LIBRDKAFKA_SASL_MECHANISM -> sasl.mechanism
+                    w.librdkafka.insert(key.to_ascii_lowercase().replace('_', "."), value.to_owned());
+                } else if let Some(topic) = other.strip_prefix("TOPIC_") {
+                    let t = &mut w.topics;
+                    let slot = match topic {
+                        "CALL_LEGS" => &mut t.call_legs,
+                        "CREDIT_COMMANDS" => &mut t.credit_commands,
+                        "RATED_USAGE" => &mut t.rated_usage,
+                        "LEG_DECISIONS" => &mut t.leg_decisions,
+                        "CREDIT_EVENTS" => &mut t.credit_events,
+                        "DEAD_LETTER" => &mut t.dead_letter,
+                        "STATE" => &mut t.state,
+                        "TENANTS" => &mut t.tenants,
+                        "USERS" => &mut t.users,
+                        "RATE_CARDS" => &mut t.rate_cards,
+                        _ => bail!("unknown topic variable"),
+                    };
+                    *slot = value.to_owned();
+                } else {
+                    bail!("unknown setting");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_guarantee(value: &str) -> anyhow::Result<ProcessingGuarantee> {
+    match value {
+        "at_least_once" => Ok(ProcessingGuarantee::AtLeastOnce),
+        "exactly_once" | "exactly_once_v2" => Ok(ProcessingGuarantee::ExactlyOnce),
+        other => bail!("processing guarantee must be at_least_once or exactly_once, got {other:?}"),
+    }
+}
+
+/// The config file named by `--config`, else by `TOLLGATE_CONFIG`.
+pub fn config_path(flag: Option<PathBuf>, env: impl IntoIterator<Item = (String, String)>) -> Option<PathBuf> {
+    flag.or_else(|| env.into_iter().find(|(k, _)| k == "TOLLGATE_CONFIG").map(|(_, v)| PathBuf::from(v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn layers_defaults_file_environment_and_flags_in_that_order() {
+        let dir = std::env::temp_dir().join(format!("tollgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tollgate.toml");
+        std::fs::write(
+            &file,
+            r#"
+[worker]
+bootstrap_servers = "file:9092"
+group_id = "from-file"
+batch_size = 100
+processing_guarantee = "exactly_once"
+[worker.topics]
+call_legs = "legs.from.file"
+[worker.librdkafka]
+"security.protocol" = "SASL_SSL"
+[telemetry]
+log = "debug"
+"#,
+        )
+        .unwrap();
+        let kafka =
+            KafkaFlags { config: Some(file), bootstrap_servers: Some("flag:9092".into()), ..Default::default() };
+        let run = RunFlags { metrics_listen: Some("127.0.0.1:1".into()), ..Default::default() };
+        let config = Config::load(
+            &kafka,
+            &run,
+            env(&[
+                ("TOLLGATE_BOOTSTRAP_SERVERS", "env:9092"),
+                ("TOLLGATE_GROUP_ID", "from-env"),
+                ("TOLLGATE_LIBRDKAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("TOLLGATE_TOPIC_RATED_USAGE", "usage.from.env"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        let w = &config.worker;
+        assert_eq!(w.bootstrap_servers, "flag:9092");
+        assert_eq!(w.group_id, "from-env");
+        assert_eq!(w.batch_size, 100);
+        assert_eq!(w.commit_interval_ms, 100); // default
+        assert_eq!(w.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
+        assert_eq!(w.topics.call_legs, "legs.from.file");
+        assert_eq!(w.topics.rated_usage, "usage.from.env");
+        assert_eq!(w.topics.state, "tollgate.state.v1");
+        assert_eq!(w.librdkafka["security.protocol"], "SASL_SSL");
+        assert_eq!(w.librdkafka["sasl.mechanism"], "SCRAM-SHA-512");
+        assert_eq!(config.telemetry.log, "debug");
+        assert_eq!(config.telemetry.metrics_listen, "127.0.0.1:1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_unknown_settings_and_bad_values() {
+        let none = KafkaFlags::default();
+        let run = RunFlags::default();
+        let err = Config::load(&none, &run, env(&[("TOLLGATE_BATCH_SIZ", "1")])).unwrap_err();
+        assert_eq!(format!("{err:#}"), "invalid environment variable TOLLGATE_BATCH_SIZ: unknown setting");
+        let err = Config::load(&none, &run, env(&[("TOLLGATE_PROCESSING_GUARANTEE", "maybe")])).unwrap_err();
+        assert!(format!("{err:#}").contains("must be at_least_once or exactly_once"), "{err:#}");
+        let err = Config::load(&none, &run, env(&[("TOLLGATE_BATCH_SIZE", "0")])).unwrap_err();
+        assert!(format!("{err:#}").contains("batch_size must be > 0"), "{err:#}");
+        let err: Result<Config, _> = toml::from_str("[worker]\nbatch = 3\n");
+        assert!(err.unwrap_err().to_string().contains("unknown field `batch`"));
+    }
+}

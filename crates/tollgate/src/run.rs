@@ -1,0 +1,67 @@
+//! `tollgate run`: one worker of the rating consumer group.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use tollgate_worker::Worker;
+
+use crate::config::{Config, KafkaFlags, RunFlags, config_path};
+use crate::telemetry;
+
+/// Arguments of `tollgate run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    kafka: KafkaFlags,
+    #[command(flatten)]
+    run: RunFlags,
+}
+
+/// Runs a worker until SIGTERM or SIGINT, then shuts down gracefully: stop fetching, finish
+/// and commit the batches in flight, flush, leave the group.
+pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
+    let config = Config::load(&args.kafka, &args.run, std::env::vars())?;
+    telemetry::init_logs(&config.telemetry.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let _guard = runtime.enter();
+    if let Some(addr) = telemetry::serve_metrics(&config.telemetry.metrics_listen)? {
+        tracing::info!(%addr, "serving /metrics");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    runtime.spawn(shutdown_on_signal(Arc::clone(&stop)));
+    let worker = Worker::new(config.worker).context("invalid worker configuration")?;
+    worker.run(&stop).context("worker failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets `stop` on the first SIGINT or SIGTERM.
+pub async fn shutdown_on_signal(stop: Arc<AtomicBool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                stop.store(true, Ordering::Release);
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+    stop.store(true, Ordering::Release);
+}
