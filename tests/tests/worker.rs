@@ -210,3 +210,31 @@ fn exactly_once_mode_commits_batches_in_transactions() {
     worker.stop();
     assert_eq!(env.states()["acme"].balance(), m("9.94"));
 }
+
+#[test]
+fn refuses_to_start_when_inputs_are_not_co_partitioned() {
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    let mut config = env.config.clone();
+    config.topics.credit_commands = "tollgate.credit-commands.three".into();
+    env.cluster.create_topic(&config.topics.credit_commands, 3, 1).unwrap();
+    let worker = tollgate_worker::Worker::new(config).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let error = worker.run(&stop).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "topic layout: inputs and changelog must have the same partition count (co-partitioning): \
+         tollgate.call-legs.v1=2, tollgate.credit-commands.three=3, tollgate.state.v1=2"
+    );
+}
+
+#[test]
+fn the_publisher_partitions_like_the_java_client() {
+    let env = Env::new(6, ProcessingGuarantee::AtLeastOnce);
+    let tenants: Vec<String> = (0..40).map(|i| format!("tenant-{i}")).collect();
+    let lines: Vec<String> = tenants.iter().map(|t| fund(t, &format!("{t}-f"), "1.00", "USD")).collect();
+    env.publish_inputs(&lines);
+    let records = env.read(&env.config.topics.credit_commands, tenants.len());
+    for (key, _, partition, _) in records {
+        assert_eq!(partition, tollgate_worker::partitioner::partition_for(key.as_bytes(), 6), "{key}");
+    }
+}

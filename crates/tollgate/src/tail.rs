@@ -46,19 +46,20 @@ pub fn run(mut args: TailArgs) -> anyhow::Result<ExitCode> {
         bail!("topic {} does not exist", args.topic);
     }
     let mut assignment = TopicPartitionList::new();
-    let mut remaining = 0usize;
+    // Partitions with records left to print (to the end seen at start).
+    let mut remaining = std::collections::BTreeSet::new();
     for p in &partitions {
         assignment.add_partition_offset(&args.topic, *p, Offset::Beginning)?;
         let (low, high) = consumer.fetch_watermarks(&args.topic, *p, timeout)?;
         if high > low {
-            remaining += 1;
+            remaining.insert(*p);
         }
     }
     consumer.assign(&assignment)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut printed = 0u64;
-    while args.follow || remaining > 0 {
+    while args.follow || !remaining.is_empty() {
         if args.max.is_some_and(|max| printed >= max) {
             break;
         }
@@ -76,7 +77,9 @@ pub fn run(mut args: TailArgs) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{line}").context("failed to write output")?;
                 printed += 1;
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => remaining = remaining.saturating_sub(1),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                remaining.remove(&p);
+            }
             Some(Err(e)) => eprintln!("tollgate tail: {e}"),
             None => {}
         }

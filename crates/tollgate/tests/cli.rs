@@ -1,0 +1,76 @@
+//! The operator commands against a Kafka: librdkafka's mock cluster, started in this test
+//! process and reached by the `tollgate` binary over loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
+use std::process::Command;
+
+use rdkafka::mocking::MockCluster;
+use tollgate_worker::{WorkerConfig, topics};
+
+fn tollgate(bootstrap: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .arg("--bootstrap-servers")
+        .arg(bootstrap)
+        .env("TOLLGATE_KAFKA_TIMEOUT_MS", "5000")
+        .output()
+        .expect("failed to run tollgate")
+}
+
+#[test]
+fn produce_then_tail_round_trips_records_keyed_by_tenant() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let config = WorkerConfig::default();
+    for spec in topics::specs(&config, 3) {
+        cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#,
+            "\n",
+            "this is not json\n",
+            r#"{"callLeg":{"eventId":"e1","tenantId":"fabrikam","legId":"leg-1","organizerId":"frank","occurredAt":"2026-11-02T09:00:00Z","interim":{"elapsedSeconds":60}}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = tollgate(&bootstrap, &["produce", "--input", input.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("in.jsonl:2: "), "{stderr}");
+    assert!(stderr.contains("2 records sent, 1 lines refused"), "{stderr}");
+
+    let out = tollgate(&bootstrap, &["tail", "tollgate.call-legs.v1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["key"], "fabrikam");
+    assert_eq!(lines[0]["value"]["interim"]["elapsedSeconds"], 60);
+    let partition = lines[0]["partition"].as_i64().unwrap() as i32;
+    assert_eq!(partition, tollgate_worker::partitioner::partition_for(b"fabrikam", 3), "murmur2 partitioning");
+
+    let out = tollgate(&bootstrap, &["tail", "tollgate.credit-commands.v1"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(r#""key":"contoso""#) && text.contains(r#""amount":"10.00""#), "{text}");
+
+    let out = tollgate(&bootstrap, &["tail", "no.such.topic"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no.such.topic is not a tollgate topic"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn says_clearly_when_kafka_cannot_be_reached() {
+    // Nothing listens on port 1 of the loopback interface.
+    let out = tollgate("127.0.0.1:1", &["tail", "tollgate.rated-usage.v1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach Kafka at 127.0.0.1:1 within 5 s"), "{stderr}");
+}
