@@ -15,13 +15,17 @@
 //!
 //! - [`money`]: [`Money`], [`Currency`] and the one rounding function, [`Currency::round`].
 //! - [`instant`]: [`Timestamp`] and calendar arithmetic (lot expiry, pool months).
-//! - [`number`]: [`E164`] parsing with libphonenumber, [`Country`], Zone A.
+//! - [`number`]: [`E164`] parsing with libphonenumber, [`Country`], Zone A. A plain `+<digits>`
+//!   is answered from libphonenumber's metadata by the private `region` module, exactly as its
+//!   parser would, without running the parser.
 //! - [`policy`]: the 13 dial-out policy identities and their resolution.
 //! - [`rates`]: rate cards, billing increments, and the longest-prefix [`PrefixTable`].
 //! - [`reference`]: tenants, users, and the [`Catalog`] the rater reads them through.
 //! - [`ledger`]: lots, FIFO consumption, expiry, debt.
 //! - [`event`], [`output`]: inputs and outputs.
 //! - [`state`]: [`TenantState`], what the worker persists per tenant.
+//! - `hash` (private): the fast hasher of the in-memory maps and the persisted, release-stable
+//!   content fingerprint of inputs.
 //! - [`rating`]: [`Rater::apply`], the function everything else exists for.
 //!
 //! # Invariants
@@ -91,6 +95,7 @@
 
 pub mod error;
 pub mod event;
+mod hash;
 pub mod instant;
 pub mod ledger;
 pub mod money;
@@ -100,6 +105,7 @@ pub mod policy;
 pub mod rates;
 pub mod rating;
 pub mod reference;
+mod region;
 pub mod state;
 
 pub use error::Error;

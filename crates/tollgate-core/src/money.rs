@@ -3,6 +3,7 @@
 //! Every charge is rounded in exactly one place, [`Currency::round`], half away from zero, once
 //! per leg. Nothing here can be built from a binary float.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::ops::{Add, AddAssign, Neg, Sub, SubAssign};
 use std::str::FromStr;
@@ -14,9 +15,43 @@ use crate::Error;
 
 /// An amount of money in some currency (the currency is carried by the owner: a tenant, a rate
 /// card). Exact decimal; may be negative (a balance in overdraft, a refund).
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Money(Decimal);
+
+/// `POW10[i]` = 10^i, for i in 0..=9.
+const POW10: [i128; 10] = {
+    let mut table = [1i128; 10];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// Numeric order, as `Decimal`'s, computed on the integer mantissas brought to one scale
+/// (`Decimal` rescales 96-bit words in a loop; balances and thresholds of different scales are
+/// compared on every debit). A mantissa is below 2^96, so one multiplied by at most 10^9 fits
+/// an `i128`; scales further apart go to `Decimal`.
+impl Ord for Money {
+    #[inline]
+    fn cmp(&self, other: &Money) -> Ordering {
+        let (a, b) = (self.0, other.0);
+        let (sa, sb) = (a.scale(), b.scale());
+        match POW10.get(sa.abs_diff(sb) as usize) {
+            Some(p) if sa <= sb => (a.mantissa() * p).cmp(&b.mantissa()),
+            Some(p) => a.mantissa().cmp(&(b.mantissa() * p)),
+            None => a.cmp(&b),
+        }
+    }
+}
+
+impl PartialOrd for Money {
+    fn partial_cmp(&self, other: &Money) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Money {
     /// Zero.
@@ -227,6 +262,29 @@ mod tests {
         assert!(usd.is_whole_minor_units(m("1.20")) && !usd.is_whole_minor_units(m("1.205")));
         assert!(!jpy.is_whole_minor_units(m("1.5")));
         assert_eq!(jpy.minor_units(), 0);
+    }
+
+    proptest::proptest! {
+        /// Money orders exactly as `Decimal` does, across scales, signs and sizes.
+        #[test]
+        fn orders_like_decimal(
+            a in proptest::num::i128::ANY,
+            b in proptest::num::i128::ANY,
+            sa in 0u32..=28,
+            sb in 0u32..=28,
+            shift_a in 0u32..=96,
+            shift_b in 0u32..=96,
+        ) {
+            // Mantissas of every magnitude up to the 96 bits a Decimal holds.
+            let mantissa = |m: i128, shift: u32| m >> (31 + shift.min(96));
+            let x = Decimal::try_from_i128_with_scale(mantissa(a, shift_a), sa).unwrap();
+            let y = Decimal::try_from_i128_with_scale(mantissa(b, shift_b), sb).unwrap();
+            proptest::prop_assert_eq!(Money(x).cmp(&Money(y)), x.cmp(&y));
+            // The same value at a larger scale, where it fits.
+            if let Ok(same) = Decimal::try_from_i128_with_scale(mantissa(a, shift_a) * 10, sa + 1) {
+                proptest::prop_assert_eq!(Money(x).cmp(&Money(same)), Ordering::Equal);
+            }
+        }
     }
 
     #[test]

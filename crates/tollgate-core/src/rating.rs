@@ -1,10 +1,11 @@
 //! The rating function: (reference data, tenant state, input) -> (new state, outputs).
 
-use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::event::{
     CallLegEvent, CreditBody, CreditCommand, Input, LegBody, LegDuration, LegEnded, LegKind, LegStarted, LotFunding,
 };
+use crate::hash::{fingerprint, legacy_fingerprint};
 use crate::money::{Currency, Money};
 use crate::output::{
     BlockReason, CallType, Capability, CreditEvent, CreditEventKind, Decision, LegDecision, NumberType, Output,
@@ -87,14 +88,16 @@ impl Rater {
         let tenant_id = input.tenant_id().as_str();
         let tenant = catalog.tenant(tenant_id).ok_or_else(|| Error::UnknownTenant(tenant_id.to_owned()))?;
         let fingerprint = fingerprint(&input);
-        if let Some(seen) = state.seen.get(input.id()) {
-            return if *seen == fingerprint {
+        if let Some(&seen) = state.seen.get(input.id()) {
+            // State written before the word-at-a-time fingerprint holds the FNV-1a one.
+            return if seen == fingerprint || seen == legacy_fingerprint(&input) {
                 Ok(Applied::Duplicate)
             } else {
                 Err(Error::DuplicateConflict(input.id().to_owned()))
             };
         }
-        let id = input.id().to_owned();
+        // One allocation, shared by the dedup map and its retention queue.
+        let id: Arc<str> = Arc::from(input.id());
         let at = input.occurred_at();
         let applied = match input {
             Input::Leg(event) => self.leg(catalog, &tenant, state, event, out)?,
@@ -142,10 +145,10 @@ impl Rater {
                 let parked = state.parked_ends.remove(&event.leg_id);
                 let mut ctx = Ctx { tenant, state, out, at: event.occurred_at };
                 ctx.expire_lots();
-                start_leg(catalog, &mut ctx, &event, started, priced, &organizer);
-                if let Some(parked) = parked {
+                let leg_id = if parked.is_some() { Some(event.leg_id.clone()) } else { None };
+                start_leg(catalog, &mut ctx, event, started, priced, &organizer);
+                if let (Some(parked), Some(leg_id)) = (parked, leg_id) {
                     if let LegBody::Ended(ended) = parked.body {
-                        let leg_id = event.leg_id;
                         if let Some(leg) = ctx.state.open_legs.remove(&leg_id) {
                             ctx.at = parked.occurred_at.max(leg.started_at);
                             let (duration, end_before_start) = match duration_of(&leg, &ended) {
@@ -174,9 +177,9 @@ impl Rater {
                         leg.disconnect_sent = true;
                         let balance = ctx.state.balance();
                         ctx.emit_decision(
-                            &event.leg_id,
-                            &leg.call_id,
-                            &leg.conference_id,
+                            event.leg_id.clone(),
+                            leg.call_id.clone(),
+                            leg.conference_id.clone(),
                             Decision::Disconnect { balance },
                         );
                     }
@@ -188,16 +191,18 @@ impl Rater {
                 if state.closed_legs.contains(&event.leg_id) {
                     return Ok(Applied::IgnoredAfterClose);
                 }
-                let Some(leg) = state.open_legs.get(&event.leg_id) else {
+                let Some(leg) = state.open_legs.remove(&event.leg_id) else {
                     if state.parked_ends.contains_key(&event.leg_id) {
                         return Err(Error::LegAlreadyEnded(event.leg_id));
                     }
                     state.parked_ends.insert(event.leg_id.clone(), event);
                     return Ok(Applied::Parked);
                 };
-                let duration =
-                    duration_of(leg, &ended).ok_or_else(|| Error::EndBeforeStart { leg: event.leg_id.clone() })?;
-                let leg = state.open_legs.remove(&event.leg_id).ok_or_else(|| Error::Invalid("leg vanished".into()))?;
+                let Some(duration) = duration_of(&leg, &ended) else {
+                    // Put it back: on `Err` the state is unchanged.
+                    state.open_legs.insert(event.leg_id.clone(), leg);
+                    return Err(Error::EndBeforeStart { leg: event.leg_id });
+                };
                 let mut ctx = Ctx { tenant, state, out, at: event.occurred_at.max(leg.started_at) };
                 ctx.expire_lots();
                 finish_leg(&mut ctx, event.leg_id, leg, duration, false);
@@ -260,13 +265,13 @@ impl Ctx<'_> {
         }));
     }
 
-    fn emit_decision(&mut self, leg_id: &str, call_id: &str, conference_id: &str, decision: Decision) {
+    fn emit_decision(&mut self, leg_id: String, call_id: String, conference_id: String, decision: Decision) {
         self.out.push(Output::Decision(LegDecision {
-            decision_id: format!("{}/{leg_id}/{}", self.tenant.id, decision.kind()),
+            decision_id: joined(&[self.tenant.id.as_str(), "/", &leg_id, "/", decision.kind()]),
             tenant_id: self.tenant.id.clone(),
-            leg_id: leg_id.to_owned(),
-            call_id: call_id.to_owned(),
-            conference_id: conference_id.to_owned(),
+            leg_id,
+            call_id,
+            conference_id,
             decided_at: self.at,
             decision,
         }));
@@ -365,7 +370,7 @@ impl Ctx<'_> {
             })
             .collect();
         for (leg_id, call_id, conference_id) in targets {
-            self.emit_decision(&leg_id, &call_id, &conference_id, Decision::Disconnect { balance });
+            self.emit_decision(leg_id, call_id, conference_id, Decision::Disconnect { balance });
         }
     }
 
@@ -421,21 +426,23 @@ struct Funding {
 fn start_leg<C: Catalog + ?Sized>(
     catalog: &C,
     ctx: &mut Ctx<'_>,
-    event: &CallLegEvent,
+    event: CallLegEvent,
     started: LegStarted,
     priced: Option<crate::E164>,
     organizer: &User,
 ) {
     let tenant = ctx.tenant;
+    // The event is consumed: its ids move into the leg and the decision instead of being copied.
+    let CallLegEvent { leg_id, call_id, conference_id, organizer_id, .. } = event;
     let Some(number) = priced else {
         // VoIP: never billed, never blocked.
         ctx.emit_decision(
-            &event.leg_id,
-            &event.call_id,
-            &event.conference_id,
+            leg_id.clone(),
+            call_id,
+            conference_id,
             Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: None },
         );
-        ctx.state.closed_legs.insert(event.leg_id.clone(), (), ctx.at);
+        ctx.state.closed_legs.insert(leg_id, (), ctx.at);
         return;
     };
     let (call_type, number_type) = match started.kind {
@@ -445,9 +452,9 @@ fn start_leg<C: Catalog + ?Sized>(
     };
     let funding = resolve_funding(catalog, tenant, organizer, started.kind, &number, ctx.at);
     let mut leg = OpenLeg {
-        call_id: event.call_id.clone(),
-        conference_id: event.conference_id.clone(),
-        organizer_id: event.organizer_id.clone(),
+        call_id,
+        conference_id,
+        organizer_id,
         organizer_location: organizer.usage_location,
         kind: started.kind,
         call_type,
@@ -480,21 +487,22 @@ fn start_leg<C: Catalog + ?Sized>(
         credit_block(ctx, &leg)
     };
     if let Some(reason) = block {
-        ctx.emit_decision(&event.leg_id, &event.call_id, &event.conference_id, Decision::Block(reason));
-        let leg_id = event.leg_id.clone();
-        ctx.state.closed_legs.insert(leg_id.clone(), (), ctx.at);
+        let (call_id, conference_id) = (leg.call_id.clone(), leg.conference_id.clone());
+        ctx.emit_decision(leg_id.clone(), call_id, conference_id, Decision::Block(reason));
+        ctx.state.closed_legs.insert(leg_id.as_str(), (), ctx.at);
         leg.flags.unpriced = leg.capability == Capability::Unpriced;
-        emit_usage(ctx, leg_id, leg, 0, ctx.at, UsageOutcome::Blocked(reason), 0, 0, Money::ZERO);
+        emit_usage(ctx, &leg_id, leg, 0, ctx.at, UsageOutcome::Blocked(reason), 0, 0, Money::ZERO);
         return;
     }
     let max_affordable_seconds = max_affordable(ctx, &leg);
+    let (call_id, conference_id) = (leg.call_id.clone(), leg.conference_id.clone());
     ctx.emit_decision(
-        &event.leg_id,
-        &event.call_id,
-        &event.conference_id,
+        leg_id.clone(),
+        call_id,
+        conference_id,
         Decision::Allow { max_affordable_seconds, capability: Some(leg.capability) },
     );
-    ctx.state.open_legs.insert(event.leg_id.clone(), leg);
+    ctx.state.open_legs.insert(leg_id, leg);
 }
 
 fn resolve_funding<C: Catalog + ?Sized>(
@@ -640,15 +648,15 @@ fn finish_leg(ctx: &mut Ctx<'_>, leg_id: String, mut leg: OpenLeg, duration: u64
     let duration_seconds = leg.elapsed_seconds;
     let ended_at = leg.started_at.plus_seconds(duration_seconds);
     leg.flags.end_before_start |= end_before_start;
-    ctx.state.closed_legs.insert(leg_id.clone(), (), ctx.at);
     let charge = leg.debited;
-    emit_usage(ctx, leg_id, leg, duration_seconds, ended_at, UsageOutcome::Rated, billable, pool_seconds, charge);
+    emit_usage(ctx, &leg_id, leg, duration_seconds, ended_at, UsageOutcome::Rated, billable, pool_seconds, charge);
+    ctx.state.closed_legs.insert(leg_id, (), ctx.at);
 }
 
 #[allow(clippy::too_many_arguments)]
 fn emit_usage(
     ctx: &mut Ctx<'_>,
-    leg_id: String,
+    leg_id: &str,
     leg: OpenLeg,
     duration_seconds: u32,
     ended_at: Timestamp,
@@ -663,7 +671,7 @@ fn emit_usage(
         _ => Money::ZERO,
     };
     ctx.out.push(Output::Usage(Box::new(RatedUsage {
-        usage_id: format!("{}/{leg_id}", tenant.id),
+        usage_id: joined(&[tenant.id.as_str(), "/", leg_id]),
         call_id: leg.call_id,
         conference_id: leg.conference_id,
         tenant_id: tenant.id.clone(),
@@ -763,25 +771,11 @@ fn fund(ctx: &mut Ctx<'_>, lot: LotFunding, kind: CreditEventKind) {
     ctx.expire_lots();
 }
 
-/// A content fingerprint that is stable across processes and releases (FNV-1a over the
-/// input's `Hash`), so deduplication state restored from the changelog stays valid.
-fn fingerprint(input: &Input) -> u64 {
-    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
-    input.hash(&mut hasher);
-    hasher.finish()
-}
-
-struct Fnv1a(u64);
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
+/// Concatenates `parts` with one allocation (the ids of outputs are built on every event).
+fn joined(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        s.push_str(part);
     }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+    s
 }

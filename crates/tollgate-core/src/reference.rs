@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::hash::FastState;
 use crate::money::{Currency, Money};
 use crate::number::Country;
 use crate::policy::DialoutPolicy;
@@ -220,9 +221,9 @@ pub trait Catalog {
 /// An in-memory, immutable-by-default set of reference data.
 #[derive(Clone, Debug, Default)]
 pub struct Reference {
-    tenants: HashMap<String, Arc<Tenant>>,
-    users: HashMap<String, HashMap<String, Arc<User>>>,
-    rate_cards: HashMap<String, Arc<RateCard>>,
+    tenants: HashMap<String, Arc<Tenant>, FastState>,
+    users: HashMap<String, HashMap<String, Arc<User>, FastState>, FastState>,
+    rate_cards: HashMap<String, Arc<RateCard>, FastState>,
 }
 
 impl Reference {

@@ -1,11 +1,13 @@
 //! Per-tenant state: what the worker keeps in memory, writes to the changelog and restores.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
 use crate::event::{CallLegEvent, LegKind};
+use crate::hash::FastState;
 use crate::instant::YearMonth;
 use crate::ledger::Ledger;
 use crate::money::Money;
@@ -124,16 +126,20 @@ pub struct OpenLeg {
 
 /// Ids seen recently, by event time, with a value each; entries older than the retention
 /// window (by the tenant's watermark) are dropped.
+///
+/// The map and the retention queue share one allocation per id (`Arc<str>`); the map hashes
+/// with [`FastState`]. Serialized as before: `entries` an object by id, `order` a list of
+/// `[timestamp, id]`.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(bound(serialize = "V: Serialize", deserialize = "V: Deserialize<'de>"))]
 pub struct Recent<V> {
-    entries: HashMap<String, V>,
-    order: VecDeque<(Timestamp, String)>,
+    entries: HashMap<Arc<str>, V, FastState>,
+    order: VecDeque<(Timestamp, Arc<str>)>,
 }
 
 impl<V> Default for Recent<V> {
     fn default() -> Self {
-        Recent { entries: HashMap::new(), order: VecDeque::new() }
+        Recent { entries: HashMap::default(), order: VecDeque::new() }
     }
 }
 
@@ -148,9 +154,10 @@ impl<V> Recent<V> {
         self.entries.contains_key(id)
     }
 
-    /// Remembers `id` as of `at`.
-    pub fn insert(&mut self, id: String, value: V, at: Timestamp) {
-        if self.entries.insert(id.clone(), value).is_none() {
+    /// Remembers `id` as of `at` (a `String`, a `&str` or an `Arc<str>`).
+    pub fn insert(&mut self, id: impl Into<Arc<str>>, value: V, at: Timestamp) {
+        let id = id.into();
+        if self.entries.insert(Arc::clone(&id), value).is_none() {
             self.order.push_back((at, id));
         }
     }
@@ -175,5 +182,44 @@ impl<V> Recent<V> {
     /// True when none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(secs: i64) -> Timestamp {
+        Timestamp::new(secs, 0).unwrap()
+    }
+
+    /// The changelog holds `Recent` as JSON written by earlier releases (`HashMap<String, V>`
+    /// and `VecDeque<(Timestamp, String)>`): the shape must not change.
+    #[test]
+    fn serializes_in_the_shape_earlier_releases_wrote() {
+        let mut seen = Recent::default();
+        seen.insert("e1", 7u64, ts(10));
+        seen.insert(String::from("e1"), 8u64, ts(11));
+        let json = serde_json::to_value(&seen).unwrap();
+        let expected = serde_json::json!({
+            "entries": { "e1": 8 },
+            "order": [[{ "secs": 10, "nanos": 0 }, "e1"]],
+        });
+        assert_eq!(json, expected);
+        let back: Recent<u64> = serde_json::from_value(expected).unwrap();
+        assert_eq!(back, seen);
+    }
+
+    #[test]
+    fn forgets_ids_older_than_the_cutoff_in_insertion_order() {
+        let mut closed = Recent::default();
+        for (i, at) in [5, 9, 7, 12].into_iter().enumerate() {
+            closed.insert(format!("leg-{i}"), (), ts(at));
+        }
+        closed.prune(ts(8));
+        // leg-0 (5) goes; leg-1 (9) stops the scan, so leg-2 (7) stays until it is at the front.
+        assert!(!closed.contains("leg-0") && closed.contains("leg-1") && closed.contains("leg-2"));
+        closed.prune(ts(10));
+        assert_eq!((closed.len(), closed.contains("leg-3")), (1, true));
     }
 }

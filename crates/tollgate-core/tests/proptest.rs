@@ -676,7 +676,9 @@ proptest! {
 
     /// (a, continued) The last balance an input reports (on a credit event or a usage record)
     /// is the balance the state ends up with: a consumer tracking `balance_after` is never
-    /// left with a stale figure.
+    /// left with a stale figure. Interim updates are the exception by design: their debits
+    /// report nothing (the leg's usage record will), so an event they emit before the debit
+    /// (a lot expiring at that instant) shows the balance of that moment.
     #[test]
     fn last_reported_balance_is_the_state_balance(s in scenario(400 * DAY)) {
         let rater = Rater::default();
@@ -685,6 +687,10 @@ proptest! {
         for input in inputs(&s) {
             let id = input.id().to_owned();
             let emitted = out.len();
+            if matches!(&input, Input::Leg(e) if matches!(e.body, LegBody::Interim { .. })) {
+                prop_assert!(rater.apply(&FIXTURE.reference, &mut state, input, &mut out).is_ok());
+                continue;
+            }
             let applied = rater.apply(&FIXTURE.reference, &mut state, input, &mut out);
             prop_assert!(applied.is_ok(), "{} was refused: {:?}", id, applied);
             if let Some(reported) = out[emitted..].iter().rev().find_map(balance_after) {

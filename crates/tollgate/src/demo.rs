@@ -425,10 +425,13 @@ fn print_summary(
     adds_up
 }
 
+/// A tenant of the sample: id, currency, and its users with their usage locations.
+type SampleTenant = (String, String, Vec<(String, String)>);
+
 /// A deterministic traffic generator over the sample reference data.
 struct Traffic {
     rng: u64,
-    tenants: Vec<(String, String, Vec<(String, String)>)>,
+    tenants: Vec<SampleTenant>,
     next_leg: u64,
     pstn_legs: u64,
     malformed: u64,

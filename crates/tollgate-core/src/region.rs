@@ -1,0 +1,532 @@
+//! The fast path of [`E164::parse`](crate::E164::parse): libphonenumber's answer for a plain
+//! `+<digits>` number without running its general-purpose parser.
+//!
+//! `phonenumber::parse` accepts free text (RFC 3966 URIs, extensions, vanity letters, national
+//! prefixes, carrier codes) and keeps its compiled patterns in one process-wide cache of 100
+//! regexes behind a mutex: 1.4 to 11 µs a number, more than rating the leg. For the common
+//! input, a `+`, digits and maybe spaces, what it does reduces to:
+//!
+//! 1. the calling code is the shortest prefix of 1 to 3 digits that the metadata knows;
+//! 2. the *source region* is found by `validator::source_for`: a code's only region, or, for a
+//!    shared code, the first of its regions (main region first) whose `leading_digits` pattern
+//!    matches the start of the national number, or, for a region without that pattern, whose
+//!    general pattern and one of its number-type patterns match it;
+//! 3. a national prefix or carrier code is stripped when the region's rules match;
+//! 4. the country is the source region of the final national number.
+//!
+//! This module does exactly that with the same metadata and patterns, each compiled once,
+//! anchored at the start (a `find` starting at 0 is an anchored match); a run of regions told
+//! apart by `leading_digits` is one `RegexSet`, whose lowest matching index is the first region
+//! in libphonenumber's order. Where
+//! step 3 would change the number, or anything else falls outside the plain case, it answers
+//! [`Fast::Unsure`] and the caller runs the full parser: the result is libphonenumber's in
+//! every case. Unit tests compare both paths over generated numbers for every shared code.
+//!
+//! Tables are built per calling code on first use (no I/O: the metadata is compiled into the
+//! `phonenumber` crate) and never change afterwards.
+
+use std::sync::{LazyLock, OnceLock};
+
+use phonenumber::country::Id;
+use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use crate::number::{Country, MAX_DIGITS, main_country_for_code};
+
+/// What the fast path found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Fast {
+    /// libphonenumber would accept the number with these digits and this country.
+    Number {
+        /// The E.164 digits.
+        digits: u64,
+        /// How many.
+        len: u8,
+        /// Its country.
+        country: Country,
+    },
+    /// libphonenumber would refuse it.
+    Invalid,
+    /// Not a case the fast path decides: run the full parser.
+    Unsure,
+}
+
+/// Longest national number the fast path sees: 15 digits minus a one-digit code.
+const MAX_NATIONAL: usize = MAX_DIGITS as usize - 1;
+
+/// The fast path. `trimmed` is the input without surrounding whitespace.
+pub(crate) fn parse(trimmed: &str) -> Fast {
+    let Some(rest) = trimmed.strip_prefix('+') else {
+        return Fast::Unsure;
+    };
+    // Digits and spaces only; spaces are dropped by libphonenumber's normalization, and with
+    // any other character (punctuation, letters, a second plus) its parser may take another
+    // route (RFC 3966, extensions, vanity numbers).
+    let mut buf = [0u8; MAX_DIGITS as usize];
+    let mut n = 0usize;
+    for b in rest.bytes() {
+        match b {
+            b'0'..=b'9' if n < buf.len() => {
+                buf[n] = b;
+                n += 1;
+            }
+            b' ' => {}
+            _ => return Fast::Unsure,
+        }
+    }
+    // Fewer than three digits is no viable number; longer than E.164 is left to the parser.
+    if n < 3 {
+        return if n == 0 { Fast::Unsure } else { Fast::Invalid };
+    }
+    let digits = &buf[..n];
+    if digits[0] == b'0' {
+        return Fast::Invalid;
+    }
+    let codes = &*CODES;
+    let Some((code_len, table)) = (1..=3).find_map(|len| {
+        let code = number_of(&digits[..len]) as usize;
+        codes.known[code].then(|| (len, codes.table(code as u16)))
+    }) else {
+        return Fast::Invalid;
+    };
+    let Some(table) = table else {
+        return Fast::Unsure;
+    };
+    // ASCII digits: valid UTF-8.
+    let Ok(national) = std::str::from_utf8(&digits[code_len..]) else {
+        return Fast::Unsure;
+    };
+    let significant = national.trim_start_matches('0');
+    let source = table.source_for(significant);
+    let strip = match source {
+        Source::Region(i) => table.regions[i].strip.as_ref(),
+        Source::NonGeographic => table.non_geographic_strip.as_ref(),
+        Source::None => None,
+        Source::Unsure => return Fast::Unsure,
+    };
+    if strip.is_some_and(|s| s.applies(national)) {
+        return Fast::Unsure;
+    }
+    if national.len() < 2 || significant.is_empty() {
+        return Fast::Invalid;
+    }
+    let country = match source {
+        Source::Region(i) => match table.regions[i].country {
+            Some(country) => country,
+            None => return Fast::Unsure,
+        },
+        _ => table.main,
+    };
+    Fast::Number { digits: number_of(digits), len: n as u8, country }
+}
+
+/// The value of ASCII digits (at most 15: no overflow).
+fn number_of(digits: &[u8]) -> u64 {
+    digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'))
+}
+
+/// Calling codes the metadata knows, and their tables.
+struct Codes {
+    known: [bool; 1000],
+    tables: Box<[OnceLock<Option<CodeTable>>]>,
+}
+
+static CODES: LazyLock<Codes> = LazyLock::new(|| {
+    // By code, not `DATABASE.iter()`: that lists metadata by region id, and every
+    // non-geographic code shares the id "001".
+    let mut known = [false; 1000];
+    for (code, k) in known.iter_mut().enumerate() {
+        *k = DATABASE.by_code(&(code as u16)).is_some();
+    }
+    Codes { known, tables: (0..1000).map(|_| OnceLock::new()).collect() }
+});
+
+impl Codes {
+    /// The table of a known code; `None` when a pattern did not compile (never expected: the
+    /// parser is used for that code then).
+    fn table(&self, code: u16) -> Option<&CodeTable> {
+        self.tables.get(usize::from(code))?.get_or_init(|| CodeTable::build(code)).as_ref()
+    }
+}
+
+/// Where `validator::source_for` lands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Source {
+    /// A region of the code (an index into [`CodeTable::regions`]).
+    Region(usize),
+    /// The code is a non-geographic entity (region "001").
+    NonGeographic,
+    /// No region matches (or the code's only region has an unknown id).
+    None,
+    /// A case the fast path does not decide.
+    Unsure,
+}
+
+/// One calling code.
+struct CodeTable {
+    /// Its regions in the order libphonenumber tries them (the main one first).
+    regions: Vec<Region>,
+    /// `source_for`'s walk over the regions, with each run of consecutive regions that have
+    /// `leading_digits` tested in one pass (the NANP has runs of up to 11).
+    steps: Vec<Step>,
+    /// Set when the code has one region: where `source_for` lands without looking.
+    single: Option<Source>,
+    /// National-prefix rules of the metadata used for a non-geographic code.
+    non_geographic_strip: Option<Strip>,
+    /// The country when no region matches (see `main_country_for_code`).
+    main: Country,
+}
+
+/// One step of `source_for`.
+enum Step {
+    /// Regions `first..first + set.len()` all have `leading_digits`: the first whose pattern
+    /// matches wins.
+    Leading { first: usize, set: RegexSet },
+    /// A region without `leading_digits`: it wins when its number patterns know the number.
+    Patterns(usize),
+}
+
+/// One region of a calling code.
+struct Region {
+    /// Its `leading_digits` pattern, if it has one.
+    leading: Option<&'static str>,
+    /// For a region without `leading_digits`: its number patterns, compiled on first use.
+    patterns: OnceLock<Option<NumberPatterns>>,
+    meta: &'static Metadata,
+    strip: Option<Strip>,
+    /// The country libphonenumber reports for it; `None` when its id is no ISO country (the
+    /// parser decides then).
+    country: Option<Country>,
+}
+
+/// The patterns `validator::number_type` tries: the general one, then the number types.
+struct NumberPatterns {
+    general: Pattern,
+    /// Per national-number length: the number-type patterns whose possible lengths allow it,
+    /// as one alternation (`None`: no type allows that length).
+    by_length: Vec<Option<Regex>>,
+}
+
+/// A descriptor's pattern and possible lengths (`Descriptor::is_match`).
+struct Pattern {
+    regex: Regex,
+    lengths: &'static [u16],
+}
+
+impl Pattern {
+    fn is_match(&self, value: &str) -> bool {
+        (self.lengths.is_empty() || self.lengths.contains(&(value.len() as u16))) && self.regex.is_match(value)
+    }
+}
+
+/// When `helper::national_number` (and the parser after it) would rewrite the national number.
+struct Strip {
+    national_prefix: Option<&'static str>,
+    for_parsing: Option<Regex>,
+}
+
+impl Strip {
+    fn of(meta: &'static Metadata) -> Result<Option<Strip>, regex::Error> {
+        let for_parsing = meta.national_prefix_for_parsing().map(|p| anchored(&[p.as_str()])).transpose()?;
+        let national_prefix = meta.national_prefix();
+        Ok((for_parsing.is_some() || national_prefix.is_some()).then_some(Strip { national_prefix, for_parsing }))
+    }
+
+    fn applies(&self, national: &str) -> bool {
+        self.national_prefix.is_some_and(|p| national.starts_with(p))
+            || self.for_parsing.as_ref().is_some_and(|r| r.is_match(national))
+    }
+}
+
+/// One regex matching at the start of the text where any of `patterns` would (as
+/// `find(..).start() == 0` does), compiled like the metadata's (`ignore_whitespace`). Each
+/// pattern ends with a newline so a trailing comment cannot swallow the closing parenthesis.
+fn anchored(patterns: &[&str]) -> Result<Regex, regex::Error> {
+    let alternation: Vec<String> = patterns.iter().map(|p| format!("(?:{p}\n)")).collect();
+    RegexBuilder::new(&format!("^(?:{})", alternation.join("|"))).ignore_whitespace(true).build()
+}
+
+/// What libphonenumber reports as the country of `region`, if it is an ISO country.
+fn region_country(region: &str) -> Option<Country> {
+    let id: Id = region.parse().ok()?;
+    let meta = DATABASE.by_id(id.as_ref())?;
+    if meta.id() != region {
+        return None;
+    }
+    let id: Id = meta.id().parse().ok()?;
+    Country::from_code(id.as_ref()).ok()
+}
+
+impl CodeTable {
+    fn build(code: u16) -> Option<CodeTable> {
+        let metas = DATABASE.by_code(&code)?;
+        let mut regions = Vec::with_capacity(metas.len());
+        for &meta in &metas {
+            regions.push(Region {
+                leading: meta.leading_digits().map(|p| p.as_str()),
+                patterns: OnceLock::new(),
+                meta,
+                strip: Strip::of(meta).ok()?,
+                country: region_country(meta.id()),
+            });
+        }
+        let single = match metas.as_slice() {
+            [only] if only.id() == "001" => Some(Source::NonGeographic),
+            [only] => Some(match only.id().parse::<Id>() {
+                Ok(_) if regions[0].country.is_some() => Source::Region(0),
+                Ok(_) => Source::Unsure,
+                Err(_) => Source::None,
+            }),
+            _ => None,
+        };
+        let mut steps = Vec::new();
+        let mut i = 0;
+        while i < regions.len() {
+            let run = regions[i..].iter().take_while(|r| r.leading.is_some()).count();
+            if run == 0 {
+                steps.push(Step::Patterns(i));
+                i += 1;
+            } else {
+                let patterns = regions[i..i + run].iter().filter_map(|r| r.leading).map(|p| format!("^(?:{p}\n)"));
+                let set = RegexSetBuilder::new(patterns).ignore_whitespace(true).build().ok()?;
+                steps.push(Step::Leading { first: i, set });
+                i += run;
+            }
+        }
+        let non_geographic_strip = match metas.first() {
+            Some(first) if single == Some(Source::NonGeographic) => Strip::of(first).ok()?,
+            _ => None,
+        };
+        Some(CodeTable { regions, steps, single, non_geographic_strip, main: main_country_for_code(code) })
+    }
+
+    /// `validator::source_for(code, significant)`.
+    fn source_for(&self, significant: &str) -> Source {
+        if let Some(single) = self.single {
+            return single;
+        }
+        for step in &self.steps {
+            let hit = match step {
+                // The lowest index among the matching patterns: the first region in order.
+                Step::Leading { first, set } => set.matches(significant).iter().next().map(|k| first + k),
+                Step::Patterns(i) => match self.regions[*i].number_patterns() {
+                    Some(patterns) => patterns.knows(significant).then_some(*i),
+                    None => return Source::Unsure,
+                },
+            };
+            if let Some(i) = hit {
+                // libphonenumber unwraps the region id here; one that is no country is left to it.
+                return if self.regions[i].country.is_some() { Source::Region(i) } else { Source::Unsure };
+            }
+        }
+        Source::None
+    }
+}
+
+impl Region {
+    fn number_patterns(&self) -> Option<&NumberPatterns> {
+        self.patterns.get_or_init(|| NumberPatterns::build(self.meta)).as_ref()
+    }
+}
+
+impl NumberPatterns {
+    fn build(meta: &'static Metadata) -> Option<NumberPatterns> {
+        let d = meta.descriptors();
+        let general = d.general();
+        let general =
+            Pattern { regex: anchored(&[general.national_number().as_str()]).ok()?, lengths: lengths(general) };
+        // The types `validator::number_type` tries; any match makes the type known.
+        let types: Vec<&'static Descriptor> = [
+            d.premium_rate(),
+            d.toll_free(),
+            d.shared_cost(),
+            d.voip(),
+            d.personal_number(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+            d.fixed_line(),
+            d.mobile(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut by_length = Vec::with_capacity(MAX_NATIONAL + 1);
+        for len in 0..=MAX_NATIONAL {
+            let allowed: Vec<&str> = types
+                .iter()
+                .filter(|t| lengths(t).is_empty() || lengths(t).contains(&(len as u16)))
+                .map(|t| t.national_number().as_str())
+                .collect();
+            by_length.push(if allowed.is_empty() { None } else { Some(anchored(&allowed).ok()?) });
+        }
+        Some(NumberPatterns { general, by_length })
+    }
+
+    /// `validator::number_type(meta, value) != Type::Unknown`.
+    fn knows(&self, value: &str) -> bool {
+        self.general.is_match(value)
+            && self.by_length.get(value.len()).and_then(Option::as_ref).is_some_and(|r| r.is_match(value))
+    }
+}
+
+fn lengths(d: &'static Descriptor) -> &'static [u16] {
+    d.possible_length()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::E164;
+
+    /// The full parser's verdict, as `E164::parse` reports it.
+    fn full(text: &str) -> Option<(u64, u32, Country)> {
+        E164::parse_with_libphonenumber(text).ok().map(|n| (n.digits(), n.len(), n.country()))
+    }
+
+    fn fast(text: &str) -> Fast {
+        parse(text.trim())
+    }
+
+    /// The fast path agrees with the full parser wherever it answers.
+    fn check(text: &str) -> bool {
+        match fast(text) {
+            Fast::Number { digits, len, country } => {
+                assert_eq!(full(text), Some((digits, u32::from(len), country)), "{text}");
+                true
+            }
+            Fast::Invalid => {
+                assert_eq!(full(text), None, "{text}");
+                true
+            }
+            Fast::Unsure => false,
+        }
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+
+        fn digits(&mut self, n: usize) -> String {
+            (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
+        }
+    }
+
+    /// Every calling code with its regions' metadata.
+    fn all_codes() -> Vec<(u16, Vec<&'static Metadata>)> {
+        (1..1000u16).filter_map(|code| Some((code, DATABASE.by_code(&code)?))).collect()
+    }
+
+    /// Codes shared by several regions, in libphonenumber's metadata.
+    fn shared_codes() -> Vec<u16> {
+        all_codes().into_iter().filter(|(_, metas)| metas.len() > 1).map(|(code, _)| code).collect()
+    }
+
+    #[test]
+    fn covers_the_shared_codes() {
+        let codes = shared_codes();
+        for code in [1, 7, 39, 44, 47, 61, 212, 262, 290, 358, 590, 599] {
+            assert!(codes.contains(&code), "{code} in {codes:?}");
+        }
+    }
+
+    /// Every region's example numbers, and random numbers under every shared code: the fast
+    /// path gives libphonenumber's answer, and decides most of them.
+    #[test]
+    fn agrees_with_libphonenumber_on_generated_numbers() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut decided, mut total) = (0usize, 0usize);
+        let mut run = |text: &str| {
+            total += 1;
+            decided += usize::from(check(text));
+        };
+        for meta in all_codes().into_iter().flat_map(|(_, metas)| metas) {
+            let d = meta.descriptors();
+            for desc in [d.general(), d.fixed_line().unwrap_or(d.general()), d.mobile().unwrap_or(d.general())] {
+                if let Some(example) = desc.example() {
+                    let code = meta.country_code();
+                    run(&format!("+{code}{example}"));
+                    // The same number with its last digits changed.
+                    let keep = example.len().saturating_sub(3);
+                    run(&format!("+{code}{}{}", &example[..keep], rng.digits(example.len() - keep)));
+                }
+            }
+        }
+        for code in shared_codes() {
+            for _ in 0..3_000 {
+                let len = 1 + rng.below(14) as usize;
+                run(&format!("+{code}{}", rng.digits(len)));
+            }
+        }
+        // Decided means no call to the slow parser: the point of the fast path.
+        assert!(decided * 10 > total * 8, "decided {decided} of {total}");
+    }
+
+    #[test]
+    fn agrees_on_arbitrary_digit_strings_and_spacing() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..20_000 {
+            let len = rng.below(18) as usize;
+            let digits = rng.digits(len);
+            check(&format!("+{digits}"));
+            let spaced: String =
+                digits.chars().flat_map(|c| if rng.below(4) == 0 { vec![c, ' '] } else { vec![c] }).collect();
+            check(&format!(" +{spaced} "));
+            check(&format!("+ {spaced}"));
+        }
+    }
+
+    static SHARED: LazyLock<Vec<u16>> = LazyLock::new(shared_codes);
+
+    proptest::proptest! {
+        /// Any national digits under any shared code, with spaces anywhere after the plus.
+        #[test]
+        fn fast_path_matches_libphonenumber_on_shared_codes(
+            pick in 0usize..1_000,
+            national in "[0-9]{0,15}",
+            spaces in proptest::collection::vec(1usize..20, 0..4),
+        ) {
+            let mut text = format!("+{}{national}", SHARED[pick % SHARED.len()]);
+            for at in spaces {
+                if at < text.len() {
+                    text.insert(at, ' ');
+                }
+            }
+            check(&text);
+        }
+    }
+
+    #[test]
+    fn decides_common_numbers_without_the_parser() {
+        for (text, country) in [
+            ("+12128675309", "US"),
+            ("+14163402000", "CA"),
+            ("+17877221000", "PR"),
+            ("+18762345678", "JM"),
+            ("+442071838750", "GB"),
+            ("+44 20 7183 8750", "GB"),
+            ("+4930901820", "DE"),
+            ("+33142685300", "FR"),
+            ("+81312345678", "JP"),
+            ("+61293744000", "AU"),
+            ("+74951234567", "RU"),
+            ("+77011234567", "KZ"),
+            ("+390212345678", "IT"),
+            ("+80012345678", "ZZ"),
+        ] {
+            let Fast::Number { country: c, .. } = fast(text) else { panic!("{text}: {:?}", fast(text)) };
+            assert_eq!(c.code(), country, "{text}");
+            assert!(check(text));
+        }
+        for bad in ["+", "+1", "+12", "+0123456789", "+999123456"] {
+            assert!(matches!(fast(bad), Fast::Invalid | Fast::Unsure), "{bad}");
+            check(bad);
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! Benchmark of one event through the wire edge and the rater (results and targets in
+//! docs/BENCHMARKS.md).
+//!
+//! - `wire_leg_pair/10k_prefixes`: per event, decode a protobuf `v1::CallLegEvent` (a
+//!   `started`, then its `ended`), convert it with `Input::try_from` (the E.164 destination is
+//!   parsed here), rate it with [`Rater::apply`] on a 10 000-prefix card, convert the output
+//!   with `v1::OutputRecord::from` and encode it with `encode_to_vec`. Reported per event.
+//! - `wire_parts/*`: the same events, one stage at a time, to show where the time goes:
+//!   `decode` (protobuf bytes to `v1::CallLegEvent`), `decode_convert` (and `Input::try_from`),
+//!   `rate` (`Rater::apply` on converted inputs), `convert_encode` (outputs to
+//!   `v1::OutputRecord` and bytes). Reported per event.
+//!
+//! The destinations are 4 000 different valid numbers of 16 Zone A countries, built from
+//! libphonenumber's example numbers with their last digits varied, so no cache of recent
+//! numbers can make the figure look better than live traffic. Inputs come from a fixed-seed
+//! generator, so every run measures the same work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmarks fail loudly on purpose")]
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use phonenumber::metadata::DATABASE;
+use tollgate_core::{
+    AutoRecharge, Country, CreditBody, CreditCommand, Currency, DialOutRate, DialoutPolicy, E164, Increments, Input,
+    LotFunding, Money, Output, Prefix, PrefixTable, Price, RateCard, RateCardVersion, Rater, Reference, Tenant,
+    TenantId, TenantState, Timestamp, User,
+};
+use tollgate_proto::v1::{self, call_leg_event, leg_ended};
+use tollgate_proto::{Message, Timestamp as WireTimestamp};
+
+/// 2026-11-10T00:00:00Z.
+const BASE: i64 = 1_794_268_800;
+/// Leg pairs rated on one tenant state before it is reset (as in the core's benchmark).
+const PAIRS_PER_STATE: usize = 1_000;
+/// Batches of pairs, each with its own destinations: 4 000 numbers in all.
+const BATCHES: usize = 4;
+const PREFIXES: usize = 10_000;
+/// Zone A regions whose numbers the legs dial (several share a calling code with others).
+const REGIONS: [&str; 16] =
+    ["US", "CA", "PR", "GB", "DE", "FR", "IT", "ES", "NL", "JP", "AU", "RU", "IN", "BR", "MX", "CH"];
+
+/// SplitMix64: a fixed, dependency-free stream of pseudo-random numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn digits(&mut self, len: usize) -> String {
+        (0..len).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
+    }
+}
+
+/// `count` different numbers, as `+<digits>` strings, that parse to one of [`REGIONS`]: each
+/// region's fixed-line and mobile example numbers with their last four digits replaced.
+fn destinations(rng: &mut Rng, count: usize) -> Vec<String> {
+    let mut seeds = Vec::new();
+    for region in REGIONS {
+        let meta = DATABASE.by_id(region).expect("a region of libphonenumber");
+        let d = meta.descriptors();
+        for example in [d.fixed_line(), d.mobile()].into_iter().flatten().filter_map(|t| t.example()) {
+            seeds.push((region, format!("+{}{example}", meta.country_code())));
+        }
+    }
+    let mut numbers = BTreeSet::new();
+    let mut out = Vec::with_capacity(count);
+    for attempt in 0.. {
+        assert!(attempt < 100 * count, "the example numbers do not vary into {count} valid numbers");
+        if out.len() == count {
+            break;
+        }
+        let (region, seed) = &seeds[attempt % seeds.len()];
+        let text = format!("{}{}", &seed[..seed.len() - 4], rng.digits(4));
+        match E164::parse(&text) {
+            Ok(n) if n.country().code() == *region && n.country().is_zone_a() && numbers.insert(text.clone()) => {
+                out.push(text);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A dial-out rate: 0.001 to 0.500 per minute, a mix of increments, some connection fees.
+fn random_rate(rng: &mut Rng) -> DialOutRate {
+    let per_minute: Money = format!("0.{:03}", 1 + rng.below(499)).parse().expect("decimal");
+    let fee: Money =
+        if rng.below(4) == 0 { format!("0.{:02}", rng.below(20)) } else { "0".into() }.parse().expect("decimal");
+    let increments = match rng.below(3) {
+        0 => Increments::PER_MINUTE,
+        1 => Increments::new(1, 1).expect("non-zero"),
+        _ => Increments::new(60, 1).expect("non-zero"),
+    };
+    DialOutRate { price: Price::new(per_minute, fee, increments).expect("non-negative"), premium: rng.below(10) == 0 }
+}
+
+fn ts(offset: i64) -> Timestamp {
+    Timestamp::new(BASE + offset, 0).expect("in range")
+}
+
+struct WireFixture {
+    reference: Reference,
+    /// Funded, no leg rated yet.
+    funded: TenantState,
+    /// `BATCHES` batches of `PAIRS_PER_STATE` encoded started + ended events, in order.
+    batches: Vec<Vec<Vec<u8>>>,
+}
+
+/// The tenant of the core benchmark (thresholds and auto-recharge checked on every debit, never
+/// crossed; an organizer restricted to Zone A), and 10 000 dial-out prefixes: the calling codes
+/// and prefixes of 2 to 7 digits of the destinations (so lookups end at varied depths), topped
+/// up with random ones.
+fn wire_fixture() -> WireFixture {
+    let mut rng = Rng(0x0077_1e5e);
+    let numbers = destinations(&mut rng, BATCHES * PAIRS_PER_STATE);
+    let mut prefixes: BTreeSet<String> = (1..=9).map(|d| d.to_string()).collect();
+    for (i, n) in numbers.iter().enumerate() {
+        prefixes.insert(n[1..3 + i % 6].to_owned());
+    }
+    while prefixes.len() < PREFIXES {
+        let len = 2 + rng.below(6) as usize;
+        prefixes.insert(format!("{}{}", 1 + rng.below(9), rng.digits(len - 1)));
+    }
+    let dial_out =
+        PrefixTable::new(prefixes.iter().map(|p| (Prefix::parse(p).expect("digits"), random_rate(&mut rng))).collect())
+            .expect("distinct prefixes");
+
+    let usd = Currency::from_code("USD").expect("ISO 4217");
+    let tenant_id = TenantId::new("contoso").expect("non-empty");
+    let version = RateCardVersion {
+        version: "v1".into(),
+        effective_from: ts(0),
+        dial_in_toll: PrefixTable::new(vec![]).expect("empty"),
+        dial_in_toll_free: PrefixTable::new(vec![]).expect("empty"),
+        dial_out,
+    };
+    let mut reference = Reference::default();
+    reference.put_rate_card(RateCard::new("usd".into(), usd, vec![version]).expect("one version"));
+    let money = |s: &str| s.parse::<Money>().expect("decimal");
+    reference.put_tenant(
+        Tenant {
+            auto_recharge: Some(AutoRecharge { trigger: money("50"), amount: money("500") }),
+            low_balance_thresholds: vec![money("100"), money("10"), money("1")],
+            ..Tenant::new(tenant_id.clone(), usd, "usd")
+        }
+        .validated()
+        .expect("valid tenant"),
+    );
+    let mut alice = User::new(tenant_id.clone(), "alice", Country::from_code("US").expect("ISO 3166"));
+    alice.dialout_policy = Some(DialoutPolicy::CpcZoneAPstnInternational);
+    reference.put_user(alice);
+
+    let mut funded = TenantState::default();
+    let fund = Input::Credit(CreditCommand {
+        command_id: "fund".into(),
+        tenant_id,
+        occurred_at: ts(0),
+        body: CreditBody::Fund(LotFunding {
+            lot_id: "lot-1".into(),
+            amount: money("1000000"),
+            currency: usd,
+            purchased_at: ts(0),
+        }),
+    });
+    Rater::default().apply(&reference, &mut funded, fund, &mut Vec::new()).expect("funded");
+
+    let at = |offset: i64| Some(WireTimestamp { seconds: BASE + offset, nanos: 0 });
+    let batches = numbers
+        .chunks(PAIRS_PER_STATE)
+        .map(|chunk| {
+            let mut events = Vec::with_capacity(2 * chunk.len());
+            for (i, number) in chunk.iter().enumerate() {
+                let start = 60 + i as i64 * 10;
+                let connected = 30 + rng.below(3_600) as u32;
+                let event = |id: &str, offset: i64, body: call_leg_event::Body| {
+                    v1::CallLegEvent {
+                        event_id: format!("ev-{i}-{id}"),
+                        tenant_id: "contoso".into(),
+                        conference_id: format!("conf-{}", i / 4),
+                        call_id: format!("call-{i}"),
+                        leg_id: format!("leg-{i}"),
+                        organizer_id: "alice".into(),
+                        occurred_at: at(offset),
+                        body: Some(body),
+                    }
+                    .encode_to_vec()
+                };
+                let started = v1::LegStarted {
+                    kind: v1::LegKind::DialOut as i32,
+                    bridge_number: String::new(),
+                    remote_number: number.clone(),
+                };
+                let ended = v1::LegEnded {
+                    cause: v1::DisconnectCause::Normal as i32,
+                    duration: Some(leg_ended::Duration::ConnectedSeconds(connected)),
+                };
+                events.push(event("s", start, call_leg_event::Body::Started(started)));
+                events.push(event("e", start + i64::from(connected), call_leg_event::Body::Ended(ended)));
+            }
+            events
+        })
+        .collect();
+    WireFixture { reference, funded, batches }
+}
+
+/// One event through the wire edge and the rater; returns how many output bytes it produced.
+fn wire_event(
+    rater: &Rater,
+    reference: &Reference,
+    state: &mut TenantState,
+    bytes: &[u8],
+    out: &mut Vec<Output>,
+) -> usize {
+    let message = v1::CallLegEvent::decode(bytes).expect("protobuf");
+    let input = Input::try_from(message).expect("valid event");
+    rater.apply(reference, state, input, out).expect("applied");
+    out.drain(..).map(|o| black_box(v1::OutputRecord::from(o).encode_to_vec()).len()).sum()
+}
+
+/// Fails the benchmark early if the pairs do not take the path it claims to measure: every
+/// leg allowed and rated.
+fn assert_rated(fx: &WireFixture) {
+    let rater = Rater::default();
+    for batch in &fx.batches {
+        let mut state = fx.funded.clone();
+        let mut out = Vec::new();
+        for bytes in batch {
+            let input = Input::try_from(v1::CallLegEvent::decode(bytes.as_slice()).expect("protobuf")).expect("valid");
+            rater.apply(&fx.reference, &mut state, input, &mut out).expect("applied");
+        }
+        let records: Vec<v1::OutputRecord> = out.into_iter().map(v1::OutputRecord::from).collect();
+        let allowed = records
+            .iter()
+            .filter(|r| {
+                matches!(&r.record, Some(v1::output_record::Record::LegDecision(d))
+                    if matches!(d.decision, Some(v1::leg_decision::Decision::Allow(_))))
+            })
+            .count();
+        let rated = records
+            .iter()
+            .filter(|r| {
+                matches!(&r.record, Some(v1::output_record::Record::RatedUsage(u))
+                    if u.outcome == v1::rated_usage::Outcome::Rated as i32)
+            })
+            .count();
+        assert_eq!((allowed, rated), (PAIRS_PER_STATE, PAIRS_PER_STATE));
+    }
+}
+
+fn wire_leg_pair(c: &mut Criterion) {
+    let fx = wire_fixture();
+    assert_rated(&fx);
+    let rater = Rater::default();
+    let mut group = c.benchmark_group("wire_leg_pair");
+    group.throughput(Throughput::Elements(2));
+    group.bench_function("10k_prefixes", |b| {
+        // One iteration is one leg pair. Every PAIRS_PER_STATE pairs the state is reset and the
+        // next batch taken, outside the timed section.
+        let mut batch = 0usize;
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let pairs = left.min(PAIRS_PER_STATE as u64) as usize;
+                let events = &fx.batches[batch % BATCHES][..2 * pairs];
+                batch += 1;
+                let mut state = fx.funded.clone();
+                let mut out = Vec::with_capacity(4);
+                let mut bytes = 0usize;
+                let start = Instant::now();
+                for event in events {
+                    bytes += wire_event(&rater, &fx.reference, &mut state, event, &mut out);
+                }
+                timed += start.elapsed();
+                black_box((state, bytes));
+                left -= pairs as u64;
+            }
+            timed
+        });
+    });
+    group.finish();
+}
+
+/// Runs `stage` over the events of one batch after another (a fresh `prepare`d value per batch,
+/// outside the timed section) until `iters` events are done; returns the time inside `stage`.
+fn per_event<P, S>(fx: &WireFixture, iters: u64, mut prepare: impl FnMut(usize) -> P, mut stage: S) -> Duration
+where
+    S: FnMut(&mut P, usize, &[u8]),
+{
+    let mut timed = Duration::ZERO;
+    let mut left = iters;
+    let mut batch = 0usize;
+    while left > 0 {
+        let events = &fx.batches[batch % BATCHES];
+        let n = left.min(events.len() as u64) as usize;
+        let mut prepared = prepare(batch % BATCHES);
+        let start = Instant::now();
+        for (i, event) in events[..n].iter().enumerate() {
+            stage(&mut prepared, i, event);
+        }
+        timed += start.elapsed();
+        black_box(prepared);
+        batch += 1;
+        left -= n as u64;
+    }
+    timed
+}
+
+fn wire_parts(c: &mut Criterion) {
+    let fx = wire_fixture();
+    let rater = Rater::default();
+    let inputs: Vec<Vec<Input>> = fx
+        .batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|e| Input::try_from(v1::CallLegEvent::decode(e.as_slice()).expect("protobuf")).expect("valid"))
+                .collect()
+        })
+        .collect();
+    let outputs: Vec<Vec<Output>> = inputs
+        .iter()
+        .map(|batch| {
+            let mut state = fx.funded.clone();
+            let mut out = Vec::new();
+            for input in batch {
+                rater.apply(&fx.reference, &mut state, input.clone(), &mut out).expect("applied");
+            }
+            assert_eq!(out.len(), batch.len(), "one output per event");
+            out
+        })
+        .collect();
+    let mut group = c.benchmark_group("wire_parts");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decode", |b| {
+        b.iter_custom(|iters| {
+            per_event(
+                &fx,
+                iters,
+                |_| 0usize,
+                |n, _, bytes| {
+                    *n += black_box(v1::CallLegEvent::decode(bytes).expect("protobuf")).leg_id.len();
+                },
+            )
+        });
+    });
+    group.bench_function("decode_convert", |b| {
+        b.iter_custom(|iters| {
+            per_event(
+                &fx,
+                iters,
+                |_| Vec::with_capacity(2 * PAIRS_PER_STATE),
+                |kept, _, bytes| {
+                    kept.push(Input::try_from(v1::CallLegEvent::decode(bytes).expect("protobuf")).expect("valid"));
+                },
+            )
+        });
+    });
+    group.bench_function("rate", |b| {
+        b.iter_custom(|iters| {
+            per_event(
+                &fx,
+                iters,
+                |batch| (fx.funded.clone(), inputs[batch].clone().into_iter(), Vec::with_capacity(2 * PAIRS_PER_STATE)),
+                |(state, inputs, out), _, _| {
+                    let input = inputs.next().expect("one input per event");
+                    rater.apply(&fx.reference, state, input, out).expect("applied");
+                },
+            )
+        });
+    });
+    group.bench_function("convert_encode", |b| {
+        b.iter_custom(|iters| {
+            per_event(
+                &fx,
+                iters,
+                |batch| (outputs[batch].clone().into_iter(), 0usize),
+                |(outputs, bytes), _, _| {
+                    let output = outputs.next().expect("one output per event");
+                    *bytes += black_box(v1::OutputRecord::from(output).encode_to_vec()).len();
+                },
+            )
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, wire_leg_pair, wire_parts);
+criterion_main!(benches);
