@@ -76,6 +76,15 @@ pub enum Error {
     /// A second `ended` (with another event id) for a leg still waiting for its start.
     #[error("leg {0:?} already has an ended event waiting for its start")]
     LegAlreadyEnded(String),
+    /// An input older than the retention window behind the tenant's newest event: it may
+    /// have been applied and forgotten, so it is not applied again.
+    #[error("event time {event_time} is before the retention horizon {horizon}")]
+    TooLate {
+        /// The input's event time.
+        event_time: String,
+        /// The oldest event time accepted.
+        horizon: String,
+    },
     /// An end before the leg's start.
     #[error("leg {leg:?} ends before it starts")]
     EndBeforeStart {
@@ -106,6 +115,7 @@ impl Error {
             Error::LegAlreadyStarted(_) => "leg_already_started",
             Error::LegAlreadyEnded(_) => "leg_already_ended",
             Error::EndBeforeStart { .. } => "end_before_start",
+            Error::TooLate { .. } => "too_late",
         }
     }
 }

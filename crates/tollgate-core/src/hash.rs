@@ -16,7 +16,7 @@
 //! maps down (never change a result): the ids come from the call controllers and the billing
 //! system, not from the public.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
 use crate::event::{
     CallLegEvent, CreditBody, CreditCommand, DisconnectCause, Input, LegBody, LegDuration, LegKind, LotFunding,
@@ -137,30 +137,6 @@ pub fn fingerprint(input: &Input) -> u64 {
     let mut f = Fingerprinter(WordHasher::with_seed(SEED_FINGERPRINT));
     input.feed(&mut f);
     folded_multiply(f.0.state, SEED_MAP)
-}
-
-/// The fingerprint of releases before the word-at-a-time one: FNV-1a over the input's derived
-/// `Hash`. Deduplication state written by them still holds such values, so a replayed input
-/// whose id they remember is recognised with it (computed only when the new one differs).
-pub fn legacy_fingerprint(input: &Input) -> u64 {
-    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
-    input.hash(&mut hasher);
-    hasher.finish()
-}
-
-struct Fnv1a(u64);
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
 }
 
 /// Writes values in a fixed, documented encoding: integers as one word, strings as below, enum
@@ -397,7 +373,6 @@ mod tests {
     fn fingerprints_are_stable_across_releases() {
         assert_eq!(fingerprint(&started()), 0x2c1f_3c2e_c783_17a7);
         assert_eq!(fingerprint(&fund("10.00")), 0xc008_cd69_55ce_4358);
-        assert_eq!(legacy_fingerprint(&started()), 0x445f_da97_94cd_ad66);
     }
 
     #[test]
@@ -427,29 +402,6 @@ mod tests {
 
     /// Dedup state written before this fingerprint holds FNV-1a values: a replay of such an
     /// input is still a duplicate, and different content under its id still a conflict.
-    #[test]
-    fn replays_are_recognised_with_the_legacy_fingerprint() {
-        use crate::{Applied, Error, Rater, Reference, Tenant, TenantState};
-        let mut reference = Reference::default();
-        reference.put_tenant(Tenant::new(
-            TenantId::new("contoso").unwrap(),
-            Currency::from_code("USD").unwrap(),
-            "usd",
-        ));
-        let rater = Rater::default();
-        let mut state = TenantState::default();
-        let mut out = Vec::new();
-        rater.apply(&reference, &mut state, fund("10.00"), &mut out).unwrap();
-        // As an earlier release would have stored it.
-        state.seen.insert("c1", legacy_fingerprint(&fund("10.00")), Timestamp::new(1_794_268_800, 0).unwrap());
-        let before = (state.clone(), out.len());
-        assert_eq!(rater.apply(&reference, &mut state, fund("10.00"), &mut out), Ok(Applied::Duplicate));
-        assert_eq!(
-            rater.apply(&reference, &mut state, fund("11.00"), &mut out),
-            Err(Error::DuplicateConflict("c1".into()))
-        );
-        assert_eq!((state, out.len()), before);
-    }
 
     #[test]
     fn word_hasher_tells_short_tails_apart() {

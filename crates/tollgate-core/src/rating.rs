@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::event::{
     CallLegEvent, CreditBody, CreditCommand, Input, LegBody, LegDuration, LegEnded, LegKind, LegStarted, LotFunding,
 };
-use crate::hash::{fingerprint, legacy_fingerprint};
+use crate::hash::fingerprint;
 use crate::money::{Currency, Money};
 use crate::output::{
     BlockReason, CallType, Capability, CreditEvent, CreditEventKind, Decision, LegDecision, NumberType, Output,
@@ -24,7 +24,8 @@ pub const MAX_LEG_SECONDS: u32 = 86_400;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RatingConfig {
     /// How long (event time) applied ids and closed legs are remembered for deduplication,
-    /// and how long an `ended` waits for its `started`. Default 48 h.
+    /// how long an `ended` waits for its `started`, and how late an input may be: one older
+    /// than the tenant's newest applied event minus this is refused (`too_late`). Default 48 h.
     pub retention_seconds: u32,
 }
 
@@ -89,16 +90,21 @@ impl Rater {
         let tenant = catalog.tenant(tenant_id).ok_or_else(|| Error::UnknownTenant(tenant_id.to_owned()))?;
         let fingerprint = fingerprint(&input);
         if let Some(&seen) = state.seen.get(input.id()) {
-            // State written before the word-at-a-time fingerprint holds the FNV-1a one.
-            return if seen == fingerprint || seen == legacy_fingerprint(&input) {
+            return if seen == fingerprint {
                 Ok(Applied::Duplicate)
             } else {
                 Err(Error::DuplicateConflict(input.id().to_owned()))
             };
         }
+        let at = input.occurred_at();
+        // Older than the retention window: its id may have been forgotten, so applying it could
+        // apply it twice. Refuse it instead (allowed lateness = the retention window).
+        let horizon = self.horizon(state.watermark);
+        if at < horizon {
+            return Err(Error::TooLate { event_time: at.to_string(), horizon: horizon.to_string() });
+        }
         // One allocation, shared by the dedup map and its retention queue.
         let id: Arc<str> = Arc::from(input.id());
-        let at = input.occurred_at();
         let applied = match input {
             Input::Leg(event) => self.leg(catalog, &tenant, state, event, out)?,
             Input::Credit(command) => {
@@ -111,13 +117,18 @@ impl Rater {
         Ok(applied)
     }
 
+    /// The oldest event time still accepted when the newest applied is `watermark`.
+    fn horizon(&self, watermark: Timestamp) -> Timestamp {
+        Timestamp::new((watermark.unix_seconds() - i64::from(self.config.retention_seconds)).max(0), 0)
+            .unwrap_or_default()
+    }
+
     fn advance_watermark(&self, state: &mut TenantState, at: Timestamp) {
         if at <= state.watermark {
             return;
         }
         state.watermark = at;
-        let cutoff = Timestamp::new((at.unix_seconds() - i64::from(self.config.retention_seconds)).max(0), 0)
-            .unwrap_or_default();
+        let cutoff = self.horizon(at);
         state.seen.prune(cutoff);
         state.closed_legs.prune(cutoff);
         let before = state.parked_ends.len();

@@ -36,9 +36,14 @@ pub struct TenantState {
     pub open_legs: BTreeMap<String, OpenLeg>,
     /// `ended` events that arrived before their `started`, by leg id.
     pub parked_ends: BTreeMap<String, CallLegEvent>,
-    /// Recently closed legs: late events for them are ignored.
+    /// Recently closed legs: late events for them are ignored. Not part of the serde form:
+    /// it grows with traffic, so the worker persists it entry by entry from
+    /// [`Recent::take_changes`].
+    #[serde(skip)]
     pub closed_legs: Recent<()>,
     /// Recently applied input ids and their content fingerprints: duplicates are no-ops.
+    /// Not part of the serde form, like `closed_legs`.
+    #[serde(skip)]
     pub seen: Recent<u64>,
     /// Latest event time applied: drives the retention of `seen`, `closed_legs`, parked ends.
     pub watermark: Timestamp,
@@ -48,6 +53,12 @@ impl TenantState {
     /// The credit balance.
     pub fn balance(&self) -> Money {
         self.ledger.balance()
+    }
+
+    /// Starts journaling changes of `seen` and `closed_legs` (see [`Recent::take_changes`]).
+    pub fn track_changes(&mut self) {
+        self.seen.track_changes();
+        self.closed_legs.track_changes();
     }
 }
 
@@ -130,16 +141,70 @@ pub struct OpenLeg {
 /// The map and the retention queue share one allocation per id (`Arc<str>`); the map hashes
 /// with [`FastState`]. Serialized as before: `entries` an object by id, `order` a list of
 /// `[timestamp, id]`.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound(serialize = "V: Serialize", deserialize = "V: Deserialize<'de>"))]
 pub struct Recent<V> {
     entries: HashMap<Arc<str>, V, FastState>,
     order: VecDeque<(Timestamp, Arc<str>)>,
+    /// Changes since the last [`Recent::take_changes`], when tracking.
+    #[serde(skip)]
+    journal: Option<Vec<Change<V>>>,
 }
+
+/// One change of a [`Recent`] set.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Change<V> {
+    /// `id` was remembered as of `at`.
+    Added {
+        /// The id.
+        id: Arc<str>,
+        /// Its value.
+        value: V,
+        /// When.
+        at: Timestamp,
+    },
+    /// `id` was forgotten.
+    Removed {
+        /// The id.
+        id: Arc<str>,
+    },
+}
+
+/// Equal when they keep the same ids, values and times; the journal is bookkeeping.
+impl<V: PartialEq> PartialEq for Recent<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.order == other.order
+    }
+}
+
+impl<V: Eq> Eq for Recent<V> {}
 
 impl<V> Default for Recent<V> {
     fn default() -> Self {
-        Recent { entries: HashMap::default(), order: VecDeque::new() }
+        Recent { entries: HashMap::default(), order: VecDeque::new(), journal: None }
+    }
+}
+
+impl<V: Clone> Recent<V> {
+    /// Rebuilds a set from persisted entries (any order).
+    pub fn from_entries(entries: impl IntoIterator<Item = (Arc<str>, V, Timestamp)>) -> Self {
+        let mut all: Vec<(Arc<str>, V, Timestamp)> = entries.into_iter().collect();
+        all.sort_by_key(|e| e.2);
+        let mut recent = Recent::default();
+        for (id, value, at) in all {
+            recent.insert(id, value, at);
+        }
+        recent
+    }
+
+    /// From now on, remember every change for [`Recent::take_changes`].
+    pub fn track_changes(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes since the last call (empty when not tracking).
+    pub fn take_changes(&mut self) -> Vec<Change<V>> {
+        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
     }
 }
 
@@ -155,8 +220,14 @@ impl<V> Recent<V> {
     }
 
     /// Remembers `id` as of `at` (a `String`, a `&str` or an `Arc<str>`).
-    pub fn insert(&mut self, id: impl Into<Arc<str>>, value: V, at: Timestamp) {
+    pub fn insert(&mut self, id: impl Into<Arc<str>>, value: V, at: Timestamp)
+    where
+        V: Clone,
+    {
         let id = id.into();
+        if let Some(journal) = &mut self.journal {
+            journal.push(Change::Added { id: Arc::clone(&id), value: value.clone(), at });
+        }
         if self.entries.insert(Arc::clone(&id), value).is_none() {
             self.order.push_back((at, id));
         }
@@ -170,8 +241,16 @@ impl<V> Recent<V> {
             }
             if let Some((_, id)) = self.order.pop_front() {
                 self.entries.remove(&id);
+                if let Some(journal) = &mut self.journal {
+                    journal.push(Change::Removed { id });
+                }
             }
         }
+    }
+
+    /// Every kept id with its value and time, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &V, Timestamp)> {
+        self.order.iter().filter_map(|(at, id)| self.entries.get_key_value(id).map(|(k, v)| (k, v, *at)))
     }
 
     /// How many ids are kept.
@@ -208,6 +287,31 @@ mod tests {
         assert_eq!(json, expected);
         let back: Recent<u64> = serde_json::from_value(expected).unwrap();
         assert_eq!(back, seen);
+    }
+
+    #[test]
+    fn journals_changes_only_when_tracking_and_rebuilds_from_entries() {
+        let mut seen = Recent::default();
+        seen.insert("before", 1u64, ts(1));
+        assert!(seen.take_changes().is_empty());
+        seen.track_changes();
+        seen.insert("e1", 7u64, ts(10));
+        seen.insert("e2", 8u64, ts(20));
+        seen.prune(ts(15));
+        let changes = seen.take_changes();
+        let id = |s: &str| Arc::<str>::from(s);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Added { id: id("e1"), value: 7, at: ts(10) },
+                Change::Added { id: id("e2"), value: 8, at: ts(20) },
+                Change::Removed { id: id("before") },
+                Change::Removed { id: id("e1") },
+            ]
+        );
+        assert!(seen.take_changes().is_empty());
+        let rebuilt = Recent::from_entries(seen.iter().map(|(id, v, at)| (Arc::clone(id), *v, at)));
+        assert_eq!(rebuilt, seen);
     }
 
     #[test]

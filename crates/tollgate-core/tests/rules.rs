@@ -1007,3 +1007,33 @@ fn a_rate_card_in_another_currency_leaves_legs_unpriced_and_flagged() {
     assert_eq!((usage.capability, usage.charge), (Capability::Unpriced, Money::ZERO));
     assert_eq!(usage.flags.names(), vec!["unpriced", "currency_mismatch"]);
 }
+
+#[test]
+fn refuses_inputs_older_than_the_retention_window_so_a_replay_cannot_charge_twice() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    let mut out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0);
+    out.extend(w.end("contoso", "a", 60, T0 + 60));
+    assert_eq!(usages(&out)[0].charge, m("0.02"));
+    // Three days later the ids of leg a are forgotten...
+    let later = T0 + 3 * 86_400;
+    w.call_at("contoso", "b", later);
+    // ...so a replay of leg a is refused as too late instead of being rated again.
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(US)) };
+    let replay = w.leg_event("contoso", "a", "ppm-us", T0, LegBody::Started(started));
+    let err = w.try_apply(replay).unwrap_err();
+    assert_eq!(err.code(), "too_late");
+    assert_eq!(err.to_string(), "event time 2026-11-02T09:00:00Z is before the retention horizon 2026-11-03T09:01:00Z");
+    assert_eq!(w.balance("contoso"), m("9.96"));
+    // Exactly at the horizon is still accepted.
+    let at_horizon =
+        w.leg_event("contoso", "c", "ppm-us", later + 60 - 48 * 3600, LegBody::Interim { elapsed_seconds: 1 });
+    assert_eq!(w.try_apply(at_horizon).unwrap().0, Applied::IgnoredBeforeStart);
+}
+
+impl World {
+    fn call_at(&mut self, tenant: &str, leg: &str, at: i64) {
+        self.start(tenant, leg, "ppm-us", LegKind::DialOut, US, at);
+        self.end(tenant, leg, 60, at + 60);
+    }
+}

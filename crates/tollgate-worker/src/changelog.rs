@@ -1,18 +1,151 @@
-//! The state changelog: a compacted topic co-partitioned with the inputs, keyed by tenant,
-//! holding each tenant's latest state. Restoring a partition reads its changelog partition
-//! from the beginning up to the high watermark seen when the restore started.
+//! The state changelog: a compacted topic co-partitioned with the inputs. Partition *p* holds
+//! the state of the tenants of input partition *p*, as records of three kinds:
+//!
+//! | key | value | what |
+//! |---|---|---|
+//! | `t/<tenant>` | the tenant's `TenantState` as JSON, without its retention windows | balance, lots, pool, open legs, ... |
+//! | `s/<len>/<tenant>/<id>` | [`WindowEntry`] JSON, or a tombstone when forgotten | one applied input id and its fingerprint |
+//! | `c/<len>/<tenant>/<leg>` | [`WindowEntry`] JSON, or a tombstone when forgotten | one recently closed leg |
+//!
+//! The windows grow with traffic, so they are written entry by entry as they change
+//! (compaction keeps the latest per key and drops tombstones) instead of inside the tenant's
+//! record, which stays small however busy the tenant is. `<len>` is the tenant id's length in
+//! bytes, so no two (tenant, id) pairs share a key.
+//!
+//! Restoring a partition reads its changelog partition from the beginning up to the high
+//! watermark seen when the restore started.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tollgate_core::TenantState;
+use serde::{Deserialize, Serialize};
+use tollgate_core::state::{Change, Recent};
+use tollgate_core::{TenantState, Timestamp};
 
 use crate::config::WorkerConfig;
-use crate::{Error, codec, kafka, telemetry};
+use crate::{Error, kafka, telemetry};
+
+/// The value of a window record.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct WindowEntry {
+    /// Tenant.
+    pub tenant: String,
+    /// Input id (`s/`) or leg id (`c/`).
+    pub id: String,
+    /// Event time it was remembered at.
+    pub at: Timestamp,
+    /// Content fingerprint (`s/` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<u64>,
+}
+
+/// The key of a tenant's record.
+pub fn tenant_key(tenant: &str) -> String {
+    format!("t/{tenant}")
+}
+
+fn window_key(kind: char, tenant: &str, id: &str) -> String {
+    format!("{kind}/{}/{tenant}/{id}", tenant.len())
+}
+
+/// The changelog records (key, value; `None` = tombstone) that bring the changelog up to
+/// `state`: its window changes since the last call, then its record. Drains the journal.
+pub fn records(tenant: &str, state: &mut TenantState) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    for change in state.seen.take_changes() {
+        out.push(window_record('s', tenant, change, Some));
+    }
+    for change in state.closed_legs.take_changes() {
+        out.push(window_record('c', tenant, change, |()| None));
+    }
+    // Serializing plain data to a Vec cannot fail.
+    out.push((tenant_key(tenant), Some(serde_json::to_vec(state).unwrap_or_default())));
+    out
+}
+
+fn window_record<V>(
+    kind: char,
+    tenant: &str,
+    change: Change<V>,
+    fingerprint: impl Fn(V) -> Option<u64>,
+) -> (String, Option<Vec<u8>>) {
+    match change {
+        Change::Added { id, value, at } => {
+            let entry =
+                WindowEntry { tenant: tenant.to_owned(), id: id.to_string(), at, fingerprint: fingerprint(value) };
+            (window_key(kind, tenant, &id), Some(serde_json::to_vec(&entry).unwrap_or_default()))
+        }
+        Change::Removed { id } => (window_key(kind, tenant, &id), None),
+    }
+}
+
+/// Folds changelog records (in offset order) into tenant states.
+#[derive(Debug, Default)]
+pub struct Restorer {
+    tenants: HashMap<String, TenantState>,
+    windows: HashMap<String, WindowEntry>,
+    /// Records read.
+    pub records: u64,
+}
+
+impl Restorer {
+    /// Applies one record.
+    pub fn apply(&mut self, key: &[u8], payload: Option<&[u8]>) -> Result<(), Error> {
+        self.records += 1;
+        let key = String::from_utf8_lossy(key).into_owned();
+        let unreadable = |e: serde_json::Error| Error::Changelog { key: key.clone(), message: e.to_string() };
+        if let Some(tenant) = key.strip_prefix("t/") {
+            match payload {
+                Some(bytes) => {
+                    let state: TenantState = serde_json::from_slice(bytes).map_err(unreadable)?;
+                    self.tenants.insert(tenant.to_owned(), state);
+                }
+                None => {
+                    self.tenants.remove(tenant);
+                }
+            }
+        } else if key.starts_with("s/") || key.starts_with("c/") {
+            match payload {
+                Some(bytes) => {
+                    let entry: WindowEntry = serde_json::from_slice(bytes).map_err(unreadable)?;
+                    self.windows.insert(key, entry);
+                }
+                None => {
+                    self.windows.remove(&key);
+                }
+            }
+        } else {
+            return Err(Error::Changelog { key, message: "not a tollgate changelog key".into() });
+        }
+        Ok(())
+    }
+
+    /// The restored states, with their windows rebuilt and change tracking on.
+    pub fn finish(self) -> HashMap<String, TenantState> {
+        let mut tenants = self.tenants;
+        let mut seen: HashMap<String, Vec<(Arc<str>, u64, Timestamp)>> = HashMap::new();
+        let mut closed: HashMap<String, Vec<(Arc<str>, (), Timestamp)>> = HashMap::new();
+        for (key, entry) in self.windows {
+            let id: Arc<str> = Arc::from(entry.id.as_str());
+            if key.starts_with("s/") {
+                seen.entry(entry.tenant).or_default().push((id, entry.fingerprint.unwrap_or_default(), entry.at));
+            } else {
+                closed.entry(entry.tenant).or_default().push((id, (), entry.at));
+            }
+        }
+        for (tenant, state) in &mut tenants {
+            state.seen = Recent::from_entries(seen.remove(tenant).unwrap_or_default());
+            state.closed_legs = Recent::from_entries(closed.remove(tenant).unwrap_or_default());
+            state.track_changes();
+        }
+        tenants
+    }
+}
 
 /// Reads changelog partition `partition` into a map of tenant states.
 pub fn restore(
@@ -24,8 +157,7 @@ pub fn restore(
     let topic = &config.topics.state;
     let consumer: BaseConsumer = kafka::reader(config, "restore").create()?;
     let (_, high) = consumer.fetch_watermarks(topic, partition, config.kafka_timeout())?;
-    let mut states = HashMap::new();
-    let mut records = 0u64;
+    let mut restorer = Restorer::default();
     if high > 0 {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
@@ -36,18 +168,7 @@ pub fn restore(
             }
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
-                    records += 1;
-                    let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                    match message.payload() {
-                        None => {
-                            states.remove(&key);
-                        }
-                        Some(payload) => {
-                            let state = codec::decode_state(payload)
-                                .map_err(|e| Error::Changelog { key: key.clone(), message: e.to_string() })?;
-                            states.insert(key, state);
-                        }
-                    }
+                    restorer.apply(message.key().unwrap_or_default(), message.payload())?;
                     if message.offset() + 1 >= high {
                         break;
                     }
@@ -73,6 +194,8 @@ pub fn restore(
             }
         }
     }
+    let records = restorer.records;
+    let states = restorer.finish();
     telemetry::restored(partition, states.len(), records, started.elapsed());
     Ok(states)
 }

@@ -1,7 +1,7 @@
 //! Record values <-> core values. Inputs and outputs are protobuf (`tollgate.v1`); changelog
-//! values are the core's `TenantState` as JSON, readable with `tollgate tail`.
+//! values are JSON (see [`crate::changelog`]), readable with `tollgate tail`.
 
-use tollgate_core::{Input, Output, TenantState};
+use tollgate_core::{Input, Output};
 use tollgate_proto::{Message, v1};
 
 use crate::config::{TopicKind, Topics};
@@ -53,17 +53,6 @@ pub fn encode_output(topics: &Topics, output: Output) -> (&str, String, Vec<u8>)
             (&topics.credit_events, key, v1::CreditEvent::from(c).encode_to_vec())
         }
     }
-}
-
-/// Encodes a tenant's state for the changelog.
-pub fn encode_state(state: &TenantState) -> Vec<u8> {
-    // Serializing plain data to a Vec cannot fail.
-    serde_json::to_vec(state).unwrap_or_default()
-}
-
-/// Decodes a changelog value.
-pub fn decode_state(payload: &[u8]) -> Result<TenantState, serde_json::Error> {
-    serde_json::from_slice(payload)
 }
 
 /// Decodes any tollgate topic's value to a JSON value (for `tollgate tail`).

@@ -31,7 +31,7 @@ use crate::config::{ProcessingGuarantee, TopicKind, WorkerConfig};
 use crate::error::Class;
 use crate::record::Record;
 use crate::reference::Tables;
-use crate::{Error, kafka, partitioner, telemetry};
+use crate::{Error, changelog, kafka, partitioner, telemetry};
 
 /// What the partition task needs from the group consumer.
 pub trait Coordinator: Send + Sync {
@@ -83,7 +83,8 @@ type TaskProducer = BaseProducer<DeliveryTracker>;
 struct Outgoing {
     topic: String,
     key: String,
-    payload: Vec<u8>,
+    /// `None`: a tombstone.
+    payload: Option<Vec<u8>>,
     /// Explicit partition (changelog); `None` lets the murmur2 partitioner pick by key.
     partition: Option<i32>,
 }
@@ -324,7 +325,7 @@ impl PartitionTask {
             for output in outs.drain(..) {
                 count(&mut rated.stats, &output);
                 let (topic, key, payload) = codec::encode_output(topics, output);
-                rated.outputs.push(Outgoing { topic: topic.to_owned(), key, payload, partition: None });
+                rated.outputs.push(Outgoing { topic: topic.to_owned(), key, payload: Some(payload), partition: None });
             }
         }
         for (topic, offset) in next {
@@ -332,13 +333,15 @@ impl PartitionTask {
             let _ = rated.offsets.add_partition_offset(topic, self.partition, Offset::Offset(offset));
         }
         for tenant in rated.undo.keys() {
-            if let Some(state) = self.states.get(tenant) {
-                rated.changelog.push(Outgoing {
-                    topic: topics.state.clone(),
-                    key: tenant.clone(),
-                    payload: codec::encode_state(state),
-                    partition: Some(self.partition),
-                });
+            if let Some(state) = self.states.get_mut(tenant) {
+                for (key, payload) in changelog::records(tenant, state) {
+                    rated.changelog.push(Outgoing {
+                        topic: topics.state.clone(),
+                        key,
+                        payload,
+                        partition: Some(self.partition),
+                    });
+                }
             }
         }
         rated
@@ -373,7 +376,11 @@ impl PartitionTask {
         if !undo.contains_key(tenant) {
             undo.insert(tenant.to_owned(), self.states.get(tenant).cloned());
         }
-        let state = self.states.entry(tenant.to_owned()).or_default();
+        let state = self.states.entry(tenant.to_owned()).or_insert_with(|| {
+            let mut state = TenantState::default();
+            state.track_changes();
+            state
+        });
         self.rater.apply(&*self.tables, state, input, outs).map_err(|e| Refusal::new(e.code(), e.to_string()))
     }
 
@@ -415,7 +422,10 @@ impl PartitionTask {
 
     fn send_all(&self, records: &[Outgoing]) -> Result<(), Error> {
         for out in records {
-            let mut record = BaseRecord::to(&out.topic).key(&out.key).payload(&out.payload);
+            let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&out.topic).key(&out.key);
+            if let Some(payload) = &out.payload {
+                record = record.payload(payload);
+            }
             if let Some(p) = out.partition {
                 record = record.partition(p);
             }
@@ -525,7 +535,7 @@ fn dead_letter(topic: String, record: &Record, refusal: Refusal) -> Outgoing {
         message: refusal.message,
         dead_at: None,
     };
-    Outgoing { topic, key, payload: dead.encode_to_vec(), partition: None }
+    Outgoing { topic, key, payload: Some(dead.encode_to_vec()), partition: None }
 }
 
 fn count(stats: &mut Stats, output: &Output) {

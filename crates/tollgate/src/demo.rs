@@ -18,7 +18,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tollgate_core::{Money, TenantState};
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::publish::{self, Keyed, Publisher};
-use tollgate_worker::{ProcessingGuarantee, Worker, WorkerConfig, codec, kafka, topics};
+use tollgate_worker::{ProcessingGuarantee, Worker, WorkerConfig, changelog, kafka, topics};
 
 use crate::telemetry;
 
@@ -341,19 +341,16 @@ fn read_states(config: &WorkerConfig) -> anyhow::Result<BTreeMap<String, TenantS
         }
     }
     consumer.assign(&assignment)?;
-    let mut states = BTreeMap::new();
+    let mut restorer = changelog::Restorer::default();
     let until = Instant::now() + Duration::from_secs(60);
     while !ends.is_empty() && Instant::now() < until {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
-        if let (Some(key), Some(value)) = (m.key(), m.payload()) {
-            let state = codec::decode_state(value).context("unreadable changelog record")?;
-            states.insert(String::from_utf8_lossy(key).into_owned(), state);
-        }
+        restorer.apply(m.key().unwrap_or_default(), m.payload()).context("unreadable changelog record")?;
         if ends.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
             ends.remove(&m.partition());
         }
     }
-    Ok(states)
+    Ok(restorer.finish().into_iter().collect())
 }
 
 fn print_summary(

@@ -146,6 +146,27 @@ impl Env {
         records
     }
 
+    /// Reads `count` records of `topic` from the beginning, tombstones as `None`.
+    pub fn read_records(&self, topic: &str, count: usize) -> Vec<(String, Option<Vec<u8>>, i32, i64)> {
+        let consumer: BaseConsumer = kafka::reader(&self.config, "test-records").create().expect("reader");
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for p in metadata.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let started = Instant::now();
+        let mut records = Vec::new();
+        while records.len() < count {
+            assert!(started.elapsed() < DEADLINE, "timed out reading {topic}: {} records", records.len());
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                records.push((key, m.payload().map(<[u8]>::to_vec), m.partition(), m.offset()));
+            }
+        }
+        records
+    }
+
     /// Rated usage read until `legs` distinct usage ids were seen; duplicates (allowed under
     /// at-least-once) must be identical. Returns one record per usage id.
     pub fn usages(&self, legs: usize) -> BTreeMap<String, v1::RatedUsage> {
@@ -177,11 +198,11 @@ impl Env {
             let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
             total += (high - low) as usize;
         }
-        let mut states = BTreeMap::new();
-        for (key, value, _, _) in self.read(topic, total) {
-            states.insert(key, tollgate_worker::codec::decode_state(&value).unwrap());
+        let mut restorer = tollgate_worker::changelog::Restorer::default();
+        for (key, value, _, _) in self.read_records(topic, total) {
+            restorer.apply(key.as_bytes(), value.as_deref()).unwrap();
         }
-        states
+        restorer.finish().into_iter().collect()
     }
 }
 
