@@ -125,6 +125,6 @@ pub use policy::{ConferencingDialout, DialoutPolicy, UserPstnDialout};
 pub use rates::{DialOutRate, Increments, Prefix, PrefixTable, Price, RateCard, RateCardVersion};
 pub use rating::{Applied, MAX_LEG_SECONDS, Rater, RatingConfig};
 pub use reference::{
-    AutoRecharge, Catalog, CutoffPolicy, LicenceModel, Reference, Tenant, TenantId, UnpricedHandling, User,
+    AutoRecharge, Catalog, CutoffPolicy, LicenceModel, PoolSplit, Reference, Tenant, TenantId, UnpricedHandling, User,
 };
 pub use state::{OpenLeg, TenantState, Totals};

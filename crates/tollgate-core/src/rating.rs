@@ -12,7 +12,7 @@ use crate::output::{
     RatedUsage, UsageFlags, UsageOutcome,
 };
 use crate::policy::DialoutPolicy;
-use crate::reference::{Catalog, CutoffPolicy, LicenceModel, Tenant, UnpricedHandling, User};
+use crate::reference::{Catalog, CutoffPolicy, LicenceModel, PoolSplit, Tenant, UnpricedHandling, User};
 use crate::state::{OpenLeg, TenantState};
 use crate::{Error, Timestamp};
 
@@ -347,7 +347,8 @@ impl Ctx<'_> {
 
     /// Whether a leg is being paid with credits now (pooled legs once the pool is empty).
     fn is_credit_funded(&self, leg: &OpenLeg) -> bool {
-        leg.capability == Capability::Ppm || leg.capability == Capability::Pool && self.pool_minutes_left() == 0
+        leg.capability == Capability::Ppm
+            || leg.capability == Capability::Pool && !leg.pooled_in_full && self.pool_minutes_left() == 0
     }
 
     /// Re-arms thresholds and the recharge trigger, and reports a restored balance.
@@ -373,7 +374,8 @@ impl Ctx<'_> {
             .iter_mut()
             .filter(|(_, leg)| {
                 !leg.disconnect_sent
-                    && (leg.capability == Capability::Ppm || leg.capability == Capability::Pool && pool_empty)
+                    && (leg.capability == Capability::Ppm
+                        || leg.capability == Capability::Pool && !leg.pooled_in_full && pool_empty)
             })
             .map(|(id, leg)| {
                 leg.disconnect_sent = true;
@@ -395,13 +397,13 @@ impl Ctx<'_> {
     /// Takes up to `minutes` from this month's pool; returns how many were taken. The 80 % and
     /// 100 % events are emitted by [`Ctx::pool_alerts`], after the debit that goes with the
     /// minutes, so their balance is the balance after it.
-    fn take_pool_minutes(&mut self, minutes: u32) -> u32 {
+    fn take_pool_minutes(&mut self, minutes: u32, past_the_end: bool) -> u32 {
         let month = self.at.year_month();
         if self.state.pool.month != month {
             self.state.pool = crate::state::PoolUsage { month, ..Default::default() };
         }
         let total = self.tenant.pool_minutes();
-        let take = minutes.min(total.saturating_sub(self.state.pool.used_minutes));
+        let take = if past_the_end { minutes } else { minutes.min(total.saturating_sub(self.state.pool.used_minutes)) };
         self.state.pool.used_minutes += take;
         take
     }
@@ -480,6 +482,7 @@ fn start_leg<C: Catalog + ?Sized>(
         flags: funding.flags,
         elapsed_seconds: 0,
         pool_minutes: 0,
+        pooled_in_full: false,
         minutes_accounted: 0,
         debited: Money::ZERO,
         disconnect_sent: false,
@@ -504,6 +507,9 @@ fn start_leg<C: Catalog + ?Sized>(
         leg.flags.unpriced = leg.capability == Capability::Unpriced;
         emit_usage(ctx, &leg_id, leg, 0, ctx.at, UsageOutcome::Blocked(reason), 0, 0, Money::ZERO);
         return;
+    }
+    if leg.capability == Capability::Pool && tenant.pool_split == PoolSplit::FinishInPool {
+        leg.pooled_in_full = ctx.pool_minutes_left() > 0;
     }
     let max_affordable_seconds = max_affordable(ctx, &leg);
     let (call_id, conference_id) = (leg.call_id.clone(), leg.conference_id.clone());
@@ -609,6 +615,7 @@ fn max_affordable(ctx: &Ctx<'_>, leg: &OpenLeg) -> u32 {
     match leg.capability {
         Capability::Subscription | Capability::Unpriced => MAX_LEG_SECONDS,
         Capability::Ppm => credit_part(),
+        Capability::Pool if leg.pooled_in_full => MAX_LEG_SECONDS,
         Capability::Pool => {
             ctx.pool_minutes_left().saturating_mul(60).saturating_add(credit_part()).min(MAX_LEG_SECONDS)
         }
@@ -633,7 +640,7 @@ fn settle(ctx: &mut Ctx<'_>, leg: &mut OpenLeg, elapsed: u32) -> (u32, u32) {
     let pool_seconds = if leg.capability == Capability::Pool {
         let minutes_needed = billable.div_ceil(60);
         if minutes_needed > leg.minutes_accounted {
-            leg.pool_minutes += ctx.take_pool_minutes(minutes_needed - leg.minutes_accounted);
+            leg.pool_minutes += ctx.take_pool_minutes(minutes_needed - leg.minutes_accounted, leg.pooled_in_full);
             leg.minutes_accounted = minutes_needed;
         }
         billable.min(leg.pool_minutes.saturating_mul(60))

@@ -89,6 +89,19 @@ pub enum UnpricedHandling {
     Reject,
 }
 
+/// How a leg that crosses the end of the monthly subscription pool is paid (tollgate
+/// decision, per tenant).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+pub enum PoolSplit {
+    /// Pooled minutes at zero charge while the pool lasts, the rest charged to credits, per
+    /// billable minute.
+    #[default]
+    PerMinute,
+    /// A leg that starts while the pool has minutes is pooled in full, even past the pool's
+    /// end (the month's usage may then exceed the allowance).
+    FinishInPool,
+}
+
 /// A user's conferencing licence model.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
 pub enum LicenceModel {
@@ -129,6 +142,8 @@ pub struct Tenant {
     pub global_dialout_policy: Option<DialoutPolicy>,
     /// Subscription licences: 60 pooled dial-out minutes each per UTC month.
     pub subscription_licences: u32,
+    /// How a leg crossing the end of the pool is paid.
+    pub pool_split: PoolSplit,
     /// What to do with legs no rate matches.
     pub unpriced: UnpricedHandling,
     /// The rate card pricing this tenant's legs.
@@ -150,6 +165,7 @@ impl Tenant {
             cutoff: CutoffPolicy::Finish,
             global_dialout_policy: None,
             subscription_licences: 0,
+            pool_split: PoolSplit::PerMinute,
             unpriced: UnpricedHandling::Free,
             rate_card_id: rate_card_id.into(),
         }

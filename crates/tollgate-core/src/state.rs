@@ -127,6 +127,10 @@ pub struct OpenLeg {
     pub elapsed_seconds: u32,
     /// Pooled minutes taken by this leg.
     pub pool_minutes: u32,
+    /// Pooled in full (the tenant's pool split is finish-in-pool and the pool had minutes
+    /// when the leg started).
+    #[serde(default)]
+    pub pooled_in_full: bool,
     /// Billable minutes already assigned to the pool or to credits.
     pub minutes_accounted: u32,
     /// Sum of this leg's debits so far.

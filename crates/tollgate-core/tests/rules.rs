@@ -414,6 +414,28 @@ fn draws_zone_a_dial_out_from_the_monthly_pool_and_splits_per_minute() {
 }
 
 #[test]
+fn finish_in_pool_keeps_a_leg_that_started_with_pool_minutes_pooled_in_full() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| {
+        t.subscription_licences = 1; // 60 minutes
+        t.pool_split = PoolSplit::FinishInPool;
+    });
+    w.fund("contoso", "10");
+    let usage = w.call("contoso", "sub-us", LegKind::DialOut, GB, 59 * 60).1.unwrap();
+    assert_eq!((usage.pool_seconds, usage.charge), (3540, Money::ZERO));
+    // One minute left: a 10-minute leg starts and is pooled in full, past the end of the pool.
+    let (d, usage) = w.call("contoso", "sub-us", LegKind::DialOut, GB, 600);
+    assert_eq!(d, Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: Some(Capability::Pool) });
+    let usage = usage.unwrap();
+    assert_eq!((usage.pool_seconds, usage.charge), (600, Money::ZERO));
+    assert_eq!(w.state("contoso").pool.used_minutes, 69);
+    // The pool is used up: the next leg is charged to credits.
+    let usage = w.call("contoso", "sub-us", LegKind::DialOut, GB, 60).1.unwrap();
+    assert_eq!((usage.pool_seconds, usage.charge), (0, m("0.04")));
+    assert_eq!(w.balance("contoso"), m("9.96"));
+}
+
+#[test]
 fn pool_minutes_scale_with_licences() {
     let mut w = World::new();
     w.tenant("contoso", |t| t.subscription_licences = 3); // 180 minutes

@@ -232,6 +232,11 @@ impl TryFrom<v1::Tenant> for core::Tenant {
             Ok(v1::UnpricedHandling::Reject) => core::UnpricedHandling::Reject,
             Err(_) => return Err(bad_enum("unpriced_handling", t.unpriced_handling)),
         };
+        let pool_split = match v1::PoolSplit::try_from(t.pool_split) {
+            Ok(v1::PoolSplit::Unspecified | v1::PoolSplit::PerMinute) => core::PoolSplit::PerMinute,
+            Ok(v1::PoolSplit::FinishInPool) => core::PoolSplit::FinishInPool,
+            Err(_) => return Err(bad_enum("pool_split", t.pool_split)),
+        };
         let tenant = core::Tenant {
             id,
             currency,
@@ -246,6 +251,7 @@ impl TryFrom<v1::Tenant> for core::Tenant {
             cutoff,
             global_dialout_policy: policy(t.global_dialout_policy, "global_dialout_policy")?,
             subscription_licences: t.subscription_licences,
+            pool_split,
             unpriced,
             rate_card_id: t.rate_card_id,
         };
