@@ -160,6 +160,15 @@ fn hands_partitions_over_on_rebalance_without_double_debits() {
     env.usages(40);
     // A second worker joins mid-stream: partitions move, state goes with them.
     let b = env.start_worker();
+    assert!(b.assignment.wait_until(DEADLINE, |p| !p.is_empty()), "the second worker got no partition");
+    assert!(a.assignment.wait_until(DEADLINE, |p| p.len() < 4), "the first worker kept every partition");
+    let (of_a, of_b) = (a.assignment.partitions(), b.assignment.partitions());
+    assert!(of_a.is_disjoint(&of_b), "{of_a:?} and {of_b:?} overlap");
+    // acme hashes to partition 0 and globex to 3, so with range assignment over two members one
+    // of them always moves: the hand-over is really exercised.
+    let homes: std::collections::BTreeSet<i32> =
+        ["acme", "globex"].iter().map(|t| tollgate_worker::partitioner::partition_for(t.as_bytes(), 4)).collect();
+    assert!(homes.iter().any(|p| of_b.contains(p)), "no tenant moved: {homes:?} all stayed on {of_a:?}");
     env.publish_inputs(&second);
     let usages = env.usages(legs);
     assert_eq!(usages.len(), 160);

@@ -45,4 +45,4 @@ pub mod worker;
 pub use config::{ProcessingGuarantee, Topics, WorkerConfig};
 pub use error::Error;
 pub use reference::Tables;
-pub use worker::Worker;
+pub use worker::{Assignment, Worker};

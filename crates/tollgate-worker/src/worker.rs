@@ -6,10 +6,10 @@
 //! partitions finish their batch, commit and exit before the partitions go; on assign, new
 //! tasks restore their state from the changelog before they rate a record.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, channel, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,13 +36,51 @@ type GroupConsumer = BaseConsumer<WorkerContext>;
 pub struct Worker {
     config: Arc<WorkerConfig>,
     tables: Arc<Tables>,
+    assignment: Arc<Assignment>,
+}
+
+/// The input partitions a worker owns right now, observable from outside (tests, health).
+#[derive(Debug, Default)]
+pub struct Assignment {
+    partitions: Mutex<BTreeSet<i32>>,
+    changed: Condvar,
+}
+
+impl Assignment {
+    /// The owned partitions.
+    pub fn partitions(&self) -> BTreeSet<i32> {
+        self.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Waits until `ready` holds for the owned partitions or `timeout` passes; returns whether
+    /// it holds.
+    pub fn wait_until(&self, timeout: Duration, ready: impl Fn(&BTreeSet<i32>) -> bool) -> bool {
+        let guard = self.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |p| !ready(p))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ready(&guard)
+    }
+
+    fn set(&self, partitions: impl IntoIterator<Item = i32>) {
+        let mut guard = self.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = partitions.into_iter().collect();
+        telemetry::assigned_partitions(guard.len());
+        self.changed.notify_all();
+    }
 }
 
 impl Worker {
     /// A worker with its own reference tables.
     pub fn new(config: WorkerConfig) -> Result<Self, Error> {
         config.validate()?;
-        Ok(Worker { config: Arc::new(config), tables: Arc::new(Tables::default()) })
+        Ok(Worker { config: Arc::new(config), tables: Arc::new(Tables::default()), assignment: Arc::default() })
+    }
+
+    /// The partitions this worker owns.
+    pub fn assignment(&self) -> &Arc<Assignment> {
+        &self.assignment
     }
 
     /// The live reference tables.
@@ -64,6 +102,7 @@ impl Worker {
             config: Arc::clone(config),
             tables: Arc::clone(&self.tables),
             partition_count,
+            assignment: Arc::clone(&self.assignment),
             tasks: Mutex::new(HashMap::new()),
             consumer: OnceLock::new(),
         });
@@ -152,6 +191,7 @@ struct Shared {
     config: Arc<WorkerConfig>,
     tables: Arc<Tables>,
     partition_count: i32,
+    assignment: Arc<Assignment>,
     tasks: Mutex<HashMap<i32, TaskHandle>>,
     consumer: OnceLock<Weak<GroupConsumer>>,
 }
@@ -205,7 +245,12 @@ impl Shared {
                 Err(error) => tracing::error!(partition, %error, "cannot spawn partition task"),
             }
         }
-        telemetry::assigned_partitions(self.lock_tasks().len());
+        self.publish_assignment();
+    }
+
+    fn publish_assignment(&self) {
+        let owned: Vec<i32> = self.lock_tasks().keys().copied().collect();
+        self.assignment.set(owned);
     }
 
     fn stop_tasks(&self, partitions: &[i32]) {
@@ -221,7 +266,7 @@ impl Shared {
             }
             let _ = handle.thread.join();
         }
-        telemetry::assigned_partitions(self.lock_tasks().len());
+        self.publish_assignment();
     }
 
     fn input_partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {

@@ -211,16 +211,18 @@ pub struct RunningWorker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), tollgate_worker::Error>>>,
     pub tables: Arc<Tables>,
+    pub assignment: Arc<tollgate_worker::Assignment>,
 }
 
 impl RunningWorker {
     pub fn start(config: WorkerConfig) -> RunningWorker {
         let worker = Worker::new(config).expect("worker");
         let tables = Arc::clone(worker.tables());
+        let assignment = Arc::clone(worker.assignment());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || worker.run(&flag));
-        RunningWorker { stop, thread: Some(thread), tables }
+        RunningWorker { stop, thread: Some(thread), tables, assignment }
     }
 
     /// Graceful stop: commit, flush, leave the group.
