@@ -121,6 +121,8 @@ pub struct PartitionTask {
     abandon: Arc<AtomicBool>,
     /// The group is handing the partition over: rate nothing more.
     migrating: bool,
+    /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
+    balances_refreshed: Instant,
 }
 
 impl std::fmt::Debug for PartitionTask {
@@ -148,7 +150,7 @@ impl PartitionTask {
         let producer = new_producer(&config, partition, &abandon)?;
         let states = changelog_restore(&config, partition, &abandon)?;
         let rater = Rater::new(RatingConfig { retention_seconds: config.retention_seconds });
-        let task = PartitionTask {
+        let mut task = PartitionTask {
             partition,
             partition_count,
             config,
@@ -159,6 +161,7 @@ impl PartitionTask {
             producer,
             abandon,
             migrating: false,
+            balances_refreshed: Instant::now(),
         };
         task.refresh_balances();
         Ok(task)
@@ -184,17 +187,20 @@ impl PartitionTask {
         tracing::info!(partition = self.partition, "partition task stopped");
     }
 
-    fn collect(&self, inbox: &Receiver<Command>) -> (Vec<Record>, bool) {
+    fn collect(&mut self, inbox: &Receiver<Command>) -> (Vec<Record>, bool) {
         let mut batch = Vec::new();
         loop {
+            // Busy or idle, keep this worker's ownership of its tenants' balances visible.
+            if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
+                self.refresh_balances();
+            }
             match inbox.recv_timeout(telemetry::GAUGE_REFRESH) {
                 Ok(Command::Record(record)) => {
                     batch.push(record);
                     break;
                 }
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return (batch, true),
-                // Idle: keep this worker's ownership of the balances visible.
-                Err(RecvTimeoutError::Timeout) => self.refresh_balances(),
+                Err(RecvTimeoutError::Timeout) => {}
             }
         }
         let deadline = Instant::now() + self.config.commit_interval();
@@ -270,7 +276,11 @@ impl PartitionTask {
         }
     }
 
-    fn refresh_balances(&self) {
+    /// Sets every owned tenant's balance gauge, so that the exporter keeps them (it drops
+    /// gauges idle for longer than a few refresh periods, which is how a tenant given away
+    /// to another worker disappears from this one).
+    fn refresh_balances(&mut self) {
+        self.balances_refreshed = Instant::now();
         for (tenant, state) in &self.states {
             if let Some(t) = self.tables.tenant(tenant) {
                 telemetry::balance(&t.id, t.currency, state.balance());

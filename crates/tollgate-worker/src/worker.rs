@@ -112,11 +112,17 @@ impl Worker {
         consumer.subscribe(&[&config.topics.call_legs, &config.topics.credit_commands])?;
         tracing::info!("joined the consumer group");
 
+        let mut gauges_refreshed = Instant::now();
         while !stop.load(Ordering::Acquire) {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => shared.route(Record::from_message(&message)),
                 Some(Err(error)) => tracing::warn!(%error, "consumer error, retrying"),
                 None => {}
+            }
+            if gauges_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
+                // Gauges idle for too long are dropped by the exporter.
+                gauges_refreshed = Instant::now();
+                telemetry::assigned_partitions(self.assignment.partitions().len());
             }
         }
         tracing::info!("shutting down: committing in-flight batches");
