@@ -1,7 +1,13 @@
 //! librdkafka client configuration: pass-through settings first, then the settings tollgate's
 //! correctness depends on, re-asserted so no pass-through can weaken them.
 
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{ProcessingGuarantee, WorkerConfig};
 
@@ -63,4 +69,25 @@ pub fn producer(config: &WorkerConfig, partition: i32) -> ClientConfig {
 /// that takes a partition over fences whoever had it before (a zombie cannot commit).
 pub fn transactional_id(config: &WorkerConfig, partition: i32) -> String {
     format!("{}-{}-{partition}", config.transactional_id_prefix, config.group_id)
+}
+
+/// Queues a record, serving delivery reports and waiting while librdkafka's queue is full.
+pub fn send_waiting<C, K, P>(producer: &BaseProducer<C>, record: BaseRecord<'_, K, P>) -> Result<(), KafkaError>
+where
+    C: ProducerContext<DeliveryOpaque = ()>,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    let mut pending = Some(record);
+    while let Some(record) = pending.take() {
+        match producer.send(record) {
+            Ok(()) => {}
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                producer.poll(Duration::from_millis(20));
+                pending = Some(record);
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+    Ok(())
 }

@@ -439,17 +439,7 @@ impl PartitionTask {
             if let Some(p) = out.partition {
                 record = record.partition(p);
             }
-            let mut record = Some(record);
-            while let Some(r) = record.take() {
-                match self.producer.send(r) {
-                    Ok(()) => {}
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        self.producer.poll(Duration::from_millis(50));
-                        record = Some(r);
-                    }
-                    Err((error, _)) => return Err(error.into()),
-                }
-            }
+            kafka::send_waiting(&self.producer, record)?;
         }
         Ok(())
     }

@@ -93,17 +93,7 @@ impl Publisher {
         if let Some(value) = value {
             record = record.payload(value);
         }
-        let mut pending = Some(record);
-        while let Some(r) = pending.take() {
-            match self.producer.send(r) {
-                Ok(()) => {}
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    self.producer.poll(Duration::from_millis(20));
-                    pending = Some(r);
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        kafka::send_waiting(&self.producer, record)?;
         self.producer.poll(Duration::ZERO);
         Ok(())
     }

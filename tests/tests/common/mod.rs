@@ -121,12 +121,35 @@ impl Env {
         self.read_until(topic, |records| records.len() >= expected)
     }
 
-    /// Reads `topic` from the beginning until `done` holds for what was read.
+    /// Reads `topic` from the beginning until `done` holds for what was read (tombstones as
+    /// empty values).
     pub fn read_until(
         &self,
         topic: &str,
         done: impl Fn(&[(String, Vec<u8>, i32, i64)]) -> bool,
     ) -> Vec<(String, Vec<u8>, i32, i64)> {
+        let mut records = Vec::new();
+        self.consume(topic, |key, value, partition, offset| {
+            records.push((key, value.unwrap_or_default(), partition, offset));
+            done(&records)
+        });
+        records
+    }
+
+    /// Reads `count` records of `topic` from the beginning, tombstones as `None`.
+    pub fn read_records(&self, topic: &str, count: usize) -> Vec<(String, Option<Vec<u8>>, i32, i64)> {
+        let mut records = Vec::new();
+        if count > 0 {
+            self.consume(topic, |key, value, partition, offset| {
+                records.push((key, value, partition, offset));
+                records.len() >= count
+            });
+        }
+        records
+    }
+
+    /// Feeds every record of `topic`, from the beginning, to `take` until it returns true.
+    fn consume(&self, topic: &str, mut take: impl FnMut(String, Option<Vec<u8>>, i32, i64) -> bool) {
         let consumer: BaseConsumer = kafka::reader(&self.config, "test-reader").create().expect("reader");
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
         let mut tpl = TopicPartitionList::new();
@@ -135,36 +158,17 @@ impl Env {
         }
         consumer.assign(&tpl).unwrap();
         let started = Instant::now();
-        let mut records = Vec::new();
-        while !done(&records) {
-            assert!(started.elapsed() < DEADLINE, "timed out reading {topic}: {} records", records.len());
+        let mut read = 0usize;
+        loop {
+            assert!(started.elapsed() < DEADLINE, "timed out reading {topic} after {read} records");
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                read += 1;
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                records.push((key, m.payload().unwrap_or_default().to_vec(), m.partition(), m.offset()));
+                if take(key, m.payload().map(<[u8]>::to_vec), m.partition(), m.offset()) {
+                    return;
+                }
             }
         }
-        records
-    }
-
-    /// Reads `count` records of `topic` from the beginning, tombstones as `None`.
-    pub fn read_records(&self, topic: &str, count: usize) -> Vec<(String, Option<Vec<u8>>, i32, i64)> {
-        let consumer: BaseConsumer = kafka::reader(&self.config, "test-records").create().expect("reader");
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-        let mut tpl = TopicPartitionList::new();
-        for p in metadata.topics()[0].partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
-        let started = Instant::now();
-        let mut records = Vec::new();
-        while records.len() < count {
-            assert!(started.elapsed() < DEADLINE, "timed out reading {topic}: {} records", records.len());
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                records.push((key, m.payload().map(<[u8]>::to_vec), m.partition(), m.offset()));
-            }
-        }
-        records
     }
 
     /// Rated usage read until `legs` distinct usage ids were seen; duplicates (allowed under
