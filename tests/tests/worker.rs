@@ -247,3 +247,34 @@ fn the_publisher_partitions_like_the_java_client() {
         assert_eq!(partition, tollgate_worker::partitioner::partition_for(key.as_bytes(), 6), "{key}");
     }
 }
+
+#[test]
+fn failed_offset_commits_cost_neither_outputs_nor_double_debits() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    // From now on offset commits fail for a while: outputs and changelog still go out, the
+    // offsets wait for a later commit.
+    env.cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE; 30],
+    );
+    let mut lines = Vec::new();
+    for i in 0..10 {
+        lines.extend(dial_out("acme", &format!("a{i}"), "ann", US, 60, i));
+    }
+    env.publish_inputs(&lines);
+    assert!(env.usages(10).values().all(|u| u.charge == "0.02"));
+    worker.stop();
+    env.cluster.clear_request_errors(RDKafkaApiKey::OffsetCommit);
+
+    // A new worker re-reads whatever was not committed and finds it applied.
+    env.publish_inputs(&dial_out("acme", "b", "ann", US, 60, 20));
+    let worker = env.start_worker();
+    let usages = env.usages(11);
+    assert_eq!(usages["acme/b"].balance_after, "9.78");
+    worker.stop();
+    assert_eq!(env.states()["acme"].balance(), m("9.78"));
+}

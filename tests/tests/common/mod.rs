@@ -55,6 +55,8 @@ impl Env {
         };
         // Fast group joins and rebalances on the mock cluster.
         config.librdkafka.insert("topic.metadata.refresh.interval.ms".into(), "500".into());
+        config.librdkafka.insert("session.timeout.ms".into(), "6000".into());
+        config.librdkafka.insert("heartbeat.interval.ms".into(), "500".into());
         for spec in topics::specs(&config, partitions) {
             cluster.create_topic(&spec.name, spec.partitions, 1).expect("create topic");
         }
