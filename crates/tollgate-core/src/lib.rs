@@ -127,4 +127,4 @@ pub use rating::{Applied, MAX_LEG_SECONDS, Rater, RatingConfig};
 pub use reference::{
     AutoRecharge, Catalog, CutoffPolicy, LicenceModel, PoolSplit, Reference, Tenant, TenantId, UnpricedHandling, User,
 };
-pub use state::{OpenLeg, TenantState, Totals};
+pub use state::{OpenLeg, OpenLegs, TenantState, Totals};

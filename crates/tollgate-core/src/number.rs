@@ -216,15 +216,46 @@ impl TryFrom<String> for E164 {
     }
 }
 
+/// `+` and the digits, as `to_string()` writes them, without the formatter (the wire edge
+/// writes a number per usage record).
 impl From<E164> for String {
     fn from(value: E164) -> Self {
-        value.to_string()
+        digit_string(value.digits, 0, "+")
     }
+}
+
+/// `prefix` then `n` in decimal, zero-padded to at least `min_len` digits.
+pub(crate) fn digit_string(n: u64, min_len: usize, prefix: &str) -> String {
+    let mut buf = [b'0'; 24];
+    let mut at = buf.len();
+    let mut rest = n;
+    while rest > 0 || buf.len() - at < min_len.clamp(1, 20) {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let digits = &buf[at..];
+    let mut s = String::with_capacity(prefix.len() + digits.len());
+    s.push_str(prefix);
+    // ASCII digits only.
+    s.push_str(std::str::from_utf8(digits).unwrap_or_default());
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_like_display() {
+        for text in ["+12128675309", "+442071838750", "+4930901820", "+999"] {
+            let n =
+                E164::parse(text).unwrap_or_else(|_| E164::from_parts(&text[1..], Country::NON_GEOGRAPHIC).unwrap());
+            assert_eq!(String::from(n), n.to_string());
+        }
+        let max = E164::from_parts("999999999999999", Country::NON_GEOGRAPHIC).unwrap();
+        assert_eq!(String::from(max), max.to_string());
+    }
 
     fn country_of(n: &str) -> String {
         E164::parse(n).unwrap().country().to_string()

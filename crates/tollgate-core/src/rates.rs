@@ -202,9 +202,10 @@ impl TryFrom<String> for Prefix {
     }
 }
 
+/// The digits as `to_string()` writes them (leading zeros kept), without the formatter.
 impl From<Prefix> for String {
     fn from(value: Prefix) -> Self {
-        value.to_string()
+        crate::number::digit_string(value.digits, usize::from(value.len), "")
     }
 }
 
@@ -467,6 +468,14 @@ mod tests {
         }
         assert_eq!(Increments::default(), Increments::new(60, 60).unwrap());
         assert!(Increments::new(0, 60).is_err());
+    }
+
+    #[test]
+    fn prefixes_convert_to_strings_like_display() {
+        for text in ["1", "4420", "0", "007", "123456789012345", "0000"] {
+            let p = Prefix::parse(text).unwrap();
+            assert_eq!((String::from(p), p.to_string()), (text.to_owned(), text.to_owned()));
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@ impl TenantId {
     /// Wraps a non-empty id.
     pub fn new(id: impl Into<String>) -> Result<Self, Error> {
         let id = id.into();
-        if id.trim().is_empty() {
+        // `trim().is_empty()`, stopping at the first non-whitespace character.
+        if id.chars().all(char::is_whitespace) {
             return Err(Error::Invalid("tenant id is empty".into()));
         }
         Ok(TenantId(id))

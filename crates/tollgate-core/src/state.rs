@@ -32,8 +32,9 @@ pub struct TenantState {
     pub recharge_pending: bool,
     /// This month's subscription pool usage.
     pub pool: PoolUsage,
-    /// Legs in progress, by leg id (ordered, so disconnects come out in a stable order).
-    pub open_legs: BTreeMap<String, OpenLeg>,
+    /// Legs in progress, by leg id (iterated and serialized in leg-id order, so disconnects
+    /// come out in a stable order).
+    pub open_legs: OpenLegs,
     /// `ended` events that arrived before their `started`, by leg id.
     pub parked_ends: BTreeMap<String, CallLegEvent>,
     /// Recently closed legs: late events for them are ignored. Not part of the serde form:
@@ -137,6 +138,102 @@ pub struct OpenLeg {
     pub debited: Money,
     /// A disconnect decision was emitted for it.
     pub disconnect_sent: bool,
+}
+
+/// Legs in progress by leg id.
+///
+/// A hash map, not a `BTreeMap`: a leg goes in when it starts and out when it ends, and a
+/// B-tree allocates, fills and frees a node (eleven `OpenLeg`s wide) whenever a tenant's open
+/// legs go from none to one and back, on every leg of a quiet tenant. What used the order still gets
+/// it: iteration, `Debug` and the serialized form (the same JSON object as the `BTreeMap`
+/// wrote) are sorted by leg id, which costs a sort of the open legs at those rare times
+/// (disconnects, snapshots).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct OpenLegs {
+    legs: HashMap<String, OpenLeg, FastState>,
+}
+
+impl OpenLegs {
+    /// How many legs are open.
+    pub fn len(&self) -> usize {
+        self.legs.len()
+    }
+
+    /// True when no leg is open.
+    pub fn is_empty(&self) -> bool {
+        self.legs.is_empty()
+    }
+
+    /// The open leg `leg_id`.
+    pub fn get(&self, leg_id: &str) -> Option<&OpenLeg> {
+        self.legs.get(leg_id)
+    }
+
+    /// Whether `leg_id` is open.
+    pub fn contains_key(&self, leg_id: &str) -> bool {
+        self.legs.contains_key(leg_id)
+    }
+
+    /// Opens (or replaces) a leg; returns the one it replaced.
+    pub fn insert(&mut self, leg_id: String, leg: OpenLeg) -> Option<OpenLeg> {
+        self.legs.insert(leg_id, leg)
+    }
+
+    /// Closes a leg; returns it if it was open.
+    pub fn remove(&mut self, leg_id: &str) -> Option<OpenLeg> {
+        self.legs.remove(leg_id)
+    }
+
+    /// The open legs in leg-id order.
+    pub fn iter(&self) -> std::vec::IntoIter<(&String, &OpenLeg)> {
+        let mut all: Vec<(&String, &OpenLeg)> = self.legs.iter().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
+    }
+
+    /// The open legs in leg-id order, mutable.
+    pub fn iter_mut(&mut self) -> std::vec::IntoIter<(&String, &mut OpenLeg)> {
+        let mut all: Vec<(&String, &mut OpenLeg)> = self.legs.iter_mut().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
+    }
+
+    /// The leg ids in order.
+    pub fn keys(&self) -> std::vec::IntoIter<&String> {
+        self.iter().map(|(k, _)| k).collect::<Vec<_>>().into_iter()
+    }
+
+    /// The legs in leg-id order.
+    pub fn values(&self) -> std::vec::IntoIter<&OpenLeg> {
+        self.iter().map(|(_, v)| v).collect::<Vec<_>>().into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a OpenLegs {
+    type Item = (&'a String, &'a OpenLeg);
+    type IntoIter = std::vec::IntoIter<(&'a String, &'a OpenLeg)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl std::fmt::Debug for OpenLegs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for OpenLegs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for OpenLegs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let legs = BTreeMap::<String, OpenLeg>::deserialize(deserializer)?;
+        Ok(OpenLegs { legs: legs.into_iter().collect() })
+    }
 }
 
 /// Ids seen recently, by event time, with a value each; entries older than the retention
@@ -291,6 +388,54 @@ mod tests {
         assert_eq!(json, expected);
         let back: Recent<u64> = serde_json::from_value(expected).unwrap();
         assert_eq!(back, seen);
+    }
+
+    fn open_leg(call_id: &str) -> OpenLeg {
+        let us = Country::from_code("US").unwrap();
+        OpenLeg {
+            call_id: call_id.into(),
+            conference_id: "conf".into(),
+            organizer_id: "alice".into(),
+            organizer_location: us,
+            kind: LegKind::DialOut,
+            call_type: CallType::ConfOut,
+            number_type: NumberType::Toll,
+            priced_number: E164::from_parts("12128675309", us).unwrap(),
+            started_at: ts(10),
+            capability: Capability::Ppm,
+            price: None,
+            rate_card_id: "usd".into(),
+            rate_card_version: "v1".into(),
+            rate_prefix: None,
+            flags: UsageFlags::default(),
+            elapsed_seconds: 0,
+            pool_minutes: 0,
+            pooled_in_full: false,
+            minutes_accounted: 0,
+            debited: Money::ZERO,
+            disconnect_sent: false,
+        }
+    }
+
+    /// Open legs used to be a `BTreeMap`: the changelog JSON, `Debug` and iteration keep its
+    /// leg-id order whatever the insertion order.
+    #[test]
+    fn open_legs_serialize_and_iterate_like_the_btreemap_they_replaced() {
+        let ids = ["leg-b", "leg-c", "leg-a", "leg-10", "leg-2"];
+        let mut legs = OpenLegs::default();
+        let mut tree = BTreeMap::new();
+        for id in ids {
+            legs.insert(id.to_owned(), open_leg(id));
+            tree.insert(id.to_owned(), open_leg(id));
+        }
+        assert_eq!(serde_json::to_string(&legs).unwrap(), serde_json::to_string(&tree).unwrap());
+        assert_eq!(format!("{legs:?}"), format!("{tree:?}"));
+        assert!(legs.keys().eq(tree.keys()));
+        assert!(legs.iter_mut().map(|(k, _)| k.clone()).eq(tree.keys().cloned()));
+        let back: OpenLegs = serde_json::from_str(&serde_json::to_string(&tree).unwrap()).unwrap();
+        assert_eq!(back, legs);
+        assert_eq!(legs.remove("leg-a").map(|l| l.call_id), Some("leg-a".to_owned()));
+        assert!((legs.len(), legs.contains_key("leg-a"), legs.get("leg-b").is_some()) == (4, false, true));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Inbound (wire -> core) conversions validate: every required field present, enums
 //! specified, amounts decimal, numbers E.164. They are where E.164 strings are parsed (once).
-//! Outbound (core -> wire) conversions are total.
+//! Outbound (core -> wire) conversions are total. They write amounts, numbers, prefixes and
+//! codes with the core's exact-size string builders (`Currency::format`, `String::from`)
+//! rather than `to_string()`: the same text without the formatter, on every output.
 
 use std::str::FromStr;
 
@@ -47,19 +49,25 @@ impl Error {
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// `text.trim().is_empty()`, stopping at the first character that is not whitespace instead
+/// of trimming both ends (six ids per event are checked).
+fn is_blank(text: &str) -> bool {
+    text.chars().all(char::is_whitespace)
+}
+
 fn required(value: String, field: &'static str) -> Result<String> {
-    if value.trim().is_empty() { Err(Error::Missing(field)) } else { Ok(value) }
+    if is_blank(&value) { Err(Error::Missing(field)) } else { Ok(value) }
 }
 
 fn money(text: &str, field: &'static str) -> Result<Money> {
-    if text.trim().is_empty() {
+    if is_blank(text) {
         return Err(Error::Missing(field));
     }
     Ok(Money::from_str(text)?)
 }
 
 fn money_or_zero(text: &str) -> Result<Money> {
-    if text.trim().is_empty() { Ok(Money::ZERO) } else { Ok(Money::from_str(text)?) }
+    if is_blank(text) { Ok(Money::ZERO) } else { Ok(Money::from_str(text)?) }
 }
 
 fn timestamp(ts: Option<Timestamp>, field: &'static str) -> Result<core::Timestamp> {
@@ -74,7 +82,7 @@ pub fn wire_timestamp(ts: core::Timestamp) -> Timestamp {
 }
 
 fn number(text: String, field: &'static str) -> Result<Option<E164>> {
-    if text.trim().is_empty() {
+    if is_blank(&text) {
         let _ = field;
         return Ok(None);
     }
@@ -375,7 +383,7 @@ impl From<core::RatedUsage> for v1::RatedUsage {
             conference_id: u.conference_id,
             tenant_id: u.tenant_id.into(),
             organizer_id: u.organizer_id,
-            organizer_usage_location: u.organizer_usage_location.to_string(),
+            organizer_usage_location: u.organizer_usage_location.into(),
             call_type: match u.call_type {
                 core::CallType::ConfIn => v1::CallType::ConfIn,
                 core::CallType::ConfOut => v1::CallType::ConfOut,
@@ -385,24 +393,24 @@ impl From<core::RatedUsage> for v1::RatedUsage {
                 core::NumberType::TollFree => v1::NumberType::TollFree,
             } as i32,
             international: u.international,
-            destination_country: u.destination_country.to_string(),
-            destination_number: u.destination_number.to_string(),
+            destination_country: u.destination_country.into(),
+            destination_number: u.destination_number.into(),
             started_at: Some(wire_timestamp(u.started_at)),
             ended_at: Some(wire_timestamp(u.ended_at)),
             duration_seconds: u.duration_seconds,
             billable_seconds: u.billable_seconds,
             pool_seconds: u.pool_seconds,
-            connection_fee: u.currency.with_minor_units(u.connection_fee).to_string(),
-            charge: u.currency.with_minor_units(u.charge).to_string(),
-            currency: u.currency.to_string(),
+            connection_fee: u.currency.format(u.connection_fee),
+            charge: u.currency.format(u.charge),
+            currency: u.currency.into(),
             capability: capability(u.capability) as i32,
             rate_card_id: u.rate_card_id,
             rate_card_version: u.rate_card_version,
-            rate_prefix: u.rate_prefix.map(|p| p.to_string()).unwrap_or_default(),
-            price_per_minute: u.price_per_minute.to_string(),
+            rate_prefix: u.rate_prefix.map(String::from).unwrap_or_default(),
+            price_per_minute: u.price_per_minute.to_string_with_decimals(0),
             outcome: outcome as i32,
             block_reason: reason as i32,
-            balance_after: u.currency.with_minor_units(u.balance_after).to_string(),
+            balance_after: u.currency.format(u.balance_after),
             flags: u.flags.names().into_iter().map(str::to_owned).collect(),
         }
     }
@@ -417,7 +425,9 @@ impl From<core::LegDecision> for v1::LegDecision {
                 capability: cap.map_or(v1::Capability::Unspecified, capability) as i32,
             }),
             core::Decision::Block(reason) => Decision::Block(Block { reason: block_reason(reason) as i32 }),
-            core::Decision::Disconnect { balance } => Decision::Disconnect(Disconnect { balance: balance.to_string() }),
+            core::Decision::Disconnect { balance } => {
+                Decision::Disconnect(Disconnect { balance: balance.to_string_with_decimals(0) })
+            }
         };
         v1::LegDecision {
             decision_id: d.decision_id,
@@ -453,9 +463,9 @@ impl From<core::CreditEvent> for v1::CreditEvent {
             sequence: c.sequence,
             occurred_at: Some(wire_timestamp(c.occurred_at)),
             kind: kind as i32,
-            amount: c.currency.with_minor_units(c.amount).to_string(),
-            currency: c.currency.to_string(),
-            balance_after: c.currency.with_minor_units(c.balance_after).to_string(),
+            amount: c.currency.format(c.amount),
+            currency: c.currency.into(),
+            balance_after: c.currency.format(c.balance_after),
             detail: c.detail,
         }
     }
