@@ -61,6 +61,17 @@ impl TenantState {
         self.seen.track_changes();
         self.closed_legs.track_changes();
     }
+
+    /// A copy of everything but the two retention windows (which grow with traffic and are
+    /// rolled back with [`Recent::revert`] instead).
+    pub fn clone_without_windows(&mut self) -> TenantState {
+        let seen = std::mem::take(&mut self.seen);
+        let closed_legs = std::mem::take(&mut self.closed_legs);
+        let copy = self.clone();
+        self.seen = seen;
+        self.closed_legs = closed_legs;
+        copy
+    }
 }
 
 /// Running totals of the ledger, for conservation checks and summaries.
@@ -268,6 +279,10 @@ pub enum Change<V> {
     Removed {
         /// The id.
         id: Arc<str>,
+        /// The value it had.
+        value: V,
+        /// When it had been remembered.
+        at: Timestamp,
     },
 }
 
@@ -307,6 +322,26 @@ impl<V: Clone> Recent<V> {
     pub fn take_changes(&mut self) -> Vec<Change<V>> {
         self.journal.as_mut().map(std::mem::take).unwrap_or_default()
     }
+
+    /// Undoes `changes` (taken from this set with [`Recent::take_changes`], newest last), so a
+    /// batch can be rolled back without copying the whole set beforehand. Inserts are of new
+    /// ids (the rater checks before it remembers), so undoing one forgets the id.
+    pub fn revert(&mut self, changes: &[Change<V>]) {
+        for change in changes.iter().rev() {
+            match change {
+                Change::Added { id, .. } => {
+                    self.entries.remove(id);
+                    if let Some(at) = self.order.iter().rposition(|(_, o)| o == id) {
+                        self.order.remove(at);
+                    }
+                }
+                Change::Removed { id, value, at } => {
+                    self.entries.insert(Arc::clone(id), value.clone());
+                    self.order.push_front((*at, Arc::clone(id)));
+                }
+            }
+        }
+    }
 }
 
 impl<V> Recent<V> {
@@ -340,10 +375,10 @@ impl<V> Recent<V> {
             if *at >= cutoff {
                 break;
             }
-            if let Some((_, id)) = self.order.pop_front() {
-                self.entries.remove(&id);
-                if let Some(journal) = &mut self.journal {
-                    journal.push(Change::Removed { id });
+            if let Some((at, id)) = self.order.pop_front() {
+                let value = self.entries.remove(&id);
+                if let (Some(journal), Some(value)) = (&mut self.journal, value) {
+                    journal.push(Change::Removed { id, value, at });
                 }
             }
         }
@@ -454,11 +489,19 @@ mod tests {
             vec![
                 Change::Added { id: id("e1"), value: 7, at: ts(10) },
                 Change::Added { id: id("e2"), value: 8, at: ts(20) },
-                Change::Removed { id: id("before") },
-                Change::Removed { id: id("e1") },
+                Change::Removed { id: id("before"), value: 1, at: ts(1) },
+                Change::Removed { id: id("e1"), value: 7, at: ts(10) },
             ]
         );
         assert!(seen.take_changes().is_empty());
+        // Undoing a round of changes restores the set exactly.
+        let before = seen.clone();
+        seen.insert("e3", 9u64, ts(30));
+        seen.prune(ts(25));
+        let round = seen.take_changes();
+        assert_ne!(seen, before);
+        seen.revert(&round);
+        assert_eq!(seen, before);
         let rebuilt = Recent::from_entries(seen.iter().map(|(id, v, at)| (Arc::clone(id), *v, at)));
         assert_eq!(rebuilt, seen);
     }

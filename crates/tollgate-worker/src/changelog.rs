@@ -53,14 +53,36 @@ fn window_key(kind: char, tenant: &str, id: &str) -> String {
     format!("{kind}/{}/{tenant}/{id}", tenant.len())
 }
 
-/// The changelog records (key, value; `None` = tombstone) that bring the changelog up to
-/// `state`: its window changes since the last call, then its record. Drains the journal.
-pub fn records(tenant: &str, state: &mut TenantState) -> Vec<(String, Option<Vec<u8>>)> {
-    let mut out = Vec::new();
-    for change in state.seen.take_changes() {
-        out.push(window_record('s', tenant, change, Some));
+/// The changes of a tenant's retention windows in one batch.
+#[derive(Debug, Default)]
+pub struct WindowChanges {
+    /// Of the applied ids.
+    pub seen: Vec<Change<u64>>,
+    /// Of the closed legs.
+    pub closed: Vec<Change<()>>,
+}
+
+impl WindowChanges {
+    /// Drains the state's journals.
+    pub fn take(state: &mut TenantState) -> Self {
+        WindowChanges { seen: state.seen.take_changes(), closed: state.closed_legs.take_changes() }
     }
-    for change in state.closed_legs.take_changes() {
+
+    /// Undoes them on `state`.
+    pub fn revert(&self, state: &mut TenantState) {
+        state.seen.revert(&self.seen);
+        state.closed_legs.revert(&self.closed);
+    }
+}
+
+/// The changelog records (key, value; `None` = tombstone) that bring the changelog up to
+/// `state`: its window `changes`, then its record.
+pub fn records(tenant: &str, state: &TenantState, changes: &WindowChanges) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out = Vec::with_capacity(changes.seen.len() + changes.closed.len() + 1);
+    for change in &changes.seen {
+        out.push(window_record('s', tenant, change, |v| Some(*v)));
+    }
+    for change in &changes.closed {
         out.push(window_record('c', tenant, change, |()| None));
     }
     // Serializing plain data to a Vec cannot fail.
@@ -71,16 +93,16 @@ pub fn records(tenant: &str, state: &mut TenantState) -> Vec<(String, Option<Vec
 fn window_record<V>(
     kind: char,
     tenant: &str,
-    change: Change<V>,
-    fingerprint: impl Fn(V) -> Option<u64>,
+    change: &Change<V>,
+    fingerprint: impl Fn(&V) -> Option<u64>,
 ) -> (String, Option<Vec<u8>>) {
     match change {
         Change::Added { id, value, at } => {
             let entry =
-                WindowEntry { tenant: tenant.to_owned(), id: id.to_string(), at, fingerprint: fingerprint(value) };
-            (window_key(kind, tenant, &id), Some(serde_json::to_vec(&entry).unwrap_or_default()))
+                WindowEntry { tenant: tenant.to_owned(), id: id.to_string(), at: *at, fingerprint: fingerprint(value) };
+            (window_key(kind, tenant, id), Some(serde_json::to_vec(&entry).unwrap_or_default()))
         }
-        Change::Removed { id } => (window_key(kind, tenant, &id), None),
+        Change::Removed { id, .. } => (window_key(kind, tenant, id), None),
     }
 }
 

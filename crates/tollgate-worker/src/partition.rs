@@ -103,8 +103,16 @@ struct Rated {
     outputs: Vec<Outgoing>,
     changelog: Vec<Outgoing>,
     offsets: TopicPartitionList,
-    undo: HashMap<String, Option<TenantState>>,
+    /// Per touched tenant: its state before the batch (without the retention windows; `None`
+    /// for a tenant new in this batch) and the batch's window changes, to roll back with.
+    undo: HashMap<String, Undo>,
     stats: Stats,
+}
+
+/// How to put one tenant back as it was before a batch.
+struct Undo {
+    before: Option<TenantState>,
+    windows: changelog::WindowChanges,
 }
 
 /// The owner of one partition.
@@ -288,13 +296,21 @@ impl PartitionTask {
         }
     }
 
-    fn roll_back(&mut self, undo: HashMap<String, Option<TenantState>>) {
-        for (tenant, before) in undo {
-            match before {
-                Some(state) => {
-                    self.states.insert(tenant, state);
+    fn roll_back(&mut self, undo: HashMap<String, Undo>) {
+        for (tenant, Undo { before, windows }) in undo {
+            match (before, self.states.get_mut(&tenant)) {
+                (Some(mut before), Some(current)) => {
+                    // The windows are not in the snapshot: take the current ones back to
+                    // where they were.
+                    windows.revert(current);
+                    before.seen = std::mem::take(&mut current.seen);
+                    before.closed_legs = std::mem::take(&mut current.closed_legs);
+                    *current = before;
                 }
-                None => {
+                (Some(before), None) => {
+                    self.states.insert(tenant, before);
+                }
+                (None, _) => {
                     self.states.remove(&tenant);
                 }
             }
@@ -342,9 +358,10 @@ impl PartitionTask {
             // Infallible for a valid topic name and a non-negative offset.
             let _ = rated.offsets.add_partition_offset(topic, self.partition, Offset::Offset(offset));
         }
-        for tenant in rated.undo.keys() {
+        for (tenant, undo) in &mut rated.undo {
             if let Some(state) = self.states.get_mut(tenant) {
-                for (key, payload) in changelog::records(tenant, state) {
+                undo.windows = changelog::WindowChanges::take(state);
+                for (key, payload) in changelog::records(tenant, state, &undo.windows) {
                     rated.changelog.push(Outgoing {
                         topic: topics.state.clone(),
                         key,
@@ -361,7 +378,7 @@ impl PartitionTask {
         &mut self,
         record: &Record,
         kind: TopicKind,
-        undo: &mut HashMap<String, Option<TenantState>>,
+        undo: &mut HashMap<String, Undo>,
         outs: &mut Vec<Output>,
     ) -> Result<Applied, Refusal> {
         let input: Input = codec::decode_input(kind, record.payload.as_deref())?;
@@ -384,7 +401,8 @@ impl PartitionTask {
             return Err(Refusal::new("unknown_tenant", format!("unknown tenant {tenant:?}")));
         }
         if !undo.contains_key(tenant) {
-            undo.insert(tenant.to_owned(), self.states.get(tenant).cloned());
+            let before = self.states.get_mut(tenant).map(TenantState::clone_without_windows);
+            undo.insert(tenant.to_owned(), Undo { before, windows: changelog::WindowChanges::default() });
         }
         let state = self.states.entry(tenant.to_owned()).or_insert_with(|| {
             let mut state = TenantState::default();
