@@ -140,7 +140,7 @@ impl Default for WorkerConfig {
             group_id: "tollgate".into(),
             transactional_id_prefix: "tollgate".into(),
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
-            batch_size: 500,
+            batch_size: 5000,
             commit_interval_ms: 100,
             retention_seconds: 48 * 3600,
             kafka_timeout_ms: 10_000,

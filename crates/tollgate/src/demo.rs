@@ -81,8 +81,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         bootstrap_servers: cluster.bootstrap_servers(),
         group_id: "tollgate-demo".into(),
         processing_guarantee: guarantee,
-        batch_size: 500,
-        commit_interval_ms: 50,
         ..WorkerConfig::default()
     };
     for spec in topics::specs(&config, args.partitions) {
@@ -152,9 +150,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             legs += 1;
         }
         published_bar.set_position(legs);
-        let stats = observer.snapshot();
-        rated_bar.set_position(stats.usages.len() as u64 + stats.voip);
-        rated_bar.set_message(format!("{} dead letters", stats.dead_letters.values().sum::<u64>()));
+        let (rated, dead) = observer.peek(|s| (s.usages.len() as u64 + s.voip, s.dead_letters.values().sum::<u64>()));
+        rated_bar.set_position(rated);
+        rated_bar.set_message(format!("{dead} dead letters"));
         std::thread::sleep(Duration::from_millis(20));
     }
     publisher.flush()?;
@@ -168,12 +166,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             s.usages.len() as u64 >= expected_usages && s.dead_letters.values().sum::<u64>() >= expected_dead
         })
         .with_context(|| {
-            let s = observer.snapshot();
-            format!(
-                "rated {} of {expected_usages} PSTN legs, {} of {expected_dead} dead letters",
-                s.usages.len(),
-                s.dead_letters.values().sum::<u64>()
-            )
+            observer.peek(|s| {
+                format!(
+                    "rated {} of {expected_usages} PSTN legs, {} of {expected_dead} dead letters",
+                    s.usages.len(),
+                    s.dead_letters.values().sum::<u64>()
+                )
+            })
         });
     let elapsed = started.elapsed();
     published_bar.finish();
@@ -224,8 +223,17 @@ impl Observer {
         Observer { stats, stop, thread: Some(thread) }
     }
 
+    /// A copy of everything seen (for the summary: it copies every usage id).
     fn snapshot(&self) -> Stats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Reads the live stats without copying them (progress and waiting).
+    fn peek<T>(&self, read: impl FnOnce(&Stats) -> T) -> T {
+        match self.stats.lock() {
+            Ok(stats) => read(&stats),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
     }
 
     fn wait(&self, timeout: Duration, done: impl Fn(&Stats) -> bool) -> anyhow::Result<()> {
@@ -235,9 +243,9 @@ impl Observer {
     fn wait_with(&self, timeout: Duration, bar: &ProgressBar, done: impl Fn(&Stats) -> bool) -> anyhow::Result<()> {
         let until = Instant::now() + timeout;
         loop {
-            let stats = self.snapshot();
-            bar.set_position(stats.usages.len() as u64 + stats.voip);
-            if done(&stats) {
+            let (rated, finished) = self.peek(|s| (s.usages.len() as u64 + s.voip, done(s)));
+            bar.set_position(rated);
+            if finished {
                 return Ok(());
             }
             if Instant::now() > until {
