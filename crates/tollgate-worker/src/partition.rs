@@ -397,7 +397,9 @@ impl PartitionTask {
                 format!("tenant {tenant:?} belongs on partition {expected} (murmur2), not {}", self.partition),
             ));
         }
-        if self.tables.tenant(tenant).is_none() {
+        // The rater refuses unknown tenants itself; checked here only for a tenant without
+        // state yet, so that a refused record does not leave an empty state behind.
+        if !self.states.contains_key(tenant) && self.tables.tenant(tenant).is_none() {
             return Err(Refusal::new("unknown_tenant", format!("unknown tenant {tenant:?}")));
         }
         if !undo.contains_key(tenant) {

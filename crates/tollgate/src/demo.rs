@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -114,7 +114,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<_>>()?;
 
     let observer = Observer::start(&config);
-    let mut traffic = Traffic::new(&reference, args.seed);
+    let mut traffic = Traffic::new(&reference, config.topics.clone(), args.seed);
     // Credit commands and call legs are separate topics: fund first and wait for it.
     let funds = traffic.funds();
     for keyed in &funds {
@@ -369,7 +369,7 @@ fn print_summary(
     legs: u64,
     elapsed: Duration,
 ) -> bool {
-    let events = traffic.events.load(Ordering::Relaxed);
+    let events = traffic.events;
     println!();
     println!(
         "{legs} legs ({events} input events) in {:.1} s: {:.0} events/s end to end, {} workers, {} partitions",
@@ -440,8 +440,8 @@ struct Traffic {
     next_leg: u64,
     pstn_legs: u64,
     malformed: u64,
-    events: AtomicU64,
-    config_topics: tollgate_worker::Topics,
+    events: u64,
+    topics: tollgate_worker::Topics,
 }
 
 /// Valid E.164 number stems by country, completed with random digits.
@@ -484,7 +484,7 @@ const TOLL_FREE_BRIDGES: &[(&str, &str)] = &[
 ];
 
 impl Traffic {
-    fn new(reference: &v1::ReferenceData, seed: u64) -> Traffic {
+    fn new(reference: &v1::ReferenceData, topics: tollgate_worker::Topics, seed: u64) -> Traffic {
         let tenants = reference
             .tenants
             .iter()
@@ -504,8 +504,8 @@ impl Traffic {
             next_leg: 0,
             pstn_legs: 0,
             malformed: 0,
-            events: AtomicU64::new(0),
-            config_topics: tollgate_worker::Topics::default(),
+            events: 0,
+            topics,
         }
     }
 
@@ -538,10 +538,10 @@ impl Traffic {
                 r#"{{"creditCommand":{{"commandId":"demo-fund-{tenant}","tenantId":"{tenant}","occurredAt":"2026-11-02T07:00:00Z","fund":{{"lotId":"demo-{tenant}","amount":"{amount}","currency":"{currency}","purchasedAt":"2026-11-02T07:00:00Z"}}}}}}"#
             );
             if let Ok(record) = serde_json::from_str::<v1::InputRecord>(&json) {
-                out.extend(publish::input(&self.config_topics, &record));
+                out.extend(publish::input(&self.topics, &record));
             }
         }
-        self.events.fetch_add(out.len() as u64, Ordering::Relaxed);
+        self.events += out.len() as u64;
         out
     }
 
@@ -621,7 +621,7 @@ impl Traffic {
         if malformed {
             self.malformed += 1;
             match self.below(4) {
-                0 => raw.push(Keyed { topic: self.config_topics.call_legs.clone(), key: tenant.clone(), value: b"\x08\xff\xff garbage".to_vec() }),
+                0 => raw.push(Keyed { topic: self.topics.call_legs.clone(), key: tenant.clone(), value: b"\x08\xff\xff garbage".to_vec() }),
                 1 => lines.push(format!(
                     r#"{{"callLeg":{{"eventId":"{leg}-x","tenantId":"initrode","legId":"{leg}","organizerId":"nobody","occurredAt":"{}","interim":{{"elapsedSeconds":1}}}}}}"#,
                     at(1)
@@ -647,10 +647,10 @@ impl Traffic {
         let mut out = raw;
         for line in lines {
             if let Ok(record) = serde_json::from_str::<v1::InputRecord>(&line) {
-                out.extend(publish::input(&self.config_topics, &record));
+                out.extend(publish::input(&self.topics, &record));
             }
         }
-        self.events.fetch_add(out.len() as u64, Ordering::Relaxed);
+        self.events += out.len() as u64;
         out
     }
 }
