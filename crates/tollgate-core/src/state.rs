@@ -33,9 +33,14 @@ pub struct TenantState {
     /// This month's subscription pool usage.
     pub pool: PoolUsage,
     /// Legs in progress, by leg id (iterated and serialized in leg-id order, so disconnects
-    /// come out in a stable order).
+    /// come out in a stable order). Read from the serde form but not written to it: a busy
+    /// tenant has thousands, so the worker persists each leg as its own changelog record
+    /// (earlier releases wrote them inside the tenant's record, which is still readable).
+    #[serde(default, skip_serializing)]
     pub open_legs: OpenLegs,
-    /// `ended` events that arrived before their `started`, by leg id.
+    /// `ended` events that arrived before their `started`, by leg id. Persisted one record
+    /// each, like `open_legs`.
+    #[serde(default, skip_serializing)]
     pub parked_ends: BTreeMap<String, CallLegEvent>,
     /// Recently closed legs: late events for them are ignored. Not part of the serde form:
     /// it grows with traffic, so the worker persists it entry by entry from

@@ -10,13 +10,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessingGuarantee {
-    /// Offsets are committed after outputs and changelog writes are acknowledged; a crash may
-    /// repeat outputs downstream (identical, with the same ids), never lose them or double a
-    /// debit.
+    /// Outputs are acknowledged first; then the changelog writes and input offsets of the
+    /// batch commit in one Kafka transaction. A crash may repeat outputs downstream
+    /// (identical, with the same ids), never lose them or double a debit.
     #[default]
     AtLeastOnce,
     /// Outputs, changelog writes and input offsets of a batch commit in one Kafka transaction.
     ExactlyOnce,
+}
+
+impl ProcessingGuarantee {
+    /// The configuration spelling, also the metrics label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ProcessingGuarantee::AtLeastOnce => "at_least_once",
+            ProcessingGuarantee::ExactlyOnce => "exactly_once",
+        }
+    }
 }
 
 /// Topic names.
@@ -114,7 +124,7 @@ pub struct WorkerConfig {
     pub bootstrap_servers: String,
     /// Consumer group: every worker of one deployment uses the same id.
     pub group_id: String,
-    /// Prefix of transactional ids (`<prefix>-<group_id>-<partition>`), exactly-once only.
+    /// Prefix of transactional ids (`<prefix>-<group_id>-<partition>`), in both guarantees.
     pub transactional_id_prefix: String,
     /// At-least-once or exactly-once.
     pub processing_guarantee: ProcessingGuarantee,

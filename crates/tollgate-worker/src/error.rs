@@ -14,6 +14,15 @@ pub enum Error {
     /// A Kafka client call failed.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// A partition task stopped for good (fenced and never revoked, or a fatal error): the
+    /// worker exits so that a supervisor restarts it.
+    #[error("partition {partition} halted: {reason}")]
+    Halted {
+        /// Input partition.
+        partition: i32,
+        /// Why.
+        reason: String,
+    },
     /// A changelog record could not be read back.
     #[error("changelog record for {key:?} is unreadable: {message}")]
     Changelog {
@@ -39,8 +48,9 @@ pub enum Class {
     /// handed over, so stop working on it and let its next owner (maybe this worker again)
     /// resume from the committed offsets and the changelog.
     Migrating,
-    /// The producer was fenced: this worker no longer owns the partition's transactional id
-    /// (or its epoch expired); replace the producer if the partition is still assigned.
+    /// The partition's transactional producer was fenced: another worker initialised the same
+    /// transactional id, so it owns the partition now and this one is a zombie. Stop working
+    /// on the partition; never fight back with a new producer.
     Fenced,
     /// Stop the worker.
     Fatal,
@@ -62,7 +72,11 @@ impl Error {
     /// Classifies the error.
     pub fn class(&self) -> Class {
         match self {
-            Error::Config(_) | Error::Topology(_) | Error::Changelog { .. } | Error::ShutDown(_) => Class::Fatal,
+            Error::Config(_)
+            | Error::Topology(_)
+            | Error::Changelog { .. }
+            | Error::ShutDown(_)
+            | Error::Halted { .. } => Class::Fatal,
             Error::Kafka(e) => classify_kafka(e),
             Error::NoGroupMetadata => Class::Migrating,
         }
@@ -70,12 +84,21 @@ impl Error {
 }
 
 /// Classifies a librdkafka error.
+///
+/// Transaction errors follow librdkafka's flags: a fatal one means the producer is unusable
+/// (fenced by the partition's next owner, or another fatal condition); an abortable or
+/// retriable one is retried (the caller aborts, rolls back and rates the batch again).
 pub fn classify_kafka(error: &KafkaError) -> Class {
     use rdkafka::types::RDKafkaErrorCode as C;
     let code = match error {
         KafkaError::Transaction(e) => {
             if e.is_fatal() {
-                return Class::Fenced;
+                return match e.code() {
+                    C::ProducerFenced | C::InvalidProducerEpoch | C::Fenced | C::TransactionCoordinatorFenced => {
+                        Class::Fenced
+                    }
+                    _ => Class::Fatal,
+                };
             }
             Some(e.code())
         }
@@ -85,10 +108,38 @@ pub fn classify_kafka(error: &KafkaError) -> Class {
         Some(C::RebalanceInProgress | C::IllegalGeneration | C::UnknownMemberId | C::FencedInstanceId) => {
             Class::Migrating
         }
-        Some(C::ProducerFenced | C::InvalidProducerEpoch | C::Fatal) => Class::Fenced,
+        Some(C::ProducerFenced | C::InvalidProducerEpoch | C::Fenced) => Class::Fenced,
+        // Retrying a record the broker refuses for what it is would repeat the batch forever.
         Some(
-            C::InvalidConfig | C::UnknownTopicOrPartition | C::TopicAuthorizationFailed | C::GroupAuthorizationFailed,
+            C::InvalidConfig
+            | C::InvalidArgument
+            | C::UnknownTopicOrPartition
+            | C::UnknownTopic
+            | C::UnknownPartition
+            | C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::MessageSizeTooLarge
+            | C::InvalidRecord
+            | C::Fatal,
         ) => Class::Fatal,
         _ => Class::Retriable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    use super::*;
+
+    #[test]
+    fn a_record_the_broker_refuses_for_its_size_is_fatal_not_retried() {
+        let too_large = KafkaError::MessageProduction(C::MessageSizeTooLarge);
+        assert_eq!(classify_kafka(&too_large), Class::Fatal);
+        assert_eq!(classify_kafka(&KafkaError::MessageProduction(C::MessageTimedOut)), Class::Retriable);
+        assert_eq!(classify_kafka(&KafkaError::MessageProduction(C::ProducerFenced)), Class::Fenced);
+        assert_eq!(classify_kafka(&KafkaError::ConsumerCommit(C::UnknownMemberId)), Class::Migrating);
     }
 }

@@ -9,7 +9,7 @@ use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::config::{ProcessingGuarantee, WorkerConfig};
+use crate::config::WorkerConfig;
 
 /// Settings for every client: bootstrap servers, then the pass-through map.
 pub fn base(config: &WorkerConfig) -> ClientConfig {
@@ -51,17 +51,22 @@ pub fn reader(config: &WorkerConfig, purpose: &str) -> ClientConfig {
     client
 }
 
-/// The producer of one partition task.
-pub fn producer(config: &WorkerConfig, partition: i32) -> ClientConfig {
+/// An idempotent producer (at-least-once outputs).
+pub fn producer(config: &WorkerConfig) -> ClientConfig {
     let mut client = base(config);
     client
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // Java-compatible key hashing for keyed outputs.
         .set("partitioner", "murmur2_random");
-    if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
-        client.set("transactional.id", transactional_id(config, partition));
-    }
+    client
+}
+
+/// The transactional producer of one partition task (changelog and offsets in both
+/// guarantees, outputs too under exactly-once).
+pub fn transactional_producer(config: &WorkerConfig, partition: i32) -> ClientConfig {
+    let mut client = producer(config);
+    client.set("transactional.id", transactional_id(config, partition));
     client
 }
 

@@ -28,6 +28,7 @@
 //!   again from the same records.
 //! - Bad input never stops a partition: it goes to the dead-letter topic.
 
+pub mod cancel;
 pub mod changelog;
 pub mod codec;
 pub mod config;

@@ -3,9 +3,17 @@
 //!
 //! ```text
 //!   restore ──► collect ──► rate ──► publish ──► collect ...
-//!                              ▲          │ error: roll the batch's tenants back,
+//!                              ▲          │ error: abort, roll the batch's tenants back,
 //!                              └──────────┘ back off, rate the same records again
 //! ```
+//!
+//! Every batch ends in one Kafka transaction of the partition's transactional producer
+//! (`<prefix>-<group>-<partition>`) holding the batch's changelog records and its input
+//! offsets, in both processing guarantees; under exactly-once the outputs are in it too, under
+//! at-least-once they are produced before it by a plain idempotent producer and acknowledged
+//! before it commits. So the state of record moves only by whole batches, and a worker that
+//! lost the partition (a paused process, a network partition) is fenced by the next owner's
+//! `init_transactions`: it can write no state after that, and it stops instead of fighting.
 //!
 //! Rewinding is done by keeping the batch's records in memory until it commits: after an
 //! abort the task rates exactly the same records again from the same state, which is what
@@ -14,18 +22,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tollgate_core::{Applied, CallType, Catalog, Input, Output, Rater, RatingConfig, TenantState, UsageOutcome};
 use tollgate_proto::{Message as _, v1};
 
+use crate::cancel::Cancel;
 use crate::codec::{self, Refusal};
 use crate::config::{ProcessingGuarantee, TopicKind, WorkerConfig};
 use crate::error::Class;
@@ -33,14 +43,28 @@ use crate::record::Record;
 use crate::reference::Tables;
 use crate::{Error, changelog, kafka, partitioner, telemetry};
 
+/// Retries of one batch after which its partition counts as stalled.
+const STALLED_AFTER: u32 = 3;
+
 /// What the partition task needs from the group consumer.
 pub trait Coordinator: Send + Sync {
-    /// Commits input offsets (at-least-once).
-    fn commit(&self, offsets: &TopicPartitionList) -> KafkaResult<()>;
-    /// The group metadata for `send_offsets_to_transaction` (exactly-once).
+    /// A transaction carrying `offsets` committed: commit them through the group consumer
+    /// too, without waiting (the transaction is what counts; this keeps group tools, and
+    /// clusters that do not store transactional offsets, in step).
+    fn committed(&self, offsets: &TopicPartitionList);
+    /// The group metadata for `send_offsets_to_transaction`.
     fn group_metadata(&self) -> Option<ConsumerGroupMetadata>;
-    /// Whether this worker still owns `partition` of the inputs.
-    fn owns(&self, partition: i32) -> bool;
+    /// The task stopped working on its partition for good (fenced or failed).
+    fn halted(&self, partition: i32, halt: Halt);
+}
+
+/// Why a partition task stopped working on its partition before being told to.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Halt {
+    /// Another worker initialised the partition's transactional id: it owns the partition.
+    Fenced(String),
+    /// A fatal error: the worker must exit and be restarted.
+    Failed(String),
 }
 
 /// A message to a partition task.
@@ -52,16 +76,24 @@ pub enum Command {
     Stop,
 }
 
-/// Counts delivery failures of a producer, so a flush can tell whether everything arrived.
+/// Counts delivery failures of a producer and keeps the first failure's code, so a flush
+/// can tell whether everything arrived and why not. Failures are logged once per batch by
+/// the task, not once per record (an abort purges thousands at a time).
 #[derive(Debug, Default)]
 pub struct DeliveryTracker {
     failures: AtomicU64,
+    first_error: Mutex<Option<RDKafkaErrorCode>>,
 }
 
 impl DeliveryTracker {
     /// Deliveries that failed so far.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Acquire)
+    }
+
+    /// The code of the first failure since the last call.
+    fn take_first_error(&self) -> Option<RDKafkaErrorCode> {
+        self.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 }
 
@@ -71,8 +103,11 @@ impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, _)) = result {
-            tracing::warn!(%error, "delivery failed");
             self.failures.fetch_add(1, Ordering::AcqRel);
+            let mut first = self.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if first.is_none() {
+                *first = Some(error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail));
+            }
         }
     }
 }
@@ -115,6 +150,24 @@ struct Undo {
     windows: changelog::WindowChanges,
 }
 
+/// Why the task rates nothing more (until it is stopped).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Idle {
+    /// The group is handing the partition over.
+    Migrating,
+    /// Fenced, failed, or given up at shutdown.
+    Halted,
+}
+
+/// The producers of a partition task.
+struct Producers {
+    /// Transactional (`<prefix>-<group>-<partition>`): changelog records and input offsets in
+    /// both guarantees, outputs too under exactly-once.
+    txn: TaskProducer,
+    /// At-least-once only: outputs, outside the transaction.
+    outputs: Option<TaskProducer>,
+}
+
 /// The owner of one partition.
 pub struct PartitionTask {
     partition: i32,
@@ -124,11 +177,11 @@ pub struct PartitionTask {
     coordinator: Arc<dyn Coordinator>,
     rater: Rater,
     states: HashMap<String, TenantState>,
-    producer: TaskProducer,
-    /// Set when the worker shuts down or loses the partition: stop retrying.
-    abandon: Arc<AtomicBool>,
-    /// The group is handing the partition over: rate nothing more.
-    migrating: bool,
+    producers: Producers,
+    /// Cancelled when the worker shuts down or gives the partition up: stop retrying.
+    cancel: Arc<Cancel>,
+    /// Set when the task must rate nothing more.
+    idle: Option<Idle>,
     /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
     balances_refreshed: Instant,
 }
@@ -143,20 +196,24 @@ impl std::fmt::Debug for PartitionTask {
 }
 
 impl PartitionTask {
-    /// Restores the partition's state and prepares its producer (fencing any previous owner
-    /// under exactly-once).
+    /// Fences any previous owner of the partition (initialising its transactional id aborts
+    /// whatever that owner left open, so the restore that follows reads only committed
+    /// state), restores the partition's state, and rewrites tenants still in the changelog's
+    /// earlier layout.
     pub fn start(
         partition: i32,
         partition_count: i32,
         config: Arc<WorkerConfig>,
         tables: Arc<Tables>,
         coordinator: Arc<dyn Coordinator>,
-        abandon: Arc<AtomicBool>,
+        cancel: Arc<Cancel>,
     ) -> Result<Self, Error> {
-        // Under exactly-once, initialising the transactional producer first aborts whatever
-        // the previous owner left open, so the restore below reads only committed state.
-        let producer = new_producer(&config, partition, &abandon)?;
-        let states = changelog_restore(&config, partition, &abandon)?;
+        let txn = transactional_producer(&config, partition, &cancel)?;
+        let outputs = match config.processing_guarantee {
+            ProcessingGuarantee::AtLeastOnce => Some(outputs_producer(&config)?),
+            ProcessingGuarantee::ExactlyOnce => None,
+        };
+        let restored = changelog_restore(&config, partition, &cancel)?;
         let rater = Rater::new(RatingConfig { retention_seconds: config.retention_seconds });
         let mut task = PartitionTask {
             partition,
@@ -165,13 +222,15 @@ impl PartitionTask {
             tables,
             coordinator,
             rater,
-            states,
-            producer,
-            abandon,
-            migrating: false,
+            states: restored.states,
+            producers: Producers { txn, outputs },
+            cancel,
+            idle: None,
             balances_refreshed: Instant::now(),
         };
+        task.migrate_layout(&restored.rewrite)?;
         task.refresh_balances();
+        telemetry::partition_stalled(partition, false);
         Ok(task)
     }
 
@@ -184,14 +243,17 @@ impl PartitionTask {
     pub fn run(mut self, inbox: &Receiver<Command>) {
         loop {
             let (batch, stop) = self.collect(inbox);
-            if !batch.is_empty() {
+            // Idle: the records are left uncommitted to the partition's next owner.
+            if !batch.is_empty() && self.idle.is_none() {
                 self.commit_batch(&batch);
             }
             if stop {
                 break;
             }
         }
-        let _ = self.producer.flush(self.config.kafka_timeout());
+        if let Some(outputs) = &self.producers.outputs {
+            let _ = outputs.flush(self.config.kafka_timeout());
+        }
         tracing::info!(partition = self.partition, "partition task stopped");
     }
 
@@ -199,7 +261,7 @@ impl PartitionTask {
         let mut batch = Vec::new();
         loop {
             // Busy or idle, keep this worker's ownership of its tenants' balances visible.
-            if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
+            if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
                 self.refresh_balances();
             }
             match inbox.recv_timeout(telemetry::GAUGE_REFRESH) {
@@ -224,62 +286,79 @@ impl PartitionTask {
     }
 
     /// Rates and publishes one batch, retrying with backoff until it is published, the
-    /// partition is handed over, or the worker stops.
+    /// partition is handed over, the task is fenced or fails, or the worker stops.
     fn commit_batch(&mut self, batch: &[Record]) {
-        if self.migrating {
-            // The group moved on: the partition's next owner resumes from the committed
-            // offsets and the changelog. Rating more here would only write for a zombie.
-            return;
-        }
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
             let rated = self.rate(batch);
-            let result = match self.config.processing_guarantee {
-                ProcessingGuarantee::AtLeastOnce => self.publish_at_least_once(&rated),
-                ProcessingGuarantee::ExactlyOnce => self.publish_exactly_once(&rated),
-            };
-            match result {
-                Ok(offsets) => {
-                    self.report(&rated, batch.len(), started.elapsed());
-                    if let Err(error) = offsets {
-                        // At-least-once: outputs and changelog are safe, only the offsets are
-                        // not. Keep the state; the next commit covers these offsets, and a
-                        // new owner that re-reads them finds them applied (deduplicated).
-                        let class = error.class();
-                        telemetry::commit_deferred(self.partition, class.label(), &error);
-                        if class == Class::Migrating {
-                            self.migrating = true;
-                        }
+            let error = match self.publish(&rated) {
+                Ok(()) => {
+                    self.coordinator.committed(&rated.offsets);
+                    if attempt >= STALLED_AFTER {
+                        telemetry::partition_stalled(self.partition, false);
                     }
+                    self.report(&rated, batch.len(), started.elapsed());
                     return;
                 }
-                Err(error) => {
-                    attempt += 1;
-                    self.roll_back(rated.undo);
-                    let class = error.class();
-                    telemetry::batch_retried(self.partition, class.label(), &error, attempt);
-                    if class == Class::Migrating {
-                        self.migrating = true;
-                        return;
-                    }
-                    if self.abandon.load(Ordering::Acquire) || !self.coordinator.owns(self.partition) {
-                        tracing::warn!(
-                            partition = self.partition,
-                            "partition no longer owned: batch left to the next owner"
-                        );
-                        return;
-                    }
-                    if class == Class::Fenced {
-                        match new_producer(&self.config, self.partition, &self.abandon) {
-                            Ok(producer) => self.producer = producer,
-                            Err(e) => {
-                                tracing::error!(partition = self.partition, error = %e, "cannot replace fenced producer")
-                            }
-                        }
-                    }
-                    std::thread::sleep(backoff(attempt));
-                }
+                Err(error) => error,
+            };
+            self.roll_back(rated.undo);
+            attempt += 1;
+            let class = error.class();
+            if class != Class::Retriable || self.cancel.is_cancelled() {
+                self.stop_rating(class, &error);
+                return;
+            }
+            telemetry::batch_retried(self.partition, class.label(), &error, attempt);
+            if attempt == STALLED_AFTER {
+                telemetry::partition_stalled(self.partition, true);
+            }
+            self.replace_failed_outputs_producer();
+            if self.cancel.wait(backoff(attempt)) {
+                self.stop_rating(Class::Retriable, &Error::ShutDown("retrying a batch"));
+                return;
+            }
+        }
+    }
+
+    /// The batch could not be published and will not be retried here.
+    fn stop_rating(&mut self, class: Class, error: &Error) {
+        let partition = self.partition;
+        match (class, error) {
+            (_, Error::ShutDown(_)) => {
+                tracing::warn!(partition, %error, "batch left uncommitted to the partition's next owner");
+                self.idle = Some(Idle::Halted);
+            }
+            (Class::Migrating, _) => {
+                // The group moved on: the next owner resumes from the committed offsets and
+                // the changelog. Rating more here would only write for a zombie.
+                tracing::info!(partition, %error, "partition is being handed over: batch left to its next owner");
+                self.idle = Some(Idle::Migrating);
+            }
+            (Class::Fenced, _) => {
+                telemetry::fenced(partition, error);
+                self.idle = Some(Idle::Halted);
+                self.coordinator.halted(partition, Halt::Fenced(error.to_string()));
+            }
+            _ => {
+                telemetry::task_failed(partition, error);
+                self.idle = Some(Idle::Halted);
+                self.coordinator.halted(partition, Halt::Failed(error.to_string()));
+            }
+        }
+    }
+
+    /// An idempotent producer that hit a fatal error (e.g. a sequence gap after a broker
+    /// crash) can send nothing more; the outputs one is not transactional, so a new one fences
+    /// nobody.
+    fn replace_failed_outputs_producer(&mut self) {
+        let failed = self.producers.outputs.as_ref().and_then(|p| p.client().fatal_error());
+        if let Some((code, reason)) = failed {
+            tracing::warn!(partition = self.partition, ?code, reason, "outputs producer failed: replacing it");
+            match outputs_producer(&self.config) {
+                Ok(producer) => self.producers.outputs = Some(producer),
+                Err(error) => tracing::error!(partition = self.partition, %error, "cannot create an outputs producer"),
             }
         }
     }
@@ -361,17 +440,16 @@ impl PartitionTask {
         for (tenant, undo) in &mut rated.undo {
             if let Some(state) = self.states.get_mut(tenant) {
                 undo.windows = changelog::WindowChanges::take(state);
-                for (key, payload) in changelog::records(tenant, state, &undo.windows) {
-                    rated.changelog.push(Outgoing {
-                        topic: topics.state.clone(),
-                        key,
-                        payload,
-                        partition: Some(self.partition),
-                    });
+                for (key, payload) in changelog::records(tenant, state, undo.before.as_ref(), &undo.windows) {
+                    rated.changelog.push(self.changelog_record(key, payload));
                 }
             }
         }
         rated
+    }
+
+    fn changelog_record(&self, key: String, payload: Option<Vec<u8>>) -> Outgoing {
+        Outgoing { topic: self.config.topics.state.clone(), key, payload, partition: Some(self.partition) }
     }
 
     fn apply(
@@ -414,72 +492,127 @@ impl PartitionTask {
         self.rater.apply(&*self.tables, state, input, outs).map_err(|e| Refusal::new(e.code(), e.to_string()))
     }
 
-    /// Outputs first: once they are acknowledged, the changelog may say the inputs were
-    /// applied; then the offsets. A crash in between repeats identical outputs, never loses
-    /// them, and never applies an input twice to state. The outer `Err` means nothing may be
-    /// assumed published; the inner one that only the offset commit failed.
-    fn publish_at_least_once(&self, rated: &Rated) -> Result<Result<(), Error>, Error> {
-        self.send_all(&rated.outputs)?;
-        self.flush_checked()?;
-        self.send_all(&rated.changelog)?;
-        self.flush_checked()?;
-        Ok(self.coordinator.commit(&rated.offsets).map_err(Error::from))
+    /// Writes the tenants whose changelog record is in the earlier layout in full, in one
+    /// transaction, before the partition rates anything.
+    fn migrate_layout(&mut self, tenants: &[String]) -> Result<(), Error> {
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for tenant in tenants {
+            if let Some(state) = self.states.get(tenant) {
+                for (key, payload) in changelog::full_records(tenant, state) {
+                    records.push(self.changelog_record(key, payload));
+                }
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let txn = &self.producers.txn;
+            let result = txn
+                .begin_transaction()
+                .map_err(Error::from)
+                .and_then(|()| send_all(txn, &records))
+                .and_then(|()| self.commit_transaction());
+            match result {
+                Ok(()) => {
+                    tracing::info!(partition = self.partition, tenants = tenants.len(), "changelog layout migrated");
+                    return Ok(());
+                }
+                Err(error) if error.class() == Class::Retriable && !self.cancel.is_cancelled() => {
+                    attempt += 1;
+                    self.abort()?;
+                    tracing::warn!(partition = self.partition, %error, attempt, "layout migration failed, retrying");
+                    self.cancel.wait(backoff(attempt));
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
-    fn publish_exactly_once(&self, rated: &Rated) -> Result<Result<(), Error>, Error> {
-        self.transaction(rated).map(Ok)
-    }
-
-    fn transaction(&self, rated: &Rated) -> Result<(), Error> {
-        let timeout = self.config.kafka_timeout();
-        self.producer.begin_transaction()?;
+    /// Publishes a rated batch: one transaction with the changelog records and the input
+    /// offsets (and, under exactly-once, the outputs); under at-least-once the outputs go to
+    /// the outputs producer first and are acknowledged before the transaction commits. Any
+    /// error but a fatal one or a commit left pending at shutdown aborts the transaction.
+    fn publish(&self, rated: &Rated) -> Result<(), Error> {
+        let txn = &self.producers.txn;
+        txn.begin_transaction()?;
         let result = (|| -> Result<(), Error> {
-            self.send_all(&rated.outputs)?;
-            self.send_all(&rated.changelog)?;
+            match &self.producers.outputs {
+                Some(outputs) => send_all(outputs, &rated.outputs)?,
+                None => send_all(txn, &rated.outputs)?,
+            }
+            send_all(txn, &rated.changelog)?;
+            if let Some(outputs) = &self.producers.outputs {
+                flush_checked(outputs, self.config.kafka_timeout())?;
+            }
             let metadata = self.coordinator.group_metadata().ok_or(Error::NoGroupMetadata)?;
-            self.producer.send_offsets_to_transaction(&rated.offsets, &metadata, timeout)?;
-            self.producer.commit_transaction(timeout)?;
-            Ok(())
+            txn.send_offsets_to_transaction(&rated.offsets, &metadata, self.config.kafka_timeout())?;
+            self.commit_transaction()
         })();
-        if let Err(error) = result {
-            if let Err(abort) = self.producer.abort_transaction(timeout) {
-                tracing::warn!(partition = self.partition, error = %abort, "abort failed");
+        if let Err(error) = &result {
+            let pending_commit = matches!(error, Error::ShutDown(_));
+            if !pending_commit && !matches!(error.class(), Class::Fenced | Class::Fatal) {
+                if let Err(abort) = self.abort() {
+                    tracing::warn!(partition = self.partition, error = %abort, "abort failed");
+                    return Err(abort);
+                }
             }
-            return Err(error);
         }
-        Ok(())
+        result
     }
 
-    fn send_all(&self, records: &[Outgoing]) -> Result<(), Error> {
-        for out in records {
-            let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&out.topic).key(&out.key);
-            if let Some(payload) = &out.payload {
-                record = record.payload(payload);
+    /// Commits the open transaction. A retriable failure (typically a timeout while the
+    /// broker is away) leaves the commit in progress inside librdkafka: the same call is made
+    /// again to resume it, never an abort, until it completes, fails for good, or the task is
+    /// cancelled (then the transaction is left to the broker: the partition's next owner
+    /// aborts it, or it commits; either way the state of record is a whole batch).
+    fn commit_transaction(&self) -> Result<(), Error> {
+        let mut attempt = 0u32;
+        loop {
+            match self.producers.txn.commit_transaction(self.config.kafka_timeout()) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.txn_requires_abort() && !e.is_fatal() => {
+                    attempt += 1;
+                    telemetry::commit_retried(self.partition, attempt, &e);
+                    if self.cancel.is_cancelled() {
+                        return Err(Error::ShutDown("committing a transaction"));
+                    }
+                }
+                Err(error) => return Err(error.into()),
             }
-            if let Some(p) = out.partition {
-                record = record.partition(p);
-            }
-            kafka::send_waiting(&self.producer, record)?;
         }
-        Ok(())
     }
 
-    fn flush_checked(&self) -> Result<(), Error> {
-        let before = self.producer.context().failures.load(Ordering::Acquire);
-        self.producer.flush(self.config.kafka_timeout())?;
-        let after = self.producer.context().failures.load(Ordering::Acquire);
-        if after != before {
-            return Err(Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::Fail)));
+    /// Aborts the open transaction: purges what is still queued, serves the delivery reports
+    /// of the purged records (librdkafka waits for them), then aborts, resuming an abort that
+    /// timed out.
+    fn abort(&self) -> Result<(), Error> {
+        let txn = &self.producers.txn;
+        let timeout = self.config.kafka_timeout();
+        txn.purge(PurgeConfig::default().queue().inflight());
+        let deadline = Instant::now() + timeout;
+        while txn.in_flight_count() > 0 && Instant::now() < deadline {
+            txn.poll(Duration::from_millis(50));
         }
-        Ok(())
+        let purged = txn.context().take_first_error();
+        telemetry::transaction_aborted(self.partition, purged);
+        loop {
+            match txn.abort_transaction(timeout) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                    if self.cancel.is_cancelled() {
+                        return Err(Error::ShutDown("aborting a transaction"));
+                    }
+                    tracing::warn!(partition = self.partition, error = %e, "abort timed out, resuming");
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     fn report(&self, rated: &Rated, records: usize, took: Duration) {
-        let guarantee = match self.config.processing_guarantee {
-            ProcessingGuarantee::AtLeastOnce => "at_least_once",
-            ProcessingGuarantee::ExactlyOnce => "exactly_once",
-        };
-        telemetry::batch_committed(self.partition, guarantee, records, took);
+        telemetry::batch_committed(self.partition, self.config.processing_guarantee.label(), records, took);
         for ((topic, outcome), n) in &rated.stats.inputs {
             telemetry::inputs(topic, outcome, *n);
         }
@@ -498,45 +631,73 @@ impl PartitionTask {
     }
 }
 
-fn changelog_restore(
-    config: &WorkerConfig,
-    partition: i32,
-    abandon: &AtomicBool,
-) -> Result<HashMap<String, TenantState>, Error> {
+fn send_all(producer: &TaskProducer, records: &[Outgoing]) -> Result<(), Error> {
+    for out in records {
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&out.topic).key(&out.key);
+        if let Some(payload) = &out.payload {
+            record = record.payload(payload);
+        }
+        if let Some(p) = out.partition {
+            record = record.partition(p);
+        }
+        kafka::send_waiting(producer, record)?;
+    }
+    Ok(())
+}
+
+/// Flushes and fails with the first delivery error's code if any record was not delivered.
+fn flush_checked(producer: &TaskProducer, timeout: Duration) -> Result<(), Error> {
+    let before = producer.context().failures();
+    producer.flush(timeout)?;
+    let failed = producer.context().failures() - before;
+    let first = producer.context().take_first_error();
+    if failed > 0 {
+        let code = first.unwrap_or(RDKafkaErrorCode::Fail);
+        tracing::warn!(failed, ?code, "deliveries failed");
+        return Err(Error::Kafka(KafkaError::MessageProduction(code)));
+    }
+    Ok(())
+}
+
+fn changelog_restore(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<changelog::Restored, Error> {
     let mut attempt = 0;
     loop {
-        match crate::changelog::restore(config, partition, &|| abandon.load(Ordering::Acquire)) {
-            Ok(states) => return Ok(states),
+        match changelog::restore_partition(config, partition, &|| cancel.is_cancelled()) {
+            Ok(restored) => return Ok(restored),
             Err(e) if e.class() == Class::Retriable => {
                 attempt += 1;
                 tracing::warn!(partition, error = %e, attempt, "restore failed, retrying");
-                std::thread::sleep(backoff(attempt));
             }
             Err(e) => return Err(e),
         }
-        if abandon.load(Ordering::Acquire) {
+        if cancel.wait(backoff(attempt)) {
             return Err(Error::ShutDown("restoring state"));
         }
     }
 }
 
-fn new_producer(config: &WorkerConfig, partition: i32, abandon: &AtomicBool) -> Result<TaskProducer, Error> {
-    let producer: TaskProducer = kafka::producer(config, partition).create_with_context(DeliveryTracker::default())?;
-    if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
-        let mut attempt = 0;
-        while let Err(e) = producer.init_transactions(config.kafka_timeout()) {
-            attempt += 1;
-            if abandon.load(Ordering::Acquire) {
-                return Err(Error::ShutDown("initialising transactions"));
-            }
-            if crate::error::classify_kafka(&e) == Class::Fatal {
-                return Err(e.into());
-            }
-            tracing::warn!(partition, error = %e, attempt, "init_transactions failed, retrying");
-            std::thread::sleep(backoff(attempt));
+/// The partition's transactional producer, with its transactions initialised: this fences
+/// every earlier producer of the same transactional id and aborts its open transaction.
+fn transactional_producer(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<TaskProducer, Error> {
+    let producer: TaskProducer =
+        kafka::transactional_producer(config, partition).create_with_context(DeliveryTracker::default())?;
+    let mut attempt = 0;
+    while let Err(e) = producer.init_transactions(config.kafka_timeout()) {
+        attempt += 1;
+        if crate::error::classify_kafka(&e) == Class::Fatal {
+            return Err(e.into());
+        }
+        tracing::warn!(partition, error = %e, attempt, "init_transactions failed, retrying");
+        if cancel.wait(backoff(attempt)) {
+            return Err(Error::ShutDown("initialising transactions"));
         }
     }
     Ok(producer)
+}
+
+/// The at-least-once outputs producer: idempotent, not transactional.
+fn outputs_producer(config: &WorkerConfig) -> Result<TaskProducer, Error> {
+    Ok(kafka::producer(config).create_with_context(DeliveryTracker::default())?)
 }
 
 /// Exponential backoff from 100 ms up to 10 s.

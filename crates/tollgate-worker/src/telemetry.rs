@@ -39,7 +39,20 @@ pub fn describe() {
     describe_counter!("tollgate_dead_letters_total", "Records sent to the dead-letter topic, by error code.");
     describe_counter!("tollgate_batches_total", "Committed batches, by processing guarantee.");
     describe_counter!("tollgate_batch_retries_total", "Batches rolled back and retried, by reason.");
-    describe_counter!("tollgate_commit_failures_total", "Offset commits deferred to a later batch, by reason.");
+    describe_counter!("tollgate_transaction_aborts_total", "Transactions aborted (the batch is rated again).");
+    describe_counter!(
+        "tollgate_transaction_commit_retries_total",
+        "Transaction commits resumed after a retriable failure (e.g. a timeout while the broker is away)."
+    );
+    describe_counter!(
+        "tollgate_producer_fenced_total",
+        "Partition tasks fenced by another worker that took their transactional id (this worker was a zombie)."
+    );
+    describe_counter!("tollgate_partition_failures_total", "Partition tasks stopped by a fatal error.");
+    describe_gauge!(
+        "tollgate_partition_stalled",
+        "1 while a partition's batch keeps failing or its task is fenced or failed, by partition."
+    );
     describe_gauge!("tollgate_credit_balance", "Prepaid credit balance per tenant (alerting contract).");
     describe_gauge!("tollgate_assigned_partitions", "Input partitions this worker owns.");
     describe_histogram!("tollgate_batch_duration_seconds", Unit::Seconds, "Time to rate and commit one batch.");
@@ -52,10 +65,11 @@ pub fn describe() {
         counter!("tollgate_dead_letters_total", "code" => code).absolute(0);
     }
     counter!("tollgate_unpriced_legs_total").absolute(0);
-    for reason in ["retriable", "migrating", "fenced", "fatal"] {
-        counter!("tollgate_batch_retries_total", "reason" => reason).absolute(0);
-        counter!("tollgate_commit_failures_total", "reason" => reason).absolute(0);
-    }
+    counter!("tollgate_batch_retries_total", "reason" => "retriable").absolute(0);
+    counter!("tollgate_transaction_aborts_total").absolute(0);
+    counter!("tollgate_transaction_commit_retries_total").absolute(0);
+    counter!("tollgate_producer_fenced_total").absolute(0);
+    counter!("tollgate_partition_failures_total").absolute(0);
     gauge!("tollgate_assigned_partitions").set(0.0);
 }
 
@@ -72,11 +86,36 @@ pub fn batch_retried(partition: i32, reason: &'static str, error: &dyn std::fmt:
     counter!("tollgate_batch_retries_total", "reason" => reason).increment(1);
 }
 
-/// A batch was published but its offsets could not be committed yet (a later commit covers
-/// them; a new owner finds them applied).
-pub fn commit_deferred(partition: i32, reason: &'static str, error: &dyn std::fmt::Display) {
-    tracing::warn!(partition, reason, %error, "offset commit deferred");
-    counter!("tollgate_commit_failures_total", "reason" => reason).increment(1);
+/// A transaction was aborted; `purged` is the first delivery error its records got (the
+/// purge itself reports every queued record as failed: one line per abort, not per record).
+pub fn transaction_aborted(partition: i32, purged: Option<rdkafka::types::RDKafkaErrorCode>) {
+    tracing::info!(partition, ?purged, "transaction aborted");
+    counter!("tollgate_transaction_aborts_total").increment(1);
+}
+
+/// A transaction commit failed with a retriable error and is resumed.
+pub fn commit_retried(partition: i32, attempt: u32, error: &dyn std::fmt::Display) {
+    tracing::warn!(partition, attempt, %error, "transaction commit did not complete, resuming it");
+    counter!("tollgate_transaction_commit_retries_total").increment(1);
+}
+
+/// The partition's producer was fenced: another worker owns the partition now.
+pub fn fenced(partition: i32, error: &dyn std::fmt::Display) {
+    tracing::warn!(partition, %error, "fenced by the partition's new owner: rating nothing more here");
+    counter!("tollgate_producer_fenced_total").increment(1);
+    partition_stalled(partition, true);
+}
+
+/// A partition task stopped on a fatal error.
+pub fn task_failed(partition: i32, error: &dyn std::fmt::Display) {
+    tracing::error!(partition, %error, "partition task failed");
+    counter!("tollgate_partition_failures_total").increment(1);
+    partition_stalled(partition, true);
+}
+
+/// Whether a partition is stalled (its batch keeps failing, or its task is fenced or failed).
+pub fn partition_stalled(partition: i32, stalled: bool) {
+    gauge!("tollgate_partition_stalled", "partition" => partition.to_string()).set(if stalled { 1.0 } else { 0.0 });
 }
 
 /// Input records of a batch, by topic kind and outcome.

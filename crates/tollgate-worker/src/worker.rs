@@ -14,11 +14,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
-use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, TopicPartitionList};
 
+use crate::cancel::Cancel;
 use crate::config::WorkerConfig;
-use crate::partition::{Command, Coordinator, PartitionTask};
+use crate::partition::{Command, Coordinator, Halt, PartitionTask};
 use crate::record::Record;
 use crate::reference::{Loader, Tables};
 use crate::{Error, kafka, telemetry};
@@ -28,6 +28,10 @@ use crate::{Error, kafka, telemetry};
 const REVOKE_GRACE: Duration = Duration::from_secs(15);
 /// Records buffered per partition task.
 const INBOX: usize = 4096;
+/// How long a fenced partition may stay assigned to this worker before it exits. Fencing
+/// means another member owns the partition, so the group normally revokes it from this one
+/// within a session timeout; if that does not happen, a restart is the way back.
+const FENCED_EXIT_AFTER: Duration = Duration::from_secs(60);
 
 type GroupConsumer = BaseConsumer<WorkerContext>;
 
@@ -104,6 +108,7 @@ impl Worker {
             partition_count,
             assignment: Arc::clone(&self.assignment),
             tasks: Mutex::new(HashMap::new()),
+            halts: Mutex::new(HashMap::new()),
             consumer: OnceLock::new(),
         });
         let consumer: Arc<GroupConsumer> =
@@ -113,11 +118,16 @@ impl Worker {
         tracing::info!("joined the consumer group");
 
         let mut gauges_refreshed = Instant::now();
+        let mut outcome = Ok(());
         while !stop.load(Ordering::Acquire) {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => shared.route(Record::from_message(&message)),
                 Some(Err(error)) => tracing::warn!(%error, "consumer error, retrying"),
                 None => {}
+            }
+            if let Err(error) = shared.check_halts() {
+                outcome = Err(error);
+                break;
             }
             if gauges_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
                 // Gauges idle for too long are dropped by the exporter.
@@ -132,7 +142,7 @@ impl Worker {
         drop(consumer);
         drop(loader);
         tracing::info!("left the consumer group");
-        Ok(())
+        outcome
     }
 }
 
@@ -189,7 +199,7 @@ struct TaskHandle {
     thread: JoinHandle<()>,
     /// Disconnected when the task's thread ends.
     finished: Receiver<()>,
-    abandon: Arc<AtomicBool>,
+    cancel: Arc<Cancel>,
 }
 
 /// State shared by the polling thread, the rebalance callbacks and the partition tasks.
@@ -199,12 +209,35 @@ struct Shared {
     partition_count: i32,
     assignment: Arc<Assignment>,
     tasks: Mutex<HashMap<i32, TaskHandle>>,
+    /// Tasks that stopped working on their partition for good, and since when.
+    halts: Mutex<HashMap<i32, (Instant, Halt)>>,
     consumer: OnceLock<Weak<GroupConsumer>>,
 }
 
 impl Shared {
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<i32, TaskHandle>> {
         self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_halts(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (Instant, Halt)>> {
+        self.halts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A failed task, or a fenced one the group did not take away in time, ends the worker.
+    fn check_halts(&self) -> Result<(), Error> {
+        for (&partition, (since, halt)) in self.lock_halts().iter() {
+            match halt {
+                Halt::Failed(reason) => return Err(Error::Halted { partition, reason: reason.clone() }),
+                Halt::Fenced(reason) if since.elapsed() >= FENCED_EXIT_AFTER => {
+                    return Err(Error::Halted {
+                        partition,
+                        reason: format!("fenced {} s ago and still assigned here: {reason}", since.elapsed().as_secs()),
+                    });
+                }
+                Halt::Fenced(_) => {}
+            }
+        }
+        Ok(())
     }
 
     fn route(&self, record: Record) {
@@ -224,9 +257,9 @@ impl Shared {
                 continue;
             }
             let (inbox, rx) = sync_channel(INBOX);
-            let abandon = Arc::new(AtomicBool::new(false));
+            let cancel = Arc::new(Cancel::default());
             let shared = Arc::clone(self);
-            let task_abandon = Arc::clone(&abandon);
+            let task_cancel = Arc::clone(&cancel);
             let (finished_tx, finished) = channel::<()>();
             let thread = std::thread::Builder::new().name(format!("tollgate-p{partition}")).spawn(move || {
                 // Dropped when the thread ends, whatever way: wakes up `stop_tasks`.
@@ -238,15 +271,20 @@ impl Shared {
                     Arc::clone(&shared.config),
                     Arc::clone(&shared.tables),
                     coordinator,
-                    task_abandon,
+                    task_cancel,
                 ) {
                     Ok(task) => task.run(&rx),
-                    Err(error) => tracing::error!(partition, %error, "partition task could not start"),
+                    Err(Error::ShutDown(_)) => {}
+                    Err(error) => {
+                        tracing::error!(partition, %error, "partition task could not start");
+                        telemetry::task_failed(partition, &error);
+                        shared.halted(partition, Halt::Failed(format!("could not start: {error}")));
+                    }
                 }
             });
             match thread {
                 Ok(thread) => {
-                    self.lock_tasks().insert(partition, TaskHandle { inbox, thread, finished, abandon });
+                    self.lock_tasks().insert(partition, TaskHandle { inbox, thread, finished, cancel });
                 }
                 Err(error) => tracing::error!(partition, %error, "cannot spawn partition task"),
             }
@@ -259,19 +297,36 @@ impl Shared {
         self.assignment.set(owned);
     }
 
+    /// Tells the tasks to commit their batch and exit; a task that has not finished within
+    /// the grace period is cancelled (its batch is left uncommitted to the next owner), and
+    /// one still blocked in a Kafka call after that is left behind rather than waited for.
     fn stop_tasks(&self, partitions: &[i32]) {
         let handles: Vec<(i32, TaskHandle)> =
             partitions.iter().filter_map(|p| self.lock_tasks().remove(p).map(|h| (*p, h))).collect();
         for (_, handle) in &handles {
             let _ = handle.inbox.try_send(Command::Stop).or_else(|_| handle.inbox.send(Command::Stop));
         }
+        let deadline = Instant::now() + REVOKE_GRACE;
         for (partition, handle) in handles {
-            if let Err(RecvTimeoutError::Timeout) = handle.finished.recv_timeout(REVOKE_GRACE) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if let Err(RecvTimeoutError::Timeout) = handle.finished.recv_timeout(wait) {
                 tracing::warn!(partition, "partition task did not commit in time: abandoning its batch");
-                handle.abandon.store(true, Ordering::Release);
+                handle.cancel.cancel();
+                let blocked = self.config.kafka_timeout() + Duration::from_secs(1);
+                if let Err(RecvTimeoutError::Timeout) = handle.finished.recv_timeout(blocked) {
+                    tracing::error!(partition, "partition task is stuck in a Kafka call: leaving it behind");
+                    continue;
+                }
             }
             let _ = handle.thread.join();
         }
+        let mut halts = self.lock_halts();
+        for partition in partitions {
+            if halts.remove(partition).is_some() {
+                telemetry::partition_stalled(*partition, false);
+            }
+        }
+        drop(halts);
         self.publish_assignment();
     }
 
@@ -289,10 +344,11 @@ impl Shared {
 }
 
 impl Coordinator for Shared {
-    fn commit(&self, offsets: &TopicPartitionList) -> KafkaResult<()> {
-        match self.consumer.get().and_then(Weak::upgrade) {
-            Some(consumer) => consumer.commit(offsets, CommitMode::Sync),
-            None => Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::State)),
+    fn committed(&self, offsets: &TopicPartitionList) {
+        if let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) {
+            if let Err(error) = consumer.commit(offsets, CommitMode::Async) {
+                tracing::debug!(%error, "asynchronous offset commit not sent");
+            }
         }
     }
 
@@ -300,8 +356,8 @@ impl Coordinator for Shared {
         self.consumer.get().and_then(Weak::upgrade).and_then(|c| c.group_metadata())
     }
 
-    fn owns(&self, partition: i32) -> bool {
-        self.lock_tasks().get(&partition).is_none_or(|t| !t.abandon.load(Ordering::Acquire))
+    fn halted(&self, partition: i32, halt: Halt) {
+        self.lock_halts().insert(partition, (Instant::now(), halt));
     }
 }
 

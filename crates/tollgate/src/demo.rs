@@ -358,7 +358,7 @@ fn read_states(config: &WorkerConfig) -> anyhow::Result<BTreeMap<String, TenantS
             ends.remove(&m.partition());
         }
     }
-    Ok(restorer.finish().into_iter().collect())
+    Ok(restorer.finish().states.into_iter().collect())
 }
 
 fn print_summary(

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use tollgate_worker::Worker;
@@ -19,8 +20,14 @@ pub struct RunArgs {
     run: RunFlags,
 }
 
+/// How long a graceful shutdown may take before the process exits anyway: inside the 30 s
+/// Kubernetes gives a pod by default. Nothing is lost by exiting early: a batch's state and
+/// offsets count only once its transaction committed, and the next owner takes it from there.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
 /// Runs a worker until SIGTERM or SIGINT, then shuts down gracefully: stop fetching, finish
-/// and commit the batches in flight, flush, leave the group.
+/// and commit the batches in flight, flush, leave the group; exits non-zero if the worker
+/// stopped on its own (a fatal error, a partition halted).
 pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
     let config = Config::load(&args.kafka, &args.run, std::env::vars())?;
@@ -64,4 +71,12 @@ pub async fn shutdown_on_signal(stop: Arc<AtomicBool>) {
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
     stop.store(true, Ordering::Release);
+    // A second signal, or a shutdown that outlives the grace period, ends the process.
+    tokio::select! {
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::error!(grace_s = SHUTDOWN_GRACE.as_secs(), "graceful shutdown took too long: exiting");
+        }
+        _ = tokio::signal::ctrl_c() => tracing::warn!("second interrupt: exiting now"),
+    }
+    std::process::exit(2);
 }

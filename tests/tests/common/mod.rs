@@ -208,7 +208,7 @@ impl Env {
         for (key, value, _, _) in self.read_records(topic, total) {
             restorer.apply(key.as_bytes(), value.as_deref()).unwrap();
         }
-        restorer.finish().into_iter().collect()
+        restorer.finish().states.into_iter().collect()
     }
 }
 
