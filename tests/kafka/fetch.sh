@@ -28,7 +28,13 @@ complete && exit 0
 partial="$libs.partial"
 rm -rf "$partial"
 echo "fetching the Kafka broker's jars into $libs" >&2
-mvn -B -q --no-transfer-progress -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies -Dkafka.libs="$partial"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+if ! mvn -B -q --no-transfer-progress -f "$here/pom.xml" dependency:copy-dependencies -Dkafka.libs="$partial" >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "fetch.sh: maven could not fetch the jars" >&2
+  exit 1
+fi
 cp "$here/pom.xml" "$partial/.pom.xml"
 rm -rf "$libs"
 mv "$partial" "$libs"
