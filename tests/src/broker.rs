@@ -63,6 +63,11 @@ const STOP_DEADLINE: Duration = Duration::from_secs(60);
 /// Time allowed for a tool JVM to start, on top of the caller's timeout.
 const TOOL_ALLOWANCE: Duration = Duration::from_secs(60);
 
+/// Pause between two metadata polls (readiness, topic leaders), which have no push signal:
+/// each poll is a request with its own timeout, and the pause keeps a quick "not yet" from
+/// spinning the loop until the deadline.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Heap of the broker's JVM.
 const BROKER_HEAP: &[&str] = &["-Xms256m", "-Xmx1g"];
 
@@ -257,6 +262,7 @@ impl Broker {
                 }
             }
             assert!(Instant::now() < deadline, "topic {topic} has no leaders after 60 s");
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
@@ -445,6 +451,7 @@ log.cleaner.dedupe.buffer.size=8388608
             if Instant::now() > deadline {
                 panic!("the kafka broker was not ready after {START_DEADLINE:?}\n{}", self.log_tail());
             }
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
@@ -630,14 +637,13 @@ impl Exit {
     }
 }
 
-/// `kill -s SIGNAL PID` (bash's builtin: bash is needed anyway, procps may be missing).
+/// `kill -s SIGNAL PID` (bash's builtin: bash is needed anyway, procps may be missing). A
+/// process that already exited is no error: callers wait for the exit anyway.
 fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("bash")
+    let _exit_status_ignored = Command::new("bash")
         .args(["-c", r#"kill -s "$1" "$2" 2>/dev/null"#, "kill", signal, &pid.to_string()])
         .status()
         .unwrap_or_else(|e| panic!("cannot run bash to signal {pid}: {e}"));
-    // A process that already exited is not an error: the caller waits for the exit anyway.
-    let _ = status;
 }
 
 /// Runs a command to its end, killing it after `timeout`; panics if it cannot run.
