@@ -4,6 +4,12 @@
 //!   jars, with fault injection and Kafka's own console consumer.
 //! - [`interop`]: tollgate's inputs produced by a client tollgate did not write (Python,
 //!   confluent-kafka).
+//! - [`fleet`]: `tollgate run` worker processes (kill -9, SIGSTOP, SIGTERM), their metrics,
+//!   and the consumer group's progress.
+//! - [`traffic`]: deterministic traffic for the fault suite, with the exact charges it must
+//!   produce.
 
 pub mod broker;
+pub mod fleet;
 pub mod interop;
+pub mod traffic;

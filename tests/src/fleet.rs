@@ -1,0 +1,249 @@
+//! Worker processes for the fault suite: `tollgate run` started as a child process (so it can
+//! be killed with SIGKILL, paused with SIGSTOP, stopped with SIGTERM), its `/metrics` read
+//! over HTTP, and the consumer group's progress read from Kafka.
+//!
+//! Every wait is on a signal (a metric, committed offsets, a process exit) with a deadline.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The `tollgate` binary built next to this test (cargo builds workspace binaries before
+/// running tests); built on demand when a test runs on its own.
+pub fn tollgate_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/tollgate
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let binary = profile_dir.join("tollgate");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "tollgate", "--bin", "tollgate"])
+            .current_dir(crate::broker::workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p tollgate failed");
+    }
+    binary
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// How to start workers.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+    /// Consumer group.
+    pub group: String,
+    /// `at_least_once` or `exactly_once`.
+    pub guarantee: String,
+    /// `-X key=value` settings.
+    pub librdkafka: Vec<(String, String)>,
+    /// Directory for the logs.
+    pub log_dir: PathBuf,
+}
+
+/// One `tollgate run` process.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    /// Name in logs (`w1`, ...).
+    pub name: String,
+    child: Child,
+    metrics_port: u16,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Starts a worker.
+    pub fn start(spec: &WorkerSpec, name: &str) -> WorkerProcess {
+        let metrics_port = free_port();
+        let log = spec.log_dir.join(format!("{name}-{metrics_port}.log"));
+        let file = std::fs::File::create(&log).expect("worker log file");
+        let mut command = Command::new(tollgate_binary());
+        command
+            .arg("run")
+            .args(["--bootstrap-servers", &spec.bootstrap])
+            .args(["--group-id", &spec.group])
+            .args(["--processing-guarantee", &spec.guarantee])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--log", "info,tollgate_worker=info"])
+            .env_remove("TOLLGATE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file);
+        for (key, value) in &spec.librdkafka {
+            command.args(["-X", &format!("{key}={value}")]);
+        }
+        let child = command.spawn().expect("start tollgate run");
+        WorkerProcess { name: name.to_owned(), child, metrics_port, log }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.pid().to_string()]).status().expect("kill");
+        assert!(status.success(), "kill {signal} {} failed", self.pid());
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill9(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process is frozen (no heartbeats, no commits).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// SIGTERM, then waits up to `within` for the exit; panics if it does not exit in time.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal("-TERM");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if started.elapsed() > within {
+                let _ = self.child.kill();
+                panic!("{} did not exit within {within:?} of SIGTERM; log:\n{}", self.name, self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The exit status if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The value of an unlabelled metric, or the sum over a labelled one's series.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let body = http_get(self.metrics_port, "/metrics")?;
+        let mut found = None;
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next().unwrap_or(series);
+            if metric == name {
+                *found.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        found
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.pid().to_string()]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// Waits until `ready` holds, checking every 100 ms; panics with `what` after `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The consumer group's committed offsets against the topics' high watermarks.
+pub struct GroupProgress {
+    client: BaseConsumer,
+    topics: Vec<String>,
+    partitions: i32,
+}
+
+impl std::fmt::Debug for GroupProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupProgress").field("topics", &self.topics).finish_non_exhaustive()
+    }
+}
+
+impl GroupProgress {
+    /// Watches `group` on `topics` (each with `partitions` partitions).
+    pub fn new(bootstrap: &str, group: &str, topics: &[&str], partitions: i32) -> GroupProgress {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("progress client");
+        GroupProgress { client, topics: topics.iter().map(|t| (*t).to_owned()).collect(), partitions }
+    }
+
+    /// Committed offsets summed over every partition (0 where none), or `None` if Kafka did not
+    /// answer.
+    pub fn committed(&self) -> Option<i64> {
+        let mut tpl = TopicPartitionList::new();
+        for topic in &self.topics {
+            for p in 0..self.partitions {
+                tpl.add_partition(topic, p);
+            }
+        }
+        let committed = self.client.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+        Some(committed.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum())
+    }
+
+    /// High watermarks, per topic and partition.
+    pub fn high_watermarks(&self) -> Option<BTreeMap<(String, i32), i64>> {
+        let mut out = BTreeMap::new();
+        for topic in &self.topics {
+            for p in 0..self.partitions {
+                let (_, high) = self.client.fetch_watermarks(topic, p, Duration::from_secs(5)).ok()?;
+                out.insert((topic.clone(), p), high);
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether the group committed everything up to the high watermarks (a transaction's
+    /// marker is the last offset, so a fully processed partition commits its high watermark).
+    pub fn caught_up(&self) -> bool {
+        let (Some(high), Some(committed)) = (self.high_watermarks(), self.committed()) else {
+            return false;
+        };
+        committed >= high.values().sum::<i64>()
+    }
+}
