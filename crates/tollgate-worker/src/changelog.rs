@@ -8,6 +8,7 @@
 //! | `p/<len>/<tenant>/<leg>` | [`ParkedEntry`] JSON, or a tombstone when rated or dropped | one `ended` waiting for its `started` |
 //! | `s/<len>/<tenant>/<id>` | [`WindowEntry`] JSON, or a tombstone when forgotten | one applied input id and its fingerprint |
 //! | `c/<len>/<tenant>/<leg>` | [`WindowEntry`] JSON, or a tombstone when forgotten | one recently closed leg |
+//! | `m/<partition>` | [`Manifest`] JSON, or a tombstone | at-least-once: the records of the batch after the committed offsets (see [`crate::batch`]) |
 //!
 //! Everything that grows with traffic (open legs, parked ends, the retention windows) is
 //! written entry by entry as it changes (compaction keeps the latest per key and drops
@@ -38,6 +39,7 @@ use tollgate_core::event::CallLegEvent;
 use tollgate_core::state::{Change, Recent};
 use tollgate_core::{OpenLeg, TenantState, Timestamp};
 
+use crate::batch::Manifest;
 use crate::config::WorkerConfig;
 use crate::{Error, kafka, telemetry};
 
@@ -199,6 +201,7 @@ pub struct Restorer {
     windows: HashMap<String, WindowEntry>,
     legs: HashMap<String, LegEntry>,
     parked: HashMap<String, ParkedEntry>,
+    manifest: Option<Manifest>,
     /// Records read.
     pub records: u64,
 }
@@ -211,6 +214,8 @@ pub struct Restored {
     /// Tenants whose latest record is in the earlier layout (open legs and parked ends inside
     /// it): to be rewritten in full before anything else is written for them.
     pub rewrite: Vec<String>,
+    /// The batch to rate first (at-least-once), if the last owner had decided it.
+    pub manifest: Option<Manifest>,
 }
 
 impl Restorer {
@@ -234,6 +239,9 @@ impl Restorer {
             Some("s" | "c") => upsert(&mut self.windows, key.clone(), payload, unreadable)?,
             Some("o") => upsert(&mut self.legs, key.clone(), payload, unreadable)?,
             Some("p") => upsert(&mut self.parked, key.clone(), payload, unreadable)?,
+            Some("m") => {
+                self.manifest = payload.map(serde_json::from_slice).transpose().map_err(unreadable)?;
+            }
             _ => return Err(Error::Changelog { key, message: "not a tollgate changelog key".into() }),
         }
         Ok(())
@@ -275,7 +283,7 @@ impl Restorer {
             state.closed_legs = Recent::from_entries(closed.remove(tenant).unwrap_or_default());
             state.track_changes();
         }
-        Restored { states: tenants, rewrite }
+        Restored { states: tenants, rewrite, manifest: self.manifest }
     }
 }
 

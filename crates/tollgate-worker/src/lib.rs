@@ -9,6 +9,7 @@
 //! - [`partitioner`]: the Java client's murmur2 partitioner.
 //! - [`record`]: consumed records as plain data.
 //! - [`codec`]: protobuf and changelog encodings.
+//! - [`batch`]: what a batch is made of and the order it is rated in.
 //! - [`reference`]: live reference tables and their loader.
 //! - [`changelog`]: restoring a partition's state.
 //! - [`partition`]: the single writer of one partition: batches, transactions, rollback.
@@ -28,6 +29,7 @@
 //!   again from the same records.
 //! - Bad input never stops a partition: it goes to the dead-letter topic.
 
+pub mod batch;
 pub mod cancel;
 pub mod changelog;
 pub mod codec;

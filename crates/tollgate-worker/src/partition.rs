@@ -20,7 +20,7 @@
 //! seeking the partition back to its committed offsets would deliver, without racing the
 //! records already fetched behind them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +35,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tollgate_core::{Applied, CallType, Catalog, Input, Output, Rater, RatingConfig, TenantState, UsageOutcome};
 use tollgate_proto::{Message as _, v1};
 
+use crate::batch::{self, Manifest};
 use crate::cancel::Cancel;
 use crate::codec::{self, Refusal};
 use crate::config::{ProcessingGuarantee, TopicKind, WorkerConfig};
@@ -182,6 +183,14 @@ pub struct PartitionTask {
     cancel: Arc<Cancel>,
     /// Set when the task must rate nothing more.
     idle: Option<Idle>,
+    /// Records received and not yet in a batch, in arrival order.
+    carry: VecDeque<Record>,
+    /// The composition of the next batch, already in the changelog (at-least-once).
+    next: Option<Manifest>,
+    /// Whether the changelog holds a manifest for this partition (to be replaced or cleared).
+    manifest_in_changelog: bool,
+    /// A stop command was taken from the inbox while a batch was in flight.
+    stopping: bool,
     /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
     balances_refreshed: Instant,
 }
@@ -214,6 +223,7 @@ impl PartitionTask {
             ProcessingGuarantee::ExactlyOnce => None,
         };
         let restored = changelog_restore(&config, partition, &cancel)?;
+        let config_at_least_once = config.processing_guarantee == ProcessingGuarantee::AtLeastOnce;
         let rater = Rater::new(RatingConfig { retention_seconds: config.retention_seconds });
         let mut task = PartitionTask {
             partition,
@@ -226,6 +236,10 @@ impl PartitionTask {
             producers: Producers { txn, outputs },
             cancel,
             idle: None,
+            carry: VecDeque::new(),
+            stopping: false,
+            manifest_in_changelog: restored.manifest.is_some(),
+            next: restored.manifest.filter(|_| config_at_least_once),
             balances_refreshed: Instant::now(),
         };
         task.migrate_layout(&restored.rewrite)?;
@@ -241,14 +255,16 @@ impl PartitionTask {
 
     /// Runs until told to stop: collects batches from `inbox` and commits them.
     pub fn run(mut self, inbox: &Receiver<Command>) {
-        loop {
-            let (batch, stop) = self.collect(inbox);
+        while !self.stopping {
+            let recorded = self.next.take();
+            let (batch, stop) = match &recorded {
+                Some(manifest) => self.collect_exact(inbox, manifest),
+                None => self.collect(inbox),
+            };
+            self.stopping |= stop;
             // Idle: the records are left uncommitted to the partition's next owner.
             if !batch.is_empty() && self.idle.is_none() {
-                self.commit_batch(&batch);
-            }
-            if stop {
-                break;
+                self.commit_batch(batch, recorded.is_some(), inbox);
             }
         }
         if let Some(outputs) = &self.producers.outputs {
@@ -257,18 +273,23 @@ impl PartitionTask {
         tracing::info!(partition = self.partition, "partition task stopped");
     }
 
+    /// A batch of whatever arrives: what was carried over, then records until the batch is
+    /// full or the commit interval passed since its first record.
     fn collect(&mut self, inbox: &Receiver<Command>) -> (Vec<Record>, bool) {
-        let mut batch = Vec::new();
-        loop {
+        let mut batch: Vec<Record> = Vec::new();
+        while batch.len() < self.config.batch_size {
+            match self.carry.pop_front() {
+                Some(record) => batch.push(record),
+                None => break,
+            }
+        }
+        while batch.is_empty() {
             // Busy or idle, keep this worker's ownership of its tenants' balances visible.
             if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
                 self.refresh_balances();
             }
             match inbox.recv_timeout(telemetry::GAUGE_REFRESH) {
-                Ok(Command::Record(record)) => {
-                    batch.push(record);
-                    break;
-                }
+                Ok(Command::Record(record)) => batch.push(record),
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return (batch, true),
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -285,15 +306,77 @@ impl PartitionTask {
         (batch, false)
     }
 
+    /// Exactly the batch `manifest` names (records after it are carried over). A manifest
+    /// whose records do not all arrive in time (an operator moved the group's offsets) is
+    /// given up on with a warning, with the records that did arrive.
+    fn collect_exact(&mut self, inbox: &Receiver<Command>, manifest: &Manifest) -> (Vec<Record>, bool) {
+        let mut batch = Vec::new();
+        let mut later = VecDeque::new();
+        for record in self.carry.drain(..) {
+            if manifest.contains(&record) { batch.push(record) } else { later.push_back(record) }
+        }
+        let deadline = Instant::now() + self.config.kafka_timeout() * 3;
+        let mut stop = false;
+        while !manifest.complete(&batch) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(left) {
+                Ok(Command::Record(record)) if manifest.contains(&record) => batch.push(record),
+                Ok(Command::Record(record)) => later.push_back(record),
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    // An incomplete batch is not rated: the next owner finds the manifest.
+                    batch.clear();
+                    stop = true;
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    tracing::warn!(
+                        partition = self.partition,
+                        ?manifest,
+                        "the records of the recorded batch did not arrive: rating what did"
+                    );
+                    break;
+                }
+            }
+        }
+        self.carry = later;
+        (batch, stop)
+    }
+
+    /// Moves what already waits in `inbox` to the carry (up to a batch), without blocking.
+    fn take_ready(&mut self, inbox: &Receiver<Command>) {
+        while !self.stopping && self.carry.len() < self.config.batch_size {
+            match inbox.try_recv() {
+                Ok(Command::Record(record)) => self.carry.push_back(record),
+                Ok(Command::Stop) => self.stopping = true,
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Rates and publishes one batch, retrying with backoff until it is published, the
     /// partition is handed over, the task is fenced or fails, or the worker stops.
-    fn commit_batch(&mut self, batch: &[Record]) {
+    fn commit_batch(&mut self, batch: Vec<Record>, recorded: bool, inbox: &Receiver<Command>) {
+        let batch = batch::merge(batch);
+        let at_least_once = self.producers.outputs.is_some();
         let mut attempt = 0u32;
+        // Under at-least-once the batch's composition must be in the changelog before any of
+        // its outputs is visible; a batch named by the previous transaction already is.
+        let mut recorded = recorded || !at_least_once;
         loop {
             let started = Instant::now();
-            let rated = self.rate(batch);
-            let error = match self.publish(&rated) {
+            let result =
+                if recorded { Ok(()) } else { self.write_manifest(&Manifest::of(&batch)).map(|()| recorded = true) };
+            let rated = self.rate(&batch);
+            // The records already waiting make the next batch, named in this transaction.
+            self.take_ready(inbox);
+            let next = (at_least_once && !self.carry.is_empty()).then(|| {
+                let ahead: Vec<Record> = self.carry.iter().take(self.config.batch_size).cloned().collect();
+                Manifest::of(&ahead)
+            });
+            let error = match result.and_then(|()| self.publish(&rated, next.as_ref())) {
                 Ok(()) => {
+                    self.manifest_in_changelog = next.is_some();
+                    self.next = next;
                     self.coordinator.committed(&rated.offsets);
                     if attempt >= STALLED_AFTER {
                         telemetry::partition_stalled(self.partition, false);
@@ -508,20 +591,14 @@ impl PartitionTask {
         }
         let mut attempt = 0;
         loop {
-            let txn = &self.producers.txn;
-            let result = txn
-                .begin_transaction()
-                .map_err(Error::from)
-                .and_then(|()| send_all(txn, &records))
-                .and_then(|()| self.commit_transaction());
-            match result {
+            let borrowed: Vec<&Outgoing> = records.iter().collect();
+            match self.transaction(&[], &borrowed, None) {
                 Ok(()) => {
                     tracing::info!(partition = self.partition, tenants = tenants.len(), "changelog layout migrated");
                     return Ok(());
                 }
                 Err(error) if error.class() == Class::Retriable && !self.cancel.is_cancelled() => {
                     attempt += 1;
-                    self.abort()?;
                     tracing::warn!(partition = self.partition, %error, attempt, "layout migration failed, retrying");
                     self.cancel.wait(backoff(attempt));
                 }
@@ -530,24 +607,59 @@ impl PartitionTask {
         }
     }
 
-    /// Publishes a rated batch: one transaction with the changelog records and the input
-    /// offsets (and, under exactly-once, the outputs); under at-least-once the outputs go to
-    /// the outputs producer first and are acknowledged before the transaction commits. Any
-    /// error but a fatal one or a commit left pending at shutdown aborts the transaction.
-    fn publish(&self, rated: &Rated) -> Result<(), Error> {
+    /// Records the composition of a batch before its outputs are produced (at-least-once).
+    fn write_manifest(&mut self, manifest: &Manifest) -> Result<(), Error> {
+        let record = self.manifest_record(Some(manifest));
+        self.transaction(&[], &[&record], None)?;
+        self.manifest_in_changelog = true;
+        Ok(())
+    }
+
+    /// The changelog record of `manifest` (`None`: a tombstone, no batch is recorded).
+    fn manifest_record(&self, manifest: Option<&Manifest>) -> Outgoing {
+        let payload = manifest.map(|m| serde_json::to_vec(m).unwrap_or_default());
+        self.changelog_record(batch::manifest_key(self.partition), payload)
+    }
+
+    /// Publishes a rated batch: one transaction with the changelog records, the manifest of
+    /// the next batch (at-least-once) and the input offsets, and under exactly-once the
+    /// outputs; under at-least-once the outputs go to the outputs producer first and are
+    /// acknowledged before the transaction commits.
+    fn publish(&self, rated: &Rated, next: Option<&Manifest>) -> Result<(), Error> {
+        let mut changelog: Vec<&Outgoing> = rated.changelog.iter().collect();
+        let manifest = (next.is_some() || self.manifest_in_changelog).then(|| self.manifest_record(next));
+        changelog.extend(manifest.as_ref());
+        match &self.producers.outputs {
+            Some(outputs) => {
+                send_all(outputs, rated.outputs.iter())?;
+                flush_checked(outputs, self.config.kafka_timeout())?;
+                self.transaction(&[], &changelog, Some(&rated.offsets))
+            }
+            None => {
+                let outputs: Vec<&Outgoing> = rated.outputs.iter().collect();
+                self.transaction(&outputs, &changelog, Some(&rated.offsets))
+            }
+        }
+    }
+
+    /// One transaction of the partition's transactional producer: `outputs`, `changelog`
+    /// records and, if given, the input offsets. Any error but a fatal one (the producer is
+    /// unusable) or a commit left pending at shutdown aborts it.
+    fn transaction(
+        &self,
+        outputs: &[&Outgoing],
+        changelog: &[&Outgoing],
+        offsets: Option<&TopicPartitionList>,
+    ) -> Result<(), Error> {
         let txn = &self.producers.txn;
         txn.begin_transaction()?;
         let result = (|| -> Result<(), Error> {
-            match &self.producers.outputs {
-                Some(outputs) => send_all(outputs, &rated.outputs)?,
-                None => send_all(txn, &rated.outputs)?,
+            send_all(txn, outputs.iter().copied())?;
+            send_all(txn, changelog.iter().copied())?;
+            if let Some(offsets) = offsets {
+                let metadata = self.coordinator.group_metadata().ok_or(Error::NoGroupMetadata)?;
+                txn.send_offsets_to_transaction(offsets, &metadata, self.config.kafka_timeout())?;
             }
-            send_all(txn, &rated.changelog)?;
-            if let Some(outputs) = &self.producers.outputs {
-                flush_checked(outputs, self.config.kafka_timeout())?;
-            }
-            let metadata = self.coordinator.group_metadata().ok_or(Error::NoGroupMetadata)?;
-            txn.send_offsets_to_transaction(&rated.offsets, &metadata, self.config.kafka_timeout())?;
             self.commit_transaction()
         })();
         if let Err(error) = &result {
@@ -631,7 +743,7 @@ impl PartitionTask {
     }
 }
 
-fn send_all(producer: &TaskProducer, records: &[Outgoing]) -> Result<(), Error> {
+fn send_all<'a>(producer: &TaskProducer, records: impl IntoIterator<Item = &'a Outgoing>) -> Result<(), Error> {
     for out in records {
         let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&out.topic).key(&out.key);
         if let Some(payload) = &out.payload {

@@ -12,6 +12,9 @@ pub struct Record {
     pub partition: i32,
     /// Source offset.
     pub offset: i64,
+    /// The record's timestamp (milliseconds since the epoch; 0 when it has none): orders
+    /// records of the two input topics within a batch.
+    pub timestamp: i64,
     /// Key bytes (tollgate inputs: the tenant id).
     pub key: Option<Vec<u8>>,
     /// Value bytes; `None` is a tombstone.
@@ -25,6 +28,7 @@ impl Record {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
+            timestamp: message.timestamp().to_millis().unwrap_or(0),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
         }

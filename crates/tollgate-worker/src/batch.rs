@@ -1,0 +1,120 @@
+//! What a batch is made of, decided so that rating it again gives the same bytes.
+//!
+//! A partition task reads two input topics. Which records of each end up in a batch, and in
+//! which order they meet, would otherwise depend on fetch timing; rating the same records in
+//! another mix can change outputs (a balance in a rated usage, a credit event's sequence). So:
+//!
+//! - a batch's records are rated in a **merged order** that depends on the records only:
+//!   each topic's records in offset order, the two merged by record timestamp (then topic
+//!   name), see [`merge`];
+//! - under at-least-once, where outputs become visible before the batch's transaction
+//!   commits, the batch's **composition** is written to the changelog (a [`Manifest`], key
+//!   `m/<partition>`) in a transaction before any of its outputs is produced: in the previous
+//!   batch's transaction when its records were already in hand, else in a transaction of its
+//!   own. The partition's next owner, after a crash or a fencing, finds the manifest of the
+//!   batch that follows the committed offsets and rates exactly those records first, so any
+//!   output repeated downstream is byte-identical.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Record;
+
+/// The changelog key of partition `partition`'s manifest.
+pub fn manifest_key(partition: i32) -> String {
+    format!("m/{partition}")
+}
+
+/// The records of a batch: per input topic, the offsets from the first to the last one.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Topic → (first offset, last offset).
+    pub ranges: BTreeMap<String, (i64, i64)>,
+}
+
+impl Manifest {
+    /// The composition of `records`.
+    pub fn of(records: &[Record]) -> Manifest {
+        let mut ranges: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for r in records {
+            let range = ranges.entry(r.topic.clone()).or_insert((r.offset, r.offset));
+            range.0 = range.0.min(r.offset);
+            range.1 = range.1.max(r.offset);
+        }
+        Manifest { ranges }
+    }
+
+    /// Whether `record` belongs to the batch.
+    pub fn contains(&self, record: &Record) -> bool {
+        self.ranges.get(&record.topic).is_some_and(|(_, last)| record.offset <= *last)
+    }
+
+    /// Whether `records` hold the whole batch (the last record of every topic in it).
+    pub fn complete(&self, records: &[Record]) -> bool {
+        self.ranges.iter().all(|(topic, (_, last))| records.iter().any(|r| &r.topic == topic && r.offset >= *last))
+    }
+}
+
+/// Records in the order the batch rates them: each topic's records keep their order (they
+/// arrive in offset order), and the topics are merged by (timestamp, topic name).
+pub fn merge(records: Vec<Record>) -> Vec<Record> {
+    let mut by_topic: BTreeMap<String, VecDeque<Record>> = BTreeMap::new();
+    for r in records {
+        by_topic.entry(r.topic.clone()).or_default().push_back(r);
+    }
+    let mut merged = Vec::with_capacity(by_topic.values().map(VecDeque::len).sum());
+    loop {
+        let next =
+            by_topic.iter().filter_map(|(topic, queue)| queue.front().map(|r| (r.timestamp, topic.clone()))).min();
+        let Some((_, topic)) = next else { break };
+        if let Some(record) = by_topic.get_mut(&topic).and_then(VecDeque::pop_front) {
+            merged.push(record);
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(topic: &str, offset: i64, timestamp: i64) -> Record {
+        Record { topic: topic.into(), partition: 0, offset, timestamp, key: None, payload: None }
+    }
+
+    fn order(records: &[Record]) -> Vec<(String, i64)> {
+        records.iter().map(|r| (r.topic.clone(), r.offset)).collect()
+    }
+
+    #[test]
+    fn the_merged_order_does_not_depend_on_arrival() {
+        let legs = [record("legs", 10, 100), record("legs", 11, 300), record("legs", 12, 250)];
+        let credits = [record("credits", 4, 200), record("credits", 5, 300)];
+        let arrived_one_way: Vec<Record> = legs.iter().chain(&credits).cloned().collect();
+        let arrived_another: Vec<Record> =
+            [&credits[0], &legs[0], &credits[1], &legs[1], &legs[2]].into_iter().cloned().collect();
+        let expected = vec![
+            ("legs".to_owned(), 10),
+            ("credits".to_owned(), 4),
+            ("credits".to_owned(), 5),
+            ("legs".to_owned(), 11),
+            ("legs".to_owned(), 12),
+        ];
+        assert_eq!(order(&merge(arrived_one_way)), expected);
+        assert_eq!(order(&merge(arrived_another)), expected);
+    }
+
+    #[test]
+    fn a_manifest_names_the_last_record_of_each_topic() {
+        let batch = [record("legs", 10, 1), record("legs", 12, 2), record("credits", 4, 3)];
+        let manifest = Manifest::of(&batch);
+        assert_eq!(manifest.ranges["legs"], (10, 12));
+        assert!(manifest.contains(&record("legs", 11, 0)) && !manifest.contains(&record("legs", 13, 0)));
+        assert!(!manifest.contains(&record("other", 1, 0)));
+        assert!(!manifest.complete(&batch[..2]));
+        assert!(manifest.complete(&batch));
+        let json = serde_json::to_string(&manifest).unwrap();
+        assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap(), manifest);
+    }
+}
