@@ -28,6 +28,9 @@ pub enum Error {
     /// The worker was asked to stop while waiting.
     #[error("shut down while {0}")]
     ShutDown(&'static str),
+    /// A topic could not be read to its end (`tollgate verify`): no record came for too long.
+    #[error("reading stalled: {0}")]
+    Stalled(String),
 }
 
 /// How the worker reacts to an error.
@@ -62,7 +65,11 @@ impl Error {
     /// Classifies the error.
     pub fn class(&self) -> Class {
         match self {
-            Error::Config(_) | Error::Topology(_) | Error::Changelog { .. } | Error::ShutDown(_) => Class::Fatal,
+            Error::Config(_)
+            | Error::Topology(_)
+            | Error::Changelog { .. }
+            | Error::ShutDown(_)
+            | Error::Stalled(_) => Class::Fatal,
             Error::Kafka(e) => classify_kafka(e),
             Error::NoGroupMetadata => Class::Migrating,
         }

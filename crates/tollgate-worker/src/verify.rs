@@ -81,12 +81,16 @@ use std::str::FromStr;
 use serde::Serialize;
 use tollgate_core::TenantState;
 
+use crate::Error;
+use crate::config::WorkerConfig;
 use crate::record::Record;
 
 mod check;
+mod read;
 mod report;
 
 pub use check::check;
+pub use read::read;
 pub use report::{DeadLetterRow, LISTED, Report, TenantRow};
 
 /// What the caller expects beyond the invariants that always hold.
@@ -168,6 +172,12 @@ pub struct Snapshot {
     pub states: BTreeMap<i32, HashMap<String, TenantState>>,
     /// What the reader noticed that may make findings transient (lag, deleted history).
     pub warnings: Vec<String>,
+}
+
+/// Reads the deployment of `config` and checks it.
+pub fn run(config: &WorkerConfig, expectations: &Expectations, stop: &dyn Fn() -> bool) -> Result<Report, Error> {
+    let snapshot = read(config, stop)?;
+    Ok(check(&snapshot, &config.topics, expectations))
 }
 
 #[cfg(test)]
