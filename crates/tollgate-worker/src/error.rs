@@ -37,6 +37,9 @@ pub enum Error {
     /// The worker was asked to stop while waiting.
     #[error("shut down while {0}")]
     ShutDown(&'static str),
+    /// A topic could not be read to its end (`tollgate verify`): no record came for too long.
+    #[error("reading stalled: {0}")]
+    Stalled(String),
 }
 
 /// How the worker reacts to an error.
@@ -76,7 +79,8 @@ impl Error {
             | Error::Topology(_)
             | Error::Changelog { .. }
             | Error::ShutDown(_)
-            | Error::Halted { .. } => Class::Fatal,
+            | Error::Halted { .. }
+            | Error::Stalled(_) => Class::Fatal,
             Error::Kafka(e) => classify_kafka(e),
             Error::NoGroupMetadata => Class::Migrating,
         }

@@ -17,6 +17,7 @@
 //! - [`publish`]: producing inputs and reference data keyed and partitioned correctly.
 //! - [`topics`]: the topic layout (`tollgate admin create-topics`).
 //! - [`telemetry`]: metrics and logs, one function per event.
+//! - [`verify`]: the invariant checker behind `tollgate verify`.
 //!
 //! # Invariants
 //!
@@ -43,6 +44,7 @@ pub mod record;
 pub mod reference;
 pub mod telemetry;
 pub mod topics;
+pub mod verify;
 pub mod worker;
 
 pub use config::{ProcessingGuarantee, Topics, WorkerConfig};

@@ -5,6 +5,7 @@
 //! - `demo`: the main job on an embedded Kafka, with traffic, a progress bar and a summary.
 //! - `rate`: the offline rater (JSON lines in, JSON lines out; no Kafka).
 //! - `produce`, `tail`, `admin`: operator tools.
+//! - `verify`: the invariant checker (no leg lost or charged twice, balances exact).
 
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ mod rate;
 mod run;
 mod tail;
 mod telemetry;
+mod verify;
 
 /// tollgate: rates call legs of pay-per-minute meeting audio conferencing against prepaid
 /// communications credits.
@@ -42,6 +44,9 @@ enum Command {
     Tail(tail::TailArgs),
     /// Create topics, publish reference data, fund tenants.
     Admin(admin::AdminArgs),
+    /// Check from Kafka alone that no leg was lost or charged twice and every balance is exact
+    /// (exit code 1 when not).
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(code) => code,

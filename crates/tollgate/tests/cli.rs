@@ -74,3 +74,51 @@ fn says_clearly_when_kafka_cannot_be_reached() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot reach Kafka at 127.0.0.1:1 within 5 s"), "{stderr}");
 }
+
+#[test]
+fn verify_exits_0_when_consistent_1_on_a_violation_2_on_bad_usage_3_when_it_cannot_check() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for spec in topics::specs(&WorkerConfig::default(), 2) {
+        cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
+    }
+    // Nothing in the topics: nothing to violate.
+    let out = tollgate(&bootstrap, &["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("OK: no leg lost or charged twice, every balance exact"), "{stdout}");
+
+    // A fund command no worker ever processed.
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("fund.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#,
+    )
+    .unwrap();
+    let out = tollgate(&bootstrap, &["produce", "--input", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tollgate(&bootstrap, &["verify", "--json", "--expect-no-dead-letters"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(
+        report["violations"],
+        serde_json::json!([
+            "contoso: has applied inputs or outputs but no state in the changelog",
+            "contoso: FUNDED events sum to 0.00, but the applied fund commands to 10.00",
+        ])
+    );
+    assert_eq!(report["tenants"][0]["currency"], "USD");
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("the workers may not have processed everything yet"), "{warnings}");
+
+    let out = tollgate(&bootstrap, &["verify", "--expect-no-dead-letters", "--expect-dead-letter", "e1"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = tollgate("127.0.0.1:1", &["verify"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach Kafka at 127.0.0.1:1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

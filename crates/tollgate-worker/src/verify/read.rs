@@ -1,0 +1,237 @@
+//! Reading a deployment into a [`Snapshot`]: the changelog first, then the outputs, then the
+//! inputs, each up to the end noted before it is read.
+//!
+//! The order makes a pipeline that is still running err on the safe side: whatever the
+//! restored state reflects was published before it (outputs are acknowledged before the
+//! changelog under at-least-once, in the same transaction under exactly-once), and whatever an
+//! output (a dead letter) refers to was published before the output.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::Snapshot;
+use crate::config::WorkerConfig;
+use crate::record::Record;
+use crate::{Error, changelog, kafka};
+
+/// A topic's partition.
+type Place = (String, i32);
+
+/// How often progress is logged while reading.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The shortest time without a record after which an unfinished read is given up.
+const MIN_STALL: Duration = Duration::from_secs(30);
+
+/// Reads everything [`super::check`] needs. `stop` aborts the read.
+pub fn read(config: &WorkerConfig, stop: &dyn Fn() -> bool) -> Result<Snapshot, Error> {
+    let t = &config.topics;
+    let consumer: BaseConsumer = kafka::reader(config, "verify").create()?;
+    let mut snapshot = Snapshot::default();
+    for topic in [&t.call_legs, &t.credit_commands, &t.rated_usage, &t.leg_decisions, &t.credit_events, &t.dead_letter]
+    {
+        snapshot.partitions.insert(topic.clone(), partition_count(&consumer, topic, config)?);
+    }
+    let state_partitions = partition_count(&consumer, &t.state, config)?;
+    snapshot.partitions.insert(t.state.clone(), state_partitions);
+    for partition in 0..state_partitions {
+        snapshot.states.insert(partition, changelog::restore(config, partition, stop)?);
+    }
+    let outputs = [&t.rated_usage, &t.leg_decisions, &t.credit_events, &t.dead_letter];
+    let inputs = [&t.call_legs, &t.credit_commands];
+    let mut ends = BTreeMap::new();
+    for topic in outputs.into_iter().chain(inputs) {
+        let count = snapshot.partitions.get(topic.as_str()).copied().unwrap_or_default();
+        ends.extend(watermarks(&consumer, topic, count, config, &mut snapshot.warnings)?);
+    }
+    let mut by_topic = read_to(&consumer, &ends, config, stop)?;
+    let mut take = |topic: &str| by_topic.remove(topic).unwrap_or_default();
+    snapshot.rated_usage = take(&t.rated_usage);
+    snapshot.leg_decisions = take(&t.leg_decisions);
+    snapshot.credit_events = take(&t.credit_events);
+    snapshot.dead_letters = take(&t.dead_letter);
+    snapshot.inputs = take(&t.call_legs);
+    snapshot.inputs.extend(take(&t.credit_commands));
+    snapshot.warnings.extend(lag(config, &ends));
+    Ok(snapshot)
+}
+
+/// The partition count of `topic`; a missing topic is a topology error.
+fn partition_count(consumer: &BaseConsumer, topic: &str, config: &WorkerConfig) -> Result<i32, Error> {
+    let metadata = consumer.fetch_metadata(Some(topic), config.kafka_timeout())?;
+    let count = metadata.topics().first().map_or(0, |t| t.partitions().len());
+    if count == 0 {
+        return Err(Error::Topology(format!("topic {topic} does not exist")));
+    }
+    Ok(i32::try_from(count).unwrap_or(i32::MAX))
+}
+
+/// The end (high watermark, or last stable offset under read_committed) of every partition
+/// of `topic` that has records; warns when a partition's history was deleted.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+    config: &WorkerConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(Place, i64)>, Error> {
+    let mut ends = Vec::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, config.kafka_timeout())?;
+        if low > 0 {
+            warnings.push(format!(
+                "{topic}[{partition}] starts at offset {low}: older records were deleted, so findings about them \
+                 cannot be trusted"
+            ));
+        }
+        if high > low {
+            ends.push(((topic.to_owned(), partition), high));
+        }
+    }
+    Ok(ends)
+}
+
+/// Reads every partition in `ends` from the beginning to its end, grouped by topic.
+fn read_to(
+    consumer: &BaseConsumer,
+    ends: &BTreeMap<Place, i64>,
+    config: &WorkerConfig,
+    stop: &dyn Fn() -> bool,
+) -> Result<HashMap<String, Vec<Record>>, Error> {
+    let mut records: HashMap<String, Vec<Record>> = HashMap::new();
+    if ends.is_empty() {
+        return Ok(records);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for (topic, partition) in ends.keys() {
+        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let total: i64 = ends.values().sum();
+    tracing::info!(partitions = ends.len(), records = total, "verify: reading inputs and outputs to their ends");
+    let mut left = ends.clone();
+    let stall = (config.kafka_timeout() * 3).max(MIN_STALL);
+    let (mut last_record, mut last_log) = (Instant::now(), Instant::now());
+    while !left.is_empty() {
+        if stop() {
+            return Err(Error::ShutDown("verifying"));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                last_record = Instant::now();
+                let place = (message.topic().to_owned(), message.partition());
+                let Some(&end) = left.get(&place) else { continue };
+                if message.offset() < end {
+                    records.entry(place.0.clone()).or_default().push(Record::from_message(&message));
+                }
+                if message.offset() + 1 >= end {
+                    finish(consumer, &mut left, &place);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => finish_reached(consumer, &mut left),
+            Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {
+                finish_reached(consumer, &mut left);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "verify: consumer error, retrying"),
+        }
+        if last_log.elapsed() >= PROGRESS_EVERY {
+            last_log = Instant::now();
+            progress(&records, "verify: reading");
+        }
+        if !left.is_empty() && last_record.elapsed() >= stall {
+            let (place, end) = left.iter().next().map(|(p, e)| (format!("{}[{}]", p.0, p.1), *e)).unwrap_or_default();
+            return Err(Error::Stalled(format!(
+                "no record for {} s while {} partitions were left, e.g. {place} (end {end})",
+                stall.as_secs(),
+                left.len()
+            )));
+        }
+    }
+    progress(&records, "verify: read");
+    Ok(records)
+}
+
+/// Logs the records read so far, per topic.
+fn progress(records: &HashMap<String, Vec<Record>>, what: &str) {
+    let mut topics: Vec<(&String, usize)> = records.iter().map(|(t, r)| (t, r.len())).collect();
+    topics.sort();
+    for (topic, count) in topics {
+        tracing::info!(topic = %topic, records = count, "{what}");
+    }
+}
+
+/// Marks every partition whose position passed its end as read (transaction markers leave
+/// offsets no message has, so the last message may be before the end).
+fn finish_reached(consumer: &BaseConsumer, left: &mut BTreeMap<Place, i64>) {
+    let Ok(positions) = consumer.position() else { return };
+    let reached: Vec<Place> = positions
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            let place = (e.topic().to_owned(), e.partition());
+            let end = left.get(&place)?;
+            e.offset().to_raw().filter(|pos| pos >= end).map(|_| place)
+        })
+        .collect();
+    for place in reached {
+        finish(consumer, left, &place);
+    }
+}
+
+/// Stops reading a partition that is done.
+fn finish(consumer: &BaseConsumer, left: &mut BTreeMap<Place, i64>, place: &Place) {
+    left.remove(place);
+    let mut done = TopicPartitionList::new();
+    done.add_partition(&place.0, place.1);
+    // Pausing only saves fetching what would be ignored anyway.
+    let _ = consumer.pause(&done);
+}
+
+/// Warnings for input partitions the workers' group has not committed up to their end: the
+/// pipeline may still be working, and findings about those records may be transient.
+fn lag(config: &WorkerConfig, ends: &BTreeMap<Place, i64>) -> Vec<String> {
+    let t = &config.topics;
+    let mut inputs = TopicPartitionList::new();
+    for (topic, partition) in ends.keys().filter(|(topic, _)| *topic == t.call_legs || *topic == t.credit_commands) {
+        inputs.add_partition(topic, *partition);
+    }
+    if inputs.count() == 0 {
+        return Vec::new();
+    }
+    let committed = group_offsets(config).and_then(|c| Ok(c.committed_offsets(inputs, config.kafka_timeout())?));
+    let committed = match committed {
+        Ok(committed) => committed,
+        Err(e) => return vec![format!("cannot read the committed offsets of group {}: {e}", config.group_id)],
+    };
+    let mut warnings = Vec::new();
+    for element in committed.elements() {
+        let place = (element.topic().to_owned(), element.partition());
+        let Some(&end) = ends.get(&place) else { continue };
+        let at = element.offset().to_raw().filter(|o| *o >= 0);
+        if at.is_none_or(|at| at < end) {
+            let at = at.map_or_else(|| "nothing".to_owned(), |o| format!("offset {o}"));
+            warnings.push(format!(
+                "group {} has committed {at} of {}[{}], whose end is {end}: the workers may not have processed \
+                 everything yet",
+                config.group_id, place.0, place.1
+            ));
+        }
+    }
+    warnings
+}
+
+/// A client of the workers' group that only reads its committed offsets: it never
+/// subscribes, so it does not join the group, and it commits nothing.
+fn group_offsets(config: &WorkerConfig) -> Result<BaseConsumer, Error> {
+    let mut client = kafka::base(config);
+    client
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    Ok(client.create()?)
+}
