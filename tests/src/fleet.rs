@@ -77,10 +77,13 @@ impl WorkerProcess {
             .args(["--processing-guarantee", &spec.guarantee])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(["--log", "info,tollgate_worker=info"])
-            .env_remove("TOLLGATE_CONFIG")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file);
+        // The worker refuses TOLLGATE_* variables it does not know (the test's own included).
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")) {
+            command.env_remove(key);
+        }
         for (key, value) in &spec.librdkafka {
             command.args(["-X", &format!("{key}={value}")]);
         }
@@ -164,9 +167,12 @@ impl WorkerProcess {
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.pid().to_string()]).status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.exited().is_none() {
+            // A paused process cannot die of SIGKILL until it runs again.
+            let _ = Command::new("kill").args(["-CONT", &self.pid().to_string()]).stderr(Stdio::null()).status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

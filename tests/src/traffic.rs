@@ -148,7 +148,13 @@ impl Traffic {
         let open_tenant = tenants[0].clone();
         for i in 0..shape.open_legs {
             let leg = format!("open-{i:06}");
-            legs.push(leg_event(&open_tenant, &leg, "s", shape.legs as u64 + i as u64, Body::Started(v1::LegKind::DialOut, "+12128675309")));
+            legs.push(leg_event(
+                &open_tenant,
+                &leg,
+                "s",
+                shape.legs as u64 + i as u64,
+                Body::Started(v1::LegKind::DialOut, "+12128675309"),
+            ));
         }
         // Duplicate deliveries, a little later than the original.
         let mut with_duplicates = Vec::with_capacity(legs.len() + legs.len() / 50);
@@ -177,9 +183,7 @@ impl Traffic {
                 fund(t, &format!("{t}-fund"), cents)
             })
             .collect();
-        let poison = vec![
-            (tenants[1].clone().into_bytes(), b"\xff\x00 not protobuf".to_vec()),
-        ];
+        let poison = vec![(tenants[1].clone().into_bytes(), b"\xff\x00 not protobuf".to_vec())];
         let mut poison_ids = Vec::new();
         let unknown = leg_event("nobody", "leg-x", "s", 0, Body::Started(v1::LegKind::DialOut, "+12128675309"));
         poison_ids.push("nobody/leg-x-s".to_owned());

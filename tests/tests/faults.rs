@@ -1,0 +1,512 @@
+//! The fault suite: tollgate workers as real processes against a real Apache Kafka broker,
+//! with faults injected while traffic flows, each run ending with the invariant checker
+//! (`tollgate_worker::verify`) green and every tenant's charges equal to the exact amount its
+//! legs cost, in both processing guarantees.
+//!
+//! Each scenario has its own broker (some of them kill it). `TOLLGATE_SOAK=1` turns the
+//! random-kill soak on (≥ 10 kills, 100,000 legs over 1,000 tenants, 1 % duplicates); the
+//! CI-sized scenarios run with a few thousand legs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tollgate_core::Money;
+use tollgate_e2e::broker::Broker;
+use tollgate_e2e::fleet::{GroupProgress, WorkerProcess, WorkerSpec};
+use tollgate_e2e::traffic::{Shape, Traffic};
+use tollgate_worker::publish::{self, Publisher};
+use tollgate_worker::verify::{self, Expectations, Report};
+use tollgate_worker::{ProcessingGuarantee, WorkerConfig, topics};
+
+const PARTITIONS: i32 = 6;
+/// How long any one wait of a scenario may take.
+const DEADLINE: Duration = Duration::from_secs(180);
+/// Short session timeout for the scenarios that do not test the default.
+const FAST_GROUP: [(&str, &str); 2] = [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "1000")];
+
+/// One scenario's broker, topics, traffic and workers.
+struct Run {
+    broker: Broker,
+    config: WorkerConfig,
+    spec: WorkerSpec,
+    traffic: Arc<Traffic>,
+    progress: GroupProgress,
+    workers: Vec<WorkerProcess>,
+    started_workers: usize,
+    /// Workers that exited on their own and were started again (what a supervisor does).
+    restarts: usize,
+    _logs: TempDir,
+}
+
+/// A directory removed at the end (kept with `TOLLGATE_KEEP_BROKER`).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("TOLLGATE_KEEP_BROKER").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            eprintln!("worker logs kept in {}", self.0.display());
+        }
+    }
+}
+
+impl Run {
+    fn new(guarantee: ProcessingGuarantee, shape: &Shape, librdkafka: &[(&str, &str)]) -> Run {
+        let broker = Broker::start();
+        let group = format!("tollgate-faults-{}", std::process::id());
+        let config = WorkerConfig {
+            bootstrap_servers: broker.bootstrap_servers(),
+            group_id: group.clone(),
+            processing_guarantee: guarantee,
+            ..WorkerConfig::default()
+        };
+        topics::create(&config, &topics::specs(&config, PARTITIONS), 1).expect("create topics");
+        let logs = std::env::temp_dir().join(format!("tollgate-faults-{}-{}", std::process::id(), broker_port(&broker)));
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let spec = WorkerSpec {
+            bootstrap: broker.bootstrap_servers(),
+            group: group.clone(),
+            guarantee: guarantee.label().to_owned(),
+            librdkafka: librdkafka.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            log_dir: logs.clone(),
+        };
+        let t = &config.topics;
+        let progress = GroupProgress::new(&config.bootstrap_servers, &group, &[&t.call_legs, &t.credit_commands], PARTITIONS);
+        let traffic = Arc::new(Traffic::generate(shape));
+        let publisher = Publisher::new(&config).expect("publisher");
+        for record in publish::reference(&config.topics, &traffic.reference) {
+            publisher.send(&record).expect("send reference");
+        }
+        publisher.flush().expect("flush reference");
+        Run {
+            broker,
+            config,
+            spec,
+            traffic,
+            progress,
+            workers: Vec::new(),
+            started_workers: 0,
+            restarts: 0,
+            _logs: TempDir(logs),
+        }
+    }
+
+    fn start_worker(&mut self) {
+        self.started_workers += 1;
+        let name = format!("w{}", self.started_workers);
+        self.workers.push(WorkerProcess::start(&self.spec, &name));
+    }
+
+    /// Starts again any worker that exited on its own, as a supervisor would.
+    fn supervise(&mut self) {
+        for i in 0..self.workers.len() {
+            if let Some(status) = self.workers[i].exited() {
+                if status.code().is_some() {
+                    eprintln!("{} exited ({status}); restarting it. Log tail:\n{}", self.workers[i].name, self.workers[i].log_tail());
+                }
+                self.restarts += 1;
+                self.started_workers += 1;
+                let name = format!("w{}", self.started_workers);
+                self.workers[i] = WorkerProcess::start(&self.spec, &name);
+            }
+        }
+    }
+
+    /// Waits (supervising) until `ready`.
+    fn wait(&mut self, what: &str, mut ready: impl FnMut(&Run) -> bool) {
+        let started = Instant::now();
+        loop {
+            self.supervise();
+            if ready(self) {
+                return;
+            }
+            if started.elapsed() > DEADLINE {
+                for w in &self.workers {
+                    eprintln!("--- {} ---\n{}", w.name, w.log_tail());
+                }
+                panic!("timed out after {DEADLINE:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Publishes the funding and waits until the group committed it, so every leg finds its
+    /// tenant funded.
+    fn fund(&mut self) {
+        let publisher = Publisher::new(&self.config).expect("publisher");
+        for record in Traffic::keyed(&self.config.topics, &self.traffic.funding) {
+            publisher.send(&record).expect("send funding");
+        }
+        publisher.flush().expect("flush funding");
+        self.wait("funding applied", |run| run.progress.caught_up());
+    }
+
+    /// Publishes the legs (and poison) from a thread at about `per_second` records a second;
+    /// `sent` counts what was queued.
+    fn publish_legs(&self, per_second: usize, extra: &[(&str, &str)]) -> Publishing {
+        let traffic = Arc::clone(&self.traffic);
+        let mut config = self.config.clone();
+        for (k, v) in extra {
+            config.librdkafka.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&sent);
+        let thread = std::thread::spawn(move || {
+            let publisher = Publisher::new(&config).expect("publisher");
+            let started = Instant::now();
+            let keyed = Traffic::keyed(&config.topics, &traffic.legs);
+            for (n, record) in keyed.iter().enumerate() {
+                publisher.send(record).expect("send leg");
+                if n == keyed.len() / 3 {
+                    for (key, value) in &traffic.poison {
+                        publisher.send_raw(&config.topics.call_legs, Some(key), Some(value)).expect("send poison");
+                    }
+                }
+                counter.store(n + 1, Ordering::Release);
+                let due = started + Duration::from_secs_f64((n + 1) as f64 / per_second as f64);
+                if let Some(ahead) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(ahead);
+                }
+            }
+            publisher.flush().expect("flush legs");
+        });
+        Publishing { sent, total: self.traffic.legs.len(), thread: Some(thread) }
+    }
+
+    /// Committed input offsets, summed.
+    fn committed(&self) -> i64 {
+        self.progress.committed().unwrap_or(0)
+    }
+
+    fn wait_caught_up(&mut self, publishing: &mut Publishing) {
+        publishing.join();
+        self.wait("every input committed", |run| run.progress.caught_up());
+    }
+
+    /// SIGTERM to every worker: each must exit cleanly within the 30 s a pod gets.
+    fn stop_all(&mut self) {
+        for mut worker in std::mem::take(&mut self.workers) {
+            let status = worker.terminate(Duration::from_secs(30));
+            assert!(status.success(), "{} exited with {status} on SIGTERM:\n{}", worker.name, worker.log_tail());
+        }
+    }
+
+    /// Runs the checker and asserts it is green with the exact expected figures.
+    fn verify(&self) -> Report {
+        let expectations = Expectations {
+            exactly_once: self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
+            dead_letters: None,
+        };
+        let report = verify::run(&self.config, &expectations, &|| false).expect("verify");
+        assert!(report.is_ok(), "invariants violated:\n{report}");
+        for (tenant, cents) in &self.traffic.expected_cents {
+            let row = report.tenant(tenant).unwrap_or_else(|| panic!("no row for {tenant}:\n{report}"));
+            let expected = Money::new(rust_decimal::Decimal::new(*cents as i64, 2));
+            assert_eq!(row.charges + row.open_debited, expected, "{tenant}: charges\n{report}");
+            assert_eq!(row.legs - row.open_legs, self.traffic.expected_legs[tenant], "{tenant}: ended legs");
+            assert_eq!(row.missing, 0, "{tenant}");
+        }
+        let mut codes: Vec<&str> = report.dead_letters.iter().map(|d| d.code.as_str()).collect();
+        codes.sort_unstable();
+        assert_eq!(codes, vec!["decode", "unknown_tenant"], "dead letters:\n{report}");
+        if self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+            assert!(report.tenants.iter().all(|t| t.duplicates == 0), "exactly-once produced duplicates:\n{report}");
+        }
+        eprintln!(
+            "scenario done: {} legs, {} duplicates downstream, {} worker restarts",
+            report.tenants.iter().map(|t| t.legs).sum::<u64>(),
+            report.tenants.iter().map(|t| t.duplicates).sum::<u64>(),
+            self.restarts
+        );
+        report
+    }
+}
+
+fn broker_port(broker: &Broker) -> String {
+    broker.bootstrap_servers().rsplit(':').next().unwrap_or("0").to_owned()
+}
+
+/// The legs being published in the background.
+struct Publishing {
+    sent: Arc<AtomicUsize>,
+    total: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Publishing {
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("publisher thread");
+        }
+    }
+}
+
+fn shape() -> Shape {
+    Shape::default()
+}
+
+/// kill -9 one of two workers in the middle of the traffic; a supervisor restarts it.
+fn kill_one_worker(guarantee: ProcessingGuarantee) {
+    let mut run = Run::new(guarantee, &shape(), &FAST_GROUP);
+    run.start_worker();
+    run.start_worker();
+    run.fund();
+    let mut publishing = run.publish_legs(2_000, &[]);
+    let third = publishing.total / 3;
+    run.wait("a third of the legs published", |_| publishing.sent() >= third);
+    let before = run.committed();
+    run.wait("a batch committed after that", |run| run.committed() > before);
+    run.workers[0].kill9();
+    run.wait_caught_up(&mut publishing);
+    run.stop_all();
+    run.verify();
+}
+
+#[test]
+fn kill_one_worker_at_least_once() {
+    kill_one_worker(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn kill_one_worker_exactly_once() {
+    kill_one_worker(ProcessingGuarantee::ExactlyOnce);
+}
+
+/// kill -9 every worker on a backlog, with producer settings that split each batch over many
+/// requests (so a kill lands between a batch's records); restart them: the state comes back
+/// from the changelog whole.
+fn kill_all_workers(guarantee: ProcessingGuarantee) {
+    let split = [FAST_GROUP[0], FAST_GROUP[1], ("batch.size", "16384"), ("linger.ms", "0")];
+    let mut run = Run::new(guarantee, &shape(), &split);
+    run.start_worker();
+    run.start_worker();
+    run.fund();
+    // A backlog first, then the workers die while draining it.
+    let mut publishing = run.publish_legs(1_000_000, &[]);
+    publishing.join();
+    let before = run.committed();
+    run.wait("the backlog being drained", |run| run.committed() > before + 1_000);
+    run.workers[0].kill9();
+    run.workers[1].kill9();
+    run.workers.clear();
+    run.start_worker();
+    run.start_worker();
+    run.wait_caught_up(&mut publishing);
+    run.stop_all();
+    run.verify();
+}
+
+#[test]
+fn kill_all_workers_at_least_once() {
+    kill_all_workers(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn kill_all_workers_exactly_once() {
+    kill_all_workers(ProcessingGuarantee::ExactlyOnce);
+}
+
+/// SIGSTOP a worker past its session timeout: the other takes every partition (and fences
+/// it); SIGCONT it while traffic still flows. The zombie must write no state.
+fn zombie(guarantee: ProcessingGuarantee) {
+    let mut run = Run::new(guarantee, &shape(), &FAST_GROUP);
+    run.start_worker();
+    run.start_worker();
+    run.fund();
+    let mut publishing = run.publish_legs(1_000, &[]);
+    let third = publishing.total / 3;
+    run.wait("a third of the legs published", |_| publishing.sent() >= third);
+    run.workers[0].pause();
+    run.wait("the other worker owning every partition", |run| {
+        run.workers[1].metric("tollgate_assigned_partitions") == Some(f64::from(PARTITIONS))
+    });
+    let before = run.committed();
+    run.wait("the survivor committing", |run| run.committed() > before);
+    run.workers[0].resume();
+    assert!(publishing.sent() < publishing.total, "the traffic ended before the zombie woke up");
+    run.wait_caught_up(&mut publishing);
+    run.stop_all();
+    run.verify();
+}
+
+#[test]
+fn zombie_at_least_once() {
+    zombie(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn zombie_exactly_once() {
+    zombie(ProcessingGuarantee::ExactlyOnce);
+}
+
+/// kill -9 the broker under traffic and start it again on the same data: the workers ride it
+/// out (retrying, resuming commits) without losing or repeating a debit.
+fn broker_killed(guarantee: ProcessingGuarantee) {
+    let mut run = Run::new(guarantee, &shape(), &FAST_GROUP);
+    run.start_worker();
+    run.start_worker();
+    run.fund();
+    let mut publishing = run.publish_legs(2_000, &[]);
+    let third = publishing.total / 3;
+    run.wait("a third of the legs published", |_| publishing.sent() >= third);
+    run.broker.kill9();
+    run.broker.restart();
+    run.wait_caught_up(&mut publishing);
+    run.stop_all();
+    run.verify();
+}
+
+#[test]
+fn broker_killed_at_least_once() {
+    broker_killed(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn broker_killed_exactly_once() {
+    broker_killed(ProcessingGuarantee::ExactlyOnce);
+}
+
+/// SIGTERM the broker under traffic and restart it, with the default session timeout (45 s).
+fn broker_restarted(guarantee: ProcessingGuarantee) {
+    let mut run = Run::new(guarantee, &shape(), &[]);
+    run.start_worker();
+    run.start_worker();
+    run.fund();
+    let mut publishing = run.publish_legs(2_000, &[]);
+    let third = publishing.total / 3;
+    run.wait("a third of the legs published", |_| publishing.sent() >= third);
+    run.broker.sigterm();
+    run.broker.restart();
+    run.wait_caught_up(&mut publishing);
+    run.stop_all();
+    run.verify();
+}
+
+#[test]
+fn broker_restarted_at_least_once() {
+    broker_restarted(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn broker_restarted_exactly_once() {
+    broker_restarted(ProcessingGuarantee::ExactlyOnce);
+}
+
+/// Workers join and leave (gracefully and not) under load, six times.
+fn rebalance_storm(guarantee: ProcessingGuarantee) {
+    let mut run = Run::new(guarantee, &shape(), &FAST_GROUP);
+    run.start_worker();
+    run.fund();
+    let mut publishing = run.publish_legs(1_000, &[]);
+    for round in 0..6 {
+        run.start_worker();
+        let before = run.committed();
+        run.wait("progress after a join", |run| run.committed() > before);
+        let mut leaving = run.workers.remove(0);
+        if round % 2 == 0 {
+            let status = leaving.terminate(Duration::from_secs(30));
+            assert!(status.success(), "{} exited with {status}:\n{}", leaving.name, leaving.log_tail());
+        } else {
+            leaving.kill9();
+        }
+    }
+    run.start_worker();
+    run.wait_caught_up(&mut publishing);
+    run.stop_all();
+    run.verify();
+}
+
+#[test]
+fn rebalance_storm_at_least_once() {
+    rebalance_storm(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn rebalance_storm_exactly_once() {
+    rebalance_storm(ProcessingGuarantee::ExactlyOnce);
+}
+
+/// One tenant with thousands of legs in progress (the state that once outgrew the broker's
+/// record size limit): kill -9, restore, and the legs are all still open.
+fn thousands_of_open_legs(guarantee: ProcessingGuarantee) {
+    let shape = Shape { open_legs: 3_000, ..shape() };
+    let mut run = Run::new(guarantee, &shape, &FAST_GROUP);
+    run.start_worker();
+    run.fund();
+    let mut publishing = run.publish_legs(1_000_000, &[]);
+    run.wait_caught_up(&mut publishing);
+    run.workers[0].kill9();
+    run.workers.clear();
+    run.start_worker();
+    run.wait("the restarted worker owning every partition", |run| {
+        run.workers[0].metric("tollgate_assigned_partitions") == Some(f64::from(PARTITIONS))
+    });
+    run.stop_all();
+    let report = run.verify();
+    assert_eq!(report.tenant("t0000").map(|t| t.open_legs), Some(3_000));
+}
+
+#[test]
+fn thousands_of_open_legs_at_least_once() {
+    thousands_of_open_legs(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn thousands_of_open_legs_exactly_once() {
+    thousands_of_open_legs(ProcessingGuarantee::ExactlyOnce);
+}
+
+/// The long soak, with `TOLLGATE_SOAK=1`: ≥ 10 random kills of workers over 100,000 legs of
+/// 1,000 tenants (a few hot), 1 % duplicate deliveries, three workers. Without the variable
+/// it runs a short version (two kills, 3,000 legs), so the code path stays tested.
+fn soak(guarantee: ProcessingGuarantee) {
+    let long = std::env::var_os("TOLLGATE_SOAK").is_some();
+    let shape = if long {
+        Shape { tenants: 1_000, hot: 5, hot_share: 20, legs: 100_000, duplicate_per_mille: 10, ..Shape::default() }
+    } else {
+        shape()
+    };
+    let kills = if long { 12 } else { 2 };
+    let mut run = Run::new(guarantee, &shape, &FAST_GROUP);
+    for _ in 0..3 {
+        run.start_worker();
+    }
+    run.fund();
+    let rate = if long { 3_000 } else { 1_000 };
+    let mut publishing = run.publish_legs(rate, &[]);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for kill in 0..kills {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let before = run.committed();
+        run.wait("progress before a kill", |run| run.committed() > before);
+        let victim = (seed % run.workers.len() as u64) as usize;
+        eprintln!("soak: kill {} of {}", kill + 1, run.workers[victim].name);
+        run.workers[victim].kill9();
+        let name = format!("w{}", run.started_workers + 1);
+        run.started_workers += 1;
+        run.workers[victim] = WorkerProcess::start(&run.spec, &name);
+    }
+    run.wait_caught_up(&mut publishing);
+    run.stop_all();
+    let report = run.verify();
+    eprintln!("{report}");
+}
+
+#[test]
+fn soak_at_least_once() {
+    soak(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn soak_exactly_once() {
+    soak(ProcessingGuarantee::ExactlyOnce);
+}
