@@ -143,7 +143,7 @@ impl WorkerProcess {
         let body = http_get(self.metrics_port, "/metrics")?;
         let mut found = None;
         for line in body.lines().filter(|l| !l.starts_with('#')) {
-            let (series, value) = line.rsplit_once(' ')?;
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
             let metric = series.split('{').next().unwrap_or(series);
             if metric == name {
                 *found.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);

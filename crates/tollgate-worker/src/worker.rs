@@ -96,6 +96,18 @@ impl Worker {
     /// leaves the group. Broker unavailability is retried with backoff; only configuration and
     /// topology errors end the run early.
     pub fn run(&self, stop: &AtomicBool) -> Result<(), Error> {
+        match self.run_until_stopped(stop) {
+            // Asked to stop before it was in the group (checking topics, loading reference
+            // data): a clean stop too.
+            Err(Error::ShutDown(what)) => {
+                tracing::info!("stopped while {what}");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn run_until_stopped(&self, stop: &AtomicBool) -> Result<(), Error> {
         let config = &self.config;
         let partition_count = retry("checking topics", stop, || check_topology(config))?;
         tracing::info!(partitions = partition_count, group = %config.group_id, "topics are co-partitioned");
