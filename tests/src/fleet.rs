@@ -49,6 +49,8 @@ pub struct WorkerSpec {
     pub guarantee: String,
     /// `-X key=value` settings.
     pub librdkafka: Vec<(String, String)>,
+    /// `TOLLGATE_*` settings (`("BATCH_SIZE", "200")`).
+    pub env: Vec<(String, String)>,
     /// Directory for the logs.
     pub log_dir: PathBuf,
 }
@@ -76,13 +78,17 @@ impl WorkerProcess {
             .args(["--group-id", &spec.group])
             .args(["--processing-guarantee", &spec.guarantee])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--log", "info,tollgate_worker=info"])
+            // FAULTS_WORKER_LOG=debug shows every batch in the worker logs.
+            .args(["--log", &std::env::var("FAULTS_WORKER_LOG").unwrap_or_else(|_| "info".into())])
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file);
         // The worker refuses TOLLGATE_* variables it does not know (the test's own included).
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")) {
             command.env_remove(key);
+        }
+        for (key, value) in &spec.env {
+            command.env(format!("TOLLGATE_{key}"), value);
         }
         for (key, value) in &spec.librdkafka {
             command.args(["-X", &format!("{key}={value}")]);
@@ -214,6 +220,10 @@ impl GroupProgress {
             .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
+            // read_committed (librdkafka's default) asks for stable offsets, which the broker
+            // withholds while any transaction of the group carries offsets: under steady
+            // exactly-once traffic, nearly always. The last committed offsets are what counts.
+            .set("isolation.level", "read_uncommitted")
             .create()
             .expect("progress client");
         GroupProgress { client, topics: topics.iter().map(|t| (*t).to_owned()).collect(), partitions }

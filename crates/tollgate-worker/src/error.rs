@@ -95,6 +95,8 @@ impl Error {
 pub fn classify_kafka(error: &KafkaError) -> Class {
     use rdkafka::types::RDKafkaErrorCode as C;
     let code = match error {
+        // A setting librdkafka does not know or refuses: retrying cannot fix it.
+        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => return Class::Fatal,
         KafkaError::Transaction(e) => {
             if e.is_fatal() {
                 return match e.code() {
@@ -145,5 +147,18 @@ mod tests {
         assert_eq!(classify_kafka(&KafkaError::MessageProduction(C::MessageTimedOut)), Class::Retriable);
         assert_eq!(classify_kafka(&KafkaError::MessageProduction(C::ProducerFenced)), Class::Fenced);
         assert_eq!(classify_kafka(&KafkaError::ConsumerCommit(C::UnknownMemberId)), Class::Migrating);
+    }
+
+    /// `-X no.such.prop=1` must stop the worker at once, naming the property, not be retried
+    /// as if the broker were away.
+    #[test]
+    fn an_unknown_librdkafka_setting_is_fatal_and_named() {
+        let config = crate::WorkerConfig {
+            librdkafka: [("no.such.prop".to_owned(), "1".to_owned())].into(),
+            ..crate::WorkerConfig::default()
+        };
+        let error = crate::worker::check_topology(&config).unwrap_err();
+        assert_eq!(error.class(), Class::Fatal);
+        assert!(error.to_string().contains("no.such.prop"), "{error}");
     }
 }

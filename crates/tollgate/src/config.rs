@@ -68,6 +68,17 @@ pub struct RunFlags {
     pub log: Option<String>,
 }
 
+/// Whether `TOLLGATE_<name>` is one of the variables Kubernetes injects into every pod for a
+/// Service named `tollgate` (`TOLLGATE_SERVICE_HOST`, `TOLLGATE_SERVICE_PORT[_<NAME>]`,
+/// `TOLLGATE_PORT`, `TOLLGATE_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`): not settings, so not
+/// refused. Every other unknown `TOLLGATE_*` variable still is, so typos fail fast.
+fn injected_by_kubernetes(name: &str) -> bool {
+    name.starts_with("SERVICE_HOST")
+        || name.starts_with("SERVICE_PORT")
+        || name == "PORT"
+        || name.strip_prefix("PORT_").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
 impl Config {
     /// Layers defaults, `file`, the `TOLLGATE_*` variables among `env`, and the flags.
     pub fn load(
@@ -80,7 +91,7 @@ impl Config {
             None => Config::default(),
         };
         for (key, value) in env {
-            if let Some(name) = key.strip_prefix("TOLLGATE_") {
+            if let Some(name) = key.strip_prefix("TOLLGATE_").filter(|name| !injected_by_kubernetes(name)) {
                 config.set_env(name, &value).with_context(|| format!("invalid environment variable {key}"))?;
             }
         }
@@ -245,5 +256,26 @@ log = "debug"
         assert!(format!("{err:#}").contains("batch_size must be > 0"), "{err:#}");
         let err: Result<Config, _> = toml::from_str("[worker]\nbatch = 3\n");
         assert!(err.unwrap_err().to_string().contains("unknown field `batch`"));
+        let err = Config::load(&none, &run, env(&[("TOLLGATE_PORTS", "1")])).unwrap_err();
+        assert_eq!(format!("{err:#}"), "invalid environment variable TOLLGATE_PORTS: unknown setting");
+    }
+
+    /// A Service named `tollgate` makes Kubernetes inject these into every pod of the
+    /// namespace: they must not crash-loop the worker.
+    #[test]
+    fn ignores_the_variables_kubernetes_injects_for_a_service() {
+        let injected = [
+            ("TOLLGATE_SERVICE_HOST", "10.0.0.7"),
+            ("TOLLGATE_SERVICE_PORT", "9464"),
+            ("TOLLGATE_SERVICE_PORT_METRICS", "9464"),
+            ("TOLLGATE_PORT", "tcp://10.0.0.7:9464"),
+            ("TOLLGATE_PORT_9464_TCP", "tcp://10.0.0.7:9464"),
+            ("TOLLGATE_PORT_9464_TCP_PROTO", "tcp"),
+            ("TOLLGATE_PORT_9464_TCP_PORT", "9464"),
+            ("TOLLGATE_PORT_9464_TCP_ADDR", "10.0.0.7"),
+            ("TOLLGATE_GROUP_ID", "billing"),
+        ];
+        let config = Config::load(&KafkaFlags::default(), &RunFlags::default(), env(&injected)).unwrap();
+        assert_eq!(config.worker.group_id, "billing");
     }
 }
