@@ -7,31 +7,12 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-/// The `tollgate` binary built next to this test (cargo builds workspace binaries before
-/// running tests); built on demand when a test runs on its own.
-pub fn tollgate_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/tollgate
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile directory");
-    let binary = profile_dir.join("tollgate");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "tollgate", "--bin", "tollgate"])
-            .current_dir(crate::broker::workspace_root())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p tollgate failed");
-    }
-    binary
-}
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
@@ -41,6 +22,9 @@ pub fn free_port() -> u16 {
 /// How to start workers.
 #[derive(Clone, Debug)]
 pub struct WorkerSpec {
+    /// The `tollgate` binary (`env!("CARGO_BIN_EXE_tollgate")` in the binary's own tests, so
+    /// cargo builds it fresh).
+    pub binary: PathBuf,
     /// `bootstrap.servers`.
     pub bootstrap: String,
     /// Consumer group.
@@ -71,7 +55,7 @@ impl WorkerProcess {
         let metrics_port = free_port();
         let log = spec.log_dir.join(format!("{name}-{metrics_port}.log"));
         let file = std::fs::File::create(&log).expect("worker log file");
-        let mut command = Command::new(tollgate_binary());
+        let mut command = Command::new(&spec.binary);
         command
             .arg("run")
             .args(["--bootstrap-servers", &spec.bootstrap])

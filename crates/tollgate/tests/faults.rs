@@ -68,6 +68,7 @@ impl Run {
             std::env::temp_dir().join(format!("tollgate-faults-{}-{}", std::process::id(), broker_port(&broker)));
         std::fs::create_dir_all(&logs).expect("log dir");
         let spec = WorkerSpec {
+            binary: env!("CARGO_BIN_EXE_tollgate").into(),
             bootstrap: broker.bootstrap_servers(),
             group: group.clone(),
             guarantee: guarantee.label().to_owned(),
@@ -328,9 +329,13 @@ fn kill_all_workers_exactly_once() {
 }
 
 /// SIGSTOP a worker past its session timeout: the other takes every partition (and fences
-/// it); SIGCONT it while traffic still flows. The zombie must write no state.
-fn zombie(guarantee: ProcessingGuarantee) {
+/// it); SIGCONT it while traffic still flows, or once the survivor has rated everything (then
+/// a stale batch the zombie held, if it could still be written, would be the last word on its
+/// tenants). The zombie must write no state. Batches wait up to a second to fill, so the
+/// paused worker almost surely holds one.
+fn zombie(guarantee: ProcessingGuarantee, wake_after_traffic: bool) {
     let mut run = Run::new(guarantee, &Shape { legs: 10_000, ..shape() }, &FAST_GROUP);
+    run.spec.env.push(("COMMIT_INTERVAL_MS".into(), "1000".into()));
     run.start_worker();
     run.start_worker();
     run.fund();
@@ -343,21 +348,42 @@ fn zombie(guarantee: ProcessingGuarantee) {
     });
     let before = run.committed();
     run.wait("the survivor committing", |run| run.committed() > before);
-    run.workers[0].resume();
-    assert!(publishing.sent() < publishing.total, "the traffic ended before the zombie woke up");
-    run.wait_caught_up(&mut publishing);
+    if wake_after_traffic {
+        run.wait_caught_up(&mut publishing);
+        run.workers[0].resume();
+        run.wait("the zombie back in the group", |run| {
+            run.workers[0].metric("tollgate_assigned_partitions").is_some_and(|p| p > 0.0)
+        });
+        run.wait("every input committed", |run| run.progress.caught_up());
+    } else {
+        run.workers[0].resume();
+        assert!(publishing.sent() < publishing.total, "the traffic ended before the zombie woke up");
+        run.wait_caught_up(&mut publishing);
+    }
+    let fenced = run.workers[0].metric("tollgate_producer_fenced_total").unwrap_or(0.0);
+    eprintln!("the zombie was fenced {fenced} times");
     run.stop_all();
     run.verify();
 }
 
 #[test]
 fn zombie_at_least_once() {
-    zombie(ProcessingGuarantee::AtLeastOnce);
+    zombie(ProcessingGuarantee::AtLeastOnce, false);
 }
 
 #[test]
 fn zombie_exactly_once() {
-    zombie(ProcessingGuarantee::ExactlyOnce);
+    zombie(ProcessingGuarantee::ExactlyOnce, false);
+}
+
+#[test]
+fn zombie_woken_after_traffic_at_least_once() {
+    zombie(ProcessingGuarantee::AtLeastOnce, true);
+}
+
+#[test]
+fn zombie_woken_after_traffic_exactly_once() {
+    zombie(ProcessingGuarantee::ExactlyOnce, true);
 }
 
 /// kill -9 the broker under traffic and start it again on the same data: the workers ride it
