@@ -362,6 +362,8 @@ fn zombie(guarantee: ProcessingGuarantee, wake_after_traffic: bool) {
     }
     let fenced = run.workers[0].metric("tollgate_producer_fenced_total").unwrap_or(0.0);
     eprintln!("the zombie was fenced {fenced} times");
+    // A fenced task stops; it never re-creates its producer to fence the owner back.
+    assert!(fenced <= f64::from(PARTITIONS), "the zombie fought over its partitions: fenced {fenced} times");
     run.stop_all();
     run.verify();
 }

@@ -69,7 +69,14 @@ impl Pipeline {
         let next = self.offsets.entry((topic.to_owned(), partition)).or_default();
         let offset = *next;
         *next += 1;
-        Record { topic: topic.to_owned(), partition, offset, key: Some(key.into()), payload: Some(payload) }
+        Record {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            timestamp: 0,
+            key: Some(key.into()),
+            payload: Some(payload),
+        }
     }
 
     /// Publishes an input given as a proto3 JSON line, without processing it.
