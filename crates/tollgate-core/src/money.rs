@@ -397,7 +397,11 @@ mod tests {
             [("USD", 2), ("eur", 2), ("GBP", 2), ("JPY", 0), ("KRW", 0), ("KWD", 3), ("BHD", 3), ("CLF", 4), ("XCG", 2)]
         {
             let currency = Currency::from_code(code).unwrap();
-            assert_eq!((currency.code(), currency.minor_units()), (code.to_uppercase().as_str(), minor_units), "{code}");
+            assert_eq!(
+                (currency.code(), currency.minor_units()),
+                (code.to_uppercase().as_str(), minor_units),
+                "{code}"
+            );
         }
     }
 }

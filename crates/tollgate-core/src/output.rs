@@ -205,6 +205,8 @@ pub enum Decision {
     Disconnect {
         /// The balance that triggered it.
         balance: Money,
+        /// The tenant's currency (the balance is written in its minor units).
+        currency: Currency,
     },
 }
 

@@ -187,11 +187,12 @@ impl Rater {
                     if ctx.cutoff_reached() && !leg.disconnect_sent && ctx.is_credit_funded(&leg) {
                         leg.disconnect_sent = true;
                         let balance = ctx.state.balance();
+                        let currency = ctx.currency();
                         ctx.emit_decision(
                             event.leg_id.clone(),
                             leg.call_id.clone(),
                             leg.conference_id.clone(),
-                            Decision::Disconnect { balance },
+                            Decision::Disconnect { balance, currency },
                         );
                     }
                 }
@@ -383,7 +384,8 @@ impl Ctx<'_> {
             })
             .collect();
         for (leg_id, call_id, conference_id) in targets {
-            self.emit_decision(leg_id, call_id, conference_id, Decision::Disconnect { balance });
+            let currency = self.currency();
+            self.emit_decision(leg_id, call_id, conference_id, Decision::Disconnect { balance, currency });
         }
     }
 

@@ -21,6 +21,9 @@ fn ts(secs: i64) -> Timestamp {
 fn m(s: &str) -> Money {
     s.parse().unwrap()
 }
+fn usd() -> Currency {
+    Currency::from_code("USD").unwrap()
+}
 fn num(s: &str) -> E164 {
     E164::parse(s).unwrap()
 }
@@ -778,10 +781,7 @@ fn disconnect_policy_cuts_in_progress_credit_funded_legs_below_the_overdraft() {
     assert!(decisions(&out).is_empty());
     // 7 minutes: -0.75 < -0.50: disconnect both credit-funded legs, once.
     let out = w.interim("contoso", "a", 420, T0 + 420);
-    assert_eq!(
-        decisions(&out),
-        vec![Decision::Disconnect { balance: m("-0.75") }, Decision::Disconnect { balance: m("-0.75") }]
-    );
+    assert_eq!(decisions(&out), vec![Decision::Disconnect { balance: m("-0.75"), currency: usd() }; 2]);
     let out = w.interim("contoso", "a", 480, T0 + 480);
     assert!(decisions(&out).is_empty());
     // Each leg is charged for what its controller reports.

@@ -2,9 +2,10 @@
 //!
 //! Inbound (wire -> core) conversions validate: every required field present, enums
 //! specified, amounts decimal, numbers E.164. They are where E.164 strings are parsed (once).
-//! Outbound (core -> wire) conversions are total. They write amounts, numbers, prefixes and
-//! codes with the core's exact-size string builders (`Currency::format`, `String::from`)
-//! rather than `to_string()`: the same text without the formatter, on every output.
+//! Outbound (core -> wire) conversions are total. Every amount of money goes through one
+//! function, [`wire_money`]: at least the currency's minor units (`-0.80 USD`, `120 JPY`),
+//! never rounded. Numbers, prefixes and codes are written with the core's exact-size string
+//! builders (`String::from`) rather than `to_string()`: the same text without the formatter.
 
 use std::str::FromStr;
 
@@ -74,6 +75,13 @@ fn timestamp(ts: Option<Timestamp>, field: &'static str) -> Result<core::Timesta
     let ts = ts.ok_or(Error::Missing(field))?;
     let nanos = u32::try_from(ts.nanos).map_err(|_| core::Error::InvalidTimestamp { secs: ts.seconds, nanos: 0 })?;
     Ok(core::Timestamp::new(ts.seconds, nanos)?)
+}
+
+/// **The** text of an amount of money on the wire, in every output: written with at least the
+/// currency's minor units (`-0.8` USD is `-0.80`, `120` JPY is `120`) and never rounded (a
+/// per-minute price of `0.0147` keeps its digits).
+pub fn wire_money(amount: Money, currency: Currency) -> String {
+    currency.format(amount)
 }
 
 /// A core instant on the wire.
@@ -400,17 +408,17 @@ impl From<core::RatedUsage> for v1::RatedUsage {
             duration_seconds: u.duration_seconds,
             billable_seconds: u.billable_seconds,
             pool_seconds: u.pool_seconds,
-            connection_fee: u.currency.format(u.connection_fee),
-            charge: u.currency.format(u.charge),
+            connection_fee: wire_money(u.connection_fee, u.currency),
+            charge: wire_money(u.charge, u.currency),
             currency: u.currency.into(),
             capability: capability(u.capability) as i32,
             rate_card_id: u.rate_card_id,
             rate_card_version: u.rate_card_version,
             rate_prefix: u.rate_prefix.map(String::from).unwrap_or_default(),
-            price_per_minute: u.price_per_minute.to_string_with_decimals(0),
+            price_per_minute: wire_money(u.price_per_minute, u.currency),
             outcome: outcome as i32,
             block_reason: reason as i32,
-            balance_after: u.currency.format(u.balance_after),
+            balance_after: wire_money(u.balance_after, u.currency),
             flags: u.flags.names().into_iter().map(str::to_owned).collect(),
         }
     }
@@ -425,8 +433,8 @@ impl From<core::LegDecision> for v1::LegDecision {
                 capability: cap.map_or(v1::Capability::Unspecified, capability) as i32,
             }),
             core::Decision::Block(reason) => Decision::Block(Block { reason: block_reason(reason) as i32 }),
-            core::Decision::Disconnect { balance } => {
-                Decision::Disconnect(Disconnect { balance: balance.to_string_with_decimals(0) })
+            core::Decision::Disconnect { balance, currency } => {
+                Decision::Disconnect(Disconnect { balance: wire_money(balance, currency) })
             }
         };
         v1::LegDecision {
@@ -463,9 +471,9 @@ impl From<core::CreditEvent> for v1::CreditEvent {
             sequence: c.sequence,
             occurred_at: Some(wire_timestamp(c.occurred_at)),
             kind: kind as i32,
-            amount: c.currency.format(c.amount),
+            amount: wire_money(c.amount, c.currency),
             currency: c.currency.into(),
-            balance_after: c.currency.format(c.balance_after),
+            balance_after: wire_money(c.balance_after, c.currency),
             detail: c.detail,
         }
     }

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tollgate_core::{Applied, Input, Money, Output, Rater, Reference, TenantState, UsageOutcome};
+use tollgate_core::{Applied, Currency, Input, Money, Output, Rater, Reference, TenantState, UsageOutcome};
+use tollgate_proto::convert::wire_money;
 use tollgate_proto::v1;
 
 /// Arguments of `tollgate rate`.
@@ -44,7 +45,8 @@ struct Summary {
     legs_blocked: u64,
     decisions: u64,
     credit_events: BTreeMap<&'static str, u64>,
-    charges: BTreeMap<String, Money>,
+    /// Per currency code: the currency and the sum of the charges.
+    charges: BTreeMap<String, (Currency, Money)>,
 }
 
 /// Runs the offline rater.
@@ -137,7 +139,7 @@ impl Summary {
                     UsageOutcome::Rated => self.legs_rated += 1,
                     UsageOutcome::Blocked(_) => self.legs_blocked += 1,
                 }
-                *self.charges.entry(u.currency.to_string()).or_default() += u.charge;
+                self.charges.entry(u.currency.to_string()).or_insert((u.currency, Money::ZERO)).1 += u.charge;
             }
             Output::Decision(_) => self.decisions += 1,
             Output::Credit(c) => *self.credit_events.entry(c.kind.label()).or_default() += 1,
@@ -157,13 +159,17 @@ impl Summary {
             self.decisions,
             self.credit_events.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
         );
-        let charges: Vec<String> = self.charges.iter().map(|(c, m)| format!("{m} {c}")).collect();
+        let charges: Vec<String> = self
+            .charges
+            .iter()
+            .map(|(code, (currency, sum))| format!("{} {code}", wire_money(*sum, *currency)))
+            .collect();
         eprintln!("  charges: {}", if charges.is_empty() { "none".to_owned() } else { charges.join(", ") });
         for (tenant, state) in states {
             let Some(currency) = reference.tenant(tenant).map(|t| t.currency) else { continue };
             eprintln!(
                 "  {tenant}: balance {} {currency}, {} legs in progress",
-                currency.with_minor_units(state.balance()),
+                wire_money(state.balance(), currency),
                 state.open_legs.len()
             );
         }
