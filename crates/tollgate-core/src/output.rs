@@ -40,11 +40,13 @@ pub enum NumberType {
 /// What paid for a leg.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub enum Capability {
-    /// Credits, per minute.
+    /// Credits, per minute: every billable second of the leg was charged to credits (a
+    /// pool-eligible leg is one too when the pool had no minute for it).
     Ppm,
     /// Included in the subscription (toll dial-in).
     Subscription,
-    /// The monthly dial-out pool (any remainder charged to credits).
+    /// The monthly dial-out pool paid for at least one billable minute; any remainder was
+    /// charged to credits (`pool_seconds < billable_seconds`).
     Pool,
     /// No rate: free and flagged.
     Unpriced,

@@ -465,7 +465,12 @@ fn start_leg<C: Catalog + ?Sized>(
         LegKind::DialInTollFree => (CallType::ConfIn, NumberType::TollFree),
         _ => (CallType::ConfOut, NumberType::Toll),
     };
-    let funding = resolve_funding(catalog, tenant, organizer, started.kind, &number, ctx.at);
+    let mut funding = resolve_funding(catalog, tenant, organizer, started.kind, &number, ctx.at);
+    // The capability says what pays: with the month's pool used up, credits pay for all of a
+    // pool-eligible leg, so it is a pay-per-minute leg from its allow decision on.
+    if funding.capability == Capability::Pool && ctx.pool_minutes_left() == 0 {
+        funding.capability = Capability::Ppm;
+    }
     let mut leg = OpenLeg {
         call_id,
         conference_id,
@@ -668,6 +673,11 @@ fn finish_leg(ctx: &mut Ctx<'_>, leg_id: String, mut leg: OpenLeg, duration: u64
     let duration_seconds = leg.elapsed_seconds;
     let ended_at = leg.started_at.plus_seconds(duration_seconds);
     leg.flags.end_before_start |= end_before_start;
+    // A leg that started with pool minutes left but found them taken by other legs before it
+    // drew one was paid by credits alone: its usage record says so.
+    if leg.capability == Capability::Pool && pool_seconds == 0 && billable > 0 {
+        leg.capability = Capability::Ppm;
+    }
     let charge = leg.debited;
     emit_usage(ctx, &leg_id, leg, duration_seconds, ended_at, UsageOutcome::Rated, billable, pool_seconds, charge);
     ctx.state.closed_legs.insert(leg_id, (), ctx.at);

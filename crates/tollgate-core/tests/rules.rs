@@ -404,8 +404,7 @@ fn draws_zone_a_dial_out_from_the_monthly_pool_and_splits_per_minute() {
     let kinds: Vec<CreditEventKind> = credit_events(&out).iter().map(|c| c.0).collect();
     assert_eq!(kinds, vec![CreditEventKind::Pool80Percent, CreditEventKind::Pool100Percent]);
     assert_eq!(w.balance("contoso"), m("9.88"));
-    // Pool used up: the next Zone A dial-out is charged in full, but still reported as pool
-    // capability with zero pooled seconds.
+    // Pool used up: the next Zone A dial-out is charged in full.
     let usage = w.call("contoso", "sub-us", LegKind::DialOut, GB, 60).1.unwrap();
     assert_eq!((usage.pool_seconds, usage.charge), (0, m("0.04")));
     // A new UTC month refills the pool (and re-arms the events).
@@ -414,6 +413,44 @@ fn draws_zone_a_dial_out_from_the_monthly_pool_and_splits_per_minute() {
     let usage = &usages(&out)[0];
     assert_eq!((usage.pool_seconds, usage.charge), (120, Money::ZERO));
     assert_eq!(w.state("contoso").pool.used_minutes, 2);
+}
+
+#[test]
+fn labels_a_pool_eligible_leg_paid_by_credits_alone_as_ppm() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1); // 60 pooled minutes
+    w.fund("contoso", "10");
+    let usage = w.call("contoso", "sub-us", LegKind::DialOut, GB, 60 * 60).1.unwrap();
+    assert_eq!((usage.capability, usage.pool_seconds, usage.charge), (Capability::Pool, 3600, Money::ZERO));
+    // The pool is used up: credits pay for all of the next leg, and both its allow decision
+    // and its usage record say so (10.00 buys 250 minutes at 0.04).
+    let (d, usage) = w.call("contoso", "sub-us", LegKind::DialOut, GB, 60);
+    assert_eq!(d, Decision::Allow { max_affordable_seconds: 15_000, capability: Some(Capability::Ppm) });
+    let usage = usage.unwrap();
+    assert_eq!((usage.capability, usage.pool_seconds, usage.charge), (Capability::Ppm, 0, m("0.04")));
+}
+
+#[test]
+fn labels_a_leg_whose_pool_minutes_went_to_other_legs_as_ppm() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1);
+    w.fund("contoso", "10");
+    w.call("contoso", "sub-us", LegKind::DialOut, GB, 59 * 60);
+    // One minute left when both legs start: both are allowed as pool legs (that minute, then
+    // 250 minutes of credits at 0.04).
+    let mut out = w.start("contoso", "a", "sub-us", LegKind::DialOut, GB, T0 + 4000);
+    out.extend(w.start("contoso", "b", "sub-us", LegKind::DialOut, GB, T0 + 4000));
+    let allowed_as: Vec<Decision> = decisions(&out);
+    assert_eq!(
+        allowed_as,
+        vec![Decision::Allow { max_affordable_seconds: 15_060, capability: Some(Capability::Pool) }; 2]
+    );
+    // a takes the last pooled minute and pays for its second one; b finds the pool empty.
+    let a = usages(&w.end("contoso", "a", 120, T0 + 4120)).remove(0);
+    assert_eq!((a.capability, a.billable_seconds, a.pool_seconds, a.charge), (Capability::Pool, 120, 60, m("0.04")));
+    let b = usages(&w.end("contoso", "b", 60, T0 + 4060)).remove(0);
+    assert_eq!((b.capability, b.billable_seconds, b.pool_seconds, b.charge), (Capability::Ppm, 60, 0, m("0.04")));
+    assert_eq!(w.balance("contoso"), m("9.92"));
 }
 
 #[test]
