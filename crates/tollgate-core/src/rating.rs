@@ -78,7 +78,9 @@ impl Rater {
     /// Applies one input of a tenant to that tenant's state, appending outputs to `out`.
     ///
     /// Deterministic: the same state and input give the same new state and outputs. On `Err`
-    /// neither `state` nor `out` was changed.
+    /// neither `state` nor `out` was changed, with one exception: a `started` refused because
+    /// its priced number is impossible ([`Error::ImpossibleNumber`]) closes the leg, so that
+    /// its later events are ignored rather than parked for a start that will never come.
     pub fn apply<C: Catalog + ?Sized>(
         &self,
         catalog: &C,
@@ -146,7 +148,24 @@ impl Rater {
     ) -> Result<Applied, Error> {
         match event.body {
             LegBody::Started(started) => {
-                if state.open_legs.contains_key(&event.leg_id) || state.closed_legs.contains(&event.leg_id) {
+                let open = state.open_legs.contains_key(&event.leg_id);
+                let closed = state.closed_legs.contains(&event.leg_id);
+                let impossible = match priced_number(&event.leg_id, &started) {
+                    Ok(Some(number)) if !open && !number.is_possible() => Some(number),
+                    _ => None,
+                };
+                if let Some(number) = impossible {
+                    // Refused, and no later event of the leg can make it ratable: the leg is
+                    // closed, so that its interims and its end are ignored instead of waiting
+                    // for a start that will never come (an end already waiting is dropped).
+                    // The one refusal that changes the state; a redelivery finds it closed.
+                    if !closed {
+                        state.parked_ends.remove(&event.leg_id);
+                        state.closed_legs.insert(event.leg_id.as_str(), (), event.occurred_at);
+                    }
+                    return Err(Error::ImpossibleNumber { leg: event.leg_id, number: number.to_string() });
+                }
+                if open || closed {
                     return Err(Error::LegAlreadyStarted(event.leg_id));
                 }
                 let organizer = catalog.user(tenant.id.as_str(), &event.organizer_id).ok_or_else(|| {

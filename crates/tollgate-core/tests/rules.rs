@@ -72,6 +72,8 @@ fn usd_card() -> RateCard {
             ("33", DialOutRate { price: price("0.0312", "0.10", 60, 60), premium: false }),
             ("61", DialOutRate { price: price("0.0700", "0", 1, 1), premium: false }),
             ("81", DialOutRate { price: price("0.0900", "0", 60, 1), premium: false }),
+            ("7", out_rate("0.0600")),
+            ("7800", out_rate("0.0100")),
         ]),
     };
     let mut v2 = v1.clone();
@@ -382,6 +384,66 @@ fn prices_dial_out_by_destination_only() {
         let usage = w.call("contoso", "ppm-us", LegKind::DialOut, number, 600).1.unwrap();
         assert_eq!((usage.charge, usage.rate_prefix.unwrap().to_string()), (m(charge), prefix.to_string()), "{number}");
     }
+}
+
+#[test]
+fn prices_and_reports_the_digits_as_dialled() {
+    // libphonenumber would read the 8 of this Russian toll-free number as a national prefix
+    // and make it +7 001234567, priced by the "7" row at 0.06.
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    let usage = w.call("contoso", "ppm-us", LegKind::DialOut, "+78001234567", 60).1.unwrap();
+    assert_eq!(
+        (
+            usage.destination_number.to_string(),
+            usage.destination_country.code(),
+            usage.rate_prefix.unwrap().to_string()
+        ),
+        ("+78001234567".to_string(), "RU", "7800".to_string())
+    );
+    assert_eq!(usage.charge, m("0.01"));
+}
+
+#[test]
+fn refuses_a_leg_whose_number_is_impossible() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    for (leg, number) in [("a", "+1234"), ("b", "+4477009"), ("c", "+4407700900123")] {
+        let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(number)) };
+        let input = w.leg_event("contoso", leg, "ppm-us", T0, LegBody::Started(started));
+        let err = w.try_apply(input).unwrap_err();
+        assert_eq!(err.code(), "invalid_number");
+        assert_eq!(
+            err.to_string(),
+            format!("leg {leg:?}: {number} is not a possible number for its calling code (length or leading digits)")
+        );
+    }
+    assert_eq!(w.balance("contoso"), m("10"));
+    assert!(w.state("contoso").open_legs.is_empty());
+}
+
+#[test]
+fn ignores_the_later_events_of_a_leg_refused_for_its_number() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    // An end that arrived first waits for its start...
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(125), cause: DisconnectCause::Normal };
+    let early_end = w.leg_event("contoso", "a", "ppm-us", T0 + 125, LegBody::Ended(ended));
+    assert_eq!(w.try_apply(early_end).unwrap().0, Applied::Parked);
+    // ...and is dropped when the start is refused: nothing is left waiting.
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num("+1234")) };
+    let start = w.leg_event("contoso", "a", "ppm-us", T0, LegBody::Started(started));
+    assert_eq!(w.try_apply(start.clone()).unwrap_err().code(), "invalid_number");
+    assert!(w.state("contoso").parked_ends.is_empty());
+    // Redelivered, the start is refused the same way.
+    assert_eq!(w.try_apply(start).unwrap_err().code(), "invalid_number");
+    // Later events of the leg are ignored, not parked.
+    let interim = w.leg_event("contoso", "a", "ppm-us", T0 + 60, LegBody::Interim { elapsed_seconds: 60 });
+    assert_eq!(w.try_apply(interim).unwrap(), (Applied::IgnoredAfterClose, vec![]));
+    let late_end = w.leg_event("contoso", "a", "ppm-us", T0 + 300, LegBody::Ended(ended));
+    assert_eq!(w.try_apply(late_end).unwrap(), (Applied::IgnoredAfterClose, vec![]));
+    assert!(w.state("contoso").parked_ends.is_empty());
+    assert_eq!(w.balance("contoso"), m("10"));
 }
 
 #[test]

@@ -13,9 +13,10 @@ use tollgate_core::{Currency, Money, TenantId};
 pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Error codes a dead letter can carry (registered at zero so alerts see the first one).
-const DEAD_LETTER_CODES: [&str; 12] = [
+const DEAD_LETTER_CODES: [&str; 13] = [
     "decode",
     "invalid",
+    "invalid_number",
     "key_mismatch",
     "wrong_partition",
     "unknown_tenant",

@@ -59,16 +59,23 @@ fn reports_malformed_lines_with_their_number_and_goes_on() {
     let events = dir.join("events.jsonl");
     let good = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
     let bad_number = r#"{"callLeg":{"eventId":"e1","tenantId":"contoso","legId":"l","occurredAt":"2026-11-01T00:00:00Z","started":{"kind":"LEG_KIND_DIAL_OUT","remoteNumber":"12"}}}"#;
-    std::fs::write(&events, format!("{good}\nnot json\n\n{bad_number}\n")).unwrap();
+    let impossible = bad_number.replace(r#""12""#, r#""+1234""#).replace(r#""e1""#, r#""e2""#);
+    std::fs::write(&events, format!("{good}\nnot json\n\n{bad_number}\n{impossible}\n")).unwrap();
     let output = rate(events.to_str().unwrap());
     assert!(output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     let path = events.display().to_string();
     assert!(stderr.contains(&format!("{path}:2: decode: ")), "{stderr}");
-    assert!(stderr.contains(&format!("{path}:4: invalid: invalid E.164 number \"12\"")), "{stderr}");
+    assert!(stderr.contains(&format!("{path}:4: invalid_number: invalid E.164 number \"12\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:5: invalid_number: leg \"l\": +1234 is not a possible number for its calling code (length or leading digits)"
+        )),
+        "{stderr}"
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
     assert!(lines[0].contains(r#""kind":"KIND_FUNDED","amount":"10.00""#), "{}", lines[0]);
     assert!(
         lines[1].starts_with(r#"{"deadLetter":{"original":"#)
@@ -76,6 +83,7 @@ fn reports_malformed_lines_with_their_number_and_goes_on() {
         "{}",
         lines[1]
     );
-    assert!(lines[2].contains(r#""sourceOffset":"4","errorCode":"invalid""#), "{}", lines[2]);
+    assert!(lines[2].contains(r#""sourceOffset":"4","errorCode":"invalid_number""#), "{}", lines[2]);
+    assert!(lines[3].contains(r#""sourceOffset":"5","errorCode":"invalid_number""#), "{}", lines[3]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
