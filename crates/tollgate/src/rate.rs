@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -124,11 +124,29 @@ fn write_record(out: &mut impl Write, record: v1::output_record::Record) -> anyh
 }
 
 /// Reads a `ReferenceData` JSON document.
-pub fn load_reference(path: &PathBuf) -> anyhow::Result<Reference> {
-    let file = File::open(path).with_context(|| format!("failed to open reference data {}", path.display()))?;
-    let data: v1::ReferenceData = serde_json::from_reader(BufReader::new(file))
-        .with_context(|| format!("failed to parse reference data {}", path.display()))?;
-    Reference::try_from(data).with_context(|| format!("invalid reference data in {}", path.display()))
+pub fn load_reference(path: &Path) -> anyhow::Result<Reference> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("failed to read reference data {}", path.display()))?;
+    Ok(parse_reference(&text, path)?.1)
+}
+
+/// Parses and checks a `ReferenceData` JSON document read from `path`. A refused object is
+/// reported with the file's line where it starts:
+/// `invalid reference data: examples/reference.json:230: rate card "card-usd" version "2026-10" dialOut prefix "44": price.perMinute: invalid amount "0.012.0"`.
+pub fn parse_reference(text: &str, path: &Path) -> anyhow::Result<(v1::ReferenceData, Reference)> {
+    let data: v1::ReferenceData =
+        serde_json::from_str(text).with_context(|| format!("failed to parse reference data {}", path.display()))?;
+    match Reference::try_from(data.clone()) {
+        Ok(reference) => Ok((data, reference)),
+        Err(error) => {
+            let line = error.path().and_then(|p| tollgate_proto::locate::line_of(text, p));
+            let place = match line {
+                Some(line) => format!("{}:{line}", path.display()),
+                None => path.display().to_string(),
+            };
+            Err(anyhow::anyhow!("invalid reference data: {place}: {error}"))
+        }
+    }
 }
 
 impl Summary {

@@ -66,7 +66,10 @@ fn reports_malformed_lines_with_their_number_and_goes_on() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     let path = events.display().to_string();
     assert!(stderr.contains(&format!("{path}:2: decode: ")), "{stderr}");
-    assert!(stderr.contains(&format!("{path}:4: invalid_number: invalid E.164 number \"12\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:4: invalid_number: started.remoteNumber: invalid E.164 number \"12\"")),
+        "{stderr}"
+    );
     assert!(
         stderr.contains(&format!(
             "{path}:5: invalid_number: leg \"l\": +1234 is not a possible number for its calling code (length or leading digits)"
@@ -85,5 +88,33 @@ fn reports_malformed_lines_with_their_number_and_goes_on() {
     );
     assert!(lines[2].contains(r#""sourceOffset":"4","errorCode":"invalid_number""#), "{}", lines[2]);
     assert!(lines[3].contains(r#""sourceOffset":"5","errorCode":"invalid_number""#), "{}", lines[3]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn reports_a_refused_reference_object_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("tollgate-reference-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let row = r#"{"prefix": "1787", "numberType": "NUMBER_TYPE_TOLL", "price": {"perMinute": "0.0240"}}"#;
+    let original = std::fs::read_to_string(examples().join("reference.json")).unwrap();
+    let at = original.find(row).expect("the row is in the sample");
+    let line = 1 + original[..at].matches('\n').count();
+    let broken = original.replacen(row, &row.replace("0.0240", "0.012.0"), 1);
+    let reference = dir.join("reference.json");
+    std::fs::write(&reference, broken).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(examples())
+        .args(["rate", "--reference", reference.to_str().unwrap(), "--events", "events.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let expected = format!(
+        "invalid reference data: {}:{line}: rate card \"card-usd\" version \"2026-01\" dialIn prefix \"1787\": \
+         price.perMinute: invalid amount \"0.012.0\"",
+        reference.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}\nexpected: {expected}");
+    assert!(output.stdout.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
