@@ -76,6 +76,14 @@ pub enum Error {
         /// Command's currency.
         got: String,
     },
+    /// Money for a tenant whose credits are not enabled: it could pay for no leg.
+    #[error("tenant {tenant:?} does not have credits enabled: command {command:?} would fund a balance no leg can use")]
+    CreditsDisabled {
+        /// Tenant.
+        tenant: String,
+        /// The funding command.
+        command: String,
+    },
     /// The same event id was seen with different content: never re-rated.
     #[error("event id {0:?} was already applied with different content")]
     DuplicateConflict(String),
@@ -120,6 +128,7 @@ impl Error {
             Error::UnknownTenant(_) => "unknown_tenant",
             Error::UnknownOrganizer { .. } => "unknown_organizer",
             Error::CurrencyMismatch { .. } => "currency_mismatch",
+            Error::CreditsDisabled { .. } => "credits_disabled",
             Error::DuplicateConflict(_) => "duplicate_conflict",
             Error::LegAlreadyStarted(_) => "leg_already_started",
             Error::LegAlreadyEnded(_) => "leg_already_ended",

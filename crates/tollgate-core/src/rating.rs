@@ -765,6 +765,14 @@ fn credit(
     };
     match &command.body {
         CreditBody::Fund(lot) | CreditBody::RechargeSucceeded(lot) => {
+            // Refused rather than kept: the money would sit in a balance that blocks every
+            // credit-funded leg (tollgate decision). Adjustments still apply.
+            if !tenant.credits_enabled {
+                return Err(Error::CreditsDisabled {
+                    tenant: tenant.id.to_string(),
+                    command: command.command_id.clone(),
+                });
+            }
             check_currency(lot.currency)?;
             if !lot.amount.is_positive() || !tenant.currency.is_whole_minor_units(lot.amount) {
                 return Err(Error::Invalid(format!(

@@ -838,9 +838,33 @@ fn depletes_at_zero_blocks_credit_funded_legs_and_restores_on_funding() {
 #[test]
 fn credits_not_enabled_block_credit_funded_legs() {
     let mut w = World::new();
-    w.tenant("contoso", |t| t.credits_enabled = false);
     w.fund("contoso", "10");
+    w.tenant("contoso", |t| t.credits_enabled = false);
     assert_eq!(w.call("contoso", "ppm-us", LegKind::DialOut, US, 60).0, Decision::Block(BlockReason::NoCredit));
+}
+
+#[test]
+fn refuses_funding_a_tenant_without_credits_enabled() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.credits_enabled = false);
+    let usd = usd();
+    let lot = LotFunding { lot_id: "lot-1".into(), amount: m("10"), currency: usd, purchased_at: ts(T0) };
+    for (command_id, body) in [("c1", CreditBody::Fund(lot.clone())), ("c2", CreditBody::RechargeSucceeded(lot))] {
+        let command =
+            CreditCommand { command_id: command_id.into(), tenant_id: tid("contoso"), occurred_at: ts(T0), body };
+        let err = w.try_apply(Input::Credit(command)).unwrap_err();
+        assert_eq!(err.code(), "credits_disabled");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "tenant \"contoso\" does not have credits enabled: command \"{command_id}\" would fund a balance no leg can use"
+            )
+        );
+    }
+    assert_eq!(w.balance("contoso"), Money::ZERO);
+    // An administrator's correction still applies.
+    let out = w.credit("contoso", T0, CreditBody::Adjust { amount: m("5"), currency: usd, reason: "refund".into() });
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::Adjusted, m("5"), m("5"))]);
 }
 
 #[test]

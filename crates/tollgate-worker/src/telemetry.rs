@@ -13,7 +13,7 @@ use tollgate_core::{Currency, Money, TenantId};
 pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Error codes a dead letter can carry (registered at zero so alerts see the first one).
-const DEAD_LETTER_CODES: [&str; 13] = [
+const DEAD_LETTER_CODES: [&str; 14] = [
     "decode",
     "invalid",
     "invalid_number",
@@ -22,6 +22,7 @@ const DEAD_LETTER_CODES: [&str; 13] = [
     "unknown_tenant",
     "unknown_organizer",
     "currency_mismatch",
+    "credits_disabled",
     "duplicate_conflict",
     "leg_already_started",
     "leg_already_ended",
