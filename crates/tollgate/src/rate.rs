@@ -4,7 +4,8 @@
 //! `tollgate.v1.InputRecord` JSON lines, rates them with the same core the Kafka worker uses,
 //! and writes every output as a `tollgate.v1.OutputRecord` JSON line. A line that cannot be
 //! parsed or applied is reported on stderr with its line number and written out as a dead
-//! letter (source offset = line number); the rater goes on with the next line.
+//! letter (source offset = line number); the rater goes on with the next line, and exits with
+//! status 2 at the end unless `--allow-rejects` was given.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -19,6 +20,9 @@ use tollgate_proto::v1;
 
 /// Arguments of `tollgate rate`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 when every line was applied (duplicates and ignored events included); \
+2 when a line was rejected (written out as a dead letter), unless --allow-rejects is given; \
+1 when the rater could not run (unreadable file, invalid reference data).")]
 pub struct RateArgs {
     /// Reference data: a JSON `tollgate.v1.ReferenceData` document (tenants, users, rate cards).
     #[arg(long, value_name = "PATH")]
@@ -30,7 +34,14 @@ pub struct RateArgs {
     /// Print no summary on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Exit with status 0 even when lines were rejected (they are still reported on stderr
+    /// and written out as dead letters).
+    #[arg(long)]
+    allow_rejects: bool,
 }
+
+/// The exit status of a run that rejected some lines (without `--allow-rejects`).
+pub const REJECTED_STATUS: u8 = 2;
 
 /// Counts for the closing summary.
 #[derive(Debug, Default)]
@@ -115,7 +126,7 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
     if !args.quiet {
         summary.print(&states, &reference);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if summary.rejected > 0 && !args.allow_rejects { ExitCode::from(REJECTED_STATUS) } else { ExitCode::SUCCESS })
 }
 
 fn write_record(out: &mut impl Write, record: v1::output_record::Record) -> anyhow::Result<()> {
