@@ -119,8 +119,8 @@ pub use ledger::{Ledger, Lot};
 pub use money::{Currency, Money};
 pub use number::{Country, E164};
 pub use output::{
-    BlockReason, CallType, Capability, CreditEvent, CreditEventKind, Decision, LegDecision, NumberType, Output,
-    RatedUsage, UsageFlags, UsageOutcome,
+    BlockReason, CallType, Capability, CreditEvent, CreditEventKind, Decision, LedgerMovement, LegDecision,
+    MovementKind, NumberType, Output, RatedUsage, UsageFlags, UsageOutcome,
 };
 pub use policy::{ConferencingDialout, DialoutPolicy, UserPstnDialout};
 pub use rates::{DialOutRate, Increments, Prefix, PrefixTable, Price, RateCard, RateCardVersion};

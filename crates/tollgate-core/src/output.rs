@@ -269,6 +269,47 @@ impl CreditEventKind {
     }
 }
 
+/// What moved a tenant's credit ledger.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum MovementKind {
+    /// A leg's debit (at an interim or its end); a positive amount is a refund, when a leg's
+    /// final duration is below an interim already debited.
+    Debit,
+    /// A funded lot (a purchase or a paid recharge).
+    Funding,
+    /// The remainder of an expired lot, forfeited.
+    Forfeit,
+    /// An administrator's adjustment.
+    Adjustment,
+}
+
+/// One movement of a tenant's credit ledger: the debit trail. The amounts of a tenant's
+/// movements add up to the change of its balance, and each carries the balance after it.
+///
+/// Not an [`Output`]: the rater writes movements only when asked
+/// ([`Rater::apply_traced`](crate::Rater::apply_traced)).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LedgerMovement {
+    /// `<tenant>/<input id>/<n>`: the n-th movement (from 1) the input caused; deterministic.
+    pub movement_id: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Event time of the input that caused it.
+    pub occurred_at: Timestamp,
+    /// Kind.
+    pub kind: MovementKind,
+    /// The signed change of the balance: negative for a debit or a forfeit.
+    pub amount: Money,
+    /// Currency.
+    pub currency: Currency,
+    /// Balance after.
+    pub balance_after: Money,
+    /// The leg debited (debits), else empty.
+    pub leg_id: String,
+    /// The lot funded or forfeited (funding, forfeits), else empty.
+    pub lot_id: String,
+}
+
 /// A credit event.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct CreditEvent {

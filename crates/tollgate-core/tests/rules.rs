@@ -964,6 +964,96 @@ fn manual_adjustments_add_a_lot_or_debit_fifo() {
     assert_eq!((totals.funded, totals.adjusted), (m("10"), m("-8.50")));
 }
 
+impl World {
+    /// Applies an input with the debit trail; returns its movements as (kind, amount, balance
+    /// after, leg, lot).
+    fn traced(&mut self, input: Input) -> Vec<(MovementKind, Money, Money, String, String)> {
+        let state = self.states.entry(input.tenant_id().to_string()).or_default();
+        let (mut out, mut movements) = (Vec::new(), Vec::new());
+        self.rater.apply_traced(&self.reference, state, input, &mut out, &mut movements).unwrap();
+        movements.into_iter().map(|m| (m.kind, m.amount, m.balance_after, m.leg_id, m.lot_id)).collect()
+    }
+
+    fn credit_input(&mut self, tenant: &str, at: i64, body: CreditBody) -> Input {
+        let command_id = self.id();
+        Input::Credit(CreditCommand { command_id, tenant_id: tid(tenant), occurred_at: ts(at), body })
+    }
+}
+
+#[test]
+fn the_debit_trail_has_one_movement_per_ledger_change_adding_up_to_the_balance() {
+    use MovementKind::*;
+    let mut w = World::new();
+    let usd = usd();
+    let s = |v: &str| v.to_owned();
+    let mut trail = Vec::new();
+    let lot = |id: &str, amount: &str, at: i64| {
+        CreditBody::Fund(LotFunding { lot_id: id.into(), amount: m(amount), currency: usd, purchased_at: ts(at) })
+    };
+    let input = w.credit_input("contoso", T0 - 3600, lot("lot-1", "10.00", T0 - 3600));
+    trail.extend(w.traced(input));
+    // A lot bought 13 months ago is funded and forfeited at once.
+    let input = w.credit_input("contoso", T0 - 1800, lot("lot-old", "5.00", T0 - 400 * 86_400));
+    trail.extend(w.traced(input));
+    // A leg debited at an interim (3 min at 0.25), then refunded by its shorter end (2 min).
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(NG)) };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0, LegBody::Started(started));
+    trail.extend(w.traced(input));
+    let input = w.leg_event("contoso", "a", "ppm-us", T0 + 180, LegBody::Interim { elapsed_seconds: 180 });
+    trail.extend(w.traced(input));
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(100), cause: DisconnectCause::Normal };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0 + 200, LegBody::Ended(ended));
+    trail.extend(w.traced(input));
+    for amount in ["-1.00", "2.00"] {
+        let body = CreditBody::Adjust { amount: m(amount), currency: usd, reason: "correction".into() };
+        let input = w.credit_input("contoso", T0 + 300, body);
+        trail.extend(w.traced(input));
+    }
+    assert_eq!(
+        trail,
+        vec![
+            (Funding, m("10.00"), m("10.00"), s(""), s("lot-1")),
+            (Funding, m("5.00"), m("15.00"), s(""), s("lot-old")),
+            (Forfeit, m("-5.00"), m("10.00"), s(""), s("lot-old")),
+            (Debit, m("-0.75"), m("9.25"), s("a"), s("")),
+            (Debit, m("0.25"), m("9.50"), s("a"), s("")),
+            (Adjustment, m("-1.00"), m("8.50"), s(""), s("")),
+            (Adjustment, m("2.00"), m("10.50"), s(""), s("")),
+        ]
+    );
+    let sum: Money = trail.iter().map(|t| t.1).sum();
+    assert_eq!((sum, w.balance("contoso")), (m("10.50"), m("10.50")));
+}
+
+#[test]
+fn numbers_ledger_movements_by_the_input_that_caused_them() {
+    let mut w = World::new();
+    let usd = usd();
+    let body = CreditBody::Fund(LotFunding {
+        lot_id: "old".into(),
+        amount: m("5"),
+        currency: usd,
+        purchased_at: ts(T0 - 400 * 86_400),
+    });
+    let input = Input::Credit(CreditCommand {
+        command_id: "cmd-7".into(),
+        tenant_id: tid("contoso"),
+        occurred_at: ts(T0),
+        body,
+    });
+    let state = w.states.entry("contoso".into()).or_default();
+    let (mut out, mut movements) = (Vec::new(), Vec::new());
+    w.rater.apply_traced(&w.reference, state, input.clone(), &mut out, &mut movements).unwrap();
+    let ids: Vec<&str> = movements.iter().map(|m| m.movement_id.as_str()).collect();
+    assert_eq!(ids, vec!["contoso/cmd-7/1", "contoso/cmd-7/2"]);
+    // Tracing changes nothing else: the same outputs and state as without it.
+    let mut plain = World::new();
+    let mut plain_out = Vec::new();
+    let plain_state = plain.states.entry("contoso".into()).or_default();
+    plain.rater.apply(&plain.reference, plain_state, input, &mut plain_out).unwrap();
+    assert_eq!((&out, w.state("contoso")), (&plain_out, plain.state("contoso")));
+}
+
 #[test]
 fn numbers_credit_events_per_tenant_without_gaps() {
     let mut w = World::new();

@@ -659,6 +659,35 @@ impl From<core::CreditEvent> for v1::CreditEvent {
     }
 }
 
+impl From<core::LedgerMovement> for v1::LedgerMovement {
+    fn from(m: core::LedgerMovement) -> Self {
+        use v1::ledger_movement::Kind;
+        let kind = match m.kind {
+            core::MovementKind::Debit => Kind::Debit,
+            core::MovementKind::Funding => Kind::Funding,
+            core::MovementKind::Forfeit => Kind::Forfeit,
+            core::MovementKind::Adjustment => Kind::Adjustment,
+        };
+        v1::LedgerMovement {
+            movement_id: m.movement_id,
+            tenant_id: m.tenant_id.into(),
+            occurred_at: Some(wire_timestamp(m.occurred_at)),
+            kind: kind as i32,
+            amount: wire_money(m.amount, m.currency),
+            currency: m.currency.into(),
+            balance_after: wire_money(m.balance_after, m.currency),
+            leg_id: m.leg_id,
+            lot_id: m.lot_id,
+        }
+    }
+}
+
+impl From<core::LedgerMovement> for v1::OutputRecord {
+    fn from(m: core::LedgerMovement) -> Self {
+        v1::OutputRecord { record: Some(v1::output_record::Record::LedgerMovement(m.into())) }
+    }
+}
+
 impl From<core::Output> for v1::OutputRecord {
     fn from(o: core::Output) -> Self {
         use v1::output_record::Record;

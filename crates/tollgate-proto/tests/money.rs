@@ -84,6 +84,21 @@ fn outputs(currency: Currency, [fee, charge, price, balance, amount]: [&str; 5])
     vec![core::Output::Usage(Box::new(usage)), core::Output::Decision(decision), core::Output::Credit(credit)]
 }
 
+/// A ledger movement with these amounts: the change and the balance after.
+fn movement(currency: Currency, [amount, balance]: [&str; 2]) -> core::LedgerMovement {
+    core::LedgerMovement {
+        movement_id: "contoso/e1/1".into(),
+        tenant_id: TenantId::new("contoso").unwrap(),
+        occurred_at: at(),
+        kind: core::MovementKind::Debit,
+        amount: m(amount),
+        currency,
+        balance_after: m(balance),
+        leg_id: "leg-1".into(),
+        lot_id: String::new(),
+    }
+}
+
 /// Every string leaf of `value` with the name of the field holding it.
 fn string_fields<'a>(value: &'a Value, field: &'a str, found: &mut Vec<(&'a str, &'a str)>) {
     match value {
@@ -114,8 +129,12 @@ fn every_money_field_has_the_currency_minor_units() {
     for (code, minor_units, amounts) in cases {
         let currency = Currency::from_code(code).unwrap();
         let mut seen: BTreeSet<String> = BTreeSet::new();
-        for output in outputs(currency, amounts) {
-            let json = serde_json::to_value(v1::OutputRecord::from(output)).unwrap();
+        let records = outputs(currency, amounts)
+            .into_iter()
+            .map(v1::OutputRecord::from)
+            .chain([v1::OutputRecord::from(movement(currency, [amounts[1], amounts[3]]))]);
+        for record in records {
+            let json = serde_json::to_value(record).unwrap();
             let mut fields = Vec::new();
             string_fields(&json, "", &mut fields);
             for (field, text) in fields {

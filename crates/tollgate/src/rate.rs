@@ -2,7 +2,8 @@
 //!
 //! Reads reference data (one `tollgate.v1.ReferenceData` JSON document) and a stream of
 //! `tollgate.v1.InputRecord` JSON lines, rates them with the same core the Kafka worker uses,
-//! and writes every output as a `tollgate.v1.OutputRecord` JSON line. A line that cannot be
+//! and writes every output as a `tollgate.v1.OutputRecord` JSON line (with
+//! `--ledger-movements`, also one `ledgerMovement` per change of a balance: the debit trail). A line that cannot be
 //! parsed or applied is reported on stderr with its line number and written out as a dead
 //! letter (source offset = line number); the rater goes on with the next line, and exits with
 //! status 2 at the end unless `--allow-rejects` was given.
@@ -38,6 +39,12 @@ pub struct RateArgs {
     /// and written out as dead letters).
     #[arg(long)]
     allow_rejects: bool,
+    /// Also write the debit trail: one `ledgerMovement` line per change of a tenant's
+    /// balance (a leg's debit or refund, funding, a forfeited lot, an adjustment) with its
+    /// signed amount and the balance after, before the other outputs of the input line that
+    /// caused it. A tenant's movements add up to its balance.
+    #[arg(long)]
+    ledger_movements: bool,
 }
 
 /// The exit status of a run that rejected some lines (without `--allow-rejects`).
@@ -75,6 +82,7 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
     let mut states: BTreeMap<String, TenantState> = BTreeMap::new();
     let mut summary = Summary::default();
     let mut outputs = Vec::new();
+    let mut movements = Vec::new();
 
     for (index, line) in input.lines().enumerate() {
         let line_no = index as u64 + 1;
@@ -88,7 +96,12 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
             .and_then(|record| Input::try_from(record).map_err(|e| (e.code(), e.to_string())));
         let result = parsed.and_then(|input| {
             let state = states.entry(input.tenant_id().to_string()).or_default();
-            rater.apply(&reference, state, input, &mut outputs).map_err(|e| (e.code(), e.to_string()))
+            let applied = if args.ledger_movements {
+                rater.apply_traced(&reference, state, input, &mut outputs, &mut movements)
+            } else {
+                rater.apply(&reference, state, input, &mut outputs)
+            };
+            applied.map_err(|e| (e.code(), e.to_string()))
         });
         match result {
             Ok(applied) => {
@@ -114,6 +127,10 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
                 };
                 write_record(&mut out, v1::output_record::Record::DeadLetter(dead))?;
             }
+        }
+        for movement in movements.drain(..) {
+            serde_json::to_writer(&mut out, &v1::OutputRecord::from(movement)).context("failed to write output")?;
+            out.write_all(b"\n").context("failed to write output")?;
         }
         for output in outputs.drain(..) {
             summary.count(&output);

@@ -186,3 +186,46 @@ fn reports_a_refused_reference_object_with_its_line() {
     assert!(output.stdout.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ledger_movements_add_up_to_each_tenant_balance() {
+    use std::collections::BTreeMap;
+    use tollgate_core::Money;
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(root())
+        .args(["rate", "--reference", "examples/reference.json", "--events", "examples/events.jsonl"])
+        .args(["--allow-rejects", "--ledger-movements"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    // Without the trail, the output is the golden one: the trail adds lines, changes none.
+    let rest: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(r#"{"ledgerMovement":"#)).collect();
+    let golden = std::fs::read_to_string(examples().join("expected-output.jsonl")).unwrap();
+    assert_eq!(rest, golden.lines().collect::<Vec<_>>());
+    // Per tenant: each balanceAfter is the running sum of the amounts.
+    let mut balances: BTreeMap<String, (Money, String)> = BTreeMap::new();
+    let mut count = 0;
+    for line in stdout.lines().filter(|l| l.starts_with(r#"{"ledgerMovement":"#)) {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let m = &value["ledgerMovement"];
+        let money = |field: &str| m[field].as_str().unwrap().parse::<Money>().unwrap();
+        let (balance, currency) = balances.entry(m["tenantId"].as_str().unwrap().to_owned()).or_default();
+        *balance += money("amount");
+        *currency = m["currency"].as_str().unwrap().to_owned();
+        assert_eq!(*balance, money("balanceAfter"), "{line}");
+        count += 1;
+    }
+    assert!(count > 100, "{count} movements");
+    // The sums are the balances the summary reports.
+    for (tenant, (balance, currency)) in &balances {
+        let currency = tollgate_core::Currency::from_code(currency).unwrap();
+        let line = format!("  {tenant}: balance {} {currency}, ", currency.format(*balance));
+        assert!(stderr.lines().any(|l| l.starts_with(&line)), "{line:?} not in\n{stderr}");
+    }
+    let kinds = ["KIND_DEBIT", "KIND_FUNDING", "KIND_ADJUSTMENT"];
+    for kind in kinds {
+        assert!(stdout.contains(&format!(r#""kind":"{kind}""#)), "no {kind}");
+    }
+}
