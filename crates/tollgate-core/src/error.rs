@@ -14,9 +14,18 @@ pub enum Error {
     /// Not an ISO 3166-1 alpha-2 code.
     #[error("invalid country {0:?}")]
     InvalidCountry(String),
-    /// Not an E.164 number libphonenumber can parse.
+    /// Not an E.164 number: not a `+` followed by 1 to 15 digits.
     #[error("invalid E.164 number {0:?}")]
     InvalidNumber(String),
+    /// The number that prices a leg is not a possible number for its calling code (length or
+    /// leading digits). The leg is closed: its later events are ignored.
+    #[error("leg {leg:?}: {number} is not a possible number for its calling code (length or leading digits)")]
+    ImpossibleNumber {
+        /// Leg.
+        leg: String,
+        /// The number, as received.
+        number: String,
+    },
     /// Not a digit prefix.
     #[error("invalid rate prefix {0:?}")]
     InvalidPrefix(String),
@@ -67,6 +76,14 @@ pub enum Error {
         /// Command's currency.
         got: String,
     },
+    /// Money for a tenant whose credits are not enabled: it could pay for no leg.
+    #[error("tenant {tenant:?} does not have credits enabled: command {command:?} would fund a balance no leg can use")]
+    CreditsDisabled {
+        /// Tenant.
+        tenant: String,
+        /// The funding command.
+        command: String,
+    },
     /// The same event id was seen with different content: never re-rated.
     #[error("event id {0:?} was already applied with different content")]
     DuplicateConflict(String),
@@ -100,7 +117,6 @@ impl Error {
             Error::InvalidAmount(_)
             | Error::InvalidCurrency(_)
             | Error::InvalidCountry(_)
-            | Error::InvalidNumber(_)
             | Error::InvalidPrefix(_)
             | Error::DuplicatePrefix(_)
             | Error::DuplicateVersion(_)
@@ -108,9 +124,11 @@ impl Error {
             | Error::NegativePrice
             | Error::InvalidTimestamp { .. }
             | Error::Invalid(_) => "invalid",
+            Error::InvalidNumber(_) | Error::ImpossibleNumber { .. } => "invalid_number",
             Error::UnknownTenant(_) => "unknown_tenant",
             Error::UnknownOrganizer { .. } => "unknown_organizer",
             Error::CurrencyMismatch { .. } => "currency_mismatch",
+            Error::CreditsDisabled { .. } => "credits_disabled",
             Error::DuplicateConflict(_) => "duplicate_conflict",
             Error::LegAlreadyStarted(_) => "leg_already_started",
             Error::LegAlreadyEnded(_) => "leg_already_ended",

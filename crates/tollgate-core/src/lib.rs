@@ -32,7 +32,8 @@
 //!
 //! - `balance == funded + adjusted - usage_charges - forfeited` ([`state::Totals`]).
 //! - A leg's debits add up to its final charge, which is rounded once.
-//! - Applying an input either succeeds, or returns `Err` and changes nothing.
+//! - Applying an input either succeeds, or returns `Err` and changes nothing (except that a
+//!   leg refused for an impossible number is closed, so its later events are ignored).
 //! - Re-applying an applied input (same id, same content) changes nothing.
 //!
 //! # Example
@@ -118,8 +119,8 @@ pub use ledger::{Ledger, Lot};
 pub use money::{Currency, Money};
 pub use number::{Country, E164};
 pub use output::{
-    BlockReason, CallType, Capability, CreditEvent, CreditEventKind, Decision, LegDecision, NumberType, Output,
-    RatedUsage, UsageFlags, UsageOutcome,
+    BlockReason, CallType, Capability, CreditEvent, CreditEventKind, Decision, LedgerMovement, LegDecision,
+    MovementKind, NumberType, Output, RatedUsage, UsageFlags, UsageOutcome,
 };
 pub use policy::{ConferencingDialout, DialoutPolicy, UserPstnDialout};
 pub use rates::{DialOutRate, Increments, Prefix, PrefixTable, Price, RateCard, RateCardVersion};

@@ -206,14 +206,20 @@ pub struct Currency {
 }
 
 impl Currency {
-    /// Parses a three-letter ISO 4217 code (case-insensitive).
+    /// Parses an ISO 4217 code (case-insensitive). Codes and minor units come from the
+    /// `iso_currency` crate's copy of the ISO 4217 list; a code that is not on it (`XYZ`), or
+    /// one without a minor unit (gold `XAU`, "no currency" `XXX`), cannot hold money and is
+    /// refused.
     pub fn from_code(code: &str) -> Result<Self, Error> {
+        let invalid = || Error::InvalidCurrency(code.to_owned());
         let bytes = code.as_bytes();
         if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_alphabetic) {
-            return Err(Error::InvalidCurrency(code.to_owned()));
+            return Err(invalid());
         }
         let upper = [bytes[0].to_ascii_uppercase(), bytes[1].to_ascii_uppercase(), bytes[2].to_ascii_uppercase()];
-        Ok(Currency { code: upper, minor_units: minor_units_of(&upper) })
+        let iso = std::str::from_utf8(&upper).ok().and_then(iso_currency::Currency::from_code).ok_or_else(invalid)?;
+        let minor_units = iso.exponent().and_then(|e| u8::try_from(e).ok()).ok_or_else(invalid)?;
+        Ok(Currency { code: upper, minor_units })
     }
 
     /// The three-letter code.
@@ -252,17 +258,6 @@ impl Currency {
     /// unit, half away from zero. Called once per leg charge and nowhere else.
     pub fn round(&self, amount: Decimal) -> Money {
         Money(amount.round_dp_with_strategy(self.minor_units(), RoundingStrategy::MidpointAwayFromZero))
-    }
-}
-
-/// ISO 4217 currencies whose minor unit is not two decimals (the list is short and stable).
-fn minor_units_of(code: &[u8; 3]) -> u8 {
-    match code {
-        b"BIF" | b"CLP" | b"DJF" | b"GNF" | b"ISK" | b"JPY" | b"KMF" | b"KRW" | b"PYG" | b"RWF" | b"UGX" | b"UYI"
-        | b"VND" | b"VUV" | b"XAF" | b"XOF" | b"XPF" => 0,
-        b"BHD" | b"IQD" | b"JOD" | b"KWD" | b"LYD" | b"OMR" | b"TND" => 3,
-        b"CLF" | b"UYW" => 4,
-        _ => 2,
     }
 }
 
@@ -387,5 +382,26 @@ mod tests {
         assert!("NaN".parse::<Money>().is_err());
         assert!(Currency::from_code("US").is_err());
         assert!(Currency::from_code("U$D").is_err());
+    }
+
+    #[test]
+    fn refuses_codes_that_are_not_iso_4217_currencies() {
+        for code in ["XYZ", "ABC", "USX", "XXX", "XAU", "XTS"] {
+            assert_eq!(Currency::from_code(code), Err(Error::InvalidCurrency(code.to_owned())), "{code}");
+        }
+    }
+
+    #[test]
+    fn takes_minor_units_from_iso_4217() {
+        for (code, minor_units) in
+            [("USD", 2), ("eur", 2), ("GBP", 2), ("JPY", 0), ("KRW", 0), ("KWD", 3), ("BHD", 3), ("CLF", 4), ("XCG", 2)]
+        {
+            let currency = Currency::from_code(code).unwrap();
+            assert_eq!(
+                (currency.code(), currency.minor_units()),
+                (code.to_uppercase().as_str(), minor_units),
+                "{code}"
+            );
+        }
     }
 }

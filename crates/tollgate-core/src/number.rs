@@ -1,8 +1,10 @@
 //! E.164 numbers, countries and Zone A.
 //!
-//! A number's country is decided by the number itself with libphonenumber's metadata (the
-//! `phonenumber` crate), so shared calling codes are told apart: +1 416 is Canada, +1 787 is
-//! Puerto Rico, +1 212 is the United States.
+//! A number is kept, priced and reported with exactly the digits it was received with. Its
+//! country is decided by the number itself with libphonenumber's metadata (the `phonenumber`
+//! crate), so shared calling codes are told apart: +1 416 is Canada, +1 787 is Puerto Rico,
+//! +1 212 is the United States. The metadata also says whether the digits can be a number at
+//! all ([`E164::is_possible`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -91,10 +93,12 @@ impl From<Country> for String {
 /// Most digits an E.164 number may have.
 pub const MAX_DIGITS: u32 = 15;
 
-/// A parsed E.164 number: its digits (without `+`) and the country it belongs to.
+/// An E.164 number as received: its digits (without `+`), the country it belongs to, and
+/// whether it is a possible number.
 ///
 /// Parsing happens once, at the edge (wire decoding); rating only compares digits and
-/// countries.
+/// countries. The digits are never rewritten: a rate prefix is matched against the digits the
+/// controller sent, and the usage record reports them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct E164 {
@@ -102,25 +106,73 @@ pub struct E164 {
     digits: u64,
     len: u8,
     country: Country,
+    possible: bool,
 }
 
 impl E164 {
-    /// Parses `+<digits>` with libphonenumber. The number must be well formed for its calling
-    /// code; its country comes from the number (NANP area codes included).
+    /// Parses `+<digits>`: a plus, then 1 to 15 digits, the first not 0; spaces, hyphens, dots
+    /// and parentheses between them are ignored. Anything else is refused
+    /// ([`Error::InvalidNumber`]).
     ///
-    /// A plain `+<digits>` (spaces allowed) is answered from libphonenumber's metadata without
-    /// its free-text parser, in well under a microsecond; anything else, or a number whose
-    /// national prefix the parser would strip, goes through `phonenumber::parse`. Both give the
-    /// same result (see the `region` module).
+    /// The digits are kept as they are. libphonenumber's metadata is used for two answers
+    /// only: whether the digits are a possible number ([`E164::is_possible`]: a number that is
+    /// not is still returned, so that the rater can refuse the leg it belongs to), and the
+    /// country. The country of a plain number is answered from the metadata without
+    /// libphonenumber's free-text parser, in well under a microsecond; a number whose national
+    /// prefix the parser would strip goes through `phonenumber::parse`, whose country is taken
+    /// (and its rewritten digits are not). An impossible number's country is its calling
+    /// code's main country (`ZZ` when the code does not exist).
     pub fn parse(text: &str) -> Result<Self, Error> {
-        match crate::region::parse(text.trim()) {
-            Fast::Number { digits, len, country } => Ok(E164 { digits, len, country }),
-            Fast::Invalid => Err(Error::InvalidNumber(text.to_owned())),
-            Fast::Unsure => Self::parse_with_libphonenumber(text),
+        let invalid = || Error::InvalidNumber(text.to_owned());
+        let rest = text.trim().strip_prefix('+').ok_or_else(invalid)?;
+        // "+" and the digits, without separators.
+        let mut buf = [b'+'; MAX_DIGITS as usize + 1];
+        let mut len = 0usize;
+        for b in rest.bytes() {
+            match b {
+                b'0'..=b'9' if len < MAX_DIGITS as usize => {
+                    len += 1;
+                    buf[len] = b;
+                }
+                b' ' | b'-' | b'.' | b'(' | b')' => {}
+                _ => return Err(invalid()),
+            }
         }
+        if len == 0 || buf[1] == b'0' {
+            return Err(invalid());
+        }
+        // ASCII only.
+        let canonical = std::str::from_utf8(&buf[..=len]).map_err(|_| invalid())?;
+        let digits = canonical[1..].parse::<u64>().map_err(|_| invalid())?;
+        let possible = crate::region::is_possible(&canonical[1..]);
+        let main = || match crate::region::calling_code(&canonical[1..]) {
+            Some((code, _)) => main_country_for_code(code),
+            None => Country::NON_GEOGRAPHIC,
+        };
+        let country = if !possible {
+            main()
+        } else {
+            match crate::region::parse(canonical) {
+                Fast::Number { country, .. } => country,
+                Fast::Invalid => main(),
+                Fast::Unsure => Self::parse_with_libphonenumber(canonical).map_or_else(|_| main(), |n| n.country),
+            }
+        };
+        Ok(E164 { digits, len: len as u8, country, possible })
     }
 
-    /// [`E164::parse`] by `phonenumber::parse` alone: the reference of the fast path.
+    /// Whether the number is a possible number for its calling code: the national number's
+    /// length is one the code's regions use and its leading digits fit their general number
+    /// pattern (libphonenumber's metadata). `+1234` and `+4477009` are not. A leg whose priced
+    /// number is not possible is refused by the rater (`invalid_number`).
+    pub const fn is_possible(&self) -> bool {
+        self.possible
+    }
+
+    /// libphonenumber's own reading of `text` (`phonenumber::parse`): the digits as it
+    /// rewrites them (a national prefix it recognises stripped) and the country. The reference
+    /// of the fast path in the `region` module, and where [`E164::parse`] takes the country
+    /// from when the fast path is unsure; its digits are never used for rating.
     pub(crate) fn parse_with_libphonenumber(text: &str) -> Result<Self, Error> {
         let invalid = || Error::InvalidNumber(text.to_owned());
         let trimmed = text.trim();
@@ -140,10 +192,10 @@ impl E164 {
             None => main_country_for_code(code),
         };
         let digits = e164.parse::<u64>().map_err(|_| invalid())?;
-        Ok(E164 { digits, len: e164.len() as u8, country })
+        Ok(E164 { digits, len: e164.len() as u8, country, possible: true })
     }
 
-    /// Builds a number from trusted parts (tests, benchmarks, restored state).
+    /// Builds a number from trusted parts (tests, benchmarks): a possible number of `country`.
     pub fn from_parts(digits: &str, country: Country) -> Result<Self, Error> {
         let invalid = || Error::InvalidNumber(digits.to_owned());
         if digits.is_empty()
@@ -153,7 +205,7 @@ impl E164 {
         {
             return Err(invalid());
         }
-        Ok(E164 { digits: digits.parse().map_err(|_| invalid())?, len: digits.len() as u8, country })
+        Ok(E164 { digits: digits.parse().map_err(|_| invalid())?, len: digits.len() as u8, country, possible: true })
     }
 
     /// The country (or region) the number belongs to.
@@ -294,8 +346,31 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_digits_as_received() {
+        // libphonenumber reads the 8 of this Russian toll-free number as a national prefix
+        // and rewrites it to +7 001234567; the number is kept as dialled.
+        let n = E164::parse("+78001234567").unwrap();
+        assert_eq!((n.to_string().as_str(), n.country().code(), n.is_possible()), ("+78001234567", "RU", true));
+        let n = E164::parse("+1 (212) 867-5309").unwrap();
+        assert_eq!((n.to_string().as_str(), n.country().code(), n.is_possible()), ("+12128675309", "US", true));
+    }
+
+    #[test]
+    fn tells_impossible_numbers() {
+        // Too short for NANP, one digit short of a UK mobile, a trunk prefix left in, a code
+        // that does not exist.
+        for text in ["+1234", "+4477009", "+4407700900123", "+90033996043", "+999123", "+1"] {
+            let n = E164::parse(text).unwrap();
+            assert_eq!((n.to_string().as_str(), n.is_possible()), (text, false), "{text}");
+        }
+        assert_eq!(E164::parse("+4477009").unwrap().country().code(), "GB");
+        assert_eq!(E164::parse("+999123").unwrap().country(), Country::NON_GEOGRAPHIC);
+    }
+
+    #[test]
     fn refuses_malformed_numbers() {
-        for bad in ["", "12128675309", "+", "+abc", "+1234567890123456789"] {
+        for bad in ["", "12128675309", "+", "+abc", "+1234567890123456789", "+0123456789", "+1 800 FLOWERS", "+1;ext=2"]
+        {
             assert!(E164::parse(bad).is_err(), "{bad}");
         }
     }

@@ -40,11 +40,13 @@ pub enum NumberType {
 /// What paid for a leg.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub enum Capability {
-    /// Credits, per minute.
+    /// Credits, per minute: every billable second of the leg was charged to credits (a
+    /// pool-eligible leg is one too when the pool had no minute for it).
     Ppm,
     /// Included in the subscription (toll dial-in).
     Subscription,
-    /// The monthly dial-out pool (any remainder charged to credits).
+    /// The monthly dial-out pool paid for at least one billable minute; any remainder was
+    /// charged to credits (`pool_seconds < billable_seconds`).
     Pool,
     /// No rate: free and flagged.
     Unpriced,
@@ -205,6 +207,8 @@ pub enum Decision {
     Disconnect {
         /// The balance that triggered it.
         balance: Money,
+        /// The tenant's currency (the balance is written in its minor units).
+        currency: Currency,
     },
 }
 
@@ -263,6 +267,47 @@ impl CreditEventKind {
             CreditEventKind::Adjusted => "adjusted",
         }
     }
+}
+
+/// What moved a tenant's credit ledger.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum MovementKind {
+    /// A leg's debit (at an interim or its end); a positive amount is a refund, when a leg's
+    /// final duration is below an interim already debited.
+    Debit,
+    /// A funded lot (a purchase or a paid recharge).
+    Funding,
+    /// The remainder of an expired lot, forfeited.
+    Forfeit,
+    /// An administrator's adjustment.
+    Adjustment,
+}
+
+/// One movement of a tenant's credit ledger: the debit trail. The amounts of a tenant's
+/// movements add up to the change of its balance, and each carries the balance after it.
+///
+/// Not an [`Output`]: the rater writes movements only when asked
+/// ([`Rater::apply_traced`](crate::Rater::apply_traced)).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LedgerMovement {
+    /// `<tenant>/<input id>/<n>`: the n-th movement (from 1) the input caused; deterministic.
+    pub movement_id: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Event time of the input that caused it.
+    pub occurred_at: Timestamp,
+    /// Kind.
+    pub kind: MovementKind,
+    /// The signed change of the balance: negative for a debit or a forfeit.
+    pub amount: Money,
+    /// Currency.
+    pub currency: Currency,
+    /// Balance after.
+    pub balance_after: Money,
+    /// The leg debited (debits), else empty.
+    pub leg_id: String,
+    /// The lot funded or forfeited (funding, forfeits), else empty.
+    pub lot_id: String,
 }
 
 /// A credit event.

@@ -8,8 +8,8 @@ use crate::event::{
 use crate::hash::fingerprint;
 use crate::money::{Currency, Money};
 use crate::output::{
-    BlockReason, CallType, Capability, CreditEvent, CreditEventKind, Decision, LegDecision, NumberType, Output,
-    RatedUsage, UsageFlags, UsageOutcome,
+    BlockReason, CallType, Capability, CreditEvent, CreditEventKind, Decision, LedgerMovement, LegDecision,
+    MovementKind, NumberType, Output, RatedUsage, UsageFlags, UsageOutcome,
 };
 use crate::policy::DialoutPolicy;
 use crate::reference::{Catalog, CutoffPolicy, LicenceModel, PoolSplit, Tenant, UnpricedHandling, User};
@@ -78,13 +78,41 @@ impl Rater {
     /// Applies one input of a tenant to that tenant's state, appending outputs to `out`.
     ///
     /// Deterministic: the same state and input give the same new state and outputs. On `Err`
-    /// neither `state` nor `out` was changed.
+    /// neither `state` nor `out` was changed, with one exception: a `started` refused because
+    /// its priced number is impossible ([`Error::ImpossibleNumber`]) closes the leg, so that
+    /// its later events are ignored rather than parked for a start that will never come.
     pub fn apply<C: Catalog + ?Sized>(
         &self,
         catalog: &C,
         state: &mut TenantState,
         input: Input,
         out: &mut Vec<Output>,
+    ) -> Result<Applied, Error> {
+        self.apply_with(catalog, state, input, out, None)
+    }
+
+    /// [`Rater::apply`], also appending to `movements` one [`LedgerMovement`] per change of
+    /// the tenant's ledger (debits and refunds, funding, forfeits, adjustments): the debit
+    /// trail. The outputs and the new state are exactly those of `apply`; on `Err` nothing is
+    /// appended.
+    pub fn apply_traced<C: Catalog + ?Sized>(
+        &self,
+        catalog: &C,
+        state: &mut TenantState,
+        input: Input,
+        out: &mut Vec<Output>,
+        movements: &mut Vec<LedgerMovement>,
+    ) -> Result<Applied, Error> {
+        self.apply_with(catalog, state, input, out, Some(movements))
+    }
+
+    fn apply_with<C: Catalog + ?Sized>(
+        &self,
+        catalog: &C,
+        state: &mut TenantState,
+        input: Input,
+        out: &mut Vec<Output>,
+        movements: Option<&mut Vec<LedgerMovement>>,
     ) -> Result<Applied, Error> {
         let tenant_id = input.tenant_id().as_str();
         let tenant = catalog.tenant(tenant_id).ok_or_else(|| Error::UnknownTenant(tenant_id.to_owned()))?;
@@ -105,10 +133,11 @@ impl Rater {
         }
         // One allocation, shared by the dedup map and its retention queue.
         let id: Arc<str> = Arc::from(input.id());
+        let trail = movements.map(|movements| Trail { movements, cause: Arc::clone(&id), next: 1 });
         let applied = match input {
-            Input::Leg(event) => self.leg(catalog, &tenant, state, event, out)?,
+            Input::Leg(event) => self.leg(catalog, &tenant, state, event, out, trail)?,
             Input::Credit(command) => {
-                credit(&tenant, state, command, out)?;
+                credit(&tenant, state, command, out, trail)?;
                 Applied::Processed
             }
         };
@@ -143,10 +172,28 @@ impl Rater {
         state: &mut TenantState,
         event: CallLegEvent,
         out: &mut Vec<Output>,
+        trail: Option<Trail<'_>>,
     ) -> Result<Applied, Error> {
         match event.body {
             LegBody::Started(started) => {
-                if state.open_legs.contains_key(&event.leg_id) || state.closed_legs.contains(&event.leg_id) {
+                let open = state.open_legs.contains_key(&event.leg_id);
+                let closed = state.closed_legs.contains(&event.leg_id);
+                let impossible = match priced_number(&event.leg_id, &started) {
+                    Ok(Some(number)) if !open && !number.is_possible() => Some(number),
+                    _ => None,
+                };
+                if let Some(number) = impossible {
+                    // Refused, and no later event of the leg can make it ratable: the leg is
+                    // closed, so that its interims and its end are ignored instead of waiting
+                    // for a start that will never come (an end already waiting is dropped).
+                    // The one refusal that changes the state; a redelivery finds it closed.
+                    if !closed {
+                        state.parked_ends.remove(&event.leg_id);
+                        state.closed_legs.insert(event.leg_id.as_str(), (), event.occurred_at);
+                    }
+                    return Err(Error::ImpossibleNumber { leg: event.leg_id, number: number.to_string() });
+                }
+                if open || closed {
                     return Err(Error::LegAlreadyStarted(event.leg_id));
                 }
                 let organizer = catalog.user(tenant.id.as_str(), &event.organizer_id).ok_or_else(|| {
@@ -154,7 +201,7 @@ impl Rater {
                 })?;
                 let priced = priced_number(&event.leg_id, &started)?;
                 let parked = state.parked_ends.remove(&event.leg_id);
-                let mut ctx = Ctx { tenant, state, out, at: event.occurred_at };
+                let mut ctx = Ctx { tenant, state, out, at: event.occurred_at, trail };
                 ctx.expire_lots();
                 let leg_id = if parked.is_some() { Some(event.leg_id.clone()) } else { None };
                 start_leg(catalog, &mut ctx, event, started, priced, &organizer);
@@ -179,19 +226,20 @@ impl Rater {
                 let Some(mut leg) = state.open_legs.remove(&event.leg_id) else {
                     return Ok(Applied::IgnoredBeforeStart);
                 };
-                let mut ctx = Ctx { tenant, state, out, at: event.occurred_at.max(leg.started_at) };
+                let mut ctx = Ctx { tenant, state, out, at: event.occurred_at.max(leg.started_at), trail };
                 ctx.expire_lots();
                 if elapsed_seconds > leg.elapsed_seconds {
-                    settle(&mut ctx, &mut leg, elapsed_seconds);
+                    settle(&mut ctx, &event.leg_id, &mut leg, elapsed_seconds);
                     // The other legs were cut off by the debit; this one is out of the map.
                     if ctx.cutoff_reached() && !leg.disconnect_sent && ctx.is_credit_funded(&leg) {
                         leg.disconnect_sent = true;
                         let balance = ctx.state.balance();
+                        let currency = ctx.currency();
                         ctx.emit_decision(
                             event.leg_id.clone(),
                             leg.call_id.clone(),
                             leg.conference_id.clone(),
-                            Decision::Disconnect { balance },
+                            Decision::Disconnect { balance, currency },
                         );
                     }
                 }
@@ -214,7 +262,7 @@ impl Rater {
                     state.open_legs.insert(event.leg_id.clone(), leg);
                     return Err(Error::EndBeforeStart { leg: event.leg_id });
                 };
-                let mut ctx = Ctx { tenant, state, out, at: event.occurred_at.max(leg.started_at) };
+                let mut ctx = Ctx { tenant, state, out, at: event.occurred_at.max(leg.started_at), trail };
                 ctx.expire_lots();
                 finish_leg(&mut ctx, event.leg_id, leg, duration, false);
                 Ok(Applied::Processed)
@@ -253,6 +301,17 @@ struct Ctx<'a> {
     state: &'a mut TenantState,
     out: &'a mut Vec<Output>,
     at: Timestamp,
+    /// Where ledger movements go, when they are asked for.
+    trail: Option<Trail<'a>>,
+}
+
+/// The debit trail of one input: its movements and how they are numbered.
+struct Trail<'a> {
+    movements: &'a mut Vec<LedgerMovement>,
+    /// The id of the input that causes them.
+    cause: Arc<str>,
+    /// Number of the next movement.
+    next: u32,
 }
 
 impl Ctx<'_> {
@@ -276,6 +335,32 @@ impl Ctx<'_> {
         }));
     }
 
+    /// Records a movement of the ledger that already happened (so `balance_after` is the
+    /// balance now), when the trail is asked for.
+    fn moved(&mut self, kind: MovementKind, amount: Money, leg_id: &str, lot_id: &str) {
+        let balance_after = self.state.balance();
+        self.moved_to(kind, amount, balance_after, leg_id, lot_id);
+    }
+
+    fn moved_to(&mut self, kind: MovementKind, amount: Money, balance_after: Money, leg_id: &str, lot_id: &str) {
+        let Some(trail) = &mut self.trail else {
+            return;
+        };
+        let n = trail.next.to_string();
+        trail.next += 1;
+        trail.movements.push(LedgerMovement {
+            movement_id: joined(&[self.tenant.id.as_str(), "/", &trail.cause, "/", &n]),
+            tenant_id: self.tenant.id.clone(),
+            occurred_at: self.at,
+            kind,
+            amount,
+            currency: self.tenant.currency,
+            balance_after,
+            leg_id: leg_id.to_owned(),
+            lot_id: lot_id.to_owned(),
+        });
+    }
+
     fn emit_decision(&mut self, leg_id: String, call_id: String, conference_id: String, decision: Decision) {
         self.out.push(Output::Decision(LegDecision {
             decision_id: joined(&[self.tenant.id.as_str(), "/", &leg_id, "/", decision.kind()]),
@@ -294,19 +379,25 @@ impl Ctx<'_> {
         if expired.is_empty() {
             return;
         }
+        // The ledger dropped them all at once; the trail has one movement per lot, each with
+        // the balance after it.
+        let mut balance = self.state.balance() + expired.iter().map(|l| l.remaining).sum::<Money>();
         for lot in expired {
+            balance -= lot.remaining;
+            self.moved_to(MovementKind::Forfeit, -lot.remaining, balance, "", &lot.lot_id);
             self.state.totals.forfeited += lot.remaining;
             self.emit_credit(CreditEventKind::LotExpired, lot.remaining, lot.lot_id);
         }
         self.after_balance_fell();
     }
 
-    /// Debits (or, negative, refunds) usage and runs the consequences.
-    fn debit_usage(&mut self, amount: Money) {
+    /// Debits (or, negative, refunds) usage of `leg_id` and runs the consequences.
+    fn debit_usage(&mut self, leg_id: &str, amount: Money) {
         if amount == Money::ZERO {
             return;
         }
         self.state.ledger.debit(amount, self.at);
+        self.moved(MovementKind::Debit, -amount, leg_id, "");
         self.state.totals.usage_charges += amount;
         if amount.is_positive() {
             self.after_balance_fell();
@@ -383,7 +474,8 @@ impl Ctx<'_> {
             })
             .collect();
         for (leg_id, call_id, conference_id) in targets {
-            self.emit_decision(leg_id, call_id, conference_id, Decision::Disconnect { balance });
+            let currency = self.currency();
+            self.emit_decision(leg_id, call_id, conference_id, Decision::Disconnect { balance, currency });
         }
     }
 
@@ -463,7 +555,12 @@ fn start_leg<C: Catalog + ?Sized>(
         LegKind::DialInTollFree => (CallType::ConfIn, NumberType::TollFree),
         _ => (CallType::ConfOut, NumberType::Toll),
     };
-    let funding = resolve_funding(catalog, tenant, organizer, started.kind, &number, ctx.at);
+    let mut funding = resolve_funding(catalog, tenant, organizer, started.kind, &number, ctx.at);
+    // The capability says what pays: with the month's pool used up, credits pay for all of a
+    // pool-eligible leg, so it is a pay-per-minute leg from its allow decision on.
+    if funding.capability == Capability::Pool && ctx.pool_minutes_left() == 0 {
+        funding.capability = Capability::Ppm;
+    }
     let mut leg = OpenLeg {
         call_id,
         conference_id,
@@ -624,7 +721,7 @@ fn max_affordable(ctx: &Ctx<'_>, leg: &OpenLeg) -> u32 {
 
 /// Brings a leg's debits up to the charge for `elapsed` connected seconds: each call debits
 /// `charge(elapsed) - already debited`, so the debits add up to the final charge exactly.
-fn settle(ctx: &mut Ctx<'_>, leg: &mut OpenLeg, elapsed: u32) -> (u32, u32) {
+fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed: u32) -> (u32, u32) {
     let seconds = if elapsed > MAX_LEG_SECONDS {
         leg.flags.over_max_duration = true;
         MAX_LEG_SECONDS
@@ -653,7 +750,7 @@ fn settle(ctx: &mut Ctx<'_>, leg: &mut OpenLeg, elapsed: u32) -> (u32, u32) {
     };
     let delta = charge - leg.debited;
     leg.debited = charge;
-    ctx.debit_usage(delta);
+    ctx.debit_usage(leg_id, delta);
     if leg.capability == Capability::Pool {
         ctx.pool_alerts();
     }
@@ -662,10 +759,15 @@ fn settle(ctx: &mut Ctx<'_>, leg: &mut OpenLeg, elapsed: u32) -> (u32, u32) {
 
 fn finish_leg(ctx: &mut Ctx<'_>, leg_id: String, mut leg: OpenLeg, duration: u64, end_before_start: bool) {
     let elapsed = u32::try_from(duration).unwrap_or(u32::MAX);
-    let (billable, pool_seconds) = settle(ctx, &mut leg, elapsed);
+    let (billable, pool_seconds) = settle(ctx, &leg_id, &mut leg, elapsed);
     let duration_seconds = leg.elapsed_seconds;
     let ended_at = leg.started_at.plus_seconds(duration_seconds);
     leg.flags.end_before_start |= end_before_start;
+    // A leg that started with pool minutes left but found them taken by other legs before it
+    // drew one was paid by credits alone: its usage record says so.
+    if leg.capability == Capability::Pool && pool_seconds == 0 && billable > 0 {
+        leg.capability = Capability::Ppm;
+    }
     let charge = leg.debited;
     emit_usage(ctx, &leg_id, leg, duration_seconds, ended_at, UsageOutcome::Rated, billable, pool_seconds, charge);
     ctx.state.closed_legs.insert(leg_id, (), ctx.at);
@@ -724,6 +826,7 @@ fn credit(
     state: &mut TenantState,
     command: CreditCommand,
     out: &mut Vec<Output>,
+    trail: Option<Trail<'_>>,
 ) -> Result<(), Error> {
     let check_currency = |currency: crate::Currency| {
         if currency == tenant.currency {
@@ -734,6 +837,14 @@ fn credit(
     };
     match &command.body {
         CreditBody::Fund(lot) | CreditBody::RechargeSucceeded(lot) => {
+            // Refused rather than kept: the money would sit in a balance that blocks every
+            // credit-funded leg (tollgate decision). Adjustments still apply.
+            if !tenant.credits_enabled {
+                return Err(Error::CreditsDisabled {
+                    tenant: tenant.id.to_string(),
+                    command: command.command_id.clone(),
+                });
+            }
             check_currency(lot.currency)?;
             if !lot.amount.is_positive() || !tenant.currency.is_whole_minor_units(lot.amount) {
                 return Err(Error::Invalid(format!(
@@ -753,7 +864,7 @@ fn credit(
         }
         CreditBody::RechargeFailed { .. } => {}
     }
-    let mut ctx = Ctx { tenant, state, out, at: command.occurred_at };
+    let mut ctx = Ctx { tenant, state, out, at: command.occurred_at, trail };
     ctx.expire_lots();
     match command.body {
         CreditBody::Fund(lot) => fund(&mut ctx, lot, CreditEventKind::Funded),
@@ -768,10 +879,12 @@ fn credit(
             ctx.state.totals.adjusted += amount;
             if amount.is_positive() {
                 ctx.state.ledger.credit(command.command_id, amount, ctx.at);
+                ctx.moved(MovementKind::Adjustment, amount, "", "");
                 ctx.emit_credit(CreditEventKind::Adjusted, amount, reason);
                 ctx.after_balance_rose();
             } else {
                 ctx.state.ledger.debit(-amount, ctx.at);
+                ctx.moved(MovementKind::Adjustment, amount, "", "");
                 ctx.emit_credit(CreditEventKind::Adjusted, amount, reason);
                 ctx.after_balance_fell();
             }
@@ -783,6 +896,7 @@ fn credit(
 fn fund(ctx: &mut Ctx<'_>, lot: LotFunding, kind: CreditEventKind) {
     ctx.state.totals.funded += lot.amount;
     ctx.state.ledger.credit(lot.lot_id.clone(), lot.amount, lot.purchased_at);
+    ctx.moved(MovementKind::Funding, lot.amount, "", &lot.lot_id);
     ctx.emit_credit(kind, lot.amount, lot.lot_id);
     ctx.after_balance_rose();
     // A lot bought more than 12 months before the command is already expired.

@@ -24,6 +24,9 @@
 //!
 //! Tables are built per calling code on first use (no I/O: the metadata is compiled into the
 //! `phonenumber` crate) and never change afterwards.
+//!
+//! [`is_possible`] answers the other question rating asks of the metadata: whether the digits
+//! received can be a number at all (see its documentation).
 
 use std::sync::{LazyLock, OnceLock};
 
@@ -120,6 +123,36 @@ pub(crate) fn parse(trimmed: &str) -> Fast {
     Fast::Number { digits: number_of(digits), len: n as u8, country }
 }
 
+/// The calling code at the start of E.164 digits: the shortest prefix of 1 to 3 digits that
+/// the metadata knows (calling codes are a prefix code), and its length.
+pub(crate) fn calling_code(digits: &str) -> Option<(u16, usize)> {
+    let codes = &*CODES;
+    (1..=3.min(digits.len())).find_map(|len| {
+        let code: u16 = digits.get(..len)?.parse().ok()?;
+        codes.known[usize::from(code)].then_some((code, len))
+    })
+}
+
+/// Whether E.164 `digits` (calling code first, digits only) are a *possible* number: the
+/// calling code exists, and the national number after it has a length that one of the code's
+/// regions allows and leading digits that its general number pattern allows (the pattern
+/// matches at the start, as libphonenumber's `Descriptor::is_match` tests it). The lengths are
+/// those of the region's number types (fixed line, mobile, toll-free, ...), the pattern is the
+/// region's general description, which covers every type: so every valid number is possible,
+/// while a number one digit short (`+4477009`), a bare code (`+1234`) or a national trunk
+/// prefix left in (`+44 0 7700 900123`) is not. Unlike validity, possibility does not require
+/// an allocated range, so a new range is never refused because the metadata is older.
+pub(crate) fn is_possible(digits: &str) -> bool {
+    let Some((code, code_len)) = calling_code(digits) else {
+        return false;
+    };
+    let national = &digits[code_len..];
+    let Some(table) = CODES.table(code) else {
+        return false;
+    };
+    table.regions.iter().any(|region| region.possible().is_some_and(|p| p.accepts(national)))
+}
+
 /// The value of ASCII digits (at most 15: no overflow).
 fn number_of(digits: &[u8]) -> u64 {
     digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'))
@@ -197,6 +230,52 @@ struct Region {
     /// The country libphonenumber reports for it; `None` when its id is no ISO country (the
     /// parser decides then).
     country: Option<Country>,
+    /// What a possible national number of it looks like, compiled on first use.
+    possible: OnceLock<Option<Possible>>,
+}
+
+/// The possible national numbers of a region (see [`is_possible`]).
+struct Possible {
+    /// Bit `n` set: `n` digits is a possible length.
+    lengths: u32,
+    /// The general description's pattern, anchored at the start: it decides the leading
+    /// digits (as `Descriptor::is_match` does), the lengths decide the rest.
+    general: Regex,
+}
+
+impl Possible {
+    fn build(meta: &'static Metadata) -> Option<Possible> {
+        let d = meta.descriptors();
+        let mut lengths = 0u32;
+        for desc in [
+            Some(d.general()),
+            d.fixed_line(),
+            d.mobile(),
+            d.toll_free(),
+            d.premium_rate(),
+            d.shared_cost(),
+            d.personal_number(),
+            d.voip(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for &len in desc.possible_length() {
+                if len < 32 {
+                    lengths |= 1 << len;
+                }
+            }
+        }
+        let general = anchored(&[d.general().national_number().as_str()]).ok()?;
+        Some(Possible { lengths, general })
+    }
+
+    fn accepts(&self, national: &str) -> bool {
+        national.len() < 32 && self.lengths & (1 << national.len()) != 0 && self.general.is_match(national)
+    }
 }
 
 /// The patterns `validator::number_type` tries: the general one, then the number types.
@@ -268,6 +347,7 @@ impl CodeTable {
                 meta,
                 strip: Strip::of(meta).ok()?,
                 country: region_country(meta.id()),
+                possible: OnceLock::new(),
             });
         }
         let single = match metas.as_slice() {
@@ -326,6 +406,10 @@ impl CodeTable {
 impl Region {
     fn number_patterns(&self) -> Option<&NumberPatterns> {
         self.patterns.get_or_init(|| NumberPatterns::build(self.meta)).as_ref()
+    }
+
+    fn possible(&self) -> Option<&Possible> {
+        self.possible.get_or_init(|| Possible::build(self.meta)).as_ref()
     }
 }
 
@@ -466,6 +550,26 @@ mod tests {
         }
         // Decided means no call to the slow parser: the point of the fast path.
         assert!(decided * 10 > total * 8, "decided {decided} of {total}");
+    }
+
+    /// Possibility is looser than validity: every example number of every region (fixed
+    /// line, mobile, toll-free, ...) is possible.
+    #[test]
+    fn every_example_number_of_the_metadata_is_possible() {
+        let mut checked = 0;
+        for meta in all_codes().into_iter().flat_map(|(_, metas)| metas) {
+            let d = meta.descriptors();
+            let types = [d.fixed_line(), d.mobile(), d.toll_free(), d.premium_rate(), d.shared_cost(), d.voip()];
+            for example in types.into_iter().flatten().filter_map(|desc| desc.example()) {
+                let digits = format!("{}{example}", meta.country_code());
+                assert!(is_possible(&digits), "{} example +{digits}", meta.id());
+                checked += 1;
+            }
+        }
+        assert!(checked > 500, "{checked}");
+        for impossible in ["1234", "4477009", "4407700900123", "12", "999123456", "0441234567"] {
+            assert!(!is_possible(impossible), "{impossible}");
+        }
     }
 
     #[test]

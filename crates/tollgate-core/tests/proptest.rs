@@ -674,6 +674,32 @@ proptest! {
         prop_assert_eq!(usages(&out).count(), s.legs.iter().filter(|l| l.kind != LegKind::Voip).count());
     }
 
+    /// (a, continued) The debit trail accounts for every change of the balance: after each
+    /// input, the movements so far add up to the balance, each one's `balance_after` is the
+    /// running sum, and the outputs and state are those of the untraced rater.
+    #[test]
+    fn ledger_movements_add_up_to_the_balance(s in scenario(400 * DAY)) {
+        let rater = Rater::default();
+        let (mut traced, mut plain) = (TenantState::default(), TenantState::default());
+        let (mut traced_out, mut plain_out, mut movements) = (Vec::new(), Vec::new(), Vec::new());
+        let mut running = Money::ZERO;
+        for input in inputs(&s) {
+            let id = input.id().to_owned();
+            let seen = movements.len();
+            let applied = rater.apply_traced(&FIXTURE.reference, &mut traced, input.clone(), &mut traced_out, &mut movements);
+            prop_assert!(applied.is_ok(), "{} was refused: {:?}", id, applied);
+            prop_assert!(rater.apply(&FIXTURE.reference, &mut plain, input, &mut plain_out).is_ok());
+            for movement in &movements[seen..] {
+                running += movement.amount;
+                prop_assert!(movement.amount != Money::ZERO, "empty movement {:?}", movement);
+                prop_assert_eq!(movement.balance_after, running, "{:?}", movement);
+            }
+            prop_assert_eq!(running, traced.balance(), "after {}", id);
+        }
+        prop_assert_eq!(&traced_out, &plain_out);
+        prop_assert_eq!(&traced, &plain);
+    }
+
     /// (a, continued) The last balance an input reports (on a credit event or a usage record)
     /// is the balance the state ends up with: a consumer tracking `balance_after` is never
     /// left with a stale figure. Interim updates are the exception by design: their debits

@@ -21,6 +21,9 @@ fn ts(secs: i64) -> Timestamp {
 fn m(s: &str) -> Money {
     s.parse().unwrap()
 }
+fn usd() -> Currency {
+    Currency::from_code("USD").unwrap()
+}
 fn num(s: &str) -> E164 {
     E164::parse(s).unwrap()
 }
@@ -69,6 +72,8 @@ fn usd_card() -> RateCard {
             ("33", DialOutRate { price: price("0.0312", "0.10", 60, 60), premium: false }),
             ("61", DialOutRate { price: price("0.0700", "0", 1, 1), premium: false }),
             ("81", DialOutRate { price: price("0.0900", "0", 60, 1), premium: false }),
+            ("7", out_rate("0.0600")),
+            ("7800", out_rate("0.0100")),
         ]),
     };
     let mut v2 = v1.clone();
@@ -382,6 +387,66 @@ fn prices_dial_out_by_destination_only() {
 }
 
 #[test]
+fn prices_and_reports_the_digits_as_dialled() {
+    // libphonenumber would read the 8 of this Russian toll-free number as a national prefix
+    // and make it +7 001234567, priced by the "7" row at 0.06.
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    let usage = w.call("contoso", "ppm-us", LegKind::DialOut, "+78001234567", 60).1.unwrap();
+    assert_eq!(
+        (
+            usage.destination_number.to_string(),
+            usage.destination_country.code(),
+            usage.rate_prefix.unwrap().to_string()
+        ),
+        ("+78001234567".to_string(), "RU", "7800".to_string())
+    );
+    assert_eq!(usage.charge, m("0.01"));
+}
+
+#[test]
+fn refuses_a_leg_whose_number_is_impossible() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    for (leg, number) in [("a", "+1234"), ("b", "+4477009"), ("c", "+4407700900123")] {
+        let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(number)) };
+        let input = w.leg_event("contoso", leg, "ppm-us", T0, LegBody::Started(started));
+        let err = w.try_apply(input).unwrap_err();
+        assert_eq!(err.code(), "invalid_number");
+        assert_eq!(
+            err.to_string(),
+            format!("leg {leg:?}: {number} is not a possible number for its calling code (length or leading digits)")
+        );
+    }
+    assert_eq!(w.balance("contoso"), m("10"));
+    assert!(w.state("contoso").open_legs.is_empty());
+}
+
+#[test]
+fn ignores_the_later_events_of_a_leg_refused_for_its_number() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    // An end that arrived first waits for its start...
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(125), cause: DisconnectCause::Normal };
+    let early_end = w.leg_event("contoso", "a", "ppm-us", T0 + 125, LegBody::Ended(ended));
+    assert_eq!(w.try_apply(early_end).unwrap().0, Applied::Parked);
+    // ...and is dropped when the start is refused: nothing is left waiting.
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num("+1234")) };
+    let start = w.leg_event("contoso", "a", "ppm-us", T0, LegBody::Started(started));
+    assert_eq!(w.try_apply(start.clone()).unwrap_err().code(), "invalid_number");
+    assert!(w.state("contoso").parked_ends.is_empty());
+    // Redelivered, the start is refused the same way.
+    assert_eq!(w.try_apply(start).unwrap_err().code(), "invalid_number");
+    // Later events of the leg are ignored, not parked.
+    let interim = w.leg_event("contoso", "a", "ppm-us", T0 + 60, LegBody::Interim { elapsed_seconds: 60 });
+    assert_eq!(w.try_apply(interim).unwrap(), (Applied::IgnoredAfterClose, vec![]));
+    let late_end = w.leg_event("contoso", "a", "ppm-us", T0 + 300, LegBody::Ended(ended));
+    assert_eq!(w.try_apply(late_end).unwrap(), (Applied::IgnoredAfterClose, vec![]));
+    assert!(w.state("contoso").parked_ends.is_empty());
+    assert_eq!(w.balance("contoso"), m("10"));
+}
+
+#[test]
 fn draws_zone_a_dial_out_from_the_monthly_pool_and_splits_per_minute() {
     let mut w = World::new();
     w.tenant("contoso", |t| t.subscription_licences = 1); // 60 pooled minutes
@@ -401,8 +466,7 @@ fn draws_zone_a_dial_out_from_the_monthly_pool_and_splits_per_minute() {
     let kinds: Vec<CreditEventKind> = credit_events(&out).iter().map(|c| c.0).collect();
     assert_eq!(kinds, vec![CreditEventKind::Pool80Percent, CreditEventKind::Pool100Percent]);
     assert_eq!(w.balance("contoso"), m("9.88"));
-    // Pool used up: the next Zone A dial-out is charged in full, but still reported as pool
-    // capability with zero pooled seconds.
+    // Pool used up: the next Zone A dial-out is charged in full.
     let usage = w.call("contoso", "sub-us", LegKind::DialOut, GB, 60).1.unwrap();
     assert_eq!((usage.pool_seconds, usage.charge), (0, m("0.04")));
     // A new UTC month refills the pool (and re-arms the events).
@@ -411,6 +475,44 @@ fn draws_zone_a_dial_out_from_the_monthly_pool_and_splits_per_minute() {
     let usage = &usages(&out)[0];
     assert_eq!((usage.pool_seconds, usage.charge), (120, Money::ZERO));
     assert_eq!(w.state("contoso").pool.used_minutes, 2);
+}
+
+#[test]
+fn labels_a_pool_eligible_leg_paid_by_credits_alone_as_ppm() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1); // 60 pooled minutes
+    w.fund("contoso", "10");
+    let usage = w.call("contoso", "sub-us", LegKind::DialOut, GB, 60 * 60).1.unwrap();
+    assert_eq!((usage.capability, usage.pool_seconds, usage.charge), (Capability::Pool, 3600, Money::ZERO));
+    // The pool is used up: credits pay for all of the next leg, and both its allow decision
+    // and its usage record say so (10.00 buys 250 minutes at 0.04).
+    let (d, usage) = w.call("contoso", "sub-us", LegKind::DialOut, GB, 60);
+    assert_eq!(d, Decision::Allow { max_affordable_seconds: 15_000, capability: Some(Capability::Ppm) });
+    let usage = usage.unwrap();
+    assert_eq!((usage.capability, usage.pool_seconds, usage.charge), (Capability::Ppm, 0, m("0.04")));
+}
+
+#[test]
+fn labels_a_leg_whose_pool_minutes_went_to_other_legs_as_ppm() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1);
+    w.fund("contoso", "10");
+    w.call("contoso", "sub-us", LegKind::DialOut, GB, 59 * 60);
+    // One minute left when both legs start: both are allowed as pool legs (that minute, then
+    // 250 minutes of credits at 0.04).
+    let mut out = w.start("contoso", "a", "sub-us", LegKind::DialOut, GB, T0 + 4000);
+    out.extend(w.start("contoso", "b", "sub-us", LegKind::DialOut, GB, T0 + 4000));
+    let allowed_as: Vec<Decision> = decisions(&out);
+    assert_eq!(
+        allowed_as,
+        vec![Decision::Allow { max_affordable_seconds: 15_060, capability: Some(Capability::Pool) }; 2]
+    );
+    // a takes the last pooled minute and pays for its second one; b finds the pool empty.
+    let a = usages(&w.end("contoso", "a", 120, T0 + 4120)).remove(0);
+    assert_eq!((a.capability, a.billable_seconds, a.pool_seconds, a.charge), (Capability::Pool, 120, 60, m("0.04")));
+    let b = usages(&w.end("contoso", "b", 60, T0 + 4060)).remove(0);
+    assert_eq!((b.capability, b.billable_seconds, b.pool_seconds, b.charge), (Capability::Ppm, 60, 0, m("0.04")));
+    assert_eq!(w.balance("contoso"), m("9.92"));
 }
 
 #[test]
@@ -736,9 +838,33 @@ fn depletes_at_zero_blocks_credit_funded_legs_and_restores_on_funding() {
 #[test]
 fn credits_not_enabled_block_credit_funded_legs() {
     let mut w = World::new();
-    w.tenant("contoso", |t| t.credits_enabled = false);
     w.fund("contoso", "10");
+    w.tenant("contoso", |t| t.credits_enabled = false);
     assert_eq!(w.call("contoso", "ppm-us", LegKind::DialOut, US, 60).0, Decision::Block(BlockReason::NoCredit));
+}
+
+#[test]
+fn refuses_funding_a_tenant_without_credits_enabled() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.credits_enabled = false);
+    let usd = usd();
+    let lot = LotFunding { lot_id: "lot-1".into(), amount: m("10"), currency: usd, purchased_at: ts(T0) };
+    for (command_id, body) in [("c1", CreditBody::Fund(lot.clone())), ("c2", CreditBody::RechargeSucceeded(lot))] {
+        let command =
+            CreditCommand { command_id: command_id.into(), tenant_id: tid("contoso"), occurred_at: ts(T0), body };
+        let err = w.try_apply(Input::Credit(command)).unwrap_err();
+        assert_eq!(err.code(), "credits_disabled");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "tenant \"contoso\" does not have credits enabled: command \"{command_id}\" would fund a balance no leg can use"
+            )
+        );
+    }
+    assert_eq!(w.balance("contoso"), Money::ZERO);
+    // An administrator's correction still applies.
+    let out = w.credit("contoso", T0, CreditBody::Adjust { amount: m("5"), currency: usd, reason: "refund".into() });
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::Adjusted, m("5"), m("5"))]);
 }
 
 #[test]
@@ -778,10 +904,7 @@ fn disconnect_policy_cuts_in_progress_credit_funded_legs_below_the_overdraft() {
     assert!(decisions(&out).is_empty());
     // 7 minutes: -0.75 < -0.50: disconnect both credit-funded legs, once.
     let out = w.interim("contoso", "a", 420, T0 + 420);
-    assert_eq!(
-        decisions(&out),
-        vec![Decision::Disconnect { balance: m("-0.75") }, Decision::Disconnect { balance: m("-0.75") }]
-    );
+    assert_eq!(decisions(&out), vec![Decision::Disconnect { balance: m("-0.75"), currency: usd() }; 2]);
     let out = w.interim("contoso", "a", 480, T0 + 480);
     assert!(decisions(&out).is_empty());
     // Each leg is charged for what its controller reports.
@@ -839,6 +962,96 @@ fn manual_adjustments_add_a_lot_or_debit_fifo() {
     assert_eq!(kinds, vec![(CreditEventKind::Adjusted, m("1.50")), (CreditEventKind::Restored, m("1.50"))]);
     let totals = &w.state("contoso").totals;
     assert_eq!((totals.funded, totals.adjusted), (m("10"), m("-8.50")));
+}
+
+impl World {
+    /// Applies an input with the debit trail; returns its movements as (kind, amount, balance
+    /// after, leg, lot).
+    fn traced(&mut self, input: Input) -> Vec<(MovementKind, Money, Money, String, String)> {
+        let state = self.states.entry(input.tenant_id().to_string()).or_default();
+        let (mut out, mut movements) = (Vec::new(), Vec::new());
+        self.rater.apply_traced(&self.reference, state, input, &mut out, &mut movements).unwrap();
+        movements.into_iter().map(|m| (m.kind, m.amount, m.balance_after, m.leg_id, m.lot_id)).collect()
+    }
+
+    fn credit_input(&mut self, tenant: &str, at: i64, body: CreditBody) -> Input {
+        let command_id = self.id();
+        Input::Credit(CreditCommand { command_id, tenant_id: tid(tenant), occurred_at: ts(at), body })
+    }
+}
+
+#[test]
+fn the_debit_trail_has_one_movement_per_ledger_change_adding_up_to_the_balance() {
+    use MovementKind::*;
+    let mut w = World::new();
+    let usd = usd();
+    let s = |v: &str| v.to_owned();
+    let mut trail = Vec::new();
+    let lot = |id: &str, amount: &str, at: i64| {
+        CreditBody::Fund(LotFunding { lot_id: id.into(), amount: m(amount), currency: usd, purchased_at: ts(at) })
+    };
+    let input = w.credit_input("contoso", T0 - 3600, lot("lot-1", "10.00", T0 - 3600));
+    trail.extend(w.traced(input));
+    // A lot bought 13 months ago is funded and forfeited at once.
+    let input = w.credit_input("contoso", T0 - 1800, lot("lot-old", "5.00", T0 - 400 * 86_400));
+    trail.extend(w.traced(input));
+    // A leg debited at an interim (3 min at 0.25), then refunded by its shorter end (2 min).
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(NG)) };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0, LegBody::Started(started));
+    trail.extend(w.traced(input));
+    let input = w.leg_event("contoso", "a", "ppm-us", T0 + 180, LegBody::Interim { elapsed_seconds: 180 });
+    trail.extend(w.traced(input));
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(100), cause: DisconnectCause::Normal };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0 + 200, LegBody::Ended(ended));
+    trail.extend(w.traced(input));
+    for amount in ["-1.00", "2.00"] {
+        let body = CreditBody::Adjust { amount: m(amount), currency: usd, reason: "correction".into() };
+        let input = w.credit_input("contoso", T0 + 300, body);
+        trail.extend(w.traced(input));
+    }
+    assert_eq!(
+        trail,
+        vec![
+            (Funding, m("10.00"), m("10.00"), s(""), s("lot-1")),
+            (Funding, m("5.00"), m("15.00"), s(""), s("lot-old")),
+            (Forfeit, m("-5.00"), m("10.00"), s(""), s("lot-old")),
+            (Debit, m("-0.75"), m("9.25"), s("a"), s("")),
+            (Debit, m("0.25"), m("9.50"), s("a"), s("")),
+            (Adjustment, m("-1.00"), m("8.50"), s(""), s("")),
+            (Adjustment, m("2.00"), m("10.50"), s(""), s("")),
+        ]
+    );
+    let sum: Money = trail.iter().map(|t| t.1).sum();
+    assert_eq!((sum, w.balance("contoso")), (m("10.50"), m("10.50")));
+}
+
+#[test]
+fn numbers_ledger_movements_by_the_input_that_caused_them() {
+    let mut w = World::new();
+    let usd = usd();
+    let body = CreditBody::Fund(LotFunding {
+        lot_id: "old".into(),
+        amount: m("5"),
+        currency: usd,
+        purchased_at: ts(T0 - 400 * 86_400),
+    });
+    let input = Input::Credit(CreditCommand {
+        command_id: "cmd-7".into(),
+        tenant_id: tid("contoso"),
+        occurred_at: ts(T0),
+        body,
+    });
+    let state = w.states.entry("contoso".into()).or_default();
+    let (mut out, mut movements) = (Vec::new(), Vec::new());
+    w.rater.apply_traced(&w.reference, state, input.clone(), &mut out, &mut movements).unwrap();
+    let ids: Vec<&str> = movements.iter().map(|m| m.movement_id.as_str()).collect();
+    assert_eq!(ids, vec!["contoso/cmd-7/1", "contoso/cmd-7/2"]);
+    // Tracing changes nothing else: the same outputs and state as without it.
+    let mut plain = World::new();
+    let mut plain_out = Vec::new();
+    let plain_state = plain.states.entry("contoso".into()).or_default();
+    plain.rater.apply(&plain.reference, plain_state, input, &mut plain_out).unwrap();
+    assert_eq!((&out, w.state("contoso")), (&plain_out, plain.state("contoso")));
 }
 
 #[test]

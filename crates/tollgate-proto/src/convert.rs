@@ -2,9 +2,15 @@
 //!
 //! Inbound (wire -> core) conversions validate: every required field present, enums
 //! specified, amounts decimal, numbers E.164. They are where E.164 strings are parsed (once).
-//! Outbound (core -> wire) conversions are total. They write amounts, numbers, prefixes and
-//! codes with the core's exact-size string builders (`Currency::format`, `String::from`)
-//! rather than `to_string()`: the same text without the formatter, on every output.
+//! Their errors name fields as the proto3 JSON mapping spells them (`fund.purchasedAt`), the
+//! form people write, and name a oneof by its choices ("one of started, interim, ended").
+//! A refused reference-data object is named (`tenant "contoso"`, `rate card "usd" version
+//! "v1" dialOut prefix "44"`), with its place in a `ReferenceData` document
+//! ([`Error::path`]) so that a file's line can be reported ([`crate::locate::line_of`]).
+//! Outbound (core -> wire) conversions are total. Every amount of money goes through one
+//! function, [`wire_money`]: at least the currency's minor units (`-0.80 USD`, `120 JPY`),
+//! never rounded. Numbers, prefixes and codes are written with the core's exact-size string
+//! builders (`String::from`) rather than `to_string()`: the same text without the formatter.
 
 use std::str::FromStr;
 
@@ -20,18 +26,39 @@ pub enum Error {
     /// The bytes are not a protobuf message of the expected type.
     #[error("undecodable protobuf: {0}")]
     Decode(#[from] prost::DecodeError),
-    /// A required field is absent or empty.
+    /// A required field (its JSON name) is absent or empty.
     #[error("missing field {0}")]
     Missing(&'static str),
+    /// None of the fields of a oneof is set (their JSON names).
+    #[error("missing one of {0}")]
+    MissingOneOf(&'static str),
     /// An enum field holds UNSPECIFIED or an unknown value.
     #[error("field {field} has an unknown or unspecified value {value}")]
     BadEnum {
-        /// Field.
+        /// Field (JSON name).
         field: &'static str,
         /// Raw value.
         value: i32,
     },
-    /// A value the core refuses (bad amount, number, currency, ...).
+    /// The value of a field (its JSON name) that the core refuses.
+    #[error("{field}: {source}")]
+    Field {
+        /// Field (JSON name).
+        field: &'static str,
+        /// Why.
+        source: core::Error,
+    },
+    /// A reference-data object (tenant, user, rate card, version, rate row) that was refused.
+    #[error("{object}: {source}")]
+    Object {
+        /// Which object: `tenant "contoso"`, `rate card "usd" version "v1" dialOut prefix "44"`.
+        object: String,
+        /// Where it is in a `ReferenceData` document: (array field, index) from the top.
+        path: Vec<(&'static str, usize)>,
+        /// Why.
+        source: Box<Error>,
+    },
+    /// A value the core refuses that belongs to no single field.
     #[error(transparent)]
     Core(#[from] core::Error),
 }
@@ -41,10 +68,48 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Decode(_) => "decode",
-            Error::Core(e) => e.code(),
-            Error::Missing(_) | Error::BadEnum { .. } => "invalid",
+            Error::Core(e) | Error::Field { source: e, .. } => e.code(),
+            Error::Object { source, .. } => source.code(),
+            Error::Missing(_) | Error::MissingOneOf(_) | Error::BadEnum { .. } => "invalid",
         }
     }
+
+    /// For a refused reference-data object, where it is in a `ReferenceData` document: the
+    /// array fields (JSON names) and indexes that lead to it, from the top.
+    pub fn path(&self) -> Option<&[(&'static str, usize)]> {
+        match self {
+            Error::Object { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Names the object this error is about and where it is (see [`Error::path`]); an error
+    /// about an object inside it keeps its own name and gets `place` put in front of its path.
+    fn in_object(self, object: impl FnOnce() -> String, place: Option<(&'static str, usize)>) -> Error {
+        match self {
+            Error::Object { object, mut path, source } => {
+                path.splice(0..0, place);
+                Error::Object { object, path, source }
+            }
+            other => Error::Object { object: object(), path: place.into_iter().collect(), source: Box::new(other) },
+        }
+    }
+
+    /// Puts `place` in front of the path of an object's error.
+    fn at(self, place: (&'static str, usize)) -> Error {
+        match self {
+            Error::Object { object, mut path, source } => {
+                path.insert(0, place);
+                Error::Object { object, path, source }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Names the field of a core error.
+fn field<T>(result: std::result::Result<T, core::Error>, field: &'static str) -> Result<T> {
+    result.map_err(|source| Error::Field { field, source })
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -59,21 +124,39 @@ fn required(value: String, field: &'static str) -> Result<String> {
     if is_blank(&value) { Err(Error::Missing(field)) } else { Ok(value) }
 }
 
-fn money(text: &str, field: &'static str) -> Result<Money> {
+fn money(text: &str, name: &'static str) -> Result<Money> {
     if is_blank(text) {
-        return Err(Error::Missing(field));
+        return Err(Error::Missing(name));
     }
-    Ok(Money::from_str(text)?)
+    field(Money::from_str(text), name)
 }
 
-fn money_or_zero(text: &str) -> Result<Money> {
-    if is_blank(text) { Ok(Money::ZERO) } else { Ok(Money::from_str(text)?) }
+fn money_or_zero(text: &str, name: &'static str) -> Result<Money> {
+    if is_blank(text) { Ok(Money::ZERO) } else { field(Money::from_str(text), name) }
 }
 
-fn timestamp(ts: Option<Timestamp>, field: &'static str) -> Result<core::Timestamp> {
-    let ts = ts.ok_or(Error::Missing(field))?;
-    let nanos = u32::try_from(ts.nanos).map_err(|_| core::Error::InvalidTimestamp { secs: ts.seconds, nanos: 0 })?;
-    Ok(core::Timestamp::new(ts.seconds, nanos)?)
+fn currency(text: String, name: &'static str) -> Result<Currency> {
+    field(Currency::from_code(&required(text, name)?), name)
+}
+
+fn tenant_id(text: String, name: &'static str) -> Result<TenantId> {
+    field(TenantId::new(required(text, name)?), name)
+}
+
+fn timestamp(ts: Option<Timestamp>, name: &'static str) -> Result<core::Timestamp> {
+    let ts = ts.ok_or(Error::Missing(name))?;
+    let nanos = u32::try_from(ts.nanos).map_err(|_| Error::Field {
+        field: name,
+        source: core::Error::InvalidTimestamp { secs: ts.seconds, nanos: 0 },
+    })?;
+    field(core::Timestamp::new(ts.seconds, nanos), name)
+}
+
+/// **The** text of an amount of money on the wire, in every output: written with at least the
+/// currency's minor units (`-0.8` USD is `-0.80`, `120` JPY is `120`) and never rounded (a
+/// per-minute price of `0.0147` keeps its digits).
+pub fn wire_money(amount: Money, currency: Currency) -> String {
+    currency.format(amount)
 }
 
 /// A core instant on the wire.
@@ -81,12 +164,11 @@ pub fn wire_timestamp(ts: core::Timestamp) -> Timestamp {
     Timestamp { seconds: ts.unix_seconds(), nanos: ts.subsec_nanos() as i32 }
 }
 
-fn number(text: String, field: &'static str) -> Result<Option<E164>> {
+fn number(text: String, name: &'static str) -> Result<Option<E164>> {
     if is_blank(&text) {
-        let _ = field;
         return Ok(None);
     }
-    Ok(Some(E164::parse(&text)?))
+    field(E164::parse(&text), name).map(Some)
 }
 
 fn bad_enum(field: &'static str, value: i32) -> Error {
@@ -99,7 +181,7 @@ fn bad_enum(field: &'static str, value: i32) -> Error {
 impl TryFrom<v1::InputRecord> for core::Input {
     type Error = Error;
     fn try_from(record: v1::InputRecord) -> Result<Self> {
-        match record.record.ok_or(Error::Missing("record"))? {
+        match record.record.ok_or(Error::MissingOneOf("callLeg, creditCommand"))? {
             v1::input_record::Record::CallLeg(event) => event.try_into(),
             v1::input_record::Record::CreditCommand(command) => command.try_into(),
         }
@@ -109,7 +191,7 @@ impl TryFrom<v1::InputRecord> for core::Input {
 impl TryFrom<v1::CallLegEvent> for core::Input {
     type Error = Error;
     fn try_from(e: v1::CallLegEvent) -> Result<Self> {
-        let body = match e.body.ok_or(Error::Missing("body"))? {
+        let body = match e.body.ok_or(Error::MissingOneOf("started, interim, ended"))? {
             v1::call_leg_event::Body::Started(s) => {
                 let kind = match v1::LegKind::try_from(s.kind) {
                     Ok(v1::LegKind::DialInToll) => core::LegKind::DialInToll,
@@ -121,8 +203,8 @@ impl TryFrom<v1::CallLegEvent> for core::Input {
                 };
                 core::LegBody::Started(core::LegStarted {
                     kind,
-                    bridge_number: number(s.bridge_number, "started.bridge_number")?,
-                    remote_number: number(s.remote_number, "started.remote_number")?,
+                    bridge_number: number(s.bridge_number, "started.bridgeNumber")?,
+                    remote_number: number(s.remote_number, "started.remoteNumber")?,
                 })
             }
             v1::call_leg_event::Body::Interim(i) => core::LegBody::Interim { elapsed_seconds: i.elapsed_seconds },
@@ -137,58 +219,74 @@ impl TryFrom<v1::CallLegEvent> for core::Input {
                     Ok(v1::DisconnectCause::MeetingEnded) => core::DisconnectCause::MeetingEnded,
                     Err(_) => return Err(bad_enum("ended.cause", end.cause)),
                 };
-                let duration = match end.duration.ok_or(Error::Missing("ended.duration"))? {
+                let duration = match end.duration.ok_or(Error::MissingOneOf("ended.connectedSeconds, ended.endedAt"))? {
                     v1::leg_ended::Duration::ConnectedSeconds(s) => core::LegDuration::ConnectedSeconds(s),
                     v1::leg_ended::Duration::EndedAt(t) => {
-                        core::LegDuration::EndedAt(timestamp(Some(t), "ended.ended_at")?)
+                        core::LegDuration::EndedAt(timestamp(Some(t), "ended.endedAt")?)
                     }
                 };
                 core::LegBody::Ended(core::LegEnded { duration, cause })
             }
         };
         Ok(core::Input::Leg(core::CallLegEvent {
-            event_id: required(e.event_id, "event_id")?,
-            tenant_id: TenantId::new(required(e.tenant_id, "tenant_id")?)?,
+            event_id: required(e.event_id, "eventId")?,
+            tenant_id: tenant_id(e.tenant_id, "tenantId")?,
             conference_id: e.conference_id,
             call_id: e.call_id,
-            leg_id: required(e.leg_id, "leg_id")?,
+            leg_id: required(e.leg_id, "legId")?,
             organizer_id: e.organizer_id,
-            occurred_at: timestamp(e.occurred_at, "occurred_at")?,
+            occurred_at: timestamp(e.occurred_at, "occurredAt")?,
             body,
         }))
     }
 }
 
-fn lot(lot_id: String, amount: &str, currency: &str, purchased_at: Option<Timestamp>) -> Result<core::LotFunding> {
+/// A funded lot; `names` are the JSON names of its amount, currency and purchase instant
+/// (under `fund` or `rechargeSucceeded`).
+fn lot(
+    lot_id: String,
+    amount: &str,
+    currency_code: String,
+    purchased_at: Option<Timestamp>,
+    [amount_name, currency_name, purchased_at_name]: [&'static str; 3],
+) -> Result<core::LotFunding> {
     Ok(core::LotFunding {
         lot_id,
-        amount: money(amount, "amount")?,
-        currency: Currency::from_code(&required(currency.to_owned(), "currency")?)?,
-        purchased_at: timestamp(purchased_at, "purchased_at")?,
+        amount: money(amount, amount_name)?,
+        currency: currency(currency_code, currency_name)?,
+        purchased_at: timestamp(purchased_at, purchased_at_name)?,
     })
 }
 
 impl TryFrom<v1::CreditCommand> for core::Input {
     type Error = Error;
     fn try_from(c: v1::CreditCommand) -> Result<Self> {
-        let body = match c.body.ok_or(Error::Missing("body"))? {
-            v1::credit_command::Body::Fund(f) => {
-                core::CreditBody::Fund(lot(f.lot_id, &f.amount, &f.currency, f.purchased_at)?)
-            }
-            v1::credit_command::Body::RechargeSucceeded(r) => {
-                core::CreditBody::RechargeSucceeded(lot(r.lot_id, &r.amount, &r.currency, r.purchased_at)?)
-            }
+        let body = match c.body.ok_or(Error::MissingOneOf("fund, rechargeSucceeded, rechargeFailed, adjustment"))? {
+            v1::credit_command::Body::Fund(f) => core::CreditBody::Fund(lot(
+                f.lot_id,
+                &f.amount,
+                f.currency,
+                f.purchased_at,
+                ["fund.amount", "fund.currency", "fund.purchasedAt"],
+            )?),
+            v1::credit_command::Body::RechargeSucceeded(r) => core::CreditBody::RechargeSucceeded(lot(
+                r.lot_id,
+                &r.amount,
+                r.currency,
+                r.purchased_at,
+                ["rechargeSucceeded.amount", "rechargeSucceeded.currency", "rechargeSucceeded.purchasedAt"],
+            )?),
             v1::credit_command::Body::RechargeFailed(r) => core::CreditBody::RechargeFailed { reason: r.reason },
             v1::credit_command::Body::Adjustment(a) => core::CreditBody::Adjust {
                 amount: money(&a.amount, "adjustment.amount")?,
-                currency: Currency::from_code(&required(a.currency, "adjustment.currency")?)?,
+                currency: currency(a.currency, "adjustment.currency")?,
                 reason: a.reason,
             },
         };
         Ok(core::Input::Credit(core::CreditCommand {
-            command_id: required(c.command_id, "command_id")?,
-            tenant_id: TenantId::new(required(c.tenant_id, "tenant_id")?)?,
-            occurred_at: timestamp(c.occurred_at, "occurred_at")?,
+            command_id: required(c.command_id, "commandId")?,
+            tenant_id: tenant_id(c.tenant_id, "tenantId")?,
+            occurred_at: timestamp(c.occurred_at, "occurredAt")?,
             body,
         }))
     }
@@ -218,133 +316,223 @@ fn policy(value: i32, field: &'static str) -> Result<Option<core::DialoutPolicy>
     }))
 }
 
+/// `"id"`, or a note that the id is missing.
+fn quoted_id(id: &str) -> String {
+    if is_blank(id) { "(without an id)".to_owned() } else { format!("{id:?}") }
+}
+
 impl TryFrom<v1::Tenant> for core::Tenant {
     type Error = Error;
+    /// Errors name the tenant: `tenant "contoso": autoRecharge.trigger: invalid amount "x"`.
     fn try_from(t: v1::Tenant) -> Result<Self> {
-        let id = TenantId::new(required(t.tenant_id, "tenant_id")?)?;
-        let currency = Currency::from_code(&required(t.currency, "currency")?)?;
-        let auto_recharge = match t.auto_recharge {
-            Some(r) if r.enabled => Some(core::AutoRecharge {
-                trigger: money(&r.trigger, "auto_recharge.trigger")?,
-                amount: money(&r.amount, "auto_recharge.amount")?,
-            }),
-            _ => None,
-        };
-        let cutoff = match v1::CutoffPolicy::try_from(t.cutoff_policy) {
-            Ok(v1::CutoffPolicy::Unspecified | v1::CutoffPolicy::Finish) => core::CutoffPolicy::Finish,
-            Ok(v1::CutoffPolicy::Disconnect) => core::CutoffPolicy::Disconnect,
-            Err(_) => return Err(bad_enum("cutoff_policy", t.cutoff_policy)),
-        };
-        let unpriced = match v1::UnpricedHandling::try_from(t.unpriced_handling) {
-            Ok(v1::UnpricedHandling::Unspecified | v1::UnpricedHandling::Free) => core::UnpricedHandling::Free,
-            Ok(v1::UnpricedHandling::Reject) => core::UnpricedHandling::Reject,
-            Err(_) => return Err(bad_enum("unpriced_handling", t.unpriced_handling)),
-        };
-        let pool_split = match v1::PoolSplit::try_from(t.pool_split) {
-            Ok(v1::PoolSplit::Unspecified | v1::PoolSplit::PerMinute) => core::PoolSplit::PerMinute,
-            Ok(v1::PoolSplit::FinishInPool) => core::PoolSplit::FinishInPool,
-            Err(_) => return Err(bad_enum("pool_split", t.pool_split)),
-        };
-        let tenant = core::Tenant {
-            id,
-            currency,
-            credits_enabled: t.credits_enabled,
-            auto_recharge,
-            low_balance_thresholds: t
-                .low_balance_thresholds
-                .iter()
-                .map(|s| money(s, "low_balance_thresholds"))
-                .collect::<Result<_>>()?,
-            overdraft_limit: money_or_zero(&t.overdraft_limit)?,
-            cutoff,
-            global_dialout_policy: policy(t.global_dialout_policy, "global_dialout_policy")?,
-            subscription_licences: t.subscription_licences,
-            pool_split,
-            unpriced,
-            rate_card_id: t.rate_card_id,
-        };
-        Ok(tenant.validated()?)
+        let name = quoted_id(&t.tenant_id);
+        tenant(t).map_err(|e| e.in_object(|| format!("tenant {name}"), None))
     }
+}
+
+fn tenant(t: v1::Tenant) -> Result<core::Tenant> {
+    let id = tenant_id(t.tenant_id, "tenantId")?;
+    let currency = currency(t.currency, "currency")?;
+    let auto_recharge = match t.auto_recharge {
+        Some(r) if r.enabled => {
+            let amount = money(&r.amount, "autoRecharge.amount")?;
+            if !amount.is_positive() {
+                let source = core::Error::Invalid(format!("the recharge amount {:?} must be > 0", r.amount));
+                return Err(Error::Field { field: "autoRecharge.amount", source });
+            }
+            Some(core::AutoRecharge { trigger: money(&r.trigger, "autoRecharge.trigger")?, amount })
+        }
+        _ => None,
+    };
+    let cutoff = match v1::CutoffPolicy::try_from(t.cutoff_policy) {
+        Ok(v1::CutoffPolicy::Unspecified | v1::CutoffPolicy::Finish) => core::CutoffPolicy::Finish,
+        Ok(v1::CutoffPolicy::Disconnect) => core::CutoffPolicy::Disconnect,
+        Err(_) => return Err(bad_enum("cutoffPolicy", t.cutoff_policy)),
+    };
+    let unpriced = match v1::UnpricedHandling::try_from(t.unpriced_handling) {
+        Ok(v1::UnpricedHandling::Unspecified | v1::UnpricedHandling::Free) => core::UnpricedHandling::Free,
+        Ok(v1::UnpricedHandling::Reject) => core::UnpricedHandling::Reject,
+        Err(_) => return Err(bad_enum("unpricedHandling", t.unpriced_handling)),
+    };
+    let pool_split = match v1::PoolSplit::try_from(t.pool_split) {
+        Ok(v1::PoolSplit::Unspecified | v1::PoolSplit::PerMinute) => core::PoolSplit::PerMinute,
+        Ok(v1::PoolSplit::FinishInPool) => core::PoolSplit::FinishInPool,
+        Err(_) => return Err(bad_enum("poolSplit", t.pool_split)),
+    };
+    let overdraft_limit = money_or_zero(&t.overdraft_limit, "overdraftLimit")?;
+    if overdraft_limit.is_negative() {
+        let source = core::Error::Invalid(format!("the overdraft limit {:?} is negative", t.overdraft_limit));
+        return Err(Error::Field { field: "overdraftLimit", source });
+    }
+    let tenant = core::Tenant {
+        id,
+        currency,
+        credits_enabled: t.credits_enabled,
+        auto_recharge,
+        low_balance_thresholds: t
+            .low_balance_thresholds
+            .iter()
+            .map(|s| money(s, "lowBalanceThresholds"))
+            .collect::<Result<_>>()?,
+        overdraft_limit,
+        cutoff,
+        global_dialout_policy: policy(t.global_dialout_policy, "globalDialoutPolicy")?,
+        subscription_licences: t.subscription_licences,
+        pool_split,
+        unpriced,
+        rate_card_id: t.rate_card_id,
+    };
+    Ok(tenant.validated()?)
 }
 
 impl TryFrom<v1::User> for core::User {
     type Error = Error;
+    /// Errors name the user and its tenant: `user "alice" of tenant "contoso": usageLocation: ...`.
     fn try_from(u: v1::User) -> Result<Self> {
-        let licence = match v1::LicenceModel::try_from(u.licence) {
-            Ok(v1::LicenceModel::Unspecified | v1::LicenceModel::PayPerMinute) => core::LicenceModel::PayPerMinute,
-            Ok(v1::LicenceModel::Subscription) => core::LicenceModel::Subscription,
-            Err(_) => return Err(bad_enum("licence", u.licence)),
-        };
-        Ok(core::User {
-            tenant_id: TenantId::new(required(u.tenant_id, "tenant_id")?)?,
-            id: required(u.user_id, "user_id")?,
-            usage_location: Country::from_code(&required(u.usage_location, "usage_location")?)?,
-            dialout_policy: policy(u.dialout_policy, "dialout_policy")?,
-            licence,
-            allow_toll_free_dial_in: u.allow_toll_free_dial_in.unwrap_or(true),
-        })
+        let name = format!("user {} of tenant {}", quoted_id(&u.user_id), quoted_id(&u.tenant_id));
+        user(u).map_err(|e| e.in_object(|| name, None))
     }
+}
+
+fn user(u: v1::User) -> Result<core::User> {
+    let licence = match v1::LicenceModel::try_from(u.licence) {
+        Ok(v1::LicenceModel::Unspecified | v1::LicenceModel::PayPerMinute) => core::LicenceModel::PayPerMinute,
+        Ok(v1::LicenceModel::Subscription) => core::LicenceModel::Subscription,
+        Err(_) => return Err(bad_enum("licence", u.licence)),
+    };
+    Ok(core::User {
+        tenant_id: tenant_id(u.tenant_id, "tenantId")?,
+        id: required(u.user_id, "userId")?,
+        usage_location: field(Country::from_code(&required(u.usage_location, "usageLocation")?), "usageLocation")?,
+        dialout_policy: policy(u.dialout_policy, "dialoutPolicy")?,
+        licence,
+        allow_toll_free_dial_in: u.allow_toll_free_dial_in.unwrap_or(true),
+    })
 }
 
 fn price(p: Option<v1::Price>) -> Result<core::Price> {
     let p = p.ok_or(Error::Missing("price"))?;
+    let per_minute = money(&p.per_minute, "price.perMinute")?;
+    let connection_fee = money_or_zero(&p.connection_fee, "price.connectionFee")?;
+    for (name, amount) in [("price.perMinute", per_minute), ("price.connectionFee", connection_fee)] {
+        if amount.is_negative() {
+            return Err(Error::Field { field: name, source: core::Error::NegativePrice });
+        }
+    }
     let first = if p.first_increment_seconds == 0 { 60 } else { p.first_increment_seconds };
     let subsequent = if p.subsequent_increment_seconds == 0 { 60 } else { p.subsequent_increment_seconds };
-    Ok(core::Price::new(
-        money(&p.per_minute, "price.per_minute")?,
-        money_or_zero(&p.connection_fee)?,
-        core::Increments::new(first, subsequent)?,
-    )?)
+    let increments = field(core::Increments::new(first, subsequent), "price.firstIncrementSeconds")?;
+    Ok(core::Price::new(per_minute, connection_fee, increments)?)
+}
+
+/// One rate row's prefix and price, the row named by its table and prefix.
+fn row<T>(
+    table: &'static str,
+    index: usize,
+    prefix: &str,
+    seen: &mut std::collections::HashSet<core::Prefix>,
+    value: impl FnOnce() -> Result<T>,
+) -> Result<(core::Prefix, T)> {
+    let parsed = (|| {
+        let parsed = field(core::Prefix::parse(prefix), "prefix")?;
+        if !seen.insert(parsed) {
+            return Err(Error::Field { field: "prefix", source: core::Error::DuplicatePrefix(prefix.to_owned()) });
+        }
+        Ok((parsed, value()?))
+    })();
+    parsed.map_err(|e| e.in_object(|| format!("{table} prefix {}", quoted_id(prefix)), Some((table, index))))
 }
 
 impl TryFrom<v1::RateCard> for core::RateCard {
     type Error = Error;
+    /// Errors name the card, and the version and the rate row where there is one:
+    /// `rate card "usd" version "v1" dialOut prefix "44": price.perMinute: invalid amount "x"`.
     fn try_from(card: v1::RateCard) -> Result<Self> {
-        let currency = Currency::from_code(&required(card.currency, "currency")?)?;
-        let mut versions = Vec::with_capacity(card.versions.len());
-        for v in card.versions {
-            let mut toll = Vec::new();
-            let mut toll_free = Vec::new();
-            for row in v.dial_in {
-                let entry = (core::Prefix::parse(&row.prefix)?, price(row.price)?);
-                match v1::NumberType::try_from(row.number_type) {
-                    Ok(v1::NumberType::Toll) => toll.push(entry),
-                    Ok(v1::NumberType::TollFree) => toll_free.push(entry),
-                    _ => return Err(bad_enum("dial_in.number_type", row.number_type)),
-                }
+        let name = format!("rate card {}", quoted_id(&card.rate_card_id));
+        rate_card(card).map_err(|e| match e {
+            Error::Object { object, path, source } => {
+                Error::Object { object: format!("{name} {object}"), path, source }
             }
-            let dial_out = v
-                .dial_out
-                .into_iter()
-                .map(|row| {
-                    let rate = core::DialOutRate { price: price(row.price)?, premium: row.premium };
-                    Ok((core::Prefix::parse(&row.prefix)?, rate))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            versions.push(core::RateCardVersion {
-                version: v.version,
-                effective_from: timestamp(v.effective_from, "effective_from")?,
-                dial_in_toll: core::PrefixTable::new(toll)?,
-                dial_in_toll_free: core::PrefixTable::new(toll_free)?,
-                dial_out: core::PrefixTable::new(dial_out)?,
-            });
-        }
-        Ok(core::RateCard::new(required(card.rate_card_id, "rate_card_id")?, currency, versions)?)
+            other => other.in_object(|| name, None),
+        })
     }
+}
+
+fn rate_card(card: v1::RateCard) -> Result<core::RateCard> {
+    let id = required(card.rate_card_id, "rateCardId")?;
+    let currency = currency(card.currency, "currency")?;
+    let mut versions = Vec::with_capacity(card.versions.len());
+    let mut starts = std::collections::HashSet::new();
+    for (j, v) in card.versions.into_iter().enumerate() {
+        let name = format!("version {}", quoted_id(&v.version));
+        let version = version(v, &mut starts).map_err(|e| match e {
+            Error::Object { object, mut path, source } => {
+                path.insert(0, ("versions", j));
+                Error::Object { object: format!("{name} {object}"), path, source }
+            }
+            other => other.in_object(|| name, Some(("versions", j))),
+        })?;
+        versions.push(version);
+    }
+    Ok(core::RateCard::new(id, currency, versions)?)
+}
+
+fn version(
+    v: v1::RateCardVersion,
+    starts: &mut std::collections::HashSet<core::Timestamp>,
+) -> Result<core::RateCardVersion> {
+    let effective_from = timestamp(v.effective_from, "effectiveFrom")?;
+    if !starts.insert(effective_from) {
+        return Err(Error::Field { field: "effectiveFrom", source: core::Error::DuplicateVersion(v.version) });
+    }
+    let mut toll = Vec::new();
+    let mut toll_free = Vec::new();
+    let (mut seen_toll, mut seen_toll_free) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    for (k, r) in v.dial_in.into_iter().enumerate() {
+        let (seen, rows) = match v1::NumberType::try_from(r.number_type) {
+            Ok(v1::NumberType::Toll) => (&mut seen_toll, &mut toll),
+            Ok(v1::NumberType::TollFree) => (&mut seen_toll_free, &mut toll_free),
+            _ => {
+                let e = bad_enum("numberType", r.number_type);
+                return Err(e.in_object(|| format!("dialIn prefix {}", quoted_id(&r.prefix)), Some(("dialIn", k))));
+            }
+        };
+        rows.push(row("dialIn", k, &r.prefix, seen, || price(r.price))?);
+    }
+    let mut seen_out = std::collections::HashSet::new();
+    let dial_out = v
+        .dial_out
+        .into_iter()
+        .enumerate()
+        .map(|(k, r)| {
+            row("dialOut", k, &r.prefix, &mut seen_out, || {
+                Ok(core::DialOutRate { price: price(r.price)?, premium: r.premium })
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(core::RateCardVersion {
+        version: v.version,
+        effective_from,
+        dial_in_toll: core::PrefixTable::new(toll)?,
+        dial_in_toll_free: core::PrefixTable::new(toll_free)?,
+        dial_out: core::PrefixTable::new(dial_out)?,
+    })
 }
 
 impl TryFrom<v1::ReferenceData> for core::Reference {
     type Error = Error;
+    /// An error names the refused object and says where it is in the document
+    /// ([`Error::path`]).
     fn try_from(data: v1::ReferenceData) -> Result<Self> {
         let mut reference = core::Reference::default();
-        for t in data.tenants {
-            reference.put_tenant(t.try_into()?);
+        for (i, t) in data.tenants.into_iter().enumerate() {
+            reference.put_tenant(t.try_into().map_err(|e: Error| e.at(("tenants", i)))?);
         }
-        for u in data.users {
-            reference.put_user(u.try_into()?);
+        for (i, u) in data.users.into_iter().enumerate() {
+            reference.put_user(u.try_into().map_err(|e: Error| e.at(("users", i)))?);
         }
-        for c in data.rate_cards {
-            reference.put_rate_card(c.try_into()?);
+        for (i, c) in data.rate_cards.into_iter().enumerate() {
+            reference.put_rate_card(c.try_into().map_err(|e: Error| e.at(("rateCards", i)))?);
         }
         Ok(reference)
     }
@@ -400,17 +588,17 @@ impl From<core::RatedUsage> for v1::RatedUsage {
             duration_seconds: u.duration_seconds,
             billable_seconds: u.billable_seconds,
             pool_seconds: u.pool_seconds,
-            connection_fee: u.currency.format(u.connection_fee),
-            charge: u.currency.format(u.charge),
+            connection_fee: wire_money(u.connection_fee, u.currency),
+            charge: wire_money(u.charge, u.currency),
             currency: u.currency.into(),
             capability: capability(u.capability) as i32,
             rate_card_id: u.rate_card_id,
             rate_card_version: u.rate_card_version,
             rate_prefix: u.rate_prefix.map(String::from).unwrap_or_default(),
-            price_per_minute: u.price_per_minute.to_string_with_decimals(0),
+            price_per_minute: wire_money(u.price_per_minute, u.currency),
             outcome: outcome as i32,
             block_reason: reason as i32,
-            balance_after: u.currency.format(u.balance_after),
+            balance_after: wire_money(u.balance_after, u.currency),
             flags: u.flags.names().into_iter().map(str::to_owned).collect(),
         }
     }
@@ -425,8 +613,8 @@ impl From<core::LegDecision> for v1::LegDecision {
                 capability: cap.map_or(v1::Capability::Unspecified, capability) as i32,
             }),
             core::Decision::Block(reason) => Decision::Block(Block { reason: block_reason(reason) as i32 }),
-            core::Decision::Disconnect { balance } => {
-                Decision::Disconnect(Disconnect { balance: balance.to_string_with_decimals(0) })
+            core::Decision::Disconnect { balance, currency } => {
+                Decision::Disconnect(Disconnect { balance: wire_money(balance, currency) })
             }
         };
         v1::LegDecision {
@@ -463,11 +651,40 @@ impl From<core::CreditEvent> for v1::CreditEvent {
             sequence: c.sequence,
             occurred_at: Some(wire_timestamp(c.occurred_at)),
             kind: kind as i32,
-            amount: c.currency.format(c.amount),
+            amount: wire_money(c.amount, c.currency),
             currency: c.currency.into(),
-            balance_after: c.currency.format(c.balance_after),
+            balance_after: wire_money(c.balance_after, c.currency),
             detail: c.detail,
         }
+    }
+}
+
+impl From<core::LedgerMovement> for v1::LedgerMovement {
+    fn from(m: core::LedgerMovement) -> Self {
+        use v1::ledger_movement::Kind;
+        let kind = match m.kind {
+            core::MovementKind::Debit => Kind::Debit,
+            core::MovementKind::Funding => Kind::Funding,
+            core::MovementKind::Forfeit => Kind::Forfeit,
+            core::MovementKind::Adjustment => Kind::Adjustment,
+        };
+        v1::LedgerMovement {
+            movement_id: m.movement_id,
+            tenant_id: m.tenant_id.into(),
+            occurred_at: Some(wire_timestamp(m.occurred_at)),
+            kind: kind as i32,
+            amount: wire_money(m.amount, m.currency),
+            currency: m.currency.into(),
+            balance_after: wire_money(m.balance_after, m.currency),
+            leg_id: m.leg_id,
+            lot_id: m.lot_id,
+        }
+    }
+}
+
+impl From<core::LedgerMovement> for v1::OutputRecord {
+    fn from(m: core::LedgerMovement) -> Self {
+        v1::OutputRecord { record: Some(v1::output_record::Record::LedgerMovement(m.into())) }
     }
 }
 

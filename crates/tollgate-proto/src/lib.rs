@@ -61,6 +61,7 @@
 //! ```
 
 pub mod convert;
+pub mod locate;
 mod timestamp;
 
 pub use convert::Error;

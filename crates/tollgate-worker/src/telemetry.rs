@@ -13,14 +13,16 @@ use tollgate_core::{Currency, Money, TenantId};
 pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Error codes a dead letter can carry (registered at zero so alerts see the first one).
-const DEAD_LETTER_CODES: [&str; 12] = [
+const DEAD_LETTER_CODES: [&str; 14] = [
     "decode",
     "invalid",
+    "invalid_number",
     "key_mismatch",
     "wrong_partition",
     "unknown_tenant",
     "unknown_organizer",
     "currency_mismatch",
+    "credits_disabled",
     "duplicate_conflict",
     "leg_already_started",
     "leg_already_ended",

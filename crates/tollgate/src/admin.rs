@@ -74,11 +74,8 @@ pub fn run(mut args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::PublishReference { file } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("failed to read {}", file.display()))?;
-            let data: v1::ReferenceData =
-                serde_json::from_str(&text).with_context(|| format!("failed to parse {}", file.display()))?;
             // Refuse what the workers would refuse, before anything is published.
-            tollgate_core::Reference::try_from(data.clone())
-                .with_context(|| format!("invalid reference data in {}", file.display()))?;
+            let (data, _) = crate::rate::parse_reference(&text, &file)?;
             let publisher = Publisher::new(worker)?;
             let records = publish::reference(&worker.topics, &data);
             for record in &records {

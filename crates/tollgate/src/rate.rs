@@ -2,22 +2,28 @@
 //!
 //! Reads reference data (one `tollgate.v1.ReferenceData` JSON document) and a stream of
 //! `tollgate.v1.InputRecord` JSON lines, rates them with the same core the Kafka worker uses,
-//! and writes every output as a `tollgate.v1.OutputRecord` JSON line. A line that cannot be
+//! and writes every output as a `tollgate.v1.OutputRecord` JSON line (with
+//! `--ledger-movements`, also one `ledgerMovement` per change of a balance: the debit trail). A line that cannot be
 //! parsed or applied is reported on stderr with its line number and written out as a dead
-//! letter (source offset = line number); the rater goes on with the next line.
+//! letter (source offset = line number); the rater goes on with the next line, and exits with
+//! status 2 at the end unless `--allow-rejects` was given.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tollgate_core::{Applied, Input, Money, Output, Rater, Reference, TenantState, UsageOutcome};
+use tollgate_core::{Applied, Currency, Input, Money, Output, Rater, Reference, TenantState, UsageOutcome};
+use tollgate_proto::convert::wire_money;
 use tollgate_proto::v1;
 
 /// Arguments of `tollgate rate`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 when every line was applied (duplicates and ignored events included); \
+2 when a line was rejected (written out as a dead letter), unless --allow-rejects is given; \
+1 when the rater could not run (unreadable file, invalid reference data).")]
 pub struct RateArgs {
     /// Reference data: a JSON `tollgate.v1.ReferenceData` document (tenants, users, rate cards).
     #[arg(long, value_name = "PATH")]
@@ -29,7 +35,20 @@ pub struct RateArgs {
     /// Print no summary on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Exit with status 0 even when lines were rejected (they are still reported on stderr
+    /// and written out as dead letters).
+    #[arg(long)]
+    allow_rejects: bool,
+    /// Also write the debit trail: one `ledgerMovement` line per change of a tenant's
+    /// balance (a leg's debit or refund, funding, a forfeited lot, an adjustment) with its
+    /// signed amount and the balance after, before the other outputs of the input line that
+    /// caused it. A tenant's movements add up to its balance.
+    #[arg(long)]
+    ledger_movements: bool,
 }
+
+/// The exit status of a run that rejected some lines (without `--allow-rejects`).
+pub const REJECTED_STATUS: u8 = 2;
 
 /// Counts for the closing summary.
 #[derive(Debug, Default)]
@@ -44,7 +63,8 @@ struct Summary {
     legs_blocked: u64,
     decisions: u64,
     credit_events: BTreeMap<&'static str, u64>,
-    charges: BTreeMap<String, Money>,
+    /// Per currency code: the currency and the sum of the charges.
+    charges: BTreeMap<String, (Currency, Money)>,
 }
 
 /// Runs the offline rater.
@@ -62,6 +82,7 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
     let mut states: BTreeMap<String, TenantState> = BTreeMap::new();
     let mut summary = Summary::default();
     let mut outputs = Vec::new();
+    let mut movements = Vec::new();
 
     for (index, line) in input.lines().enumerate() {
         let line_no = index as u64 + 1;
@@ -75,7 +96,12 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
             .and_then(|record| Input::try_from(record).map_err(|e| (e.code(), e.to_string())));
         let result = parsed.and_then(|input| {
             let state = states.entry(input.tenant_id().to_string()).or_default();
-            rater.apply(&reference, state, input, &mut outputs).map_err(|e| (e.code(), e.to_string()))
+            let applied = if args.ledger_movements {
+                rater.apply_traced(&reference, state, input, &mut outputs, &mut movements)
+            } else {
+                rater.apply(&reference, state, input, &mut outputs)
+            };
+            applied.map_err(|e| (e.code(), e.to_string()))
         });
         match result {
             Ok(applied) => {
@@ -102,6 +128,10 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
                 write_record(&mut out, v1::output_record::Record::DeadLetter(dead))?;
             }
         }
+        for movement in movements.drain(..) {
+            serde_json::to_writer(&mut out, &v1::OutputRecord::from(movement)).context("failed to write output")?;
+            out.write_all(b"\n").context("failed to write output")?;
+        }
         for output in outputs.drain(..) {
             summary.count(&output);
             let record = v1::OutputRecord::from(output);
@@ -113,7 +143,7 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
     if !args.quiet {
         summary.print(&states, &reference);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if summary.rejected > 0 && !args.allow_rejects { ExitCode::from(REJECTED_STATUS) } else { ExitCode::SUCCESS })
 }
 
 fn write_record(out: &mut impl Write, record: v1::output_record::Record) -> anyhow::Result<()> {
@@ -122,11 +152,29 @@ fn write_record(out: &mut impl Write, record: v1::output_record::Record) -> anyh
 }
 
 /// Reads a `ReferenceData` JSON document.
-pub fn load_reference(path: &PathBuf) -> anyhow::Result<Reference> {
-    let file = File::open(path).with_context(|| format!("failed to open reference data {}", path.display()))?;
-    let data: v1::ReferenceData = serde_json::from_reader(BufReader::new(file))
-        .with_context(|| format!("failed to parse reference data {}", path.display()))?;
-    Reference::try_from(data).with_context(|| format!("invalid reference data in {}", path.display()))
+pub fn load_reference(path: &Path) -> anyhow::Result<Reference> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("failed to read reference data {}", path.display()))?;
+    Ok(parse_reference(&text, path)?.1)
+}
+
+/// Parses and checks a `ReferenceData` JSON document read from `path`. A refused object is
+/// reported with the file's line where it starts:
+/// `invalid reference data: examples/reference.json:230: rate card "card-usd" version "2026-10" dialOut prefix "44": price.perMinute: invalid amount "0.012.0"`.
+pub fn parse_reference(text: &str, path: &Path) -> anyhow::Result<(v1::ReferenceData, Reference)> {
+    let data: v1::ReferenceData =
+        serde_json::from_str(text).with_context(|| format!("failed to parse reference data {}", path.display()))?;
+    match Reference::try_from(data.clone()) {
+        Ok(reference) => Ok((data, reference)),
+        Err(error) => {
+            let line = error.path().and_then(|p| tollgate_proto::locate::line_of(text, p));
+            let place = match line {
+                Some(line) => format!("{}:{line}", path.display()),
+                None => path.display().to_string(),
+            };
+            Err(anyhow::anyhow!("invalid reference data: {place}: {error}"))
+        }
+    }
 }
 
 impl Summary {
@@ -137,7 +185,7 @@ impl Summary {
                     UsageOutcome::Rated => self.legs_rated += 1,
                     UsageOutcome::Blocked(_) => self.legs_blocked += 1,
                 }
-                *self.charges.entry(u.currency.to_string()).or_default() += u.charge;
+                self.charges.entry(u.currency.to_string()).or_insert((u.currency, Money::ZERO)).1 += u.charge;
             }
             Output::Decision(_) => self.decisions += 1,
             Output::Credit(c) => *self.credit_events.entry(c.kind.label()).or_default() += 1,
@@ -157,13 +205,17 @@ impl Summary {
             self.decisions,
             self.credit_events.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
         );
-        let charges: Vec<String> = self.charges.iter().map(|(c, m)| format!("{m} {c}")).collect();
+        let charges: Vec<String> = self
+            .charges
+            .iter()
+            .map(|(code, (currency, sum))| format!("{} {code}", wire_money(*sum, *currency)))
+            .collect();
         eprintln!("  charges: {}", if charges.is_empty() { "none".to_owned() } else { charges.join(", ") });
         for (tenant, state) in states {
             let Some(currency) = reference.tenant(tenant).map(|t| t.currency) else { continue };
             eprintln!(
                 "  {tenant}: balance {} {currency}, {} legs in progress",
-                currency.with_minor_units(state.balance()),
+                wire_money(state.balance(), currency),
                 state.open_legs.len()
             );
         }

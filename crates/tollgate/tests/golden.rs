@@ -1,15 +1,40 @@
-//! Golden test of `tollgate rate` over the shipped sample: the output must match
-//! `examples/expected-output.jsonl` byte for byte. After an intended change of rating
-//! behaviour, regenerate it with `UPDATE_GOLDEN=1 cargo test -p tollgate --test golden` and
-//! review the diff like code.
+//! Golden test of `tollgate rate` over the shipped sample: the command the README shows, run
+//! as the README runs it (from the repository root), must write
+//! `examples/expected-output.jsonl` byte for byte, and the summary the README shows. After an
+//! intended change of rating behaviour, regenerate it with
+//! `UPDATE_GOLDEN=1 cargo test -p tollgate --test golden` and review the diff like code.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
 
 use std::path::PathBuf;
 use std::process::Command;
 
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    root().join("examples")
+}
+
+/// The README's `tollgate rate` example: its arguments (after `cargo run --release --`, without
+/// the redirection) and the summary lines it shows (without the `...` line).
+fn readme_rate_example() -> (Vec<String>, Vec<String>) {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    let at =
+        lines.iter().position(|l| l.starts_with("cargo run --release -- rate ")).expect("the README's rate command");
+    let command = lines[at].split_once(" -- ").unwrap().1;
+    let command = command.split_once('>').map_or(command, |(args, _)| args);
+    let args = command.split_whitespace().map(str::to_owned).collect();
+    let summary = lines[at..]
+        .iter()
+        .skip_while(|l| !l.starts_with("tollgate rate: "))
+        .take_while(|l| !l.starts_with("```"))
+        .filter(|l| l.trim() != "...")
+        .map(|l| (*l).to_owned())
+        .collect();
+    (args, summary)
 }
 
 /// Runs the rater from `examples/`, so paths in its output (dead letters name their source
@@ -28,8 +53,9 @@ fn rate(events: &str) -> std::process::Output {
 
 #[test]
 fn rates_the_sample_exactly_as_recorded() {
-    let output = rate("events.jsonl");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (args, summary) = readme_rate_example();
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate")).current_dir(root()).args(&args).output().unwrap();
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
     let golden = examples().join("expected-output.jsonl");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &output.stdout).unwrap();
@@ -43,6 +69,48 @@ fn rates_the_sample_exactly_as_recorded() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("unknown_tenant"), "{stderr}");
     assert!(stderr.contains("duplicate_conflict"), "{stderr}");
+    assert!(summary.len() >= 4, "{summary:?}");
+    for line in summary {
+        // A line the README cuts short ends with "...": the rest must be as printed.
+        let found = match line.strip_suffix("...") {
+            Some(start) => stderr.lines().any(|l| l.starts_with(start)),
+            None => stderr.lines().any(|l| l == line),
+        };
+        assert!(found, "the README shows {line:?}, the rater printed:\n{stderr}");
+    }
+}
+
+#[test]
+fn exits_with_status_2_when_a_line_was_rejected_unless_allowed() {
+    // The sample has two bad lines on purpose.
+    let strict = rate("events.jsonl");
+    assert_eq!(strict.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(stderr.contains(", 2 rejected"), "{stderr}");
+    let allowed = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(examples())
+        .args(["rate", "--reference", "reference.json", "--events", "events.jsonl", "--allow-rejects"])
+        .output()
+        .unwrap();
+    assert_eq!(allowed.status.code(), Some(0));
+    assert_eq!(allowed.stdout, strict.stdout);
+    // Without a rejected line, 0.
+    let dir = std::env::temp_dir().join(format!("tollgate-clean-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("events.jsonl");
+    let sample = std::fs::read_to_string(examples().join("events.jsonl")).unwrap();
+    let first: Vec<&str> = sample.lines().take(100).collect();
+    std::fs::write(&events, first.join("\n")).unwrap();
+    assert_eq!(rate(events.to_str().unwrap()).status.code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn says_what_the_exit_status_means_in_its_help() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate")).args(["rate", "--help"]).output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("--allow-rejects"), "{help}");
+    assert!(help.contains("2 when a line was rejected"), "{help}");
 }
 
 #[test]
@@ -59,16 +127,26 @@ fn reports_malformed_lines_with_their_number_and_goes_on() {
     let events = dir.join("events.jsonl");
     let good = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
     let bad_number = r#"{"callLeg":{"eventId":"e1","tenantId":"contoso","legId":"l","occurredAt":"2026-11-01T00:00:00Z","started":{"kind":"LEG_KIND_DIAL_OUT","remoteNumber":"12"}}}"#;
-    std::fs::write(&events, format!("{good}\nnot json\n\n{bad_number}\n")).unwrap();
+    let impossible = bad_number.replace(r#""12""#, r#""+1234""#).replace(r#""e1""#, r#""e2""#);
+    std::fs::write(&events, format!("{good}\nnot json\n\n{bad_number}\n{impossible}\n")).unwrap();
     let output = rate(events.to_str().unwrap());
-    assert!(output.status.success());
+    assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     let path = events.display().to_string();
     assert!(stderr.contains(&format!("{path}:2: decode: ")), "{stderr}");
-    assert!(stderr.contains(&format!("{path}:4: invalid: invalid E.164 number \"12\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:4: invalid_number: started.remoteNumber: invalid E.164 number \"12\"")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{path}:5: invalid_number: leg \"l\": +1234 is not a possible number for its calling code (length or leading digits)"
+        )),
+        "{stderr}"
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
     assert!(lines[0].contains(r#""kind":"KIND_FUNDED","amount":"10.00""#), "{}", lines[0]);
     assert!(
         lines[1].starts_with(r#"{"deadLetter":{"original":"#)
@@ -76,6 +154,78 @@ fn reports_malformed_lines_with_their_number_and_goes_on() {
         "{}",
         lines[1]
     );
-    assert!(lines[2].contains(r#""sourceOffset":"4","errorCode":"invalid""#), "{}", lines[2]);
+    assert!(lines[2].contains(r#""sourceOffset":"4","errorCode":"invalid_number""#), "{}", lines[2]);
+    assert!(lines[3].contains(r#""sourceOffset":"5","errorCode":"invalid_number""#), "{}", lines[3]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn reports_a_refused_reference_object_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("tollgate-reference-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let row = r#"{"prefix": "1787", "numberType": "NUMBER_TYPE_TOLL", "price": {"perMinute": "0.0240"}}"#;
+    let original = std::fs::read_to_string(examples().join("reference.json")).unwrap();
+    let at = original.find(row).expect("the row is in the sample");
+    let line = 1 + original[..at].matches('\n').count();
+    let broken = original.replacen(row, &row.replace("0.0240", "0.012.0"), 1);
+    let reference = dir.join("reference.json");
+    std::fs::write(&reference, broken).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(examples())
+        .args(["rate", "--reference", reference.to_str().unwrap(), "--events", "events.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let expected = format!(
+        "invalid reference data: {}:{line}: rate card \"card-usd\" version \"2026-01\" dialIn prefix \"1787\": \
+         price.perMinute: invalid amount \"0.012.0\"",
+        reference.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}\nexpected: {expected}");
+    assert!(output.stdout.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ledger_movements_add_up_to_each_tenant_balance() {
+    use std::collections::BTreeMap;
+    use tollgate_core::Money;
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(root())
+        .args(["rate", "--reference", "examples/reference.json", "--events", "examples/events.jsonl"])
+        .args(["--allow-rejects", "--ledger-movements"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    // Without the trail, the output is the golden one: the trail adds lines, changes none.
+    let rest: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(r#"{"ledgerMovement":"#)).collect();
+    let golden = std::fs::read_to_string(examples().join("expected-output.jsonl")).unwrap();
+    assert_eq!(rest, golden.lines().collect::<Vec<_>>());
+    // Per tenant: each balanceAfter is the running sum of the amounts.
+    let mut balances: BTreeMap<String, (Money, String)> = BTreeMap::new();
+    let mut count = 0;
+    for line in stdout.lines().filter(|l| l.starts_with(r#"{"ledgerMovement":"#)) {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let m = &value["ledgerMovement"];
+        let money = |field: &str| m[field].as_str().unwrap().parse::<Money>().unwrap();
+        let (balance, currency) = balances.entry(m["tenantId"].as_str().unwrap().to_owned()).or_default();
+        *balance += money("amount");
+        *currency = m["currency"].as_str().unwrap().to_owned();
+        assert_eq!(*balance, money("balanceAfter"), "{line}");
+        count += 1;
+    }
+    assert!(count > 100, "{count} movements");
+    // The sums are the balances the summary reports.
+    for (tenant, (balance, currency)) in &balances {
+        let currency = tollgate_core::Currency::from_code(currency).unwrap();
+        let line = format!("  {tenant}: balance {} {currency}, ", currency.format(*balance));
+        assert!(stderr.lines().any(|l| l.starts_with(&line)), "{line:?} not in\n{stderr}");
+    }
+    let kinds = ["KIND_DEBIT", "KIND_FUNDING", "KIND_ADJUSTMENT"];
+    for kind in kinds {
+        assert!(stdout.contains(&format!(r#""kind":"{kind}""#)), "no {kind}");
+    }
 }
