@@ -68,7 +68,10 @@ impl Run {
             std::env::temp_dir().join(format!("tollgate-faults-{}-{}", std::process::id(), broker_port(&broker)));
         std::fs::create_dir_all(&logs).expect("log dir");
         let spec = WorkerSpec {
-            binary: env!("CARGO_BIN_EXE_tollgate").into(),
+            // FAULTS_TOLLGATE_BINARY runs the scenarios against another build (an older
+            // release, or one with a safeguard removed) to see the checker catch it.
+            binary: std::env::var_os("FAULTS_TOLLGATE_BINARY")
+                .map_or_else(|| env!("CARGO_BIN_EXE_tollgate").into(), Into::into),
             bootstrap: broker.bootstrap_servers(),
             group: group.clone(),
             guarantee: guarantee.label().to_owned(),
