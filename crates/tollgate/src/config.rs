@@ -39,18 +39,21 @@ impl Default for Telemetry {
 
 /// Connection flags shared by the subcommands that talk to Kafka.
 #[derive(Clone, Debug, Default, clap::Args)]
+///
+/// Global: accepted before or after a nested subcommand (`tollgate admin fund
+/// --bootstrap-servers ...` as well as `tollgate admin --bootstrap-servers ... fund`).
 pub struct KafkaFlags {
     /// TOML configuration file.
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Kafka bootstrap servers (overrides the file and TOLLGATE_BOOTSTRAP_SERVERS).
-    #[arg(long, value_name = "HOST:PORT,...")]
+    #[arg(long, value_name = "HOST:PORT,...", global = true)]
     pub bootstrap_servers: Option<String>,
     /// Consumer group id.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub group_id: Option<String>,
     /// A librdkafka setting, repeatable: `-X security.protocol=SASL_SSL`.
-    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    #[arg(short = 'X', value_name = "KEY=VALUE", global = true)]
     pub librdkafka: Vec<String>,
 }
 

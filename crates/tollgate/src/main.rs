@@ -68,3 +68,41 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    /// Every `tollgate ...` and `cargo run ... -- ...` command line the README shows parses.
+    #[test]
+    fn every_command_line_in_the_readme_parses() {
+        let readme = include_str!("../../../README.md");
+        let mut checked = 0;
+        let mut in_shell_block = false;
+        for line in readme.lines() {
+            if line.starts_with("```") {
+                in_shell_block = line == "```sh";
+                continue;
+            }
+            if !in_shell_block {
+                continue;
+            }
+            let line = line.split(" #").next().unwrap_or(line).split(" >").next().unwrap_or(line).trim();
+            let args: Vec<&str> = if let Some(rest) = line.strip_prefix("cargo run --release -- ") {
+                rest.split_whitespace().collect()
+            } else if let Some(rest) = line.strip_prefix("tollgate ") {
+                rest.split_whitespace().collect()
+            } else {
+                continue;
+            };
+            let argv = std::iter::once("tollgate").chain(args);
+            if let Err(error) = Cli::try_parse_from(argv) {
+                panic!("README line does not parse: {line}\n{error}");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 9, "only {checked} README command lines found");
+    }
+}
