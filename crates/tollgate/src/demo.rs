@@ -437,6 +437,8 @@ type SampleTenant = (String, String, Vec<(String, String)>);
 struct Traffic {
     rng: u64,
     tenants: Vec<SampleTenant>,
+    /// Tenants with credits enabled: the others refuse funding (`credits_disabled`).
+    credit_tenants: Vec<String>,
     next_leg: u64,
     pstn_legs: u64,
     malformed: u64,
@@ -501,6 +503,12 @@ impl Traffic {
         Traffic {
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             tenants,
+            credit_tenants: reference
+                .tenants
+                .iter()
+                .filter(|t| t.credits_enabled)
+                .map(|t| t.tenant_id.clone())
+                .collect(),
             next_leg: 0,
             pstn_legs: 0,
             malformed: 0,
@@ -532,7 +540,7 @@ impl Traffic {
             ("woodgrove", "100.00"),
         ];
         let mut out = Vec::new();
-        for (tenant, currency, _) in &self.tenants {
+        for (tenant, currency, _) in self.tenants.iter().filter(|(t, _, _)| self.credit_tenants.contains(t)) {
             let amount = amounts.iter().find(|(t, _)| t == tenant).map_or("1000.00", |(_, a)| a);
             let json = format!(
                 r#"{{"creditCommand":{{"commandId":"demo-fund-{tenant}","tenantId":"{tenant}","occurredAt":"2026-11-02T07:00:00Z","fund":{{"lotId":"demo-{tenant}","amount":"{amount}","currency":"{currency}","purchasedAt":"2026-11-02T07:00:00Z"}}}}}}"#
