@@ -157,12 +157,9 @@ impl Run {
 
     /// Publishes the legs (and poison) from a thread at about `per_second` records a second;
     /// `sent` counts what was queued.
-    fn publish_legs(&self, per_second: usize, extra: &[(&str, &str)]) -> Publishing {
+    fn publish_legs(&self, per_second: usize) -> Publishing {
         let traffic = Arc::clone(&self.traffic);
-        let mut config = self.config.clone();
-        for (k, v) in extra {
-            config.librdkafka.insert((*k).to_owned(), (*v).to_owned());
-        }
+        let config = self.config.clone();
         let sent = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&sent);
         let thread = std::thread::spawn(move || {
@@ -189,6 +186,19 @@ impl Run {
             }
         });
         Publishing { sent, total: self.traffic.legs.len(), thread: Some(thread) }
+    }
+
+    /// Starts `workers` workers, funds every tenant, publishes the legs at `per_second` and
+    /// returns once a third of them are out: the moment the scenarios inject their fault.
+    fn traffic_underway(&mut self, workers: usize, per_second: usize) -> Publishing {
+        for _ in 0..workers {
+            self.start_worker();
+        }
+        self.fund();
+        let publishing = self.publish_legs(per_second);
+        let third = publishing.total / 3;
+        self.wait("a third of the legs published", |_| publishing.sent() >= third);
+        publishing
     }
 
     /// Committed input offsets, summed.
@@ -278,12 +288,7 @@ fn shape() -> Shape {
 /// kill -9 one of two workers in the middle of the traffic; a supervisor restarts it.
 fn kill_one_worker(guarantee: ProcessingGuarantee) {
     let mut run = Run::new(guarantee, &shape(), &FAST_GROUP);
-    run.start_worker();
-    run.start_worker();
-    run.fund();
-    let mut publishing = run.publish_legs(2_000, &[]);
-    let third = publishing.total / 3;
-    run.wait("a third of the legs published", |_| publishing.sent() >= third);
+    let mut publishing = run.traffic_underway(2, 2_000);
     let before = run.committed();
     run.wait("a batch committed after that", |run| run.committed() > before);
     run.workers[0].kill9();
@@ -314,7 +319,7 @@ fn kill_all_workers(guarantee: ProcessingGuarantee) {
     run.start_worker();
     run.fund();
     // A backlog first, then the workers die while draining it.
-    let mut publishing = run.publish_legs(1_000_000, &[]);
+    let mut publishing = run.publish_legs(1_000_000);
     publishing.join();
     let before = run.committed();
     run.wait("the backlog being drained", |run| run.committed() > before);
@@ -347,12 +352,7 @@ fn kill_all_workers_exactly_once() {
 fn zombie(guarantee: ProcessingGuarantee, wake_after_traffic: bool) {
     let mut run = Run::new(guarantee, &Shape { legs: 10_000, ..shape() }, &FAST_GROUP);
     run.spec.env.push(("COMMIT_INTERVAL_MS".into(), "1000".into()));
-    run.start_worker();
-    run.start_worker();
-    run.fund();
-    let mut publishing = run.publish_legs(400, &[]);
-    let third = publishing.total / 3;
-    run.wait("a third of the legs published", |_| publishing.sent() >= third);
+    let mut publishing = run.traffic_underway(2, 400);
     run.workers[0].pause();
     run.wait("the other worker owning every partition", |run| {
         run.workers[1].metric("tollgate_assigned_partitions") == Some(f64::from(PARTITIONS))
@@ -399,17 +399,18 @@ fn zombie_woken_after_traffic_exactly_once() {
     zombie(ProcessingGuarantee::ExactlyOnce, true);
 }
 
-/// kill -9 the broker under traffic and start it again on the same data: the workers ride it
+/// The broker killed (kill -9, short session timeout) or stopped (SIGTERM, the default 45 s
+/// session timeout) under traffic, then started again on the same data: the workers ride it
 /// out (retrying, resuming commits) without losing or repeating a debit.
-fn broker_killed(guarantee: ProcessingGuarantee) {
-    let mut run = Run::new(guarantee, &shape(), &FAST_GROUP);
-    run.start_worker();
-    run.start_worker();
-    run.fund();
-    let mut publishing = run.publish_legs(2_000, &[]);
-    let third = publishing.total / 3;
-    run.wait("a third of the legs published", |_| publishing.sent() >= third);
-    run.broker.kill9();
+fn broker_bounced(guarantee: ProcessingGuarantee, kill: bool) {
+    let group: &[(&str, &str)] = if kill { &FAST_GROUP } else { &[] };
+    let mut run = Run::new(guarantee, &shape(), group);
+    let mut publishing = run.traffic_underway(2, 2_000);
+    if kill {
+        run.broker.kill9();
+    } else {
+        run.broker.sigterm();
+    }
     run.broker.restart();
     run.wait_caught_up(&mut publishing);
     run.stop_all();
@@ -418,23 +419,19 @@ fn broker_killed(guarantee: ProcessingGuarantee) {
 
 #[test]
 fn broker_killed_at_least_once() {
-    broker_killed(ProcessingGuarantee::AtLeastOnce);
+    broker_bounced(ProcessingGuarantee::AtLeastOnce, true);
 }
 
 #[test]
 fn broker_killed_exactly_once() {
-    broker_killed(ProcessingGuarantee::ExactlyOnce);
+    broker_bounced(ProcessingGuarantee::ExactlyOnce, true);
 }
 
 /// SIGTERM reaches a worker while the broker is gone (its commit hangs, its consumer cannot
 /// leave the group): it still exits within the 30 s a pod gets, and nothing is lost.
 fn terminated_while_broker_is_down(guarantee: ProcessingGuarantee) {
     let mut run = Run::new(guarantee, &shape(), &FAST_GROUP);
-    run.start_worker();
-    run.fund();
-    let mut publishing = run.publish_legs(2_000, &[]);
-    let third = publishing.total / 3;
-    run.wait("a third of the legs published", |_| publishing.sent() >= third);
+    let mut publishing = run.traffic_underway(1, 2_000);
     run.broker.kill9();
     let mut worker = run.workers.remove(0);
     let started = Instant::now();
@@ -457,30 +454,14 @@ fn terminated_while_broker_is_down_exactly_once() {
     terminated_while_broker_is_down(ProcessingGuarantee::ExactlyOnce);
 }
 
-/// SIGTERM the broker under traffic and restart it, with the default session timeout (45 s).
-fn broker_restarted(guarantee: ProcessingGuarantee) {
-    let mut run = Run::new(guarantee, &shape(), &[]);
-    run.start_worker();
-    run.start_worker();
-    run.fund();
-    let mut publishing = run.publish_legs(2_000, &[]);
-    let third = publishing.total / 3;
-    run.wait("a third of the legs published", |_| publishing.sent() >= third);
-    run.broker.sigterm();
-    run.broker.restart();
-    run.wait_caught_up(&mut publishing);
-    run.stop_all();
-    run.verify();
-}
-
 #[test]
 fn broker_restarted_at_least_once() {
-    broker_restarted(ProcessingGuarantee::AtLeastOnce);
+    broker_bounced(ProcessingGuarantee::AtLeastOnce, false);
 }
 
 #[test]
 fn broker_restarted_exactly_once() {
-    broker_restarted(ProcessingGuarantee::ExactlyOnce);
+    broker_bounced(ProcessingGuarantee::ExactlyOnce, false);
 }
 
 /// Workers join and leave (gracefully and not) under load, six times.
@@ -488,7 +469,7 @@ fn rebalance_storm(guarantee: ProcessingGuarantee) {
     let mut run = Run::new(guarantee, &Shape { legs: 10_000, ..shape() }, &FAST_GROUP);
     run.start_worker();
     run.fund();
-    let mut publishing = run.publish_legs(1_000, &[]);
+    let mut publishing = run.publish_legs(1_000);
     for round in 0..6 {
         run.start_worker();
         let before = run.committed();
@@ -524,7 +505,7 @@ fn thousands_of_open_legs(guarantee: ProcessingGuarantee) {
     let mut run = Run::new(guarantee, &shape, &FAST_GROUP);
     run.start_worker();
     run.fund();
-    let mut publishing = run.publish_legs(1_000_000, &[]);
+    let mut publishing = run.publish_legs(1_000_000);
     run.wait_caught_up(&mut publishing);
     run.workers[0].kill9();
     run.workers.clear();
@@ -564,7 +545,7 @@ fn soak(guarantee: ProcessingGuarantee) {
     }
     run.fund();
     let rate = if long { 3_000 } else { 1_000 };
-    let mut publishing = run.publish_legs(rate, &[]);
+    let mut publishing = run.publish_legs(rate);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     for kill in 0..kills {
         seed ^= seed << 13;
