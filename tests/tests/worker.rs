@@ -255,8 +255,9 @@ fn failed_offset_commits_cost_neither_outputs_nor_double_debits() {
     env.publish_reference(REFERENCE);
     let worker = env.start_worker();
     env.fund(&[fund("acme", "f1", "10.00", "USD")]);
-    // From now on offset commits fail for a while: outputs and changelog still go out, the
-    // offsets wait for a later commit.
+    // From now on the group consumer's offset commits fail for a while (the ones made after
+    // each transaction; the mock cluster keeps no transactional offsets, so they are what a
+    // new worker resumes from): outputs and changelog still go out.
     env.cluster.request_errors(
         RDKafkaApiKey::OffsetCommit,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE; 30],

@@ -128,7 +128,7 @@ pub struct WorkerConfig {
     pub transactional_id_prefix: String,
     /// At-least-once or exactly-once.
     pub processing_guarantee: ProcessingGuarantee,
-    /// Most input records per batch (one transaction or one offset commit per batch).
+    /// Most input records per batch (one transaction per batch).
     pub batch_size: usize,
     /// Longest a batch waits to fill before it is committed, in milliseconds.
     pub commit_interval_ms: u64,

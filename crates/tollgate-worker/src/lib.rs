@@ -10,6 +10,7 @@
 //! - [`record`]: consumed records as plain data.
 //! - [`codec`]: protobuf and changelog encodings.
 //! - [`batch`]: what a batch is made of and the order it is rated in.
+//! - [`cancel`]: the token that ends a task's retries and backoffs at shutdown.
 //! - [`reference`]: live reference tables and their loader.
 //! - [`changelog`]: restoring a partition's state.
 //! - [`partition`]: the single writer of one partition: batches, transactions, rollback.
@@ -25,9 +26,13 @@
 //!   reads or writes the state of the tenants that hash to *p*.
 //! - No record is rated before the reference tables caught up with their topics, and no
 //!   partition before its state was restored.
-//! - A batch's input offsets are committed only with (exactly-once) or after (at-least-once)
-//!   its outputs and changelog writes; a failed batch is rolled back in memory and rated
-//!   again from the same records.
+//! - A batch's changelog records and input offsets commit in one transaction of the
+//!   partition's transactional id, in both guarantees (with the outputs under exactly-once;
+//!   after the outputs were acknowledged under at-least-once); a failed batch is aborted,
+//!   rolled back in memory and rated again from the same records.
+//! - A new owner fences the previous one before restoring; a fenced task stops rating.
+//! - Under at-least-once a batch's composition is in the changelog before its outputs, so a
+//!   batch rated again gives byte-identical outputs.
 //! - Bad input never stops a partition: it goes to the dead-letter topic.
 
 pub mod batch;
