@@ -312,9 +312,10 @@ fn kill_one_worker_exactly_once() {
 /// from the changelog whole.
 fn kill_all_workers(guarantee: ProcessingGuarantee) {
     let split = [FAST_GROUP[0], FAST_GROUP[1], ("batch.size", "16384"), ("linger.ms", "0")];
-    let mut run = Run::new(guarantee, &Shape { legs: 10_000, ..shape() }, &split);
-    // Small batches: many transactions while the backlog drains, so the kill lands mid-way.
-    run.spec.env.push(("BATCH_SIZE".into(), "200".into()));
+    // A backlog of ~70,000 records in full-size batches: each batch's changelog records take
+    // many requests to write, so the kill lands mid-write (the release before transactional
+    // state tore tenants here: double charges, usages that differ between copies).
+    let mut run = Run::new(guarantee, &Shape { legs: 30_000, ..shape() }, &split);
     run.start_worker();
     run.start_worker();
     run.fund();
