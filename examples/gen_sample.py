@@ -392,7 +392,7 @@ USERS = [
     ("woodgrove", "trent", "BR", None, PPM, None),
 ]
 
-# What the conferencing control of each policy allows (DOMAIN.md section 3).
+# What the conferencing control of each policy allows (RULES.md §3).
 CONFERENCING = {
     "DIALOUT_POLICY_CPC_AND_PSTN_INTERNATIONAL": "any",
     "DIALOUT_POLICY_CPC_DOMESTIC_PSTN_INTERNATIONAL": "domestic",

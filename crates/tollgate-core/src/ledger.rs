@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::Timestamp;
 use crate::money::Money;
 
-/// How long a lot lives (DOMAIN.md section 5).
+/// How long a lot lives (RULES.md §5).
 pub const LOT_VALIDITY_MONTHS: u32 = 12;
 
 /// One funded lot.

@@ -1,6 +1,6 @@
 //! The pure rating core of tollgate.
 //!
-//! Everything DOMAIN.md says about pay-per-minute meeting audio conferencing lives here, as a
+//! Everything docs/RULES.md says about pay-per-minute meeting audio conferencing lives here, as a
 //! deterministic function of (tenant state, reference data, input) -> (new state, outputs):
 //! leg classification and billing to the organizer, the dial-out restriction policy, rate
 //! lookup, billing increments and rounding, the subscription pool, the prepaid credit ledger

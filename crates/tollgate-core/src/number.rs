@@ -50,7 +50,7 @@ impl Country {
     }
 }
 
-/// Zone A (DOMAIN.md section 3), sorted for binary search.
+/// Zone A (RULES.md §3), sorted for binary search.
 const ZONE_A: [[u8; 2]; 44] = [
     *b"AT", *b"AU", *b"BE", *b"BG", *b"BR", *b"CA", *b"CH", *b"CN", *b"CZ", *b"DE", *b"DK", *b"EE", *b"ES", *b"FI",
     *b"FR", *b"GB", *b"GR", *b"HK", *b"HR", *b"HU", *b"IE", *b"IN", *b"IT", *b"JP", *b"KR", *b"LU", *b"MX", *b"MY",

@@ -113,7 +113,7 @@ impl UsageFlags {
     }
 }
 
-/// One usage-report row (DOMAIN.md section 6).
+/// One usage-report row (RULES.md §6).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RatedUsage {
     /// `<tenant>/<leg>`: deterministic.

@@ -1,4 +1,4 @@
-//! Dial-out restriction policy (DOMAIN.md section 3): the 13 fixed identities, their two
+//! Dial-out restriction policy (RULES.md §3): the 13 fixed identities, their two
 //! controls, and the user -> tenant global -> built-in default resolution.
 
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ pub enum DialoutPolicy {
 }
 
 impl DialoutPolicy {
-    /// Every identity, in the order of DOMAIN.md's table.
+    /// Every identity, in the order of the table of RULES.md §3.
     pub const ALL: [DialoutPolicy; 13] = [
         DialoutPolicy::CpcAndPstnInternational,
         DialoutPolicy::CpcDomesticPstnInternational,

@@ -565,7 +565,7 @@ fn check_ledger(state: &TenantState) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Billable seconds as DOMAIN.md section 4 states them.
+/// Billable seconds as RULES.md §4 states them.
 fn naive_billable(increments: Increments, seconds: u32) -> u32 {
     let (first, sub) = (increments.first.get(), increments.subsequent.get());
     match seconds {
@@ -726,7 +726,7 @@ proptest! {
     }
 
     /// (b) Interim debits add up to the leg's charge, and the usage record is the one the leg
-    /// gets without interims, whose charge is the naive DOMAIN.md formula.
+    /// gets without interims, whose charge is the plain formula of RULES.md §4.
     #[test]
     fn interim_debits_sum_to_the_final_charge(leg in split_leg()) {
         let tenant = &FIXTURE.tenants[leg.tenant];

@@ -1,4 +1,4 @@
-//! One table-driven test per DOMAIN.md rule, with exact expected amounts.
+//! One table-driven test per rule of docs/RULES.md, with exact expected amounts.
 //!
 //! The fixture is a small world: one USD rate card with two versions, one JPY card, one EUR
 //! card (for currency mismatches), a USD tenant `contoso` with users on every policy and
@@ -277,7 +277,7 @@ fn allowed(d: Decision) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// DOMAIN.md 1: every PSTN leg is billed to, and policy-checked against, the organizer.
+// RULES.md §1: every PSTN leg is billed to, and policy-checked against, the organizer.
 
 #[test]
 fn bills_and_checks_every_leg_against_the_organizer() {
@@ -299,7 +299,7 @@ fn bills_and_checks_every_leg_against_the_organizer() {
 }
 
 // ---------------------------------------------------------------------------------------
-// DOMAIN.md 2: which legs cost money.
+// RULES.md §2: which legs cost money.
 
 #[test]
 fn charges_legs_by_kind_and_licence() {
@@ -567,7 +567,7 @@ fn unpriced_legs_are_free_and_flagged_or_rejected() {
 }
 
 // ---------------------------------------------------------------------------------------
-// DOMAIN.md 3: dial-out restriction policy.
+// RULES.md §3: dial-out restriction policy.
 
 #[test]
 fn applies_the_conferencing_dial_out_control() {
@@ -626,7 +626,7 @@ fn dial_in_is_not_subject_to_dial_out_policy_but_toll_free_can_be_switched_off()
 }
 
 // ---------------------------------------------------------------------------------------
-// DOMAIN.md 4: rates and billing arithmetic.
+// RULES.md §4: rates and billing arithmetic.
 
 #[test]
 fn rates_with_the_version_in_force_at_leg_start() {
@@ -722,7 +722,7 @@ fn a_final_duration_below_an_interim_refunds_the_difference_and_is_flagged() {
 }
 
 // ---------------------------------------------------------------------------------------
-// DOMAIN.md 5: communications credits.
+// RULES.md §5: communications credits.
 
 #[test]
 fn consumes_lots_fifo_and_forfeits_them_after_twelve_months() {
@@ -1084,7 +1084,7 @@ impl World {
 }
 
 // ---------------------------------------------------------------------------------------
-// DOMAIN.md 6: the usage record.
+// RULES.md §6: the usage record.
 
 #[test]
 fn usage_records_carry_what_a_usage_report_row_needs() {
@@ -1115,7 +1115,7 @@ fn usage_records_carry_what_a_usage_report_row_needs() {
 }
 
 // ---------------------------------------------------------------------------------------
-// DOMAIN.md 7: sanity limits, and input anomalies.
+// RULES.md §7: sanity limits, and input anomalies.
 
 #[test]
 fn rates_legs_over_24_hours_up_to_the_limit_and_flags_them() {
