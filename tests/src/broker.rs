@@ -44,9 +44,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use tollgate_worker::WorkerConfig;
+use tollgate_worker::topics::{self, TopicSpec};
 
 /// The Kafka release the tests run (the one `tests/kafka/pom.xml` names).
 pub const KAFKA_VERSION: &str = "4.1.1";
@@ -227,20 +227,10 @@ impl Broker {
     /// Creates a topic (replication factor 1, `cleanup.policy=compact` when `compacted`) and
     /// waits until every partition has a leader.
     pub fn create_topic(&self, name: &str, partitions: i32, compacted: bool) {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config().create().unwrap_or_else(|e| panic!("admin client: {e}"));
-        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        if compacted {
-            topic = topic.set("cleanup.policy", "compact");
-        }
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = block_on(admin.create_topics([&topic], &options))
-            .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
-        for result in results {
-            if let Err((topic, code)) = result {
-                panic!("cannot create topic {topic}: {code}");
-            }
-        }
+        let configs = if compacted { vec![("cleanup.policy", "compact".to_owned())] } else { Vec::new() };
+        let spec = TopicSpec { name: name.to_owned(), partitions, configs };
+        let config = WorkerConfig { bootstrap_servers: self.bootstrap_servers(), ..WorkerConfig::default() };
+        topics::create(&config, &[spec], 1).unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
         self.wait_for_topic(name, partitions);
     }
 
@@ -786,27 +776,6 @@ fn cluster_id() -> String {
         id.push(char::from(ALPHABET[((bits << (6 - pending)) & 0x3f) as usize]));
     }
     id
-}
-
-/// Drives a future to completion on this thread (the admin client's futures are resolved by
-/// librdkafka's own threads).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -35,12 +35,18 @@ pub struct Manifest {
 
 impl Manifest {
     /// The composition of `records`.
-    pub fn of(records: &[Record]) -> Manifest {
+    pub fn of<'a>(records: impl IntoIterator<Item = &'a Record>) -> Manifest {
         let mut ranges: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for r in records {
-            let range = ranges.entry(r.topic.clone()).or_insert((r.offset, r.offset));
-            range.0 = range.0.min(r.offset);
-            range.1 = range.1.max(r.offset);
+            match ranges.get_mut(&r.topic) {
+                Some(range) => {
+                    range.0 = range.0.min(r.offset);
+                    range.1 = range.1.max(r.offset);
+                }
+                None => {
+                    ranges.insert(r.topic.clone(), (r.offset, r.offset));
+                }
+            }
         }
         Manifest { ranges }
     }
@@ -59,17 +65,28 @@ impl Manifest {
 /// Records in the order the batch rates them: each topic's records keep their order (they
 /// arrive in offset order), and the topics are merged by (timestamp, topic name).
 pub fn merge(records: Vec<Record>) -> Vec<Record> {
-    let mut by_topic: BTreeMap<String, VecDeque<Record>> = BTreeMap::new();
+    // One queue per topic (two in practice), found by name without copying it.
+    let mut queues: Vec<VecDeque<Record>> = Vec::new();
     for r in records {
-        by_topic.entry(r.topic.clone()).or_default().push_back(r);
+        match queues.iter_mut().find(|q| q.front().is_some_and(|f| f.topic == r.topic)) {
+            Some(queue) => queue.push_back(r),
+            None => queues.push(VecDeque::from([r])),
+        }
     }
-    let mut merged = Vec::with_capacity(by_topic.values().map(VecDeque::len).sum());
+    if queues.len() < 2 {
+        return queues.pop().map(Vec::from).unwrap_or_default();
+    }
+    let mut merged = Vec::with_capacity(queues.iter().map(VecDeque::len).sum());
     loop {
-        let next =
-            by_topic.iter().filter_map(|(topic, queue)| queue.front().map(|r| (r.timestamp, topic.clone()))).min();
-        let Some((_, topic)) = next else { break };
-        if let Some(record) = by_topic.get_mut(&topic).and_then(VecDeque::pop_front) {
-            merged.push(record);
+        let next = queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, q)| q.front().map(|r| ((r.timestamp, r.topic.as_str()), i)))
+            .min()
+            .map(|(_, i)| i);
+        match next.and_then(|i| queues[i].pop_front()) {
+            Some(record) => merged.push(record),
+            None => break,
         }
     }
     merged

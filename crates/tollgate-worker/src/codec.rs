@@ -5,6 +5,7 @@ use tollgate_core::{Input, Output};
 use tollgate_proto::{Message, v1};
 
 use crate::config::{TopicKind, Topics};
+use crate::record::Record;
 
 /// Why an input record was refused (goes to the dead-letter topic).
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -16,6 +17,20 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// The dead letter of `record`, refused for this reason: the original bytes, where they
+    /// came from, the code and the message.
+    pub fn dead_letter(self, record: &Record) -> v1::DeadLetter {
+        v1::DeadLetter {
+            original: record.payload.clone().unwrap_or_default(),
+            source_topic: record.topic.clone(),
+            source_partition: record.partition,
+            source_offset: record.offset,
+            error_code: self.code.to_owned(),
+            message: self.message,
+            dead_at: None,
+        }
+    }
+
     /// A refusal with a code and message.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Refusal { code, message: message.into() }

@@ -33,7 +33,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tollgate_core::{Applied, CallType, Catalog, Input, Output, Rater, RatingConfig, TenantState, UsageOutcome};
-use tollgate_proto::{Message as _, v1};
+use tollgate_proto::Message as _;
 
 use crate::batch::{self, Manifest};
 use crate::cancel::Cancel;
@@ -369,10 +369,8 @@ impl PartitionTask {
             let rated = self.rate(&batch);
             // The records already waiting make the next batch, named in this transaction.
             self.take_ready(inbox);
-            let next = (at_least_once && !self.carry.is_empty()).then(|| {
-                let ahead: Vec<Record> = self.carry.iter().take(self.config.batch_size).cloned().collect();
-                Manifest::of(&ahead)
-            });
+            let next = (at_least_once && !self.carry.is_empty())
+                .then(|| Manifest::of(self.carry.iter().take(self.config.batch_size)));
             let error = match result.and_then(|()| self.publish(&rated, next.as_ref())) {
                 Ok(()) => {
                     self.manifest_in_changelog = next.is_some();
@@ -819,16 +817,7 @@ fn backoff(attempt: u32) -> Duration {
 
 fn dead_letter(topic: String, record: &Record, refusal: Refusal) -> Outgoing {
     let key = record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-    let dead = v1::DeadLetter {
-        original: record.payload.clone().unwrap_or_default(),
-        source_topic: record.topic.clone(),
-        source_partition: record.partition,
-        source_offset: record.offset,
-        error_code: refusal.code.to_owned(),
-        message: refusal.message,
-        dead_at: None,
-    };
-    Outgoing { topic, key, payload: Some(dead.encode_to_vec()), partition: None }
+    Outgoing { topic, key, payload: Some(refusal.dead_letter(record).encode_to_vec()), partition: None }
 }
 
 fn count(stats: &mut Stats, output: &Output) {

@@ -34,7 +34,8 @@ pub fn specs(config: &WorkerConfig, partitions: i32) -> Vec<TopicSpec> {
         configs: vec![("cleanup.policy", "compact".into()), ("min.compaction.lag.ms", "60000".into())],
     };
     let mut state = compacted(&t.state, partitions);
-    // A tenant's state is one record; leave room for busy tenants' deduplication windows.
+    // Changelog records are one entry each (a tenant's fixed-size record, one open leg, one
+    // window entry) and stay far below this; the headroom is for tenants with many lots.
     state.configs.push(("max.message.bytes", "16777216".into()));
     vec![
         plain(&t.call_legs, partitions),

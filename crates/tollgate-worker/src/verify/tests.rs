@@ -117,15 +117,7 @@ impl Pipeline {
                 .map_err(|e| codec::Refusal::new(e.code(), e.to_string()))
         });
         if let Err(refusal) = applied {
-            let letter = v1::DeadLetter {
-                original: record.payload.clone().unwrap_or_default(),
-                source_topic: record.topic.clone(),
-                source_partition: record.partition,
-                source_offset: record.offset,
-                error_code: refusal.code.to_owned(),
-                message: refusal.message,
-                dead_at: None,
-            };
+            let letter = refusal.dead_letter(record);
             let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
             let dead = self.record(&self.topics.dead_letter.clone(), &key, letter.encode_to_vec());
             self.snapshot.dead_letters.push(dead);
