@@ -149,6 +149,11 @@ impl Broker {
     /// free loopback ports; returns once it answers metadata requests. Panics, with the end of
     /// the broker's log, if it does not start.
     pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// [`Broker::start`] with broker properties overridden (`server.properties` keys).
+    pub fn start_with(overrides: &[(&str, &str)]) -> Broker {
         let libs = ensure_jars();
         let dir = temp_dir();
         let keep = std::env::var_os("TOLLGATE_KEEP_BROKER").is_some();
@@ -157,7 +162,7 @@ impl Broker {
         }
         let (port, controller_port) = free_ports();
         let mut broker = Broker { dir, libs, port, controller_port, keep, jvm: None, startup_time: Duration::ZERO };
-        broker.write_properties();
+        broker.write_properties(overrides);
         broker.format_storage();
         broker.launch();
         broker
@@ -344,7 +349,7 @@ impl Broker {
         tail
     }
 
-    fn write_properties(&self) {
+    fn write_properties(&self, overrides: &[(&str, &str)]) {
         let data = self.dir.join("data");
         let (port, controller) = (self.port, self.controller_port);
         let properties = format!(
@@ -386,6 +391,8 @@ log.cleaner.dedupe.buffer.size=8388608
 ",
             data = data.display()
         );
+        // Later keys win.
+        let properties = overrides.iter().fold(properties, |all, (key, value)| all + &format!("{key}={value}\n"));
         fs::write(self.dir.join("server.properties"), properties).unwrap_or_else(|e| panic!("server.properties: {e}"));
     }
 

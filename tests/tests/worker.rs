@@ -136,6 +136,51 @@ fn restores_state_from_the_changelog_after_a_restart() {
     assert_eq!(states["acme"].totals.usage_charges, m("0.22"));
 }
 
+/// An unreadable changelog record stalls only its partition, visibly, and the partition
+/// resumes once the changelog is repaired: the worker neither exits (which would move the
+/// record to the next worker, and the next) nor drops the partition's records.
+#[test]
+fn a_corrupted_changelog_record_stalls_its_partition_until_repaired() {
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let acme = tollgate_worker::partitioner::partition_for(b"acme", 2);
+    assert_ne!(acme, tollgate_worker::partitioner::partition_for(b"globex", 2), "the tenants share a partition");
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD"), fund("globex", "f2", "5.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 600, 0)); // 0.20
+    env.usages(1);
+    worker.stop();
+
+    // The last good record of acme's state, then garbage written over it.
+    let state = &env.config.topics.state;
+    let records = env.read_to_end(state);
+    let good = records.iter().rev().find(|(k, _, _, _)| k == "t/acme").and_then(|r| r.1.clone()).unwrap();
+    let raw: rdkafka::producer::BaseProducer = tollgate_worker::kafka::base(&env.config).create().unwrap();
+    let write = |value: &[u8]| {
+        let record = rdkafka::producer::BaseRecord::<str, [u8]>::to(state).key("t/acme").payload(value).partition(acme);
+        raw.send(record).map_err(|(e, _)| e).unwrap();
+        rdkafka::producer::Producer::flush(&raw, Duration::from_secs(10)).unwrap();
+    };
+    write(b"{\"not\": a tenant");
+
+    let mut lines = dial_out("acme", "a2", "ann", US, 60, 1).to_vec(); // 0.02
+    lines.extend(dial_out("globex", "g1", "gus", US, 60, 2)); // 0.02
+    env.publish_inputs(&lines);
+    let worker = env.start_worker();
+    // The other partition rates on; acme's partition rates nothing while its state is unreadable.
+    let usages = env.usages(2);
+    assert_eq!(usages["globex/g1"].balance_after, "4.98");
+    assert!(!usages.contains_key("acme/a2"), "rated on a state that could not be restored");
+
+    // The operator puts the good record back: the partition restarts from its committed
+    // offsets and rates the leg on the restored balance.
+    write(&good);
+    let usages = env.usages(3);
+    assert_eq!(usages["acme/a2"].balance_after, "9.78");
+    worker.stop();
+    assert_eq!(env.states()["acme"].balance(), m("9.78"));
+}
+
 #[test]
 fn hands_partitions_over_on_rebalance_without_double_debits() {
     let env = Env::new(4, ProcessingGuarantee::AtLeastOnce);

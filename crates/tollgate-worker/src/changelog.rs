@@ -202,6 +202,9 @@ pub struct Restorer {
     legs: HashMap<String, LegEntry>,
     parked: HashMap<String, ParkedEntry>,
     manifest: Option<Manifest>,
+    /// Keys whose latest record cannot be read, and why. A later record of the same key
+    /// (a repair, or a tombstone) supersedes an unreadable one, as compaction would.
+    unreadable: BTreeMap<String, String>,
     /// Records read.
     pub records: u64,
 }
@@ -219,11 +222,45 @@ pub struct Restored {
 }
 
 impl Restorer {
-    /// Applies one record.
-    pub fn apply(&mut self, key: &[u8], payload: Option<&[u8]>) -> Result<(), Error> {
+    /// Applies one record. A record that cannot be read is remembered, not fatal yet: only
+    /// the latest record of a key counts, so a later one may replace it ([`Restorer::finish`]
+    /// fails if none did).
+    pub fn apply(&mut self, key: &[u8], payload: Option<&[u8]>) {
         self.records += 1;
         let key = String::from_utf8_lossy(key).into_owned();
-        let unreadable = |e: serde_json::Error| Error::Changelog { key: key.clone(), message: e.to_string() };
+        match self.read(&key, payload) {
+            Ok(()) => {
+                self.unreadable.remove(&key);
+            }
+            Err(message) => {
+                // Whatever the key held before is not its latest value either.
+                self.forget(&key);
+                self.unreadable.insert(key, message);
+            }
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        match key.split_once('/') {
+            Some(("t", tenant)) => {
+                self.tenants.remove(tenant);
+            }
+            Some(("s" | "c", _)) => {
+                self.windows.remove(key);
+            }
+            Some(("o", _)) => {
+                self.legs.remove(key);
+            }
+            Some(("p", _)) => {
+                self.parked.remove(key);
+            }
+            Some(("m", _)) => self.manifest = None,
+            _ => {}
+        }
+    }
+
+    fn read(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
+        let unreadable = |e: serde_json::Error| e.to_string();
         match key.split_once('/').map(|(kind, _)| kind) {
             Some("t") => {
                 let tenant = key[2..].to_owned();
@@ -236,19 +273,26 @@ impl Restorer {
                     }
                 }
             }
-            Some("s" | "c") => upsert(&mut self.windows, key.clone(), payload, unreadable)?,
-            Some("o") => upsert(&mut self.legs, key.clone(), payload, unreadable)?,
-            Some("p") => upsert(&mut self.parked, key.clone(), payload, unreadable)?,
+            Some("s" | "c") => upsert(&mut self.windows, key, payload, unreadable)?,
+            Some("o") => upsert(&mut self.legs, key, payload, unreadable)?,
+            Some("p") => upsert(&mut self.parked, key, payload, unreadable)?,
             Some("m") => {
                 self.manifest = payload.map(serde_json::from_slice).transpose().map_err(unreadable)?;
             }
-            _ => return Err(Error::Changelog { key, message: "not a tollgate changelog key".into() }),
+            _ => return Err("not a tollgate changelog key".into()),
         }
         Ok(())
     }
 
-    /// The restored states, with their entries put back and change tracking on.
-    pub fn finish(self) -> Restored {
+    /// The restored states, with their entries put back and change tracking on; fails if the
+    /// latest record of any key cannot be read (restoring without it would rate on a wrong
+    /// balance).
+    pub fn finish(self) -> Result<Restored, Error> {
+        if let Some((key, message)) = self.unreadable.first_key_value() {
+            let more = self.unreadable.len() - 1;
+            let message = if more > 0 { format!("{message} (and {more} more unreadable keys)") } else { message.clone() };
+            return Err(Error::Changelog { key: key.clone(), message });
+        }
         let mut tenants = self.tenants;
         let rewrite = tenants
             .iter()
@@ -283,23 +327,23 @@ impl Restorer {
             state.closed_legs = Recent::from_entries(closed.remove(tenant).unwrap_or_default());
             state.track_changes();
         }
-        Restored { states: tenants, rewrite, manifest: self.manifest }
+        Ok(Restored { states: tenants, rewrite, manifest: self.manifest })
     }
 }
 
 /// Sets or (on a tombstone) removes `key`'s entry.
 fn upsert<T: serde::de::DeserializeOwned>(
     map: &mut HashMap<String, T>,
-    key: String,
+    key: &str,
     payload: Option<&[u8]>,
-    unreadable: impl Fn(serde_json::Error) -> Error,
-) -> Result<(), Error> {
+    unreadable: impl Fn(serde_json::Error) -> String,
+) -> Result<(), String> {
     match payload {
         Some(bytes) => {
-            map.insert(key, serde_json::from_slice(bytes).map_err(unreadable)?);
+            map.insert(key.to_owned(), serde_json::from_slice(bytes).map_err(unreadable)?);
         }
         None => {
-            map.remove(&key);
+            map.remove(key);
         }
     }
     Ok(())
@@ -331,7 +375,7 @@ pub fn restore_partition(config: &WorkerConfig, partition: i32, stop: &dyn Fn() 
             }
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
-                    restorer.apply(message.key().unwrap_or_default(), message.payload())?;
+                    restorer.apply(message.key().unwrap_or_default(), message.payload());
                     if message.offset() + 1 >= high {
                         break;
                     }
@@ -358,7 +402,7 @@ pub fn restore_partition(config: &WorkerConfig, partition: i32, stop: &dyn Fn() 
         }
     }
     let records = restorer.records;
-    let restored = restorer.finish();
+    let restored = restorer.finish()?;
     telemetry::restored(partition, restored.states.len(), records, started.elapsed());
     Ok(restored)
 }
@@ -430,9 +474,37 @@ mod tests {
     fn restore(records: &[ChangelogRecord]) -> Restored {
         let mut restorer = Restorer::default();
         for (key, value) in records {
-            restorer.apply(key.as_bytes(), value.as_deref()).unwrap();
+            restorer.apply(key.as_bytes(), value.as_deref());
         }
-        restorer.finish()
+        restorer.finish().expect("every key readable")
+    }
+
+    /// Only a key's latest record counts: an unreadable record fails the restore (naming the
+    /// key) unless a later record of the key, or a tombstone, replaces it.
+    #[test]
+    fn an_unreadable_record_fails_the_restore_unless_superseded() {
+        let state = TenantState::default();
+        let good = full_records("acme", &state);
+        let garbage = (String::from("t/acme"), Some(b"{not json".to_vec()));
+        let mut broken = good.clone();
+        broken.push(garbage.clone());
+        let mut restorer = Restorer::default();
+        for (key, value) in &broken {
+            restorer.apply(key.as_bytes(), value.as_deref());
+        }
+        match restorer.finish() {
+            Err(Error::Changelog { key, message }) => {
+                assert_eq!(key, "t/acme");
+                assert!(message.starts_with("key must be a string"), "{message}");
+            }
+            other => panic!("restored over an unreadable record: {other:?}"),
+        }
+        let mut repaired = broken.clone();
+        repaired.extend(good.iter().cloned());
+        assert_eq!(restore(&repaired).states.keys().collect::<Vec<_>>(), vec!["acme"]);
+        let mut deleted = broken;
+        deleted.push((String::from("t/acme"), None));
+        assert!(restore(&deleted).states.is_empty());
     }
 
     /// A tenant with thousands of legs in progress: each is its own record, the tenant's

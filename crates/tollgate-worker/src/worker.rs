@@ -32,6 +32,8 @@ const INBOX: usize = 4096;
 /// means another member owns the partition, so the group normally revokes it from this one
 /// within a session timeout; if that does not happen, a restart is the way back.
 const FENCED_EXIT_AFTER: Duration = Duration::from_secs(60);
+/// Longest wait between two starts of a partition whose state cannot be restored.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 type GroupConsumer = BaseConsumer<WorkerContext>;
 
@@ -121,6 +123,7 @@ impl Worker {
             assignment: Arc::clone(&self.assignment),
             tasks: Mutex::new(HashMap::new()),
             halts: Mutex::new(HashMap::new()),
+            restarts: Mutex::new(HashMap::new()),
             consumer: OnceLock::new(),
         });
         let consumer: Arc<GroupConsumer> =
@@ -141,6 +144,7 @@ impl Worker {
                 outcome = Err(error);
                 break;
             }
+            shared.restart_due(&consumer);
             if gauges_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
                 // Gauges idle for too long are dropped by the exporter.
                 gauges_refreshed = Instant::now();
@@ -206,6 +210,16 @@ pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
     Ok(counts[0].1)
 }
 
+/// A partition whose task could not start, waiting to be started again.
+struct Restart {
+    /// Failed starts in a row.
+    attempt: u32,
+    /// When to start it again.
+    at: Instant,
+    /// Whether the polling thread has paused its inputs yet.
+    paused: bool,
+}
+
 struct TaskHandle {
     inbox: SyncSender<Command>,
     thread: JoinHandle<()>,
@@ -223,6 +237,8 @@ struct Shared {
     tasks: Mutex<HashMap<i32, TaskHandle>>,
     /// Tasks that stopped working on their partition for good, and since when.
     halts: Mutex<HashMap<i32, (Instant, Halt)>>,
+    /// Partitions whose task could not restore their state: paused, started again later.
+    restarts: Mutex<HashMap<i32, Restart>>,
     consumer: OnceLock<Weak<GroupConsumer>>,
 }
 
@@ -233,6 +249,93 @@ impl Shared {
 
     fn lock_halts(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (Instant, Halt)>> {
         self.halts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_restarts(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Restart>> {
+        self.restarts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A task could not restore its partition's state (an unreadable changelog record): the
+    /// partition stays assigned here but stalled (visible in `tollgate_partition_stalled`),
+    /// and it is started again with backoff, so a repaired changelog (or a transient cause)
+    /// lets it resume without a restart. Its records are not rated meanwhile: they stay
+    /// uncommitted and are fetched again from the committed offsets.
+    fn start_failed(&self, partition: i32, error: &Error) {
+        let mut restarts = self.lock_restarts();
+        let attempt = restarts.get(&partition).map_or(1, |r| r.attempt + 1);
+        let wait = Duration::from_secs(1u64 << attempt.min(6)).min(RESTART_BACKOFF_MAX);
+        tracing::error!(
+            partition,
+            %error,
+            attempt,
+            retry_in_s = wait.as_secs(),
+            "partition state cannot be restored: the partition is stalled until it can"
+        );
+        telemetry::task_failed(partition, error);
+        restarts.insert(partition, Restart { attempt, at: Instant::now() + wait, paused: false });
+    }
+
+    /// On the polling thread: pauses partitions whose task could not start, and starts them
+    /// again once their backoff has passed, from the committed offsets.
+    fn restart_due(self: &Arc<Self>, consumer: &GroupConsumer) {
+        let mut due = Vec::new();
+        for (&partition, restart) in self.lock_restarts().iter_mut() {
+            if !restart.paused {
+                restart.paused = true;
+                // The task is gone; records already fetched for the partition are dropped.
+                if let Some(handle) = self.lock_tasks().remove(&partition) {
+                    let _ = handle.thread.join();
+                }
+                if let Err(error) = consumer.pause(&self.inputs(partition)) {
+                    tracing::warn!(partition, %error, "cannot pause the partition");
+                }
+            } else if Instant::now() >= restart.at {
+                due.push(partition);
+            }
+        }
+        for partition in due {
+            match self.rewind(consumer, partition) {
+                Ok(()) => {
+                    tracing::info!(partition, "starting the stalled partition again");
+                    self.start_tasks(&[partition]);
+                    if let Some(restart) = self.lock_restarts().get_mut(&partition) {
+                        restart.at = Instant::now() + RESTART_BACKOFF_MAX;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(partition, %error, "cannot rewind the stalled partition, retrying");
+                    if let Some(restart) = self.lock_restarts().get_mut(&partition) {
+                        restart.at = Instant::now() + Duration::from_secs(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the partition's inputs back to their committed offsets and resumes fetching.
+    fn rewind(&self, consumer: &GroupConsumer, partition: i32) -> Result<(), Error> {
+        let committed = consumer.committed_offsets(self.inputs(partition), self.config.kafka_timeout())?;
+        let mut positions = TopicPartitionList::new();
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                rdkafka::Offset::Offset(o) => rdkafka::Offset::Offset(o),
+                // Nothing committed yet: from the start, as `auto.offset.reset=earliest`.
+                _ => rdkafka::Offset::Beginning,
+            };
+            positions.add_partition_offset(element.topic(), partition, offset)?;
+        }
+        consumer.seek_partitions(positions, self.config.kafka_timeout())?;
+        consumer.resume(&self.inputs(partition))?;
+        Ok(())
+    }
+
+    /// The two input topics' `partition`.
+    fn inputs(&self, partition: i32) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for topic in [&self.config.topics.call_legs, &self.config.topics.credit_commands] {
+            tpl.add_partition(topic, partition);
+        }
+        tpl
     }
 
     /// A failed task, or a fenced one the group did not take away in time, ends the worker.
@@ -259,6 +362,8 @@ impl Shared {
             Some(inbox) => {
                 let _ = inbox.send(Command::Record(record));
             }
+            // A stalled partition's records are fetched again once it restarts.
+            None if self.lock_restarts().contains_key(&record.partition) => {}
             None => tracing::warn!(partition = record.partition, "record for a partition without a task"),
         }
     }
@@ -285,8 +390,12 @@ impl Shared {
                     coordinator,
                     task_cancel,
                 ) {
-                    Ok(task) => task.run(&rx),
+                    Ok(task) => {
+                        shared.lock_restarts().remove(&partition);
+                        task.run(&rx);
+                    }
                     Err(Error::ShutDown(_)) => {}
+                    Err(error @ Error::Changelog { .. }) => shared.start_failed(partition, &error),
                     Err(error) => {
                         tracing::error!(partition, %error, "partition task could not start");
                         telemetry::task_failed(partition, &error);
@@ -333,12 +442,13 @@ impl Shared {
             let _ = handle.thread.join();
         }
         let mut halts = self.lock_halts();
+        let mut restarts = self.lock_restarts();
         for partition in partitions {
-            if halts.remove(partition).is_some() {
+            if halts.remove(partition).is_some() | restarts.remove(partition).is_some() {
                 telemetry::partition_stalled(*partition, false);
             }
         }
-        drop(halts);
+        drop((halts, restarts));
         self.publish_assignment();
     }
 
@@ -389,10 +499,14 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let partitions = self.shared.input_partitions(tpl);
+                // A partition paused here while stalled starts afresh when assigned again.
+                if let Err(error) = consumer.resume(tpl) {
+                    tracing::warn!(%error, "cannot resume the assigned partitions");
+                }
                 tracing::info!(?partitions, "partitions assigned: restoring state");
                 self.shared.start_tasks(&partitions);
             }

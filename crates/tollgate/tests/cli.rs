@@ -75,6 +75,37 @@ fn says_clearly_when_kafka_cannot_be_reached() {
     assert!(stderr.contains("cannot reach Kafka at 127.0.0.1:1 within 5 s"), "{stderr}");
 }
 
+/// A librdkafka setting that does not exist is a configuration error: every command that
+/// talks to Kafka exits non-zero at once naming it, instead of retrying as if the broker were
+/// away (nothing listens on port 1, so a retry would show as "cannot reach Kafka").
+#[test]
+fn every_kafka_command_refuses_an_unknown_librdkafka_setting_at_once() {
+    let commands: [&[&str]; 7] = [
+        &["run", "--metrics-listen", "127.0.0.1:0"],
+        &["tail", "tollgate.rated-usage.v1"],
+        &["produce", "--file", "examples/events.jsonl"],
+        &["admin", "create-topics"],
+        &["admin", "publish-reference", "--file", "examples/reference.json"],
+        &["admin", "fund", "--tenant", "contoso", "--amount", "10.00", "--currency", "USD"],
+        &["verify"],
+    ];
+    for args in commands {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .args(args)
+            .args(["--bootstrap-servers", "127.0.0.1:1", "-X", "no.such.prop=1"])
+            .env("TOLLGATE_KAFKA_TIMEOUT_MS", "60000")
+            .output()
+            .expect("failed to run tollgate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded:\n{stderr}");
+        assert!(
+            stderr.contains(r#"No such configuration property: "no.such.prop""#),
+            "{args:?} did not name the setting:\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn verify_exits_0_when_consistent_1_on_a_violation_2_on_bad_usage_3_when_it_cannot_check() {
     let cluster = MockCluster::new(1).unwrap();

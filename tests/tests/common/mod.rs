@@ -194,9 +194,8 @@ impl Env {
         by_id
     }
 
-    /// The latest changelog state per tenant (reads the state topic to its end).
-    pub fn states(&self) -> BTreeMap<String, TenantState> {
-        let topic = &self.config.topics.state;
+    /// Every record of `topic` up to its current end, tombstones as `None`.
+    pub fn read_to_end(&self, topic: &str) -> Vec<(String, Option<Vec<u8>>, i32, i64)> {
         let consumer: BaseConsumer = kafka::reader(&self.config, "test-state").create().unwrap();
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
         let mut total = 0usize;
@@ -204,11 +203,16 @@ impl Env {
             let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
             total += (high - low) as usize;
         }
+        self.read_records(topic, total)
+    }
+
+    /// The latest changelog state per tenant (reads the state topic to its end).
+    pub fn states(&self) -> BTreeMap<String, TenantState> {
         let mut restorer = tollgate_worker::changelog::Restorer::default();
-        for (key, value, _, _) in self.read_records(topic, total) {
-            restorer.apply(key.as_bytes(), value.as_deref()).unwrap();
+        for (key, value, _, _) in self.read_to_end(&self.config.topics.state) {
+            restorer.apply(key.as_bytes(), value.as_deref());
         }
-        restorer.finish().states.into_iter().collect()
+        restorer.finish().unwrap().states.into_iter().collect()
     }
 }
 
