@@ -1,7 +1,8 @@
 //! Telemetry: one function per event, logging and counting together. Metric names follow
-//! `tollgate_<name>_<unit>[_total]`; labels are bounded (topic kind, outcome, code, currency)
-//! except the per-tenant balance gauge, which is the product's alerting contract: one series
-//! per tenant and currency, owned by whichever worker owns the tenant's partition.
+//! `tollgate_<name>_<unit>[_total]`; labels are bounded (topic kind, outcome, code, currency,
+//! the worker's name within its process) except the per-tenant balance gauge, which is the
+//! product's alerting contract: one series per tenant and currency, owned by whichever worker
+//! owns the tenant's partition.
 
 use std::time::Duration;
 
@@ -56,7 +57,11 @@ pub fn describe() {
         "1 while a partition's batch keeps failing or its task is fenced or failed, by partition."
     );
     describe_gauge!("tollgate_credit_balance", "Prepaid credit balance per tenant (alerting contract).");
-    describe_gauge!("tollgate_assigned_partitions", "Input partitions this worker owns.");
+    describe_gauge!(
+        "tollgate_assigned_partitions",
+        "Input partitions a worker owns, by worker (its name within the process: w1, w2, ...)."
+    );
+    describe_gauge!("tollgate_build_info", "Always 1; the version of the running tollgate as a label.");
     describe_histogram!("tollgate_batch_duration_seconds", Unit::Seconds, "Time to rate and commit one batch.");
     describe_histogram!("tollgate_restore_duration_seconds", Unit::Seconds, "Time to restore one partition's state.");
     describe_counter!(
@@ -72,7 +77,16 @@ pub fn describe() {
     counter!("tollgate_transaction_commit_retries_total").absolute(0);
     counter!("tollgate_producer_fenced_total").absolute(0);
     counter!("tollgate_partition_failures_total").absolute(0);
-    gauge!("tollgate_assigned_partitions").set(0.0);
+    metrics_process::Collector::default().describe();
+    scraped();
+}
+
+/// `/metrics` is about to be rendered: sets the gauges read from the process itself, the
+/// standard `process_*` ones (CPU seconds, resident memory, open file descriptors, start time,
+/// threads) and `tollgate_build_info`. Set at every scrape, they are never idle.
+pub fn scraped() {
+    metrics_process::Collector::default().collect();
+    gauge!("tollgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// A batch was committed.
@@ -166,9 +180,9 @@ pub fn restored(partition: i32, tenants: usize, records: u64, took: Duration) {
     histogram!("tollgate_restore_duration_seconds").record(took.as_secs_f64());
 }
 
-/// The set of owned partitions changed.
-pub fn assigned_partitions(count: usize) {
-    gauge!("tollgate_assigned_partitions").set(count as f64);
+/// The set of partitions owned by the worker named `worker` changed (or is refreshed).
+pub fn assigned_partitions(worker: &str, count: usize) {
+    gauge!("tollgate_assigned_partitions", "worker" => worker.to_owned()).set(count as f64);
 }
 
 /// A reference record was applied or refused.

@@ -20,7 +20,7 @@ use tollgate_proto::{Message as _, v1};
 use tollgate_worker::publish::{self, Keyed, Publisher};
 use tollgate_worker::{ProcessingGuarantee, Worker, WorkerConfig, changelog, kafka, topics};
 
-use crate::telemetry;
+use crate::{config, telemetry};
 
 /// The sample reference data (5 tenants in 5 countries, 17 users, 4 rate cards).
 const REFERENCE: &str = include_str!("../../../examples/reference.json");
@@ -44,7 +44,8 @@ pub struct DemoArgs {
     /// offsets, so exactly-once here shows the transactional path, not its guarantee).
     #[arg(long, default_value = "at_least_once")]
     processing_guarantee: String,
-    /// Where `/metrics` is served while the demo runs (empty: not served).
+    /// Where `/metrics`, `/health` and `/ready` are served while the demo runs (empty: not
+    /// served).
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_listen: String,
     /// Seed of the traffic generator.
@@ -57,7 +58,8 @@ pub struct DemoArgs {
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    telemetry::init_logs(&std::env::var("TOLLGATE_LOG").unwrap_or_else(|_| "warn".into()));
+    let logs = config::demo_logs(std::env::vars())?;
+    telemetry::init_logs(&logs.log, logs.log_format);
     let guarantee = match args.processing_guarantee.as_str() {
         "at_least_once" => ProcessingGuarantee::AtLeastOnce,
         "exactly_once" => ProcessingGuarantee::ExactlyOnce,
@@ -68,13 +70,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let _guard = runtime.enter();
-    let metrics = match telemetry::serve_metrics(&args.metrics_listen) {
-        Ok(addr) => addr,
-        Err(error) => {
-            eprintln!("tollgate demo: /metrics not served: {error:#}");
-            None
-        }
-    };
 
     let cluster = MockCluster::new(1).context("failed to start the embedded Kafka")?;
     let config = WorkerConfig {
@@ -95,6 +90,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     publisher.flush()?;
 
+    // One registry for every worker of the process: each is named (`worker` label).
+    let workers: Vec<Worker> = (1..=args.workers)
+        .map(|i| Worker::named(config.clone(), &format!("w{i}")))
+        .collect::<Result<_, _>>()
+        .context("invalid worker configuration")?;
+    let readiness = workers.iter().map(|w| Arc::clone(w.readiness())).collect();
+    let metrics = match telemetry::install_metrics()
+        .and_then(|handle| telemetry::serve(&args.metrics_listen, handle, readiness))
+    {
+        Ok(addr) => addr,
+        Err(error) => {
+            eprintln!("tollgate demo: /metrics not served: {error:#}");
+            None
+        }
+    };
     println!(
         "tollgate demo: embedded Kafka at {}, {} partitions, {} workers, {}{}",
         config.bootstrap_servers,
@@ -105,13 +115,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<JoinHandle<anyhow::Result<()>>> = (0..args.workers)
-        .map(|_| {
-            let worker = Worker::new(config.clone())?;
+    let workers: Vec<JoinHandle<anyhow::Result<()>>> = workers
+        .into_iter()
+        .map(|worker| {
             let stop = Arc::clone(&stop);
-            Ok(std::thread::spawn(move || worker.run(&stop).context("worker failed")))
+            std::thread::spawn(move || worker.run(&stop).context("worker failed"))
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect();
 
     let observer = Observer::start(&config);
     let mut traffic = Traffic::new(&reference, config.topics.clone(), args.seed);
