@@ -37,7 +37,10 @@ pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!("tollgate_input_records_total", "Input records processed, by topic and outcome.");
     describe_counter!("tollgate_legs_total", "Rated or blocked legs, by call type and outcome.");
-    describe_counter!("tollgate_unpriced_legs_total", "Legs no rate matched (made free or rejected).");
+    describe_counter!(
+        "tollgate_unpriced_legs_total",
+        "Legs no rate matched (usage flag unpriced), whatever their outcome: rated free, or blocked."
+    );
     describe_counter!("tollgate_credit_events_total", "Credit events emitted, by kind.");
     describe_counter!("tollgate_dead_letters_total", "Records sent to the dead-letter topic, by error code.");
     describe_counter!("tollgate_batches_total", "Committed batches, by processing guarantee.");
@@ -148,7 +151,9 @@ pub fn legs(call_type: &'static str, outcome: &'static str, count: u64) {
     }
 }
 
-/// Unpriced legs of a batch.
+/// Unpriced legs of a batch: usage records flagged `unpriced` (no rate matched the leg's number
+/// or the tenant's card is in another currency), rated free or blocked alike. `tollgate demo`
+/// counts the same records.
 pub fn unpriced(count: u64) {
     if count > 0 {
         counter!("tollgate_unpriced_legs_total").increment(count);

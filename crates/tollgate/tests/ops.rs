@@ -1,10 +1,11 @@
 //! What operators and orchestrators see of the `tollgate` binary: the probes on the metrics
-//! port and logs a collector can parse. Workers run as processes against librdkafka's mock
-//! cluster, started in this test process.
+//! port, logs a collector can parse, and a demo whose figures can be checked. Workers run as
+//! processes against librdkafka's mock cluster, started in this test process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
@@ -99,4 +100,36 @@ fn json_logs_are_one_object_per_line() {
     }
     let restored = lines.iter().find(|l| l["message"] == "partition state restored").unwrap();
     assert!(restored["partition"].is_i64(), "fields are JSON values: {restored}");
+}
+
+/// The same seed and number of legs give the same summary, figure for figure.
+#[test]
+fn the_demo_summary_is_the_same_for_the_same_seed_and_legs() {
+    let summary = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["demo", "--legs", "400", "--rate", "0", "--seed", "11", "--quiet", "--metrics-listen", ""])
+            .env_remove("TOLLGATE_LOG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        // Everything before is the embedded Kafka's address and the run's speed.
+        let start = stdout.find("summary: ").unwrap_or_else(|| panic!("no summary in {stdout}"));
+        stdout[start..].to_owned()
+    };
+    let first = summary();
+    assert!(first.starts_with("summary: seed 11, 400 legs ("), "{first}");
+    assert!(first.contains("tenant       currency         funded        charges        balance"), "{first}");
+    // The demo's unpriced legs are what the workers' counter counted (and there are some).
+    let unpriced = first.lines().find(|l| l.starts_with("unpriced legs (no rate matched): ")).unwrap();
+    let count = unpriced.split_whitespace().nth(5).unwrap();
+    assert_ne!(count, "0", "{unpriced}");
+    assert!(unpriced.ends_with(&format!("tollgate_unpriced_legs_total {count} ok")), "{unpriced}");
+    assert!(
+        first.ends_with(
+            "summary adds up: rated charges = ledger debits, unpriced legs = tollgate_unpriced_legs_total\n"
+        ),
+        "{first}"
+    );
+    assert_eq!(first, summary());
 }
