@@ -78,3 +78,16 @@ pub fn serve(
         .with_context(|| format!("failed to serve metrics on {addr}"))?;
     Ok(Some(addr))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A live owner refreshes its balance gauges well within the idle timeout, and a stale one
+    /// goes within the 2 minutes that deploy/README.md and alerts.yml promise.
+    #[test]
+    fn balance_gauges_of_a_live_owner_are_never_dropped_and_stale_ones_go_within_two_minutes() {
+        assert!(super::GAUGE_IDLE >= 3 * tollgate_worker::telemetry::GAUGE_REFRESH);
+        assert_eq!(super::GAUGE_IDLE, Duration::from_secs(120));
+    }
+}
