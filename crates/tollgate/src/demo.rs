@@ -252,10 +252,13 @@ struct Stats {
     dead_ids: HashSet<(String, i32, i64)>,
 }
 
+/// High watermarks to read to: (topic, partition, end offset).
+type Ends = Vec<(String, i32, i64)>;
+
 struct Observer {
     stats: Arc<Mutex<Stats>>,
     /// The ends (high watermarks) to read the output topics to, once the workers stopped.
-    ends: Arc<Mutex<Option<Vec<(String, i32, i64)>>>>,
+    ends: Arc<Mutex<Option<Ends>>>,
     /// Set once the observer read past every end.
     drained: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -347,7 +350,7 @@ fn output_topics(config: &WorkerConfig) -> [&String; 4] {
 fn observe(
     config: &WorkerConfig,
     stats: &Mutex<Stats>,
-    ends: &Mutex<Option<Vec<(String, i32, i64)>>>,
+    ends: &Mutex<Option<Ends>>,
     drained: &AtomicBool,
     stop: &AtomicBool,
 ) {
