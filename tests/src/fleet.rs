@@ -128,9 +128,15 @@ impl WorkerProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// The status code and body of a GET of `path` on the metrics port (`/ready`, ...), or
+    /// `None` while nothing answers.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.metrics_port, path)
+    }
+
     /// The value of an unlabelled metric, or the sum over a labelled one's series.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let body = http_get(self.metrics_port, "/metrics")?;
+        let (_, body) = http_get(self.metrics_port, "/metrics")?;
         let mut found = None;
         for line in body.lines().filter(|l| !l.starts_with('#')) {
             let Some((series, value)) = line.rsplit_once(' ') else { continue };
@@ -166,13 +172,16 @@ impl Drop for WorkerProcess {
     }
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
+/// GET over HTTP/1.0 (the server closes the connection after the response): status and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
 }
 
 /// Waits until `ready` holds, checking every 100 ms; panics with `what` after `deadline`.

@@ -171,6 +171,9 @@ fn a_corrupted_changelog_record_stalls_its_partition_until_repaired() {
     let usages = env.usages(2);
     assert_eq!(usages["globex/g1"].balance_after, "4.98");
     assert!(!usages.contains_key("acme/a2"), "rated on a state that could not be restored");
+    // Still owned here, and reported as not restored (readiness says so).
+    let (owned, restored) = worker.assignment.snapshot();
+    assert!(owned.contains(&acme) && !restored.contains(&acme), "owned {owned:?}, restored {restored:?}");
 
     // The operator puts the good record back: the partition restarts from its committed
     // offsets and rates the leg on the restored balance.
@@ -224,6 +227,33 @@ fn hands_partitions_over_on_rebalance_without_double_debits() {
     // 80 legs x 0.04 per tenant, debited once each.
     assert_eq!(states["acme"].balance(), m("96.80"));
     assert_eq!(states["globex"].balance(), m("96.80"));
+}
+
+/// A member that owns no partition (more workers than partitions) is ready too: otherwise a
+/// rolling update with a spare replica would never finish.
+#[test]
+fn a_worker_without_partitions_is_ready_once_in_the_group() {
+    use tollgate_worker::readiness::Stage;
+    let env = Env::new(1, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let a = env.start_worker();
+    let b = env.start_worker();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (sa, sb) = (a.readiness.status(), b.readiness.status());
+        if sa.is_ready() && sb.is_ready() && sa.assigned.len() + sb.assigned.len() == 1 {
+            let idle = if sa.assigned.is_empty() { sa } else { sb };
+            assert_eq!(idle.to_string(), "w1 ready: in the consumer group, partitions {} restored");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not both ready: {sa} / {sb}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let readiness = std::sync::Arc::clone(&a.readiness);
+    a.stop();
+    assert_eq!(readiness.stage(), Stage::Stopped);
+    assert_eq!(readiness.status().to_string(), "w1 not ready: stopped");
+    b.stop();
 }
 
 #[test]

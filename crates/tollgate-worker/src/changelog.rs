@@ -290,7 +290,8 @@ impl Restorer {
     pub fn finish(self) -> Result<Restored, Error> {
         if let Some((key, message)) = self.unreadable.first_key_value() {
             let more = self.unreadable.len() - 1;
-            let message = if more > 0 { format!("{message} (and {more} more unreadable keys)") } else { message.clone() };
+            let message =
+                if more > 0 { format!("{message} (and {more} more unreadable keys)") } else { message.clone() };
             return Err(Error::Changelog { key: key.clone(), message });
         }
         let mut tenants = self.tenants;

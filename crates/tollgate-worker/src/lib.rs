@@ -15,6 +15,7 @@
 //! - [`changelog`]: restoring a partition's state.
 //! - [`partition`]: the single writer of one partition: batches, transactions, rollback.
 //! - [`worker`]: group membership, rebalances, graceful shutdown.
+//! - [`readiness`]: whether a worker is ready to rate (reference data, group, restored state).
 //! - [`publish`]: producing inputs and reference data keyed and partitioned correctly.
 //! - [`topics`]: the topic layout (`tollgate admin create-topics`).
 //! - [`telemetry`]: metrics and logs, one function per event.
@@ -45,6 +46,7 @@ pub mod kafka;
 pub mod partition;
 pub mod partitioner;
 pub mod publish;
+pub mod readiness;
 pub mod record;
 pub mod reference;
 pub mod telemetry;
@@ -54,5 +56,6 @@ pub mod worker;
 
 pub use config::{ProcessingGuarantee, Topics, WorkerConfig};
 pub use error::Error;
+pub use readiness::{Readiness, Status};
 pub use reference::Tables;
 pub use worker::{Assignment, Worker};

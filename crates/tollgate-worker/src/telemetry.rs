@@ -1,7 +1,8 @@
 //! Telemetry: one function per event, logging and counting together. Metric names follow
-//! `tollgate_<name>_<unit>[_total]`; labels are bounded (topic kind, outcome, code, currency)
-//! except the per-tenant balance gauge, which is the product's alerting contract: one series
-//! per tenant and currency, owned by whichever worker owns the tenant's partition.
+//! `tollgate_<name>_<unit>[_total]`; labels are bounded (topic kind, outcome, code, currency,
+//! the worker's name within its process) except the per-tenant balance gauge, which is the
+//! product's alerting contract: one series per tenant and currency, owned by whichever worker
+//! owns the tenant's partition.
 
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use metrics::{counter, gauge, histogram};
 use tollgate_core::{Currency, Money, TenantId};
 
 /// How often a partition task re-sets its tenants' balance gauges while idle, so that an
-/// exporter can drop the gauges of tenants this worker no longer owns.
+/// exporter can drop the gauges of tenants this worker no longer owns: the binary's exporter
+/// drops a gauge left unset for 120 s (`GAUGE_IDLE`), so a previous owner's balance lingers
+/// for at most that long after a hand-over.
 pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Error codes a dead letter can carry (registered at zero so alerts see the first one).
@@ -36,7 +39,10 @@ pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!("tollgate_input_records_total", "Input records processed, by topic and outcome.");
     describe_counter!("tollgate_legs_total", "Rated or blocked legs, by call type and outcome.");
-    describe_counter!("tollgate_unpriced_legs_total", "Legs no rate matched (made free or rejected).");
+    describe_counter!(
+        "tollgate_unpriced_legs_total",
+        "Legs no rate matched (usage flag unpriced), whatever their outcome: rated free, or blocked."
+    );
     describe_counter!("tollgate_credit_events_total", "Credit events emitted, by kind.");
     describe_counter!("tollgate_dead_letters_total", "Records sent to the dead-letter topic, by error code.");
     describe_counter!("tollgate_batches_total", "Committed batches, by processing guarantee.");
@@ -56,7 +62,11 @@ pub fn describe() {
         "1 while a partition's batch keeps failing or its task is fenced or failed, by partition."
     );
     describe_gauge!("tollgate_credit_balance", "Prepaid credit balance per tenant (alerting contract).");
-    describe_gauge!("tollgate_assigned_partitions", "Input partitions this worker owns.");
+    describe_gauge!(
+        "tollgate_assigned_partitions",
+        "Input partitions a worker owns, by worker (its name within the process: w1, w2, ...)."
+    );
+    describe_gauge!("tollgate_build_info", "Always 1; the version of the running tollgate as a label.");
     describe_histogram!("tollgate_batch_duration_seconds", Unit::Seconds, "Time to rate and commit one batch.");
     describe_histogram!("tollgate_restore_duration_seconds", Unit::Seconds, "Time to restore one partition's state.");
     describe_counter!(
@@ -72,7 +82,16 @@ pub fn describe() {
     counter!("tollgate_transaction_commit_retries_total").absolute(0);
     counter!("tollgate_producer_fenced_total").absolute(0);
     counter!("tollgate_partition_failures_total").absolute(0);
-    gauge!("tollgate_assigned_partitions").set(0.0);
+    metrics_process::Collector::default().describe();
+    scraped();
+}
+
+/// `/metrics` is about to be rendered: sets the gauges read from the process itself, the
+/// standard `process_*` ones (CPU seconds, resident memory, open file descriptors, start time,
+/// threads) and `tollgate_build_info`. Set at every scrape, they are never idle.
+pub fn scraped() {
+    metrics_process::Collector::default().collect();
+    gauge!("tollgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// A batch was committed.
@@ -134,7 +153,9 @@ pub fn legs(call_type: &'static str, outcome: &'static str, count: u64) {
     }
 }
 
-/// Unpriced legs of a batch.
+/// Unpriced legs of a batch: usage records flagged `unpriced` (no rate matched the leg's number
+/// or the tenant's card is in another currency), rated free or blocked alike. `tollgate demo`
+/// counts the same records.
 pub fn unpriced(count: u64) {
     if count > 0 {
         counter!("tollgate_unpriced_legs_total").increment(count);
@@ -166,12 +187,134 @@ pub fn restored(partition: i32, tenants: usize, records: u64, took: Duration) {
     histogram!("tollgate_restore_duration_seconds").record(took.as_secs_f64());
 }
 
-/// The set of owned partitions changed.
-pub fn assigned_partitions(count: usize) {
-    gauge!("tollgate_assigned_partitions").set(count as f64);
+/// The set of partitions owned by the worker named `worker` changed (or is refreshed).
+pub fn assigned_partitions(worker: &str, count: usize) {
+    gauge!("tollgate_assigned_partitions", "worker" => worker.to_owned()).set(count as f64);
 }
 
 /// A reference record was applied or refused.
 pub fn reference_record(topic: &'static str, outcome: &'static str) {
     counter!("tollgate_reference_records_total", "topic" => topic, "outcome" => outcome).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+    /// Collects the names that are described, and what kind of metric each is.
+    #[derive(Debug, Default)]
+    struct Described(Mutex<BTreeSet<(String, &'static str)>>);
+
+    impl Described {
+        fn add(&self, key: &KeyName, kind: &'static str) {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((key.as_str().to_owned(), kind));
+        }
+    }
+
+    impl Recorder for Described {
+        fn describe_counter(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+            self.add(&key, "counter");
+        }
+        fn describe_gauge(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+            self.add(&key, "gauge");
+        }
+        fn describe_histogram(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+            self.add(&key, "histogram");
+        }
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// Every `tollgate_*` and `process_*` name in `text`.
+    fn metric_names(text: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let bytes = text.as_bytes();
+        for prefix in ["tollgate_", "process_"] {
+            for (at, _) in text.match_indices(prefix) {
+                let boundary = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+                if !boundary {
+                    continue;
+                }
+                let len =
+                    text[at..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(text.len() - at);
+                names.insert(text[at..at + len].to_owned());
+            }
+        }
+        names
+    }
+
+    /// The dashboard and the alert rules name only metrics the code describes (a histogram by
+    /// its `_bucket`, `_sum` or `_count` series): no panel or rule waits for a series that
+    /// never comes.
+    #[test]
+    fn the_dashboard_and_the_alerts_name_only_metrics_the_workers_export() {
+        let described = Described::default();
+        metrics::with_local_recorder(&described, super::describe);
+        let described = described.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let exported: BTreeSet<String> = described
+            .iter()
+            .flat_map(|(name, kind)| match *kind {
+                "histogram" => vec![format!("{name}_bucket"), format!("{name}_sum"), format!("{name}_count")],
+                _ => vec![name.clone()],
+            })
+            .collect();
+        for standard in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+            assert!(exported.contains(standard), "{standard} is not described: {exported:?}");
+        }
+
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../deploy/grafana/dashboard.json")).expect("dashboard JSON");
+        let mut queries = String::new();
+        collect_queries(&dashboard, &mut queries);
+        let sources = [
+            ("deploy/grafana/dashboard.json", queries),
+            ("deploy/prometheus/alerts.yml", include_str!("../../../deploy/prometheus/alerts.yml").to_owned()),
+            (
+                "deploy/prometheus/alerts_test.yml",
+                include_str!("../../../deploy/prometheus/alerts_test.yml").to_owned(),
+            ),
+        ];
+        for (file, text) in sources {
+            let named = metric_names(&text);
+            assert!(!named.is_empty(), "no metric found in {file}");
+            let unknown: Vec<&String> = named.difference(&exported).collect();
+            assert!(unknown.is_empty(), "{file} names metrics no worker exports: {unknown:?}");
+        }
+    }
+
+    /// The PromQL of a dashboard: every `expr`, and every variable's `definition` and `query`.
+    fn collect_queries(value: &serde_json::Value, out: &mut String) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (key, field) in fields {
+                    match (key.as_str(), field) {
+                        ("expr" | "definition" | "query", serde_json::Value::String(text)) => {
+                            out.push_str(text);
+                            out.push('\n');
+                        }
+                        _ => collect_queries(field, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| collect_queries(item, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn finds_metric_names_in_promql() {
+        let names = metric_names(r#"sum(rate(tollgate_legs_total{job="tollgate"}[5m])) / process_open_fds"#);
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["process_open_fds", "tollgate_legs_total"]);
+        assert!(metric_names("my_tollgate_x tollgate").is_empty());
+    }
 }

@@ -19,6 +19,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use crate::cancel::Cancel;
 use crate::config::WorkerConfig;
 use crate::partition::{Command, Coordinator, Halt, PartitionTask};
+use crate::readiness::{Readiness, Stage};
 use crate::record::Record;
 use crate::reference::{Loader, Tables};
 use crate::{Error, kafka, telemetry};
@@ -43,50 +44,115 @@ pub struct Worker {
     config: Arc<WorkerConfig>,
     tables: Arc<Tables>,
     assignment: Arc<Assignment>,
+    readiness: Arc<Readiness>,
 }
 
-/// The input partitions a worker owns right now, observable from outside (tests, health).
-#[derive(Debug, Default)]
+/// The input partitions a worker owns right now, and which of them have their state restored;
+/// observable from outside (tests, readiness).
+#[derive(Debug)]
 pub struct Assignment {
-    partitions: Mutex<BTreeSet<i32>>,
+    /// The worker's name within its process: the `worker` label of its metrics.
+    worker: String,
+    owned: Mutex<Owned>,
     changed: Condvar,
 }
 
+#[derive(Debug, Default)]
+struct Owned {
+    partitions: BTreeSet<i32>,
+    /// Partitions whose task restored their state; kept only while owned.
+    restored: BTreeSet<i32>,
+}
+
 impl Assignment {
+    /// No partition yet, for the worker named `worker`.
+    pub fn new(worker: &str) -> Self {
+        Assignment { worker: worker.to_owned(), owned: Mutex::default(), changed: Condvar::new() }
+    }
+
+    /// The worker's name.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owned> {
+        self.owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The owned partitions.
     pub fn partitions(&self) -> BTreeSet<i32> {
-        self.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.lock().partitions.clone()
+    }
+
+    /// The owned partitions, and those of them whose state is restored.
+    pub fn snapshot(&self) -> (BTreeSet<i32>, BTreeSet<i32>) {
+        let owned = self.lock();
+        (owned.partitions.clone(), owned.restored.clone())
     }
 
     /// Waits until `ready` holds for the owned partitions or `timeout` passes; returns whether
     /// it holds.
     pub fn wait_until(&self, timeout: Duration, ready: impl Fn(&BTreeSet<i32>) -> bool) -> bool {
-        let guard = self.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self.lock();
         let (guard, _) = self
             .changed
-            .wait_timeout_while(guard, timeout, |p| !ready(p))
+            .wait_timeout_while(guard, timeout, |owned| !ready(&owned.partitions))
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ready(&guard)
+        ready(&guard.partitions)
     }
 
-    fn set(&self, partitions: impl IntoIterator<Item = i32>) {
-        let mut guard = self.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *guard = partitions.into_iter().collect();
-        telemetry::assigned_partitions(guard.len());
+    pub(crate) fn set(&self, partitions: impl IntoIterator<Item = i32>) {
+        let mut owned = self.lock();
+        owned.partitions = partitions.into_iter().collect();
+        let Owned { partitions, restored } = &mut *owned;
+        restored.retain(|p| partitions.contains(p));
+        telemetry::assigned_partitions(&self.worker, owned.partitions.len());
         self.changed.notify_all();
+    }
+
+    /// A task for `partition` is starting: its state is not restored (again) yet.
+    pub(crate) fn starting(&self, partition: i32) {
+        self.lock().restored.remove(&partition);
+        self.changed.notify_all();
+    }
+
+    /// The task of `partition` restored its state.
+    pub(crate) fn restored(&self, partition: i32) {
+        self.lock().restored.insert(partition);
+        self.changed.notify_all();
+    }
+
+    /// Re-sets the assigned-partitions gauge, so the exporter does not drop it as idle.
+    fn refresh_gauge(&self) {
+        telemetry::assigned_partitions(&self.worker, self.lock().partitions.len());
     }
 }
 
 impl Worker {
-    /// A worker with its own reference tables.
+    /// A worker with its own reference tables, named `w1` in its metrics.
     pub fn new(config: WorkerConfig) -> Result<Self, Error> {
+        Worker::named(config, "w1")
+    }
+
+    /// A worker named `name` in its metrics (the `worker` label): workers in one process, as
+    /// in `tollgate demo`, need different names.
+    pub fn named(config: WorkerConfig, name: &str) -> Result<Self, Error> {
         config.validate()?;
-        Ok(Worker { config: Arc::new(config), tables: Arc::new(Tables::default()), assignment: Arc::default() })
+        let assignment = Arc::new(Assignment::new(name));
+        // Present at zero from the start, so "no partition anywhere" is visible.
+        telemetry::assigned_partitions(name, 0);
+        let readiness = Arc::new(Readiness::new(Arc::clone(&assignment)));
+        Ok(Worker { config: Arc::new(config), tables: Arc::new(Tables::default()), assignment, readiness })
     }
 
     /// The partitions this worker owns.
     pub fn assignment(&self) -> &Arc<Assignment> {
         &self.assignment
+    }
+
+    /// Whether this worker is ready to rate (for readiness probes).
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
     }
 
     /// The live reference tables.
@@ -98,7 +164,9 @@ impl Worker {
     /// leaves the group. Broker unavailability is retried with backoff; only configuration and
     /// topology errors end the run early.
     pub fn run(&self, stop: &AtomicBool) -> Result<(), Error> {
-        match self.run_until_stopped(stop) {
+        let outcome = self.run_until_stopped(stop);
+        self.readiness.reached(Stage::Stopped);
+        match outcome {
             // Asked to stop before it was in the group (checking topics, loading reference
             // data): a clean stop too.
             Err(Error::ShutDown(what)) => {
@@ -111,16 +179,20 @@ impl Worker {
 
     fn run_until_stopped(&self, stop: &AtomicBool) -> Result<(), Error> {
         let config = &self.config;
+        self.readiness.reached(Stage::CheckingTopics);
         let partition_count = retry("checking topics", stop, || check_topology(config))?;
         tracing::info!(partitions = partition_count, group = %config.group_id, "topics are co-partitioned");
+        self.readiness.reached(Stage::LoadingReference);
         let loader = retry("starting the reference reader", stop, || Loader::start(config, Arc::clone(&self.tables)))?;
         loader.wait_caught_up(stop)?;
+        self.readiness.reached(Stage::JoiningGroup);
 
         let shared = Arc::new(Shared {
             config: Arc::clone(config),
             tables: Arc::clone(&self.tables),
             partition_count,
             assignment: Arc::clone(&self.assignment),
+            readiness: Arc::clone(&self.readiness),
             tasks: Mutex::new(HashMap::new()),
             halts: Mutex::new(HashMap::new()),
             restarts: Mutex::new(HashMap::new()),
@@ -148,9 +220,10 @@ impl Worker {
             if gauges_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
                 // Gauges idle for too long are dropped by the exporter.
                 gauges_refreshed = Instant::now();
-                telemetry::assigned_partitions(self.assignment.partitions().len());
+                self.assignment.refresh_gauge();
             }
         }
+        self.readiness.reached(Stage::ShuttingDown);
         tracing::info!("shutting down: committing in-flight batches");
         let partitions: Vec<i32> = shared.lock_tasks().keys().copied().collect();
         shared.stop_tasks(&partitions);
@@ -234,6 +307,7 @@ struct Shared {
     tables: Arc<Tables>,
     partition_count: i32,
     assignment: Arc<Assignment>,
+    readiness: Arc<Readiness>,
     tasks: Mutex<HashMap<i32, TaskHandle>>,
     /// Tasks that stopped working on their partition for good, and since when.
     halts: Mutex<HashMap<i32, (Instant, Halt)>>,
@@ -373,6 +447,7 @@ impl Shared {
             if self.lock_tasks().contains_key(&partition) {
                 continue;
             }
+            self.assignment.starting(partition);
             let (inbox, rx) = sync_channel(INBOX);
             let cancel = Arc::new(Cancel::default());
             let shared = Arc::clone(self);
@@ -392,6 +467,7 @@ impl Shared {
                 ) {
                     Ok(task) => {
                         shared.lock_restarts().remove(&partition);
+                        shared.assignment.restored(partition);
                         task.run(&rx);
                     }
                     Err(Error::ShutDown(_)) => {}
@@ -413,8 +489,11 @@ impl Shared {
         self.publish_assignment();
     }
 
+    /// Partitions with a task, and stalled ones waiting for their next start (still owned
+    /// here, not restored: readiness reports them).
     fn publish_assignment(&self) {
-        let owned: Vec<i32> = self.lock_tasks().keys().copied().collect();
+        let mut owned: Vec<i32> = self.lock_tasks().keys().copied().collect();
+        owned.extend(self.lock_restarts().keys().copied());
         self.assignment.set(owned);
     }
 
@@ -509,9 +588,43 @@ impl ConsumerContext for WorkerContext {
                 }
                 tracing::info!(?partitions, "partitions assigned: restoring state");
                 self.shared.start_tasks(&partitions);
+                // The first assignment (possibly empty) makes this worker a member.
+                self.shared.readiness.joined();
             }
             Rebalance::Error(error) => tracing::error!(%error, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::Assignment;
+
+    /// Two workers in one process (the demo) share one metrics registry: each exports its own
+    /// series, so their sum is every partition, not the last worker's share.
+    #[test]
+    fn workers_in_one_process_export_their_partitions_apart() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            Assignment::new("w1").set([0, 1, 2]);
+            Assignment::new("w2").set([3, 4, 5]);
+        });
+        let mut series: Vec<(String, f64)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == "tollgate_assigned_partitions")
+            .map(|(key, _, _, value)| {
+                let labels: Vec<String> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                let DebugValue::Gauge(value) = value else { panic!("not a gauge: {value:?}") };
+                (labels.join(","), value.into_inner())
+            })
+            .collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(series, vec![("worker=w1".to_owned(), 3.0), ("worker=w2".to_owned(), 3.0)]);
     }
 }

@@ -29,11 +29,37 @@ pub struct Telemetry {
     pub metrics_listen: String,
     /// Log filter (`tracing` env-filter syntax): `info`, `tollgate_worker=debug`, ...
     pub log: String,
+    /// How log lines are written to stderr.
+    pub log_format: LogFormat,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
-        Telemetry { metrics_listen: "127.0.0.1:9464".into(), log: "info".into() }
+        Telemetry { metrics_listen: "127.0.0.1:9464".into(), log: "info".into(), log_format: LogFormat::Text }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only at a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message` and the event's
+    /// fields), for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = anyhow::Error;
+
+    fn from_str(value: &str) -> anyhow::Result<Self> {
+        match value {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => bail!("log format must be text or json, got {other:?}"),
+        }
     }
 }
 
@@ -69,6 +95,9 @@ pub struct RunFlags {
     /// Log filter.
     #[arg(long)]
     pub log: Option<String>,
+    /// `text` or `json`.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// Whether `TOLLGATE_<name>` is one of the variables Kubernetes injects into every pod for a
@@ -118,6 +147,9 @@ impl Config {
         if let Some(v) = &run.log {
             config.telemetry.log.clone_from(v);
         }
+        if let Some(v) = &run.log_format {
+            config.telemetry.log_format = v.parse()?;
+        }
         config.worker.validate().context("invalid worker configuration")?;
         Ok(config)
     }
@@ -144,6 +176,7 @@ impl Config {
             "KAFKA_TIMEOUT_MS" => w.kafka_timeout_ms = number(value)?,
             "METRICS_LISTEN" => self.telemetry.metrics_listen = value.to_owned(),
             "LOG" => self.telemetry.log = value.to_owned(),
+            "LOG_FORMAT" => self.telemetry.log_format = value.parse()?,
             other => {
                 if let Some(key) = other.strip_prefix("LIBRDKAFKA_") {
                     // TOLLGATE_LIBRDKAFKA_SASL_MECHANISM -> sasl.mechanism
@@ -179,6 +212,22 @@ fn parse_guarantee(value: &str) -> anyhow::Result<ProcessingGuarantee> {
         "exactly_once" | "exactly_once_v2" => Ok(ProcessingGuarantee::ExactlyOnce),
         other => bail!("processing guarantee must be at_least_once or exactly_once, got {other:?}"),
     }
+}
+
+/// The logging of `tollgate demo`, which takes no configuration file: `TOLLGATE_LOG` (`warn`
+/// by default, so that the progress bars stay readable) and `TOLLGATE_LOG_FORMAT`.
+pub fn demo_logs(env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Telemetry> {
+    let mut telemetry = Telemetry { log: "warn".into(), ..Telemetry::default() };
+    for (key, value) in env {
+        match key.as_str() {
+            "TOLLGATE_LOG" => telemetry.log = value,
+            "TOLLGATE_LOG_FORMAT" => {
+                telemetry.log_format = value.parse().with_context(|| format!("invalid environment variable {key}"))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(telemetry)
 }
 
 /// The config file named by `--config`, else by `TOLLGATE_CONFIG`.
@@ -245,6 +294,27 @@ log = "debug"
         assert_eq!(config.telemetry.log, "debug");
         assert_eq!(config.telemetry.metrics_listen, "127.0.0.1:1");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_the_log_format_from_the_file_the_environment_and_the_flag() {
+        let none = KafkaFlags::default();
+        let parsed: Config = toml::from_str("[telemetry]\nlog_format = \"json\"\n").unwrap();
+        assert_eq!(parsed.telemetry.log_format, LogFormat::Json);
+        let config = Config::load(&none, &RunFlags::default(), env(&[])).unwrap();
+        assert_eq!(config.telemetry.log_format, LogFormat::Text);
+        let config = Config::load(&none, &RunFlags::default(), env(&[("TOLLGATE_LOG_FORMAT", "json")])).unwrap();
+        assert_eq!(config.telemetry.log_format, LogFormat::Json);
+        let flag = RunFlags { log_format: Some("text".into()), ..RunFlags::default() };
+        let config = Config::load(&none, &flag, env(&[("TOLLGATE_LOG_FORMAT", "json")])).unwrap();
+        assert_eq!(config.telemetry.log_format, LogFormat::Text);
+        let err = Config::load(&none, &RunFlags::default(), env(&[("TOLLGATE_LOG_FORMAT", "yaml")])).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "invalid environment variable TOLLGATE_LOG_FORMAT: log format must be text or json, got \"yaml\""
+        );
+        let err = toml::from_str::<Config>("[telemetry]\nlog_format = \"JSON\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown variant `JSON`"), "{err}");
     }
 
     #[test]

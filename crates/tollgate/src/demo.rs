@@ -15,12 +15,12 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tollgate_core::{Money, TenantState};
+use tollgate_core::{Currency, Money, TenantState};
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::publish::{self, Keyed, Publisher};
 use tollgate_worker::{ProcessingGuarantee, Worker, WorkerConfig, changelog, kafka, topics};
 
-use crate::telemetry;
+use crate::{config, telemetry};
 
 /// The sample reference data (5 tenants in 5 countries, 17 users, 4 rate cards).
 const REFERENCE: &str = include_str!("../../../examples/reference.json");
@@ -34,6 +34,10 @@ pub struct DemoArgs {
     /// Seconds of generated traffic.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Generate exactly this many legs instead of generating for `--duration`: the same seed
+    /// and number of legs give the same summary on every run.
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    legs: Option<u64>,
     /// Workers in the consumer group.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -44,7 +48,8 @@ pub struct DemoArgs {
     /// offsets, so exactly-once here shows the transactional path, not its guarantee).
     #[arg(long, default_value = "at_least_once")]
     processing_guarantee: String,
-    /// Where `/metrics` is served while the demo runs (empty: not served).
+    /// Where `/metrics`, `/health` and `/ready` are served while the demo runs (empty: not
+    /// served).
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_listen: String,
     /// Seed of the traffic generator.
@@ -57,7 +62,8 @@ pub struct DemoArgs {
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    telemetry::init_logs(&std::env::var("TOLLGATE_LOG").unwrap_or_else(|_| "warn".into()));
+    let logs = config::demo_logs(std::env::vars())?;
+    telemetry::init_logs(&logs.log, logs.log_format);
     let guarantee = match args.processing_guarantee.as_str() {
         "at_least_once" => ProcessingGuarantee::AtLeastOnce,
         "exactly_once" => ProcessingGuarantee::ExactlyOnce,
@@ -68,13 +74,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let _guard = runtime.enter();
-    let metrics = match telemetry::serve_metrics(&args.metrics_listen) {
-        Ok(addr) => addr,
-        Err(error) => {
-            eprintln!("tollgate demo: /metrics not served: {error:#}");
-            None
-        }
-    };
+    // Installed whether or not it is served: the summary reads its unpriced-legs counter.
+    let metrics_handle = telemetry::install_metrics()?;
 
     let cluster = MockCluster::new(1).context("failed to start the embedded Kafka")?;
     let config = WorkerConfig {
@@ -95,23 +96,36 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     publisher.flush()?;
 
+    // One registry for every worker of the process: each is named (`worker` label).
+    let workers: Vec<Worker> = (1..=args.workers)
+        .map(|i| Worker::named(config.clone(), &format!("w{i}")))
+        .collect::<Result<_, _>>()
+        .context("invalid worker configuration")?;
+    let readiness = workers.iter().map(|w| Arc::clone(w.readiness())).collect();
+    let metrics = match telemetry::serve(&args.metrics_listen, metrics_handle.clone(), readiness) {
+        Ok(addr) => addr,
+        Err(error) => {
+            eprintln!("tollgate demo: /metrics not served: {error:#}");
+            None
+        }
+    };
     println!(
         "tollgate demo: embedded Kafka at {}, {} partitions, {} workers, {}{}",
         config.bootstrap_servers,
         args.partitions,
         args.workers,
         args.processing_guarantee,
-        metrics.map(|a| format!(", metrics on http://{a}/metrics")).unwrap_or_default()
+        metrics.map(|a| format!(", metrics on http://{a}/metrics (and /ready)")).unwrap_or_default()
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<JoinHandle<anyhow::Result<()>>> = (0..args.workers)
-        .map(|_| {
-            let worker = Worker::new(config.clone())?;
+    let workers: Vec<JoinHandle<anyhow::Result<()>>> = workers
+        .into_iter()
+        .map(|worker| {
             let stop = Arc::clone(&stop);
-            Ok(std::thread::spawn(move || worker.run(&stop).context("worker failed")))
+            std::thread::spawn(move || worker.run(&stop).context("worker failed"))
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect();
 
     let observer = Observer::start(&config);
     let mut traffic = Traffic::new(&reference, config.topics.clone(), args.seed);
@@ -128,7 +142,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ProgressDrawTarget::stderr()
     });
-    let planned = if args.rate == 0 { None } else { Some(u64::from(args.rate) * args.duration) };
+    let planned = match (args.legs, args.rate) {
+        (Some(legs), _) => Some(legs),
+        (None, 0) => None,
+        (None, rate) => Some(u64::from(rate) * args.duration),
+    };
     let style = ProgressStyle::with_template("{prefix:>10} {bar:40} {pos:>7}/{len:7} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let published_bar =
@@ -138,11 +156,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
     let mut legs = 0u64;
-    while Instant::now() < deadline {
+    // Either a number of legs or a duration; `--rate` paces both.
+    let more = |legs: u64| match args.legs {
+        Some(total) => legs < total,
+        None => Instant::now() < deadline,
+    };
+    while more(legs) {
         let due = match args.rate {
             0 => legs + 100,
             rate => (started.elapsed().as_secs_f64() * f64::from(rate)) as u64,
         };
+        let due = args.legs.map_or(due, |total| due.min(total));
         while legs < due {
             for keyed in traffic.leg() {
                 publisher.send(&keyed)?;
@@ -181,13 +205,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     for worker in workers {
         worker.join().map_err(|_| anyhow::anyhow!("a worker panicked"))??;
     }
+    // The workers stopped: every output is written. Read all of them, so that the summary
+    // counts everything (decisions and credit events of the last batches too).
+    let drained = done.and_then(|()| observer.drain(&config, Duration::from_secs(60)));
     let stats = observer.snapshot();
     observer.stop();
-    done.context("not every leg was rated in time")?;
+    drained.context("not every leg was rated in time")?;
 
     let states = read_states(&config)?;
-    let adds_up = print_summary(&args, &stats, &states, &traffic, legs, elapsed);
+    let events = traffic.events;
+    println!();
+    println!(
+        "{legs} legs ({events} input events) in {:.1} s: {:.0} events/s end to end",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64().max(0.001),
+    );
+    let unpriced_metric = counter_value(&metrics_handle.render(), "tollgate_unpriced_legs_total");
+    let (summary, adds_up) = summary(&args, &stats, &states, &traffic, legs, unpriced_metric);
+    print!("{summary}");
     Ok(if adds_up { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The value of an unlabelled counter in a Prometheus text rendering.
+fn counter_value(rendered: &str, name: &str) -> Option<u64> {
+    rendered.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// What the observer saw on the output topics (duplicates under at-least-once are counted
@@ -196,6 +237,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 struct Stats {
     usages: BTreeMap<String, (String, String, String)>,
     charges: BTreeMap<String, Money>,
+    /// Rated charges per tenant.
+    tenant_charges: BTreeMap<String, Money>,
+    /// Legs no rate matched (usage flag `unpriced`, what `tollgate_unpriced_legs_total`
+    /// counts), by outcome: rated free, or blocked.
+    unpriced: BTreeMap<&'static str, u64>,
     voip: u64,
     decisions: HashSet<String>,
     disconnects: u64,
@@ -206,8 +252,15 @@ struct Stats {
     dead_ids: HashSet<(String, i32, i64)>,
 }
 
+/// High watermarks to read to: (topic, partition, end offset).
+type Ends = Vec<(String, i32, i64)>;
+
 struct Observer {
     stats: Arc<Mutex<Stats>>,
+    /// The ends (high watermarks) to read the output topics to, once the workers stopped.
+    ends: Arc<Mutex<Option<Ends>>>,
+    /// Set once the observer read past every end.
+    drained: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -215,12 +268,15 @@ struct Observer {
 impl Observer {
     fn start(config: &WorkerConfig) -> Observer {
         let stats = Arc::new(Mutex::new(Stats::default()));
+        let ends = Arc::new(Mutex::new(None));
+        let drained = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (stats, stop, config) = (Arc::clone(&stats), Arc::clone(&stop), config.clone());
-            std::thread::spawn(move || observe(&config, &stats, &stop))
+            let (ends, drained) = (Arc::clone(&ends), Arc::clone(&drained));
+            std::thread::spawn(move || observe(&config, &stats, &ends, &drained, &stop))
         };
-        Observer { stats, stop, thread: Some(thread) }
+        Observer { stats, ends, drained, stop, thread: Some(thread) }
     }
 
     /// A copy of everything seen (for the summary: it copies every usage id).
@@ -255,6 +311,29 @@ impl Observer {
         }
     }
 
+    /// Waits until the observer read the output topics to their current ends (call it once
+    /// nothing writes to them any more).
+    fn drain(&self, config: &WorkerConfig, timeout: Duration) -> anyhow::Result<()> {
+        let consumer: BaseConsumer = kafka::reader(config, "demo-ends").create()?;
+        let mut ends = Vec::new();
+        for topic in output_topics(config) {
+            let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+            for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+                ends.push((topic.clone(), p.id(), high));
+            }
+        }
+        *self.ends.lock().map_err(|_| anyhow::anyhow!("the observer panicked"))? = Some(ends);
+        let until = Instant::now() + timeout;
+        while !self.drained.load(Ordering::Acquire) {
+            if Instant::now() > until {
+                bail!("the outputs were not read to their ends within {} s", timeout.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
@@ -263,11 +342,21 @@ impl Observer {
     }
 }
 
-fn observe(config: &WorkerConfig, stats: &Mutex<Stats>, stop: &AtomicBool) {
-    let Ok(consumer) = kafka::reader(config, "demo-observer").create::<BaseConsumer>() else { return };
+fn output_topics(config: &WorkerConfig) -> [&String; 4] {
     let t = &config.topics;
+    [&t.rated_usage, &t.leg_decisions, &t.credit_events, &t.dead_letter]
+}
+
+fn observe(
+    config: &WorkerConfig,
+    stats: &Mutex<Stats>,
+    ends: &Mutex<Option<Ends>>,
+    drained: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    let Ok(consumer) = kafka::reader(config, "demo-observer").create::<BaseConsumer>() else { return };
     let mut assignment = TopicPartitionList::new();
-    for topic in [&t.rated_usage, &t.leg_decisions, &t.credit_events, &t.dead_letter] {
+    for topic in output_topics(config) {
         let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else { return };
         for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
             let _ = assignment.add_partition_offset(topic, p.id(), Offset::Beginning);
@@ -277,58 +366,86 @@ fn observe(config: &WorkerConfig, stats: &Mutex<Stats>, stop: &AtomicBool) {
         return;
     }
     while !stop.load(Ordering::Acquire) {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else { continue };
-        let Some(payload) = m.payload() else { continue };
-        let Ok(mut s) = stats.lock() else { return };
-        if m.topic() == t.rated_usage {
-            let Ok(u) = v1::RatedUsage::decode(payload) else { continue };
-            if !s.usages.contains_key(&u.usage_id) {
-                let kind = match (u.call_type(), u.number_type()) {
-                    (v1::CallType::ConfIn, v1::NumberType::TollFree) => "dial-in toll-free",
-                    (v1::CallType::ConfIn, _) => "dial-in toll",
-                    _ => "dial-out / call-me-at",
-                };
-                let outcome = match u.outcome() {
-                    v1::rated_usage::Outcome::Blocked => match u.block_reason() {
-                        v1::BlockReason::Policy => "blocked: policy",
-                        v1::BlockReason::NoCredit => "blocked: no credit",
-                        v1::BlockReason::TollFreeDisabled => "blocked: toll-free off",
-                        _ => "blocked: no rate",
-                    },
-                    _ => match u.capability() {
-                        v1::Capability::Subscription => "rated: subscription",
-                        v1::Capability::Pool => "rated: pool",
-                        v1::Capability::Unpriced => "rated: unpriced",
-                        _ => "rated: ppm",
-                    },
-                };
-                let charge: Money = u.charge.parse().unwrap_or_default();
-                *s.charges.entry(u.currency.clone()).or_default() += charge;
-                s.usages.insert(u.usage_id, (kind.to_owned(), outcome.to_owned(), u.currency));
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            let Ok(mut s) = stats.lock() else { return };
+            record(&config.topics, &m, &mut s);
+        }
+        if drained.load(Ordering::Acquire) {
+            continue;
+        }
+        let Ok(ends) = ends.lock() else { return };
+        let (Some(ends), Ok(position)) = (ends.as_ref(), consumer.position()) else { continue };
+        // Positions, not the last offsets read: transaction markers take offsets too.
+        let read_to_end = ends.iter().all(|(topic, partition, high)| {
+            *high == 0
+                || position
+                    .find_partition(topic, *partition)
+                    .and_then(|e| e.offset().to_raw())
+                    .is_some_and(|p| p >= *high)
+        });
+        if read_to_end {
+            drained.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Counts one output record.
+fn record(t: &tollgate_worker::Topics, m: &rdkafka::message::BorrowedMessage<'_>, s: &mut Stats) {
+    let Some(payload) = m.payload() else { return };
+    if m.topic() == t.rated_usage {
+        let Ok(u) = v1::RatedUsage::decode(payload) else { return };
+        if s.usages.contains_key(&u.usage_id) {
+            return;
+        }
+        let kind = match (u.call_type(), u.number_type()) {
+            (v1::CallType::ConfIn, v1::NumberType::TollFree) => "dial-in toll-free",
+            (v1::CallType::ConfIn, _) => "dial-in toll",
+            _ => "dial-out / call-me-at",
+        };
+        let blocked = u.outcome() == v1::rated_usage::Outcome::Blocked;
+        let outcome = match u.outcome() {
+            v1::rated_usage::Outcome::Blocked => match u.block_reason() {
+                v1::BlockReason::Policy => "blocked: policy",
+                v1::BlockReason::NoCredit => "blocked: no credit",
+                v1::BlockReason::TollFreeDisabled => "blocked: toll-free off",
+                _ => "blocked: no rate",
+            },
+            _ => match u.capability() {
+                v1::Capability::Subscription => "rated: subscription",
+                v1::Capability::Pool => "rated: pool",
+                v1::Capability::Unpriced => "rated free: no rate",
+                _ => "rated: ppm",
+            },
+        };
+        if u.flags.iter().any(|f| f == "unpriced") {
+            *s.unpriced.entry(if blocked { "blocked" } else { "rated free" }).or_default() += 1;
+        }
+        let charge: Money = u.charge.parse().unwrap_or_default();
+        *s.charges.entry(u.currency.clone()).or_default() += charge;
+        *s.tenant_charges.entry(u.tenant_id.clone()).or_default() += charge;
+        s.usages.insert(u.usage_id, (kind.to_owned(), outcome.to_owned(), u.currency));
+    } else if m.topic() == t.leg_decisions {
+        let Ok(d) = v1::LegDecision::decode(payload) else { return };
+        if s.decisions.insert(d.decision_id.clone()) {
+            match d.decision {
+                Some(v1::leg_decision::Decision::Allow(a)) if a.capability == 0 => s.voip += 1,
+                Some(v1::leg_decision::Decision::Disconnect(_)) => s.disconnects += 1,
+                _ => {}
             }
-        } else if m.topic() == t.leg_decisions {
-            let Ok(d) = v1::LegDecision::decode(payload) else { continue };
-            if s.decisions.insert(d.decision_id.clone()) {
-                match d.decision {
-                    Some(v1::leg_decision::Decision::Allow(a)) if a.capability == 0 => s.voip += 1,
-                    Some(v1::leg_decision::Decision::Disconnect(_)) => s.disconnects += 1,
-                    _ => {}
-                }
+        }
+    } else if m.topic() == t.credit_events {
+        let Ok(c) = v1::CreditEvent::decode(payload) else { return };
+        if s.credit_ids.insert(c.credit_event_id.clone()) {
+            let kind = c.kind().as_str_name().trim_start_matches("KIND_").to_ascii_lowercase();
+            if c.kind() == v1::credit_event::Kind::Funded {
+                s.funded += 1;
             }
-        } else if m.topic() == t.credit_events {
-            let Ok(c) = v1::CreditEvent::decode(payload) else { continue };
-            if s.credit_ids.insert(c.credit_event_id.clone()) {
-                let kind = c.kind().as_str_name().trim_start_matches("KIND_").to_ascii_lowercase();
-                if c.kind() == v1::credit_event::Kind::Funded {
-                    s.funded += 1;
-                }
-                *s.credit_events.entry(kind).or_default() += 1;
-            }
-        } else if m.topic() == t.dead_letter {
-            let Ok(d) = v1::DeadLetter::decode(payload) else { continue };
-            if s.dead_ids.insert((d.source_topic.clone(), d.source_partition, d.source_offset)) {
-                *s.dead_letters.entry(d.error_code).or_default() += 1;
-            }
+            *s.credit_events.entry(kind).or_default() += 1;
+        }
+    } else if m.topic() == t.dead_letter {
+        let Ok(d) = v1::DeadLetter::decode(payload) else { return };
+        if s.dead_ids.insert((d.source_topic.clone(), d.source_partition, d.source_offset)) {
+            *s.dead_letters.entry(d.error_code).or_default() += 1;
         }
     }
 }
@@ -361,73 +478,135 @@ fn read_states(config: &WorkerConfig) -> anyhow::Result<BTreeMap<String, TenantS
     Ok(restorer.finish().context("unreadable changelog")?.states.into_iter().collect())
 }
 
-fn print_summary(
+/// The closing summary, and whether it adds up. Everything in it follows from the seed and the
+/// legs generated: the same `--seed` and `--legs` give the same text on every run.
+fn summary(
     args: &DemoArgs,
     stats: &Stats,
     states: &BTreeMap<String, TenantState>,
     traffic: &Traffic,
     legs: u64,
-    elapsed: Duration,
-) -> bool {
-    let events = traffic.events;
-    println!();
-    println!(
-        "{legs} legs ({events} input events) in {:.1} s: {:.0} events/s end to end, {} workers, {} partitions",
-        elapsed.as_secs_f64(),
-        events as f64 / elapsed.as_secs_f64().max(0.001),
-        args.workers,
-        args.partitions
+    unpriced_metric: Option<u64>,
+) -> (String, bool) {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let o = &mut out;
+    let _ = writeln!(
+        o,
+        "summary: seed {}, {legs} legs ({} input events), {} workers, {} partitions, {}",
+        args.seed, traffic.events, args.workers, args.partitions, args.processing_guarantee
     );
-    println!();
+    let _ = writeln!(o);
     let mut table: BTreeMap<(String, String), u64> = BTreeMap::new();
     for (kind, outcome, _) in stats.usages.values() {
         *table.entry((kind.clone(), outcome.clone())).or_default() += 1;
     }
-    println!("{:<24} {:<24} {:>8}", "legs by kind", "outcome", "count");
+    let _ = writeln!(o, "{:<24} {:<24} {:>8}", "legs by kind", "outcome", "count");
     for ((kind, outcome), n) in &table {
-        println!("{kind:<24} {outcome:<24} {n:>8}");
+        let _ = writeln!(o, "{kind:<24} {outcome:<24} {n:>8}");
     }
-    println!("{:<24} {:<24} {:>8}", "voip / app join", "allowed, not billed", stats.voip);
-    println!("{:<24} {:<24} {:>8}", "in-progress legs", "disconnect decisions", stats.disconnects);
-    println!();
+    let _ = writeln!(o, "{:<24} {:<24} {:>8}", "voip / app join", "allowed, not billed", stats.voip);
+    let _ = writeln!(o, "{:<24} {:<24} {:>8}", "in-progress legs", "disconnect decisions", stats.disconnects);
+    let _ = writeln!(o);
+    // Unpriced: no rate matched the leg's number (usage flag `unpriced`), whatever became of
+    // the leg; the same definition as the worker's tollgate_unpriced_legs_total.
+    let free = stats.unpriced.get("rated free").copied().unwrap_or(0);
+    let blocked = stats.unpriced.get("blocked").copied().unwrap_or(0);
+    let unpriced = free + blocked;
+    let metric_agrees = unpriced_metric == Some(unpriced);
+    let _ = writeln!(
+        o,
+        "unpriced legs (no rate matched): {unpriced} ({free} rated free, {blocked} blocked); \
+         tollgate_unpriced_legs_total {} {}",
+        unpriced_metric.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+        if metric_agrees { "ok" } else { "MISMATCH" }
+    );
+    let _ = writeln!(o);
     // Reconciliation: what the usage records charged equals what the ledgers debited.
     let mut debited: BTreeMap<String, Money> = BTreeMap::new();
     let mut open = 0usize;
     let reference: v1::ReferenceData = serde_json::from_str(REFERENCE).unwrap_or_default();
-    let currency_of: BTreeMap<&str, &str> =
-        reference.tenants.iter().map(|t| (t.tenant_id.as_str(), t.currency.as_str())).collect();
+    let tenant_of: BTreeMap<&str, &v1::Tenant> = reference.tenants.iter().map(|t| (t.tenant_id.as_str(), t)).collect();
+    let currency_of = |tenant: &str| tenant_of.get(tenant).map_or("???", |t| t.currency.as_str());
     for (tenant, state) in states {
-        let currency = currency_of.get(tenant.as_str()).copied().unwrap_or("???");
         let in_flight: Money = state.open_legs.values().map(|l| l.debited).sum();
         open += state.open_legs.len();
-        *debited.entry(currency.to_owned()).or_default() += state.totals.usage_charges - in_flight;
+        *debited.entry(currency_of(tenant).to_owned()).or_default() += state.totals.usage_charges - in_flight;
     }
     let currencies: BTreeSet<&String> = stats.charges.keys().chain(debited.keys()).collect();
-    let mut adds_up = true;
-    println!("{:<10} {:>16} {:>16}", "currency", "rated charges", "ledger debits");
+    let mut adds_up = metric_agrees;
+    let _ = writeln!(o, "{:<10} {:>16} {:>16}", "currency", "rated charges", "ledger debits");
     for c in currencies {
         let rated = stats.charges.get(c).copied().unwrap_or_default();
         let ledger = debited.get(c).copied().unwrap_or_default();
         let ok = rated == ledger;
         adds_up &= ok;
-        println!("{c:<10} {rated:>16} {ledger:>16} {}", if ok { "ok" } else { "MISMATCH" });
+        let _ = writeln!(o, "{c:<10} {rated:>16} {ledger:>16} {}", if ok { "ok" } else { "MISMATCH" });
     }
     if open > 0 {
-        println!("({open} legs still in progress; their debits so far are excluded)");
+        let _ = writeln!(o, "({open} legs still in progress; their debits so far are excluded)");
     }
-    println!();
+    let _ = writeln!(o);
     let credit: Vec<String> = stats.credit_events.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    println!("credit events: {}", credit.join(", "));
+    let _ = writeln!(o, "credit events: {}", credit.join(", "));
     let dead: Vec<String> = stats.dead_letters.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    println!("dead letters:  {}", if dead.is_empty() { "none".into() } else { dead.join(", ") });
-    println!("balances:");
+    let _ = writeln!(o, "dead letters:  {}", if dead.is_empty() { "none".into() } else { dead.join(", ") });
+    let _ = writeln!(o);
+    // Per tenant: money in, what its legs were charged, and what is left.
+    let _ = writeln!(o, "{:<12} {:<8} {:>14} {:>14} {:>14}", "tenant", "currency", "funded", "charges", "balance");
+    let mut notes = Vec::new();
     for (tenant, state) in states {
-        let currency = currency_of.get(tenant.as_str()).copied().unwrap_or("???");
-        println!("  {tenant:<12} {:>14} {currency}", state.balance());
+        let currency = currency_of(tenant);
+        // In the currency's minor units, as on the wire (5000.00, not 5000).
+        let money =
+            |amount: Money| Currency::from_code(currency).map_or_else(|_| amount.to_string(), |c| c.format(amount));
+        let charges = stats.tenant_charges.get(tenant).copied().unwrap_or_default();
+        let balance = state.balance();
+        let negative = balance < Money::ZERO;
+        let _ = writeln!(
+            o,
+            "{tenant:<12} {currency:<8} {:>14} {:>14} {:>14}{}",
+            money(state.totals.funded),
+            money(charges),
+            money(balance),
+            if negative { " *" } else { "" }
+        );
+        if negative {
+            notes.push(overdrawn(tenant, tenant_of.get(tenant.as_str()).copied()));
+        }
     }
-    println!();
-    println!("{}", if adds_up { "summary adds up: rated charges = ledger debits" } else { "SUMMARY DOES NOT ADD UP" });
-    adds_up
+    for note in notes {
+        let _ = writeln!(o, "* {note}");
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{}",
+        if adds_up {
+            "summary adds up: rated charges = ledger debits, unpriced legs = tollgate_unpriced_legs_total"
+        } else {
+            "SUMMARY DOES NOT ADD UP"
+        }
+    );
+    (out, adds_up)
+}
+
+/// Why a tenant's balance is below zero: its cutoff policy let calls go on after the credit
+/// ran out. The overdraft is a debt that the next funding pays first.
+fn overdrawn(tenant: &str, reference: Option<&v1::Tenant>) -> String {
+    match reference.map(|t| (t.cutoff_policy(), t.overdraft_limit.as_str())) {
+        Some((v1::CutoffPolicy::Disconnect, limit)) => format!(
+            "{tenant}: cutoff policy `disconnect` with an overdraft limit of {limit}: calls in progress \
+             go on below zero until a debit takes the balance past -{limit}, then they are \
+             disconnected. The next funding pays the debt first."
+        ),
+        _ => format!(
+            "{tenant}: cutoff policy `finish`: a call allowed at its start completes and is charged \
+             in full even when the credit (or the subscription's pool) runs out during it, so the \
+             balance can go below zero. New credit-funded calls are blocked until the balance is \
+             above zero again; the next funding pays the debt first."
+        ),
+    }
 }
 
 /// A tenant of the sample: id, currency, and its users with their usage locations.

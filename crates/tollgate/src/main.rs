@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod config;
 mod demo;
+mod http;
 mod produce;
 mod rate;
 mod run;

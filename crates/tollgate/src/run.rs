@@ -31,19 +31,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
     let config = Config::load(&args.kafka, &args.run, std::env::vars())?;
-    telemetry::init_logs(&config.telemetry.log);
+    telemetry::init_logs(&config.telemetry.log, config.telemetry.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
     let _guard = runtime.enter();
-    if let Some(addr) = telemetry::serve_metrics(&config.telemetry.metrics_listen)? {
-        tracing::info!(%addr, "serving /metrics");
+    let worker = Worker::new(config.worker).context("invalid worker configuration")?;
+    let metrics = telemetry::install_metrics()?;
+    let readiness = vec![Arc::clone(worker.readiness())];
+    if let Some(addr) = telemetry::serve(&config.telemetry.metrics_listen, metrics, readiness)? {
+        tracing::info!(%addr, "serving /metrics, /health and /ready");
     }
     let stop = Arc::new(AtomicBool::new(false));
     runtime.spawn(shutdown_on_signal(Arc::clone(&stop)));
-    let worker = Worker::new(config.worker).context("invalid worker configuration")?;
     worker.run(&stop).context("worker failed")?;
     Ok(ExitCode::SUCCESS)
 }

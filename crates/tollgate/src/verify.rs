@@ -50,7 +50,7 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(error) => return Ok(cannot_check(&error)),
     };
-    telemetry::init_logs(&config.telemetry.log);
+    telemetry::init_logs(&config.telemetry.log, config.telemetry.log_format);
     let expectations = expectations(&args);
     let report = match crate::admin::ensure_reachable(&config)
         .and_then(|()| verify::run(&config.worker, &expectations, &|| false).context("verification failed"))

@@ -83,7 +83,7 @@ fn every_kafka_command_refuses_an_unknown_librdkafka_setting_at_once() {
     let commands: [&[&str]; 7] = [
         &["run", "--metrics-listen", "127.0.0.1:0"],
         &["tail", "tollgate.rated-usage.v1"],
-        &["produce", "--file", "examples/events.jsonl"],
+        &["produce", "--input", "examples/events.jsonl"],
         &["admin", "create-topics"],
         &["admin", "publish-reference", "--file", "examples/reference.json"],
         &["admin", "fund", "--tenant", "contoso", "--amount", "10.00", "--currency", "USD"],

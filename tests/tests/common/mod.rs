@@ -222,6 +222,7 @@ pub struct RunningWorker {
     thread: Option<JoinHandle<Result<(), tollgate_worker::Error>>>,
     pub tables: Arc<Tables>,
     pub assignment: Arc<tollgate_worker::Assignment>,
+    pub readiness: Arc<tollgate_worker::Readiness>,
 }
 
 impl RunningWorker {
@@ -229,10 +230,11 @@ impl RunningWorker {
         let worker = Worker::new(config).expect("worker");
         let tables = Arc::clone(worker.tables());
         let assignment = Arc::clone(worker.assignment());
+        let readiness = Arc::clone(worker.readiness());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || worker.run(&flag));
-        RunningWorker { stop, thread: Some(thread), tables, assignment }
+        RunningWorker { stop, thread: Some(thread), tables, assignment, readiness }
     }
 
     /// Graceful stop: commit, flush, leave the group.
