@@ -1,0 +1,425 @@
+//! `kafka-bench`: tollgate's workers side by side with a do-nothing copier, on a real Kafka.
+//!
+//! For each processing guarantee, on a fresh single-node broker (loopback):
+//!
+//! 1. a backlog (reference data, funding, legs with interims and duplicates) is loaded;
+//! 2. `--workers` copier processes drain it: consume both inputs, decode each value, encode it
+//!    again, produce it to an output topic and commit, with tollgate's own client settings
+//!    and the same guarantee (an idempotent producer and a synchronous offset commit per
+//!    batch, or one transaction per batch carrying the offsets);
+//! 3. `--workers` `tollgate run` processes drain the same backlog in their own group;
+//! 4. with the workers caught up, fresh legs are published at half tollgate's measured rate,
+//!    and the time from publishing a leg's last event to its rated usage becoming readable
+//!    (`read_committed`) is recorded in an HDR histogram.
+//!
+//! Throughput is input records over the time from the group's first commit to its last (group
+//! join, reference loading and restore are left out, the same way for both).
+//!
+//! ```text
+//! cargo build --release -p tollgate -p tollgate-e2e
+//! target/release/kafka-bench --legs 150000 --workers 2
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tollgate_e2e::broker::Broker;
+use tollgate_e2e::fleet::{GroupProgress, WorkerProcess, WorkerSpec};
+use tollgate_e2e::traffic::{Shape, Traffic};
+use tollgate_proto::{Message as _, v1};
+use tollgate_worker::publish::Publisher;
+use tollgate_worker::{ProcessingGuarantee, WorkerConfig, kafka, topics};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// How long any one phase may take.
+const PHASE_DEADLINE: Duration = Duration::from_secs(900);
+
+#[derive(Parser, Debug)]
+#[command(about = "tollgate's workers against a do-nothing copier on a real Kafka")]
+struct Args {
+    #[command(subcommand)]
+    copy: Option<Copy>,
+    /// Legs in the backlog (about 2.6 input records each).
+    #[arg(long, default_value_t = 150_000)]
+    legs: usize,
+    /// Tenants (the first three get 30 % of the legs).
+    #[arg(long, default_value_t = 1_000)]
+    tenants: usize,
+    /// Processes of each kind.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// `at_least_once`, `exactly_once` or `both`.
+    #[arg(long, default_value = "both")]
+    guarantee: String,
+    /// The `tollgate` binary.
+    #[arg(long, default_value = "target/release/tollgate")]
+    tollgate: PathBuf,
+    /// Seconds of latency measurement (0: none).
+    #[arg(long, default_value_t = 20)]
+    latency_seconds: u64,
+}
+
+/// The copier process (started by the bench itself).
+#[derive(Subcommand, Debug)]
+enum Copy {
+    #[command(hide = true)]
+    Copy {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        guarantee: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(Copy::Copy { bootstrap, group, guarantee }) = args.copy {
+        return copy(&bootstrap, &group, parse_guarantee(&guarantee)?);
+    }
+    let guarantees = match args.guarantee.as_str() {
+        "both" => vec![ProcessingGuarantee::AtLeastOnce, ProcessingGuarantee::ExactlyOnce],
+        other => vec![parse_guarantee(other)?],
+    };
+    let mut rows = Vec::new();
+    for guarantee in guarantees {
+        rows.push(bench(&args, guarantee)?);
+    }
+    println!();
+    println!(
+        "| guarantee | input records | copier records/s | tollgate records/s | ratio | latency p50 / p99 / p99.9 (ms) at records/s |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
+}
+
+fn parse_guarantee(label: &str) -> Result<ProcessingGuarantee> {
+    [ProcessingGuarantee::AtLeastOnce, ProcessingGuarantee::ExactlyOnce]
+        .into_iter()
+        .find(|g| g.label() == label)
+        .ok_or_else(|| format!("unknown guarantee {label:?}").into())
+}
+
+struct Row {
+    guarantee: ProcessingGuarantee,
+    records: usize,
+    copier: f64,
+    tollgate: f64,
+    latency: Option<(f64, f64, f64, f64)>,
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let latency = self.latency.map_or_else(
+            || "not measured".to_owned(),
+            |(p50, p99, p999, rate)| format!("{p50:.1} / {p99:.1} / {p999:.1} at {rate:.0}"),
+        );
+        write!(
+            f,
+            "| {} | {} | {:.0} | {:.0} | {:.2}× | {latency} |",
+            self.guarantee.label(),
+            self.records,
+            self.copier,
+            self.tollgate,
+            self.tollgate / self.copier
+        )
+    }
+}
+
+fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
+    let label = guarantee.label();
+    eprintln!("== {label}: starting a broker");
+    let broker = Broker::start();
+    let config = WorkerConfig {
+        bootstrap_servers: broker.bootstrap_servers(),
+        group_id: format!("bench-{label}"),
+        processing_guarantee: guarantee,
+        ..WorkerConfig::default()
+    };
+    topics::create(&config, &topics::specs(&config, args.partitions), 1)?;
+    broker.create_topic(COPY_TOPIC, args.partitions, false);
+    let live_legs = if args.latency_seconds > 0 { args.legs } else { 0 };
+    let traffic = Traffic::generate(&Shape {
+        tenants: args.tenants,
+        legs: args.legs + live_legs,
+        concurrency: 200,
+        ..Shape::default()
+    });
+    // The backlog: the first legs' events; the rest are published live for the latency run.
+    let split = traffic.legs.len() * args.legs / (args.legs + live_legs);
+    let (backlog, live) = traffic.legs.split_at(split);
+    let started = Instant::now();
+    let publisher = Publisher::new(&config)?;
+    for record in tollgate_worker::publish::reference(&config.topics, &traffic.reference) {
+        publisher.send(&record)?;
+    }
+    for record in
+        Traffic::keyed(&config.topics, &traffic.funding).iter().chain(&Traffic::keyed(&config.topics, backlog))
+    {
+        publisher.send(record)?;
+    }
+    publisher.flush()?;
+    let records = traffic.funding.len() + backlog.len();
+    eprintln!("== {label}: {records} input records loaded in {:.1} s", started.elapsed().as_secs_f64());
+    let inputs = [config.topics.call_legs.as_str(), config.topics.credit_commands.as_str()];
+    let logs = std::env::temp_dir().join(format!("kafka-bench-{}-{label}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+
+    // (a) The copier.
+    let group = format!("copier-{label}");
+    let me = std::env::current_exe()?;
+    let mut copiers: Vec<Child> = (0..args.workers)
+        .map(|i| {
+            let log = std::fs::File::create(logs.join(format!("copier-{i}.log")))?;
+            Command::new(&me)
+                .args(["copy", "--bootstrap", &config.bootstrap_servers, "--group", &group, "--guarantee", label])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let copier = drain(&config.bootstrap_servers, &group, &inputs, args.partitions, records, "copier");
+    for child in &mut copiers {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let copier = copier?;
+
+    // (b) tollgate.
+    let spec = WorkerSpec {
+        binary: args.tollgate.clone(),
+        bootstrap: config.bootstrap_servers.clone(),
+        group: config.group_id.clone(),
+        guarantee: label.to_owned(),
+        librdkafka: Vec::new(),
+        env: Vec::new(),
+        log_dir: logs.clone(),
+    };
+    let mut workers: Vec<WorkerProcess> =
+        (0..args.workers).map(|i| WorkerProcess::start(&spec, &format!("w{i}"))).collect();
+    let tollgate = drain(&config.bootstrap_servers, &config.group_id, &inputs, args.partitions, records, "tollgate")?;
+
+    // Latency at half tollgate's rate.
+    let latency = if live.is_empty() {
+        None
+    } else {
+        let rate = tollgate / 2.0;
+        Some(measure_latency(&config, live, rate, Duration::from_secs(args.latency_seconds))?)
+    };
+    for worker in &mut workers {
+        worker.terminate(Duration::from_secs(30));
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+    Ok(Row { guarantee, records, copier, tollgate, latency })
+}
+
+/// Where the copier writes.
+const COPY_TOPIC: &str = "bench.copy.v1";
+
+/// Waits until `group` committed every input; returns records per second from its first
+/// commit to its last.
+fn drain(bootstrap: &str, group: &str, inputs: &[&str], partitions: i32, records: usize, who: &str) -> Result<f64> {
+    let progress = GroupProgress::new(bootstrap, group, inputs, partitions);
+    let started = Instant::now();
+    let mut first: Option<Instant> = None;
+    loop {
+        let committed = progress.committed().unwrap_or(0);
+        if committed > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if committed > 0 && progress.caught_up() {
+            let first = first.unwrap_or(started);
+            let took = first.elapsed().as_secs_f64().max(0.001);
+            let rate = records as f64 / took;
+            eprintln!(
+                "== {who}: {records} records in {took:.1} s from its first commit ({:.1} s from start): {rate:.0} records/s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(rate);
+        }
+        if started.elapsed() > PHASE_DEADLINE {
+            return Err(format!("{who} did not drain the backlog within {PHASE_DEADLINE:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Publishes `live` at `rate` records a second for at most `duration`, and measures the time
+/// from a leg's last event being sent to its rated usage being readable. Returns p50, p99 and
+/// p99.9 in milliseconds, and the rate.
+fn measure_latency(
+    config: &WorkerConfig,
+    live: &[v1::InputRecord],
+    rate: f64,
+    duration: Duration,
+) -> Result<(f64, f64, f64, f64)> {
+    let sent: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (config, sent, done) = (config.clone(), Arc::clone(&sent), Arc::clone(&done));
+        let consumer: BaseConsumer = kafka::reader(&config, "bench-latency").create()?;
+        let metadata = consumer.fetch_metadata(Some(&config.topics.rated_usage), Duration::from_secs(10))?;
+        let mut tpl = TopicPartitionList::new();
+        for partition in metadata.topics().first().map(|t| t.partitions()).unwrap_or_default() {
+            tpl.add_partition_offset(&config.topics.rated_usage, partition.id(), Offset::End)?;
+        }
+        consumer.assign(&tpl)?;
+        std::thread::spawn(move || -> Histogram<u64> {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            let mut seen = std::collections::BTreeSet::new();
+            let quiet_deadline = Duration::from_secs(30);
+            let mut last = Instant::now();
+            while !done.load(Ordering::Acquire) || last.elapsed() < quiet_deadline {
+                let Some(Ok(message)) = consumer.poll(Duration::from_millis(20)) else {
+                    if done.load(Ordering::Acquire) && sent.lock().map(|s| s.len() == seen.len()).unwrap_or(true) {
+                        break;
+                    }
+                    continue;
+                };
+                let now = Instant::now();
+                last = now;
+                let Ok(usage) = v1::RatedUsage::decode(message.payload().unwrap_or_default()) else { continue };
+                let at = sent.lock().ok().and_then(|s| s.get(&usage.usage_id).copied());
+                if let Some(at) = at {
+                    if seen.insert(usage.usage_id) {
+                        let micros = now.duration_since(at).as_micros() as u64;
+                        let _ = histogram.record(micros.max(1));
+                    }
+                }
+            }
+            histogram
+        })
+    };
+    // Legs whose last event is in `live`: their usage id is `tenant/leg`.
+    let mut last_event: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, record) in live.iter().enumerate() {
+        if let Some(v1::input_record::Record::CallLeg(event)) = &record.record {
+            last_event.insert(format!("{}/{}", event.tenant_id, event.leg_id), i);
+        }
+    }
+    let ends: BTreeMap<usize, String> = last_event.into_iter().map(|(id, i)| (i, id)).collect();
+    let publisher = Publisher::new(config)?;
+    let keyed = Traffic::keyed(&config.topics, live);
+    let started = Instant::now();
+    let mut published = 0usize;
+    for (i, record) in keyed.iter().enumerate() {
+        if started.elapsed() >= duration {
+            break;
+        }
+        publisher.send(record)?;
+        if let Some(id) = ends.get(&i) {
+            if let Ok(mut sent) = sent.lock() {
+                sent.insert(id.clone(), Instant::now());
+            }
+        }
+        published += 1;
+        let due = started + Duration::from_secs_f64(published as f64 / rate);
+        if let Some(ahead) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(ahead);
+        }
+    }
+    publisher.flush()?;
+    let achieved = published as f64 / started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Release);
+    let histogram = reader.join().map_err(|_| "latency reader panicked")?;
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    eprintln!(
+        "== latency: {} legs at {achieved:.0} records/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+        histogram.len(),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        histogram.max() as f64 / 1000.0
+    );
+    Ok((ms(0.5), ms(0.99), ms(0.999), achieved))
+}
+
+/// The do-nothing copier: tollgate's consumer and producer settings, decode and encode again,
+/// produce, commit per batch (up to 5,000 records or 100 ms, tollgate's defaults).
+fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee) -> Result<()> {
+    let config = WorkerConfig {
+        bootstrap_servers: bootstrap.to_owned(),
+        group_id: group.to_owned(),
+        processing_guarantee: guarantee,
+        ..WorkerConfig::default()
+    };
+    let timeout = config.kafka_timeout();
+    let consumer: BaseConsumer = kafka::group_consumer(&config).create()?;
+    consumer.subscribe(&[&config.topics.call_legs, &config.topics.credit_commands])?;
+    let exactly_once = guarantee == ProcessingGuarantee::ExactlyOnce;
+    let mut producer_config = kafka::producer(&config);
+    if exactly_once {
+        producer_config.set("transactional.id", format!("copier-{group}-{}", std::process::id()));
+    }
+    let producer: rdkafka::producer::BaseProducer = producer_config.create()?;
+    if exactly_once {
+        producer.init_transactions(timeout)?;
+    }
+    let legs = config.topics.call_legs.clone();
+    loop {
+        let mut batch = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while batch.len() < 5_000 {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match consumer.poll(wait) {
+                Some(Ok(message)) => batch.push(message.detach()),
+                Some(Err(error)) => eprintln!("consumer error: {error}"),
+                None if Instant::now() >= deadline => break,
+                None => {}
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if exactly_once {
+            producer.begin_transaction()?;
+        }
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for message in &batch {
+            let payload = message.payload().unwrap_or_default();
+            let encoded = if message.topic() == legs {
+                v1::CallLegEvent::decode(payload).map(|e| e.encode_to_vec())
+            } else {
+                v1::CreditCommand::decode(payload).map(|c| c.encode_to_vec())
+            };
+            if let Ok(value) = encoded {
+                let mut record = BaseRecord::<[u8], [u8]>::to(COPY_TOPIC).payload(&value);
+                if let Some(key) = message.key() {
+                    record = record.key(key);
+                }
+                kafka::send_waiting(&producer, record)?;
+            }
+            next.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            offsets.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        }
+        if exactly_once {
+            let metadata = consumer.group_metadata().ok_or("no group metadata")?;
+            producer.send_offsets_to_transaction(&offsets, &metadata, timeout)?;
+            producer.commit_transaction(timeout)?;
+        } else {
+            producer.flush(timeout)?;
+            consumer.commit(&offsets, CommitMode::Sync)?;
+        }
+    }
+}
