@@ -378,8 +378,10 @@ auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
 # After a SIGKILL the restarted node waits for its previous incarnation's session to expire
-# before it registers again: keep that short.
-broker.session.timeout.ms=2000
+# before it registers again: keep that short, but not so short that a loaded machine delays
+# a heartbeat past it (the node then fences itself, and producers were seen to time out for
+# minutes after such a fence and unfence).
+broker.session.timeout.ms=6000
 broker.heartbeat.interval.ms=500
 # A small machine: few threads, a small cleaner buffer.
 num.network.threads=2
