@@ -72,9 +72,18 @@ struct Args {
     latency_seconds: u64,
 }
 
-/// The copier process (started by the bench itself).
+/// The copier process (started by the bench itself), and the restore bench.
 #[derive(Subcommand, Debug)]
 enum Copy {
+    /// Restore one changelog partition holding `--tenants` tenants: time and resident memory.
+    Restore {
+        /// Tenants in the partition.
+        #[arg(long, default_value_t = 1_000_000)]
+        tenants: usize,
+        /// Per mille of tenants that are busy: 2 legs in progress and 100 remembered ids.
+        #[arg(long, default_value_t = 10)]
+        busy_per_mille: usize,
+    },
     #[command(hide = true)]
     Copy {
         #[arg(long)]
@@ -88,8 +97,12 @@ enum Copy {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if let Some(Copy::Copy { bootstrap, group, guarantee }) = args.copy {
-        return copy(&bootstrap, &group, parse_guarantee(&guarantee)?);
+    match args.copy {
+        Some(Copy::Copy { bootstrap, group, guarantee }) => {
+            return copy(&bootstrap, &group, parse_guarantee(&guarantee)?);
+        }
+        Some(Copy::Restore { tenants, busy_per_mille }) => return restore(tenants, busy_per_mille),
+        None => {}
     }
     let guarantees = match args.guarantee.as_str() {
         "both" => vec![ProcessingGuarantee::AtLeastOnce, ProcessingGuarantee::ExactlyOnce],
@@ -422,4 +435,102 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee) -> Result<
             consumer.commit(&offsets, CommitMode::Sync)?;
         }
     }
+}
+
+/// Writes a changelog partition of `tenants` tenants (each with a funded lot; `busy_per_mille`
+/// of them also with legs in progress and a full window of remembered ids), then restores it
+/// the way a worker does and reports the time and the resident memory it took.
+fn restore(tenants: usize, busy_per_mille: usize) -> Result<()> {
+    use tollgate_core::{Money, OpenLeg, TenantState, Timestamp};
+    let broker = Broker::start();
+    let config = WorkerConfig { bootstrap_servers: broker.bootstrap_servers(), ..WorkerConfig::default() };
+    broker.create_topic(&config.topics.state, 1, true);
+    let at = Timestamp::new(1_793_577_600, 0)?;
+    let amount: Money = "100.00".parse()?;
+    let template = open_leg_template()?;
+    let publisher = Publisher::new(&config)?;
+    let started = Instant::now();
+    let (mut records, mut bytes) = (0usize, 0usize);
+    for i in 0..tenants {
+        let tenant = format!("tenant-{i:07}");
+        let mut state = TenantState::default();
+        state.ledger.credit(format!("{tenant}-lot"), amount, at);
+        state.totals.funded = amount;
+        state.credit_sequence = 1;
+        state.watermark = at;
+        if i % 1000 < busy_per_mille {
+            for n in 0..100 {
+                state.seen.insert(format!("{tenant}/leg-{n}-e"), n, at);
+            }
+            for n in 0..2 {
+                let _ = state
+                    .open_legs
+                    .insert(format!("open-{n}"), OpenLeg { call_id: format!("call-{n}"), ..template.clone() });
+            }
+        }
+        for (key, value) in tollgate_worker::changelog::full_records(&tenant, &state) {
+            bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            records += 1;
+            publisher.send_raw(&config.topics.state, Some(key.as_bytes()), value.as_deref())?;
+        }
+    }
+    publisher.flush()?;
+    eprintln!(
+        "== wrote {records} changelog records ({:.0} MB) for {tenants} tenants in {:.1} s",
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    let before = resident_bytes();
+    let started = Instant::now();
+    let restored = tollgate_worker::changelog::restore_partition(&config, 0, &|| false)?;
+    let took = started.elapsed();
+    let after = resident_bytes();
+    let per_tenant = after.saturating_sub(before) as f64 / tenants as f64;
+    println!(
+        "restore: {} tenants ({records} records, {:.0} MB) in {:.2} s; resident memory {:.0} MB -> {:.0} MB: {per_tenant:.0} bytes per tenant",
+        restored.states.len(),
+        bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        before as f64 / 1e6,
+        after as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// A dial-out leg in progress, the template of the busy tenants' open legs.
+fn open_leg_template() -> Result<tollgate_core::OpenLeg> {
+    use tollgate_core::{CallType, Capability, Country, E164, NumberType, Timestamp, UsageFlags};
+    let us = Country::from_code("US")?;
+    Ok(tollgate_core::OpenLeg {
+        call_id: String::new(),
+        conference_id: "conference".into(),
+        organizer_id: "organizer".into(),
+        organizer_location: us,
+        kind: tollgate_core::event::LegKind::DialOut,
+        call_type: CallType::ConfOut,
+        number_type: NumberType::Toll,
+        priced_number: E164::from_parts("12128675309", us)?,
+        started_at: Timestamp::new(1_793_577_600, 0)?,
+        capability: Capability::Ppm,
+        price: None,
+        rate_card_id: "card-usd".into(),
+        rate_card_version: "v1".into(),
+        rate_prefix: None,
+        flags: UsageFlags::default(),
+        elapsed_seconds: 0,
+        pool_minutes: 0,
+        pooled_in_full: false,
+        minutes_accounted: 0,
+        debited: tollgate_core::Money::ZERO,
+        disconnect_sent: false,
+    })
+}
+
+/// The process's resident set size, from `/proc/self/statm`.
+fn resident_bytes() -> usize {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<usize>().ok()))
+        .unwrap_or(0);
+    pages * 4096
 }
