@@ -6,6 +6,8 @@
 //!
 //! - [`config`]: the typed configuration ([`WorkerConfig`], topic names, guarantee).
 //! - [`kafka`]: librdkafka client settings, with the ones correctness depends on re-asserted.
+//! - [`access`]: why Kafka cannot be used (unreachable, TLS, authentication, authorization),
+//!   named, with an exit code per cause.
 //! - [`partitioner`]: the Java client's murmur2 partitioner.
 //! - [`record`]: consumed records as plain data.
 //! - [`codec`]: protobuf and changelog encodings.
@@ -36,6 +38,7 @@
 //!   batch rated again gives byte-identical outputs.
 //! - Bad input never stops a partition: it goes to the dead-letter topic.
 
+pub mod access;
 pub mod batch;
 pub mod cancel;
 pub mod changelog;

@@ -81,8 +81,10 @@ fn expectations(args: &VerifyArgs) -> Expectations {
     Expectations { exactly_once: args.exactly_once, dead_letters }
 }
 
-/// Reports why the check could not be done.
+/// Reports why the check could not be done: 3, or the code of a Kafka access failure
+/// (unreachable, TLS, authentication, authorization), which is the same for every command.
 fn cannot_check(error: &anyhow::Error) -> ExitCode {
     eprintln!("tollgate verify: error: {error:#}");
-    ExitCode::from(CANNOT_CHECK)
+    let access = tollgate_worker::access::find(error.as_ref());
+    ExitCode::from(access.map_or(CANNOT_CHECK, tollgate_worker::access::Cause::exit_code))
 }
