@@ -18,6 +18,7 @@
 //! - [`partition`]: the single writer of one partition: batches, transactions, rollback.
 //! - [`worker`]: group membership, rebalances, graceful shutdown.
 //! - [`readiness`]: whether a worker is ready to rate (reference data, group, restored state).
+//! - [`secret`]: which settings hold secrets; the configuration's `Debug` and dump redact them.
 //! - [`publish`]: producing inputs and reference data keyed and partitioned correctly.
 //! - [`topics`]: the topic layout (`tollgate admin create-topics`).
 //! - [`telemetry`]: metrics and logs, one function per event.
@@ -52,6 +53,7 @@ pub mod publish;
 pub mod readiness;
 pub mod record;
 pub mod reference;
+pub mod secret;
 pub mod telemetry;
 pub mod topics;
 pub mod verify;

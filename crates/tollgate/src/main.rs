@@ -17,6 +17,7 @@ mod demo;
 mod http;
 mod produce;
 mod rate;
+mod redact;
 mod run;
 mod tail;
 mod telemetry;

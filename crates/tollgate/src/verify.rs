@@ -50,7 +50,8 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(error) => return Ok(cannot_check(&error)),
     };
-    telemetry::init_logs(&config.telemetry.log, config.telemetry.log_format);
+    let secrets = tollgate_worker::secret::values(&config.worker.librdkafka);
+    telemetry::init_logs_redacting(&config.telemetry.log, config.telemetry.log_format, secrets);
     let expectations = expectations(&args);
     let report = match crate::admin::ensure_reachable(&config)
         .and_then(|()| verify::run(&config.worker, &expectations, &|| false).context("verification failed"))
