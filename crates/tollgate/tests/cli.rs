@@ -154,3 +154,19 @@ fn verify_exits_0_when_consistent_1_on_a_violation_2_on_bad_usage_10_when_kafka_
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach Kafka at 127.0.0.1:1"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--help` shows no configured value: a password set in the environment stays out of it.
+#[test]
+fn help_never_shows_a_configured_secret() {
+    for args in [&["--help"][..], &["run", "--help"], &["admin", "fund", "--help"], &["verify", "--help"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .env("TOLLGATE_LIBRDKAFKA_SASL_PASSWORD", "hunter2-in-the-environment")
+            .output()
+            .expect("failed to run tollgate");
+        assert!(out.status.success(), "{args:?}");
+        let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(shown.contains("Usage: tollgate"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{args:?} shows the password:\n{shown}");
+    }
+}
