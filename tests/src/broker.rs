@@ -115,12 +115,24 @@ impl ConsoleRecord {
     }
 }
 
+/// A listener the broker opens next to its PLAINTEXT and CONTROLLER ones (e.g. SASL_SSL):
+/// its name is also its security protocol, configured through the overrides
+/// (`listener.name.<name>.*`).
+#[derive(Clone, Debug)]
+pub struct Listener {
+    /// Listener name and security protocol, e.g. `SASL_SSL`.
+    pub protocol: String,
+    /// Its loopback port.
+    pub port: u16,
+}
+
 /// A single-node Kafka cluster in a temporary directory, stopped and removed on drop.
 pub struct Broker {
     dir: PathBuf,
     libs: PathBuf,
     port: u16,
     controller_port: u16,
+    listener: Option<Listener>,
     keep: bool,
     jvm: Option<Jvm>,
     startup_time: Duration,
@@ -154,16 +166,28 @@ impl Broker {
 
     /// [`Broker::start`] with broker properties overridden (`server.properties` keys).
     pub fn start_with(overrides: &[(&str, &str)]) -> Broker {
+        Broker::start_in(temp_dir(), None, overrides, &[])
+    }
+
+    /// [`Broker::start_with`] in `dir` (a new empty directory), with one more listener and
+    /// arguments for `kafka-storage format` (e.g. `--add-scram` credentials, which exist only
+    /// from the cluster's first start on).
+    pub fn start_in(
+        dir: PathBuf,
+        listener: Option<Listener>,
+        overrides: &[(&str, &str)],
+        format_args: &[String],
+    ) -> Broker {
         let libs = ensure_jars();
-        let dir = temp_dir();
         let keep = std::env::var_os("TOLLGATE_KEEP_BROKER").is_some();
         if keep {
             eprintln!("kafka broker directory (kept): {}", dir.display());
         }
         let (port, controller_port) = free_ports();
-        let mut broker = Broker { dir, libs, port, controller_port, keep, jvm: None, startup_time: Duration::ZERO };
+        let mut broker =
+            Broker { dir, libs, port, controller_port, listener, keep, jvm: None, startup_time: Duration::ZERO };
         broker.write_properties(overrides);
-        broker.format_storage();
+        broker.format_storage(format_args);
         broker.launch();
         broker
     }
@@ -323,6 +347,17 @@ impl Broker {
             .collect()
     }
 
+    /// Runs a Kafka tool's main class (e.g. `org.apache.kafka.tools.AclCommand`) with the
+    /// cached jars, to its end or for at most `timeout`; its log goes to `<kind>.log` in the
+    /// broker's directory.
+    pub fn run_tool(&self, kind: &str, class: &str, args: &[String], timeout: Duration) -> Output {
+        let (mut command, archive) = self.java(kind, &self.dir.join(format!("{kind}.log")), TOOL_HEAP);
+        command.arg(class).args(args);
+        let output = run_bounded(command, timeout + TOOL_ALLOWANCE, kind);
+        archive.finish(output.status.success());
+        output
+    }
+
     /// Settings for an rdkafka client of this broker, reconnecting quickly after restarts.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -352,14 +387,18 @@ impl Broker {
     fn write_properties(&self, overrides: &[(&str, &str)]) {
         let data = self.dir.join("data");
         let (port, controller) = (self.port, self.controller_port);
+        let (extra, extra_protocol) = match &self.listener {
+            Some(l) => (format!(",{}://127.0.0.1:{}", l.protocol, l.port), format!(",{0}:{0}", l.protocol)),
+            None => (String::new(), String::new()),
+        };
         let properties = format!(
             "# A single-node KRaft cluster for tests: broker and controller in one JVM.
 process.roles=broker,controller
 node.id={NODE_ID}
 controller.quorum.voters={NODE_ID}@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}{extra}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}{extra}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{extra_protocol}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
@@ -399,10 +438,10 @@ log.cleaner.dedupe.buffer.size=8388608
     }
 
     /// `kafka-storage.sh format`: writes the cluster id and the bootstrap metadata into `data/`.
-    fn format_storage(&self) {
+    fn format_storage(&self, extra: &[String]) {
         let (mut command, archive) = self.java("storage", &self.dir.join("storage.log"), TOOL_HEAP);
         command.args(["kafka.tools.StorageTool", "format", "--cluster-id", &cluster_id(), "--config"]);
-        command.arg(self.dir.join("server.properties"));
+        command.arg(self.dir.join("server.properties")).args(extra);
         let output = run_bounded(command, TOOL_ALLOWANCE, "kafka-storage format");
         archive.finish(output.status.success());
         if !output.status.success() {
@@ -646,7 +685,7 @@ fn send_signal(pid: u32, signal: &str) {
 }
 
 /// Runs a command to its end, killing it after `timeout`; panics if it cannot run.
-fn run_bounded(mut command: Command, timeout: Duration, what: &str) -> Output {
+pub fn run_bounded(mut command: Command, timeout: Duration, what: &str) -> Output {
     let child: Child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -747,7 +786,7 @@ fn free_ports() -> (u16, u16) {
 }
 
 /// A new empty directory under the system's temporary directory.
-fn temp_dir() -> PathBuf {
+pub fn temp_dir() -> PathBuf {
     static COUNT: AtomicU32 = AtomicU32::new(0);
     loop {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

@@ -6,10 +6,13 @@
 //!   confluent-kafka).
 //! - [`fleet`]: `tollgate run` worker processes (kill -9, SIGSTOP, SIGTERM), their metrics,
 //!   and the consumer group's progress.
+//! - [`security`]: a broker with a SASL_SSL listener (SCRAM-SHA-512, a throwaway CA), the
+//!   standard authorizer, and a principal with least-privilege ACLs per component.
 //! - [`traffic`]: deterministic traffic for the fault suite, with the exact charges it must
 //!   produce.
 
 pub mod broker;
 pub mod fleet;
 pub mod interop;
+pub mod security;
 pub mod traffic;

@@ -116,8 +116,9 @@ pub enum TopicKind {
     RateCards,
 }
 
-/// Everything a worker needs to run.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+/// Everything a worker needs to run (`Debug` and `Serialize` redact the secrets among the
+/// librdkafka settings: [`crate::secret`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
     /// `bootstrap.servers`.
@@ -140,6 +141,7 @@ pub struct WorkerConfig {
     pub topics: Topics,
     /// librdkafka settings passed through to every client (SASL/SSL, tuning). Settings that
     /// correctness depends on are re-asserted after these (see [`crate::kafka`]).
+    #[serde(serialize_with = "crate::secret::serialize_redacted")]
     pub librdkafka: BTreeMap<String, String>,
 }
 

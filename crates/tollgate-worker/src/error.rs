@@ -40,6 +40,10 @@ pub enum Error {
     /// A topic could not be read to its end (`tollgate verify`): no record came for too long.
     #[error("reading stalled: {0}")]
     Stalled(String),
+    /// Kafka cannot be used: unreachable, TLS, authentication or authorization (see
+    /// [`crate::access`]). Fatal: retrying does not fix a password or an ACL.
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
 }
 
 /// How the worker reacts to an error.
@@ -80,7 +84,8 @@ impl Error {
             | Error::Changelog { .. }
             | Error::ShutDown(_)
             | Error::Halted { .. }
-            | Error::Stalled(_) => Class::Fatal,
+            | Error::Stalled(_)
+            | Error::Access(_) => Class::Fatal,
             Error::Kafka(e) => classify_kafka(e),
             Error::NoGroupMetadata => Class::Migrating,
         }

@@ -6,6 +6,8 @@
 //!
 //! - [`config`]: the typed configuration ([`WorkerConfig`], topic names, guarantee).
 //! - [`kafka`]: librdkafka client settings, with the ones correctness depends on re-asserted.
+//! - [`access`]: why Kafka cannot be used (unreachable, TLS, authentication, authorization),
+//!   named, with an exit code per cause.
 //! - [`partitioner`]: the Java client's murmur2 partitioner.
 //! - [`record`]: consumed records as plain data.
 //! - [`codec`]: protobuf and changelog encodings.
@@ -16,6 +18,7 @@
 //! - [`partition`]: the single writer of one partition: batches, transactions, rollback.
 //! - [`worker`]: group membership, rebalances, graceful shutdown.
 //! - [`readiness`]: whether a worker is ready to rate (reference data, group, restored state).
+//! - [`secret`]: which settings hold secrets; the configuration's `Debug` and dump redact them.
 //! - [`publish`]: producing inputs and reference data keyed and partitioned correctly.
 //! - [`topics`]: the topic layout (`tollgate admin create-topics`).
 //! - [`telemetry`]: metrics and logs, one function per event.
@@ -36,6 +39,7 @@
 //!   batch rated again gives byte-identical outputs.
 //! - Bad input never stops a partition: it goes to the dead-letter topic.
 
+pub mod access;
 pub mod batch;
 pub mod cancel;
 pub mod changelog;
@@ -49,6 +53,7 @@ pub mod publish;
 pub mod readiness;
 pub mod record;
 pub mod reference;
+pub mod secret;
 pub mod telemetry;
 pub mod topics;
 pub mod verify;

@@ -66,6 +66,9 @@ pub enum Halt {
     Fenced(String),
     /// A fatal error: the worker must exit and be restarted.
     Failed(String),
+    /// Kafka refused the task (a missing ACL, rejected credentials): the worker exits with
+    /// the cause's exit code rather than retry.
+    Denied(crate::access::AccessError),
 }
 
 /// A message to a partition task.
@@ -84,12 +87,22 @@ pub enum Command {
 pub struct DeliveryTracker {
     failures: AtomicU64,
     first_error: Mutex<Option<RDKafkaErrorCode>>,
+    /// The first delivery refused by an ACL, with its topic (to name it).
+    denied: Mutex<Option<(RDKafkaErrorCode, String)>>,
 }
 
 impl DeliveryTracker {
     /// Deliveries that failed so far.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Acquire)
+    }
+
+    /// The first delivery an ACL refused, as an access error naming its topic.
+    pub fn denied(&self) -> Option<crate::access::AccessError> {
+        let denied = self.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        denied
+            .as_ref()
+            .map(|(code, topic)| crate::access::AccessError::authorization(&format!("write topic {topic}"), *code))
     }
 
     /// The code of the first failure since the last call.
@@ -103,8 +116,13 @@ impl ClientContext for DeliveryTracker {}
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
+        if let Err((error, message)) = result {
             self.failures.fetch_add(1, Ordering::AcqRel);
+            let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+            if crate::access::Cause::of_code(code).is_some() {
+                let mut denied = self.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                denied.get_or_insert_with(|| (code, rdkafka::Message::topic(message).to_owned()));
+            }
             let mut first = self.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if first.is_none() {
                 *first = Some(error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail));
@@ -422,10 +440,23 @@ impl PartitionTask {
                 self.idle = Some(Idle::Halted);
                 self.coordinator.halted(partition, Halt::Fenced(error.to_string()));
             }
+            (_, Error::Access(access)) => {
+                telemetry::task_failed(partition, error);
+                self.idle = Some(Idle::Halted);
+                self.coordinator.halted(partition, Halt::Denied(access.clone()));
+            }
             _ => {
                 telemetry::task_failed(partition, error);
                 self.idle = Some(Idle::Halted);
-                self.coordinator.halted(partition, Halt::Failed(error.to_string()));
+                let halt = match error {
+                    Error::Kafka(e) => crate::access::of_kafka(&self.config, e, || {
+                        let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                        crate::access::task_resource(&self.config, partition, code)
+                    })
+                    .map_or_else(|| Halt::Failed(error.to_string()), Halt::Denied),
+                    _ => Halt::Failed(error.to_string()),
+                };
+                self.coordinator.halted(partition, halt);
             }
         }
     }
@@ -762,6 +793,9 @@ fn flush_checked(producer: &TaskProducer, timeout: Duration) -> Result<(), Error
     let failed = producer.context().failures() - before;
     let first = producer.context().take_first_error();
     if failed > 0 {
+        if let Some(denied) = producer.context().denied() {
+            return Err(Error::Access(denied));
+        }
         let code = first.unwrap_or(RDKafkaErrorCode::Fail);
         tracing::warn!(failed, ?code, "deliveries failed");
         return Err(Error::Kafka(KafkaError::MessageProduction(code)));

@@ -101,6 +101,9 @@ impl Publisher {
     /// Waits until everything queued is acknowledged; fails if anything was not.
     pub fn flush(&self) -> Result<(), Error> {
         self.producer.flush(self.timeout)?;
+        if let Some(denied) = self.producer.context().denied() {
+            return Err(Error::Access(denied));
+        }
         if self.producer.context().failures() > 0 {
             return Err(Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::Fail)));
         }

@@ -171,6 +171,12 @@ impl Loader {
             let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
             let Some(t) = metadata.topics().first() else { continue };
             if let Some(err) = t.error() {
+                let code = RDKafkaErrorCode::from(err);
+                if crate::access::Cause::of_code(code).is_some() {
+                    return Err(
+                        crate::access::AccessError::denied(config, &format!("describe topic {topic}"), code).into()
+                    );
+                }
                 return Err(Error::Topology(format!("reference topic {topic}: {err:?}")));
             }
             for p in t.partitions() {

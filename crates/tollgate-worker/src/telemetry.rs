@@ -57,6 +57,10 @@ pub fn describe() {
         "Partition tasks fenced by another worker that took their transactional id (this worker was a zombie)."
     );
     describe_counter!("tollgate_partition_failures_total", "Partition tasks stopped by a fatal error.");
+    describe_counter!(
+        "tollgate_kafka_access_failures_total",
+        "Times a worker stopped because Kafka refused it, by cause: authentication, authorization, tls."
+    );
     describe_gauge!(
         "tollgate_partition_stalled",
         "1 while a partition's batch keeps failing or its task is fenced or failed, by partition."
@@ -132,6 +136,13 @@ pub fn task_failed(partition: i32, error: &dyn std::fmt::Display) {
     tracing::error!(partition, %error, "partition task failed");
     counter!("tollgate_partition_failures_total").increment(1);
     partition_stalled(partition, true);
+}
+
+/// The worker stops because Kafka refused it (credentials, an ACL, a certificate): retrying
+/// would not help, and the exit code names the cause.
+pub fn access_denied(cause: crate::access::Cause, error: &dyn std::fmt::Display) {
+    tracing::error!(cause = cause.label(), %error, "kafka refused the worker: stopping");
+    counter!("tollgate_kafka_access_failures_total", "cause" => cause.label()).increment(1);
 }
 
 /// Whether a partition is stalled (its batch keeps failing, or its task is fenced or failed).

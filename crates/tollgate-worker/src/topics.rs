@@ -72,7 +72,14 @@ pub fn create(config: &WorkerConfig, specs: &[TopicSpec], replication: i32) -> R
         match result {
             Ok(name) => created.push((name, true)),
             Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => created.push((name, false)),
-            Err((name, code)) => return Err(Error::Topology(format!("cannot create topic {name}: {code}"))),
+            Err((name, code)) => {
+                if crate::access::Cause::of_code(code).is_some() {
+                    return Err(
+                        crate::access::AccessError::denied(config, &format!("create topic {name}"), code).into()
+                    );
+                }
+                return Err(Error::Topology(format!("cannot create topic {name}: {code}")));
+            }
         }
     }
     Ok(created)

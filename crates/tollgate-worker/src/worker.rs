@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
 use rdkafka::{ClientContext, TopicPartitionList};
 
+use crate::access::{self, AccessError};
 use crate::cancel::Cancel;
 use crate::config::WorkerConfig;
 use crate::partition::{Command, Coordinator, Halt, PartitionTask};
@@ -180,6 +181,15 @@ impl Worker {
     fn run_until_stopped(&self, stop: &AtomicBool) -> Result<(), Error> {
         let config = &self.config;
         self.readiness.reached(Stage::CheckingTopics);
+        // Wrong credentials or an untrusted certificate never heal: stop now, naming them,
+        // rather than retry forever as if the broker were away (which it may also be: then
+        // the retries below wait for it).
+        if let Err(Error::Access(access)) = access::probe(config, config.kafka_timeout())
+            && access.cause != access::Cause::Unreachable
+        {
+            telemetry::access_denied(access.cause, &access);
+            return Err(Error::Access(access));
+        }
         let partition_count = retry("checking topics", stop, || check_topology(config))?;
         tracing::info!(partitions = partition_count, group = %config.group_id, "topics are co-partitioned");
         self.readiness.reached(Stage::LoadingReference);
@@ -209,7 +219,15 @@ impl Worker {
         while !stop.load(Ordering::Acquire) {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => shared.route(Record::from_message(&message)),
-                Some(Err(error)) => tracing::warn!(%error, "consumer error, retrying"),
+                Some(Err(error)) => {
+                    let code = error.rdkafka_error_code().unwrap_or(rdkafka::types::RDKafkaErrorCode::Fail);
+                    if let Some(access) = access::of_kafka(config, &error, || access::consumer_resource(config, code)) {
+                        telemetry::access_denied(access.cause, &access);
+                        outcome = Err(Error::Access(access));
+                        break;
+                    }
+                    tracing::warn!(%error, "consumer error, retrying");
+                }
                 None => {}
             }
             if let Err(error) = shared.check_halts() {
@@ -264,6 +282,12 @@ pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
     let mut counts = Vec::new();
     for topic in [&topics.call_legs, &topics.credit_commands, &topics.state] {
         let metadata = consumer.fetch_metadata(Some(topic), config.kafka_timeout())?;
+        if let Some(code) =
+            metadata.topics().first().and_then(|t| t.error()).map(rdkafka::types::RDKafkaErrorCode::from)
+            && access::Cause::of_code(code).is_some()
+        {
+            return Err(AccessError::denied(config, &format!("describe topic {topic}"), code).into());
+        }
         let count =
             metadata.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len() as i32);
         if count == 0 {
@@ -424,6 +448,10 @@ impl Shared {
                     });
                 }
                 Halt::Fenced(_) => {}
+                Halt::Denied(access) => {
+                    telemetry::access_denied(access.cause, access);
+                    return Err(Error::Access(access.clone()));
+                }
             }
         }
         Ok(())
@@ -475,7 +503,20 @@ impl Shared {
                     Err(error) => {
                         tracing::error!(partition, %error, "partition task could not start");
                         telemetry::task_failed(partition, &error);
-                        shared.halted(partition, Halt::Failed(format!("could not start: {error}")));
+                        // Initialising the transactional id or reading the changelog may be
+                        // refused by an ACL: name it.
+                        let config = &shared.config;
+                        let denied = match &error {
+                            Error::Access(access) => Some(access.clone()),
+                            Error::Kafka(e) => access::of_kafka(config, e, || {
+                                let code = e.rdkafka_error_code().unwrap_or(rdkafka::types::RDKafkaErrorCode::Fail);
+                                access::task_resource(config, partition, code)
+                            }),
+                            _ => None,
+                        };
+                        let halt =
+                            denied.map_or_else(|| Halt::Failed(format!("could not start: {error}")), Halt::Denied);
+                        shared.halted(partition, halt);
                     }
                 }
             });

@@ -6,10 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use tollgate_proto::v1;
 use tollgate_worker::publish::{self, Publisher};
-use tollgate_worker::{kafka, topics};
+use tollgate_worker::topics;
 
 use crate::config::{Config, KafkaFlags, RunFlags, config_path};
 
@@ -116,13 +115,10 @@ pub fn run(mut args: AdminArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fails with a clear message when no broker answers within the Kafka timeout.
+/// Fails with a message naming the cause (and an exit code of its own, see
+/// `tollgate_worker::access`) when no broker answers within the Kafka timeout (15 s at most),
+/// the TLS handshake fails or the credentials are refused.
 pub fn ensure_reachable(config: &Config) -> anyhow::Result<()> {
-    let worker = &config.worker;
-    let consumer: BaseConsumer = kafka::base(worker).create().context("invalid Kafka client settings")?;
-    let timeout = worker.kafka_timeout().min(Duration::from_secs(15));
-    consumer
-        .fetch_metadata(None, timeout)
-        .map(|_| ())
-        .with_context(|| format!("cannot reach Kafka at {} within {} s", worker.bootstrap_servers, timeout.as_secs()))
+    let timeout = config.worker.kafka_timeout().min(Duration::from_secs(15));
+    Ok(tollgate_worker::access::probe(&config.worker, timeout)?)
 }

@@ -17,6 +17,7 @@ mod demo;
 mod http;
 mod produce;
 mod rate;
+mod redact;
 mod run;
 mod tail;
 mod telemetry;
@@ -65,8 +66,17 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("tollgate: error: {err:#}");
-            ExitCode::FAILURE
+            exit_code(&err)
         }
+    }
+}
+
+/// 1 for most failures; a code of its own when Kafka could not be used, per cause
+/// (unreachable, TLS, authentication, authorization: `tollgate_worker::access`).
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    match tollgate_worker::access::find(err.as_ref()) {
+        Some(cause) => ExitCode::from(cause.exit_code()),
+        None => ExitCode::FAILURE,
     }
 }
 

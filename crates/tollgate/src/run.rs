@@ -31,7 +31,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
     let config = Config::load(&args.kafka, &args.run, std::env::vars())?;
-    telemetry::init_logs(&config.telemetry.log, config.telemetry.log_format);
+    let secrets = tollgate_worker::secret::values(&config.worker.librdkafka);
+    telemetry::init_logs_redacting(&config.telemetry.log, config.telemetry.log_format, secrets);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

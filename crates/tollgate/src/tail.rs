@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tollgate_worker::access::{AccessError, Cause};
 use tollgate_worker::{codec, kafka};
 
 use crate::config::{Config, KafkaFlags, RunFlags, config_path};
@@ -40,6 +41,14 @@ pub fn run(mut args: TailArgs) -> anyhow::Result<ExitCode> {
     let consumer: BaseConsumer = kafka::reader(&config.worker, "tail").create()?;
     let timeout = config.worker.kafka_timeout();
     let metadata = consumer.fetch_metadata(Some(&args.topic), timeout).context("failed to read topic metadata")?;
+    let denied = |code: rdkafka::types::RDKafkaErrorCode| -> anyhow::Error {
+        AccessError::denied(&config.worker, &format!("read topic {}", args.topic), code).into()
+    };
+    if let Some(code) = metadata.topics().first().and_then(|t| t.error()).map(Into::into)
+        && Cause::of_code(code).is_some()
+    {
+        return Err(denied(code));
+    }
     let partitions: Vec<i32> =
         metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
     if partitions.is_empty() {
@@ -79,6 +88,10 @@ pub fn run(mut args: TailArgs) -> anyhow::Result<ExitCode> {
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 remaining.remove(&p);
+            }
+            // A missing ACL does not heal: stop, naming the topic.
+            Some(Err(e)) if e.rdkafka_error_code().and_then(Cause::of_code).is_some() => {
+                return Err(denied(e.rdkafka_error_code().unwrap_or(rdkafka::types::RDKafkaErrorCode::Fail)));
             }
             Some(Err(e)) => eprintln!("tollgate tail: {e}"),
             None => {}

@@ -11,7 +11,7 @@ use metrics_util::MetricKindMask;
 use tollgate_worker::Readiness;
 
 use crate::config::LogFormat;
-use crate::http;
+use crate::{http, redact};
 
 /// Seconds: from a fast in-memory batch to a slow transaction commit.
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -28,9 +28,17 @@ const UPKEEP: Duration = Duration::from_secs(5);
 /// Installs the log subscriber (to stderr) with an env-filter directive such as `info`, as
 /// plain text or one JSON object per line.
 pub fn init_logs(filter: &str, format: LogFormat) {
+    init_logs_redacting(filter, format, Vec::new());
+}
+
+/// [`init_logs`], with `secrets` (e.g. `tollgate_worker::secret::values`) replaced by
+/// `[redacted]` in every log line (librdkafka's, forwarded through the `log` crate, included)
+/// and in panic messages.
+pub fn init_logs_redacting(filter: &str, format: LogFormat, secrets: Vec<String>) {
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    redact::panic_hook(secrets.clone());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(redact::Stderr::new(secrets));
     let _ = match format {
         // Colour only for a person at a terminal: container logs and files get plain text.
         LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),

@@ -50,7 +50,8 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(error) => return Ok(cannot_check(&error)),
     };
-    telemetry::init_logs(&config.telemetry.log, config.telemetry.log_format);
+    let secrets = tollgate_worker::secret::values(&config.worker.librdkafka);
+    telemetry::init_logs_redacting(&config.telemetry.log, config.telemetry.log_format, secrets);
     let expectations = expectations(&args);
     let report = match crate::admin::ensure_reachable(&config)
         .and_then(|()| verify::run(&config.worker, &expectations, &|| false).context("verification failed"))
@@ -81,8 +82,10 @@ fn expectations(args: &VerifyArgs) -> Expectations {
     Expectations { exactly_once: args.exactly_once, dead_letters }
 }
 
-/// Reports why the check could not be done.
+/// Reports why the check could not be done: 3, or the code of a Kafka access failure
+/// (unreachable, TLS, authentication, authorization), which is the same for every command.
 fn cannot_check(error: &anyhow::Error) -> ExitCode {
     eprintln!("tollgate verify: error: {error:#}");
-    ExitCode::from(CANNOT_CHECK)
+    let access = tollgate_worker::access::find(error.as_ref());
+    ExitCode::from(access.map_or(CANNOT_CHECK, tollgate_worker::access::Cause::exit_code))
 }

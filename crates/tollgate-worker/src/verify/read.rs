@@ -64,6 +64,11 @@ pub fn read(config: &WorkerConfig, stop: &dyn Fn() -> bool) -> Result<Snapshot, 
 /// The partition count of `topic`; a missing topic is a topology error.
 fn partition_count(consumer: &BaseConsumer, topic: &str, config: &WorkerConfig) -> Result<i32, Error> {
     let metadata = consumer.fetch_metadata(Some(topic), config.kafka_timeout())?;
+    if let Some(code) = metadata.topics().first().and_then(|t| t.error()).map(RDKafkaErrorCode::from)
+        && crate::access::Cause::of_code(code).is_some()
+    {
+        return Err(crate::access::AccessError::denied(config, &format!("describe topic {topic}"), code).into());
+    }
     let count = metadata.topics().first().map_or(0, |t| t.partitions().len());
     if count == 0 {
         return Err(Error::Topology(format!("topic {topic} does not exist")));
