@@ -15,6 +15,7 @@ use common::*;
 use tollgate_core::Money;
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::ProcessingGuarantee;
+use tollgate_worker::TopicKind;
 
 fn m(s: &str) -> Money {
     s.parse().unwrap()
@@ -43,7 +44,7 @@ fn rates_legs_end_to_end_through_kafka() {
     assert_eq!(usages["acme/a1"].balance_after, "9.94");
     assert_eq!(usages["initech/i1"].currency, "EUR");
 
-    let decisions = env.read(&env.config.topics.leg_decisions, 3);
+    let decisions = env.read(&env.config.topics[TopicKind::LegDecisions], 3);
     let mut kinds: Vec<String> = decisions
         .iter()
         .map(|(key, v, _, _)| {
@@ -55,7 +56,7 @@ fn rates_legs_end_to_end_through_kafka() {
     kinds.sort();
     assert_eq!(kinds, vec!["acme/a1/allow", "acme/a2/block", "initech/i1/allow"]);
 
-    let credit = env.read(&env.config.topics.credit_events, 2);
+    let credit = env.read(&env.config.topics[TopicKind::CreditEvents], 2);
     let funded: Vec<String> =
         credit.iter().map(|(_, v, _, _)| v1::CreditEvent::decode(v.as_slice()).unwrap().credit_event_id).collect();
     assert!(funded.contains(&"acme/credit/1".to_string()) && funded.contains(&"initech/credit/1".to_string()));
@@ -70,7 +71,7 @@ fn rates_legs_end_to_end_through_kafka() {
 fn sends_poison_records_to_the_dead_letter_topic_and_keeps_going() {
     let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
     env.publish_reference(REFERENCE);
-    let legs = &env.config.topics.call_legs;
+    let legs = &env.config.topics[TopicKind::CallLegs];
     let acme_partition = tollgate_worker::partitioner::partition_for(b"acme", 2);
     // Undecodable bytes, a key that is not the tenant, an unknown tenant, a tenant on the
     // wrong partition, then good records behind them.
@@ -91,7 +92,7 @@ fn sends_poison_records_to_the_dead_letter_topic_and_keeps_going() {
     let worker = env.start_worker();
     env.fund(&[fund("acme", "f1", "10.00", "USD")]);
     env.publish_inputs(&dial_out("acme", "g1", "ann", US, 60, 1));
-    let dead = env.read(&env.config.topics.dead_letter, 5);
+    let dead = env.read(&env.config.topics[TopicKind::DeadLetter], 5);
     let mut codes: Vec<(String, String)> = dead
         .iter()
         .map(|(_, v, _, _)| {
@@ -152,7 +153,7 @@ fn a_corrupted_changelog_record_stalls_its_partition_until_repaired() {
     worker.stop();
 
     // The last good record of acme's state, then garbage written over it.
-    let state = &env.config.topics.state;
+    let state = &env.config.topics[TopicKind::State];
     let records = env.read_to_end(state);
     let good = records.iter().rev().find(|(k, _, _, _)| k == "t/acme").and_then(|r| r.1.clone()).unwrap();
     let raw: rdkafka::producer::BaseProducer = tollgate_worker::kafka::base(&env.config).create().unwrap();
@@ -299,8 +300,8 @@ fn exactly_once_mode_commits_batches_in_transactions() {
 fn refuses_to_start_when_inputs_are_not_co_partitioned() {
     let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
     let mut config = env.config.clone();
-    config.topics.credit_commands = "tollgate.credit-commands.three".into();
-    env.cluster.create_topic(&config.topics.credit_commands, 3, 1).unwrap();
+    config.topics[TopicKind::CreditCommands] = "tollgate.credit-commands.three".into();
+    env.cluster.create_topic(&config.topics[TopicKind::CreditCommands], 3, 1).unwrap();
     let worker = tollgate_worker::Worker::new(config).unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let error = worker.run(&stop).unwrap_err();
@@ -317,7 +318,7 @@ fn the_publisher_partitions_like_the_java_client() {
     let tenants: Vec<String> = (0..40).map(|i| format!("tenant-{i}")).collect();
     let lines: Vec<String> = tenants.iter().map(|t| fund(t, &format!("{t}-f"), "1.00", "USD")).collect();
     env.publish_inputs(&lines);
-    let records = env.read(&env.config.topics.credit_commands, tenants.len());
+    let records = env.read(&env.config.topics[TopicKind::CreditCommands], tenants.len());
     for (key, _, partition, _) in records {
         assert_eq!(partition, tollgate_worker::partitioner::partition_for(key.as_bytes(), 6), "{key}");
     }

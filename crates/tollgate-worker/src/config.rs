@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::topics::{TopicKind, Topics};
+
 /// Kafka Streams' vocabulary for what a crash may cost.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,93 +29,6 @@ impl ProcessingGuarantee {
             ProcessingGuarantee::ExactlyOnce => "exactly_once",
         }
     }
-}
-
-/// Topic names.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Topics {
-    /// Input: call-leg events (keyed by tenant).
-    pub call_legs: String,
-    /// Input: credit commands (keyed by tenant, co-partitioned with `call_legs`).
-    pub credit_commands: String,
-    /// Output: rated usage.
-    pub rated_usage: String,
-    /// Output: leg decisions.
-    pub leg_decisions: String,
-    /// Output: credit events.
-    pub credit_events: String,
-    /// Output: records that could not be processed.
-    pub dead_letter: String,
-    /// Compacted changelog of per-tenant state (co-partitioned with the inputs).
-    pub state: String,
-    /// Compacted reference data: tenants (key: tenant id).
-    pub tenants: String,
-    /// Compacted reference data: users (key: `tenant_id/user_id`).
-    pub users: String,
-    /// Compacted reference data: rate cards (key: rate card id).
-    pub rate_cards: String,
-}
-
-impl Default for Topics {
-    fn default() -> Self {
-        Topics {
-            call_legs: "tollgate.call-legs.v1".into(),
-            credit_commands: "tollgate.credit-commands.v1".into(),
-            rated_usage: "tollgate.rated-usage.v1".into(),
-            leg_decisions: "tollgate.leg-decisions.v1".into(),
-            credit_events: "tollgate.credit-events.v1".into(),
-            dead_letter: "tollgate.dead-letter.v1".into(),
-            state: "tollgate.state.v1".into(),
-            tenants: "tollgate.tenants.v1".into(),
-            users: "tollgate.users.v1".into(),
-            rate_cards: "tollgate.rate-cards.v1".into(),
-        }
-    }
-}
-
-impl Topics {
-    /// What is on a topic, by name.
-    pub fn kind_of(&self, topic: &str) -> Option<TopicKind> {
-        let table = [
-            (&self.call_legs, TopicKind::CallLegs),
-            (&self.credit_commands, TopicKind::CreditCommands),
-            (&self.rated_usage, TopicKind::RatedUsage),
-            (&self.leg_decisions, TopicKind::LegDecisions),
-            (&self.credit_events, TopicKind::CreditEvents),
-            (&self.dead_letter, TopicKind::DeadLetter),
-            (&self.state, TopicKind::State),
-            (&self.tenants, TopicKind::Tenants),
-            (&self.users, TopicKind::Users),
-            (&self.rate_cards, TopicKind::RateCards),
-        ];
-        table.into_iter().find(|(name, _)| name.as_str() == topic).map(|(_, kind)| kind)
-    }
-}
-
-/// The role of a tollgate topic.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum TopicKind {
-    /// `CallLegEvent` values.
-    CallLegs,
-    /// `CreditCommand` values.
-    CreditCommands,
-    /// `RatedUsage` values.
-    RatedUsage,
-    /// `LegDecision` values.
-    LegDecisions,
-    /// `CreditEvent` values.
-    CreditEvents,
-    /// `DeadLetter` values.
-    DeadLetter,
-    /// JSON `TenantState` values.
-    State,
-    /// `Tenant` values.
-    Tenants,
-    /// `User` values.
-    Users,
-    /// `RateCard` values.
-    RateCards,
 }
 
 /// Everything a worker needs to run.

@@ -54,8 +54,9 @@ pub mod topics;
 pub mod verify;
 pub mod worker;
 
-pub use config::{ProcessingGuarantee, Topics, WorkerConfig};
+pub use config::{ProcessingGuarantee, WorkerConfig};
 pub use error::Error;
 pub use readiness::{Readiness, Status};
 pub use reference::Tables;
+pub use topics::{TopicKind, Topics};
 pub use worker::{Assignment, Worker};

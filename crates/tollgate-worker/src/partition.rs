@@ -492,7 +492,7 @@ impl PartitionTask {
         for record in batch {
             next.insert(&record.topic, record.offset + 1);
             let kind = topics.kind_of(&record.topic).unwrap_or(TopicKind::CallLegs);
-            let topic_label = if kind == TopicKind::CreditCommands { "credit_commands" } else { "call_legs" };
+            let topic_label = kind.key();
             let outcome = match self.apply(record, kind, &mut rated.undo, &mut outs) {
                 Ok(applied) => applied.label(),
                 Err(refusal) => {
@@ -503,7 +503,7 @@ impl PartitionTask {
                         refusal.code,
                         &refusal.message,
                     );
-                    rated.outputs.push(dead_letter(topics.dead_letter.clone(), record, refusal));
+                    rated.outputs.push(dead_letter(topics[TopicKind::DeadLetter].clone(), record, refusal));
                     "dead_letter"
                 }
             };
@@ -530,7 +530,7 @@ impl PartitionTask {
     }
 
     fn changelog_record(&self, key: String, payload: Option<Vec<u8>>) -> Outgoing {
-        Outgoing { topic: self.config.topics.state.clone(), key, payload, partition: Some(self.partition) }
+        Outgoing { topic: self.config.topics[TopicKind::State].clone(), key, payload, partition: Some(self.partition) }
     }
 
     fn apply(

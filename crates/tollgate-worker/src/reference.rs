@@ -19,6 +19,7 @@ use tollgate_core::{Catalog, RateCard, Tenant, User};
 use tollgate_proto::{Message as _, v1};
 
 use crate::config::WorkerConfig;
+use crate::topics::{Role, TopicKind, Topics};
 use crate::{Error, kafka, telemetry};
 
 /// Live reference tables, shared by all partition tasks of a worker.
@@ -75,15 +76,14 @@ impl Tables {
     }
 
     /// Applies one reference record (value `None` deletes the key).
-    pub fn apply(&self, kind: crate::config::TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
+    pub fn apply(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
         let result = self.apply_record(kind, key, payload);
         *self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
         self.changed.notify_all();
         result
     }
 
-    fn apply_record(&self, kind: crate::config::TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
-        use crate::config::TopicKind;
+    fn apply_record(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
         let Some(payload) = payload else {
             match kind {
                 TopicKind::Tenants => drop(self.tenants.remove(key)),
@@ -163,7 +163,7 @@ impl Loader {
     /// Starts reading the reference topics into `tables`.
     pub fn start(config: &WorkerConfig, tables: Arc<Tables>) -> Result<Self, Error> {
         let consumer: BaseConsumer = kafka::reader(config, "reference").create()?;
-        let topics = [&config.topics.tenants, &config.topics.users, &config.topics.rate_cards];
+        let topics = config.topics.with_role(Role::Reference);
         let timeout = config.kafka_timeout();
         let mut assignment = TopicPartitionList::new();
         let mut targets: Vec<(String, i32, i64)> = Vec::new();
@@ -261,7 +261,7 @@ impl Drop for Loader {
 
 fn read_loop(
     consumer: &BaseConsumer,
-    topics: &crate::config::Topics,
+    topics: &Topics,
     tables: &Tables,
     mut targets: Vec<(String, i32, i64)>,
     caught_up: &CaughtUp,
@@ -276,11 +276,7 @@ fn read_loop(
             Some(Ok(message)) => {
                 let topic = message.topic();
                 let Some(kind) = topics.kind_of(topic) else { continue };
-                let label = match kind {
-                    crate::config::TopicKind::Tenants => "tenants",
-                    crate::config::TopicKind::Users => "users",
-                    _ => "rate_cards",
-                };
+                let label = kind.key();
                 let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
                 match tables.apply(kind, &key, message.payload()) {
                     Ok(()) => telemetry::reference_record(label, "applied"),

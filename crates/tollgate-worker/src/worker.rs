@@ -17,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Con
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::cancel::Cancel;
+use crate::config::TopicKind;
 use crate::config::WorkerConfig;
 use crate::partition::{Command, Coordinator, Halt, PartitionTask};
 use crate::readiness::{Readiness, Stage};
@@ -201,7 +202,7 @@ impl Worker {
         let consumer: Arc<GroupConsumer> =
             Arc::new(kafka::group_consumer(config).create_with_context(WorkerContext { shared: Arc::clone(&shared) })?);
         let _ = shared.consumer.set(Arc::downgrade(&consumer));
-        consumer.subscribe(&[&config.topics.call_legs, &config.topics.credit_commands])?;
+        consumer.subscribe(&[&config.topics[TopicKind::CallLegs], &config.topics[TopicKind::CreditCommands]])?;
         tracing::info!("joined the consumer group");
 
         let mut gauges_refreshed = Instant::now();
@@ -262,7 +263,7 @@ pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
     let consumer: BaseConsumer = kafka::base(config).create()?;
     let topics = &config.topics;
     let mut counts = Vec::new();
-    for topic in [&topics.call_legs, &topics.credit_commands, &topics.state] {
+    for topic in [&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands], &topics[TopicKind::State]] {
         let metadata = consumer.fetch_metadata(Some(topic), config.kafka_timeout())?;
         let count =
             metadata.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len() as i32);
@@ -406,7 +407,7 @@ impl Shared {
     /// The two input topics' `partition`.
     fn inputs(&self, partition: i32) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        for topic in [&self.config.topics.call_legs, &self.config.topics.credit_commands] {
+        for topic in [&self.config.topics[TopicKind::CallLegs], &self.config.topics[TopicKind::CreditCommands]] {
             tpl.add_partition(topic, partition);
         }
         tpl
@@ -535,7 +536,10 @@ impl Shared {
         let mut partitions: Vec<i32> = tpl
             .elements()
             .iter()
-            .filter(|e| e.topic() == self.config.topics.call_legs || e.topic() == self.config.topics.credit_commands)
+            .filter(|e| {
+                e.topic() == self.config.topics[TopicKind::CallLegs]
+                    || e.topic() == self.config.topics[TopicKind::CreditCommands]
+            })
             .map(|e| e.partition())
             .collect();
         partitions.sort_unstable();

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use tollgate_worker::TopicKind;
 use tollgate_worker::{ProcessingGuarantee, WorkerConfig};
 
 /// Everything the binary is configured with.
@@ -182,21 +183,8 @@ impl Config {
                     // TOLLGATE_LIBRDKAFKA_SASL_MECHANISM -> sasl.mechanism
                     w.librdkafka.insert(key.to_ascii_lowercase().replace('_', "."), value.to_owned());
                 } else if let Some(topic) = other.strip_prefix("TOPIC_") {
-                    let t = &mut w.topics;
-                    let slot = match topic {
-                        "CALL_LEGS" => &mut t.call_legs,
-                        "CREDIT_COMMANDS" => &mut t.credit_commands,
-                        "RATED_USAGE" => &mut t.rated_usage,
-                        "LEG_DECISIONS" => &mut t.leg_decisions,
-                        "CREDIT_EVENTS" => &mut t.credit_events,
-                        "DEAD_LETTER" => &mut t.dead_letter,
-                        "STATE" => &mut t.state,
-                        "TENANTS" => &mut t.tenants,
-                        "USERS" => &mut t.users,
-                        "RATE_CARDS" => &mut t.rate_cards,
-                        _ => bail!("unknown topic variable"),
-                    };
-                    *slot = value.to_owned();
+                    let kind = TopicKind::from_key(&topic.to_ascii_lowercase()).context("unknown topic variable")?;
+                    w.topics[kind] = value.to_owned();
                 } else {
                     bail!("unknown setting");
                 }
@@ -286,9 +274,9 @@ log = "debug"
         assert_eq!(w.batch_size, 100);
         assert_eq!(w.commit_interval_ms, 100); // default
         assert_eq!(w.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
-        assert_eq!(w.topics.call_legs, "legs.from.file");
-        assert_eq!(w.topics.rated_usage, "usage.from.env");
-        assert_eq!(w.topics.state, "tollgate.state.v1");
+        assert_eq!(w.topics[TopicKind::CallLegs], "legs.from.file");
+        assert_eq!(w.topics[TopicKind::RatedUsage], "usage.from.env");
+        assert_eq!(w.topics[TopicKind::State], "tollgate.state.v1");
         assert_eq!(w.librdkafka["security.protocol"], "SASL_SSL");
         assert_eq!(w.librdkafka["sasl.mechanism"], "SCRAM-SHA-512");
         assert_eq!(config.telemetry.log, "debug");

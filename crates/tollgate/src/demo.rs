@@ -21,6 +21,7 @@ use tollgate_worker::publish::{self, Keyed, Publisher};
 use tollgate_worker::{ProcessingGuarantee, Worker, WorkerConfig, changelog, kafka, topics};
 
 use crate::{config, telemetry};
+use tollgate_worker::TopicKind;
 
 /// The sample reference data (5 tenants in 5 countries, 17 users, 4 rate cards).
 const REFERENCE: &str = include_str!("../../../examples/reference.json");
@@ -344,7 +345,7 @@ impl Observer {
 
 fn output_topics(config: &WorkerConfig) -> [&String; 4] {
     let t = &config.topics;
-    [&t.rated_usage, &t.leg_decisions, &t.credit_events, &t.dead_letter]
+    [&t[TopicKind::RatedUsage], &t[TopicKind::LegDecisions], &t[TopicKind::CreditEvents], &t[TopicKind::DeadLetter]]
 }
 
 fn observe(
@@ -392,7 +393,7 @@ fn observe(
 /// Counts one output record.
 fn record(t: &tollgate_worker::Topics, m: &rdkafka::message::BorrowedMessage<'_>, s: &mut Stats) {
     let Some(payload) = m.payload() else { return };
-    if m.topic() == t.rated_usage {
+    if m.topic() == t[TopicKind::RatedUsage] {
         let Ok(u) = v1::RatedUsage::decode(payload) else { return };
         if s.usages.contains_key(&u.usage_id) {
             return;
@@ -424,7 +425,7 @@ fn record(t: &tollgate_worker::Topics, m: &rdkafka::message::BorrowedMessage<'_>
         *s.charges.entry(u.currency.clone()).or_default() += charge;
         *s.tenant_charges.entry(u.tenant_id.clone()).or_default() += charge;
         s.usages.insert(u.usage_id, (kind.to_owned(), outcome.to_owned(), u.currency));
-    } else if m.topic() == t.leg_decisions {
+    } else if m.topic() == t[TopicKind::LegDecisions] {
         let Ok(d) = v1::LegDecision::decode(payload) else { return };
         if s.decisions.insert(d.decision_id.clone()) {
             match d.decision {
@@ -433,7 +434,7 @@ fn record(t: &tollgate_worker::Topics, m: &rdkafka::message::BorrowedMessage<'_>
                 _ => {}
             }
         }
-    } else if m.topic() == t.credit_events {
+    } else if m.topic() == t[TopicKind::CreditEvents] {
         let Ok(c) = v1::CreditEvent::decode(payload) else { return };
         if s.credit_ids.insert(c.credit_event_id.clone()) {
             let kind = c.kind().as_str_name().trim_start_matches("KIND_").to_ascii_lowercase();
@@ -442,7 +443,7 @@ fn record(t: &tollgate_worker::Topics, m: &rdkafka::message::BorrowedMessage<'_>
             }
             *s.credit_events.entry(kind).or_default() += 1;
         }
-    } else if m.topic() == t.dead_letter {
+    } else if m.topic() == t[TopicKind::DeadLetter] {
         let Ok(d) = v1::DeadLetter::decode(payload) else { return };
         if s.dead_ids.insert((d.source_topic.clone(), d.source_partition, d.source_offset)) {
             *s.dead_letters.entry(d.error_code).or_default() += 1;
@@ -453,7 +454,7 @@ fn record(t: &tollgate_worker::Topics, m: &rdkafka::message::BorrowedMessage<'_>
 /// The latest state of every tenant, from the changelog.
 fn read_states(config: &WorkerConfig) -> anyhow::Result<BTreeMap<String, TenantState>> {
     let consumer: BaseConsumer = kafka::reader(config, "demo-states").create()?;
-    let topic = &config.topics.state;
+    let topic = &config.topics[TopicKind::State];
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut assignment = TopicPartitionList::new();
@@ -808,7 +809,7 @@ impl Traffic {
         if malformed {
             self.malformed += 1;
             match self.below(4) {
-                0 => raw.push(Keyed { topic: self.topics.call_legs.clone(), key: tenant.clone(), value: b"\x08\xff\xff garbage".to_vec() }),
+                0 => raw.push(Keyed { topic: self.topics[TopicKind::CallLegs].clone(), key: tenant.clone(), value: b"\x08\xff\xff garbage".to_vec() }),
                 1 => lines.push(format!(
                     r#"{{"callLeg":{{"eventId":"{leg}-x","tenantId":"initrode","legId":"{leg}","organizerId":"nobody","occurredAt":"{}","interim":{{"elapsedSeconds":1}}}}}}"#,
                     at(1)
