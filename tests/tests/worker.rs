@@ -355,3 +355,94 @@ fn failed_offset_commits_cost_neither_outputs_nor_double_debits() {
     worker.stop();
     assert_eq!(env.states()["acme"].balance(), m("9.78"));
 }
+
+/// The debit trail of a worker, per tenant: (movement id, kind, amount, balance after), one
+/// entry per id; repeats (allowed under at-least-once) must be byte-identical.
+fn trail(env: &Env) -> BTreeMap<String, Vec<(String, i32, String, String)>> {
+    let mut by_id: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (key, value, _, _) in env.read_to_end(&env.config.topics[TopicKind::LedgerMovements]) {
+        let value = value.expect("no tombstones on an output topic");
+        let movement = v1::LedgerMovement::decode(value.as_slice()).unwrap();
+        assert_eq!(key, movement.tenant_id, "movements are keyed by tenant");
+        if let Some(previous) = by_id.insert(movement.movement_id.clone(), value.clone()) {
+            assert_eq!(previous, value, "a repeated movement differs from the original");
+        }
+    }
+    let mut tenants: BTreeMap<String, Vec<(String, i32, String, String)>> = BTreeMap::new();
+    for value in by_id.values() {
+        let m = v1::LedgerMovement::decode(value.as_slice()).unwrap();
+        tenants.entry(m.tenant_id).or_default().push((m.movement_id, m.kind, m.amount, m.balance_after));
+    }
+    tenants
+}
+
+/// With `ledger_movements` on, every change of a balance is on the trail topic, and per tenant
+/// the debits add up to funding − final balance to the cent (and all movements to the balance).
+fn writes_the_debit_trail(guarantee: ProcessingGuarantee) {
+    let mut env = Env::new(3, guarantee);
+    env.config.ledger_movements = true;
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD"), fund("initech", "f2", "20.00", "EUR")]);
+    let mut lines = dial_out("acme", "a1", "ann", US, 125, 0).to_vec(); // 3 min x 0.02 = 0.06
+    lines.extend(dial_out("acme", "a2", "dom", GB, 60, 1)); // blocked by policy: no debit
+    lines.extend(dial_out("acme", "a3", "ann", US, 30, 2)); // 1 min x 0.02 = 0.02
+    lines.extend(dial_out("initech", "i1", "ines", GB, 61, 3)); // 2 min x 0.05 = 0.10
+    env.publish_inputs(&lines);
+    env.usages(4);
+    worker.stop();
+
+    let trail = trail(&env);
+    let (debit, funding) = (v1::ledger_movement::Kind::Debit as i32, v1::ledger_movement::Kind::Funding as i32);
+    let row =
+        |id: &str, kind: i32, amount: &str, after: &str| (id.to_owned(), kind, amount.to_owned(), after.to_owned());
+    assert_eq!(
+        trail,
+        BTreeMap::from([
+            (
+                "acme".to_owned(),
+                vec![
+                    row("acme/a1-e/1", debit, "-0.06", "9.94"),
+                    row("acme/a3-e/1", debit, "-0.02", "9.92"),
+                    row("acme/f1/1", funding, "10.00", "10.00"),
+                ]
+            ),
+            (
+                "initech".to_owned(),
+                vec![row("initech/f2/1", funding, "20.00", "20.00"), row("initech/i1-e/1", debit, "-0.10", "19.90")]
+            ),
+        ])
+    );
+    let states = env.states();
+    for (tenant, movements) in &trail {
+        let sum = |kind: i32| -> Money { movements.iter().filter(|r| r.1 == kind).map(|r| m(&r.2)).sum() };
+        let state = &states[tenant];
+        assert_eq!(sum(funding), state.totals.funded, "{tenant}");
+        assert_eq!(-sum(debit), state.totals.funded - state.balance(), "{tenant}: debits = funding - balance");
+        assert_eq!(sum(funding) + sum(debit), state.balance(), "{tenant}: movements = balance");
+    }
+    assert_eq!((states["acme"].balance(), states["initech"].balance()), (m("9.92"), m("19.90")));
+}
+
+#[test]
+fn writes_the_debit_trail_at_least_once() {
+    writes_the_debit_trail(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn writes_the_debit_trail_in_the_batch_transaction_exactly_once() {
+    writes_the_debit_trail(ProcessingGuarantee::ExactlyOnce);
+}
+
+#[test]
+fn writes_no_debit_trail_by_default() {
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    assert!(!env.config.ledger_movements);
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 125, 0));
+    assert_eq!(env.usages(1)["acme/a1"].charge, "0.06");
+    worker.stop(); // graceful: every output of every batch is flushed
+    assert_eq!(env.read_to_end(&env.config.topics[TopicKind::LedgerMovements]).len(), 0);
+}

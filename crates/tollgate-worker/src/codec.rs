@@ -1,7 +1,7 @@
 //! Record values <-> core values. Inputs and outputs are protobuf (`tollgate.v1`); changelog
 //! values are JSON (see [`crate::changelog`]), readable with `tollgate tail`.
 
-use tollgate_core::{Input, Output};
+use tollgate_core::{Input, LedgerMovement, Output};
 use tollgate_proto::{Message, v1};
 
 use crate::config::{TopicKind, Topics};
@@ -64,6 +64,12 @@ pub fn encode_output(topics: &Topics, output: Output) -> (&str, String, Vec<u8>)
         }
     };
     (&topics[kind], key, value)
+}
+
+/// Encodes a ledger movement (the debit trail): (topic, key, value).
+pub fn encode_movement(topics: &Topics, movement: LedgerMovement) -> (&str, String, Vec<u8>) {
+    let key = movement.tenant_id.to_string();
+    (&topics[TopicKind::LedgerMovements], key, v1::LedgerMovement::from(movement).encode_to_vec())
 }
 
 /// How the values of a topic are shown as JSON (`tollgate tail`): a column of the registry.

@@ -51,6 +51,10 @@ pub struct WorkerConfig {
     pub retention_seconds: u32,
     /// Timeout of blocking Kafka calls (metadata, commits, transactions), in milliseconds.
     pub kafka_timeout_ms: u64,
+    /// Write the debit trail: one `LedgerMovement` per change of a tenant's balance, to the
+    /// `ledger_movements` topic (off by default: it is for auditors, and costs a record per
+    /// debit).
+    pub ledger_movements: bool,
     /// Topic names.
     pub topics: Topics,
     /// librdkafka settings passed through to every client (SASL/SSL, tuning). Settings that
@@ -69,6 +73,7 @@ impl Default for WorkerConfig {
             commit_interval_ms: 100,
             retention_seconds: 48 * 3600,
             kafka_timeout_ms: 10_000,
+            ledger_movements: false,
             topics: Topics::default(),
             librdkafka: BTreeMap::new(),
         }

@@ -41,6 +41,8 @@ pub enum TopicKind {
     LegDecisions,
     /// `CreditEvent` values.
     CreditEvents,
+    /// `LedgerMovement` values (the debit trail; written only when enabled).
+    LedgerMovements,
     /// `DeadLetter` values.
     DeadLetter,
     /// JSON `TenantState` values.
@@ -115,7 +117,7 @@ const fn row(kind: TopicKind, key: &'static str, default_name: &'static str, rol
 }
 
 /// Every tollgate topic, in [`TopicKind`] order.
-pub const REGISTRY: [TopicDef; 10] = [
+pub const REGISTRY: [TopicDef; 11] = [
     row(TopicKind::CallLegs, "call_legs", "tollgate.call-legs.v1", Role::Input, codec::json::<v1::CallLegEvent>),
     row(
         TopicKind::CreditCommands,
@@ -138,6 +140,13 @@ pub const REGISTRY: [TopicDef; 10] = [
         "tollgate.credit-events.v1",
         Role::Output,
         codec::json::<v1::CreditEvent>,
+    ),
+    row(
+        TopicKind::LedgerMovements,
+        "ledger_movements",
+        "tollgate.ledger-movements.v1",
+        Role::Output,
+        codec::json::<v1::LedgerMovement>,
     ),
     row(TopicKind::DeadLetter, "dead_letter", "tollgate.dead-letter.v1", Role::Output, codec::json::<v1::DeadLetter>),
     TopicDef {
@@ -375,6 +384,7 @@ mod tests {
                 ("tollgate.rated-usage.v1", 6, 0),
                 ("tollgate.leg-decisions.v1", 6, 0),
                 ("tollgate.credit-events.v1", 6, 0),
+                ("tollgate.ledger-movements.v1", 6, 0),
                 ("tollgate.dead-letter.v1", 6, 0),
                 ("tollgate.state.v1", 6, 3),
                 ("tollgate.tenants.v1", 1, 2),
@@ -382,7 +392,7 @@ mod tests {
                 ("tollgate.rate-cards.v1", 1, 2),
             ]
         );
-        assert_eq!(specs[6].configs[2], ("max.message.bytes", "16777216".to_owned()));
+        assert_eq!(specs[7].configs[2], ("max.message.bytes", "16777216".to_owned()));
     }
 
     #[test]

@@ -175,6 +175,7 @@ impl Config {
             "COMMIT_INTERVAL_MS" => w.commit_interval_ms = number(value)?,
             "RETENTION_SECONDS" => w.retention_seconds = u32::try_from(number(value)?)?,
             "KAFKA_TIMEOUT_MS" => w.kafka_timeout_ms = number(value)?,
+            "LEDGER_MOVEMENTS" => w.ledger_movements = value.parse().with_context(|| format!("{value:?} is not true or false"))?,
             "METRICS_LISTEN" => self.telemetry.metrics_listen = value.to_owned(),
             "LOG" => self.telemetry.log = value.to_owned(),
             "LOG_FORMAT" => self.telemetry.log_format = value.parse()?,
