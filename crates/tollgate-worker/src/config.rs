@@ -2,15 +2,19 @@
 //! environment variables and flags into this struct; nothing here reads the environment.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::topics::{TopicKind, Topics};
 
-/// Kafka Streams' vocabulary for what a crash may cost.
+/// Kafka Streams' vocabulary for what a crash may cost. Spelled the same way everywhere (the
+/// configuration file, the environment, flags, the metrics label): one [`FromStr`] and one
+/// [`Display`](fmt::Display), which serde goes through too.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum ProcessingGuarantee {
     /// Outputs are acknowledged first; then the changelog writes and input offsets of the
     /// batch commit in one Kafka transaction. A crash may repeat outputs downstream
@@ -28,6 +32,39 @@ impl ProcessingGuarantee {
             ProcessingGuarantee::AtLeastOnce => "at_least_once",
             ProcessingGuarantee::ExactlyOnce => "exactly_once",
         }
+    }
+}
+
+impl FromStr for ProcessingGuarantee {
+    type Err = String;
+
+    /// `at_least_once` or `exactly_once` (`exactly_once_v2`, Kafka Streams' name for the
+    /// same, is accepted too).
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "at_least_once" => Ok(ProcessingGuarantee::AtLeastOnce),
+            "exactly_once" | "exactly_once_v2" => Ok(ProcessingGuarantee::ExactlyOnce),
+            other => Err(format!("processing guarantee must be at_least_once or exactly_once, got {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for ProcessingGuarantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl TryFrom<String> for ProcessingGuarantee {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        value.parse()
+    }
+}
+
+impl From<ProcessingGuarantee> for String {
+    fn from(guarantee: ProcessingGuarantee) -> String {
+        guarantee.label().to_owned()
     }
 }
 
@@ -110,5 +147,27 @@ impl WorkerConfig {
     /// The Kafka call timeout.
     pub fn kafka_timeout(&self) -> Duration {
         Duration::from_millis(self.kafka_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guarantee_reads_back_what_it_writes_and_names_what_it_refuses() {
+        for guarantee in [ProcessingGuarantee::AtLeastOnce, ProcessingGuarantee::ExactlyOnce] {
+            assert_eq!(guarantee.to_string().parse::<ProcessingGuarantee>(), Ok(guarantee));
+            assert_eq!(serde_json::to_string(&guarantee).unwrap(), format!("\"{guarantee}\""));
+        }
+        assert_eq!("exactly_once_v2".parse(), Ok(ProcessingGuarantee::ExactlyOnce));
+        assert_eq!(
+            serde_json::from_str::<ProcessingGuarantee>("\"exactly_once_v2\"").unwrap(),
+            ProcessingGuarantee::ExactlyOnce
+        );
+        assert_eq!(
+            "maybe".parse::<ProcessingGuarantee>(),
+            Err("processing guarantee must be at_least_once or exactly_once, got \"maybe\"".to_owned())
+        );
     }
 }

@@ -11,7 +11,7 @@ use tollgate_proto::v1;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::{kafka, topics};
 
-use crate::config::{Config, KafkaFlags, RunFlags, config_path};
+use crate::config::{Config, KafkaFlags, RunFlags};
 
 /// Arguments of `tollgate admin`.
 #[derive(Debug, clap::Args)]
@@ -58,9 +58,8 @@ enum AdminCommand {
 }
 
 /// Runs an admin command.
-pub fn run(mut args: AdminArgs) -> anyhow::Result<ExitCode> {
-    args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
-    let config = Config::load(&args.kafka, &RunFlags::default(), std::env::vars())?;
+pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.kafka, &RunFlags::default())?;
     ensure_reachable(&config)?;
     let worker = &config.worker;
     match args.command {

@@ -47,8 +47,8 @@ pub struct DemoArgs {
     partitions: i32,
     /// `at_least_once` or `exactly_once` (the mock cluster does not store transactional
     /// offsets, so exactly-once here shows the transactional path, not its guarantee).
-    #[arg(long, default_value = "at_least_once")]
-    processing_guarantee: String,
+    #[arg(long, default_value_t = ProcessingGuarantee::AtLeastOnce)]
+    processing_guarantee: ProcessingGuarantee,
     /// Where `/metrics`, `/health` and `/ready` are served while the demo runs (empty: not
     /// served).
     #[arg(long, default_value = "127.0.0.1:9464")]
@@ -63,13 +63,9 @@ pub struct DemoArgs {
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let logs = config::demo_logs(std::env::vars())?;
+    let logs = config::demo_logs()?;
     telemetry::init_logs(&logs.log, logs.log_format);
-    let guarantee = match args.processing_guarantee.as_str() {
-        "at_least_once" => ProcessingGuarantee::AtLeastOnce,
-        "exactly_once" => ProcessingGuarantee::ExactlyOnce,
-        other => bail!("--processing-guarantee must be at_least_once or exactly_once, got {other:?}"),
-    };
+    let guarantee = args.processing_guarantee;
     if args.workers == 0 || args.partitions < 1 {
         bail!("--workers and --partitions must be at least 1");
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tollgate_worker::Worker;
 
-use crate::config::{Config, KafkaFlags, RunFlags, config_path};
+use crate::config::{Config, KafkaFlags, RunFlags};
 use crate::telemetry;
 
 /// Arguments of `tollgate run`.
@@ -28,9 +28,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// Runs a worker until SIGTERM or SIGINT, then shuts down gracefully: stop fetching, finish
 /// and commit the batches in flight, flush, leave the group; exits non-zero if the worker
 /// stopped on its own (a fatal error, a partition halted).
-pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
-    args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
-    let config = Config::load(&args.kafka, &args.run, std::env::vars())?;
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.kafka, &args.run)?;
     telemetry::init_logs(&config.telemetry.log, config.telemetry.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

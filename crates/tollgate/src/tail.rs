@@ -11,7 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tollgate_worker::{codec, kafka};
 
-use crate::config::{Config, KafkaFlags, RunFlags, config_path};
+use crate::config::{Config, KafkaFlags, RunFlags};
 
 /// Arguments of `tollgate tail`.
 #[derive(Debug, clap::Args)]
@@ -29,9 +29,8 @@ pub struct TailArgs {
 }
 
 /// Prints the topic from the beginning.
-pub fn run(mut args: TailArgs) -> anyhow::Result<ExitCode> {
-    args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
-    let config = Config::load(&args.kafka, &RunFlags::default(), std::env::vars())?;
+pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.kafka, &RunFlags::default())?;
     let topics = &config.worker.topics;
     let Some(kind) = topics.kind_of(&args.topic) else {
         bail!("{} is not a tollgate topic of this configuration (see [worker.topics])", args.topic)
