@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
 use crate::event::{CallLegEvent, LegKind};
-use crate::hash::FastState;
+use crate::FastState;
 use crate::instant::YearMonth;
 use crate::ledger::Ledger;
 use crate::money::Money;

@@ -20,7 +20,7 @@ mod leg_start;
 use std::sync::Arc;
 
 use crate::event::{CallLegEvent, Input, LegBody};
-use crate::hash::fingerprint;
+use crate::fingerprint::fingerprint;
 use crate::output::{LedgerMovement, Output};
 use crate::reference::{Catalog, Tenant};
 use crate::state::TenantState;
