@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -170,7 +169,7 @@ fn rates_the_python_producers_events(guarantee: ProcessingGuarantee, tag: &str) 
     let broker = broker::shared();
     let config = config(broker, guarantee, tag);
     let specs = topics::specs(&config, PARTITIONS);
-    topics::create(&config, &specs, 1).expect("create topics");
+    broker::create_topics(&config, &specs).expect("create topics");
     for spec in &specs {
         broker.wait_for_topic(&spec.name, spec.partitions);
     }
@@ -184,7 +183,7 @@ fn rates_the_python_producers_events(guarantee: ProcessingGuarantee, tag: &str) 
     publisher.flush().unwrap();
 
     let worker = Worker::new(config.clone()).expect("worker");
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(tollgate_worker::Cancel::default());
     let flag = Arc::clone(&stop);
     let running = std::thread::spawn(move || worker.run(&flag));
 
@@ -195,7 +194,7 @@ fn rates_the_python_producers_events(guarantee: ProcessingGuarantee, tag: &str) 
         python_produce(&broker.bootstrap_servers(), legs, credits, &file);
         wait_consumed(broker, &config, &topic);
     }
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     running.join().expect("worker thread panicked").expect("worker failed");
 
     // Exactly the golden rated usage: no record lost, none repeated, none left uncommitted.

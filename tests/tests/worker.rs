@@ -303,7 +303,7 @@ fn refuses_to_start_when_inputs_are_not_co_partitioned() {
     config.topics[TopicKind::CreditCommands] = "tollgate.credit-commands.three".into();
     env.cluster.create_topic(&config.topics[TopicKind::CreditCommands], 3, 1).unwrap();
     let worker = tollgate_worker::Worker::new(config).unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = tollgate_worker::Cancel::default();
     let error = worker.run(&stop).unwrap_err();
     assert_eq!(
         error.to_string(),

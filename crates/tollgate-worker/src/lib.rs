@@ -5,6 +5,8 @@
 //! # Layout
 //!
 //! - [`config`]: the typed configuration ([`WorkerConfig`], topic names, guarantee).
+//! - [`client`]: Kafka for the binary's commands (reachability, topic readers, an embedded
+//!   cluster), so that the binary itself speaks none.
 //! - [`kafka`]: librdkafka client settings, with the ones correctness depends on re-asserted.
 //! - [`partitioner`]: the Java client's murmur2 partitioner.
 //! - [`record`]: consumed records as plain data.
@@ -39,6 +41,7 @@
 pub mod batch;
 pub mod cancel;
 pub mod changelog;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -54,6 +57,7 @@ pub mod topics;
 pub mod verify;
 pub mod worker;
 
+pub use cancel::Cancel;
 pub use config::{ProcessingGuarantee, WorkerConfig};
 pub use error::Error;
 pub use readiness::{Readiness, Status};

@@ -5,7 +5,6 @@
 //! to them: no leg is rated before that. Afterwards it keeps reading, so updates apply live.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tollgate_core::{Catalog, RateCard, Tenant, User};
 use tollgate_proto::{Message as _, v1};
 
+use crate::cancel::Cancel;
 use crate::config::WorkerConfig;
 use crate::topics::{Role, TopicKind, Topics};
 use crate::{Error, kafka, telemetry};
@@ -155,7 +155,7 @@ impl Catalog for Tables {
 #[derive(Debug)]
 pub struct Loader {
     caught_up: Arc<CaughtUp>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Cancel>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -186,7 +186,7 @@ impl Loader {
         if targets.is_empty() {
             caught_up.set();
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Cancel::default());
         let thread = {
             let caught_up = Arc::clone(&caught_up);
             let stop = Arc::clone(&stop);
@@ -204,13 +204,13 @@ impl Loader {
         self.caught_up.get()
     }
 
-    /// Waits until caught up, or until `stop` is set.
-    pub fn wait_caught_up(&self, stop: &AtomicBool) -> Result<(), Error> {
+    /// Waits until caught up, or until `cancel` is cancelled.
+    pub fn wait_caught_up(&self, cancel: &Cancel) -> Result<(), Error> {
         let started = Instant::now();
         let mut next_log = Duration::from_secs(10);
-        // Wake up now and then to honour `stop`, which has no condition variable of its own.
+        // Two latches cannot be waited on at once: wake up now and then to look at `cancel`.
         while !self.caught_up.wait(Duration::from_millis(200)) {
-            if stop.load(Ordering::Acquire) {
+            if cancel.is_cancelled() {
                 return Err(Error::ShutDown("loading reference data"));
             }
             if started.elapsed() > next_log {
@@ -252,7 +252,7 @@ impl CaughtUp {
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.cancel();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -265,9 +265,9 @@ fn read_loop(
     tables: &Tables,
     mut targets: Vec<(String, i32, i64)>,
     caught_up: &CaughtUp,
-    stop: &AtomicBool,
+    stop: &Cancel,
 ) {
-    while !stop.load(Ordering::Acquire) {
+    while !stop.is_cancelled() {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => {}

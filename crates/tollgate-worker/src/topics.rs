@@ -308,8 +308,14 @@ pub fn specs(config: &WorkerConfig, partitions: i32) -> Vec<TopicSpec> {
 }
 
 /// Creates the topics through the admin API; existing topics are left alone. Returns, per
-/// topic, whether it was created (`true`) or already existed (`false`).
-pub fn create(config: &WorkerConfig, specs: &[TopicSpec], replication: i32) -> Result<Vec<(String, bool)>, Error> {
+/// topic, whether it was created (`true`) or already existed (`false`). The future is
+/// resolved by librdkafka's own threads: any executor can drive it (the binary's tokio
+/// runtime does).
+pub async fn create(
+    config: &WorkerConfig,
+    specs: &[TopicSpec],
+    replication: i32,
+) -> Result<Vec<(String, bool)>, Error> {
     let admin: AdminClient<DefaultClientContext> = kafka::base(config).create()?;
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
@@ -322,7 +328,7 @@ pub fn create(config: &WorkerConfig, specs: &[TopicSpec], replication: i32) -> R
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_millis(config.kafka_timeout_ms)));
-    let results = block_on(admin.create_topics(&topics, &options))?;
+    let results = admin.create_topics(&topics, &options).await?;
     let mut created = Vec::new();
     for result in results {
         match result {
@@ -332,27 +338,6 @@ pub fn create(config: &WorkerConfig, specs: &[TopicSpec], replication: i32) -> R
         }
     }
     Ok(created)
-}
-
-/// Drives a future to completion on this thread (the admin client's futures are resolved by
-/// librdkafka's own threads).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! tasks restore their state from the changelog before they rate a record.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -161,11 +160,11 @@ impl Worker {
         &self.tables
     }
 
-    /// Runs until `stop` is set: then finishes and commits the current batches, flushes, and
-    /// leaves the group. Broker unavailability is retried with backoff; only configuration and
+    /// Runs until `cancel` is cancelled: then finishes and commits the current batches,
+    /// flushes, and leaves the group. Broker unavailability is retried with backoff; only configuration and
     /// topology errors end the run early.
-    pub fn run(&self, stop: &AtomicBool) -> Result<(), Error> {
-        let outcome = self.run_until_stopped(stop);
+    pub fn run(&self, cancel: &Cancel) -> Result<(), Error> {
+        let outcome = self.run_until_stopped(cancel);
         self.readiness.reached(Stage::Stopped);
         match outcome {
             // Asked to stop before it was in the group (checking topics, loading reference
@@ -178,14 +177,15 @@ impl Worker {
         }
     }
 
-    fn run_until_stopped(&self, stop: &AtomicBool) -> Result<(), Error> {
+    fn run_until_stopped(&self, cancel: &Cancel) -> Result<(), Error> {
         let config = &self.config;
         self.readiness.reached(Stage::CheckingTopics);
-        let partition_count = retry("checking topics", stop, || check_topology(config))?;
+        let partition_count = retry("checking topics", cancel, || check_topology(config))?;
         tracing::info!(partitions = partition_count, group = %config.group_id, "topics are co-partitioned");
         self.readiness.reached(Stage::LoadingReference);
-        let loader = retry("starting the reference reader", stop, || Loader::start(config, Arc::clone(&self.tables)))?;
-        loader.wait_caught_up(stop)?;
+        let loader =
+            retry("starting the reference reader", cancel, || Loader::start(config, Arc::clone(&self.tables)))?;
+        loader.wait_caught_up(cancel)?;
         self.readiness.reached(Stage::JoiningGroup);
 
         let shared = Arc::new(Shared {
@@ -207,7 +207,7 @@ impl Worker {
 
         let mut gauges_refreshed = Instant::now();
         let mut outcome = Ok(());
-        while !stop.load(Ordering::Acquire) {
+        while !cancel.is_cancelled() {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => shared.route(Record::from_message(&message)),
                 Some(Err(error)) => tracing::warn!(%error, "consumer error, retrying"),
@@ -236,8 +236,9 @@ impl Worker {
     }
 }
 
-/// Retries `op` with backoff until it succeeds, fails fatally, or `stop` is set.
-fn retry<T>(what: &'static str, stop: &AtomicBool, mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+/// Retries `op` with backoff until it succeeds, fails fatally, or `cancel` is cancelled (which
+/// ends a backoff at once).
+fn retry<T>(what: &'static str, cancel: &Cancel, mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
     let mut attempt = 0u32;
     loop {
         match op() {
@@ -246,12 +247,8 @@ fn retry<T>(what: &'static str, stop: &AtomicBool, mut op: impl FnMut() -> Resul
             Err(e) => {
                 attempt += 1;
                 tracing::warn!(%e, attempt, "{what} failed, retrying");
-                let until = Instant::now() + Duration::from_millis(200u64 << attempt.min(6));
-                while Instant::now() < until {
-                    if stop.load(Ordering::Acquire) {
-                        return Err(Error::ShutDown(what));
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                if cancel.wait(Duration::from_millis(200u64 << attempt.min(6))) {
+                    return Err(Error::ShutDown(what));
                 }
             }
         }

@@ -6,10 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use tollgate_proto::v1;
 use tollgate_worker::publish::{self, Publisher};
-use tollgate_worker::{kafka, topics};
+use tollgate_worker::{client, topics};
 
 use crate::config::{Config, KafkaFlags, RunFlags};
 
@@ -67,7 +66,14 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             if partitions < 1 || replication < 1 {
                 bail!("partitions and replication must be at least 1");
             }
-            for (name, created) in topics::create(worker, &topics::specs(worker, partitions), replication)? {
+            // The admin call is asynchronous (librdkafka's threads resolve it): a runtime to
+            // drive it.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            let specs = topics::specs(worker, partitions);
+            for (name, created) in runtime.block_on(topics::create(worker, &specs, replication))? {
                 println!("{name}: {}", if created { "created" } else { "already exists" });
             }
         }
@@ -118,10 +124,9 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
 /// Fails with a clear message when no broker answers within the Kafka timeout.
 pub fn ensure_reachable(config: &Config) -> anyhow::Result<()> {
     let worker = &config.worker;
-    let consumer: BaseConsumer = kafka::base(worker).create().context("invalid Kafka client settings")?;
+    let probe = client::Probe::new(worker).context("invalid Kafka client settings")?;
     let timeout = worker.kafka_timeout().min(Duration::from_secs(15));
-    consumer
-        .fetch_metadata(None, timeout)
-        .map(|_| ())
+    probe
+        .answers(timeout)
         .with_context(|| format!("cannot reach Kafka at {} within {} s", worker.bootstrap_servers, timeout.as_secs()))
 }

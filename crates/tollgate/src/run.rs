@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use tollgate_worker::Worker;
+use tollgate_worker::{Cancel, Worker};
 
 use crate::config::{Config, KafkaFlags, RunFlags};
 use crate::telemetry;
@@ -43,14 +42,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = telemetry::serve(&config.telemetry.metrics_listen, metrics, readiness)? {
         tracing::info!(%addr, "serving /metrics, /health and /ready");
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(Cancel::default());
     runtime.spawn(shutdown_on_signal(Arc::clone(&stop)));
     worker.run(&stop).context("worker failed")?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sets `stop` on the first SIGINT or SIGTERM.
-pub async fn shutdown_on_signal(stop: Arc<AtomicBool>) {
+/// Cancels `stop` on the first SIGINT or SIGTERM.
+pub async fn shutdown_on_signal(stop: Arc<Cancel>) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -59,7 +58,7 @@ pub async fn shutdown_on_signal(stop: Arc<AtomicBool>) {
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for SIGTERM");
                 let _ = ctrl_c.await;
-                stop.store(true, Ordering::Release);
+                stop.cancel();
                 return;
             }
         };
@@ -71,7 +70,7 @@ pub async fn shutdown_on_signal(stop: Arc<AtomicBool>) {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     // A second signal, or a shutdown that outlives the grace period, ends the process.
     tokio::select! {
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {

@@ -67,7 +67,7 @@ impl Run {
             processing_guarantee: guarantee,
             ..WorkerConfig::default()
         };
-        topics::create(&config, &topics::specs(&config, PARTITIONS), 1).expect("create topics");
+        tollgate_e2e::broker::create_topics(&config, &topics::specs(&config, PARTITIONS)).expect("create topics");
         let logs =
             std::env::temp_dir().join(format!("tollgate-faults-{}-{}", std::process::id(), broker_port(&broker)));
         std::fs::create_dir_all(&logs).expect("log dir");

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use tollgate_core::TenantState;
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::TopicKind;
 use tollgate_worker::publish::{self, Publisher};
-use tollgate_worker::{ProcessingGuarantee, Tables, Worker, WorkerConfig, kafka, topics};
+use tollgate_worker::{Cancel, ProcessingGuarantee, Tables, Worker, WorkerConfig, kafka, topics};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -219,7 +219,7 @@ impl Env {
 
 /// A worker running on its own thread until stopped.
 pub struct RunningWorker {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Cancel>,
     thread: Option<JoinHandle<Result<(), tollgate_worker::Error>>>,
     pub tables: Arc<Tables>,
     pub assignment: Arc<tollgate_worker::Assignment>,
@@ -232,7 +232,7 @@ impl RunningWorker {
         let tables = Arc::clone(worker.tables());
         let assignment = Arc::clone(worker.assignment());
         let readiness = Arc::clone(worker.readiness());
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Cancel::default());
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || worker.run(&flag));
         RunningWorker { stop, thread: Some(thread), tables, assignment, readiness }
@@ -240,7 +240,7 @@ impl RunningWorker {
 
     /// Graceful stop: commit, flush, leave the group.
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.cancel();
         if let Some(thread) = self.thread.take() {
             thread.join().expect("worker thread panicked").expect("worker failed");
         }
@@ -249,7 +249,7 @@ impl RunningWorker {
 
 impl Drop for RunningWorker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.cancel();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
