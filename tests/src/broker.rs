@@ -259,7 +259,7 @@ impl Broker {
         let configs = if compacted { vec![("cleanup.policy", "compact".to_owned())] } else { Vec::new() };
         let spec = TopicSpec { name: name.to_owned(), partitions, configs };
         let config = WorkerConfig { bootstrap_servers: self.bootstrap_servers(), ..WorkerConfig::default() };
-        topics::create(&config, &[spec], 1).unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
+        create_topics(&config, &[spec]).unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
         self.wait_for_topic(name, partitions);
     }
 
@@ -824,6 +824,12 @@ fn cluster_id() -> String {
         id.push(char::from(ALPHABET[((bits << (6 - pending)) & 0x3f) as usize]));
     }
     id
+}
+
+/// Creates topics (replication factor 1) through the admin API, on a runtime of its own.
+pub fn create_topics(config: &WorkerConfig, specs: &[TopicSpec]) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+    runtime.block_on(topics::create(config, specs, 1)).map(|_| ()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

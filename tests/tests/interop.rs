@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -21,6 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tollgate_e2e::broker::{self, Broker, workspace_root};
 use tollgate_e2e::interop::python_produce;
 use tollgate_proto::{Message as _, v1};
+use tollgate_worker::TopicKind;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::{ProcessingGuarantee, Worker, WorkerConfig, topics};
 
@@ -46,19 +46,7 @@ fn config(broker: &Broker, guarantee: ProcessingGuarantee, tag: &str) -> WorkerC
         commit_interval_ms: 50,
         ..WorkerConfig::default()
     };
-    let t = &mut config.topics;
-    for name in [
-        &mut t.call_legs,
-        &mut t.credit_commands,
-        &mut t.rated_usage,
-        &mut t.leg_decisions,
-        &mut t.credit_events,
-        &mut t.dead_letter,
-        &mut t.state,
-        &mut t.tenants,
-        &mut t.users,
-        &mut t.rate_cards,
-    ] {
+    for name in config.topics.names_mut() {
         *name = format!("{tag}.{name}");
     }
     config
@@ -85,10 +73,10 @@ fn runs(config: &WorkerConfig, dir: &Path) -> Vec<(PathBuf, String)> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
         let topic = if value.get("callLeg").is_some() {
-            &config.topics.call_legs
+            &config.topics[TopicKind::CallLegs]
         } else {
             assert!(value.get("creditCommand").is_some(), "not an InputRecord: {line}");
-            &config.topics.credit_commands
+            &config.topics[TopicKind::CreditCommands]
         };
         match runs.last_mut() {
             Some((last, lines)) if last == topic => lines.push_str(&format!("{line}\n")),
@@ -181,7 +169,7 @@ fn rates_the_python_producers_events(guarantee: ProcessingGuarantee, tag: &str) 
     let broker = broker::shared();
     let config = config(broker, guarantee, tag);
     let specs = topics::specs(&config, PARTITIONS);
-    topics::create(&config, &specs, 1).expect("create topics");
+    broker::create_topics(&config, &specs).expect("create topics");
     for spec in &specs {
         broker.wait_for_topic(&spec.name, spec.partitions);
     }
@@ -195,18 +183,18 @@ fn rates_the_python_producers_events(guarantee: ProcessingGuarantee, tag: &str) 
     publisher.flush().unwrap();
 
     let worker = Worker::new(config.clone()).expect("worker");
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(tollgate_worker::Cancel::default());
     let flag = Arc::clone(&stop);
     let running = std::thread::spawn(move || worker.run(&flag));
 
     let dir = broker.dir().join(format!("interop-{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let (legs, credits) = (&config.topics.call_legs, &config.topics.credit_commands);
+    let (legs, credits) = (&config.topics[TopicKind::CallLegs], &config.topics[TopicKind::CreditCommands]);
     for (file, topic) in runs(&config, &dir) {
         python_produce(&broker.bootstrap_servers(), legs, credits, &file);
         wait_consumed(broker, &config, &topic);
     }
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     running.join().expect("worker thread panicked").expect("worker failed");
 
     // Exactly the golden rated usage: no record lost, none repeated, none left uncommitted.
@@ -217,8 +205,9 @@ fn rates_the_python_producers_events(guarantee: ProcessingGuarantee, tag: &str) 
             (usage.usage_id.clone(), usage)
         })
         .collect();
-    assert_eq!(count_committed(broker, &config.topics.rated_usage), expected.len());
-    let records = broker.console_consume(&config.topics.rated_usage, true, expected.len(), Duration::from_secs(30));
+    assert_eq!(count_committed(broker, &config.topics[TopicKind::RatedUsage]), expected.len());
+    let records =
+        broker.console_consume(&config.topics[TopicKind::RatedUsage], true, expected.len(), Duration::from_secs(30));
     assert_eq!(records.len(), expected.len());
     let mut rated = BTreeMap::new();
     for record in &records {
@@ -235,7 +224,8 @@ fn rates_the_python_producers_events(guarantee: ProcessingGuarantee, tag: &str) 
     let mut codes: Vec<String> =
         golden("deadLetter").iter().map(|d| d["errorCode"].as_str().unwrap().to_owned()).collect();
     codes.sort();
-    let dead = broker.console_consume(&config.topics.dead_letter, true, codes.len(), Duration::from_secs(30));
+    let dead =
+        broker.console_consume(&config.topics[TopicKind::DeadLetter], true, codes.len(), Duration::from_secs(30));
     let mut read: Vec<String> =
         dead.iter().map(|r| v1::DeadLetter::decode(r.value.as_slice()).unwrap().error_code).collect();
     read.sort();

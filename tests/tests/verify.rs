@@ -15,6 +15,7 @@ use common::*;
 use tollgate_core::Money;
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::ProcessingGuarantee;
+use tollgate_worker::TopicKind;
 use tollgate_worker::partitioner::partition_for;
 use tollgate_worker::verify::{self, Expectations, InputRef, Report};
 
@@ -35,7 +36,7 @@ fn ended(seconds: u32) -> String {
 
 /// Where the poison record is: the first call-leg record on acme's partition.
 fn poison_at(env: &Env) -> InputRef {
-    InputRef::at(&env.config.topics.call_legs, partition_for(b"acme", 2), 0)
+    InputRef::at(&env.config.topics[TopicKind::CallLegs], partition_for(b"acme", 2), 0)
 }
 
 /// Two workers over funding of every kind, legs of every kind in three tenants (rated,
@@ -50,7 +51,7 @@ fn pipeline() -> Env {
     for worker in [&a, &b] {
         assert!(worker.assignment.wait_until(DEADLINE, |p| p.len() == 1), "the workers did not split the partitions");
     }
-    let legs = env.config.topics.call_legs.clone();
+    let legs = env.config.topics[TopicKind::CallLegs].clone();
     env.publisher.send_raw(&legs, Some(b"acme"), Some(b"\xff\xff not protobuf")).unwrap();
     env.fund(&[
         fund("acme", "f1", "10.00", "USD"),
@@ -78,7 +79,7 @@ fn pipeline() -> Env {
     lines.extend(dial_out("initech", "i2", "ines", DE, 30, 10)); // 1 min x 0.03 = 0.03
     env.publish_inputs(&lines);
     env.usages(7);
-    env.read_until(&env.config.topics.credit_events, |records| {
+    env.read_until(&env.config.topics[TopicKind::CreditEvents], |records| {
         records
             .iter()
             .any(|(_, v, _, _)| v1::CreditEvent::decode(v.as_slice()).unwrap().credit_event_id == "globex/credit/2")
@@ -124,10 +125,15 @@ fn a_clean_run_checks_out_with_exact_figures() {
     let t = &env.config.topics;
     let read = |topic: &str| report.records.get(topic).copied().unwrap_or_default();
     // 1 poison + 18 leg events; 4 funds + 1 adjustment.
-    assert_eq!((read(&t.call_legs), read(&t.credit_commands)), (19, 5));
+    assert_eq!((read(&t[TopicKind::CallLegs]), read(&t[TopicKind::CreditCommands])), (19, 5));
     // 7 usages, 9 decisions (one per start, VoIP included), 6 credit events, 1 dead letter.
     assert_eq!(
-        (read(&t.rated_usage), read(&t.leg_decisions), read(&t.credit_events), read(&t.dead_letter)),
+        (
+            read(&t[TopicKind::RatedUsage]),
+            read(&t[TopicKind::LegDecisions]),
+            read(&t[TopicKind::CreditEvents]),
+            read(&t[TopicKind::DeadLetter])
+        ),
         (7, 9, 6, 1)
     );
 }
@@ -149,7 +155,9 @@ fn a_usage_replayed_with_different_content_is_caught() {
     let env = pipeline();
     let mut usage = env.usages(7).remove("acme/a1").unwrap();
     usage.charge = "0.07".into();
-    env.publisher.send_raw(&env.config.topics.rated_usage, Some(b"acme"), Some(&usage.encode_to_vec())).unwrap();
+    env.publisher
+        .send_raw(&env.config.topics[TopicKind::RatedUsage], Some(b"acme"), Some(&usage.encode_to_vec()))
+        .unwrap();
     env.publisher.flush().unwrap();
     let report = verify(&env, &Expectations::default());
     assert_eq!(report.violations, ["acme: usage ids with copies of different content (1): acme/a1 (2 copies)"]);
@@ -190,7 +198,9 @@ fn a_credit_event_sequence_gap_is_caught() {
         balance_after: "4.99".into(),
         ..Default::default()
     };
-    env.publisher.send_raw(&env.config.topics.credit_events, Some(b"acme"), Some(&event.encode_to_vec())).unwrap();
+    env.publisher
+        .send_raw(&env.config.topics[TopicKind::CreditEvents], Some(b"acme"), Some(&event.encode_to_vec()))
+        .unwrap();
     env.publisher.flush().unwrap();
     let report = verify(&env, &Expectations::default());
     assert_eq!(

@@ -15,6 +15,7 @@ use common::*;
 use tollgate_core::Money;
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::ProcessingGuarantee;
+use tollgate_worker::TopicKind;
 
 fn m(s: &str) -> Money {
     s.parse().unwrap()
@@ -43,7 +44,7 @@ fn rates_legs_end_to_end_through_kafka() {
     assert_eq!(usages["acme/a1"].balance_after, "9.94");
     assert_eq!(usages["initech/i1"].currency, "EUR");
 
-    let decisions = env.read(&env.config.topics.leg_decisions, 3);
+    let decisions = env.read(&env.config.topics[TopicKind::LegDecisions], 3);
     let mut kinds: Vec<String> = decisions
         .iter()
         .map(|(key, v, _, _)| {
@@ -55,7 +56,7 @@ fn rates_legs_end_to_end_through_kafka() {
     kinds.sort();
     assert_eq!(kinds, vec!["acme/a1/allow", "acme/a2/block", "initech/i1/allow"]);
 
-    let credit = env.read(&env.config.topics.credit_events, 2);
+    let credit = env.read(&env.config.topics[TopicKind::CreditEvents], 2);
     let funded: Vec<String> =
         credit.iter().map(|(_, v, _, _)| v1::CreditEvent::decode(v.as_slice()).unwrap().credit_event_id).collect();
     assert!(funded.contains(&"acme/credit/1".to_string()) && funded.contains(&"initech/credit/1".to_string()));
@@ -70,7 +71,7 @@ fn rates_legs_end_to_end_through_kafka() {
 fn sends_poison_records_to_the_dead_letter_topic_and_keeps_going() {
     let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
     env.publish_reference(REFERENCE);
-    let legs = &env.config.topics.call_legs;
+    let legs = &env.config.topics[TopicKind::CallLegs];
     let acme_partition = tollgate_worker::partitioner::partition_for(b"acme", 2);
     // Undecodable bytes, a key that is not the tenant, an unknown tenant, a tenant on the
     // wrong partition, then good records behind them.
@@ -91,7 +92,7 @@ fn sends_poison_records_to_the_dead_letter_topic_and_keeps_going() {
     let worker = env.start_worker();
     env.fund(&[fund("acme", "f1", "10.00", "USD")]);
     env.publish_inputs(&dial_out("acme", "g1", "ann", US, 60, 1));
-    let dead = env.read(&env.config.topics.dead_letter, 5);
+    let dead = env.read(&env.config.topics[TopicKind::DeadLetter], 5);
     let mut codes: Vec<(String, String)> = dead
         .iter()
         .map(|(_, v, _, _)| {
@@ -152,7 +153,7 @@ fn a_corrupted_changelog_record_stalls_its_partition_until_repaired() {
     worker.stop();
 
     // The last good record of acme's state, then garbage written over it.
-    let state = &env.config.topics.state;
+    let state = &env.config.topics[TopicKind::State];
     let records = env.read_to_end(state);
     let good = records.iter().rev().find(|(k, _, _, _)| k == "t/acme").and_then(|r| r.1.clone()).unwrap();
     let raw: rdkafka::producer::BaseProducer = tollgate_worker::kafka::base(&env.config).create().unwrap();
@@ -299,10 +300,10 @@ fn exactly_once_mode_commits_batches_in_transactions() {
 fn refuses_to_start_when_inputs_are_not_co_partitioned() {
     let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
     let mut config = env.config.clone();
-    config.topics.credit_commands = "tollgate.credit-commands.three".into();
-    env.cluster.create_topic(&config.topics.credit_commands, 3, 1).unwrap();
+    config.topics[TopicKind::CreditCommands] = "tollgate.credit-commands.three".into();
+    env.cluster.create_topic(&config.topics[TopicKind::CreditCommands], 3, 1).unwrap();
     let worker = tollgate_worker::Worker::new(config).unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = tollgate_worker::Cancel::default();
     let error = worker.run(&stop).unwrap_err();
     assert_eq!(
         error.to_string(),
@@ -317,7 +318,7 @@ fn the_publisher_partitions_like_the_java_client() {
     let tenants: Vec<String> = (0..40).map(|i| format!("tenant-{i}")).collect();
     let lines: Vec<String> = tenants.iter().map(|t| fund(t, &format!("{t}-f"), "1.00", "USD")).collect();
     env.publish_inputs(&lines);
-    let records = env.read(&env.config.topics.credit_commands, tenants.len());
+    let records = env.read(&env.config.topics[TopicKind::CreditCommands], tenants.len());
     for (key, _, partition, _) in records {
         assert_eq!(partition, tollgate_worker::partitioner::partition_for(key.as_bytes(), 6), "{key}");
     }
@@ -353,4 +354,95 @@ fn failed_offset_commits_cost_neither_outputs_nor_double_debits() {
     assert_eq!(usages["acme/b"].balance_after, "9.78");
     worker.stop();
     assert_eq!(env.states()["acme"].balance(), m("9.78"));
+}
+
+/// The debit trail of a worker, per tenant: (movement id, kind, amount, balance after), one
+/// entry per id; repeats (allowed under at-least-once) must be byte-identical.
+fn trail(env: &Env) -> BTreeMap<String, Vec<(String, i32, String, String)>> {
+    let mut by_id: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (key, value, _, _) in env.read_to_end(&env.config.topics[TopicKind::LedgerMovements]) {
+        let value = value.expect("no tombstones on an output topic");
+        let movement = v1::LedgerMovement::decode(value.as_slice()).unwrap();
+        assert_eq!(key, movement.tenant_id, "movements are keyed by tenant");
+        if let Some(previous) = by_id.insert(movement.movement_id.clone(), value.clone()) {
+            assert_eq!(previous, value, "a repeated movement differs from the original");
+        }
+    }
+    let mut tenants: BTreeMap<String, Vec<(String, i32, String, String)>> = BTreeMap::new();
+    for value in by_id.values() {
+        let m = v1::LedgerMovement::decode(value.as_slice()).unwrap();
+        tenants.entry(m.tenant_id).or_default().push((m.movement_id, m.kind, m.amount, m.balance_after));
+    }
+    tenants
+}
+
+/// With `ledger_movements` on, every change of a balance is on the trail topic, and per tenant
+/// the debits add up to funding − final balance to the cent (and all movements to the balance).
+fn writes_the_debit_trail(guarantee: ProcessingGuarantee) {
+    let mut env = Env::new(3, guarantee);
+    env.config.ledger_movements = true;
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD"), fund("initech", "f2", "20.00", "EUR")]);
+    let mut lines = dial_out("acme", "a1", "ann", US, 125, 0).to_vec(); // 3 min x 0.02 = 0.06
+    lines.extend(dial_out("acme", "a2", "dom", GB, 60, 1)); // blocked by policy: no debit
+    lines.extend(dial_out("acme", "a3", "ann", US, 30, 2)); // 1 min x 0.02 = 0.02
+    lines.extend(dial_out("initech", "i1", "ines", GB, 61, 3)); // 2 min x 0.05 = 0.10
+    env.publish_inputs(&lines);
+    env.usages(4);
+    worker.stop();
+
+    let trail = trail(&env);
+    let (debit, funding) = (v1::ledger_movement::Kind::Debit as i32, v1::ledger_movement::Kind::Funding as i32);
+    let row =
+        |id: &str, kind: i32, amount: &str, after: &str| (id.to_owned(), kind, amount.to_owned(), after.to_owned());
+    assert_eq!(
+        trail,
+        BTreeMap::from([
+            (
+                "acme".to_owned(),
+                vec![
+                    row("acme/a1-e/1", debit, "-0.06", "9.94"),
+                    row("acme/a3-e/1", debit, "-0.02", "9.92"),
+                    row("acme/f1/1", funding, "10.00", "10.00"),
+                ]
+            ),
+            (
+                "initech".to_owned(),
+                vec![row("initech/f2/1", funding, "20.00", "20.00"), row("initech/i1-e/1", debit, "-0.10", "19.90")]
+            ),
+        ])
+    );
+    let states = env.states();
+    for (tenant, movements) in &trail {
+        let sum = |kind: i32| -> Money { movements.iter().filter(|r| r.1 == kind).map(|r| m(&r.2)).sum() };
+        let state = &states[tenant];
+        assert_eq!(sum(funding), state.totals.funded, "{tenant}");
+        assert_eq!(-sum(debit), state.totals.funded - state.balance(), "{tenant}: debits = funding - balance");
+        assert_eq!(sum(funding) + sum(debit), state.balance(), "{tenant}: movements = balance");
+    }
+    assert_eq!((states["acme"].balance(), states["initech"].balance()), (m("9.92"), m("19.90")));
+}
+
+#[test]
+fn writes_the_debit_trail_at_least_once() {
+    writes_the_debit_trail(ProcessingGuarantee::AtLeastOnce);
+}
+
+#[test]
+fn writes_the_debit_trail_in_the_batch_transaction_exactly_once() {
+    writes_the_debit_trail(ProcessingGuarantee::ExactlyOnce);
+}
+
+#[test]
+fn writes_no_debit_trail_by_default() {
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    assert!(!env.config.ledger_movements);
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 125, 0));
+    assert_eq!(env.usages(1)["acme/a1"].charge, "0.06");
+    worker.stop(); // graceful: every output of every batch is flushed
+    assert_eq!(env.read_to_end(&env.config.topics[TopicKind::LedgerMovements]).len(), 0);
 }

@@ -94,7 +94,8 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC, e.g. `2026-11-02T09:00:00Z`.
+    /// RFC 3339 in UTC, e.g. `2026-11-02T09:00:00Z`, as the wire writes it (a test in
+    /// `tollgate-proto` compares the two).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let dt = self.to_offset_date_time();
         write!(
@@ -107,8 +108,12 @@ impl fmt::Display for Timestamp {
             dt.minute(),
             dt.second()
         )?;
-        if self.nanos != 0 {
-            write!(f, ".{:09}", self.nanos)?;
+        // The wire's canonical form (prost-types' rule): 0, 3, 6 or 9 fractional digits.
+        match self.nanos {
+            0 => {}
+            n if n % 1_000_000 == 0 => write!(f, ".{:03}", n / 1_000_000)?,
+            n if n % 1_000 == 0 => write!(f, ".{:06}", n / 1_000)?,
+            n => write!(f, ".{n:09}")?,
         }
         f.write_str("Z")
     }

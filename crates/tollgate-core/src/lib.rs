@@ -24,8 +24,8 @@
 //! - [`ledger`]: lots, FIFO consumption, expiry, debt.
 //! - [`event`], [`output`]: inputs and outputs.
 //! - [`state`]: [`TenantState`], what the worker persists per tenant.
-//! - `hash` (private): the fast hasher of the in-memory maps and the persisted, release-stable
-//!   content fingerprint of inputs.
+//! - `fingerprint` (private): the persisted, release-stable content fingerprint of inputs.
+//! - [`FastState`]: the hasher of the in-memory maps (foldhash, fixed seed).
 //! - [`rating`]: [`Rater::apply`], the function everything else exists for.
 //!
 //! # Invariants
@@ -96,7 +96,7 @@
 
 pub mod error;
 pub mod event;
-mod hash;
+mod fingerprint;
 pub mod instant;
 pub mod ledger;
 pub mod money;
@@ -129,3 +129,10 @@ pub use reference::{
     AutoRecharge, Catalog, CutoffPolicy, LicenceModel, PoolSplit, Reference, Tenant, TenantId, UnpricedHandling, User,
 };
 pub use state::{OpenLeg, OpenLegs, TenantState, Totals};
+
+/// The hasher of the in-memory maps (dedup windows, open legs, reference data): foldhash with
+/// a fixed seed. Their iteration order never reaches an output; the fixed seed keeps a
+/// serialized [`TenantState`] the same bytes in every process. Ids crafted to collide could
+/// slow one tenant's maps down, never change a result: they come from the call controllers
+/// and the billing system, not from the public.
+pub type FastState = foldhash::fast::FixedState;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::hash::FastState;
+use crate::FastState;
 use crate::money::{Currency, Money};
 use crate::number::Country;
 use crate::policy::DialoutPolicy;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::FastState;
 use crate::Timestamp;
 use crate::event::{CallLegEvent, LegKind};
-use crate::hash::FastState;
 use crate::instant::YearMonth;
 use crate::ledger::Ledger;
 use crate::money::Money;

@@ -71,22 +71,9 @@ impl Timestamp {
     /// [`TimestampError::OutOfRange`] when the value cannot be written as RFC 3339.
     pub fn to_rfc3339(self) -> Result<String, TimestampError> {
         self.check()?;
-        let days = self.seconds.div_euclid(SECONDS_PER_DAY);
-        let secs_of_day = self.seconds.rem_euclid(SECONDS_PER_DAY);
-        let (year, month, day) = civil_from_days(days);
-        let (hour, minute, second) = (secs_of_day / 3600, secs_of_day % 3600 / 60, secs_of_day % 60);
-        let mut out = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
-        let nanos = self.nanos;
-        if nanos == 0 {
-        } else if nanos % 1_000_000 == 0 {
-            out.push_str(&format!(".{:03}", nanos / 1_000_000));
-        } else if nanos % 1_000 == 0 {
-            out.push_str(&format!(".{:06}", nanos / 1_000));
-        } else {
-            out.push_str(&format!(".{nanos:09}"));
-        }
-        out.push('Z');
-        Ok(out)
+        // prost-types writes the canonical form for the years 1 to 9999 that `check` allows
+        // (four-digit year, `Z`, 0, 3, 6 or 9 fractional digits): the one RFC 3339 writer.
+        Ok(prost_types::Timestamp { seconds: self.seconds, nanos: self.nanos }.to_string())
     }
 
     /// Parses an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)`).
@@ -245,20 +232,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Inverse of [`days_from_civil`].
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,13 +293,20 @@ mod tests {
     fn round_trips_every_day_of_four_centuries() {
         let start = days_from_civil(1900, 1, 1);
         let end = days_from_civil(2300, 1, 1);
-        assert_eq!(civil_from_days(start), (1900, 1, 1));
+        assert_eq!(ts(start * SECONDS_PER_DAY, 0).to_string(), "1900-01-01T00:00:00Z");
         for day in start..end {
-            let (y, m, d) = civil_from_days(day);
-            assert_eq!(days_from_civil(y, m, d), day);
             let t = ts(day * SECONDS_PER_DAY + 45_296, 7_000_000);
             let text = t.to_string();
             assert_eq!(Timestamp::parse_rfc3339(&text), Ok(t), "{text}");
+        }
+    }
+
+    /// The core's `Timestamp` prints the same text in messages (it cannot use prost-types).
+    #[test]
+    fn the_core_prints_instants_as_the_wire_does() {
+        for (seconds, nanos) in [(0, 0), (1_793_610_000, 250_000_000), (1_793_610_000, 250_000), (1_793_610_000, 1)] {
+            let core = tollgate_core::Timestamp::new(seconds, nanos as u32).unwrap();
+            assert_eq!(core.to_string(), ts(seconds, nanos).to_string());
         }
     }
 }

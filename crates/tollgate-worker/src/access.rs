@@ -25,6 +25,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::WorkerConfig;
 use crate::kafka;
+use crate::topics::TopicKind;
 
 /// Why Kafka cannot be used.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -107,7 +108,9 @@ impl AccessError {
 pub fn consumer_resource(config: &WorkerConfig, code: RDKafkaErrorCode) -> String {
     match code {
         RDKafkaErrorCode::GroupAuthorizationFailed => format!("consumer group {}", config.group_id),
-        _ => format!("read topic {} or {}", config.topics.call_legs, config.topics.credit_commands),
+        _ => {
+            format!("read topic {} or {}", config.topics[TopicKind::CallLegs], config.topics[TopicKind::CreditCommands])
+        }
     }
 }
 
@@ -119,7 +122,7 @@ pub fn task_resource(config: &WorkerConfig, partition: i32, code: RDKafkaErrorCo
             format!("transactional id {}", crate::kafka::transactional_id(config, partition))
         }
         RDKafkaErrorCode::GroupAuthorizationFailed => format!("consumer group {}", config.group_id),
-        _ => format!("topic {} (changelog) or an output topic", config.topics.state),
+        _ => format!("topic {} (changelog) or an output topic", config.topics[TopicKind::State]),
     }
 }
 

@@ -40,6 +40,7 @@ use tollgate_core::state::{Change, Recent};
 use tollgate_core::{OpenLeg, TenantState, Timestamp};
 
 use crate::batch::Manifest;
+use crate::config::TopicKind;
 use crate::config::WorkerConfig;
 use crate::{Error, kafka, telemetry};
 
@@ -362,7 +363,7 @@ pub fn restore(
 /// Reads changelog partition `partition` (committed records only) up to its high watermark.
 pub fn restore_partition(config: &WorkerConfig, partition: i32, stop: &dyn Fn() -> bool) -> Result<Restored, Error> {
     let started = Instant::now();
-    let topic = &config.topics.state;
+    let topic = &config.topics[TopicKind::State];
     let consumer: BaseConsumer = kafka::reader(config, "restore").create()?;
     let (_, high) = consumer.fetch_watermarks(topic, partition, config.kafka_timeout())?;
     let mut restorer = Restorer::default();

@@ -1,7 +1,7 @@
 //! Record values <-> core values. Inputs and outputs are protobuf (`tollgate.v1`); changelog
 //! values are JSON (see [`crate::changelog`]), readable with `tollgate tail`.
 
-use tollgate_core::{Input, Output};
+use tollgate_core::{Input, LedgerMovement, Output};
 use tollgate_proto::{Message, v1};
 
 use crate::config::{TopicKind, Topics};
@@ -54,38 +54,39 @@ pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>) -> Result<Input, Re
 
 /// Encodes an output: (topic, key, value).
 pub fn encode_output(topics: &Topics, output: Output) -> (&str, String, Vec<u8>) {
-    match output {
-        Output::Usage(u) => {
-            let key = u.tenant_id.to_string();
-            (&topics.rated_usage, key, v1::RatedUsage::from(*u).encode_to_vec())
-        }
+    let (kind, key, value) = match output {
+        Output::Usage(u) => (TopicKind::RatedUsage, u.tenant_id.to_string(), v1::RatedUsage::from(*u).encode_to_vec()),
         Output::Decision(d) => {
-            let key = d.tenant_id.to_string();
-            (&topics.leg_decisions, key, v1::LegDecision::from(d).encode_to_vec())
+            (TopicKind::LegDecisions, d.tenant_id.to_string(), v1::LegDecision::from(d).encode_to_vec())
         }
         Output::Credit(c) => {
-            let key = c.tenant_id.to_string();
-            (&topics.credit_events, key, v1::CreditEvent::from(c).encode_to_vec())
+            (TopicKind::CreditEvents, c.tenant_id.to_string(), v1::CreditEvent::from(c).encode_to_vec())
         }
-    }
+    };
+    (&topics[kind], key, value)
+}
+
+/// Encodes a ledger movement (the debit trail): (topic, key, value).
+pub fn encode_movement(topics: &Topics, movement: LedgerMovement) -> (&str, String, Vec<u8>) {
+    let key = movement.tenant_id.to_string();
+    (&topics[TopicKind::LedgerMovements], key, v1::LedgerMovement::from(movement).encode_to_vec())
+}
+
+/// How the values of a topic are shown as JSON (`tollgate tail`): a column of the registry.
+pub type ToJson = fn(&[u8]) -> Result<serde_json::Value, String>;
+
+/// A protobuf value as its proto3 JSON mapping.
+pub fn json<M: Message + Default + serde::Serialize>(payload: &[u8]) -> Result<serde_json::Value, String> {
+    let message = M::decode(payload).map_err(|e| e.to_string())?;
+    serde_json::to_value(&message).map_err(|e| e.to_string())
+}
+
+/// A changelog value (JSON already).
+pub fn state_json(payload: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(payload).map_err(|e| e.to_string())
 }
 
 /// Decodes any tollgate topic's value to a JSON value (for `tollgate tail`).
 pub fn to_json(kind: TopicKind, payload: &[u8]) -> Result<serde_json::Value, String> {
-    fn json<M: Message + Default + serde::Serialize>(payload: &[u8]) -> Result<serde_json::Value, String> {
-        let message = M::decode(payload).map_err(|e| e.to_string())?;
-        serde_json::to_value(&message).map_err(|e| e.to_string())
-    }
-    match kind {
-        TopicKind::CallLegs => json::<v1::CallLegEvent>(payload),
-        TopicKind::CreditCommands => json::<v1::CreditCommand>(payload),
-        TopicKind::RatedUsage => json::<v1::RatedUsage>(payload),
-        TopicKind::LegDecisions => json::<v1::LegDecision>(payload),
-        TopicKind::CreditEvents => json::<v1::CreditEvent>(payload),
-        TopicKind::DeadLetter => json::<v1::DeadLetter>(payload),
-        TopicKind::Tenants => json::<v1::Tenant>(payload),
-        TopicKind::Users => json::<v1::User>(payload),
-        TopicKind::RateCards => json::<v1::RateCard>(payload),
-        TopicKind::State => serde_json::from_slice(payload).map_err(|e| e.to_string()),
-    }
+    (kind.def().to_json)(payload)
 }

@@ -2,13 +2,19 @@
 //! environment variables and flags into this struct; nothing here reads the environment.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Kafka Streams' vocabulary for what a crash may cost.
+pub use crate::topics::{TopicKind, Topics};
+
+/// Kafka Streams' vocabulary for what a crash may cost. Spelled the same way everywhere (the
+/// configuration file, the environment, flags, the metrics label): one [`FromStr`] and one
+/// [`Display`](fmt::Display), which serde goes through too.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum ProcessingGuarantee {
     /// Outputs are acknowledged first; then the changelog writes and input offsets of the
     /// batch commit in one Kafka transaction. A crash may repeat outputs downstream
@@ -29,91 +35,37 @@ impl ProcessingGuarantee {
     }
 }
 
-/// Topic names.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Topics {
-    /// Input: call-leg events (keyed by tenant).
-    pub call_legs: String,
-    /// Input: credit commands (keyed by tenant, co-partitioned with `call_legs`).
-    pub credit_commands: String,
-    /// Output: rated usage.
-    pub rated_usage: String,
-    /// Output: leg decisions.
-    pub leg_decisions: String,
-    /// Output: credit events.
-    pub credit_events: String,
-    /// Output: records that could not be processed.
-    pub dead_letter: String,
-    /// Compacted changelog of per-tenant state (co-partitioned with the inputs).
-    pub state: String,
-    /// Compacted reference data: tenants (key: tenant id).
-    pub tenants: String,
-    /// Compacted reference data: users (key: `tenant_id/user_id`).
-    pub users: String,
-    /// Compacted reference data: rate cards (key: rate card id).
-    pub rate_cards: String,
-}
+impl FromStr for ProcessingGuarantee {
+    type Err = String;
 
-impl Default for Topics {
-    fn default() -> Self {
-        Topics {
-            call_legs: "tollgate.call-legs.v1".into(),
-            credit_commands: "tollgate.credit-commands.v1".into(),
-            rated_usage: "tollgate.rated-usage.v1".into(),
-            leg_decisions: "tollgate.leg-decisions.v1".into(),
-            credit_events: "tollgate.credit-events.v1".into(),
-            dead_letter: "tollgate.dead-letter.v1".into(),
-            state: "tollgate.state.v1".into(),
-            tenants: "tollgate.tenants.v1".into(),
-            users: "tollgate.users.v1".into(),
-            rate_cards: "tollgate.rate-cards.v1".into(),
+    /// `at_least_once` or `exactly_once` (`exactly_once_v2`, Kafka Streams' name for the
+    /// same, is accepted too).
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "at_least_once" => Ok(ProcessingGuarantee::AtLeastOnce),
+            "exactly_once" | "exactly_once_v2" => Ok(ProcessingGuarantee::ExactlyOnce),
+            other => Err(format!("processing guarantee must be at_least_once or exactly_once, got {other:?}")),
         }
     }
 }
 
-impl Topics {
-    /// What is on a topic, by name.
-    pub fn kind_of(&self, topic: &str) -> Option<TopicKind> {
-        let table = [
-            (&self.call_legs, TopicKind::CallLegs),
-            (&self.credit_commands, TopicKind::CreditCommands),
-            (&self.rated_usage, TopicKind::RatedUsage),
-            (&self.leg_decisions, TopicKind::LegDecisions),
-            (&self.credit_events, TopicKind::CreditEvents),
-            (&self.dead_letter, TopicKind::DeadLetter),
-            (&self.state, TopicKind::State),
-            (&self.tenants, TopicKind::Tenants),
-            (&self.users, TopicKind::Users),
-            (&self.rate_cards, TopicKind::RateCards),
-        ];
-        table.into_iter().find(|(name, _)| name.as_str() == topic).map(|(_, kind)| kind)
+impl fmt::Display for ProcessingGuarantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
     }
 }
 
-/// The role of a tollgate topic.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum TopicKind {
-    /// `CallLegEvent` values.
-    CallLegs,
-    /// `CreditCommand` values.
-    CreditCommands,
-    /// `RatedUsage` values.
-    RatedUsage,
-    /// `LegDecision` values.
-    LegDecisions,
-    /// `CreditEvent` values.
-    CreditEvents,
-    /// `DeadLetter` values.
-    DeadLetter,
-    /// JSON `TenantState` values.
-    State,
-    /// `Tenant` values.
-    Tenants,
-    /// `User` values.
-    Users,
-    /// `RateCard` values.
-    RateCards,
+impl TryFrom<String> for ProcessingGuarantee {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        value.parse()
+    }
+}
+
+impl From<ProcessingGuarantee> for String {
+    fn from(guarantee: ProcessingGuarantee) -> String {
+        guarantee.label().to_owned()
+    }
 }
 
 /// Everything a worker needs to run (`Debug` and `Serialize` redact the secrets among the
@@ -137,6 +89,10 @@ pub struct WorkerConfig {
     pub retention_seconds: u32,
     /// Timeout of blocking Kafka calls (metadata, commits, transactions), in milliseconds.
     pub kafka_timeout_ms: u64,
+    /// Write the debit trail: one `LedgerMovement` per change of a tenant's balance, to the
+    /// `ledger_movements` topic (off by default: it is for auditors, and costs a record per
+    /// debit).
+    pub ledger_movements: bool,
     /// Topic names.
     pub topics: Topics,
     /// librdkafka settings passed through to every client (SASL/SSL, tuning). Settings that
@@ -156,6 +112,7 @@ impl Default for WorkerConfig {
             commit_interval_ms: 100,
             retention_seconds: 48 * 3600,
             kafka_timeout_ms: 10_000,
+            ledger_movements: false,
             topics: Topics::default(),
             librdkafka: BTreeMap::new(),
         }
@@ -192,5 +149,27 @@ impl WorkerConfig {
     /// The Kafka call timeout.
     pub fn kafka_timeout(&self) -> Duration {
         Duration::from_millis(self.kafka_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guarantee_reads_back_what_it_writes_and_names_what_it_refuses() {
+        for guarantee in [ProcessingGuarantee::AtLeastOnce, ProcessingGuarantee::ExactlyOnce] {
+            assert_eq!(guarantee.to_string().parse::<ProcessingGuarantee>(), Ok(guarantee));
+            assert_eq!(serde_json::to_string(&guarantee).unwrap(), format!("\"{guarantee}\""));
+        }
+        assert_eq!("exactly_once_v2".parse(), Ok(ProcessingGuarantee::ExactlyOnce));
+        assert_eq!(
+            serde_json::from_str::<ProcessingGuarantee>("\"exactly_once_v2\"").unwrap(),
+            ProcessingGuarantee::ExactlyOnce
+        );
+        assert_eq!(
+            "maybe".parse::<ProcessingGuarantee>(),
+            Err("processing guarantee must be at_least_once or exactly_once, got \"maybe\"".to_owned())
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! # Layout
 //!
 //! - [`config`]: the typed configuration ([`WorkerConfig`], topic names, guarantee).
+//! - [`client`]: Kafka for the binary's commands (reachability, topic readers, an embedded
+//!   cluster), so that the binary itself speaks none.
 //! - [`kafka`]: librdkafka client settings, with the ones correctness depends on re-asserted.
 //! - [`access`]: why Kafka cannot be used (unreachable, TLS, authentication, authorization),
 //!   named, with an exit code per cause.
@@ -43,6 +45,7 @@ pub mod access;
 pub mod batch;
 pub mod cancel;
 pub mod changelog;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -59,8 +62,10 @@ pub mod topics;
 pub mod verify;
 pub mod worker;
 
-pub use config::{ProcessingGuarantee, Topics, WorkerConfig};
+pub use cancel::Cancel;
+pub use config::{ProcessingGuarantee, WorkerConfig};
 pub use error::Error;
 pub use readiness::{Readiness, Status};
 pub use reference::Tables;
+pub use topics::{TopicKind, Topics};
 pub use worker::{Assignment, Worker};

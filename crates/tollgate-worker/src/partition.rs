@@ -32,7 +32,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tollgate_core::{Applied, CallType, Catalog, Input, Output, Rater, RatingConfig, TenantState, UsageOutcome};
+use tollgate_core::{
+    Applied, CallType, Catalog, Input, LedgerMovement, Output, Rater, RatingConfig, TenantState, UsageOutcome,
+};
 use tollgate_proto::Message as _;
 
 use crate::batch::{self, Manifest};
@@ -520,11 +522,14 @@ impl PartitionTask {
         };
         let mut next: BTreeMap<&str, i64> = BTreeMap::new();
         let mut outs = Vec::new();
+        // The debit trail, when enabled: written with the batch's other outputs (in its
+        // transaction under exactly-once), ids derived from the input that caused it.
+        let mut movements = config.ledger_movements.then(Vec::new);
         for record in batch {
             next.insert(&record.topic, record.offset + 1);
             let kind = topics.kind_of(&record.topic).unwrap_or(TopicKind::CallLegs);
-            let topic_label = if kind == TopicKind::CreditCommands { "credit_commands" } else { "call_legs" };
-            let outcome = match self.apply(record, kind, &mut rated.undo, &mut outs) {
+            let topic_label = kind.key();
+            let outcome = match self.apply(record, kind, &mut rated.undo, &mut outs, movements.as_mut()) {
                 Ok(applied) => applied.label(),
                 Err(refusal) => {
                     telemetry::dead_letter(
@@ -534,7 +539,7 @@ impl PartitionTask {
                         refusal.code,
                         &refusal.message,
                     );
-                    rated.outputs.push(dead_letter(topics.dead_letter.clone(), record, refusal));
+                    rated.outputs.push(dead_letter(topics[TopicKind::DeadLetter].clone(), record, refusal));
                     "dead_letter"
                 }
             };
@@ -542,6 +547,10 @@ impl PartitionTask {
             for output in outs.drain(..) {
                 count(&mut rated.stats, &output);
                 let (topic, key, payload) = codec::encode_output(topics, output);
+                rated.outputs.push(Outgoing { topic: topic.to_owned(), key, payload: Some(payload), partition: None });
+            }
+            for movement in movements.iter_mut().flat_map(|m| m.drain(..)) {
+                let (topic, key, payload) = codec::encode_movement(topics, movement);
                 rated.outputs.push(Outgoing { topic: topic.to_owned(), key, payload: Some(payload), partition: None });
             }
         }
@@ -561,7 +570,7 @@ impl PartitionTask {
     }
 
     fn changelog_record(&self, key: String, payload: Option<Vec<u8>>) -> Outgoing {
-        Outgoing { topic: self.config.topics.state.clone(), key, payload, partition: Some(self.partition) }
+        Outgoing { topic: self.config.topics[TopicKind::State].clone(), key, payload, partition: Some(self.partition) }
     }
 
     fn apply(
@@ -570,6 +579,7 @@ impl PartitionTask {
         kind: TopicKind,
         undo: &mut HashMap<String, Undo>,
         outs: &mut Vec<Output>,
+        movements: Option<&mut Vec<LedgerMovement>>,
     ) -> Result<Applied, Refusal> {
         let input: Input = codec::decode_input(kind, record.payload.as_deref())?;
         let tenant = input.tenant_id().as_str();
@@ -601,7 +611,11 @@ impl PartitionTask {
             state.track_changes();
             state
         });
-        self.rater.apply(&*self.tables, state, input, outs).map_err(|e| Refusal::new(e.code(), e.to_string()))
+        let applied = match movements {
+            Some(movements) => self.rater.apply_traced(&*self.tables, state, input, outs, movements),
+            None => self.rater.apply(&*self.tables, state, input, outs),
+        };
+        applied.map_err(|e| Refusal::new(e.code(), e.to_string()))
     }
 
     /// Writes the tenants whose changelog record is in the earlier layout in full, in one

@@ -9,6 +9,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tollgate_proto::{Message as _, v1};
 
+use crate::config::TopicKind;
 use crate::config::{Topics, WorkerConfig};
 use crate::partition::DeliveryTracker;
 use crate::reference::user_key;
@@ -28,12 +29,16 @@ pub struct Keyed {
 /// The topic, key and value of an input record.
 pub fn input(topics: &Topics, record: &v1::InputRecord) -> Option<Keyed> {
     match record.record.as_ref()? {
-        v1::input_record::Record::CallLeg(e) => {
-            Some(Keyed { topic: topics.call_legs.clone(), key: e.tenant_id.clone(), value: e.encode_to_vec() })
-        }
-        v1::input_record::Record::CreditCommand(c) => {
-            Some(Keyed { topic: topics.credit_commands.clone(), key: c.tenant_id.clone(), value: c.encode_to_vec() })
-        }
+        v1::input_record::Record::CallLeg(e) => Some(Keyed {
+            topic: topics[TopicKind::CallLegs].clone(),
+            key: e.tenant_id.clone(),
+            value: e.encode_to_vec(),
+        }),
+        v1::input_record::Record::CreditCommand(c) => Some(Keyed {
+            topic: topics[TopicKind::CreditCommands].clone(),
+            key: c.tenant_id.clone(),
+            value: c.encode_to_vec(),
+        }),
     }
 }
 
@@ -41,17 +46,25 @@ pub fn input(topics: &Topics, record: &v1::InputRecord) -> Option<Keyed> {
 pub fn reference(topics: &Topics, data: &v1::ReferenceData) -> Vec<Keyed> {
     let mut out = Vec::new();
     for t in &data.tenants {
-        out.push(Keyed { topic: topics.tenants.clone(), key: t.tenant_id.clone(), value: t.encode_to_vec() });
+        out.push(Keyed {
+            topic: topics[TopicKind::Tenants].clone(),
+            key: t.tenant_id.clone(),
+            value: t.encode_to_vec(),
+        });
     }
     for u in &data.users {
         out.push(Keyed {
-            topic: topics.users.clone(),
+            topic: topics[TopicKind::Users].clone(),
             key: user_key(&u.tenant_id, &u.user_id),
             value: u.encode_to_vec(),
         });
     }
     for c in &data.rate_cards {
-        out.push(Keyed { topic: topics.rate_cards.clone(), key: c.rate_card_id.clone(), value: c.encode_to_vec() });
+        out.push(Keyed {
+            topic: topics[TopicKind::RateCards].clone(),
+            key: c.rate_card_id.clone(),
+            value: c.encode_to_vec(),
+        });
     }
     out
 }

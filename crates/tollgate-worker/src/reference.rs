@@ -5,7 +5,6 @@
 //! to them: no leg is rated before that. Afterwards it keeps reading, so updates apply live.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,7 +17,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tollgate_core::{Catalog, RateCard, Tenant, User};
 use tollgate_proto::{Message as _, v1};
 
+use crate::cancel::Cancel;
 use crate::config::WorkerConfig;
+use crate::topics::{Role, TopicKind, Topics};
 use crate::{Error, kafka, telemetry};
 
 /// Live reference tables, shared by all partition tasks of a worker.
@@ -75,15 +76,14 @@ impl Tables {
     }
 
     /// Applies one reference record (value `None` deletes the key).
-    pub fn apply(&self, kind: crate::config::TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
+    pub fn apply(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
         let result = self.apply_record(kind, key, payload);
         *self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
         self.changed.notify_all();
         result
     }
 
-    fn apply_record(&self, kind: crate::config::TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
-        use crate::config::TopicKind;
+    fn apply_record(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
         let Some(payload) = payload else {
             match kind {
                 TopicKind::Tenants => drop(self.tenants.remove(key)),
@@ -155,7 +155,7 @@ impl Catalog for Tables {
 #[derive(Debug)]
 pub struct Loader {
     caught_up: Arc<CaughtUp>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Cancel>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -163,7 +163,7 @@ impl Loader {
     /// Starts reading the reference topics into `tables`.
     pub fn start(config: &WorkerConfig, tables: Arc<Tables>) -> Result<Self, Error> {
         let consumer: BaseConsumer = kafka::reader(config, "reference").create()?;
-        let topics = [&config.topics.tenants, &config.topics.users, &config.topics.rate_cards];
+        let topics = config.topics.with_role(Role::Reference);
         let timeout = config.kafka_timeout();
         let mut assignment = TopicPartitionList::new();
         let mut targets: Vec<(String, i32, i64)> = Vec::new();
@@ -192,7 +192,7 @@ impl Loader {
         if targets.is_empty() {
             caught_up.set();
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Cancel::default());
         let thread = {
             let caught_up = Arc::clone(&caught_up);
             let stop = Arc::clone(&stop);
@@ -210,13 +210,13 @@ impl Loader {
         self.caught_up.get()
     }
 
-    /// Waits until caught up, or until `stop` is set.
-    pub fn wait_caught_up(&self, stop: &AtomicBool) -> Result<(), Error> {
+    /// Waits until caught up, or until `cancel` is cancelled.
+    pub fn wait_caught_up(&self, cancel: &Cancel) -> Result<(), Error> {
         let started = Instant::now();
         let mut next_log = Duration::from_secs(10);
-        // Wake up now and then to honour `stop`, which has no condition variable of its own.
+        // Two latches cannot be waited on at once: wake up now and then to look at `cancel`.
         while !self.caught_up.wait(Duration::from_millis(200)) {
-            if stop.load(Ordering::Acquire) {
+            if cancel.is_cancelled() {
                 return Err(Error::ShutDown("loading reference data"));
             }
             if started.elapsed() > next_log {
@@ -258,7 +258,7 @@ impl CaughtUp {
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.cancel();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -267,13 +267,13 @@ impl Drop for Loader {
 
 fn read_loop(
     consumer: &BaseConsumer,
-    topics: &crate::config::Topics,
+    topics: &Topics,
     tables: &Tables,
     mut targets: Vec<(String, i32, i64)>,
     caught_up: &CaughtUp,
-    stop: &AtomicBool,
+    stop: &Cancel,
 ) {
-    while !stop.load(Ordering::Acquire) {
+    while !stop.is_cancelled() {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -282,11 +282,7 @@ fn read_loop(
             Some(Ok(message)) => {
                 let topic = message.topic();
                 let Some(kind) = topics.kind_of(topic) else { continue };
-                let label = match kind {
-                    crate::config::TopicKind::Tenants => "tenants",
-                    crate::config::TopicKind::Users => "users",
-                    _ => "rate_cards",
-                };
+                let label = kind.key();
                 let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
                 match tables.apply(kind, &key, message.payload()) {
                     Ok(()) => telemetry::reference_record(label, "applied"),

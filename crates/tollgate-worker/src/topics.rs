@@ -1,17 +1,278 @@
-//! The topic layout of a tollgate deployment.
+//! The topic registry: every tollgate topic, one row each, read by the configuration (the
+//! keys of `[worker.topics]` and `TOLLGATE_TOPIC_<KEY>`), topic creation
+//! (`tollgate admin create-topics`, the demo), routing (which topic a record came from, which
+//! one an output goes to), `tollgate tail` (how a value is shown as JSON) and telemetry (the
+//! `topic` label is the row's key).
 //!
 //! Inputs, outputs and the changelog share one partition count (co-partitioning: the worker
 //! that owns partition *p* of the inputs writes partition *p* of the changelog). Reference
 //! topics are compacted and small; every worker reads them whole.
+//!
+//! Adding a topic is adding a [`TopicKind`] variant and its row in [`REGISTRY`]; the compiler
+//! then points at the few matches that must say what the topic carries.
 
+use std::fmt;
+use std::ops::{Index, IndexMut};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tollgate_proto::v1;
+
+use crate::codec::{self, ToJson};
 use crate::config::WorkerConfig;
 use crate::{Error, kafka};
+
+/// The role of a tollgate topic.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum TopicKind {
+    /// `CallLegEvent` values.
+    CallLegs,
+    /// `CreditCommand` values.
+    CreditCommands,
+    /// `RatedUsage` values.
+    RatedUsage,
+    /// `LegDecision` values.
+    LegDecisions,
+    /// `CreditEvent` values.
+    CreditEvents,
+    /// `LedgerMovement` values (the debit trail; written only when enabled).
+    LedgerMovements,
+    /// `DeadLetter` values.
+    DeadLetter,
+    /// JSON `TenantState` values.
+    State,
+    /// `Tenant` values.
+    Tenants,
+    /// `User` values.
+    Users,
+    /// `RateCard` values.
+    RateCards,
+}
+
+/// What a topic is for in the pipeline.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// Read by the consumer group, keyed by tenant.
+    Input,
+    /// Written by the workers, keyed by tenant.
+    Output,
+    /// The compacted per-partition state.
+    Changelog,
+    /// Compacted reference data, read whole by every worker.
+    Reference,
+}
+
+/// How many partitions a topic has.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Partitioning {
+    /// As many as the inputs (co-partitioned by tenant).
+    CoPartitioned,
+    /// One: the topic is small and read whole.
+    Single,
+}
+
+/// `cleanup.policy` of a topic.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Cleanup {
+    /// Kafka's default retention.
+    Delete,
+    /// Compacted: the latest value per key is kept.
+    Compact,
+}
+
+/// One row of the registry.
+#[derive(Clone, Copy, Debug)]
+pub struct TopicDef {
+    /// Which topic.
+    pub kind: TopicKind,
+    /// Its key under `[worker.topics]` (also `TOLLGATE_TOPIC_<KEY>` and the metrics label).
+    pub key: &'static str,
+    /// Its default name.
+    pub default_name: &'static str,
+    /// Its role.
+    pub role: Role,
+    /// Its partition count.
+    pub partitioning: Partitioning,
+    /// Its cleanup policy.
+    pub cleanup: Cleanup,
+    /// Its largest record, when above the broker's default (`max.message.bytes`).
+    pub max_message_bytes: Option<u32>,
+    /// Its values as JSON (`tollgate tail`).
+    pub to_json: ToJson,
+}
+
+const fn row(kind: TopicKind, key: &'static str, default_name: &'static str, role: Role, to_json: ToJson) -> TopicDef {
+    let (partitioning, cleanup) = match role {
+        Role::Input | Role::Output => (Partitioning::CoPartitioned, Cleanup::Delete),
+        Role::Changelog => (Partitioning::CoPartitioned, Cleanup::Compact),
+        Role::Reference => (Partitioning::Single, Cleanup::Compact),
+    };
+    TopicDef { kind, key, default_name, role, partitioning, cleanup, max_message_bytes: None, to_json }
+}
+
+/// Every tollgate topic, in [`TopicKind`] order.
+pub const REGISTRY: [TopicDef; 11] = [
+    row(TopicKind::CallLegs, "call_legs", "tollgate.call-legs.v1", Role::Input, codec::json::<v1::CallLegEvent>),
+    row(
+        TopicKind::CreditCommands,
+        "credit_commands",
+        "tollgate.credit-commands.v1",
+        Role::Input,
+        codec::json::<v1::CreditCommand>,
+    ),
+    row(TopicKind::RatedUsage, "rated_usage", "tollgate.rated-usage.v1", Role::Output, codec::json::<v1::RatedUsage>),
+    row(
+        TopicKind::LegDecisions,
+        "leg_decisions",
+        "tollgate.leg-decisions.v1",
+        Role::Output,
+        codec::json::<v1::LegDecision>,
+    ),
+    row(
+        TopicKind::CreditEvents,
+        "credit_events",
+        "tollgate.credit-events.v1",
+        Role::Output,
+        codec::json::<v1::CreditEvent>,
+    ),
+    row(
+        TopicKind::LedgerMovements,
+        "ledger_movements",
+        "tollgate.ledger-movements.v1",
+        Role::Output,
+        codec::json::<v1::LedgerMovement>,
+    ),
+    row(TopicKind::DeadLetter, "dead_letter", "tollgate.dead-letter.v1", Role::Output, codec::json::<v1::DeadLetter>),
+    TopicDef {
+        // Changelog records are one entry each (a tenant's fixed-size record, one open leg, one
+        // window entry) and stay far below this; the headroom is for tenants with many lots.
+        max_message_bytes: Some(16_777_216),
+        ..row(TopicKind::State, "state", "tollgate.state.v1", Role::Changelog, codec::state_json)
+    },
+    row(TopicKind::Tenants, "tenants", "tollgate.tenants.v1", Role::Reference, codec::json::<v1::Tenant>),
+    row(TopicKind::Users, "users", "tollgate.users.v1", Role::Reference, codec::json::<v1::User>),
+    row(TopicKind::RateCards, "rate_cards", "tollgate.rate-cards.v1", Role::Reference, codec::json::<v1::RateCard>),
+];
+
+/// The keys of `[worker.topics]`, in registry order.
+const KEYS: [&str; REGISTRY.len()] = {
+    let mut keys = [""; REGISTRY.len()];
+    let mut i = 0;
+    while i < REGISTRY.len() {
+        keys[i] = REGISTRY[i].key;
+        i += 1;
+    }
+    keys
+};
+
+impl TopicKind {
+    /// Its row of the registry.
+    pub const fn def(self) -> &'static TopicDef {
+        &REGISTRY[self as usize]
+    }
+
+    /// Its key under `[worker.topics]`, also the `topic` label of metrics.
+    pub const fn key(self) -> &'static str {
+        self.def().key
+    }
+
+    /// The topic whose key is `key`.
+    pub fn from_key(key: &str) -> Option<TopicKind> {
+        REGISTRY.iter().find(|d| d.key == key).map(|d| d.kind)
+    }
+
+    /// Every topic of a role, in registry order.
+    pub fn with_role(role: Role) -> impl Iterator<Item = TopicKind> {
+        REGISTRY.iter().filter(move |d| d.role == role).map(|d| d.kind)
+    }
+}
+
+/// The topic names of a deployment: the registry's defaults unless configured.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Topics {
+    names: [String; REGISTRY.len()],
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics { names: REGISTRY.map(|d| d.default_name.to_owned()) }
+    }
+}
+
+impl Index<TopicKind> for Topics {
+    type Output = String;
+    fn index(&self, kind: TopicKind) -> &String {
+        &self.names[kind as usize]
+    }
+}
+
+impl IndexMut<TopicKind> for Topics {
+    fn index_mut(&mut self, kind: TopicKind) -> &mut String {
+        &mut self.names[kind as usize]
+    }
+}
+
+impl fmt::Debug for Topics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(REGISTRY.iter().map(|d| (d.key, &self[d.kind]))).finish()
+    }
+}
+
+impl Topics {
+    /// What is on a topic, by name.
+    pub fn kind_of(&self, topic: &str) -> Option<TopicKind> {
+        REGISTRY.iter().map(|d| d.kind).find(|&kind| self[kind] == topic)
+    }
+
+    /// Every name, to rename them all (a test's own prefix).
+    pub fn names_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        self.names.iter_mut()
+    }
+
+    /// The names of the topics of a role, in registry order.
+    pub fn with_role(&self, role: Role) -> impl Iterator<Item = &String> {
+        TopicKind::with_role(role).map(|kind| &self[kind])
+    }
+}
+
+impl Serialize for Topics {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(REGISTRY.len()))?;
+        for def in &REGISTRY {
+            map.serialize_entry(def.key, &self[def.kind])?;
+        }
+        map.end()
+    }
+}
+
+/// A table of registry keys; a key the registry does not have is refused, like an unknown
+/// field of a struct.
+impl<'de> Deserialize<'de> for Topics {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> Visitor<'de> for Names {
+            type Value = Topics;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of topic names")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Topics, A::Error> {
+                let mut topics = Topics::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let kind = TopicKind::from_key(&key).ok_or_else(|| serde::de::Error::unknown_field(&key, &KEYS))?;
+                    topics[kind] = map.next_value()?;
+                }
+                Ok(topics)
+            }
+        }
+        deserializer.deserialize_map(Names)
+    }
+}
 
 /// One topic to create.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -24,36 +285,37 @@ pub struct TopicSpec {
     pub configs: Vec<(&'static str, String)>,
 }
 
-/// The topics of a deployment with `partitions` input partitions.
+/// The topics of a deployment with `partitions` input partitions: every row of the registry.
 pub fn specs(config: &WorkerConfig, partitions: i32) -> Vec<TopicSpec> {
-    let t = &config.topics;
-    let plain = |name: &str, partitions: i32| TopicSpec { name: name.to_owned(), partitions, configs: Vec::new() };
-    let compacted = |name: &str, partitions: i32| TopicSpec {
-        name: name.to_owned(),
-        partitions,
-        configs: vec![("cleanup.policy", "compact".into()), ("min.compaction.lag.ms", "60000".into())],
-    };
-    let mut state = compacted(&t.state, partitions);
-    // Changelog records are one entry each (a tenant's fixed-size record, one open leg, one
-    // window entry) and stay far below this; the headroom is for tenants with many lots.
-    state.configs.push(("max.message.bytes", "16777216".into()));
-    vec![
-        plain(&t.call_legs, partitions),
-        plain(&t.credit_commands, partitions),
-        plain(&t.rated_usage, partitions),
-        plain(&t.leg_decisions, partitions),
-        plain(&t.credit_events, partitions),
-        plain(&t.dead_letter, partitions),
-        state,
-        compacted(&t.tenants, 1),
-        compacted(&t.users, 1),
-        compacted(&t.rate_cards, 1),
-    ]
+    REGISTRY
+        .iter()
+        .map(|def| {
+            let mut configs = Vec::new();
+            if def.cleanup == Cleanup::Compact {
+                configs.push(("cleanup.policy", "compact".to_owned()));
+                configs.push(("min.compaction.lag.ms", "60000".to_owned()));
+            }
+            if let Some(bytes) = def.max_message_bytes {
+                configs.push(("max.message.bytes", bytes.to_string()));
+            }
+            let partitions = match def.partitioning {
+                Partitioning::CoPartitioned => partitions,
+                Partitioning::Single => 1,
+            };
+            TopicSpec { name: config.topics[def.kind].clone(), partitions, configs }
+        })
+        .collect()
 }
 
 /// Creates the topics through the admin API; existing topics are left alone. Returns, per
-/// topic, whether it was created (`true`) or already existed (`false`).
-pub fn create(config: &WorkerConfig, specs: &[TopicSpec], replication: i32) -> Result<Vec<(String, bool)>, Error> {
+/// topic, whether it was created (`true`) or already existed (`false`). The future is
+/// resolved by librdkafka's own threads: any executor can drive it (the binary's tokio
+/// runtime does).
+pub async fn create(
+    config: &WorkerConfig,
+    specs: &[TopicSpec],
+    replication: i32,
+) -> Result<Vec<(String, bool)>, Error> {
     let admin: AdminClient<DefaultClientContext> = kafka::base(config).create()?;
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
@@ -66,7 +328,7 @@ pub fn create(config: &WorkerConfig, specs: &[TopicSpec], replication: i32) -> R
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_millis(config.kafka_timeout_ms)));
-    let results = block_on(admin.create_topics(&topics, &options))?;
+    let results = admin.create_topics(&topics, &options).await?;
     let mut created = Vec::new();
     for result in results {
         match result {
@@ -85,23 +347,52 @@ pub fn create(config: &WorkerConfig, specs: &[TopicSpec], replication: i32) -> R
     Ok(created)
 }
 
-/// Drives a future to completion on this thread (the admin client's futures are resolved by
-/// librdkafka's own threads).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_is_in_kind_order_with_unique_keys_and_names() {
+        for (i, def) in REGISTRY.iter().enumerate() {
+            assert_eq!(def.kind as usize, i, "{:?}", def.kind);
+            assert_eq!(TopicKind::from_key(def.key), Some(def.kind));
+        }
+        let topics = Topics::default();
+        for def in &REGISTRY {
+            assert_eq!(topics.kind_of(def.default_name), Some(def.kind));
         }
     }
-    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
-        }
+
+    #[test]
+    fn specs_give_the_layout_of_a_deployment() {
+        let specs = specs(&WorkerConfig::default(), 6);
+        let layout: Vec<(&str, i32, usize)> =
+            specs.iter().map(|s| (s.name.as_str(), s.partitions, s.configs.len())).collect();
+        assert_eq!(
+            layout,
+            [
+                ("tollgate.call-legs.v1", 6, 0),
+                ("tollgate.credit-commands.v1", 6, 0),
+                ("tollgate.rated-usage.v1", 6, 0),
+                ("tollgate.leg-decisions.v1", 6, 0),
+                ("tollgate.credit-events.v1", 6, 0),
+                ("tollgate.ledger-movements.v1", 6, 0),
+                ("tollgate.dead-letter.v1", 6, 0),
+                ("tollgate.state.v1", 6, 3),
+                ("tollgate.tenants.v1", 1, 2),
+                ("tollgate.users.v1", 1, 2),
+                ("tollgate.rate-cards.v1", 1, 2),
+            ]
+        );
+        assert_eq!(specs[7].configs[2], ("max.message.bytes", "16777216".to_owned()));
+    }
+
+    #[test]
+    fn a_table_of_names_overrides_the_defaults_and_refuses_unknown_keys() {
+        let topics: Topics = serde_json::from_str(r#"{"call_legs":"legs"}"#).unwrap();
+        assert_eq!(topics[TopicKind::CallLegs], "legs");
+        assert_eq!(topics[TopicKind::State], "tollgate.state.v1");
+        let err = serde_json::from_str::<Topics>(r#"{"call_leg":"legs"}"#).unwrap_err().to_string();
+        assert!(err.starts_with("unknown field `call_leg`, expected one of `call_legs`"), "{err}");
     }
 }

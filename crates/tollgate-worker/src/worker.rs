@@ -7,7 +7,6 @@
 //! tasks restore their state from the changelog before they rate a record.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -18,6 +17,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::access::{self, AccessError};
 use crate::cancel::Cancel;
+use crate::config::TopicKind;
 use crate::config::WorkerConfig;
 use crate::partition::{Command, Coordinator, Halt, PartitionTask};
 use crate::readiness::{Readiness, Stage};
@@ -161,11 +161,11 @@ impl Worker {
         &self.tables
     }
 
-    /// Runs until `stop` is set: then finishes and commits the current batches, flushes, and
-    /// leaves the group. Broker unavailability is retried with backoff; only configuration and
+    /// Runs until `cancel` is cancelled: then finishes and commits the current batches,
+    /// flushes, and leaves the group. Broker unavailability is retried with backoff; only configuration and
     /// topology errors end the run early.
-    pub fn run(&self, stop: &AtomicBool) -> Result<(), Error> {
-        let outcome = self.run_until_stopped(stop);
+    pub fn run(&self, cancel: &Cancel) -> Result<(), Error> {
+        let outcome = self.run_until_stopped(cancel);
         self.readiness.reached(Stage::Stopped);
         match outcome {
             // Asked to stop before it was in the group (checking topics, loading reference
@@ -178,7 +178,7 @@ impl Worker {
         }
     }
 
-    fn run_until_stopped(&self, stop: &AtomicBool) -> Result<(), Error> {
+    fn run_until_stopped(&self, cancel: &Cancel) -> Result<(), Error> {
         let config = &self.config;
         self.readiness.reached(Stage::CheckingTopics);
         // Wrong credentials or an untrusted certificate never heal: stop now, naming them,
@@ -190,11 +190,12 @@ impl Worker {
             telemetry::access_denied(access.cause, &access);
             return Err(Error::Access(access));
         }
-        let partition_count = retry("checking topics", stop, || check_topology(config))?;
+        let partition_count = retry("checking topics", cancel, || check_topology(config))?;
         tracing::info!(partitions = partition_count, group = %config.group_id, "topics are co-partitioned");
         self.readiness.reached(Stage::LoadingReference);
-        let loader = retry("starting the reference reader", stop, || Loader::start(config, Arc::clone(&self.tables)))?;
-        loader.wait_caught_up(stop)?;
+        let loader =
+            retry("starting the reference reader", cancel, || Loader::start(config, Arc::clone(&self.tables)))?;
+        loader.wait_caught_up(cancel)?;
         self.readiness.reached(Stage::JoiningGroup);
 
         let shared = Arc::new(Shared {
@@ -211,12 +212,12 @@ impl Worker {
         let consumer: Arc<GroupConsumer> =
             Arc::new(kafka::group_consumer(config).create_with_context(WorkerContext { shared: Arc::clone(&shared) })?);
         let _ = shared.consumer.set(Arc::downgrade(&consumer));
-        consumer.subscribe(&[&config.topics.call_legs, &config.topics.credit_commands])?;
+        consumer.subscribe(&[&config.topics[TopicKind::CallLegs], &config.topics[TopicKind::CreditCommands]])?;
         tracing::info!("joined the consumer group");
 
         let mut gauges_refreshed = Instant::now();
         let mut outcome = Ok(());
-        while !stop.load(Ordering::Acquire) {
+        while !cancel.is_cancelled() {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => shared.route(Record::from_message(&message)),
                 Some(Err(error)) => {
@@ -253,8 +254,9 @@ impl Worker {
     }
 }
 
-/// Retries `op` with backoff until it succeeds, fails fatally, or `stop` is set.
-fn retry<T>(what: &'static str, stop: &AtomicBool, mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+/// Retries `op` with backoff until it succeeds, fails fatally, or `cancel` is cancelled (which
+/// ends a backoff at once).
+fn retry<T>(what: &'static str, cancel: &Cancel, mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
     let mut attempt = 0u32;
     loop {
         match op() {
@@ -263,12 +265,8 @@ fn retry<T>(what: &'static str, stop: &AtomicBool, mut op: impl FnMut() -> Resul
             Err(e) => {
                 attempt += 1;
                 tracing::warn!(%e, attempt, "{what} failed, retrying");
-                let until = Instant::now() + Duration::from_millis(200u64 << attempt.min(6));
-                while Instant::now() < until {
-                    if stop.load(Ordering::Acquire) {
-                        return Err(Error::ShutDown(what));
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                if cancel.wait(Duration::from_millis(200u64 << attempt.min(6))) {
+                    return Err(Error::ShutDown(what));
                 }
             }
         }
@@ -280,7 +278,12 @@ pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
     let consumer: BaseConsumer = kafka::base(config).create()?;
     let topics = &config.topics;
     let mut counts = Vec::new();
-    for topic in [&topics.call_legs, &topics.credit_commands, &topics.state] {
+    // The debit trail is written only when enabled; then its topic must exist too (outputs
+    // are partitioned by key on their own, so its partition count is not compared).
+    let trail = config.ledger_movements.then_some(TopicKind::LedgerMovements);
+    let required = [TopicKind::CallLegs, TopicKind::CreditCommands, TopicKind::State].into_iter().chain(trail);
+    for kind in required {
+        let topic = &topics[kind];
         let metadata = consumer.fetch_metadata(Some(topic), config.kafka_timeout())?;
         if let Some(code) =
             metadata.topics().first().and_then(|t| t.error()).map(rdkafka::types::RDKafkaErrorCode::from)
@@ -295,7 +298,9 @@ pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
                 "topic {topic} does not exist (create it with `tollgate admin create-topics`)"
             )));
         }
-        counts.push((topic.as_str(), count));
+        if kind != TopicKind::LedgerMovements {
+            counts.push((topic.as_str(), count));
+        }
     }
     if counts.iter().any(|(_, c)| *c != counts[0].1) {
         let listed: Vec<String> = counts.iter().map(|(t, c)| format!("{t}={c}")).collect();
@@ -430,7 +435,7 @@ impl Shared {
     /// The two input topics' `partition`.
     fn inputs(&self, partition: i32) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        for topic in [&self.config.topics.call_legs, &self.config.topics.credit_commands] {
+        for topic in [&self.config.topics[TopicKind::CallLegs], &self.config.topics[TopicKind::CreditCommands]] {
             tpl.add_partition(topic, partition);
         }
         tpl
@@ -576,7 +581,10 @@ impl Shared {
         let mut partitions: Vec<i32> = tpl
             .elements()
             .iter()
-            .filter(|e| e.topic() == self.config.topics.call_legs || e.topic() == self.config.topics.credit_commands)
+            .filter(|e| {
+                e.topic() == self.config.topics[TopicKind::CallLegs]
+                    || e.topic() == self.config.topics[TopicKind::CreditCommands]
+            })
             .map(|e| e.partition())
             .collect();
         partitions.sort_unstable();

@@ -10,7 +10,7 @@ use tollgate_proto::v1;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::topics;
 
-use crate::config::{Config, KafkaFlags, RunFlags, config_path};
+use crate::config::{Config, KafkaFlags, RunFlags};
 
 /// Arguments of `tollgate admin`.
 #[derive(Debug, clap::Args)]
@@ -57,9 +57,8 @@ enum AdminCommand {
 }
 
 /// Runs an admin command.
-pub fn run(mut args: AdminArgs) -> anyhow::Result<ExitCode> {
-    args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
-    let config = Config::load(&args.kafka, &RunFlags::default(), std::env::vars())?;
+pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.kafka, &RunFlags::default())?;
     ensure_reachable(&config)?;
     let worker = &config.worker;
     match args.command {
@@ -67,7 +66,14 @@ pub fn run(mut args: AdminArgs) -> anyhow::Result<ExitCode> {
             if partitions < 1 || replication < 1 {
                 bail!("partitions and replication must be at least 1");
             }
-            for (name, created) in topics::create(worker, &topics::specs(worker, partitions), replication)? {
+            // The admin call is asynchronous (librdkafka's threads resolve it): a runtime to
+            // drive it.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            let specs = topics::specs(worker, partitions);
+            for (name, created) in runtime.block_on(topics::create(worker, &specs, replication))? {
                 println!("{name}: {}", if created { "created" } else { "already exists" });
             }
         }

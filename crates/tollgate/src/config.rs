@@ -1,18 +1,32 @@
 //! Configuration, layered lowest priority first: built-in defaults, a TOML file, `TOLLGATE_*`
 //! environment variables, then command-line flags. This is the only module that reads the
-//! environment (and it does so only through the variables handed to [`Config::load`]).
+//! environment (the variables handed to [`Config::load`], and `TOLLGATE_CONFIG` through clap's
+//! `env` on `--config`).
+//!
+//! The layering is figment's: each layer is a provider named after its source (so an error
+//! says which file or variable it came from), merged in order and extracted into [`Config`],
+//! whose `deny_unknown_fields` refuses unknown keys from every layer alike. The environment
+//! needs no table of its own: `TOLLGATE_<KEY>` is the key of `[telemetry]` if that section has
+//! it, else of `[worker]`; `TOLLGATE_TOPIC_<KEY>` a key of `[worker.topics]` (the topic
+//! registry's); `TOLLGATE_LIBRDKAFKA_<KEY>` a librdkafka property (`_` for `.`). A value is
+//! read as the type of the key's default (number, boolean, or string, verbatim).
 //!
 //! The file has two sections, `[worker]` (with `[worker.topics]` and `[worker.librdkafka]`)
 //! and `[telemetry]`; see `deploy/tollgate.toml` and the README's configuration reference.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
 use tollgate_worker::{ProcessingGuarantee, WorkerConfig};
 
 /// Everything the binary is configured with.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Worker and Kafka settings.
@@ -22,7 +36,7 @@ pub struct Config {
 }
 
 /// Logs and metrics.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Telemetry {
     /// Where `/metrics` is served (Prometheus text format); empty disables it.
@@ -40,8 +54,8 @@ impl Default for Telemetry {
 }
 
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum LogFormat {
     /// Human-readable lines (coloured only at a terminal).
     #[default]
@@ -51,15 +65,37 @@ pub enum LogFormat {
     Json,
 }
 
-impl std::str::FromStr for LogFormat {
-    type Err = anyhow::Error;
+impl FromStr for LogFormat {
+    type Err = String;
 
-    fn from_str(value: &str) -> anyhow::Result<Self> {
+    fn from_str(value: &str) -> Result<Self, String> {
         match value {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => bail!("log format must be text or json, got {other:?}"),
+            other => Err(format!("log format must be text or json, got {other:?}")),
         }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        value.parse()
+    }
+}
+
+impl From<LogFormat> for String {
+    fn from(format: LogFormat) -> String {
+        format.to_string()
     }
 }
 
@@ -70,7 +106,7 @@ impl std::str::FromStr for LogFormat {
 /// --bootstrap-servers ...` as well as `tollgate admin --bootstrap-servers ... fund`).
 pub struct KafkaFlags {
     /// TOML configuration file.
-    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    #[arg(long, short = 'c', value_name = "FILE", global = true, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
     /// Kafka bootstrap servers (overrides the file and TOLLGATE_BOOTSTRAP_SERVERS).
     #[arg(long, value_name = "HOST:PORT,...", global = true)]
@@ -88,7 +124,7 @@ pub struct KafkaFlags {
 pub struct RunFlags {
     /// `at_least_once` or `exactly_once`.
     #[arg(long, value_name = "GUARANTEE")]
-    pub processing_guarantee: Option<String>,
+    pub processing_guarantee: Option<ProcessingGuarantee>,
     /// Address for `/metrics`.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -97,7 +133,7 @@ pub struct RunFlags {
     pub log: Option<String>,
     /// `text` or `json`.
     #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    pub log_format: Option<LogFormat>,
 }
 
 /// Whether `TOLLGATE_<name>` is one of the variables Kubernetes injects into every pod for a
@@ -111,145 +147,206 @@ fn injected_by_kubernetes(name: &str) -> bool {
         || name.strip_prefix("PORT_").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
+/// One layer of the configuration: values at their paths, and where they came from.
+struct Layer {
+    source: String,
+    values: Dict,
+}
+
+impl Layer {
+    fn new(source: impl Into<String>) -> Layer {
+        Layer { source: source.into(), values: Dict::new() }
+    }
+
+    /// Sets the value at `path` (`["worker", "librdkafka", "sasl.mechanism"]`).
+    fn set(&mut self, path: &[&str], value: Value) {
+        let Some((last, parents)) = path.split_last() else { return };
+        let mut dict = &mut self.values;
+        for key in parents {
+            let entry = dict.entry((*key).to_owned()).or_insert_with(|| Value::from(Dict::new()));
+            if entry.as_dict().is_none() {
+                *entry = Value::from(Dict::new());
+            }
+            let Value::Dict(_, next) = entry else { return };
+            dict = next;
+        }
+        dict.insert((*last).to_owned(), value);
+    }
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.source.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
 impl Config {
-    /// Layers defaults, `file`, the `TOLLGATE_*` variables among `env`, and the flags.
-    pub fn load(
+    /// Layers defaults, the file, the process's `TOLLGATE_*` variables, and the flags.
+    pub fn load(kafka: &KafkaFlags, run: &RunFlags) -> anyhow::Result<Config> {
+        Config::load_with_env(kafka, run, std::env::vars())
+    }
+
+    /// Layers defaults, the file, the `TOLLGATE_*` variables among `env`, and the flags.
+    pub fn load_with_env(
         kafka: &KafkaFlags,
         run: &RunFlags,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Config> {
-        let mut config = match &kafka.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        for (key, value) in env {
-            if let Some(name) = key.strip_prefix("TOLLGATE_").filter(|name| !injected_by_kubernetes(name)) {
-                config.set_env(name, &value).with_context(|| format!("invalid environment variable {key}"))?;
-            }
+        let mut figment = Figment::from(defaults()?);
+        if let Some(path) = &kafka.config {
+            figment = figment.merge(file(path)?);
         }
-        let w = &mut config.worker;
-        if let Some(v) = &kafka.bootstrap_servers {
-            w.bootstrap_servers.clone_from(v);
-        }
-        if let Some(v) = &kafka.group_id {
-            w.group_id.clone_from(v);
-        }
-        for setting in &kafka.librdkafka {
-            let Some((k, v)) = setting.split_once('=') else { bail!("-X takes KEY=VALUE, got {setting:?}") };
-            w.librdkafka.insert(k.trim().to_owned(), v.trim().to_owned());
-        }
-        if let Some(v) = &run.processing_guarantee {
-            w.processing_guarantee = parse_guarantee(v)?;
-        }
-        if let Some(v) = &run.metrics_listen {
-            config.telemetry.metrics_listen.clone_from(v);
-        }
-        if let Some(v) = &run.log {
-            config.telemetry.log.clone_from(v);
-        }
-        if let Some(v) = &run.log_format {
-            config.telemetry.log_format = v.parse()?;
-        }
+        figment = environment(figment, env)?.merge(flags(kafka, run)?);
+        let config: Config = figment.extract().map_err(describe)?;
         config.worker.validate().context("invalid worker configuration")?;
         Ok(config)
     }
+}
 
-    fn from_file(path: &Path) -> anyhow::Result<Config> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("failed to parse config file {}", path.display()))
+/// The built-in defaults as a layer.
+fn defaults() -> anyhow::Result<Layer> {
+    let mut layer = Layer::new("built-in defaults");
+    let Value::Dict(_, values) = Value::serialize(Config::default()).context("unserializable defaults")? else {
+        bail!("the defaults are not a table")
+    };
+    layer.values = values;
+    Ok(layer)
+}
+
+/// A TOML file as a layer.
+fn file(path: &Path) -> anyhow::Result<Layer> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("failed to parse config file {}", path.display()))?;
+    let mut layer = Layer::new(format!("config file {}", path.display()));
+    if let Value::Dict(_, values) = Value::serialize(table).context("unrepresentable TOML")? {
+        layer.values = values;
     }
+    Ok(layer)
+}
 
-    /// Applies one `TOLLGATE_<NAME>` variable.
-    fn set_env(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
-        let w = &mut self.worker;
-        let number = |v: &str| v.parse::<u64>().with_context(|| format!("{v:?} is not a number"));
-        match name {
-            "CONFIG" => {} // read by the caller as the file path
-            "BOOTSTRAP_SERVERS" => w.bootstrap_servers = value.to_owned(),
-            "GROUP_ID" => w.group_id = value.to_owned(),
-            "TRANSACTIONAL_ID_PREFIX" => w.transactional_id_prefix = value.to_owned(),
-            "PROCESSING_GUARANTEE" => w.processing_guarantee = parse_guarantee(value)?,
-            "BATCH_SIZE" => w.batch_size = number(value)? as usize,
-            "COMMIT_INTERVAL_MS" => w.commit_interval_ms = number(value)?,
-            "RETENTION_SECONDS" => w.retention_seconds = u32::try_from(number(value)?)?,
-            "KAFKA_TIMEOUT_MS" => w.kafka_timeout_ms = number(value)?,
-            "METRICS_LISTEN" => self.telemetry.metrics_listen = value.to_owned(),
-            "LOG" => self.telemetry.log = value.to_owned(),
-            "LOG_FORMAT" => self.telemetry.log_format = value.parse()?,
-            other => {
-                if let Some(key) = other.strip_prefix("LIBRDKAFKA_") {
-                    // TOLLGATE_LIBRDKAFKA_SASL_MECHANISM -> sasl.mechanism
-                    w.librdkafka.insert(key.to_ascii_lowercase().replace('_', "."), value.to_owned());
-                } else if let Some(topic) = other.strip_prefix("TOPIC_") {
-                    let t = &mut w.topics;
-                    let slot = match topic {
-                        "CALL_LEGS" => &mut t.call_legs,
-                        "CREDIT_COMMANDS" => &mut t.credit_commands,
-                        "RATED_USAGE" => &mut t.rated_usage,
-                        "LEG_DECISIONS" => &mut t.leg_decisions,
-                        "CREDIT_EVENTS" => &mut t.credit_events,
-                        "DEAD_LETTER" => &mut t.dead_letter,
-                        "STATE" => &mut t.state,
-                        "TENANTS" => &mut t.tenants,
-                        "USERS" => &mut t.users,
-                        "RATE_CARDS" => &mut t.rate_cards,
-                        _ => bail!("unknown topic variable"),
-                    };
-                    *slot = value.to_owned();
-                } else {
-                    bail!("unknown setting");
-                }
-            }
+/// One layer per `TOLLGATE_*` variable (so that an error names the variable), merged over
+/// `figment`.
+fn environment(mut figment: Figment, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Figment> {
+    let defaults = Value::serialize(Config::default()).context("unserializable defaults")?;
+    let mut variables: Vec<(String, String)> =
+        env.into_iter().filter(|(key, _)| key.starts_with("TOLLGATE_")).collect();
+    variables.sort();
+    for (key, value) in variables {
+        let name = &key["TOLLGATE_".len()..];
+        // CONFIG names the file (clap reads it for --config).
+        if name == "CONFIG" || injected_by_kubernetes(name) {
+            continue;
         }
-        Ok(())
+        let path: Vec<String> = if let Some(property) = name.strip_prefix("LIBRDKAFKA_") {
+            // TOLLGATE_LIBRDKAFKA_SASL_MECHANISM -> sasl.mechanism
+            vec!["worker".into(), "librdkafka".into(), property.to_ascii_lowercase().replace('_', ".")]
+        } else if let Some(topic) = name.strip_prefix("TOPIC_") {
+            vec!["worker".into(), "topics".into(), topic.to_ascii_lowercase()]
+        } else {
+            let key = name.to_ascii_lowercase();
+            let section = if defaults.find_ref(&format!("telemetry.{key}")).is_some() { "telemetry" } else { "worker" };
+            vec![section.into(), key]
+        };
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let default = defaults.find_ref(&path.join("."));
+        let mut layer = Layer::new(format!("environment variable {key}"));
+        layer.set(&path, typed_like(default, value));
+        figment = figment.merge(layer);
+    }
+    Ok(figment)
+}
+
+/// An environment value as the type of the key's default: a number or a boolean when the
+/// default is one and the text parses as one; otherwise the text itself (so `group_id=007`
+/// stays `007`, and `batch_size=many` is reported as not a number).
+fn typed_like(default: Option<&Value>, text: String) -> Value {
+    match default {
+        Some(Value::Num(..)) => text.parse::<u64>().map_or_else(|_| Value::from(text), Value::from),
+        Some(Value::Bool(..)) => text.parse::<bool>().map_or_else(|_| Value::from(text), Value::from),
+        _ => Value::from(text),
     }
 }
 
-fn parse_guarantee(value: &str) -> anyhow::Result<ProcessingGuarantee> {
-    match value {
-        "at_least_once" => Ok(ProcessingGuarantee::AtLeastOnce),
-        "exactly_once" | "exactly_once_v2" => Ok(ProcessingGuarantee::ExactlyOnce),
-        other => bail!("processing guarantee must be at_least_once or exactly_once, got {other:?}"),
+/// The flags that were given, as the last layer.
+fn flags(kafka: &KafkaFlags, run: &RunFlags) -> anyhow::Result<Layer> {
+    let mut layer = Layer::new("command-line flags");
+    let text = |v: &String| Value::from(v.clone());
+    let given = [
+        (&["worker", "bootstrap_servers"][..], kafka.bootstrap_servers.as_ref().map(text)),
+        (&["worker", "group_id"], kafka.group_id.as_ref().map(text)),
+        (&["worker", "processing_guarantee"], run.processing_guarantee.map(|g| Value::from(g.to_string()))),
+        (&["telemetry", "metrics_listen"], run.metrics_listen.as_ref().map(text)),
+        (&["telemetry", "log"], run.log.as_ref().map(text)),
+        (&["telemetry", "log_format"], run.log_format.map(|f| Value::from(f.to_string()))),
+    ];
+    for (path, value) in given {
+        if let Some(value) = value {
+            layer.set(path, value);
+        }
+    }
+    let mut librdkafka = BTreeMap::new();
+    for setting in &kafka.librdkafka {
+        let Some((k, v)) = setting.split_once('=') else { bail!("-X takes KEY=VALUE, got {setting:?}") };
+        librdkafka.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    for (k, v) in librdkafka {
+        layer.set(&["worker", "librdkafka", &k], Value::from(v));
+    }
+    Ok(layer)
+}
+
+/// A figment error as one line naming its source: `invalid environment variable
+/// TOLLGATE_BATCH_SIZ: unknown field: found ...`.
+fn describe(error: figment::Error) -> anyhow::Error {
+    let source = error.metadata.as_ref().map_or_else(|| "configuration".to_owned(), |m| m.name.to_string());
+    let key = error.path.join(".");
+    if source.starts_with("environment variable") || key.is_empty() {
+        anyhow::anyhow!("invalid {source}: {}", error.kind)
+    } else {
+        anyhow::anyhow!("invalid {source}: {key}: {}", error.kind)
     }
 }
 
 /// The logging of `tollgate demo`, which takes no configuration file: `TOLLGATE_LOG` (`warn`
 /// by default, so that the progress bars stay readable) and `TOLLGATE_LOG_FORMAT`.
-pub fn demo_logs(env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Telemetry> {
-    let mut telemetry = Telemetry { log: "warn".into(), ..Telemetry::default() };
-    for (key, value) in env {
-        match key.as_str() {
-            "TOLLGATE_LOG" => telemetry.log = value,
-            "TOLLGATE_LOG_FORMAT" => {
-                telemetry.log_format = value.parse().with_context(|| format!("invalid environment variable {key}"))?;
-            }
-            _ => {}
-        }
-    }
-    Ok(telemetry)
-}
-
-/// The config file named by `--config`, else by `TOLLGATE_CONFIG`.
-pub fn config_path(flag: Option<PathBuf>, env: impl IntoIterator<Item = (String, String)>) -> Option<PathBuf> {
-    flag.or_else(|| env.into_iter().find(|(k, _)| k == "TOLLGATE_CONFIG").map(|(_, v)| PathBuf::from(v)))
+pub fn demo_logs() -> anyhow::Result<Telemetry> {
+    let logs = std::env::vars().filter(|(key, _)| key == "TOLLGATE_LOG" || key == "TOLLGATE_LOG_FORMAT");
+    let mut quiet = Layer::new("the demo's defaults");
+    quiet.set(&["telemetry", "log"], Value::from("warn".to_owned()));
+    let figment = environment(Figment::from(defaults()?).merge(quiet), logs)?;
+    let config: Config = figment.extract().map_err(describe)?;
+    Ok(config.telemetry)
 }
 
 #[cfg(test)]
 mod tests {
+    use tollgate_worker::TopicKind;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
+    /// A file in a directory of its own (removed by the test).
+    fn temp_file(name: &str, text: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tollgate-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        (dir, file)
+    }
+
     #[test]
     fn layers_defaults_file_environment_and_flags_in_that_order() {
-        let dir = std::env::temp_dir().join(format!("tollgate-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("tollgate.toml");
-        std::fs::write(
-            &file,
+        let (dir, file) = temp_file(
+            "tollgate.toml",
             r#"
 [worker]
 bootstrap_servers = "file:9092"
@@ -263,12 +360,11 @@ call_legs = "legs.from.file"
 [telemetry]
 log = "debug"
 "#,
-        )
-        .unwrap();
+        );
         let kafka =
             KafkaFlags { config: Some(file), bootstrap_servers: Some("flag:9092".into()), ..Default::default() };
         let run = RunFlags { metrics_listen: Some("127.0.0.1:1".into()), ..Default::default() };
-        let config = Config::load(
+        let config = Config::load_with_env(
             &kafka,
             &run,
             env(&[
@@ -286,9 +382,9 @@ log = "debug"
         assert_eq!(w.batch_size, 100);
         assert_eq!(w.commit_interval_ms, 100); // default
         assert_eq!(w.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
-        assert_eq!(w.topics.call_legs, "legs.from.file");
-        assert_eq!(w.topics.rated_usage, "usage.from.env");
-        assert_eq!(w.topics.state, "tollgate.state.v1");
+        assert_eq!(w.topics[TopicKind::CallLegs], "legs.from.file");
+        assert_eq!(w.topics[TopicKind::RatedUsage], "usage.from.env");
+        assert_eq!(w.topics[TopicKind::State], "tollgate.state.v1");
         assert_eq!(w.librdkafka["security.protocol"], "SASL_SSL");
         assert_eq!(w.librdkafka["sasl.mechanism"], "SCRAM-SHA-512");
         assert_eq!(config.telemetry.log, "debug");
@@ -301,36 +397,94 @@ log = "debug"
         let none = KafkaFlags::default();
         let parsed: Config = toml::from_str("[telemetry]\nlog_format = \"json\"\n").unwrap();
         assert_eq!(parsed.telemetry.log_format, LogFormat::Json);
-        let config = Config::load(&none, &RunFlags::default(), env(&[])).unwrap();
+        let config = Config::load_with_env(&none, &RunFlags::default(), env(&[])).unwrap();
         assert_eq!(config.telemetry.log_format, LogFormat::Text);
-        let config = Config::load(&none, &RunFlags::default(), env(&[("TOLLGATE_LOG_FORMAT", "json")])).unwrap();
+        let config =
+            Config::load_with_env(&none, &RunFlags::default(), env(&[("TOLLGATE_LOG_FORMAT", "json")])).unwrap();
         assert_eq!(config.telemetry.log_format, LogFormat::Json);
-        let flag = RunFlags { log_format: Some("text".into()), ..RunFlags::default() };
-        let config = Config::load(&none, &flag, env(&[("TOLLGATE_LOG_FORMAT", "json")])).unwrap();
+        let flag = RunFlags { log_format: Some(LogFormat::Text), ..RunFlags::default() };
+        let config = Config::load_with_env(&none, &flag, env(&[("TOLLGATE_LOG_FORMAT", "json")])).unwrap();
         assert_eq!(config.telemetry.log_format, LogFormat::Text);
-        let err = Config::load(&none, &RunFlags::default(), env(&[("TOLLGATE_LOG_FORMAT", "yaml")])).unwrap_err();
+        let err =
+            Config::load_with_env(&none, &RunFlags::default(), env(&[("TOLLGATE_LOG_FORMAT", "yaml")])).unwrap_err();
         assert_eq!(
             format!("{err:#}"),
             "invalid environment variable TOLLGATE_LOG_FORMAT: log format must be text or json, got \"yaml\""
         );
         let err = toml::from_str::<Config>("[telemetry]\nlog_format = \"JSON\"\n").unwrap_err();
-        assert!(err.to_string().contains("unknown variant `JSON`"), "{err}");
+        assert!(err.to_string().contains("log format must be text or json, got \"JSON\""), "{err}");
     }
 
     #[test]
     fn refuses_unknown_settings_and_bad_values() {
         let none = KafkaFlags::default();
         let run = RunFlags::default();
-        let err = Config::load(&none, &run, env(&[("TOLLGATE_BATCH_SIZ", "1")])).unwrap_err();
-        assert_eq!(format!("{err:#}"), "invalid environment variable TOLLGATE_BATCH_SIZ: unknown setting");
-        let err = Config::load(&none, &run, env(&[("TOLLGATE_PROCESSING_GUARANTEE", "maybe")])).unwrap_err();
-        assert!(format!("{err:#}").contains("must be at_least_once or exactly_once"), "{err:#}");
-        let err = Config::load(&none, &run, env(&[("TOLLGATE_BATCH_SIZE", "0")])).unwrap_err();
-        assert!(format!("{err:#}").contains("batch_size must be > 0"), "{err:#}");
-        let err: Result<Config, _> = toml::from_str("[worker]\nbatch = 3\n");
-        assert!(err.unwrap_err().to_string().contains("unknown field `batch`"));
-        let err = Config::load(&none, &run, env(&[("TOLLGATE_PORTS", "1")])).unwrap_err();
-        assert_eq!(format!("{err:#}"), "invalid environment variable TOLLGATE_PORTS: unknown setting");
+        let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_BATCH_SIZ", "1")])).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with(
+                "invalid environment variable TOLLGATE_BATCH_SIZ: unknown field: found `batch_siz`, expected `one of \
+                 `bootstrap_servers`, `group_id`,"
+            ),
+            "{err:#}"
+        );
+        let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_PROCESSING_GUARANTEE", "maybe")])).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "invalid environment variable TOLLGATE_PROCESSING_GUARANTEE: \
+             processing guarantee must be at_least_once or exactly_once, got \"maybe\""
+        );
+        let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_BATCH_SIZE", "0")])).unwrap_err();
+        assert_eq!(format!("{err:#}"), "invalid worker configuration: invalid configuration: batch_size must be > 0");
+        let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_BATCH_SIZE", "many")])).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "invalid environment variable TOLLGATE_BATCH_SIZE: invalid type: found string \"many\", expected usize"
+        );
+        let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_TOPIC_CALL_LEG", "x")])).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with(
+                "invalid environment variable TOLLGATE_TOPIC_CALL_LEG: unknown field: found `call_leg`, expected"
+            ),
+            "{err:#}"
+        );
+        let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_PORTS", "1")])).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("invalid environment variable TOLLGATE_PORTS: unknown field"),
+            "{err:#}"
+        );
+        let (dir, file) = temp_file("unknown.toml", "[worker]\nbatch = 3\n");
+        let with_file = KafkaFlags { config: Some(file.clone()), ..KafkaFlags::default() };
+        let err = Config::load_with_env(&with_file, &run, env(&[])).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with(&format!(
+                "invalid config file {}: worker.batch: unknown field: found `batch`, expected",
+                file.display()
+            )),
+            "{err:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An environment value takes the type of its key's default: text stays text, verbatim.
+    #[test]
+    fn reads_environment_values_as_the_type_of_their_key() {
+        let config = Config::load_with_env(
+            &KafkaFlags::default(),
+            &RunFlags::default(),
+            env(&[
+                ("TOLLGATE_GROUP_ID", "007"),
+                ("TOLLGATE_LIBRDKAFKA_SASL_PASSWORD", "000123"),
+                ("TOLLGATE_BATCH_SIZE", "250"),
+                ("TOLLGATE_LEDGER_MOVEMENTS", "true"),
+                ("TOLLGATE_PROCESSING_GUARANTEE", "exactly_once_v2"),
+                ("TOLLGATE_CONFIG", "/read/by/clap/for/--config"),
+            ]),
+        )
+        .unwrap();
+        let w = &config.worker;
+        assert_eq!((w.group_id.as_str(), w.librdkafka["sasl.password"].as_str()), ("007", "000123"));
+        assert_eq!((w.batch_size, w.ledger_movements), (250, true));
+        assert_eq!(w.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
     }
 
     /// A Service named `tollgate` makes Kubernetes inject these into every pod of the
@@ -348,7 +502,7 @@ log = "debug"
             ("TOLLGATE_PORT_9464_TCP_ADDR", "10.0.0.7"),
             ("TOLLGATE_GROUP_ID", "billing"),
         ];
-        let config = Config::load(&KafkaFlags::default(), &RunFlags::default(), env(&injected)).unwrap();
+        let config = Config::load_with_env(&KafkaFlags::default(), &RunFlags::default(), env(&injected)).unwrap();
         assert_eq!(config.worker.group_id, "billing");
     }
 }

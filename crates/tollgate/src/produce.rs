@@ -9,7 +9,7 @@ use anyhow::Context;
 use tollgate_proto::v1;
 use tollgate_worker::publish::{self, Publisher};
 
-use crate::config::{Config, KafkaFlags, RunFlags, config_path};
+use crate::config::{Config, KafkaFlags, RunFlags};
 
 /// Arguments of `tollgate produce`.
 #[derive(Debug, clap::Args)]
@@ -22,9 +22,8 @@ pub struct ProduceArgs {
 }
 
 /// Publishes every valid line; reports invalid ones with their line number and goes on.
-pub fn run(mut args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
-    let config = Config::load(&args.kafka, &RunFlags::default(), std::env::vars())?;
+pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.kafka, &RunFlags::default())?;
     crate::admin::ensure_reachable(&config)?;
     let reader: Box<dyn BufRead> = if args.input == "-" {
         Box::new(BufReader::new(io::stdin().lock()))

@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use tollgate_worker::Worker;
+use tollgate_worker::{Cancel, Worker};
 
-use crate::config::{Config, KafkaFlags, RunFlags, config_path};
+use crate::config::{Config, KafkaFlags, RunFlags};
 use crate::telemetry;
 
 /// Arguments of `tollgate run`.
@@ -28,9 +27,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// Runs a worker until SIGTERM or SIGINT, then shuts down gracefully: stop fetching, finish
 /// and commit the batches in flight, flush, leave the group; exits non-zero if the worker
 /// stopped on its own (a fatal error, a partition halted).
-pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
-    args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
-    let config = Config::load(&args.kafka, &args.run, std::env::vars())?;
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.kafka, &args.run)?;
     let secrets = tollgate_worker::secret::values(&config.worker.librdkafka);
     telemetry::init_logs_redacting(&config.telemetry.log, config.telemetry.log_format, secrets);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,14 +43,14 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = telemetry::serve(&config.telemetry.metrics_listen, metrics, readiness)? {
         tracing::info!(%addr, "serving /metrics, /health and /ready");
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(Cancel::default());
     runtime.spawn(shutdown_on_signal(Arc::clone(&stop)));
     worker.run(&stop).context("worker failed")?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sets `stop` on the first SIGINT or SIGTERM.
-pub async fn shutdown_on_signal(stop: Arc<AtomicBool>) {
+/// Cancels `stop` on the first SIGINT or SIGTERM.
+pub async fn shutdown_on_signal(stop: Arc<Cancel>) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -61,7 +59,7 @@ pub async fn shutdown_on_signal(stop: Arc<AtomicBool>) {
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for SIGTERM");
                 let _ = ctrl_c.await;
-                stop.store(true, Ordering::Release);
+                stop.cancel();
                 return;
             }
         };
@@ -73,7 +71,7 @@ pub async fn shutdown_on_signal(stop: Arc<AtomicBool>) {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     // A second signal, or a shutdown that outlives the grace period, ends the process.
     tokio::select! {
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tollgate_worker::verify::{self, Expectations, InputRef};
 
-use crate::config::{Config, KafkaFlags, RunFlags, config_path};
+use crate::config::{Config, KafkaFlags, RunFlags};
 use crate::telemetry;
 
 /// Exit code when the check could not be done (1 is taken by "a violation was found").
@@ -44,9 +44,8 @@ pub struct VerifyArgs {
 
 /// Checks the deployment and prints the report.
 pub fn run(mut args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    args.kafka.config = config_path(args.kafka.config.take(), std::env::vars());
     let flags = RunFlags { log: args.log.take(), ..RunFlags::default() };
-    let config = match Config::load(&args.kafka, &flags, std::env::vars()) {
+    let config = match Config::load(&args.kafka, &flags) {
         Ok(config) => config,
         Err(error) => return Ok(cannot_check(&error)),
     };

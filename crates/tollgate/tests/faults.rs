@@ -16,6 +16,7 @@ use tollgate_core::Money;
 use tollgate_e2e::broker::Broker;
 use tollgate_e2e::fleet::{GroupProgress, WorkerProcess, WorkerSpec};
 use tollgate_e2e::traffic::{Shape, Traffic};
+use tollgate_worker::TopicKind;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::verify::{self, Expectations, Report};
 use tollgate_worker::{ProcessingGuarantee, WorkerConfig, topics};
@@ -66,7 +67,7 @@ impl Run {
             processing_guarantee: guarantee,
             ..WorkerConfig::default()
         };
-        topics::create(&config, &topics::specs(&config, PARTITIONS), 1).expect("create topics");
+        tollgate_e2e::broker::create_topics(&config, &topics::specs(&config, PARTITIONS)).expect("create topics");
         let logs =
             std::env::temp_dir().join(format!("tollgate-faults-{}-{}", std::process::id(), broker_port(&broker)));
         std::fs::create_dir_all(&logs).expect("log dir");
@@ -83,8 +84,12 @@ impl Run {
             log_dir: logs.clone(),
         };
         let t = &config.topics;
-        let progress =
-            GroupProgress::new(&config.bootstrap_servers, &group, &[&t.call_legs, &t.credit_commands], PARTITIONS);
+        let progress = GroupProgress::new(
+            &config.bootstrap_servers,
+            &group,
+            &[&t[TopicKind::CallLegs], &t[TopicKind::CreditCommands]],
+            PARTITIONS,
+        );
         let traffic = Arc::new(Traffic::generate(shape));
         let publisher = Publisher::new(&config).expect("publisher");
         for record in publish::reference(&config.topics, &traffic.reference) {
@@ -173,7 +178,9 @@ impl Run {
                 publisher.send(record).expect("send leg");
                 if n == keyed.len() / 3 {
                     for (key, value) in &traffic.poison {
-                        publisher.send_raw(&config.topics.call_legs, Some(key), Some(value)).expect("send poison");
+                        publisher
+                            .send_raw(&config.topics[TopicKind::CallLegs], Some(key), Some(value))
+                            .expect("send poison");
                     }
                 }
                 counter.store(n + 1, Ordering::Release);

@@ -37,6 +37,7 @@ use tollgate_e2e::fleet::{GroupProgress, WorkerProcess, WorkerSpec};
 use tollgate_e2e::traffic::{Shape, Traffic};
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::publish::Publisher;
+use tollgate_worker::topics::TopicKind;
 use tollgate_worker::{ProcessingGuarantee, WorkerConfig, kafka, topics};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -166,7 +167,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         processing_guarantee: guarantee,
         ..WorkerConfig::default()
     };
-    topics::create(&config, &topics::specs(&config, args.partitions), 1)?;
+    tollgate_e2e::broker::create_topics(&config, &topics::specs(&config, args.partitions))?;
     broker.create_topic(COPY_TOPIC, args.partitions, false);
     let live_legs = if args.latency_seconds > 0 { args.legs } else { 0 };
     let traffic = Traffic::generate(&Shape {
@@ -191,7 +192,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
     publisher.flush()?;
     let records = traffic.funding.len() + backlog.len();
     eprintln!("== {label}: {records} input records loaded in {:.1} s", started.elapsed().as_secs_f64());
-    let inputs = [config.topics.call_legs.as_str(), config.topics.credit_commands.as_str()];
+    let inputs = [config.topics[TopicKind::CallLegs].as_str(), config.topics[TopicKind::CreditCommands].as_str()];
     let logs = std::env::temp_dir().join(format!("kafka-bench-{}-{label}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
 
@@ -289,10 +290,10 @@ fn measure_latency(
     let reader = {
         let (config, sent, done) = (config.clone(), Arc::clone(&sent), Arc::clone(&done));
         let consumer: BaseConsumer = kafka::reader(&config, "bench-latency").create()?;
-        let metadata = consumer.fetch_metadata(Some(&config.topics.rated_usage), Duration::from_secs(10))?;
+        let metadata = consumer.fetch_metadata(Some(&config.topics[TopicKind::RatedUsage]), Duration::from_secs(10))?;
         let mut tpl = TopicPartitionList::new();
         for partition in metadata.topics().first().map(|t| t.partitions()).unwrap_or_default() {
-            tpl.add_partition_offset(&config.topics.rated_usage, partition.id(), Offset::End)?;
+            tpl.add_partition_offset(&config.topics[TopicKind::RatedUsage], partition.id(), Offset::End)?;
         }
         consumer.assign(&tpl)?;
         std::thread::spawn(move || -> Histogram<u64> {
@@ -376,7 +377,7 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee) -> Result<
     };
     let timeout = config.kafka_timeout();
     let consumer: BaseConsumer = kafka::group_consumer(&config).create()?;
-    consumer.subscribe(&[&config.topics.call_legs, &config.topics.credit_commands])?;
+    consumer.subscribe(&[&config.topics[TopicKind::CallLegs], &config.topics[TopicKind::CreditCommands]])?;
     let exactly_once = guarantee == ProcessingGuarantee::ExactlyOnce;
     let mut producer_config = kafka::producer(&config);
     if exactly_once {
@@ -386,7 +387,7 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee) -> Result<
     if exactly_once {
         producer.init_transactions(timeout)?;
     }
-    let legs = config.topics.call_legs.clone();
+    let legs = config.topics[TopicKind::CallLegs].clone();
     loop {
         let mut batch = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(100);
@@ -444,7 +445,7 @@ fn restore(tenants: usize, busy_per_mille: usize) -> Result<()> {
     use tollgate_core::{Money, OpenLeg, TenantState, Timestamp};
     let broker = Broker::start();
     let config = WorkerConfig { bootstrap_servers: broker.bootstrap_servers(), ..WorkerConfig::default() };
-    broker.create_topic(&config.topics.state, 1, true);
+    broker.create_topic(&config.topics[TopicKind::State], 1, true);
     let at = Timestamp::new(1_793_577_600, 0)?;
     let amount: Money = "100.00".parse()?;
     let template = open_leg_template()?;
@@ -471,7 +472,7 @@ fn restore(tenants: usize, busy_per_mille: usize) -> Result<()> {
         for (key, value) in tollgate_worker::changelog::full_records(&tenant, &state) {
             bytes += key.len() + value.as_ref().map_or(0, Vec::len);
             records += 1;
-            publisher.send_raw(&config.topics.state, Some(key.as_bytes()), value.as_deref())?;
+            publisher.send_raw(&config.topics[TopicKind::State], Some(key.as_bytes()), value.as_deref())?;
         }
     }
     publisher.flush()?;

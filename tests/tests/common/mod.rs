@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,9 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tollgate_core::TenantState;
 use tollgate_proto::{Message as _, v1};
+use tollgate_worker::TopicKind;
 use tollgate_worker::publish::{self, Publisher};
-use tollgate_worker::{ProcessingGuarantee, Tables, Worker, WorkerConfig, kafka, topics};
+use tollgate_worker::{Cancel, ProcessingGuarantee, Tables, Worker, WorkerConfig, kafka, topics};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -85,9 +86,9 @@ impl Env {
     /// Publishes fund commands and waits until the worker reported them: credit commands and
     /// call legs are different topics, so only this orders funding before the legs.
     pub fn fund(&self, funds: &[String]) {
-        let before = self.count(&self.config.topics.credit_events);
+        let before = self.count(&self.config.topics[TopicKind::CreditEvents]);
         self.publish_inputs(funds);
-        self.read_until(&self.config.topics.credit_events, |r| {
+        self.read_until(&self.config.topics[TopicKind::CreditEvents], |r| {
             r.iter().filter(|(_, v, _, _)| v1::CreditEvent::decode(v.as_slice()).unwrap().kind == 1).count()
                 >= before + funds.len()
         });
@@ -176,7 +177,7 @@ impl Env {
     /// Rated usage read until `legs` distinct usage ids were seen; duplicates (allowed under
     /// at-least-once) must be identical. Returns one record per usage id.
     pub fn usages(&self, legs: usize) -> BTreeMap<String, v1::RatedUsage> {
-        let records = self.read_until(&self.config.topics.rated_usage, |r| {
+        let records = self.read_until(&self.config.topics[TopicKind::RatedUsage], |r| {
             r.iter()
                 .map(|(_, v, _, _)| v1::RatedUsage::decode(v.as_slice()).unwrap().usage_id)
                 .collect::<std::collections::BTreeSet<_>>()
@@ -209,7 +210,7 @@ impl Env {
     /// The latest changelog state per tenant (reads the state topic to its end).
     pub fn states(&self) -> BTreeMap<String, TenantState> {
         let mut restorer = tollgate_worker::changelog::Restorer::default();
-        for (key, value, _, _) in self.read_to_end(&self.config.topics.state) {
+        for (key, value, _, _) in self.read_to_end(&self.config.topics[TopicKind::State]) {
             restorer.apply(key.as_bytes(), value.as_deref());
         }
         restorer.finish().unwrap().states.into_iter().collect()
@@ -218,7 +219,7 @@ impl Env {
 
 /// A worker running on its own thread until stopped.
 pub struct RunningWorker {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Cancel>,
     thread: Option<JoinHandle<Result<(), tollgate_worker::Error>>>,
     pub tables: Arc<Tables>,
     pub assignment: Arc<tollgate_worker::Assignment>,
@@ -231,7 +232,7 @@ impl RunningWorker {
         let tables = Arc::clone(worker.tables());
         let assignment = Arc::clone(worker.assignment());
         let readiness = Arc::clone(worker.readiness());
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Cancel::default());
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || worker.run(&flag));
         RunningWorker { stop, thread: Some(thread), tables, assignment, readiness }
@@ -239,7 +240,7 @@ impl RunningWorker {
 
     /// Graceful stop: commit, flush, leave the group.
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.cancel();
         if let Some(thread) = self.thread.take() {
             thread.join().expect("worker thread panicked").expect("worker failed");
         }
@@ -248,7 +249,7 @@ impl RunningWorker {
 
 impl Drop for RunningWorker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.cancel();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

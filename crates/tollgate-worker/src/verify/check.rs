@@ -224,10 +224,11 @@ fn copies<T>(
 /// The partition count of the inputs, 0 when inputs and changelog disagree (then records'
 /// placement is not checked).
 fn input_partitions(snapshot: &Snapshot, topics: &Topics, findings: &mut Findings) -> i32 {
-    let counts: Vec<(&str, i32)> = [&topics.call_legs, &topics.credit_commands, &topics.state]
-        .into_iter()
-        .filter_map(|t| snapshot.partitions.get(t.as_str()).map(|n| (t.as_str(), *n)))
-        .collect();
+    let counts: Vec<(&str, i32)> =
+        [&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands], &topics[TopicKind::State]]
+            .into_iter()
+            .filter_map(|t| snapshot.partitions.get(t.as_str()).map(|n| (t.as_str(), *n)))
+            .collect();
     let Some(&(_, first)) = counts.first() else { return 0 };
     if counts.iter().any(|(_, n)| *n != first) {
         let listed: Vec<String> = counts.iter().map(|(t, n)| format!("{t}={n}")).collect();

@@ -15,6 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::Snapshot;
+use crate::config::TopicKind;
 use crate::config::WorkerConfig;
 use crate::record::Record;
 use crate::{Error, changelog, kafka};
@@ -33,17 +34,28 @@ pub fn read(config: &WorkerConfig, stop: &dyn Fn() -> bool) -> Result<Snapshot, 
     let t = &config.topics;
     let consumer: BaseConsumer = kafka::reader(config, "verify").create()?;
     let mut snapshot = Snapshot::default();
-    for topic in [&t.call_legs, &t.credit_commands, &t.rated_usage, &t.leg_decisions, &t.credit_events, &t.dead_letter]
-    {
+    for topic in [
+        &t[TopicKind::CallLegs],
+        &t[TopicKind::CreditCommands],
+        &t[TopicKind::RatedUsage],
+        &t[TopicKind::LegDecisions],
+        &t[TopicKind::CreditEvents],
+        &t[TopicKind::DeadLetter],
+    ] {
         snapshot.partitions.insert(topic.clone(), partition_count(&consumer, topic, config)?);
     }
-    let state_partitions = partition_count(&consumer, &t.state, config)?;
-    snapshot.partitions.insert(t.state.clone(), state_partitions);
+    let state_partitions = partition_count(&consumer, &t[TopicKind::State], config)?;
+    snapshot.partitions.insert(t[TopicKind::State].clone(), state_partitions);
     for partition in 0..state_partitions {
         snapshot.states.insert(partition, changelog::restore(config, partition, stop)?);
     }
-    let outputs = [&t.rated_usage, &t.leg_decisions, &t.credit_events, &t.dead_letter];
-    let inputs = [&t.call_legs, &t.credit_commands];
+    let outputs = [
+        &t[TopicKind::RatedUsage],
+        &t[TopicKind::LegDecisions],
+        &t[TopicKind::CreditEvents],
+        &t[TopicKind::DeadLetter],
+    ];
+    let inputs = [&t[TopicKind::CallLegs], &t[TopicKind::CreditCommands]];
     let mut ends = BTreeMap::new();
     for topic in outputs.into_iter().chain(inputs) {
         let count = snapshot.partitions.get(topic.as_str()).copied().unwrap_or_default();
@@ -51,12 +63,12 @@ pub fn read(config: &WorkerConfig, stop: &dyn Fn() -> bool) -> Result<Snapshot, 
     }
     let mut by_topic = read_to(&consumer, &ends, config, stop)?;
     let mut take = |topic: &str| by_topic.remove(topic).unwrap_or_default();
-    snapshot.rated_usage = take(&t.rated_usage);
-    snapshot.leg_decisions = take(&t.leg_decisions);
-    snapshot.credit_events = take(&t.credit_events);
-    snapshot.dead_letters = take(&t.dead_letter);
-    snapshot.inputs = take(&t.call_legs);
-    snapshot.inputs.extend(take(&t.credit_commands));
+    snapshot.rated_usage = take(&t[TopicKind::RatedUsage]);
+    snapshot.leg_decisions = take(&t[TopicKind::LegDecisions]);
+    snapshot.credit_events = take(&t[TopicKind::CreditEvents]);
+    snapshot.dead_letters = take(&t[TopicKind::DeadLetter]);
+    snapshot.inputs = take(&t[TopicKind::CallLegs]);
+    snapshot.inputs.extend(take(&t[TopicKind::CreditCommands]));
     snapshot.warnings.extend(lag(config, &ends));
     Ok(snapshot)
 }
@@ -202,7 +214,9 @@ fn finish(consumer: &BaseConsumer, left: &mut BTreeMap<Place, i64>, place: &Plac
 fn lag(config: &WorkerConfig, ends: &BTreeMap<Place, i64>) -> Vec<String> {
     let t = &config.topics;
     let mut inputs = TopicPartitionList::new();
-    for (topic, partition) in ends.keys().filter(|(topic, _)| *topic == t.call_legs || *topic == t.credit_commands) {
+    for (topic, partition) in
+        ends.keys().filter(|(topic, _)| *topic == t[TopicKind::CallLegs] || *topic == t[TopicKind::CreditCommands])
+    {
         inputs.add_partition(topic, *partition);
     }
     if inputs.count() == 0 {

@@ -50,7 +50,7 @@ impl Pipeline {
         let data: v1::ReferenceData = serde_json::from_str(REFERENCE).unwrap();
         let topics = Topics::default();
         let mut snapshot = Snapshot::default();
-        for topic in [&topics.call_legs, &topics.credit_commands, &topics.state] {
+        for topic in [&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands], &topics[TopicKind::State]] {
             snapshot.partitions.insert(topic.clone(), PARTITIONS);
         }
         Pipeline {
@@ -119,7 +119,7 @@ impl Pipeline {
         if let Err(refusal) = applied {
             let letter = refusal.dead_letter(record);
             let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
-            let dead = self.record(&self.topics.dead_letter.clone(), &key, letter.encode_to_vec());
+            let dead = self.record(&self.topics[TopicKind::DeadLetter].clone(), &key, letter.encode_to_vec());
             self.snapshot.dead_letters.push(dead);
         }
         for output in outputs {
@@ -209,7 +209,7 @@ fn scenario() -> (Pipeline, Record) {
         // Bought 17 months ago: expired on arrival (FUNDED, then LOT_EXPIRED).
         fund("initech", "f4", "5.00", "EUR", "2025-06-01T00:00:00Z"),
     ]);
-    let poison = p.feed_raw(&p.topics.call_legs.clone(), "acme", b"\xff\xff not protobuf");
+    let poison = p.feed_raw(&p.topics[TopicKind::CallLegs].clone(), "acme", b"\xff\xff not protobuf");
     let mut lines = dial_out("acme", "a1", "ann", US, 125); // 3 min x 0.02 = 0.06
     lines.extend(dial_out("acme", "a2", "dom", GB, 60)); // blocked by policy: 0.00
     lines.push(leg("acme", "v1", "ann", "s", r#""started":{"kind":"LEG_KIND_VOIP"}"#));
@@ -310,7 +310,7 @@ fn copies_with_different_content_are_a_violation() {
     let (mut p, _) = scenario();
     let mut usage = v1::RatedUsage::decode(p.snapshot.rated_usage[0].payload.as_deref().unwrap()).unwrap();
     usage.charge = "0.01".into();
-    let record = p.record(&p.topics.rated_usage.clone(), "acme", usage.encode_to_vec());
+    let record = p.record(&p.topics[TopicKind::RatedUsage].clone(), "acme", usage.encode_to_vec());
     p.push_output(record);
     let report = p.check(&Expectations::default());
     assert_eq!(report.violations, ["acme: usage ids with copies of different content (1): acme/a1 (2 copies)"]);
@@ -327,7 +327,7 @@ fn legs_without_usage_and_usages_without_legs_are_violations() {
     let mut ghost = v1::RatedUsage::decode(p.snapshot.rated_usage[0].payload.as_deref().unwrap()).unwrap();
     ghost.usage_id = "acme/ghost".into();
     ghost.charge = "0.00".into();
-    let record = p.record(&p.topics.rated_usage.clone(), "acme", ghost.encode_to_vec());
+    let record = p.record(&p.topics[TopicKind::RatedUsage].clone(), "acme", ghost.encode_to_vec());
     p.push_output(record);
     let report = p.check(&Expectations::default());
     assert_eq!(
@@ -373,7 +373,7 @@ fn a_sequence_beyond_the_restored_one_is_a_gap() {
         balance_after: "9.88".into(),
         ..Default::default()
     };
-    let record = p.record(&p.topics.credit_events.clone(), "acme", event.encode_to_vec());
+    let record = p.record(&p.topics[TopicKind::CreditEvents].clone(), "acme", event.encode_to_vec());
     p.push_output(record);
     let report = p.check(&Expectations::default());
     assert_eq!(
@@ -416,16 +416,16 @@ fn inputs_the_worker_refuses_must_be_in_the_dead_letters() {
     p.snapshot.dead_letters.clear();
     // And a dead letter names a record that does not exist.
     let letter = v1::DeadLetter {
-        source_topic: p.topics.call_legs.clone(),
+        source_topic: p.topics[TopicKind::CallLegs].clone(),
         source_partition: 0,
         source_offset: 999,
         error_code: "decode".into(),
         ..Default::default()
     };
-    let record = p.record(&p.topics.dead_letter.clone(), "acme", letter.encode_to_vec());
+    let record = p.record(&p.topics[TopicKind::DeadLetter].clone(), "acme", letter.encode_to_vec());
     p.push_output(record);
     let report = p.check(&Expectations::default());
-    let legs = &p.topics.call_legs;
+    let legs = &p.topics[TopicKind::CallLegs];
     assert_eq!(
         report.violations,
         [

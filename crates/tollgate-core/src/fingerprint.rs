@@ -1,22 +1,10 @@
-//! Hashing without SipHash, in two roles:
+//! The content fingerprint that deduplication persists with every applied input id.
 //!
-//! - [`FastState`]: a deterministic, word-at-a-time hasher for the in-memory maps of the
-//!   rating hot path (dedup memory, reference data). Their iteration order never reaches an
-//!   output, so only speed and spread matter; being deterministic also makes a serialized
-//!   [`TenantState`](crate::TenantState) the same bytes in every process.
-//! - [`fingerprint`]: the content fingerprint that deduplication persists with every applied
-//!   input id. It is written out field by field (no `derive(Hash)`, no third-party hasher), so
-//!   neither a Rust release nor a crate upgrade can change it; a test pins its value.
-//!
-//! Both mix one 64-bit word at a time with a folded multiply (the high and low halves of a
-//! 128-bit product, xored), the mixer of wyhash and foldhash: a few cycles a word instead of
-//! a multiply a byte.
-//!
-//! The in-memory hasher has a fixed seed, so ids crafted to collide could slow one tenant's
-//! maps down (never change a result): the ids come from the call controllers and the billing
-//! system, not from the public.
-
-use std::hash::{BuildHasher, Hasher};
+//! It is written out field by field (no `derive(Hash)`, no third-party hasher), so neither a
+//! Rust release nor a crate upgrade can change it; a test pins its value. Words are mixed one
+//! at a time with a folded multiply (the high and low halves of a 128-bit product, xored), the
+//! mixer of wyhash and foldhash. (The in-memory maps hash with foldhash itself:
+//! [`FastState`](crate::FastState); nothing of theirs is persisted.)
 
 use crate::event::{
     CallLegEvent, CreditBody, CreditCommand, DisconnectCause, Input, LegBody, LegDuration, LegKind, LotFunding,
@@ -25,8 +13,9 @@ use crate::instant::Timestamp;
 use crate::money::{Currency, Money};
 use crate::number::E164;
 
-/// Digits of pi: arbitrary, fixed constants with many bits set.
-const SEED_MAP: u64 = 0x243f_6a88_85a3_08d3;
+/// Digits of pi: arbitrary, fixed constants with many bits set. (`SEED_FINAL` was the seed of
+/// the in-memory maps when they used this hasher; the fingerprint's last step keeps it.)
+const SEED_FINAL: u64 = 0x243f_6a88_85a3_08d3;
 const SEED_FINGERPRINT: u64 = 0x1319_8a2e_0370_7344;
 const MULTIPLIER: u64 = 0xa409_3822_299f_31d0 | 1;
 
@@ -39,7 +28,7 @@ const fn folded_multiply(a: u64, b: u64) -> u64 {
 
 /// A word-at-a-time hasher: every write is folded into the state with one multiply.
 #[derive(Clone, Copy, Debug)]
-pub struct WordHasher {
+struct WordHasher {
     state: u64,
 }
 
@@ -54,13 +43,9 @@ impl WordHasher {
     }
 }
 
-impl Hasher for WordHasher {
+impl WordHasher {
     #[inline]
-    fn finish(&self) -> u64 {
-        self.state
-    }
-
-    #[inline]
+    /// Mixes `bytes` a word at a time, a short tail as one word with its length.
     fn write(&mut self, bytes: &[u8]) {
         let mut words = bytes.chunks_exact(8);
         for word in &mut words {
@@ -85,50 +70,6 @@ impl Hasher for WordHasher {
             self.mix(word | (n as u64) << 56);
         }
     }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.mix(u64::from(i));
-    }
-
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.mix(u64::from(i));
-    }
-
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.mix(u64::from(i));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.mix(i);
-    }
-
-    #[inline]
-    fn write_u128(&mut self, i: u128) {
-        self.mix(i as u64);
-        self.mix((i >> 64) as u64);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.mix(i as u64);
-    }
-}
-
-/// [`BuildHasher`] of the in-memory maps: [`WordHasher`] with a fixed seed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FastState;
-
-impl BuildHasher for FastState {
-    type Hasher = WordHasher;
-
-    #[inline]
-    fn build_hasher(&self) -> WordHasher {
-        WordHasher::with_seed(SEED_MAP)
-    }
 }
 
 /// The persisted content fingerprint of an input: equal inputs give equal fingerprints, in
@@ -136,7 +77,7 @@ impl BuildHasher for FastState {
 pub fn fingerprint(input: &Input) -> u64 {
     let mut f = Fingerprinter(WordHasher::with_seed(SEED_FINGERPRINT));
     input.feed(&mut f);
-    folded_multiply(f.0.state, SEED_MAP)
+    folded_multiply(f.0.state, SEED_FINAL)
 }
 
 /// Writes values in a fixed, documented encoding: integers as one word, strings as below, enum
@@ -417,9 +358,6 @@ mod tests {
         assert_ne!(ids("call-1x", "leg-1"), ids("call-1", "xleg-1"));
     }
 
-    /// Dedup state written before this fingerprint holds FNV-1a values: a replay of such an
-    /// input is still a duplicate, and different content under its id still a conflict.
-
     #[test]
     fn short_strings_are_their_padded_bytes() {
         let reference = |bytes: &[u8]| {
@@ -438,9 +376,9 @@ mod tests {
     #[test]
     fn word_hasher_tells_short_tails_apart() {
         let hash = |bytes: &[u8]| {
-            let mut h = FastState.build_hasher();
+            let mut h = WordHasher::with_seed(SEED_FINAL);
             h.write(bytes);
-            h.finish()
+            h.state
         };
         assert_ne!(hash(b"ab"), hash(b"ab\0"));
         assert_ne!(hash(b"abcdefgh"), hash(b"abcdefgh\0"));

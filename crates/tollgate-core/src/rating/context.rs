@@ -1,0 +1,244 @@
+//! The context of one input: the tenant, its state, where outputs and ledger movements go,
+//! and the ledger operations every kind of input shares (debits, thresholds, cutoff, pool).
+
+use std::sync::Arc;
+
+use crate::Timestamp;
+use crate::money::{Currency, Money};
+use crate::output::{
+    Capability, CreditEvent, CreditEventKind, Decision, LedgerMovement, LegDecision, MovementKind, Output,
+};
+use crate::reference::{CutoffPolicy, Tenant};
+use crate::state::{OpenLeg, TenantState};
+
+use super::joined;
+
+/// Mutable view of one tenant while one input is applied.
+pub(super) struct Ctx<'a> {
+    pub(super) tenant: &'a Tenant,
+    pub(super) state: &'a mut TenantState,
+    pub(super) out: &'a mut Vec<Output>,
+    pub(super) at: Timestamp,
+    /// Where ledger movements go, when they are asked for.
+    pub(super) trail: Option<Trail<'a>>,
+}
+
+/// The debit trail of one input: its movements and how they are numbered.
+pub(super) struct Trail<'a> {
+    pub(super) movements: &'a mut Vec<LedgerMovement>,
+    /// The id of the input that causes them.
+    pub(super) cause: Arc<str>,
+    /// Number of the next movement.
+    pub(super) next: u32,
+}
+
+impl Ctx<'_> {
+    pub(super) fn currency(&self) -> Currency {
+        self.tenant.currency
+    }
+
+    pub(super) fn emit_credit(&mut self, kind: CreditEventKind, amount: Money, detail: String) {
+        self.state.credit_sequence += 1;
+        let sequence = self.state.credit_sequence;
+        self.out.push(Output::Credit(CreditEvent {
+            credit_event_id: format!("{}/credit/{sequence}", self.tenant.id),
+            tenant_id: self.tenant.id.clone(),
+            sequence,
+            occurred_at: self.at,
+            kind,
+            amount,
+            currency: self.tenant.currency,
+            balance_after: self.state.balance(),
+            detail,
+        }));
+    }
+
+    /// Records a movement of the ledger that already happened (so `balance_after` is the
+    /// balance now), when the trail is asked for.
+    pub(super) fn moved(&mut self, kind: MovementKind, amount: Money, leg_id: &str, lot_id: &str) {
+        let balance_after = self.state.balance();
+        self.moved_to(kind, amount, balance_after, leg_id, lot_id);
+    }
+
+    pub(super) fn moved_to(
+        &mut self,
+        kind: MovementKind,
+        amount: Money,
+        balance_after: Money,
+        leg_id: &str,
+        lot_id: &str,
+    ) {
+        let Some(trail) = &mut self.trail else {
+            return;
+        };
+        let n = trail.next.to_string();
+        trail.next += 1;
+        trail.movements.push(LedgerMovement {
+            movement_id: joined(&[self.tenant.id.as_str(), "/", &trail.cause, "/", &n]),
+            tenant_id: self.tenant.id.clone(),
+            occurred_at: self.at,
+            kind,
+            amount,
+            currency: self.tenant.currency,
+            balance_after,
+            leg_id: leg_id.to_owned(),
+            lot_id: lot_id.to_owned(),
+        });
+    }
+
+    pub(super) fn emit_decision(&mut self, leg_id: String, call_id: String, conference_id: String, decision: Decision) {
+        self.out.push(Output::Decision(LegDecision {
+            decision_id: joined(&[self.tenant.id.as_str(), "/", &leg_id, "/", decision.kind()]),
+            tenant_id: self.tenant.id.clone(),
+            leg_id,
+            call_id,
+            conference_id,
+            decided_at: self.at,
+            decision,
+        }));
+    }
+
+    /// Forfeits lots whose 12 months are over, as of the event being applied.
+    pub(super) fn expire_lots(&mut self) {
+        let expired = self.state.ledger.expire(self.at);
+        if expired.is_empty() {
+            return;
+        }
+        // The ledger dropped them all at once; the trail has one movement per lot, each with
+        // the balance after it.
+        let mut balance = self.state.balance() + expired.iter().map(|l| l.remaining).sum::<Money>();
+        for lot in expired {
+            balance -= lot.remaining;
+            self.moved_to(MovementKind::Forfeit, -lot.remaining, balance, "", &lot.lot_id);
+            self.state.totals.forfeited += lot.remaining;
+            self.emit_credit(CreditEventKind::LotExpired, lot.remaining, lot.lot_id);
+        }
+        self.after_balance_fell();
+    }
+
+    /// Debits (or, negative, refunds) usage of `leg_id` and runs the consequences.
+    pub(super) fn debit_usage(&mut self, leg_id: &str, amount: Money) {
+        if amount == Money::ZERO {
+            return;
+        }
+        self.state.ledger.debit(amount, self.at);
+        self.moved(MovementKind::Debit, -amount, leg_id, "");
+        self.state.totals.usage_charges += amount;
+        if amount.is_positive() {
+            self.after_balance_fell();
+        } else {
+            self.after_balance_rose();
+        }
+    }
+
+    /// Thresholds, auto-recharge, depletion and cutoff after the balance went down.
+    pub(super) fn after_balance_fell(&mut self) {
+        let balance = self.state.balance();
+        let tenant = self.tenant;
+        for threshold in &tenant.low_balance_thresholds {
+            if balance < *threshold && !self.state.low_balance_fired.contains(threshold) {
+                self.state.low_balance_fired.push(*threshold);
+                self.emit_credit(CreditEventKind::LowBalance, *threshold, String::new());
+            }
+        }
+        if let Some(recharge) = tenant.auto_recharge {
+            if tenant.credits_enabled && balance < recharge.trigger && !self.state.recharge_pending {
+                self.state.recharge_pending = true;
+                self.emit_credit(CreditEventKind::RechargeRequested, recharge.amount, String::new());
+            }
+        }
+        if !balance.is_positive() && !self.state.depleted {
+            self.state.depleted = true;
+            self.emit_credit(CreditEventKind::Depleted, Money::ZERO, String::new());
+        }
+        if self.cutoff_reached() {
+            self.disconnect_credit_funded_legs(balance);
+        }
+    }
+
+    /// Whether the tenant cuts off calls and the balance is below -overdraft.
+    pub(super) fn cutoff_reached(&self) -> bool {
+        self.tenant.cutoff == CutoffPolicy::Disconnect && self.state.balance() < -self.tenant.overdraft_limit
+    }
+
+    /// Whether a leg is being paid with credits now (pooled legs once the pool is empty).
+    pub(super) fn is_credit_funded(&self, leg: &OpenLeg) -> bool {
+        leg.capability == Capability::Ppm
+            || leg.capability == Capability::Pool && !leg.pooled_in_full && self.pool_minutes_left() == 0
+    }
+
+    /// Re-arms thresholds and the recharge trigger, and reports a restored balance.
+    pub(super) fn after_balance_rose(&mut self) {
+        let balance = self.state.balance();
+        self.state.low_balance_fired.retain(|t| balance < *t);
+        if let Some(recharge) = self.tenant.auto_recharge {
+            if balance >= recharge.trigger {
+                self.state.recharge_pending = false;
+            }
+        }
+        if self.state.depleted && balance.is_positive() {
+            self.state.depleted = false;
+            self.emit_credit(CreditEventKind::Restored, Money::ZERO, String::new());
+        }
+    }
+
+    pub(super) fn disconnect_credit_funded_legs(&mut self, balance: Money) {
+        let pool_empty = self.pool_minutes_left() == 0;
+        let targets: Vec<(String, String, String)> = self
+            .state
+            .open_legs
+            .iter_mut()
+            .filter(|(_, leg)| {
+                !leg.disconnect_sent
+                    && (leg.capability == Capability::Ppm
+                        || leg.capability == Capability::Pool && !leg.pooled_in_full && pool_empty)
+            })
+            .map(|(id, leg)| {
+                leg.disconnect_sent = true;
+                (id.clone(), leg.call_id.clone(), leg.conference_id.clone())
+            })
+            .collect();
+        for (leg_id, call_id, conference_id) in targets {
+            let currency = self.currency();
+            self.emit_decision(leg_id, call_id, conference_id, Decision::Disconnect { balance, currency });
+        }
+    }
+
+    /// Pooled minutes left this month (as of the event being applied).
+    pub(super) fn pool_minutes_left(&self) -> u32 {
+        let month = self.at.year_month();
+        let used = if self.state.pool.month == month { self.state.pool.used_minutes } else { 0 };
+        self.tenant.pool_minutes().saturating_sub(used)
+    }
+
+    /// Takes up to `minutes` from this month's pool; returns how many were taken. The 80 % and
+    /// 100 % events are emitted by [`Ctx::pool_alerts`], after the debit that goes with the
+    /// minutes, so their balance is the balance after it.
+    pub(super) fn take_pool_minutes(&mut self, minutes: u32, past_the_end: bool) -> u32 {
+        let month = self.at.year_month();
+        if self.state.pool.month != month {
+            self.state.pool = crate::state::PoolUsage { month, ..Default::default() };
+        }
+        let total = self.tenant.pool_minutes();
+        let take = if past_the_end { minutes } else { minutes.min(total.saturating_sub(self.state.pool.used_minutes)) };
+        self.state.pool.used_minutes += take;
+        take
+    }
+
+    /// Emits the pool's 80 % and 100 % events once each per month.
+    pub(super) fn pool_alerts(&mut self) {
+        let total = self.tenant.pool_minutes();
+        let used = u64::from(self.state.pool.used_minutes);
+        if total == 0 || self.state.pool.month != self.at.year_month() {
+            return;
+        }
+        if used * 100 >= u64::from(total) * 80 && !self.state.pool.alerted_80 {
+            self.state.pool.alerted_80 = true;
+            self.emit_credit(CreditEventKind::Pool80Percent, Money::ZERO, format!("{used}/{total} minutes"));
+        }
+        if used >= u64::from(total) && !self.state.pool.alerted_100 {
+            self.state.pool.alerted_100 = true;
+            self.emit_credit(CreditEventKind::Pool100Percent, Money::ZERO, format!("{used}/{total} minutes"));
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Credit commands: funding, recharge results and adjustments.
+
+use crate::Error;
+use crate::event::{CreditBody, CreditCommand, LotFunding};
+use crate::money::Money;
+use crate::output::{CreditEventKind, MovementKind, Output};
+use crate::reference::Tenant;
+use crate::state::TenantState;
+
+use super::context::{Ctx, Trail};
+
+pub(super) fn credit(
+    tenant: &Tenant,
+    state: &mut TenantState,
+    command: CreditCommand,
+    out: &mut Vec<Output>,
+    trail: Option<Trail<'_>>,
+) -> Result<(), Error> {
+    let check_currency = |currency: crate::Currency| {
+        if currency == tenant.currency {
+            Ok(())
+        } else {
+            Err(Error::CurrencyMismatch { expected: tenant.currency.to_string(), got: currency.to_string() })
+        }
+    };
+    match &command.body {
+        CreditBody::Fund(lot) | CreditBody::RechargeSucceeded(lot) => {
+            // Refused rather than kept: the money would sit in a balance that blocks every
+            // credit-funded leg (tollgate decision). Adjustments still apply.
+            if !tenant.credits_enabled {
+                return Err(Error::CreditsDisabled {
+                    tenant: tenant.id.to_string(),
+                    command: command.command_id.clone(),
+                });
+            }
+            check_currency(lot.currency)?;
+            if !lot.amount.is_positive() || !tenant.currency.is_whole_minor_units(lot.amount) {
+                return Err(Error::Invalid(format!(
+                    "command {:?}: funded amount {} must be > 0 in whole {} minor units",
+                    command.command_id, lot.amount, tenant.currency
+                )));
+            }
+        }
+        CreditBody::Adjust { amount, currency, .. } => {
+            check_currency(*currency)?;
+            if *amount == Money::ZERO || !tenant.currency.is_whole_minor_units(*amount) {
+                return Err(Error::Invalid(format!(
+                    "command {:?}: adjustment {amount} must be non-zero in whole {} minor units",
+                    command.command_id, tenant.currency
+                )));
+            }
+        }
+        CreditBody::RechargeFailed { .. } => {}
+    }
+    let mut ctx = Ctx { tenant, state, out, at: command.occurred_at, trail };
+    ctx.expire_lots();
+    match command.body {
+        CreditBody::Fund(lot) => fund(&mut ctx, lot, CreditEventKind::Funded),
+        CreditBody::RechargeSucceeded(lot) => fund(&mut ctx, lot, CreditEventKind::RechargeSucceeded),
+        CreditBody::RechargeFailed { reason } => {
+            // Re-armed: the next debit below the trigger asks again.
+            ctx.state.recharge_pending = false;
+            let amount = tenant.auto_recharge.map(|r| r.amount).unwrap_or_default();
+            ctx.emit_credit(CreditEventKind::RechargeFailed, amount, reason);
+        }
+        CreditBody::Adjust { amount, reason, .. } => {
+            ctx.state.totals.adjusted += amount;
+            if amount.is_positive() {
+                ctx.state.ledger.credit(command.command_id, amount, ctx.at);
+                ctx.moved(MovementKind::Adjustment, amount, "", "");
+                ctx.emit_credit(CreditEventKind::Adjusted, amount, reason);
+                ctx.after_balance_rose();
+            } else {
+                ctx.state.ledger.debit(-amount, ctx.at);
+                ctx.moved(MovementKind::Adjustment, amount, "", "");
+                ctx.emit_credit(CreditEventKind::Adjusted, amount, reason);
+                ctx.after_balance_fell();
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn fund(ctx: &mut Ctx<'_>, lot: LotFunding, kind: CreditEventKind) {
+    ctx.state.totals.funded += lot.amount;
+    ctx.state.ledger.credit(lot.lot_id.clone(), lot.amount, lot.purchased_at);
+    ctx.moved(MovementKind::Funding, lot.amount, "", &lot.lot_id);
+    ctx.emit_credit(kind, lot.amount, lot.lot_id);
+    ctx.after_balance_rose();
+    // A lot bought more than 12 months before the command is already expired.
+    ctx.expire_lots();
+}

@@ -1,0 +1,179 @@
+//! Kafka for the binary's commands, so that the binary speaks none itself: reading tollgate
+//! topics from the beginning as plain [`Record`]s (`tollgate tail`, the demo's observer), the
+//! tenants' latest state from the changelog, and an embedded cluster (librdkafka's mock
+//! cluster) for the demo. Whether a cluster answers, and why not, is [`crate::access::probe`].
+//!
+//! These readers are not members of the workers' group: they assign every partition
+//! themselves and commit nothing.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tollgate_core::TenantState;
+
+use crate::access::{self, AccessError, Cause};
+use crate::config::WorkerConfig;
+use crate::record::Record;
+use crate::topics::{TopicKind, TopicSpec};
+use crate::{Error, changelog, kafka};
+
+/// Reads topics from the beginning, every partition, `read_committed`.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    config: WorkerConfig,
+    timeout: Duration,
+    /// The end (high watermark) of every partition, as last noted.
+    ends: Vec<(String, i32, i64)>,
+}
+
+impl std::fmt::Debug for TopicReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicReader").field("ends", &self.ends).finish_non_exhaustive()
+    }
+}
+
+impl TopicReader {
+    /// Assigns every partition of `topics` from the beginning and notes their current ends;
+    /// `purpose` names the reader in the broker's logs. A topic without partitions does not
+    /// exist: [`Error::Topology`].
+    pub fn from_beginning(config: &WorkerConfig, purpose: &str, topics: &[&str]) -> Result<Self, Error> {
+        let consumer: BaseConsumer = kafka::reader(config, purpose).create()?;
+        let timeout = config.kafka_timeout();
+        let mut assignment = TopicPartitionList::new();
+        for topic in topics {
+            let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+            // A missing ACL does not heal: say so, naming the topic.
+            if let Some(code) = metadata.topics().first().and_then(|t| t.error()).map(RDKafkaErrorCode::from)
+                && Cause::of_code(code).is_some()
+            {
+                return Err(AccessError::denied(config, &format!("read topic {topic}"), code).into());
+            }
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .flat_map(|t| t.partitions())
+                .map(|p| p.id())
+                .collect();
+            if partitions.is_empty() {
+                return Err(Error::Topology(format!("topic {topic} does not exist")));
+            }
+            for partition in partitions {
+                assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+            }
+        }
+        consumer.assign(&assignment)?;
+        let mut reader = TopicReader { consumer, config: config.clone(), timeout, ends: Vec::new() };
+        reader.mark_ends()?;
+        Ok(reader)
+    }
+
+    /// Notes the current end of every assigned partition: [`TopicReader::caught_up`] then
+    /// says whether the reader got there (call it again once the writers stopped).
+    pub fn mark_ends(&mut self) -> Result<(), Error> {
+        let mut ends = Vec::new();
+        for entry in self.consumer.assignment()?.elements() {
+            let (_, high) = self.consumer.fetch_watermarks(entry.topic(), entry.partition(), self.timeout)?;
+            ends.push((entry.topic().to_owned(), entry.partition(), high));
+        }
+        self.ends = ends;
+        Ok(())
+    }
+
+    /// The next record, waiting up to `timeout`; `None` when none came (the end of a
+    /// partition is not an error). A refused read is an [`Error::Access`] naming the topics.
+    pub fn poll(&self, timeout: Duration) -> Option<Result<Record, Error>> {
+        match self.consumer.poll(timeout)? {
+            Ok(message) => Some(Ok(Record::from_message(&message))),
+            Err(KafkaError::PartitionEOF(_)) => None,
+            Err(error) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => None,
+            Err(error) => {
+                let topics = || {
+                    let mut names: Vec<String> = self.ends.iter().map(|(t, _, _)| t.clone()).collect();
+                    names.dedup();
+                    format!("read topic {}", names.join(" or "))
+                };
+                Some(Err(access::of_kafka(&self.config, &error, topics).map_or_else(|| error.into(), Error::from)))
+            }
+        }
+    }
+
+    /// Hands every record to `each` until the reader is at the ends last noted; an error if
+    /// that takes longer than `timeout`.
+    pub fn read_to_end(&self, timeout: Duration, mut each: impl FnMut(Record)) -> Result<(), Error> {
+        let until = Instant::now() + timeout;
+        while !self.caught_up()? {
+            if Instant::now() > until {
+                return Err(Error::Topology(format!("topics not read to their ends within {} s", timeout.as_secs())));
+            }
+            if let Some(record) = self.poll(Duration::from_millis(100)) {
+                each(record?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every partition was read to the end last noted. Positions, not the offsets of
+    /// the records read: transaction markers take offsets too.
+    pub fn caught_up(&self) -> Result<bool, Error> {
+        let position = self.consumer.position()?;
+        Ok(self.ends.iter().all(|(topic, partition, high)| {
+            *high == 0
+                || position
+                    .find_partition(topic, *partition)
+                    .and_then(|e| e.offset().to_raw())
+                    .is_some_and(|p| p >= *high)
+        }))
+    }
+}
+
+/// The latest state of every tenant, read from the changelog to its current end (within
+/// `timeout`).
+pub fn read_states(config: &WorkerConfig, timeout: Duration) -> Result<HashMap<String, TenantState>, Error> {
+    let reader = TopicReader::from_beginning(config, "states", &[&config.topics[TopicKind::State]])?;
+    let mut restorer = changelog::Restorer::default();
+    reader.read_to_end(timeout, |record| {
+        restorer.apply(record.key.as_deref().unwrap_or_default(), record.payload.as_deref());
+    })?;
+    Ok(restorer.finish()?.states)
+}
+
+/// A Kafka cluster inside this process (librdkafka's mock cluster): no transactions stored,
+/// no `read_committed`, gone with the process. For the demo.
+pub struct EmbeddedKafka {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl std::fmt::Debug for EmbeddedKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedKafka").field("bootstrap_servers", &self.bootstrap_servers()).finish()
+    }
+}
+
+impl EmbeddedKafka {
+    /// Starts a one-broker cluster.
+    pub fn start() -> Result<Self, Error> {
+        Ok(EmbeddedKafka { cluster: MockCluster::new(1)? })
+    }
+
+    /// Its `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// Creates the topics (replication 1).
+    pub fn create_topics(&self, specs: &[TopicSpec]) -> Result<(), Error> {
+        for spec in specs {
+            self.cluster
+                .create_topic(&spec.name, spec.partitions, 1)
+                .map_err(|e| Error::Topology(format!("cannot create topic {}: {e}", spec.name)))?;
+        }
+        Ok(())
+    }
+}
