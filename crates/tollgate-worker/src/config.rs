@@ -55,18 +55,29 @@ impl fmt::Display for ProcessingGuarantee {
     }
 }
 
-impl TryFrom<String> for ProcessingGuarantee {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        value.parse()
-    }
+/// Makes serde read and write a type through its one `FromStr` and `Display` (with
+/// `#[serde(try_from = "String", into = "String")]` on the type), so that the configuration
+/// file, the environment, flags and labels share a single spelling. `FromStr::Err` must be
+/// `String`.
+#[macro_export]
+macro_rules! serde_as_text {
+    ($type:ty) => {
+        impl TryFrom<String> for $type {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, String> {
+                value.parse()
+            }
+        }
+
+        impl From<$type> for String {
+            fn from(value: $type) -> String {
+                value.to_string()
+            }
+        }
+    };
 }
 
-impl From<ProcessingGuarantee> for String {
-    fn from(guarantee: ProcessingGuarantee) -> String {
-        guarantee.label().to_owned()
-    }
-}
+serde_as_text!(ProcessingGuarantee);
 
 /// Everything a worker needs to run (`Debug` and `Serialize` redact the secrets among the
 /// librdkafka settings: [`crate::secret`]).

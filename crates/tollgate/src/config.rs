@@ -86,18 +86,7 @@ impl fmt::Display for LogFormat {
     }
 }
 
-impl TryFrom<String> for LogFormat {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        value.parse()
-    }
-}
-
-impl From<LogFormat> for String {
-    fn from(format: LogFormat) -> String {
-        format.to_string()
-    }
-}
+tollgate_worker::serde_as_text!(LogFormat);
 
 /// Connection flags shared by the subcommands that talk to Kafka.
 #[derive(Clone, Debug, Default, clap::Args)]

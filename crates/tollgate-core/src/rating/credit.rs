@@ -3,19 +3,14 @@
 use crate::Error;
 use crate::event::{CreditBody, CreditCommand, LotFunding};
 use crate::money::Money;
-use crate::output::{CreditEventKind, MovementKind, Output};
-use crate::reference::Tenant;
-use crate::state::TenantState;
+use crate::output::{CreditEventKind, MovementKind};
 
-use super::context::{Ctx, Trail};
+use super::context::Ctx;
 
-pub(super) fn credit(
-    tenant: &Tenant,
-    state: &mut TenantState,
-    command: CreditCommand,
-    out: &mut Vec<Output>,
-    trail: Option<Trail<'_>>,
-) -> Result<(), Error> {
+/// A credit command: checked whole (credits enabled, currency, amount) before anything
+/// changes, then applied.
+pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Error> {
+    let tenant = ctx.tenant;
     let check_currency = |currency: crate::Currency| {
         if currency == tenant.currency {
             Ok(())
@@ -52,7 +47,6 @@ pub(super) fn credit(
         }
         CreditBody::RechargeFailed { .. } => {}
     }
-    let mut ctx = Ctx { tenant, state, out, at: command.occurred_at, trail };
     ctx.expire_lots();
     match command.body {
         CreditBody::Fund(lot) => fund(&mut ctx, lot, CreditEventKind::Funded),

@@ -4,31 +4,23 @@
 use crate::event::{CallLegEvent, LegDuration, LegEnded};
 use crate::money::Money;
 use crate::output::{BlockReason, Capability, Decision, Output, RatedUsage, UsageOutcome};
-use crate::reference::Tenant;
-use crate::state::{OpenLeg, TenantState};
+use crate::state::OpenLeg;
 use crate::{Error, Timestamp};
 
 use super::Applied;
-use super::context::{Ctx, Trail};
+use super::context::Ctx;
 use super::{MAX_LEG_SECONDS, joined};
 
 /// An `interim`: the leg's debits brought up to its elapsed seconds, and a disconnect decision
 /// when the debit reached the cutoff. Ignored before the start and after the end.
-pub(super) fn interim(
-    tenant: &Tenant,
-    state: &mut TenantState,
-    event: CallLegEvent,
-    elapsed_seconds: u32,
-    out: &mut Vec<Output>,
-    trail: Option<Trail<'_>>,
-) -> Applied {
-    if state.closed_legs.contains(&event.leg_id) {
+pub(super) fn interim(mut ctx: Ctx<'_>, event: CallLegEvent, elapsed_seconds: u32) -> Applied {
+    if ctx.state.closed_legs.contains(&event.leg_id) {
         return Applied::IgnoredAfterClose;
     }
-    let Some(mut leg) = state.open_legs.remove(&event.leg_id) else {
+    let Some(mut leg) = ctx.state.open_legs.remove(&event.leg_id) else {
         return Applied::IgnoredBeforeStart;
     };
-    let mut ctx = Ctx { tenant, state, out, at: event.occurred_at.max(leg.started_at), trail };
+    ctx.at = ctx.at.max(leg.started_at);
     ctx.expire_lots();
     if elapsed_seconds > leg.elapsed_seconds {
         settle(&mut ctx, &event.leg_id, &mut leg, elapsed_seconds);
@@ -50,14 +42,8 @@ pub(super) fn interim(
 }
 
 /// An `ended`: the leg settled and its usage written; parked when its start has not come yet.
-pub(super) fn ended(
-    tenant: &Tenant,
-    state: &mut TenantState,
-    event: CallLegEvent,
-    ended: LegEnded,
-    out: &mut Vec<Output>,
-    trail: Option<Trail<'_>>,
-) -> Result<Applied, Error> {
+pub(super) fn ended(mut ctx: Ctx<'_>, event: CallLegEvent, ended: LegEnded) -> Result<Applied, Error> {
+    let state = &mut *ctx.state;
     if state.closed_legs.contains(&event.leg_id) {
         return Ok(Applied::IgnoredAfterClose);
     }
@@ -73,7 +59,7 @@ pub(super) fn ended(
         state.open_legs.insert(event.leg_id.clone(), leg);
         return Err(Error::EndBeforeStart { leg: event.leg_id });
     };
-    let mut ctx = Ctx { tenant, state, out, at: event.occurred_at.max(leg.started_at), trail };
+    ctx.at = ctx.at.max(leg.started_at);
     ctx.expire_lots();
     finish_leg(&mut ctx, event.leg_id, leg, duration, false);
     Ok(Applied::Processed)

@@ -3,13 +3,13 @@
 
 use crate::event::{CallLegEvent, LegBody, LegKind, LegStarted};
 use crate::money::Money;
-use crate::output::{BlockReason, CallType, Capability, Decision, NumberType, Output, UsageFlags};
+use crate::output::{BlockReason, CallType, Capability, Decision, NumberType, UsageFlags};
 use crate::policy::DialoutPolicy;
 use crate::reference::{Catalog, CutoffPolicy, LicenceModel, PoolSplit, Tenant, UnpricedHandling, User};
-use crate::state::{OpenLeg, TenantState};
+use crate::state::OpenLeg;
 use crate::{Error, Timestamp};
 
-use super::context::{Ctx, Trail};
+use super::context::Ctx;
 use super::leg_end::{Usage, duration_of, emit_usage, finish_leg};
 use super::{Applied, MAX_LEG_SECONDS};
 
@@ -18,13 +18,11 @@ use super::{Applied, MAX_LEG_SECONDS};
 /// (parked) finishes it at once.
 pub(super) fn started<C: Catalog + ?Sized>(
     catalog: &C,
-    tenant: &Tenant,
-    state: &mut TenantState,
+    mut ctx: Ctx<'_>,
     event: CallLegEvent,
     started: LegStarted,
-    out: &mut Vec<Output>,
-    trail: Option<Trail<'_>>,
 ) -> Result<Applied, Error> {
+    let (tenant, state) = (ctx.tenant, &mut *ctx.state);
     let open = state.open_legs.contains_key(&event.leg_id);
     let closed = state.closed_legs.contains(&event.leg_id);
     let impossible = match priced_number(&event.leg_id, &started) {
@@ -50,7 +48,6 @@ pub(super) fn started<C: Catalog + ?Sized>(
         .ok_or_else(|| Error::UnknownOrganizer { tenant: tenant.id.to_string(), user: event.organizer_id.clone() })?;
     let priced = priced_number(&event.leg_id, &started)?;
     let parked = state.parked_ends.remove(&event.leg_id);
-    let mut ctx = Ctx { tenant, state, out, at: event.occurred_at, trail };
     ctx.expire_lots();
     let leg_id = if parked.is_some() { Some(event.leg_id.clone()) } else { None };
     start_leg(catalog, &mut ctx, event, started, priced, &organizer);

@@ -19,13 +19,13 @@ mod leg_start;
 
 use std::sync::Arc;
 
-use crate::event::{CallLegEvent, Input, LegBody};
+use crate::event::{Input, LegBody};
 use crate::fingerprint::fingerprint;
 use crate::output::{LedgerMovement, Output};
-use crate::reference::{Catalog, Tenant};
+use crate::reference::Catalog;
 use crate::state::TenantState;
 use crate::{Error, Timestamp};
-use context::Trail;
+use context::{Ctx, Trail};
 
 /// The longest a leg can last (meetings end after 24 h): longer legs are rated up to it and
 /// flagged.
@@ -145,10 +145,15 @@ impl Rater {
         // One allocation, shared by the dedup map and its retention queue.
         let id: Arc<str> = Arc::from(input.id());
         let trail = movements.map(|movements| Trail { movements, cause: Arc::clone(&id), next: 1 });
+        let ctx = Ctx { tenant: &tenant, state, out, at, trail };
         let applied = match input {
-            Input::Leg(event) => self.leg(catalog, &tenant, state, event, out, trail)?,
+            Input::Leg(event) => match event.body {
+                LegBody::Started(started) => leg_start::started(catalog, ctx, event, started)?,
+                LegBody::Interim { elapsed_seconds } => leg_end::interim(ctx, event, elapsed_seconds),
+                LegBody::Ended(ended) => leg_end::ended(ctx, event, ended)?,
+            },
             Input::Credit(command) => {
-                credit::credit(&tenant, state, command, out, trail)?;
+                credit::credit(ctx, command)?;
                 Applied::Processed
             }
         };
@@ -174,24 +179,6 @@ impl Rater {
         let before = state.parked_ends.len();
         state.parked_ends.retain(|_, e| e.occurred_at >= cutoff);
         state.totals.orphan_ends_dropped += (before - state.parked_ends.len()) as u64;
-    }
-
-    fn leg<C: Catalog + ?Sized>(
-        &self,
-        catalog: &C,
-        tenant: &Tenant,
-        state: &mut TenantState,
-        event: CallLegEvent,
-        out: &mut Vec<Output>,
-        trail: Option<Trail<'_>>,
-    ) -> Result<Applied, Error> {
-        match event.body {
-            LegBody::Started(started) => leg_start::started(catalog, tenant, state, event, started, out, trail),
-            LegBody::Interim { elapsed_seconds } => {
-                Ok(leg_end::interim(tenant, state, event, elapsed_seconds, out, trail))
-            }
-            LegBody::Ended(ended) => leg_end::ended(tenant, state, event, ended, out, trail),
-        }
     }
 }
 
