@@ -38,6 +38,7 @@ RATED_USAGE=${RATED_USAGE:-tollgate.rated-usage.v1}
 LEG_DECISIONS=${LEG_DECISIONS:-tollgate.leg-decisions.v1}
 CREDIT_EVENTS=${CREDIT_EVENTS:-tollgate.credit-events.v1}
 DEAD_LETTER=${DEAD_LETTER:-tollgate.dead-letter.v1}
+LEDGER_MOVEMENTS=${LEDGER_MOVEMENTS:-tollgate.ledger-movements.v1}
 STATE=${STATE:-tollgate.state.v1}
 TENANTS=${TENANTS:-tollgate.tenants.v1}
 USERS=${USERS:-tollgate.users.v1}
@@ -50,9 +51,11 @@ acl() {
 # worker: read the inputs, the reference data and its changelog (restore) ...
 acl --allow-principal "$WORKER" --operation Read \
   --topic "$CALL_LEGS" --topic "$CREDIT_COMMANDS" --topic "$TENANTS" --topic "$USERS" --topic "$RATE_CARDS" --topic "$STATE"
-# ... write the outputs, the dead letters and its changelog ...
+# ... write the outputs (the debit trail too, written only when `ledger_movements` is on),
+# the dead letters and its changelog ...
 acl --allow-principal "$WORKER" --operation Write \
-  --topic "$RATED_USAGE" --topic "$LEG_DECISIONS" --topic "$CREDIT_EVENTS" --topic "$DEAD_LETTER" --topic "$STATE"
+  --topic "$RATED_USAGE" --topic "$LEG_DECISIONS" --topic "$CREDIT_EVENTS" --topic "$LEDGER_MOVEMENTS" \
+  --topic "$DEAD_LETTER" --topic "$STATE"
 # ... its consumer group, and its readers' groups <group>-reference, <group>-restore, ...
 acl --allow-principal "$WORKER" --operation Read --resource-pattern-type prefixed --group "$GROUP"
 # ... and its transactional ids, one per input partition.
@@ -62,7 +65,8 @@ acl --allow-principal "$WORKER" --operation Write --operation Describe \
 # admin: create the topics, publish reference data, fund tenants.
 acl --allow-principal "$ADMIN" --operation Create --operation Describe \
   --topic "$CALL_LEGS" --topic "$CREDIT_COMMANDS" --topic "$RATED_USAGE" --topic "$LEG_DECISIONS" \
-  --topic "$CREDIT_EVENTS" --topic "$DEAD_LETTER" --topic "$STATE" --topic "$TENANTS" --topic "$USERS" --topic "$RATE_CARDS"
+  --topic "$CREDIT_EVENTS" --topic "$LEDGER_MOVEMENTS" --topic "$DEAD_LETTER" --topic "$STATE" --topic "$TENANTS" \
+  --topic "$USERS" --topic "$RATE_CARDS"
 acl --allow-principal "$ADMIN" --operation Write \
   --topic "$TENANTS" --topic "$USERS" --topic "$RATE_CARDS" --topic "$CREDIT_COMMANDS"
 

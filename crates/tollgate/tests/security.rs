@@ -110,7 +110,7 @@ fn the_pipeline_runs_over_sasl_ssl_with_least_privilege_and_never_logs_a_passwor
     assert!(out.status.success(), "{}", text(&out));
     // The other tests of this binary may have created them first.
     let created = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(created.lines().count(), 10, "{created}");
+    assert_eq!(created.lines().count(), 11, "{created}");
     assert!(created.lines().all(|l| l.ends_with(": created") || l.ends_with(": already exists")), "{created}");
     assert_no_password("admin create-topics", &text(&out));
     let out = run(&bootstrap, &admin, &["admin", "publish-reference", "--file", "examples/reference.json"]);
