@@ -476,6 +476,41 @@ log = "debug"
         assert_eq!(w.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
     }
 
+    /// `deploy/tollgate.toml` is the configuration reference: it sets every key, each at its
+    /// default (the Kubernetes ConfigMap carries the same text).
+    #[test]
+    fn the_reference_file_sets_every_key_at_its_default() {
+        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/tollgate.toml"));
+        let reference = KafkaFlags { config: Some(path.clone()), ..KafkaFlags::default() };
+        let config = Config::load_with_env(&reference, &RunFlags::default(), env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file: toml::Table = toml::from_str(&text).unwrap();
+        let defaults: toml::Table = toml::Table::try_from(Config::default()).unwrap();
+        for (section, keys) in &defaults {
+            for (key, value) in keys.as_table().unwrap() {
+                match value.as_table() {
+                    // [worker.librdkafka] is empty by default; [worker.topics] lists every topic.
+                    Some(inner) => {
+                        for topic in inner.keys() {
+                            assert!(file[section][key].get(topic).is_some(), "{section}.{key}.{topic} missing");
+                        }
+                    }
+                    None => assert!(file[section].get(key).is_some(), "{section}.{key} missing"),
+                }
+            }
+        }
+        let configmap = std::fs::read_to_string(path.with_file_name("k8s/configmap.yaml")).unwrap();
+        let embedded: String = configmap
+            .split_once("  tollgate.toml: |\n")
+            .unwrap()
+            .1
+            .lines()
+            .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+            .collect();
+        assert_eq!(embedded, text, "deploy/k8s/configmap.yaml differs from deploy/tollgate.toml");
+    }
+
     /// A Service named `tollgate` makes Kubernetes inject these into every pod of the
     /// namespace: they must not crash-loop the worker.
     #[test]
