@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use tollgate_core::Money;
+use tollgate_e2e::fleet::{GroupProgress, wait_until};
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::ProcessingGuarantee;
 use tollgate_worker::TopicKind;
@@ -84,6 +85,12 @@ fn pipeline() -> Env {
             .iter()
             .any(|(_, v, _, _)| v1::CreditEvent::decode(v.as_slice()).unwrap().credit_event_id == "globex/credit/2")
     });
+    // Outputs are readable before their batch's offsets are committed. The mock cluster keeps
+    // only the consumer's (asynchronous) commit, which a worker stopping at once may drop, so
+    // wait for the offsets: the checker warns about inputs not yet committed.
+    let credits = env.config.topics[TopicKind::CreditCommands].clone();
+    let progress = GroupProgress::new(&env.config.bootstrap_servers, &env.config.group_id, &[&legs, &credits], 2);
+    wait_until("every input committed", DEADLINE, || progress.caught_up());
     a.stop();
     b.stop();
     env
