@@ -30,7 +30,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use crate::kafka::{Reader, ReaderContext};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -364,7 +365,7 @@ pub fn restore(
 pub fn restore_partition(config: &WorkerConfig, partition: i32, stop: &dyn Fn() -> bool) -> Result<Restored, Error> {
     let started = Instant::now();
     let topic = &config.topics[TopicKind::State];
-    let consumer: BaseConsumer = kafka::reader(config, "restore").create()?;
+    let consumer: Reader = kafka::reader(config, "restore").create_with_context(ReaderContext)?;
     let (_, high) = consumer.fetch_watermarks(topic, partition, config.kafka_timeout())?;
     let mut restorer = Restorer::default();
     if high > 0 {
@@ -411,7 +412,7 @@ pub fn restore_partition(config: &WorkerConfig, partition: i32, stop: &dyn Fn() 
 
 /// Whether the reader's position passed the target (transaction markers leave offsets no
 /// message has).
-fn reached(consumer: &BaseConsumer, topic: &str, partition: i32, high: i64) -> bool {
+fn reached(consumer: &Reader, topic: &str, partition: i32, high: i64) -> bool {
     consumer
         .position()
         .ok()

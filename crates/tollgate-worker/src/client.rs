@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use crate::kafka::{Reader, ReaderContext};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
@@ -25,7 +26,7 @@ use crate::{Error, changelog, kafka};
 
 /// Reads topics from the beginning, every partition, `read_committed`.
 pub struct TopicReader {
-    consumer: BaseConsumer,
+    consumer: Reader,
     config: WorkerConfig,
     timeout: Duration,
     /// The end (high watermark) of every partition, as last noted.
@@ -43,7 +44,7 @@ impl TopicReader {
     /// `purpose` names the reader in the broker's logs. A topic without partitions does not
     /// exist: [`Error::Topology`].
     pub fn from_beginning(config: &WorkerConfig, purpose: &str, topics: &[&str]) -> Result<Self, Error> {
-        let consumer: BaseConsumer = kafka::reader(config, purpose).create()?;
+        let consumer: Reader = kafka::reader(config, purpose).create_with_context(ReaderContext)?;
         let timeout = config.kafka_timeout();
         let mut assignment = TopicPartitionList::new();
         for topic in topics {

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::WorkerConfig;
 
@@ -50,6 +51,27 @@ pub fn reader(config: &WorkerConfig, purpose: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest");
     client
 }
+
+/// A [`reader`]'s consumer.
+pub type Reader = BaseConsumer<ReaderContext>;
+
+/// A reader's client context: reaching the end of a partition is what a reader waits for,
+/// not an error to log (librdkafka may report it as a client-level error too); every other
+/// client error is logged as usual.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::trace!(%error, reason, "end of partition");
+        } else {
+            tracing::error!(%error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// An idempotent producer (at-least-once outputs).
 pub fn producer(config: &WorkerConfig) -> ClientConfig {

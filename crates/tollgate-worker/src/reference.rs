@@ -9,8 +9,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::kafka::{Reader, ReaderContext};
 use dashmap::DashMap;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -162,7 +163,7 @@ pub struct Loader {
 impl Loader {
     /// Starts reading the reference topics into `tables`.
     pub fn start(config: &WorkerConfig, tables: Arc<Tables>) -> Result<Self, Error> {
-        let consumer: BaseConsumer = kafka::reader(config, "reference").create()?;
+        let consumer: Reader = kafka::reader(config, "reference").create_with_context(ReaderContext)?;
         let topics = config.topics.with_role(Role::Reference);
         let timeout = config.kafka_timeout();
         let mut assignment = TopicPartitionList::new();
@@ -266,7 +267,7 @@ impl Drop for Loader {
 }
 
 fn read_loop(
-    consumer: &BaseConsumer,
+    consumer: &Reader,
     topics: &Topics,
     tables: &Tables,
     mut targets: Vec<(String, i32, i64)>,

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::kafka::{Reader, ReaderContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -32,7 +33,7 @@ const MIN_STALL: Duration = Duration::from_secs(30);
 /// Reads everything [`super::check`] needs. `stop` aborts the read.
 pub fn read(config: &WorkerConfig, stop: &dyn Fn() -> bool) -> Result<Snapshot, Error> {
     let t = &config.topics;
-    let consumer: BaseConsumer = kafka::reader(config, "verify").create()?;
+    let consumer: Reader = kafka::reader(config, "verify").create_with_context(ReaderContext)?;
     let mut snapshot = Snapshot::default();
     for topic in [
         &t[TopicKind::CallLegs],
@@ -74,7 +75,7 @@ pub fn read(config: &WorkerConfig, stop: &dyn Fn() -> bool) -> Result<Snapshot, 
 }
 
 /// The partition count of `topic`; a missing topic is a topology error.
-fn partition_count(consumer: &BaseConsumer, topic: &str, config: &WorkerConfig) -> Result<i32, Error> {
+fn partition_count(consumer: &Reader, topic: &str, config: &WorkerConfig) -> Result<i32, Error> {
     let metadata = consumer.fetch_metadata(Some(topic), config.kafka_timeout())?;
     if let Some(code) = metadata.topics().first().and_then(|t| t.error()).map(RDKafkaErrorCode::from)
         && crate::access::Cause::of_code(code).is_some()
@@ -91,7 +92,7 @@ fn partition_count(consumer: &BaseConsumer, topic: &str, config: &WorkerConfig) 
 /// The end (high watermark, or last stable offset under read_committed) of every partition
 /// of `topic` that has records; warns when a partition's history was deleted.
 fn watermarks(
-    consumer: &BaseConsumer,
+    consumer: &Reader,
     topic: &str,
     partitions: i32,
     config: &WorkerConfig,
@@ -115,7 +116,7 @@ fn watermarks(
 
 /// Reads every partition in `ends` from the beginning to its end, grouped by topic.
 fn read_to(
-    consumer: &BaseConsumer,
+    consumer: &Reader,
     ends: &BTreeMap<Place, i64>,
     config: &WorkerConfig,
     stop: &dyn Fn() -> bool,
@@ -184,7 +185,7 @@ fn progress(records: &HashMap<String, Vec<Record>>, what: &str) {
 
 /// Marks every partition whose position passed its end as read (transaction markers leave
 /// offsets no message has, so the last message may be before the end).
-fn finish_reached(consumer: &BaseConsumer, left: &mut BTreeMap<Place, i64>) {
+fn finish_reached(consumer: &Reader, left: &mut BTreeMap<Place, i64>) {
     let Ok(positions) = consumer.position() else { return };
     let reached: Vec<Place> = positions
         .elements()
@@ -201,7 +202,7 @@ fn finish_reached(consumer: &BaseConsumer, left: &mut BTreeMap<Place, i64>) {
 }
 
 /// Stops reading a partition that is done.
-fn finish(consumer: &BaseConsumer, left: &mut BTreeMap<Place, i64>, place: &Place) {
+fn finish(consumer: &Reader, left: &mut BTreeMap<Place, i64>, place: &Place) {
     left.remove(place);
     let mut done = TopicPartitionList::new();
     done.add_partition(&place.0, place.1);
