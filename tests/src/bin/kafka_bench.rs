@@ -49,7 +49,7 @@ const PHASE_DEADLINE: Duration = Duration::from_secs(900);
 #[command(about = "tollgate's workers against a do-nothing copier on a real Kafka")]
 struct Args {
     #[command(subcommand)]
-    copy: Option<Copy>,
+    mode: Option<Mode>,
     /// Legs in the backlog (about 2.6 input records each).
     #[arg(long, default_value_t = 150_000)]
     legs: usize,
@@ -75,7 +75,7 @@ struct Args {
 
 /// The copier process (started by the bench itself), and the restore bench.
 #[derive(Subcommand, Debug)]
-enum Copy {
+enum Mode {
     /// Restore one changelog partition holding `--tenants` tenants: time and resident memory.
     Restore {
         /// Tenants in the partition.
@@ -92,22 +92,20 @@ enum Copy {
         #[arg(long)]
         group: String,
         #[arg(long)]
-        guarantee: String,
+        guarantee: ProcessingGuarantee,
     },
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    match args.copy {
-        Some(Copy::Copy { bootstrap, group, guarantee }) => {
-            return copy(&bootstrap, &group, parse_guarantee(&guarantee)?);
-        }
-        Some(Copy::Restore { tenants, busy_per_mille }) => return restore(tenants, busy_per_mille),
+    match args.mode {
+        Some(Mode::Copy { bootstrap, group, guarantee }) => return copy(&bootstrap, &group, guarantee),
+        Some(Mode::Restore { tenants, busy_per_mille }) => return restore(tenants, busy_per_mille),
         None => {}
     }
     let guarantees = match args.guarantee.as_str() {
         "both" => vec![ProcessingGuarantee::AtLeastOnce, ProcessingGuarantee::ExactlyOnce],
-        other => vec![parse_guarantee(other)?],
+        other => vec![other.parse()?],
     };
     let mut rows = Vec::new();
     for guarantee in guarantees {
@@ -122,13 +120,6 @@ fn main() -> Result<()> {
         println!("{row}");
     }
     Ok(())
-}
-
-fn parse_guarantee(label: &str) -> Result<ProcessingGuarantee> {
-    [ProcessingGuarantee::AtLeastOnce, ProcessingGuarantee::ExactlyOnce]
-        .into_iter()
-        .find(|g| g.label() == label)
-        .ok_or_else(|| format!("unknown guarantee {label:?}").into())
 }
 
 struct Row {
@@ -338,12 +329,13 @@ fn measure_latency(
         if started.elapsed() >= duration {
             break;
         }
-        publisher.send(record)?;
+        // Noted before sending: the usage must not be read before its leg counts as sent.
         if let Some(id) = ends.get(&i) {
             if let Ok(mut sent) = sent.lock() {
                 sent.insert(id.clone(), Instant::now());
             }
         }
+        publisher.send(record)?;
         published += 1;
         let due = started + Duration::from_secs_f64(published as f64 / rate);
         if let Some(ahead) = due.checked_duration_since(Instant::now()) {
