@@ -73,6 +73,22 @@ pub enum Halt {
     Denied(crate::access::AccessError),
 }
 
+impl Halt {
+    /// What a fatal error of partition `partition`'s task means: Kafka refusing it access
+    /// (named, as [`crate::access`] tells it) or another fatal error.
+    pub fn of(config: &WorkerConfig, partition: i32, error: &Error) -> Halt {
+        let denied = match error {
+            Error::Access(access) => Some(access.clone()),
+            Error::Kafka(e) => crate::access::of_kafka(config, e, || {
+                let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                crate::access::task_resource(config, partition, code)
+            }),
+            _ => None,
+        };
+        denied.map_or_else(|| Halt::Failed(error.to_string()), Halt::Denied)
+    }
+}
+
 /// A message to a partition task.
 #[derive(Debug)]
 pub enum Command {
@@ -450,15 +466,7 @@ impl PartitionTask {
             _ => {
                 telemetry::task_failed(partition, error);
                 self.idle = Some(Idle::Halted);
-                let halt = match error {
-                    Error::Kafka(e) => crate::access::of_kafka(&self.config, e, || {
-                        let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-                        crate::access::task_resource(&self.config, partition, code)
-                    })
-                    .map_or_else(|| Halt::Failed(error.to_string()), Halt::Denied),
-                    _ => Halt::Failed(error.to_string()),
-                };
-                self.coordinator.halted(partition, halt);
+                self.coordinator.halted(partition, Halt::of(&self.config, partition, error));
             }
         }
     }

@@ -509,18 +509,11 @@ impl Shared {
                         tracing::error!(partition, %error, "partition task could not start");
                         telemetry::task_failed(partition, &error);
                         // Initialising the transactional id or reading the changelog may be
-                        // refused by an ACL: name it.
-                        let config = &shared.config;
-                        let denied = match &error {
-                            Error::Access(access) => Some(access.clone()),
-                            Error::Kafka(e) => access::of_kafka(config, e, || {
-                                let code = e.rdkafka_error_code().unwrap_or(rdkafka::types::RDKafkaErrorCode::Fail);
-                                access::task_resource(config, partition, code)
-                            }),
-                            _ => None,
+                        // refused by an ACL: the halt names it.
+                        let halt = match Halt::of(&shared.config, partition, &error) {
+                            Halt::Failed(reason) => Halt::Failed(format!("could not start: {reason}")),
+                            other => other,
                         };
-                        let halt =
-                            denied.map_or_else(|| Halt::Failed(format!("could not start: {error}")), Halt::Denied);
                         shared.halted(partition, halt);
                     }
                 }
