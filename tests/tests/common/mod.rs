@@ -197,7 +197,7 @@ impl Env {
 
     /// Every record of `topic` up to its current end, tombstones as `None`.
     pub fn read_to_end(&self, topic: &str) -> Vec<(String, Option<Vec<u8>>, i32, i64)> {
-        let consumer: BaseConsumer = kafka::reader(&self.config, "test-state").create().unwrap();
+        let consumer: BaseConsumer = kafka::reader(&self.config, "test-read-to-end").create().unwrap();
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
         let mut total = 0usize;
         for p in metadata.topics()[0].partitions() {
