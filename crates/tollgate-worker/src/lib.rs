@@ -49,6 +49,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod inbox;
 pub mod kafka;
 pub mod partition;
 pub mod partitioner;

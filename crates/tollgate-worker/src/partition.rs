@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -42,6 +42,7 @@ use crate::cancel::Cancel;
 use crate::codec::{self, Refusal};
 use crate::config::{ProcessingGuarantee, TopicKind, WorkerConfig};
 use crate::error::Class;
+use crate::inbox::Inbox;
 use crate::record::Record;
 use crate::reference::Tables;
 use crate::{Error, changelog, kafka, partitioner, telemetry};
@@ -290,7 +291,7 @@ impl PartitionTask {
     }
 
     /// Runs until told to stop: collects batches from `inbox` and commits them.
-    pub fn run(mut self, inbox: &Receiver<Command>) {
+    pub fn run(mut self, inbox: &Inbox) {
         while !self.stopping {
             let recorded = self.next.take();
             let (batch, stop) = match &recorded {
@@ -311,7 +312,7 @@ impl PartitionTask {
 
     /// A batch of whatever arrives: what was carried over, then records until the batch is
     /// full or the commit interval passed since its first record.
-    fn collect(&mut self, inbox: &Receiver<Command>) -> (Vec<Record>, bool) {
+    fn collect(&mut self, inbox: &Inbox) -> (Vec<Record>, bool) {
         let mut batch: Vec<Record> = Vec::new();
         while batch.len() < self.config.batch_size {
             match self.carry.pop_front() {
@@ -345,7 +346,7 @@ impl PartitionTask {
     /// Exactly the batch `manifest` names (records after it are carried over). A manifest
     /// whose records do not all arrive in time (an operator moved the group's offsets) is
     /// given up on with a warning, with the records that did arrive.
-    fn collect_exact(&mut self, inbox: &Receiver<Command>, manifest: &Manifest) -> (Vec<Record>, bool) {
+    fn collect_exact(&mut self, inbox: &Inbox, manifest: &Manifest) -> (Vec<Record>, bool) {
         let mut batch = Vec::new();
         let mut later = VecDeque::new();
         for record in self.carry.drain(..) {
@@ -379,7 +380,7 @@ impl PartitionTask {
     }
 
     /// Moves what already waits in `inbox` to the carry (up to a batch), without blocking.
-    fn take_ready(&mut self, inbox: &Receiver<Command>) {
+    fn take_ready(&mut self, inbox: &Inbox) {
         while !self.stopping && self.carry.len() < self.config.batch_size {
             match inbox.try_recv() {
                 Ok(Command::Record(record)) => self.carry.push_back(record),
@@ -391,7 +392,7 @@ impl PartitionTask {
 
     /// Rates and publishes one batch, retrying with backoff until it is published, the
     /// partition is handed over, the task is fenced or fails, or the worker stops.
-    fn commit_batch(&mut self, batch: Vec<Record>, recorded: bool, inbox: &Receiver<Command>) {
+    fn commit_batch(&mut self, batch: Vec<Record>, recorded: bool, inbox: &Inbox) {
         let batch = batch::merge(batch);
         let at_least_once = self.producers.outputs.is_some();
         let mut attempt = 0u32;

@@ -65,6 +65,10 @@ pub fn describe() {
         "tollgate_partition_stalled",
         "1 while a partition's batch keeps failing or its task is fenced or failed, by partition."
     );
+    describe_counter!(
+        "tollgate_backpressure_pauses_total",
+        "Times a partition's fetching was paused because its task fell two batches behind, by partition."
+    );
     describe_gauge!("tollgate_credit_balance", "Prepaid credit balance per tenant (alerting contract).");
     describe_gauge!(
         "tollgate_assigned_partitions",
@@ -148,6 +152,12 @@ pub fn access_denied(cause: crate::access::Cause, error: &dyn std::fmt::Display)
 /// Whether a partition is stalled (its batch keeps failing, or its task is fenced or failed).
 pub fn partition_stalled(partition: i32, stalled: bool) {
     gauge!("tollgate_partition_stalled", "partition" => partition.to_string()).set(if stalled { 1.0 } else { 0.0 });
+}
+
+/// A partition's task fell behind: its fetching is paused until the task catches up.
+pub fn backpressure_paused(partition: i32) {
+    tracing::debug!(partition, "task fell behind: partition paused");
+    counter!("tollgate_backpressure_pauses_total", "partition" => partition.to_string()).increment(1);
 }
 
 /// Input records of a batch, by topic kind and outcome.

@@ -2,12 +2,13 @@
 //! and runs one [`PartitionTask`] per owned input partition.
 //!
 //! A dedicated thread polls the group consumer and hands each record to the task that owns
-//! its partition. Rebalance callbacks run on that thread: on revoke, the tasks of the revoked
+//! its partition, never blocking on one: a task that falls behind has its partition paused
+//! until it catches up ([`crate::inbox`]). Rebalance callbacks run on that thread: on revoke, the tasks of the revoked
 //! partitions finish their batch, commit and exit before the partitions go; on assign, new
 //! tasks restore their state from the changelog before they rate a record.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ use crate::access::{self, AccessError};
 use crate::cancel::Cancel;
 use crate::config::TopicKind;
 use crate::config::WorkerConfig;
-use crate::partition::{Command, Coordinator, Halt, PartitionTask};
+use crate::inbox::{self, Backpressure, Mailbox};
+use crate::partition::{Coordinator, Halt, PartitionTask};
 use crate::readiness::{Readiness, Stage};
 use crate::record::Record;
 use crate::reference::{Loader, Tables};
@@ -28,8 +30,9 @@ use crate::{Error, kafka, telemetry};
 /// How long a revoked partition may take to commit its last batch before it is abandoned to
 /// the next owner.
 const REVOKE_GRACE: Duration = Duration::from_secs(15);
-/// Records buffered per partition task.
-const INBOX: usize = 4096;
+/// How long the polling thread waits for a record while a partition is paused for
+/// backpressure: the bound on how long a task that caught up waits to be resumed.
+const THROTTLED_POLL: Duration = Duration::from_millis(5);
 /// How long a fenced partition may stay assigned to this worker before it exits. Fencing
 /// means another member owns the partition, so the group normally revokes it from this one
 /// within a session timeout; if that does not happen, a restart is the way back.
@@ -208,6 +211,7 @@ impl Worker {
             halts: Mutex::new(HashMap::new()),
             restarts: Mutex::new(HashMap::new()),
             consumer: OnceLock::new(),
+            backpressure: Backpressure::for_batch_size(config.batch_size),
         });
         let consumer: Arc<GroupConsumer> =
             Arc::new(kafka::group_consumer(config).create_with_context(WorkerContext { shared: Arc::clone(&shared) })?);
@@ -218,8 +222,9 @@ impl Worker {
         let mut gauges_refreshed = Instant::now();
         let mut outcome = Ok(());
         while !cancel.is_cancelled() {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => shared.route(Record::from_message(&message)),
+            let wait = if shared.throttled() { THROTTLED_POLL } else { Duration::from_millis(100) };
+            match consumer.poll(wait) {
+                Some(Ok(message)) => shared.route(&consumer, Record::from_message(&message)),
                 Some(Err(error)) => {
                     let code = error.rdkafka_error_code().unwrap_or(rdkafka::types::RDKafkaErrorCode::Fail);
                     if let Some(access) = access::of_kafka(config, &error, || access::consumer_resource(config, code)) {
@@ -236,6 +241,7 @@ impl Worker {
                 break;
             }
             shared.restart_due(&consumer);
+            shared.resume_caught_up(&consumer);
             if gauges_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
                 // Gauges idle for too long are dropped by the exporter.
                 gauges_refreshed = Instant::now();
@@ -323,7 +329,9 @@ struct Restart {
 }
 
 struct TaskHandle {
-    inbox: SyncSender<Command>,
+    inbox: Mailbox,
+    /// Whether the polling thread paused the partition because the task fell behind.
+    throttled: bool,
     thread: JoinHandle<()>,
     /// Disconnected when the task's thread ends.
     finished: Receiver<()>,
@@ -343,6 +351,7 @@ struct Shared {
     /// Partitions whose task could not restore their state: paused, started again later.
     restarts: Mutex<HashMap<i32, Restart>>,
     consumer: OnceLock<Weak<GroupConsumer>>,
+    backpressure: Backpressure,
 }
 
 impl Shared {
@@ -462,16 +471,46 @@ impl Shared {
         Ok(())
     }
 
-    fn route(&self, record: Record) {
-        // Clone the sender out of the lock: a full inbox must not block the tasks' calls.
-        let inbox = self.lock_tasks().get(&record.partition).map(|t| t.inbox.clone());
-        match inbox {
-            Some(inbox) => {
-                let _ = inbox.send(Command::Record(record));
+    /// Hands a record to its partition's task, and pauses the partition when the task has
+    /// fallen behind.
+    fn route(&self, consumer: &GroupConsumer, record: Record) {
+        let partition = record.partition;
+        if let Some(task) = self.lock_tasks().get_mut(&partition) {
+            // Never blocks: the channel is unbounded, the pause bounds it.
+            if task.inbox.send(record) >= self.backpressure.pause_at && !task.throttled {
+                match consumer.pause(&self.inputs(partition)) {
+                    Ok(()) => {
+                        telemetry::backpressure_paused(partition);
+                        task.throttled = true;
+                    }
+                    Err(error) => tracing::warn!(partition, %error, "cannot pause a partition that fell behind"),
+                }
             }
-            // A stalled partition's records are fetched again once it restarts.
-            None if self.lock_restarts().contains_key(&record.partition) => {}
-            None => tracing::warn!(partition = record.partition, "record for a partition without a task"),
+            return;
+        }
+        // A stalled partition's records are fetched again once it restarts.
+        if !self.lock_restarts().contains_key(&partition) {
+            tracing::warn!(partition, "record for a partition without a task");
+        }
+    }
+
+    /// Whether a partition is paused for backpressure.
+    fn throttled(&self) -> bool {
+        self.lock_tasks().values().any(|t| t.throttled)
+    }
+
+    /// Resumes the partitions paused for backpressure whose task has caught up.
+    fn resume_caught_up(&self, consumer: &GroupConsumer) {
+        for (&partition, task) in self.lock_tasks().iter_mut() {
+            if task.throttled && task.inbox.waiting() <= self.backpressure.resume_at {
+                match consumer.resume(&self.inputs(partition)) {
+                    Ok(()) => {
+                        tracing::debug!(partition, "task caught up: partition resumed");
+                        task.throttled = false;
+                    }
+                    Err(error) => tracing::warn!(partition, %error, "cannot resume a partition"),
+                }
+            }
         }
     }
 
@@ -481,7 +520,7 @@ impl Shared {
                 continue;
             }
             self.assignment.starting(partition);
-            let (inbox, rx) = sync_channel(INBOX);
+            let (inbox, rx) = inbox::channel_pair();
             let cancel = Arc::new(Cancel::default());
             let shared = Arc::clone(self);
             let task_cancel = Arc::clone(&cancel);
@@ -520,7 +559,8 @@ impl Shared {
             });
             match thread {
                 Ok(thread) => {
-                    self.lock_tasks().insert(partition, TaskHandle { inbox, thread, finished, cancel });
+                    self.lock_tasks()
+                        .insert(partition, TaskHandle { inbox, throttled: false, thread, finished, cancel });
                 }
                 Err(error) => tracing::error!(partition, %error, "cannot spawn partition task"),
             }
@@ -543,7 +583,7 @@ impl Shared {
         let handles: Vec<(i32, TaskHandle)> =
             partitions.iter().filter_map(|p| self.lock_tasks().remove(p).map(|h| (*p, h))).collect();
         for (_, handle) in &handles {
-            let _ = handle.inbox.try_send(Command::Stop).or_else(|_| handle.inbox.send(Command::Stop));
+            handle.inbox.stop();
         }
         let deadline = Instant::now() + REVOKE_GRACE;
         for (partition, handle) in handles {
