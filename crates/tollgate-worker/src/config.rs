@@ -94,7 +94,8 @@ pub struct WorkerConfig {
     pub processing_guarantee: ProcessingGuarantee,
     /// Most input records per batch (one transaction per batch).
     pub batch_size: usize,
-    /// Longest a batch waits to fill before it is committed, in milliseconds.
+    /// Longest a batch that starts from idle waits to fill before it is committed, in
+    /// milliseconds (under load a batch is what arrived while the previous one committed).
     pub commit_interval_ms: u64,
     /// How long (event time) applied ids and closed legs are remembered, in seconds.
     pub retention_seconds: u32,

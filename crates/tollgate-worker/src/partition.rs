@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -310,8 +310,10 @@ impl PartitionTask {
         tracing::info!(partition = self.partition, "partition task stopped");
     }
 
-    /// A batch of whatever arrives: what was carried over, then records until the batch is
-    /// full or the commit interval passed since its first record.
+    /// A batch of whatever arrives: what was carried over and what already waits, at once,
+    /// up to a full batch. Only a batch that starts from idle (its first record had to be
+    /// waited for) waits for company, until the commit interval passed since that record: under
+    /// load a batch is what arrived while the previous one was committed, and leaves at once.
     fn collect(&mut self, inbox: &Inbox) -> (Vec<Record>, bool) {
         let mut batch: Vec<Record> = Vec::new();
         while batch.len() < self.config.batch_size {
@@ -320,6 +322,7 @@ impl PartitionTask {
                 None => break,
             }
         }
+        let mut from_idle = false;
         while batch.is_empty() {
             // Busy or idle, keep this worker's ownership of its tenants' balances visible.
             if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
@@ -330,9 +333,17 @@ impl PartitionTask {
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return (batch, true),
                 Err(RecvTimeoutError::Timeout) => {}
             }
+            from_idle = true;
+        }
+        while batch.len() < self.config.batch_size {
+            match inbox.try_recv() {
+                Ok(Command::Record(record)) => batch.push(record),
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return (batch, true),
+                Err(TryRecvError::Empty) => break,
+            }
         }
         let deadline = Instant::now() + self.config.commit_interval();
-        while batch.len() < self.config.batch_size {
+        while from_idle && batch.len() < self.config.batch_size {
             let left = deadline.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(left) {
                 Ok(Command::Record(record)) => batch.push(record),
