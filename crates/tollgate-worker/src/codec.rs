@@ -4,7 +4,7 @@
 use tollgate_core::{Input, LedgerMovement, Output};
 use tollgate_proto::{Message, v1};
 
-use crate::config::{TopicKind, Topics};
+use crate::config::TopicKind;
 use crate::record::Record;
 
 /// Why an input record was refused (goes to the dead-letter topic).
@@ -52,24 +52,38 @@ pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>) -> Result<Input, Re
     converted.map_err(|e| Refusal::new(e.code(), e.to_string()))
 }
 
-/// Encodes an output: (topic, key, value).
-pub fn encode_output(topics: &Topics, output: Output) -> (&str, String, Vec<u8>) {
-    let (kind, key, value) = match output {
-        Output::Usage(u) => (TopicKind::RatedUsage, u.tenant_id.to_string(), v1::RatedUsage::from(*u).encode_to_vec()),
-        Output::Decision(d) => {
-            (TopicKind::LegDecisions, d.tenant_id.to_string(), v1::LegDecision::from(d).encode_to_vec())
-        }
-        Output::Credit(c) => {
-            (TopicKind::CreditEvents, c.tenant_id.to_string(), v1::CreditEvent::from(c).encode_to_vec())
-        }
+/// Appends an output's key (its tenant id), then its encoded value, to `buf`: returns its
+/// topic and the key's length.
+pub fn encode_output(output: Output, buf: &mut Vec<u8>) -> (TopicKind, usize) {
+    let (kind, tenant) = match &output {
+        Output::Usage(u) => (TopicKind::RatedUsage, &u.tenant_id),
+        Output::Decision(d) => (TopicKind::LegDecisions, &d.tenant_id),
+        Output::Credit(c) => (TopicKind::CreditEvents, &c.tenant_id),
     };
-    (&topics[kind], key, value)
+    let key = tenant.as_str().len();
+    buf.extend_from_slice(tenant.as_str().as_bytes());
+    match output {
+        Output::Usage(u) => append(&v1::RatedUsage::from(*u), buf),
+        Output::Decision(d) => append(&v1::LegDecision::from(d), buf),
+        Output::Credit(c) => append(&v1::CreditEvent::from(c), buf),
+    }
+    (kind, key)
 }
 
-/// Encodes a ledger movement (the debit trail): (topic, key, value).
-pub fn encode_movement(topics: &Topics, movement: LedgerMovement) -> (&str, String, Vec<u8>) {
-    let key = movement.tenant_id.to_string();
-    (&topics[TopicKind::LedgerMovements], key, v1::LedgerMovement::from(movement).encode_to_vec())
+/// Appends a ledger movement's (the debit trail's) key, then its encoded value, to `buf`:
+/// returns the key's length. Its topic is [`TopicKind::LedgerMovements`].
+pub fn encode_movement(movement: LedgerMovement, buf: &mut Vec<u8>) -> usize {
+    let key = movement.tenant_id.as_str().len();
+    buf.extend_from_slice(movement.tenant_id.as_str().as_bytes());
+    append(&v1::LedgerMovement::from(movement), buf);
+    key
+}
+
+/// Appends `message`'s encoding to `buf`.
+pub fn append(message: &impl Message, buf: &mut Vec<u8>) {
+    buf.reserve(message.encoded_len());
+    // A `Vec` grows as needed: encoding into one cannot run out of room, its only error.
+    let _ = message.encode(buf);
 }
 
 /// How the values of a topic are shown as JSON (`tollgate tail`): a column of the registry.

@@ -51,6 +51,7 @@ pub mod config;
 pub mod error;
 pub mod inbox;
 pub mod kafka;
+pub mod outbox;
 pub mod partition;
 pub mod partitioner;
 pub mod publish;

@@ -35,14 +35,14 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tollgate_core::{
     Applied, CallType, Catalog, Input, LedgerMovement, Output, Rater, RatingConfig, TenantState, UsageOutcome,
 };
-use tollgate_proto::Message as _;
 
 use crate::batch::{self, Manifest};
 use crate::cancel::Cancel;
 use crate::codec::{self, Refusal};
-use crate::config::{ProcessingGuarantee, TopicKind, WorkerConfig};
+use crate::config::{ProcessingGuarantee, TopicKind, Topics, WorkerConfig};
 use crate::error::Class;
 use crate::inbox::Inbox;
+use crate::outbox::Outbox;
 use crate::record::Record;
 use crate::reference::Tables;
 use crate::{Error, changelog, kafka, partitioner, telemetry};
@@ -152,16 +152,6 @@ impl ProducerContext for DeliveryTracker {
 
 type TaskProducer = BaseProducer<DeliveryTracker>;
 
-/// One record to produce.
-struct Outgoing {
-    topic: String,
-    key: String,
-    /// `None`: a tombstone.
-    payload: Option<Vec<u8>>,
-    /// Explicit partition (changelog); `None` lets the murmur2 partitioner pick by key.
-    partition: Option<i32>,
-}
-
 /// Per-batch counts for telemetry.
 #[derive(Default)]
 struct Stats {
@@ -173,8 +163,8 @@ struct Stats {
 
 /// A rated batch, ready to publish.
 struct Rated {
-    outputs: Vec<Outgoing>,
-    changelog: Vec<Outgoing>,
+    outputs: Outbox,
+    changelog: Outbox,
     offsets: TopicPartitionList,
     /// Per touched tenant: its state before the batch (without the retention windows; `None`
     /// for a tenant new in this batch) and the batch's window changes, to roll back with.
@@ -534,8 +524,8 @@ impl PartitionTask {
         let config = Arc::clone(&self.config);
         let topics = &config.topics;
         let mut rated = Rated {
-            outputs: Vec::with_capacity(batch.len() * 2),
-            changelog: Vec::new(),
+            outputs: Outbox::default(),
+            changelog: Outbox::default(),
             offsets: TopicPartitionList::new(),
             undo: HashMap::new(),
             stats: Stats::default(),
@@ -559,19 +549,19 @@ impl PartitionTask {
                         refusal.code,
                         &refusal.message,
                     );
-                    rated.outputs.push(dead_letter(topics[TopicKind::DeadLetter].clone(), record, refusal));
+                    dead_letter(&mut rated.outputs, record, refusal);
                     "dead_letter"
                 }
             };
             *rated.stats.inputs.entry((topic_label, outcome)).or_default() += 1;
             for output in outs.drain(..) {
                 count(&mut rated.stats, &output);
-                let (topic, key, payload) = codec::encode_output(topics, output);
-                rated.outputs.push(Outgoing { topic: topic.to_owned(), key, payload: Some(payload), partition: None });
+                rated.outputs.push_encoded(None, |buf| codec::encode_output(output, buf));
             }
             for movement in movements.iter_mut().flat_map(|m| m.drain(..)) {
-                let (topic, key, payload) = codec::encode_movement(topics, movement);
-                rated.outputs.push(Outgoing { topic: topic.to_owned(), key, payload: Some(payload), partition: None });
+                rated
+                    .outputs
+                    .push_encoded(None, |buf| (TopicKind::LedgerMovements, codec::encode_movement(movement, buf)));
             }
         }
         for (topic, offset) in next {
@@ -582,15 +572,11 @@ impl PartitionTask {
             if let Some(state) = self.states.get_mut(tenant) {
                 undo.windows = changelog::WindowChanges::take(state);
                 for (key, payload) in changelog::records(tenant, state, undo.before.as_ref(), &undo.windows) {
-                    rated.changelog.push(self.changelog_record(key, payload));
+                    rated.changelog.push(TopicKind::State, Some(self.partition), key.as_bytes(), payload.as_deref());
                 }
             }
         }
         rated
-    }
-
-    fn changelog_record(&self, key: String, payload: Option<Vec<u8>>) -> Outgoing {
-        Outgoing { topic: self.config.topics[TopicKind::State].clone(), key, payload, partition: Some(self.partition) }
     }
 
     fn apply(
@@ -644,18 +630,17 @@ impl PartitionTask {
         if tenants.is_empty() {
             return Ok(());
         }
-        let mut records = Vec::new();
+        let mut records = Outbox::default();
         for tenant in tenants {
             if let Some(state) = self.states.get(tenant) {
                 for (key, payload) in changelog::full_records(tenant, state) {
-                    records.push(self.changelog_record(key, payload));
+                    records.push(TopicKind::State, Some(self.partition), key.as_bytes(), payload.as_deref());
                 }
             }
         }
         let mut attempt = 0;
         loop {
-            let borrowed: Vec<&Outgoing> = records.iter().collect();
-            match self.transaction(&[], &borrowed, None) {
+            match self.transaction(&[&records], None) {
                 Ok(()) => {
                     tracing::info!(partition = self.partition, tenants = tenants.len(), "changelog layout migrated");
                     return Ok(());
@@ -672,16 +657,18 @@ impl PartitionTask {
 
     /// Records the composition of a batch before its outputs are produced (at-least-once).
     fn write_manifest(&mut self, manifest: &Manifest) -> Result<(), Error> {
-        let record = self.manifest_record(Some(manifest));
-        self.transaction(&[], &[&record], None)?;
+        let mut record = Outbox::default();
+        self.manifest_record(&mut record, Some(manifest));
+        self.transaction(&[&record], None)?;
         self.manifest_in_changelog = true;
         Ok(())
     }
 
-    /// The changelog record of `manifest` (`None`: a tombstone, no batch is recorded).
-    fn manifest_record(&self, manifest: Option<&Manifest>) -> Outgoing {
+    /// Adds the changelog record of `manifest` (`None`: a tombstone, no batch is recorded).
+    fn manifest_record(&self, outbox: &mut Outbox, manifest: Option<&Manifest>) {
         let payload = manifest.map(|m| serde_json::to_vec(m).unwrap_or_default());
-        self.changelog_record(batch::manifest_key(self.partition), payload)
+        let key = batch::manifest_key(self.partition);
+        outbox.push(TopicKind::State, Some(self.partition), key.as_bytes(), payload.as_deref());
     }
 
     /// Publishes a rated batch: one transaction with the changelog records, the manifest of
@@ -689,36 +676,30 @@ impl PartitionTask {
     /// outputs; under at-least-once the outputs go to the outputs producer first and are
     /// acknowledged before the transaction commits.
     fn publish(&self, rated: &Rated, next: Option<&Manifest>) -> Result<(), Error> {
-        let mut changelog: Vec<&Outgoing> = rated.changelog.iter().collect();
-        let manifest = (next.is_some() || self.manifest_in_changelog).then(|| self.manifest_record(next));
-        changelog.extend(manifest.as_ref());
+        let mut manifest = Outbox::default();
+        if next.is_some() || self.manifest_in_changelog {
+            self.manifest_record(&mut manifest, next);
+        }
         match &self.producers.outputs {
             Some(outputs) => {
-                send_all(outputs, rated.outputs.iter())?;
+                send_all(outputs, &self.config.topics, &rated.outputs)?;
                 flush_checked(outputs, self.config.kafka_timeout())?;
-                self.transaction(&[], &changelog, Some(&rated.offsets))
+                self.transaction(&[&rated.changelog, &manifest], Some(&rated.offsets))
             }
-            None => {
-                let outputs: Vec<&Outgoing> = rated.outputs.iter().collect();
-                self.transaction(&outputs, &changelog, Some(&rated.offsets))
-            }
+            None => self.transaction(&[&rated.outputs, &rated.changelog, &manifest], Some(&rated.offsets)),
         }
     }
 
-    /// One transaction of the partition's transactional producer: `outputs`, `changelog`
-    /// records and, if given, the input offsets. Any error but a fatal one (the producer is
+    /// One transaction of the partition's transactional producer: the records of `parts`, in
+    /// order, and, if given, the input offsets. Any error but a fatal one (the producer is
     /// unusable) or a commit left pending at shutdown aborts it.
-    fn transaction(
-        &self,
-        outputs: &[&Outgoing],
-        changelog: &[&Outgoing],
-        offsets: Option<&TopicPartitionList>,
-    ) -> Result<(), Error> {
+    fn transaction(&self, parts: &[&Outbox], offsets: Option<&TopicPartitionList>) -> Result<(), Error> {
         let txn = &self.producers.txn;
         txn.begin_transaction()?;
         let result = (|| -> Result<(), Error> {
-            send_all(txn, outputs.iter().copied())?;
-            send_all(txn, changelog.iter().copied())?;
+            for part in parts {
+                send_all(txn, &self.config.topics, part)?;
+            }
             if let Some(offsets) = offsets {
                 let metadata = self.coordinator.group_metadata().ok_or(Error::NoGroupMetadata)?;
                 txn.send_offsets_to_transaction(offsets, &metadata, self.config.kafka_timeout())?;
@@ -806,11 +787,11 @@ impl PartitionTask {
     }
 }
 
-fn send_all<'a>(producer: &TaskProducer, records: impl IntoIterator<Item = &'a Outgoing>) -> Result<(), Error> {
-    for out in records {
-        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&out.topic).key(&out.key);
-        if let Some(payload) = &out.payload {
-            record = record.payload(payload);
+fn send_all(producer: &TaskProducer, topics: &Topics, records: &Outbox) -> Result<(), Error> {
+    for out in records.iter() {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topics[out.kind]).key(out.key);
+        if let Some(value) = out.value {
+            record = record.payload(value);
         }
         if let Some(p) = out.partition {
             record = record.partition(p);
@@ -883,9 +864,15 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7)).min(10_000))
 }
 
-fn dead_letter(topic: String, record: &Record, refusal: Refusal) -> Outgoing {
-    let key = record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-    Outgoing { topic, key, payload: Some(refusal.dead_letter(record).encode_to_vec()), partition: None }
+/// Adds the dead letter of a refused record, keyed by the record's key (as text).
+fn dead_letter(outbox: &mut Outbox, record: &Record, refusal: Refusal) {
+    let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
+    let letter = refusal.dead_letter(record);
+    outbox.push_encoded(None, |buf| {
+        buf.extend_from_slice(key.as_bytes());
+        codec::append(&letter, buf);
+        (TopicKind::DeadLetter, key.len())
+    });
 }
 
 fn count(stats: &mut Stats, output: &Output) {

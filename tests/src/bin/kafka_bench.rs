@@ -113,9 +113,9 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "| guarantee | input records | copier records/s | tollgate records/s | ratio | latency p50 / p99 / p99.9 (ms) at records/s |"
+        "| guarantee | input records | copier records/s | tollgate records/s | ratio | CPU µs per record, copier / tollgate | latency p50 / p99 / p99.9 (ms) at records/s |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
@@ -127,6 +127,9 @@ struct Row {
     records: usize,
     copier: f64,
     tollgate: f64,
+    /// CPU time of the copier's and of tollgate's processes per input record, in
+    /// microseconds: what each costs, whatever else the machine runs meanwhile.
+    cpu: (f64, f64),
     latency: Option<(f64, f64, f64, f64)>,
 }
 
@@ -138,12 +141,14 @@ impl std::fmt::Display for Row {
         );
         write!(
             f,
-            "| {} | {} | {:.0} | {:.0} | {:.2}× | {latency} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2}× | {:.1} / {:.1} | {latency} |",
             self.guarantee.label(),
             self.records,
             self.copier,
             self.tollgate,
-            self.tollgate / self.copier
+            self.tollgate / self.copier,
+            self.cpu.0,
+            self.cpu.1,
         )
     }
 }
@@ -202,6 +207,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         })
         .collect::<std::io::Result<_>>()?;
     let copier = drain(&config.bootstrap_servers, &group, &inputs, args.partitions, records, "copier");
+    let copier_cpu: f64 = copiers.iter().map(|c| cpu_seconds(c.id())).sum();
     for child in &mut copiers {
         let _ = child.kill();
         let _ = child.wait();
@@ -221,6 +227,10 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
     let mut workers: Vec<WorkerProcess> =
         (0..args.workers).map(|i| WorkerProcess::start(&spec, &format!("w{i}"))).collect();
     let tollgate = drain(&config.bootstrap_servers, &config.group_id, &inputs, args.partitions, records, "tollgate")?;
+    let tollgate_cpu: f64 = workers.iter().map(|w| cpu_seconds(w.pid())).sum();
+    let per_record = |seconds: f64| seconds * 1e6 / records as f64;
+    let cpu = (per_record(copier_cpu), per_record(tollgate_cpu));
+    eprintln!("== CPU per record: copier {:.1} µs, tollgate {:.1} µs", cpu.0, cpu.1);
 
     // Latency at half tollgate's rate.
     let latency = if live.is_empty() {
@@ -233,7 +243,22 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         worker.terminate(Duration::from_secs(30));
     }
     let _ = std::fs::remove_dir_all(&logs);
-    Ok(Row { guarantee, records, copier, tollgate, latency })
+    Ok(Row { guarantee, records, copier, tollgate, cpu, latency })
+}
+
+/// User plus system CPU time a process used since it started, in seconds (from
+/// `/proc/<pid>/stat`; 0 where that cannot be read). Both kinds of process are measured from
+/// their start, so tollgate's also holds its reference loading and (empty) restore.
+fn cpu_seconds(pid: u32) -> f64 {
+    /// Clock ticks per second of `/proc`'s times (`getconf CLK_TCK`, 100 on Linux).
+    const TICKS: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // The fields after the command name (which may hold spaces) are `) state ppid ...`;
+    // utime and stime are the 14th and 15th of the whole line.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / TICKS
 }
 
 /// Where the copier writes.

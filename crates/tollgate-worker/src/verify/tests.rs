@@ -123,8 +123,11 @@ impl Pipeline {
             self.snapshot.dead_letters.push(dead);
         }
         for output in outputs {
-            let (topic, key, payload) = codec::encode_output(&self.topics, output);
-            let topic = topic.to_owned();
+            let mut bytes = Vec::new();
+            let (kind, key_len) = codec::encode_output(output, &mut bytes);
+            let payload = bytes.split_off(key_len);
+            let key = String::from_utf8(bytes).expect("a tenant id");
+            let topic = self.topics[kind].clone();
             let record = self.record(&topic, &key, payload);
             self.push_output(record);
         }
