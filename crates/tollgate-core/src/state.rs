@@ -61,20 +61,25 @@ impl TenantState {
         self.ledger.balance()
     }
 
-    /// Starts journaling changes of `seen` and `closed_legs` (see [`Recent::take_changes`]).
+    /// Starts journaling changes of `seen`, `closed_legs` and `open_legs` (see
+    /// [`Recent::take_changes`] and [`OpenLegs::take_changes`]).
     pub fn track_changes(&mut self) {
         self.seen.track_changes();
         self.closed_legs.track_changes();
+        self.open_legs.track_changes();
     }
 
-    /// A copy of everything but the two retention windows (which grow with traffic and are
-    /// rolled back with [`Recent::revert`] instead).
-    pub fn clone_without_windows(&mut self) -> TenantState {
+    /// A copy of everything but the two retention windows and the open legs, which grow with
+    /// traffic and are rolled back from their journals instead ([`Recent::revert`],
+    /// [`OpenLegs::revert`]): what a batch copies of a tenant does not grow with its calls.
+    pub fn snapshot(&mut self) -> TenantState {
         let seen = std::mem::take(&mut self.seen);
         let closed_legs = std::mem::take(&mut self.closed_legs);
+        let open_legs = std::mem::take(&mut self.open_legs);
         let copy = self.clone();
         self.seen = seen;
         self.closed_legs = closed_legs;
+        self.open_legs = open_legs;
         copy
     }
 }
@@ -164,12 +169,59 @@ pub struct OpenLeg {
 /// it: iteration, `Debug` and the serialized form (the same JSON object as the `BTreeMap`
 /// wrote) are sorted by leg id, which costs a sort of the open legs at those rare times
 /// (disconnects, snapshots).
-#[derive(Clone, Default, PartialEq, Eq)]
+///
+/// While tracking ([`OpenLegs::track_changes`]), the first change of each leg keeps what the
+/// leg was before it, so a batch is rolled back, and its changed legs found, without a copy
+/// of every open leg.
+#[derive(Clone, Default)]
 pub struct OpenLegs {
     legs: HashMap<String, OpenLeg, FastState>,
+    journal: Option<LegChanges>,
 }
 
+/// The legs changed since the journal was last taken, each with what it was before its first
+/// change (`None`: it was not open).
+pub type LegChanges = HashMap<String, Option<OpenLeg>, FastState>;
+
+/// Equal when the same legs are open; the journal is bookkeeping.
+impl PartialEq for OpenLegs {
+    fn eq(&self, other: &Self) -> bool {
+        self.legs == other.legs
+    }
+}
+
+impl Eq for OpenLegs {}
+
 impl OpenLegs {
+    /// From now on, remember what each changed leg was (see [`OpenLegs::take_changes`]).
+    pub fn track_changes(&mut self) {
+        self.journal.get_or_insert_with(LegChanges::default);
+    }
+
+    /// The changes since the last call (empty when not tracking).
+    pub fn take_changes(&mut self) -> LegChanges {
+        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Undoes `changes` (taken with [`OpenLegs::take_changes`]): each leg back to what it was.
+    pub fn revert(&mut self, changes: LegChanges) {
+        for (leg_id, before) in changes {
+            match before {
+                Some(leg) => self.legs.insert(leg_id, leg),
+                None => self.legs.remove(&leg_id),
+            };
+        }
+    }
+
+    /// Journals `leg_id`'s present value before its first change.
+    fn note(&mut self, leg_id: &str) {
+        if let Some(journal) = &mut self.journal {
+            if !journal.contains_key(leg_id) {
+                journal.insert(leg_id.to_owned(), self.legs.get(leg_id).cloned());
+            }
+        }
+    }
+
     /// How many legs are open.
     pub fn len(&self) -> usize {
         self.legs.len()
@@ -192,12 +244,19 @@ impl OpenLegs {
 
     /// Opens (or replaces) a leg; returns the one it replaced.
     pub fn insert(&mut self, leg_id: String, leg: OpenLeg) -> Option<OpenLeg> {
+        self.note(&leg_id);
         self.legs.insert(leg_id, leg)
     }
 
     /// Closes a leg; returns it if it was open.
     pub fn remove(&mut self, leg_id: &str) -> Option<OpenLeg> {
-        self.legs.remove(leg_id)
+        let leg = self.legs.remove(leg_id)?;
+        if let Some(journal) = &mut self.journal {
+            if !journal.contains_key(leg_id) {
+                journal.insert(leg_id.to_owned(), Some(leg.clone()));
+            }
+        }
+        Some(leg)
     }
 
     /// The open legs in leg-id order.
@@ -209,6 +268,13 @@ impl OpenLegs {
 
     /// The open legs in leg-id order, mutable.
     pub fn iter_mut(&mut self) -> std::vec::IntoIter<(&String, &mut OpenLeg)> {
+        // Any of them may change (the disconnects at the cutoff, a rare event).
+        if self.journal.is_some() {
+            let ids: Vec<String> = self.legs.keys().cloned().collect();
+            for id in &ids {
+                self.note(id);
+            }
+        }
         let mut all: Vec<(&String, &mut OpenLeg)> = self.legs.iter_mut().collect();
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
         all.into_iter()
@@ -248,7 +314,7 @@ impl Serialize for OpenLegs {
 impl<'de> Deserialize<'de> for OpenLegs {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let legs = BTreeMap::<String, OpenLeg>::deserialize(deserializer)?;
-        Ok(OpenLegs { legs: legs.into_iter().collect() })
+        Ok(OpenLegs { legs: legs.into_iter().collect(), journal: None })
     }
 }
 
@@ -476,6 +542,38 @@ mod tests {
         assert_eq!(back, legs);
         assert_eq!(legs.remove("leg-a").map(|l| l.call_id), Some("leg-a".to_owned()));
         assert!((legs.len(), legs.contains_key("leg-a"), legs.get("leg-b").is_some()) == (4, false, true));
+    }
+
+    /// A batch's changes to the open legs are rolled back from the journal (no copy of the
+    /// legs), and the journal names exactly the legs touched, each with what it was.
+    #[test]
+    fn open_legs_roll_back_from_their_journal() {
+        let mut legs = OpenLegs::default();
+        for id in ["a", "b", "c"] {
+            legs.insert(id.to_owned(), open_leg(id));
+        }
+        assert!(legs.take_changes().is_empty(), "nothing is journaled before tracking");
+        legs.track_changes();
+        let before = legs.clone();
+        let mut b = legs.remove("b").unwrap();
+        b.elapsed_seconds = 60;
+        legs.insert("b".into(), b);
+        legs.remove("c");
+        legs.insert("d".into(), open_leg("d"));
+        assert_eq!(legs.remove("nope"), None);
+        let changes = legs.take_changes();
+        let mut touched: Vec<(&str, Option<u32>)> =
+            changes.iter().map(|(id, was)| (id.as_str(), was.as_ref().map(|l| l.elapsed_seconds))).collect();
+        touched.sort_unstable();
+        assert_eq!(touched, vec![("b", Some(0)), ("c", Some(0)), ("d", None)]);
+        legs.revert(changes);
+        assert_eq!(legs, before);
+        // The disconnects may touch every leg: all are journaled.
+        legs.iter_mut().for_each(|(_, leg)| leg.disconnect_sent = true);
+        let changes = legs.take_changes();
+        assert_eq!(changes.len(), 3);
+        legs.revert(changes);
+        assert_eq!(legs, before);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tollgate_core::event::CallLegEvent;
-use tollgate_core::state::{Change, Recent};
+use tollgate_core::state::{Change, LegChanges, Recent};
 use tollgate_core::{OpenLeg, TenantState, Timestamp};
 
 use crate::batch::Manifest;
@@ -90,39 +90,49 @@ fn entry_key(kind: char, tenant: &str, id: &str) -> String {
     format!("{kind}/{}/{tenant}/{id}", tenant.len())
 }
 
-/// The changes of a tenant's retention windows in one batch.
+/// What a tenant's journals recorded in one batch: the changes of its retention windows and
+/// of its open legs (the parts of its state that grow with traffic, so are not copied into a
+/// batch's snapshot, [`TenantState::snapshot`]).
 #[derive(Debug, Default)]
-pub struct WindowChanges {
+pub struct Journal {
     /// Of the applied ids.
     pub seen: Vec<Change<u64>>,
     /// Of the closed legs.
     pub closed: Vec<Change<()>>,
+    /// The open legs changed, each with what it was before.
+    pub legs: LegChanges,
 }
 
-impl WindowChanges {
+impl Journal {
     /// Drains the state's journals.
     pub fn take(state: &mut TenantState) -> Self {
-        WindowChanges { seen: state.seen.take_changes(), closed: state.closed_legs.take_changes() }
+        Journal {
+            seen: state.seen.take_changes(),
+            closed: state.closed_legs.take_changes(),
+            legs: state.open_legs.take_changes(),
+        }
     }
 
     /// Undoes them on `state`.
-    pub fn revert(&self, state: &mut TenantState) {
+    pub fn revert(self, state: &mut TenantState) {
         state.seen.revert(&self.seen);
         state.closed_legs.revert(&self.closed);
+        state.open_legs.revert(self.legs);
     }
 }
 
 /// A changelog record: key and value (`None` = tombstone).
 pub type ChangelogRecord = (String, Option<Vec<u8>>);
 
-/// The changelog records that bring the changelog from `before` (the tenant's state when the
-/// batch started; `None` for a tenant new in the batch, or one to write in full) up to
-/// `state`: its window `changes`, the open legs and parked ends that changed, then its record.
+/// The changelog records that bring the changelog from `before` (the tenant's snapshot when
+/// the batch started; `None` for a tenant new in the batch, or one to write in full) up to
+/// `state`: its window changes, the open legs that changed (from the journal; every open leg
+/// when `before` is `None`) and the parked ends that changed, then its record.
 pub fn records(
     tenant: &str,
     state: &TenantState,
     before: Option<&TenantState>,
-    changes: &WindowChanges,
+    changes: &Journal,
 ) -> Vec<ChangelogRecord> {
     let mut out = Vec::with_capacity(changes.seen.len() + changes.closed.len() + 3);
     for change in &changes.seen {
@@ -132,19 +142,25 @@ pub fn records(
         out.push(window_record('c', tenant, change, |()| None));
     }
     let empty = BTreeMap::new();
-    let (legs_before, parked_before) = match before {
-        Some(b) => (Some(&b.open_legs), &b.parked_ends),
-        None => (None, &empty),
+    let parked_before = before.map_or(&empty, |b| &b.parked_ends);
+    let leg_record = |leg: &String, open: &OpenLeg| {
+        let entry = LegEntry { tenant: tenant.to_owned(), leg: leg.clone(), open: open.clone() };
+        (entry_key('o', tenant, leg), Some(to_json(&entry)))
     };
-    for (leg, open) in &state.open_legs {
-        if legs_before.and_then(|b| b.get(leg)) != Some(open) {
-            let entry = LegEntry { tenant: tenant.to_owned(), leg: leg.clone(), open: open.clone() };
-            out.push((entry_key('o', tenant, leg), Some(to_json(&entry))));
-        }
-    }
-    for (leg, _) in legs_before.into_iter().flatten() {
-        if !state.open_legs.contains_key(leg) {
-            out.push((entry_key('o', tenant, leg), None));
+    match before {
+        None => out.extend(state.open_legs.iter().map(|(leg, open)| leg_record(leg, open))),
+        Some(_) => {
+            let mut changed: Vec<(&String, &Option<OpenLeg>)> = changes.legs.iter().collect();
+            changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let mut closed = Vec::new();
+            for (leg, was) in changed {
+                match (state.open_legs.get(leg), was) {
+                    (Some(open), was) if was.as_ref() != Some(open) => out.push(leg_record(leg, open)),
+                    (None, Some(_)) => closed.push((entry_key('o', tenant, leg), None)),
+                    _ => {}
+                }
+            }
+            out.extend(closed);
         }
     }
     for (leg, ended) in &state.parked_ends {
@@ -164,7 +180,8 @@ pub fn records(
 
 /// Every record of a tenant's state, for a tenant written in full (layout migration).
 pub fn full_records(tenant: &str, state: &TenantState) -> Vec<ChangelogRecord> {
-    let changes = WindowChanges {
+    let changes = Journal {
+        legs: LegChanges::default(),
         seen: state.seen.iter().map(|(id, v, at)| Change::Added { id: Arc::clone(id), value: *v, at }).collect(),
         closed: state
             .closed_legs
@@ -519,7 +536,7 @@ mod tests {
             state.open_legs.insert(format!("leg-{i:04}"), open_leg(&format!("leg-{i:04}"), 0));
         }
         state.parked_ends.insert("late".into(), ended("late"));
-        let first = records("acme", &state, None, &WindowChanges::default());
+        let first = records("acme", &state, None, &Journal::default());
         assert_eq!(first.len(), 3002);
         let (key, tenant) = first.last().unwrap();
         assert_eq!(key, "t/acme");
@@ -528,12 +545,17 @@ mod tests {
         assert!(first.iter().all(|(_, v)| v.as_ref().is_some_and(|v| v.len() < 2048)));
 
         // One leg progresses, one ends, one starts, the parked end is rated.
-        let before = state.clone_without_windows();
+        state.track_changes();
+        let before = state.snapshot();
         state.open_legs.insert("leg-0001".into(), open_leg("leg-0001", 60));
         state.open_legs.remove("leg-0002");
         state.open_legs.insert("leg-new".into(), open_leg("leg-new", 0));
+        // Touched and put back as it was: nothing to write.
+        let same = state.open_legs.remove("leg-0003").unwrap();
+        state.open_legs.insert("leg-0003".into(), same);
         state.parked_ends.remove("late");
-        let second = records("acme", &state, Some(&before), &WindowChanges::default());
+        let journal = Journal::take(&mut state);
+        let second = records("acme", &state, Some(&before), &journal);
         let keys: Vec<(&str, bool)> = second.iter().map(|(k, v)| (k.as_str(), v.is_some())).collect();
         assert_eq!(
             keys,

@@ -166,8 +166,8 @@ struct Rated {
     outputs: Outbox,
     changelog: Outbox,
     offsets: TopicPartitionList,
-    /// Per touched tenant: its state before the batch (without the retention windows; `None`
-    /// for a tenant new in this batch) and the batch's window changes, to roll back with.
+    /// Per touched tenant: its snapshot before the batch (`None` for a tenant new in this
+    /// batch) and the batch's journal of what the snapshot leaves out, to roll back with.
     undo: HashMap<String, Undo>,
     stats: Stats,
 }
@@ -175,7 +175,7 @@ struct Rated {
 /// How to put one tenant back as it was before a batch.
 struct Undo {
     before: Option<TenantState>,
-    windows: changelog::WindowChanges,
+    journal: changelog::Journal,
 }
 
 /// Why the task rates nothing more (until it is stopped).
@@ -500,22 +500,21 @@ impl PartitionTask {
     }
 
     fn roll_back(&mut self, undo: HashMap<String, Undo>) {
-        for (tenant, Undo { before, windows }) in undo {
-            match (before, self.states.get_mut(&tenant)) {
-                (Some(mut before), Some(current)) => {
-                    // The windows are not in the snapshot: take the current ones back to
-                    // where they were.
-                    windows.revert(current);
-                    before.seen = std::mem::take(&mut current.seen);
-                    before.closed_legs = std::mem::take(&mut current.closed_legs);
-                    *current = before;
-                }
-                (Some(before), None) => {
-                    self.states.insert(tenant, before);
-                }
-                (None, _) => {
-                    self.states.remove(&tenant);
-                }
+        for (tenant, Undo { before, journal }) in undo {
+            let Some(mut before) = before else {
+                // New in the batch.
+                self.states.remove(&tenant);
+                continue;
+            };
+            // Rating never removes a tenant's state, so it is there to roll back.
+            if let Some(current) = self.states.get_mut(&tenant) {
+                // The windows and the open legs are not in the snapshot: take the current ones
+                // back to where they were, from their journals.
+                journal.revert(current);
+                before.seen = std::mem::take(&mut current.seen);
+                before.closed_legs = std::mem::take(&mut current.closed_legs);
+                before.open_legs = std::mem::take(&mut current.open_legs);
+                *current = before;
             }
         }
     }
@@ -570,8 +569,8 @@ impl PartitionTask {
         }
         for (tenant, undo) in &mut rated.undo {
             if let Some(state) = self.states.get_mut(tenant) {
-                undo.windows = changelog::WindowChanges::take(state);
-                for (key, payload) in changelog::records(tenant, state, undo.before.as_ref(), &undo.windows) {
+                undo.journal = changelog::Journal::take(state);
+                for (key, payload) in changelog::records(tenant, state, undo.before.as_ref(), &undo.journal) {
                     rated.changelog.push(TopicKind::State, Some(self.partition), key.as_bytes(), payload.as_deref());
                 }
             }
@@ -609,8 +608,8 @@ impl PartitionTask {
             return Err(Refusal::new("unknown_tenant", format!("unknown tenant {tenant:?}")));
         }
         if !undo.contains_key(tenant) {
-            let before = self.states.get_mut(tenant).map(TenantState::clone_without_windows);
-            undo.insert(tenant.to_owned(), Undo { before, windows: changelog::WindowChanges::default() });
+            let before = self.states.get_mut(tenant).map(TenantState::snapshot);
+            undo.insert(tenant.to_owned(), Undo { before, journal: changelog::Journal::default() });
         }
         let state = self.states.entry(tenant.to_owned()).or_insert_with(|| {
             let mut state = TenantState::default();
