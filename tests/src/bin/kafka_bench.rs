@@ -45,7 +45,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// How long any one phase may take.
 const PHASE_DEADLINE: Duration = Duration::from_secs(900);
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "tollgate's workers against a do-nothing copier on a real Kafka")]
 struct Args {
     #[command(subcommand)]
@@ -74,7 +74,7 @@ struct Args {
 }
 
 /// The copier process (started by the bench itself), and the restore bench.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Mode {
     /// Restore one changelog partition holding `--tenants` tenants: time and resident memory.
     Restore {
@@ -84,6 +84,17 @@ enum Mode {
         /// Per mille of tenants that are busy: 2 legs in progress and 100 remembered ids.
         #[arg(long, default_value_t = 10)]
         busy_per_mille: usize,
+    },
+    /// Throughput of 1, 2 and 4 workers on 6, 12 and 24 partitions (one table), with the
+    /// copier on the same backlog as the yardstick; `--legs`, `--tenants` and `--guarantee`
+    /// (one guarantee) apply.
+    Scaling {
+        /// Worker process counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        workers: Vec<usize>,
+        /// Partition counts.
+        #[arg(long, value_delimiter = ',', default_value = "6,12,24")]
+        partitions: Vec<i32>,
     },
     #[command(hide = true)]
     Copy {
@@ -101,6 +112,7 @@ fn main() -> Result<()> {
     match args.mode {
         Some(Mode::Copy { bootstrap, group, guarantee }) => return copy(&bootstrap, &group, guarantee),
         Some(Mode::Restore { tenants, busy_per_mille }) => return restore(tenants, busy_per_mille),
+        Some(Mode::Scaling { ref workers, ref partitions }) => return scaling(&args, workers, partitions),
         None => {}
     }
     let guarantees = match args.guarantee.as_str() {
@@ -118,6 +130,38 @@ fn main() -> Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
+    }
+    Ok(())
+}
+
+/// The scaling table: every (workers, partitions) pair on a fresh broker, one guarantee.
+fn scaling(args: &Args, workers: &[usize], partitions: &[i32]) -> Result<()> {
+    let guarantee: ProcessingGuarantee =
+        if args.guarantee == "both" { ProcessingGuarantee::AtLeastOnce } else { args.guarantee.parse()? };
+    let mut table = Vec::new();
+    for &p in partitions {
+        for &w in workers {
+            let run = Args { workers: w, partitions: p, latency_seconds: 0, mode: None, ..args.clone() };
+            let row = bench(&run, guarantee)?;
+            table.push((w, p, row));
+        }
+    }
+    println!();
+    println!("{} legs, {}:", args.legs, guarantee.label());
+    println!();
+    println!(
+        "| partitions | workers | copier records/s | tollgate records/s | ratio | CPU µs per record, copier / tollgate |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (w, p, row) in table {
+        println!(
+            "| {p} | {w} | {:.0} | {:.0} | {:.2}× | {:.1} / {:.1} |",
+            row.copier,
+            row.tollgate,
+            row.tollgate / row.copier,
+            row.cpu.0,
+            row.cpu.1
+        );
     }
     Ok(())
 }
