@@ -2,7 +2,7 @@
 //! values are JSON (see [`crate::changelog`]), readable with `tollgate tail`.
 
 use tollgate_core::{Input, LedgerMovement, Output};
-use tollgate_proto::{Message, v1};
+use tollgate_proto::{Message, limits, v1};
 
 use crate::config::{TopicKind, Topics};
 use crate::record::Record;
@@ -10,7 +10,8 @@ use crate::record::Record;
 /// Why an input record was refused (goes to the dead-letter topic).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Refusal {
-    /// Stable code: `decode`, `invalid`, `key_mismatch`, `wrong_partition`, or a core code.
+    /// Stable code: `decode`, `invalid`, a bound's (`too_large`, `too_many`, `too_long`),
+    /// `key_mismatch`, `wrong_partition`, or a core code.
     pub code: &'static str,
     /// Human-readable detail.
     pub message: String,
@@ -37,16 +38,14 @@ impl Refusal {
     }
 }
 
-/// Decodes an input value of the given topic kind.
-pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>) -> Result<Input, Refusal> {
+/// Decodes an input value of the given topic kind; a value over `max_bytes` is refused
+/// (`too_large`) without being decoded, and the decoded message is checked against the bounds
+/// of [`tollgate_proto::limits`] before it is converted.
+pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>, max_bytes: usize) -> Result<Input, Refusal> {
     let payload = payload.ok_or_else(|| Refusal::new("decode", "empty value (tombstone) on an input topic"))?;
     let converted = match kind {
-        TopicKind::CallLegs => {
-            v1::CallLegEvent::decode(payload).map_err(tollgate_proto::Error::from).and_then(Input::try_from)
-        }
-        TopicKind::CreditCommands => {
-            v1::CreditCommand::decode(payload).map_err(tollgate_proto::Error::from).and_then(Input::try_from)
-        }
+        TopicKind::CallLegs => limits::decode::<v1::CallLegEvent>(payload, max_bytes).and_then(Input::try_from),
+        TopicKind::CreditCommands => limits::decode::<v1::CreditCommand>(payload, max_bytes).and_then(Input::try_from),
         other => return Err(Refusal::new("invalid", format!("{other:?} is not an input topic"))),
     };
     converted.map_err(|e| Refusal::new(e.code(), e.to_string()))
