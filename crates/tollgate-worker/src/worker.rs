@@ -235,6 +235,10 @@ impl Worker {
                 outcome = Err(error);
                 break;
             }
+            if let Some(access) = loader.failure() {
+                outcome = Err(Error::Access(access));
+                break;
+            }
             shared.restart_due(&consumer);
             if gauges_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
                 // Gauges idle for too long are dropped by the exporter.
