@@ -324,8 +324,11 @@ fn read_loop(
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {}
             Some(Err(e)) => {
-                // An ACL that lets the worker describe a topic but not read it never heals.
-                if let Some(access) = access::of_kafka(config, &e, || access::reference_resource(config)) {
+                // An ACL that lets the worker describe a topic but not read it never heals. The
+                // loader's group (`<group>-reference`) is only there because librdkafka wants
+                // one: it never commits, so a refusal of that group costs it nothing.
+                let group = e.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed);
+                if !group && let Some(access) = access::of_kafka(config, &e, || access::reference_resource(config)) {
                     telemetry::access_denied(access.cause, &access);
                     caught_up.fail(access);
                     return;
