@@ -1,15 +1,16 @@
-//! Writes the seed corpus: the sample in `examples/` (every kind of input, and the reference
-//! data trimmed to a few rows per rate table) as protobuf and as JSON, plus the hostile cases
-//! the bounds are for. Run from the repository root:
-//! `cargo run --manifest-path fuzz/Cargo.toml --bin seeds`. The fuzzers grow the corpus from
-//! there; `fuzz/run.sh` minimises it.
+//! Writes the seeds, `fuzz/seeds/<target>/`: the sample in `examples/` (every kind of input,
+//! and the reference data trimmed to a few rows per rate table) as protobuf and as JSON, plus
+//! the hostile cases the bounds are for, each under a name that says what it is. Run from the
+//! repository root: `cargo run --manifest-path fuzz/Cargo.toml --bin seeds`. The fuzzers start
+//! from them and keep what they find in `fuzz/corpus/<target>/` (minimised, named by hash);
+//! the seeds themselves are never minimised away.
 
 use std::path::Path;
 
 use tollgate_proto::{Message, v1};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new("fuzz/corpus");
+    let root = Path::new("fuzz/seeds");
     let mut protobuf: Vec<(String, Vec<u8>)> = Vec::new();
     let mut json: Vec<(String, Vec<u8>)> = Vec::new();
     let with = |selector: u8, bytes: &[u8]| [&[selector][..], bytes].concat();
@@ -20,7 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for line in events.lines() {
         let record: v1::InputRecord = serde_json::from_str(line)?;
         let shape = match &record.record {
-            Some(v1::input_record::Record::CallLeg(e)) => format!("leg-{:?}", e.body.as_ref().map(std::mem::discriminant)),
+            Some(v1::input_record::Record::CallLeg(e)) => {
+                format!("leg-{:?}", e.body.as_ref().map(std::mem::discriminant))
+            }
             Some(v1::input_record::Record::CreditCommand(c)) => {
                 format!("credit-{:?}", c.body.as_ref().map(std::mem::discriminant))
             }
