@@ -120,7 +120,8 @@ fn started_event(tenant: &str, leg: &str, minute: u32) -> v1::CallLegEvent {
 }
 
 /// Hostile records cost bounded memory and end in the dead letters with their exact reason:
-/// a value over `max_record_bytes` (never decoded), an id over its bound, and nesting past
+/// a value over `max_record_bytes` (never decoded, its first 1024 bytes kept), an id over its
+/// bound, and nesting past
 /// prost's recursion limit. A field sent thousands of times within the size bound is harmless:
 /// decoded as its last occurrence and rated. The partition moves on behind them.
 #[test]
@@ -175,7 +176,7 @@ fn hostile_records_go_to_the_dead_letters_with_their_reason() {
     assert_eq!(
         reasons,
         vec![
-            (0, "too_large", "a value of 5000 bytes, more than the 4096 allowed", 5000),
+            (0, "too_large", "a value of 5000 bytes, more than the 4096 allowed", 1024),
             (1, "too_long", "eventId is 300 bytes long, more than the 256 allowed", long_id.encoded_len()),
             (2, "decode", "undecodable protobuf: failed to decode Protobuf message: recursion limit reached", 400),
         ]
