@@ -92,10 +92,8 @@ fn reference_document(text: &str) {
     assert!(again == data, "parsed reference data writes and reads back to itself: {written}");
     if let Err(error) = Reference::try_from(data) {
         refused(&error);
-        if let Some(path) = error.path() {
-            if let Some(line) = tollgate_proto::locate::line_of(text, path) {
-                assert!(line >= 1 && line <= text.lines().count().max(1), "line {line} of the document");
-            }
+        if let Some(line) = error.path().and_then(|path| tollgate_proto::locate::line_of(text, path)) {
+            assert!(line >= 1 && line <= text.lines().count().max(1), "line {line} of the document");
         }
     }
 }
