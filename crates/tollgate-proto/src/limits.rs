@@ -5,9 +5,9 @@
 //!
 //! 1. **The record's size, before decoding** ([`decode`]): a value longer than the caller's
 //!    limit (the worker's `max_record_bytes`) is refused with `too_large` and never decoded.
-//!    Decoding allocates at most a small multiple of the bytes it reads (an empty repeated
-//!    row is two bytes on the wire and a struct in memory), so this bounds what decoding
-//!    costs.
+//!    Decoding allocates at most a fixed multiple of the bytes it reads (the worst case, an
+//!    empty rate row, is two bytes on the wire and a 112-byte struct in memory), so this
+//!    bounds what decoding costs.
 //! 2. **Nesting**, while decoding: prost refuses a message nested deeper than its recursion
 //!    limit (100; unknown groups count too) with `decode`. tollgate's own messages are at most
 //!    four levels deep.
