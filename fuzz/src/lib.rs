@@ -37,7 +37,7 @@ pub fn protobuf(data: &[u8]) {
 /// inside the conversion), as `codec::decode_input` and `reference::Tables::apply` do.
 fn value<M, T>(payload: &[u8])
 where
-    M: Message + Default + PartialEq + Clone,
+    M: Message + Default + PartialEq + Clone + limits::Bounded,
     T: TryFrom<M, Error = Error>,
 {
     let message = match limits::decode::<M>(payload, DEFAULT_MAX_RECORD_BYTES) {

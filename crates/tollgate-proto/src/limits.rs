@@ -5,20 +5,21 @@
 //!
 //! 1. **The record's size, before decoding** ([`decode`]): a value longer than the caller's
 //!    limit (the worker's `max_record_bytes`) is refused with `too_large` and never decoded.
-//!    Decoding allocates at most a fixed multiple of the bytes it reads (the worst case, an
-//!    empty rate row, is two bytes on the wire and a 112-byte struct in memory), so this
-//!    bounds what decoding costs.
-//! 2. **Nesting**, while decoding: prost refuses a message nested deeper than its recursion
-//!    limit (100; unknown groups count too) with `decode`. tollgate's own messages are at most
-//!    four levels deep.
-//! 3. **Repeated-field counts and string lengths, after decoding and before conversion**
-//!    (the inbound `TryFrom`s in [`crate::convert`] call [`Bounded::bounds`] first, so the
-//!    offline rater's JSON lines and reference files are bounded too): ids, codes, numbers and
-//!    amounts at most [`MAX_ID_BYTES`], free text at most [`MAX_TEXT_BYTES`]; at most
-//!    [`MAX_LOW_BALANCE_THRESHOLDS`] thresholds per tenant, [`MAX_RATE_CARD_VERSIONS`]
-//!    versions per rate card and [`MAX_RATES_PER_TABLE`] rows per dial-in or dial-out table.
-//!    Nothing past a bound reaches the core, the state, the changelog or an error message
-//!    (which would otherwise quote a megabyte-long id).
+//! 2. **Repeated-field counts, on the wire, before decoding** ([`Bounded::prescan`], in
+//!    [`decode`]): at most [`MAX_LOW_BALANCE_THRESHOLDS`] thresholds per tenant,
+//!    [`MAX_RATE_CARD_VERSIONS`] versions per rate card and [`MAX_RATES_PER_TABLE`] rows per
+//!    dial-in or dial-out table (`too_many`). Decoding allocates at most a fixed multiple of
+//!    the bytes it reads, but for empty repeated messages that multiple is over fifty (an
+//!    empty rate row: two bytes on the wire, a 112-byte struct in memory); counted first, a
+//!    value that decodes holds at most the bounded number of entries. prost refuses nesting
+//!    deeper than its recursion limit (100; unknown groups count too) with `decode`;
+//!    tollgate's own messages are at most four levels deep.
+//! 3. **String lengths (and the counts again), after decoding and before conversion**: the
+//!    inbound `TryFrom`s in [`crate::convert`] call [`Bounded::bounds`] first, so the offline
+//!    rater's JSON lines and reference files are bounded too. Ids, codes, numbers, prefixes
+//!    and amounts at most [`MAX_ID_BYTES`], free text at most [`MAX_TEXT_BYTES`]
+//!    (`too_long`). Nothing past a bound reaches the core, the state, the changelog or an
+//!    error message (which would otherwise quote a megabyte-long id).
 //!
 //! ```
 //! use tollgate_proto::{limits, v1, Message};
@@ -94,18 +95,53 @@ impl Exceeded {
 }
 
 /// Decodes a record value of at most `max_bytes` bytes: a longer one is refused before any
-/// byte of it is decoded.
-pub fn decode<M: Message + Default>(payload: &[u8], max_bytes: usize) -> Result<M, crate::Error> {
+/// byte of it is decoded, and so is one whose repeated fields hold more entries than their
+/// bounds ([`Bounded::prescan`]).
+pub fn decode<M: Message + Default + Bounded>(payload: &[u8], max_bytes: usize) -> Result<M, crate::Error> {
     if payload.len() > max_bytes {
         return Err(Exceeded::Record { bytes: payload.len(), max: max_bytes }.into());
     }
+    M::prescan(payload)?;
     Ok(M::decode(payload)?)
 }
 
-/// A decoded message whose repeated fields and strings can be checked against the bounds.
+/// A message whose repeated fields and strings can be checked against the bounds.
 pub trait Bounded {
-    /// The first bound the message exceeds, if any.
+    /// The first bound the decoded message exceeds, if any.
     fn bounds(&self) -> Result<(), Exceeded>;
+
+    /// The counts of the message's repeated fields, from its wire bytes, before it is decoded:
+    /// decoding a repeated field of empty messages allocates over fifty times the bytes it reads,
+    /// so a value with too many entries is refused before that. Bytes that are not well-formed
+    /// pass: decoding refuses them.
+    fn prescan(_payload: &[u8]) -> Result<(), Exceeded> {
+        Ok(())
+    }
+}
+
+/// Calls `entry` with the bytes of each occurrence of the length-delimited field `field` in a
+/// message's wire bytes, skipping every other field (groups included, under prost's recursion
+/// limit) without decoding it. Stops, `Ok`, at bytes that are not well-formed.
+fn each_entry(mut buf: &[u8], field: u32, mut entry: impl FnMut(&[u8])) {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    while !buf.is_empty() {
+        let Ok((tag, wire_type)) = decode_key(&mut buf) else { return };
+        if tag == field && wire_type == WireType::LengthDelimited {
+            let Some(len) = decode_varint(&mut buf).ok().and_then(|len| usize::try_from(len).ok()) else { return };
+            let Some(bytes) = buf.get(..len) else { return };
+            entry(bytes);
+            buf = &buf[len..];
+        } else if skip_field(wire_type, tag, &mut buf, DecodeContext::default()).is_err() {
+            return;
+        }
+    }
+}
+
+/// How many times the length-delimited field `field` occurs in a message's wire bytes.
+fn count(buf: &[u8], field: u32) -> usize {
+    let mut n = 0;
+    each_entry(buf, field, |_| n += 1);
+    n
 }
 
 fn id(field: &str, value: &str) -> Result<(), Exceeded> {
@@ -191,6 +227,10 @@ impl Bounded for v1::Tenant {
         id("overdraftLimit", &self.overdraft_limit)?;
         id("rateCardId", &self.rate_card_id)
     }
+
+    fn prescan(payload: &[u8]) -> Result<(), Exceeded> {
+        entries(|| "lowBalanceThresholds".to_owned(), count(payload, 6), MAX_LOW_BALANCE_THRESHOLDS)
+    }
 }
 
 impl Bounded for v1::User {
@@ -219,6 +259,24 @@ impl Bounded for v1::RateCard {
             }
         }
         Ok(())
+    }
+
+    /// Versions (field 3), then each version's dial-in (3) and dial-out (4) rows: the order
+    /// [`Bounded::bounds`] checks them in.
+    fn prescan(payload: &[u8]) -> Result<(), Exceeded> {
+        let mut versions = 0;
+        let mut tables = Ok(());
+        each_entry(payload, 3, |version| {
+            let j = versions;
+            versions += 1;
+            for (field, name) in [(3, "dialIn"), (4, "dialOut")] {
+                if tables.is_ok() {
+                    tables = entries(|| format!("versions[{j}].{name}"), count(version, field), MAX_RATES_PER_TABLE);
+                }
+            }
+        });
+        entries(|| "versions".to_owned(), versions, MAX_RATE_CARD_VERSIONS)?;
+        tables
     }
 }
 
@@ -349,6 +407,37 @@ mod tests {
             exceeded(&card),
             ("too_long", "versions[0].dialOut[1].price.perMinute is 300 bytes long, more than the 256 allowed".into())
         );
+    }
+
+    #[test]
+    fn repeated_fields_over_their_bounds_are_refused_before_decoding() {
+        let version = v1::RateCardVersion {
+            dial_out: vec![v1::DialOutRate::default(); MAX_RATES_PER_TABLE + 1],
+            ..Default::default()
+        };
+        let card = v1::RateCard { versions: vec![v1::RateCardVersion::default(), version], ..Default::default() };
+        // An unknown group in front hides nothing: it is skipped, not a reason to stop counting.
+        let mut bytes = vec![(15 << 3) | 3, (1 << 3), 1, (15 << 3) | 4];
+        bytes.extend(card.encode_to_vec());
+        let expected = Exceeded::Entries { field: "versions[1].dialOut".into(), count: 100_001, max: 100_000 };
+        assert_eq!(v1::RateCard::prescan(&bytes), Err(expected.clone()));
+        let e = decode::<v1::RateCard>(&bytes, DEFAULT_MAX_RECORD_BYTES).unwrap_err();
+        assert!(matches!(e, crate::Error::Limit(ref found) if *found == expected), "{e}");
+
+        let card = v1::RateCard { versions: vec![v1::RateCardVersion::default(); 1001], ..Default::default() };
+        assert_eq!(
+            v1::RateCard::prescan(&card.encode_to_vec()).unwrap_err().to_string(),
+            "versions has 1001 entries, more than the 1000 allowed"
+        );
+        let tenant = v1::Tenant { low_balance_thresholds: vec![String::new(); 101], ..Default::default() };
+        assert_eq!(
+            v1::Tenant::prescan(&tenant.encode_to_vec()).unwrap_err().to_string(),
+            "lowBalanceThresholds has 101 entries, more than the 100 allowed"
+        );
+        // Within the bounds, and bytes that are not protobuf, pass to the decoder.
+        let card = v1::RateCard { versions: vec![v1::RateCardVersion::default(); 1000], ..Default::default() };
+        assert_eq!(v1::RateCard::prescan(&card.encode_to_vec()), Ok(()));
+        assert_eq!(v1::RateCard::prescan(b"\x1a\xff\xff\xff"), Ok(()));
     }
 
     /// prost's recursion limit holds for unknown fields too: groups nested deeper than 100
