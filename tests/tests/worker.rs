@@ -111,6 +111,81 @@ fn sends_poison_records_to_the_dead_letter_topic_and_keeps_going() {
     worker.stop();
 }
 
+/// A leg's started event, decoded from the JSON the helpers write.
+fn started_event(tenant: &str, leg: &str, minute: u32) -> v1::CallLegEvent {
+    let [started, _] = dial_out(tenant, leg, "ann", US, 60, minute);
+    let record: v1::InputRecord = serde_json::from_str(&started).unwrap();
+    let Some(v1::input_record::Record::CallLeg(event)) = record.record else { unreachable!() };
+    event
+}
+
+/// Hostile records cost bounded memory and end in the dead letters with their exact reason:
+/// a value over `max_record_bytes` (never decoded, its first 1024 bytes kept), an id over its
+/// bound, and nesting past
+/// prost's recursion limit. A field sent thousands of times within the size bound is harmless:
+/// decoded as its last occurrence and rated. The partition moves on behind them.
+#[test]
+fn hostile_records_go_to_the_dead_letters_with_their_reason() {
+    let mut env = Env::new(1, ProcessingGuarantee::AtLeastOnce);
+    env.config.max_record_bytes = 4096;
+    env.publish_reference(REFERENCE);
+    let legs = env.config.topics[TopicKind::CallLegs].clone();
+
+    // Offset 0: a valid event padded with an unknown field to 5000 bytes.
+    let mut oversize = started_event("acme", "h1", 0).encode_to_vec();
+    let padding = 5000 - oversize.len() - 4;
+    // Field 99, length-delimited: its tag and its length are two varint bytes each.
+    oversize.extend([0x9a, 0x06, 0x80 | (padding & 0x7f) as u8, (padding >> 7) as u8]);
+    oversize.resize(5000, b'x');
+    // Offset 1: an event id of 300 bytes.
+    let long_id = v1::CallLegEvent { event_id: "e".repeat(300), ..started_event("acme", "h1", 0) };
+    // Offset 2: 200 groups nested in an unknown field (15), each a start-group tag.
+    let mut nested = vec![(15 << 3) | 3; 200];
+    nested.extend(std::iter::repeat_n((15 << 3) | 4, 200));
+    for payload in [oversize.clone(), long_id.encode_to_vec(), nested] {
+        env.publisher.send_raw(&legs, Some(b"acme"), Some(&payload)).unwrap();
+    }
+
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    // Offset 3: the event id sent 1000 times before the event itself (3000 bytes of them):
+    // the last occurrence counts, and the leg is rated.
+    let mut repeated = Vec::new();
+    for _ in 0..1000 {
+        repeated.extend([0x0a, 1, b'x']); // field 1 (eventId), length 1, "x"
+    }
+    repeated.extend(started_event("acme", "h2", 1).encode_to_vec());
+    assert!(repeated.len() < 4096);
+    env.publisher.send_raw(&legs, Some(b"acme"), Some(&repeated)).unwrap();
+    let [_, ended] = dial_out("acme", "h2", "ann", US, 60, 1);
+    env.publish_inputs(&[ended]);
+    env.publish_inputs(&dial_out("acme", "g1", "ann", US, 60, 2));
+
+    let dead = env.read(&env.config.topics[TopicKind::DeadLetter], 3);
+    let mut reasons: Vec<(i64, String, String, usize)> = dead
+        .iter()
+        .map(|(key, v, _, _)| {
+            let d = v1::DeadLetter::decode(v.as_slice()).unwrap();
+            assert_eq!((key.as_str(), d.source_topic.as_str()), ("acme", legs.as_str()));
+            (d.source_offset, d.error_code, d.message, d.original.len())
+        })
+        .collect();
+    reasons.sort();
+    let reasons: Vec<(i64, &str, &str, usize)> =
+        reasons.iter().map(|(o, c, m, n)| (*o, c.as_str(), m.as_str(), *n)).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (0, "too_large", "a value of 5000 bytes, more than the 4096 allowed", 1024),
+            (1, "too_long", "eventId is 300 bytes long, more than the 256 allowed", long_id.encoded_len()),
+            (2, "decode", "undecodable protobuf: failed to decode Protobuf message: recursion limit reached", 400),
+        ]
+    );
+    let usages = env.usages(2);
+    assert_eq!((usages["acme/h2"].charge.as_str(), usages["acme/g1"].charge.as_str()), ("0.02", "0.02"));
+    worker.stop();
+}
+
 #[test]
 fn restores_state_from_the_changelog_after_a_restart() {
     let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);

@@ -18,6 +18,7 @@ use tollgate_core as core;
 use tollgate_core::{Country, Currency, E164, Money, TenantId};
 
 use crate::Timestamp;
+use crate::limits::Bounded;
 use crate::v1;
 
 /// Why a wire message could not become a core value.
@@ -61,15 +62,21 @@ pub enum Error {
     /// A value the core refuses that belongs to no single field.
     #[error(transparent)]
     Core(#[from] core::Error),
+    /// The record exceeds a bound on its size, a repeated field or a string
+    /// ([`crate::limits`]).
+    #[error(transparent)]
+    Limit(#[from] crate::limits::Exceeded),
 }
 
 impl Error {
-    /// Machine-readable code for dead letters: `decode` or `invalid`.
+    /// Machine-readable code for dead letters: `decode`, `invalid`, a bound's (`too_large`,
+    /// `too_many`, `too_long`) or the core's.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Decode(_) => "decode",
             Error::Core(e) | Error::Field { source: e, .. } => e.code(),
             Error::Object { source, .. } => source.code(),
+            Error::Limit(e) => e.code(),
             Error::Missing(_) | Error::MissingOneOf(_) | Error::BadEnum { .. } => "invalid",
         }
     }
@@ -191,6 +198,7 @@ impl TryFrom<v1::InputRecord> for core::Input {
 impl TryFrom<v1::CallLegEvent> for core::Input {
     type Error = Error;
     fn try_from(e: v1::CallLegEvent) -> Result<Self> {
+        e.bounds()?;
         let body = match e.body.ok_or(Error::MissingOneOf("started, interim, ended"))? {
             v1::call_leg_event::Body::Started(s) => {
                 let kind = match v1::LegKind::try_from(s.kind) {
@@ -261,6 +269,7 @@ fn lot(
 impl TryFrom<v1::CreditCommand> for core::Input {
     type Error = Error;
     fn try_from(c: v1::CreditCommand) -> Result<Self> {
+        c.bounds()?;
         let body = match c.body.ok_or(Error::MissingOneOf("fund, rechargeSucceeded, rechargeFailed, adjustment"))? {
             v1::credit_command::Body::Fund(f) => core::CreditBody::Fund(lot(
                 f.lot_id,
@@ -316,9 +325,16 @@ fn policy(value: i32, field: &'static str) -> Result<Option<core::DialoutPolicy>
     }))
 }
 
-/// `"id"`, or a note that the id is missing.
+/// `"id"`, or a note that the id is missing, or too long to quote (it is refused:
+/// [`crate::limits`]).
 fn quoted_id(id: &str) -> String {
-    if is_blank(id) { "(without an id)".to_owned() } else { format!("{id:?}") }
+    if is_blank(id) {
+        "(without an id)".to_owned()
+    } else if id.len() > crate::limits::MAX_ID_BYTES {
+        format!("(an id of {} bytes)", id.len())
+    } else {
+        format!("{id:?}")
+    }
 }
 
 impl TryFrom<v1::Tenant> for core::Tenant {
@@ -331,6 +347,7 @@ impl TryFrom<v1::Tenant> for core::Tenant {
 }
 
 fn tenant(t: v1::Tenant) -> Result<core::Tenant> {
+    t.bounds()?;
     let id = tenant_id(t.tenant_id, "tenantId")?;
     let currency = currency(t.currency, "currency")?;
     let auto_recharge = match t.auto_recharge {
@@ -395,6 +412,7 @@ impl TryFrom<v1::User> for core::User {
 }
 
 fn user(u: v1::User) -> Result<core::User> {
+    u.bounds()?;
     let licence = match v1::LicenceModel::try_from(u.licence) {
         Ok(v1::LicenceModel::Unspecified | v1::LicenceModel::PayPerMinute) => core::LicenceModel::PayPerMinute,
         Ok(v1::LicenceModel::Subscription) => core::LicenceModel::Subscription,
@@ -459,6 +477,7 @@ impl TryFrom<v1::RateCard> for core::RateCard {
 }
 
 fn rate_card(card: v1::RateCard) -> Result<core::RateCard> {
+    card.bounds()?;
     let id = required(card.rate_card_id, "rateCardId")?;
     let currency = currency(card.currency, "currency")?;
     let mut versions = Vec::with_capacity(card.versions.len());

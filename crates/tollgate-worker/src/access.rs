@@ -114,6 +114,16 @@ pub fn consumer_resource(config: &WorkerConfig, code: RDKafkaErrorCode) -> Strin
     }
 }
 
+/// What the reference loader was refused: reading one of the reference topics (a fetch
+/// refusal does not say which).
+pub fn reference_resource(config: &WorkerConfig) -> String {
+    let topics: Vec<&str> = config.topics.with_role(crate::topics::Role::Reference).map(String::as_str).collect();
+    match topics.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("read topic {} or {last}", rest.join(", ")),
+        _ => format!("read topic {}", topics.join("")),
+    }
+}
+
 /// What a partition task was refused, by error code: its transactional id, or (a delivery
 /// refusal names its topic itself) the topics it reads and writes.
 pub fn task_resource(config: &WorkerConfig, partition: i32, code: RDKafkaErrorCode) -> String {
@@ -275,6 +285,10 @@ mod tests {
         assert_eq!(
             access.to_string(),
             "not authorized: User:producer on topic tollgate.state.v1 (TopicAuthorizationFailed)"
+        );
+        assert_eq!(
+            reference_resource(&config),
+            "read topic tollgate.tenants.v1, tollgate.users.v1 or tollgate.rate-cards.v1"
         );
         let wrapped = crate::Error::Access(access);
         assert_eq!(find(&wrapped), Some(Cause::Authorization));

@@ -2,7 +2,7 @@
 //! values are JSON (see [`crate::changelog`]), readable with `tollgate tail`.
 
 use tollgate_core::{Input, LedgerMovement, Output};
-use tollgate_proto::{Message, v1};
+use tollgate_proto::{Message, limits, v1};
 
 use crate::config::TopicKind;
 use crate::record::Record;
@@ -10,18 +10,27 @@ use crate::record::Record;
 /// Why an input record was refused (goes to the dead-letter topic).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Refusal {
-    /// Stable code: `decode`, `invalid`, `key_mismatch`, `wrong_partition`, or a core code.
+    /// Stable code: `decode`, `invalid`, a bound's (`too_large`, `too_many`, `too_long`),
+    /// `key_mismatch`, `wrong_partition`, or a core code.
     pub code: &'static str,
     /// Human-readable detail.
     pub message: String,
 }
 
+/// How much of a `too_large` value its dead letter keeps: the start of it, enough to tell what
+/// it was. The whole of it could be over the dead-letter topic's own size limit, and a dead
+/// letter that cannot be written stops the worker (on every restart: a crash loop).
+pub const TOO_LARGE_KEPT_BYTES: usize = 1024;
+
 impl Refusal {
-    /// The dead letter of `record`, refused for this reason: the original bytes, where they
-    /// came from, the code and the message.
+    /// The dead letter of `record`, refused for this reason: the original bytes (of a
+    /// `too_large` value, its first [`TOO_LARGE_KEPT_BYTES`]), where they came from, the code
+    /// and the message.
     pub fn dead_letter(self, record: &Record) -> v1::DeadLetter {
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let kept = if self.code == TOO_LARGE { &payload[..payload.len().min(TOO_LARGE_KEPT_BYTES)] } else { payload };
         v1::DeadLetter {
-            original: record.payload.clone().unwrap_or_default(),
+            original: kept.to_vec(),
             source_topic: record.topic.clone(),
             source_partition: record.partition,
             source_offset: record.offset,
@@ -37,16 +46,26 @@ impl Refusal {
     }
 }
 
-/// Decodes an input value of the given topic kind.
-pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>) -> Result<Input, Refusal> {
+/// The code of a value refused for its size.
+pub const TOO_LARGE: &str = "too_large";
+
+/// Whether a dead letter's original bytes are what [`Refusal::dead_letter`] keeps of `payload`.
+pub fn keeps(letter: &v1::DeadLetter, payload: &[u8]) -> bool {
+    if letter.error_code == TOO_LARGE {
+        letter.original.len() == payload.len().min(TOO_LARGE_KEPT_BYTES) && payload.starts_with(&letter.original)
+    } else {
+        letter.original == payload
+    }
+}
+
+/// Decodes an input value of the given topic kind; a value over `max_bytes` is refused
+/// (`too_large`) without being decoded, and the decoded message is checked against the bounds
+/// of [`tollgate_proto::limits`] before it is converted.
+pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>, max_bytes: usize) -> Result<Input, Refusal> {
     let payload = payload.ok_or_else(|| Refusal::new("decode", "empty value (tombstone) on an input topic"))?;
     let converted = match kind {
-        TopicKind::CallLegs => {
-            v1::CallLegEvent::decode(payload).map_err(tollgate_proto::Error::from).and_then(Input::try_from)
-        }
-        TopicKind::CreditCommands => {
-            v1::CreditCommand::decode(payload).map_err(tollgate_proto::Error::from).and_then(Input::try_from)
-        }
+        TopicKind::CallLegs => limits::decode::<v1::CallLegEvent>(payload, max_bytes).and_then(Input::try_from),
+        TopicKind::CreditCommands => limits::decode::<v1::CreditCommand>(payload, max_bytes).and_then(Input::try_from),
         other => return Err(Refusal::new("invalid", format!("{other:?} is not an input topic"))),
     };
     converted.map_err(|e| Refusal::new(e.code(), e.to_string()))
@@ -103,4 +122,33 @@ pub fn state_json(payload: &[u8]) -> Result<serde_json::Value, String> {
 /// Decodes any tollgate topic's value to a JSON value (for `tollgate tail`).
 pub fn to_json(kind: TopicKind, payload: &[u8]) -> Result<serde_json::Value, String> {
     (kind.def().to_json)(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_too_large_value_is_refused_undecoded_and_its_dead_letter_keeps_its_first_kilobyte() {
+        let payload = vec![7u8; 5000];
+        let record = Record {
+            topic: "tollgate.call-legs.v1".into(),
+            partition: 0,
+            offset: 7,
+            timestamp: 0,
+            key: Some(b"acme".to_vec()),
+            payload: Some(payload.clone()),
+        };
+        let refusal = decode_input(TopicKind::CallLegs, Some(&payload), 4096).unwrap_err();
+        assert_eq!(refusal, Refusal::new("too_large", "a value of 5000 bytes, more than the 4096 allowed"));
+        let letter = refusal.dead_letter(&record);
+        assert_eq!((letter.original.as_slice(), letter.source_offset), (&payload[..1024], 7));
+        assert!(keeps(&letter, &payload));
+        assert!(!keeps(&letter, &[8; 5000]) && !keeps(&letter, &payload[..1000]));
+
+        // Any other refusal keeps the whole value.
+        let letter = Refusal::new("decode", "undecodable").dead_letter(&record);
+        assert_eq!(letter.original, payload);
+        assert!(keeps(&letter, &payload) && !keeps(&letter, &payload[..1024]));
+    }
 }

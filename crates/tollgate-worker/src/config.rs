@@ -105,6 +105,11 @@ pub struct WorkerConfig {
     /// `ledger_movements` topic (off by default: it is for auditors, and costs a record per
     /// debit).
     pub ledger_movements: bool,
+    /// Largest value of an input or reference record that is decoded, in bytes. A larger
+    /// input is dead-lettered (`too_large`) and a larger reference record refused without
+    /// being decoded: what one record can cost in memory is bounded by this (see
+    /// [`tollgate_proto::limits`]).
+    pub max_record_bytes: usize,
     /// Topic names.
     pub topics: Topics,
     /// librdkafka settings passed through to every client (SASL/SSL, tuning). Settings that
@@ -125,6 +130,7 @@ impl Default for WorkerConfig {
             retention_seconds: 48 * 3600,
             kafka_timeout_ms: 10_000,
             ledger_movements: false,
+            max_record_bytes: tollgate_proto::limits::DEFAULT_MAX_RECORD_BYTES,
             topics: Topics::default(),
             librdkafka: BTreeMap::new(),
         }
@@ -149,6 +155,9 @@ impl WorkerConfig {
         }
         if self.retention_seconds < 3600 {
             return bad("retention_seconds must be at least 3600");
+        }
+        if self.max_record_bytes == 0 {
+            return bad("max_record_bytes must be > 0");
         }
         Ok(())
     }

@@ -586,7 +586,7 @@ impl PartitionTask {
         outs: &mut Vec<Output>,
         movements: Option<&mut Vec<LedgerMovement>>,
     ) -> Result<Applied, Refusal> {
-        let input: Input = codec::decode_input(kind, record.payload.as_deref())?;
+        let input: Input = codec::decode_input(kind, record.payload.as_deref(), self.config.max_record_bytes)?;
         let tenant = input.tenant_id().as_str();
         let key = record.key.as_deref().unwrap_or_default();
         if key != tenant.as_bytes() {

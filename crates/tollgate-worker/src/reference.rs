@@ -3,6 +3,10 @@
 //! The loader reads every partition of the tenants, users and rate-cards topics from the
 //! beginning. It records the high watermarks at start and reports "caught up" once it has read
 //! to them: no leg is rated before that. Afterwards it keeps reading, so updates apply live.
+//! A record over `max_record_bytes`, or over a bound of [`tollgate_proto::limits`], is refused
+//! (logged and counted) like any other invalid one. If Kafka refuses to let it read a topic
+//! (an ACL allows describing the topic but not reading it), the loader stops and the worker
+//! exits with the authorization error, rather than retry forever.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,11 +20,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tollgate_core::{Catalog, RateCard, Tenant, User};
-use tollgate_proto::{Message as _, v1};
+use tollgate_proto::{limits, v1};
 
+use crate::access::{self, AccessError};
 use crate::cancel::Cancel;
 use crate::config::WorkerConfig;
-use crate::topics::{Role, TopicKind, Topics};
+use crate::topics::{Role, TopicKind};
 use crate::{Error, kafka, telemetry};
 
 /// Live reference tables, shared by all partition tasks of a worker.
@@ -76,15 +81,16 @@ impl Tables {
         }
     }
 
-    /// Applies one reference record (value `None` deletes the key).
-    pub fn apply(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
-        let result = self.apply_record(kind, key, payload);
+    /// Applies one reference record (value `None` deletes the key); a value over `max_bytes`
+    /// is refused without being decoded.
+    pub fn apply(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>, max_bytes: usize) -> Result<(), String> {
+        let result = self.apply_record(kind, key, payload, max_bytes);
         *self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
         self.changed.notify_all();
         result
     }
 
-    fn apply_record(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
+    fn apply_record(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>, max_bytes: usize) -> Result<(), String> {
         let Some(payload) = payload else {
             match kind {
                 TopicKind::Tenants => drop(self.tenants.remove(key)),
@@ -96,7 +102,8 @@ impl Tables {
         };
         match kind {
             TopicKind::Tenants => {
-                let tenant = Tenant::try_from(v1::Tenant::decode(payload).map_err(|e| e.to_string())?)
+                let tenant = limits::decode::<v1::Tenant>(payload, max_bytes)
+                    .and_then(Tenant::try_from)
                     .map_err(|e| e.to_string())?;
                 if tenant.id.as_str() != key {
                     return Err(format!("key {key:?} is not tenant id {:?}", tenant.id.as_str()));
@@ -104,15 +111,17 @@ impl Tables {
                 self.put_tenant(tenant);
             }
             TopicKind::Users => {
-                let user =
-                    User::try_from(v1::User::decode(payload).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+                let user = limits::decode::<v1::User>(payload, max_bytes)
+                    .and_then(User::try_from)
+                    .map_err(|e| e.to_string())?;
                 if user_key(user.tenant_id.as_str(), &user.id) != key {
                     return Err(format!("key {key:?} is not {:?}", user_key(user.tenant_id.as_str(), &user.id)));
                 }
                 self.put_user(user);
             }
             TopicKind::RateCards => {
-                let card = RateCard::try_from(v1::RateCard::decode(payload).map_err(|e| e.to_string())?)
+                let card = limits::decode::<v1::RateCard>(payload, max_bytes)
+                    .and_then(RateCard::try_from)
                     .map_err(|e| e.to_string())?;
                 if card.id != key {
                     return Err(format!("key {key:?} is not rate card id {:?}", card.id));
@@ -197,10 +206,10 @@ impl Loader {
         let thread = {
             let caught_up = Arc::clone(&caught_up);
             let stop = Arc::clone(&stop);
-            let topics = config.topics.clone();
+            let config = config.clone();
             std::thread::Builder::new()
                 .name("tollgate-reference".into())
-                .spawn(move || read_loop(&consumer, &topics, &tables, targets, &caught_up, &stop))
+                .spawn(move || read_loop(&consumer, &config, &tables, targets, &caught_up, &stop))
                 .map_err(|e| Error::Config(format!("cannot start the reference reader: {e}")))?
         };
         Ok(Loader { caught_up, stop, thread: Some(thread) })
@@ -211,7 +220,13 @@ impl Loader {
         self.caught_up.get()
     }
 
-    /// Waits until caught up, or until `cancel` is cancelled.
+    /// Why the loader stopped: Kafka refused to let it read a reference topic. The worker
+    /// exits with it (a refusal is named, never retried forever).
+    pub fn failure(&self) -> Option<AccessError> {
+        self.caught_up.failure()
+    }
+
+    /// Waits until caught up, or until `cancel` is cancelled, or the loader failed.
     pub fn wait_caught_up(&self, cancel: &Cancel) -> Result<(), Error> {
         let started = Instant::now();
         let mut next_log = Duration::from_secs(10);
@@ -225,35 +240,63 @@ impl Loader {
                 next_log *= 2;
             }
         }
-        Ok(())
+        self.failure().map_or(Ok(()), |access| Err(Error::Access(access)))
     }
 }
 
-/// A latch set once the reference tables caught up.
+/// How far the loader got.
+#[derive(Debug, Default)]
+enum Progress {
+    /// Reading towards the high watermarks noted at start.
+    #[default]
+    Loading,
+    /// The tables caught up; updates keep applying.
+    CaughtUp,
+    /// Kafka refused to let the loader read; it stopped.
+    Failed(AccessError),
+}
+
+/// A latch set once the reference tables caught up, or the loader failed.
 #[derive(Debug, Default)]
 struct CaughtUp {
-    done: Mutex<bool>,
+    progress: Mutex<Progress>,
     signal: Condvar,
 }
 
 impl CaughtUp {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn set(&self) {
-        *self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        *self.lock() = Progress::CaughtUp;
+        self.signal.notify_all();
+    }
+
+    fn fail(&self, access: AccessError) {
+        *self.lock() = Progress::Failed(access);
         self.signal.notify_all();
     }
 
     fn get(&self) -> bool {
-        *self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        matches!(*self.lock(), Progress::CaughtUp)
     }
 
-    /// Waits up to `timeout`; returns whether the latch is set.
+    fn failure(&self) -> Option<AccessError> {
+        match &*self.lock() {
+            Progress::Failed(access) => Some(access.clone()),
+            Progress::Loading | Progress::CaughtUp => None,
+        }
+    }
+
+    /// Waits up to `timeout`; returns whether the latch is set (caught up or failed).
     fn wait(&self, timeout: Duration) -> bool {
-        let done = self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (done, _) = self
+        let progress = self.lock();
+        let (progress, _) = self
             .signal
-            .wait_timeout_while(done, timeout, |done| !*done)
+            .wait_timeout_while(progress, timeout, |p| matches!(p, Progress::Loading))
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *done
+        !matches!(*progress, Progress::Loading)
     }
 }
 
@@ -268,24 +311,36 @@ impl Drop for Loader {
 
 fn read_loop(
     consumer: &Reader,
-    topics: &Topics,
+    config: &WorkerConfig,
     tables: &Tables,
     mut targets: Vec<(String, i32, i64)>,
     caught_up: &CaughtUp,
     stop: &Cancel,
 ) {
+    let topics = &config.topics;
     while !stop.is_cancelled() {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "reference topics: consumer error, retrying"),
+            Some(Err(e)) => {
+                // An ACL that lets the worker describe a topic but not read it never heals. The
+                // loader's group (`<group>-reference`) is only there because librdkafka wants
+                // one: it never commits, so a refusal of that group costs it nothing.
+                let group = e.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed);
+                if !group && let Some(access) = access::of_kafka(config, &e, || access::reference_resource(config)) {
+                    telemetry::access_denied(access.cause, &access);
+                    caught_up.fail(access);
+                    return;
+                }
+                tracing::warn!(error = %e, "reference topics: consumer error, retrying");
+            }
             Some(Ok(message)) => {
                 let topic = message.topic();
                 let Some(kind) = topics.kind_of(topic) else { continue };
                 let label = kind.key();
                 let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
-                match tables.apply(kind, &key, message.payload()) {
+                match tables.apply(kind, &key, message.payload(), config.max_record_bytes) {
                     Ok(()) => telemetry::reference_record(label, "applied"),
                     Err(error) => {
                         tracing::error!(topic, offset = message.offset(), key = %key, %error, "refused reference record");
@@ -309,5 +364,60 @@ fn read_loop(
             tracing::info!(tenants, users, rate_cards = cards, "reference data caught up");
             caught_up.set();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_proto::{Message as _, limits};
+
+    use super::*;
+
+    fn tenant(id: &str) -> v1::Tenant {
+        v1::Tenant { tenant_id: id.into(), currency: "USD".into(), ..v1::Tenant::default() }
+    }
+
+    #[test]
+    fn a_reference_record_over_max_record_bytes_is_refused_undecoded() {
+        let tables = Tables::default();
+        let bytes = tenant("acme").encode_to_vec();
+        assert_eq!(
+            tables.apply(TopicKind::Tenants, "acme", Some(&bytes), bytes.len() - 1),
+            Err(format!("a value of {} bytes, more than the {} allowed", bytes.len(), bytes.len() - 1))
+        );
+        assert_eq!(tables.sizes(), (0, 0, 0));
+        assert_eq!(tables.apply(TopicKind::Tenants, "acme", Some(&bytes), bytes.len()), Ok(()));
+        assert_eq!(tables.sizes(), (1, 0, 0));
+    }
+
+    /// Counts are checked on the wire, before decoding (so the object cannot be named yet);
+    /// lengths after, naming the object.
+    #[test]
+    fn a_reference_record_over_a_bound_is_refused() {
+        let tables = Tables::default();
+        let max = limits::DEFAULT_MAX_RECORD_BYTES;
+        let mut flooded = tenant("acme");
+        flooded.low_balance_thresholds = vec!["1.00".into(); 101];
+        assert_eq!(
+            tables.apply(TopicKind::Tenants, "acme", Some(&flooded.encode_to_vec()), max),
+            Err("lowBalanceThresholds has 101 entries, more than the 100 allowed".into())
+        );
+        let card = v1::RateCard {
+            rate_card_id: "usd".into(),
+            currency: "USD".into(),
+            versions: vec![v1::RateCardVersion::default(); 1001],
+        };
+        assert_eq!(
+            tables.apply(TopicKind::RateCards, "usd", Some(&card.encode_to_vec()), max),
+            Err("versions has 1001 entries, more than the 1000 allowed".into())
+        );
+        let long = "u".repeat(1000);
+        let user = v1::User { tenant_id: "acme".into(), user_id: long.clone(), ..v1::User::default() };
+        assert_eq!(
+            tables.apply(TopicKind::Users, &format!("acme/{long}"), Some(&user.encode_to_vec()), max),
+            Err("user (an id of 1000 bytes) of tenant \"acme\": userId is 1000 bytes long, more than the 256 allowed"
+                .into())
+        );
+        assert_eq!(tables.sizes(), (0, 0, 0));
     }
 }

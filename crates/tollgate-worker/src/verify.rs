@@ -177,7 +177,7 @@ pub struct Snapshot {
 /// Reads the deployment of `config` and checks it.
 pub fn run(config: &WorkerConfig, expectations: &Expectations, stop: &dyn Fn() -> bool) -> Result<Report, Error> {
     let snapshot = read(config, stop)?;
-    Ok(check(&snapshot, &config.topics, expectations))
+    Ok(check(&snapshot, config, expectations))
 }
 
 #[cfg(test)]

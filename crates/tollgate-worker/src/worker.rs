@@ -240,6 +240,10 @@ impl Worker {
                 outcome = Err(error);
                 break;
             }
+            if let Some(access) = loader.failure() {
+                outcome = Err(Error::Access(access));
+                break;
+            }
             shared.restart_due(&consumer);
             shared.resume_caught_up(&consumer);
             if gauges_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tollgate_core::{Applied, Currency, Input, Money, Output, Rater, Reference, TenantState, UsageOutcome};
 use tollgate_proto::convert::wire_money;
+use tollgate_proto::limits;
 use tollgate_proto::v1;
 
 /// Arguments of `tollgate rate`.
@@ -70,7 +71,7 @@ struct Summary {
 /// Runs the offline rater.
 pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
     let reference = load_reference(&args.reference)?;
-    let input: Box<dyn BufRead> = if args.events == "-" {
+    let mut input: Box<dyn BufRead> = if args.events == "-" {
         Box::new(BufReader::new(io::stdin().lock()))
     } else {
         let file = File::open(&args.events).with_context(|| format!("failed to open events file {}", args.events))?;
@@ -84,16 +85,26 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
     let mut outputs = Vec::new();
     let mut movements = Vec::new();
 
-    for (index, line) in input.lines().enumerate() {
-        let line_no = index as u64 + 1;
-        let line = line.with_context(|| format!("failed to read line {line_no} of {}", args.events))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    let mut line_no = 0u64;
+    loop {
+        line_no += 1;
+        let read = read_line(&mut input, MAX_LINE_BYTES)
+            .with_context(|| format!("failed to read line {line_no} of {}", args.events))?;
+        let (line, parsed) = match read {
+            None => break,
+            Some(Line::Text(line)) if line.trim().is_empty() => continue,
+            Some(Line::Text(line)) => {
+                let parsed = serde_json::from_str::<v1::InputRecord>(&line)
+                    .map_err(|e| ("decode", e.to_string()))
+                    .and_then(|record| Input::try_from(record).map_err(|e| (e.code(), e.to_string())));
+                (line.into_bytes(), parsed)
+            }
+            Some(Line::TooLong { bytes, start }) => {
+                let exceeded = limits::Exceeded::Record { bytes, max: MAX_LINE_BYTES };
+                (start, Err((exceeded.code(), exceeded.to_string())))
+            }
+        };
         summary.lines += 1;
-        let parsed = serde_json::from_str::<v1::InputRecord>(&line)
-            .map_err(|e| ("decode", e.to_string()))
-            .and_then(|record| Input::try_from(record).map_err(|e| (e.code(), e.to_string())));
         let result = parsed.and_then(|input| {
             let state = states.entry(input.tenant_id().to_string()).or_default();
             let applied = if args.ledger_movements {
@@ -117,7 +128,7 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
                 summary.rejected += 1;
                 eprintln!("{}:{line_no}: {code}: {message}", args.events);
                 let dead = v1::DeadLetter {
-                    original: line.clone().into_bytes(),
+                    original: line,
                     source_topic: args.events.clone(),
                     source_partition: 0,
                     source_offset: line_no as i64,
@@ -144,6 +155,60 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
         summary.print(&states, &reference);
     }
     Ok(if summary.rejected > 0 && !args.allow_rejects { ExitCode::from(REJECTED_STATUS) } else { ExitCode::SUCCESS })
+}
+
+/// The longest events line the rater reads whole, in bytes (the worker's default
+/// `max_record_bytes`): a longer one is refused (`too_large`, its dead letter holding its first
+/// [`KEPT_BYTES`]) and skipped without ever being held whole in memory.
+const MAX_LINE_BYTES: usize = limits::DEFAULT_MAX_RECORD_BYTES;
+
+/// How much of a line over [`MAX_LINE_BYTES`] its dead letter keeps.
+const KEPT_BYTES: usize = 1024;
+
+/// One line of the events file.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// Its text, without the line break (`\n` or `\r\n`).
+    Text(String),
+    /// A line longer than the limit: its length, and its first [`KEPT_BYTES`].
+    TooLong { bytes: usize, start: Vec<u8> },
+}
+
+/// Reads the next line, holding at most `max` bytes of it: the rest of a longer one is skipped
+/// as it is read. `None` at the end of the input; an error for text that is not UTF-8.
+fn read_line(input: &mut dyn BufRead, max: usize) -> io::Result<Option<Line>> {
+    let mut buf = Vec::new();
+    if io::Read::take(&mut *input, max as u64 + 1).read_until(b'\n', &mut buf)? == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') || buf.len() <= max {
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        return String::from_utf8(buf)
+            .map(|text| Some(Line::Text(text)))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+    }
+    let mut bytes = buf.len();
+    buf.truncate(KEPT_BYTES);
+    loop {
+        let available = input.fill_buf()?;
+        if available.is_empty() {
+            break;
+        }
+        if let Some(end) = available.iter().position(|&b| b == b'\n') {
+            bytes += end;
+            input.consume(end + 1);
+            break;
+        }
+        let skipped = available.len();
+        bytes += skipped;
+        input.consume(skipped);
+    }
+    Ok(Some(Line::TooLong { bytes, start: buf }))
 }
 
 fn write_record(out: &mut impl Write, record: v1::output_record::Record) -> anyhow::Result<()> {
@@ -219,5 +284,40 @@ impl Summary {
                 state.open_legs.len()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[u8], max: usize) -> Vec<Line> {
+        let mut input: &[u8] = text;
+        std::iter::from_fn(|| read_line(&mut input, max).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_skipped_keeping_its_length_and_start() {
+        let long = "x".repeat(3000);
+        let text = format!("short\r\n{long}\n{}\nlast", "y".repeat(10));
+        assert_eq!(
+            lines(text.as_bytes(), 2000),
+            vec![
+                Line::Text("short".into()),
+                Line::TooLong { bytes: 3000, start: vec![b'x'; KEPT_BYTES] },
+                Line::Text("y".repeat(10)),
+                Line::Text("last".into()),
+            ]
+        );
+        // At the end of the input, without a line break.
+        assert_eq!(lines(long.as_bytes(), 2000), vec![Line::TooLong { bytes: 3000, start: vec![b'x'; KEPT_BYTES] }]);
+        // A line of exactly the limit is read whole.
+        assert_eq!(lines(&long.as_bytes()[..2000], 2000), vec![Line::Text("x".repeat(2000))]);
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_an_error() {
+        let mut input: &[u8] = b"\xff\xfe\n";
+        assert_eq!(read_line(&mut input, 10).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 }

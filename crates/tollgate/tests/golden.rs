@@ -159,6 +159,32 @@ fn reports_malformed_lines_with_their_number_and_goes_on() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A line over the limit (1 MiB) is refused and skipped as it is read, never held whole; its
+/// dead letter keeps its first 1024 bytes, and the lines after it are rated.
+#[test]
+fn refuses_a_line_longer_than_a_mebibyte_and_goes_on() {
+    let dir = std::env::temp_dir().join(format!("tollgate-golden-long-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("events.jsonl");
+    let good = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
+    let long = format!(r#"{{"callLeg":{{"eventId":"{}"}}}}"#, "e".repeat(1_100_000));
+    std::fs::write(&events, format!("{long}\n{good}\n")).unwrap();
+    let output = rate(events.to_str().unwrap());
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let message =
+        format!("{}:1: too_large: a value of {} bytes, more than the 1048576 allowed", events.display(), long.len());
+    assert!(stderr.contains(&message), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", &stdout[..stdout.len().min(2000)]);
+    let dead: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(dead["deadLetter"]["errorCode"], "too_large");
+    assert_eq!(dead["deadLetter"]["original"].as_str().unwrap().len(), 1368, "1024 bytes in base64");
+    assert!(lines[1].contains(r#""kind":"KIND_FUNDED","amount":"10.00""#), "{}", lines[1]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn reports_a_refused_reference_object_with_its_line() {
     let dir = std::env::temp_dir().join(format!("tollgate-reference-{}", std::process::id()));

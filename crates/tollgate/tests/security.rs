@@ -7,7 +7,7 @@
 //! - the producer's principal cannot write the changelog or the rated usage;
 //! - every command names the cause, with its exit code and within seconds, when the password
 //!   is wrong, the certificate untrusted, the host name not the certificate's, the broker
-//!   unreachable, or an ACL missing.
+//!   unreachable, or an ACL missing (the reference topics' included).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
 
@@ -323,4 +323,32 @@ fn every_command_names_what_an_acl_does_not_allow() {
         assert!(stderr.contains(message), "{args:?} does not say {message:?}:\n{stderr}");
         assert!(started.elapsed() < Duration::from_secs(20), "{args:?} took {:?}", started.elapsed());
     }
+    // The worker may describe a topic it writes (rated usage) but not read it: named as a
+    // reference topic, it stops the reference loader, which used to retry forever.
+    let started = Instant::now();
+    let log = temp("reference-refused.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = command(&bootstrap, &worker, &["run", "--metrics-listen", "127.0.0.1:0"])
+        .env("TOLLGATE_TOPIC_TENANTS", "tollgate.rated-usage.v1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("the worker retried a refused reference topic for 30 s:\n{}", tail_of(&log));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(13), "{stderr}");
+    let message = "not authorized: User:tollgate-worker on read topic tollgate.rated-usage.v1, tollgate.users.v1 or \
+                   tollgate.rate-cards.v1 (TopicAuthorizationFailed)";
+    assert!(stderr.contains(message), "the loader does not say {message:?}:\n{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }

@@ -12,20 +12,21 @@ use tollgate_proto::{Message as _, v1};
 use super::report::{self, DeadLetterRow, LISTED, Report, TenantRow};
 use super::{Expectations, InputRef, Snapshot};
 use crate::codec;
-use crate::config::{TopicKind, Topics};
+use crate::config::{TopicKind, Topics, WorkerConfig};
 use crate::partitioner::partition_for;
 use crate::record::Record;
 
 /// Where an input record is: topic, partition, offset.
 type Source = (String, i32, i64);
 
-/// Checks a snapshot against the invariants and `expectations`.
-pub fn check(snapshot: &Snapshot, topics: &Topics, expectations: &Expectations) -> Report {
+/// Checks a snapshot of the deployment of `config` against the invariants and `expectations`.
+pub fn check(snapshot: &Snapshot, config: &WorkerConfig, expectations: &Expectations) -> Report {
+    let topics = &config.topics;
     let mut findings = Findings::default();
     let mut tenants: BTreeMap<String, Tenant<'_>> = BTreeMap::new();
     let partitions = input_partitions(snapshot, topics, &mut findings);
     let dead = distinct(&snapshot.dead_letters, decode_dead_letter, &mut findings);
-    let found = inputs(snapshot, topics, partitions, &dead, &mut tenants, &mut findings);
+    let found = inputs(snapshot, config, partitions, &dead, &mut tenants, &mut findings);
     let dead_letters = dead_letter_rows(topics, &dead, &found, expectations, &mut tenants, &mut findings);
     usages(snapshot, expectations, &mut tenants, &mut findings);
     decisions(snapshot, expectations, &mut tenants, &mut findings);
@@ -252,7 +253,7 @@ fn decode_dead_letter(payload: &[u8]) -> Option<(Source, v1::DeadLetter)> {
 /// commands.
 fn inputs<'a>(
     snapshot: &'a Snapshot,
-    topics: &Topics,
+    config: &WorkerConfig,
     partitions: i32,
     dead: &BTreeMap<Source, Distinct<'_, v1::DeadLetter>>,
     tenants: &mut BTreeMap<String, Tenant<'a>>,
@@ -262,15 +263,15 @@ fn inputs<'a>(
     for record in &snapshot.inputs {
         let position = (record.topic.clone(), record.partition, record.offset);
         if let Some(letter) = dead.get(&position) {
-            if letter.value.original.as_slice() != record.payload.as_deref().unwrap_or_default() {
+            if !codec::keeps(&letter.value, record.payload.as_deref().unwrap_or_default()) {
                 findings.list(None, "dead letters whose original bytes differ from the input's", place_of(record));
             }
             found.insert(position);
             continue;
         }
-        match topics.kind_of(&record.topic) {
+        match config.topics.kind_of(&record.topic) {
             Some(kind @ (TopicKind::CallLegs | TopicKind::CreditCommands)) => {
-                applied(record, kind, partitions, tenants, findings);
+                applied(record, kind, partitions, config.max_record_bytes, tenants, findings);
             }
             _ => findings.list(None, "records read as inputs from another topic", place_of(record)),
         }
@@ -283,10 +284,11 @@ fn applied(
     record: &Record,
     kind: TopicKind,
     partitions: i32,
+    max_record_bytes: usize,
     tenants: &mut BTreeMap<String, Tenant<'_>>,
     findings: &mut Findings,
 ) {
-    let input = match codec::decode_input(kind, record.payload.as_deref()) {
+    let input = match codec::decode_input(kind, record.payload.as_deref(), max_record_bytes) {
         Ok(input) => input,
         Err(refusal) => {
             let item = format!("{} ({})", place_of(record), refusal.code);

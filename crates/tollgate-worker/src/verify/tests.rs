@@ -9,7 +9,7 @@ use tollgate_proto::{Message as _, v1};
 
 use super::{Expectations, InputRef, Report, Snapshot, check};
 use crate::codec;
-use crate::config::{TopicKind, Topics};
+use crate::config::{TopicKind, Topics, WorkerConfig};
 use crate::partitioner::partition_for;
 use crate::record::Record;
 
@@ -108,7 +108,8 @@ impl Pipeline {
     fn process(&mut self, record: &Record) {
         let kind = self.topics.kind_of(&record.topic).unwrap();
         let mut outputs = Vec::new();
-        let applied = codec::decode_input(kind, record.payload.as_deref()).and_then(|input: Input| {
+        let max_bytes = WorkerConfig::default().max_record_bytes;
+        let applied = codec::decode_input(kind, record.payload.as_deref(), max_bytes).and_then(|input: Input| {
             let tenant = input.tenant_id().to_string();
             assert_eq!(record.key.as_deref(), Some(tenant.as_bytes()));
             let state = self.states.entry(tenant).or_default();
@@ -151,7 +152,7 @@ impl Pipeline {
             let partition = partition_for(tenant.as_bytes(), PARTITIONS);
             self.snapshot.states.entry(partition).or_default().insert(tenant.clone(), state.clone());
         }
-        check(&self.snapshot, &self.topics, expectations)
+        check(&self.snapshot, &WorkerConfig::default(), expectations)
     }
 }
 
@@ -448,7 +449,7 @@ fn a_tenant_state_on_two_partitions_is_a_violation() {
     assert_eq!(partition_for(b"globex", PARTITIONS), 1);
     let state = p.snapshot.states[&1]["globex"].clone();
     p.snapshot.states.entry(0).or_default().insert("globex".into(), state);
-    let report = check(&p.snapshot, &p.topics, &Expectations::default());
+    let report = check(&p.snapshot, &WorkerConfig::default(), &Expectations::default());
     assert_eq!(
         report.violations,
         [
