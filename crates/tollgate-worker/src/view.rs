@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tollgate_core::{Catalog, Currency, Lot, Money, OpenLeg, TenantState, Timestamp, Totals};
 
 use crate::ownership::Directory;
@@ -176,7 +176,7 @@ impl TenantSnapshot {
 
 /// The answer of `GET /v1/tenants/{tenant}` (see `docs/openapi.yaml`). Amounts are decimal
 /// strings in the tenant's currency, written like every amount on the wire.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreditPosition {
     /// The tenant.
@@ -212,7 +212,7 @@ pub struct CreditPosition {
 }
 
 /// One lot.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LotPosition {
     /// Purchase id.
@@ -226,7 +226,7 @@ pub struct LotPosition {
 }
 
 /// Running totals.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TotalsPosition {
     /// Money funded.
@@ -240,7 +240,7 @@ pub struct TotalsPosition {
 }
 
 /// The subscription dial-out pool.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolPosition {
     /// `YYYY-MM` of the counters (UTC); `null` before the first pooled minute.
@@ -254,7 +254,7 @@ pub struct PoolPosition {
 }
 
 /// A low-balance threshold.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Threshold {
     /// The amount.
@@ -264,7 +264,7 @@ pub struct Threshold {
 }
 
 /// Auto-recharge.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Recharge {
     /// Below this, a recharge is requested.
@@ -272,11 +272,11 @@ pub struct Recharge {
     /// How much is requested.
     pub amount: String,
     /// `armed` or `requested` (a request is out; re-armed at or above the trigger).
-    pub state: &'static str,
+    pub state: String,
 }
 
 /// Legs in progress.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenLegsPosition {
     /// How many.
@@ -286,7 +286,7 @@ pub struct OpenLegsPosition {
 }
 
 /// One leg in progress.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenLegPosition {
     /// Leg id.
@@ -296,9 +296,9 @@ pub struct OpenLegPosition {
     /// Organizer billed.
     pub organizer_id: String,
     /// `conf_in` or `conf_out`.
-    pub call_type: &'static str,
+    pub call_type: String,
     /// `ppm`, `subscription`, `pool` or `unpriced`.
-    pub capability: &'static str,
+    pub capability: String,
     /// Start instant.
     pub started_at: String,
     /// Highest connected seconds reported so far.
@@ -308,7 +308,7 @@ pub struct OpenLegPosition {
 }
 
 /// The state's provenance.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CommittedAt {
     /// The input partition owning the tenant.
@@ -368,7 +368,7 @@ impl CreditPosition {
             auto_recharge: tenant.auto_recharge.as_ref().map(|r| Recharge {
                 trigger: money(r.trigger),
                 amount: money(r.amount),
-                state: if s.recharge_pending { "requested" } else { "armed" },
+                state: if s.recharge_pending { "requested" } else { "armed" }.to_owned(),
             }),
             open_legs: OpenLegsPosition {
                 count: s.open_legs,
@@ -382,13 +382,15 @@ impl CreditPosition {
                         call_type: match leg.call_type {
                             tollgate_core::CallType::ConfIn => "conf_in",
                             tollgate_core::CallType::ConfOut => "conf_out",
-                        },
+                        }
+                        .to_owned(),
                         capability: match leg.capability {
                             tollgate_core::Capability::Ppm => "ppm",
                             tollgate_core::Capability::Subscription => "subscription",
                             tollgate_core::Capability::Pool => "pool",
                             tollgate_core::Capability::Unpriced => "unpriced",
-                        },
+                        }
+                        .to_owned(),
                         started_at: leg.started_at.to_string(),
                         elapsed_seconds: leg.elapsed_seconds,
                         debited: money(leg.debited),
