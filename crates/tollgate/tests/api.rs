@@ -318,3 +318,127 @@ fn every_worker_answers_for_every_tenant_the_same_committed_position_across_reba
         unavailable.load(Ordering::Acquire)
     );
 }
+
+/// Per tenant: the ledger's debits, from the debit trail (`KIND_DEBIT` movements, by id;
+/// a movement's amount is signed, a debit takes money away).
+fn ledger_debits(config: &WorkerConfig) -> BTreeMap<String, Decimal> {
+    let topic = &config.topics[TopicKind::LedgerMovements];
+    let reader = TopicReader::from_beginning(config, "test-movements", &[topic]).unwrap();
+    let mut movements = BTreeMap::new();
+    reader
+        .read_to_end(DEADLINE, |record| {
+            let movement = v1::LedgerMovement::decode(record.payload.unwrap_or_default().as_slice()).unwrap();
+            if movement.kind == v1::ledger_movement::Kind::Debit as i32 {
+                movements.insert(movement.movement_id.clone(), movement);
+            }
+        })
+        .unwrap();
+    let mut debits = BTreeMap::new();
+    for movement in movements.values() {
+        *debits.entry(movement.tenant_id.clone()).or_insert(Decimal::ZERO) -= d(&movement.amount);
+    }
+    debits
+}
+
+/// Runs `tollgate report` with `args`; its output (stdout, or the `-o` file).
+fn report(config: &WorkerConfig, args: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    // The command refuses TOLLGATE_* variables it does not know (the test's own included).
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")) {
+        command.env_remove(key);
+    }
+    let output = command
+        .args(["report", "--quiet", "--bootstrap-servers", &config.bootstrap_servers, "--group-id", &config.group_id])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "tollgate report {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// On a real broker under exactly-once, with two workers: the usage report read
+/// `read_committed` has one row per leg (the duplicate deliveries dropped), and per tenant a
+/// total equal to the sum of its rows, to the ledger's debits (the debit trail), to the
+/// changelog's usage charges and to what the legs cost. The API agrees on both workers.
+#[test]
+fn the_usage_report_reconciles_with_the_ledgers_debits_to_the_cent() {
+    let broker = tollgate_e2e::broker::Broker::start();
+    let config = WorkerConfig {
+        bootstrap_servers: broker.bootstrap_servers(),
+        group_id: format!("tollgate-api-broker-{}", std::process::id()),
+        ..WorkerConfig::default()
+    };
+    tollgate_e2e::broker::create_topics(&config, &topics::specs(&config, PARTITIONS)).unwrap();
+    let shape = Shape { tenants: 12, hot: 2, legs: 400, duplicate_per_mille: 30, concurrency: 10, ..Shape::default() };
+    let env = [("LEDGER_MOVEMENTS", "true"), ("COMMIT_INTERVAL_MS", "20")];
+    let mut deployment = Deployment::new(config.clone(), "exactly_once", &env, &shape);
+    deployment.start_worker("w1");
+    deployment.start_worker("w2");
+    deployment.publish_funding();
+    deployment.wait_caught_up();
+    deployment.publish_legs();
+    deployment.wait_caught_up();
+    let answers = deployment.answers(&deployment.workers[0]);
+    assert_eq!(deployment.answers(&deployment.workers[1]), answers, "the two workers answer differently");
+    check_against_the_topics(&deployment, &answers);
+
+    let csv_path = std::env::temp_dir().join(format!("tollgate-report-{}.csv", std::process::id()));
+    report(&config, &["-o", csv_path.to_str().unwrap()]);
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (record, tenant, charge, usage_id, legs) =
+        (column("record"), column("tenant_id"), column("charge"), column("usage_id"), column("legs"));
+    let mut rows: BTreeMap<String, (Decimal, u64)> = BTreeMap::new();
+    let mut totals: BTreeMap<String, (Decimal, u64)> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for line in reader.records() {
+        let line = line.unwrap();
+        let amount = d(&line[charge]);
+        match &line[record] {
+            "usage" => {
+                assert!(ids.insert(line[usage_id].to_owned()), "usage {} twice in the report", &line[usage_id]);
+                let row = rows.entry(line[tenant].to_owned()).or_default();
+                *row = (row.0 + amount, row.1 + 1);
+            }
+            "total" => {
+                let count: u64 = line[legs].parse().unwrap();
+                assert!(totals.insert(line[tenant].to_owned(), (amount, count)).is_none(), "two totals");
+            }
+            other => panic!("unexpected record kind {other}"),
+        }
+    }
+    let _ = std::fs::remove_file(&csv_path);
+    let debits = ledger_debits(&config);
+    let states = tollgate_worker::client::read_states(&config, DEADLINE).unwrap();
+    for tenant in deployment.tenants() {
+        let expected = Decimal::new(deployment.traffic.expected_cents[&tenant] as i64, 2);
+        let legs = deployment.traffic.expected_legs[&tenant];
+        assert_eq!(rows[&tenant], (expected, legs), "{tenant}: the report's rows");
+        assert_eq!(totals[&tenant], (expected, legs), "{tenant}: the report's total");
+        assert_eq!(debits.get(&tenant).copied().unwrap_or_default(), expected, "{tenant}: the ledger's debits");
+        assert_eq!(states[&tenant].totals.usage_charges.to_string().parse::<Decimal>().unwrap(), expected, "{tenant}");
+    }
+
+    // Two tenants, as JSON lines, over a time range that holds every leg; and one that holds
+    // none.
+    let range = ["--from", "2026-11-02T00:00:00Z", "--to", "2026-11-03T00:00:00Z"];
+    let chosen = ["--tenant", "t0000", "--tenant", "t0005", "--format", "jsonl"];
+    let lines = report(&config, &[&range[..], &chosen[..]].concat());
+    let mut per_tenant: BTreeMap<String, (Decimal, u64)> = BTreeMap::new();
+    for line in lines.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        if row["record"] == "usage" {
+            let entry = per_tenant.entry(row["tenant_id"].as_str().unwrap().to_owned()).or_default();
+            *entry = (entry.0 + d(row["charge"].as_str().unwrap()), entry.1 + 1);
+        } else {
+            let tenant = row["tenant_id"].as_str().unwrap();
+            assert_eq!(row["charge"].as_str().map(d), Some(totals[tenant].0), "{line}");
+        }
+    }
+    let expected: BTreeMap<String, (Decimal, u64)> =
+        ["t0000", "t0005"].into_iter().map(|t| (t.to_owned(), totals[t])).collect();
+    assert_eq!(per_tenant, expected);
+    let none = report(&config, &["--to", "2026-11-01T00:00:00Z", "--format", "jsonl"]);
+    assert_eq!(none, "");
+}
