@@ -73,7 +73,8 @@ impl TopicReader {
             }
         }
         consumer.assign(&assignment)?;
-        let mut reader = TopicReader { consumer, config: config.clone(), timeout, ends: Vec::new(), starts: Vec::new() };
+        let mut reader =
+            TopicReader { consumer, config: config.clone(), timeout, ends: Vec::new(), starts: Vec::new() };
         reader.mark_ends()?;
         Ok(reader)
     }

@@ -120,7 +120,9 @@ fn read(config: &WorkerConfig, directory: &Directory, cancel: &Cancel) -> Result
     consumer.assign(&tpl)?;
     while !cancel.is_cancelled() {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => directory.apply(message.key().unwrap_or_default(), message.payload(), message.offset()),
+            Some(Ok(message)) => {
+                directory.apply(message.key().unwrap_or_default(), message.payload(), message.offset())
+            }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(error)) => return Err(error.into()),
         }

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use http_body_util::Full;
 use http_body_util::BodyExt;
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::server::conn::http1;
@@ -198,8 +198,12 @@ fn percent_decode(segment: &str) -> Option<String> {
 
 fn tenant(call: &Call<'_>) -> Reply {
     let endpoints = call.endpoints;
-    match tollgate_worker::view::answer(&endpoints.tenants, call.tenant, call.forwarded, endpoints.advertised.as_deref())
-    {
+    match tollgate_worker::view::answer(
+        &endpoints.tenants,
+        call.tenant,
+        call.forwarded,
+        endpoints.advertised.as_deref(),
+    ) {
         Answer::Found(position) => {
             let body = serde_json::to_string_pretty(&position).unwrap_or_default() + "\n";
             Reply::Now(text(StatusCode::OK, JSON, body))
@@ -317,7 +321,10 @@ mod tests {
         assert_eq!(metrics.headers()[CONTENT_TYPE], PROMETHEUS_TEXT);
         // Before any worker knows the partition count, a tenant's owner is unknown.
         let tenant = respond(&endpoints, &Method::GET, "/v1/tenants/acme");
-        assert_eq!((tenant.status(), tenant.headers()[RETRY_AFTER].to_str().ok()), (StatusCode::SERVICE_UNAVAILABLE, Some("1")));
+        assert_eq!(
+            (tenant.status(), tenant.headers()[RETRY_AFTER].to_str().ok()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("1"))
+        );
         for path in ["/v1/tenants/", "/v1/tenants/a/b", "/v1/tenants/%zz"] {
             assert_eq!(respond(&endpoints, &Method::GET, path).status(), StatusCode::NOT_FOUND, "{path}");
         }

@@ -173,7 +173,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             if let Some(first) = seen.get(&usage.usage_id) {
                 if *first != fingerprint {
                     problems += 1;
-                    eprintln!("tollgate report: usage id {} has two different records; the first is kept", usage.usage_id);
+                    eprintln!(
+                        "tollgate report: usage id {} has two different records; the first is kept",
+                        usage.usage_id
+                    );
                 } else {
                     repeats += 1;
                 }
@@ -257,7 +260,10 @@ impl Row {
             rate_card_version: u.rate_card_version.clone(),
             rate_prefix: u.rate_prefix.clone(),
             outcome: label(v1::rated_usage::Outcome::try_from(u.outcome).ok().map(|e| e.as_str_name()), "OUTCOME_"),
-            block_reason: label(v1::BlockReason::try_from(u.block_reason).ok().map(|e| e.as_str_name()), "BLOCK_REASON_"),
+            block_reason: label(
+                v1::BlockReason::try_from(u.block_reason).ok().map(|e| e.as_str_name()),
+                "BLOCK_REASON_",
+            ),
             flags: u.flags.join(";"),
             balance_after: u.balance_after.clone(),
             legs: 1,
@@ -307,14 +313,15 @@ fn label(name: Option<&'static str>, prefix: &str) -> String {
 
 /// Writes rows as CSV or JSON lines.
 enum Writer<W: Write> {
-    Csv(csv::Writer<W>),
+    // Boxed: the CSV writer carries its buffer and state, the other variant nothing.
+    Csv(Box<csv::Writer<W>>),
     Jsonl(W),
 }
 
 impl<W: Write> Writer<W> {
     fn new(format: Format, out: W) -> Self {
         match format {
-            Format::Csv => Writer::Csv(csv::Writer::from_writer(out)),
+            Format::Csv => Writer::Csv(Box::new(csv::Writer::from_writer(out))),
             Format::Jsonl => Writer::Jsonl(out),
         }
     }

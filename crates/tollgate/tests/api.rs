@@ -57,7 +57,10 @@ impl Deployment {
             bootstrap: config.bootstrap_servers.clone(),
             group: config.group_id.clone(),
             guarantee: guarantee.into(),
-            librdkafka: vec![("session.timeout.ms".into(), "6000".into()), ("heartbeat.interval.ms".into(), "500".into())],
+            librdkafka: vec![
+                ("session.timeout.ms".into(), "6000".into()),
+                ("heartbeat.interval.ms".into(), "500".into()),
+            ],
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             log_dir,
         };
@@ -140,9 +143,12 @@ impl Deployment {
 
     /// Per tenant: the money funded, from the credit events (`FUNDED`, by event id).
     fn funded(&self) -> BTreeMap<String, Decimal> {
-        let reader =
-            TopicReader::from_beginning(&self.config, "test-credit-events", &[&self.config.topics[TopicKind::CreditEvents]])
-                .unwrap();
+        let reader = TopicReader::from_beginning(
+            &self.config,
+            "test-credit-events",
+            &[&self.config.topics[TopicKind::CreditEvents]],
+        )
+        .unwrap();
         let mut events = BTreeMap::new();
         reader
             .read_to_end(DEADLINE, |record| {
@@ -162,10 +168,15 @@ impl Deployment {
     /// Per tenant: the sum of its rated legs' charges (one record per usage id).
     fn charges(&self) -> BTreeMap<String, Decimal> {
         let mut usages = BTreeMap::new();
-        tollgate_worker::client::read_rated_usage(&self.config, DEADLINE, |_, _| {}, |usage| {
-            let usage = usage.unwrap();
-            usages.insert(usage.usage_id.clone(), usage);
-        })
+        tollgate_worker::client::read_rated_usage(
+            &self.config,
+            DEADLINE,
+            |_, _| {},
+            |usage| {
+                let usage = usage.unwrap();
+                usages.insert(usage.usage_id.clone(), usage);
+            },
+        )
         .unwrap();
         let mut charges: BTreeMap<String, Decimal> = self.tenants().into_iter().map(|t| (t, Decimal::ZERO)).collect();
         for usage in usages.values() {
@@ -196,7 +207,10 @@ fn check_against_the_topics(deployment: &Deployment, answers: &BTreeMap<String, 
         let answer: Value = serde_json::from_str(body).unwrap();
         let in_progress: Decimal =
             answer["openLegs"]["legs"].as_array().unwrap().iter().map(|leg| d(leg["debited"].as_str().unwrap())).sum();
-        assert_eq!(answer["openLegs"]["count"].as_u64(), Some(answer["openLegs"]["legs"].as_array().unwrap().len() as u64));
+        assert_eq!(
+            answer["openLegs"]["count"].as_u64(),
+            Some(answer["openLegs"]["legs"].as_array().unwrap().len() as u64)
+        );
         let expected = funded[tenant] - charges[tenant] - in_progress;
         assert_eq!(d(answer["balance"].as_str().unwrap()), expected, "{tenant}: {body}");
         assert_eq!(d(answer["totals"]["funded"].as_str().unwrap()), funded[tenant], "{tenant}");
@@ -228,8 +242,15 @@ fn every_worker_answers_for_every_tenant_the_same_committed_position_across_reba
     for spec in topics::specs(&config, PARTITIONS) {
         cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
     }
-    let shape =
-        Shape { tenants: 10, hot: 2, legs: 300, duplicate_per_mille: 20, open_legs: 3, concurrency: 10, ..Shape::default() };
+    let shape = Shape {
+        tenants: 10,
+        hot: 2,
+        legs: 300,
+        duplicate_per_mille: 20,
+        open_legs: 3,
+        concurrency: 10,
+        ..Shape::default()
+    };
     let mut deployment = Deployment::new(config, "at_least_once", &[("COMMIT_INTERVAL_MS", "20")], &shape);
     deployment.start_worker("w1");
     deployment.start_worker("w2");
@@ -250,14 +271,22 @@ fn every_worker_answers_for_every_tenant_the_same_committed_position_across_reba
 
     // tollgate balance: the same answer, for scripts and for people.
     let api = format!("http://127.0.0.1:{}", deployment.workers[1].port());
-    let json = Command::new(env!("CARGO_BIN_EXE_tollgate")).args(["balance", "t0001", "--json", "--api", &api]).output().unwrap();
+    let json = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["balance", "t0001", "--json", "--api", &api])
+        .output()
+        .unwrap();
     assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
     assert_eq!(String::from_utf8(json.stdout).unwrap(), before["t0001"]);
-    let human = Command::new(env!("CARGO_BIN_EXE_tollgate")).args(["balance", "t0001", "--api", &api]).output().unwrap();
+    let human =
+        Command::new(env!("CARGO_BIN_EXE_tollgate")).args(["balance", "t0001", "--api", &api]).output().unwrap();
     let answer: Value = serde_json::from_str(&before["t0001"]).unwrap();
     let first = String::from_utf8(human.stdout).unwrap();
-    assert_eq!(first.lines().next(), Some(format!("t0001: balance {} USD", answer["balance"].as_str().unwrap()).as_str()));
-    let unknown = Command::new(env!("CARGO_BIN_EXE_tollgate")).args(["balance", "nobody", "--api", &api]).output().unwrap();
+    assert_eq!(
+        first.lines().next(),
+        Some(format!("t0001: balance {} USD", answer["balance"].as_str().unwrap()).as_str())
+    );
+    let unknown =
+        Command::new(env!("CARGO_BIN_EXE_tollgate")).args(["balance", "nobody", "--api", &api]).output().unwrap();
     assert_eq!(unknown.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&unknown.stderr), "tollgate balance: unknown tenant \"nobody\"\n");
 
@@ -303,7 +332,11 @@ fn every_worker_answers_for_every_tenant_the_same_committed_position_across_reba
     // restored state now), whichever worker is asked.
     let mut after = BTreeMap::new();
     wait_until("every tenant to be answered again", DEADLINE, || {
-        after = deployment.tenants().into_iter().filter_map(|t| Some((t.clone(), deployment.workers[2].get(&path(&t))?))).collect();
+        after = deployment
+            .tenants()
+            .into_iter()
+            .filter_map(|t| Some((t.clone(), deployment.workers[2].get(&path(&t))?)))
+            .collect();
         after.values().all(|(status, _)| *status == 200)
     });
     stop.store(true, Ordering::Release);
