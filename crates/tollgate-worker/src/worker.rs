@@ -300,7 +300,9 @@ impl Worker {
         drop(loader);
         tracing::info!("left the consumer group");
         if let Some(announcer) = &shared.announcer {
-            announcer.withdraw(config.kafka_timeout());
+            // Short: a missing topic must not hold the shutdown up (the next owner's
+            // announcement supersedes this worker's anyway).
+            announcer.withdraw(Duration::from_secs(2));
         }
         follower_cancel.cancel();
         if let Some(follower) = follower {

@@ -89,15 +89,32 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `addr` and serves the endpoints on the current Tokio runtime until the process ends.
 /// Binding happens now, so a port in use fails the start-up rather than a later scrape.
-/// Without an advertised address, the one bound is this process's own.
-pub fn serve(addr: SocketAddr, mut endpoints: Endpoints) -> anyhow::Result<SocketAddr> {
+/// Returns the address bound and this process's advertised address: the one given, else one
+/// derived from the address bound ([`reachable`]).
+pub fn serve(addr: SocketAddr, mut endpoints: Endpoints) -> anyhow::Result<(SocketAddr, String)> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("failed to listen on {addr}"))?;
     let local = listener.local_addr().context("failed to read the listening address")?;
-    endpoints.advertised.get_or_insert_with(|| local.to_string());
+    let advertised = endpoints.advertised.get_or_insert_with(|| reachable(local)).clone();
     listener.set_nonblocking(true).context("failed to make the listener non-blocking")?;
     let listener = tokio::net::TcpListener::from_std(listener).context("failed to hand the listener to Tokio")?;
     tokio::spawn(accept(listener, Arc::new(endpoints)));
-    Ok(local)
+    Ok((local, advertised))
+}
+
+/// The address the other workers can reach a port bound to `addr` at: itself, or for a port
+/// bound to every interface (`0.0.0.0`, as in a container) the host's name, which container
+/// networks resolve (Kubernetes sets `advertised_address` to the pod's IP instead).
+fn reachable(addr: SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()) {
+        Ok(host) if !host.is_empty() => format!("{host}:{}", addr.port()),
+        _ => {
+            tracing::warn!(%addr, "no advertised_address: other workers cannot forward tenant questions here");
+            addr.to_string()
+        }
+    }
 }
 
 async fn accept(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>) {

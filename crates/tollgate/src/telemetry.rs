@@ -95,26 +95,10 @@ pub fn serve(
     }
     let addr: SocketAddr = listen.parse().with_context(|| format!("invalid metrics address {listen:?}"))?;
     let advertised = Some(advertised.trim().to_owned()).filter(|a| !a.is_empty());
-    let endpoints = http::Endpoints { metrics, workers, tenants, advertised: advertised.clone() };
-    let addr = http::serve(addr, endpoints).with_context(|| format!("failed to serve metrics on {addr}"))?;
-    let advertised = advertised.unwrap_or_else(|| reachable(addr));
+    let endpoints = http::Endpoints { metrics, workers, tenants, advertised };
+    let (addr, advertised) =
+        http::serve(addr, endpoints).with_context(|| format!("failed to serve metrics on {addr}"))?;
     Ok(Some(Served { addr, advertised }))
-}
-
-/// The address the other workers can reach a port bound to `addr` at: itself, or for a port
-/// bound to every interface (`0.0.0.0`, as in a container) the host's name, which container
-/// networks resolve (Kubernetes sets `advertised_address` to the pod's IP instead).
-fn reachable(addr: SocketAddr) -> String {
-    if !addr.ip().is_unspecified() {
-        return addr.to_string();
-    }
-    match std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()) {
-        Ok(host) if !host.is_empty() => format!("{host}:{}", addr.port()),
-        _ => {
-            tracing::warn!(%addr, "no advertised_address: other workers cannot forward tenant questions here");
-            addr.to_string()
-        }
-    }
 }
 
 #[cfg(test)]
