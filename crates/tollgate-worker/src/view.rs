@@ -502,4 +502,52 @@ mod tests {
         views.revoked(1);
         assert!(views.partition(1).is_none());
     }
+
+    /// The owner answers (a known tenant without state: a zero balance), another worker
+    /// forwards once to the owner the directory names, never to itself and never a request
+    /// that was forwarded already; an unknown tenant is unknown everywhere.
+    #[test]
+    fn the_owner_answers_and_the_others_forward_once() {
+        let tables = Arc::new(Tables::default());
+        let usd = Currency::from_code("USD").unwrap();
+        let acme = tollgate_core::TenantId::new("acme").unwrap();
+        tables.put_tenant(tollgate_core::Tenant::new(acme, usd, "usd"));
+        let api = |directory: &Arc<Directory>| {
+            Arc::new(TenantApi {
+                views: Arc::new(Views::default()),
+                tables: Arc::clone(&tables),
+                directory: Arc::clone(directory),
+            })
+        };
+        let directory = Arc::new(Directory::new("g"));
+        let (owner, other) = (api(&directory), api(&directory));
+        assert_eq!(answer(&[Arc::clone(&other)], "acme", false, None), Answer::Unavailable("the worker is starting"));
+        for a in [&owner, &other] {
+            a.views.set_partition_count(4);
+        }
+        let partition = partitioner::partition_for(b"acme", 4);
+        let announcement = serde_json::json!({"worker": "w1", "address": "10.0.0.1:9464", "partitions": [partition]});
+        directory.apply(b"g/10.0.0.1:9464/w1", Some(announcement.to_string().as_bytes()), 0);
+        owner.views.assigned(partition);
+        assert_eq!(
+            answer(&[Arc::clone(&owner)], "acme", false, None),
+            Answer::Unavailable("the tenant's partition is restoring")
+        );
+        owner.views.partition(partition).unwrap().restored(&HashMap::new(), BTreeMap::new());
+        let Answer::Found(position) = answer(&[Arc::clone(&owner)], "acme", true, None) else { panic!("not found") };
+        assert_eq!((position.balance.as_str(), position.committed.partition), ("0.00", partition));
+        assert_eq!(answer(&[Arc::clone(&owner)], "nobody", false, None), Answer::Unknown);
+        assert_eq!(
+            answer(&[Arc::clone(&other)], "acme", false, Some("10.0.0.2:9464")),
+            Answer::Elsewhere { address: "10.0.0.1:9464".into() }
+        );
+        assert_eq!(
+            answer(&[Arc::clone(&other)], "acme", true, Some("10.0.0.2:9464")),
+            Answer::Unavailable("the tenant's partition is changing hands")
+        );
+        assert_eq!(
+            answer(&[other], "acme", false, Some("10.0.0.1:9464")),
+            Answer::Unavailable("the tenant's partition has no known owner yet")
+        );
+    }
 }
