@@ -177,8 +177,12 @@ impl Announcer {
         self.producer.poll(Duration::ZERO);
     }
 
-    /// Withdraws this worker (a tombstone) and waits up to `timeout` for everything written.
+    /// Withdraws this worker (a tombstone) and waits up to `timeout` for everything written;
+    /// nothing when it never announced anything (it stopped before the group assigned it).
     pub(crate) fn withdraw(&self, timeout: Duration) {
+        if self.last.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
+            return;
+        }
         let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(self.topic.as_str()).key(self.key.as_str()).partition(0);
         if let Err((error, _)) = self.producer.send(record) {
             tracing::warn!(%error, "cannot withdraw this worker's announcement");
