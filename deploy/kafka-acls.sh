@@ -4,7 +4,8 @@
 # principal of its own:
 #
 #   worker          `tollgate run`: reads its inputs, the reference topics and its changelog;
-#                   writes its outputs, the dead letters and its changelog; its consumer group
+#                   writes its outputs, the dead letters and its changelog; reads and writes
+#                   the ownership topic (the tenant API's directory); its consumer group
 #                   (and the `<group>-*` groups of its readers); its transactional ids.
 #   admin           `tollgate admin`: creates the topics, publishes reference data, funds tenants.
 #   producer        call controllers and `tollgate produce`: writes the two input topics only.
@@ -43,6 +44,7 @@ STATE=${STATE:-tollgate.state.v1}
 TENANTS=${TENANTS:-tollgate.tenants.v1}
 USERS=${USERS:-tollgate.users.v1}
 RATE_CARDS=${RATE_CARDS:-tollgate.rate-cards.v1}
+OWNERSHIP=${OWNERSHIP:-tollgate.ownership.v1}
 
 acl() {
   $KAFKA_ACLS --bootstrap-server "$BOOTSTRAP" ${COMMAND_CONFIG:+--command-config "$COMMAND_CONFIG"} --add "$@" >/dev/null
@@ -50,12 +52,13 @@ acl() {
 
 # worker: read the inputs, the reference data and its changelog (restore) ...
 acl --allow-principal "$WORKER" --operation Read \
-  --topic "$CALL_LEGS" --topic "$CREDIT_COMMANDS" --topic "$TENANTS" --topic "$USERS" --topic "$RATE_CARDS" --topic "$STATE"
+  --topic "$CALL_LEGS" --topic "$CREDIT_COMMANDS" --topic "$TENANTS" --topic "$USERS" --topic "$RATE_CARDS" --topic "$STATE" \
+  --topic "$OWNERSHIP"
 # ... write the outputs (the debit trail too, written only when `ledger_movements` is on),
 # the dead letters and its changelog ...
 acl --allow-principal "$WORKER" --operation Write \
   --topic "$RATED_USAGE" --topic "$LEG_DECISIONS" --topic "$CREDIT_EVENTS" --topic "$LEDGER_MOVEMENTS" \
-  --topic "$DEAD_LETTER" --topic "$STATE"
+  --topic "$DEAD_LETTER" --topic "$STATE" --topic "$OWNERSHIP"
 # ... its consumer group, and its readers' groups <group>-reference, <group>-restore, ...
 acl --allow-principal "$WORKER" --operation Read --resource-pattern-type prefixed --group "$GROUP"
 # ... and its transactional ids, one per input partition.
@@ -66,7 +69,7 @@ acl --allow-principal "$WORKER" --operation Write --operation Describe \
 acl --allow-principal "$ADMIN" --operation Create --operation Describe \
   --topic "$CALL_LEGS" --topic "$CREDIT_COMMANDS" --topic "$RATED_USAGE" --topic "$LEG_DECISIONS" \
   --topic "$CREDIT_EVENTS" --topic "$LEDGER_MOVEMENTS" --topic "$DEAD_LETTER" --topic "$STATE" --topic "$TENANTS" \
-  --topic "$USERS" --topic "$RATE_CARDS"
+  --topic "$USERS" --topic "$RATE_CARDS" --topic "$OWNERSHIP"
 acl --allow-principal "$ADMIN" --operation Write \
   --topic "$TENANTS" --topic "$USERS" --topic "$RATE_CARDS" --topic "$CREDIT_COMMANDS"
 

@@ -134,6 +134,11 @@ impl WorkerProcess {
         http_get(self.metrics_port, path)
     }
 
+    /// The metrics port (`/metrics`, `/ready`, the tenant API).
+    pub fn port(&self) -> u16 {
+        self.metrics_port
+    }
+
     /// The value of an unlabelled metric, or the sum over a labelled one's series.
     pub fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = http_get(self.metrics_port, "/metrics")?;
@@ -174,14 +179,19 @@ impl Drop for WorkerProcess {
 
 /// GET over HTTP/1.0 (the server closes the connection after the response): status and body.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_with_head(port, path).map(|(status, _, body)| (status, body))
+}
+
+/// GET over HTTP/1.0: status, the response's head (status line and headers) and body.
+pub fn http_get_with_head(port: u16, path: &str) -> Option<(u16, String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    Some((status, head.to_owned(), body.to_owned()))
 }
 
 /// Waits until `ready` holds, checking every 100 ms; panics with `what` after `deadline`.

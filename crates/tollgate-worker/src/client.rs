@@ -1,6 +1,7 @@
 //! Kafka for the binary's commands, so that the binary speaks none itself: reading tollgate
 //! topics from the beginning as plain [`Record`]s (`tollgate tail`, the demo's observer), the
-//! tenants' latest state from the changelog, and an embedded cluster (librdkafka's mock
+//! rated usage to the ends seen at the start (`tollgate report`), the tenants' latest state
+//! from the changelog, and an embedded cluster (librdkafka's mock
 //! cluster) for the demo. Whether a cluster answers, and why not, is [`crate::access::probe`].
 //!
 //! These readers are not members of the workers' group: they assign every partition
@@ -31,6 +32,8 @@ pub struct TopicReader {
     timeout: Duration,
     /// The end (high watermark) of every partition, as last noted.
     ends: Vec<(String, i32, i64)>,
+    /// The start (low watermark) of every partition, in the order of `ends`.
+    starts: Vec<i64>,
 }
 
 impl std::fmt::Debug for TopicReader {
@@ -70,7 +73,8 @@ impl TopicReader {
             }
         }
         consumer.assign(&assignment)?;
-        let mut reader = TopicReader { consumer, config: config.clone(), timeout, ends: Vec::new() };
+        let mut reader =
+            TopicReader { consumer, config: config.clone(), timeout, ends: Vec::new(), starts: Vec::new() };
         reader.mark_ends()?;
         Ok(reader)
     }
@@ -79,11 +83,14 @@ impl TopicReader {
     /// says whether the reader got there (call it again once the writers stopped).
     pub fn mark_ends(&mut self) -> Result<(), Error> {
         let mut ends = Vec::new();
+        let mut starts = Vec::new();
         for entry in self.consumer.assignment()?.elements() {
-            let (_, high) = self.consumer.fetch_watermarks(entry.topic(), entry.partition(), self.timeout)?;
+            let (low, high) = self.consumer.fetch_watermarks(entry.topic(), entry.partition(), self.timeout)?;
             ends.push((entry.topic().to_owned(), entry.partition(), high));
+            starts.push(low);
         }
         self.ends = ends;
+        self.starts = starts;
         Ok(())
     }
 
@@ -120,6 +127,19 @@ impl TopicReader {
         Ok(())
     }
 
+    /// How far the reader got: offsets passed and offsets to pass, from the start of each
+    /// partition to the end last noted (transaction markers count, like records).
+    pub fn progress(&self) -> Result<(u64, u64), Error> {
+        let position = self.consumer.position()?;
+        let (mut done, mut total) = (0u64, 0u64);
+        for ((topic, partition, high), low) in self.ends.iter().zip(&self.starts) {
+            let at = position.find_partition(topic, *partition).and_then(|e| e.offset().to_raw()).unwrap_or(*low);
+            total += (high - low).max(0) as u64;
+            done += (at.clamp(*low, (*high).max(*low)) - low) as u64;
+        }
+        Ok((done, total))
+    }
+
     /// Whether every partition was read to the end last noted. Positions, not the offsets of
     /// the records read: transaction markers take offsets too.
     pub fn caught_up(&self) -> Result<bool, Error> {
@@ -132,6 +152,52 @@ impl TopicReader {
                     .is_some_and(|p| p >= *high)
         }))
     }
+}
+
+/// Reads `tollgate.rated-usage.v1` (`read_committed`) from the beginning to the ends noted
+/// at the start, handing every record to `each` (decoded, or `Err` with the reason and the
+/// record's place) and the progress (offsets passed, offsets to pass) to `progress` now and
+/// then. Fails when the reader has not moved for `stall`.
+pub fn read_rated_usage(
+    config: &WorkerConfig,
+    stall: Duration,
+    mut progress: impl FnMut(u64, u64),
+    mut each: impl FnMut(Result<tollgate_proto::v1::RatedUsage, String>),
+) -> Result<(), Error> {
+    use tollgate_proto::Message as _;
+    let reader = TopicReader::from_beginning(config, "report", &[&config.topics[TopicKind::RatedUsage]])?;
+    let (mut done, total) = reader.progress()?;
+    progress(done, total);
+    let mut moved = Instant::now();
+    let mut shown = Instant::now();
+    while !reader.caught_up()? {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(record)) => {
+                let payload = record.payload.as_deref().unwrap_or_default();
+                each(tollgate_proto::v1::RatedUsage::decode(payload).map_err(|e| {
+                    format!("{} partition {} offset {}: {e}", record.topic, record.partition, record.offset)
+                }));
+            }
+            Some(Err(error)) => return Err(error),
+            None => {}
+        }
+        if shown.elapsed() >= Duration::from_millis(100) {
+            shown = Instant::now();
+            let (now, total) = reader.progress()?;
+            if now != done {
+                done = now;
+                moved = Instant::now();
+            } else if moved.elapsed() > stall {
+                return Err(Error::Topology(format!(
+                    "reading rated usage made no progress for {} s ({done} of {total} offsets)",
+                    stall.as_secs()
+                )));
+            }
+            progress(done, total);
+        }
+    }
+    progress(total, total);
+    Ok(())
 }
 
 /// The latest state of every tenant, read from the changelog to its current end (within

@@ -114,7 +114,7 @@ pub fn json<M: Message + Default + serde::Serialize>(payload: &[u8]) -> Result<s
     serde_json::to_value(&message).map_err(|e| e.to_string())
 }
 
-/// A changelog value (JSON already).
+/// A value that is JSON already (the changelog's, the ownership announcements).
 pub fn state_json(payload: &[u8]) -> Result<serde_json::Value, String> {
     serde_json::from_slice(payload).map_err(|e| e.to_string())
 }

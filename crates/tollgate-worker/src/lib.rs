@@ -20,6 +20,8 @@
 //! - [`partition`]: the single writer of one partition: batches, transactions, rollback.
 //! - [`worker`]: group membership, rebalances, graceful shutdown.
 //! - [`readiness`]: whether a worker is ready to rate (reference data, group, restored state).
+//! - [`view`]: the committed state of the owned partitions, what the tenant API answers.
+//! - [`ownership`]: the ownership topic: which worker owns which partition, at which address.
 //! - [`secret`]: which settings hold secrets; the configuration's `Debug` and dump redact them.
 //! - [`publish`]: producing inputs and reference data keyed and partitioned correctly.
 //! - [`topics`]: the topic layout (`tollgate admin create-topics`).
@@ -52,6 +54,7 @@ pub mod error;
 pub mod inbox;
 pub mod kafka;
 pub mod outbox;
+pub mod ownership;
 pub mod partition;
 pub mod partitioner;
 pub mod publish;
@@ -62,6 +65,7 @@ pub mod secret;
 pub mod telemetry;
 pub mod topics;
 pub mod verify;
+pub mod view;
 pub mod worker;
 
 pub use cancel::Cancel;

@@ -45,6 +45,7 @@ use crate::inbox::Inbox;
 use crate::outbox::Outbox;
 use crate::record::Record;
 use crate::reference::Tables;
+use crate::view::PartitionView;
 use crate::{Error, changelog, kafka, partitioner, telemetry};
 
 /// Retries of one batch after which its partition counts as stalled.
@@ -60,6 +61,14 @@ pub trait Coordinator: Send + Sync {
     fn group_metadata(&self) -> Option<ConsumerGroupMetadata>;
     /// The task stopped working on its partition for good (fenced or failed).
     fn halted(&self, partition: i32, halt: Halt);
+    /// Where the task publishes its committed state for the tenant API (none: not served).
+    fn view(&self, _partition: i32) -> Option<Arc<PartitionView>> {
+        None
+    }
+    /// The input offsets the group committed for `partition`: what a restored state reflects.
+    fn committed_offsets(&self, _partition: i32) -> BTreeMap<String, i64> {
+        BTreeMap::new()
+    }
 }
 
 /// Why a partition task stopped working on its partition before being told to.
@@ -220,6 +229,9 @@ pub struct PartitionTask {
     stopping: bool,
     /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
     balances_refreshed: Instant,
+    /// The tenant API's view of the partition: the committed state, published after each
+    /// commit for the tenants the batch touched.
+    view: Option<Arc<PartitionView>>,
 }
 
 impl std::fmt::Debug for PartitionTask {
@@ -268,8 +280,13 @@ impl PartitionTask {
             manifest_in_changelog: restored.manifest.is_some(),
             next: restored.manifest.filter(|_| config_at_least_once),
             balances_refreshed: Instant::now(),
+            view: None,
         };
         task.migrate_layout(&restored.rewrite)?;
+        task.view = task.coordinator.view(partition);
+        if let Some(view) = &task.view {
+            view.restored(&task.states, task.coordinator.committed_offsets(partition));
+        }
         task.refresh_balances();
         telemetry::partition_stalled(partition, false);
         Ok(task)
@@ -414,6 +431,7 @@ impl PartitionTask {
                     self.manifest_in_changelog = next.is_some();
                     self.next = next;
                     self.coordinator.committed(&rated.offsets);
+                    self.publish_view(&rated);
                     if attempt >= STALLED_AFTER {
                         telemetry::partition_stalled(self.partition, false);
                     }
@@ -438,6 +456,15 @@ impl PartitionTask {
                 self.stop_rating(Class::Retriable, &Error::ShutDown("retrying a batch"));
                 return;
             }
+        }
+    }
+
+    /// Shows the committed batch to the tenant API: the tenants it touched, with its offsets.
+    fn publish_view(&self, rated: &Rated) {
+        if let Some(view) = &self.view {
+            let touched = rated.undo.keys().map(|tenant| (tenant.as_str(), self.states.get(tenant)));
+            let offsets = rated.offsets.elements();
+            view.committed(touched, offsets.iter().filter_map(|e| Some((e.topic().to_owned(), e.offset().to_raw()?))));
         }
     }
 

@@ -53,6 +53,8 @@ pub enum TopicKind {
     Users,
     /// `RateCard` values.
     RateCards,
+    /// JSON announcements of which worker owns which partitions, and where its HTTP API is.
+    Ownership,
 }
 
 /// What a topic is for in the pipeline.
@@ -66,6 +68,9 @@ pub enum Role {
     Changelog,
     /// Compacted reference data, read whole by every worker.
     Reference,
+    /// Compacted and small, written and read whole by the workers themselves: who owns which
+    /// partition (the tenant API forwards to the owner).
+    Directory,
 }
 
 /// How many partitions a topic has.
@@ -111,13 +116,13 @@ const fn row(kind: TopicKind, key: &'static str, default_name: &'static str, rol
     let (partitioning, cleanup) = match role {
         Role::Input | Role::Output => (Partitioning::CoPartitioned, Cleanup::Delete),
         Role::Changelog => (Partitioning::CoPartitioned, Cleanup::Compact),
-        Role::Reference => (Partitioning::Single, Cleanup::Compact),
+        Role::Reference | Role::Directory => (Partitioning::Single, Cleanup::Compact),
     };
     TopicDef { kind, key, default_name, role, partitioning, cleanup, max_message_bytes: None, to_json }
 }
 
 /// Every tollgate topic, in [`TopicKind`] order.
-pub const REGISTRY: [TopicDef; 11] = [
+pub const REGISTRY: [TopicDef; 12] = [
     row(TopicKind::CallLegs, "call_legs", "tollgate.call-legs.v1", Role::Input, codec::json::<v1::CallLegEvent>),
     row(
         TopicKind::CreditCommands,
@@ -158,6 +163,7 @@ pub const REGISTRY: [TopicDef; 11] = [
     row(TopicKind::Tenants, "tenants", "tollgate.tenants.v1", Role::Reference, codec::json::<v1::Tenant>),
     row(TopicKind::Users, "users", "tollgate.users.v1", Role::Reference, codec::json::<v1::User>),
     row(TopicKind::RateCards, "rate_cards", "tollgate.rate-cards.v1", Role::Reference, codec::json::<v1::RateCard>),
+    row(TopicKind::Ownership, "ownership", "tollgate.ownership.v1", Role::Directory, codec::state_json),
 ];
 
 /// The keys of `[worker.topics]`, in registry order.
@@ -382,6 +388,7 @@ mod tests {
                 ("tollgate.tenants.v1", 1, 2),
                 ("tollgate.users.v1", 1, 2),
                 ("tollgate.rate-cards.v1", 1, 2),
+                ("tollgate.ownership.v1", 1, 2),
             ]
         );
         assert_eq!(specs[7].configs[2], ("max.message.bytes", "16777216".to_owned()));

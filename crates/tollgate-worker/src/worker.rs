@@ -7,7 +7,7 @@
 //! partitions finish their batch, commit and exit before the partitions go; on assign, new
 //! tasks restore their state from the changelog before they rate a record.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -21,10 +21,12 @@ use crate::cancel::Cancel;
 use crate::config::TopicKind;
 use crate::config::WorkerConfig;
 use crate::inbox::{self, Backpressure, Mailbox};
+use crate::ownership::{self, Announcer, Directory};
 use crate::partition::{Coordinator, Halt, PartitionTask};
 use crate::readiness::{Readiness, Stage};
 use crate::record::Record;
 use crate::reference::{Loader, Tables};
+use crate::view::{PartitionView, TenantApi, Views};
 use crate::{Error, kafka, telemetry};
 
 /// How long a revoked partition may take to commit its last batch before it is abandoned to
@@ -49,6 +51,12 @@ pub struct Worker {
     tables: Arc<Tables>,
     assignment: Arc<Assignment>,
     readiness: Arc<Readiness>,
+    /// The committed state of the owned partitions, for the tenant API.
+    views: Arc<Views>,
+    /// Who owns the other partitions, from the ownership topic.
+    directory: Arc<Directory>,
+    /// Where this worker's HTTP API is, announced with its partitions (none: not announced).
+    address: OnceLock<String>,
 }
 
 /// The input partitions a worker owns right now, and which of them have their state restored;
@@ -146,7 +154,32 @@ impl Worker {
         // Present at zero from the start, so "no partition anywhere" is visible.
         telemetry::assigned_partitions(name, 0);
         let readiness = Arc::new(Readiness::new(Arc::clone(&assignment)));
-        Ok(Worker { config: Arc::new(config), tables: Arc::new(Tables::default()), assignment, readiness })
+        let directory = Arc::new(Directory::new(&config.group_id));
+        Ok(Worker {
+            config: Arc::new(config),
+            tables: Arc::new(Tables::default()),
+            assignment,
+            readiness,
+            views: Arc::new(Views::default()),
+            directory,
+            address: OnceLock::new(),
+        })
+    }
+
+    /// Announces `address` (`host:port` of the process's HTTP server) with this worker's
+    /// partitions on the ownership topic, so that other workers forward tenant questions here.
+    /// Call before [`Worker::run`]; without it the worker answers for its own partitions only.
+    pub fn advertise(&self, address: &str) {
+        let _ = self.address.set(address.to_owned());
+    }
+
+    /// The worker's side of the tenant API (`GET /v1/tenants/{tenant}`).
+    pub fn tenant_api(&self) -> Arc<TenantApi> {
+        Arc::new(TenantApi {
+            views: Arc::clone(&self.views),
+            tables: Arc::clone(&self.tables),
+            directory: Arc::clone(&self.directory),
+        })
     }
 
     /// The partitions this worker owns.
@@ -195,6 +228,14 @@ impl Worker {
         }
         let partition_count = retry("checking topics", cancel, || check_topology(config))?;
         tracing::info!(partitions = partition_count, group = %config.group_id, "topics are co-partitioned");
+        self.views.set_partition_count(partition_count);
+        let follower_cancel = Arc::new(Cancel::default());
+        let follower = ownership::follow(config, Arc::clone(&self.directory), Arc::clone(&follower_cancel));
+        let announcer = self.address.get().and_then(|address| {
+            Announcer::new(config, self.assignment.worker(), address)
+                .map_err(|error| tracing::warn!(%error, "cannot announce this worker's partitions"))
+                .ok()
+        });
         self.readiness.reached(Stage::LoadingReference);
         let loader =
             retry("starting the reference reader", cancel, || Loader::start(config, Arc::clone(&self.tables)))?;
@@ -212,6 +253,8 @@ impl Worker {
             restarts: Mutex::new(HashMap::new()),
             consumer: OnceLock::new(),
             backpressure: Backpressure::for_batch_size(config.batch_size),
+            views: Arc::clone(&self.views),
+            announcer,
         });
         let consumer: Arc<GroupConsumer> =
             Arc::new(kafka::group_consumer(config).create_with_context(WorkerContext { shared: Arc::clone(&shared) })?);
@@ -260,6 +303,15 @@ impl Worker {
         drop(consumer);
         drop(loader);
         tracing::info!("left the consumer group");
+        if let Some(announcer) = &shared.announcer {
+            // Short: a missing topic must not hold the shutdown up (the next owner's
+            // announcement supersedes this worker's anyway).
+            announcer.withdraw(Duration::from_secs(2));
+        }
+        follower_cancel.cancel();
+        if let Some(follower) = follower {
+            let _ = follower.join();
+        }
         outcome
     }
 }
@@ -356,6 +408,9 @@ struct Shared {
     restarts: Mutex<HashMap<i32, Restart>>,
     consumer: OnceLock<Weak<GroupConsumer>>,
     backpressure: Backpressure,
+    views: Arc<Views>,
+    /// Announces the owned partitions on the ownership topic (none: no HTTP address).
+    announcer: Option<Announcer>,
 }
 
 impl Shared {
@@ -524,6 +579,7 @@ impl Shared {
                 continue;
             }
             self.assignment.starting(partition);
+            self.views.assigned(partition);
             let (inbox, rx) = inbox::channel_pair();
             let cancel = Arc::new(Cancel::default());
             let shared = Arc::clone(self);
@@ -577,6 +633,9 @@ impl Shared {
     fn publish_assignment(&self) {
         let mut owned: Vec<i32> = self.lock_tasks().keys().copied().collect();
         owned.extend(self.lock_restarts().keys().copied());
+        if let Some(announcer) = &self.announcer {
+            announcer.announce(&owned.iter().copied().collect());
+        }
         self.assignment.set(owned);
     }
 
@@ -602,6 +661,9 @@ impl Shared {
                 }
             }
             let _ = handle.thread.join();
+        }
+        for partition in partitions {
+            self.views.revoked(*partition);
         }
         let mut halts = self.lock_halts();
         let mut restarts = self.lock_restarts();
@@ -645,6 +707,25 @@ impl Coordinator for Shared {
 
     fn halted(&self, partition: i32, halt: Halt) {
         self.lock_halts().insert(partition, (Instant::now(), halt));
+    }
+
+    fn view(&self, partition: i32) -> Option<Arc<PartitionView>> {
+        self.views.partition(partition)
+    }
+
+    fn committed_offsets(&self, partition: i32) -> BTreeMap<String, i64> {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return BTreeMap::new() };
+        match consumer.committed_offsets(self.inputs(partition), self.config.kafka_timeout()) {
+            Ok(committed) => committed
+                .elements()
+                .iter()
+                .filter_map(|e| Some((e.topic().to_owned(), e.offset().to_raw().filter(|o| *o >= 0)?)))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(partition, %error, "committed offsets unknown: the tenant API shows none until a commit");
+                BTreeMap::new()
+            }
+        }
     }
 }
 

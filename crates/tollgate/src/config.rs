@@ -41,6 +41,10 @@ pub struct Config {
 pub struct Telemetry {
     /// Where `/metrics` is served (Prometheus text format); empty disables it.
     pub metrics_listen: String,
+    /// `host:port` at which the other workers reach this one's metrics port: announced with
+    /// its partitions on the ownership topic, so that the tenant API forwards there. Empty:
+    /// the address the port is bound to (not reachable from elsewhere when that is 0.0.0.0).
+    pub advertised_address: String,
     /// Log filter (`tracing` env-filter syntax): `info`, `tollgate_worker=debug`, ...
     pub log: String,
     /// How log lines are written to stderr.
@@ -49,7 +53,12 @@ pub struct Telemetry {
 
 impl Default for Telemetry {
     fn default() -> Self {
-        Telemetry { metrics_listen: "127.0.0.1:9464".into(), log: "info".into(), log_format: LogFormat::Text }
+        Telemetry {
+            metrics_listen: "127.0.0.1:9464".into(),
+            advertised_address: String::new(),
+            log: "info".into(),
+            log_format: LogFormat::Text,
+        }
     }
 }
 

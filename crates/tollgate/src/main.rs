@@ -6,18 +6,22 @@
 //! - `rate`: the offline rater (JSON lines in, JSON lines out; no Kafka).
 //! - `produce`, `tail`, `admin`: operator tools.
 //! - `verify`: the invariant checker (no leg lost or charged twice, balances exact).
+//! - `balance`: a tenant's committed credit position, from any worker's tenant API.
+//! - `report`: the usage report (CSV or JSON lines) of a time range, with exact totals.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod balance;
 mod config;
 mod demo;
 mod http;
 mod produce;
 mod rate;
 mod redact;
+mod report;
 mod run;
 mod tail;
 mod telemetry;
@@ -49,6 +53,12 @@ enum Command {
     /// Check from Kafka alone that no leg was lost or charged twice and every balance is exact
     /// (exit code 1 when not).
     Verify(verify::VerifyArgs),
+    /// Show a tenant's committed balance, lots, pool and open legs, asked of any worker's
+    /// tenant API (exit code 3 while its partition restores).
+    Balance(balance::BalanceArgs),
+    /// Write the usage report of a time range from the rated usage: one row per leg, then
+    /// the exact totals per tenant and currency (CSV or JSON lines).
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +71,8 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args),
         Command::Admin(args) => admin::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Balance(args) => balance::run(&args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(code) => code,

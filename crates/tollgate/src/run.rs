@@ -40,8 +40,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let worker = Worker::new(config.worker).context("invalid worker configuration")?;
     let metrics = telemetry::install_metrics()?;
     let readiness = vec![Arc::clone(worker.readiness())];
-    if let Some(addr) = telemetry::serve(&config.telemetry.metrics_listen, metrics, readiness)? {
-        tracing::info!(%addr, "serving /metrics, /health and /ready");
+    let telemetry = &config.telemetry;
+    let tenants = vec![worker.tenant_api()];
+    if let Some(served) =
+        telemetry::serve(&telemetry.metrics_listen, &telemetry.advertised_address, metrics, readiness, tenants)?
+    {
+        tracing::info!(addr = %served.addr, advertised = %served.advertised, "serving /metrics, /health, /ready and /v1/tenants");
+        worker.advertise(&served.advertised);
     }
     let stop = Arc::new(Cancel::default());
     runtime.spawn(shutdown_on_signal(Arc::clone(&stop)));

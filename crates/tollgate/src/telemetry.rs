@@ -9,6 +9,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use tollgate_worker::Readiness;
+use tollgate_worker::view::TenantApi;
 
 use crate::config::LogFormat;
 use crate::{http, redact};
@@ -71,20 +72,33 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Serves `/metrics`, `/health` and `/ready` (for `workers`) on `listen`; no-op when empty.
-/// Needs to be called inside a Tokio runtime.
+/// Where the metrics port listens, and the address announced to the other workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// The address bound.
+    pub addr: SocketAddr,
+    /// `advertised_address`, or the address bound when that is empty.
+    pub advertised: String,
+}
+
+/// Serves `/metrics`, `/health`, `/ready` (for `workers`) and the tenant API (for `tenants`)
+/// on `listen`; no-op when empty. Needs to be called inside a Tokio runtime.
 pub fn serve(
     listen: &str,
+    advertised: &str,
     metrics: PrometheusHandle,
     workers: Vec<Arc<Readiness>>,
-) -> anyhow::Result<Option<SocketAddr>> {
+    tenants: Vec<Arc<TenantApi>>,
+) -> anyhow::Result<Option<Served>> {
     if listen.trim().is_empty() {
         return Ok(None);
     }
     let addr: SocketAddr = listen.parse().with_context(|| format!("invalid metrics address {listen:?}"))?;
-    let addr = http::serve(addr, http::Endpoints { metrics, workers })
-        .with_context(|| format!("failed to serve metrics on {addr}"))?;
-    Ok(Some(addr))
+    let advertised = Some(advertised.trim().to_owned()).filter(|a| !a.is_empty());
+    let endpoints = http::Endpoints { metrics, workers, tenants, advertised };
+    let (addr, advertised) =
+        http::serve(addr, endpoints).with_context(|| format!("failed to serve metrics on {addr}"))?;
+    Ok(Some(Served { addr, advertised }))
 }
 
 #[cfg(test)]

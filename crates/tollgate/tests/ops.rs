@@ -11,7 +11,7 @@ use std::time::Duration;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use tollgate_e2e::fleet::{WorkerProcess, WorkerSpec, wait_until};
+use tollgate_e2e::fleet::{WorkerProcess, WorkerSpec, http_get_with_head, wait_until};
 use tollgate_proto::v1;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::{WorkerConfig, topics};
@@ -70,10 +70,16 @@ fn ready_only_once_every_assigned_partition_is_restored() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(worker.get("/ready"), Some(restoring));
     assert_eq!(worker.get("/health"), Some((200, "ok\n".into())));
+    // The tenant API has no committed state to show yet: 503, and when to ask again.
+    let (status, head, body) = http_get_with_head(worker.port(), "/v1/tenants/contoso").unwrap();
+    assert_eq!((status, body.as_str()), (503, "{\"error\":\"the tenant's partition is restoring\"}\n"));
+    assert!(head.to_ascii_lowercase().contains("\r\nretry-after: 1"), "{head}");
 
     cluster.clear_request_errors(RDKafkaApiKey::InitProducerId);
     let ready = (200, "w1 ready: in the consumer group, partitions {0, 1} restored\n".to_owned());
     wait_until("the partitions to be restored", DEADLINE, || worker.get("/ready").as_ref() == Some(&ready));
+    let (status, body) = worker.get("/v1/tenants/contoso").unwrap();
+    assert_eq!(status, 200, "{body}");
     let metrics = worker.get("/metrics").unwrap().1;
     assert!(metrics.contains(&format!("tollgate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
     assert!(metrics.contains("tollgate_assigned_partitions{worker=\"w1\"} 2"), "{metrics}");

@@ -110,7 +110,7 @@ fn the_pipeline_runs_over_sasl_ssl_with_least_privilege_and_never_logs_a_passwor
     assert!(out.status.success(), "{}", text(&out));
     // The other tests of this binary may have created them first.
     let created = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(created.lines().count(), 11, "{created}");
+    assert_eq!(created.lines().count(), 12, "{created}");
     assert!(created.lines().all(|l| l.ends_with(": created") || l.ends_with(": already exists")), "{created}");
     assert_no_password("admin create-topics", &text(&out));
     let out = run(&bootstrap, &admin, &["admin", "publish-reference", "--file", "examples/reference.json"]);
@@ -139,6 +139,10 @@ fn the_pipeline_runs_over_sasl_ssl_with_least_privilege_and_never_logs_a_passwor
         assert!(log_text.contains("sasl_ssl://"), "no debug output of the SASL_SSL connections:\n{}", tail_of(&log));
         // ... and no password in it.
         assert_no_password(&format!("the {guarantee} worker's log"), &log_text);
+        // Its ACLs let it follow and write the ownership topic (the tenant API's directory).
+        for refused in ["cannot follow the ownership topic", "cannot announce", "announcements not all written"] {
+            assert!(!log_text.contains(refused), "{refused}:\n{}", tail_of(&log));
+        }
     }
 
     // Billing reads the rated usage, in a group of its own: one usage per leg the golden
@@ -162,6 +166,18 @@ fn the_pipeline_runs_over_sasl_ssl_with_least_privilege_and_never_logs_a_passwor
     }
     assert_eq!(expected.len(), 147);
     assert_eq!(rated, expected);
+
+    // The usage report, read with billing's least privilege: one row per leg, then totals.
+    let out = run(&bootstrap, &billing, &["report", "--group-id", "billing", "--format", "jsonl", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut reported: BTreeMap<String, usize> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        if row["record"] == "usage" {
+            *reported.entry(row["usage_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(reported, expected);
 }
 
 /// An in-process publisher of `user`'s.

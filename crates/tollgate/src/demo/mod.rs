@@ -99,21 +99,34 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<_, _>>()
         .context("invalid worker configuration")?;
     let readiness = workers.iter().map(|w| Arc::clone(w.readiness())).collect();
-    let metrics = match telemetry::serve(&args.metrics_listen, metrics_handle.clone(), readiness) {
-        Ok(addr) => addr,
+    let tenants = workers.iter().map(Worker::tenant_api).collect();
+    let served = match telemetry::serve(&args.metrics_listen, "", metrics_handle.clone(), readiness, tenants) {
+        Ok(served) => served,
         Err(error) => {
             eprintln!("tollgate demo: /metrics not served: {error:#}");
             None
         }
     };
+    if let Some(served) = &served {
+        for worker in &workers {
+            worker.advertise(&served.advertised);
+        }
+    }
     println!(
         "tollgate demo: embedded Kafka at {}, {} partitions, {} workers, {}{}",
         config.bootstrap_servers,
         args.partitions,
         args.workers,
         args.processing_guarantee,
-        metrics.map(|a| format!(", metrics on http://{a}/metrics (and /ready)")).unwrap_or_default()
+        served.as_ref().map(|s| format!(", metrics on http://{}/metrics (and /ready)", s.addr)).unwrap_or_default()
     );
+    if let Some(served) = &served {
+        let tenant = reference.tenants.first().map_or("contoso", |t| t.tenant_id.as_str());
+        println!(
+            "tenant API: http://{0}/v1/tenants/{{tenant}} (docs/openapi.yaml), e.g. curl -s http://{0}/v1/tenants/{tenant} or tollgate balance {tenant} --api http://{0}",
+            served.addr
+        );
+    }
 
     let stop = Arc::new(Cancel::default());
     let workers: Vec<JoinHandle<anyhow::Result<()>>> = workers

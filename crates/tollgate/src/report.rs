@@ -1,0 +1,398 @@
+//! `tollgate report`: the usage report billing starts from. Reads `tollgate.rated-usage.v1`
+//! (`read_committed`) from the beginning to the high watermarks seen at the start, keeps the
+//! legs that started in `[--from, --to)` (UTC) of the tenants asked for, drops at-least-once
+//! repeats by usage id, and writes one row per leg, then one total row per tenant and
+//! currency: CSV (default) or JSON lines.
+//!
+//! A total is the exact decimal sum of its rows (charges, connection fees, seconds), so the
+//! report reconciles to the cent with the ledgers' debits. Rows come in the order they are
+//! read (partition by partition); the totals are sorted by tenant and currency.
+//!
+//! Exit codes: 0 written; 1 a failure; 2 the topic held records that are not rated usage, or
+//! two different records under one usage id (the report is still written, without them, and
+//! stderr names them).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tollgate_core::{Currency, Money};
+use tollgate_proto::{Timestamp, v1};
+use tollgate_worker::Error;
+
+use crate::config::{Config, KafkaFlags, RunFlags};
+
+/// Arguments of `tollgate report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    kafka: KafkaFlags,
+    /// Legs that started at or after this instant (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long, value_name = "INSTANT")]
+    from: Option<Timestamp>,
+    /// Legs that started before this instant (RFC 3339).
+    #[arg(long, value_name = "INSTANT")]
+    to: Option<Timestamp>,
+    /// Only this tenant (repeatable; default: every tenant).
+    #[arg(long = "tenant", value_name = "TENANT")]
+    tenants: Vec<String>,
+    /// `csv` or `jsonl`.
+    #[arg(long, value_name = "FORMAT", default_value = "csv")]
+    format: Format,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The report's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// One line of the report: a leg (`record` = `usage`) or a tenant's total in one currency
+/// (`record` = `total`: the sums of its rows, the leg-only columns empty). The CSV header is
+/// these field names, in this order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+struct Row {
+    record: &'static str,
+    tenant_id: String,
+    usage_id: String,
+    call_id: String,
+    conference_id: String,
+    organizer_id: String,
+    organizer_usage_location: String,
+    call_type: String,
+    number_type: String,
+    international: Option<bool>,
+    destination_country: String,
+    destination_number: String,
+    started_at: String,
+    ended_at: String,
+    duration_seconds: u64,
+    billable_seconds: u64,
+    pool_seconds: u64,
+    connection_fee: String,
+    price_per_minute: String,
+    charge: String,
+    currency: String,
+    capability: String,
+    rate_card_id: String,
+    rate_card_version: String,
+    rate_prefix: String,
+    outcome: String,
+    block_reason: String,
+    /// Anomaly flags, `;`-separated.
+    flags: String,
+    balance_after: String,
+    /// Legs in a total (1 for a leg).
+    legs: u64,
+}
+
+/// A tenant's sums in one currency.
+#[derive(Default)]
+struct Total {
+    legs: u64,
+    duration: u64,
+    billable: u64,
+    pool: u64,
+    fees: Money,
+    charges: Money,
+}
+
+/// Reads the rated usage and writes the report.
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.kafka, &RunFlags::default())?;
+    if let (Some(from), Some(to)) = (args.from, args.to)
+        && to <= from
+    {
+        bail!("--to must be after --from");
+    }
+    crate::admin::ensure_reachable(&config)?;
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(File::create(path).with_context(|| format!("failed to create {}", path.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut writer = Writer::new(args.format, BufWriter::new(out));
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if args.quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("reading rated usage {bar:40} {percent:>3}% {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let wanted: BTreeSet<&str> = args.tenants.iter().map(String::as_str).collect();
+    // Per usage id, a hash of its record's bytes: repeats are byte-identical, a conflict is not.
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut totals: BTreeMap<(String, String), Total> = BTreeMap::new();
+    let (mut rows, mut repeats, mut problems) = (0u64, 0u64, 0u64);
+    let mut failure: Option<anyhow::Error> = None;
+    let read = tollgate_worker::client::read_rated_usage(
+        &config.worker,
+        config.worker.kafka_timeout() * 3,
+        |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+        |usage| {
+            let usage = match usage {
+                Ok(usage) => usage,
+                Err(error) => {
+                    problems += 1;
+                    eprintln!("tollgate report: not rated usage, skipped: {error}");
+                    return;
+                }
+            };
+            if !wanted.is_empty() && !wanted.contains(usage.tenant_id.as_str()) {
+                return;
+            }
+            let started = usage.started_at;
+            if args.from.is_some_and(|from| started.is_none_or(|s| s < from))
+                || args.to.is_some_and(|to| started.is_none_or(|s| s >= to))
+            {
+                return;
+            }
+            let fingerprint = {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                tollgate_proto::Message::encode_to_vec(&usage).hash(&mut hasher);
+                hasher.finish()
+            };
+            if let Some(first) = seen.get(&usage.usage_id) {
+                if *first != fingerprint {
+                    problems += 1;
+                    eprintln!(
+                        "tollgate report: usage id {} has two different records; the first is kept",
+                        usage.usage_id
+                    );
+                } else {
+                    repeats += 1;
+                }
+                return;
+            }
+            if failure.is_some() {
+                return;
+            }
+            let row = match Row::of(&usage) {
+                Ok(row) => row,
+                Err(error) => {
+                    problems += 1;
+                    eprintln!("tollgate report: usage {} skipped: {error:#}", usage.usage_id);
+                    return;
+                }
+            };
+            let total = totals.entry((row.tenant_id.clone(), row.currency.clone())).or_default();
+            total.add(&usage, &row);
+            if let Err(error) = writer.write(&row) {
+                failure = Some(error);
+            }
+            rows += 1;
+            if rows % 1000 == 0 {
+                bar.set_message(format!("{rows} legs"));
+            }
+            seen.insert(usage.usage_id, fingerprint);
+        },
+    );
+    bar.finish_and_clear();
+    match read {
+        Ok(()) => {}
+        Err(Error::Access(access)) => return Err(access.into()),
+        Err(error) => return Err(anyhow::Error::new(error).context("failed to read the rated usage")),
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    for ((tenant, currency), total) in &totals {
+        writer.write(&total.row(tenant, currency))?;
+        eprintln!(
+            "tollgate report: {tenant}: {} legs, {} {currency} ({} s billable, {} s pooled)",
+            total.legs,
+            total.format(total.charges, currency),
+            total.billable,
+            total.pool
+        );
+    }
+    writer.finish()?;
+    eprintln!("tollgate report: {rows} legs of {} tenants ({repeats} repeats dropped)", totals.len());
+    Ok(if problems > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+impl Row {
+    /// The row of one leg.
+    fn of(u: &v1::RatedUsage) -> anyhow::Result<Row> {
+        let instant = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+        Ok(Row {
+            record: "usage",
+            tenant_id: u.tenant_id.clone(),
+            usage_id: u.usage_id.clone(),
+            call_id: u.call_id.clone(),
+            conference_id: u.conference_id.clone(),
+            organizer_id: u.organizer_id.clone(),
+            organizer_usage_location: u.organizer_usage_location.clone(),
+            call_type: label(v1::CallType::try_from(u.call_type).ok().map(|e| e.as_str_name()), "CALL_TYPE_"),
+            number_type: label(v1::NumberType::try_from(u.number_type).ok().map(|e| e.as_str_name()), "NUMBER_TYPE_"),
+            international: Some(u.international),
+            destination_country: u.destination_country.clone(),
+            destination_number: u.destination_number.clone(),
+            started_at: instant(u.started_at),
+            ended_at: instant(u.ended_at),
+            duration_seconds: u64::from(u.duration_seconds),
+            billable_seconds: u64::from(u.billable_seconds),
+            pool_seconds: u64::from(u.pool_seconds),
+            connection_fee: u.connection_fee.clone(),
+            price_per_minute: u.price_per_minute.clone(),
+            charge: u.charge.clone(),
+            currency: u.currency.clone(),
+            capability: label(v1::Capability::try_from(u.capability).ok().map(|e| e.as_str_name()), "CAPABILITY_"),
+            rate_card_id: u.rate_card_id.clone(),
+            rate_card_version: u.rate_card_version.clone(),
+            rate_prefix: u.rate_prefix.clone(),
+            outcome: label(v1::rated_usage::Outcome::try_from(u.outcome).ok().map(|e| e.as_str_name()), "OUTCOME_"),
+            block_reason: label(
+                v1::BlockReason::try_from(u.block_reason).ok().map(|e| e.as_str_name()),
+                "BLOCK_REASON_",
+            ),
+            flags: u.flags.join(";"),
+            balance_after: u.balance_after.clone(),
+            legs: 1,
+        })
+    }
+}
+
+impl Total {
+    fn add(&mut self, usage: &v1::RatedUsage, row: &Row) {
+        self.legs += 1;
+        self.duration += row.duration_seconds;
+        self.billable += row.billable_seconds;
+        self.pool += row.pool_seconds;
+        // Amounts on the wire are written by one function and always parse.
+        self.fees += usage.connection_fee.parse().unwrap_or(Money::ZERO);
+        self.charges += usage.charge.parse().unwrap_or(Money::ZERO);
+    }
+
+    /// An amount with at least the currency's minor units, as the rows write theirs.
+    fn format(&self, amount: Money, currency: &str) -> String {
+        Currency::from_code(currency).map_or_else(|_| amount.to_string(), |c| c.format(amount))
+    }
+
+    fn row(&self, tenant: &str, currency: &str) -> Row {
+        Row {
+            record: "total",
+            tenant_id: tenant.to_owned(),
+            duration_seconds: self.duration,
+            billable_seconds: self.billable,
+            pool_seconds: self.pool,
+            connection_fee: self.format(self.fees, currency),
+            charge: self.format(self.charges, currency),
+            currency: currency.to_owned(),
+            legs: self.legs,
+            ..Row::default()
+        }
+    }
+}
+
+/// `CALL_TYPE_CONF_IN` → `conf_in`; unspecified or unknown → empty.
+fn label(name: Option<&'static str>, prefix: &str) -> String {
+    match name.and_then(|n| n.strip_prefix(prefix)) {
+        Some("UNSPECIFIED") | None => String::new(),
+        Some(rest) => rest.to_ascii_lowercase(),
+    }
+}
+
+/// Writes rows as CSV or JSON lines.
+enum Writer<W: Write> {
+    // Boxed: the CSV writer carries its buffer and state, the other variant nothing.
+    Csv(Box<csv::Writer<W>>),
+    Jsonl(W),
+}
+
+impl<W: Write> Writer<W> {
+    fn new(format: Format, out: W) -> Self {
+        match format {
+            Format::Csv => Writer::Csv(Box::new(csv::Writer::from_writer(out))),
+            Format::Jsonl => Writer::Jsonl(out),
+        }
+    }
+
+    fn write(&mut self, row: &Row) -> anyhow::Result<()> {
+        match self {
+            Writer::Csv(csv) => csv.serialize(row).context("failed to write the report"),
+            Writer::Jsonl(out) => {
+                serde_json::to_writer(&mut *out, row).context("failed to write the report")?;
+                out.write_all(b"\n").context("failed to write the report")
+            }
+        }
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Writer::Csv(mut csv) => csv.flush(),
+            Writer::Jsonl(mut out) => out.flush(),
+        }
+        .context("failed to write the report")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(id: &str, charge: &str, fee: &str) -> v1::RatedUsage {
+        v1::RatedUsage {
+            usage_id: id.into(),
+            tenant_id: "acme".into(),
+            call_type: v1::CallType::ConfOut as i32,
+            number_type: v1::NumberType::TollFree as i32,
+            capability: v1::Capability::Ppm as i32,
+            outcome: v1::rated_usage::Outcome::Rated as i32,
+            charge: charge.into(),
+            connection_fee: fee.into(),
+            currency: "USD".into(),
+            billable_seconds: 120,
+            flags: vec!["unpriced".into(), "over_max_duration".into()],
+            ..v1::RatedUsage::default()
+        }
+    }
+
+    /// A CSV report: a header, a line per leg with enum names billing reads, and the total
+    /// of its rows, exact.
+    #[test]
+    fn writes_legs_and_the_exact_total_of_their_rows() {
+        let mut total = Total::default();
+        let mut writer = Writer::new(Format::Csv, Vec::new());
+        for u in [usage("acme/l1", "0.10", "0.05"), usage("acme/l2", "0.20", "0.00")] {
+            let row = Row::of(&u).unwrap_or_default();
+            total.add(&u, &row);
+            writer.write(&row).unwrap_or_else(|e| panic!("{e}"));
+        }
+        writer.write(&total.row("acme", "USD")).unwrap_or_else(|e| panic!("{e}"));
+        let Writer::Csv(csv) = writer else { panic!("not csv") };
+        let text = String::from_utf8(csv.into_inner().unwrap_or_default()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "record,tenant_id,usage_id,call_id,conference_id,organizer_id,organizer_usage_location,call_type,\
+             number_type,international,destination_country,destination_number,started_at,ended_at,duration_seconds,\
+             billable_seconds,pool_seconds,connection_fee,price_per_minute,charge,currency,capability,rate_card_id,\
+             rate_card_version,rate_prefix,outcome,block_reason,flags,balance_after,legs"
+        );
+        assert_eq!(
+            lines[1],
+            "usage,acme,acme/l1,,,,,conf_out,toll_free,false,,,,,0,120,0,0.05,,0.10,USD,ppm,,,,rated,,unpriced;over_max_duration,,1"
+        );
+        assert_eq!(lines[3], "total,acme,,,,,,,,,,,,,0,240,0,0.05,,0.30,USD,,,,,,,,,2");
+        assert_eq!(lines.len(), 4);
+    }
+}
