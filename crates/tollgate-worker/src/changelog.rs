@@ -213,6 +213,9 @@ fn window_record<V>(
     }
 }
 
+/// A window's restored entries, by tenant.
+type ByTenant<V> = HashMap<String, Vec<(Arc<str>, V, Timestamp)>, FastState>;
+
 /// Folds changelog records (in offset order) into tenant states.
 #[derive(Debug, Default)]
 pub struct Restorer {
@@ -333,8 +336,8 @@ impl Restorer {
                 state.parked_ends.insert(entry.leg, entry.ended);
             }
         }
-        let mut seen: HashMap<String, Vec<(Arc<str>, u64, Timestamp)>, FastState> = HashMap::default();
-        let mut closed: HashMap<String, Vec<(Arc<str>, (), Timestamp)>, FastState> = HashMap::default();
+        let mut seen: ByTenant<u64> = HashMap::default();
+        let mut closed: ByTenant<()> = HashMap::default();
         for (key, entry) in self.windows {
             let id: Arc<str> = Arc::from(entry.id.as_str());
             if key.starts_with("s/") {
