@@ -16,6 +16,10 @@ pub const LOT_VALIDITY_MONTHS: u32 = 12;
 pub struct Lot {
     /// Purchase id.
     pub lot_id: String,
+    /// What was bought (a refund lot: the refund); any debt at the time was paid from it
+    /// first. `None` in a lot persisted before this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchased: Option<Money>,
     /// What is left of it.
     pub remaining: Money,
     /// Purchase instant.
@@ -55,8 +59,13 @@ impl Ledger {
         self.debt -= paid;
         let remaining = amount - paid;
         if remaining.is_positive() {
-            let lot =
-                Lot { lot_id, remaining, purchased_at, expires_at: purchased_at.plus_months(LOT_VALIDITY_MONTHS) };
+            let lot = Lot {
+                lot_id,
+                purchased: Some(amount),
+                remaining,
+                purchased_at,
+                expires_at: purchased_at.plus_months(LOT_VALIDITY_MONTHS),
+            };
             let at = self.lots.partition_point(|l| l.expires_at <= lot.expires_at);
             self.lots.insert(at, lot);
         }
@@ -77,6 +86,7 @@ impl Ledger {
                     Some(lot) => lot.remaining += rest,
                     None => self.lots.push_back(Lot {
                         lot_id: "refund".into(),
+                        purchased: Some(rest),
                         remaining: rest,
                         purchased_at: at,
                         expires_at: at.plus_months(LOT_VALIDITY_MONTHS),

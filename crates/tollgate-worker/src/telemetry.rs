@@ -16,8 +16,11 @@ use tollgate_core::{Currency, Money, TenantId};
 pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Error codes a dead letter can carry (registered at zero so alerts see the first one).
-const DEAD_LETTER_CODES: [&str; 14] = [
+const DEAD_LETTER_CODES: [&str; 17] = [
     "decode",
+    "too_large",
+    "too_long",
+    "too_many",
     "invalid",
     "invalid_number",
     "key_mismatch",

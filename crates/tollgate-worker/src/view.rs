@@ -219,6 +219,10 @@ pub struct LotPosition {
     pub lot_id: String,
     /// When it was purchased.
     pub purchased_at: String,
+    /// What was bought (a refund lot: the refund); absent for a lot persisted before
+    /// tollgate recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchased: Option<String>,
     /// What is left of it.
     pub remaining: String,
     /// When its remainder is forfeited.
@@ -344,6 +348,7 @@ impl CreditPosition {
                 .map(|l| LotPosition {
                     lot_id: l.lot_id.clone(),
                     purchased_at: l.purchased_at.to_string(),
+                    purchased: l.purchased.map(money),
                     remaining: money(l.remaining),
                     expires_at: l.expires_at.to_string(),
                 })

@@ -98,9 +98,10 @@ fn human(p: &CreditPosition) -> String {
         let _ = writeln!(out, "  lots: none");
     }
     for lot in &p.lots {
+        let bought = lot.purchased.as_ref().map_or_else(String::new, |amount| format!(" of {amount} {c}"));
         let _ = writeln!(
             out,
-            "  lot {}: {} {c} left, purchased {}, expires {}",
+            "  lot {}: {} {c} left{bought}, purchased {}, expires {}",
             lot.lot_id, lot.remaining, lot.purchased_at, lot.expires_at
         );
     }
@@ -156,7 +157,7 @@ mod tests {
     #[test]
     fn shows_the_position_line_by_line() {
         let json = r#"{"tenantId":"acme","currency":"USD","balance":"9.94","debt":"0.00","depleted":false,
-          "lots":[{"lotId":"f1","purchasedAt":"2026-11-02T08:00:00Z","remaining":"9.94","expiresAt":"2027-11-02T08:00:00Z"}],
+          "lots":[{"lotId":"f1","purchasedAt":"2026-11-02T08:00:00Z","purchased":"10.00","remaining":"9.94","expiresAt":"2027-11-02T08:00:00Z"}],
           "totals":{"funded":"10.00","adjusted":"0.00","usageCharges":"0.06","forfeited":"0.00"},
           "pool":{"month":null,"allowanceMinutes":0,"usedMinutes":0,"leftMinutes":0},
           "lowBalanceThresholds":[{"amount":"5.00","armed":true}],"autoRecharge":null,
@@ -166,7 +167,7 @@ mod tests {
         assert_eq!(
             human(&position),
             "acme: balance 9.94 USD\n  committed state of partition 1 (inputs up to tollgate.call-legs.v1 4), events up to \
-             2026-11-02T09:00:00Z\n  lot f1: 9.94 USD left, purchased 2026-11-02T08:00:00Z, expires \
+             2026-11-02T09:00:00Z\n  lot f1: 9.94 USD left of 10.00 USD, purchased 2026-11-02T08:00:00Z, expires \
              2027-11-02T08:00:00Z\n  debt: 0.00 USD\n  totals: funded 10.00, adjusted 0.00, usage charges 0.06, \
              forfeited 0.00\n  low-balance threshold 5.00 USD: armed\n  open legs: 0\n"
         );

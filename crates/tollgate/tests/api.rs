@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use tollgate_e2e::fleet::{GroupProgress, WorkerProcess, WorkerSpec, http_get_with_head, wait_until};
 use tollgate_e2e::traffic::{Shape, Traffic};
-use tollgate_proto::{Message as _, v1};
+use tollgate_proto::{Message, v1};
 use tollgate_worker::client::TopicReader;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::{TopicKind, WorkerConfig, topics};
@@ -82,6 +82,16 @@ impl Deployment {
 
     fn start_worker(&mut self, name: &str) {
         self.workers.push(WorkerProcess::start(&self.spec, name));
+    }
+
+    /// Two workers rate the funding, then the legs, and have committed all of it.
+    fn rate_with_two_workers(&mut self) {
+        self.start_worker("w1");
+        self.start_worker("w2");
+        self.publish_funding();
+        self.wait_caught_up();
+        self.publish_legs();
+        self.wait_caught_up();
     }
 
     fn tenants(&self) -> Vec<String> {
@@ -143,26 +153,10 @@ impl Deployment {
 
     /// Per tenant: the money funded, from the credit events (`FUNDED`, by event id).
     fn funded(&self) -> BTreeMap<String, Decimal> {
-        let reader = TopicReader::from_beginning(
-            &self.config,
-            "test-credit-events",
-            &[&self.config.topics[TopicKind::CreditEvents]],
-        )
-        .unwrap();
-        let mut events = BTreeMap::new();
-        reader
-            .read_to_end(DEADLINE, |record| {
-                let event = v1::CreditEvent::decode(record.payload.unwrap_or_default().as_slice()).unwrap();
-                if event.kind == v1::credit_event::Kind::Funded as i32 {
-                    events.insert(event.credit_event_id.clone(), event);
-                }
-            })
-            .unwrap();
-        let mut funded = BTreeMap::new();
-        for event in events.values() {
-            *funded.entry(event.tenant_id.clone()).or_insert(Decimal::ZERO) += d(&event.amount);
-        }
-        funded
+        sum_by_tenant(&self.config, TopicKind::CreditEvents, |event: v1::CreditEvent| {
+            (event.kind == v1::credit_event::Kind::Funded as i32)
+                .then(|| (event.credit_event_id, event.tenant_id, d(&event.amount)))
+        })
     }
 
     /// Per tenant: the sum of its rated legs' charges (one record per usage id).
@@ -223,6 +217,12 @@ fn check_against_the_topics(deployment: &Deployment, answers: &BTreeMap<String, 
         let lots: Decimal =
             answer["lots"].as_array().unwrap().iter().map(|lot| d(lot["remaining"].as_str().unwrap())).sum();
         assert_eq!(lots - d(answer["debt"].as_str().unwrap()), expected, "{tenant}: lots and debt");
+        for lot in answer["lots"].as_array().unwrap() {
+            // Every lot here was bought in this run: what was bought is known, and never less
+            // than what is left.
+            let (purchased, remaining) = (d(lot["purchased"].as_str().unwrap()), d(lot["remaining"].as_str().unwrap()));
+            assert!(purchased >= remaining && purchased.is_sign_positive(), "{tenant}: lot {lot}");
+        }
         assert_eq!(answer["currency"], "USD");
     }
 }
@@ -252,12 +252,7 @@ fn every_worker_answers_for_every_tenant_the_same_committed_position_across_reba
         ..Shape::default()
     };
     let mut deployment = Deployment::new(config, "at_least_once", &[("COMMIT_INTERVAL_MS", "20")], &shape);
-    deployment.start_worker("w1");
-    deployment.start_worker("w2");
-    deployment.publish_funding();
-    deployment.wait_caught_up();
-    deployment.publish_legs();
-    deployment.wait_caught_up();
+    deployment.rate_with_two_workers();
 
     let before = deployment.answers(&deployment.workers[0]);
     assert_eq!(deployment.answers(&deployment.workers[1]), before, "the two workers answer differently");
@@ -355,22 +350,34 @@ fn every_worker_answers_for_every_tenant_the_same_committed_position_across_reba
 /// Per tenant: the ledger's debits, from the debit trail (`KIND_DEBIT` movements, by id;
 /// a movement's amount is signed, a debit takes money away).
 fn ledger_debits(config: &WorkerConfig) -> BTreeMap<String, Decimal> {
-    let topic = &config.topics[TopicKind::LedgerMovements];
-    let reader = TopicReader::from_beginning(config, "test-movements", &[topic]).unwrap();
-    let mut movements = BTreeMap::new();
+    sum_by_tenant(config, TopicKind::LedgerMovements, |movement: v1::LedgerMovement| {
+        (movement.kind == v1::ledger_movement::Kind::Debit as i32)
+            .then(|| (movement.movement_id, movement.tenant_id, -d(&movement.amount)))
+    })
+}
+
+/// Per tenant, the sum of the amounts that `pick` takes from a topic's records: each as
+/// (record id, tenant, amount), or `None` to skip it; a record id counted once.
+fn sum_by_tenant<M: Message + Default>(
+    config: &WorkerConfig,
+    kind: TopicKind,
+    pick: impl Fn(M) -> Option<(String, String, Decimal)>,
+) -> BTreeMap<String, Decimal> {
+    let reader = TopicReader::from_beginning(config, "test-sum", &[&config.topics[kind]]).unwrap();
+    let mut picked = BTreeMap::new();
     reader
         .read_to_end(DEADLINE, |record| {
-            let movement = v1::LedgerMovement::decode(record.payload.unwrap_or_default().as_slice()).unwrap();
-            if movement.kind == v1::ledger_movement::Kind::Debit as i32 {
-                movements.insert(movement.movement_id.clone(), movement);
+            let message = M::decode(record.payload.unwrap_or_default().as_slice()).unwrap();
+            if let Some((id, tenant, amount)) = pick(message) {
+                picked.insert(id, (tenant, amount));
             }
         })
         .unwrap();
-    let mut debits = BTreeMap::new();
-    for movement in movements.values() {
-        *debits.entry(movement.tenant_id.clone()).or_insert(Decimal::ZERO) -= d(&movement.amount);
+    let mut sums = BTreeMap::new();
+    for (tenant, amount) in picked.into_values() {
+        *sums.entry(tenant).or_insert(Decimal::ZERO) += amount;
     }
-    debits
+    sums
 }
 
 /// Runs `tollgate report` with `args`; its output (stdout, or the `-o` file).
@@ -405,12 +412,7 @@ fn the_usage_report_reconciles_with_the_ledgers_debits_to_the_cent() {
     let shape = Shape { tenants: 12, hot: 2, legs: 400, duplicate_per_mille: 30, concurrency: 10, ..Shape::default() };
     let env = [("LEDGER_MOVEMENTS", "true"), ("COMMIT_INTERVAL_MS", "20")];
     let mut deployment = Deployment::new(config.clone(), "exactly_once", &env, &shape);
-    deployment.start_worker("w1");
-    deployment.start_worker("w2");
-    deployment.publish_funding();
-    deployment.wait_caught_up();
-    deployment.publish_legs();
-    deployment.wait_caught_up();
+    deployment.rate_with_two_workers();
     let answers = deployment.answers(&deployment.workers[0]);
     assert_eq!(deployment.answers(&deployment.workers[1]), answers, "the two workers answer differently");
     check_against_the_topics(&deployment, &answers);
