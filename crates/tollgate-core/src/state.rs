@@ -290,6 +290,18 @@ impl OpenLegs {
     pub fn values(&self) -> std::vec::IntoIter<&OpenLeg> {
         self.iter().map(|(_, v)| v).collect::<Vec<_>>().into_iter()
     }
+
+    /// The first `n` legs in leg-id order, without sorting the others: a snapshot taken on
+    /// every batch lists a few legs of a tenant that may have thousands open.
+    pub fn first(&self, n: usize) -> Vec<(&String, &OpenLeg)> {
+        let mut all: Vec<(&String, &OpenLeg)> = self.legs.iter().collect();
+        if n < all.len() {
+            all.select_nth_unstable_by(n, |a, b| a.0.cmp(b.0));
+            all.truncate(n);
+        }
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all
+    }
 }
 
 impl<'a> IntoIterator for &'a OpenLegs {
@@ -538,6 +550,9 @@ mod tests {
         assert_eq!(serde_json::to_string(&legs).unwrap(), serde_json::to_string(&tree).unwrap());
         assert_eq!(format!("{legs:?}"), format!("{tree:?}"));
         assert!(legs.keys().eq(tree.keys()));
+        for n in [0, 2, 5, 9] {
+            assert!(legs.first(n).into_iter().map(|(k, _)| k).eq(tree.keys().take(n)), "first {n}");
+        }
         assert!(legs.iter_mut().map(|(k, _)| k.clone()).eq(tree.keys().cloned()));
         let back: OpenLegs = serde_json::from_str(&serde_json::to_string(&tree).unwrap()).unwrap();
         assert_eq!(back, legs);

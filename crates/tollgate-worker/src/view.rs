@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
-use tollgate_core::{Catalog, Currency, Lot, Money, OpenLeg, TenantState, Timestamp, Totals};
+use tollgate_core::{Catalog, Lot, Money, OpenLeg, TenantState, Timestamp, Totals};
 
 use crate::ownership::Directory;
 use crate::partitioner;
@@ -150,11 +150,8 @@ pub struct TenantSnapshot {
 impl TenantSnapshot {
     /// The snapshot of `state`.
     pub fn of(state: &TenantState) -> Self {
-        let listed = if state.open_legs.len() <= OPEN_LEGS_LISTED {
-            state.open_legs.iter().map(|(id, leg)| (id.clone(), leg.clone())).collect()
-        } else {
-            state.open_legs.iter().take(OPEN_LEGS_LISTED).map(|(id, leg)| (id.clone(), leg.clone())).collect()
-        };
+        let listed =
+            state.open_legs.first(OPEN_LEGS_LISTED).into_iter().map(|(id, leg)| (id.clone(), leg.clone())).collect();
         let pool = &state.pool;
         TenantSnapshot {
             balance: state.balance(),
@@ -333,7 +330,7 @@ impl CreditPosition {
         let empty = TenantSnapshot::default();
         let s = snapshot.unwrap_or(&empty);
         let currency = tenant.currency;
-        let money = |m: Money| format_money(m, currency);
+        let money = |m: Money| tollgate_proto::convert::wire_money(m, currency);
         let lotted: Money = s.lots.iter().map(|l| l.remaining).fold(Money::ZERO, |a, b| a + b);
         let allowance = tenant.pool_minutes();
         CreditPosition {
@@ -408,11 +405,6 @@ impl CreditPosition {
             committed: CommittedAt { partition, input_offsets: offsets },
         }
     }
-}
-
-/// An amount as the wire writes it (at least the currency's minor units).
-fn format_money(amount: Money, currency: Currency) -> String {
-    tollgate_proto::convert::wire_money(amount, currency)
 }
 
 /// A worker's side of the tenant API: its partitions' views, its reference tables and the
@@ -514,7 +506,7 @@ mod tests {
     #[test]
     fn the_owner_answers_and_the_others_forward_once() {
         let tables = Arc::new(Tables::default());
-        let usd = Currency::from_code("USD").unwrap();
+        let usd = tollgate_core::Currency::from_code("USD").unwrap();
         let acme = tollgate_core::TenantId::new("acme").unwrap();
         tables.put_tenant(tollgate_core::Tenant::new(acme, usd, "usd"));
         let api = |directory: &Arc<Directory>| {
