@@ -126,10 +126,12 @@ impl Deployment {
         }
         let high = self.progress.high_watermarks().unwrap();
         let t = &self.config.topics;
-        wait_until("every tenant's answer to reflect every input", DEADLINE, || {
-            self.tenants().iter().all(|tenant| {
+        // Asked of every worker: one that does not own a tenant answers only once it has read
+        // the owner's announcement, which may come after the owner caught up.
+        wait_until("every tenant's answer, on every worker, to reflect every input", DEADLINE, || {
+            self.workers.iter().flat_map(|w| self.tenants().into_iter().map(move |t| (w, t))).all(|(worker, tenant)| {
                 let partition = tollgate_worker::partitioner::partition_for(tenant.as_bytes(), PARTITIONS);
-                let Some((200, body)) = self.workers[0].get(&path(tenant)) else { return false };
+                let Some((200, body)) = worker.get(&path(&tenant)) else { return false };
                 let answer: Value = serde_json::from_str(&body).unwrap();
                 [&t[TopicKind::CallLegs], &t[TopicKind::CreditCommands]].into_iter().all(|topic| {
                     let end = high[&(topic.clone(), partition)];
