@@ -7,22 +7,28 @@
 //! - `e164_parse`: [`E164::parse`] of real numbers, for reference: parsing happens once at the
 //!   wire edge, so the rating benchmark builds its numbers outside the timed loop.
 //!
-//! Inputs come from a fixed-seed generator, so every run measures the same work.
+//! Inputs come from a fixed-seed generator, so every run measures the same work. The binary's
+//! allocator counts allocations: `rate_leg_pair` prints how many a pair costs in steady state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
 
+use std::alloc::System;
 use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rust_decimal::Decimal;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tollgate_core::{
     AutoRecharge, CallLegEvent, Country, CreditBody, CreditCommand, Currency, Decision, DialOutRate, DialoutPolicy,
     DisconnectCause, E164, Increments, Input, LegBody, LegDuration, LegEnded, LegKind, LegStarted, LotFunding, Money,
     Output, Prefix, PrefixTable, Price, RateCard, RateCardVersion, Rater, Reference, Tenant, TenantId, TenantState,
     Timestamp, UsageOutcome, User,
 };
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// 2026-11-10T00:00:00Z.
 const BASE: i64 = 1_794_268_800;
@@ -193,9 +199,43 @@ fn assert_rated(fx: &LegPairFixture) {
     assert_eq!((allowed.count(), rated.count()), (PAIRS_PER_STATE, PAIRS_PER_STATE));
 }
 
+/// Heap allocations per leg pair in steady state: the second batch of `PAIRS_PER_STATE` pairs
+/// rated on one state (the first grows the tenant's maps to their working size).
+fn allocations_per_pair(fx: &LegPairFixture) -> f64 {
+    let rater = Rater::default();
+    let mut state = fx.funded.clone();
+    let mut out = Vec::with_capacity(fx.inputs.len());
+    for input in fx.inputs.iter().cloned() {
+        rater.apply(&fx.reference, &mut state, input, &mut out).expect("applied");
+    }
+    // The same pairs again, a day later: new ids, the same sizes.
+    let later: Vec<Input> = fx.inputs.iter().map(|input| a_day_later(input.clone())).collect();
+    out.clear();
+    let region = Region::new(GLOBAL);
+    for input in later {
+        let _ = black_box(rater.apply(&fx.reference, &mut state, input, &mut out));
+    }
+    let stats = region.change();
+    (stats.allocations + stats.reallocations) as f64 / PAIRS_PER_STATE as f64
+}
+
+/// The input moved 24 h later, with its ids suffixed so it is new to the tenant.
+fn a_day_later(input: Input) -> Input {
+    match input {
+        Input::Leg(mut event) => {
+            event.event_id = format!("{}-d2", event.event_id);
+            event.leg_id = format!("{}-d2", event.leg_id);
+            event.occurred_at = event.occurred_at.plus_seconds(86_400);
+            Input::Leg(event)
+        }
+        credit @ Input::Credit(_) => credit,
+    }
+}
+
 fn rate_leg_pair(c: &mut Criterion) {
     let fx = leg_pair_fixture();
     assert_rated(&fx);
+    println!("rate_leg_pair/10k_prefixes: {:.2} heap allocations per pair", allocations_per_pair(&fx));
     let rater = Rater::default();
     let mut group = c.benchmark_group("rate_leg_pair");
     group.throughput(Throughput::Elements(2));
