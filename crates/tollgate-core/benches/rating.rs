@@ -166,11 +166,11 @@ fn leg_pair_fixture() -> LegPairFixture {
         let connected = 30 + rng.below(3_600) as u32;
         let event = |id: &str, at: Timestamp, body: LegBody| {
             Input::Leg(CallLegEvent {
-                event_id: format!("ev-{i}-{id}"),
+                event_id: format!("ev-{i}-{id}").into(),
                 tenant_id: tenant_id.clone(),
-                conference_id: format!("conf-{}", i / 4),
-                call_id: format!("call-{i}"),
-                leg_id: format!("leg-{i}"),
+                conference_id: format!("conf-{}", i / 4).into(),
+                call_id: format!("call-{i}").into(),
+                leg_id: format!("leg-{i}").into(),
                 organizer_id: "alice".into(),
                 occurred_at: at,
                 body,
@@ -223,8 +223,8 @@ fn allocations_per_pair(fx: &LegPairFixture) -> f64 {
 fn a_day_later(input: Input) -> Input {
     match input {
         Input::Leg(mut event) => {
-            event.event_id = format!("{}-d2", event.event_id);
-            event.leg_id = format!("{}-d2", event.leg_id);
+            event.event_id = format!("{}-d2", event.event_id).into();
+            event.leg_id = format!("{}-d2", event.leg_id).into();
             event.occurred_at = event.occurred_at.plus_seconds(86_400);
             Input::Leg(event)
         }

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
 use crate::money::{Currency, Money};
 use crate::number::E164;
 use crate::reference::TenantId;
+use crate::{Id, Timestamp};
 
 /// Anything the rater consumes for one tenant.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
@@ -26,7 +26,7 @@ impl Input {
     }
 
     /// The idempotency key.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &Id {
         match self {
             Input::Leg(e) => &e.event_id,
             Input::Credit(c) => &c.command_id,
@@ -61,17 +61,17 @@ pub enum LegKind {
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct CallLegEvent {
     /// Idempotency key.
-    pub event_id: String,
+    pub event_id: Id,
     /// Tenant owning the meeting.
     pub tenant_id: TenantId,
     /// The meeting.
-    pub conference_id: String,
+    pub conference_id: Id,
     /// The controller's call id.
-    pub call_id: String,
+    pub call_id: Id,
     /// Unique within the tenant.
-    pub leg_id: String,
+    pub leg_id: Id,
     /// The meeting organizer: every PSTN leg is billed to and policy-checked against them.
-    pub organizer_id: String,
+    pub organizer_id: Id,
     /// When the event happened; for `Started`, the leg's start.
     pub occurred_at: Timestamp,
     /// What happened.
@@ -152,7 +152,7 @@ pub struct LegEnded {
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct CreditCommand {
     /// Idempotency key.
-    pub command_id: String,
+    pub command_id: Id,
     /// The tenant.
     pub tenant_id: TenantId,
     /// When it was issued.

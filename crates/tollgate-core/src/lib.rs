@@ -97,6 +97,7 @@
 pub mod error;
 pub mod event;
 mod fingerprint;
+mod id;
 pub mod instant;
 pub mod ledger;
 pub mod money;
@@ -114,6 +115,7 @@ pub use event::{
     CallLegEvent, CreditBody, CreditCommand, DisconnectCause, Input, LegBody, LegDuration, LegEnded, LegKind,
     LegStarted, LotFunding,
 };
+pub use id::Id;
 pub use instant::{Timestamp, YearMonth};
 pub use ledger::{Ledger, Lot};
 pub use money::{Currency, Money};

@@ -2,11 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
 use crate::money::{Currency, Money};
 use crate::number::{Country, E164};
 use crate::rates::Prefix;
 use crate::reference::TenantId;
+use crate::{Id, Timestamp};
 
 /// Anything the rater emits.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -116,16 +116,16 @@ impl UsageFlags {
 /// One usage-report row (RULES.md §6).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RatedUsage {
-    /// `<tenant>/<leg>`: deterministic.
-    pub usage_id: String,
+    /// Leg.
+    pub leg_id: Id,
     /// Call id.
-    pub call_id: String,
+    pub call_id: Id,
     /// Meeting id.
-    pub conference_id: String,
+    pub conference_id: Id,
     /// Tenant.
     pub tenant_id: TenantId,
     /// Organizer billed.
-    pub organizer_id: String,
+    pub organizer_id: Id,
     /// Organizer's usage location.
     pub organizer_usage_location: crate::number::Country,
     /// Call type.
@@ -157,9 +157,9 @@ pub struct RatedUsage {
     /// What paid.
     pub capability: Capability,
     /// Rate card used (empty when none).
-    pub rate_card_id: String,
+    pub rate_card_id: Id,
     /// Version label used (empty when none).
-    pub rate_card_version: String,
+    pub rate_card_version: Id,
     /// Matched prefix.
     pub rate_prefix: Option<Prefix>,
     /// Price per minute used.
@@ -172,23 +172,36 @@ pub struct RatedUsage {
     pub flags: UsageFlags,
 }
 
+impl RatedUsage {
+    /// `<tenant>/<leg>`: the record's deterministic id (a leg has one usage record).
+    pub fn usage_id(&self) -> String {
+        joined(&[self.tenant_id.as_str(), "/", &self.leg_id])
+    }
+}
+
 /// A decision for a call controller.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct LegDecision {
-    /// `<tenant>/<leg>/<kind>`: deterministic.
-    pub decision_id: String,
     /// Tenant.
     pub tenant_id: TenantId,
     /// Leg.
-    pub leg_id: String,
+    pub leg_id: Id,
     /// Call.
-    pub call_id: String,
+    pub call_id: Id,
     /// Meeting.
-    pub conference_id: String,
+    pub conference_id: Id,
     /// Event time of the event that caused it.
     pub decided_at: Timestamp,
     /// The decision.
     pub decision: Decision,
+}
+
+impl LegDecision {
+    /// `<tenant>/<leg>/<kind>`: the decision's deterministic id (a leg gets at most one of
+    /// each kind).
+    pub fn decision_id(&self) -> String {
+        joined(&[self.tenant_id.as_str(), "/", &self.leg_id, "/", self.decision.kind()])
+    }
 }
 
 /// Allow, block or disconnect.
@@ -313,8 +326,6 @@ pub struct LedgerMovement {
 /// A credit event.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct CreditEvent {
-    /// `<tenant>/credit/<sequence>`: deterministic.
-    pub credit_event_id: String,
     /// Tenant.
     pub tenant_id: TenantId,
     /// Per-tenant, gap-free, from 1.
@@ -331,4 +342,20 @@ pub struct CreditEvent {
     pub balance_after: Money,
     /// Detail.
     pub detail: String,
+}
+
+impl CreditEvent {
+    /// `<tenant>/credit/<sequence>`: the event's deterministic id.
+    pub fn credit_event_id(&self) -> String {
+        format!("{}/credit/{}", self.tenant_id, self.sequence)
+    }
+}
+
+/// The concatenation of `parts`, in one allocation of the exact size.
+pub(crate) fn joined(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        s.push_str(part);
+    }
+    s
 }

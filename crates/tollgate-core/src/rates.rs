@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::{Currency, Money};
 use crate::number::{E164, MAX_DIGITS};
-use crate::{Error, Timestamp};
+use crate::{Error, Id, Timestamp};
 
 /// Billing increments in seconds: the first increment, then each subsequent one.
 ///
@@ -391,7 +391,7 @@ pub struct DialOutRate {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RateCardVersion {
     /// Label copied into rated usage.
-    pub version: String,
+    pub version: Id,
     /// When this version starts to apply (inclusive), by leg start time.
     pub effective_from: Timestamp,
     /// Dial-in prices for toll bridge numbers, by bridge-number prefix.
@@ -418,7 +418,7 @@ impl RateCard {
     pub fn new(id: String, currency: Currency, mut versions: Vec<RateCardVersion>) -> Result<Self, Error> {
         versions.sort_by_key(|v| v.effective_from);
         if let Some(w) = versions.windows(2).find(|w| w[0].effective_from == w[1].effective_from) {
-            return Err(Error::DuplicateVersion(w[1].version.clone()));
+            return Err(Error::DuplicateVersion(w[1].version.to_string()));
         }
         Ok(RateCard { id, currency, versions })
     }

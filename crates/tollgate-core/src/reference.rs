@@ -7,21 +7,21 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::FastState;
 use crate::money::{Currency, Money};
 use crate::number::Country;
 use crate::policy::DialoutPolicy;
 use crate::rates::RateCard;
+use crate::{Error, Id};
 
 /// A tenant id: non-empty. It is also the Kafka key of every tenant-scoped record.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct TenantId(String);
+pub struct TenantId(Id);
 
 impl TenantId {
     /// Wraps a non-empty id.
-    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
+    pub fn new(id: impl Into<Id>) -> Result<Self, Error> {
         let id = id.into();
         // `trim().is_empty()`, stopping at the first non-whitespace character.
         if id.chars().all(char::is_whitespace) {
@@ -56,6 +56,12 @@ impl TryFrom<String> for TenantId {
 }
 
 impl From<TenantId> for String {
+    fn from(value: TenantId) -> Self {
+        value.0.into()
+    }
+}
+
+impl From<TenantId> for Id {
     fn from(value: TenantId) -> Self {
         value.0
     }
@@ -148,14 +154,14 @@ pub struct Tenant {
     /// What to do with legs no rate matches.
     pub unpriced: UnpricedHandling,
     /// The rate card pricing this tenant's legs.
-    pub rate_card_id: String,
+    pub rate_card_id: Id,
 }
 
 impl Tenant {
     /// A tenant with credits enabled and every other setting at its default: no auto-recharge,
     /// no thresholds, no overdraft, finish, global default policy, no subscriptions, unpriced
     /// legs free.
-    pub fn new(id: TenantId, currency: Currency, rate_card_id: impl Into<String>) -> Self {
+    pub fn new(id: TenantId, currency: Currency, rate_card_id: impl Into<Id>) -> Self {
         Tenant {
             id,
             currency,

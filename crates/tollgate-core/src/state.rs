@@ -1,12 +1,10 @@
 //! Per-tenant state: what the worker keeps in memory, writes to the changelog and restores.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::FastState;
-use crate::Timestamp;
 use crate::event::{CallLegEvent, LegKind};
 use crate::instant::YearMonth;
 use crate::ledger::Ledger;
@@ -14,6 +12,7 @@ use crate::money::Money;
 use crate::number::{Country, E164};
 use crate::output::{CallType, Capability, NumberType, UsageFlags};
 use crate::rates::{Prefix, Price};
+use crate::{Id, Timestamp};
 
 /// Everything tollgate knows about one tenant's credits and legs.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
@@ -41,7 +40,7 @@ pub struct TenantState {
     /// `ended` events that arrived before their `started`, by leg id. Persisted one record
     /// each, like `open_legs`.
     #[serde(default, skip_serializing)]
-    pub parked_ends: BTreeMap<String, CallLegEvent>,
+    pub parked_ends: BTreeMap<Id, CallLegEvent>,
     /// Recently closed legs: late events for them are ignored. Not part of the serde form:
     /// it grows with traffic, so the worker persists it entry by entry from
     /// [`Recent::take_changes`].
@@ -116,11 +115,11 @@ pub struct PoolUsage {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct OpenLeg {
     /// Call id.
-    pub call_id: String,
+    pub call_id: Id,
     /// Meeting id.
-    pub conference_id: String,
+    pub conference_id: Id,
     /// Organizer billed.
-    pub organizer_id: String,
+    pub organizer_id: Id,
     /// Organizer's usage location at the start.
     pub organizer_location: Country,
     /// How it joined.
@@ -138,9 +137,9 @@ pub struct OpenLeg {
     /// The price (none for unpriced legs).
     pub price: Option<Price>,
     /// Rate card id.
-    pub rate_card_id: String,
+    pub rate_card_id: Id,
     /// Rate card version label.
-    pub rate_card_version: String,
+    pub rate_card_version: Id,
     /// Matched prefix.
     pub rate_prefix: Option<Prefix>,
     /// Anomalies so far.
@@ -175,14 +174,14 @@ pub struct OpenLeg {
 /// of every open leg.
 #[derive(Clone, Default)]
 pub struct OpenLegs {
-    legs: HashMap<String, OpenLeg, FastState>,
+    legs: HashMap<Id, OpenLeg, FastState>,
     /// Boxed: every restored tenant tracks, and most have no leg open (8 bytes, not 40).
     journal: Option<Box<LegChanges>>,
 }
 
 /// The legs changed since the journal was last taken, each with what it was before its first
 /// change (`None`: it was not open).
-pub type LegChanges = HashMap<String, Option<OpenLeg>, FastState>;
+pub type LegChanges = HashMap<Id, Option<OpenLeg>, FastState>;
 
 /// Equal when the same legs are open; the journal is bookkeeping.
 impl PartialEq for OpenLegs {
@@ -215,10 +214,10 @@ impl OpenLegs {
     }
 
     /// Journals `leg_id`'s present value before its first change.
-    fn note(&mut self, leg_id: &str) {
+    fn note(&mut self, leg_id: &Id) {
         if let Some(journal) = &mut self.journal {
             if !journal.contains_key(leg_id) {
-                journal.insert(leg_id.to_owned(), self.legs.get(leg_id).cloned());
+                journal.insert(leg_id.clone(), self.legs.get(leg_id).cloned());
             }
         }
     }
@@ -244,45 +243,43 @@ impl OpenLegs {
     }
 
     /// Opens (or replaces) a leg; returns the one it replaced.
-    pub fn insert(&mut self, leg_id: String, leg: OpenLeg) -> Option<OpenLeg> {
+    pub fn insert(&mut self, leg_id: Id, leg: OpenLeg) -> Option<OpenLeg> {
         self.note(&leg_id);
         self.legs.insert(leg_id, leg)
     }
 
     /// Closes a leg; returns it if it was open.
     pub fn remove(&mut self, leg_id: &str) -> Option<OpenLeg> {
-        let leg = self.legs.remove(leg_id)?;
+        let (leg_id, leg) = self.legs.remove_entry(leg_id)?;
         if let Some(journal) = &mut self.journal {
-            if !journal.contains_key(leg_id) {
-                journal.insert(leg_id.to_owned(), Some(leg.clone()));
-            }
+            journal.entry(leg_id).or_insert_with(|| Some(leg.clone()));
         }
         Some(leg)
     }
 
     /// The open legs in leg-id order.
-    pub fn iter(&self) -> std::vec::IntoIter<(&String, &OpenLeg)> {
-        let mut all: Vec<(&String, &OpenLeg)> = self.legs.iter().collect();
+    pub fn iter(&self) -> std::vec::IntoIter<(&Id, &OpenLeg)> {
+        let mut all: Vec<(&Id, &OpenLeg)> = self.legs.iter().collect();
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
         all.into_iter()
     }
 
     /// The open legs in leg-id order, mutable.
-    pub fn iter_mut(&mut self) -> std::vec::IntoIter<(&String, &mut OpenLeg)> {
+    pub fn iter_mut(&mut self) -> std::vec::IntoIter<(&Id, &mut OpenLeg)> {
         // Any of them may change (the disconnects at the cutoff, a rare event).
         if self.journal.is_some() {
-            let ids: Vec<String> = self.legs.keys().cloned().collect();
+            let ids: Vec<Id> = self.legs.keys().cloned().collect();
             for id in &ids {
                 self.note(id);
             }
         }
-        let mut all: Vec<(&String, &mut OpenLeg)> = self.legs.iter_mut().collect();
+        let mut all: Vec<(&Id, &mut OpenLeg)> = self.legs.iter_mut().collect();
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
         all.into_iter()
     }
 
     /// The leg ids in order.
-    pub fn keys(&self) -> std::vec::IntoIter<&String> {
+    pub fn keys(&self) -> std::vec::IntoIter<&Id> {
         self.iter().map(|(k, _)| k).collect::<Vec<_>>().into_iter()
     }
 
@@ -293,8 +290,8 @@ impl OpenLegs {
 
     /// The first `n` legs in leg-id order, without sorting the others: a snapshot taken on
     /// every batch lists a few legs of a tenant that may have thousands open.
-    pub fn first(&self, n: usize) -> Vec<(&String, &OpenLeg)> {
-        let mut all: Vec<(&String, &OpenLeg)> = self.legs.iter().collect();
+    pub fn first(&self, n: usize) -> Vec<(&Id, &OpenLeg)> {
+        let mut all: Vec<(&Id, &OpenLeg)> = self.legs.iter().collect();
         if n < all.len() {
             all.select_nth_unstable_by(n, |a, b| a.0.cmp(b.0));
             all.truncate(n);
@@ -305,8 +302,8 @@ impl OpenLegs {
 }
 
 impl<'a> IntoIterator for &'a OpenLegs {
-    type Item = (&'a String, &'a OpenLeg);
-    type IntoIter = std::vec::IntoIter<(&'a String, &'a OpenLeg)>;
+    type Item = (&'a Id, &'a OpenLeg);
+    type IntoIter = std::vec::IntoIter<(&'a Id, &'a OpenLeg)>;
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
@@ -326,7 +323,7 @@ impl Serialize for OpenLegs {
 
 impl<'de> Deserialize<'de> for OpenLegs {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let legs = BTreeMap::<String, OpenLeg>::deserialize(deserializer)?;
+        let legs = BTreeMap::<Id, OpenLeg>::deserialize(deserializer)?;
         Ok(OpenLegs { legs: legs.into_iter().collect(), journal: None })
     }
 }
@@ -334,14 +331,14 @@ impl<'de> Deserialize<'de> for OpenLegs {
 /// Ids seen recently, by event time, with a value each; entries older than the retention
 /// window (by the tenant's watermark) are dropped.
 ///
-/// The map and the retention queue share one allocation per id (`Arc<str>`); the map hashes
+/// The map and the retention queue share one allocation per id (an [`Id`]); the map hashes
 /// with [`FastState`]. Serialized as before: `entries` an object by id, `order` a list of
 /// `[timestamp, id]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound(serialize = "V: Serialize", deserialize = "V: Deserialize<'de>"))]
 pub struct Recent<V> {
-    entries: HashMap<Arc<str>, V, FastState>,
-    order: VecDeque<(Timestamp, Arc<str>)>,
+    entries: HashMap<Id, V, FastState>,
+    order: VecDeque<(Timestamp, Id)>,
     /// Changes since the last [`Recent::take_changes`], when tracking.
     #[serde(skip)]
     journal: Option<Vec<Change<V>>>,
@@ -353,7 +350,7 @@ pub enum Change<V> {
     /// `id` was remembered as of `at`.
     Added {
         /// The id.
-        id: Arc<str>,
+        id: Id,
         /// Its value.
         value: V,
         /// When.
@@ -362,7 +359,7 @@ pub enum Change<V> {
     /// `id` was forgotten.
     Removed {
         /// The id.
-        id: Arc<str>,
+        id: Id,
         /// The value it had.
         value: V,
         /// When it had been remembered.
@@ -387,8 +384,8 @@ impl<V> Default for Recent<V> {
 
 impl<V: Clone> Recent<V> {
     /// Rebuilds a set from persisted entries (any order).
-    pub fn from_entries(entries: impl IntoIterator<Item = (Arc<str>, V, Timestamp)>) -> Self {
-        let mut all: Vec<(Arc<str>, V, Timestamp)> = entries.into_iter().collect();
+    pub fn from_entries(entries: impl IntoIterator<Item = (Id, V, Timestamp)>) -> Self {
+        let mut all: Vec<(Id, V, Timestamp)> = entries.into_iter().collect();
         all.sort_by_key(|e| e.2);
         let mut recent = Recent::default();
         for (id, value, at) in all {
@@ -420,8 +417,8 @@ impl<V: Clone> Recent<V> {
                     }
                 }
                 Change::Removed { id, value, at } => {
-                    self.entries.insert(Arc::clone(id), value.clone());
-                    self.order.push_front((*at, Arc::clone(id)));
+                    self.entries.insert(id.clone(), value.clone());
+                    self.order.push_front((*at, id.clone()));
                 }
             }
         }
@@ -439,16 +436,16 @@ impl<V> Recent<V> {
         self.entries.contains_key(id)
     }
 
-    /// Remembers `id` as of `at` (a `String`, a `&str` or an `Arc<str>`).
-    pub fn insert(&mut self, id: impl Into<Arc<str>>, value: V, at: Timestamp)
+    /// Remembers `id` as of `at` (an [`Id`], a `String` or a `&str`).
+    pub fn insert(&mut self, id: impl Into<Id>, value: V, at: Timestamp)
     where
         V: Clone,
     {
         let id = id.into();
         if let Some(journal) = &mut self.journal {
-            journal.push(Change::Added { id: Arc::clone(&id), value: value.clone(), at });
+            journal.push(Change::Added { id: id.clone(), value: value.clone(), at });
         }
-        if self.entries.insert(Arc::clone(&id), value).is_none() {
+        if self.entries.insert(id.clone(), value).is_none() {
             self.order.push_back((at, id));
         }
     }
@@ -469,7 +466,7 @@ impl<V> Recent<V> {
     }
 
     /// Every kept id with its value and time, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &V, Timestamp)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Id, &V, Timestamp)> {
         self.order.iter().filter_map(|(at, id)| self.entries.get_key_value(id).map(|(k, v)| (k, v, *at)))
     }
 
@@ -544,7 +541,7 @@ mod tests {
         let mut legs = OpenLegs::default();
         let mut tree = BTreeMap::new();
         for id in ids {
-            legs.insert(id.to_owned(), open_leg(id));
+            legs.insert(id.into(), open_leg(id));
             tree.insert(id.to_owned(), open_leg(id));
         }
         assert_eq!(serde_json::to_string(&legs).unwrap(), serde_json::to_string(&tree).unwrap());
@@ -556,7 +553,7 @@ mod tests {
         assert!(legs.iter_mut().map(|(k, _)| k.clone()).eq(tree.keys().cloned()));
         let back: OpenLegs = serde_json::from_str(&serde_json::to_string(&tree).unwrap()).unwrap();
         assert_eq!(back, legs);
-        assert_eq!(legs.remove("leg-a").map(|l| l.call_id), Some("leg-a".to_owned()));
+        assert_eq!(legs.remove("leg-a").map(|l| l.call_id), Some("leg-a".into()));
         assert!((legs.len(), legs.contains_key("leg-a"), legs.get("leg-b").is_some()) == (4, false, true));
     }
 
@@ -566,7 +563,7 @@ mod tests {
     fn open_legs_roll_back_from_their_journal() {
         let mut legs = OpenLegs::default();
         for id in ["a", "b", "c"] {
-            legs.insert(id.to_owned(), open_leg(id));
+            legs.insert(id.into(), open_leg(id));
         }
         assert!(legs.take_changes().is_empty(), "nothing is journaled before tracking");
         legs.track_changes();
@@ -602,7 +599,7 @@ mod tests {
         seen.insert("e2", 8u64, ts(20));
         seen.prune(ts(15));
         let changes = seen.take_changes();
-        let id = |s: &str| Arc::<str>::from(s);
+        let id = |s: &str| Id::from(s);
         assert_eq!(
             changes,
             vec![
@@ -621,7 +618,7 @@ mod tests {
         assert_ne!(seen, before);
         seen.revert(&round);
         assert_eq!(seen, before);
-        let rebuilt = Recent::from_entries(seen.iter().map(|(id, v, at)| (Arc::clone(id), *v, at)));
+        let rebuilt = Recent::from_entries(seen.iter().map(|(id, v, at)| (id.clone(), *v, at)));
         assert_eq!(rebuilt, seen);
     }
 

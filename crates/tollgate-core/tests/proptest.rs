@@ -359,7 +359,7 @@ fn inputs(s: &Scenario) -> Vec<Input> {
     let t = &fx.tenants[s.tenant];
     let mut events: Vec<(Timestamp, Input)> = Vec::new();
     let credit = |id: String, at: Timestamp, body: CreditBody| {
-        (at, Input::Credit(CreditCommand { command_id: id, tenant_id: t.id.clone(), occurred_at: at, body }))
+        (at, Input::Credit(CreditCommand { command_id: id.into(), tenant_id: t.id.clone(), occurred_at: at, body }))
     };
     let lot = |id: String, amount: i64, purchased_at: Timestamp| LotFunding {
         lot_id: id,
@@ -393,11 +393,11 @@ fn inputs(s: &Scenario) -> Vec<Input> {
             (
                 at,
                 Input::Leg(CallLegEvent {
-                    event_id: format!("leg-{i}/{suffix}"),
+                    event_id: format!("leg-{i}/{suffix}").into(),
                     tenant_id: t.id.clone(),
-                    conference_id: format!("conf-{}", i % 3),
-                    call_id: format!("call-{i}"),
-                    leg_id: format!("leg-{i}"),
+                    conference_id: format!("conf-{}", i % 3).into(),
+                    call_id: format!("call-{i}").into(),
+                    leg_id: format!("leg-{i}").into(),
                     organizer_id: t.organizers[leg.organizer % t.organizers.len()].into(),
                     occurred_at: at,
                     body,

@@ -185,7 +185,12 @@ impl World {
 
     fn credit(&mut self, tenant: &str, at: i64, body: CreditBody) -> Vec<Output> {
         let command_id = self.id();
-        self.apply(Input::Credit(CreditCommand { command_id, tenant_id: tid(tenant), occurred_at: ts(at), body }))
+        self.apply(Input::Credit(CreditCommand {
+            command_id: command_id.into(),
+            tenant_id: tid(tenant),
+            occurred_at: ts(at),
+            body,
+        }))
     }
 
     fn fund_at(&mut self, tenant: &str, amount: &str, at: i64) -> Vec<Output> {
@@ -204,10 +209,10 @@ impl World {
 
     fn leg_event(&mut self, tenant: &str, leg: &str, organizer: &str, at: i64, body: LegBody) -> Input {
         Input::Leg(CallLegEvent {
-            event_id: self.id(),
+            event_id: self.id().into(),
             tenant_id: tid(tenant),
             conference_id: "meeting-1".into(),
-            call_id: format!("call-{leg}"),
+            call_id: format!("call-{leg}").into(),
             leg_id: leg.into(),
             organizer_id: organizer.into(),
             occurred_at: ts(at),
@@ -976,7 +981,12 @@ impl World {
 
     fn credit_input(&mut self, tenant: &str, at: i64, body: CreditBody) -> Input {
         let command_id = self.id();
-        Input::Credit(CreditCommand { command_id, tenant_id: tid(tenant), occurred_at: ts(at), body })
+        Input::Credit(CreditCommand {
+            command_id: command_id.into(),
+            tenant_id: tid(tenant),
+            occurred_at: ts(at),
+            body,
+        })
     }
 }
 
@@ -1060,9 +1070,10 @@ fn numbers_credit_events_per_tenant_without_gaps() {
     w.tenant("contoso", |t| t.low_balance_thresholds = vec![m("5")]);
     let mut seqs = Vec::new();
     for out in [w.fund("contoso", "6"), w.call_outputs("contoso", NG, 300), w.fund("contoso", "1")] {
-        seqs.extend(out.iter().filter_map(|o| {
-            if let Output::Credit(c) = o { Some((c.sequence, c.credit_event_id.clone())) } else { None }
-        }));
+        seqs.extend(
+            out.iter()
+                .filter_map(|o| if let Output::Credit(c) = o { Some((c.sequence, c.credit_event_id())) } else { None }),
+        );
     }
     assert_eq!(
         seqs,
@@ -1093,7 +1104,7 @@ fn usage_records_carry_what_a_usage_report_row_needs() {
     let mut out = w.start("contoso", "leg-42", "ppm-us", LegKind::CallMeAt, CA, T0);
     out.extend(w.end("contoso", "leg-42", 95, T0 + 95));
     let u = &usages(&out)[0];
-    assert_eq!(u.usage_id, "contoso/leg-42");
+    assert_eq!(u.usage_id(), "contoso/leg-42");
     assert_eq!(
         (u.call_id.as_str(), u.conference_id.as_str(), u.tenant_id.as_str()),
         ("call-leg-42", "meeting-1", "contoso")
@@ -1107,10 +1118,8 @@ fn usage_records_carry_what_a_usage_report_row_needs() {
     assert_eq!((u.duration_seconds, u.billable_seconds, u.charge, u.connection_fee), (95, 120, m("0.06"), Money::ZERO));
     assert_eq!((u.capability, u.rate_card_id.as_str(), u.rate_card_version.as_str()), (Capability::Ppm, "usd", "v1"));
     assert_eq!((u.price_per_minute, u.outcome, u.balance_after), (m("0.03"), UsageOutcome::Rated, m("9.94")));
-    let decision_ids: Vec<&str> = out
-        .iter()
-        .filter_map(|o| if let Output::Decision(d) = o { Some(d.decision_id.as_str()) } else { None })
-        .collect();
+    let decision_ids: Vec<String> =
+        out.iter().filter_map(|o| if let Output::Decision(d) = o { Some(d.decision_id()) } else { None }).collect();
     assert_eq!(decision_ids, vec!["contoso/leg-42/allow"]);
 }
 

@@ -237,12 +237,12 @@ impl TryFrom<v1::CallLegEvent> for core::Input {
             }
         };
         Ok(core::Input::Leg(core::CallLegEvent {
-            event_id: required(e.event_id, "eventId")?,
+            event_id: required(e.event_id, "eventId")?.into(),
             tenant_id: tenant_id(e.tenant_id, "tenantId")?,
-            conference_id: e.conference_id,
-            call_id: e.call_id,
-            leg_id: required(e.leg_id, "legId")?,
-            organizer_id: e.organizer_id,
+            conference_id: e.conference_id.into(),
+            call_id: e.call_id.into(),
+            leg_id: required(e.leg_id, "legId")?.into(),
+            organizer_id: e.organizer_id.into(),
             occurred_at: timestamp(e.occurred_at, "occurredAt")?,
             body,
         }))
@@ -293,7 +293,7 @@ impl TryFrom<v1::CreditCommand> for core::Input {
             },
         };
         Ok(core::Input::Credit(core::CreditCommand {
-            command_id: required(c.command_id, "commandId")?,
+            command_id: required(c.command_id, "commandId")?.into(),
             tenant_id: tenant_id(c.tenant_id, "tenantId")?,
             occurred_at: timestamp(c.occurred_at, "occurredAt")?,
             body,
@@ -397,7 +397,7 @@ fn tenant(t: v1::Tenant) -> Result<core::Tenant> {
         subscription_licences: t.subscription_licences,
         pool_split,
         unpriced,
-        rate_card_id: t.rate_card_id,
+        rate_card_id: t.rate_card_id.into(),
     };
     Ok(tenant.validated()?)
 }
@@ -530,7 +530,7 @@ fn version(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(core::RateCardVersion {
-        version: v.version,
+        version: v.version.into(),
         effective_from,
         dial_in_toll: core::PrefixTable::new(toll)?,
         dial_in_toll_free: core::PrefixTable::new(toll_free)?,
@@ -585,11 +585,11 @@ impl From<core::RatedUsage> for v1::RatedUsage {
             core::UsageOutcome::Blocked(r) => (v1::rated_usage::Outcome::Blocked, block_reason(r)),
         };
         v1::RatedUsage {
-            usage_id: u.usage_id,
-            call_id: u.call_id,
-            conference_id: u.conference_id,
+            usage_id: u.usage_id(),
+            call_id: u.call_id.to_string(),
+            conference_id: u.conference_id.to_string(),
             tenant_id: u.tenant_id.into(),
-            organizer_id: u.organizer_id,
+            organizer_id: u.organizer_id.to_string(),
             organizer_usage_location: u.organizer_usage_location.into(),
             call_type: match u.call_type {
                 core::CallType::ConfIn => v1::CallType::ConfIn,
@@ -611,8 +611,8 @@ impl From<core::RatedUsage> for v1::RatedUsage {
             charge: wire_money(u.charge, u.currency),
             currency: u.currency.into(),
             capability: capability(u.capability) as i32,
-            rate_card_id: u.rate_card_id,
-            rate_card_version: u.rate_card_version,
+            rate_card_id: u.rate_card_id.to_string(),
+            rate_card_version: u.rate_card_version.to_string(),
             rate_prefix: u.rate_prefix.map(String::from).unwrap_or_default(),
             price_per_minute: wire_money(u.price_per_minute, u.currency),
             outcome: outcome as i32,
@@ -637,11 +637,11 @@ impl From<core::LegDecision> for v1::LegDecision {
             }
         };
         v1::LegDecision {
-            decision_id: d.decision_id,
+            decision_id: d.decision_id(),
             tenant_id: d.tenant_id.into(),
-            leg_id: d.leg_id,
-            call_id: d.call_id,
-            conference_id: d.conference_id,
+            leg_id: d.leg_id.to_string(),
+            call_id: d.call_id.to_string(),
+            conference_id: d.conference_id.to_string(),
             decided_at: Some(wire_timestamp(d.decided_at)),
             decision: Some(decision),
         }
@@ -665,7 +665,7 @@ impl From<core::CreditEvent> for v1::CreditEvent {
             core::CreditEventKind::Adjusted => Kind::Adjusted,
         };
         v1::CreditEvent {
-            credit_event_id: c.credit_event_id,
+            credit_event_id: c.credit_event_id(),
             tenant_id: c.tenant_id.into(),
             sequence: c.sequence,
             occurred_at: Some(wire_timestamp(c.occurred_at)),

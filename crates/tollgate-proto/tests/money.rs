@@ -33,7 +33,7 @@ fn outputs(currency: Currency, [fee, charge, price, balance, amount]: [&str; 5])
     let tenant = TenantId::new("contoso").unwrap();
     let us = Country::from_code("US").unwrap();
     let usage = core::RatedUsage {
-        usage_id: "contoso/leg-1".into(),
+        leg_id: "leg-1".into(),
         call_id: "call-1".into(),
         conference_id: "meeting-1".into(),
         tenant_id: tenant.clone(),
@@ -62,7 +62,6 @@ fn outputs(currency: Currency, [fee, charge, price, balance, amount]: [&str; 5])
         flags: core::UsageFlags::default(),
     };
     let decision = core::LegDecision {
-        decision_id: "contoso/leg-1/disconnect".into(),
         tenant_id: tenant.clone(),
         leg_id: "leg-1".into(),
         call_id: "call-1".into(),
@@ -71,7 +70,6 @@ fn outputs(currency: Currency, [fee, charge, price, balance, amount]: [&str; 5])
         decision: core::Decision::Disconnect { balance: m(balance), currency },
     };
     let credit = core::CreditEvent {
-        credit_event_id: "contoso/credit/1".into(),
         tenant_id: tenant,
         sequence: 1,
         occurred_at: at(),

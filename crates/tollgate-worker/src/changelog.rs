@@ -27,7 +27,6 @@
 //! owner rewrites them in the new layout before it rates anything.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::kafka::{Reader, ReaderContext};
@@ -38,7 +37,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tollgate_core::event::CallLegEvent;
 use tollgate_core::state::{Change, LegChanges, Recent};
-use tollgate_core::{FastState, OpenLeg, TenantState, Timestamp};
+use tollgate_core::{FastState, Id, OpenLeg, TenantState, Timestamp};
 
 use crate::batch::Manifest;
 use crate::config::TopicKind;
@@ -51,7 +50,7 @@ pub struct WindowEntry {
     /// Tenant.
     pub tenant: String,
     /// Input id (`s/`) or leg id (`c/`).
-    pub id: String,
+    pub id: Id,
     /// Event time it was remembered at.
     pub at: Timestamp,
     /// Content fingerprint (`s/` only).
@@ -65,7 +64,7 @@ pub struct LegEntry {
     /// Tenant.
     pub tenant: String,
     /// Leg id.
-    pub leg: String,
+    pub leg: Id,
     /// The leg.
     pub open: OpenLeg,
 }
@@ -76,7 +75,7 @@ pub struct ParkedEntry {
     /// Tenant.
     pub tenant: String,
     /// Leg id.
-    pub leg: String,
+    pub leg: Id,
     /// The `ended` event waiting for its `started`.
     pub ended: CallLegEvent,
 }
@@ -143,14 +142,14 @@ pub fn records(
     }
     let empty = BTreeMap::new();
     let parked_before = before.map_or(&empty, |b| &b.parked_ends);
-    let leg_record = |leg: &String, open: &OpenLeg| {
+    let leg_record = |leg: &Id, open: &OpenLeg| {
         let entry = LegEntry { tenant: tenant.to_owned(), leg: leg.clone(), open: open.clone() };
         (entry_key('o', tenant, leg), Some(to_json(&entry)))
     };
     match before {
         None => out.extend(state.open_legs.iter().map(|(leg, open)| leg_record(leg, open))),
         Some(_) => {
-            let mut changed: Vec<(&String, &Option<OpenLeg>)> = changes.legs.iter().collect();
+            let mut changed: Vec<(&Id, &Option<OpenLeg>)> = changes.legs.iter().collect();
             changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let mut closed = Vec::new();
             for (leg, was) in changed {
@@ -182,12 +181,8 @@ pub fn records(
 pub fn full_records(tenant: &str, state: &TenantState) -> Vec<ChangelogRecord> {
     let changes = Journal {
         legs: LegChanges::default(),
-        seen: state.seen.iter().map(|(id, v, at)| Change::Added { id: Arc::clone(id), value: *v, at }).collect(),
-        closed: state
-            .closed_legs
-            .iter()
-            .map(|(id, (), at)| Change::Added { id: Arc::clone(id), value: (), at })
-            .collect(),
+        seen: state.seen.iter().map(|(id, v, at)| Change::Added { id: id.clone(), value: *v, at }).collect(),
+        closed: state.closed_legs.iter().map(|(id, (), at)| Change::Added { id: id.clone(), value: (), at }).collect(),
     };
     records(tenant, state, None, &changes)
 }
@@ -206,7 +201,7 @@ fn window_record<V>(
     match change {
         Change::Added { id, value, at } => {
             let entry =
-                WindowEntry { tenant: tenant.to_owned(), id: id.to_string(), at: *at, fingerprint: fingerprint(value) };
+                WindowEntry { tenant: tenant.to_owned(), id: id.clone(), at: *at, fingerprint: fingerprint(value) };
             (entry_key(kind, tenant, id), Some(to_json(&entry)))
         }
         Change::Removed { id, .. } => (entry_key(kind, tenant, id), None),
@@ -214,7 +209,7 @@ fn window_record<V>(
 }
 
 /// A window's restored entries, by tenant.
-type ByTenant<V> = HashMap<String, Vec<(Arc<str>, V, Timestamp)>, FastState>;
+type ByTenant<V> = HashMap<String, Vec<(Id, V, Timestamp)>, FastState>;
 
 /// Folds changelog records (in offset order) into tenant states.
 #[derive(Debug, Default)]
@@ -328,7 +323,7 @@ impl Restorer {
                 Some(state) => {
                     state.open_legs.insert(entry.leg, entry.open);
                 }
-                None => tracing::warn!(tenant = entry.tenant, leg = entry.leg, "open leg of a tenant without state"),
+                None => tracing::warn!(tenant = entry.tenant, leg = %entry.leg, "open leg of a tenant without state"),
             }
         }
         for entry in self.parked.into_values() {
@@ -339,7 +334,7 @@ impl Restorer {
         let mut seen: ByTenant<u64> = HashMap::default();
         let mut closed: ByTenant<()> = HashMap::default();
         for (key, entry) in self.windows {
-            let id: Arc<str> = Arc::from(entry.id.as_str());
+            let id = entry.id;
             if key.starts_with("s/") {
                 seen.entry(entry.tenant).or_default().push((id, entry.fingerprint.unwrap_or_default(), entry.at));
             } else {
@@ -455,7 +450,7 @@ mod tests {
     fn open_leg(leg: &str, elapsed_seconds: u32) -> OpenLeg {
         let us = Country::from_code("US").unwrap();
         OpenLeg {
-            call_id: format!("call-{leg}"),
+            call_id: format!("call-{leg}").into(),
             conference_id: "conf".into(),
             organizer_id: "alice".into(),
             organizer_location: us,
@@ -481,10 +476,10 @@ mod tests {
 
     fn ended(leg: &str) -> CallLegEvent {
         CallLegEvent {
-            event_id: format!("{leg}-e"),
+            event_id: format!("{leg}-e").into(),
             tenant_id: tollgate_core::TenantId::new("acme").unwrap(),
             conference_id: "conf".into(),
-            call_id: format!("call-{leg}"),
+            call_id: format!("call-{leg}").into(),
             leg_id: leg.into(),
             organizer_id: "alice".into(),
             occurred_at: ts(100),
@@ -537,7 +532,7 @@ mod tests {
     fn open_legs_and_parked_ends_are_records_of_their_own() {
         let mut state = TenantState::default();
         for i in 0..3000 {
-            state.open_legs.insert(format!("leg-{i:04}"), open_leg(&format!("leg-{i:04}"), 0));
+            state.open_legs.insert(format!("leg-{i:04}").into(), open_leg(&format!("leg-{i:04}"), 0));
         }
         state.parked_ends.insert("late".into(), ended("late"));
         let first = records("acme", &state, None, &Journal::default());

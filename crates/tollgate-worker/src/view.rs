@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
-use tollgate_core::{Catalog, Lot, Money, OpenLeg, TenantState, Timestamp, Totals};
+use tollgate_core::{Catalog, Id, Lot, Money, OpenLeg, TenantState, Timestamp, Totals};
 
 use crate::ownership::Directory;
 use crate::partitioner;
@@ -142,7 +142,7 @@ pub struct TenantSnapshot {
     pool_month: Option<(i32, u8)>,
     pool_used_minutes: u32,
     open_legs: usize,
-    listed: Vec<(String, OpenLeg)>,
+    listed: Vec<(Id, OpenLeg)>,
     parked_ends: usize,
     watermark: Timestamp,
 }
@@ -378,9 +378,9 @@ impl CreditPosition {
                     .listed
                     .iter()
                     .map(|(id, leg)| OpenLegPosition {
-                        leg_id: id.clone(),
-                        conference_id: leg.conference_id.clone(),
-                        organizer_id: leg.organizer_id.clone(),
+                        leg_id: id.to_string(),
+                        conference_id: leg.conference_id.to_string(),
+                        organizer_id: leg.organizer_id.to_string(),
                         call_type: match leg.call_type {
                             tollgate_core::CallType::ConfIn => "conf_in",
                             tollgate_core::CallType::ConfOut => "conf_out",

@@ -525,9 +525,10 @@ fn restore(tenants: usize, busy_per_mille: usize) -> Result<()> {
                 state.seen.insert(format!("{tenant}/leg-{n}-e"), n, at);
             }
             for n in 0..2 {
-                let _ = state
-                    .open_legs
-                    .insert(format!("open-{n}"), OpenLeg { call_id: format!("call-{n}"), ..template.clone() });
+                let _ = state.open_legs.insert(
+                    format!("open-{n}").into(),
+                    OpenLeg { call_id: format!("call-{n}").into(), ..template.clone() },
+                );
             }
         }
         for (key, value) in tollgate_worker::changelog::full_records(&tenant, &state) {
@@ -564,7 +565,7 @@ fn open_leg_template() -> Result<tollgate_core::OpenLeg> {
     use tollgate_core::{CallType, Capability, Country, E164, NumberType, Timestamp, UsageFlags};
     let us = Country::from_code("US")?;
     Ok(tollgate_core::OpenLeg {
-        call_id: String::new(),
+        call_id: String::new().into(),
         conference_id: "conference".into(),
         organizer_id: "organizer".into(),
         organizer_location: us,

@@ -1,17 +1,15 @@
 //! The context of one input: the tenant, its state, where outputs and ledger movements go,
 //! and the ledger operations every kind of input shares (debits, thresholds, cutoff, pool).
 
-use std::sync::Arc;
-
-use crate::Timestamp;
 use crate::money::{Currency, Money};
 use crate::output::{
     Capability, CreditEvent, CreditEventKind, Decision, LedgerMovement, LegDecision, MovementKind, Output,
 };
 use crate::reference::{CutoffPolicy, Tenant};
 use crate::state::{OpenLeg, TenantState};
+use crate::{Id, Timestamp};
 
-use super::joined;
+use crate::output::joined;
 
 /// Mutable view of one tenant while one input is applied.
 pub(super) struct Ctx<'a> {
@@ -27,7 +25,7 @@ pub(super) struct Ctx<'a> {
 pub(super) struct Trail<'a> {
     pub(super) movements: &'a mut Vec<LedgerMovement>,
     /// The id of the input that causes them.
-    pub(super) cause: Arc<str>,
+    pub(super) cause: Id,
     /// Number of the next movement.
     pub(super) next: u32,
 }
@@ -41,7 +39,6 @@ impl Ctx<'_> {
         self.state.credit_sequence += 1;
         let sequence = self.state.credit_sequence;
         self.out.push(Output::Credit(CreditEvent {
-            credit_event_id: format!("{}/credit/{sequence}", self.tenant.id),
             tenant_id: self.tenant.id.clone(),
             sequence,
             occurred_at: self.at,
@@ -86,9 +83,8 @@ impl Ctx<'_> {
         });
     }
 
-    pub(super) fn emit_decision(&mut self, leg_id: String, call_id: String, conference_id: String, decision: Decision) {
+    pub(super) fn emit_decision(&mut self, leg_id: Id, call_id: Id, conference_id: Id, decision: Decision) {
         self.out.push(Output::Decision(LegDecision {
-            decision_id: joined(&[self.tenant.id.as_str(), "/", &leg_id, "/", decision.kind()]),
             tenant_id: self.tenant.id.clone(),
             leg_id,
             call_id,
@@ -184,7 +180,7 @@ impl Ctx<'_> {
 
     pub(super) fn disconnect_credit_funded_legs(&mut self, balance: Money) {
         let pool_empty = self.pool_minutes_left() == 0;
-        let targets: Vec<(String, String, String)> = self
+        let targets: Vec<(Id, Id, Id)> = self
             .state
             .open_legs
             .iter_mut()

@@ -25,7 +25,7 @@ pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Err
             if !tenant.credits_enabled {
                 return Err(Error::CreditsDisabled {
                     tenant: tenant.id.to_string(),
-                    command: command.command_id.clone(),
+                    command: command.command_id.to_string(),
                 });
             }
             check_currency(lot.currency)?;
@@ -60,7 +60,7 @@ pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Err
         CreditBody::Adjust { amount, reason, .. } => {
             ctx.state.totals.adjusted += amount;
             if amount.is_positive() {
-                ctx.state.ledger.credit(command.command_id, amount, ctx.at);
+                ctx.state.ledger.credit(command.command_id.into(), amount, ctx.at);
                 ctx.moved(MovementKind::Adjustment, amount, "", "");
                 ctx.emit_credit(CreditEventKind::Adjusted, amount, reason);
                 ctx.after_balance_rose();

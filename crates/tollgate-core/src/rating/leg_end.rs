@@ -5,11 +5,11 @@ use crate::event::{CallLegEvent, LegDuration, LegEnded};
 use crate::money::Money;
 use crate::output::{BlockReason, Capability, Decision, Output, RatedUsage, UsageOutcome};
 use crate::state::OpenLeg;
-use crate::{Error, Timestamp};
+use crate::{Error, Id, Timestamp};
 
 use super::Applied;
+use super::MAX_LEG_SECONDS;
 use super::context::Ctx;
-use super::{MAX_LEG_SECONDS, joined};
 
 /// An `interim`: the leg's debits brought up to its elapsed seconds, and a disconnect decision
 /// when the debit reached the cutoff. Ignored before the start and after the end.
@@ -49,7 +49,7 @@ pub(super) fn ended(mut ctx: Ctx<'_>, event: CallLegEvent, ended: LegEnded) -> R
     }
     let Some(leg) = state.open_legs.remove(&event.leg_id) else {
         if state.parked_ends.contains_key(&event.leg_id) {
-            return Err(Error::LegAlreadyEnded(event.leg_id));
+            return Err(Error::LegAlreadyEnded(event.leg_id.into()));
         }
         state.parked_ends.insert(event.leg_id.clone(), event);
         return Ok(Applied::Parked);
@@ -57,7 +57,7 @@ pub(super) fn ended(mut ctx: Ctx<'_>, event: CallLegEvent, ended: LegEnded) -> R
     let Some(duration) = duration_of(&leg, &ended) else {
         // Put it back: on `Err` the state is unchanged.
         state.open_legs.insert(event.leg_id.clone(), leg);
-        return Err(Error::EndBeforeStart { leg: event.leg_id });
+        return Err(Error::EndBeforeStart { leg: event.leg_id.into() });
     };
     ctx.at = ctx.at.max(leg.started_at);
     ctx.expire_lots();
@@ -115,7 +115,7 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
     (billable, pool_seconds)
 }
 
-pub(super) fn finish_leg(ctx: &mut Ctx<'_>, leg_id: String, mut leg: OpenLeg, duration: u64, end_before_start: bool) {
+pub(super) fn finish_leg(ctx: &mut Ctx<'_>, leg_id: Id, mut leg: OpenLeg, duration: u64, end_before_start: bool) {
     let elapsed = u32::try_from(duration).unwrap_or(u32::MAX);
     let (billable, pool_seconds) = settle(ctx, &leg_id, &mut leg, elapsed);
     let duration_seconds = leg.elapsed_seconds;
@@ -170,7 +170,7 @@ impl Usage {
 }
 
 /// Writes the leg's rated usage record.
-pub(super) fn emit_usage(ctx: &mut Ctx<'_>, leg_id: &str, leg: OpenLeg, usage: Usage) {
+pub(super) fn emit_usage(ctx: &mut Ctx<'_>, leg_id: &Id, leg: OpenLeg, usage: Usage) {
     let Usage { duration_seconds, ended_at, outcome, billable_seconds, pool_seconds, charge } = usage;
     let tenant = ctx.tenant;
     let connection_fee = match leg.price {
@@ -178,7 +178,7 @@ pub(super) fn emit_usage(ctx: &mut Ctx<'_>, leg_id: &str, leg: OpenLeg, usage: U
         _ => Money::ZERO,
     };
     ctx.out.push(Output::Usage(Box::new(RatedUsage {
-        usage_id: joined(&[tenant.id.as_str(), "/", leg_id]),
+        leg_id: leg_id.clone(),
         call_id: leg.call_id,
         conference_id: leg.conference_id,
         tenant_id: tenant.id.clone(),

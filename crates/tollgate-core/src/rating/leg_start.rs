@@ -7,7 +7,7 @@ use crate::output::{BlockReason, CallType, Capability, Decision, NumberType, Usa
 use crate::policy::DialoutPolicy;
 use crate::reference::{Catalog, CutoffPolicy, LicenceModel, PoolSplit, Tenant, UnpricedHandling, User};
 use crate::state::OpenLeg;
-use crate::{Error, Timestamp};
+use crate::{Error, Id, Timestamp};
 
 use super::context::Ctx;
 use super::leg_end::{Usage, duration_of, emit_usage, finish_leg};
@@ -38,14 +38,15 @@ pub(super) fn started<C: Catalog + ?Sized>(
             state.parked_ends.remove(&event.leg_id);
             state.closed_legs.insert(event.leg_id.as_str(), (), event.occurred_at);
         }
-        return Err(Error::ImpossibleNumber { leg: event.leg_id, number: number.to_string() });
+        return Err(Error::ImpossibleNumber { leg: event.leg_id.into(), number: number.to_string() });
     }
     if open || closed {
-        return Err(Error::LegAlreadyStarted(event.leg_id));
+        return Err(Error::LegAlreadyStarted(event.leg_id.into()));
     }
-    let organizer = catalog
-        .user(tenant.id.as_str(), &event.organizer_id)
-        .ok_or_else(|| Error::UnknownOrganizer { tenant: tenant.id.to_string(), user: event.organizer_id.clone() })?;
+    let organizer = catalog.user(tenant.id.as_str(), &event.organizer_id).ok_or_else(|| Error::UnknownOrganizer {
+        tenant: tenant.id.to_string(),
+        user: event.organizer_id.to_string(),
+    })?;
     let priced = priced_number(&event.leg_id, &started)?;
     let parked = state.parked_ends.remove(&event.leg_id);
     ctx.expire_lots();
@@ -85,8 +86,8 @@ pub(super) fn priced_number(leg_id: &str, started: &LegStarted) -> Result<Option
 pub(super) struct Funding {
     capability: Capability,
     price: Option<crate::Price>,
-    rate_card_id: String,
-    rate_card_version: String,
+    rate_card_id: Id,
+    rate_card_version: Id,
     rate_prefix: Option<crate::Prefix>,
     flags: UsageFlags,
 }
@@ -198,7 +199,7 @@ pub(super) fn resolve_funding<C: Catalog + ?Sized>(
         capability: Capability::Unpriced,
         price: None,
         rate_card_id: tenant.rate_card_id.clone(),
-        rate_card_version: String::new(),
+        rate_card_version: Id::default(),
         rate_prefix: None,
         flags: UsageFlags::default(),
     };

@@ -17,8 +17,6 @@ mod credit;
 mod leg_end;
 mod leg_start;
 
-use std::sync::Arc;
-
 use crate::event::{Input, LegBody};
 use crate::fingerprint::fingerprint;
 use crate::output::{LedgerMovement, Output};
@@ -132,7 +130,7 @@ impl Rater {
             return if seen == fingerprint {
                 Ok(Applied::Duplicate)
             } else {
-                Err(Error::DuplicateConflict(input.id().to_owned()))
+                Err(Error::DuplicateConflict(input.id().to_string()))
             };
         }
         let at = input.occurred_at();
@@ -143,8 +141,8 @@ impl Rater {
             return Err(Error::TooLate { event_time: at.to_string(), horizon: horizon.to_string() });
         }
         // One allocation, shared by the dedup map and its retention queue.
-        let id: Arc<str> = Arc::from(input.id());
-        let trail = movements.map(|movements| Trail { movements, cause: Arc::clone(&id), next: 1 });
+        let id = input.id().clone();
+        let trail = movements.map(|movements| Trail { movements, cause: id.clone(), next: 1 });
         let ctx = Ctx { tenant: &tenant, state, out, at, trail };
         let applied = match input {
             Input::Leg(event) => match event.body {
@@ -180,13 +178,4 @@ impl Rater {
         state.parked_ends.retain(|_, e| e.occurred_at >= cutoff);
         state.totals.orphan_ends_dropped += (before - state.parked_ends.len()) as u64;
     }
-}
-
-/// Concatenates `parts` with one allocation (the ids of outputs are built on every event).
-pub(super) fn joined(parts: &[&str]) -> String {
-    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for part in parts {
-        s.push_str(part);
-    }
-    s
 }

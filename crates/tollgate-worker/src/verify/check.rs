@@ -315,7 +315,7 @@ fn applied(
     match input {
         Input::Leg(event) => {
             if let LegBody::Started(started) = event.body {
-                tenant.legs.entry(event.leg_id).or_insert(started.kind == LegKind::Voip);
+                tenant.legs.entry(event.leg_id.to_string()).or_insert(started.kind == LegKind::Voip);
             }
         }
         Input::Credit(command) => {
@@ -328,7 +328,7 @@ fn applied(
             if let Some(currency) = currency {
                 tenant.currencies.insert(currency.code().to_owned());
             }
-            tenant.commands.entry(command.command_id).or_insert((kind, amount));
+            tenant.commands.entry(command.command_id.to_string()).or_insert((kind, amount));
         }
     }
 }
@@ -598,8 +598,8 @@ fn legs(tenant_id: &str, tenant: &Tenant<'_>, findings: &mut Findings) -> Legs {
         findings.list(about, "usages of no applied non-VoIP start", usage_id.clone());
     }
     for (leg, _) in open.into_iter().flat_map(|o| o.iter()) {
-        if tenant.legs.get(leg).is_none_or(|voip| *voip) {
-            findings.list(about, "open legs of no applied non-VoIP start", leg.clone());
+        if tenant.legs.get(leg.as_str()).is_none_or(|voip| *voip) {
+            findings.list(about, "open legs of no applied non-VoIP start", leg.to_string());
         }
     }
     counts
