@@ -109,6 +109,7 @@ pub mod rating;
 pub mod reference;
 mod region;
 pub mod state;
+mod text;
 
 pub use error::Error;
 pub use event::{
@@ -131,6 +132,7 @@ pub use reference::{
     AutoRecharge, Catalog, CutoffPolicy, LicenceModel, PoolSplit, Reference, Tenant, TenantId, UnpricedHandling, User,
 };
 pub use state::{OpenLeg, OpenLegs, TenantState, Totals};
+pub use text::ShortText;
 
 /// The hasher of the in-memory maps (dedup windows, open legs, reference data): foldhash with
 /// a fixed seed. Their iteration order never reaches an output; the fixed seed keeps a

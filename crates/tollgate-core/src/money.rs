@@ -12,6 +12,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::text::ShortText;
 
 /// An amount of money in some currency (the currency is carried by the owner: a tenant, a rate
 /// card). Exact decimal; may be negative (a balance in overdraft, a refund).
@@ -91,44 +92,44 @@ impl Money {
     /// formatter (the wire edge writes five amounts per usage record). A property test checks
     /// it against `Decimal`'s `Display`.
     pub fn to_string_with_decimals(self, min_decimals: u32) -> String {
+        self.text_with_decimals(min_decimals).as_str().to_owned()
+    }
+
+    /// [`Money::to_string_with_decimals`] on the stack.
+    pub fn text_with_decimals(self, min_decimals: u32) -> ShortText {
         let d = self.0;
         let scale = d.scale();
         let magnitude = d.mantissa().unsigned_abs();
         let pad = min_decimals.saturating_sub(scale);
+        let mut text = ShortText::new();
         // Past 10^19 (or when padding could overflow 96 bits), leave it to `Decimal`.
         let Some(digits) = u64::try_from(magnitude).ok().filter(|_| pad <= 4 && magnitude < 1 << 80) else {
             let mut wide = d;
             if scale < min_decimals {
                 wide.rescale(min_decimals);
             }
-            return wide.to_string();
+            text.push_str_front(&wide.to_string());
+            return text;
         };
         let decimals = (scale + pad) as usize;
-        let mut buf = [0u8; 48];
-        let mut at = buf.len();
         for _ in 0..pad {
-            at -= 1;
-            buf[at] = b'0';
+            text.push_front(b'0');
         }
         let mut rest = digits;
         let mut written = 0usize;
         // The digits, zero-padded to the decimals plus one integer digit, the point inserted.
         while rest > 0 || written <= scale as usize {
             if written == scale as usize && decimals > 0 {
-                at -= 1;
-                buf[at] = b'.';
+                text.push_front(b'.');
             }
-            at -= 1;
-            buf[at] = b'0' + (rest % 10) as u8;
+            text.push_front(b'0' + (rest % 10) as u8);
             rest /= 10;
             written += 1;
         }
         if d.is_sign_negative() {
-            at -= 1;
-            buf[at] = b'-';
+            text.push_front(b'-');
         }
-        // Only ASCII digits, '.' and '-' were written.
-        std::str::from_utf8(&buf[at..]).unwrap_or_default().to_owned()
+        text
     }
 }
 
@@ -247,6 +248,11 @@ impl Currency {
     /// [`Money::to_string_with_decimals`]).
     pub fn format(&self, amount: Money) -> String {
         amount.to_string_with_decimals(self.minor_units())
+    }
+
+    /// [`Currency::format`] on the stack.
+    pub fn format_text(&self, amount: Money) -> ShortText {
+        amount.text_with_decimals(self.minor_units())
     }
 
     /// Whether `amount` is a whole number of minor units (cents for USD, yen for JPY).

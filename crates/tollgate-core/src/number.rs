@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::region::Fast;
+use crate::text::ShortText;
 
 /// An ISO 3166-1 alpha-2 country or region code (`US`, `GB`), or [`Country::NON_GEOGRAPHIC`]
 /// for numbers that belong to no country (satellite, international networks).
@@ -276,22 +277,28 @@ impl From<E164> for String {
     }
 }
 
+impl E164 {
+    /// `+` and the digits, on the stack (see `From<E164> for String`).
+    pub fn text(self) -> ShortText {
+        digit_text(self.digits, 0, "+")
+    }
+}
+
 /// `prefix` then `n` in decimal, zero-padded to at least `min_len` digits.
 pub(crate) fn digit_string(n: u64, min_len: usize, prefix: &str) -> String {
-    let mut buf = [b'0'; 24];
-    let mut at = buf.len();
+    digit_text(n, min_len, prefix).as_str().to_owned()
+}
+
+/// [`digit_string`] on the stack.
+pub(crate) fn digit_text(n: u64, min_len: usize, prefix: &str) -> ShortText {
+    let mut text = ShortText::new();
     let mut rest = n;
-    while rest > 0 || buf.len() - at < min_len.clamp(1, 20) {
-        at -= 1;
-        buf[at] = b'0' + (rest % 10) as u8;
+    while rest > 0 || text.len() < min_len.clamp(1, 20) {
+        text.push_front(b'0' + (rest % 10) as u8);
         rest /= 10;
     }
-    let digits = &buf[at..];
-    let mut s = String::with_capacity(prefix.len() + digits.len());
-    s.push_str(prefix);
-    // ASCII digits only.
-    s.push_str(std::str::from_utf8(digits).unwrap_or_default());
-    s
+    text.push_str_front(prefix);
+    text
 }
 
 #[cfg(test)]

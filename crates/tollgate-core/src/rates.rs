@@ -209,6 +209,13 @@ impl From<Prefix> for String {
     }
 }
 
+impl Prefix {
+    /// The digits (leading zeros kept), on the stack.
+    pub fn text(self) -> crate::ShortText {
+        crate::number::digit_text(self.digits, usize::from(self.len), "")
+    }
+}
+
 /// Maps a digit string to its place in a 15-position base-11 space, each digit written as
 /// `digit + 1` and missing positions as 0. Every string that starts with `p` then falls in
 /// `[key(p), key(p) + 11^(15 - len(p)))`, and a shorter string never falls in a longer

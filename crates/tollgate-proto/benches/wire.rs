@@ -3,12 +3,13 @@
 //!
 //! - `wire_leg_pair/10k_prefixes`: per event, decode a protobuf `v1::CallLegEvent` (a
 //!   `started`, then its `ended`), convert it with `Input::try_from` (the E.164 destination is
-//!   parsed here), rate it with [`Rater::apply`] on a 10 000-prefix card, convert the output
-//!   with `v1::OutputRecord::from` and encode it with `encode_to_vec`. Reported per event.
+//!   parsed here), rate it with [`Rater::apply`] on a 10 000-prefix card, and encode its output
+//!   with `tollgate_proto::encode::output` into a reused buffer, as the worker does. Reported
+//!   per event.
 //! - `wire_parts/*`: the same events, one stage at a time, to show where the time goes:
 //!   `decode` (protobuf bytes to `v1::CallLegEvent`), `decode_convert` (and `Input::try_from`),
-//!   `rate` (`Rater::apply` on converted inputs), `convert_encode` (outputs to
-//!   `v1::OutputRecord` and bytes). Reported per event.
+//!   `rate` (`Rater::apply` on converted inputs), `convert_encode` (outputs to bytes). Reported
+//!   per event.
 //!
 //! The destinations are 4 000 different valid numbers of 16 Zone A countries, built from
 //! libphonenumber's example numbers with their last digits varied, so no cache of recent
@@ -29,7 +30,7 @@ use tollgate_core::{
     TenantId, TenantState, Timestamp, User,
 };
 use tollgate_proto::v1::{self, call_leg_event, leg_ended};
-use tollgate_proto::{Message, Timestamp as WireTimestamp};
+use tollgate_proto::{Message, Timestamp as WireTimestamp, encode};
 
 /// 2026-11-10T00:00:00Z.
 const BASE: i64 = 1_794_268_800;
@@ -215,18 +216,29 @@ fn wire_fixture() -> WireFixture {
     WireFixture { reference, funded, batches }
 }
 
+/// Where a pair's outputs go: the rater's output list and the encoding buffer, both reused.
+struct Sink {
+    outputs: Vec<Output>,
+    buf: Vec<u8>,
+}
+
 /// One event through the wire edge and the rater; returns how many output bytes it produced.
-fn wire_event(
-    rater: &Rater,
-    reference: &Reference,
-    state: &mut TenantState,
-    bytes: &[u8],
-    out: &mut Vec<Output>,
-) -> usize {
+fn wire_event(rater: &Rater, reference: &Reference, state: &mut TenantState, bytes: &[u8], sink: &mut Sink) -> usize {
     let message = v1::CallLegEvent::decode(bytes).expect("protobuf");
     let input = Input::try_from(message).expect("valid event");
-    rater.apply(reference, state, input, out).expect("applied");
-    out.drain(..).map(|o| black_box(v1::OutputRecord::from(o).encode_to_vec()).len()).sum()
+    rater.apply(reference, state, input, &mut sink.outputs).expect("applied");
+    encoded(sink.outputs.drain(..), &mut sink.buf)
+}
+
+/// Encodes each output into `buf` (cleared first); returns the bytes written.
+fn encoded(outputs: impl Iterator<Item = Output>, buf: &mut Vec<u8>) -> usize {
+    let mut bytes = 0;
+    for output in outputs {
+        buf.clear();
+        encode::output(&output, buf);
+        bytes += black_box(&buf).len();
+    }
+    bytes
 }
 
 /// Fails the benchmark early if the pairs do not take the path it claims to measure: every
@@ -277,11 +289,11 @@ fn wire_leg_pair(c: &mut Criterion) {
                 let events = &fx.batches[batch % BATCHES][..2 * pairs];
                 batch += 1;
                 let mut state = fx.funded.clone();
-                let mut out = Vec::with_capacity(4);
+                let mut sink = Sink { outputs: Vec::with_capacity(4), buf: Vec::with_capacity(1024) };
                 let mut bytes = 0usize;
                 let start = Instant::now();
                 for event in events {
-                    bytes += wire_event(&rater, &fx.reference, &mut state, event, &mut out);
+                    bytes += wire_event(&rater, &fx.reference, &mut state, event, &mut sink);
                 }
                 timed += start.elapsed();
                 black_box((state, bytes));
@@ -386,10 +398,9 @@ fn wire_parts(c: &mut Criterion) {
             per_event(
                 &fx,
                 iters,
-                |batch| (outputs[batch].clone().into_iter(), 0usize),
-                |(outputs, bytes), _, _| {
-                    let output = outputs.next().expect("one output per event");
-                    *bytes += black_box(v1::OutputRecord::from(output).encode_to_vec()).len();
+                |batch| (outputs[batch].clone().into_iter(), Vec::with_capacity(1024), 0usize),
+                |(outputs, buf, bytes), _, _| {
+                    *bytes += encoded(outputs.next().into_iter(), buf);
                 },
             )
         });

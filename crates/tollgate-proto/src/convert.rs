@@ -560,7 +560,7 @@ impl TryFrom<v1::ReferenceData> for core::Reference {
 // ---------------------------------------------------------------------------------------
 // Outputs
 
-fn capability(c: core::Capability) -> v1::Capability {
+pub(crate) fn capability(c: core::Capability) -> v1::Capability {
     match c {
         core::Capability::Ppm => v1::Capability::Ppm,
         core::Capability::Subscription => v1::Capability::Subscription,
@@ -569,12 +569,26 @@ fn capability(c: core::Capability) -> v1::Capability {
     }
 }
 
-fn block_reason(r: core::BlockReason) -> v1::BlockReason {
+pub(crate) fn block_reason(r: core::BlockReason) -> v1::BlockReason {
     match r {
         core::BlockReason::Policy => v1::BlockReason::Policy,
         core::BlockReason::TollFreeDisabled => v1::BlockReason::TollFreeDisabled,
         core::BlockReason::NoCredit => v1::BlockReason::NoCredit,
         core::BlockReason::NoRate => v1::BlockReason::NoRate,
+    }
+}
+
+pub(crate) fn call_type(t: core::CallType) -> v1::CallType {
+    match t {
+        core::CallType::ConfIn => v1::CallType::ConfIn,
+        core::CallType::ConfOut => v1::CallType::ConfOut,
+    }
+}
+
+pub(crate) fn number_type(t: core::NumberType) -> v1::NumberType {
+    match t {
+        core::NumberType::Toll => v1::NumberType::Toll,
+        core::NumberType::TollFree => v1::NumberType::TollFree,
     }
 }
 
@@ -591,14 +605,8 @@ impl From<core::RatedUsage> for v1::RatedUsage {
             tenant_id: u.tenant_id.into(),
             organizer_id: u.organizer_id.to_string(),
             organizer_usage_location: u.organizer_usage_location.into(),
-            call_type: match u.call_type {
-                core::CallType::ConfIn => v1::CallType::ConfIn,
-                core::CallType::ConfOut => v1::CallType::ConfOut,
-            } as i32,
-            number_type: match u.number_type {
-                core::NumberType::Toll => v1::NumberType::Toll,
-                core::NumberType::TollFree => v1::NumberType::TollFree,
-            } as i32,
+            call_type: call_type(u.call_type) as i32,
+            number_type: number_type(u.number_type) as i32,
             international: u.international,
             destination_country: u.destination_country.into(),
             destination_number: u.destination_number.into(),
@@ -678,15 +686,19 @@ impl From<core::CreditEvent> for v1::CreditEvent {
     }
 }
 
+pub(crate) fn movement_kind(kind: core::MovementKind) -> v1::ledger_movement::Kind {
+    use v1::ledger_movement::Kind;
+    match kind {
+        core::MovementKind::Debit => Kind::Debit,
+        core::MovementKind::Funding => Kind::Funding,
+        core::MovementKind::Forfeit => Kind::Forfeit,
+        core::MovementKind::Adjustment => Kind::Adjustment,
+    }
+}
+
 impl From<core::LedgerMovement> for v1::LedgerMovement {
     fn from(m: core::LedgerMovement) -> Self {
-        use v1::ledger_movement::Kind;
-        let kind = match m.kind {
-            core::MovementKind::Debit => Kind::Debit,
-            core::MovementKind::Funding => Kind::Funding,
-            core::MovementKind::Forfeit => Kind::Forfeit,
-            core::MovementKind::Adjustment => Kind::Adjustment,
-        };
+        let kind = movement_kind(m.kind);
         v1::LedgerMovement {
             movement_id: m.movement_id,
             tenant_id: m.tenant_id.into(),

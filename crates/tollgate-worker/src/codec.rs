@@ -2,6 +2,7 @@
 //! values are JSON (see [`crate::changelog`]), readable with `tollgate tail`.
 
 use tollgate_core::{Input, LedgerMovement, Output};
+use tollgate_proto::encode;
 use tollgate_proto::{Message, limits, v1};
 
 use crate::config::TopicKind;
@@ -72,37 +73,27 @@ pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>, max_bytes: usize) -
 }
 
 /// Appends an output's key (its tenant id), then its encoded value, to `buf`: returns its
-/// topic and the key's length.
-pub fn encode_output(output: Output, buf: &mut Vec<u8>) -> (TopicKind, usize) {
-    let (kind, tenant) = match &output {
+/// topic and the key's length. The value is written straight from the output
+/// ([`tollgate_proto::encode`]), with no message in between.
+pub fn encode_output(output: &Output, buf: &mut Vec<u8>) -> (TopicKind, usize) {
+    let (kind, tenant) = match output {
         Output::Usage(u) => (TopicKind::RatedUsage, &u.tenant_id),
         Output::Decision(d) => (TopicKind::LegDecisions, &d.tenant_id),
         Output::Credit(c) => (TopicKind::CreditEvents, &c.tenant_id),
     };
     let key = tenant.as_str().len();
     buf.extend_from_slice(tenant.as_str().as_bytes());
-    match output {
-        Output::Usage(u) => append(&v1::RatedUsage::from(*u), buf),
-        Output::Decision(d) => append(&v1::LegDecision::from(d), buf),
-        Output::Credit(c) => append(&v1::CreditEvent::from(c), buf),
-    }
+    encode::output(output, buf);
     (kind, key)
 }
 
 /// Appends a ledger movement's (the debit trail's) key, then its encoded value, to `buf`:
 /// returns the key's length. Its topic is [`TopicKind::LedgerMovements`].
-pub fn encode_movement(movement: LedgerMovement, buf: &mut Vec<u8>) -> usize {
+pub fn encode_movement(movement: &LedgerMovement, buf: &mut Vec<u8>) -> usize {
     let key = movement.tenant_id.as_str().len();
     buf.extend_from_slice(movement.tenant_id.as_str().as_bytes());
-    append(&v1::LedgerMovement::from(movement), buf);
+    encode::ledger_movement(movement, buf);
     key
-}
-
-/// Appends `message`'s encoding to `buf`.
-pub fn append(message: &impl Message, buf: &mut Vec<u8>) {
-    buf.reserve(message.encoded_len());
-    // A `Vec` grows as needed: encoding into one cannot run out of room, its only error.
-    let _ = message.encode(buf);
 }
 
 /// How the values of a topic are shown as JSON (`tollgate tail`): a column of the registry.

@@ -582,12 +582,12 @@ impl PartitionTask {
             *rated.stats.inputs.entry((topic_label, outcome)).or_default() += 1;
             for output in outs.drain(..) {
                 count(&mut rated.stats, &output);
-                rated.outputs.push_encoded(None, |buf| codec::encode_output(output, buf));
+                rated.outputs.push_encoded(None, |buf| codec::encode_output(&output, buf));
             }
             for movement in movements.iter_mut().flat_map(|m| m.drain(..)) {
                 rated
                     .outputs
-                    .push_encoded(None, |buf| (TopicKind::LedgerMovements, codec::encode_movement(movement, buf)));
+                    .push_encoded(None, |buf| (TopicKind::LedgerMovements, codec::encode_movement(&movement, buf)));
             }
         }
         for (topic, offset) in next {
@@ -896,7 +896,7 @@ fn dead_letter(outbox: &mut Outbox, record: &Record, refusal: Refusal) {
     let letter = refusal.dead_letter(record);
     outbox.push_encoded(None, |buf| {
         buf.extend_from_slice(key.as_bytes());
-        codec::append(&letter, buf);
+        tollgate_proto::encode::append(&letter, buf);
         (TopicKind::DeadLetter, key.len())
     });
 }

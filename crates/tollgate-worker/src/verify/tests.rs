@@ -125,7 +125,7 @@ impl Pipeline {
         }
         for output in outputs {
             let mut bytes = Vec::new();
-            let (kind, key_len) = codec::encode_output(output, &mut bytes);
+            let (kind, key_len) = codec::encode_output(&output, &mut bytes);
             let payload = bytes.split_off(key_len);
             let key = String::from_utf8(bytes).expect("a tenant id");
             let topic = self.topics[kind].clone();

@@ -1,0 +1,210 @@
+//! Outputs encoded straight from the core's types into a caller's buffer.
+//!
+//! `v1::RatedUsage::from(usage).encode(buf)` copies every id into a `String` and formats every
+//! amount into another before prost writes them out: a dozen allocations per record, on the
+//! hottest path of the worker. The functions here write the same bytes (proto3: fields in
+//! number order, default values left out) from the borrowed core values, with amounts and
+//! numbers formatted on the stack. The tests hold them to prost's encoding of the converted
+//! message, byte for byte, on every output the rating rules' scenarios produce and on
+//! generated ones.
+
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use tollgate_core as core;
+
+use crate::convert::wire_timestamp;
+use crate::v1;
+
+/// Appends `output`'s protobuf encoding (`v1::RatedUsage`, `v1::LegDecision` or
+/// `v1::CreditEvent`: the message of its topic) to `buf`.
+pub fn output(output: &core::Output, buf: &mut Vec<u8>) {
+    match output {
+        core::Output::Usage(u) => rated_usage(u, buf),
+        core::Output::Decision(d) => leg_decision(d, buf),
+        core::Output::Credit(c) => credit_event(c, buf),
+    }
+}
+
+/// Appends a `v1::RatedUsage`.
+pub fn rated_usage(u: &core::RatedUsage, buf: &mut Vec<u8>) {
+    let (outcome, reason) = match u.outcome {
+        core::UsageOutcome::Rated => (v1::rated_usage::Outcome::Rated, v1::BlockReason::Unspecified),
+        core::UsageOutcome::Blocked(r) => (v1::rated_usage::Outcome::Blocked, crate::convert::block_reason(r)),
+    };
+    let money = |amount| u.currency.format_text(amount);
+    joined(1, &[u.tenant_id.as_str(), "/", &u.leg_id], buf);
+    string(2, &u.call_id, buf);
+    string(3, &u.conference_id, buf);
+    string(4, u.tenant_id.as_str(), buf);
+    string(5, &u.organizer_id, buf);
+    string(6, u.organizer_usage_location.code(), buf);
+    int(7, crate::convert::call_type(u.call_type) as i32, buf);
+    int(8, crate::convert::number_type(u.number_type) as i32, buf);
+    boolean(9, u.international, buf);
+    string(10, u.destination_country.code(), buf);
+    string(11, &u.destination_number.text(), buf);
+    timestamp(12, u.started_at, buf);
+    timestamp(13, u.ended_at, buf);
+    uint(14, u.duration_seconds, buf);
+    uint(15, u.billable_seconds, buf);
+    uint(16, u.pool_seconds, buf);
+    string(17, &money(u.connection_fee), buf);
+    string(18, &money(u.charge), buf);
+    string(19, u.currency.code(), buf);
+    int(20, crate::convert::capability(u.capability) as i32, buf);
+    string(21, &u.rate_card_id, buf);
+    string(22, &u.rate_card_version, buf);
+    if let Some(prefix) = u.rate_prefix {
+        string(23, &prefix.text(), buf);
+    }
+    string(24, &money(u.price_per_minute), buf);
+    int(25, outcome as i32, buf);
+    int(26, reason as i32, buf);
+    string(27, &money(u.balance_after), buf);
+    for flag in u.flags.names() {
+        // Repeated: every element is written, even an empty one.
+        encode_key(28, WireType::LengthDelimited, buf);
+        encode_varint(flag.len() as u64, buf);
+        buf.extend_from_slice(flag.as_bytes());
+    }
+}
+
+/// Appends a `v1::LegDecision`.
+pub fn leg_decision(d: &core::LegDecision, buf: &mut Vec<u8>) {
+    joined(1, &[d.tenant_id.as_str(), "/", &d.leg_id, "/", d.decision.kind()], buf);
+    string(2, d.tenant_id.as_str(), buf);
+    string(3, &d.leg_id, buf);
+    string(4, &d.call_id, buf);
+    string(5, &d.conference_id, buf);
+    timestamp(6, d.decided_at, buf);
+    // The oneof's message is written even when all its fields are defaults.
+    match d.decision {
+        core::Decision::Allow { max_affordable_seconds, capability } => {
+            let capability = capability.map_or(v1::Capability::Unspecified, crate::convert::capability) as i32;
+            let len = uint_len(1, max_affordable_seconds) + int_len(2, capability);
+            message_header(10, len, buf);
+            uint(1, max_affordable_seconds, buf);
+            int(2, capability, buf);
+        }
+        core::Decision::Block(reason) => {
+            let reason = crate::convert::block_reason(reason) as i32;
+            message_header(11, int_len(1, reason), buf);
+            int(1, reason, buf);
+        }
+        core::Decision::Disconnect { balance, currency } => {
+            let balance = currency.format_text(balance);
+            message_header(12, string_len(1, &balance), buf);
+            string(1, &balance, buf);
+        }
+    }
+}
+
+/// Appends a `v1::CreditEvent` (a rare record: through the converted message).
+pub fn credit_event(c: &core::CreditEvent, buf: &mut Vec<u8>) {
+    append(&v1::CreditEvent::from(c.clone()), buf);
+}
+
+/// Appends a `v1::LedgerMovement`.
+pub fn ledger_movement(m: &core::LedgerMovement, buf: &mut Vec<u8>) {
+    string(1, &m.movement_id, buf);
+    string(2, m.tenant_id.as_str(), buf);
+    timestamp(3, m.occurred_at, buf);
+    int(4, crate::convert::movement_kind(m.kind) as i32, buf);
+    string(5, &m.currency.format_text(m.amount), buf);
+    string(6, m.currency.code(), buf);
+    string(7, &m.currency.format_text(m.balance_after), buf);
+    string(8, &m.leg_id, buf);
+    string(9, &m.lot_id, buf);
+}
+
+/// Appends `message`'s encoding to `buf`.
+pub fn append(message: &impl prost::Message, buf: &mut Vec<u8>) {
+    buf.reserve(message.encoded_len());
+    // A `Vec` grows as needed: encoding into one cannot run out of room, its only error.
+    let _ = message.encode(buf);
+}
+
+/// A string field (left out when empty).
+fn string(tag: u32, value: &str, buf: &mut Vec<u8>) {
+    if !value.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(value.len() as u64, buf);
+        buf.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// A string field made of `parts`, written one after the other.
+fn joined(tag: u32, parts: &[&str], buf: &mut Vec<u8>) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > 0 {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+        for part in parts {
+            buf.extend_from_slice(part.as_bytes());
+        }
+    }
+}
+
+fn string_len(tag: u32, value: &str) -> usize {
+    if value.is_empty() { 0 } else { key_len(tag) + encoded_len_varint(value.len() as u64) + value.len() }
+}
+
+/// A `uint32` field (left out when zero).
+fn uint(tag: u32, value: u32, buf: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(u64::from(value), buf);
+    }
+}
+
+fn uint_len(tag: u32, value: u32) -> usize {
+    if value == 0 { 0 } else { key_len(tag) + encoded_len_varint(u64::from(value)) }
+}
+
+/// An `int32` or enum field (left out when zero; a negative value takes ten bytes, as prost
+/// writes it).
+fn int(tag: u32, value: i32, buf: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(i64::from(value) as u64, buf);
+    }
+}
+
+fn int_len(tag: u32, value: i32) -> usize {
+    if value == 0 { 0 } else { key_len(tag) + encoded_len_varint(i64::from(value) as u64) }
+}
+
+/// A `bool` field (left out when false).
+fn boolean(tag: u32, value: bool, buf: &mut Vec<u8>) {
+    if value {
+        encode_key(tag, WireType::Varint, buf);
+        buf.push(1);
+    }
+}
+
+/// A `google.protobuf.Timestamp` field (always present: the converted message has `Some`).
+fn timestamp(tag: u32, at: core::Timestamp, buf: &mut Vec<u8>) {
+    let wire = wire_timestamp(at);
+    let seconds = wire.seconds as u64;
+    let nanos = i64::from(wire.nanos) as u64;
+    let len = if seconds == 0 { 0 } else { key_len(1) + encoded_len_varint(seconds) }
+        + if nanos == 0 { 0 } else { key_len(2) + encoded_len_varint(nanos) };
+    message_header(tag, len, buf);
+    if seconds != 0 {
+        encode_key(1, WireType::Varint, buf);
+        encode_varint(seconds, buf);
+    }
+    if nanos != 0 {
+        encode_key(2, WireType::Varint, buf);
+        encode_varint(nanos, buf);
+    }
+}
+
+/// The key and length of an embedded message of `len` bytes.
+fn message_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn key_len(tag: u32) -> usize {
+    prost::encoding::key_len(tag)
+}
