@@ -15,10 +15,10 @@ use common::*;
 use tollgate_core::Money;
 use tollgate_e2e::fleet::{GroupProgress, wait_until};
 use tollgate_proto::{Message as _, v1};
-use tollgate_worker::ProcessingGuarantee;
 use tollgate_worker::TopicKind;
 use tollgate_worker::partitioner::partition_for;
 use tollgate_worker::verify::{self, Expectations, InputRef, Report};
+use tollgate_worker::{Cancel, ProcessingGuarantee};
 
 fn m(s: &str) -> Money {
     s.parse().unwrap()
@@ -97,7 +97,7 @@ fn pipeline() -> Env {
 }
 
 fn verify(env: &Env, expectations: &Expectations) -> Report {
-    verify::run(&env.config, expectations, &|| false).expect("verify")
+    verify::run(&env.config, expectations, &Cancel::default()).expect("verify")
 }
 
 #[test]

@@ -19,7 +19,7 @@ use tollgate_e2e::traffic::{Shape, Traffic};
 use tollgate_worker::TopicKind;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::verify::{self, Expectations, Report};
-use tollgate_worker::{ProcessingGuarantee, WorkerConfig, topics};
+use tollgate_worker::{Cancel, ProcessingGuarantee, WorkerConfig, topics};
 
 const PARTITIONS: i32 = 6;
 /// How long any one wait of a scenario may take.
@@ -235,7 +235,7 @@ impl Run {
             exactly_once: self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
             dead_letters: None,
         };
-        let report = verify::run(&self.config, &expectations, &|| false).expect("verify");
+        let report = verify::run(&self.config, &expectations, &Cancel::default()).expect("verify");
         assert!(report.is_ok(), "invariants violated:\n{report}");
         for (tenant, cents) in &self.traffic.expected_cents {
             let row = report.tenant(tenant).unwrap_or_else(|| panic!("no row for {tenant}:\n{report}"));
