@@ -509,12 +509,18 @@ def price(usd, card, prefix):
     return out
 
 
-def dial_out_rows(card, label):
+def price_changes(label):
+    """The USD prices changed by version `label` and every version before it, by prefix."""
     changes = {}
     for version, _ in VERSIONS + [USD_EXTRA_VERSION]:
         changes.update(PRICE_CHANGES.get(version, {}))
         if version == label:
             break
+    return changes
+
+
+def dial_out_rows(card, label):
+    changes = price_changes(label)
     rows = []
 
     def add(prefix, usd, description, premium=False):
@@ -544,11 +550,7 @@ def dial_out_rows(card, label):
 
 
 def dial_in_rows(card, label):
-    changes = {}
-    for version, _ in VERSIONS + [USD_EXTRA_VERSION]:
-        changes.update(PRICE_CHANGES.get(version, {}))
-        if version == label:
-            break
+    changes = price_changes(label)
     rows = []
     for prefix, _name, toll, free in DIAL_IN:
         rows.append({"prefix": prefix, "numberType": "NUMBER_TYPE_TOLL",
@@ -618,15 +620,17 @@ class Events:
         cmd.update(body)
         return self.add(moment, {"creditCommand": cmd})
 
+    def lot(self, tenant, moment, amount, currency):
+        """A purchased lot (the body of fund and rechargeSucceeded), with the next lot id."""
+        return {"lotId": self.next_id(tenant, "lot"), "amount": amount, "currency": currency,
+                "purchasedAt": fmt_ts(moment)}
+
     def fund(self, tenant, moment, amount, currency):
-        lot = self.next_id(tenant, "lot")
-        return self.command(tenant, moment, {"fund": {
-            "lotId": lot, "amount": amount, "currency": currency, "purchasedAt": fmt_ts(moment)}})
+        return self.command(tenant, moment, {"fund": self.lot(tenant, moment, amount, currency)})
 
     def recharge_succeeded(self, tenant, moment, amount, currency):
-        lot = self.next_id(tenant, "lot")
-        return self.command(tenant, moment, {"rechargeSucceeded": {
-            "lotId": lot, "amount": amount, "currency": currency, "purchasedAt": fmt_ts(moment)}})
+        lot = self.lot(tenant, moment, amount, currency)
+        return self.command(tenant, moment, {"rechargeSucceeded": lot})
 
     def recharge_failed(self, tenant, moment, reason):
         return self.command(tenant, moment, {"rechargeFailed": {"reason": reason}})
@@ -797,95 +801,210 @@ def scenario(description, records):
     return records
 
 
-def scenarios(ev, rng):
-    t = parse_ts
-    # --- funding ---------------------------------------------------------------------------
-    scenario("contoso initial funding", [ev.fund("contoso", t("2026-11-01T00:00:00Z"), "120.00", "USD")])
-    scenario("fabrikam small funding (runs out; DISCONNECT cutoff policy)",
-             [ev.fund("fabrikam", t("2026-11-01T00:00:00Z"), "12.00", "GBP")])
-    scenario("northwind initial funding", [ev.fund("northwind", t("2026-11-01T00:00:00Z"), "45.00", "EUR")])
-    scenario("tailspin initial funding", [ev.fund("tailspin", t("2026-11-01T00:00:00Z"), "12000", "JPY")])
-    scenario("contoso auto-recharge paid",
-             [ev.recharge_succeeded("contoso", t("2026-11-18T06:00:00Z"), "200.00", "USD")])
-    scenario("northwind auto-recharge failed",
-             [ev.recharge_failed("northwind", t("2026-11-10T09:30:00Z"),
-                                 "card declined: insufficient funds")])
-    scenario("northwind manual debit adjustment (crosses the 30.00 recharge trigger)",
-             [ev.adjustment("northwind", t("2026-11-10T09:00:00Z"), "-4.50", "EUR",
-                            "reversal of duplicate goodwill credit")])
-    scenario("fabrikam manual top-up after depletion",
-             [ev.adjustment("fabrikam", t("2026-11-20T10:00:00Z"), "25.00", "GBP",
-                            "goodwill credit, ticket 4471")])
+# Credit commands: (description, the Events method, tenant, occurredAt, its other arguments).
+CREDIT_SCENARIOS = [
+    ("contoso initial funding", "fund", "contoso", "2026-11-01T00:00:00Z", ("120.00", "USD")),
+    ("fabrikam small funding (runs out; DISCONNECT cutoff policy)",
+     "fund", "fabrikam", "2026-11-01T00:00:00Z", ("12.00", "GBP")),
+    ("northwind initial funding", "fund", "northwind", "2026-11-01T00:00:00Z", ("45.00", "EUR")),
+    ("tailspin initial funding", "fund", "tailspin", "2026-11-01T00:00:00Z", ("12000", "JPY")),
+    ("contoso auto-recharge paid",
+     "recharge_succeeded", "contoso", "2026-11-18T06:00:00Z", ("200.00", "USD")),
+    ("northwind auto-recharge failed",
+     "recharge_failed", "northwind", "2026-11-10T09:30:00Z",
+     ("card declined: insufficient funds",)),
+    ("northwind manual debit adjustment (crosses the 30.00 recharge trigger)",
+     "adjustment", "northwind", "2026-11-10T09:00:00Z",
+     ("-4.50", "EUR", "reversal of duplicate goodwill credit")),
+    ("fabrikam manual top-up after depletion",
+     "adjustment", "fabrikam", "2026-11-20T10:00:00Z",
+     ("25.00", "GBP", "goodwill credit, ticket 4471")),
+]
 
-    # --- contoso (US, USD, FINISH, 2 subscription licences) --------------------------------
-    c = "contoso"
-    conf = "contoso-conf-x01"
-    scenario("US organizer (international allowed) dials Canada: international, priced by +1416",
-             ev.leg(c, conf, "alice", t("2026-11-03T15:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+14163402000", seconds=1260))
-    scenario("DomesticOnly US organizer dials Canada: blocked by policy",
-             ev.leg(c, conf, "bob", t("2026-11-03T15:05:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+15148720311", seconds=600))
-    scenario("DomesticOnly US organizer dials the UK: blocked by policy",
-             ev.leg(c, "contoso-conf-x02", "bob", t("2026-11-04T16:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+442071838750", seconds=900))
-    scenario("DomesticOnly US organizer dials US: allowed",
-             ev.leg(c, "contoso-conf-x02", "bob", t("2026-11-04T16:01:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+12128675309", seconds=845))
-    scenario("ZoneA subscription organizer dials Puerto Rico: Zone A, from the pool",
-             ev.leg(c, "contoso-conf-x03", "dave", t("2026-11-05T14:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+17877221000", seconds=2700, interim_every=900))
-    scenario("ZoneA organizer dials Nigeria: blocked by policy",
-             ev.leg(c, "contoso-conf-x03", "dave", t("2026-11-05T14:02:00Z"), "LEG_KIND_CALL_ME_AT",
-                    remote="+2348031234567", seconds=300))
-    scenario("subscription organizer: Zone A call-me-at from the pool (crosses 80%)",
-             ev.leg(c, "contoso-conf-x04", "carol", t("2026-11-09T15:00:00Z"),
-                    "LEG_KIND_CALL_ME_AT", remote="+14163402000", seconds=2580, interim_every=600))
-    scenario("subscription organizer: pool runs out mid-leg (split pool/credits)",
-             ev.leg(c, "contoso-conf-x05", "carol", t("2026-11-10T15:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+442071838750", seconds=3000, interim_every=600))
-    scenario("subscription organizer: toll dial-in is included (capability subscription)",
-             ev.leg(c, "contoso-conf-x05", "carol", t("2026-11-10T15:01:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL", bridge="+12062078000", remote="+13122348000",
-                    seconds=2950))
-    scenario("subscription organizer: premium satellite destination is charged to credits",
-             ev.leg(c, "contoso-conf-x06", "carol", t("2026-11-11T16:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+881612345678", seconds=185))
-    scenario("Inmarsat (premium, connection fee)",
-             ev.leg(c, "contoso-conf-x06", "alice", t("2026-11-11T16:10:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+870301234567", seconds=95))
-    scenario("unpriced destination +882 (no rate row): free, flagged unpriced",
-             ev.leg(c, "contoso-conf-x07", "alice", t("2026-11-12T17:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+8823421234", seconds=420))
-    scenario("unpriced toll-free dial-in (no +91 toll-free row)",
-             ev.leg(c, "contoso-conf-x07", "alice", t("2026-11-12T17:02:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL_FREE", bridge="+911800123456", remote="+919812345678",
-                    seconds=610))
-    scenario("Disabled conferencing dial-out organizer dials out: blocked by policy",
-             ev.leg(c, "contoso-conf-x08", "erin", t("2026-11-13T05:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+912223456789", seconds=400))
-    scenario("Disabled dial-out organizer: dial-in is not subject to the dial-out policy",
-             ev.leg(c, "contoso-conf-x08", "erin", t("2026-11-13T05:01:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL", bridge="+912223456789", remote="+911123456789",
-                    seconds=1500))
-    scenario("leg longer than 24 h (anomaly, rated up to 86400 s)",
-             ev.leg(c, "contoso-conf-x09", "alice", t("2026-11-16T13:00:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL", bridge="+12062078000", remote="+12024561111",
-                    seconds=90_061, interim_every=21_600))
-    scenario("per-second billed row (+1212, 1/1) after the 2026-11b version change",
-             ev.leg(c, "contoso-conf-x10", "alice", t("2026-11-17T15:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+12128675309", seconds=61))
-    scenario("Italian landline destination (+39 02 Milan)",
-             ev.leg(c, "contoso-conf-x10", "alice", t("2026-11-17T15:03:00Z"), "LEG_KIND_CALL_ME_AT",
-                    remote="+390212345678", seconds=720, use_ended_at=True))
-    scenario("VoIP join with no numbers",
-             ev.leg(c, "contoso-conf-x10", "alice", t("2026-11-17T15:00:00Z"), "LEG_KIND_VOIP",
-                    seconds=1800))
-    scenario("unanswered dial-out (NO_ANSWER, zero seconds)",
-             ev.leg(c, "contoso-conf-x10", "alice", t("2026-11-17T15:05:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+14155238000", cause="DISCONNECT_CAUSE_NO_ANSWER"))
-    legs = ev.leg(c, "contoso-conf-x11", "alice", t("2026-11-18T15:00:00Z"), "LEG_KIND_DIAL_OUT",
-                  remote="+13055771000", seconds=1900, interim_every=600)
+DIAL_OUT = "LEG_KIND_DIAL_OUT"
+CALL_ME_AT = "LEG_KIND_CALL_ME_AT"
+DIAL_IN_TOLL = "LEG_KIND_DIAL_IN_TOLL"
+DIAL_IN_TOLL_FREE = "LEG_KIND_DIAL_IN_TOLL_FREE"
+VOIP = "LEG_KIND_VOIP"
+
+# Call legs of one tenant: (description, legs), each leg (conference, organizer, start, kind,
+# the keyword arguments of Events.leg).
+
+# contoso (US, USD, FINISH, 2 subscription licences), before the duplicates.
+CONTOSO_SCENARIOS = [
+    ("US organizer (international allowed) dials Canada: international, priced by +1416",
+     [("contoso-conf-x01", "alice", "2026-11-03T15:00:00Z", DIAL_OUT,
+       {"remote": "+14163402000", "seconds": 1260})]),
+    ("DomesticOnly US organizer dials Canada: blocked by policy",
+     [("contoso-conf-x01", "bob", "2026-11-03T15:05:00Z", DIAL_OUT,
+       {"remote": "+15148720311", "seconds": 600})]),
+    ("DomesticOnly US organizer dials the UK: blocked by policy",
+     [("contoso-conf-x02", "bob", "2026-11-04T16:00:00Z", DIAL_OUT,
+       {"remote": "+442071838750", "seconds": 900})]),
+    ("DomesticOnly US organizer dials US: allowed",
+     [("contoso-conf-x02", "bob", "2026-11-04T16:01:00Z", DIAL_OUT,
+       {"remote": "+12128675309", "seconds": 845})]),
+    ("ZoneA subscription organizer dials Puerto Rico: Zone A, from the pool",
+     [("contoso-conf-x03", "dave", "2026-11-05T14:00:00Z", DIAL_OUT,
+       {"remote": "+17877221000", "seconds": 2700, "interim_every": 900})]),
+    ("ZoneA organizer dials Nigeria: blocked by policy",
+     [("contoso-conf-x03", "dave", "2026-11-05T14:02:00Z", CALL_ME_AT,
+       {"remote": "+2348031234567", "seconds": 300})]),
+    ("subscription organizer: Zone A call-me-at from the pool (crosses 80%)",
+     [("contoso-conf-x04", "carol", "2026-11-09T15:00:00Z", CALL_ME_AT,
+       {"remote": "+14163402000", "seconds": 2580, "interim_every": 600})]),
+    ("subscription organizer: pool runs out mid-leg (split pool/credits)",
+     [("contoso-conf-x05", "carol", "2026-11-10T15:00:00Z", DIAL_OUT,
+       {"remote": "+442071838750", "seconds": 3000, "interim_every": 600})]),
+    ("subscription organizer: toll dial-in is included (capability subscription)",
+     [("contoso-conf-x05", "carol", "2026-11-10T15:01:00Z", DIAL_IN_TOLL,
+       {"bridge": "+12062078000", "remote": "+13122348000", "seconds": 2950})]),
+    ("subscription organizer: premium satellite destination is charged to credits",
+     [("contoso-conf-x06", "carol", "2026-11-11T16:00:00Z", DIAL_OUT,
+       {"remote": "+881612345678", "seconds": 185})]),
+    ("Inmarsat (premium, connection fee)",
+     [("contoso-conf-x06", "alice", "2026-11-11T16:10:00Z", DIAL_OUT,
+       {"remote": "+870301234567", "seconds": 95})]),
+    ("unpriced destination +882 (no rate row): free, flagged unpriced",
+     [("contoso-conf-x07", "alice", "2026-11-12T17:00:00Z", DIAL_OUT,
+       {"remote": "+8823421234", "seconds": 420})]),
+    ("unpriced toll-free dial-in (no +91 toll-free row)",
+     [("contoso-conf-x07", "alice", "2026-11-12T17:02:00Z", DIAL_IN_TOLL_FREE,
+       {"bridge": "+911800123456", "remote": "+919812345678", "seconds": 610})]),
+    ("Disabled conferencing dial-out organizer dials out: blocked by policy",
+     [("contoso-conf-x08", "erin", "2026-11-13T05:00:00Z", DIAL_OUT,
+       {"remote": "+912223456789", "seconds": 400})]),
+    ("Disabled dial-out organizer: dial-in is not subject to the dial-out policy",
+     [("contoso-conf-x08", "erin", "2026-11-13T05:01:00Z", DIAL_IN_TOLL,
+       {"bridge": "+912223456789", "remote": "+911123456789", "seconds": 1500})]),
+    ("leg longer than 24 h (anomaly, rated up to 86400 s)",
+     [("contoso-conf-x09", "alice", "2026-11-16T13:00:00Z", DIAL_IN_TOLL,
+       {"bridge": "+12062078000", "remote": "+12024561111", "seconds": 90_061,
+        "interim_every": 21_600})]),
+    ("per-second billed row (+1212, 1/1) after the 2026-11b version change",
+     [("contoso-conf-x10", "alice", "2026-11-17T15:00:00Z", DIAL_OUT,
+       {"remote": "+12128675309", "seconds": 61})]),
+    ("Italian landline destination (+39 02 Milan)",
+     [("contoso-conf-x10", "alice", "2026-11-17T15:03:00Z", CALL_ME_AT,
+       {"remote": "+390212345678", "seconds": 720, "use_ended_at": True})]),
+    ("VoIP join with no numbers",
+     [("contoso-conf-x10", "alice", "2026-11-17T15:00:00Z", VOIP, {"seconds": 1800})]),
+    ("unanswered dial-out (NO_ANSWER, zero seconds)",
+     [("contoso-conf-x10", "alice", "2026-11-17T15:05:00Z", DIAL_OUT,
+       {"remote": "+14155238000", "cause": "DISCONNECT_CAUSE_NO_ANSWER"})]),
+]
+
+# contoso, after the duplicates: legs with a missing end.
+CONTOSO_UNFINISHED_SCENARIOS = [
+    ("ended without a started event",
+     [("contoso-conf-x12", "bob", "2026-11-19T16:00:00Z", DIAL_OUT,
+       {"remote": "+17135281000", "seconds": 300, "started": False})]),
+    ("started but never ended (still open at the end of the input)",
+     [("contoso-conf-x13", "alice", "2026-11-27T20:00:00Z", DIAL_IN_TOLL,
+       {"bridge": "+12062078000", "remote": "+12024561111", "seconds": 600, "ended": False})]),
+]
+
+# fabrikam (GB, GBP, DISCONNECT, overdraft 2.00, REJECT unpriced).
+FABRIKAM_SCENARIOS = [
+    ("toll-free dial-in to an organizer with allowTollFreeDialIn=false: blocked",
+     [("fabrikam-conf-x01", "grace", "2026-11-04T09:00:00Z", DIAL_IN_TOLL_FREE,
+       {"bridge": "+448000489000", "remote": "+447400123456", "seconds": 1200})]),
+    ("same organizer, toll dial-in: allowed",
+     [("fabrikam-conf-x01", "grace", "2026-11-04T09:01:00Z", DIAL_IN_TOLL,
+       {"bridge": "+442071838750", "remote": "+447400123456", "seconds": 1150})]),
+    ("unpriced destination (Tuvalu) under REJECT: blocked, no rate",
+     [("fabrikam-conf-x02", "heidi", "2026-11-05T10:00:00Z", DIAL_OUT,
+       {"remote": "+6889012345", "seconds": 300})]),
+    ("tenant global ZoneA policy (unassigned organizer) dials Kenya: blocked",
+     [("fabrikam-conf-x03", "frank", "2026-11-05T11:00:00Z", DIAL_OUT,
+       {"remote": "+254712123456", "seconds": 300})]),
+    ("mobile calls that run the balance down",
+     [("fabrikam-conf-x04", "heidi", "2026-11-06T09:00:00Z", DIAL_OUT,
+       {"remote": "+33612345678", "seconds": 2400, "interim_every": 600}),
+      ("fabrikam-conf-x04", "heidi", "2026-11-06T09:02:00Z", CALL_ME_AT,
+       {"remote": "+4915123456789", "seconds": 2300, "interim_every": 600})]),
+    ("in-progress leg when the balance passes -overdraft: DISCONNECT, then CREDIT_CUTOFF",
+     [("fabrikam-conf-x05", "frank", "2026-11-06T11:00:00Z", DIAL_OUT,
+       {"remote": "+447700123456", "seconds": 3030, "interim_every": 300,
+        "cause": "DISCONNECT_CAUSE_CREDIT_CUTOFF"})]),
+    ("after depletion: new credit-funded leg blocked (no credit)",
+     [("fabrikam-conf-x06", "frank", "2026-11-12T09:00:00Z", DIAL_OUT,
+       {"remote": "+441214960000", "seconds": 600})]),
+    ("after depletion: VoIP unaffected",
+     [("fabrikam-conf-x06", "frank", "2026-11-12T09:00:30Z", VOIP, {"seconds": 1800})]),
+    ("after the top-up: dial-out allowed again",
+     [("fabrikam-conf-x07", "frank", "2026-11-23T09:00:00Z", DIAL_OUT,
+       {"remote": "+441612345678", "seconds": 1320, "use_ended_at": True})]),
+]
+
+# northwind (DE, EUR, 1 subscription licence).
+NORTHWIND_SCENARIOS = [
+    ("DomesticOnly organizer (FR) dials Germany: blocked; dials France: allowed",
+     [("northwind-conf-x01", "judy", "2026-11-03T08:00:00Z", DIAL_OUT,
+       {"remote": "+4930901820", "seconds": 600}),
+      ("northwind-conf-x01", "judy", "2026-11-03T08:01:00Z", DIAL_OUT,
+       {"remote": "+33142685300", "seconds": 640})]),
+    ("Disabled organizer (BR) call-me-at: blocked",
+     [("northwind-conf-x02", "mallory", "2026-11-04T13:00:00Z", CALL_ME_AT,
+       {"remote": "+551133334444", "seconds": 900})]),
+    ("subscription organizer: non-Zone-A destination is charged to credits",
+     [("northwind-conf-x03", "ivan", "2026-11-06T08:00:00Z", DIAL_OUT,
+       {"remote": "+971501234567", "seconds": 1500, "interim_every": 600})]),
+]
+
+# tailspin (JP, JPY: charges rounded to whole yen).
+TAILSPIN_SCENARIOS = [
+    ("tenant global DomesticOnly (unassigned organizer) dials Korea: blocked",
+     [("tailspin-conf-x01", "ken", "2026-11-04T01:00:00Z", DIAL_OUT,
+       {"remote": "+82212345678", "seconds": 600})]),
+    ("ZoneA organizer dials Korea: allowed",
+     [("tailspin-conf-x01", "lin", "2026-11-04T01:01:00Z", DIAL_OUT,
+       {"remote": "+821020000000", "seconds": 1333})]),
+    ("conferencing and PSTN disabled organizer dials out: blocked",
+     [("tailspin-conf-x02", "naoko", "2026-11-05T02:00:00Z", DIAL_OUT,
+       {"remote": "+81352321111", "seconds": 300})]),
+    ("long mobile calls (Japan, Australia) that cross the auto-recharge trigger",
+     [("tailspin-conf-x03", "lin", "2026-11-10T01:00:00Z", DIAL_OUT,
+       {"remote": "+819012345678", "seconds": 3400, "interim_every": 600}),
+      ("tailspin-conf-x03", "lin", "2026-11-10T01:01:00Z", CALL_ME_AT,
+       {"remote": "+61412345678", "seconds": 3300, "interim_every": 600})]),
+]
+
+# woodgrove (AU, credits disabled, 3 subscription licences).
+WOODGROVE_SCENARIOS = [
+    ("credits disabled: PPM organizer's toll dial-in blocked (no credit)",
+     [("woodgrove-conf-x01", "trent", "2026-11-03T13:00:00Z", DIAL_IN_TOLL,
+       {"bridge": "+551133334444", "remote": "+5511961234567", "seconds": 900})]),
+    ("credits disabled: subscription organizer's toll dial-in included",
+     [("woodgrove-conf-x02", "olivia", "2026-11-03T23:00:00Z", DIAL_IN_TOLL,
+       {"bridge": "+61293744000", "remote": "+61731234567", "seconds": 1700})]),
+    ("credits disabled: Zone A dial-out from the pool",
+     [("woodgrove-conf-x02", "olivia", "2026-11-03T23:02:00Z", DIAL_OUT,
+       {"remote": "+6494561234", "seconds": 1600})]),
+    ("credits disabled: toll-free dial-in needs credits: blocked",
+     [("woodgrove-conf-x02", "olivia", "2026-11-03T23:03:00Z", DIAL_IN_TOLL_FREE,
+       {"bridge": "+611800123456", "remote": "+61412345678", "seconds": 1500})]),
+]
+
+
+def credit_scenarios(ev, table):
+    for description, method, tenant, occurred_at, args in table:
+        scenario(description, [getattr(ev, method)(tenant, parse_ts(occurred_at), *args)])
+
+
+def leg_scenarios(ev, tenant, table):
+    for description, legs in table:
+        records = []
+        for conference, organizer, start, kind, options in legs:
+            records += ev.leg(tenant, conference, organizer, parse_ts(start), kind, **options)
+        scenario(description, records)
+
+
+def duplicate_scenarios(ev):
+    """A contoso leg, then an exact copy of its first interim and a conflicting copy of its
+    second."""
+    legs = ev.leg("contoso", "contoso-conf-x11", "alice", parse_ts("2026-11-18T15:00:00Z"),
+                  DIAL_OUT, remote="+13055771000", seconds=1900, interim_every=600)
     duplicate = json.loads(json.dumps(legs[1]))
     ev.add(parse_ts(duplicate["callLeg"]["occurredAt"]), duplicate)
     scenario("exact duplicate event (same id, same content): no effect", [duplicate])
@@ -894,111 +1013,31 @@ def scenarios(ev, rng):
     ev.add(parse_ts(conflicting["callLeg"]["occurredAt"]) + dt.timedelta(seconds=37), conflicting)
     scenario("conflicting duplicate (same id as the previous interim, different content)",
              [conflicting])
-    scenario("ended without a started event",
-             ev.leg(c, "contoso-conf-x12", "bob", t("2026-11-19T16:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+17135281000", seconds=300, started=False))
-    scenario("started but never ended (still open at the end of the input)",
-             ev.leg(c, "contoso-conf-x13", "alice", t("2026-11-27T20:00:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL", bridge="+12062078000", remote="+12024561111",
-                    seconds=600, ended=False))
 
-    # --- unknown tenant --------------------------------------------------------------------
+
+def unknown_tenant_scenario(ev):
     leg = {"tenant": "litware", "conference": "litware-conf-001", "organizer": "zoe",
            "leg": "litware-leg-0001", "call": "litware-call-0001"}
     scenario("event for an unknown tenant", [ev.leg_event(
-        leg, t("2026-11-06T10:00:00Z"),
-        {"started": {"kind": "LEG_KIND_DIAL_OUT", "remoteNumber": "+33142685300"}})])
+        leg, parse_ts("2026-11-06T10:00:00Z"),
+        {"started": {"kind": DIAL_OUT, "remoteNumber": "+33142685300"}})])
 
-    # --- fabrikam (GB, GBP, DISCONNECT, overdraft 2.00, REJECT unpriced) --------------------
-    f = "fabrikam"
-    scenario("toll-free dial-in to an organizer with allowTollFreeDialIn=false: blocked",
-             ev.leg(f, "fabrikam-conf-x01", "grace", t("2026-11-04T09:00:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL_FREE", bridge="+448000489000", remote="+447400123456",
-                    seconds=1200))
-    scenario("same organizer, toll dial-in: allowed",
-             ev.leg(f, "fabrikam-conf-x01", "grace", t("2026-11-04T09:01:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL", bridge="+442071838750", remote="+447400123456",
-                    seconds=1150))
-    scenario("unpriced destination (Tuvalu) under REJECT: blocked, no rate",
-             ev.leg(f, "fabrikam-conf-x02", "heidi", t("2026-11-05T10:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+6889012345", seconds=300))
-    scenario("tenant global ZoneA policy (unassigned organizer) dials Kenya: blocked",
-             ev.leg(f, "fabrikam-conf-x03", "frank", t("2026-11-05T11:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+254712123456", seconds=300))
-    scenario("mobile calls that run the balance down",
-             ev.leg(f, "fabrikam-conf-x04", "heidi", t("2026-11-06T09:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+33612345678", seconds=2400, interim_every=600)
-             + ev.leg(f, "fabrikam-conf-x04", "heidi", t("2026-11-06T09:02:00Z"),
-                      "LEG_KIND_CALL_ME_AT", remote="+4915123456789", seconds=2300,
-                      interim_every=600))
-    scenario("in-progress leg when the balance passes -overdraft: DISCONNECT, then CREDIT_CUTOFF",
-             ev.leg(f, "fabrikam-conf-x05", "frank", t("2026-11-06T11:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+447700123456", seconds=3030, interim_every=300,
-                    cause="DISCONNECT_CAUSE_CREDIT_CUTOFF"))
-    scenario("after depletion: new credit-funded leg blocked (no credit)",
-             ev.leg(f, "fabrikam-conf-x06", "frank", t("2026-11-12T09:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+441214960000", seconds=600))
-    scenario("after depletion: VoIP unaffected",
-             ev.leg(f, "fabrikam-conf-x06", "frank", t("2026-11-12T09:00:30Z"), "LEG_KIND_VOIP",
-                    seconds=1800))
-    scenario("after the top-up: dial-out allowed again",
-             ev.leg(f, "fabrikam-conf-x07", "frank", t("2026-11-23T09:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+441612345678", seconds=1320, use_ended_at=True))
 
-    # --- northwind (DE, EUR, 1 subscription licence) ---------------------------------------
-    n = "northwind"
-    scenario("DomesticOnly organizer (FR) dials Germany: blocked; dials France: allowed",
-             ev.leg(n, "northwind-conf-x01", "judy", t("2026-11-03T08:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+4930901820", seconds=600)
-             + ev.leg(n, "northwind-conf-x01", "judy", t("2026-11-03T08:01:00Z"),
-                      "LEG_KIND_DIAL_OUT", remote="+33142685300", seconds=640))
-    scenario("Disabled organizer (BR) call-me-at: blocked",
-             ev.leg(n, "northwind-conf-x02", "mallory", t("2026-11-04T13:00:00Z"),
-                    "LEG_KIND_CALL_ME_AT", remote="+551133334444", seconds=900))
-    scenario("subscription organizer: non-Zone-A destination is charged to credits",
-             ev.leg(n, "northwind-conf-x03", "ivan", t("2026-11-06T08:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+971501234567", seconds=1500, interim_every=600))
-
-    # --- tailspin (JP, JPY: charges rounded to whole yen) ----------------------------------
-    j = "tailspin"
-    scenario("tenant global DomesticOnly (unassigned organizer) dials Korea: blocked",
-             ev.leg(j, "tailspin-conf-x01", "ken", t("2026-11-04T01:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+82212345678", seconds=600))
-    scenario("ZoneA organizer dials Korea: allowed",
-             ev.leg(j, "tailspin-conf-x01", "lin", t("2026-11-04T01:01:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+821020000000", seconds=1333))
-    scenario("conferencing and PSTN disabled organizer dials out: blocked",
-             ev.leg(j, "tailspin-conf-x02", "naoko", t("2026-11-05T02:00:00Z"),
-                    "LEG_KIND_DIAL_OUT", remote="+81352321111", seconds=300))
-    scenario("long mobile calls (Japan, Australia) that cross the auto-recharge trigger",
-             ev.leg(j, "tailspin-conf-x03", "lin", t("2026-11-10T01:00:00Z"), "LEG_KIND_DIAL_OUT",
-                    remote="+819012345678", seconds=3400, interim_every=600)
-             + ev.leg(j, "tailspin-conf-x03", "lin", t("2026-11-10T01:01:00Z"),
-                      "LEG_KIND_CALL_ME_AT", remote="+61412345678", seconds=3300,
-                      interim_every=600))
-
-    # --- woodgrove (AU, credits disabled, 3 subscription licences) -------------------------
-    w = "woodgrove"
-    scenario("credits disabled: PPM organizer's toll dial-in blocked (no credit)",
-             ev.leg(w, "woodgrove-conf-x01", "trent", t("2026-11-03T13:00:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL", bridge="+551133334444", remote="+5511961234567",
-                    seconds=900))
-    scenario("credits disabled: subscription organizer's toll dial-in included",
-             ev.leg(w, "woodgrove-conf-x02", "olivia", t("2026-11-03T23:00:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL", bridge="+61293744000", remote="+61731234567",
-                    seconds=1700))
-    scenario("credits disabled: Zone A dial-out from the pool",
-             ev.leg(w, "woodgrove-conf-x02", "olivia", t("2026-11-03T23:02:00Z"),
-                    "LEG_KIND_DIAL_OUT", remote="+6494561234", seconds=1600))
-    scenario("credits disabled: toll-free dial-in needs credits: blocked",
-             ev.leg(w, "woodgrove-conf-x02", "olivia", t("2026-11-03T23:03:00Z"),
-                    "LEG_KIND_DIAL_IN_TOLL_FREE", bridge="+611800123456", remote="+61412345678",
-                    seconds=1500))
+def scenarios(ev):
+    credit_scenarios(ev, CREDIT_SCENARIOS)
+    leg_scenarios(ev, "contoso", CONTOSO_SCENARIOS)
+    duplicate_scenarios(ev)
+    leg_scenarios(ev, "contoso", CONTOSO_UNFINISHED_SCENARIOS)
+    unknown_tenant_scenario(ev)
+    leg_scenarios(ev, "fabrikam", FABRIKAM_SCENARIOS)
+    leg_scenarios(ev, "northwind", NORTHWIND_SCENARIOS)
+    leg_scenarios(ev, "tailspin", TAILSPIN_SCENARIOS)
+    leg_scenarios(ev, "woodgrove", WOODGROVE_SCENARIOS)
 
 
 def events(rng):
     ev = Events(rng)
-    scenarios(ev, rng)
+    scenarios(ev)
     ordinary_traffic(ev, rng, "contoso", 16, ["alice", "alice", "bob", "carol", "dave", "erin"])
     ordinary_traffic(ev, rng, "fabrikam", 6, ["frank", "grace", "heidi"])
     ordinary_traffic(ev, rng, "northwind", 12, ["ivan", "judy", "mallory"])

@@ -744,10 +744,27 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().map_or_else(|| manifest.to_path_buf(), Path::to_path_buf)
 }
 
+/// The directory named by the environment variable `var`, or `relative` under the workspace
+/// root.
+pub fn dir_from_env(var: &str, relative: &str) -> PathBuf {
+    std::env::var_os(var).map_or_else(|| workspace_root().join(relative), PathBuf::from)
+}
+
+/// Runs `bash <script>` (a path under the workspace root) with `var` set to `dir`; panics
+/// unless it exits 0 and `complete` holds afterwards.
+pub fn run_setup_script(script: &str, var: &str, dir: &Path, complete: impl Fn() -> bool) {
+    let script = workspace_root().join(script);
+    let status = Command::new("bash")
+        .arg(&script)
+        .env(var, dir)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(status.success() && complete(), "{} failed ({status})", script.display());
+}
+
 /// The jar cache: `TOLLGATE_KAFKA_LIBS`, or `target/kafka-4.1.1/libs` under the workspace root.
 pub fn libs_dir() -> PathBuf {
-    std::env::var_os("TOLLGATE_KAFKA_LIBS")
-        .map_or_else(|| workspace_root().join(format!("target/kafka-{KAFKA_VERSION}/libs")), PathBuf::from)
+    dir_from_env("TOLLGATE_KAFKA_LIBS", &format!("target/kafka-{KAFKA_VERSION}/libs"))
 }
 
 /// Returns the jar cache, running `tests/kafka/fetch.sh` first (once per process) unless it
@@ -763,13 +780,7 @@ pub fn ensure_jars() -> PathBuf {
                 _ => false,
             };
             if !complete(&libs) {
-                let script = workspace_root().join("tests/kafka/fetch.sh");
-                let status = Command::new("bash")
-                    .arg(&script)
-                    .env("TOLLGATE_KAFKA_LIBS", &libs)
-                    .status()
-                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-                assert!(status.success() && complete(&libs), "{} failed ({status})", script.display());
+                run_setup_script("tests/kafka/fetch.sh", "TOLLGATE_KAFKA_LIBS", &libs, || complete(&libs));
             }
             libs
         })

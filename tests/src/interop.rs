@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::broker::workspace_root;
+use crate::broker::{dir_from_env, run_setup_script, workspace_root};
 
 /// The virtual environment: `TOLLGATE_INTEROP_VENV`, or `target/interop-venv`.
 pub fn venv_dir() -> PathBuf {
-    std::env::var_os("TOLLGATE_INTEROP_VENV")
-        .map_or_else(|| workspace_root().join("target/interop-venv"), PathBuf::from)
+    dir_from_env("TOLLGATE_INTEROP_VENV", "target/interop-venv")
 }
 
 /// Runs `tests/interop/setup.sh` (once per process; it returns at once when the environment
@@ -25,13 +24,7 @@ pub fn ensure_venv() -> PathBuf {
     READY
         .get_or_init(|| {
             let venv = venv_dir();
-            let script = workspace_root().join("tests/interop/setup.sh");
-            let status = Command::new("bash")
-                .arg(&script)
-                .env("TOLLGATE_INTEROP_VENV", &venv)
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(status.success(), "{} failed ({status})", script.display());
+            run_setup_script("tests/interop/setup.sh", "TOLLGATE_INTEROP_VENV", &venv, || true);
             venv.join("bin/python")
         })
         .clone()

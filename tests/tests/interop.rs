@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tollgate_e2e::broker::{self, Broker, workspace_root};
 use tollgate_e2e::interop::python_produce;
 use tollgate_proto::{Message as _, v1};
@@ -93,16 +93,17 @@ fn runs(config: &WorkerConfig, dir: &Path) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// A consumer of `broker` in `group` that reads committed records only and commits nothing.
+fn read_committed(broker: &Broker, group: &str) -> ClientConfig {
+    let mut config = broker.client_config();
+    config.set("group.id", group).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+    config
+}
+
 /// Waits until the worker's group has committed every record of `topic`: a committed offset
 /// at the end of each partition. Polled every 50 ms (the broker has no push for commits).
 fn wait_consumed(broker: &Broker, config: &WorkerConfig, topic: &str) {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer = read_committed(broker, &config.group_id).create().unwrap();
     let mut partitions = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         partitions.add_partition(topic, p);
@@ -133,14 +134,8 @@ fn wait_consumed(broker: &Broker, config: &WorkerConfig, topic: &str) {
 
 /// Counts the committed records of `topic` (reads every partition to its end).
 fn count_committed(broker: &Broker, topic: &str) -> usize {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "interop-count")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer =
+        read_committed(broker, "interop-count").set("enable.partition.eof", "true").create().unwrap();
     let mut partitions = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         partitions.add_partition_offset(topic, p, Offset::Beginning).unwrap();

@@ -15,10 +15,10 @@ use common::*;
 use tollgate_core::Money;
 use tollgate_e2e::fleet::{GroupProgress, wait_until};
 use tollgate_proto::{Message as _, v1};
-use tollgate_worker::ProcessingGuarantee;
 use tollgate_worker::TopicKind;
 use tollgate_worker::partitioner::partition_for;
 use tollgate_worker::verify::{self, Expectations, InputRef, Report};
+use tollgate_worker::{Cancel, ProcessingGuarantee};
 
 fn m(s: &str) -> Money {
     s.parse().unwrap()
@@ -97,7 +97,7 @@ fn pipeline() -> Env {
 }
 
 fn verify(env: &Env, expectations: &Expectations) -> Report {
-    verify::run(&env.config, expectations, &|| false).expect("verify")
+    verify::run(&env.config, expectations, &Cancel::default()).expect("verify")
 }
 
 #[test]
@@ -195,16 +195,7 @@ fn a_leg_whose_usage_was_never_written_is_missing() {
 fn a_credit_event_sequence_gap_is_caught() {
     let env = pipeline();
     // acme's credit_sequence is 1: sequence 3 leaves 2 out.
-    let event = v1::CreditEvent {
-        credit_event_id: "acme/credit/3".into(),
-        tenant_id: "acme".into(),
-        sequence: 3,
-        kind: v1::credit_event::Kind::LowBalance as i32,
-        amount: "5.00".into(),
-        currency: "USD".into(),
-        balance_after: "4.99".into(),
-        ..Default::default()
-    };
+    let event = acme_credit_event(3);
     env.publisher
         .send_raw(&env.config.topics[TopicKind::CreditEvents], Some(b"acme"), Some(&event.encode_to_vec()))
         .unwrap();

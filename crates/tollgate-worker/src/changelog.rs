@@ -29,6 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::cancel::Cancel;
 use crate::kafka::{Reader, ReaderContext};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -368,17 +369,14 @@ fn upsert<T: serde::de::DeserializeOwned>(
     Ok(())
 }
 
-/// Reads changelog partition `partition` into a map of tenant states.
-pub fn restore(
-    config: &WorkerConfig,
-    partition: i32,
-    stop: &dyn Fn() -> bool,
-) -> Result<HashMap<String, TenantState>, Error> {
-    restore_partition(config, partition, stop).map(|restored| restored.states)
+/// Reads changelog partition `partition` into a map of tenant states; `cancel` aborts it.
+pub fn restore(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<HashMap<String, TenantState>, Error> {
+    restore_partition(config, partition, cancel).map(|restored| restored.states)
 }
 
-/// Reads changelog partition `partition` (committed records only) up to its high watermark.
-pub fn restore_partition(config: &WorkerConfig, partition: i32, stop: &dyn Fn() -> bool) -> Result<Restored, Error> {
+/// Reads changelog partition `partition` (committed records only) up to its high watermark;
+/// `cancel` aborts it.
+pub fn restore_partition(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<Restored, Error> {
     let started = Instant::now();
     let topic = &config.topics[TopicKind::State];
     let consumer: Reader = kafka::reader(config, "restore").create_with_context(ReaderContext)?;
@@ -389,7 +387,7 @@ pub fn restore_partition(config: &WorkerConfig, partition: i32, stop: &dyn Fn() 
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
         consumer.assign(&assignment)?;
         loop {
-            if stop() {
+            if cancel.is_cancelled() {
                 return Err(Error::ShutDown("restoring state"));
             }
             match consumer.poll(Duration::from_millis(100)) {

@@ -27,6 +27,7 @@
 //! - [`topics`]: the topic layout (`tollgate admin create-topics`).
 //! - [`telemetry`]: metrics and logs, one function per event.
 //! - [`verify`]: the invariant checker behind `tollgate verify`.
+//! - `testing` (tests and the `test-support` feature): fixtures the end-to-end tests share.
 //!
 //! # Invariants
 //!
@@ -63,6 +64,8 @@ pub mod record;
 pub mod reference;
 pub mod secret;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod topics;
 pub mod verify;
 pub mod view;

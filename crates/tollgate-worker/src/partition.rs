@@ -847,7 +847,7 @@ fn flush_checked(producer: &TaskProducer, timeout: Duration) -> Result<(), Error
 fn changelog_restore(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<changelog::Restored, Error> {
     let mut attempt = 0;
     loop {
-        match changelog::restore_partition(config, partition, &|| cancel.is_cancelled()) {
+        match changelog::restore_partition(config, partition, cancel) {
             Ok(restored) => return Ok(restored),
             Err(e) if e.class() == Class::Retriable => {
                 attempt += 1;

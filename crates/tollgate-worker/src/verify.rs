@@ -82,6 +82,7 @@ use serde::Serialize;
 use tollgate_core::TenantState;
 
 use crate::Error;
+use crate::cancel::Cancel;
 use crate::config::WorkerConfig;
 use crate::record::Record;
 
@@ -174,9 +175,9 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
 }
 
-/// Reads the deployment of `config` and checks it.
-pub fn run(config: &WorkerConfig, expectations: &Expectations, stop: &dyn Fn() -> bool) -> Result<Report, Error> {
-    let snapshot = read(config, stop)?;
+/// Reads the deployment of `config` and checks it; `cancel` aborts the read.
+pub fn run(config: &WorkerConfig, expectations: &Expectations, cancel: &Cancel) -> Result<Report, Error> {
+    let snapshot = read(config, cancel)?;
     Ok(check(&snapshot, config, expectations))
 }
 

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use tollgate_worker::Cancel;
 use tollgate_worker::verify::{self, Expectations, InputRef};
 
 use crate::config::{Config, KafkaFlags, RunFlags};
@@ -53,7 +54,7 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<ExitCode> {
     telemetry::init_logs_redacting(&config.telemetry.log, config.telemetry.log_format, secrets);
     let expectations = expectations(&args);
     let report = match crate::admin::ensure_reachable(&config)
-        .and_then(|()| verify::run(&config.worker, &expectations, &|| false).context("verification failed"))
+        .and_then(|()| verify::run(&config.worker, &expectations, &Cancel::default()).context("verification failed"))
     {
         Ok(report) => report,
         Err(error) => return Ok(cannot_check(&error)),

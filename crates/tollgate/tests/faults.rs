@@ -19,7 +19,7 @@ use tollgate_e2e::traffic::{Shape, Traffic};
 use tollgate_worker::TopicKind;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::verify::{self, Expectations, Report};
-use tollgate_worker::{ProcessingGuarantee, WorkerConfig, topics};
+use tollgate_worker::{Cancel, ProcessingGuarantee, WorkerConfig, topics};
 
 const PARTITIONS: i32 = 6;
 /// How long any one wait of a scenario may take.
@@ -109,10 +109,23 @@ impl Run {
         }
     }
 
-    fn start_worker(&mut self) {
+    /// Starts a worker named after how many were started before it (`w1`, `w2`, ...).
+    fn next_worker(&mut self) -> WorkerProcess {
         self.started_workers += 1;
-        let name = format!("w{}", self.started_workers);
-        self.workers.push(WorkerProcess::start(&self.spec, &name));
+        WorkerProcess::start(&self.spec, &format!("w{}", self.started_workers))
+    }
+
+    fn start_worker(&mut self) {
+        let worker = self.next_worker();
+        self.workers.push(worker);
+    }
+
+    /// Starts `workers` workers and funds every tenant.
+    fn start_funded(&mut self, workers: usize) {
+        for _ in 0..workers {
+            self.start_worker();
+        }
+        self.fund();
     }
 
     /// Starts again any worker that exited on its own, as a supervisor would.
@@ -127,9 +140,7 @@ impl Run {
                     );
                 }
                 self.restarts += 1;
-                self.started_workers += 1;
-                let name = format!("w{}", self.started_workers);
-                self.workers[i] = WorkerProcess::start(&self.spec, &name);
+                self.workers[i] = self.next_worker();
             }
         }
     }
@@ -201,10 +212,7 @@ impl Run {
     /// Starts `workers` workers, funds every tenant, publishes the legs at `per_second` and
     /// returns once a third of them are out: the moment the scenarios inject their fault.
     fn traffic_underway(&mut self, workers: usize, per_second: usize) -> Publishing {
-        for _ in 0..workers {
-            self.start_worker();
-        }
-        self.fund();
+        self.start_funded(workers);
         let publishing = self.publish_legs(per_second);
         let third = publishing.total / 3;
         self.wait("a third of the legs published", |_| publishing.sent() >= third);
@@ -221,6 +229,14 @@ impl Run {
         self.wait("every input committed", |run| run.progress.caught_up());
     }
 
+    /// The end of a scenario: every leg published and committed, every worker stopped with
+    /// SIGTERM, the checker green.
+    fn finish(&mut self, publishing: &mut Publishing) -> Report {
+        self.wait_caught_up(publishing);
+        self.stop_all();
+        self.verify()
+    }
+
     /// SIGTERM to every worker: each must exit cleanly within the 30 s a pod gets.
     fn stop_all(&mut self) {
         for mut worker in std::mem::take(&mut self.workers) {
@@ -235,7 +251,7 @@ impl Run {
             exactly_once: self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
             dead_letters: None,
         };
-        let report = verify::run(&self.config, &expectations, &|| false).expect("verify");
+        let report = verify::run(&self.config, &expectations, &Cancel::default()).expect("verify");
         assert!(report.is_ok(), "invariants violated:\n{report}");
         for (tenant, cents) in &self.traffic.expected_cents {
             let row = report.tenant(tenant).unwrap_or_else(|| panic!("no row for {tenant}:\n{report}"));
@@ -302,9 +318,7 @@ fn kill_one_worker(guarantee: ProcessingGuarantee) {
     let before = run.committed();
     run.wait("a batch committed after that", |run| run.committed() > before);
     run.workers[0].kill9();
-    run.wait_caught_up(&mut publishing);
-    run.stop_all();
-    run.verify();
+    run.finish(&mut publishing);
 }
 
 #[test]
@@ -326,9 +340,7 @@ fn kill_all_workers(guarantee: ProcessingGuarantee) {
     // many requests to write, so the kill lands mid-write (the release before transactional
     // state tore tenants here: double charges, usages that differ between copies).
     let mut run = Run::new(guarantee, &Shape { legs: 30_000, ..shape() }, &split);
-    run.start_worker();
-    run.start_worker();
-    run.fund();
+    run.start_funded(2);
     // A backlog first, then the workers die while draining it.
     let mut publishing = run.publish_legs(1_000_000);
     publishing.join();
@@ -340,9 +352,7 @@ fn kill_all_workers(guarantee: ProcessingGuarantee) {
     run.workers.clear();
     run.start_worker();
     run.start_worker();
-    run.wait_caught_up(&mut publishing);
-    run.stop_all();
-    run.verify();
+    run.finish(&mut publishing);
 }
 
 #[test]
@@ -429,9 +439,7 @@ fn broker_bounced(guarantee: ProcessingGuarantee, kill: bool) {
         run.broker.sigterm();
     }
     run.broker.restart();
-    run.wait_caught_up(&mut publishing);
-    run.stop_all();
-    run.verify();
+    run.finish(&mut publishing);
 }
 
 #[test]
@@ -456,9 +464,7 @@ fn terminated_while_broker_is_down(guarantee: ProcessingGuarantee) {
     eprintln!("{} exited in {:?} with {status} while the broker was down", worker.name, started.elapsed());
     run.broker.restart();
     run.start_worker();
-    run.wait_caught_up(&mut publishing);
-    run.stop_all();
-    run.verify();
+    run.finish(&mut publishing);
 }
 
 #[test]
@@ -524,8 +530,7 @@ fn broker_restarted_exactly_once() {
 /// Workers join and leave (gracefully and not) under load, six times.
 fn rebalance_storm(guarantee: ProcessingGuarantee) {
     let mut run = Run::new(guarantee, &Shape { legs: 10_000, ..shape() }, &FAST_GROUP);
-    run.start_worker();
-    run.fund();
+    run.start_funded(1);
     let mut publishing = run.publish_legs(1_000);
     for round in 0..6 {
         run.start_worker();
@@ -540,9 +545,7 @@ fn rebalance_storm(guarantee: ProcessingGuarantee) {
         }
     }
     run.start_worker();
-    run.wait_caught_up(&mut publishing);
-    run.stop_all();
-    run.verify();
+    run.finish(&mut publishing);
 }
 
 #[test]
@@ -560,8 +563,7 @@ fn rebalance_storm_exactly_once() {
 fn thousands_of_open_legs(guarantee: ProcessingGuarantee) {
     let shape = Shape { open_legs: 3_000, ..shape() };
     let mut run = Run::new(guarantee, &shape, &FAST_GROUP);
-    run.start_worker();
-    run.fund();
+    run.start_funded(1);
     let mut publishing = run.publish_legs(1_000_000);
     run.wait_caught_up(&mut publishing);
     run.workers[0].kill9();
@@ -597,10 +599,7 @@ fn soak(guarantee: ProcessingGuarantee) {
     };
     let kills = if long { 12 } else { 2 };
     let mut run = Run::new(guarantee, &shape, &FAST_GROUP);
-    for _ in 0..3 {
-        run.start_worker();
-    }
-    run.fund();
+    run.start_funded(3);
     let rate = if long { 3_000 } else { 1_000 };
     let mut publishing = run.publish_legs(rate);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
@@ -613,13 +612,9 @@ fn soak(guarantee: ProcessingGuarantee) {
         let victim = (seed % run.workers.len() as u64) as usize;
         eprintln!("soak: kill {} of {}", kill + 1, run.workers[victim].name);
         run.workers[victim].kill9();
-        let name = format!("w{}", run.started_workers + 1);
-        run.started_workers += 1;
-        run.workers[victim] = WorkerProcess::start(&run.spec, &name);
+        run.workers[victim] = run.next_worker();
     }
-    run.wait_caught_up(&mut publishing);
-    run.stop_all();
-    run.verify();
+    run.finish(&mut publishing);
 }
 
 #[test]

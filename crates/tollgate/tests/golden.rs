@@ -37,19 +37,30 @@ fn readme_rate_example() -> (Vec<String>, Vec<String>) {
     (args, summary)
 }
 
-/// Runs the rater from `examples/`, so paths in its output (dead letters name their source
-/// file) do not depend on where the repository is checked out.
-fn rate(events: &str) -> std::process::Output {
+/// Runs `tollgate` with `args` from `examples/`, so paths in its output (dead letters name
+/// their source file) do not depend on where the repository is checked out.
+fn tollgate_in_examples(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .current_dir(examples())
-        .arg("rate")
-        .arg("--reference")
-        .arg("reference.json")
-        .arg("--events")
-        .arg(events)
+        .args(args)
         .output()
         .expect("failed to run tollgate")
 }
+
+/// Rates `events` with the sample's reference data.
+fn rate(events: &str) -> std::process::Output {
+    tollgate_in_examples(&["rate", "--reference", "reference.json", "--events", events])
+}
+
+/// A fresh directory `tollgate-<name>-<pid>` under the temporary directory; the test removes it.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A line the sample rates: contoso funded with 10.00 USD.
+const FUND_CONTOSO: &str = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
 
 #[test]
 fn rates_the_sample_exactly_as_recorded() {
@@ -87,16 +98,12 @@ fn exits_with_status_2_when_a_line_was_rejected_unless_allowed() {
     assert_eq!(strict.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&strict.stderr);
     assert!(stderr.contains(", 2 rejected"), "{stderr}");
-    let allowed = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .current_dir(examples())
-        .args(["rate", "--reference", "reference.json", "--events", "events.jsonl", "--allow-rejects"])
-        .output()
-        .unwrap();
+    let allowed =
+        tollgate_in_examples(&["rate", "--reference", "reference.json", "--events", "events.jsonl", "--allow-rejects"]);
     assert_eq!(allowed.status.code(), Some(0));
     assert_eq!(allowed.stdout, strict.stdout);
     // Without a rejected line, 0.
-    let dir = std::env::temp_dir().join(format!("tollgate-clean-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("clean");
     let events = dir.join("events.jsonl");
     let sample = std::fs::read_to_string(examples().join("events.jsonl")).unwrap();
     let first: Vec<&str> = sample.lines().take(100).collect();
@@ -122,13 +129,11 @@ fn is_byte_identical_across_runs() {
 
 #[test]
 fn reports_malformed_lines_with_their_number_and_goes_on() {
-    let dir = std::env::temp_dir().join(format!("tollgate-golden-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("golden");
     let events = dir.join("events.jsonl");
-    let good = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
     let bad_number = r#"{"callLeg":{"eventId":"e1","tenantId":"contoso","legId":"l","occurredAt":"2026-11-01T00:00:00Z","started":{"kind":"LEG_KIND_DIAL_OUT","remoteNumber":"12"}}}"#;
     let impossible = bad_number.replace(r#""12""#, r#""+1234""#).replace(r#""e1""#, r#""e2""#);
-    std::fs::write(&events, format!("{good}\nnot json\n\n{bad_number}\n{impossible}\n")).unwrap();
+    std::fs::write(&events, format!("{FUND_CONTOSO}\nnot json\n\n{bad_number}\n{impossible}\n")).unwrap();
     let output = rate(events.to_str().unwrap());
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -163,12 +168,10 @@ fn reports_malformed_lines_with_their_number_and_goes_on() {
 /// dead letter keeps its first 1024 bytes, and the lines after it are rated.
 #[test]
 fn refuses_a_line_longer_than_a_mebibyte_and_goes_on() {
-    let dir = std::env::temp_dir().join(format!("tollgate-golden-long-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("golden-long");
     let events = dir.join("events.jsonl");
-    let good = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
     let long = format!(r#"{{"callLeg":{{"eventId":"{}"}}}}"#, "e".repeat(1_100_000));
-    std::fs::write(&events, format!("{long}\n{good}\n")).unwrap();
+    std::fs::write(&events, format!("{long}\n{FUND_CONTOSO}\n")).unwrap();
     let output = rate(events.to_str().unwrap());
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -187,8 +190,7 @@ fn refuses_a_line_longer_than_a_mebibyte_and_goes_on() {
 
 #[test]
 fn reports_a_refused_reference_object_with_its_line() {
-    let dir = std::env::temp_dir().join(format!("tollgate-reference-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("reference");
     let row = r#"{"prefix": "1787", "numberType": "NUMBER_TYPE_TOLL", "price": {"perMinute": "0.0240"}}"#;
     let original = std::fs::read_to_string(examples().join("reference.json")).unwrap();
     let at = original.find(row).expect("the row is in the sample");
@@ -196,11 +198,8 @@ fn reports_a_refused_reference_object_with_its_line() {
     let broken = original.replacen(row, &row.replace("0.0240", "0.012.0"), 1);
     let reference = dir.join("reference.json");
     std::fs::write(&reference, broken).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .current_dir(examples())
-        .args(["rate", "--reference", reference.to_str().unwrap(), "--events", "events.jsonl"])
-        .output()
-        .unwrap();
+    let output =
+        tollgate_in_examples(&["rate", "--reference", reference.to_str().unwrap(), "--events", "events.jsonl"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     let expected = format!(

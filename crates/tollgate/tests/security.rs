@@ -99,6 +99,13 @@ fn assert_no_password(what: &str, output: &str) {
     }
 }
 
+/// `tollgate admin create-topics` as `admin`, which must succeed; its output.
+fn create_topics(bootstrap: &str, admin: &User) -> Output {
+    let out = run(bootstrap, admin, &["admin", "create-topics", "--partitions", &PARTITIONS.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    out
+}
+
 #[test]
 fn the_pipeline_runs_over_sasl_ssl_with_least_privilege_and_never_logs_a_password() {
     let secured = security::shared();
@@ -106,8 +113,7 @@ fn the_pipeline_runs_over_sasl_ssl_with_least_privilege_and_never_logs_a_passwor
     let (admin, producer, worker, billing) =
         (secured.user(ADMIN), secured.user(PRODUCER), secured.user(WORKER), secured.user(BILLING));
 
-    let out = run(&bootstrap, &admin, &["admin", "create-topics", "--partitions", &PARTITIONS.to_string()]);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = create_topics(&bootstrap, &admin);
     // The other tests of this binary may have created them first.
     let created = String::from_utf8_lossy(&out.stdout);
     assert_eq!(created.lines().count(), 12, "{created}");
@@ -195,9 +201,7 @@ fn publisher(bootstrap: &str, user: &User) -> Publisher {
 fn the_producer_principal_cannot_write_the_changelog_or_the_rated_usage() {
     let secured = security::shared();
     let bootstrap = secured.bootstrap_servers();
-    let admin = secured.user(ADMIN);
-    let out = run(&bootstrap, &admin, &["admin", "create-topics", "--partitions", &PARTITIONS.to_string()]);
-    assert!(out.status.success(), "{}", text(&out));
+    create_topics(&bootstrap, &secured.user(ADMIN));
     let producer = secured.user(PRODUCER);
     for topic in ["tollgate.state.v1", "tollgate.rated-usage.v1"] {
         let publisher = publisher(&bootstrap, &producer);
@@ -306,9 +310,7 @@ fn every_command_names_a_wrong_password_an_untrusted_certificate_a_wrong_host_an
 fn every_command_names_what_an_acl_does_not_allow() {
     let secured = security::shared();
     let bootstrap = secured.bootstrap_servers();
-    let admin = secured.user(ADMIN);
-    let out = run(&bootstrap, &admin, &["admin", "create-topics", "--partitions", &PARTITIONS.to_string()]);
-    assert!(out.status.success(), "{}", text(&out));
+    create_topics(&bootstrap, &secured.user(ADMIN));
     let (billing, producer, worker) = (secured.user(BILLING), secured.user(PRODUCER), secured.user(WORKER));
     let cases: [(&User, &[&str], &str); 6] = [
         // The worker in a group it has no ACL for: it stops instead of retrying.

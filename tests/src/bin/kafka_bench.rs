@@ -38,7 +38,7 @@ use tollgate_e2e::traffic::{Shape, Traffic};
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::publish::Publisher;
 use tollgate_worker::topics::TopicKind;
-use tollgate_worker::{ProcessingGuarantee, WorkerConfig, kafka, topics};
+use tollgate_worker::{Cancel, ProcessingGuarantee, WorkerConfig, kafka, topics};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -545,7 +545,7 @@ fn restore(tenants: usize, busy_per_mille: usize) -> Result<()> {
     );
     let before = resident_bytes();
     let started = Instant::now();
-    let restored = tollgate_worker::changelog::restore_partition(&config, 0, &|| false)?;
+    let restored = tollgate_worker::changelog::restore_partition(&config, 0, &Cancel::default())?;
     let took = started.elapsed();
     let after = resident_bytes();
     let per_tenant = after.saturating_sub(before) as f64 / tenants as f64;

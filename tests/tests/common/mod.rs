@@ -22,6 +22,9 @@ use tollgate_worker::TopicKind;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::{Cancel, ProcessingGuarantee, Tables, Worker, WorkerConfig, kafka, topics};
 
+/// The reference data, phone numbers and records the worker's unit tests use too.
+pub use tollgate_worker::testing::*;
+
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Logs to the test output with `RUST_LOG=tollgate_worker=debug`.
@@ -256,28 +259,6 @@ impl Drop for RunningWorker {
     }
 }
 
-/// A small reference data set: two USD tenants and one EUR tenant, a rate card per currency.
-pub const REFERENCE: &str = r#"{
-  "tenants": [
-    {"tenantId": "acme", "currency": "USD", "creditsEnabled": true, "rateCardId": "usd", "lowBalanceThresholds": ["5.00"]},
-    {"tenantId": "globex", "currency": "USD", "creditsEnabled": true, "rateCardId": "usd"},
-    {"tenantId": "initech", "currency": "EUR", "creditsEnabled": true, "rateCardId": "eur"}
-  ],
-  "users": [
-    {"tenantId": "acme", "userId": "ann", "usageLocation": "US", "licence": "LICENCE_MODEL_PAY_PER_MINUTE"},
-    {"tenantId": "acme", "userId": "dom", "usageLocation": "US", "dialoutPolicy": "DIALOUT_POLICY_CPC_AND_PSTN_DOMESTIC"},
-    {"tenantId": "globex", "userId": "gus", "usageLocation": "US"},
-    {"tenantId": "initech", "userId": "ines", "usageLocation": "DE"}
-  ],
-  "rateCards": [
-    {"rateCardId": "usd", "currency": "USD", "versions": [{"version": "v1", "effectiveFrom": "2026-01-01T00:00:00Z",
-      "dialIn": [{"prefix": "1", "numberType": "NUMBER_TYPE_TOLL", "price": {"perMinute": "0.01"}}],
-      "dialOut": [{"prefix": "1", "price": {"perMinute": "0.02"}}, {"prefix": "44", "price": {"perMinute": "0.04"}}]}]},
-    {"rateCardId": "eur", "currency": "EUR", "versions": [{"version": "e1", "effectiveFrom": "2026-01-01T00:00:00Z",
-      "dialOut": [{"prefix": "49", "price": {"perMinute": "0.03"}}, {"prefix": "44", "price": {"perMinute": "0.05"}}]}]}
-  ]
-}"#;
-
 /// A fund command as JSON.
 pub fn fund(tenant: &str, id: &str, amount: &str, currency: &str) -> String {
     format!(
@@ -297,7 +278,3 @@ pub fn dial_out(tenant: &str, leg: &str, organizer: &str, number: &str, seconds:
         ),
     ]
 }
-
-pub const US: &str = "+12128675309";
-pub const GB: &str = "+442071838750";
-pub const DE: &str = "+4930901820";

@@ -131,6 +131,15 @@ struct Tenant<'a> {
     state: Option<&'a TenantState>,
 }
 
+impl Tenant<'_> {
+    /// Notes a currency an output names (an empty one names none).
+    fn note_currency(&mut self, currency: &str) {
+        if !currency.is_empty() {
+            self.currencies.insert(currency.to_owned());
+        }
+    }
+}
+
 /// The credit commands that move money.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Command {
@@ -420,6 +429,30 @@ fn expected_dead_letters(
     }
 }
 
+/// The entry of `tenant_id`, with the extra copies of its output `id` (named by `labels`)
+/// counted as duplicates.
+fn tenant_of_copies<'t, 'a, T>(
+    tenants: &'t mut BTreeMap<String, Tenant<'a>>,
+    tenant_id: &str,
+    (labels, id): (&Labels, &str),
+    output: &Distinct<'_, T>,
+    expectations: &Expectations,
+    findings: &mut Findings,
+) -> &'t mut Tenant<'a> {
+    let tenant = tenants.entry(tenant_id.to_owned()).or_default();
+    tenant.duplicates += copies(Some(tenant_id), labels, id.to_owned(), output, expectations.exactly_once, findings);
+    tenant
+}
+
+/// `amount` as money; when it is not a decimal, zero, and `id` listed under `what` for
+/// `tenant_id`.
+fn money_or_listed(amount: &str, (tenant_id, what, id): (&str, &'static str, &str), findings: &mut Findings) -> Money {
+    amount.parse::<Money>().unwrap_or_else(|_| {
+        findings.list(Some(tenant_id), what, id.to_owned());
+        Money::ZERO
+    })
+}
+
 /// Distinct rated usages per tenant.
 fn usages(
     snapshot: &Snapshot,
@@ -431,15 +464,10 @@ fn usages(
     for (id, output) in distinct(&snapshot.rated_usage, decode, findings) {
         let usage = &output.value;
         let tenant_id = usage.tenant_id.as_str();
-        let tenant = tenants.entry(tenant_id.to_owned()).or_default();
-        tenant.duplicates += copies(Some(tenant_id), &USAGES, id.clone(), &output, expectations.exactly_once, findings);
-        if !usage.currency.is_empty() {
-            tenant.currencies.insert(usage.currency.clone());
-        }
-        let charge = usage.charge.parse::<Money>().unwrap_or_else(|_| {
-            findings.list(Some(tenant_id), "usages whose charge is not a decimal", id.clone());
-            Money::ZERO
-        });
+        let tenant = tenant_of_copies(tenants, tenant_id, (&USAGES, &id), &output, expectations, findings);
+        tenant.note_currency(&usage.currency);
+        let what = "usages whose charge is not a decimal";
+        let charge = money_or_listed(&usage.charge, (tenant_id, what, &id), findings);
         tenant.usages.insert(id, charge);
     }
 }
@@ -455,9 +483,7 @@ fn decisions(
     for (id, output) in distinct(&snapshot.leg_decisions, decode, findings) {
         let decision = &output.value;
         let tenant_id = decision.tenant_id.as_str();
-        let tenant = tenants.entry(tenant_id.to_owned()).or_default();
-        tenant.duplicates +=
-            copies(Some(tenant_id), &DECISIONS, id.clone(), &output, expectations.exactly_once, findings);
+        let tenant = tenant_of_copies(tenants, tenant_id, (&DECISIONS, &id), &output, expectations, findings);
         let kind = match decision.decision {
             Some(Decision::Allow(_)) => "allow",
             Some(Decision::Block(_)) => "block",
@@ -481,20 +507,14 @@ fn credit_events(
     let decode = |b: &[u8]| v1::CreditEvent::decode(b).ok().map(|e| ((e.tenant_id.clone(), e.sequence), e));
     for ((tenant_id, sequence), output) in distinct(&snapshot.credit_events, decode, findings) {
         let event = &output.value;
-        let tenant = tenants.entry(tenant_id.clone()).or_default();
-        let id = event.credit_event_id.clone();
-        tenant.duplicates +=
-            copies(Some(&tenant_id), &CREDITS, id.clone(), &output, expectations.exactly_once, findings);
+        let id = event.credit_event_id.as_str();
+        let tenant = tenant_of_copies(tenants, &tenant_id, (&CREDITS, id), &output, expectations, findings);
         if id != format!("{tenant_id}/credit/{sequence}") {
-            findings.list(Some(&tenant_id), "credit events whose id is not <tenant>/credit/<sequence>", id.clone());
+            findings.list(Some(&tenant_id), "credit events whose id is not <tenant>/credit/<sequence>", id.to_owned());
         }
-        if !event.currency.is_empty() {
-            tenant.currencies.insert(event.currency.clone());
-        }
-        let amount = event.amount.parse::<Money>().unwrap_or_else(|_| {
-            findings.list(Some(&tenant_id), "credit events whose amount is not a decimal", id);
-            Money::ZERO
-        });
+        tenant.note_currency(&event.currency);
+        let what = "credit events whose amount is not a decimal";
+        let amount = money_or_listed(&event.amount, (&tenant_id, what, id), findings);
         tenant.credits.insert(sequence, (event.kind(), amount));
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::cancel::Cancel;
 use crate::kafka::{Reader, ReaderContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -30,8 +31,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The shortest time without a record after which an unfinished read is given up.
 const MIN_STALL: Duration = Duration::from_secs(30);
 
-/// Reads everything [`super::check`] needs. `stop` aborts the read.
-pub fn read(config: &WorkerConfig, stop: &dyn Fn() -> bool) -> Result<Snapshot, Error> {
+/// Reads everything [`super::check`] needs. `cancel` aborts the read.
+pub fn read(config: &WorkerConfig, cancel: &Cancel) -> Result<Snapshot, Error> {
     let t = &config.topics;
     let consumer: Reader = kafka::reader(config, "verify").create_with_context(ReaderContext)?;
     let mut snapshot = Snapshot::default();
@@ -48,7 +49,7 @@ pub fn read(config: &WorkerConfig, stop: &dyn Fn() -> bool) -> Result<Snapshot, 
     let state_partitions = partition_count(&consumer, &t[TopicKind::State], config)?;
     snapshot.partitions.insert(t[TopicKind::State].clone(), state_partitions);
     for partition in 0..state_partitions {
-        snapshot.states.insert(partition, changelog::restore(config, partition, stop)?);
+        snapshot.states.insert(partition, changelog::restore(config, partition, cancel)?);
     }
     let outputs = [
         &t[TopicKind::RatedUsage],
@@ -62,7 +63,7 @@ pub fn read(config: &WorkerConfig, stop: &dyn Fn() -> bool) -> Result<Snapshot, 
         let count = snapshot.partitions.get(topic.as_str()).copied().unwrap_or_default();
         ends.extend(watermarks(&consumer, topic, count, config, &mut snapshot.warnings)?);
     }
-    let mut by_topic = read_to(&consumer, &ends, config, stop)?;
+    let mut by_topic = read_to(&consumer, &ends, config, cancel)?;
     let mut take = |topic: &str| by_topic.remove(topic).unwrap_or_default();
     snapshot.rated_usage = take(&t[TopicKind::RatedUsage]);
     snapshot.leg_decisions = take(&t[TopicKind::LegDecisions]);
@@ -119,7 +120,7 @@ fn read_to(
     consumer: &Reader,
     ends: &BTreeMap<Place, i64>,
     config: &WorkerConfig,
-    stop: &dyn Fn() -> bool,
+    cancel: &Cancel,
 ) -> Result<HashMap<String, Vec<Record>>, Error> {
     let mut records: HashMap<String, Vec<Record>> = HashMap::new();
     if ends.is_empty() {
@@ -136,7 +137,7 @@ fn read_to(
     let stall = (config.kafka_timeout() * 3).max(MIN_STALL);
     let (mut last_record, mut last_log) = (Instant::now(), Instant::now());
     while !left.is_empty() {
-        if stop() {
+        if cancel.is_cancelled() {
             return Err(Error::ShutDown("verifying"));
         }
         match consumer.poll(Duration::from_millis(100)) {

@@ -12,28 +12,9 @@ use crate::codec;
 use crate::config::{TopicKind, Topics, WorkerConfig};
 use crate::partitioner::partition_for;
 use crate::record::Record;
+use crate::testing::{DE, GB, REFERENCE, US, acme_credit_event};
 
 const PARTITIONS: i32 = 2;
-
-const REFERENCE: &str = r#"{
-  "tenants": [
-    {"tenantId": "acme", "currency": "USD", "creditsEnabled": true, "rateCardId": "usd"},
-    {"tenantId": "globex", "currency": "USD", "creditsEnabled": true, "rateCardId": "usd"},
-    {"tenantId": "initech", "currency": "EUR", "creditsEnabled": true, "rateCardId": "eur"}
-  ],
-  "users": [
-    {"tenantId": "acme", "userId": "ann", "usageLocation": "US", "licence": "LICENCE_MODEL_PAY_PER_MINUTE"},
-    {"tenantId": "acme", "userId": "dom", "usageLocation": "US", "dialoutPolicy": "DIALOUT_POLICY_CPC_AND_PSTN_DOMESTIC"},
-    {"tenantId": "globex", "userId": "gus", "usageLocation": "US"},
-    {"tenantId": "initech", "userId": "ines", "usageLocation": "DE"}
-  ],
-  "rateCards": [
-    {"rateCardId": "usd", "currency": "USD", "versions": [{"version": "v1", "effectiveFrom": "2026-01-01T00:00:00Z",
-      "dialOut": [{"prefix": "1", "price": {"perMinute": "0.02"}}, {"prefix": "44", "price": {"perMinute": "0.04"}}]}]},
-    {"rateCardId": "eur", "currency": "EUR", "versions": [{"version": "e1", "effectiveFrom": "2026-01-01T00:00:00Z",
-      "dialOut": [{"prefix": "49", "price": {"perMinute": "0.03"}}]}]}
-  ]
-}"#;
 
 /// A partition task without Kafka: rates inputs, files records by key like the producers.
 struct Pipeline {
@@ -196,10 +177,6 @@ fn dial_out(tenant: &str, id: &str, organizer: &str, number: &str, seconds: u32)
         ),
     ]
 }
-
-const US: &str = "+12128675309";
-const GB: &str = "+442071838750";
-const DE: &str = "+4930901820";
 
 /// Funding of every kind, rated, blocked, VoIP and open legs in three tenants, one poison.
 fn scenario() -> (Pipeline, Record) {
@@ -367,16 +344,7 @@ fn a_lost_credit_event_breaks_the_sequence_and_the_money() {
 #[test]
 fn a_sequence_beyond_the_restored_one_is_a_gap() {
     let (mut p, _) = scenario();
-    let event = v1::CreditEvent {
-        credit_event_id: "acme/credit/3".into(),
-        tenant_id: "acme".into(),
-        sequence: 3,
-        kind: v1::credit_event::Kind::Depleted as i32,
-        amount: "0.00".into(),
-        currency: "USD".into(),
-        balance_after: "9.88".into(),
-        ..Default::default()
-    };
+    let event = acme_credit_event(3);
     let record = p.record(&p.topics[TopicKind::CreditEvents].clone(), "acme", event.encode_to_vec());
     p.push_output(record);
     let report = p.check(&Expectations::default());
