@@ -20,13 +20,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use rust_decimal::Decimal;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tollgate_core::testing::{self, Rng, random_rate};
 use tollgate_core::{
-    AutoRecharge, CallLegEvent, Country, CreditBody, CreditCommand, Currency, Decision, DialOutRate, DialoutPolicy,
-    DisconnectCause, E164, Increments, Input, LegBody, LegDuration, LegEnded, LegKind, LegStarted, LotFunding, Money,
-    Output, Prefix, PrefixTable, Price, RateCard, RateCardVersion, Rater, Reference, Tenant, TenantId, TenantState,
-    Timestamp, UsageOutcome, User,
+    CallLegEvent, Country, Decision, DisconnectCause, E164, Input, LegBody, LegDuration, LegEnded, LegKind, LegStarted,
+    Output, Prefix, PrefixTable, Rater, Reference, TenantId, TenantState, Timestamp, UsageOutcome,
 };
 
 #[global_allocator]
@@ -40,27 +38,6 @@ const PAIRS_PER_STATE: usize = 1_000;
 /// How much later than the warm-up pairs the measured pairs come: beyond the 48 h retention,
 /// so each measured pair's ids replace a warm-up pair's in the tenant's maps.
 const LATER_SECONDS: u32 = 3 * 86_400;
-
-/// SplitMix64: a fixed, dependency-free stream of pseudo-random numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn digits(&mut self, len: usize) -> String {
-        (0..len).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
-    }
-}
 
 /// `count` distinct prefixes of 2 to `max_len` digits, plus the nine one-digit prefixes so
 /// every number matches something.
@@ -86,18 +63,6 @@ fn numbers_under(rng: &mut Rng, prefixes: &[String], count: usize, country: Coun
         .collect()
 }
 
-/// A dial-out rate: 0.001 to 0.500 per minute, a mix of increments, some connection fees.
-fn random_rate(rng: &mut Rng) -> DialOutRate {
-    let per_minute = Money::new(Decimal::new(1 + rng.below(500) as i64, 3));
-    let fee = if rng.below(4) == 0 { Money::new(Decimal::new(rng.below(20) as i64, 2)) } else { Money::ZERO };
-    let increments = match rng.below(3) {
-        0 => Increments::PER_MINUTE,
-        1 => Increments::new(1, 1).expect("non-zero"),
-        _ => Increments::new(60, 1).expect("non-zero"),
-    };
-    DialOutRate { price: Price::new(per_minute, fee, increments).expect("non-negative"), premium: rng.below(10) == 0 }
-}
-
 fn ts(offset: i64) -> Timestamp {
     Timestamp::new(BASE + offset, 0).expect("in range")
 }
@@ -116,50 +81,13 @@ struct LegPairFixture {
 /// dial-out prefixes.
 fn leg_pair_fixture() -> LegPairFixture {
     let mut rng = Rng(0x7011_6a7e);
-    let usd = Currency::from_code("USD").expect("ISO 4217");
-    let tenant_id = TenantId::new("contoso").expect("non-empty");
     let table = prefixes(&mut rng, 10_000, 7);
     let dial_out =
         PrefixTable::new(table.iter().map(|p| (Prefix::parse(p).expect("digits"), random_rate(&mut rng))).collect())
             .expect("distinct prefixes");
-    let version = RateCardVersion {
-        version: "v1".into(),
-        effective_from: ts(0),
-        dial_in_toll: PrefixTable::new(vec![]).expect("empty"),
-        dial_in_toll_free: PrefixTable::new(vec![]).expect("empty"),
-        dial_out,
-    };
-    let mut reference = Reference::default();
-    reference.put_rate_card(RateCard::new("usd".into(), usd, vec![version]).expect("one version"));
-    let money = |s: &str| s.parse::<Money>().expect("decimal");
-    reference.put_tenant(
-        Tenant {
-            auto_recharge: Some(AutoRecharge { trigger: money("50"), amount: money("500") }),
-            low_balance_thresholds: vec![money("100"), money("10"), money("1")],
-            ..Tenant::new(tenant_id.clone(), usd, "usd")
-        }
-        .validated()
-        .expect("valid tenant"),
-    );
-    let us = Country::from_code("US").expect("ISO 3166");
-    let mut alice = User::new(tenant_id.clone(), "alice", us);
-    alice.dialout_policy = Some(DialoutPolicy::CpcZoneAPstnInternational);
-    reference.put_user(alice);
-
+    let (reference, funded) = testing::tenant(dial_out, ts(0), "1000000".parse().expect("decimal"));
+    let tenant_id = TenantId::new("contoso").expect("non-empty");
     let rater = Rater::default();
-    let mut funded = TenantState::default();
-    let fund = Input::Credit(CreditCommand {
-        command_id: "fund".into(),
-        tenant_id: tenant_id.clone(),
-        occurred_at: ts(0),
-        body: CreditBody::Fund(LotFunding {
-            lot_id: "lot-1".into(),
-            amount: money("1000000"),
-            currency: usd,
-            purchased_at: ts(0),
-        }),
-    });
-    rater.apply(&reference, &mut funded, fund, &mut Vec::new()).expect("funded");
 
     // Zone A destinations, so the organizer's policy lets them through.
     let zone_a: Vec<Country> =

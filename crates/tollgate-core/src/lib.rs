@@ -109,6 +109,8 @@ pub mod rating;
 pub mod reference;
 mod region;
 pub mod state;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 mod text;
 
 pub use error::Error;

@@ -507,30 +507,7 @@ mod tests {
     }
 
     fn open_leg(call_id: &str) -> OpenLeg {
-        let us = Country::from_code("US").unwrap();
-        OpenLeg {
-            call_id: call_id.into(),
-            conference_id: "conf".into(),
-            organizer_id: "alice".into(),
-            organizer_location: us,
-            kind: LegKind::DialOut,
-            call_type: CallType::ConfOut,
-            number_type: NumberType::Toll,
-            priced_number: E164::from_parts("12128675309", us).unwrap(),
-            started_at: ts(10),
-            capability: Capability::Ppm,
-            price: None,
-            rate_card_id: "usd".into(),
-            rate_card_version: "v1".into(),
-            rate_prefix: None,
-            flags: UsageFlags::default(),
-            elapsed_seconds: 0,
-            pool_minutes: 0,
-            pooled_in_full: false,
-            minutes_accounted: 0,
-            debited: Money::ZERO,
-            disconnect_sent: false,
-        }
+        crate::testing::open_leg(call_id, ts(10))
     }
 
     /// Open legs used to be a `BTreeMap`: the changelog JSON, `Debug` and iteration keep its

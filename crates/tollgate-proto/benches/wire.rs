@@ -24,11 +24,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use phonenumber::metadata::DATABASE;
-use tollgate_core::{
-    AutoRecharge, Country, CreditBody, CreditCommand, Currency, DialOutRate, DialoutPolicy, E164, Increments, Input,
-    LotFunding, Money, Output, Prefix, PrefixTable, Price, RateCard, RateCardVersion, Rater, Reference, Tenant,
-    TenantId, TenantState, Timestamp, User,
-};
+use tollgate_core::testing::{self, Rng, random_rate};
+use tollgate_core::{E164, Input, Output, Prefix, PrefixTable, Rater, Reference, TenantId, TenantState, Timestamp};
 use tollgate_proto::v1::{self, call_leg_event, leg_ended};
 use tollgate_proto::{Message, Timestamp as WireTimestamp, encode};
 
@@ -42,27 +39,6 @@ const PREFIXES: usize = 10_000;
 /// Zone A regions whose numbers the legs dial (several share a calling code with others).
 const REGIONS: [&str; 16] =
     ["US", "CA", "PR", "GB", "DE", "FR", "IT", "ES", "NL", "JP", "AU", "RU", "IN", "BR", "MX", "CH"];
-
-/// SplitMix64: a fixed, dependency-free stream of pseudo-random numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn digits(&mut self, len: usize) -> String {
-        (0..len).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
-    }
-}
 
 /// `count` different numbers, as `+<digits>` strings, that parse to one of [`REGIONS`]: each
 /// region's fixed-line and mobile example numbers with their last four digits replaced.
@@ -92,19 +68,6 @@ fn destinations(rng: &mut Rng, count: usize) -> Vec<String> {
         }
     }
     out
-}
-
-/// A dial-out rate: 0.001 to 0.500 per minute, a mix of increments, some connection fees.
-fn random_rate(rng: &mut Rng) -> DialOutRate {
-    let per_minute: Money = format!("0.{:03}", 1 + rng.below(499)).parse().expect("decimal");
-    let fee: Money =
-        if rng.below(4) == 0 { format!("0.{:02}", rng.below(20)) } else { "0".into() }.parse().expect("decimal");
-    let increments = match rng.below(3) {
-        0 => Increments::PER_MINUTE,
-        1 => Increments::new(1, 1).expect("non-zero"),
-        _ => Increments::new(60, 1).expect("non-zero"),
-    };
-    DialOutRate { price: Price::new(per_minute, fee, increments).expect("non-negative"), premium: rng.below(10) == 0 }
 }
 
 fn ts(offset: i64) -> Timestamp {
@@ -138,45 +101,8 @@ fn wire_fixture() -> WireFixture {
         PrefixTable::new(prefixes.iter().map(|p| (Prefix::parse(p).expect("digits"), random_rate(&mut rng))).collect())
             .expect("distinct prefixes");
 
-    let usd = Currency::from_code("USD").expect("ISO 4217");
-    let tenant_id = TenantId::new("contoso").expect("non-empty");
-    let version = RateCardVersion {
-        version: "v1".into(),
-        effective_from: ts(0),
-        dial_in_toll: PrefixTable::new(vec![]).expect("empty"),
-        dial_in_toll_free: PrefixTable::new(vec![]).expect("empty"),
-        dial_out,
-    };
-    let mut reference = Reference::default();
-    reference.put_rate_card(RateCard::new("usd".into(), usd, vec![version]).expect("one version"));
-    let money = |s: &str| s.parse::<Money>().expect("decimal");
-    reference.put_tenant(
-        Tenant {
-            auto_recharge: Some(AutoRecharge { trigger: money("50"), amount: money("500") }),
-            low_balance_thresholds: vec![money("100"), money("10"), money("1")],
-            ..Tenant::new(tenant_id.clone(), usd, "usd")
-        }
-        .validated()
-        .expect("valid tenant"),
-    );
-    let mut alice = User::new(tenant_id.clone(), "alice", Country::from_code("US").expect("ISO 3166"));
-    alice.dialout_policy = Some(DialoutPolicy::CpcZoneAPstnInternational);
-    reference.put_user(alice);
-
-    let mut funded = TenantState::default();
-    let fund = Input::Credit(CreditCommand {
-        command_id: "fund".into(),
-        tenant_id,
-        occurred_at: ts(0),
-        body: CreditBody::Fund(LotFunding {
-            lot_id: "lot-1".into(),
-            amount: money("1000000"),
-            currency: usd,
-            purchased_at: ts(0),
-        }),
-    });
-    Rater::default().apply(&reference, &mut funded, fund, &mut Vec::new()).expect("funded");
-
+    let (reference, funded) = testing::tenant(dial_out, ts(0), "1000000".parse().expect("decimal"));
+    let _tenant_id = TenantId::new("contoso").expect("non-empty");
     let at = |offset: i64| Some(WireTimestamp { seconds: BASE + offset, nanos: 0 });
     let batches = numbers
         .chunks(PAIRS_PER_STATE)

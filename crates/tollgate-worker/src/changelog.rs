@@ -436,8 +436,8 @@ fn reached(consumer: &Reader, topic: &str, partition: i32, high: i64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use tollgate_core::event::{LegBody, LegDuration, LegEnded, LegKind};
-    use tollgate_core::{CallType, Capability, Country, DisconnectCause, E164, Money, NumberType, UsageFlags};
+    use tollgate_core::DisconnectCause;
+    use tollgate_core::event::{LegBody, LegDuration, LegEnded};
 
     use super::*;
 
@@ -446,30 +446,7 @@ mod tests {
     }
 
     fn open_leg(leg: &str, elapsed_seconds: u32) -> OpenLeg {
-        let us = Country::from_code("US").unwrap();
-        OpenLeg {
-            call_id: format!("call-{leg}").into(),
-            conference_id: "conf".into(),
-            organizer_id: "alice".into(),
-            organizer_location: us,
-            kind: LegKind::DialOut,
-            call_type: CallType::ConfOut,
-            number_type: NumberType::Toll,
-            priced_number: E164::from_parts("12128675309", us).unwrap(),
-            started_at: ts(10),
-            capability: Capability::Ppm,
-            price: None,
-            rate_card_id: "usd".into(),
-            rate_card_version: "v1".into(),
-            rate_prefix: None,
-            flags: UsageFlags::default(),
-            elapsed_seconds,
-            pool_minutes: 0,
-            pooled_in_full: false,
-            minutes_accounted: 0,
-            debited: Money::ZERO,
-            disconnect_sent: false,
-        }
+        OpenLeg { elapsed_seconds, ..tollgate_core::testing::open_leg(&format!("call-{leg}"), ts(10)) }
     }
 
     fn ended(leg: &str) -> CallLegEvent {

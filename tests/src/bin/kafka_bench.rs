@@ -562,31 +562,7 @@ fn restore(tenants: usize, busy_per_mille: usize) -> Result<()> {
 
 /// A dial-out leg in progress, the template of the busy tenants' open legs.
 fn open_leg_template() -> Result<tollgate_core::OpenLeg> {
-    use tollgate_core::{CallType, Capability, Country, E164, NumberType, Timestamp, UsageFlags};
-    let us = Country::from_code("US")?;
-    Ok(tollgate_core::OpenLeg {
-        call_id: String::new().into(),
-        conference_id: "conference".into(),
-        organizer_id: "organizer".into(),
-        organizer_location: us,
-        kind: tollgate_core::event::LegKind::DialOut,
-        call_type: CallType::ConfOut,
-        number_type: NumberType::Toll,
-        priced_number: E164::from_parts("12128675309", us)?,
-        started_at: Timestamp::new(1_793_577_600, 0)?,
-        capability: Capability::Ppm,
-        price: None,
-        rate_card_id: "card-usd".into(),
-        rate_card_version: "v1".into(),
-        rate_prefix: None,
-        flags: UsageFlags::default(),
-        elapsed_seconds: 0,
-        pool_minutes: 0,
-        pooled_in_full: false,
-        minutes_accounted: 0,
-        debited: tollgate_core::Money::ZERO,
-        disconnect_sent: false,
-    })
+    Ok(tollgate_core::testing::open_leg("", tollgate_core::Timestamp::new(1_793_577_600, 0)?))
 }
 
 /// The process's resident set size, from `/proc/self/statm`.
