@@ -730,6 +730,9 @@ impl PartitionTask {
                 let metadata = self.coordinator.group_metadata().ok_or(Error::NoGroupMetadata)?;
                 txn.send_offsets_to_transaction(offsets, &metadata, self.config.kafka_timeout())?;
             }
+            // Acknowledged first, so the commit's own flush finds nothing in flight (see
+            // `kafka::flush`); a delivery that failed fails the commit, as it would have.
+            kafka::flush(txn, self.config.kafka_timeout())?;
             self.commit_transaction()
         })();
         if let Err(error) = &result {
@@ -830,7 +833,7 @@ fn send_all(producer: &TaskProducer, topics: &Topics, records: &Outbox) -> Resul
 /// Flushes and fails with the first delivery error's code if any record was not delivered.
 fn flush_checked(producer: &TaskProducer, timeout: Duration) -> Result<(), Error> {
     let before = producer.context().failures();
-    producer.flush(timeout)?;
+    kafka::flush(producer, timeout)?;
     let failed = producer.context().failures() - before;
     let first = producer.context().take_first_error();
     if failed > 0 {
