@@ -113,7 +113,7 @@ impl Publisher {
 
     /// Waits until everything queued is acknowledged; fails if anything was not.
     pub fn flush(&self) -> Result<(), Error> {
-        self.producer.flush(self.timeout)?;
+        kafka::flush(&self.producer, self.timeout)?;
         if let Some(denied) = self.producer.context().denied() {
             return Err(Error::Access(denied));
         }
