@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -187,7 +187,7 @@ impl Announcer {
         if let Err((error, _)) = self.producer.send(record) {
             tracing::warn!(%error, "cannot withdraw this worker's announcement");
         }
-        if let Err(error) = self.producer.flush(timeout) {
+        if let Err(error) = crate::kafka::flush(&self.producer, timeout) {
             tracing::warn!(%error, "ownership announcements not all written");
         }
     }

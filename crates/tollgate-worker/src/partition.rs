@@ -312,7 +312,7 @@ impl PartitionTask {
             }
         }
         if let Some(outputs) = &self.producers.outputs {
-            let _ = outputs.flush(self.config.kafka_timeout());
+            let _ = kafka::flush(outputs, self.config.kafka_timeout());
         }
         tracing::info!(partition = self.partition, "partition task stopped");
     }

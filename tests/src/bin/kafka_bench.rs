@@ -491,9 +491,12 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee) -> Result<
         if exactly_once {
             let metadata = consumer.group_metadata().ok_or("no group metadata")?;
             producer.send_offsets_to_transaction(&offsets, &metadata, timeout)?;
+            // Flushed as the workers flush (`kafka::flush`), so neither side pays
+            // rust-rdkafka's 100 ms flush polls.
+            kafka::flush(&producer, timeout)?;
             producer.commit_transaction(timeout)?;
         } else {
-            producer.flush(timeout)?;
+            kafka::flush(&producer, timeout)?;
             consumer.commit(&offsets, CommitMode::Sync)?;
         }
     }
