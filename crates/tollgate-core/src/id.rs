@@ -71,12 +71,6 @@ impl From<&str> for Id {
     }
 }
 
-impl From<&String> for Id {
-    fn from(value: &String) -> Self {
-        Id(Arc::from(value.as_str()))
-    }
-}
-
 impl From<String> for Id {
     fn from(value: String) -> Self {
         Id(Arc::from(value))

@@ -175,7 +175,12 @@ pub struct RatedUsage {
 impl RatedUsage {
     /// `<tenant>/<leg>`: the record's deterministic id (a leg has one usage record).
     pub fn usage_id(&self) -> String {
-        joined(&[self.tenant_id.as_str(), "/", &self.leg_id])
+        joined(&self.usage_id_parts())
+    }
+
+    /// The pieces [`RatedUsage::usage_id`] joins, for writing it without building it.
+    pub fn usage_id_parts(&self) -> [&str; 3] {
+        [self.tenant_id.as_str(), "/", &self.leg_id]
     }
 }
 
@@ -200,7 +205,12 @@ impl LegDecision {
     /// `<tenant>/<leg>/<kind>`: the decision's deterministic id (a leg gets at most one of
     /// each kind).
     pub fn decision_id(&self) -> String {
-        joined(&[self.tenant_id.as_str(), "/", &self.leg_id, "/", self.decision.kind()])
+        joined(&self.decision_id_parts())
+    }
+
+    /// The pieces [`LegDecision::decision_id`] joins, for writing it without building it.
+    pub fn decision_id_parts(&self) -> [&str; 5] {
+        [self.tenant_id.as_str(), "/", &self.leg_id, "/", self.decision.kind()]
     }
 }
 

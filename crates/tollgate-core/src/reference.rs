@@ -61,12 +61,6 @@ impl From<TenantId> for String {
     }
 }
 
-impl From<TenantId> for Id {
-    fn from(value: TenantId) -> Self {
-        value.0
-    }
-}
-
 impl std::borrow::Borrow<str> for TenantId {
     fn borrow(&self) -> &str {
         &self.0

@@ -578,6 +578,19 @@ pub(crate) fn block_reason(r: core::BlockReason) -> v1::BlockReason {
     }
 }
 
+/// A usage record's outcome and block reason (unspecified for a rated leg).
+pub(crate) fn outcome(o: core::UsageOutcome) -> (v1::rated_usage::Outcome, v1::BlockReason) {
+    match o {
+        core::UsageOutcome::Rated => (v1::rated_usage::Outcome::Rated, v1::BlockReason::Unspecified),
+        core::UsageOutcome::Blocked(r) => (v1::rated_usage::Outcome::Blocked, block_reason(r)),
+    }
+}
+
+/// What pays for an allowed leg (unspecified for VoIP, which nothing pays for).
+pub(crate) fn allowed_capability(c: Option<core::Capability>) -> v1::Capability {
+    c.map_or(v1::Capability::Unspecified, capability)
+}
+
 pub(crate) fn call_type(t: core::CallType) -> v1::CallType {
     match t {
         core::CallType::ConfIn => v1::CallType::ConfIn,
@@ -594,10 +607,7 @@ pub(crate) fn number_type(t: core::NumberType) -> v1::NumberType {
 
 impl From<core::RatedUsage> for v1::RatedUsage {
     fn from(u: core::RatedUsage) -> Self {
-        let (outcome, reason) = match u.outcome {
-            core::UsageOutcome::Rated => (v1::rated_usage::Outcome::Rated, v1::BlockReason::Unspecified),
-            core::UsageOutcome::Blocked(r) => (v1::rated_usage::Outcome::Blocked, block_reason(r)),
-        };
+        let (outcome, reason) = outcome(u.outcome);
         v1::RatedUsage {
             usage_id: u.usage_id(),
             call_id: u.call_id.to_string(),
@@ -635,10 +645,9 @@ impl From<core::LegDecision> for v1::LegDecision {
     fn from(d: core::LegDecision) -> Self {
         use v1::leg_decision::{Allow, Block, Decision, Disconnect};
         let decision = match d.decision {
-            core::Decision::Allow { max_affordable_seconds, capability: cap } => Decision::Allow(Allow {
-                max_affordable_seconds,
-                capability: cap.map_or(v1::Capability::Unspecified, capability) as i32,
-            }),
+            core::Decision::Allow { max_affordable_seconds, capability: cap } => {
+                Decision::Allow(Allow { max_affordable_seconds, capability: allowed_capability(cap) as i32 })
+            }
             core::Decision::Block(reason) => Decision::Block(Block { reason: block_reason(reason) as i32 }),
             core::Decision::Disconnect { balance, currency } => {
                 Decision::Disconnect(Disconnect { balance: wire_money(balance, currency) })

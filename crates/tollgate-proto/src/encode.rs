@@ -4,9 +4,8 @@
 //! amount into another before prost writes them out: a dozen allocations per record, on the
 //! hottest path of the worker. The functions here write the same bytes (proto3: fields in
 //! number order, default values left out) from the borrowed core values, with amounts and
-//! numbers formatted on the stack. The tests hold them to prost's encoding of the converted
-//! message, byte for byte, on every output the rating rules' scenarios produce and on
-//! generated ones.
+//! numbers formatted on the stack. The tests (`tests/encode.rs`) hold them to prost's
+//! encoding of the converted message, byte for byte, on generated outputs and edge values.
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use tollgate_core as core;
@@ -26,12 +25,9 @@ pub fn output(output: &core::Output, buf: &mut Vec<u8>) {
 
 /// Appends a `v1::RatedUsage`.
 pub fn rated_usage(u: &core::RatedUsage, buf: &mut Vec<u8>) {
-    let (outcome, reason) = match u.outcome {
-        core::UsageOutcome::Rated => (v1::rated_usage::Outcome::Rated, v1::BlockReason::Unspecified),
-        core::UsageOutcome::Blocked(r) => (v1::rated_usage::Outcome::Blocked, crate::convert::block_reason(r)),
-    };
+    let (outcome, reason) = crate::convert::outcome(u.outcome);
     let money = |amount| u.currency.format_text(amount);
-    joined(1, &[u.tenant_id.as_str(), "/", &u.leg_id], buf);
+    joined(1, &u.usage_id_parts(), buf);
     string(2, &u.call_id, buf);
     string(3, &u.conference_id, buf);
     string(4, u.tenant_id.as_str(), buf);
@@ -70,7 +66,7 @@ pub fn rated_usage(u: &core::RatedUsage, buf: &mut Vec<u8>) {
 
 /// Appends a `v1::LegDecision`.
 pub fn leg_decision(d: &core::LegDecision, buf: &mut Vec<u8>) {
-    joined(1, &[d.tenant_id.as_str(), "/", &d.leg_id, "/", d.decision.kind()], buf);
+    joined(1, &d.decision_id_parts(), buf);
     string(2, d.tenant_id.as_str(), buf);
     string(3, &d.leg_id, buf);
     string(4, &d.call_id, buf);
@@ -79,7 +75,7 @@ pub fn leg_decision(d: &core::LegDecision, buf: &mut Vec<u8>) {
     // The oneof's message is written even when all its fields are defaults.
     match d.decision {
         core::Decision::Allow { max_affordable_seconds, capability } => {
-            let capability = capability.map_or(v1::Capability::Unspecified, crate::convert::capability) as i32;
+            let capability = crate::convert::allowed_capability(capability) as i32;
             let len = uint_len(1, max_affordable_seconds) + int_len(2, capability);
             message_header(10, len, buf);
             uint(1, max_affordable_seconds, buf);

@@ -3,13 +3,11 @@
 
 use crate::money::{Currency, Money};
 use crate::output::{
-    Capability, CreditEvent, CreditEventKind, Decision, LedgerMovement, LegDecision, MovementKind, Output,
+    Capability, CreditEvent, CreditEventKind, Decision, LedgerMovement, LegDecision, MovementKind, Output, joined,
 };
 use crate::reference::{CutoffPolicy, Tenant};
 use crate::state::{OpenLeg, TenantState};
 use crate::{Id, Timestamp};
-
-use crate::output::joined;
 
 /// Mutable view of one tenant while one input is applied.
 pub(super) struct Ctx<'a> {

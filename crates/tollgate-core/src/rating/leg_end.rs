@@ -7,9 +7,8 @@ use crate::output::{BlockReason, Capability, Decision, Output, RatedUsage, Usage
 use crate::state::OpenLeg;
 use crate::{Error, Id, Timestamp};
 
-use super::Applied;
-use super::MAX_LEG_SECONDS;
 use super::context::Ctx;
+use super::{Applied, MAX_LEG_SECONDS};
 
 /// An `interim`: the leg's debits brought up to its elapsed seconds, and a disconnect decision
 /// when the debit reached the cutoff. Ignored before the start and after the end.

@@ -140,7 +140,8 @@ impl Rater {
         if at < horizon {
             return Err(Error::TooLate { event_time: at.to_string(), horizon: horizon.to_string() });
         }
-        // One allocation, shared by the dedup map and its retention queue.
+        // The input's own id, shared (not copied) by the dedup map, its retention queue and
+        // the trail.
         let id = input.id().clone();
         let trail = movements.map(|movements| Trail { movements, cause: id.clone(), next: 1 });
         let ctx = Ctx { tenant: &tenant, state, out, at, trail };
