@@ -50,6 +50,17 @@ impl Ledger {
         self.lots.iter()
     }
 
+    /// What the balance is below zero, when no lot is left.
+    pub fn debt(&self) -> Money {
+        self.debt
+    }
+
+    /// A ledger as persisted: its lots in consumption order, its debt and its balance (read
+    /// back from what [`Ledger::lots`], [`Ledger::debt`] and [`Ledger::balance`] gave).
+    pub fn from_parts(lots: impl IntoIterator<Item = Lot>, debt: Money, balance: Money) -> Self {
+        Ledger { lots: lots.into_iter().collect(), debt, balance }
+    }
+
     /// Adds money as a lot: it pays any debt first; the rest is kept in expiry order (a later
     /// purchase with an earlier expiry is consumed first).
     pub fn credit(&mut self, lot_id: String, amount: Money, purchased_at: Timestamp) {

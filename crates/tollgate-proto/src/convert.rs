@@ -115,7 +115,7 @@ impl Error {
 }
 
 /// Names the field of a core error.
-fn field<T>(result: std::result::Result<T, core::Error>, field: &'static str) -> Result<T> {
+pub(crate) fn field<T>(result: std::result::Result<T, core::Error>, field: &'static str) -> Result<T> {
     result.map_err(|source| Error::Field { field, source })
 }
 
@@ -150,7 +150,7 @@ fn tenant_id(text: String, name: &'static str) -> Result<TenantId> {
     field(TenantId::new(required(text, name)?), name)
 }
 
-fn timestamp(ts: Option<Timestamp>, name: &'static str) -> Result<core::Timestamp> {
+pub(crate) fn timestamp(ts: Option<Timestamp>, name: &'static str) -> Result<core::Timestamp> {
     let ts = ts.ok_or(Error::Missing(name))?;
     let nanos = u32::try_from(ts.nanos).map_err(|_| Error::Field {
         field: name,

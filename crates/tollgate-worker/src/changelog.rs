@@ -3,7 +3,7 @@
 //!
 //! | key | value | what |
 //! |---|---|---|
-//! | `t/<tenant>` | the tenant's `TenantState` as JSON, without the kinds below | balance, lots, pool, thresholds, ... |
+//! | `t/<tenant>` | a `TenantStateRecord` (protobuf): the tenant's state without the kinds below | balance, lots, pool, thresholds, ... |
 //! | `o/<len>/<tenant>/<leg>` | [`LegEntry`] JSON, or a tombstone when the leg closes | one leg in progress |
 //! | `p/<len>/<tenant>/<leg>` | [`ParkedEntry`] JSON, or a tombstone when rated or dropped | one `ended` waiting for its `started` |
 //! | `s/<len>/<tenant>/<id>` | [`WindowEntry`] JSON, or a tombstone when forgotten | one applied input id and its fingerprint |
@@ -22,9 +22,15 @@
 //! write nothing more. Restoring a partition reads its changelog partition from the beginning
 //! up to the high watermark seen when the restore started.
 //!
-//! Earlier releases kept open legs and parked ends inside the tenant's record. Such a record
-//! is still read; [`Restored::rewrite`] names the tenants that have one, and the partition's
-//! owner rewrites them in the new layout before it rates anything.
+//! A restored tenant with no leg in progress, no parked end and nothing remembered stays
+//! dormant: the bytes of its record, decoded when it is first rated ([`crate::states`]).
+//!
+//! Earlier releases wrote the tenant's record as JSON. Such a record is still read (a JSON
+//! value starts with `{`, which no record of the protobuf encoding does), kept dormant in the
+//! protobuf encoding, and written in it the next time the tenant changes. The earliest
+//! releases also kept open legs and parked ends inside the tenant's record;
+//! [`Restored::rewrite`] names the tenants that have one, and the partition's owner rewrites
+//! them in the current layout before it rates anything.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -43,6 +49,7 @@ use tollgate_core::{FastState, Id, OpenLeg, TenantState, Timestamp};
 use crate::batch::Manifest;
 use crate::config::TopicKind;
 use crate::config::WorkerConfig;
+use crate::states::{DormantBuilder, States};
 use crate::{Error, kafka, telemetry};
 
 /// The value of a window record.
@@ -174,7 +181,7 @@ pub fn records(
             out.push((entry_key('p', tenant, leg), None));
         }
     }
-    out.push((tenant_key(tenant), Some(to_json(state))));
+    out.push((tenant_key(tenant), Some(tollgate_proto::state::tenant_record(state))));
     out
 }
 
@@ -215,7 +222,10 @@ type ByTenant<V> = HashMap<String, Vec<(Id, V, Timestamp)>, FastState>;
 /// Folds changelog records (in offset order) into tenant states.
 #[derive(Debug, Default)]
 pub struct Restorer {
-    tenants: HashMap<String, TenantState>,
+    /// Tenants kept live from the start: a record of the earliest layout (legs inside), or
+    /// one that did not fit the dormant arena.
+    live: HashMap<String, TenantState>,
+    dormant: DormantBuilder,
     // The entries' maps hash with foldhash: SipHash was 8 % of a large restore.
     windows: HashMap<String, WindowEntry, FastState>,
     legs: HashMap<String, LegEntry, FastState>,
@@ -231,8 +241,8 @@ pub struct Restorer {
 /// A restored partition.
 #[derive(Debug, Default)]
 pub struct Restored {
-    /// The tenants' states, with change tracking on.
-    pub states: HashMap<String, TenantState>,
+    /// The tenants' states, with change tracking on; most dormant.
+    pub states: States,
     /// Tenants whose latest record is in the earlier layout (open legs and parked ends inside
     /// it): to be rewritten in full before anything else is written for them.
     pub rewrite: Vec<String>,
@@ -246,15 +256,17 @@ impl Restorer {
     /// fails if none did).
     pub fn apply(&mut self, key: &[u8], payload: Option<&[u8]>) {
         self.records += 1;
-        let key = String::from_utf8_lossy(key).into_owned();
+        let key = String::from_utf8_lossy(key);
         match self.read(&key, payload) {
             Ok(()) => {
-                self.unreadable.remove(&key);
+                if !self.unreadable.is_empty() {
+                    self.unreadable.remove(key.as_ref());
+                }
             }
             Err(message) => {
                 // Whatever the key held before is not its latest value either.
                 self.forget(&key);
-                self.unreadable.insert(key, message);
+                self.unreadable.insert(key.into_owned(), message);
             }
         }
     }
@@ -262,7 +274,8 @@ impl Restorer {
     fn forget(&mut self, key: &str) {
         match key.split_once('/') {
             Some(("t", tenant)) => {
-                self.tenants.remove(tenant);
+                self.live.remove(tenant);
+                self.dormant.remove(tenant);
             }
             Some(("s" | "c", _)) => {
                 self.windows.remove(key);
@@ -281,17 +294,7 @@ impl Restorer {
     fn read(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), String> {
         let unreadable = |e: serde_json::Error| e.to_string();
         match key.split_once('/').map(|(kind, _)| kind) {
-            Some("t") => {
-                let tenant = key[2..].to_owned();
-                match payload {
-                    Some(bytes) => {
-                        self.tenants.insert(tenant, serde_json::from_slice(bytes).map_err(unreadable)?);
-                    }
-                    None => {
-                        self.tenants.remove(&tenant);
-                    }
-                }
-            }
+            Some("t") => self.tenant(&key[2..], payload)?,
             Some("s" | "c") => upsert(&mut self.windows, key, payload, unreadable)?,
             Some("o") => upsert(&mut self.legs, key, payload, unreadable)?,
             Some("p") => upsert(&mut self.parked, key, payload, unreadable)?,
@@ -299,6 +302,40 @@ impl Restorer {
                 self.manifest = payload.map(serde_json::from_slice).transpose().map_err(unreadable)?;
             }
             _ => return Err("not a tollgate changelog key".into()),
+        }
+        Ok(())
+    }
+
+    /// A tenant's record: kept dormant once it decodes (an earlier release's JSON record
+    /// re-encoded), or live when in the earliest layout.
+    fn tenant(&mut self, tenant: &str, payload: Option<&[u8]>) -> Result<(), String> {
+        let Some(bytes) = payload else {
+            self.live.remove(tenant);
+            self.dormant.remove(tenant);
+            return Ok(());
+        };
+        let earlier;
+        let record = if bytes.first() == Some(&b'{') {
+            let state: TenantState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            if !state.open_legs.is_empty() || !state.parked_ends.is_empty() {
+                self.dormant.remove(tenant);
+                self.live.insert(tenant.to_owned(), state);
+                return Ok(());
+            }
+            earlier = tollgate_proto::state::tenant_record(&state);
+            &earlier
+        } else {
+            // Read now, so that a record that does not decode fails the restore, not the
+            // first batch of its tenant.
+            tollgate_proto::state::decode_tenant(bytes).map_err(|e| e.to_string())?;
+            bytes
+        };
+        if self.dormant.insert(tenant, record) {
+            self.live.remove(tenant);
+        } else {
+            self.dormant.remove(tenant);
+            self.live
+                .insert(tenant.to_owned(), tollgate_proto::state::decode_tenant(record).map_err(|e| e.to_string())?);
         }
         Ok(())
     }
@@ -313,14 +350,15 @@ impl Restorer {
                 if more > 0 { format!("{message} (and {more} more unreadable keys)") } else { message.clone() };
             return Err(Error::Changelog { key: key.clone(), message });
         }
-        let mut tenants = self.tenants;
-        let rewrite = tenants
+        let (mut live, mut dormant) = (self.live, self.dormant);
+        let rewrite = live
             .iter()
             .filter(|(_, s)| !s.open_legs.is_empty() || !s.parked_ends.is_empty())
             .map(|(t, _)| t.clone())
             .collect();
+        // A tenant with entries is woken: only one with none stays dormant.
         for entry in self.legs.into_values() {
-            match tenants.get_mut(&entry.tenant) {
+            match woken(&mut live, &mut dormant, &entry.tenant) {
                 Some(state) => {
                     state.open_legs.insert(entry.leg, entry.open);
                 }
@@ -328,7 +366,7 @@ impl Restorer {
             }
         }
         for entry in self.parked.into_values() {
-            if let Some(state) = tenants.get_mut(&entry.tenant) {
+            if let Some(state) = woken(&mut live, &mut dormant, &entry.tenant) {
                 state.parked_ends.insert(entry.leg, entry.ended);
             }
         }
@@ -342,13 +380,34 @@ impl Restorer {
                 closed.entry(entry.tenant).or_default().push((id, (), entry.at));
             }
         }
-        for (tenant, state) in &mut tenants {
-            state.seen = Recent::from_entries(seen.remove(tenant).unwrap_or_default());
-            state.closed_legs = Recent::from_entries(closed.remove(tenant).unwrap_or_default());
+        for (tenant, entries) in seen {
+            if let Some(state) = woken(&mut live, &mut dormant, &tenant) {
+                state.seen = Recent::from_entries(entries);
+            }
+        }
+        for (tenant, entries) in closed {
+            if let Some(state) = woken(&mut live, &mut dormant, &tenant) {
+                state.closed_legs = Recent::from_entries(entries);
+            }
+        }
+        for state in live.values_mut() {
             state.track_changes();
         }
-        Ok(Restored { states: tenants, rewrite, manifest: self.manifest })
+        Ok(Restored { states: States::new(live, dormant.finish()), rewrite, manifest: self.manifest })
     }
+}
+
+/// The live state of `tenant`, woken if it was dormant.
+fn woken<'a>(
+    live: &'a mut HashMap<String, TenantState>,
+    dormant: &mut DormantBuilder,
+    tenant: &str,
+) -> Option<&'a mut TenantState> {
+    if !live.contains_key(tenant) {
+        let state = dormant.take(tenant)?;
+        live.insert(tenant.to_owned(), state);
+    }
+    live.get_mut(tenant)
 }
 
 /// Sets or (on a tombstone) removes `key`'s entry.
@@ -371,7 +430,7 @@ fn upsert<T: serde::de::DeserializeOwned>(
 
 /// Reads changelog partition `partition` into a map of tenant states; `cancel` aborts it.
 pub fn restore(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<HashMap<String, TenantState>, Error> {
-    restore_partition(config, partition, cancel).map(|restored| restored.states)
+    restore_partition(config, partition, cancel).map(|restored| restored.states.into_map())
 }
 
 /// Reads changelog partition `partition` (committed records only) up to its high watermark;
@@ -495,7 +554,7 @@ mod tests {
         }
         let mut repaired = broken.clone();
         repaired.extend(good.iter().cloned());
-        assert_eq!(restore(&repaired).states.keys().collect::<Vec<_>>(), vec!["acme"]);
+        assert_eq!(restore(&repaired).states.into_map().keys().collect::<Vec<_>>(), vec!["acme"]);
         let mut deleted = broken;
         deleted.push((String::from("t/acme"), None));
         assert!(restore(&deleted).states.is_empty());
@@ -544,7 +603,8 @@ mod tests {
 
         let restored = restore(&[first, second].concat());
         assert!(restored.rewrite.is_empty());
-        let back = &restored.states["acme"];
+        let states = restored.states.into_map();
+        let back = &states["acme"];
         assert_eq!(back.open_legs.len(), 3000);
         assert_eq!(back.open_legs.get("leg-0001").map(|l| l.elapsed_seconds), Some(60));
         assert!(!back.open_legs.contains_key("leg-0002") && back.open_legs.contains_key("leg-new"));
@@ -566,14 +626,16 @@ mod tests {
 
         let restored = restore(std::slice::from_ref(&legacy_record));
         assert_eq!(restored.rewrite, vec!["acme".to_owned()]);
-        let migrated = &restored.states["acme"];
+        let states = restored.states.into_map();
+        let migrated = &states["acme"];
         assert_eq!((migrated.open_legs.len(), migrated.parked_ends.len()), (1, 1));
 
         let mut all = vec![legacy_record];
         all.extend(full_records("acme", migrated));
         let restored = restore(&all);
         assert!(restored.rewrite.is_empty());
-        assert_eq!(restored.states["acme"].open_legs, state.open_legs);
-        assert_eq!(restored.states["acme"].parked_ends, state.parked_ends);
+        let states = restored.states.into_map();
+        assert_eq!(states["acme"].open_legs, state.open_legs);
+        assert_eq!(states["acme"].parked_ends, state.parked_ends);
     }
 }

@@ -208,7 +208,7 @@ pub fn read_states(config: &WorkerConfig, timeout: Duration) -> Result<HashMap<S
     reader.read_to_end(timeout, |record| {
         restorer.apply(record.key.as_deref().unwrap_or_default(), record.payload.as_deref());
     })?;
-    Ok(restorer.finish()?.states)
+    Ok(restorer.finish()?.states.into_map())
 }
 
 /// A Kafka cluster inside this process (librdkafka's mock cluster): no transactions stored,

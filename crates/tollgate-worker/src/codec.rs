@@ -105,9 +105,19 @@ pub fn json<M: Message + Default + serde::Serialize>(payload: &[u8]) -> Result<s
     serde_json::to_value(&message).map_err(|e| e.to_string())
 }
 
-/// A value that is JSON already (the changelog's, the ownership announcements).
-pub fn state_json(payload: &[u8]) -> Result<serde_json::Value, String> {
+/// A value that is JSON already (the ownership announcements).
+pub fn json_value(payload: &[u8]) -> Result<serde_json::Value, String> {
     serde_json::from_slice(payload).map_err(|e| e.to_string())
+}
+
+/// A changelog value: a tenant's record (protobuf) in its proto3 JSON mapping, or a value
+/// that is JSON already (the other kinds, and tenant records of earlier releases).
+pub fn state_json(payload: &[u8]) -> Result<serde_json::Value, String> {
+    if payload.first() == Some(&b'{') {
+        return json_value(payload);
+    }
+    let record = v1::TenantStateRecord::decode(payload).map_err(|e| e.to_string())?;
+    serde_json::to_value(record).map_err(|e| e.to_string())
 }
 
 /// Decodes any tollgate topic's value to a JSON value (for `tollgate tail`).

@@ -17,6 +17,7 @@
 //! - [`cancel`]: the token that ends a task's retries and backoffs at shutdown.
 //! - [`reference`]: live reference tables and their loader.
 //! - [`changelog`]: restoring a partition's state.
+//! - [`states`]: the tenant states a partition owns, idle ones dormant as their record.
 //! - [`partition`]: the single writer of one partition: batches, transactions, rollback.
 //! - [`worker`]: group membership, rebalances, graceful shutdown.
 //! - [`readiness`]: whether a worker is ready to rate (reference data, group, restored state).
@@ -63,6 +64,7 @@ pub mod readiness;
 pub mod record;
 pub mod reference;
 pub mod secret;
+pub mod states;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -45,6 +45,7 @@ use crate::inbox::Inbox;
 use crate::outbox::Outbox;
 use crate::record::Record;
 use crate::reference::Tables;
+use crate::states::States;
 use crate::view::PartitionView;
 use crate::{Error, changelog, kafka, partitioner, telemetry};
 
@@ -213,7 +214,7 @@ pub struct PartitionTask {
     tables: Arc<Tables>,
     coordinator: Arc<dyn Coordinator>,
     rater: Rater,
-    states: HashMap<String, TenantState>,
+    states: States,
     producers: Producers,
     /// Cancelled when the worker shuts down or gives the partition up: stop retrying.
     cancel: Arc<Cancel>,
@@ -290,11 +291,6 @@ impl PartitionTask {
         task.refresh_balances();
         telemetry::partition_stalled(partition, false);
         Ok(task)
-    }
-
-    /// The tenants' states (for tests and summaries).
-    pub fn states(&self) -> &HashMap<String, TenantState> {
-        &self.states
     }
 
     /// Runs until told to stop: collects batches from `inbox` and commits them.
@@ -519,9 +515,9 @@ impl PartitionTask {
     /// to another worker disappears from this one).
     fn refresh_balances(&mut self) {
         self.balances_refreshed = Instant::now();
-        for (tenant, state) in &self.states {
+        for (tenant, balance) in self.states.balances() {
             if let Some(t) = self.tables.tenant(tenant) {
-                telemetry::balance(&t.id, t.currency, state.balance());
+                telemetry::balance(&t.id, t.currency, balance);
             }
         }
     }
@@ -530,7 +526,7 @@ impl PartitionTask {
         for (tenant, Undo { before, journal }) in undo {
             let Some(mut before) = before else {
                 // New in the batch.
-                self.states.remove(&tenant);
+                self.states.remove_live(&tenant);
                 continue;
             };
             // Rating never removes a tenant's state, so it is there to roll back.
@@ -631,18 +627,14 @@ impl PartitionTask {
         }
         // The rater refuses unknown tenants itself; checked here only for a tenant without
         // state yet, so that a refused record does not leave an empty state behind.
-        if !self.states.contains_key(tenant) && self.tables.tenant(tenant).is_none() {
+        if !self.states.contains(tenant) && self.tables.tenant(tenant).is_none() {
             return Err(Refusal::new("unknown_tenant", format!("unknown tenant {tenant:?}")));
         }
         if !undo.contains_key(tenant) {
             let before = self.states.get_mut(tenant).map(TenantState::snapshot);
             undo.insert(tenant.to_owned(), Undo { before, journal: changelog::Journal::default() });
         }
-        let state = self.states.entry(tenant.to_owned()).or_insert_with(|| {
-            let mut state = TenantState::default();
-            state.track_changes();
-            state
-        });
+        let state = self.states.get_or_insert(tenant);
         let applied = match movements {
             Some(movements) => self.rater.apply_traced(&*self.tables, state, input, outs, movements),
             None => self.rater.apply(&*self.tables, state, input, outs),

@@ -45,7 +45,7 @@ pub enum TopicKind {
     LedgerMovements,
     /// `DeadLetter` values.
     DeadLetter,
-    /// JSON `TenantState` values.
+    /// The state changelog: `TenantStateRecord` values for tenants, JSON for the other kinds.
     State,
     /// `Tenant` values.
     Tenants,
@@ -163,7 +163,7 @@ pub const REGISTRY: [TopicDef; 12] = [
     row(TopicKind::Tenants, "tenants", "tollgate.tenants.v1", Role::Reference, codec::json::<v1::Tenant>),
     row(TopicKind::Users, "users", "tollgate.users.v1", Role::Reference, codec::json::<v1::User>),
     row(TopicKind::RateCards, "rate_cards", "tollgate.rate-cards.v1", Role::Reference, codec::json::<v1::RateCard>),
-    row(TopicKind::Ownership, "ownership", "tollgate.ownership.v1", Role::Directory, codec::state_json),
+    row(TopicKind::Ownership, "ownership", "tollgate.ownership.v1", Role::Directory, codec::json_value),
 ];
 
 /// The keys of `[worker.topics]`, in registry order.

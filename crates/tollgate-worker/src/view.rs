@@ -22,6 +22,7 @@ use tollgate_core::{Catalog, Id, Lot, Money, OpenLeg, TenantState, Timestamp, To
 use crate::ownership::Directory;
 use crate::partitioner;
 use crate::reference::Tables;
+use crate::states::{Dormant, States};
 
 /// How many open legs an answer lists (all are counted): a tenant with thousands of calls in
 /// progress must not make every batch copy them all.
@@ -76,7 +77,11 @@ pub struct PartitionView {
 
 #[derive(Debug, Default)]
 struct Committed {
+    /// The tenants a batch touched since the restore, and those restored live.
     tenants: HashMap<String, Arc<TenantSnapshot>>,
+    /// The tenants restored dormant: their committed state until a batch touches them (the
+    /// partition task's own records, shared, not copied).
+    dormant: Arc<Dormant>,
     /// Per input topic, the next offset to rate: what the state reflects.
     offsets: BTreeMap<String, i64>,
 }
@@ -93,9 +98,11 @@ pub enum Lookup {
 impl PartitionView {
     /// The restored state: every tenant, and the input offsets committed with it (those the
     /// group knows; a topic never committed is missing).
-    pub fn restored(&self, states: &HashMap<String, TenantState>, offsets: BTreeMap<String, i64>) {
-        let tenants = states.iter().map(|(id, state)| (id.clone(), Arc::new(TenantSnapshot::of(state)))).collect();
-        *self.committed.write().unwrap_or_else(PoisonError::into_inner) = Some(Committed { tenants, offsets });
+    pub fn restored(&self, states: &States, offsets: BTreeMap<String, i64>) {
+        let tenants =
+            states.live().iter().map(|(id, state)| (id.clone(), Arc::new(TenantSnapshot::of(state)))).collect();
+        let dormant = Arc::clone(states.dormant());
+        *self.committed.write().unwrap_or_else(PoisonError::into_inner) = Some(Committed { tenants, dormant, offsets });
     }
 
     /// A batch committed: the tenants it touched (`None`: the tenant has no state) and the
@@ -123,7 +130,14 @@ impl PartitionView {
     pub fn lookup(&self, tenant: &str) -> Lookup {
         match &*self.committed.read().unwrap_or_else(PoisonError::into_inner) {
             None => Lookup::Restoring,
-            Some(c) => Lookup::Committed(c.tenants.get(tenant).cloned(), c.offsets.clone()),
+            Some(c) => {
+                let snapshot = c
+                    .tenants
+                    .get(tenant)
+                    .cloned()
+                    .or_else(|| c.dormant.state(tenant).map(|state| Arc::new(TenantSnapshot::of(&state))));
+                Lookup::Committed(snapshot, c.offsets.clone())
+            }
         }
     }
 }
@@ -482,7 +496,10 @@ mod tests {
         let views = Views::default();
         let view = views.assigned(1);
         assert!(matches!(view.lookup("acme"), Lookup::Restoring));
-        let restored = HashMap::from([("acme".to_owned(), state("10.00"))]);
+        // Restored dormant: answered from its record until a batch touches it.
+        let mut dormant = crate::states::DormantBuilder::default();
+        assert!(dormant.insert("acme", &tollgate_proto::state::tenant_record(&state("10.00"))));
+        let restored = States::new(HashMap::new(), dormant.finish());
         view.restored(&restored, BTreeMap::from([("legs".to_owned(), 5)]));
         let Lookup::Committed(Some(acme), offsets) = view.lookup("acme") else { panic!("not committed") };
         assert_eq!((acme.balance, offsets["legs"]), ("10.00".parse().unwrap(), 5));
@@ -530,7 +547,7 @@ mod tests {
             answer(&[Arc::clone(&owner)], "acme", false, None),
             Answer::Unavailable("the tenant's partition is restoring")
         );
-        owner.views.partition(partition).unwrap().restored(&HashMap::new(), BTreeMap::new());
+        owner.views.partition(partition).unwrap().restored(&States::default(), BTreeMap::new());
         let Answer::Found(position) = answer(&[Arc::clone(&owner)], "acme", true, None) else { panic!("not found") };
         assert_eq!((position.balance.as_str(), position.committed.partition), ("0.00", partition));
         assert_eq!(answer(&[Arc::clone(&owner)], "nobody", false, None), Answer::Unknown);

@@ -216,7 +216,7 @@ impl Env {
         for (key, value, _, _) in self.read_to_end(&self.config.topics[TopicKind::State]) {
             restorer.apply(key.as_bytes(), value.as_deref());
         }
-        restorer.finish().unwrap().states.into_iter().collect()
+        restorer.finish().unwrap().states.into_map().into_iter().collect()
     }
 }
 

@@ -1,0 +1,183 @@
+//! A tenant's changelog record ([`v1::TenantStateRecord`]) to and from the core's
+//! [`TenantState`], exactly: every amount keeps its scale, so a state read back is the state
+//! that was written, byte for byte when written again.
+//!
+//! The record holds what the worker persists in the tenant's own record; the open legs, the
+//! parked ends and the retention windows have records of their own and are left empty here.
+
+use prost::Message;
+use rust_decimal::Decimal;
+use tollgate_core::{self as core, Ledger, Lot, Money, TenantState, Totals, YearMonth};
+
+use crate::convert::{Error, field, timestamp, wire_timestamp};
+use crate::v1;
+
+/// Appends the record of `state` to `buf`.
+pub fn encode_tenant(state: &TenantState, buf: &mut Vec<u8>) {
+    let ledger = &state.ledger;
+    let Totals { funded, adjusted, usage_charges, forfeited, orphan_ends_dropped } = &state.totals;
+    let record = v1::TenantStateRecord {
+        balance: amount(ledger.balance()),
+        debt: amount(ledger.debt()),
+        lots: ledger
+            .lots()
+            .map(|lot| v1::CreditLot {
+                lot_id: lot.lot_id.clone(),
+                purchased: lot.purchased.map(|m| m.amount().to_string()),
+                remaining: amount(lot.remaining),
+                purchased_at: Some(wire_timestamp(lot.purchased_at)),
+                expires_at: Some(wire_timestamp(lot.expires_at)),
+            })
+            .collect(),
+        funded: amount(*funded),
+        adjusted: amount(*adjusted),
+        usage_charges: amount(*usage_charges),
+        forfeited: amount(*forfeited),
+        orphan_ends_dropped: *orphan_ends_dropped,
+        credit_sequence: state.credit_sequence,
+        depleted: state.depleted,
+        low_balance_fired: state.low_balance_fired.iter().map(|m| m.amount().to_string()).collect(),
+        recharge_pending: state.recharge_pending,
+        pool_year: state.pool.month.year,
+        pool_month: u32::from(state.pool.month.month),
+        pool_used_minutes: state.pool.used_minutes,
+        pool_alerted_80: state.pool.alerted_80,
+        pool_alerted_100: state.pool.alerted_100,
+        watermark: Some(wire_timestamp(state.watermark)),
+    };
+    // Encoding into a `Vec` cannot run out of room.
+    let _ = record.encode(buf);
+}
+
+/// The record of `state`.
+pub fn tenant_record(state: &TenantState) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(128);
+    encode_tenant(state, &mut buf);
+    buf
+}
+
+/// Reads a record back (legs, parked ends and windows empty).
+pub fn decode_tenant(bytes: &[u8]) -> Result<TenantState, Error> {
+    let record = v1::TenantStateRecord::decode(bytes)?;
+    let lots = record
+        .lots
+        .into_iter()
+        .map(|lot| {
+            Ok(Lot {
+                lot_id: lot.lot_id,
+                purchased: lot.purchased.as_deref().map(|s| money(s, "lots.purchased")).transpose()?,
+                remaining: money(&lot.remaining, "lots.remaining")?,
+                purchased_at: timestamp(lot.purchased_at, "lots.purchasedAt")?,
+                expires_at: timestamp(lot.expires_at, "lots.expiresAt")?,
+            })
+        })
+        .collect::<Result<Vec<Lot>, Error>>()?;
+    let month = u8::try_from(record.pool_month).map_err(|_| Error::Field {
+        field: "poolMonth",
+        source: core::Error::InvalidAmount(record.pool_month.to_string()),
+    })?;
+    Ok(TenantState {
+        ledger: Ledger::from_parts(lots, money(&record.debt, "debt")?, money(&record.balance, "balance")?),
+        totals: Totals {
+            funded: money(&record.funded, "funded")?,
+            adjusted: money(&record.adjusted, "adjusted")?,
+            usage_charges: money(&record.usage_charges, "usageCharges")?,
+            forfeited: money(&record.forfeited, "forfeited")?,
+            orphan_ends_dropped: record.orphan_ends_dropped,
+        },
+        credit_sequence: record.credit_sequence,
+        depleted: record.depleted,
+        low_balance_fired: record
+            .low_balance_fired
+            .iter()
+            .map(|s| money(s, "lowBalanceFired"))
+            .collect::<Result<_, Error>>()?,
+        recharge_pending: record.recharge_pending,
+        pool: core::state::PoolUsage {
+            month: YearMonth { year: record.pool_year, month },
+            used_minutes: record.pool_used_minutes,
+            alerted_80: record.pool_alerted_80,
+            alerted_100: record.pool_alerted_100,
+        },
+        watermark: record.watermark.map_or(Ok(core::Timestamp::default()), |w| timestamp(Some(w), "watermark"))?,
+        ..TenantState::default()
+    })
+}
+
+/// An amount as the record writes it: its exact decimal text, the empty string for a zero
+/// without decimals (protobuf leaves an empty string out).
+fn amount(m: Money) -> String {
+    let d = m.amount();
+    if d.is_zero() && d.scale() == 0 && !d.is_sign_negative() { String::new() } else { d.to_string() }
+}
+
+/// Reads an amount back with its scale ([`Money`]'s own parser normalizes).
+fn money(text: &str, name: &'static str) -> Result<Money, Error> {
+    if text.is_empty() {
+        return Ok(Money::ZERO);
+    }
+    let exact = (!text.contains(['e', 'E'])).then(|| Decimal::from_str_exact(text).ok()).flatten();
+    field(exact.map(Money::new).ok_or_else(|| core::Error::InvalidAmount(text.to_owned())), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::Timestamp;
+
+    use super::*;
+
+    fn m(s: &str) -> Money {
+        Money::new(s.parse().unwrap())
+    }
+
+    /// A state with every field set reads back equal, every amount with its scale, and
+    /// writes the same bytes again.
+    #[test]
+    fn a_tenant_reads_back_exactly() {
+        let at = Timestamp::new(1_793_577_600, 250).unwrap();
+        let mut state = TenantState::default();
+        state.ledger.credit("lot-1".into(), m("100.00"), at);
+        state.ledger.credit("lot-2".into(), m("5.5"), at.plus_months(1));
+        state.ledger.debit(m("0.0240"), at);
+        state.totals = Totals {
+            funded: m("105.50"),
+            adjusted: m("-1.25"),
+            usage_charges: m("0.0240"),
+            forfeited: m("0.00"),
+            orphan_ends_dropped: 3,
+        };
+        state.credit_sequence = 7;
+        state.depleted = true;
+        state.low_balance_fired = vec![m("10.00"), m("5")];
+        state.recharge_pending = true;
+        state.pool = core::state::PoolUsage {
+            month: YearMonth { year: 2026, month: 11 },
+            used_minutes: 42,
+            alerted_80: true,
+            alerted_100: false,
+        };
+        state.watermark = at;
+        let bytes = tenant_record(&state);
+        let back = decode_tenant(&bytes).unwrap();
+        assert_eq!(back, state);
+        let texts = |s: &TenantState| {
+            let mut all: Vec<String> = s.ledger.lots().map(|l| l.remaining.to_string()).collect();
+            all.extend(
+                [s.balance(), s.totals.funded, s.totals.forfeited, s.totals.usage_charges].map(|m| m.to_string()),
+            );
+            all
+        };
+        assert_eq!(texts(&back), ["99.9760", "5.5", "105.4760", "105.50", "0.00", "0.0240"]);
+        assert_eq!(tenant_record(&back), bytes);
+        assert_eq!(decode_tenant(&tenant_record(&TenantState::default())).unwrap(), TenantState::default());
+    }
+
+    /// A record that is not one, or holds an amount that is not, is refused with the field.
+    #[test]
+    fn refuses_what_is_not_a_record() {
+        assert!(matches!(decode_tenant(b"{\"ledger\":{}}"), Err(Error::Decode(_))));
+        let record = v1::TenantStateRecord { balance: "1e3".into(), ..Default::default() };
+        let error = decode_tenant(&record.encode_to_vec()).unwrap_err();
+        assert_eq!(error.to_string(), "balance: invalid amount \"1e3\"");
+    }
+}

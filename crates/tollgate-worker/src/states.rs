@@ -1,0 +1,270 @@
+//! The tenant states a partition task owns, most of them dormant.
+//!
+//! A restored partition may hold a million tenants of which a few thousand are busy. A
+//! tenant's state in memory ([`TenantState`]) is several hundred bytes even when it has no
+//! leg in progress; its changelog record (`t/<tenant>`, a [`tollgate_proto::v1::TenantStateRecord`])
+//! is about a hundred. So a tenant restored without legs in progress, parked ends or
+//! remembered ids stays **dormant**: the bytes of its record, in one shared arena, and it is
+//! decoded ("woken") the first time a record of it is rated. The tenant API reads the same
+//! arena for the tenants no batch touched since the restore, so a dormant tenant is held once.
+//!
+//! The arena never changes after the restore: a woken tenant's bytes stay where they were
+//! (they are still its committed state until its first batch commits), shadowed by its live
+//! state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tollgate_core::{FastState, Money, TenantState};
+
+/// Where a dormant record is in the arena: offset and length.
+type Span = (u32, u32);
+
+/// Tenants restored from their record and not woken since: the records' bytes, by tenant.
+#[derive(Debug, Default)]
+pub struct Dormant {
+    index: HashMap<String, Span, FastState>,
+    arena: Vec<u8>,
+}
+
+impl Dormant {
+    /// The record of `tenant`, if it is dormant.
+    pub fn record(&self, tenant: &str) -> Option<&[u8]> {
+        self.index.get(tenant).map(|&(at, len)| &self.arena[at as usize..(at + len) as usize])
+    }
+
+    /// The state of `tenant`, if it is dormant.
+    pub fn state(&self, tenant: &str) -> Option<TenantState> {
+        self.record(tenant).map(wake)
+    }
+
+    /// How many tenants are dormant.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Every dormant tenant and its record.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.index.iter().map(|(tenant, &(at, len))| (tenant.as_str(), &self.arena[at as usize..(at + len) as usize]))
+    }
+
+    /// The bytes the arena and the index hold (capacity included).
+    pub fn allocated_bytes(&self) -> usize {
+        self.arena.capacity() + self.index.capacity() * (size_of::<String>() + size_of::<Span>() + 1)
+    }
+}
+
+/// Decodes a record that was decoded once already when it was restored (the restorer checks
+/// every record before it keeps it), so it decodes again.
+fn wake(record: &[u8]) -> TenantState {
+    let mut state = tollgate_proto::state::decode_tenant(record).unwrap_or_else(|error| {
+        // Unreachable: the same bytes decoded when they were restored.
+        unreachable!("a dormant record that decoded when restored no longer does: {error}")
+    });
+    state.track_changes();
+    state
+}
+
+/// A [`Dormant`] set being restored: later records of a tenant replace earlier ones.
+#[derive(Debug, Default)]
+pub struct DormantBuilder {
+    dormant: Dormant,
+    /// Bytes of the arena no tenant points to any more.
+    garbage: usize,
+}
+
+impl DormantBuilder {
+    /// Makes `record` (one that decodes: the caller checked) the tenant's latest record;
+    /// `false` when the arena is full (4 GiB), and the caller keeps the tenant live instead.
+    pub fn insert(&mut self, tenant: &str, record: &[u8]) -> bool {
+        let arena = &mut self.dormant.arena;
+        let (Ok(at), Ok(len)) = (u32::try_from(arena.len()), u32::try_from(record.len())) else { return false };
+        if at.checked_add(len).is_none() {
+            return false;
+        }
+        arena.extend_from_slice(record);
+        if let Some((_, old)) = self.dormant.index.insert(tenant.to_owned(), (at, len)) {
+            self.garbage += old as usize;
+        }
+        true
+    }
+
+    /// Forgets the tenant's record, if it had one.
+    pub fn remove(&mut self, tenant: &str) {
+        if let Some((_, len)) = self.dormant.index.remove(tenant) {
+            self.garbage += len as usize;
+        }
+    }
+
+    /// The tenant's state, woken: it is dormant no more.
+    pub fn take(&mut self, tenant: &str) -> Option<TenantState> {
+        let state = self.dormant.state(tenant)?;
+        self.remove(tenant);
+        Some(state)
+    }
+
+    /// The set, its arena holding exactly the latest records.
+    pub fn finish(self) -> Dormant {
+        let Dormant { mut index, arena } = self.dormant;
+        let mut compact = Vec::with_capacity(arena.len() - self.garbage);
+        for (at, len) in index.values_mut() {
+            let moved = compact.len() as u32;
+            compact.extend_from_slice(&arena[*at as usize..(*at + *len) as usize]);
+            *at = moved;
+        }
+        Dormant { index, arena: compact }
+    }
+}
+
+/// A partition's tenant states: the live ones, and the dormant ones not woken yet.
+#[derive(Debug, Default)]
+pub struct States {
+    live: HashMap<String, TenantState>,
+    dormant: Arc<Dormant>,
+}
+
+impl States {
+    /// Live states and dormant records.
+    pub fn new(live: HashMap<String, TenantState>, dormant: Dormant) -> Self {
+        States { live, dormant: Arc::new(dormant) }
+    }
+
+    /// The dormant records, shared with the tenant API.
+    pub fn dormant(&self) -> &Arc<Dormant> {
+        &self.dormant
+    }
+
+    /// The live states.
+    pub fn live(&self) -> &HashMap<String, TenantState> {
+        &self.live
+    }
+
+    /// How many tenants have a state.
+    pub fn len(&self) -> usize {
+        self.live.len() + self.dormant.iter().filter(|(tenant, _)| !self.live.contains_key(*tenant)).count()
+    }
+
+    /// True when none has.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `tenant` has a state, live or dormant.
+    pub fn contains(&self, tenant: &str) -> bool {
+        self.live.contains_key(tenant) || self.dormant.index.contains_key(tenant)
+    }
+
+    /// The live state of `tenant` (a tenant a batch touched is live).
+    pub fn get(&self, tenant: &str) -> Option<&TenantState> {
+        self.live.get(tenant)
+    }
+
+    /// The state of `tenant`, woken if it was dormant.
+    pub fn get_mut(&mut self, tenant: &str) -> Option<&mut TenantState> {
+        if !self.live.contains_key(tenant) {
+            let state = self.dormant.state(tenant)?;
+            self.live.insert(tenant.to_owned(), state);
+        }
+        self.live.get_mut(tenant)
+    }
+
+    /// The state of `tenant`: woken if dormant, a new one (tracking changes) if it had none.
+    pub fn get_or_insert(&mut self, tenant: &str) -> &mut TenantState {
+        if !self.live.contains_key(tenant) {
+            let state = self.dormant.state(tenant).unwrap_or_else(|| {
+                let mut state = TenantState::default();
+                state.track_changes();
+                state
+            });
+            self.live.insert(tenant.to_owned(), state);
+        }
+        // Inserted above when missing.
+        self.live.entry(tenant.to_owned()).or_default()
+    }
+
+    /// Forgets a live state (a tenant new in a batch that was rolled back).
+    pub fn remove_live(&mut self, tenant: &str) {
+        self.live.remove(tenant);
+    }
+
+    /// Every tenant's balance (a dormant tenant's read from its record).
+    pub fn balances(&self) -> impl Iterator<Item = (&str, Money)> {
+        let live = self.live.iter().map(|(tenant, state)| (tenant.as_str(), state.balance()));
+        let dormant = self
+            .dormant
+            .iter()
+            .filter(|(tenant, _)| !self.live.contains_key(*tenant))
+            .map(|(tenant, record)| (tenant, wake(record).balance()));
+        live.chain(dormant)
+    }
+
+    /// Every tenant's state, the dormant ones decoded.
+    pub fn into_map(self) -> HashMap<String, TenantState> {
+        let mut all = self.live;
+        for (tenant, record) in self.dormant.iter() {
+            if !all.contains_key(tenant) {
+                all.insert(tenant.to_owned(), wake(record));
+            }
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::Timestamp;
+    use tollgate_proto::state::tenant_record;
+
+    use super::*;
+
+    fn funded(amount: &str) -> TenantState {
+        let mut state = TenantState::default();
+        state.ledger.credit("lot".into(), amount.parse().unwrap(), Timestamp::new(1_793_577_600, 0).unwrap());
+        state
+    }
+
+    /// The latest record of a tenant counts; the arena keeps only the latest ones; a tenant
+    /// woken is live from then on and its record stays for the readers of the committed state.
+    #[test]
+    fn keeps_the_latest_record_and_wakes_a_tenant_on_first_use() {
+        let mut builder = DormantBuilder::default();
+        assert!(builder.insert("acme", &tenant_record(&funded("1.00"))));
+        assert!(builder.insert("globex", &tenant_record(&funded("2.00"))));
+        assert!(builder.insert("acme", &tenant_record(&funded("3.00"))));
+        assert!(builder.insert("initech", &tenant_record(&funded("4.00"))));
+        assert_eq!(builder.take("initech").map(|s| s.balance().to_string()), Some("4".into()));
+        assert!(builder.take("initech").is_none());
+        let dormant = builder.finish();
+        assert_eq!(dormant.arena.len(), tenant_record(&funded("3.00")).len() + tenant_record(&funded("2.00")).len());
+        assert_eq!(dormant.len(), 2);
+
+        let mut states = States::new(HashMap::new(), dormant);
+        let mut balances: Vec<(String, String)> =
+            states.balances().map(|(t, b)| (t.to_owned(), b.to_string())).collect();
+        balances.sort();
+        assert_eq!(balances, [("acme".into(), "3".into()), ("globex".into(), "2".into())]);
+        assert!(states.get("acme").is_none() && states.contains("acme"));
+        states
+            .get_mut("acme")
+            .unwrap()
+            .ledger
+            .debit("0.50".parse().unwrap(), Timestamp::new(1_793_577_601, 0).unwrap());
+        assert_eq!(states.get("acme").map(|s| s.balance().to_string()), Some("2.5".into()));
+        assert_eq!(states.dormant().state("acme").map(|s| s.balance().to_string()), Some("3".into()));
+        assert_eq!(states.len(), 2);
+        assert_eq!(states.get_or_insert("new").balance(), Money::ZERO);
+        assert_eq!(states.len(), 3);
+        let all = states.into_map();
+        assert_eq!(all["acme"].balance().to_string(), "2.5");
+        assert_eq!(all["globex"], {
+            let mut s = funded("2.00");
+            s.track_changes();
+            s
+        });
+    }
+}
