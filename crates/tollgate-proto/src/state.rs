@@ -104,6 +104,11 @@ pub fn decode_tenant(bytes: &[u8]) -> Result<TenantState, Error> {
     })
 }
 
+/// The balance of a record, read without the rest of it.
+pub fn decode_balance(bytes: &[u8]) -> Result<Money, Error> {
+    money(&v1::TenantBalance::decode(bytes)?.balance, "balance")
+}
+
 /// An amount as the record writes it: its exact decimal text, the empty string for a zero
 /// without decimals (protobuf leaves an empty string out).
 fn amount(m: Money) -> String {
@@ -169,6 +174,7 @@ mod tests {
         };
         assert_eq!(texts(&back), ["99.9760", "5.5", "105.4760", "105.50", "0.00", "0.0240"]);
         assert_eq!(tenant_record(&back), bytes);
+        assert_eq!(decode_balance(&bytes).unwrap().to_string(), "105.4760");
         assert_eq!(decode_tenant(&tenant_record(&TenantState::default())).unwrap(), TenantState::default());
     }
 

@@ -495,8 +495,8 @@ fn reached(consumer: &Reader, topic: &str, partition: i32, high: i64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use tollgate_core::DisconnectCause;
     use tollgate_core::event::{LegBody, LegDuration, LegEnded};
+    use tollgate_core::{DisconnectCause, Money};
 
     use super::*;
 
@@ -610,6 +610,54 @@ mod tests {
         assert!(!back.open_legs.contains_key("leg-0002") && back.open_legs.contains_key("leg-new"));
         assert!(back.parked_ends.is_empty());
         assert_eq!(back.open_legs, state.open_legs);
+    }
+
+    /// A JSON tenant record of an earlier release is read and kept as the record this
+    /// release writes for the same state; a tenant with remembered ids is woken, one without
+    /// stays dormant, and both read back to the state that was written.
+    #[test]
+    fn keeps_idle_tenants_dormant_and_reads_json_records_of_earlier_releases() {
+        let mut idle = TenantState::default();
+        idle.ledger.credit("lot-1".into(), Money::new("12.50".parse().unwrap()), ts(10));
+        idle.credit_sequence = 3;
+        idle.watermark = ts(20);
+        let mut busy = idle.clone();
+        busy.seen.insert("leg-1-e", 42, ts(15));
+        let mut records = vec![(tenant_key("acme"), Some(serde_json::to_vec(&idle).unwrap()))];
+        records.extend(full_records("globex", &busy));
+
+        let restored = restore(&records);
+        assert!(restored.rewrite.is_empty());
+        let dormant = restored.states.dormant();
+        assert_eq!(dormant.record("acme"), Some(tollgate_proto::state::tenant_record(&idle).as_slice()));
+        assert!(dormant.record("globex").is_none(), "a tenant with remembered ids is woken");
+        assert_eq!(restored.states.live().keys().collect::<Vec<_>>(), ["globex"]);
+        let states = restored.states.into_map();
+        assert_eq!(states["acme"], idle);
+        assert_eq!(states["acme"].ledger.lots().next().map(|l| l.remaining.to_string()), Some("12.50".into()));
+        assert_eq!(states["globex"], busy);
+        assert_eq!(states["globex"].seen.get("leg-1-e"), Some(&42));
+    }
+
+    /// What the restore puts back into a woken tenant is not a change: a leg restored open and
+    /// closed by the first batch gets its tombstone (a restored leg journaled as new had none,
+    /// and came back open after the next restore).
+    #[test]
+    fn a_leg_restored_open_and_then_closed_is_tombstoned() {
+        let mut state = TenantState::default();
+        state.open_legs.insert("leg-1".into(), open_leg("leg-1", 30));
+        let restored = restore(&full_records("acme", &state));
+        let mut states = restored.states;
+        let acme = states.get_mut("acme").unwrap();
+        let before = acme.snapshot();
+        acme.open_legs.remove("leg-1");
+        let journal = Journal::take(acme);
+        let written = records("acme", acme, Some(&before), &journal);
+        let keys: Vec<(&str, bool)> = written.iter().map(|(k, v)| (k.as_str(), v.is_some())).collect();
+        assert_eq!(keys, [("o/4/acme/leg-1", false), ("t/acme", true)]);
+        assert!(
+            restore(&[full_records("acme", &state), written].concat()).states.into_map()["acme"].open_legs.is_empty()
+        );
     }
 
     /// A tenant record written by an earlier release (legs inside it) is read, and named for

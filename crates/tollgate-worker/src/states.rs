@@ -33,9 +33,9 @@ impl Dormant {
         self.index.get(tenant).map(|&(at, len)| &self.arena[at as usize..(at + len) as usize])
     }
 
-    /// The state of `tenant`, if it is dormant.
+    /// The state of `tenant`, if it is dormant (not tracking changes).
     pub fn state(&self, tenant: &str) -> Option<TenantState> {
-        self.record(tenant).map(wake)
+        self.record(tenant).map(decode)
     }
 
     /// How many tenants are dormant.
@@ -61,13 +61,26 @@ impl Dormant {
 
 /// Decodes a record that was decoded once already when it was restored (the restorer checks
 /// every record before it keeps it), so it decodes again.
-fn wake(record: &[u8]) -> TenantState {
-    let mut state = tollgate_proto::state::decode_tenant(record).unwrap_or_else(|error| {
+fn decode(record: &[u8]) -> TenantState {
+    tollgate_proto::state::decode_tenant(record).unwrap_or_else(|error| {
         // Unreachable: the same bytes decoded when they were restored.
         unreachable!("a dormant record that decoded when restored no longer does: {error}")
-    });
+    })
+}
+
+/// A dormant tenant's state, tracking changes from now on (as every live state does).
+fn wake(record: &[u8]) -> TenantState {
+    let mut state = decode(record);
     state.track_changes();
     state
+}
+
+/// The balance of a record that decoded when it was restored, like [`decode`].
+fn balance(record: &[u8]) -> Money {
+    tollgate_proto::state::decode_balance(record).unwrap_or_else(|error| {
+        // Unreachable: the same bytes decoded when they were restored.
+        unreachable!("a dormant record that decoded when restored no longer does: {error}")
+    })
 }
 
 /// A [`Dormant`] set being restored: later records of a tenant replace earlier ones.
@@ -101,7 +114,8 @@ impl DormantBuilder {
         }
     }
 
-    /// The tenant's state, woken: it is dormant no more.
+    /// The tenant's state, dormant no more; not tracking changes yet (the restorer puts its
+    /// entries back first: they are not changes).
     pub fn take(&mut self, tenant: &str) -> Option<TenantState> {
         let state = self.dormant.state(tenant)?;
         self.remove(tenant);
@@ -167,7 +181,7 @@ impl States {
     /// The state of `tenant`, woken if it was dormant.
     pub fn get_mut(&mut self, tenant: &str) -> Option<&mut TenantState> {
         if !self.live.contains_key(tenant) {
-            let state = self.dormant.state(tenant)?;
+            let state = self.dormant.record(tenant).map(wake)?;
             self.live.insert(tenant.to_owned(), state);
         }
         self.live.get_mut(tenant)
@@ -176,7 +190,7 @@ impl States {
     /// The state of `tenant`: woken if dormant, a new one (tracking changes) if it had none.
     pub fn get_or_insert(&mut self, tenant: &str) -> &mut TenantState {
         if !self.live.contains_key(tenant) {
-            let state = self.dormant.state(tenant).unwrap_or_else(|| {
+            let state = self.dormant.record(tenant).map(wake).unwrap_or_else(|| {
                 let mut state = TenantState::default();
                 state.track_changes();
                 state
@@ -199,7 +213,7 @@ impl States {
             .dormant
             .iter()
             .filter(|(tenant, _)| !self.live.contains_key(*tenant))
-            .map(|(tenant, record)| (tenant, wake(record).balance()));
+            .map(|(tenant, record)| (tenant, balance(record)));
         live.chain(dormant)
     }
 
