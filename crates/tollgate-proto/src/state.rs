@@ -109,6 +109,20 @@ pub fn decode_balance(bytes: &[u8]) -> Result<Money, Error> {
     money(&v1::TenantBalance::decode(bytes)?.balance, "balance")
 }
 
+/// Appends the record of a retention-window entry remembered at `at` (with the input's
+/// fingerprint for an applied id) to `buf`.
+pub fn encode_window(at: core::Timestamp, fingerprint: Option<u64>, buf: &mut Vec<u8>) {
+    let record = v1::WindowEntryRecord { at: Some(wire_timestamp(at)), fingerprint };
+    // Encoding into a `Vec` cannot run out of room.
+    let _ = record.encode(buf);
+}
+
+/// Reads a window entry's record back: when it was remembered, and the fingerprint.
+pub fn decode_window(bytes: &[u8]) -> Result<(core::Timestamp, Option<u64>), Error> {
+    let record = v1::WindowEntryRecord::decode(bytes)?;
+    Ok((timestamp(record.at, "at")?, record.fingerprint))
+}
+
 /// An amount as the record writes it: its exact decimal text, the empty string for a zero
 /// without decimals (protobuf leaves an empty string out).
 fn amount(m: Money) -> String {
@@ -176,6 +190,19 @@ mod tests {
         assert_eq!(tenant_record(&back), bytes);
         assert_eq!(decode_balance(&bytes).unwrap().to_string(), "105.4760");
         assert_eq!(decode_tenant(&tenant_record(&TenantState::default())).unwrap(), TenantState::default());
+    }
+
+    /// A window entry reads back with its time and fingerprint, in a few bytes.
+    #[test]
+    fn a_window_entry_reads_back() {
+        let at = Timestamp::new(1_793_577_600, 7).unwrap();
+        for fingerprint in [None, Some(0), Some(u64::MAX)] {
+            let mut buf = Vec::new();
+            encode_window(at, fingerprint, &mut buf);
+            assert!(buf.len() <= 20, "{} bytes", buf.len());
+            assert_eq!(decode_window(&buf).unwrap(), (at, fingerprint));
+        }
+        assert!(matches!(decode_window(&[]), Err(Error::Missing("at"))));
     }
 
     /// A record that is not one, or holds an amount that is not, is refused with the field.

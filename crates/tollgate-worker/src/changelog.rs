@@ -6,8 +6,8 @@
 //! | `t/<tenant>` | a `TenantStateRecord` (protobuf): the tenant's state without the kinds below | balance, lots, pool, thresholds, ... |
 //! | `o/<len>/<tenant>/<leg>` | [`LegEntry`] JSON, or a tombstone when the leg closes | one leg in progress |
 //! | `p/<len>/<tenant>/<leg>` | [`ParkedEntry`] JSON, or a tombstone when rated or dropped | one `ended` waiting for its `started` |
-//! | `s/<len>/<tenant>/<id>` | [`WindowEntry`] JSON, or a tombstone when forgotten | one applied input id and its fingerprint |
-//! | `c/<len>/<tenant>/<leg>` | [`WindowEntry`] JSON, or a tombstone when forgotten | one recently closed leg |
+//! | `s/<len>/<tenant>/<id>` | a `WindowEntryRecord` (protobuf), or a tombstone when forgotten | one applied input id, when, and its fingerprint |
+//! | `c/<len>/<tenant>/<leg>` | a `WindowEntryRecord` (protobuf), or a tombstone when forgotten | one recently closed leg, and when |
 //! | `m/<partition>` | [`Manifest`] JSON, or a tombstone | at-least-once: the records of the batch after the committed offsets (see [`crate::batch`]) |
 //!
 //! Everything that grows with traffic (open legs, parked ends, the retention windows) is
@@ -49,10 +49,10 @@ use tollgate_core::{FastState, Id, OpenLeg, TenantState, Timestamp};
 use crate::batch::Manifest;
 use crate::config::TopicKind;
 use crate::config::WorkerConfig;
-use crate::states::{DormantBuilder, States};
+use crate::states::{DormantBuilder, Live, States};
 use crate::{Error, kafka, telemetry};
 
-/// The value of a window record.
+/// The value of a window record as earlier releases wrote it (JSON; still read).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct WindowEntry {
     /// Tenant.
@@ -208,9 +208,9 @@ fn window_record<V>(
 ) -> ChangelogRecord {
     match change {
         Change::Added { id, value, at } => {
-            let entry =
-                WindowEntry { tenant: tenant.to_owned(), id: id.clone(), at: *at, fingerprint: fingerprint(value) };
-            (entry_key(kind, tenant, id), Some(to_json(&entry)))
+            let mut record = Vec::with_capacity(24);
+            tollgate_proto::state::encode_window(*at, fingerprint(value), &mut record);
+            (entry_key(kind, tenant, id), Some(record))
         }
         Change::Removed { id, .. } => (entry_key(kind, tenant, id), None),
     }
@@ -224,10 +224,11 @@ type ByTenant<V> = HashMap<String, Vec<(Id, V, Timestamp)>, FastState>;
 pub struct Restorer {
     /// Tenants kept live from the start: a record of the earliest layout (legs inside), or
     /// one that did not fit the dormant arena.
-    live: HashMap<String, TenantState>,
+    live: Live,
     dormant: DormantBuilder,
     // The entries' maps hash with foldhash: SipHash was 8 % of a large restore.
-    windows: HashMap<String, WindowEntry, FastState>,
+    /// By record key: when each entry was remembered, and its fingerprint.
+    windows: HashMap<String, (Timestamp, Option<u64>), FastState>,
     legs: HashMap<String, LegEntry, FastState>,
     parked: HashMap<String, ParkedEntry, FastState>,
     manifest: Option<Manifest>,
@@ -295,7 +296,22 @@ impl Restorer {
         let unreadable = |e: serde_json::Error| e.to_string();
         match key.split_once('/').map(|(kind, _)| kind) {
             Some("t") => self.tenant(&key[2..], payload)?,
-            Some("s" | "c") => upsert(&mut self.windows, key, payload, unreadable)?,
+            Some("s" | "c") => {
+                let Some(bytes) = payload else {
+                    self.windows.remove(key);
+                    return Ok(());
+                };
+                if entry_key_parts(key).is_none() {
+                    return Err("not a window entry's key".into());
+                }
+                let entry = if bytes.first() == Some(&b'{') {
+                    let earlier: WindowEntry = serde_json::from_slice(bytes).map_err(unreadable)?;
+                    (earlier.at, earlier.fingerprint)
+                } else {
+                    tollgate_proto::state::decode_window(bytes).map_err(|e| e.to_string())?
+                };
+                self.windows.insert(key.to_owned(), entry);
+            }
             Some("o") => upsert(&mut self.legs, key, payload, unreadable)?,
             Some("p") => upsert(&mut self.parked, key, payload, unreadable)?,
             Some("m") => {
@@ -372,12 +388,13 @@ impl Restorer {
         }
         let mut seen: ByTenant<u64> = HashMap::default();
         let mut closed: ByTenant<()> = HashMap::default();
-        for (key, entry) in self.windows {
-            let id = entry.id;
-            if key.starts_with("s/") {
-                seen.entry(entry.tenant).or_default().push((id, entry.fingerprint.unwrap_or_default(), entry.at));
+        for (key, (at, fingerprint)) in &self.windows {
+            // Every key was checked when its record was read.
+            let Some((kind, tenant, id)) = entry_key_parts(key) else { continue };
+            if kind == "s" {
+                by_tenant(&mut seen, tenant).push((id.into(), fingerprint.unwrap_or_default(), *at));
             } else {
-                closed.entry(entry.tenant).or_default().push((id, (), entry.at));
+                by_tenant(&mut closed, tenant).push((id.into(), (), *at));
             }
         }
         for (tenant, entries) in seen {
@@ -397,9 +414,27 @@ impl Restorer {
     }
 }
 
+/// The tenant's list in `map` (its key allocated once, not per entry).
+fn by_tenant<'a, V>(map: &'a mut ByTenant<V>, tenant: &str) -> &'a mut Vec<(Id, V, Timestamp)> {
+    if !map.contains_key(tenant) {
+        map.insert(tenant.to_owned(), Vec::new());
+    }
+    map.get_mut(tenant).expect("present: inserted above when missing")
+}
+
+/// The kind, tenant and id of an entry's key (`<kind>/<len>/<tenant>/<id>`).
+fn entry_key_parts(key: &str) -> Option<(&str, &str, &str)> {
+    let (kind, rest) = key.split_once('/')?;
+    let (len, rest) = rest.split_once('/')?;
+    let len: usize = len.parse().ok()?;
+    let tenant = rest.get(..len)?;
+    let id = rest.get(len..)?.strip_prefix('/')?;
+    Some((kind, tenant, id))
+}
+
 /// The live state of `tenant`, woken if it was dormant.
 fn woken<'a>(
-    live: &'a mut HashMap<String, TenantState>,
+    live: &'a mut Live,
     dormant: &mut DormantBuilder,
     tenant: &str,
 ) -> Option<&'a mut TenantState> {
@@ -625,6 +660,12 @@ mod tests {
         busy.seen.insert("leg-1-e", 42, ts(15));
         let mut records = vec![(tenant_key("acme"), Some(serde_json::to_vec(&idle).unwrap()))];
         records.extend(full_records("globex", &busy));
+        // A window entry of an earlier release: JSON, with the tenant and the id in it too.
+        let earlier = WindowEntry { tenant: "globex".into(), id: "old-e".into(), at: ts(12), fingerprint: Some(7) };
+        records.push((entry_key('s', "globex", "old-e"), Some(serde_json::to_vec(&earlier).unwrap())));
+        let mut expected = idle.clone();
+        expected.seen.insert("old-e", 7, ts(12));
+        expected.seen.insert("leg-1-e", 42, ts(15));
 
         let restored = restore(&records);
         assert!(restored.rewrite.is_empty());
@@ -635,8 +676,8 @@ mod tests {
         let states = restored.states.into_map();
         assert_eq!(states["acme"], idle);
         assert_eq!(states["acme"].ledger.lots().next().map(|l| l.remaining.to_string()), Some("12.50".into()));
-        assert_eq!(states["globex"], busy);
-        assert_eq!(states["globex"].seen.get("leg-1-e"), Some(&42));
+        assert_eq!(states["globex"], expected);
+        assert_eq!(states["globex"].seen.get("old-e"), Some(&7));
     }
 
     /// What the restore puts back into a woken tenant is not a change: a leg restored open and

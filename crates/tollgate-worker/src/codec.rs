@@ -96,38 +96,59 @@ pub fn encode_movement(movement: &LedgerMovement, buf: &mut Vec<u8>) -> usize {
     key
 }
 
-/// How the values of a topic are shown as JSON (`tollgate tail`): a column of the registry.
-pub type ToJson = fn(&[u8]) -> Result<serde_json::Value, String>;
+/// How the values of a topic are shown as JSON (`tollgate tail`), from the record's key and
+/// value: a column of the registry.
+pub type ToJson = fn(&[u8], &[u8]) -> Result<serde_json::Value, String>;
 
 /// A protobuf value as its proto3 JSON mapping.
-pub fn json<M: Message + Default + serde::Serialize>(payload: &[u8]) -> Result<serde_json::Value, String> {
+pub fn json<M: Message + Default + serde::Serialize>(_key: &[u8], payload: &[u8]) -> Result<serde_json::Value, String> {
     let message = M::decode(payload).map_err(|e| e.to_string())?;
     serde_json::to_value(&message).map_err(|e| e.to_string())
 }
 
 /// A value that is JSON already (the ownership announcements).
-pub fn json_value(payload: &[u8]) -> Result<serde_json::Value, String> {
+pub fn json_value(_key: &[u8], payload: &[u8]) -> Result<serde_json::Value, String> {
     serde_json::from_slice(payload).map_err(|e| e.to_string())
 }
 
-/// A changelog value: a tenant's record (protobuf) in its proto3 JSON mapping, or a value
-/// that is JSON already (the other kinds, and tenant records of earlier releases).
-pub fn state_json(payload: &[u8]) -> Result<serde_json::Value, String> {
+/// A changelog value: a tenant's record or a window entry's (protobuf, by the key's kind) in
+/// its proto3 JSON mapping, or a value that is JSON already (open legs, parked ends, the
+/// manifest, and the records of earlier releases).
+pub fn state_json(key: &[u8], payload: &[u8]) -> Result<serde_json::Value, String> {
     if payload.first() == Some(&b'{') {
-        return json_value(payload);
+        return json_value(key, payload);
     }
-    let record = v1::TenantStateRecord::decode(payload).map_err(|e| e.to_string())?;
-    serde_json::to_value(record).map_err(|e| e.to_string())
+    match key.get(..2) {
+        Some(b"t/") => json::<v1::TenantStateRecord>(key, payload),
+        Some(b"s/" | b"c/") => json::<v1::WindowEntryRecord>(key, payload),
+        _ => Err("not a changelog value".into()),
+    }
 }
 
-/// Decodes any tollgate topic's value to a JSON value (for `tollgate tail`).
-pub fn to_json(kind: TopicKind, payload: &[u8]) -> Result<serde_json::Value, String> {
-    (kind.def().to_json)(payload)
+/// Decodes any tollgate topic's value to a JSON value, given its key (for `tollgate tail`).
+pub fn to_json(kind: TopicKind, key: &[u8], payload: &[u8]) -> Result<serde_json::Value, String> {
+    (kind.def().to_json)(key, payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `tollgate tail` shows the changelog's protobuf records by their key's kind, in their
+    /// proto3 JSON mapping, and its JSON records as they are.
+    #[test]
+    fn shows_changelog_records_by_their_key() {
+        let at = tollgate_core::Timestamp::new(1_793_577_600, 0).unwrap();
+        let state = tollgate_core::TenantState { credit_sequence: 3, watermark: at, ..Default::default() };
+        let tenant = state_json(b"t/acme", &tollgate_proto::state::tenant_record(&state)).unwrap();
+        assert_eq!(tenant, serde_json::json!({ "creditSequence": "3", "watermark": "2026-11-02T00:00:00Z" }));
+        let mut window = Vec::new();
+        tollgate_proto::state::encode_window(at, Some(5), &mut window);
+        let entry = state_json(b"s/4/acme/e-1", &window).unwrap();
+        assert_eq!(entry, serde_json::json!({ "at": "2026-11-02T00:00:00Z", "fingerprint": "5" }));
+        assert_eq!(state_json(b"o/4/acme/leg-1", b"{\"open\":1}").unwrap(), serde_json::json!({ "open": 1 }));
+        assert!(state_json(b"x/acme", &window).is_err());
+    }
 
     #[test]
     fn a_too_large_value_is_refused_undecoded_and_its_dead_letter_keeps_its_first_kilobyte() {

@@ -17,6 +17,9 @@ use std::sync::Arc;
 
 use tollgate_core::{FastState, Money, TenantState};
 
+/// Live tenant states by tenant (hashed with [`FastState`]: a lookup per rated record).
+pub type Live = HashMap<String, TenantState, FastState>;
+
 /// Where a dormant record is in the arena: offset and length.
 type Span = (u32, u32);
 
@@ -138,13 +141,13 @@ impl DormantBuilder {
 /// A partition's tenant states: the live ones, and the dormant ones not woken yet.
 #[derive(Debug, Default)]
 pub struct States {
-    live: HashMap<String, TenantState>,
+    live: Live,
     dormant: Arc<Dormant>,
 }
 
 impl States {
     /// Live states and dormant records.
-    pub fn new(live: HashMap<String, TenantState>, dormant: Dormant) -> Self {
+    pub fn new(live: Live, dormant: Dormant) -> Self {
         States { live, dormant: Arc::new(dormant) }
     }
 
@@ -154,7 +157,7 @@ impl States {
     }
 
     /// The live states.
-    pub fn live(&self) -> &HashMap<String, TenantState> {
+    pub fn live(&self) -> &Live {
         &self.live
     }
 
@@ -197,8 +200,7 @@ impl States {
             });
             self.live.insert(tenant.to_owned(), state);
         }
-        // Inserted above when missing.
-        self.live.entry(tenant.to_owned()).or_default()
+        self.live.get_mut(tenant).expect("present: inserted above when missing")
     }
 
     /// Forgets a live state (a tenant new in a batch that was rolled back).
@@ -219,7 +221,7 @@ impl States {
 
     /// Every tenant's state, the dormant ones decoded.
     pub fn into_map(self) -> HashMap<String, TenantState> {
-        let mut all = self.live;
+        let mut all: HashMap<String, TenantState> = self.live.into_iter().collect();
         for (tenant, record) in self.dormant.iter() {
             if !all.contains_key(tenant) {
                 all.insert(tenant.to_owned(), wake(record));
@@ -257,7 +259,7 @@ mod tests {
         assert_eq!(dormant.arena.len(), tenant_record(&funded("3.00")).len() + tenant_record(&funded("2.00")).len());
         assert_eq!(dormant.len(), 2);
 
-        let mut states = States::new(HashMap::new(), dormant);
+        let mut states = States::new(Live::default(), dormant);
         let mut balances: Vec<(String, String)> =
             states.balances().map(|(t, b)| (t.to_owned(), b.to_string())).collect();
         balances.sort();

@@ -499,7 +499,7 @@ mod tests {
         // Restored dormant: answered from its record until a batch touches it.
         let mut dormant = crate::states::DormantBuilder::default();
         assert!(dormant.insert("acme", &tollgate_proto::state::tenant_record(&state("10.00"))));
-        let restored = States::new(HashMap::new(), dormant.finish());
+        let restored = States::new(crate::states::Live::default(), dormant.finish());
         view.restored(&restored, BTreeMap::from([("legs".to_owned(), 5)]));
         let Lookup::Committed(Some(acme), offsets) = view.lookup("acme") else { panic!("not committed") };
         assert_eq!((acme.balance, offsets["legs"]), ("10.00".parse().unwrap(), 5));

@@ -47,7 +47,8 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
                 let value = match &record.payload {
                     None => serde_json::Value::Null,
                     Some(bytes) => {
-                        codec::to_json(kind, bytes).unwrap_or_else(|e| serde_json::json!({ "undecodable": e }))
+                        let key = record.key.as_deref().unwrap_or_default();
+                        codec::to_json(kind, key, bytes).unwrap_or_else(|e| serde_json::json!({ "undecodable": e }))
                     }
                 };
                 let key = record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
