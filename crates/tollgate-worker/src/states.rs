@@ -55,20 +55,17 @@ impl Dormant {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.index.iter().map(|(tenant, &(at, len))| (tenant.as_str(), &self.arena[at as usize..(at + len) as usize]))
     }
-
-    /// The bytes the arena and the index hold (capacity included).
-    pub fn allocated_bytes(&self) -> usize {
-        self.arena.capacity() + self.index.capacity() * (size_of::<String>() + size_of::<Span>() + 1)
-    }
 }
 
-/// Decodes a record that was decoded once already when it was restored (the restorer checks
-/// every record before it keeps it), so it decodes again.
+/// What a dormant record decodes to. Every dormant record decoded once already when it was
+/// restored (the restorer checks each before it keeps it), so it decodes again.
+fn restored<T>(decoded: Result<T, tollgate_proto::Error>) -> T {
+    decoded.unwrap_or_else(|error| unreachable!("a dormant record that decoded when restored no longer does: {error}"))
+}
+
+/// A dormant record's state.
 fn decode(record: &[u8]) -> TenantState {
-    tollgate_proto::state::decode_tenant(record).unwrap_or_else(|error| {
-        // Unreachable: the same bytes decoded when they were restored.
-        unreachable!("a dormant record that decoded when restored no longer does: {error}")
-    })
+    restored(tollgate_proto::state::decode_tenant(record))
 }
 
 /// A dormant tenant's state, tracking changes from now on (as every live state does).
@@ -78,12 +75,9 @@ fn wake(record: &[u8]) -> TenantState {
     state
 }
 
-/// The balance of a record that decoded when it was restored, like [`decode`].
+/// A dormant record's balance, read without the rest of it.
 fn balance(record: &[u8]) -> Money {
-    tollgate_proto::state::decode_balance(record).unwrap_or_else(|error| {
-        // Unreachable: the same bytes decoded when they were restored.
-        unreachable!("a dormant record that decoded when restored no longer does: {error}")
-    })
+    restored(tollgate_proto::state::decode_balance(record))
 }
 
 /// A [`Dormant`] set being restored: later records of a tenant replace earlier ones.
@@ -192,15 +186,12 @@ impl States {
 
     /// The state of `tenant`: woken if dormant, a new one (tracking changes) if it had none.
     pub fn get_or_insert(&mut self, tenant: &str) -> &mut TenantState {
-        if !self.live.contains_key(tenant) {
-            let state = self.dormant.record(tenant).map(wake).unwrap_or_else(|| {
-                let mut state = TenantState::default();
-                state.track_changes();
-                state
-            });
+        if !self.contains(tenant) {
+            let mut state = TenantState::default();
+            state.track_changes();
             self.live.insert(tenant.to_owned(), state);
         }
-        self.live.get_mut(tenant).expect("present: inserted above when missing")
+        self.get_mut(tenant).expect("present: dormant, live, or inserted above")
     }
 
     /// Forgets a live state (a tenant new in a batch that was rolled back).
