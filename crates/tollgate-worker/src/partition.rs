@@ -768,10 +768,8 @@ impl PartitionTask {
         let txn = &self.producers.txn;
         let timeout = self.config.kafka_timeout();
         txn.purge(PurgeConfig::default().queue().inflight());
-        let deadline = Instant::now() + timeout;
-        while txn.in_flight_count() > 0 && Instant::now() < deadline {
-            txn.poll(Duration::from_millis(50));
-        }
+        // Purged records time out at once; a report still missing after `timeout` is left.
+        let _ = kafka::flush(txn, timeout);
         let purged = txn.context().take_first_error();
         telemetry::transaction_aborted(self.partition, purged);
         loop {
