@@ -13,6 +13,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: a worker allocates and frees from many threads at
+/// once (partition tasks, librdkafka), where glibc's arenas spent about a fifth of a worker's
+/// CPU in `malloc`, `free` and their consolidation (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod balance;
 mod config;

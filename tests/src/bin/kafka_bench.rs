@@ -40,6 +40,11 @@ use tollgate_worker::publish::Publisher;
 use tollgate_worker::topics::TopicKind;
 use tollgate_worker::{Cancel, ProcessingGuarantee, WorkerConfig, kafka, topics};
 
+/// The worker's allocator, so that the copier and the restore bench measure what a worker
+/// process would.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// How long any one phase may take.
