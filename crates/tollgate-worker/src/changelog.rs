@@ -90,11 +90,26 @@ pub struct ParkedEntry {
 
 /// The key of a tenant's record.
 pub fn tenant_key(tenant: &str) -> String {
-    format!("t/{tenant}")
+    let mut key = String::with_capacity(2 + tenant.len());
+    key.push_str("t/");
+    key.push_str(tenant);
+    key
 }
 
+/// `<kind>/<tenant length>/<tenant>/<id>`. Built by hand: a batch writes one per applied id,
+/// and `format!` cost about a twentieth of a worker's CPU.
 fn entry_key(kind: char, tenant: &str, id: &str) -> String {
-    format!("{kind}/{}/{tenant}/{id}", tenant.len())
+    let mut digits = itoa::Buffer::new();
+    let len = digits.format(tenant.len());
+    let mut key = String::with_capacity(4 + len.len() + tenant.len() + id.len());
+    key.push(kind);
+    key.push('/');
+    key.push_str(len);
+    key.push('/');
+    key.push_str(tenant);
+    key.push('/');
+    key.push_str(id);
+    key
 }
 
 /// What a tenant's journals recorded in one batch: the changes of its retention windows and
