@@ -33,7 +33,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tollgate_core::{
-    Applied, CallType, Catalog, Input, LedgerMovement, Output, Rater, RatingConfig, TenantState, UsageOutcome,
+    Applied, CallType, Catalog, FastState, Input, LedgerMovement, Output, Rater, RatingConfig, TenantState,
+    UsageOutcome,
 };
 
 use crate::batch::{self, Manifest};
@@ -178,9 +179,12 @@ struct Rated {
     offsets: TopicPartitionList,
     /// Per touched tenant: its snapshot before the batch (`None` for a tenant new in this
     /// batch) and the batch's journal of what the snapshot leaves out, to roll back with.
-    undo: HashMap<String, Undo>,
+    undo: Undos,
     stats: Stats,
 }
+
+/// Per touched tenant, how to put it back; looked up once per record, so with the fast hasher.
+type Undos = HashMap<String, Undo, FastState>;
 
 /// How to put one tenant back as it was before a batch.
 struct Undo {
@@ -522,7 +526,7 @@ impl PartitionTask {
         }
     }
 
-    fn roll_back(&mut self, undo: HashMap<String, Undo>) {
+    fn roll_back(&mut self, undo: Undos) {
         for (tenant, Undo { before, journal }) in undo {
             let Some(mut before) = before else {
                 // New in the batch.
@@ -549,7 +553,7 @@ impl PartitionTask {
             outputs: Outbox::default(),
             changelog: Outbox::default(),
             offsets: TopicPartitionList::new(),
-            undo: HashMap::new(),
+            undo: Undos::default(),
             stats: Stats::default(),
         };
         let mut next: BTreeMap<&str, i64> = BTreeMap::new();
@@ -605,7 +609,7 @@ impl PartitionTask {
         &mut self,
         record: &Record,
         kind: TopicKind,
-        undo: &mut HashMap<String, Undo>,
+        undo: &mut Undos,
         outs: &mut Vec<Output>,
         movements: Option<&mut Vec<LedgerMovement>>,
     ) -> Result<Applied, Refusal> {
