@@ -19,7 +19,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tollgate_core::{Catalog, RateCard, Tenant, User};
+use tollgate_core::{Catalog, FastState, RateCard, Tenant, User};
 use tollgate_proto::{limits, v1};
 
 use crate::access::{self, AccessError};
@@ -31,9 +31,10 @@ use crate::{Error, kafka, telemetry};
 /// Live reference tables, shared by all partition tasks of a worker.
 #[derive(Debug, Default)]
 pub struct Tables {
-    tenants: DashMap<String, Arc<Tenant>>,
-    users: DashMap<String, Arc<User>>,
-    rate_cards: DashMap<String, Arc<RateCard>>,
+    // Looked up for every record: the fast hasher, not SipHash.
+    tenants: DashMap<String, Arc<Tenant>, FastState>,
+    users: DashMap<String, Arc<User>, FastState>,
+    rate_cards: DashMap<String, Arc<RateCard>, FastState>,
     /// Counts applied reference records; waiters are woken on every change.
     changes: Mutex<u64>,
     changed: Condvar,
