@@ -76,6 +76,12 @@ struct Args {
     /// Seconds of latency measurement (0: none).
     #[arg(long, default_value_t = 20)]
     latency_seconds: u64,
+    /// Records/s of the latency run (default: half tollgate's measured rate).
+    #[arg(long)]
+    latency_rate: Option<f64>,
+    /// The workers' `commit_interval_ms`, and the copier's longest wait to fill a batch.
+    #[arg(long, default_value_t = 100)]
+    commit_interval_ms: u64,
 }
 
 /// The copier process (started by the bench itself), and the restore bench.
@@ -109,13 +115,17 @@ enum Mode {
         group: String,
         #[arg(long)]
         guarantee: ProcessingGuarantee,
+        #[arg(long)]
+        commit_interval_ms: u64,
     },
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     match args.mode {
-        Some(Mode::Copy { bootstrap, group, guarantee }) => return copy(&bootstrap, &group, guarantee),
+        Some(Mode::Copy { bootstrap, group, guarantee, commit_interval_ms }) => {
+            return copy(&bootstrap, &group, guarantee, Duration::from_millis(commit_interval_ms));
+        }
         Some(Mode::Restore { tenants, busy_per_mille }) => return restore(tenants, busy_per_mille),
         Some(Mode::Scaling { ref workers, ref partitions }) => return scaling(&args, workers, partitions),
         None => {}
@@ -249,6 +259,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
             let log = std::fs::File::create(logs.join(format!("copier-{i}.log")))?;
             Command::new(&me)
                 .args(["copy", "--bootstrap", &config.bootstrap_servers, "--group", &group, "--guarantee", label])
+                .args(["--commit-interval-ms", &args.commit_interval_ms.to_string()])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -270,7 +281,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         group: config.group_id.clone(),
         guarantee: label.to_owned(),
         librdkafka: Vec::new(),
-        env: Vec::new(),
+        env: vec![("COMMIT_INTERVAL_MS".into(), args.commit_interval_ms.to_string())],
         log_dir: logs.clone(),
     };
     let mut workers: Vec<WorkerProcess> =
@@ -285,7 +296,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
     let latency = if live.is_empty() {
         None
     } else {
-        let rate = tollgate / 2.0;
+        let rate = args.latency_rate.unwrap_or(tollgate / 2.0);
         Some(measure_latency(&config, live, rate, Duration::from_secs(args.latency_seconds))?)
     };
     for worker in &mut workers {
@@ -433,8 +444,9 @@ fn measure_latency(
 }
 
 /// The do-nothing copier: tollgate's consumer and producer settings, decode and encode again,
-/// produce, commit per batch (up to 5,000 records or 100 ms, tollgate's defaults).
-fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee) -> Result<()> {
+/// produce, commit per batch (up to 5,000 records or `--commit-interval-ms`, tollgate's
+/// defaults).
+fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee, commit_interval: Duration) -> Result<()> {
     let config = WorkerConfig {
         bootstrap_servers: bootstrap.to_owned(),
         group_id: group.to_owned(),
@@ -456,7 +468,7 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee) -> Result<
     let legs = config.topics[TopicKind::CallLegs].clone();
     loop {
         let mut batch = Vec::new();
-        let deadline = Instant::now() + Duration::from_millis(100);
+        let deadline = Instant::now() + commit_interval;
         while batch.len() < 5_000 {
             let wait = deadline.saturating_duration_since(Instant::now());
             match consumer.poll(wait) {
