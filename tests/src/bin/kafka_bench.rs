@@ -33,7 +33,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tollgate_e2e::broker::Broker;
-use tollgate_e2e::fleet::{GroupProgress, WorkerProcess, WorkerSpec};
+use tollgate_e2e::fleet::{GroupProgress, WorkerProcess, WorkerSpec, wait_until};
 use tollgate_e2e::traffic::{Shape, Traffic};
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::publish::Publisher;
@@ -79,6 +79,9 @@ struct Args {
     /// Records/s of the latency run (default: half tollgate's measured rate).
     #[arg(long)]
     latency_rate: Option<f64>,
+    /// A librdkafka setting for the workers, repeatable: `-X retry.backoff.ms=10`.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    librdkafka: Vec<String>,
     /// The workers' `commit_interval_ms`, and the copier's longest wait to fill a batch.
     #[arg(long, default_value_t = 100)]
     commit_interval_ms: u64,
@@ -280,7 +283,12 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         bootstrap: config.bootstrap_servers.clone(),
         group: config.group_id.clone(),
         guarantee: label.to_owned(),
-        librdkafka: Vec::new(),
+        librdkafka: args
+            .librdkafka
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         env: vec![("COMMIT_INTERVAL_MS".into(), args.commit_interval_ms.to_string())],
         log_dir: logs.clone(),
     };
@@ -297,6 +305,15 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         None
     } else {
         let rate = args.latency_rate.unwrap_or(tollgate / 2.0);
+        // A worker that started slower may join the group after the backlog is drained: its
+        // rebalance (a hand-over and a restore) would fall into the latency run. The run
+        // starts when every worker is ready and owns partitions.
+        wait_until("every worker ready with partitions", PHASE_DEADLINE, || {
+            workers.iter().all(|w| {
+                w.get("/ready").is_some_and(|(status, _)| status == 200)
+                    && w.metric("tollgate_assigned_partitions").is_some_and(|n| n >= 1.0)
+            })
+        });
         Some(measure_latency(&config, live, rate, Duration::from_secs(args.latency_seconds))?)
     };
     for worker in &mut workers {
@@ -368,8 +385,12 @@ fn measure_latency(
         let consumer: BaseConsumer = kafka::reader(&config, "bench-latency").create()?;
         let metadata = consumer.fetch_metadata(Some(&config.topics[TopicKind::RatedUsage]), Duration::from_secs(10))?;
         let mut tpl = TopicPartitionList::new();
+        // At the offsets of now, not `Offset::End`: that is looked up at the first fetch, after
+        // the first legs were published, and delayed their usages by the lookup.
+        let topic = &config.topics[TopicKind::RatedUsage];
         for partition in metadata.topics().first().map(|t| t.partitions()).unwrap_or_default() {
-            tpl.add_partition_offset(&config.topics[TopicKind::RatedUsage], partition.id(), Offset::End)?;
+            let (_, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
+            tpl.add_partition_offset(topic, partition.id(), Offset::Offset(high))?;
         }
         consumer.assign(&tpl)?;
         std::thread::spawn(move || -> Histogram<u64> {
@@ -408,9 +429,20 @@ fn measure_latency(
     let ends: BTreeMap<usize, String> = last_event.into_iter().map(|(id, i)| (i, id)).collect();
     let publisher = Publisher::new(config)?;
     let keyed = Traffic::keyed(&config.topics, live);
+    // The publisher connects and gets its producer id with its first record: that one is sent
+    // and acknowledged before the clock starts, so the run measures the pipeline, not the
+    // bench's own client starting.
+    let Some((first, keyed)) = keyed.split_first() else { return Err("no live legs".into()) };
+    if let Some(id) = ends.get(&0) {
+        if let Ok(mut sent) = sent.lock() {
+            sent.insert(id.clone(), Instant::now());
+        }
+    }
+    publisher.send(first)?;
+    publisher.flush()?;
     let started = Instant::now();
     let mut published = 0usize;
-    for (i, record) in keyed.iter().enumerate() {
+    for (i, record) in keyed.iter().enumerate().map(|(i, r)| (i + 1, r)) {
         if started.elapsed() >= duration {
             break;
         }
