@@ -90,10 +90,7 @@ pub struct ParkedEntry {
 
 /// The key of a tenant's record.
 pub fn tenant_key(tenant: &str) -> String {
-    let mut key = String::with_capacity(2 + tenant.len());
-    key.push_str("t/");
-    key.push_str(tenant);
-    key
+    format!("t/{tenant}")
 }
 
 /// `<kind>/<tenant length>/<tenant>/<id>`. Built by hand: a batch writes one per applied id,
