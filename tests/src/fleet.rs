@@ -134,6 +134,11 @@ impl WorkerProcess {
         http_get(self.metrics_port, path)
     }
 
+    /// Whether `/ready` answers 200: in the group, every owned partition restored.
+    pub fn ready(&self) -> bool {
+        self.get("/ready").is_some_and(|(status, _)| status == 200)
+    }
+
     /// The metrics port (`/metrics`, `/ready`, the tenant API).
     pub fn port(&self) -> u16 {
         self.metrics_port

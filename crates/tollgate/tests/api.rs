@@ -120,9 +120,7 @@ impl Deployment {
     /// inputs up to their high watermarks: the committed state has everything published.
     fn wait_caught_up(&self) {
         for worker in &self.workers {
-            wait_until(&format!("{} to be ready", worker.name), DEADLINE, || {
-                worker.get("/ready").is_some_and(|(status, _)| status == 200)
-            });
+            wait_until(&format!("{} to be ready", worker.name), DEADLINE, || worker.ready());
         }
         let high = self.progress.high_watermarks().unwrap();
         let t = &self.config.topics;

@@ -92,7 +92,7 @@ fn ready_only_once_every_assigned_partition_is_restored() {
 fn json_logs_are_one_object_per_line() {
     let (_cluster, config) = cluster();
     let mut worker = WorkerProcess::start(&spec(&config, "json", &[("LOG_FORMAT", "json")]), "w1");
-    wait_until("the worker to be ready", DEADLINE, || worker.get("/ready").is_some_and(|(status, _)| status == 200));
+    wait_until("the worker to be ready", DEADLINE, || worker.ready());
     assert!(worker.terminate(DEADLINE).success(), "{}", worker.log_tail());
     let log = worker.log();
     let lines: Vec<serde_json::Value> = log

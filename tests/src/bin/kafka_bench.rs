@@ -80,11 +80,17 @@ struct Args {
     #[arg(long)]
     latency_rate: Option<f64>,
     /// A librdkafka setting for the workers, repeatable: `-X retry.backoff.ms=10`.
-    #[arg(short = 'X', value_name = "KEY=VALUE")]
-    librdkafka: Vec<String>,
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = setting)]
+    librdkafka: Vec<(String, String)>,
     /// The workers' `commit_interval_ms`, and the copier's longest wait to fill a batch.
     #[arg(long, default_value_t = 100)]
     commit_interval_ms: u64,
+}
+
+/// A `-X key=value` librdkafka setting.
+fn setting(text: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not key=value"))?;
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
 }
 
 /// The copier process (started by the bench itself), and the restore bench.
@@ -283,12 +289,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         bootstrap: config.bootstrap_servers.clone(),
         group: config.group_id.clone(),
         guarantee: label.to_owned(),
-        librdkafka: args
-            .librdkafka
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+        librdkafka: args.librdkafka.clone(),
         env: vec![("COMMIT_INTERVAL_MS".into(), args.commit_interval_ms.to_string())],
         log_dir: logs.clone(),
     };
@@ -309,10 +310,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         // rebalance (a hand-over and a restore) would fall into the latency run. The run
         // starts when every worker is ready and owns partitions.
         wait_until("every worker ready with partitions", PHASE_DEADLINE, || {
-            workers.iter().all(|w| {
-                w.get("/ready").is_some_and(|(status, _)| status == 200)
-                    && w.metric("tollgate_assigned_partitions").is_some_and(|n| n >= 1.0)
-            })
+            workers.iter().all(|w| w.ready() && w.metric("tollgate_assigned_partitions").is_some_and(|n| n >= 1.0))
         });
         Some(measure_latency(&config, live, rate, Duration::from_secs(args.latency_seconds))?)
     };
@@ -432,12 +430,14 @@ fn measure_latency(
     // The publisher connects and gets its producer id with its first record: that one is sent
     // and acknowledged before the clock starts, so the run measures the pipeline, not the
     // bench's own client starting.
-    let Some((first, keyed)) = keyed.split_first() else { return Err("no live legs".into()) };
-    if let Some(id) = ends.get(&0) {
-        if let Ok(mut sent) = sent.lock() {
+    // Noted before sending: the usage must not be read before its leg counts as sent.
+    let note_sent = |i: usize| {
+        if let (Some(id), Ok(mut sent)) = (ends.get(&i), sent.lock()) {
             sent.insert(id.clone(), Instant::now());
         }
-    }
+    };
+    let Some((first, keyed)) = keyed.split_first() else { return Err("no live legs".into()) };
+    note_sent(0);
     publisher.send(first)?;
     publisher.flush()?;
     let started = Instant::now();
@@ -446,12 +446,7 @@ fn measure_latency(
         if started.elapsed() >= duration {
             break;
         }
-        // Noted before sending: the usage must not be read before its leg counts as sent.
-        if let Some(id) = ends.get(&i) {
-            if let Ok(mut sent) = sent.lock() {
-                sent.insert(id.clone(), Instant::now());
-            }
-        }
+        note_sent(i);
         publisher.send(record)?;
         published += 1;
         let due = started + Duration::from_secs_f64(published as f64 / rate);
