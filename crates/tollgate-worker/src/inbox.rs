@@ -10,10 +10,11 @@
 //! Pausing loses nothing: librdkafka fetches a paused partition again from the position after
 //! the last record it handed out, and drops what it had fetched beyond it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::partition::Command;
 use crate::record::Record;
@@ -73,10 +74,78 @@ impl Inbox {
         self.rx.try_recv().inspect(|command| self.taken(command))
     }
 
+    /// A batch of whatever arrives: what was carried over and what already waits, at once,
+    /// up to `batch_size`. Only a batch that starts from idle (its first record had to be
+    /// waited for) waits for company, until `commit_interval` passed since that record: under
+    /// load a batch is what arrived while the previous one was committed, and leaves at once.
+    /// `idle` is called about every [`IDLE_TICK`] while nothing arrives.
+    pub fn take_batch(
+        &self,
+        carry: &mut VecDeque<Record>,
+        batch_size: usize,
+        commit_interval: Duration,
+        mut idle: impl FnMut(),
+    ) -> Batch {
+        let mut batch = Batch { records: Vec::new(), stop: false, waited: false };
+        while batch.records.len() < batch_size {
+            match carry.pop_front() {
+                Some(record) => batch.records.push(record),
+                None => break,
+            }
+        }
+        while batch.records.len() < batch_size {
+            match self.try_recv() {
+                Ok(Command::Record(record)) => batch.records.push(record),
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return batch.stopped(),
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        while batch.records.is_empty() {
+            batch.waited = true;
+            idle();
+            match self.recv_timeout(IDLE_TICK) {
+                Ok(Command::Record(record)) => batch.records.push(record),
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return batch.stopped(),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+        let deadline = Instant::now() + commit_interval;
+        while batch.waited && batch.records.len() < batch_size {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_timeout(left) {
+                Ok(Command::Record(record)) => batch.records.push(record),
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return batch.stopped(),
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        batch
+    }
+
     fn taken(&self, command: &Command) {
         if matches!(command, Command::Record(_)) {
             self.queued.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// How often [`Inbox::take_batch`] calls its `idle` while nothing arrives.
+pub const IDLE_TICK: Duration = Duration::from_secs(5);
+
+/// What [`Inbox::take_batch`] took.
+#[derive(Debug)]
+pub struct Batch {
+    /// The records, in arrival order.
+    pub records: Vec<Record>,
+    /// The task was told to stop (or the mailbox is gone): commit these and exit.
+    pub stop: bool,
+    /// The first record had to be waited for: the batch started from idle.
+    pub waited: bool,
+}
+
+impl Batch {
+    fn stopped(mut self) -> Batch {
+        self.stop = true;
+        self
     }
 }
 
@@ -130,5 +199,60 @@ mod tests {
     fn pauses_at_two_batches_and_resumes_below_one() {
         assert_eq!(Backpressure::for_batch_size(5000), Backpressure { pause_at: 10_000, resume_at: 4999 });
         assert_eq!(Backpressure::for_batch_size(1), Backpressure { pause_at: 2, resume_at: 0 });
+    }
+
+    fn offsets(records: &[Record]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn a_batch_whose_records_already_wait_leaves_at_once() {
+        let (mailbox, inbox) = channel_pair();
+        mailbox.send(record(1));
+        mailbox.send(record(2));
+        // Nothing carried over, two records waiting: the batch did not start from idle, so it
+        // neither waits for company (the flag says so) nor calls `idle`.
+        let batch = inbox.take_batch(&mut VecDeque::new(), 10, Duration::from_millis(10), || panic!("not idle"));
+        assert_eq!((offsets(&batch.records), batch.waited, batch.stop), (vec![1, 2], false, false));
+        assert_eq!(mailbox.waiting(), 0);
+        let mut carry = VecDeque::from([record(3)]);
+        let batch = inbox.take_batch(&mut carry, 10, Duration::from_millis(10), || panic!("not idle"));
+        assert_eq!((offsets(&batch.records), batch.waited), (vec![3], false));
+    }
+
+    #[test]
+    fn a_batch_takes_at_most_batch_size_and_carries_nothing_over_itself() {
+        let (mailbox, inbox) = channel_pair();
+        let mut carry = VecDeque::from([record(0), record(1), record(2)]);
+        mailbox.send(record(3));
+        let batch = inbox.take_batch(&mut carry, 2, Duration::from_secs(3600), || panic!("not idle"));
+        assert_eq!((offsets(&batch.records), batch.waited), (vec![0, 1], false));
+        assert_eq!(carry.len(), 1);
+        assert_eq!(mailbox.waiting(), 1);
+    }
+
+    #[test]
+    fn a_batch_from_idle_waits_for_company() {
+        let (mailbox, inbox) = channel_pair();
+        let (go, went) = std::sync::mpsc::channel();
+        // The records are sent once the batch waits (its first `idle` call), one by one.
+        let sender = std::thread::spawn(move || {
+            went.recv().expect("go");
+            mailbox.send(record(7));
+            mailbox.send(record(8));
+            mailbox
+        });
+        let mut idle_calls = 0;
+        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), || {
+            idle_calls += 1;
+            let _ = go.send(());
+        });
+        let mailbox = sender.join().expect("sender");
+        // Both: the second arrived after the first was taken, and the batch waited for it.
+        assert_eq!((offsets(&batch.records), batch.waited, batch.stop), (vec![7, 8], true, false));
+        assert!(idle_calls >= 1);
+        mailbox.stop();
+        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), || {});
+        assert_eq!((batch.records.len(), batch.stop), (0, true));
     }
 }

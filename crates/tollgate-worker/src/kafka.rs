@@ -97,11 +97,31 @@ pub fn producer(config: &WorkerConfig) -> ClientConfig {
     client
 }
 
+/// A partition task's producer: every batch it queues is flushed at once, so, unless
+/// configured otherwise, nothing waits `linger.ms` (5 ms by default) for company first.
+pub fn task_producer(config: &WorkerConfig) -> ClientConfig {
+    let mut client = producer(config);
+    if client.get("linger.ms").is_none() && client.get("queue.buffering.max.ms").is_none() {
+        client.set("linger.ms", "0");
+    }
+    client
+}
+
 /// The transactional producer of one partition task (changelog and offsets in both
 /// guarantees, outputs too under exactly-once).
+///
+/// Unless configured otherwise, its requests are retried after 10 ms (doubling up to
+/// `retry.backoff.max.ms`) instead of 100: a transaction's `AddOffsetsToTxn` is refused
+/// with `CONCURRENT_TRANSACTIONS` while the coordinator still writes the previous one's
+/// markers, a matter of milliseconds, and librdkafka retries it after `retry.backoff.ms`.
+/// At the default that one retry was a tenth of a second on the latency of every leg of the
+/// batch.
 pub fn transactional_producer(config: &WorkerConfig, partition: i32) -> ClientConfig {
-    let mut client = producer(config);
+    let mut client = task_producer(config);
     client.set("transactional.id", transactional_id(config, partition));
+    if client.get("retry.backoff.ms").is_none() {
+        client.set("retry.backoff.ms", "10");
+    }
     client
 }
 

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -317,48 +317,17 @@ impl PartitionTask {
         tracing::info!(partition = self.partition, "partition task stopped");
     }
 
-    /// A batch of whatever arrives: what was carried over and what already waits, at once,
-    /// up to a full batch. Only a batch that starts from idle (its first record had to be
-    /// waited for) waits for company, until the commit interval passed since that record: under
-    /// load a batch is what arrived while the previous one was committed, and leaves at once.
+    /// A batch of whatever arrives (see [`Inbox::take_batch`]); while the partition is idle,
+    /// this worker's ownership of its tenants' balances is kept visible.
     fn collect(&mut self, inbox: &Inbox) -> (Vec<Record>, bool) {
-        let mut batch: Vec<Record> = Vec::new();
-        while batch.len() < self.config.batch_size {
-            match self.carry.pop_front() {
-                Some(record) => batch.push(record),
-                None => break,
-            }
-        }
-        let mut from_idle = false;
-        while batch.is_empty() {
-            // Busy or idle, keep this worker's ownership of its tenants' balances visible.
+        let mut carry = std::mem::take(&mut self.carry);
+        let batch = inbox.take_batch(&mut carry, self.config.batch_size, self.config.commit_interval(), || {
             if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
                 self.refresh_balances();
             }
-            match inbox.recv_timeout(telemetry::GAUGE_REFRESH) {
-                Ok(Command::Record(record)) => batch.push(record),
-                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return (batch, true),
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            from_idle = true;
-        }
-        while batch.len() < self.config.batch_size {
-            match inbox.try_recv() {
-                Ok(Command::Record(record)) => batch.push(record),
-                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return (batch, true),
-                Err(TryRecvError::Empty) => break,
-            }
-        }
-        let deadline = Instant::now() + self.config.commit_interval();
-        while from_idle && batch.len() < self.config.batch_size {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match inbox.recv_timeout(left) {
-                Ok(Command::Record(record)) => batch.push(record),
-                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return (batch, true),
-                Err(RecvTimeoutError::Timeout) => break,
-            }
-        }
-        (batch, false)
+        });
+        self.carry = carry;
+        (batch.records, batch.stop)
     }
 
     /// Exactly the batch `manifest` names (records after it are carried over). A manifest
@@ -662,7 +631,7 @@ impl PartitionTask {
         }
         let mut attempt = 0;
         loop {
-            match self.transaction(&[&records], None) {
+            match self.transaction(&[&records], None, None) {
                 Ok(()) => {
                     tracing::info!(partition = self.partition, tenants = tenants.len(), "changelog layout migrated");
                     return Ok(());
@@ -681,7 +650,7 @@ impl PartitionTask {
     fn write_manifest(&mut self, manifest: &Manifest) -> Result<(), Error> {
         let mut record = Outbox::default();
         self.manifest_record(&mut record, Some(manifest));
-        self.transaction(&[&record], None)?;
+        self.transaction(&[&record], None, None)?;
         self.manifest_in_changelog = true;
         Ok(())
     }
@@ -704,18 +673,25 @@ impl PartitionTask {
         }
         match &self.producers.outputs {
             Some(outputs) => {
+                // Their acknowledgements come back while the transaction is being written;
+                // it commits only once they all did.
                 send_all(outputs, &self.config.topics, &rated.outputs)?;
-                flush_checked(outputs, self.config.kafka_timeout())?;
-                self.transaction(&[&rated.changelog, &manifest], Some(&rated.offsets))
+                self.transaction(&[&rated.changelog, &manifest], Some(&rated.offsets), Some(outputs))
             }
-            None => self.transaction(&[&rated.outputs, &rated.changelog, &manifest], Some(&rated.offsets)),
+            None => self.transaction(&[&rated.outputs, &rated.changelog, &manifest], Some(&rated.offsets), None),
         }
     }
 
     /// One transaction of the partition's transactional producer: the records of `parts`, in
-    /// order, and, if given, the input offsets. Any error but a fatal one (the producer is
-    /// unusable) or a commit left pending at shutdown aborts it.
-    fn transaction(&self, parts: &[&Outbox], offsets: Option<&TopicPartitionList>) -> Result<(), Error> {
+    /// order, and, if given, the input offsets; it commits only after everything queued on
+    /// `acknowledged_first` was acknowledged (the at-least-once outputs). Any error but a
+    /// fatal one (the producer is unusable) or a commit left pending at shutdown aborts it.
+    fn transaction(
+        &self,
+        parts: &[&Outbox],
+        offsets: Option<&TopicPartitionList>,
+        acknowledged_first: Option<&TaskProducer>,
+    ) -> Result<(), Error> {
         let txn = &self.producers.txn;
         txn.begin_transaction()?;
         let result = (|| -> Result<(), Error> {
@@ -729,6 +705,9 @@ impl PartitionTask {
             // Acknowledged first, so the commit's own flush finds nothing in flight (see
             // `kafka::flush`); a delivery that failed fails the commit, as it would have.
             kafka::flush(txn, self.config.kafka_timeout())?;
+            if let Some(producer) = acknowledged_first {
+                flush_checked(producer, self.config.kafka_timeout())?;
+            }
             self.commit_transaction()
         })();
         if let Err(error) = &result {
@@ -879,7 +858,7 @@ fn transactional_producer(config: &WorkerConfig, partition: i32, cancel: &Cancel
 
 /// The at-least-once outputs producer: idempotent, not transactional.
 fn outputs_producer(config: &WorkerConfig) -> Result<TaskProducer, Error> {
-    Ok(kafka::producer(config).create_with_context(DeliveryTracker::default())?)
+    Ok(kafka::task_producer(config).create_with_context(DeliveryTracker::default())?)
 }
 
 /// Exponential backoff from 100 ms up to 10 s.
