@@ -149,9 +149,9 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "| guarantee | input records | copier records/s | tollgate records/s | ratio | CPU µs per record, copier / tollgate | latency p50 / p99 / p99.9 (ms) at records/s |"
+        "| guarantee | input records | copier records/s | tollgate records/s | ratio | CPU µs per record, copier / tollgate | latency p50 / p99 / p99.9 (ms) at records/s, to readable | to the output's timestamp |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
@@ -198,14 +198,28 @@ struct Row {
     /// CPU time of the copier's and of tollgate's processes per input record, in
     /// microseconds: what each costs, whatever else the machine runs meanwhile.
     cpu: (f64, f64),
-    latency: Option<(f64, f64, f64, f64)>,
+    latency: Option<Latency>,
+}
+
+/// The latency run's figures, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+struct Latency {
+    /// From publishing a leg's last event to its rated usage being readable (p50, p99, p99.9).
+    readable: (f64, f64, f64),
+    /// From that event's record timestamp to the rated usage's record timestamp (the time
+    /// the worker produced it; under exactly-once it becomes readable at the commit after).
+    stamped: (f64, f64, f64),
+    /// The records/s achieved.
+    rate: f64,
 }
 
 impl std::fmt::Display for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let latency = self.latency.map_or_else(
-            || "not measured".to_owned(),
-            |(p50, p99, p999, rate)| format!("{p50:.1} / {p99:.1} / {p999:.1} at {rate:.0}"),
+            || "not measured | not measured".to_owned(),
+            |Latency { readable: (a, b, c), stamped: (d, e, g), rate }| {
+                format!("{a:.1} / {b:.1} / {c:.1} at {rate:.0} | {d:.1} / {e:.1} / {g:.1}")
+            },
         );
         write!(
             f,
@@ -368,15 +382,11 @@ fn drain(bootstrap: &str, group: &str, inputs: &[&str], partitions: i32, records
 }
 
 /// Publishes `live` at `rate` records a second for at most `duration`, and measures the time
-/// from a leg's last event being sent to its rated usage being readable. Returns p50, p99 and
-/// p99.9 in milliseconds, and the rate.
-fn measure_latency(
-    config: &WorkerConfig,
-    live: &[v1::InputRecord],
-    rate: f64,
-    duration: Duration,
-) -> Result<(f64, f64, f64, f64)> {
-    let sent: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+/// from a leg's last event being sent to its rated usage being readable, and between the two
+/// records' timestamps (see [`Latency`]).
+fn measure_latency(config: &WorkerConfig, live: &[v1::InputRecord], rate: f64, duration: Duration) -> Result<Latency> {
+    // A leg's usage id → when its last event was sent, and that record's timestamp.
+    let sent: Arc<Mutex<BTreeMap<String, (Instant, i64)>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let (config, sent, done) = (config.clone(), Arc::clone(&sent), Arc::clone(&done));
@@ -391,8 +401,9 @@ fn measure_latency(
             tpl.add_partition_offset(topic, partition.id(), Offset::Offset(high))?;
         }
         consumer.assign(&tpl)?;
-        std::thread::spawn(move || -> Histogram<u64> {
+        std::thread::spawn(move || -> (Histogram<u64>, Histogram<u64>) {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            let mut stamped = histogram.clone();
             let mut seen = std::collections::BTreeSet::new();
             let quiet_deadline = Duration::from_secs(30);
             let mut last = Instant::now();
@@ -407,14 +418,16 @@ fn measure_latency(
                 last = now;
                 let Ok(usage) = v1::RatedUsage::decode(message.payload().unwrap_or_default()) else { continue };
                 let at = sent.lock().ok().and_then(|s| s.get(&usage.usage_id).copied());
-                if let Some(at) = at {
+                if let Some((at, input_ms)) = at {
                     if seen.insert(usage.usage_id) {
                         let micros = now.duration_since(at).as_micros() as u64;
                         let _ = histogram.record(micros.max(1));
+                        let output_ms = message.timestamp().to_millis().unwrap_or(input_ms);
+                        let _ = stamped.record((output_ms.saturating_sub(input_ms).max(0) as u64 * 1000).max(1));
                     }
                 }
             }
-            histogram
+            (histogram, stamped)
         })
     };
     // Legs whose last event is in `live`: their usage id is `tenant/leg`.
@@ -431,9 +444,11 @@ fn measure_latency(
     // and acknowledged before the clock starts, so the run measures the pipeline, not the
     // bench's own client starting.
     // Noted before sending: the usage must not be read before its leg counts as sent.
+    // The record's timestamp is the wall clock librdkafka reads at `send`, read here just before.
     let note_sent = |i: usize| {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         if let (Some(id), Ok(mut sent)) = (ends.get(&i), sent.lock()) {
-            sent.insert(id.clone(), Instant::now());
+            sent.insert(id.clone(), (Instant::now(), ms));
         }
     };
     let Some((first, keyed)) = keyed.split_first() else { return Err("no live legs".into()) };
@@ -457,17 +472,25 @@ fn measure_latency(
     publisher.flush()?;
     let achieved = published as f64 / started.elapsed().as_secs_f64();
     done.store(true, Ordering::Release);
-    let histogram = reader.join().map_err(|_| "latency reader panicked")?;
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let (histogram, stamped) = reader.join().map_err(|_| "latency reader panicked")?;
+    let quantiles = |h: &Histogram<u64>| {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        (ms(0.5), ms(0.99), ms(0.999))
+    };
+    let (readable, stamped) = (quantiles(&histogram), quantiles(&stamped));
     eprintln!(
-        "== latency: {} legs at {achieved:.0} records/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+        "== latency: {} legs at {achieved:.0} records/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms to readable; \
+         p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms between the records' timestamps",
         histogram.len(),
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-        histogram.max() as f64 / 1000.0
+        readable.0,
+        readable.1,
+        readable.2,
+        histogram.max() as f64 / 1000.0,
+        stamped.0,
+        stamped.1,
+        stamped.2,
     );
-    Ok((ms(0.5), ms(0.99), ms(0.999), achieved))
+    Ok(Latency { readable, stamped, rate: achieved })
 }
 
 /// The do-nothing copier: tollgate's consumer and producer settings, decode and encode again,
@@ -484,8 +507,10 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee, commit_int
     let consumer: BaseConsumer = kafka::group_consumer(&config).create()?;
     consumer.subscribe(&[&config.topics[TopicKind::CallLegs], &config.topics[TopicKind::CreditCommands]])?;
     let exactly_once = guarantee == ProcessingGuarantee::ExactlyOnce;
-    let mut producer_config = kafka::producer(&config);
+    // The workers' producer settings: a task's, and under exactly-once its transactional one.
+    let mut producer_config = kafka::task_producer(&config);
     if exactly_once {
+        producer_config = kafka::transactional_producer(&config, 0);
         producer_config.set("transactional.id", format!("copier-{group}-{}", std::process::id()));
     }
     let producer: rdkafka::producer::BaseProducer = producer_config.create()?;
