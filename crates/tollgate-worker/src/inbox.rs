@@ -85,8 +85,8 @@ impl Inbox {
         batch_size: usize,
         commit_interval: Duration,
         mut idle: impl FnMut(),
-    ) -> Batch {
-        let mut batch = Batch { records: Vec::new(), stop: false, waited: false };
+    ) -> Taken {
+        let mut batch = Taken { records: Vec::new(), stop: false, waited: false };
         while batch.records.len() < batch_size {
             match carry.pop_front() {
                 Some(record) => batch.records.push(record),
@@ -133,7 +133,7 @@ pub const IDLE_TICK: Duration = Duration::from_secs(5);
 
 /// What [`Inbox::take_batch`] took.
 #[derive(Debug)]
-pub struct Batch {
+pub struct Taken {
     /// The records, in arrival order.
     pub records: Vec<Record>,
     /// The task was told to stop (or the mailbox is gone): commit these and exit.
@@ -142,8 +142,8 @@ pub struct Batch {
     pub waited: bool,
 }
 
-impl Batch {
-    fn stopped(mut self) -> Batch {
+impl Taken {
+    fn stopped(mut self) -> Taken {
         self.stop = true;
         self
     }

@@ -219,8 +219,9 @@ impl std::fmt::Display for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let latency = self.latency.map_or_else(
             || "not measured | not measured".to_owned(),
-            |Latency { readable: (a, b, c), stamped: (d, e, g), rate }| {
-                format!("{a:.1} / {b:.1} / {c:.1} at {rate:.0} | {d:.1} / {e:.1} / {g:.1}")
+            |Latency { readable, stamped, rate }| {
+                let ms = |(p50, p99, p999): (f64, f64, f64)| format!("{p50:.1} / {p99:.1} / {p999:.1}");
+                format!("{} at {rate:.0} | {}", ms(readable), ms(stamped))
             },
         );
         write!(
@@ -442,17 +443,17 @@ fn measure_latency(config: &WorkerConfig, live: &[v1::InputRecord], rate: f64, d
     let ends: BTreeMap<usize, String> = last_event.into_iter().map(|(id, i)| (i, id)).collect();
     let publisher = Publisher::new(config)?;
     let keyed = Traffic::keyed(&config.topics, live);
+    // Noted before sending: the usage must not be read before its leg counts as sent. The
+    // record's timestamp is the wall clock librdkafka reads at `send`, read here just before.
+    let note_sent = |i: usize| {
+        if let (Some(id), Ok(mut sent)) = (ends.get(&i), sent.lock()) {
+            let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            sent.insert(id.clone(), (Instant::now(), wall.map_or(0, |d| d.as_millis() as i64)));
+        }
+    };
     // The publisher connects and gets its producer id with its first record: that one is sent
     // and acknowledged before the clock starts, so the run measures the pipeline, not the
     // bench's own client starting.
-    // Noted before sending: the usage must not be read before its leg counts as sent.
-    // The record's timestamp is the wall clock librdkafka reads at `send`, read here just before.
-    let note_sent = |i: usize| {
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        if let (Some(id), Ok(mut sent)) = (ends.get(&i), sent.lock()) {
-            sent.insert(id.clone(), (Instant::now(), ms));
-        }
-    };
     let Some((first, keyed)) = keyed.split_first() else { return Err("no live legs".into()) };
     note_sent(0);
     publisher.send(first)?;
@@ -510,11 +511,13 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee, commit_int
     consumer.subscribe(&[&config.topics[TopicKind::CallLegs], &config.topics[TopicKind::CreditCommands]])?;
     let exactly_once = guarantee == ProcessingGuarantee::ExactlyOnce;
     // The workers' producer settings: a task's, and under exactly-once its transactional one.
-    let mut producer_config = kafka::task_producer(&config);
-    if exactly_once {
-        producer_config = kafka::transactional_producer(&config, 0);
-        producer_config.set("transactional.id", format!("copier-{group}-{}", std::process::id()));
-    }
+    let producer_config = if exactly_once {
+        let mut transactional = kafka::transactional_producer(&config, 0);
+        transactional.set("transactional.id", format!("copier-{group}-{}", std::process::id()));
+        transactional
+    } else {
+        kafka::task_producer(&config)
+    };
     let producer: rdkafka::producer::BaseProducer = producer_config.create()?;
     if exactly_once {
         producer.init_transactions(timeout)?;
