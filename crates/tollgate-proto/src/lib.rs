@@ -64,6 +64,7 @@ pub mod convert;
 pub mod encode;
 pub mod limits;
 pub mod locate;
+pub mod peek;
 pub mod state;
 mod timestamp;
 

@@ -122,7 +122,7 @@ pub trait Bounded {
 /// Calls `entry` with the bytes of each occurrence of the length-delimited field `field` in a
 /// message's wire bytes, skipping every other field (groups included, under prost's recursion
 /// limit) without decoding it. Stops, `Ok`, at bytes that are not well-formed.
-fn each_entry(mut buf: &[u8], field: u32, mut entry: impl FnMut(&[u8])) {
+pub(crate) fn each_entry(mut buf: &[u8], field: u32, mut entry: impl FnMut(&[u8])) {
     use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
     while !buf.is_empty() {
         let Ok((tag, wire_type)) = decode_key(&mut buf) else { return };

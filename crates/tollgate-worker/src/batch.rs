@@ -15,7 +15,7 @@
 //!   batch that follows the committed offsets and rates exactly those records first, so any
 //!   output repeated downstream is byte-identical.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +65,66 @@ impl Manifest {
 /// Records in the order the batch rates them: each topic's records keep their order (they
 /// arrive in offset order), and the topics are merged by (timestamp, topic name).
 pub fn merge(records: Vec<Record>) -> Vec<Record> {
-    // One queue per topic (two in practice), found by name without copying it.
+    let mut queues = by_topic(records);
+    if queues.len() < 2 {
+        return queues.pop().map(Vec::from).unwrap_or_default();
+    }
+    let mut merged = Vec::with_capacity(queues.iter().map(VecDeque::len).sum());
+    while let Some(i) = earliest(&queues) {
+        merged.extend(queues[i].pop_front());
+    }
+    merged
+}
+
+/// The next batch of a partition catching up: `held`'s records in the merged order, up to
+/// `batch_size`, stopping where an input of `behind` has no record left in hand (the record
+/// that comes next in time may be one of its own, not fetched yet). What is not taken stays
+/// in `held`, each topic's records in offset order. With nothing behind, this is the first
+/// `batch_size` records of the merged order.
+pub fn select(held: &mut VecDeque<Record>, batch_size: usize, behind: &BTreeSet<String>) -> Vec<Record> {
+    let order = plan(held, batch_size, behind);
+    let mut slots: Vec<Option<Record>> = held.drain(..).map(Some).collect();
+    let batch = order.iter().filter_map(|&i| slots[i].take()).collect();
+    held.extend(slots.into_iter().flatten());
+    batch
+}
+
+/// The composition of what [`select`] would take from `held` now, leaving it in place.
+pub fn preview(held: &VecDeque<Record>, batch_size: usize, behind: &BTreeSet<String>) -> Manifest {
+    Manifest::of(plan(held, batch_size, behind).into_iter().map(|i| &held[i]))
+}
+
+/// Which of `held`'s records [`select`] takes, by index, in the merged order.
+fn plan(held: &VecDeque<Record>, batch_size: usize, behind: &BTreeSet<String>) -> Vec<usize> {
+    // One queue of indices per topic, each in arrival order.
+    let mut queues: Vec<(&str, VecDeque<usize>)> = Vec::new();
+    for (i, r) in held.iter().enumerate() {
+        match queues.iter_mut().find(|(topic, _)| *topic == r.topic) {
+            Some((_, queue)) => queue.push_back(i),
+            None => queues.push((&r.topic, VecDeque::from([i]))),
+        }
+    }
+    let dry = |queues: &[(&str, VecDeque<usize>)]| {
+        behind.iter().any(|topic| !queues.iter().any(|(t, q)| t == topic && !q.is_empty()))
+    };
+    let mut order = Vec::new();
+    while order.len() < batch_size && !dry(&queues) {
+        let earliest = queues
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (topic, q))| q.front().map(|&i| ((held[i].timestamp, *topic), k)))
+            .min()
+            .map(|(_, k)| k);
+        match earliest.and_then(|k| queues[k].1.pop_front()) {
+            Some(i) => order.push(i),
+            None => break,
+        }
+    }
+    order
+}
+
+/// One queue per topic (two in practice), each in arrival order.
+fn by_topic(records: impl IntoIterator<Item = Record>) -> Vec<VecDeque<Record>> {
     let mut queues: Vec<VecDeque<Record>> = Vec::new();
     for r in records {
         match queues.iter_mut().find(|q| q.front().is_some_and(|f| f.topic == r.topic)) {
@@ -73,23 +132,17 @@ pub fn merge(records: Vec<Record>) -> Vec<Record> {
             None => queues.push(VecDeque::from([r])),
         }
     }
-    if queues.len() < 2 {
-        return queues.pop().map(Vec::from).unwrap_or_default();
-    }
-    let mut merged = Vec::with_capacity(queues.iter().map(VecDeque::len).sum());
-    loop {
-        let next = queues
-            .iter()
-            .enumerate()
-            .filter_map(|(i, q)| q.front().map(|r| ((r.timestamp, r.topic.as_str()), i)))
-            .min()
-            .map(|(_, i)| i);
-        match next.and_then(|i| queues[i].pop_front()) {
-            Some(record) => merged.push(record),
-            None => break,
-        }
-    }
-    merged
+    queues
+}
+
+/// The queue whose first record comes first by (timestamp, topic name).
+fn earliest(queues: &[VecDeque<Record>]) -> Option<usize> {
+    queues
+        .iter()
+        .enumerate()
+        .filter_map(|(i, q)| q.front().map(|r| ((r.timestamp, r.topic.as_str()), i)))
+        .min()
+        .map(|(_, i)| i)
 }
 
 #[cfg(test)]
@@ -120,6 +173,43 @@ mod tests {
         ];
         assert_eq!(order(&merge(arrived_one_way)), expected);
         assert_eq!(order(&merge(arrived_another)), expected);
+    }
+
+    #[test]
+    fn a_batch_stops_where_an_input_behind_runs_dry() {
+        // Legs fetched up to time 400; credit commands only up to 200, more still to come.
+        let held = || {
+            VecDeque::from([
+                record("legs", 10, 100),
+                record("legs", 11, 300),
+                record("legs", 12, 400),
+                record("credits", 4, 150),
+                record("credits", 5, 200),
+            ])
+        };
+        let behind = BTreeSet::from(["credits".to_owned()]);
+        let mut carry = held();
+        let preview = preview(&carry, 100, &behind);
+        let batch = select(&mut carry, 100, &behind);
+        assert_eq!(order(&batch), [("legs".to_owned(), 10), ("credits".to_owned(), 4), ("credits".to_owned(), 5)]);
+        assert_eq!(preview, Manifest::of(&batch));
+        assert_eq!(order(&Vec::from(carry)), [("legs".to_owned(), 11), ("legs".to_owned(), 12)]);
+
+        // Legs only: nothing can be rated until the credit commands arrive.
+        let mut carry = VecDeque::from([record("legs", 10, 100)]);
+        assert!(select(&mut carry, 100, &behind).is_empty());
+        assert_eq!(carry.len(), 1);
+
+        // Nothing behind: the merged order, cut at the batch size, the rest kept.
+        let mut carry = held();
+        let batch = select(&mut carry, 4, &BTreeSet::new());
+        assert_eq!(order(&batch), order(&merge(held().into()))[..4]);
+        assert_eq!(order(&Vec::from(carry)), [("legs".to_owned(), 12)]);
+
+        // Both behind: stops when either runs dry.
+        let mut carry = held();
+        let both = BTreeSet::from(["credits".to_owned(), "legs".to_owned()]);
+        assert_eq!(order(&select(&mut carry, 100, &both)).len(), 3);
     }
 
     #[test]

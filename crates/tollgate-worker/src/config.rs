@@ -97,6 +97,12 @@ pub struct WorkerConfig {
     /// Longest a batch that starts from idle waits to fill before it is committed, in
     /// milliseconds (under load a batch is what arrived while the previous one committed).
     pub commit_interval_ms: u64,
+    /// While a partition catches up on what its inputs held when it was assigned, its batches
+    /// follow record time across the two inputs: a batch stops where an input still behind
+    /// has no record in hand, and waits for it up to this long, in milliseconds, before it
+    /// rates in arrival order (counted in `tollgate_catch_up_given_up_total`). `0` rates in
+    /// arrival order from the start.
+    pub catch_up_wait_ms: u64,
     /// How long (event time) applied ids and closed legs are remembered, in seconds.
     pub retention_seconds: u32,
     /// Timeout of blocking Kafka calls (metadata, commits, transactions), in milliseconds.
@@ -127,6 +133,7 @@ impl Default for WorkerConfig {
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             batch_size: 5000,
             commit_interval_ms: 100,
+            catch_up_wait_ms: 5000,
             retention_seconds: 48 * 3600,
             kafka_timeout_ms: 10_000,
             ledger_movements: false,
@@ -165,6 +172,11 @@ impl WorkerConfig {
     /// The commit interval.
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// How long a catching-up partition waits for an input that is behind.
+    pub fn catch_up_wait(&self) -> Duration {
+        Duration::from_millis(self.catch_up_wait_ms)
     }
 
     /// The Kafka call timeout.

@@ -48,6 +48,7 @@
 pub mod access;
 pub mod batch;
 pub mod cancel;
+pub mod catch_up;
 pub mod changelog;
 pub mod client;
 pub mod codec;

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -39,6 +39,7 @@ use tollgate_core::{
 
 use crate::batch::{self, Manifest};
 use crate::cancel::Cancel;
+use crate::catch_up::CatchUp;
 use crate::codec::{self, Refusal};
 use crate::config::{ProcessingGuarantee, TopicKind, Topics, WorkerConfig};
 use crate::error::Class;
@@ -52,6 +53,9 @@ use crate::{Error, changelog, kafka, partitioner, telemetry};
 
 /// Retries of one batch after which its partition counts as stalled.
 const STALLED_AFTER: u32 = 3;
+/// How often a catching-up task holding records looks again whether an input behind has
+/// reached its end without a record (a transaction marker ends it).
+const CATCH_UP_LOOK_AGAIN: Duration = Duration::from_millis(10);
 
 /// What the partition task needs from the group consumer.
 pub trait Coordinator: Send + Sync {
@@ -70,6 +74,21 @@ pub trait Coordinator: Send + Sync {
     /// The input offsets the group committed for `partition`: what a restored state reflects.
     fn committed_offsets(&self, _partition: i32) -> BTreeMap<String, i64> {
         BTreeMap::new()
+    }
+    /// Per input of `partition`: where the group's reading starts (its committed offset, else
+    /// the log start) and the last stable offset now; empty when unknown (no catch-up).
+    fn input_ranges(&self, _partition: i32) -> BTreeMap<String, (i64, i64)> {
+        BTreeMap::new()
+    }
+    /// The group consumer's position in each input of `partition`: the offset after the last
+    /// record (or transaction marker) it handed out.
+    fn positions(&self, _partition: i32) -> BTreeMap<String, i64> {
+        BTreeMap::new()
+    }
+    /// Turns the polling thread has finished: a record it handed out during a finished turn
+    /// is in its task's inbox.
+    fn turns(&self) -> u64 {
+        0
     }
 }
 
@@ -224,8 +243,10 @@ pub struct PartitionTask {
     cancel: Arc<Cancel>,
     /// Set when the task must rate nothing more.
     idle: Option<Idle>,
-    /// Records received and not yet in a batch, in arrival order.
+    /// Records received and not yet in a batch, each input's in offset order.
     carry: VecDeque<Record>,
+    /// The inputs still behind where they ended when the partition was assigned.
+    catch_up: CatchUp,
     /// The composition of the next batch, already in the changelog (at-least-once).
     next: Option<Manifest>,
     /// Whether the changelog holds a manifest for this partition (to be replaced or cleared).
@@ -268,6 +289,13 @@ impl PartitionTask {
         };
         let restored = changelog_restore(&config, partition, &cancel)?;
         let config_at_least_once = config.processing_guarantee == ProcessingGuarantee::AtLeastOnce;
+        let catch_up = match config.catch_up_wait_ms {
+            0 => CatchUp::default(),
+            _ => CatchUp::new(&coordinator.input_ranges(partition)),
+        };
+        if !catch_up.done() {
+            tracing::info!(partition, behind = ?catch_up.behind(), "catching up: rating in record time across the inputs");
+        }
         let rater = Rater::new(RatingConfig { retention_seconds: config.retention_seconds });
         let mut task = PartitionTask {
             partition,
@@ -281,6 +309,7 @@ impl PartitionTask {
             cancel,
             idle: None,
             carry: VecDeque::new(),
+            catch_up,
             stopping: false,
             manifest_in_changelog: restored.manifest.is_some(),
             next: restored.manifest.filter(|_| config_at_least_once),
@@ -320,6 +349,11 @@ impl PartitionTask {
     /// A batch of whatever arrives (see [`Inbox::take_batch`]); while the partition is idle,
     /// this worker's ownership of its tenants' balances is kept visible.
     fn collect(&mut self, inbox: &Inbox) -> (Vec<Record>, bool) {
+        if !self.catch_up.done()
+            && let Some(taken) = self.collect_catching_up(inbox)
+        {
+            return taken;
+        }
         let mut carry = std::mem::take(&mut self.carry);
         let batch = inbox.take_batch(&mut carry, self.config.batch_size, self.config.commit_interval(), || {
             if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
@@ -328,6 +362,63 @@ impl PartitionTask {
         });
         self.carry = carry;
         (batch.records, batch.stop)
+    }
+
+    /// While an input is behind (see [`crate::catch_up`]): the next batch in record time
+    /// across the inputs, waiting for an input behind that has no record in hand. `None` once
+    /// every input caught up with nothing to rate yet: then batches are taken as they arrive.
+    fn collect_catching_up(&mut self, inbox: &Inbox) -> Option<(Vec<Record>, bool)> {
+        // Everything waiting is taken in (up to a bound: a batch of the input behind may be
+        // queued behind a backlog of the other one).
+        let bound = self.config.batch_size.saturating_mul(4);
+        loop {
+            let turns = self.coordinator.turns();
+            let mut stop = false;
+            while self.carry.len() < bound {
+                match inbox.try_recv() {
+                    Ok(Command::Record(record)) => self.carry.push_back(record),
+                    Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            self.catch_up.observe(&self.carry, turns);
+            if !self.catch_up.done() {
+                let positions = self.coordinator.positions(self.partition);
+                self.catch_up.positions(&positions, self.coordinator.turns());
+            }
+            if self.catch_up.done() && !stop {
+                tracing::info!(partition = self.partition, "caught up: rating records as they arrive");
+                return None;
+            }
+            let batch = batch::select(&mut self.carry, self.config.batch_size, &self.catch_up.behind());
+            if !batch.is_empty() || stop {
+                self.catch_up.released();
+                return Some((batch, stop));
+            }
+            let holding = !self.carry.is_empty();
+            if holding && self.catch_up.held_too_long(self.config.catch_up_wait()) {
+                telemetry::catch_up_given_up(self.partition, &self.catch_up.give_up());
+                continue;
+            }
+            // Held records wait for the input behind (its position is looked at again soon);
+            // with none held, for anything.
+            let wait = if holding { CATCH_UP_LOOK_AGAIN } else { Duration::from_millis(100) };
+            match inbox.recv_timeout(wait) {
+                Ok(Command::Record(record)) => self.carry.push_back(record),
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    let batch = batch::select(&mut self.carry, self.config.batch_size, &self.catch_up.behind());
+                    return Some((batch, true));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
+                        self.refresh_balances();
+                    }
+                }
+            }
+        }
     }
 
     /// Exactly the batch `manifest` names (records after it are carried over). A manifest
@@ -363,6 +454,8 @@ impl PartitionTask {
             }
         }
         self.carry = later;
+        // Not through `collect_catching_up`: an input's last record may be in this batch.
+        self.catch_up.observe(&batch, 0);
         (batch, stop)
     }
 
@@ -393,8 +486,7 @@ impl PartitionTask {
             let rated = self.rate(&batch);
             // The records already waiting make the next batch, named in this transaction.
             self.take_ready(inbox);
-            let next = (at_least_once && !self.carry.is_empty())
-                .then(|| Manifest::of(self.carry.iter().take(self.config.batch_size)));
+            let next = if at_least_once { self.next_batch() } else { None };
             let error = match result.and_then(|()| self.publish(&rated, next.as_ref())) {
                 Ok(()) => {
                     self.manifest_in_changelog = next.is_some();
@@ -426,6 +518,17 @@ impl PartitionTask {
                 return;
             }
         }
+    }
+
+    /// The composition of the batch the records in hand make (none: no record can be rated
+    /// yet).
+    fn next_batch(&self) -> Option<Manifest> {
+        let batch_size = self.config.batch_size;
+        let next = match self.catch_up.done() {
+            true => Manifest::of(self.carry.iter().take(batch_size)),
+            false => batch::preview(&self.carry, batch_size, &self.catch_up.behind()),
+        };
+        (!next.ranges.is_empty()).then_some(next)
     }
 
     /// Shows the committed batch to the tenant API: the tenants it touched, with its offsets.

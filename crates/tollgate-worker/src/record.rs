@@ -12,8 +12,9 @@ pub struct Record {
     pub partition: i32,
     /// Source offset.
     pub offset: i64,
-    /// The record's timestamp (milliseconds since the epoch; 0 when it has none): orders
-    /// records of the two input topics within a batch.
+    /// When the record happened, in milliseconds since the epoch: the Kafka timestamp (0
+    /// when it has none), replaced for an input by the `occurred_at` its value carries when
+    /// the worker routes it. Orders the records of the two input topics within a batch.
     pub timestamp: i64,
     /// Key bytes (tollgate inputs: the tenant id).
     pub key: Option<Vec<u8>>,

@@ -49,6 +49,7 @@ impl fmt::Debug for WorkerConfig {
             .field("processing_guarantee", &self.processing_guarantee)
             .field("batch_size", &self.batch_size)
             .field("commit_interval_ms", &self.commit_interval_ms)
+            .field("catch_up_wait_ms", &self.catch_up_wait_ms)
             .field("retention_seconds", &self.retention_seconds)
             .field("kafka_timeout_ms", &self.kafka_timeout_ms)
             .field("topics", &self.topics)

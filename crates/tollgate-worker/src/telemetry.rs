@@ -72,6 +72,10 @@ pub fn describe() {
         "tollgate_backpressure_pauses_total",
         "Times a partition's fetching was paused because its task fell two batches behind, by partition."
     );
+    describe_counter!(
+        "tollgate_catch_up_given_up_total",
+        "Times a catching-up partition stopped waiting for an input that was behind and rated in arrival order, by partition."
+    );
     describe_gauge!("tollgate_credit_balance", "Prepaid credit balance per tenant (alerting contract).");
     describe_gauge!(
         "tollgate_assigned_partitions",
@@ -161,6 +165,17 @@ pub fn partition_stalled(partition: i32, stalled: bool) {
 pub fn backpressure_paused(partition: i32) {
     tracing::debug!(partition, "task fell behind: partition paused");
     counter!("tollgate_backpressure_pauses_total", "partition" => partition.to_string()).increment(1);
+}
+
+/// A catching-up partition waited `catch_up_wait_ms` for inputs still behind: it rates in
+/// arrival order from now on.
+pub fn catch_up_given_up(partition: i32, behind: &[String]) {
+    tracing::warn!(
+        partition,
+        ?behind,
+        "inputs still behind did not deliver in time: rating in arrival order, not record time"
+    );
+    counter!("tollgate_catch_up_given_up_total", "partition" => partition.to_string()).increment(1);
 }
 
 /// Input records of a batch, by topic kind and outcome.

@@ -8,6 +8,7 @@
 //! tasks restore their state from the changelog before they rate a record.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -255,6 +256,7 @@ impl Worker {
             backpressure: Backpressure::for_batch_size(config.batch_size),
             views: Arc::clone(&self.views),
             announcer,
+            turns: AtomicU64::new(0),
         });
         let consumer: Arc<GroupConsumer> =
             Arc::new(kafka::group_consumer(config).create_with_context(WorkerContext { shared: Arc::clone(&shared) })?);
@@ -294,6 +296,8 @@ impl Worker {
                 gauges_refreshed = Instant::now();
                 self.assignment.refresh_gauge();
             }
+            // The record polled in this turn, if any, is in its task's inbox.
+            shared.turns.fetch_add(1, Ordering::Release);
         }
         self.readiness.reached(Stage::ShuttingDown);
         tracing::info!("shutting down: committing in-flight batches");
@@ -411,6 +415,8 @@ struct Shared {
     views: Arc<Views>,
     /// Announces the owned partitions on the ownership topic (none: no HTTP address).
     announcer: Option<Announcer>,
+    /// Turns of the polling loop finished (see [`Coordinator::turns`]).
+    turns: AtomicU64,
 }
 
 impl Shared {
@@ -532,8 +538,11 @@ impl Shared {
 
     /// Hands a record to its partition's task, and pauses the partition when the task has
     /// fallen behind.
-    fn route(&self, consumer: &GroupConsumer, record: Record) {
+    fn route(&self, consumer: &GroupConsumer, mut record: Record) {
         let partition = record.partition;
+        if let Some(at) = self.occurred_at(&record) {
+            record.timestamp = at;
+        }
         if let Some(task) = self.lock_tasks().get_mut(&partition) {
             // Never blocks: the channel is unbounded, the pause bounds it.
             if task.inbox.send(record) >= self.backpressure.pause_at && !task.throttled {
@@ -550,6 +559,20 @@ impl Shared {
         // A stalled partition's records are fetched again once it restarts.
         if !self.lock_restarts().contains_key(&partition) {
             tracing::warn!(partition, "record for a partition without a task");
+        }
+    }
+
+    /// When an input record happened (its value's `occurred_at`, in milliseconds), read
+    /// without decoding the rest: the time its task merges the two inputs by.
+    fn occurred_at(&self, record: &Record) -> Option<i64> {
+        let payload = record.payload.as_deref()?;
+        let topics = &self.config.topics;
+        if record.topic == topics[TopicKind::CallLegs] {
+            tollgate_proto::peek::call_leg_occurred_at_millis(payload)
+        } else if record.topic == topics[TopicKind::CreditCommands] {
+            tollgate_proto::peek::credit_command_occurred_at_millis(payload)
+        } else {
+            None
         }
     }
 
@@ -726,6 +749,48 @@ impl Coordinator for Shared {
                 BTreeMap::new()
             }
         }
+    }
+
+    fn input_ranges(&self, partition: i32) -> BTreeMap<String, (i64, i64)> {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return BTreeMap::new() };
+        let committed = self.committed_offsets(partition);
+        let mut ranges = BTreeMap::new();
+        for element in self.inputs(partition).elements() {
+            let topic = element.topic();
+            // The group consumer reads read_committed: its high watermark is the last stable
+            // offset.
+            match consumer.fetch_watermarks(topic, partition, self.config.kafka_timeout()) {
+                Ok((low, end)) => {
+                    let start = committed.get(topic).map_or(low, |c| (*c).max(low));
+                    ranges.insert(topic.to_owned(), (start, end));
+                }
+                Err(error) => {
+                    tracing::warn!(partition, topic, %error, "input end unknown: rating in arrival order");
+                    return BTreeMap::new();
+                }
+            }
+        }
+        ranges
+    }
+
+    fn positions(&self, partition: i32) -> BTreeMap<String, i64> {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return BTreeMap::new() };
+        match consumer.position() {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .filter(|e| e.partition() == partition)
+                .filter_map(|e| Some((e.topic().to_owned(), e.offset().to_raw().filter(|o| *o >= 0)?)))
+                .collect(),
+            Err(error) => {
+                tracing::debug!(partition, %error, "positions unknown");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    fn turns(&self) -> u64 {
+        self.turns.load(Ordering::Acquire)
     }
 }
 

@@ -152,26 +152,28 @@ fn the_pipeline_runs_over_sasl_ssl_with_least_privilege_and_never_logs_a_passwor
     }
 
     // Billing reads the rated usage, in a group of its own: one usage per leg the golden
-    // output rates, none twice, none missing. (The amounts may differ from the golden ones:
-    // the second half's credit commands reach the worker after the first half's legs, while
-    // the offline rater merges both inputs of the whole file by event time.)
+    // output rates, none twice, none missing, each with the golden charge and balance. Each
+    // half is rated in the order its events happened, however the two inputs were fetched
+    // (the worker catches up on its backlog in record time), and the file is in time order,
+    // so the halves rate exactly as the offline rater rates the whole file.
     let out = run(&bootstrap, &billing, &["tail", "tollgate.rated-usage.v1", "--group-id", "billing"]);
     assert!(out.status.success(), "{}", text(&out));
-    let mut rated: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rated: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let record: serde_json::Value = serde_json::from_str(line).unwrap();
-        *rated.entry(record["value"]["usageId"].as_str().unwrap().to_owned()).or_default() += 1;
+        rated.entry(record["value"]["usageId"].as_str().unwrap().to_owned()).or_default().push(money(&record["value"]));
     }
     let golden = std::fs::read_to_string(repo().join("examples/expected-output.jsonl")).unwrap();
-    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    let mut expected: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for line in golden.lines() {
         let record: serde_json::Value = serde_json::from_str(line).unwrap();
         if let Some(usage) = record.get("ratedUsage") {
-            *expected.entry(usage["usageId"].as_str().unwrap().to_owned()).or_default() += 1;
+            expected.entry(usage["usageId"].as_str().unwrap().to_owned()).or_default().push(money(usage));
         }
     }
     assert_eq!(expected.len(), 147);
     assert_eq!(rated, expected);
+    let expected: BTreeMap<String, usize> = expected.into_iter().map(|(id, usages)| (id, usages.len())).collect();
 
     // The usage report, read with billing's least privilege: one row per leg, then totals.
     let out = run(&bootstrap, &billing, &["report", "--group-id", "billing", "--format", "jsonl", "--quiet"]);
@@ -184,6 +186,12 @@ fn the_pipeline_runs_over_sasl_ssl_with_least_privilege_and_never_logs_a_passwor
         }
     }
     assert_eq!(reported, expected);
+}
+
+/// A usage's charge and the balance after it.
+fn money(usage: &serde_json::Value) -> (String, String) {
+    let field = |name: &str| usage[name].as_str().unwrap_or_else(|| panic!("no {name} in {usage}")).to_owned();
+    (field("charge"), field("balanceAfter"))
 }
 
 /// An in-process publisher of `user`'s.

@@ -1,0 +1,127 @@
+//! A worker catching up on a backlog rates a tenant's funding and its legs in the order they
+//! happened, however the two inputs are fetched.
+//!
+//! On librdkafka's mock cluster (started in this test process) with two brokers: the credit
+//! commands' partition is led by a broker that answers a second late, so its backlog reaches
+//! the worker seconds after the legs'. Rated in arrival order, the legs would meet an empty
+//! balance and be blocked for no credit; caught up in record time, they are charged against
+//! the funding that preceded them, as the offline rater charges them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::producer::DefaultProducerContext;
+use tollgate_e2e::fleet::{GroupProgress, WorkerProcess, WorkerSpec, wait_until};
+use tollgate_proto::v1;
+use tollgate_worker::publish::{self, Publisher};
+use tollgate_worker::{TopicKind, WorkerConfig, topics};
+
+const REFERENCE: &str = include_str!("../../../examples/reference.json");
+const EVENTS: &str = include_str!("../../../examples/events.jsonl");
+const DEADLINE: Duration = Duration::from_secs(60);
+/// How late the credit commands' broker answers each request.
+const SLOW: Duration = Duration::from_millis(1000);
+
+/// A mock cluster whose credit commands are led by slow broker 2; everything else, the group
+/// and the partition's transactions by broker 1. Holds northwind's funding and its first two
+/// legs, the funding two days before the legs.
+fn cluster(group: &str) -> (MockCluster<'static, DefaultProducerContext>, WorkerConfig) {
+    let cluster = MockCluster::new(2).unwrap();
+    let config = WorkerConfig {
+        bootstrap_servers: cluster.bootstrap_servers(),
+        group_id: group.to_owned(),
+        ..WorkerConfig::default()
+    };
+    let credits = &config.topics[TopicKind::CreditCommands];
+    for spec in topics::specs(&config, 1) {
+        cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
+        let leader = if &spec.name == credits { 2 } else { 1 };
+        cluster.partition_leader(&spec.name, 0, Some(leader)).unwrap();
+    }
+    cluster.coordinator(MockCoordinator::Group(group.to_owned()), 1).unwrap();
+    cluster.coordinator(MockCoordinator::Transaction(format!("tollgate-{group}-0")), 1).unwrap();
+
+    let publisher = Publisher::new(&config).unwrap();
+    let reference: v1::ReferenceData = serde_json::from_str(REFERENCE).unwrap();
+    for record in publish::reference(&config.topics, &reference) {
+        publisher.send(&record).unwrap();
+    }
+    let northwind =
+        ["northwind-cmd-0001", "northwind-ev-0001", "northwind-ev-0002", "northwind-ev-0003", "northwind-ev-0004"];
+    let lines = EVENTS.lines().filter(|line| northwind.iter().any(|id| line.contains(&format!("\"{id}\""))));
+    let mut published = 0;
+    for line in lines {
+        let input: v1::InputRecord = serde_json::from_str(line).unwrap();
+        publisher.send(&publish::input(&config.topics, &input).unwrap()).unwrap();
+        published += 1;
+    }
+    assert_eq!(published, northwind.len());
+    publisher.flush().unwrap();
+    cluster.broker_round_trip_time(2, SLOW).unwrap();
+    (cluster, config)
+}
+
+/// Rates the backlog with one worker (`TOLLGATE_CATCH_UP_WAIT_MS=wait_ms`); the rated usage:
+/// usage id → (charge, balance after).
+fn rate(group: &str, wait_ms: &str) -> BTreeMap<String, (String, String)> {
+    let (_cluster, config) = cluster(group);
+    let log_dir = std::env::temp_dir().join(format!("tollgate-order-{group}-{}", std::process::id()));
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let spec = WorkerSpec {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_tollgate")),
+        bootstrap: config.bootstrap_servers.clone(),
+        group: group.to_owned(),
+        guarantee: "at_least_once".into(),
+        librdkafka: vec![("session.timeout.ms".into(), "6000".into()), ("heartbeat.interval.ms".into(), "500".into())],
+        env: vec![("CATCH_UP_WAIT_MS".into(), wait_ms.into())],
+        log_dir,
+    };
+    let t = &config.topics;
+    let progress = GroupProgress::new(
+        &config.bootstrap_servers,
+        group,
+        &[&t[TopicKind::CallLegs], &t[TopicKind::CreditCommands]],
+        1,
+    );
+    let mut worker = WorkerProcess::start(&spec, "w1");
+    wait_until("the worker to rate the backlog", DEADLINE, || progress.caught_up());
+    assert!(worker.terminate(DEADLINE).success(), "{}", worker.log_tail());
+    let mut rated = BTreeMap::new();
+    tollgate_worker::client::read_rated_usage(
+        &config,
+        DEADLINE,
+        |_, _| {},
+        |usage| {
+            let usage = usage.unwrap();
+            rated.insert(usage.usage_id, (usage.charge, usage.balance_after));
+        },
+    )
+    .unwrap();
+    rated
+}
+
+fn usage(id: &str, charge: &str, balance_after: &str) -> (String, (String, String)) {
+    (format!("northwind/{id}"), (charge.to_owned(), balance_after.to_owned()))
+}
+
+#[test]
+fn a_backlog_is_rated_in_the_order_it_happened_not_the_order_it_arrived() {
+    // The offline rater's figures (examples/expected-output.jsonl): leg 1 blocked by policy
+    // and charged nothing, leg 2 charged 0.28 of the 45.00 funded.
+    let expected =
+        BTreeMap::from([usage("northwind-leg-0001", "0.00", "45.00"), usage("northwind-leg-0002", "0.28", "44.72")]);
+    assert_eq!(rate("order-caught-up", "20000"), expected);
+
+    // The same backlog rated in arrival order: leg 2 meets an empty balance, is blocked for
+    // no credit and charged nothing. This is what the catch-up prevents, and it shows that the
+    // slow broker does make the funding arrive after the legs.
+    let arrival_order = rate("order-arrival", "0");
+    assert_eq!(
+        arrival_order,
+        BTreeMap::from([usage("northwind-leg-0001", "0.00", "0.00"), usage("northwind-leg-0002", "0.00", "0.00")])
+    );
+}
