@@ -400,8 +400,9 @@ impl PartitionTask {
             }
             let holding = !self.carry.is_empty();
             if holding && self.catch_up.held_too_long(self.config.catch_up_wait()) {
+                // From now on in arrival order: the records held are the next batch.
                 telemetry::catch_up_given_up(self.partition, &self.catch_up.give_up());
-                continue;
+                return None;
             }
             // Held records wait for the input behind (its position is looked at again soon);
             // with none held, for anything.

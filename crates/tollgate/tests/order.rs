@@ -65,9 +65,10 @@ fn cluster(group: &str) -> (MockCluster<'static, DefaultProducerContext>, Worker
     (cluster, config)
 }
 
-/// Rates the backlog with one worker (`TOLLGATE_CATCH_UP_WAIT_MS=wait_ms`); the rated usage:
-/// usage id → (charge, balance after).
-fn rate(group: &str, wait_ms: &str) -> BTreeMap<String, (String, String)> {
+/// Rates the backlog with one worker (`TOLLGATE_CATCH_UP_WAIT_MS=wait_ms`); the rated usage
+/// (usage id → (charge, balance after)) and the times the worker gave up waiting
+/// (`tollgate_catch_up_given_up_total`).
+fn rate(group: &str, wait_ms: &str) -> (BTreeMap<String, (String, String)>, f64) {
     let (_cluster, config) = cluster(group);
     let log_dir = std::env::temp_dir().join(format!("tollgate-order-{group}-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir).unwrap();
@@ -89,6 +90,7 @@ fn rate(group: &str, wait_ms: &str) -> BTreeMap<String, (String, String)> {
     );
     let mut worker = WorkerProcess::start(&spec, "w1");
     wait_until("the worker to rate the backlog", DEADLINE, || progress.caught_up());
+    let given_up = worker.metric("tollgate_catch_up_given_up_total").unwrap_or(0.0);
     assert!(worker.terminate(DEADLINE).success(), "{}", worker.log_tail());
     let mut rated = BTreeMap::new();
     tollgate_worker::client::read_rated_usage(
@@ -101,7 +103,7 @@ fn rate(group: &str, wait_ms: &str) -> BTreeMap<String, (String, String)> {
         },
     )
     .unwrap();
-    rated
+    (rated, given_up)
 }
 
 fn usage(id: &str, charge: &str, balance_after: &str) -> (String, (String, String)) {
@@ -114,14 +116,16 @@ fn a_backlog_is_rated_in_the_order_it_happened_not_the_order_it_arrived() {
     // and charged nothing, leg 2 charged 0.28 of the 45.00 funded.
     let expected =
         BTreeMap::from([usage("northwind-leg-0001", "0.00", "45.00"), usage("northwind-leg-0002", "0.28", "44.72")]);
-    assert_eq!(rate("order-caught-up", "20000"), expected);
+    assert_eq!(rate("order-caught-up", "20000"), (expected, 0.0));
 
     // The same backlog rated in arrival order: leg 2 meets an empty balance, is blocked for
     // no credit and charged nothing. This is what the catch-up prevents, and it shows that the
     // slow broker does make the funding arrive after the legs.
-    let arrival_order = rate("order-arrival", "0");
-    assert_eq!(
-        arrival_order,
-        BTreeMap::from([usage("northwind-leg-0001", "0.00", "0.00"), usage("northwind-leg-0002", "0.00", "0.00")])
-    );
+    let arrival_order =
+        BTreeMap::from([usage("northwind-leg-0001", "0.00", "0.00"), usage("northwind-leg-0002", "0.00", "0.00")]);
+    assert_eq!(rate("order-arrival", "0"), (arrival_order.clone(), 0.0));
+
+    // Waiting less than the funding takes to arrive: the worker gives up, says so, and rates
+    // in arrival order.
+    assert_eq!(rate("order-given-up", "1"), (arrival_order, 1.0));
 }
