@@ -2,7 +2,7 @@
 //! happened, however the two inputs are fetched.
 //!
 //! On librdkafka's mock cluster (started in this test process) with two brokers: the credit
-//! commands' partition is led by a broker that answers a second late, so its backlog reaches
+//! commands' partition is led by a broker that answers 1.5 s late, so its backlog reaches
 //! the worker seconds after the legs'. Rated in arrival order, the legs would meet an empty
 //! balance and be blocked for no credit; caught up in record time, they are charged against
 //! the funding that preceded them, as the offline rater charges them.
@@ -24,7 +24,7 @@ const REFERENCE: &str = include_str!("../../../examples/reference.json");
 const EVENTS: &str = include_str!("../../../examples/events.jsonl");
 const DEADLINE: Duration = Duration::from_secs(60);
 /// How late the credit commands' broker answers each request.
-const SLOW: Duration = Duration::from_millis(1000);
+const SLOW: Duration = Duration::from_millis(1500);
 
 /// A mock cluster whose credit commands are led by slow broker 2; everything else, the group
 /// and the partition's transactions by broker 1. Holds northwind's funding and its first two
