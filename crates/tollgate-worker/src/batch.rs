@@ -5,8 +5,8 @@
 //! another mix can change outputs (a balance in a rated usage, a credit event's sequence). So:
 //!
 //! - a batch's records are rated in a **merged order** that depends on the records only:
-//!   each topic's records in offset order, the two merged by record timestamp (then topic
-//!   name), see [`merge`];
+//!   each topic's records in offset order, the two merged by when each happened (the
+//!   record's `timestamp`: an input's `occurred_at`), then topic name, see [`merge`];
 //! - under at-least-once, where outputs become visible before the batch's transaction
 //!   commits, the batch's **composition** is written to the changelog (a [`Manifest`], key
 //!   `m/<partition>`) in a transaction before any of its outputs is produced: in the previous
@@ -65,15 +65,7 @@ impl Manifest {
 /// Records in the order the batch rates them: each topic's records keep their order (they
 /// arrive in offset order), and the topics are merged by (timestamp, topic name).
 pub fn merge(records: Vec<Record>) -> Vec<Record> {
-    let mut queues = by_topic(records);
-    if queues.len() < 2 {
-        return queues.pop().map(Vec::from).unwrap_or_default();
-    }
-    let mut merged = Vec::with_capacity(queues.iter().map(VecDeque::len).sum());
-    while let Some(i) = earliest(&queues) {
-        merged.extend(queues[i].pop_front());
-    }
-    merged
+    select(&mut VecDeque::from(records), usize::MAX, &BTreeSet::new())
 }
 
 /// The next batch of a partition catching up: `held`'s records in the merged order, up to
@@ -121,28 +113,6 @@ fn plan(held: &VecDeque<Record>, batch_size: usize, behind: &BTreeSet<String>) -
         }
     }
     order
-}
-
-/// One queue per topic (two in practice), each in arrival order.
-fn by_topic(records: impl IntoIterator<Item = Record>) -> Vec<VecDeque<Record>> {
-    let mut queues: Vec<VecDeque<Record>> = Vec::new();
-    for r in records {
-        match queues.iter_mut().find(|q| q.front().is_some_and(|f| f.topic == r.topic)) {
-            Some(queue) => queue.push_back(r),
-            None => queues.push(VecDeque::from([r])),
-        }
-    }
-    queues
-}
-
-/// The queue whose first record comes first by (timestamp, topic name).
-fn earliest(queues: &[VecDeque<Record>]) -> Option<usize> {
-    queues
-        .iter()
-        .enumerate()
-        .filter_map(|(i, q)| q.front().map(|r| ((r.timestamp, r.topic.as_str()), i)))
-        .min()
-        .map(|(_, i)| i)
 }
 
 #[cfg(test)]

@@ -35,12 +35,13 @@ struct Behind {
 }
 
 impl CatchUp {
-    /// From each input's (start, end): where the group's reading starts, and its last stable
-    /// offset. Inputs with nothing in between are caught up already.
-    pub fn new(ranges: &BTreeMap<String, (i64, i64)>) -> Self {
-        let behind = ranges
+    /// From the group's committed offsets and each input's (log start, last stable offset):
+    /// an input is behind when the group reads it from before its end (from its committed
+    /// offset, else from its log start).
+    pub fn new(committed: &BTreeMap<String, i64>, ends: &BTreeMap<String, (i64, i64)>) -> Self {
+        let behind = ends
             .iter()
-            .filter(|(_, (start, end))| start < end)
+            .filter(|(topic, (low, end))| committed.get(*topic).map_or(*low, |c| (*c).max(*low)) < *end)
             .map(|(topic, (_, end))| (topic.clone(), Behind { end: *end, passed_at_turn: None }))
             .collect();
         CatchUp { behind, holding_since: None }
@@ -107,13 +108,22 @@ mod tests {
         Record { topic: topic.into(), partition: 0, offset, timestamp: 0, key: None, payload: None }
     }
 
-    fn ranges() -> BTreeMap<String, (i64, i64)> {
-        BTreeMap::from([("legs".to_owned(), (0, 10)), ("credits".to_owned(), (5, 8)), ("empty".to_owned(), (3, 3))])
+    /// Legs read from their log start 0 up to 10; credits committed at 5 of 8 (from a log
+    /// starting at 2); `done` committed at its end; `empty` has nothing.
+    fn catch_up() -> CatchUp {
+        let committed = BTreeMap::from([("credits".to_owned(), 5), ("done".to_owned(), 7)]);
+        let ends = BTreeMap::from([
+            ("legs".to_owned(), (0, 10)),
+            ("credits".to_owned(), (2, 8)),
+            ("done".to_owned(), (0, 7)),
+            ("empty".to_owned(), (3, 3)),
+        ]);
+        CatchUp::new(&committed, &ends)
     }
 
     #[test]
     fn an_input_is_behind_until_a_record_at_its_end_is_in_hand() {
-        let mut catch_up = CatchUp::new(&ranges());
+        let mut catch_up = catch_up();
         assert_eq!(catch_up.behind(), BTreeSet::from(["credits".to_owned(), "legs".to_owned()]));
         catch_up.observe(&[record("legs", 8), record("credits", 6)], 0);
         assert_eq!(catch_up.behind().len(), 2);
@@ -125,7 +135,7 @@ mod tests {
 
     #[test]
     fn a_position_past_the_end_counts_once_the_polling_thread_finished_a_turn() {
-        let mut catch_up = CatchUp::new(&ranges());
+        let mut catch_up = catch_up();
         // The last record of `credits` is at 6; 7 is a transaction marker.
         catch_up.observe(&[record("credits", 6)], 41);
         catch_up.positions(&BTreeMap::from([("credits".to_owned(), 7)]), 41);
@@ -139,7 +149,7 @@ mod tests {
 
     #[test]
     fn giving_up_names_the_inputs_and_ends_the_catch_up() {
-        let mut catch_up = CatchUp::new(&ranges());
+        let mut catch_up = catch_up();
         assert!(catch_up.held_too_long(Duration::ZERO));
         assert!(!catch_up.held_too_long(Duration::from_secs(60)));
         assert_eq!(catch_up.give_up(), ["credits", "legs"]);

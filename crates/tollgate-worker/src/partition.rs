@@ -75,9 +75,9 @@ pub trait Coordinator: Send + Sync {
     fn committed_offsets(&self, _partition: i32) -> BTreeMap<String, i64> {
         BTreeMap::new()
     }
-    /// Per input of `partition`: where the group's reading starts (its committed offset, else
-    /// the log start) and the last stable offset now; empty when unknown (no catch-up).
-    fn input_ranges(&self, _partition: i32) -> BTreeMap<String, (i64, i64)> {
+    /// Per input of `partition`: its log start and its last stable offset now; empty when
+    /// unknown (no catch-up).
+    fn input_ends(&self, _partition: i32) -> BTreeMap<String, (i64, i64)> {
         BTreeMap::new()
     }
     /// The group consumer's position in each input of `partition`: the offset after the last
@@ -289,9 +289,15 @@ impl PartitionTask {
         };
         let restored = changelog_restore(&config, partition, &cancel)?;
         let config_at_least_once = config.processing_guarantee == ProcessingGuarantee::AtLeastOnce;
-        let catch_up = match config.catch_up_wait_ms {
-            0 => CatchUp::default(),
-            _ => CatchUp::new(&coordinator.input_ranges(partition)),
+        // The group's committed offsets, asked once: where the tenant API's view starts and
+        // where the catch-up counts an input's backlog from.
+        let view = coordinator.view(partition);
+        let catching_up = config.catch_up_wait_ms > 0;
+        let committed =
+            if view.is_some() || catching_up { coordinator.committed_offsets(partition) } else { BTreeMap::new() };
+        let catch_up = match catching_up {
+            true => CatchUp::new(&committed, &coordinator.input_ends(partition)),
+            false => CatchUp::default(),
         };
         if !catch_up.done() {
             tracing::info!(partition, behind = ?catch_up.behind(), "catching up: rating in record time across the inputs");
@@ -317,10 +323,10 @@ impl PartitionTask {
             view: None,
         };
         task.migrate_layout(&restored.rewrite)?;
-        task.view = task.coordinator.view(partition);
-        if let Some(view) = &task.view {
-            view.restored(&task.states, task.coordinator.committed_offsets(partition));
+        if let Some(view) = &view {
+            view.restored(&task.states, committed);
         }
+        task.view = view;
         task.refresh_balances();
         telemetry::partition_stalled(partition, false);
         Ok(task)
@@ -356,9 +362,7 @@ impl PartitionTask {
         }
         let mut carry = std::mem::take(&mut self.carry);
         let batch = inbox.take_batch(&mut carry, self.config.batch_size, self.config.commit_interval(), || {
-            if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
-                self.refresh_balances();
-            }
+            self.refresh_balances_if_due();
         });
         self.carry = carry;
         (batch.records, batch.stop)
@@ -413,11 +417,7 @@ impl PartitionTask {
                     let batch = batch::select(&mut self.carry, self.config.batch_size, &self.catch_up.behind());
                     return Some((batch, true));
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
-                        self.refresh_balances();
-                    }
-                }
+                Err(RecvTimeoutError::Timeout) => self.refresh_balances_if_due(),
             }
         }
     }
@@ -590,6 +590,14 @@ impl PartitionTask {
     /// Sets every owned tenant's balance gauge, so that the exporter keeps them (it drops
     /// gauges idle for longer than a few refresh periods, which is how a tenant given away
     /// to another worker disappears from this one).
+    /// While the partition is idle, keeps this worker's ownership of its tenants' balances
+    /// visible (gauges idle too long are dropped by the exporter).
+    fn refresh_balances_if_due(&mut self) {
+        if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
+            self.refresh_balances();
+        }
+    }
+
     fn refresh_balances(&mut self) {
         self.balances_refreshed = Instant::now();
         for (tenant, balance) in self.states.balances() {

@@ -745,24 +745,26 @@ impl Coordinator for Shared {
                 .filter_map(|e| Some((e.topic().to_owned(), e.offset().to_raw().filter(|o| *o >= 0)?)))
                 .collect(),
             Err(error) => {
-                tracing::warn!(partition, %error, "committed offsets unknown: the tenant API shows none until a commit");
+                tracing::warn!(
+                    partition,
+                    %error,
+                    "committed offsets unknown: the tenant API shows none until a commit, a catch-up counts from the log start"
+                );
                 BTreeMap::new()
             }
         }
     }
 
-    fn input_ranges(&self, partition: i32) -> BTreeMap<String, (i64, i64)> {
+    fn input_ends(&self, partition: i32) -> BTreeMap<String, (i64, i64)> {
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return BTreeMap::new() };
-        let committed = self.committed_offsets(partition);
-        let mut ranges = BTreeMap::new();
+        let mut ends = BTreeMap::new();
         for element in self.inputs(partition).elements() {
             let topic = element.topic();
             // The group consumer reads read_committed: its high watermark is the last stable
             // offset.
             match consumer.fetch_watermarks(topic, partition, self.config.kafka_timeout()) {
-                Ok((low, end)) => {
-                    let start = committed.get(topic).map_or(low, |c| (*c).max(low));
-                    ranges.insert(topic.to_owned(), (start, end));
+                Ok(watermarks) => {
+                    ends.insert(topic.to_owned(), watermarks);
                 }
                 Err(error) => {
                     tracing::warn!(partition, topic, %error, "input end unknown: rating in arrival order");
@@ -770,7 +772,7 @@ impl Coordinator for Shared {
                 }
             }
         }
-        ranges
+        ends
     }
 
     fn positions(&self, partition: i32) -> BTreeMap<String, i64> {
