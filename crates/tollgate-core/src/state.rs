@@ -81,6 +81,13 @@ impl TenantState {
         self.open_legs = open_legs;
         copy
     }
+
+    /// Forgets the applied ids and closed legs remembered before `cutoff`: what the rater
+    /// forgot by the time the tenant's watermark reached it ([`crate::rating::horizon`]).
+    pub fn forget_before(&mut self, cutoff: Timestamp) {
+        self.seen.prune(cutoff);
+        self.closed_legs.prune(cutoff);
+    }
 }
 
 /// Running totals of the ledger, for conservation checks and summaries.
@@ -446,11 +453,21 @@ impl<V> Recent<V> {
             journal.push(Change::Added { id: id.clone(), value: value.clone(), at });
         }
         if self.entries.insert(id.clone(), value).is_none() {
-            self.order.push_back((at, id));
+            // Kept in time order (after the entries of the same time), so that what
+            // `prune` forgets depends on the times alone, not on the order of arrival: a set
+            // rebuilt from its entries (a restore) forgets exactly what the original did.
+            // Events arrive nearly in order, so this is almost always a push at the back.
+            match self.order.back() {
+                Some((last, _)) if *last > at => {
+                    let position = self.order.partition_point(|(t, _)| *t <= at);
+                    self.order.insert(position, (at, id));
+                }
+                _ => self.order.push_back((at, id)),
+            }
         }
     }
 
-    /// Forgets entries remembered before `cutoff`.
+    /// Forgets every entry remembered before `cutoff` (and no other).
     pub fn prune(&mut self, cutoff: Timestamp) {
         while let Some((at, _)) = self.order.front() {
             if *at >= cutoff {
@@ -599,15 +616,23 @@ mod tests {
         assert_eq!(rebuilt, seen);
     }
 
+    /// What is forgotten depends on the times alone: an entry that arrived after a newer
+    /// one is forgotten at its own time, and a set rebuilt from its entries forgets the same.
     #[test]
-    fn forgets_ids_older_than_the_cutoff_in_insertion_order() {
+    fn forgets_exactly_the_ids_older_than_the_cutoff_whatever_their_arrival_order() {
         let mut closed = Recent::default();
-        for (i, at) in [5, 9, 7, 12].into_iter().enumerate() {
+        for (i, at) in [5, 9, 7, 12, 7].into_iter().enumerate() {
             closed.insert(format!("leg-{i}"), (), ts(at));
         }
+        let order: Vec<(String, Timestamp)> = closed.iter().map(|(id, (), at)| (id.to_string(), at)).collect();
+        let expected = [("leg-0", 5), ("leg-2", 7), ("leg-4", 7), ("leg-1", 9), ("leg-3", 12)];
+        assert_eq!(order, expected.map(|(id, at)| (id.to_owned(), ts(at))));
+        let mut rebuilt = Recent::from_entries(closed.iter().map(|(id, (), at)| (id.clone(), (), at)));
         closed.prune(ts(8));
-        // leg-0 (5) goes; leg-1 (9) stops the scan, so leg-2 (7) stays until it is at the front.
-        assert!(!closed.contains("leg-0") && closed.contains("leg-1") && closed.contains("leg-2"));
+        rebuilt.prune(ts(8));
+        let kept = |set: &Recent<()>| set.iter().map(|(id, (), _)| id.to_string()).collect::<Vec<_>>();
+        assert_eq!(kept(&closed), ["leg-1", "leg-3"]);
+        assert_eq!(kept(&rebuilt), kept(&closed));
         closed.prune(ts(10));
         assert_eq!((closed.len(), closed.contains("leg-3")), (1, true));
     }

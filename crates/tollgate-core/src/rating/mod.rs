@@ -163,8 +163,7 @@ impl Rater {
 
     /// The oldest event time still accepted when the newest applied is `watermark`.
     fn horizon(&self, watermark: Timestamp) -> Timestamp {
-        Timestamp::new((watermark.unix_seconds() - i64::from(self.config.retention_seconds)).max(0), 0)
-            .unwrap_or_default()
+        horizon(watermark, self.config.retention_seconds)
     }
 
     fn advance_watermark(&self, state: &mut TenantState, at: Timestamp) {
@@ -179,4 +178,10 @@ impl Rater {
         state.parked_ends.retain(|_, e| e.occurred_at >= cutoff);
         state.totals.orphan_ends_dropped += (before - state.parked_ends.len()) as u64;
     }
+}
+
+/// The oldest event time a tenant whose newest applied event is at `watermark` still
+/// accepts, and the time before which its retention windows keep nothing.
+pub fn horizon(watermark: Timestamp, retention_seconds: u32) -> Timestamp {
+    Timestamp::new((watermark.unix_seconds() - i64::from(retention_seconds)).max(0), 0).unwrap_or_default()
 }
