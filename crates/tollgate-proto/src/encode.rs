@@ -120,7 +120,7 @@ pub fn append(message: &impl prost::Message, buf: &mut Vec<u8>) {
 }
 
 /// A string field (left out when empty).
-fn string(tag: u32, value: &str, buf: &mut Vec<u8>) {
+pub(crate) fn string(tag: u32, value: &str, buf: &mut Vec<u8>) {
     if !value.is_empty() {
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(value.len() as u64, buf);
@@ -140,7 +140,7 @@ fn joined(tag: u32, parts: &[&str], buf: &mut Vec<u8>) {
     }
 }
 
-fn string_len(tag: u32, value: &str) -> usize {
+pub(crate) fn string_len(tag: u32, value: &str) -> usize {
     if value.is_empty() { 0 } else { key_len(tag) + encoded_len_varint(value.len() as u64) + value.len() }
 }
 
@@ -178,13 +178,9 @@ fn boolean(tag: u32, value: bool, buf: &mut Vec<u8>) {
 }
 
 /// A `google.protobuf.Timestamp` field (always present: the converted message has `Some`).
-fn timestamp(tag: u32, at: core::Timestamp, buf: &mut Vec<u8>) {
-    let wire = wire_timestamp(at);
-    let seconds = wire.seconds as u64;
-    let nanos = i64::from(wire.nanos) as u64;
-    let len = if seconds == 0 { 0 } else { key_len(1) + encoded_len_varint(seconds) }
-        + if nanos == 0 { 0 } else { key_len(2) + encoded_len_varint(nanos) };
-    message_header(tag, len, buf);
+pub(crate) fn timestamp(tag: u32, at: core::Timestamp, buf: &mut Vec<u8>) {
+    let (seconds, nanos) = timestamp_fields(at);
+    message_header(tag, timestamp_body_len(seconds, nanos), buf);
     if seconds != 0 {
         encode_key(1, WireType::Varint, buf);
         encode_varint(seconds, buf);
@@ -195,12 +191,30 @@ fn timestamp(tag: u32, at: core::Timestamp, buf: &mut Vec<u8>) {
     }
 }
 
+/// The length of a [`timestamp`] field, its key included.
+pub(crate) fn timestamp_len(tag: u32, at: core::Timestamp) -> usize {
+    let (seconds, nanos) = timestamp_fields(at);
+    let body = timestamp_body_len(seconds, nanos);
+    key_len(tag) + encoded_len_varint(body as u64) + body
+}
+
+/// A timestamp's two fields as their varints carry them.
+fn timestamp_fields(at: core::Timestamp) -> (u64, u64) {
+    let wire = wire_timestamp(at);
+    (wire.seconds as u64, i64::from(wire.nanos) as u64)
+}
+
+fn timestamp_body_len(seconds: u64, nanos: u64) -> usize {
+    (if seconds == 0 { 0 } else { key_len(1) + encoded_len_varint(seconds) })
+        + if nanos == 0 { 0 } else { key_len(2) + encoded_len_varint(nanos) }
+}
+
 /// The key and length of an embedded message of `len` bytes.
-fn message_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
+pub(crate) fn message_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
 }
 
-fn key_len(tag: u32) -> usize {
+pub(crate) fn key_len(tag: u32) -> usize {
     prost::encoding::key_len(tag)
 }
