@@ -6,15 +6,33 @@
 //! | `t/<tenant>` | a `TenantStateRecord` (protobuf): the tenant's state without the kinds below | balance, lots, pool, thresholds, ... |
 //! | `o/<len>/<tenant>/<leg>` | [`LegEntry`] JSON, or a tombstone when the leg closes | one leg in progress |
 //! | `p/<len>/<tenant>/<leg>` | [`ParkedEntry`] JSON, or a tombstone when rated or dropped | one `ended` waiting for its `started` |
-//! | `s/<len>/<tenant>/<id>` | a `WindowEntryRecord` (protobuf), or a tombstone when forgotten | one applied input id, when, and its fingerprint |
-//! | `c/<len>/<tenant>/<leg>` | a `WindowEntryRecord` (protobuf), or a tombstone when forgotten | one recently closed leg, and when |
+//! | `w/<len>/<tenant>/<tag>` | a `WindowSegmentRecord` (protobuf), or a tombstone once all its entries are past the tenant's horizon | the applied input ids (with time and fingerprint) and the closed legs (with time) one batch added: a window segment |
 //! | `m/<partition>` | [`Manifest`] JSON, or a tombstone | at-least-once: the records of the batch after the committed offsets (see [`crate::batch`]) |
 //!
 //! Everything that grows with traffic (open legs, parked ends, the retention windows) is
-//! written entry by entry as it changes (compaction keeps the latest per key and drops
-//! tombstones), so the tenant's record stays small however busy the tenant is, and no record
-//! comes near the broker's message size limit. `<len>` is the tenant id's length in bytes, so
-//! no two (tenant, id) pairs share a key.
+//! written in records of its own (compaction keeps the latest per key and drops tombstones),
+//! so the tenant's record stays small however busy the tenant is, and no record comes near
+//! the broker's message size limit. `<len>` is the tenant id's length in bytes, so no two
+//! (tenant, id) pairs share a key.
+//!
+//! **Window segments.** The retention windows change with every input: each applied input
+//! adds an id, each closed leg another, and each is forgotten 48 hours (the retention) later.
+//! Earlier releases wrote one record per entry and one tombstone per forgotten entry, about
+//! three changelog records per input. A batch now writes the entries it added to a tenant's
+//! windows as one segment, tagged with the batch's first record of the tenant (`l<offset>` on
+//! the call legs, `k<offset>` on the credit commands; a replayed batch writes the same key),
+//! and tombstones a segment once its newest entry is older than the tenant's horizon (newest
+//! event minus the retention). Entries are forgotten by time alone (a window keeps its
+//! entries in time order), so a restore rebuilds the windows from the live segments and
+//! forgets what is older than the restored tenant's horizon: exactly what the last owner
+//! kept. A segment whose entries are all forgotten but which is not yet tombstoned (segments
+//! are retired oldest-written first) costs space, not correctness.
+//!
+//! Releases before window segments wrote `s/<len>/<tenant>/<id>` (an applied input id) and
+//! `c/<len>/<tenant>/<leg>` (a closed leg) records, a `WindowEntryRecord` or earlier JSON
+//! each. They are still read; a tenant that has any is rewritten once, before the partition
+//! rates anything: its windows as one segment (tag `r`) and a tombstone for each such key
+//! ([`Restored::retire`]).
 //!
 //! Every batch's records are written in one Kafka transaction together with the batch's
 //! input offsets, in both processing guarantees: a restore (which reads `read_committed`) sees
@@ -32,7 +50,7 @@
 //! [`Restored::rewrite`] names the tenants that have one, and the partition's owner rewrites
 //! them in the current layout before it rates anything.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
@@ -143,23 +161,140 @@ impl Journal {
 /// A changelog record: key and value (`None` = tombstone).
 pub type ChangelogRecord = (String, Option<Vec<u8>>);
 
+/// A tenant's window segments in the changelog: each tag with the time of its newest entry,
+/// in the order they were written (a restore lists them by that time).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Segments(VecDeque<(Box<str>, Timestamp)>);
+
+/// What a batch did to a tenant's [`Segments`], to undo it if the batch is rolled back.
+#[derive(Debug, Default)]
+pub struct SegmentsUndo {
+    /// Segments added at the back.
+    pushed: usize,
+    /// Segments retired from the front, oldest first.
+    retired: Vec<(Box<str>, Timestamp)>,
+}
+
+impl Segments {
+    /// The tags, in order.
+    pub fn tags(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(tag, _)| &**tag)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Undoes what a batch did.
+    pub fn revert(&mut self, undo: SegmentsUndo) {
+        for _ in 0..undo.pushed {
+            self.0.pop_back();
+        }
+        for segment in undo.retired.into_iter().rev() {
+            self.0.push_front(segment);
+        }
+    }
+
+    /// Writes the entries `changes` added that are not before `cutoff` as segment `tag`,
+    /// and tombstones the segments whose newest entry is before `cutoff` (from the oldest
+    /// written, up to the first that is not).
+    fn write(
+        &mut self,
+        tenant: &str,
+        tag: &str,
+        changes: &Journal,
+        cutoff: Timestamp,
+        out: &mut Vec<ChangelogRecord>,
+    ) -> SegmentsUndo {
+        let mut undo = SegmentsUndo::default();
+        while self.0.front().is_some_and(|(_, newest)| *newest < cutoff) {
+            if let Some((retired, newest)) = self.0.pop_front() {
+                out.push((entry_key('w', tenant, &retired), None));
+                undo.retired.push((retired, newest));
+            }
+        }
+        let applied: Vec<(&str, Timestamp, u64)> = changes
+            .seen
+            .iter()
+            .filter_map(|c| match c {
+                Change::Added { id, value, at } if *at >= cutoff => Some((id.as_str(), *at, *value)),
+                _ => None,
+            })
+            .collect();
+        let closed: Vec<(&str, Timestamp)> = changes
+            .closed
+            .iter()
+            .filter_map(|c| match c {
+                Change::Added { id, at, .. } if *at >= cutoff => Some((id.as_str(), *at)),
+                _ => None,
+            })
+            .collect();
+        let (mut applied, mut closed) = (&applied[..], &closed[..]);
+        while !applied.is_empty() || !closed.is_empty() {
+            let (part, rest) = applied.split_at(applied.len().min(SEGMENT_ENTRIES));
+            let (part_closed, rest_closed) = closed.split_at(closed.len().min(SEGMENT_ENTRIES - part.len()));
+            let newest = part.iter().map(|e| e.1).chain(part_closed.iter().map(|e| e.1)).max().unwrap_or_default();
+            let mut value = Vec::with_capacity(32 * (part.len() + part_closed.len()));
+            tollgate_proto::state::encode_segment(part, part_closed, &mut value);
+            let tag: Box<str> = match undo.pushed {
+                0 => tag.into(),
+                n => format!("{tag}.{n}").into(),
+            };
+            out.push((entry_key('w', tenant, &tag), Some(value)));
+            self.0.push_back((tag, newest));
+            undo.pushed += 1;
+            (applied, closed) = (rest, rest_closed);
+        }
+        undo
+    }
+}
+
+/// The tag of the segment a batch writes for a tenant whose first record in the batch is
+/// `offset` of an input of `kind`: `k<offset>` on the credit commands, `l<offset>` on the
+/// call legs.
+pub fn segment_tag(kind: TopicKind, offset: i64) -> String {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(offset);
+    let mut tag = String::with_capacity(1 + digits.len());
+    tag.push(if kind == TopicKind::CreditCommands { 'k' } else { 'l' });
+    tag.push_str(digits);
+    tag
+}
+
+/// Entries per segment at most: a batch that adds more to one tenant writes several
+/// (`<tag>`, `<tag>.1`, ...), so that a segment stays far below the producer's largest
+/// message (1 MB by default) whatever `batch_size` is (an id is at most 256 bytes).
+pub const SEGMENT_ENTRIES: usize = 1024;
+
+/// The tag of the segment written for a tenant when it is written in full.
+pub const FULL_SEGMENT_TAG: &str = "r";
+
+/// Where a batch writes a tenant's window changes.
+#[derive(Debug)]
+pub struct WindowWrite<'a> {
+    /// The tenant's segments (the batch's added, the expired retired).
+    pub segments: &'a mut Segments,
+    /// The batch's segment tag for the tenant.
+    pub tag: &'a str,
+    /// The tenant's horizon after the batch ([`tollgate_core::rating::horizon`]).
+    pub cutoff: Timestamp,
+}
+
 /// The changelog records that bring the changelog from `before` (the tenant's snapshot when
 /// the batch started; `None` for a tenant new in the batch, or one to write in full) up to
-/// `state`: its window changes, the open legs that changed (from the journal; every open leg
-/// when `before` is `None`) and the parked ends that changed, then its record.
+/// `state`: its window segment and retired segments, the open legs that changed (from the
+/// journal; every open leg when `before` is `None`) and the parked ends that changed, then its
+/// record. Returns what to undo on `window.segments` if the batch is rolled back.
 pub fn records(
     tenant: &str,
     state: &TenantState,
     before: Option<&TenantState>,
     changes: &Journal,
-) -> Vec<ChangelogRecord> {
-    let mut out = Vec::with_capacity(changes.seen.len() + changes.closed.len() + 3);
-    for change in &changes.seen {
-        out.push(window_record('s', tenant, change, |v| Some(*v)));
-    }
-    for change in &changes.closed {
-        out.push(window_record('c', tenant, change, |()| None));
-    }
+    window: WindowWrite<'_>,
+) -> (Vec<ChangelogRecord>, SegmentsUndo) {
+    let mut out = Vec::with_capacity(changes.legs.len() + 3);
+    let undo = window.segments.write(tenant, window.tag, changes, window.cutoff, &mut out);
     let empty = BTreeMap::new();
     let parked_before = before.map_or(&empty, |b| &b.parked_ends);
     let leg_record = |leg: &Id, open: &OpenLeg| {
@@ -194,17 +329,20 @@ pub fn records(
         }
     }
     out.push((tenant_key(tenant), Some(tollgate_proto::state::tenant_record(state))));
-    out
+    (out, undo)
 }
 
-/// Every record of a tenant's state, for a tenant written in full (layout migration).
-pub fn full_records(tenant: &str, state: &TenantState) -> Vec<ChangelogRecord> {
+/// Every record of a tenant's state, for a tenant written in full (layout migration): its
+/// windows as one segment ([`FULL_SEGMENT_TAG`]), added to `segments`.
+pub fn full_records(tenant: &str, state: &TenantState, segments: &mut Segments) -> Vec<ChangelogRecord> {
     let changes = Journal {
         legs: LegChanges::default(),
         seen: state.seen.iter().map(|(id, v, at)| Change::Added { id: id.clone(), value: *v, at }).collect(),
         closed: state.closed_legs.iter().map(|(id, (), at)| Change::Added { id: id.clone(), value: (), at }).collect(),
     };
-    records(tenant, state, None, &changes)
+    // Everything kept is within the horizon; none is retired here.
+    let window = WindowWrite { segments, tag: FULL_SEGMENT_TAG, cutoff: Timestamp::default() };
+    records(tenant, state, None, &changes, window).0
 }
 
 /// Serializing plain data to a `Vec` cannot fail.
@@ -212,25 +350,11 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-fn window_record<V>(
-    kind: char,
-    tenant: &str,
-    change: &Change<V>,
-    fingerprint: impl Fn(&V) -> Option<u64>,
-) -> ChangelogRecord {
-    match change {
-        Change::Added { id, value, at } => {
-            let mut record = Vec::with_capacity(24);
-            tollgate_proto::state::encode_window(*at, fingerprint(value), &mut record);
-            (entry_key(kind, tenant, id), Some(record))
-        }
-        Change::Removed { id, .. } => (entry_key(kind, tenant, id), None),
-    }
-}
-
-/// A tenant's restored window entries: applied ids (fingerprint and time) and closed legs.
+/// A tenant's restored window entries: the live segments by tag, and the entries of the
+/// earlier layout's records of their own (applied ids with fingerprint and time, closed legs).
 #[derive(Debug, Default)]
 struct Windows {
+    segments: HashMap<Box<str>, tollgate_proto::state::Segment<Id>, FastState>,
     seen: HashMap<Id, (u64, Timestamp), FastState>,
     closed: HashMap<Id, Timestamp, FastState>,
 }
@@ -238,6 +362,9 @@ struct Windows {
 /// Folds changelog records (in offset order) into tenant states.
 #[derive(Debug, Default)]
 pub struct Restorer {
+    /// The retention window (seconds): a tenant's restored windows forget what is older than
+    /// its horizon, as its last owner had.
+    retention_seconds: u32,
     /// Tenants kept live from the start: a record of the earliest layout (legs inside), or
     /// one that did not fit the dormant arena.
     live: Live,
@@ -266,9 +393,19 @@ pub struct Restored {
     pub rewrite: Vec<String>,
     /// The batch to rate first (at-least-once), if the last owner had decided it.
     pub manifest: Option<Manifest>,
+    /// By tenant: its window segments in the changelog.
+    pub segments: HashMap<String, Segments, FastState>,
+    /// Window entries' keys of the layout before segments, to tombstone once their tenants
+    /// are rewritten (the tenants are in [`Restored::rewrite`]).
+    pub retire: Vec<String>,
 }
 
 impl Restorer {
+    /// A restorer for windows of `retention_seconds`.
+    pub fn new(retention_seconds: u32) -> Self {
+        Restorer { retention_seconds, ..Restorer::default() }
+    }
+
     /// Applies one record. A record that cannot be read is remembered, not fatal yet: only
     /// the latest record of a key counts, so a later one may replace it ([`Restorer::finish`]
     /// fails if none did).
@@ -301,7 +438,7 @@ impl Restorer {
                 self.live.remove(tenant);
                 self.dormant.remove(tenant);
             }
-            Some(("s" | "c", _)) => self.remove_window_entry(key),
+            Some(("s" | "c" | "w", _)) => self.remove_window_entry(key),
             Some(("o", _)) => {
                 self.legs.remove(key);
             }
@@ -317,12 +454,19 @@ impl Restorer {
         if let Some((kind, tenant, id)) = entry_key_parts(key)
             && let Some(windows) = self.windows.get_mut(tenant)
         {
-            if kind == "s" {
-                windows.seen.remove(id);
-            } else {
-                windows.closed.remove(id);
+            match kind {
+                "s" => drop(windows.seen.remove(id)),
+                "c" => drop(windows.closed.remove(id)),
+                _ => drop(windows.segments.remove(id)),
             }
         }
+    }
+
+    fn windows(&mut self, tenant: &str) -> &mut Windows {
+        if !self.windows.contains_key(tenant) {
+            self.windows.insert(tenant.to_owned(), Windows::default());
+        }
+        self.windows.get_mut(tenant).expect("present: inserted above when missing")
     }
 
     /// Reads one record into the restorer; `decodes`: it is a tenant record known to decode.
@@ -330,6 +474,21 @@ impl Restorer {
         let unreadable = |e: serde_json::Error| e.to_string();
         match key.split_once('/').map(|(kind, _)| kind) {
             Some("t") => self.tenant(&key[2..], payload, decodes)?,
+            Some("w") => {
+                let Some(bytes) = payload else {
+                    self.remove_window_entry(key);
+                    return Ok(());
+                };
+                let Some((_, tenant, tag)) = entry_key_parts(key) else {
+                    return Err("not a window segment's key".into());
+                };
+                let (applied, closed) = tollgate_proto::state::decode_segment(bytes).map_err(|e| e.to_string())?;
+                let segment = (
+                    applied.into_iter().map(|(id, at, fingerprint)| (Id::from(id), at, fingerprint)).collect(),
+                    closed.into_iter().map(|(id, at)| (Id::from(id), at)).collect(),
+                );
+                self.windows(tenant).segments.insert(tag.into(), segment);
+            }
             Some("s" | "c") => {
                 let Some(bytes) = payload else {
                     self.remove_window_entry(key);
@@ -344,10 +503,7 @@ impl Restorer {
                 } else {
                     tollgate_proto::state::decode_window(bytes).map_err(|e| e.to_string())?
                 };
-                if !self.windows.contains_key(tenant) {
-                    self.windows.insert(tenant.to_owned(), Windows::default());
-                }
-                let windows = self.windows.get_mut(tenant).expect("present: inserted above when missing");
+                let windows = self.windows(tenant);
                 if kind == "s" {
                     windows.seen.insert(id.into(), (fingerprint.unwrap_or_default(), at));
                 } else {
@@ -411,7 +567,7 @@ impl Restorer {
             return Err(Error::Changelog { key: key.clone(), message });
         }
         let (mut live, mut dormant) = (self.live, self.dormant);
-        let rewrite = live
+        let mut rewrite: Vec<String> = live
             .iter()
             .filter(|(_, s)| !s.open_legs.is_empty() || !s.parked_ends.is_empty())
             .map(|(t, _)| t.clone())
@@ -430,19 +586,52 @@ impl Restorer {
                 state.parked_ends.insert(entry.leg, entry.ended);
             }
         }
-        for (tenant, windows) in self.windows {
-            if windows.seen.is_empty() && windows.closed.is_empty() {
+        let mut segments = HashMap::default();
+        let mut retire = Vec::new();
+        let mut tenants: Vec<(String, Windows)> = self.windows.into_iter().collect();
+        // The tenants to rewrite, in a stable order.
+        tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (tenant, windows) in tenants {
+            let Windows { segments: live_segments, seen, closed } = windows;
+            if !seen.is_empty() || !closed.is_empty() {
+                // The earlier layout: rewritten as a segment, its keys tombstoned.
+                retire.extend(seen.keys().map(|id| entry_key('s', &tenant, id)));
+                retire.extend(closed.keys().map(|id| entry_key('c', &tenant, id)));
+                if !rewrite.contains(&tenant) {
+                    rewrite.push(tenant.clone());
+                }
+            }
+            if live_segments.is_empty() && seen.is_empty() && closed.is_empty() {
                 continue;
             }
-            if let Some(state) = woken(&mut live, &mut dormant, &tenant) {
-                state.seen = Recent::from_entries(windows.seen.into_iter().map(|(id, (v, at))| (id, v, at)));
-                state.closed_legs = Recent::from_entries(windows.closed.into_iter().map(|(id, at)| (id, (), at)));
+            let Some(state) = woken(&mut live, &mut dormant, &tenant) else {
+                tracing::warn!(tenant, "window entries of a tenant without state");
+                continue;
+            };
+            let mut listed: Vec<(Box<str>, Timestamp)> = Vec::with_capacity(live_segments.len());
+            let mut all_seen: Vec<(Id, u64, Timestamp)> = seen.into_iter().map(|(id, (v, at))| (id, v, at)).collect();
+            let mut all_closed: Vec<(Id, (), Timestamp)> = closed.into_iter().map(|(id, at)| (id, (), at)).collect();
+            for (tag, (applied, closed)) in live_segments {
+                let newest = applied.iter().map(|e| e.1).chain(closed.iter().map(|e| e.1)).max();
+                listed.push((tag, newest.unwrap_or_default()));
+                all_seen.extend(applied.into_iter().map(|(id, at, v)| (id, v, at)));
+                all_closed.extend(closed.into_iter().map(|(id, at)| (id, (), at)));
+            }
+            listed.sort_unstable_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+            state.seen = Recent::from_entries(all_seen);
+            state.closed_legs = Recent::from_entries(all_closed);
+            // What the last owner had forgotten by the tenant's watermark is forgotten again
+            // (a segment stays until all its entries are).
+            state.forget_before(tollgate_core::rating::horizon(state.watermark, self.retention_seconds));
+            if !listed.is_empty() {
+                segments.insert(tenant, Segments(listed.into()));
             }
         }
         for state in live.values_mut() {
             state.track_changes();
         }
-        Ok(Restored { states: States::new(live, dormant.finish()), rewrite, manifest: self.manifest })
+        let states = States::new(live, dormant.finish());
+        Ok(Restored { states, rewrite, manifest: self.manifest, segments, retire })
     }
 }
 
@@ -502,7 +691,7 @@ pub fn restore_partition(config: &WorkerConfig, partition: i32, cancel: &Cancel)
     let restorer = std::thread::scope(|scope| {
         let (chunks, received) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
         let applier = scope.spawn(move || {
-            let mut restorer = Restorer::default();
+            let mut restorer = Restorer::new(config.retention_seconds);
             for chunk in received {
                 chunk.apply_to(&mut restorer);
             }
@@ -651,8 +840,14 @@ mod tests {
         }
     }
 
+    const RETENTION: u32 = 48 * 3600;
+
+    fn window(segments: &mut Segments, cutoff: i64) -> WindowWrite<'_> {
+        WindowWrite { segments, tag: "l1", cutoff: ts(cutoff) }
+    }
+
     fn restore(records: &[ChangelogRecord]) -> Restored {
-        let mut restorer = Restorer::default();
+        let mut restorer = Restorer::new(RETENTION);
         for (key, value) in records {
             restorer.apply(key.as_bytes(), value.as_deref());
         }
@@ -664,11 +859,11 @@ mod tests {
     #[test]
     fn an_unreadable_record_fails_the_restore_unless_superseded() {
         let state = TenantState::default();
-        let good = full_records("acme", &state);
+        let good = full_records("acme", &state, &mut Segments::default());
         let garbage = (String::from("t/acme"), Some(b"{not json".to_vec()));
         let mut broken = good.clone();
         broken.push(garbage.clone());
-        let mut restorer = Restorer::default();
+        let mut restorer = Restorer::new(RETENTION);
         for (key, value) in &broken {
             restorer.apply(key.as_bytes(), value.as_deref());
         }
@@ -696,7 +891,7 @@ mod tests {
             state.open_legs.insert(format!("leg-{i:04}").into(), open_leg(&format!("leg-{i:04}"), 0));
         }
         state.parked_ends.insert("late".into(), ended("late"));
-        let first = records("acme", &state, None, &Journal::default());
+        let first = records("acme", &state, None, &Journal::default(), window(&mut Segments::default(), 0)).0;
         assert_eq!(first.len(), 3002);
         let (key, tenant) = first.last().unwrap();
         assert_eq!(key, "t/acme");
@@ -715,7 +910,7 @@ mod tests {
         state.open_legs.insert("leg-0003".into(), same);
         state.parked_ends.remove("late");
         let journal = Journal::take(&mut state);
-        let second = records("acme", &state, Some(&before), &journal);
+        let second = records("acme", &state, Some(&before), &journal, window(&mut Segments::default(), 0)).0;
         let keys: Vec<(&str, bool)> = second.iter().map(|(k, v)| (k.as_str(), v.is_some())).collect();
         assert_eq!(
             keys,
@@ -751,7 +946,7 @@ mod tests {
         let mut busy = idle.clone();
         busy.seen.insert("leg-1-e", 42, ts(15));
         let mut records = vec![(tenant_key("acme"), Some(serde_json::to_vec(&idle).unwrap()))];
-        records.extend(full_records("globex", &busy));
+        records.extend(full_records("globex", &busy, &mut Segments::default()));
         // A window entry of an earlier release: JSON, with the tenant and the id in it too.
         let earlier = WindowEntry { tenant: "globex".into(), id: "old-e".into(), at: ts(12), fingerprint: Some(7) };
         records.push((entry_key('s', "globex", "old-e"), Some(serde_json::to_vec(&earlier).unwrap())));
@@ -760,7 +955,9 @@ mod tests {
         expected.seen.insert("leg-1-e", 42, ts(15));
 
         let restored = restore(&records);
-        assert!(restored.rewrite.is_empty());
+        // The entry of its own is of the layout before segments: globex is rewritten.
+        assert_eq!(restored.rewrite, ["globex"]);
+        assert_eq!(restored.retire, ["s/6/globex/old-e"]);
         let dormant = restored.states.dormant();
         assert_eq!(dormant.record("acme"), Some(tollgate_proto::state::tenant_record(&idle).as_slice()));
         assert!(dormant.record("globex").is_none(), "a tenant with remembered ids is woken");
@@ -777,12 +974,12 @@ mod tests {
     #[test]
     fn a_chunk_applies_in_order_and_an_unchecked_record_is_read_again() {
         let mut chunk = Chunk::default();
-        for (key, value) in full_records("acme", &TenantState::default()) {
+        for (key, value) in full_records("acme", &TenantState::default(), &mut Segments::default()) {
             chunk.push(key.as_bytes(), value.as_deref());
         }
         chunk.push(b"t/globex", Some(b"\x0a\xff"));
         assert_eq!(chunk.records.iter().map(|r| r.3).collect::<Vec<_>>(), [true, false]);
-        let mut restorer = Restorer::default();
+        let mut restorer = Restorer::new(RETENTION);
         chunk.apply_to(&mut restorer);
         match restorer.finish() {
             Err(Error::Changelog { key, .. }) => assert_eq!(key, "t/globex"),
@@ -790,20 +987,160 @@ mod tests {
         }
     }
 
-    /// A window entry's tombstone forgets it; the entries left keep their values.
+    fn entry_record(kind: char, id: &str, at: i64, fingerprint: Option<u64>) -> ChangelogRecord {
+        let mut value = Vec::new();
+        tollgate_proto::state::encode_window(ts(at), fingerprint, &mut value);
+        (entry_key(kind, "acme", id), Some(value))
+    }
+
+    fn kept<V>(set: &Recent<V>) -> Vec<(String, i64)> {
+        set.iter().map(|(id, _, at)| (id.to_string(), at.unix_seconds())).collect()
+    }
+
+    /// A window entry of the layout before segments is forgotten by its tombstone; the tenant
+    /// is rewritten once: its windows as one segment, its entries' keys tombstoned, after
+    /// which it reads back the same and asks for nothing more.
     #[test]
-    fn a_window_entry_is_forgotten_by_its_tombstone() {
-        let mut state = TenantState::default();
-        state.seen.insert("e-1", 1, ts(10));
-        state.seen.insert("e-2", 2, ts(11));
-        state.closed_legs.insert("leg-1", (), ts(12));
-        let mut records = full_records("acme", &state);
+    fn entries_of_the_layout_before_segments_are_read_and_rewritten_once() {
+        let mut state = TenantState { watermark: ts(20), ..Default::default() };
+        let mut records = full_records("acme", &state, &mut Segments::default());
+        records.push(entry_record('s', "e-1", 10, Some(1)));
+        records.push(entry_record('s', "e-2", 11, Some(2)));
+        records.push(entry_record('c', "leg-1", 12, None));
+        records.push(entry_record('c', "leg-2", 13, None));
         records.push((entry_key('s', "acme", "e-1"), None));
         records.push((entry_key('c', "acme", "leg-1"), None));
-        let states = restore(&records).states.into_map();
-        let seen: Vec<(String, u64)> = states["acme"].seen.iter().map(|(id, v, _)| (id.to_string(), *v)).collect();
-        assert_eq!(seen, [("e-2".to_owned(), 2)]);
-        assert!(states["acme"].closed_legs.is_empty());
+        let restored = restore(&records);
+        assert_eq!(restored.rewrite, ["acme"]);
+        assert_eq!(restored.retire, ["s/4/acme/e-2", "c/4/acme/leg-2"]);
+        let states = restored.states.into_map();
+        assert_eq!(kept(&states["acme"].seen), [("e-2".to_owned(), 11)]);
+        assert_eq!(kept(&states["acme"].closed_legs), [("leg-2".to_owned(), 13)]);
+        assert_eq!(states["acme"].seen.get("e-2"), Some(&2));
+
+        // The rewrite: what the task writes before it rates anything.
+        let mut segments = Segments::default();
+        records.extend(full_records("acme", &states["acme"], &mut segments));
+        records.extend(restored.retire.iter().map(|key| (key.clone(), None)));
+        assert_eq!(segments.tags().collect::<Vec<_>>(), [FULL_SEGMENT_TAG]);
+        let again = restore(&records);
+        assert!(again.rewrite.is_empty() && again.retire.is_empty());
+        assert_eq!(again.segments["acme"], segments);
+        state.seen.insert("e-2", 2, ts(11));
+        state.closed_legs.insert("leg-2", (), ts(13));
+        assert_eq!(again.states.into_map()["acme"], state);
+    }
+
+    /// Rates batches on one tenant the way the task does: the journal's changes become one
+    /// segment per batch, a segment whose newest entry falls behind the horizon is
+    /// tombstoned, and a restore at any batch reads back exactly the windows the tenant had,
+    /// though ids arrive out of time order and segments outlive some of their entries.
+    #[test]
+    fn each_batch_writes_one_segment_and_a_restore_forgets_what_the_owner_forgot() {
+        const HOUR: i64 = 3600;
+        let rater_horizon = |state: &TenantState| tollgate_core::rating::horizon(state.watermark, RETENTION);
+        let mut state = TenantState::default();
+        state.track_changes();
+        let mut segments = Segments::default();
+        let mut log: Vec<ChangelogRecord> = full_records("acme", &state, &mut Segments::default());
+        // (batch, [(id, event time in hours)]): batch 2 has an id older than batch 1's.
+        let batches: [(i64, &[(&str, i64)]); 5] = [
+            (1, &[("a", 10), ("b", 12)]),
+            (2, &[("c", 30), ("d", 11)]),
+            (3, &[("e", 40)]),
+            (4, &[("f", 59), ("g", 61)]),
+            (5, &[("h", 100)]),
+        ];
+        let mut written = Vec::new();
+        for (batch, ids) in batches {
+            let before = state.snapshot();
+            for &(id, hour) in ids {
+                let at = ts(hour * HOUR);
+                state.seen.insert(id, batch as u64, at);
+                state.closed_legs.insert(format!("leg-{id}"), (), at);
+                if at > state.watermark {
+                    state.watermark = at;
+                    state.forget_before(rater_horizon(&state));
+                }
+            }
+            let journal = Journal::take(&mut state);
+            let tag = segment_tag(TopicKind::CallLegs, batch * 100);
+            let window = WindowWrite { segments: &mut segments, tag: &tag, cutoff: rater_horizon(&state) };
+            let (records, _) = records("acme", &state, Some(&before), &journal, window);
+            let keys: Vec<(String, bool)> =
+                records.iter().filter(|(k, _)| k.starts_with("w/")).map(|(k, v)| (k.clone(), v.is_some())).collect();
+            written.push(keys);
+            log.extend(records);
+            let restored = restore(&log);
+            assert_eq!(restored.segments.get("acme"), Some(&segments), "batch {batch}");
+            let back = &restored.states.into_map()["acme"];
+            assert_eq!((kept(&back.seen), kept(&back.closed_legs)), (kept(&state.seen), kept(&state.closed_legs)));
+            assert_eq!(back, &state, "batch {batch}");
+        }
+        let w = |tag: &str, live: bool| (format!("w/4/acme/{tag}"), live);
+        assert_eq!(
+            written,
+            [
+                vec![w("l100", true)],
+                vec![w("l200", true)],
+                vec![w("l300", true)],
+                // Batch 4's horizon is 13 h: batch 1's newest entry (12 h) is behind it;
+                // batch 2's (30 h) is not, though its "d" (11 h) is forgotten.
+                vec![w("l100", false), w("l400", true)],
+                // Horizon 52 h: batches 2 and 3 retired, "f" (59 h) still kept.
+                vec![w("l200", false), w("l300", false), w("l500", true)],
+            ]
+        );
+        assert_eq!(
+            kept(&state.seen),
+            [("f".to_owned(), 59 * HOUR), ("g".to_owned(), 61 * HOUR), ("h".to_owned(), 100 * HOUR)]
+        );
+
+        // A batch that adds more than a segment holds writes several, all retired together.
+        let mut many = Segments::default();
+        let mut journal = Journal::default();
+        for n in 0..SEGMENT_ENTRIES + 5 {
+            journal.seen.push(Change::Added { id: format!("e-{n}").into(), value: 1, at: ts(10) });
+        }
+        journal.closed.push(Change::Added { id: "leg-x".into(), value: (), at: ts(11) });
+        let young = TenantState { watermark: ts(11), ..TenantState::default() };
+        let window = WindowWrite { segments: &mut many, tag: "l9", cutoff: ts(0) };
+        let (split, undo) = records("acme", &young, None, &journal, window);
+        let sizes: Vec<(&str, usize)> = split
+            .iter()
+            .filter(|(k, _)| k.starts_with("w/"))
+            .map(|(k, v)| (k.as_str(), v.as_ref().map_or(0, Vec::len)))
+            .collect();
+        assert_eq!(sizes.iter().map(|s| s.0).collect::<Vec<_>>(), ["w/4/acme/l9", "w/4/acme/l9.1"]);
+        assert!(sizes.iter().all(|s| s.1 < 64 * 1024), "{sizes:?}");
+        assert_eq!(
+            many.0.iter().map(|(t, at)| (&**t, at.unix_seconds())).collect::<Vec<_>>(),
+            [("l9", 10), ("l9.1", 11)]
+        );
+        let mut back = Restorer::new(RETENTION);
+        for (key, value) in full_records("acme", &young, &mut Segments::default()).iter().chain(&split) {
+            back.apply(key.as_bytes(), value.as_deref());
+        }
+        let back = back.finish().unwrap();
+        assert_eq!(
+            (back.states.into_map()["acme"].seen.len(), back.segments["acme"].0.len()),
+            (SEGMENT_ENTRIES + 5, 2)
+        );
+        many.revert(undo);
+        assert!(many.is_empty());
+
+        // A batch rolled back takes its segment and its retirements back.
+        let before = segments.clone();
+        state.seen.insert("late", 6, ts(200 * HOUR));
+        state.watermark = ts(200 * HOUR);
+        state.forget_before(rater_horizon(&state));
+        let journal = Journal::take(&mut state);
+        let window = WindowWrite { segments: &mut segments, tag: "k7", cutoff: rater_horizon(&state) };
+        let (records, undo) = records("acme", &state, None, &journal, window);
+        assert!(records.iter().any(|(k, v)| k == "w/4/acme/l400" && v.is_none()));
+        assert_eq!(segments.tags().collect::<Vec<_>>(), ["k7"]);
+        segments.revert(undo);
+        assert_eq!(segments, before);
     }
 
     /// What the restore puts back into a woken tenant is not a change: a leg restored open and
@@ -813,17 +1150,17 @@ mod tests {
     fn a_leg_restored_open_and_then_closed_is_tombstoned() {
         let mut state = TenantState::default();
         state.open_legs.insert("leg-1".into(), open_leg("leg-1", 30));
-        let restored = restore(&full_records("acme", &state));
+        let restored = restore(&full_records("acme", &state, &mut Segments::default()));
         let mut states = restored.states;
         let acme = states.get_mut("acme").unwrap();
         let before = acme.snapshot();
         acme.open_legs.remove("leg-1");
         let journal = Journal::take(acme);
-        let written = records("acme", acme, Some(&before), &journal);
+        let written = records("acme", acme, Some(&before), &journal, window(&mut Segments::default(), 0)).0;
         let keys: Vec<(&str, bool)> = written.iter().map(|(k, v)| (k.as_str(), v.is_some())).collect();
         assert_eq!(keys, [("o/4/acme/leg-1", false), ("t/acme", true)]);
         assert!(
-            restore(&[full_records("acme", &state), written].concat()).states.into_map()["acme"].open_legs.is_empty()
+            restore(&[full_records("acme", &state, &mut Segments::default()), written].concat()).states.into_map()["acme"].open_legs.is_empty()
         );
     }
 
@@ -846,7 +1183,7 @@ mod tests {
         assert_eq!((migrated.open_legs.len(), migrated.parked_ends.len()), (1, 1));
 
         let mut all = vec![legacy_record];
-        all.extend(full_records("acme", migrated));
+        all.extend(full_records("acme", migrated, &mut Segments::default()));
         let restored = restore(&all);
         assert!(restored.rewrite.is_empty());
         let states = restored.states.into_map();

@@ -204,7 +204,7 @@ pub fn read_rated_usage(
 /// `timeout`).
 pub fn read_states(config: &WorkerConfig, timeout: Duration) -> Result<HashMap<String, TenantState>, Error> {
     let reader = TopicReader::from_beginning(config, "states", &[&config.topics[TopicKind::State]])?;
-    let mut restorer = changelog::Restorer::default();
+    let mut restorer = changelog::Restorer::new(config.retention_seconds);
     reader.read_to_end(timeout, |record| {
         restorer.apply(record.key.as_deref().unwrap_or_default(), record.payload.as_deref());
     })?;

@@ -111,15 +111,16 @@ pub fn json_value(_key: &[u8], payload: &[u8]) -> Result<serde_json::Value, Stri
     serde_json::from_slice(payload).map_err(|e| e.to_string())
 }
 
-/// A changelog value: a tenant's record or a window entry's (protobuf, by the key's kind) in
-/// its proto3 JSON mapping, or a value that is JSON already (open legs, parked ends, the
-/// manifest, and the records of earlier releases).
+/// A changelog value: a tenant's record, a window segment's or an earlier window entry's
+/// (protobuf, by the key's kind) in its proto3 JSON mapping, or a value that is JSON already
+/// (open legs, parked ends, the manifest, and the records of earlier releases).
 pub fn state_json(key: &[u8], payload: &[u8]) -> Result<serde_json::Value, String> {
     if payload.first() == Some(&b'{') {
         return json_value(key, payload);
     }
     match key.get(..2) {
         Some(b"t/") => json::<v1::TenantStateRecord>(key, payload),
+        Some(b"w/") => json::<v1::WindowSegmentRecord>(key, payload),
         Some(b"s/" | b"c/") => json::<v1::WindowEntryRecord>(key, payload),
         _ => Err("not a changelog value".into()),
     }
@@ -146,6 +147,14 @@ mod tests {
         tollgate_proto::state::encode_window(at, Some(5), &mut window);
         let entry = state_json(b"s/4/acme/e-1", &window).unwrap();
         assert_eq!(entry, serde_json::json!({ "at": "2026-11-02T00:00:00Z", "fingerprint": "5" }));
+        let mut segment = Vec::new();
+        tollgate_proto::state::encode_segment(&[("e-1", at, 5)], &[("leg-1", at)], &mut segment);
+        let segment = state_json(b"w/4/acme/l17", &segment).unwrap();
+        let expected = serde_json::json!({
+            "applied": [{ "id": "e-1", "at": "2026-11-02T00:00:00Z", "fingerprint": "5" }],
+            "closed": [{ "id": "leg-1", "at": "2026-11-02T00:00:00Z" }],
+        });
+        assert_eq!(segment, expected);
         assert_eq!(state_json(b"o/4/acme/leg-1", b"{\"open\":1}").unwrap(), serde_json::json!({ "open": 1 }));
         assert!(state_json(b"x/acme", &window).is_err());
     }

@@ -68,6 +68,11 @@ impl Outbox {
         })
     }
 
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()

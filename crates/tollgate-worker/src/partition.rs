@@ -209,6 +209,11 @@ type Undos = HashMap<String, Undo, FastState>;
 struct Undo {
     before: Option<TenantState>,
     journal: changelog::Journal,
+    /// The tag of the window segment the batch writes for the tenant: its first record of
+    /// the tenant, which no other committed batch holds.
+    tag: String,
+    /// What the batch did to the tenant's window segments.
+    segments: changelog::SegmentsUndo,
 }
 
 /// Why the task rates nothing more (until it is stopped).
@@ -238,6 +243,8 @@ pub struct PartitionTask {
     coordinator: Arc<dyn Coordinator>,
     rater: Rater,
     states: States,
+    /// By tenant: its window segments in the changelog (see [`changelog::Segments`]).
+    segments: HashMap<String, changelog::Segments, FastState>,
     producers: Producers,
     /// Cancelled when the worker shuts down or gives the partition up: stop retrying.
     cancel: Arc<Cancel>,
@@ -311,6 +318,7 @@ impl PartitionTask {
             coordinator,
             rater,
             states: restored.states,
+            segments: restored.segments,
             producers: Producers { txn, outputs },
             cancel,
             idle: None,
@@ -322,7 +330,7 @@ impl PartitionTask {
             balances_refreshed: Instant::now(),
             view: None,
         };
-        task.migrate_layout(&restored.rewrite)?;
+        task.migrate_layout(&restored.rewrite, &restored.retire)?;
         if let Some(view) = &view {
             view.restored(&task.states, committed);
         }
@@ -608,7 +616,10 @@ impl PartitionTask {
     }
 
     fn roll_back(&mut self, undo: Undos) {
-        for (tenant, Undo { before, journal }) in undo {
+        for (tenant, Undo { before, journal, segments, .. }) in undo {
+            if let Some(written) = self.segments.get_mut(&tenant) {
+                written.revert(segments);
+            }
             let Some(mut before) = before else {
                 // New in the batch.
                 self.states.remove_live(&tenant);
@@ -678,7 +689,15 @@ impl PartitionTask {
         for (tenant, undo) in &mut rated.undo {
             if let Some(state) = self.states.get_mut(tenant) {
                 undo.journal = changelog::Journal::take(state);
-                for (key, payload) in changelog::records(tenant, state, undo.before.as_ref(), &undo.journal) {
+                let segments = match self.segments.get_mut(tenant) {
+                    Some(segments) => segments,
+                    None => self.segments.entry(tenant.clone()).or_default(),
+                };
+                let cutoff = tollgate_core::rating::horizon(state.watermark, config.retention_seconds);
+                let window = changelog::WindowWrite { segments, tag: &undo.tag, cutoff };
+                let (records, written) = changelog::records(tenant, state, undo.before.as_ref(), &undo.journal, window);
+                undo.segments = written;
+                for (key, payload) in records {
                     rated.changelog.push(TopicKind::State, Some(self.partition), key.as_bytes(), payload.as_deref());
                 }
             }
@@ -717,7 +736,9 @@ impl PartitionTask {
         }
         if !undo.contains_key(tenant) {
             let before = self.states.get_mut(tenant).map(TenantState::snapshot);
-            undo.insert(tenant.to_owned(), Undo { before, journal: changelog::Journal::default() });
+            let tag = changelog::segment_tag(kind, record.offset);
+            let undo_entry = Undo { before, journal: changelog::Journal::default(), tag, segments: Default::default() };
+            undo.insert(tenant.to_owned(), undo_entry);
         }
         let state = self.states.get_or_insert(tenant);
         let applied = match movements {
@@ -727,19 +748,24 @@ impl PartitionTask {
         applied.map_err(|e| Refusal::new(e.code(), e.to_string()))
     }
 
-    /// Writes the tenants whose changelog record is in the earlier layout in full, in one
-    /// transaction, before the partition rates anything.
-    fn migrate_layout(&mut self, tenants: &[String]) -> Result<(), Error> {
-        if tenants.is_empty() {
+    /// Writes the tenants whose changelog records are in an earlier layout in full, and
+    /// tombstones the earlier layout's window entries (`retire`), in one transaction, before
+    /// the partition rates anything.
+    fn migrate_layout(&mut self, tenants: &[String], retire: &[String]) -> Result<(), Error> {
+        if tenants.is_empty() && retire.is_empty() {
             return Ok(());
         }
         let mut records = Outbox::default();
         for tenant in tenants {
             if let Some(state) = self.states.get(tenant) {
-                for (key, payload) in changelog::full_records(tenant, state) {
+                let segments = self.segments.entry(tenant.clone()).or_default();
+                for (key, payload) in changelog::full_records(tenant, state, segments) {
                     records.push(TopicKind::State, Some(self.partition), key.as_bytes(), payload.as_deref());
                 }
             }
+        }
+        for key in retire {
+            records.push(TopicKind::State, Some(self.partition), key.as_bytes(), None);
         }
         let mut attempt = 0;
         loop {
@@ -882,7 +908,8 @@ impl PartitionTask {
     }
 
     fn report(&self, rated: &Rated, records: usize, took: Duration) {
-        telemetry::batch_committed(self.partition, self.config.processing_guarantee.label(), records, took);
+        let guarantee = self.config.processing_guarantee.label();
+        telemetry::batch_committed(self.partition, guarantee, records, rated.changelog.len(), took);
         for ((topic, outcome), n) in &rated.stats.inputs {
             telemetry::inputs(topic, outcome, *n);
         }

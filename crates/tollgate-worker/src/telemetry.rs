@@ -49,6 +49,10 @@ pub fn describe() {
     describe_counter!("tollgate_credit_events_total", "Credit events emitted, by kind.");
     describe_counter!("tollgate_dead_letters_total", "Records sent to the dead-letter topic, by error code.");
     describe_counter!("tollgate_batches_total", "Committed batches, by processing guarantee.");
+    describe_counter!(
+        "tollgate_changelog_records_total",
+        "Records committed batches wrote to the state changelog (tenant records, open legs, parked ends, window segments, tombstones)."
+    );
     describe_counter!("tollgate_batch_retries_total", "Batches rolled back and retried, by reason.");
     describe_counter!("tollgate_transaction_aborts_total", "Transactions aborted (the batch is rated again).");
     describe_counter!(
@@ -110,9 +114,10 @@ pub fn scraped() {
 }
 
 /// A batch was committed.
-pub fn batch_committed(partition: i32, guarantee: &'static str, records: usize, took: Duration) {
-    tracing::debug!(partition, records, took_ms = took.as_millis() as u64, "batch committed");
+pub fn batch_committed(partition: i32, guarantee: &'static str, records: usize, changelog: usize, took: Duration) {
+    tracing::debug!(partition, records, changelog, took_ms = took.as_millis() as u64, "batch committed");
     counter!("tollgate_batches_total", "guarantee" => guarantee).increment(1);
+    counter!("tollgate_changelog_records_total").increment(changelog as u64);
     histogram!("tollgate_batch_duration_seconds").record(took.as_secs_f64());
 }
 

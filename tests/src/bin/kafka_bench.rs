@@ -317,6 +317,13 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
     let per_record = |seconds: f64| seconds * 1e6 / records as f64;
     let cpu = (per_record(copier_cpu), per_record(tollgate_cpu));
     eprintln!("== CPU per record: copier {:.1} µs, tollgate {:.1} µs", cpu.0, cpu.1);
+    let changelog: f64 = workers.iter().filter_map(|w| w.metric("tollgate_changelog_records_total")).sum();
+    let offsets = topic_end(&config.bootstrap_servers, &config.topics[TopicKind::State], args.partitions)?;
+    eprintln!(
+        "== per input record: {:.2} changelog records written, {:.2} changelog offsets (records and transaction markers)",
+        changelog / records as f64,
+        offsets as f64 / records as f64
+    );
 
     // Latency at half tollgate's rate.
     let latency = if live.is_empty() {
@@ -355,6 +362,16 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Where the copier writes.
 const COPY_TOPIC: &str = "bench.copy.v1";
+
+/// The sum of `topic`'s high watermarks.
+fn topic_end(bootstrap: &str, topic: &str, partitions: i32) -> Result<i64> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let mut total = 0;
+    for partition in 0..partitions {
+        total += consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?.1;
+    }
+    Ok(total)
+}
 
 /// Waits until `group` committed every input; returns records per second from its first
 /// commit to its last.
@@ -608,7 +625,7 @@ fn restore(tenants: usize, busy_per_mille: usize) -> Result<()> {
                 );
             }
         }
-        for (key, value) in tollgate_worker::changelog::full_records(&tenant, &state) {
+        for (key, value) in tollgate_worker::changelog::full_records(&tenant, &state, &mut Default::default()) {
             bytes += key.len() + value.as_ref().map_or(0, Vec::len);
             records += 1;
             publisher.send_raw(&config.topics[TopicKind::State], Some(key.as_bytes()), value.as_deref())?;

@@ -212,7 +212,7 @@ impl Env {
 
     /// The latest changelog state per tenant (reads the state topic to its end).
     pub fn states(&self) -> BTreeMap<String, TenantState> {
-        let mut restorer = tollgate_worker::changelog::Restorer::default();
+        let mut restorer = tollgate_worker::changelog::Restorer::new(self.config.retention_seconds);
         for (key, value, _, _) in self.read_to_end(&self.config.topics[TopicKind::State]) {
             restorer.apply(key.as_bytes(), value.as_deref());
         }
