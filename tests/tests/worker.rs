@@ -212,6 +212,79 @@ fn restores_state_from_the_changelog_after_a_restart() {
     assert_eq!(states["acme"].totals.usage_charges, m("0.22"));
 }
 
+/// A changelog written by a release before window segments (one record per applied id and
+/// per closed leg) is restored with its deduplication intact, and the new owner rewrites the
+/// tenant once: its windows as one segment, the old entries' keys tombstoned.
+#[test]
+fn a_changelog_of_the_layout_before_segments_keeps_its_duplicates_out_and_is_rewritten() {
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let acme = tollgate_worker::partitioner::partition_for(b"acme", 2);
+    let worker = env.start_worker();
+    let funding = fund("acme", "f1", "10.00", "USD");
+    env.fund(std::slice::from_ref(&funding));
+    let first = dial_out("acme", "a1", "ann", US, 600, 0); // 0.20
+    env.publish_inputs(&first);
+    env.usages(1);
+    worker.stop();
+
+    // Turn acme's segments into the earlier layout's entries, as that release left them.
+    let state = &env.config.topics[TopicKind::State];
+    let mut live = BTreeMap::new();
+    for (key, value, _, _) in env.read_to_end(state) {
+        live.insert(key, value);
+    }
+    let raw: rdkafka::producer::BaseProducer = tollgate_worker::kafka::base(&env.config).create().unwrap();
+    let write = |key: &str, value: Option<&[u8]>| {
+        let record = rdkafka::producer::BaseRecord::<str, [u8]>::to(state).key(key).partition(acme);
+        let record = match value {
+            Some(value) => record.payload(value),
+            None => record,
+        };
+        raw.send(record).map_err(|(e, _)| e).unwrap();
+    };
+    let mut old_keys = Vec::new();
+    for (key, value) in live.iter().filter(|(k, v)| k.starts_with("w/4/acme/") && v.is_some()) {
+        let (applied, closed) = tollgate_proto::state::decode_segment(value.as_deref().unwrap()).unwrap();
+        let entries = applied.into_iter().map(|(id, at, fp)| (format!("s/4/acme/{id}"), at, Some(fp)));
+        for (old_key, at, fingerprint) in
+            entries.chain(closed.into_iter().map(|(id, at)| (format!("c/4/acme/{id}"), at, None)))
+        {
+            let mut entry = Vec::new();
+            tollgate_proto::state::encode_window(at, fingerprint, &mut entry);
+            write(&old_key, Some(&entry));
+            old_keys.push(old_key);
+        }
+        write(key, None);
+    }
+    rdkafka::producer::Producer::flush(&raw, Duration::from_secs(10)).unwrap();
+    old_keys.sort();
+    assert_eq!(old_keys, ["c/4/acme/a1", "s/4/acme/a1-e", "s/4/acme/a1-s", "s/4/acme/f1"]);
+
+    // The funding and both of a1's events again (duplicates: no effect), and a new leg.
+    let mut second = vec![funding];
+    second.extend(first);
+    second.extend(dial_out("acme", "a2", "ann", US, 60, 1)); // 0.02
+    env.publish_inputs(&second);
+    let worker = env.start_worker();
+    let usages = env.usages(2);
+    assert_eq!(usages["acme/a2"].balance_after, "9.78");
+    worker.stop();
+    let states = env.states();
+    assert_eq!((states["acme"].balance(), states["acme"].totals.usage_charges), (m("9.78"), m("0.22")));
+    let mut after = BTreeMap::new();
+    for (key, value, _, _) in env.read_to_end(state) {
+        after.insert(key, value);
+    }
+    for key in &old_keys {
+        assert_eq!(after.get(key), Some(&None), "{key} not tombstoned");
+    }
+    let (applied, closed) = tollgate_proto::state::decode_segment(after["w/4/acme/r"].as_deref().unwrap()).unwrap();
+    let mut ids: Vec<String> = applied.into_iter().map(|e| e.0).chain(closed.into_iter().map(|e| e.0)).collect();
+    ids.sort();
+    assert_eq!(ids, ["a1", "a1-e", "a1-s", "f1"]);
+}
+
 /// An unreadable changelog record stalls only its partition, visibly, and the partition
 /// resumes once the changelog is repaired: the worker neither exits (which would move the
 /// record to the next worker, and the next) nor drops the partition's records.
