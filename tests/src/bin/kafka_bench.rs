@@ -317,11 +317,15 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
     let per_record = |seconds: f64| seconds * 1e6 / records as f64;
     let cpu = (per_record(copier_cpu), per_record(tollgate_cpu));
     eprintln!("== CPU per record: copier {:.1} µs, tollgate {:.1} µs", cpu.0, cpu.1);
-    let changelog: f64 = workers.iter().filter_map(|w| w.metric("tollgate_changelog_records_total")).sum();
+    // A binary from before the metric has none to read.
+    let written: Vec<f64> = workers.iter().filter_map(|w| w.metric("tollgate_changelog_records_total")).collect();
+    let written = match written.is_empty() {
+        true => "n/a".to_owned(),
+        false => format!("{:.2}", written.iter().sum::<f64>() / records as f64),
+    };
     let offsets = topic_end(&config.bootstrap_servers, &config.topics[TopicKind::State], args.partitions)?;
     eprintln!(
-        "== per input record: {:.2} changelog records written, {:.2} changelog offsets (records and transaction markers)",
-        changelog / records as f64,
+        "== per input record: {written} changelog records written, {:.2} changelog offsets (records and transaction markers)",
         offsets as f64 / records as f64
     );
 
