@@ -26,7 +26,7 @@ fn a_task_that_falls_behind_pauses_its_partition_and_loses_nothing() {
     env.fund(&[fund("acme", "f1", "10.00", "USD"), fund("initech", "f2", "20.00", "EUR")]);
     funding.stop();
 
-    // A backlog far larger than two batches of 5, waiting before the worker starts: its tasks
+    // A backlog far larger than four batches of 5, waiting before the worker starts: its tasks
     // fall behind the fetcher at once.
     let mut lines = Vec::new();
     for i in 0..LEGS {

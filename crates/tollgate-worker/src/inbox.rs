@@ -159,11 +159,14 @@ pub struct Backpressure {
 }
 
 impl Backpressure {
-    /// Two batches' worth waiting pauses; resumed when less than one batch is left, so that
-    /// the task has records to rate while fetching starts again.
+    /// Four batches' worth waiting pauses; resumed at two batches left, so that the task has
+    /// records to rate while fetching starts again: a resumed partition's first records come
+    /// with the consumer's next fetch response, up to `fetch.wait.max.ms` later, and a task
+    /// resumed below one batch sat idle for most of that time, then paused again a few
+    /// batches later (`docs/BENCHMARKS.md`, "Window segments").
     pub fn for_batch_size(batch_size: usize) -> Self {
         let batch = batch_size.max(1);
-        Backpressure { pause_at: batch.saturating_mul(2), resume_at: batch - 1 }
+        Backpressure { pause_at: batch.saturating_mul(4), resume_at: batch.saturating_mul(2) }
     }
 }
 
@@ -196,9 +199,9 @@ mod tests {
     }
 
     #[test]
-    fn pauses_at_two_batches_and_resumes_below_one() {
-        assert_eq!(Backpressure::for_batch_size(5000), Backpressure { pause_at: 10_000, resume_at: 4999 });
-        assert_eq!(Backpressure::for_batch_size(1), Backpressure { pause_at: 2, resume_at: 0 });
+    fn pauses_at_four_batches_and_resumes_at_two() {
+        assert_eq!(Backpressure::for_batch_size(5000), Backpressure { pause_at: 20_000, resume_at: 10_000 });
+        assert_eq!(Backpressure::for_batch_size(1), Backpressure { pause_at: 4, resume_at: 2 });
     }
 
     fn offsets(records: &[Record]) -> Vec<i64> {

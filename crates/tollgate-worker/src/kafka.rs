@@ -35,7 +35,22 @@ pub fn group_consumer(config: &WorkerConfig) -> ClientConfig {
         // Range assignment gives a worker partition p of every input topic: co-partitioning.
         .set("partition.assignment.strategy", "range")
         .set("auto.offset.reset", "earliest");
+    resume_soon(&mut client);
     client
+}
+
+/// Unless configured otherwise: a fetch request waits at most 100 ms at the broker for data
+/// (librdkafka's default is 500 ms). A consumer has one fetch request in flight per broker,
+/// so a partition resumed after backpressure (see `inbox`) is fetched again only when that
+/// request returns; with the other partitions drained, it returned after the full wait. A
+/// task that worked its inbox down in 90 ms then waited 400 ms for more: a partition with
+/// a backlog of its own (a large tenant) drained at a fifth of its rate
+/// (`docs/BENCHMARKS.md`, "Window segments"). An idle consumer sends five requests a second
+/// per broker instead of two.
+fn resume_soon(client: &mut ClientConfig) {
+    if client.get("fetch.wait.max.ms").is_none() {
+        client.set("fetch.wait.max.ms", "100");
+    }
 }
 
 /// A consumer that reads assigned partitions from the start without a group (changelog
@@ -235,6 +250,17 @@ mod tests {
             let count = if result.is_ok() { &self.delivered } else { &self.failed };
             count.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn the_group_consumer_waits_100_ms_at_the_broker_unless_told_otherwise() {
+        let group = |settings: &[(&str, &str)]| {
+            let librdkafka = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let client = group_consumer(&WorkerConfig { librdkafka, ..WorkerConfig::default() });
+            client.get("fetch.wait.max.ms").map(str::to_owned)
+        };
+        assert_eq!(group(&[]).as_deref(), Some("100"));
+        assert_eq!(group(&[("fetch.wait.max.ms", "500")]).as_deref(), Some("500"));
     }
 
     #[test]

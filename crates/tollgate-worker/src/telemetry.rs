@@ -74,7 +74,7 @@ pub fn describe() {
     );
     describe_counter!(
         "tollgate_backpressure_pauses_total",
-        "Times a partition's fetching was paused because its task fell two batches behind, by partition."
+        "Times a partition's fetching was paused because its task fell four batches behind, by partition."
     );
     describe_counter!(
         "tollgate_catch_up_given_up_total",

@@ -87,6 +87,10 @@ struct Args {
     /// The workers' `commit_interval_ms`, and the copier's longest wait to fill a batch.
     #[arg(long, default_value_t = 100)]
     commit_interval_ms: u64,
+    /// Keep the workers' logs (their directory is printed); `FAULTS_WORKER_LOG=debug` logs
+    /// every batch.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 /// A `-X key=value` librdkafka setting.
@@ -323,6 +327,17 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         true => "n/a".to_owned(),
         false => format!("{:.2}", written.iter().sum::<f64>() / records as f64),
     };
+    let batches: f64 = workers.iter().filter_map(|w| w.metric("tollgate_batches_total")).sum();
+    let seconds: f64 = workers.iter().filter_map(|w| w.metric("tollgate_batch_duration_seconds_sum")).sum();
+    let pauses: f64 = workers.iter().filter_map(|w| w.metric("tollgate_backpressure_pauses_total")).sum::<f64>() + 0.0;
+    let given_up: f64 = workers.iter().filter_map(|w| w.metric("tollgate_catch_up_given_up_total")).sum::<f64>() + 0.0;
+    if batches > 0.0 {
+        eprintln!(
+            "== batches: {batches} committed, {:.0} input records and {:.1} ms each on average; {pauses} backpressure pauses, {given_up} catch-up waits given up",
+            records as f64 / batches,
+            seconds * 1e3 / batches
+        );
+    }
     let offsets = topic_end(&config.bootstrap_servers, &config.topics[TopicKind::State], args.partitions)?;
     eprintln!(
         "== per input record: {written} changelog records written, {:.2} changelog offsets (records and transaction markers)",
@@ -345,7 +360,11 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
     for worker in &mut workers {
         worker.terminate(Duration::from_secs(30));
     }
-    let _ = std::fs::remove_dir_all(&logs);
+    if args.keep_logs {
+        eprintln!("== the workers' logs: {}", logs.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&logs);
+    }
     Ok(Row { guarantee, records, copier, tollgate, cpu, latency })
 }
 
