@@ -359,8 +359,10 @@ struct Windows {
     closed: HashMap<Id, Timestamp, FastState>,
 }
 
-/// Folds changelog records (in offset order) into tenant states.
-#[derive(Debug, Default)]
+/// Folds changelog records (in offset order) into tenant states. No `Default`: a restorer
+/// needs the retention, and one of 0 would forget every window entry older than the
+/// tenant's newest event.
+#[derive(Debug)]
 pub struct Restorer {
     /// The retention window (seconds): a tenant's restored windows forget what is older than
     /// its horizon, as its last owner had.
@@ -388,8 +390,9 @@ pub struct Restorer {
 pub struct Restored {
     /// The tenants' states, with change tracking on; most dormant.
     pub states: States,
-    /// Tenants whose latest record is in the earlier layout (open legs and parked ends inside
-    /// it): to be rewritten in full before anything else is written for them.
+    /// Tenants with records of an earlier layout (open legs and parked ends inside the
+    /// tenant's record, or window entries of their own): to be rewritten in full before
+    /// anything else is written for them.
     pub rewrite: Vec<String>,
     /// The batch to rate first (at-least-once), if the last owner had decided it.
     pub manifest: Option<Manifest>,
@@ -403,7 +406,17 @@ pub struct Restored {
 impl Restorer {
     /// A restorer for windows of `retention_seconds`.
     pub fn new(retention_seconds: u32) -> Self {
-        Restorer { retention_seconds, ..Restorer::default() }
+        Restorer {
+            retention_seconds,
+            live: Live::default(),
+            dormant: DormantBuilder::default(),
+            windows: HashMap::default(),
+            legs: HashMap::default(),
+            parked: HashMap::default(),
+            manifest: None,
+            unreadable: BTreeMap::new(),
+            records: 0,
+        }
     }
 
     /// Applies one record. A record that cannot be read is remembered, not fatal yet: only
@@ -567,7 +580,9 @@ impl Restorer {
             return Err(Error::Changelog { key: key.clone(), message });
         }
         let (mut live, mut dormant) = (self.live, self.dormant);
-        let mut rewrite: Vec<String> = live
+        // A set: the tenants with old window entries join it, up to every tenant of a large
+        // partition the first time a release with segments restores it.
+        let mut rewrite: std::collections::BTreeSet<String> = live
             .iter()
             .filter(|(_, s)| !s.open_legs.is_empty() || !s.parked_ends.is_empty())
             .map(|(t, _)| t.clone())
@@ -589,7 +604,7 @@ impl Restorer {
         let mut segments = HashMap::default();
         let mut retire = Vec::new();
         let mut tenants: Vec<(String, Windows)> = self.windows.into_iter().collect();
-        // The tenants to rewrite, in a stable order.
+        // The keys to retire, in a stable order.
         tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (tenant, windows) in tenants {
             let Windows { segments: live_segments, seen, closed } = windows;
@@ -597,9 +612,7 @@ impl Restorer {
                 // The earlier layout: rewritten as a segment, its keys tombstoned.
                 retire.extend(seen.keys().map(|id| entry_key('s', &tenant, id)));
                 retire.extend(closed.keys().map(|id| entry_key('c', &tenant, id)));
-                if !rewrite.contains(&tenant) {
-                    rewrite.push(tenant.clone());
-                }
+                rewrite.insert(tenant.clone());
             }
             if live_segments.is_empty() && seen.is_empty() && closed.is_empty() {
                 continue;
@@ -631,7 +644,7 @@ impl Restorer {
             state.track_changes();
         }
         let states = States::new(live, dormant.finish());
-        Ok(Restored { states, rewrite, manifest: self.manifest, segments, retire })
+        Ok(Restored { states, rewrite: rewrite.into_iter().collect(), manifest: self.manifest, segments, retire })
     }
 }
 
