@@ -45,11 +45,17 @@ pub fn group_consumer(config: &WorkerConfig) -> ClientConfig {
 /// request returns; with the other partitions drained, it returned after the full wait. A
 /// task that worked its inbox down in 90 ms then waited 400 ms for more: a partition with
 /// a backlog of its own (a large tenant) drained at a fifth of its rate
-/// (`docs/BENCHMARKS.md`, "Window segments"). An idle consumer sends five requests a second
+/// (`docs/BENCHMARKS.md`, "Window segments"). An idle consumer sends ten requests a second
 /// per broker instead of two.
 fn resume_soon(client: &mut ClientConfig) {
-    if client.get("fetch.wait.max.ms").is_none() {
-        client.set("fetch.wait.max.ms", "100");
+    unless_set(client, "fetch.wait.max.ms", "100");
+}
+
+/// Sets `key` to `value` unless the pass-through set it: a performance default, not one
+/// correctness depends on.
+fn unless_set(client: &mut ClientConfig, key: &str, value: &str) {
+    if client.get(key).is_none() {
+        client.set(key, value);
     }
 }
 
@@ -75,9 +81,7 @@ pub fn reader(config: &WorkerConfig, purpose: &str) -> ClientConfig {
 /// then waited the rest of the second, every time: the restore of a large changelog spent
 /// most of its time idle.
 fn fetch_again_soon(client: &mut ClientConfig) {
-    if client.get("fetch.queue.backoff.ms").is_none() {
-        client.set("fetch.queue.backoff.ms", "10");
-    }
+    unless_set(client, "fetch.queue.backoff.ms", "10");
 }
 
 /// A [`reader`]'s consumer.
@@ -124,9 +128,7 @@ pub fn task_producer(config: &WorkerConfig) -> ClientConfig {
     if client.get("linger.ms").is_none() && client.get("queue.buffering.max.ms").is_none() {
         client.set("linger.ms", "0");
     }
-    if client.get("delivery.report.only.error").is_none() {
-        client.set("delivery.report.only.error", "true");
-    }
+    unless_set(&mut client, "delivery.report.only.error", "true");
     client
 }
 
@@ -142,9 +144,7 @@ pub fn task_producer(config: &WorkerConfig) -> ClientConfig {
 pub fn transactional_producer(config: &WorkerConfig, partition: i32) -> ClientConfig {
     let mut client = task_producer(config);
     client.set("transactional.id", transactional_id(config, partition));
-    if client.get("retry.backoff.ms").is_none() {
-        client.set("retry.backoff.ms", "10");
-    }
+    unless_set(&mut client, "retry.backoff.ms", "10");
     client
 }
 
