@@ -321,16 +321,18 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
     let per_record = |seconds: f64| seconds * 1e6 / records as f64;
     let cpu = (per_record(copier_cpu), per_record(tollgate_cpu));
     eprintln!("== CPU per record: copier {:.1} µs, tollgate {:.1} µs", cpu.0, cpu.1);
-    // A binary from before the metric has none to read.
-    let written: Vec<f64> = workers.iter().filter_map(|w| w.metric("tollgate_changelog_records_total")).collect();
-    let written = match written.is_empty() {
-        true => "n/a".to_owned(),
-        false => format!("{:.2}", written.iter().sum::<f64>() / records as f64),
+    // Summed over the workers; `None` when none exposes it (a counter never incremented, or
+    // a binary from before the metric).
+    let total = |name: &str| {
+        let values: Vec<f64> = workers.iter().filter_map(|w| w.metric(name)).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>())
     };
-    let batches: f64 = workers.iter().filter_map(|w| w.metric("tollgate_batches_total")).sum();
-    let seconds: f64 = workers.iter().filter_map(|w| w.metric("tollgate_batch_duration_seconds_sum")).sum();
-    let pauses: f64 = workers.iter().filter_map(|w| w.metric("tollgate_backpressure_pauses_total")).sum::<f64>() + 0.0;
-    let given_up: f64 = workers.iter().filter_map(|w| w.metric("tollgate_catch_up_given_up_total")).sum::<f64>() + 0.0;
+    let written = total("tollgate_changelog_records_total")
+        .map_or_else(|| "n/a".to_owned(), |n| format!("{:.2}", n / records as f64));
+    let batches = total("tollgate_batches_total").unwrap_or(0.0);
+    let seconds = total("tollgate_batch_duration_seconds_sum").unwrap_or(0.0);
+    let pauses = total("tollgate_backpressure_pauses_total").unwrap_or(0.0);
+    let given_up = total("tollgate_catch_up_given_up_total").unwrap_or(0.0);
     if batches > 0.0 {
         eprintln!(
             "== batches: {batches} committed, {:.0} input records and {:.1} ms each on average; {pauses} backpressure pauses, {given_up} catch-up waits given up",
@@ -338,10 +340,13 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
             seconds * 1e3 / batches
         );
     }
-    let offsets = topic_end(&config.bootstrap_servers, &config.topics[TopicKind::State], args.partitions)?;
+    let state = [config.topics[TopicKind::State].as_str()];
+    let ends = GroupProgress::new(&config.bootstrap_servers, &config.group_id, &state, args.partitions)
+        .high_watermarks()
+        .ok_or("the changelog's end offsets: Kafka did not answer")?;
     eprintln!(
         "== per input record: {written} changelog records written, {:.2} changelog offsets (records and transaction markers)",
-        offsets as f64 / records as f64
+        ends.values().sum::<i64>() as f64 / records as f64
     );
 
     // Latency at half tollgate's rate.
@@ -385,16 +390,6 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Where the copier writes.
 const COPY_TOPIC: &str = "bench.copy.v1";
-
-/// The sum of `topic`'s high watermarks.
-fn topic_end(bootstrap: &str, topic: &str, partitions: i32) -> Result<i64> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let mut total = 0;
-    for partition in 0..partitions {
-        total += consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?.1;
-    }
-    Ok(total)
-}
 
 /// Waits until `group` committed every input; returns records per second from its first
 /// commit to its last.
