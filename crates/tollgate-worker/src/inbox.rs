@@ -163,7 +163,8 @@ impl Backpressure {
     /// records to rate while fetching starts again: a resumed partition's first records come
     /// with the consumer's next fetch response, up to `fetch.wait.max.ms` later, and a task
     /// resumed below one batch sat idle for most of that time, then paused again a few
-    /// batches later (`docs/BENCHMARKS.md`, "Window segments").
+    /// batches later (`docs/BENCHMARKS.md`, "Window segments, and a partition resumed without
+    /// waiting").
     pub fn for_batch_size(batch_size: usize) -> Self {
         let batch = batch_size.max(1);
         Backpressure { pause_at: batch.saturating_mul(4), resume_at: batch.saturating_mul(2) }

@@ -44,9 +44,9 @@ pub fn group_consumer(config: &WorkerConfig) -> ClientConfig {
 /// so a partition resumed after backpressure (see `inbox`) is fetched again only when that
 /// request returns; with the other partitions drained, it returned after the full wait. A
 /// task that worked its inbox down in 90 ms then waited 400 ms for more: a partition with
-/// a backlog of its own (a large tenant) drained at a fifth of its rate
-/// (`docs/BENCHMARKS.md`, "Window segments"). An idle consumer sends ten requests a second
-/// per broker instead of two.
+/// a backlog of its own (a large tenant) drained at a fifth of its rate (`docs/BENCHMARKS.md`,
+/// "Window segments, and a partition resumed without waiting"). An idle consumer sends ten
+/// requests a second per broker instead of two.
 fn resume_soon(client: &mut ClientConfig) {
     unless_set(client, "fetch.wait.max.ms", "100");
 }

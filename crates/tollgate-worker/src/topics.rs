@@ -155,8 +155,9 @@ pub const REGISTRY: [TopicDef; 12] = [
     ),
     row(TopicKind::DeadLetter, "dead_letter", "tollgate.dead-letter.v1", Role::Output, codec::json::<v1::DeadLetter>),
     TopicDef {
-        // Changelog records are one entry each (a tenant's fixed-size record, one open leg, one
-        // window entry) and stay far below this; the headroom is for tenants with many lots.
+        // Changelog records are small (a tenant's record, one open leg, one window segment of
+        // at most 1,024 entries, under 300 KB at the longest ids) and stay below this; the
+        // headroom is for tenants with many lots.
         max_message_bytes: Some(16_777_216),
         ..row(TopicKind::State, "state", "tollgate.state.v1", Role::Changelog, codec::state_json)
     },
