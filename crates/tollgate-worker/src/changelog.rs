@@ -333,8 +333,12 @@ pub fn records(
 }
 
 /// Every record of a tenant's state, for a tenant written in full (layout migration): its
-/// windows as one segment ([`FULL_SEGMENT_TAG`]), added to `segments`.
+/// windows as one segment ([`FULL_SEGMENT_TAG`]) that replaces the segments in `segments`
+/// (they are tombstoned first, so a tenant written in full twice has one segment, not two
+/// under one key).
 pub fn full_records(tenant: &str, state: &TenantState, segments: &mut Segments) -> Vec<ChangelogRecord> {
+    let mut out: Vec<ChangelogRecord> =
+        segments.0.drain(..).map(|(tag, _)| (entry_key('w', tenant, &tag), None)).collect();
     let changes = Journal {
         legs: LegChanges::default(),
         seen: state.seen.iter().map(|(id, v, at)| Change::Added { id: id.clone(), value: *v, at }).collect(),
@@ -342,7 +346,8 @@ pub fn full_records(tenant: &str, state: &TenantState, segments: &mut Segments) 
     };
     // Everything kept is within the horizon; none is retired here.
     let window = WindowWrite { segments, tag: FULL_SEGMENT_TAG, cutoff: Timestamp::default() };
-    records(tenant, state, None, &changes, window).0
+    out.extend(records(tenant, state, None, &changes, window).0);
+    out
 }
 
 /// Serializing plain data to a `Vec` cannot fail.
@@ -1154,6 +1159,31 @@ mod tests {
         assert_eq!(segments.tags().collect::<Vec<_>>(), ["k7"]);
         segments.revert(undo);
         assert_eq!(segments, before);
+    }
+
+    /// A tenant written in full replaces its segments: written twice, it has one segment under
+    /// one key, and reads back the same.
+    #[test]
+    fn a_tenant_written_in_full_twice_keeps_one_segment() {
+        let mut state = TenantState { watermark: ts(20), ..Default::default() };
+        state.seen.insert("e-1", 1, ts(10));
+        let mut segments = Segments::default();
+        let mut batch = Journal::default();
+        batch.seen.push(Change::Added { id: "e-1".into(), value: 1, at: ts(10) });
+        let mut log = records("acme", &state, None, &batch, window(&mut segments, 0)).0;
+        state.closed_legs.insert("leg-1", (), ts(12));
+        let first = full_records("acme", &state, &mut segments);
+        assert_eq!((first[0].0.as_str(), first[0].1.is_none()), ("w/4/acme/l1", true));
+        log.extend(first);
+        let second = full_records("acme", &state, &mut segments);
+        let window_keys: Vec<(&str, bool)> =
+            second.iter().filter(|(k, _)| k.starts_with("w/")).map(|(k, v)| (k.as_str(), v.is_some())).collect();
+        assert_eq!(window_keys, [("w/4/acme/r", false), ("w/4/acme/r", true)]);
+        log.extend(second);
+        assert_eq!(segments.tags().collect::<Vec<_>>(), [FULL_SEGMENT_TAG]);
+        let restored = restore(&log);
+        assert_eq!(restored.segments["acme"], segments);
+        assert_eq!(restored.states.into_map()["acme"], state);
     }
 
     /// What the restore puts back into a woken tenant is not a change: a leg restored open and
