@@ -8,11 +8,13 @@
 //! - a value the worker accepts decodes to a message that encodes and decodes to itself;
 //! - a refusal has a stable code (`[a-z_]+`) and a message of bounded length (no input is
 //!   echoed whole into a dead letter's message);
+//! - a call-leg event read directly from its bytes (the worker's path) is what prost and the
+//!   conversion make of it: the same input, or the same refusal;
 //! - a JSON record the rater accepts writes as JSON that reads back to the same record.
 
 use tollgate_core::{Input, RateCard, Reference, Tenant, User};
 use tollgate_proto::limits::{self, DEFAULT_MAX_RECORD_BYTES};
-use tollgate_proto::{Error, Message, v1};
+use tollgate_proto::{Error, Message, direct, v1};
 
 /// The longest refusal message any input may produce: error messages quote ids and values,
 /// which the bounds keep short.
@@ -25,7 +27,10 @@ pub const PROTOBUF_TOPICS: [&str; 5] = ["call_legs", "credit_commands", "tenants
 pub fn protobuf(data: &[u8]) {
     let Some((&selector, payload)) = data.split_first() else { return };
     match selector as usize % PROTOBUF_TOPICS.len() {
-        0 => value::<v1::CallLegEvent, Input>(payload),
+        0 => {
+            value::<v1::CallLegEvent, Input>(payload);
+            read_directly_as_through_prost(payload);
+        }
         1 => value::<v1::CreditCommand, Input>(payload),
         2 => value::<v1::Tenant, Tenant>(payload),
         3 => value::<v1::User, User>(payload),
@@ -48,6 +53,20 @@ where
     assert!(again == message, "a decoded message encodes and decodes to itself");
     if let Err(error) = T::try_from(message) {
         refused(&error);
+    }
+}
+
+/// A call-leg event read directly (`direct::call_leg_event`, the worker's path) comes out as
+/// prost and `Input::try_from` make it: the same input, or the same refusal.
+fn read_directly_as_through_prost(payload: &[u8]) {
+    let prost = limits::decode::<v1::CallLegEvent>(payload, DEFAULT_MAX_RECORD_BYTES).and_then(Input::try_from);
+    match (direct::call_leg_event(payload, DEFAULT_MAX_RECORD_BYTES), prost) {
+        (Ok(read), Ok(decoded)) => assert!(read == decoded, "{read:?} read directly, {decoded:?} through prost"),
+        (Err(read), Err(decoded)) => assert!(
+            (read.code(), read.to_string()) == (decoded.code(), decoded.to_string()),
+            "refused as {read} directly, as {decoded} through prost"
+        ),
+        (read, decoded) => panic!("{read:?} read directly, {decoded:?} through prost"),
     }
 }
 

@@ -1,15 +1,16 @@
 //! Benchmark of one event through the wire edge and the rater (results and targets in
 //! docs/BENCHMARKS.md).
 //!
-//! - `wire_leg_pair/10k_prefixes`: per event, decode a protobuf `v1::CallLegEvent` (a
-//!   `started`, then its `ended`), convert it with `Input::try_from` (the E.164 destination is
-//!   parsed here), rate it with [`Rater::apply`] on a 10 000-prefix card, and encode its output
-//!   with `tollgate_proto::encode::output` into a reused buffer, as the worker does. Reported
-//!   per event.
+//! - `wire_leg_pair/10k_prefixes`: per event, read a protobuf `v1::CallLegEvent` (a
+//!   `started`, then its `ended`) into a core input with `direct::call_leg_event` (the E.164
+//!   destination is parsed here), rate it with [`Rater::apply`] on a 10 000-prefix card, and
+//!   encode its output with `tollgate_proto::encode::output` into a reused buffer, as the worker
+//!   does. Reported per event.
 //! - `wire_parts/*`: the same events, one stage at a time, to show where the time goes:
-//!   `decode` (protobuf bytes to `v1::CallLegEvent`), `decode_convert` (and `Input::try_from`),
-//!   `rate` (`Rater::apply` on converted inputs), `convert_encode` (outputs to bytes). Reported
-//!   per event.
+//!   `decode` (prost: protobuf bytes to `v1::CallLegEvent`), `decode_convert` (and
+//!   `Input::try_from`: the path before `direct`), `read_direct` (`direct::call_leg_event`,
+//!   the worker's path), `rate` (`Rater::apply` on converted inputs), `convert_encode`
+//!   (outputs to bytes). Reported per event.
 //!
 //! The destinations are 4 000 different valid numbers of 16 Zone A countries, built from
 //! libphonenumber's example numbers with their last digits varied, so no cache of recent
@@ -27,7 +28,7 @@ use phonenumber::metadata::DATABASE;
 use tollgate_core::testing::{self, Rng, random_rate};
 use tollgate_core::{E164, Input, Output, Prefix, PrefixTable, Rater, Reference, TenantId, TenantState, Timestamp};
 use tollgate_proto::v1::{self, call_leg_event, leg_ended};
-use tollgate_proto::{Message, Timestamp as WireTimestamp, encode};
+use tollgate_proto::{Message, Timestamp as WireTimestamp, direct, encode, limits};
 
 /// 2026-11-10T00:00:00Z.
 const BASE: i64 = 1_794_268_800;
@@ -150,8 +151,7 @@ struct Sink {
 
 /// One event through the wire edge and the rater; returns how many output bytes it produced.
 fn wire_event(rater: &Rater, reference: &Reference, state: &mut TenantState, bytes: &[u8], sink: &mut Sink) -> usize {
-    let message = v1::CallLegEvent::decode(bytes).expect("protobuf");
-    let input = Input::try_from(message).expect("valid event");
+    let input = direct::call_leg_event(bytes, limits::DEFAULT_MAX_RECORD_BYTES).expect("valid event");
     rater.apply(reference, state, input, &mut sink.outputs).expect("applied");
     encoded(sink.outputs.drain(..), &mut sink.buf)
 }
@@ -302,6 +302,18 @@ fn wire_parts(c: &mut Criterion) {
                 |_| Vec::with_capacity(2 * PAIRS_PER_STATE),
                 |kept, _, bytes| {
                     kept.push(Input::try_from(v1::CallLegEvent::decode(bytes).expect("protobuf")).expect("valid"));
+                },
+            )
+        });
+    });
+    group.bench_function("read_direct", |b| {
+        b.iter_custom(|iters| {
+            per_event(
+                &fx,
+                iters,
+                |_| Vec::with_capacity(2 * PAIRS_PER_STATE),
+                |kept, _, bytes| {
+                    kept.push(direct::call_leg_event(bytes, limits::DEFAULT_MAX_RECORD_BYTES).expect("valid"));
                 },
             )
         });

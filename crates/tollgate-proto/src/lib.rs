@@ -61,6 +61,7 @@
 //! ```
 
 pub mod convert;
+pub mod direct;
 pub mod encode;
 pub mod limits;
 pub mod locate;

@@ -3,7 +3,7 @@
 
 use tollgate_core::{Input, LedgerMovement, Output};
 use tollgate_proto::encode;
-use tollgate_proto::{Message, limits, v1};
+use tollgate_proto::{Message, direct, limits, v1};
 
 use crate::config::TopicKind;
 use crate::record::Record;
@@ -61,11 +61,13 @@ pub fn keeps(letter: &v1::DeadLetter, payload: &[u8]) -> bool {
 
 /// Decodes an input value of the given topic kind; a value over `max_bytes` is refused
 /// (`too_large`) without being decoded, and the decoded message is checked against the bounds
-/// of [`tollgate_proto::limits`] before it is converted.
+/// of [`tollgate_proto::limits`] before it is converted. A call-leg event is read straight
+/// from its bytes ([`tollgate_proto::direct`]), with the same answers.
 pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>, max_bytes: usize) -> Result<Input, Refusal> {
     let payload = payload.ok_or_else(|| Refusal::new("decode", "empty value (tombstone) on an input topic"))?;
     let converted = match kind {
-        TopicKind::CallLegs => limits::decode::<v1::CallLegEvent>(payload, max_bytes).and_then(Input::try_from),
+        // Read straight into core values; prost and the conversion when it is not the common case.
+        TopicKind::CallLegs => direct::call_leg_event(payload, max_bytes),
         TopicKind::CreditCommands => limits::decode::<v1::CreditCommand>(payload, max_bytes).and_then(Input::try_from),
         other => return Err(Refusal::new("invalid", format!("{other:?} is not an input topic"))),
     };

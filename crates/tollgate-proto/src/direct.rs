@@ -1,0 +1,294 @@
+//! Call-leg events read straight from their wire bytes into core values.
+//!
+//! A worker decodes every call-leg record it consumes. Through prost, each of an event's six
+//! ids is built twice: a `String` in the `v1::CallLegEvent`, then the core's shared [`Id`] in
+//! the conversion. [`call_leg_event`] reads the bytes once and builds each id once, from the
+//! bytes.
+//!
+//! The direct reading takes the common case only: every field at most once (a scalar may
+//! repeat, the last one wins, as in prost), no groups, every known field with its own wire
+//! type, every value one the conversion accepts. Anything else (a message field repeated,
+//! which prost would merge; a wire type that does not match; bytes cut short; a missing
+//! field, an unknown enum value, a bad number) sends the record through prost and
+//! `Input::try_from`, so a refused record keeps the code and message it always had, and an
+//! odd but valid one the meaning prost gives it. The tests hold the two paths to the same
+//! answer on arbitrary bytes.
+//!
+//! ```
+//! use tollgate_proto::{Message, direct, v1};
+//!
+//! let event = v1::CallLegEvent {
+//!     event_id: "e1".into(),
+//!     tenant_id: "contoso".into(),
+//!     leg_id: "l1".into(),
+//!     occurred_at: Some(tollgate_proto::Timestamp { seconds: 1_793_491_200, nanos: 0 }),
+//!     body: Some(v1::call_leg_event::Body::Interim(v1::LegInterim { elapsed_seconds: 60 })),
+//!     ..Default::default()
+//! };
+//! let bytes = event.encode_to_vec();
+//! let input = direct::call_leg_event(&bytes, 1024)?;
+//! assert_eq!(input, tollgate_core::Input::try_from(event)?);
+//! assert_eq!(direct::call_leg_event(&bytes, 10).unwrap_err().code(), "too_large");
+//! # Ok::<(), tollgate_proto::Error>(())
+//! ```
+
+use prost::encoding::{WireType, decode_key, decode_varint};
+use tollgate_core as core;
+use tollgate_core::{E164, Id, TenantId};
+
+use crate::limits::MAX_ID_BYTES;
+use crate::{Error, v1};
+
+/// A call-leg event's wire bytes as a core input: read directly when they are the common case
+/// (see the module), through prost and `Input::try_from` otherwise. A value over `max_bytes`
+/// is refused (`too_large`) without being read.
+pub fn call_leg_event(payload: &[u8], max_bytes: usize) -> Result<core::Input, Error> {
+    if payload.len() <= max_bytes
+        && let Some(input) = read(payload)
+    {
+        return Ok(input);
+    }
+    crate::limits::decode::<v1::CallLegEvent>(payload, max_bytes).and_then(core::Input::try_from)
+}
+
+/// One field's value, as its wire type carries it.
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    /// A fixed32 or fixed64 value: no field of these messages has that type.
+    Fixed,
+}
+
+/// The next field of a message's bytes; `None` at a group or at bytes that are not
+/// well-formed (prost refuses those, or its meaning is left to it).
+fn field<'a>(buf: &mut &'a [u8]) -> Option<(u32, Value<'a>)> {
+    let (tag, wire_type) = decode_key(buf).ok()?;
+    let value = match wire_type {
+        WireType::Varint => Value::Varint(decode_varint(buf).ok()?),
+        WireType::LengthDelimited => {
+            let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
+            if len > buf.len() {
+                return None;
+            }
+            let (value, rest) = buf.split_at(len);
+            *buf = rest;
+            Value::Bytes(value)
+        }
+        WireType::ThirtyTwoBit | WireType::SixtyFourBit => {
+            let len = if wire_type == WireType::ThirtyTwoBit { 4 } else { 8 };
+            *buf = buf.get(len..)?;
+            Value::Fixed
+        }
+        WireType::StartGroup | WireType::EndGroup => return None,
+    };
+    Some((tag, value))
+}
+
+/// A string field's text: valid UTF-8, within the bound on ids.
+fn text(value: Value<'_>) -> Option<&str> {
+    match value {
+        Value::Bytes(bytes) if bytes.len() <= MAX_ID_BYTES => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    }
+}
+
+fn varint(value: Value<'_>) -> Option<u64> {
+    match value {
+        Value::Varint(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// An embedded message's bytes, when it is the first occurrence of its field.
+fn message<'a>(value: Value<'a>, seen: &mut bool) -> Option<&'a [u8]> {
+    match value {
+        Value::Bytes(bytes) if !std::mem::replace(seen, true) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// A `google.protobuf.Timestamp` as a core instant.
+fn timestamp(mut buf: &[u8]) -> Option<core::Timestamp> {
+    let (mut seconds, mut nanos) = (0i64, 0i32);
+    while !buf.is_empty() {
+        match field(&mut buf)? {
+            // int64 and int32 are varints holding the two's complement value.
+            (1, value) => seconds = varint(value)? as i64,
+            (2, value) => nanos = varint(value)? as i32,
+            (_, _) => {}
+        }
+    }
+    core::Timestamp::new(seconds, u32::try_from(nanos).ok()?).ok()
+}
+
+/// A non-blank id (the conversion's `required`).
+fn required(text: &str) -> Option<&str> {
+    (!text.chars().all(char::is_whitespace)).then_some(text)
+}
+
+/// A phone number field: none when blank.
+fn number(text: &str) -> Option<Option<E164>> {
+    if text.chars().all(char::is_whitespace) { Some(None) } else { E164::parse(text).ok().map(Some) }
+}
+
+fn started(mut buf: &[u8]) -> Option<core::LegBody> {
+    let (mut kind, mut bridge, mut remote) = (0i32, "", "");
+    while !buf.is_empty() {
+        match field(&mut buf)? {
+            (1, value) => kind = varint(value)? as i32,
+            (2, value) => bridge = text(value)?,
+            (3, value) => remote = text(value)?,
+            (_, _) => {}
+        }
+    }
+    let kind = match v1::LegKind::try_from(kind).ok()? {
+        v1::LegKind::DialInToll => core::LegKind::DialInToll,
+        v1::LegKind::DialInTollFree => core::LegKind::DialInTollFree,
+        v1::LegKind::DialOut => core::LegKind::DialOut,
+        v1::LegKind::CallMeAt => core::LegKind::CallMeAt,
+        v1::LegKind::Voip => core::LegKind::Voip,
+        v1::LegKind::Unspecified => return None,
+    };
+    Some(core::LegBody::Started(core::LegStarted {
+        kind,
+        bridge_number: number(bridge)?,
+        remote_number: number(remote)?,
+    }))
+}
+
+fn interim(mut buf: &[u8]) -> Option<core::LegBody> {
+    let mut elapsed_seconds = 0u32;
+    while !buf.is_empty() {
+        match field(&mut buf)? {
+            (1, value) => elapsed_seconds = varint(value)? as u32,
+            (_, _) => {}
+        }
+    }
+    Some(core::LegBody::Interim { elapsed_seconds })
+}
+
+fn ended(mut buf: &[u8]) -> Option<core::LegBody> {
+    let (mut duration, mut cause) = (None, 0i32);
+    let mut duration_seen = false;
+    while !buf.is_empty() {
+        match field(&mut buf)? {
+            (1, value) => {
+                let seconds = varint(value)? as u32;
+                if std::mem::replace(&mut duration_seen, true) {
+                    return None;
+                }
+                duration = Some(core::LegDuration::ConnectedSeconds(seconds));
+            }
+            (2, value) => {
+                let at = message(value, &mut duration_seen)?;
+                duration = Some(core::LegDuration::EndedAt(timestamp(at)?));
+            }
+            (3, value) => cause = varint(value)? as i32,
+            (_, _) => {}
+        }
+    }
+    let cause = match v1::DisconnectCause::try_from(cause).ok()? {
+        v1::DisconnectCause::Unspecified => core::DisconnectCause::Unspecified,
+        v1::DisconnectCause::Normal => core::DisconnectCause::Normal,
+        v1::DisconnectCause::NoAnswer => core::DisconnectCause::NoAnswer,
+        v1::DisconnectCause::Busy => core::DisconnectCause::Busy,
+        v1::DisconnectCause::Failed => core::DisconnectCause::Failed,
+        v1::DisconnectCause::CreditCutoff => core::DisconnectCause::CreditCutoff,
+        v1::DisconnectCause::MeetingEnded => core::DisconnectCause::MeetingEnded,
+    };
+    Some(core::LegBody::Ended(core::LegEnded { duration: duration?, cause }))
+}
+
+/// The direct reading; `None` when the record is not the common case.
+fn read(mut buf: &[u8]) -> Option<core::Input> {
+    let mut ids = [""; 6];
+    let (mut occurred_at, mut occurred_at_seen) = (None, false);
+    let (mut body, mut body_seen) = (None, false);
+    while !buf.is_empty() {
+        match field(&mut buf)? {
+            // event_id, tenant_id, conference_id, call_id, leg_id, organizer_id.
+            (tag @ 1..=6, value) => ids[tag as usize - 1] = text(value)?,
+            (7, value) => occurred_at = Some(timestamp(message(value, &mut occurred_at_seen)?)?),
+            (10, value) => body = Some(started(message(value, &mut body_seen)?)?),
+            (11, value) => body = Some(interim(message(value, &mut body_seen)?)?),
+            (12, value) => body = Some(ended(message(value, &mut body_seen)?)?),
+            (_, _) => {}
+        }
+    }
+    let [event_id, tenant_id, conference_id, call_id, leg_id, organizer_id] = ids;
+    Some(core::Input::Leg(core::CallLegEvent {
+        event_id: Id::from(required(event_id)?),
+        tenant_id: TenantId::new(required(tenant_id)?).ok()?,
+        conference_id: Id::from(conference_id),
+        call_id: Id::from(call_id),
+        leg_id: Id::from(required(leg_id)?),
+        organizer_id: Id::from(organizer_id),
+        occurred_at: occurred_at?,
+        body: body?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::Timestamp;
+    use crate::v1::{call_leg_event::Body, leg_ended::Duration};
+
+    fn event(body: Body) -> v1::CallLegEvent {
+        v1::CallLegEvent {
+            event_id: "ev-1".into(),
+            tenant_id: "contoso".into(),
+            conference_id: "conf-1".into(),
+            call_id: "call-1".into(),
+            leg_id: "leg-1".into(),
+            organizer_id: "alice".into(),
+            occurred_at: Some(Timestamp { seconds: 1_794_268_800, nanos: 500 }),
+            body: Some(body),
+        }
+    }
+
+    /// What call controllers send is read directly, to what prost and the conversion make of
+    /// it; the odd cases are left to them.
+    #[test]
+    fn the_events_controllers_send_are_read_directly() {
+        let at = Timestamp { seconds: 1_794_272_400, nanos: 0 };
+        let bodies = [
+            Body::Started(v1::LegStarted {
+                kind: v1::LegKind::DialOut as i32,
+                bridge_number: String::new(),
+                remote_number: "+14165550123".into(),
+            }),
+            Body::Started(v1::LegStarted {
+                kind: v1::LegKind::DialInToll as i32,
+                bridge_number: "+44 20 7946 0958".into(),
+                remote_number: String::new(),
+            }),
+            Body::Interim(v1::LegInterim { elapsed_seconds: 60 }),
+            Body::Ended(v1::LegEnded {
+                duration: Some(Duration::ConnectedSeconds(61)),
+                cause: v1::DisconnectCause::Normal as i32,
+            }),
+            Body::Ended(v1::LegEnded { duration: Some(Duration::EndedAt(at)), cause: 0 }),
+        ];
+        for body in bodies {
+            let event = event(body);
+            let bytes = event.encode_to_vec();
+            assert_eq!(read(&bytes), Some(core::Input::try_from(event).unwrap()), "{bytes:?}");
+        }
+        let interim = event(Body::Interim(v1::LegInterim { elapsed_seconds: 1 }));
+        let bytes = interim.encode_to_vec();
+        // A second body (started: field 10), a group, a wire type that does not match
+        // (event_id as a varint), a missing body, an unknown kind: each left to prost.
+        for more in [&[0x52, 0x02, 0x08, 0x04][..], &[0xbb, 0x01, 0xbc, 0x01], &[0x08, 0x01]] {
+            assert_eq!(read(&[bytes.as_slice(), more].concat()), None, "{more:?}");
+        }
+        assert_eq!(read(&v1::CallLegEvent { body: None, ..interim.clone() }.encode_to_vec()), None);
+        let unknown_kind = Body::Started(v1::LegStarted { kind: 9, ..Default::default() });
+        assert_eq!(read(&event(unknown_kind).encode_to_vec()), None);
+        // A field this release does not know is skipped, as prost skips it.
+        let known = core::Input::try_from(interim).unwrap();
+        assert_eq!(read(&[bytes.as_slice(), &[0xa0, 0x01, 0x7f]].concat()), Some(known));
+    }
+}
