@@ -159,9 +159,8 @@ fn started(mut buf: &[u8]) -> Option<core::LegBody> {
 fn interim(mut buf: &[u8]) -> Option<core::LegBody> {
     let mut elapsed_seconds = 0u32;
     while !buf.is_empty() {
-        match field(&mut buf)? {
-            (1, value) => elapsed_seconds = varint(value)? as u32,
-            (_, _) => {}
+        if let (1, value) = field(&mut buf)? {
+            elapsed_seconds = varint(value)? as u32;
         }
     }
     Some(core::LegBody::Interim { elapsed_seconds })

@@ -14,8 +14,11 @@ fn through_prost(bytes: &[u8], max: usize) -> Result<Input, Error> {
     limits::decode::<v1::CallLegEvent>(bytes, max).and_then(Input::try_from)
 }
 
-/// The two paths' answers, comparable: the input, or the refusal's code and message.
-fn answers(bytes: &[u8], max: usize) -> (Result<Input, (String, String)>, Result<Input, (String, String)>) {
+/// An answer, comparable: the input, or the refusal's code and message.
+type Answer = Result<Input, (String, String)>;
+
+/// The two paths' answers: read directly, through prost.
+fn answers(bytes: &[u8], max: usize) -> (Answer, Answer) {
     let plain = |r: Result<Input, Error>| r.map_err(|e| (e.code().to_owned(), e.to_string()));
     (plain(direct::call_leg_event(bytes, max)), plain(through_prost(bytes, max)))
 }
