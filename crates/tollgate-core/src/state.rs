@@ -345,6 +345,7 @@ impl<'de> Deserialize<'de> for OpenLegs {
 #[serde(bound(serialize = "V: Serialize", deserialize = "V: Deserialize<'de>"))]
 pub struct Recent<V> {
     entries: HashMap<Id, V, FastState>,
+    #[serde(deserialize_with = "in_time_order")]
     order: VecDeque<(Timestamp, Id)>,
     /// Changes since the last [`Recent::take_changes`], when tracking.
     #[serde(skip)]
@@ -387,6 +388,15 @@ impl<V> Default for Recent<V> {
     fn default() -> Self {
         Recent { entries: HashMap::default(), order: VecDeque::new(), journal: None }
     }
+}
+
+/// A [`Recent`] set's queue, sorted by time (those of one time in the order written): a list
+/// written by a release that kept arrival order is read as this release keeps it, so it is
+/// pruned by time like any other.
+fn in_time_order<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<VecDeque<(Timestamp, Id)>, D::Error> {
+    let mut order = VecDeque::<(Timestamp, Id)>::deserialize(deserializer)?;
+    order.make_contiguous().sort_by_key(|(at, _)| *at);
+    Ok(order)
 }
 
 impl<V: Clone> Recent<V> {
@@ -635,5 +645,24 @@ mod tests {
         assert_eq!(kept(&rebuilt), kept(&closed));
         closed.prune(ts(10));
         assert_eq!((closed.len(), closed.contains("leg-3")), (1, true));
+    }
+
+    /// A list written by a release that kept arrival order is read in time order, so it is
+    /// pruned by time like any other.
+    #[test]
+    fn a_list_in_arrival_order_is_read_in_time_order() {
+        let json = serde_json::json!({
+            "entries": { "late": 1, "a": 2, "b": 3 },
+            "order": [
+                [{ "secs": 20, "nanos": 0 }, "a"],
+                [{ "secs": 10, "nanos": 0 }, "late"],
+                [{ "secs": 20, "nanos": 0 }, "b"],
+            ],
+        });
+        let mut set: Recent<u64> = serde_json::from_value(json).unwrap();
+        let ids = |set: &Recent<u64>| set.iter().map(|(id, _, _)| id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&set), ["late", "a", "b"]);
+        set.prune(ts(15));
+        assert_eq!(ids(&set), ["a", "b"]);
     }
 }
