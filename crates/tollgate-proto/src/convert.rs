@@ -123,7 +123,7 @@ type Result<T> = std::result::Result<T, Error>;
 
 /// `text.trim().is_empty()`, stopping at the first character that is not whitespace instead
 /// of trimming both ends (six ids per event are checked).
-fn is_blank(text: &str) -> bool {
+pub(crate) fn is_blank(text: &str) -> bool {
     text.chars().all(char::is_whitespace)
 }
 
@@ -185,6 +185,33 @@ fn bad_enum(field: &'static str, value: i32) -> Error {
 // ---------------------------------------------------------------------------------------
 // Inputs
 
+/// A leg kind on the wire as the core's; `None` for UNSPECIFIED or a value this release does
+/// not know.
+pub(crate) fn leg_kind(value: i32) -> Option<core::LegKind> {
+    Some(match v1::LegKind::try_from(value).ok()? {
+        v1::LegKind::DialInToll => core::LegKind::DialInToll,
+        v1::LegKind::DialInTollFree => core::LegKind::DialInTollFree,
+        v1::LegKind::DialOut => core::LegKind::DialOut,
+        v1::LegKind::CallMeAt => core::LegKind::CallMeAt,
+        v1::LegKind::Voip => core::LegKind::Voip,
+        v1::LegKind::Unspecified => return None,
+    })
+}
+
+/// A disconnect cause on the wire as the core's (UNSPECIFIED included); `None` for a value
+/// this release does not know.
+pub(crate) fn disconnect_cause(value: i32) -> Option<core::DisconnectCause> {
+    Some(match v1::DisconnectCause::try_from(value).ok()? {
+        v1::DisconnectCause::Unspecified => core::DisconnectCause::Unspecified,
+        v1::DisconnectCause::Normal => core::DisconnectCause::Normal,
+        v1::DisconnectCause::NoAnswer => core::DisconnectCause::NoAnswer,
+        v1::DisconnectCause::Busy => core::DisconnectCause::Busy,
+        v1::DisconnectCause::Failed => core::DisconnectCause::Failed,
+        v1::DisconnectCause::CreditCutoff => core::DisconnectCause::CreditCutoff,
+        v1::DisconnectCause::MeetingEnded => core::DisconnectCause::MeetingEnded,
+    })
+}
+
 impl TryFrom<v1::InputRecord> for core::Input {
     type Error = Error;
     fn try_from(record: v1::InputRecord) -> Result<Self> {
@@ -201,14 +228,7 @@ impl TryFrom<v1::CallLegEvent> for core::Input {
         e.bounds()?;
         let body = match e.body.ok_or(Error::MissingOneOf("started, interim, ended"))? {
             v1::call_leg_event::Body::Started(s) => {
-                let kind = match v1::LegKind::try_from(s.kind) {
-                    Ok(v1::LegKind::DialInToll) => core::LegKind::DialInToll,
-                    Ok(v1::LegKind::DialInTollFree) => core::LegKind::DialInTollFree,
-                    Ok(v1::LegKind::DialOut) => core::LegKind::DialOut,
-                    Ok(v1::LegKind::CallMeAt) => core::LegKind::CallMeAt,
-                    Ok(v1::LegKind::Voip) => core::LegKind::Voip,
-                    _ => return Err(bad_enum("started.kind", s.kind)),
-                };
+                let kind = leg_kind(s.kind).ok_or_else(|| bad_enum("started.kind", s.kind))?;
                 core::LegBody::Started(core::LegStarted {
                     kind,
                     bridge_number: number(s.bridge_number, "started.bridgeNumber")?,
@@ -217,16 +237,7 @@ impl TryFrom<v1::CallLegEvent> for core::Input {
             }
             v1::call_leg_event::Body::Interim(i) => core::LegBody::Interim { elapsed_seconds: i.elapsed_seconds },
             v1::call_leg_event::Body::Ended(end) => {
-                let cause = match v1::DisconnectCause::try_from(end.cause) {
-                    Ok(v1::DisconnectCause::Unspecified) => core::DisconnectCause::Unspecified,
-                    Ok(v1::DisconnectCause::Normal) => core::DisconnectCause::Normal,
-                    Ok(v1::DisconnectCause::NoAnswer) => core::DisconnectCause::NoAnswer,
-                    Ok(v1::DisconnectCause::Busy) => core::DisconnectCause::Busy,
-                    Ok(v1::DisconnectCause::Failed) => core::DisconnectCause::Failed,
-                    Ok(v1::DisconnectCause::CreditCutoff) => core::DisconnectCause::CreditCutoff,
-                    Ok(v1::DisconnectCause::MeetingEnded) => core::DisconnectCause::MeetingEnded,
-                    Err(_) => return Err(bad_enum("ended.cause", end.cause)),
-                };
+                let cause = disconnect_cause(end.cause).ok_or_else(|| bad_enum("ended.cause", end.cause))?;
                 let duration = match end.duration.ok_or(Error::MissingOneOf("ended.connectedSeconds, ended.endedAt"))? {
                     v1::leg_ended::Duration::ConnectedSeconds(s) => core::LegDuration::ConnectedSeconds(s),
                     v1::leg_ended::Duration::EndedAt(t) => {

@@ -36,6 +36,7 @@ use prost::encoding::{WireType, decode_key, decode_varint};
 use tollgate_core as core;
 use tollgate_core::{E164, Id, TenantId};
 
+use crate::convert::{disconnect_cause, is_blank, leg_kind};
 use crate::limits::MAX_ID_BYTES;
 use crate::{Error, v1};
 
@@ -123,12 +124,12 @@ fn timestamp(mut buf: &[u8]) -> Option<core::Timestamp> {
 
 /// A non-blank id (the conversion's `required`).
 fn required(text: &str) -> Option<&str> {
-    (!text.chars().all(char::is_whitespace)).then_some(text)
+    (!is_blank(text)).then_some(text)
 }
 
 /// A phone number field: none when blank.
 fn number(text: &str) -> Option<Option<E164>> {
-    if text.chars().all(char::is_whitespace) { Some(None) } else { E164::parse(text).ok().map(Some) }
+    if is_blank(text) { Some(None) } else { E164::parse(text).ok().map(Some) }
 }
 
 fn started(mut buf: &[u8]) -> Option<core::LegBody> {
@@ -141,16 +142,8 @@ fn started(mut buf: &[u8]) -> Option<core::LegBody> {
             (_, _) => {}
         }
     }
-    let kind = match v1::LegKind::try_from(kind).ok()? {
-        v1::LegKind::DialInToll => core::LegKind::DialInToll,
-        v1::LegKind::DialInTollFree => core::LegKind::DialInTollFree,
-        v1::LegKind::DialOut => core::LegKind::DialOut,
-        v1::LegKind::CallMeAt => core::LegKind::CallMeAt,
-        v1::LegKind::Voip => core::LegKind::Voip,
-        v1::LegKind::Unspecified => return None,
-    };
     Some(core::LegBody::Started(core::LegStarted {
-        kind,
+        kind: leg_kind(kind)?,
         bridge_number: number(bridge)?,
         remote_number: number(remote)?,
     }))
@@ -186,16 +179,7 @@ fn ended(mut buf: &[u8]) -> Option<core::LegBody> {
             (_, _) => {}
         }
     }
-    let cause = match v1::DisconnectCause::try_from(cause).ok()? {
-        v1::DisconnectCause::Unspecified => core::DisconnectCause::Unspecified,
-        v1::DisconnectCause::Normal => core::DisconnectCause::Normal,
-        v1::DisconnectCause::NoAnswer => core::DisconnectCause::NoAnswer,
-        v1::DisconnectCause::Busy => core::DisconnectCause::Busy,
-        v1::DisconnectCause::Failed => core::DisconnectCause::Failed,
-        v1::DisconnectCause::CreditCutoff => core::DisconnectCause::CreditCutoff,
-        v1::DisconnectCause::MeetingEnded => core::DisconnectCause::MeetingEnded,
-    };
-    Some(core::LegBody::Ended(core::LegEnded { duration: duration?, cause }))
+    Some(core::LegBody::Ended(core::LegEnded { duration: duration?, cause: disconnect_cause(cause)? }))
 }
 
 /// The direct reading; `None` when the record is not the common case.
