@@ -91,6 +91,11 @@ struct Args {
     /// every batch.
     #[arg(long)]
     keep_logs: bool,
+    /// Runs of each guarantee, each on a fresh broker; with more than one, the median ratio
+    /// and the range are printed after the runs (a shared machine moves one run's ratio by a
+    /// quarter).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 /// A `-X key=value` librdkafka setting.
@@ -151,17 +156,56 @@ fn main() -> Result<()> {
     };
     let mut rows = Vec::new();
     for guarantee in guarantees {
-        rows.push(bench(&args, guarantee)?);
+        for _ in 0..args.repeat.max(1) {
+            rows.push(bench(&args, guarantee)?);
+        }
     }
     println!();
     println!(
         "| guarantee | input records | copier records/s | tollgate records/s | ratio | CPU µs per record, copier / tollgate | latency p50 / p99 / p99.9 (ms) at records/s, to readable | to the output's timestamp |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for row in rows {
+    for row in &rows {
         println!("{row}");
     }
+    if args.repeat > 1 {
+        println!();
+        println!(
+            "| guarantee | runs | ratio, median | ratio, lowest to highest | CPU µs per record, copier / tollgate, medians |"
+        );
+        println!("|---|---|---|---|---|");
+        for guarantee in [ProcessingGuarantee::AtLeastOnce, ProcessingGuarantee::ExactlyOnce] {
+            let runs: Vec<&Row> = rows.iter().filter(|r| r.guarantee == guarantee).collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let ratios = sorted(runs.iter().map(|r| r.tollgate / r.copier));
+            println!(
+                "| {} | {} | {:.2}× | {:.2}× to {:.2}× | {:.1} / {:.1} |",
+                guarantee.label(),
+                runs.len(),
+                median(&ratios),
+                ratios[0],
+                ratios[ratios.len() - 1],
+                median(&sorted(runs.iter().map(|r| r.cpu.0))),
+                median(&sorted(runs.iter().map(|r| r.cpu.1))),
+            );
+        }
+    }
     Ok(())
+}
+
+fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+/// The middle value of sorted, non-empty `values` (the mean of the two middle ones for an
+/// even count).
+fn median(values: &[f64]) -> f64 {
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 }
 }
 
 /// The scaling table: every (workers, partitions) pair on a fresh broker, one guarantee.
