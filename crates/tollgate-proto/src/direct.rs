@@ -5,14 +5,14 @@
 //! the conversion. [`call_leg_event`] reads the bytes once and builds each id once, from the
 //! bytes.
 //!
-//! The direct reading takes the common case only: every field at most once (a scalar may
-//! repeat, the last one wins, as in prost), no groups, every known field with its own wire
-//! type, every value one the conversion accepts. Anything else (a message field repeated,
+//! The direct reading takes the common case only: each embedded message (the timestamp, the
+//! body) at most once (a scalar or a string may repeat: the last one wins, as in prost), no
+//! groups, every known field with its own wire type, every value one the conversion accepts. Anything else (a message field repeated,
 //! which prost would merge; a wire type that does not match; bytes cut short; a missing
 //! field, an unknown enum value, a bad number) sends the record through prost and
 //! `Input::try_from`, so a refused record keeps the code and message it always had, and an
 //! odd but valid one the meaning prost gives it. The tests hold the two paths to the same
-//! answer on arbitrary bytes.
+//! answer on mutated encodings and on the fuzz corpus.
 //!
 //! ```
 //! use tollgate_proto::{Message, direct, v1};
