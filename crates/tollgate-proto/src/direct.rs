@@ -108,8 +108,9 @@ fn message<'a>(value: Value<'a>, seen: &mut bool) -> Option<&'a [u8]> {
     }
 }
 
-/// A `google.protobuf.Timestamp` as a core instant.
-fn timestamp(mut buf: &[u8]) -> Option<core::Timestamp> {
+/// A `google.protobuf.Timestamp`'s wire bytes as its two fields, seconds and nanos (also
+/// what [`crate::peek`] reads an input's time with).
+pub(crate) fn timestamp_fields(mut buf: &[u8]) -> Option<(i64, i32)> {
     let (mut seconds, mut nanos) = (0i64, 0i32);
     while !buf.is_empty() {
         match field(&mut buf)? {
@@ -119,6 +120,12 @@ fn timestamp(mut buf: &[u8]) -> Option<core::Timestamp> {
             (_, _) => {}
         }
     }
+    Some((seconds, nanos))
+}
+
+/// A `google.protobuf.Timestamp` as a core instant.
+fn timestamp(buf: &[u8]) -> Option<core::Timestamp> {
+    let (seconds, nanos) = timestamp_fields(buf)?;
     core::Timestamp::new(seconds, u32::try_from(nanos).ok()?).ok()
 }
 

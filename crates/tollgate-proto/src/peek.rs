@@ -41,21 +41,11 @@ fn occurred_at_millis(payload: &[u8], field: u32) -> Option<i64> {
     found
 }
 
-/// A `google.protobuf.Timestamp`'s wire bytes (seconds: field 1, nanos: field 2) in
-/// milliseconds.
-fn millis(mut buf: &[u8]) -> Option<i64> {
-    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
-    let (mut seconds, mut nanos) = (0i64, 0i64);
-    while !buf.is_empty() {
-        let (tag, wire_type) = decode_key(&mut buf).ok()?;
-        match (tag, wire_type) {
-            // int64 and int32 are varints holding the two's complement value.
-            (1, WireType::Varint) => seconds = decode_varint(&mut buf).ok()? as i64,
-            (2, WireType::Varint) => nanos = i64::from(decode_varint(&mut buf).ok()? as i32),
-            _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default()).ok()?,
-        }
-    }
-    seconds.checked_mul(1000)?.checked_add(nanos / 1_000_000)
+/// A `google.protobuf.Timestamp`'s wire bytes in milliseconds (read as the worker reads the
+/// whole event, [`crate::direct`]).
+fn millis(buf: &[u8]) -> Option<i64> {
+    let (seconds, nanos) = crate::direct::timestamp_fields(buf)?;
+    seconds.checked_mul(1000)?.checked_add(i64::from(nanos) / 1_000_000)
 }
 
 #[cfg(test)]
