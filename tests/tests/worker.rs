@@ -230,10 +230,7 @@ fn a_changelog_of_the_layout_before_segments_keeps_its_duplicates_out_and_is_rew
 
     // Turn acme's segments into the earlier layout's entries, as that release left them.
     let state = &env.config.topics[TopicKind::State];
-    let mut live = BTreeMap::new();
-    for (key, value, _, _) in env.read_to_end(state) {
-        live.insert(key, value);
-    }
+    let live = env.latest(state);
     let raw: rdkafka::producer::BaseProducer = tollgate_worker::kafka::base(&env.config).create().unwrap();
     let write = |key: &str, value: Option<&[u8]>| {
         let record = rdkafka::producer::BaseRecord::<str, [u8]>::to(state).key(key).partition(acme);
@@ -272,10 +269,7 @@ fn a_changelog_of_the_layout_before_segments_keeps_its_duplicates_out_and_is_rew
     worker.stop();
     let states = env.states();
     assert_eq!((states["acme"].balance(), states["acme"].totals.usage_charges), (m("9.78"), m("0.22")));
-    let mut after = BTreeMap::new();
-    for (key, value, _, _) in env.read_to_end(state) {
-        after.insert(key, value);
-    }
+    let after = env.latest(state);
     for key in &old_keys {
         assert_eq!(after.get(key), Some(&None), "{key} not tombstoned");
     }

@@ -210,6 +210,11 @@ impl Env {
         self.read_records(topic, total)
     }
 
+    /// The latest value of every key of `topic` (reads it to its end; a tombstone is `None`).
+    pub fn latest(&self, topic: &str) -> BTreeMap<String, Option<Vec<u8>>> {
+        self.read_to_end(topic).into_iter().map(|(key, value, _, _)| (key, value)).collect()
+    }
+
     /// The latest changelog state per tenant (reads the state topic to its end).
     pub fn states(&self) -> BTreeMap<String, TenantState> {
         let mut restorer = tollgate_worker::changelog::Restorer::new(self.config.retention_seconds);
