@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use tollgate_core::Money;
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::ProcessingGuarantee;
@@ -210,6 +212,83 @@ fn restores_state_from_the_changelog_after_a_restart() {
     let states = env.states();
     assert_eq!((states["acme"].balance(), states["globex"].balance()), (m("9.78"), m("4.96")));
     assert_eq!(states["acme"].totals.usage_charges, m("0.22"));
+}
+
+/// The changelog's progress record, not the group's committed offsets, says what is rated: a
+/// group whose offsets lag the changelog (its commit after a transaction is not waited for,
+/// and a crash can lose it) hands the next owner records already rated, and they are dropped,
+/// not rated again. Dead letters show it: a record refused twice would be dead-lettered twice.
+#[test]
+fn records_the_changelog_says_are_rated_are_not_rated_again_when_the_group_lags() {
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let topics = &env.config.topics;
+    let (legs, credits, dead) =
+        (&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands], &topics[TopicKind::DeadLetter]);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 600, 0)); // 0.20
+    env.publish_inputs(&dial_out("nobody", "n1", "ann", US, 60, 0)); // two dead letters
+    env.usages(1);
+    env.read(dead, 2);
+    worker.stop();
+
+    // Each partition's progress record names the end of each input it rated.
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for topic in [legs, credits] {
+        for (_, _, partition, offset) in env.read_to_end(topic) {
+            ends.insert((topic.clone(), partition), offset + 1);
+        }
+    }
+    let latest = env.latest(&topics[TopicKind::State]);
+    for ((topic, partition), end) in &ends {
+        let progress: BTreeMap<String, i64> =
+            serde_json::from_slice(latest[&format!("i/{partition}")].as_deref().unwrap()).unwrap();
+        assert_eq!(progress.get(topic), Some(end), "{topic}[{partition}]");
+    }
+
+    // The group's offsets go back to the start, as if its commits had been lost (committed
+    // by a member of the group: the mock cluster refuses a commit from outside it).
+    let group: BaseConsumer = tollgate_worker::kafka::base(&env.config)
+        .set("group.id", &env.config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    group.subscribe(&[legs.as_str(), credits.as_str()]).unwrap();
+    while group.assignment().unwrap().count() < 4 {
+        if let Some(Err(error)) = group.poll(Duration::from_millis(100)) {
+            panic!("joining the group: {error}");
+        }
+    }
+    let mut start = TopicPartitionList::new();
+    for (topic, partition) in ends.keys() {
+        start.add_partition_offset(topic, *partition, Offset::Offset(0)).unwrap();
+    }
+    group.commit(&start, CommitMode::Sync).unwrap();
+    let committed = group.committed_offsets(start.clone(), Duration::from_secs(10)).unwrap();
+    assert!(committed.elements().iter().all(|e| e.offset() == Offset::Offset(0)), "{committed:?}");
+    group.unsubscribe();
+    drop(group);
+
+    let worker = env.start_worker();
+    env.publish_inputs(&dial_out("acme", "a2", "ann", US, 60, 1)); // 0.02
+    env.publish_inputs(&dial_out("nobody", "n2", "ann", US, 60, 1));
+    let nobody = tollgate_worker::partitioner::partition_for(b"nobody", 2);
+    let n2_ended = ends[&(legs.clone(), nobody)] + 1;
+    env.read_until(dead, |r| {
+        r.iter().any(|(_, v, _, _)| v1::DeadLetter::decode(v.as_slice()).unwrap().source_offset == n2_ended)
+    });
+    assert_eq!(env.usages(2)["acme/a2"].balance_after, "9.78");
+    worker.stop();
+    // n1's dead letters once, n2's: nothing rated twice.
+    let offsets: Vec<i64> = env
+        .read_to_end(dead)
+        .iter()
+        .map(|(_, v, _, _)| v1::DeadLetter::decode(v.as_deref().unwrap()).unwrap().source_offset)
+        .collect();
+    assert_eq!(offsets.len(), 4, "dead letters' source offsets: {offsets:?}");
+    assert_eq!(env.states()["acme"].balance(), m("9.78"));
 }
 
 /// A changelog written by a release before window segments (one record per applied id and

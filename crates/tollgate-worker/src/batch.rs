@@ -13,7 +13,11 @@
 //!   batch's transaction when its records were already in hand, else in a transaction of its
 //!   own. The partition's next owner, after a crash or a fencing, finds the manifest of the
 //!   batch that follows the committed offsets and rates exactly those records first, so any
-//!   output repeated downstream is byte-identical.
+//!   output repeated downstream is byte-identical;
+//! - in both guarantees, how far each input has been rated is written with the state: a
+//!   [`Progress`] (key `i/<partition>`) in every batch's transaction. It is the record of
+//!   progress: the partition's next owner skips the records it says are rated, whatever
+//!   offsets the group committed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -24,6 +28,45 @@ use crate::record::Record;
 /// The changelog key of partition `partition`'s manifest.
 pub fn manifest_key(partition: i32) -> String {
     format!("m/{partition}")
+}
+
+/// The changelog key of partition `partition`'s input offsets ([`Progress`]).
+pub fn progress_key(partition: i32) -> String {
+    format!("i/{partition}")
+}
+
+/// How far a partition's inputs have been rated: per input topic, the offset after the last
+/// record whose effects are in the changelog. It is written in each batch's transaction with
+/// the batch's state, so the state restored and the offsets it reflects are one record of
+/// progress (the group's committed offsets follow it, committed after the transaction
+/// without waiting, and may lag it after a crash).
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Progress {
+    /// Topic → the next offset to rate.
+    pub next: BTreeMap<String, i64>,
+}
+
+impl Progress {
+    /// Whether `record` is rated already: its effects are in the state this progress was
+    /// written with.
+    pub fn rated(&self, record: &Record) -> bool {
+        self.next.get(&record.topic).is_some_and(|next| record.offset < *next)
+    }
+
+    /// This progress, moved past `records` (each topic only ever forward).
+    pub fn past<'a>(&self, records: impl IntoIterator<Item = &'a Record>) -> Progress {
+        let mut next = self.next.clone();
+        for r in records {
+            match next.get_mut(&r.topic) {
+                Some(n) => *n = (*n).max(r.offset + 1),
+                None => {
+                    next.insert(r.topic.clone(), r.offset + 1);
+                }
+            }
+        }
+        Progress { next }
+    }
 }
 
 /// The records of a batch: per input topic, the offsets from the first to the last one.
@@ -180,6 +223,18 @@ mod tests {
         let mut carry = held();
         let both = BTreeSet::from(["credits".to_owned(), "legs".to_owned()]);
         assert_eq!(order(&select(&mut carry, 100, &both)).len(), 3);
+    }
+
+    #[test]
+    fn progress_moves_each_input_forward_only() {
+        let start = Progress { next: BTreeMap::from([("credits".to_owned(), 5)]) };
+        assert!(start.rated(&record("credits", 4, 0)) && !start.rated(&record("credits", 5, 0)));
+        assert!(!start.rated(&record("legs", 0, 0)), "an input it does not name is not rated yet");
+        let moved = start.past(&[record("legs", 10, 1), record("legs", 12, 2), record("credits", 3, 3)]);
+        assert_eq!(moved.next, BTreeMap::from([("credits".to_owned(), 5), ("legs".to_owned(), 13)]));
+        let json = serde_json::to_string(&moved).unwrap();
+        assert_eq!(json, r#"{"credits":5,"legs":13}"#);
+        assert_eq!(serde_json::from_str::<Progress>(&json).unwrap(), moved);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The state changelog: a compacted topic co-partitioned with the inputs. Partition *p* holds
-//! the state of the tenants of input partition *p*, as records of five kinds:
+//! the state of the tenants of input partition *p*, as records of six kinds:
 //!
 //! | key | value | what |
 //! |---|---|---|
@@ -8,6 +8,7 @@
 //! | `p/<len>/<tenant>/<leg>` | [`ParkedEntry`] JSON, or a tombstone when rated or dropped | one `ended` waiting for its `started` |
 //! | `w/<len>/<tenant>/<tag>` | a `WindowSegmentRecord` (protobuf), or a tombstone once all its entries are past the tenant's horizon | the applied input ids (with time and fingerprint) and the closed legs (with time) one batch added: a window segment |
 //! | `m/<partition>` | [`Manifest`] JSON, or a tombstone | at-least-once: the records of the batch after the committed offsets (see [`crate::batch`]) |
+//! | `i/<partition>` | [`Progress`] JSON | per input topic, the offset after the last record whose effects are in the state |
 //!
 //! Everything that grows with traffic (open legs, parked ends, the retention windows) is
 //! written in records of its own (compaction keeps the latest per key and drops tombstones),
@@ -34,10 +35,10 @@
 //! rates anything: its windows as one segment (tag `r`) and a tombstone for each such key
 //! ([`Restored::retire`]).
 //!
-//! Every batch's records are written in one Kafka transaction together with the batch's
-//! input offsets, in both processing guarantees: a restore (which reads `read_committed`) sees
-//! all of a batch or none of it, and a producer fenced by the partition's next owner can
-//! write nothing more. Restoring a partition reads its changelog partition from the beginning
+//! Every batch's records are written in one Kafka transaction together with the partition's
+//! input offsets (`i/<partition>`), in both processing guarantees: a restore (which reads
+//! `read_committed`) sees all of a batch or none of it, with the offsets the state reflects,
+//! and a producer fenced by the partition's next owner can write nothing more. Restoring a partition reads its changelog partition from the beginning
 //! up to the high watermark seen when the restore started.
 //!
 //! A restored tenant with no leg in progress, no parked end and nothing remembered stays
@@ -64,7 +65,7 @@ use tollgate_core::event::CallLegEvent;
 use tollgate_core::state::{Change, LegChanges, Recent};
 use tollgate_core::{FastState, Id, OpenLeg, TenantState, Timestamp};
 
-use crate::batch::Manifest;
+use crate::batch::{Manifest, Progress};
 use crate::config::TopicKind;
 use crate::config::WorkerConfig;
 use crate::states::{DormantBuilder, Live, States};
@@ -383,6 +384,7 @@ pub struct Restorer {
     legs: HashMap<String, LegEntry, FastState>,
     parked: HashMap<String, ParkedEntry, FastState>,
     manifest: Option<Manifest>,
+    progress: Option<Progress>,
     /// Keys whose latest record cannot be read, and why. A later record of the same key
     /// (a repair, or a tombstone) supersedes an unreadable one, as compaction would.
     unreadable: BTreeMap<String, String>,
@@ -401,6 +403,10 @@ pub struct Restored {
     pub rewrite: Vec<String>,
     /// The batch to rate first (at-least-once), if the last owner had decided it.
     pub manifest: Option<Manifest>,
+    /// How far the inputs were rated: the records before it are in the state (empty when
+    /// a release before the progress record last wrote the partition: then the group's
+    /// committed offsets, written in the same transactions, are exact).
+    pub progress: Progress,
     /// By tenant: its window segments in the changelog.
     pub segments: HashMap<String, Segments, FastState>,
     /// Window entries' keys of the layout before segments, to tombstone once their tenants
@@ -419,6 +425,7 @@ impl Restorer {
             legs: HashMap::default(),
             parked: HashMap::default(),
             manifest: None,
+            progress: None,
             unreadable: BTreeMap::new(),
             records: 0,
         }
@@ -464,6 +471,7 @@ impl Restorer {
                 self.parked.remove(key);
             }
             Some(("m", _)) => self.manifest = None,
+            Some(("i", _)) => self.progress = None,
             _ => {}
         }
     }
@@ -532,6 +540,9 @@ impl Restorer {
             Some("p") => upsert(&mut self.parked, key, payload, unreadable)?,
             Some("m") => {
                 self.manifest = payload.map(serde_json::from_slice).transpose().map_err(unreadable)?;
+            }
+            Some("i") => {
+                self.progress = payload.map(serde_json::from_slice).transpose().map_err(unreadable)?;
             }
             _ => return Err("not a tollgate changelog key".into()),
         }
@@ -649,7 +660,14 @@ impl Restorer {
             state.track_changes();
         }
         let states = States::new(live, dormant.finish());
-        Ok(Restored { states, rewrite: rewrite.into_iter().collect(), manifest: self.manifest, segments, retire })
+        Ok(Restored {
+            states,
+            rewrite: rewrite.into_iter().collect(),
+            manifest: self.manifest,
+            progress: self.progress.unwrap_or_default(),
+            segments,
+            retire,
+        })
     }
 }
 

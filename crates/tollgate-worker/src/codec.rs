@@ -115,7 +115,8 @@ pub fn json_value(_key: &[u8], payload: &[u8]) -> Result<serde_json::Value, Stri
 
 /// A changelog value: a tenant's record, a window segment's or an earlier window entry's
 /// (protobuf, by the key's kind) in its proto3 JSON mapping, or a value that is JSON already
-/// (open legs, parked ends, the manifest, and the records of earlier releases).
+/// (open legs, parked ends, the manifest, the input offsets, and the records of earlier
+/// releases).
 pub fn state_json(key: &[u8], payload: &[u8]) -> Result<serde_json::Value, String> {
     if payload.first() == Some(&b'{') {
         return json_value(key, payload);

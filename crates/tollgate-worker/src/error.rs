@@ -31,9 +31,6 @@ pub enum Error {
         /// Why.
         message: String,
     },
-    /// The consumer has no group metadata yet (not in the group): retried.
-    #[error("the consumer has no group metadata (not a group member right now)")]
-    NoGroupMetadata,
     /// The worker was asked to stop while waiting.
     #[error("shut down while {0}")]
     ShutDown(&'static str),
@@ -87,7 +84,6 @@ impl Error {
             | Error::Stalled(_)
             | Error::Access(_) => Class::Fatal,
             Error::Kafka(e) => classify_kafka(e),
-            Error::NoGroupMetadata => Class::Migrating,
         }
     }
 }

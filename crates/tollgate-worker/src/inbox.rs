@@ -9,6 +9,11 @@
 //!
 //! Pausing loses nothing: librdkafka fetches a paused partition again from the position after
 //! the last record it handed out, and drops what it had fetched beyond it.
+//!
+//! The inbox also drops the records its task's restored state already holds
+//! ([`Inbox::skip_rated`]): the group's committed offsets may lag the changelog's record of
+//! progress (they are committed after each transaction, without waiting), so a new owner can
+//! be handed records its predecessor rated.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
+use crate::batch::Progress;
 use crate::partition::Command;
 use crate::record::Record;
 
@@ -31,13 +37,17 @@ pub struct Mailbox {
 pub struct Inbox {
     rx: Receiver<Command>,
     queued: Arc<AtomicUsize>,
+    /// Records before these offsets are dropped.
+    rated: Progress,
+    /// Records dropped so.
+    skipped: u64,
 }
 
 /// A new inbox and its mailbox.
 pub fn channel_pair() -> (Mailbox, Inbox) {
     let (tx, rx) = channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    (Mailbox { tx, queued: Arc::clone(&queued) }, Inbox { rx, queued })
+    (Mailbox { tx, queued: Arc::clone(&queued) }, Inbox { rx, queued, rated: Progress::default(), skipped: 0 })
 }
 
 impl Mailbox {
@@ -64,14 +74,35 @@ impl Mailbox {
 }
 
 impl Inbox {
+    /// From now on, drops the records `rated` says are rated already (they are never handed
+    /// to the task).
+    pub fn skip_rated(&mut self, rated: Progress) {
+        self.rated = rated;
+    }
+
+    /// Records dropped as rated already.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
     /// The next command, waiting up to `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Command, RecvTimeoutError> {
-        self.rx.recv_timeout(timeout).inspect(|command| self.taken(command))
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Command, RecvTimeoutError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let command = self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
+            if let Some(command) = self.taken(command) {
+                return Ok(command);
+            }
+        }
     }
 
     /// The next command if one waits.
-    pub fn try_recv(&self) -> Result<Command, TryRecvError> {
-        self.rx.try_recv().inspect(|command| self.taken(command))
+    pub fn try_recv(&mut self) -> Result<Command, TryRecvError> {
+        loop {
+            if let Some(command) = self.taken(self.rx.try_recv()?) {
+                return Ok(command);
+            }
+        }
     }
 
     /// A batch of whatever arrives: what was carried over and what already waits, at once,
@@ -80,7 +111,7 @@ impl Inbox {
     /// load a batch is what arrived while the previous one was committed, and leaves at once.
     /// `idle` is called about every [`IDLE_TICK`] while nothing arrives.
     pub fn take_batch(
-        &self,
+        &mut self,
         carry: &mut VecDeque<Record>,
         batch_size: usize,
         commit_interval: Duration,
@@ -121,10 +152,16 @@ impl Inbox {
         batch
     }
 
-    fn taken(&self, command: &Command) {
-        if matches!(command, Command::Record(_)) {
+    /// Counts a command taken off the channel; `None` when it is a record rated already.
+    fn taken(&mut self, command: Command) -> Option<Command> {
+        if let Command::Record(record) = &command {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            if self.rated.rated(record) {
+                self.skipped += 1;
+                return None;
+            }
         }
+        Some(command)
     }
 }
 
@@ -181,7 +218,7 @@ mod tests {
 
     #[test]
     fn counts_the_records_waiting_and_not_the_stop() {
-        let (mailbox, inbox) = channel_pair();
+        let (mailbox, mut inbox) = channel_pair();
         assert_eq!((mailbox.send(record(0)), mailbox.send(record(1))), (1, 2));
         mailbox.stop();
         assert!(matches!(inbox.try_recv(), Ok(Command::Record(r)) if r.offset == 0));
@@ -200,6 +237,24 @@ mod tests {
     }
 
     #[test]
+    fn records_rated_already_are_dropped_and_counted_taken() {
+        let (mailbox, mut inbox) = channel_pair();
+        inbox.skip_rated(Progress { next: [("t".to_owned(), 2)].into() });
+        for offset in 0..4 {
+            mailbox.send(record(offset));
+        }
+        let other = Record { topic: "u".into(), ..record(0) };
+        mailbox.send(other);
+        mailbox.stop();
+        assert!(matches!(inbox.recv_timeout(Duration::ZERO), Ok(Command::Record(r)) if r.offset == 2));
+        assert_eq!((inbox.skipped(), mailbox.waiting()), (2, 2));
+        assert!(matches!(inbox.try_recv(), Ok(Command::Record(r)) if r.offset == 3));
+        assert!(matches!(inbox.try_recv(), Ok(Command::Record(r)) if r.topic == "u" && r.offset == 0));
+        assert!(matches!(inbox.try_recv(), Ok(Command::Stop)));
+        assert_eq!((inbox.skipped(), mailbox.waiting()), (2, 0));
+    }
+
+    #[test]
     fn pauses_at_four_batches_and_resumes_at_two() {
         assert_eq!(Backpressure::for_batch_size(5000), Backpressure { pause_at: 20_000, resume_at: 10_000 });
         assert_eq!(Backpressure::for_batch_size(1), Backpressure { pause_at: 4, resume_at: 2 });
@@ -211,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_batch_whose_records_already_wait_leaves_at_once() {
-        let (mailbox, inbox) = channel_pair();
+        let (mailbox, mut inbox) = channel_pair();
         mailbox.send(record(1));
         mailbox.send(record(2));
         // Nothing carried over, two records waiting: the batch did not start from idle, so it
@@ -226,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_batch_takes_at_most_batch_size_and_carries_nothing_over_itself() {
-        let (mailbox, inbox) = channel_pair();
+        let (mailbox, mut inbox) = channel_pair();
         let mut carry = VecDeque::from([record(0), record(1), record(2)]);
         mailbox.send(record(3));
         let batch = inbox.take_batch(&mut carry, 2, Duration::from_secs(3600), || panic!("not idle"));
@@ -237,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_batch_from_idle_waits_for_company() {
-        let (mailbox, inbox) = channel_pair();
+        let (mailbox, mut inbox) = channel_pair();
         let (go, went) = std::sync::mpsc::channel();
         // The records are sent once the batch waits (its first `idle` call), one by one.
         let sender = std::thread::spawn(move || {

@@ -132,13 +132,14 @@ pub fn task_producer(config: &WorkerConfig) -> ClientConfig {
     client
 }
 
-/// The transactional producer of one partition task (changelog and offsets in both
-/// guarantees, outputs too under exactly-once).
+/// The transactional producer of one partition task (the changelog, with the input offsets,
+/// in both guarantees; outputs too under exactly-once).
 ///
 /// Unless configured otherwise, its requests are retried after 10 ms (doubling up to
-/// `retry.backoff.max.ms`) instead of 100: a transaction's `AddOffsetsToTxn` is refused
-/// with `CONCURRENT_TRANSACTIONS` while the coordinator still writes the previous one's
-/// markers, a matter of milliseconds, and librdkafka retries it after `retry.backoff.ms`.
+/// `retry.backoff.max.ms`) instead of 100: a transaction's first `AddPartitionsToTxn` is
+/// refused with `CONCURRENT_TRANSACTIONS` while the coordinator still writes the previous
+/// one's markers, a matter of milliseconds, and librdkafka retries it after
+/// `retry.backoff.ms`.
 /// At the default that one retry was a tenth of a second on the latency of every leg of the
 /// batch.
 pub fn transactional_producer(config: &WorkerConfig, partition: i32) -> ClientConfig {

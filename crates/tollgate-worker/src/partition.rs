@@ -8,12 +8,19 @@
 //! ```
 //!
 //! Every batch ends in one Kafka transaction of the partition's transactional producer
-//! (`<prefix>-<group>-<partition>`) holding the batch's changelog records and its input
-//! offsets, in both processing guarantees; under exactly-once the outputs are in it too, under
-//! at-least-once they are produced before it by a plain idempotent producer and acknowledged
-//! before it commits. So the state of record moves only by whole batches, and a worker that
+//! (`<prefix>-<group>-<partition>`) holding the batch's changelog records and the partition's
+//! input offsets (a changelog record too, [`batch::Progress`]), in both processing
+//! guarantees; under exactly-once the outputs are in it too, under at-least-once they are
+//! produced before it by a plain idempotent producer and acknowledged before it commits. So the state of record moves only by whole batches, and a worker that
 //! lost the partition (a paused process, a network partition) is fenced by the next owner's
 //! `init_transactions`: it can write no state after that, and it stops instead of fighting.
+//!
+//! The offsets are written with the state rather than committed to the group in the
+//! transaction (`send_offsets_to_transaction`): that took two more requests in series per
+//! transaction (`AddOffsetsToTxn`, `TxnOffsetCommit`), most of a batch's time at low rates.
+//! The group's offsets are committed after each transaction without waiting; they may lag
+//! after a crash, and the next owner's inbox drops the records the restored progress says are
+//! rated.
 //!
 //! Rewinding is done by keeping the batch's records in memory until it commits: after an
 //! abort the task rates exactly the same records again from the same state, which is what
@@ -27,7 +34,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
@@ -37,7 +43,7 @@ use tollgate_core::{
     UsageOutcome,
 };
 
-use crate::batch::{self, Manifest};
+use crate::batch::{self, Manifest, Progress};
 use crate::cancel::Cancel;
 use crate::catch_up::CatchUp;
 use crate::codec::{self, Refusal};
@@ -59,19 +65,18 @@ const CATCH_UP_LOOK_AGAIN: Duration = Duration::from_millis(10);
 
 /// What the partition task needs from the group consumer.
 pub trait Coordinator: Send + Sync {
-    /// A transaction carrying `offsets` committed: commit them through the group consumer
-    /// too, without waiting (the transaction is what counts; this keeps group tools, and
-    /// clusters that do not store transactional offsets, in step).
+    /// A transaction carrying `offsets` (in the changelog's progress record) committed:
+    /// commit them through the group consumer too, without waiting (the changelog is what
+    /// counts; this keeps the group's position, and group tools, in step).
     fn committed(&self, offsets: &TopicPartitionList);
-    /// The group metadata for `send_offsets_to_transaction`.
-    fn group_metadata(&self) -> Option<ConsumerGroupMetadata>;
     /// The task stopped working on its partition for good (fenced or failed).
     fn halted(&self, partition: i32, halt: Halt);
     /// Where the task publishes its committed state for the tenant API (none: not served).
     fn view(&self, _partition: i32) -> Option<Arc<PartitionView>> {
         None
     }
-    /// The input offsets the group committed for `partition`: what a restored state reflects.
+    /// The input offsets the group committed for `partition` (the restored progress record
+    /// may be ahead: the group's are committed after it, without waiting).
     fn committed_offsets(&self, _partition: i32) -> BTreeMap<String, i64> {
         BTreeMap::new()
     }
@@ -195,6 +200,9 @@ struct Stats {
 struct Rated {
     outputs: Outbox,
     changelog: Outbox,
+    /// How far the inputs are rated once the batch commits: the progress record's value.
+    progress: Progress,
+    /// The same, for the group's commit.
     offsets: TopicPartitionList,
     /// Per touched tenant: its snapshot before the batch (`None` for a tenant new in this
     /// batch) and the batch's journal of what the snapshot leaves out, to roll back with.
@@ -258,6 +266,8 @@ pub struct PartitionTask {
     next: Option<Manifest>,
     /// Whether the changelog holds a manifest for this partition (to be replaced or cleared).
     manifest_in_changelog: bool,
+    /// How far the inputs are rated: the changelog's progress record as last committed.
+    progress: Progress,
     /// A stop command was taken from the inbox while a batch was in flight.
     stopping: bool,
     /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
@@ -300,8 +310,17 @@ impl PartitionTask {
         // where the catch-up counts an input's backlog from.
         let view = coordinator.view(partition);
         let catching_up = config.catch_up_wait_ms > 0;
-        let committed =
+        let mut committed =
             if view.is_some() || catching_up { coordinator.committed_offsets(partition) } else { BTreeMap::new() };
+        // The changelog's progress is the record; the group's offsets may lag it after a crash.
+        for (topic, &next) in &restored.progress.next {
+            let at = committed.entry(topic.clone()).or_insert(next);
+            *at = (*at).max(next);
+        }
+        if !restored.progress.next.is_empty() {
+            // Brings the group's position up to date even if nothing is left to rate.
+            coordinator.committed(&offsets_of(&restored.progress, partition));
+        }
         let catch_up = match catching_up {
             true => CatchUp::new(&committed, &coordinator.input_ends(partition)),
             false => CatchUp::default(),
@@ -326,6 +345,7 @@ impl PartitionTask {
             catch_up,
             stopping: false,
             manifest_in_changelog: restored.manifest.is_some(),
+            progress: restored.progress,
             next: restored.manifest.filter(|_| config_at_least_once),
             balances_refreshed: Instant::now(),
             view: None,
@@ -340,8 +360,11 @@ impl PartitionTask {
         Ok(task)
     }
 
-    /// Runs until told to stop: collects batches from `inbox` and commits them.
-    pub fn run(mut self, inbox: &Inbox) {
+    /// Runs until told to stop: collects batches from `inbox` and commits them. Records the
+    /// restored state already holds are dropped (the group's offsets may lag the changelog's).
+    pub fn run(mut self, mut inbox: Inbox) {
+        inbox.skip_rated(self.progress.clone());
+        let inbox = &mut inbox;
         while !self.stopping {
             let recorded = self.next.take();
             let (batch, stop) = match &recorded {
@@ -357,12 +380,12 @@ impl PartitionTask {
         if let Some(outputs) = &self.producers.outputs {
             let _ = kafka::flush(outputs, self.config.kafka_timeout());
         }
-        tracing::info!(partition = self.partition, "partition task stopped");
+        tracing::info!(partition = self.partition, skipped = inbox.skipped(), "partition task stopped");
     }
 
     /// A batch of whatever arrives (see [`Inbox::take_batch`]); while the partition is idle,
     /// this worker's ownership of its tenants' balances is kept visible.
-    fn collect(&mut self, inbox: &Inbox) -> (Vec<Record>, bool) {
+    fn collect(&mut self, inbox: &mut Inbox) -> (Vec<Record>, bool) {
         if !self.catch_up.done()
             && let Some(taken) = self.collect_catching_up(inbox)
         {
@@ -379,7 +402,7 @@ impl PartitionTask {
     /// While an input is behind (see [`crate::catch_up`]): the next batch in record time
     /// across the inputs, waiting for an input behind that has no record in hand. `None` once
     /// every input caught up with nothing to rate yet: then batches are taken as they arrive.
-    fn collect_catching_up(&mut self, inbox: &Inbox) -> Option<(Vec<Record>, bool)> {
+    fn collect_catching_up(&mut self, inbox: &mut Inbox) -> Option<(Vec<Record>, bool)> {
         // Everything waiting is taken in (up to a bound: a batch of the input behind may be
         // queued behind a backlog of the other one).
         let bound = self.config.batch_size.saturating_mul(4);
@@ -433,7 +456,7 @@ impl PartitionTask {
     /// Exactly the batch `manifest` names (records after it are carried over). A manifest
     /// whose records do not all arrive in time (an operator moved the group's offsets) is
     /// given up on with a warning, with the records that did arrive.
-    fn collect_exact(&mut self, inbox: &Inbox, manifest: &Manifest) -> (Vec<Record>, bool) {
+    fn collect_exact(&mut self, inbox: &mut Inbox, manifest: &Manifest) -> (Vec<Record>, bool) {
         let mut batch = Vec::new();
         let mut later = VecDeque::new();
         for record in self.carry.drain(..) {
@@ -469,7 +492,7 @@ impl PartitionTask {
     }
 
     /// Moves what already waits in `inbox` to the carry (up to a batch), without blocking.
-    fn take_ready(&mut self, inbox: &Inbox) {
+    fn take_ready(&mut self, inbox: &mut Inbox) {
         while !self.stopping && self.carry.len() < self.config.batch_size {
             match inbox.try_recv() {
                 Ok(Command::Record(record)) => self.carry.push_back(record),
@@ -481,7 +504,7 @@ impl PartitionTask {
 
     /// Rates and publishes one batch, retrying with backoff until it is published, the
     /// partition is handed over, the task is fenced or fails, or the worker stops.
-    fn commit_batch(&mut self, batch: Vec<Record>, recorded: bool, inbox: &Inbox) {
+    fn commit_batch(&mut self, batch: Vec<Record>, recorded: bool, inbox: &mut Inbox) {
         let batch = batch::merge(batch);
         let at_least_once = self.producers.outputs.is_some();
         let mut attempt = 0u32;
@@ -500,6 +523,7 @@ impl PartitionTask {
                 Ok(()) => {
                     self.manifest_in_changelog = next.is_some();
                     self.next = next;
+                    self.progress = rated.progress.clone();
                     self.coordinator.committed(&rated.offsets);
                     self.publish_view(&rated);
                     if attempt >= STALLED_AFTER {
@@ -644,17 +668,16 @@ impl PartitionTask {
         let mut rated = Rated {
             outputs: Outbox::default(),
             changelog: Outbox::default(),
+            progress: self.progress.past(batch),
             offsets: TopicPartitionList::new(),
             undo: Undos::default(),
             stats: Stats::default(),
         };
-        let mut next: BTreeMap<&str, i64> = BTreeMap::new();
         let mut outs = Vec::new();
         // The debit trail, when enabled: written with the batch's other outputs (in its
         // transaction under exactly-once), ids derived from the input that caused it.
         let mut movements = config.ledger_movements.then(Vec::new);
         for record in batch {
-            next.insert(&record.topic, record.offset + 1);
             let kind = topics.kind_of(&record.topic).unwrap_or(TopicKind::CallLegs);
             let topic_label = kind.key();
             let outcome = match self.apply(record, kind, &mut rated.undo, &mut outs, movements.as_mut()) {
@@ -682,10 +705,7 @@ impl PartitionTask {
                     .push_encoded(None, |buf| (TopicKind::LedgerMovements, codec::encode_movement(&movement, buf)));
             }
         }
-        for (topic, offset) in next {
-            // Infallible for a valid topic name and a non-negative offset.
-            let _ = rated.offsets.add_partition_offset(topic, self.partition, Offset::Offset(offset));
-        }
+        rated.offsets = offsets_of(&rated.progress, self.partition);
         for (tenant, undo) in &mut rated.undo {
             if let Some(state) = self.states.get_mut(tenant) {
                 undo.journal = changelog::Journal::take(state);
@@ -769,7 +789,7 @@ impl PartitionTask {
         }
         let mut attempt = 0;
         loop {
-            match self.transaction(&[&records], None, None) {
+            match self.transaction(&[&records], None) {
                 Ok(()) => {
                     tracing::info!(partition = self.partition, tenants = tenants.len(), "changelog layout migrated");
                     return Ok(());
@@ -788,7 +808,7 @@ impl PartitionTask {
     fn write_manifest(&mut self, manifest: &Manifest) -> Result<(), Error> {
         let mut record = Outbox::default();
         self.manifest_record(&mut record, Some(manifest));
-        self.transaction(&[&record], None, None)?;
+        self.transaction(&[&record], None)?;
         self.manifest_in_changelog = true;
         Ok(())
     }
@@ -801,44 +821,38 @@ impl PartitionTask {
     }
 
     /// Publishes a rated batch: one transaction with the changelog records, the manifest of
-    /// the next batch (at-least-once) and the input offsets, and under exactly-once the
-    /// outputs; under at-least-once the outputs go to the outputs producer first and are
-    /// acknowledged before the transaction commits.
+    /// the next batch (at-least-once), the input offsets (the progress record), and under
+    /// exactly-once the outputs; under at-least-once the outputs go to the outputs producer
+    /// first and are acknowledged before the transaction commits.
     fn publish(&self, rated: &Rated, next: Option<&Manifest>) -> Result<(), Error> {
-        let mut manifest = Outbox::default();
+        let mut progress = Outbox::default();
         if next.is_some() || self.manifest_in_changelog {
-            self.manifest_record(&mut manifest, next);
+            self.manifest_record(&mut progress, next);
         }
+        let key = batch::progress_key(self.partition);
+        let value = serde_json::to_vec(&rated.progress).unwrap_or_default();
+        progress.push(TopicKind::State, Some(self.partition), key.as_bytes(), Some(&value));
         match &self.producers.outputs {
             Some(outputs) => {
                 // Their acknowledgements come back while the transaction is being written;
                 // it commits only once they all did.
                 send_all(outputs, &self.config.topics, &rated.outputs)?;
-                self.transaction(&[&rated.changelog, &manifest], Some(&rated.offsets), Some(outputs))
+                self.transaction(&[&rated.changelog, &progress], Some(outputs))
             }
-            None => self.transaction(&[&rated.outputs, &rated.changelog, &manifest], Some(&rated.offsets), None),
+            None => self.transaction(&[&rated.outputs, &rated.changelog, &progress], None),
         }
     }
 
     /// One transaction of the partition's transactional producer: the records of `parts`, in
-    /// order, and, if given, the input offsets; it commits only after everything queued on
-    /// `acknowledged_first` was acknowledged (the at-least-once outputs). Any error but a
-    /// fatal one (the producer is unusable) or a commit left pending at shutdown aborts it.
-    fn transaction(
-        &self,
-        parts: &[&Outbox],
-        offsets: Option<&TopicPartitionList>,
-        acknowledged_first: Option<&TaskProducer>,
-    ) -> Result<(), Error> {
+    /// order; it commits only after everything queued on `acknowledged_first` was
+    /// acknowledged (the at-least-once outputs). Any error but a fatal one (the producer is
+    /// unusable) or a commit left pending at shutdown aborts it.
+    fn transaction(&self, parts: &[&Outbox], acknowledged_first: Option<&TaskProducer>) -> Result<(), Error> {
         let txn = &self.producers.txn;
         txn.begin_transaction()?;
         let result = (|| -> Result<(), Error> {
             for part in parts {
                 send_all(txn, &self.config.topics, part)?;
-            }
-            if let Some(offsets) = offsets {
-                let metadata = self.coordinator.group_metadata().ok_or(Error::NoGroupMetadata)?;
-                txn.send_offsets_to_transaction(offsets, &metadata, self.config.kafka_timeout())?;
             }
             // Acknowledged first, so the commit's own flush finds nothing in flight (see
             // `kafka::flush`); a delivery that failed fails the commit, as it would have.
@@ -998,6 +1012,16 @@ fn transactional_producer(config: &WorkerConfig, partition: i32, cancel: &Cancel
 /// The at-least-once outputs producer: idempotent, not transactional.
 fn outputs_producer(config: &WorkerConfig) -> Result<TaskProducer, Error> {
     Ok(kafka::task_producer(config).create_with_context(DeliveryTracker::default())?)
+}
+
+/// `progress` as the group's offsets of `partition`.
+fn offsets_of(progress: &Progress, partition: i32) -> TopicPartitionList {
+    let mut offsets = TopicPartitionList::new();
+    for (topic, &next) in &progress.next {
+        // Infallible for a valid topic name and a non-negative offset.
+        let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(next));
+    }
+    offsets
 }
 
 /// Exponential backoff from 100 ms up to 10 s.

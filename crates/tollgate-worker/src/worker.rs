@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::access::{self, AccessError};
@@ -623,7 +623,7 @@ impl Shared {
                     Ok(task) => {
                         shared.lock_restarts().remove(&partition);
                         shared.assignment.restored(partition);
-                        task.run(&rx);
+                        task.run(rx);
                     }
                     Err(Error::ShutDown(_)) => {}
                     Err(error @ Error::Changelog { .. }) => shared.start_failed(partition, &error),
@@ -722,10 +722,6 @@ impl Coordinator for Shared {
                 tracing::debug!(%error, "asynchronous offset commit not sent");
             }
         }
-    }
-
-    fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
-        self.consumer.get().and_then(Weak::upgrade).and_then(|c| c.group_metadata())
     }
 
     fn halted(&self, partition: i32, halt: Halt) {
