@@ -10,8 +10,9 @@
 //! - under at-least-once, where outputs become visible before the batch's transaction
 //!   commits, the batch's **composition** is written to the changelog (a [`Manifest`], key
 //!   `m/<partition>`) in a transaction before any of its outputs is produced: in the previous
-//!   batch's transaction when its records were already in hand, else in a transaction of its
-//!   own. The partition's next owner, after a crash or a fencing, finds the manifest of the
+//!   batch's transaction when its records arrived before that was done (the manifest is the
+//!   transaction's last record, written once the rest was acknowledged), else in a
+//!   transaction of its own. The partition's next owner, after a crash or a fencing, finds the manifest of the
 //!   batch that follows the committed offsets and rates exactly those records first, so any
 //!   output repeated downstream is byte-identical;
 //! - in both guarantees, how far each input has been rated is written with the state: a

@@ -516,11 +516,8 @@ impl PartitionTask {
             let result =
                 if recorded { Ok(()) } else { self.write_manifest(&Manifest::of(&batch)).map(|()| recorded = true) };
             let rated = self.rate(&batch);
-            // The records already waiting make the next batch, named in this transaction.
-            self.take_ready(inbox);
-            let next = if at_least_once { self.next_batch() } else { None };
-            let error = match result.and_then(|()| self.publish(&rated, next.as_ref())) {
-                Ok(()) => {
+            let error = match result.and_then(|()| self.publish(&rated, inbox)) {
+                Ok(next) => {
                     self.manifest_in_changelog = next.is_some();
                     self.next = next;
                     self.progress = rated.progress.clone();
@@ -789,7 +786,7 @@ impl PartitionTask {
         }
         let mut attempt = 0;
         loop {
-            match self.transaction(&[&records], None) {
+            match self.transaction(&[&records], None).map(drop) {
                 Ok(()) => {
                     tracing::info!(partition = self.partition, tenants = tenants.len(), "changelog layout migrated");
                     return Ok(());
@@ -820,15 +817,12 @@ impl PartitionTask {
         outbox.push(TopicKind::State, Some(self.partition), key.as_bytes(), payload.as_deref());
     }
 
-    /// Publishes a rated batch: one transaction with the changelog records, the manifest of
-    /// the next batch (at-least-once), the input offsets (the progress record), and under
-    /// exactly-once the outputs; under at-least-once the outputs go to the outputs producer
-    /// first and are acknowledged before the transaction commits.
-    fn publish(&self, rated: &Rated, next: Option<&Manifest>) -> Result<(), Error> {
+    /// Publishes a rated batch: one transaction with the changelog records, the input offsets
+    /// (the progress record), and under exactly-once the outputs; under at-least-once the
+    /// outputs go to the outputs producer first and are acknowledged before the transaction
+    /// commits, and the transaction names the next batch (its manifest, returned) last.
+    fn publish(&mut self, rated: &Rated, inbox: &mut Inbox) -> Result<Option<Manifest>, Error> {
         let mut progress = Outbox::default();
-        if next.is_some() || self.manifest_in_changelog {
-            self.manifest_record(&mut progress, next);
-        }
         let key = batch::progress_key(self.partition);
         let value = serde_json::to_vec(&rated.progress).unwrap_or_default();
         progress.push(TopicKind::State, Some(self.partition), key.as_bytes(), Some(&value));
@@ -837,30 +831,50 @@ impl PartitionTask {
                 // Their acknowledgements come back while the transaction is being written;
                 // it commits only once they all did.
                 send_all(outputs, &self.config.topics, &rated.outputs)?;
-                self.transaction(&[&rated.changelog, &progress], Some(outputs))
+                self.transaction(&[&rated.changelog, &progress], Some(inbox))
             }
-            None => self.transaction(&[&rated.outputs, &rated.changelog, &progress], None),
+            None => {
+                if self.manifest_in_changelog {
+                    // Left by an at-least-once owner: no batch is recorded any more.
+                    self.manifest_record(&mut progress, None);
+                }
+                self.transaction(&[&rated.outputs, &rated.changelog, &progress], None)
+            }
         }
     }
 
     /// One transaction of the partition's transactional producer: the records of `parts`, in
-    /// order; it commits only after everything queued on `acknowledged_first` was
-    /// acknowledged (the at-least-once outputs). Any error but a fatal one (the producer is
-    /// unusable) or a commit left pending at shutdown aborts it.
-    fn transaction(&self, parts: &[&Outbox], acknowledged_first: Option<&TaskProducer>) -> Result<(), Error> {
-        let txn = &self.producers.txn;
-        txn.begin_transaction()?;
-        let result = (|| -> Result<(), Error> {
+    /// order. Under at-least-once it commits only after every output was acknowledged, and
+    /// with `inbox` it names the next batch last, in the manifest it returns: the records
+    /// waiting once everything else was acknowledged, so that a record that arrived while the
+    /// transaction was written is rated in the next batch, not the one after it. Any error but
+    /// a fatal one (the producer is unusable) or a commit left pending at shutdown aborts it.
+    fn transaction(&mut self, parts: &[&Outbox], inbox: Option<&mut Inbox>) -> Result<Option<Manifest>, Error> {
+        self.producers.txn.begin_transaction()?;
+        let result = (|| -> Result<Option<Manifest>, Error> {
+            let timeout = self.config.kafka_timeout();
             for part in parts {
-                send_all(txn, &self.config.topics, part)?;
+                send_all(&self.producers.txn, &self.config.topics, part)?;
             }
             // Acknowledged first, so the commit's own flush finds nothing in flight (see
             // `kafka::flush`); a delivery that failed fails the commit, as it would have.
-            kafka::flush(txn, self.config.kafka_timeout())?;
-            if let Some(producer) = acknowledged_first {
-                flush_checked(producer, self.config.kafka_timeout())?;
+            kafka::flush(&self.producers.txn, timeout)?;
+            if let Some(outputs) = &self.producers.outputs {
+                flush_checked(outputs, timeout)?;
             }
-            self.commit_transaction()
+            let mut next = None;
+            if let Some(inbox) = inbox {
+                self.take_ready(inbox);
+                next = self.next_batch();
+                if next.is_some() || self.manifest_in_changelog {
+                    let mut manifest = Outbox::default();
+                    self.manifest_record(&mut manifest, next.as_ref());
+                    send_all(&self.producers.txn, &self.config.topics, &manifest)?;
+                    kafka::flush(&self.producers.txn, timeout)?;
+                }
+            }
+            self.commit_transaction()?;
+            Ok(next)
         })();
         if let Err(error) = &result {
             let pending_commit = matches!(error, Error::ShutDown(_));
