@@ -28,7 +28,8 @@ WORKER=${WORKER:-User:tollgate-worker}
 ADMIN=${ADMIN:-User:tollgate-admin}
 PRODUCER=${PRODUCER:-User:tollgate-producer}
 BILLING=${BILLING:-User:billing-reader}
-# [worker] group_id and transactional_id_prefix: transactional ids are <prefix>-<group>-<partition>.
+# [worker] group_id and transactional_id_prefix: transactional ids are <prefix>-<group>-<partition>
+# and <prefix>-<group>-<partition>.1.
 GROUP=${GROUP:-tollgate}
 TRANSACTIONAL_ID_PREFIX=${TRANSACTIONAL_ID_PREFIX:-tollgate}
 BILLING_GROUP_PREFIX=${BILLING_GROUP_PREFIX:-billing}
@@ -61,7 +62,7 @@ acl --allow-principal "$WORKER" --operation Write \
   --topic "$DEAD_LETTER" --topic "$STATE" --topic "$OWNERSHIP"
 # ... its consumer group, and its readers' groups <group>-reference, <group>-restore, ...
 acl --allow-principal "$WORKER" --operation Read --resource-pattern-type prefixed --group "$GROUP"
-# ... and its transactional ids, one per input partition.
+# ... and its transactional ids, two per input partition.
 acl --allow-principal "$WORKER" --operation Write --operation Describe \
   --resource-pattern-type prefixed --transactional-id "$TRANSACTIONAL_ID_PREFIX-$GROUP-"
 

@@ -129,7 +129,8 @@ pub fn reference_resource(config: &WorkerConfig) -> String {
 pub fn task_resource(config: &WorkerConfig, partition: i32, code: RDKafkaErrorCode) -> String {
     match code {
         RDKafkaErrorCode::TransactionalIdAuthorizationFailed => {
-            format!("transactional id {}", crate::kafka::transactional_id(config, partition))
+            let [id, twin] = crate::kafka::transactional_ids(config, partition);
+            format!("transactional id {id} or {twin}")
         }
         RDKafkaErrorCode::GroupAuthorizationFailed => format!("consumer group {}", config.group_id),
         _ => format!("topic {} (changelog) or an output topic", config.topics[TopicKind::State]),

@@ -132,19 +132,18 @@ pub fn task_producer(config: &WorkerConfig) -> ClientConfig {
     client
 }
 
-/// The transactional producer of one partition task (the changelog, with the input offsets,
-/// in both guarantees; outputs too under exactly-once).
+/// A transactional producer of id `id` for a partition task (the changelog, with the input
+/// offsets, in both guarantees; outputs too under exactly-once).
 ///
 /// Unless configured otherwise, its requests are retried after 10 ms (doubling up to
-/// `retry.backoff.max.ms`) instead of 100: a transaction's first `AddPartitionsToTxn` is
-/// refused with `CONCURRENT_TRANSACTIONS` while the coordinator still writes the previous
-/// one's markers, a matter of milliseconds, and librdkafka retries it after
-/// `retry.backoff.ms`.
-/// At the default that one retry was a tenth of a second on the latency of every leg of the
-/// batch.
-pub fn transactional_producer(config: &WorkerConfig, partition: i32) -> ClientConfig {
+/// `retry.backoff.max.ms`) instead of 100: the coordinator refuses a transactional request
+/// with `CONCURRENT_TRANSACTIONS` while it still writes an earlier transaction's markers, a
+/// matter of milliseconds, and at the default one retry was a tenth of a second on the
+/// latency of every leg of the batch. (An `AddPartitionsToTxn` so refused is retried after a
+/// fixed 20 ms whatever the setting; the task's two ids taking turns is what avoids that.)
+pub fn transactional_producer(config: &WorkerConfig, id: &str) -> ClientConfig {
     let mut client = task_producer(config);
-    client.set("transactional.id", transactional_id(config, partition));
+    client.set("transactional.id", id);
     unless_set(&mut client, "retry.backoff.ms", "10");
     client
 }
@@ -153,6 +152,15 @@ pub fn transactional_producer(config: &WorkerConfig, partition: i32) -> ClientCo
 /// that takes a partition over fences whoever had it before (a zombie cannot commit).
 pub fn transactional_id(config: &WorkerConfig, partition: i32) -> String {
     format!("{}-{}-{partition}", config.transactional_id_prefix, config.group_id)
+}
+
+/// The transactional ids of partition `partition`'s task: [`transactional_id`], and the same
+/// with `.1` after it. The task's transactions take turns between the two (see
+/// `crate::partition`); both are initialised, and so both fenced, by each new owner.
+pub fn transactional_ids(config: &WorkerConfig, partition: i32) -> [String; 2] {
+    let id = transactional_id(config, partition);
+    let twin = format!("{id}.1");
+    [id, twin]
 }
 
 /// Queues a record, serving delivery reports and waiting while librdkafka's queue is full.

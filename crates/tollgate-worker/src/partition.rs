@@ -7,13 +7,15 @@
 //!                              └──────────┘ back off, rate the same records again
 //! ```
 //!
-//! Every batch ends in one Kafka transaction of the partition's transactional producer
-//! (`<prefix>-<group>-<partition>`) holding the batch's changelog records and the partition's
-//! input offsets (a changelog record too, [`batch::Progress`]), in both processing
-//! guarantees; under exactly-once the outputs are in it too, under at-least-once they are
-//! produced before it by a plain idempotent producer and acknowledged before it commits. So the state of record moves only by whole batches, and a worker that
-//! lost the partition (a paused process, a network partition) is fenced by the next owner's
-//! `init_transactions`: it can write no state after that, and it stops instead of fighting.
+//! Every batch ends in one Kafka transaction of one of the partition's two transactional
+//! producers (`<prefix>-<group>-<partition>` and the same with `.1`, taking turns: see
+//! [`Producers::txn`]) holding the batch's changelog records and the partition's input
+//! offsets (a changelog record too, [`batch::Progress`]), in both processing guarantees;
+//! under exactly-once the outputs are in it too, under at-least-once they are produced before
+//! it by a plain idempotent producer and acknowledged before it commits. So the state of
+//! record moves only by whole batches, and a worker that lost the partition (a paused
+//! process, a network partition) is fenced by the next owner's `init_transactions` of both
+//! ids: it can write no state after that, and it stops instead of fighting.
 //!
 //! The offsets are written with the state rather than committed to the group in the
 //! transaction (`send_offsets_to_transaction`): that took two more requests in series per
@@ -235,11 +237,29 @@ enum Idle {
 
 /// The producers of a partition task.
 struct Producers {
-    /// Transactional (`<prefix>-<group>-<partition>`): changelog records and input offsets in
-    /// both guarantees, outputs too under exactly-once.
-    txn: TaskProducer,
+    /// Transactional (`<prefix>-<group>-<partition>` and the same with `.1`): changelog
+    /// records and input offsets in both guarantees, outputs too under exactly-once. The
+    /// transactions take turns between the two (see [`Producers::txn`]).
+    txns: [TaskProducer; 2],
+    /// Which of `txns` writes the next transaction.
+    turn: usize,
     /// At-least-once only: outputs, outside the transaction.
     outputs: Option<TaskProducer>,
+}
+
+impl Producers {
+    /// The transactional producer of the transaction in progress, or of the next one.
+    ///
+    /// Two transactional ids take turns because a transaction's commit returns before the
+    /// coordinator has written its markers, and until it has, the next transaction of the
+    /// same id cannot add a partition: the coordinator refuses it with
+    /// `CONCURRENT_TRANSACTIONS`, and librdkafka tries again after a fixed 20 ms, which was
+    /// most of a transaction's time. The other id's last transaction ended a whole batch ago.
+    /// Order is kept: a transaction begins only after the previous one's commit returned,
+    /// which makes it final (a restore that meets its markers missing waits for them).
+    fn txn(&self) -> &TaskProducer {
+        &self.txns[self.turn]
+    }
 }
 
 /// The owner of one partition.
@@ -287,7 +307,7 @@ impl std::fmt::Debug for PartitionTask {
 }
 
 impl PartitionTask {
-    /// Fences any previous owner of the partition (initialising its transactional id aborts
+    /// Fences any previous owner of the partition (initialising its transactional ids aborts
     /// whatever that owner left open, so the restore that follows reads only committed
     /// state), restores the partition's state, and rewrites tenants still in the changelog's
     /// earlier layout.
@@ -299,7 +319,7 @@ impl PartitionTask {
         coordinator: Arc<dyn Coordinator>,
         cancel: Arc<Cancel>,
     ) -> Result<Self, Error> {
-        let txn = transactional_producer(&config, partition, &cancel)?;
+        let txns = transactional_producers(&config, partition, &cancel)?;
         let outputs = match config.processing_guarantee {
             ProcessingGuarantee::AtLeastOnce => Some(outputs_producer(&config)?),
             ProcessingGuarantee::ExactlyOnce => None,
@@ -338,7 +358,7 @@ impl PartitionTask {
             rater,
             states: restored.states,
             segments: restored.segments,
-            producers: Producers { txn, outputs },
+            producers: Producers { txns, turn: 0, outputs },
             cancel,
             idle: None,
             carry: VecDeque::new(),
@@ -850,15 +870,15 @@ impl PartitionTask {
     /// transaction was written is rated in the next batch, not the one after it. Any error but
     /// a fatal one (the producer is unusable) or a commit left pending at shutdown aborts it.
     fn transaction(&mut self, parts: &[&Outbox], inbox: Option<&mut Inbox>) -> Result<Option<Manifest>, Error> {
-        self.producers.txn.begin_transaction()?;
+        self.producers.txn().begin_transaction()?;
         let result = (|| -> Result<Option<Manifest>, Error> {
             let timeout = self.config.kafka_timeout();
             for part in parts {
-                send_all(&self.producers.txn, &self.config.topics, part)?;
+                send_all(self.producers.txn(), &self.config.topics, part)?;
             }
             // Acknowledged first, so the commit's own flush finds nothing in flight (see
             // `kafka::flush`); a delivery that failed fails the commit, as it would have.
-            kafka::flush(&self.producers.txn, timeout)?;
+            kafka::flush(self.producers.txn(), timeout)?;
             if let Some(outputs) = &self.producers.outputs {
                 flush_checked(outputs, timeout)?;
             }
@@ -869,8 +889,8 @@ impl PartitionTask {
                 if next.is_some() || self.manifest_in_changelog {
                     let mut manifest = Outbox::default();
                     self.manifest_record(&mut manifest, next.as_ref());
-                    send_all(&self.producers.txn, &self.config.topics, &manifest)?;
-                    kafka::flush(&self.producers.txn, timeout)?;
+                    send_all(self.producers.txn(), &self.config.topics, &manifest)?;
+                    kafka::flush(self.producers.txn(), timeout)?;
                 }
             }
             self.commit_transaction()?;
@@ -885,6 +905,9 @@ impl PartitionTask {
                 }
             }
         }
+        // Committed or aborted: the other producer writes the next transaction (an abort that
+        // failed returned above, and its transaction is still this producer's to finish).
+        self.producers.turn ^= 1;
         result
     }
 
@@ -896,7 +919,7 @@ impl PartitionTask {
     fn commit_transaction(&self) -> Result<(), Error> {
         let mut attempt = 0u32;
         loop {
-            match self.producers.txn.commit_transaction(self.config.kafka_timeout()) {
+            match self.producers.txn().commit_transaction(self.config.kafka_timeout()) {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.txn_requires_abort() && !e.is_fatal() => {
                     attempt += 1;
@@ -914,7 +937,7 @@ impl PartitionTask {
     /// of the purged records (librdkafka waits for them), then aborts, resuming an abort that
     /// timed out.
     fn abort(&self) -> Result<(), Error> {
-        let txn = &self.producers.txn;
+        let txn = self.producers.txn();
         let timeout = self.config.kafka_timeout();
         txn.purge(PurgeConfig::default().queue().inflight());
         // Purged records time out at once; a report still missing after `timeout` is left.
@@ -1004,11 +1027,26 @@ fn changelog_restore(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> 
     }
 }
 
-/// The partition's transactional producer, with its transactions initialised: this fences
-/// every earlier producer of the same transactional id and aborts its open transaction.
-fn transactional_producer(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<TaskProducer, Error> {
+/// The partition's two transactional producers, with their transactions initialised: this
+/// fences every earlier producer of the same transactional ids and aborts its open
+/// transaction.
+fn transactional_producers(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<[TaskProducer; 2], Error> {
+    let [id, twin] = kafka::transactional_ids(config, partition);
+    Ok([
+        transactional_producer(config, partition, &id, cancel)?,
+        transactional_producer(config, partition, &twin, cancel)?,
+    ])
+}
+
+/// A transactional producer of id `id`, with its transactions initialised.
+fn transactional_producer(
+    config: &WorkerConfig,
+    partition: i32,
+    id: &str,
+    cancel: &Cancel,
+) -> Result<TaskProducer, Error> {
     let producer: TaskProducer =
-        kafka::transactional_producer(config, partition).create_with_context(DeliveryTracker::default())?;
+        kafka::transactional_producer(config, id).create_with_context(DeliveryTracker::default())?;
     let mut attempt = 0;
     while let Err(e) = producer.init_transactions(config.kafka_timeout()) {
         attempt += 1;

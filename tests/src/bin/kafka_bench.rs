@@ -591,9 +591,7 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee, commit_int
     let exactly_once = guarantee == ProcessingGuarantee::ExactlyOnce;
     // The workers' producer settings: a task's, and under exactly-once its transactional one.
     let producer_config = if exactly_once {
-        let mut transactional = kafka::transactional_producer(&config, 0);
-        transactional.set("transactional.id", format!("copier-{group}-{}", std::process::id()));
-        transactional
+        kafka::transactional_producer(&config, &format!("copier-{group}-{}", std::process::id()))
     } else {
         kafka::task_producer(&config)
     };
