@@ -536,6 +536,10 @@ impl PartitionTask {
             let result =
                 if recorded { Ok(()) } else { self.write_manifest(&Manifest::of(&batch)).map(|()| recorded = true) };
             let rated = self.rate(&batch);
+            // What already waits leaves the inbox now, so that backpressure counts only the
+            // records behind the next batch (under at-least-once the transaction takes in
+            // what arrives meanwhile too, before it names the next batch).
+            self.take_ready(inbox);
             let error = match result.and_then(|()| self.publish(&rated, inbox)) {
                 Ok(next) => {
                     self.manifest_in_changelog = next.is_some();
