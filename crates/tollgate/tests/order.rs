@@ -43,7 +43,9 @@ fn cluster(group: &str) -> (MockCluster<'static, DefaultProducerContext>, Worker
         cluster.partition_leader(&spec.name, 0, Some(leader)).unwrap();
     }
     cluster.coordinator(MockCoordinator::Group(group.to_owned()), 1).unwrap();
-    cluster.coordinator(MockCoordinator::Transaction(format!("tollgate-{group}-0")), 1).unwrap();
+    for id in tollgate_worker::kafka::transactional_ids(&config, 0) {
+        cluster.coordinator(MockCoordinator::Transaction(id), 1).unwrap();
+    }
 
     let publisher = Publisher::new(&config).unwrap();
     let reference: v1::ReferenceData = serde_json::from_str(REFERENCE).unwrap();
