@@ -204,8 +204,6 @@ struct Rated {
     changelog: Outbox,
     /// How far the inputs are rated once the batch commits: the progress record's value.
     progress: Progress,
-    /// The same, for the group's commit.
-    offsets: TopicPartitionList,
     /// Per touched tenant: its snapshot before the batch (`None` for a tenant new in this
     /// batch) and the batch's journal of what the snapshot leaves out, to roll back with.
     undo: Undos,
@@ -545,7 +543,7 @@ impl PartitionTask {
                     self.manifest_in_changelog = next.is_some();
                     self.next = next;
                     self.progress = rated.progress.clone();
-                    self.coordinator.committed(&rated.offsets);
+                    self.coordinator.committed(&offsets_of(&rated.progress, self.partition));
                     self.publish_view(&rated);
                     if attempt >= STALLED_AFTER {
                         telemetry::partition_stalled(self.partition, false);
@@ -589,8 +587,7 @@ impl PartitionTask {
     fn publish_view(&self, rated: &Rated) {
         if let Some(view) = &self.view {
             let touched = rated.undo.keys().map(|tenant| (tenant.as_str(), self.states.get(tenant)));
-            let offsets = rated.offsets.elements();
-            view.committed(touched, offsets.iter().filter_map(|e| Some((e.topic().to_owned(), e.offset().to_raw()?))));
+            view.committed(touched, rated.progress.next.iter().map(|(topic, &next)| (topic.clone(), next)));
         }
     }
 
@@ -690,7 +687,6 @@ impl PartitionTask {
             outputs: Outbox::default(),
             changelog: Outbox::default(),
             progress: self.progress.past(batch),
-            offsets: TopicPartitionList::new(),
             undo: Undos::default(),
             stats: Stats::default(),
         };
@@ -726,7 +722,6 @@ impl PartitionTask {
                     .push_encoded(None, |buf| (TopicKind::LedgerMovements, codec::encode_movement(&movement, buf)));
             }
         }
-        rated.offsets = offsets_of(&rated.progress, self.partition);
         for (tenant, undo) in &mut rated.undo {
             if let Some(state) = self.states.get_mut(tenant) {
                 undo.journal = changelog::Journal::take(state);
