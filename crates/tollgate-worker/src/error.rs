@@ -100,12 +100,7 @@ pub fn classify_kafka(error: &KafkaError) -> Class {
         KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => return Class::Fatal,
         KafkaError::Transaction(e) => {
             if e.is_fatal() {
-                return match e.code() {
-                    C::ProducerFenced | C::InvalidProducerEpoch | C::Fenced | C::TransactionCoordinatorFenced => {
-                        Class::Fenced
-                    }
-                    _ => Class::Fatal,
-                };
+                return if fences(e.code()) { Class::Fenced } else { Class::Fatal };
             }
             Some(e.code())
         }
@@ -115,7 +110,7 @@ pub fn classify_kafka(error: &KafkaError) -> Class {
         Some(C::RebalanceInProgress | C::IllegalGeneration | C::UnknownMemberId | C::FencedInstanceId) => {
             Class::Migrating
         }
-        Some(C::ProducerFenced | C::InvalidProducerEpoch | C::Fenced) => Class::Fenced,
+        Some(code) if fences(code) => Class::Fenced,
         // Retrying a record the broker refuses for what it is would repeat the batch forever.
         Some(
             C::InvalidConfig
@@ -133,6 +128,18 @@ pub fn classify_kafka(error: &KafkaError) -> Class {
         ) => Class::Fatal,
         _ => Class::Retriable,
     }
+}
+
+/// Whether a producer failed with `code` because another one initialised its transactional id.
+pub fn fences(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(code, C::ProducerFenced | C::InvalidProducerEpoch | C::Fenced | C::TransactionCoordinatorFenced)
+}
+
+/// Whether the error is a record's delivery report saying only that its producer failed for
+/// good (librdkafka's `_FATAL`); the producer's `fatal_error` holds the cause.
+pub fn is_failed_producer(error: &Error) -> bool {
+    matches!(error, Error::Kafka(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal))
 }
 
 #[cfg(test)]

@@ -258,6 +258,26 @@ impl Producers {
     fn txn(&self) -> &TaskProducer {
         &self.txns[self.turn]
     }
+
+    /// How to react to a failed batch. A record that cannot be sent or delivered because its
+    /// producer failed for good says only `Fatal`; the producer's own fatal error says why. A
+    /// transactional producer fenced by the partition's next owner makes this task a zombie,
+    /// not the worker broken; a failed at-least-once outputs producer is replaced (see
+    /// [`PartitionTask::replace_failed_outputs_producer`]) and the batch retried.
+    fn class_of(&self, error: &Error) -> Class {
+        let class = error.class();
+        if class != Class::Fatal || !crate::error::is_failed_producer(error) {
+            return class;
+        }
+        let fatal = |p: &TaskProducer| p.client().fatal_error().map(|(code, _)| code);
+        if self.txns.iter().filter_map(fatal).any(crate::error::fences) {
+            Class::Fenced
+        } else if self.outputs.as_ref().and_then(fatal).is_some() {
+            Class::Retriable
+        } else {
+            class
+        }
+    }
 }
 
 /// The owner of one partition.
@@ -555,7 +575,7 @@ impl PartitionTask {
             };
             self.roll_back(rated.undo);
             attempt += 1;
-            let class = error.class();
+            let class = self.producers.class_of(&error);
             if class != Class::Retriable || self.cancel.is_cancelled() {
                 self.stop_rating(class, &error);
                 return;
@@ -810,7 +830,7 @@ impl PartitionTask {
                     tracing::info!(partition = self.partition, tenants = tenants.len(), "changelog layout migrated");
                     return Ok(());
                 }
-                Err(error) if error.class() == Class::Retriable && !self.cancel.is_cancelled() => {
+                Err(error) if self.producers.class_of(&error) == Class::Retriable && !self.cancel.is_cancelled() => {
                     attempt += 1;
                     tracing::warn!(partition = self.partition, %error, attempt, "layout migration failed, retrying");
                     self.cancel.wait(backoff(attempt));
@@ -897,7 +917,7 @@ impl PartitionTask {
         })();
         if let Err(error) = &result {
             let pending_commit = matches!(error, Error::ShutDown(_));
-            if !pending_commit && !matches!(error.class(), Class::Fenced | Class::Fatal) {
+            if !pending_commit && !matches!(self.producers.class_of(error), Class::Fenced | Class::Fatal) {
                 if let Err(abort) = self.abort() {
                     tracing::warn!(partition = self.partition, error = %abort, "abort failed");
                     return Err(abort);
@@ -1109,5 +1129,56 @@ fn count(stats: &mut Stats, output: &Output) {
         }
         Output::Decision(_) => {}
         Output::Credit(c) => *stats.credit_events.entry(c.kind.label()).or_default() += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+
+    fn transactional(config: &WorkerConfig, id: &str) -> TaskProducer {
+        let producer: TaskProducer =
+            kafka::transactional_producer(config, id).create_with_context(DeliveryTracker::default()).unwrap();
+        producer.init_transactions(Duration::from_secs(30)).unwrap();
+        producer
+    }
+
+    /// Once a zombie's producer knows it was fenced, librdkafka refuses its records with a
+    /// bare `Fatal`: that is the partition's next owner at work, to be stopped quietly, not a
+    /// broken worker to be halted.
+    #[test]
+    fn a_record_a_fenced_producer_refuses_is_the_task_fenced_not_the_worker_failed() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let config = WorkerConfig { bootstrap_servers: cluster.bootstrap_servers(), ..WorkerConfig::default() };
+        let zombie = Producers {
+            txns: [transactional(&config, "tollgate-p-0"), transactional(&config, "tollgate-p-0.1")],
+            turn: 0,
+            outputs: None,
+        };
+        // What the broker answers once the partition's next owner initialised the same id (the
+        // mock cluster gives every producer an id of its own, so it is told to).
+        cluster.request_errors(
+            rdkafka::types::RDKafkaApiKey::AddPartitionsToTxn,
+            &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+        );
+        zombie.txn().begin_transaction().unwrap();
+        zombie.txn().send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap();
+        let commit = zombie.txn().commit_transaction(Duration::from_secs(30)).map_err(Error::Kafka);
+        assert_eq!(commit.map_err(|e| e.class()), Err(Class::Fenced));
+
+        let refused = zombie.txn().send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e);
+        let refused = Error::Kafka(refused.unwrap_err());
+        assert_eq!(refused.class(), Class::Fatal, "{refused}");
+        assert_eq!(zombie.class_of(&refused), Class::Fenced);
+        // A bare `Fatal` from producers that did not fail says nothing more: it stays fatal.
+        let healthy = Producers {
+            txns: [transactional(&config, "tollgate-q-0"), transactional(&config, "tollgate-q-0.1")],
+            turn: 0,
+            outputs: None,
+        };
+        assert_eq!(healthy.class_of(&refused), Class::Fatal);
     }
 }
