@@ -171,6 +171,23 @@ fn a_usage_replayed_with_different_content_is_caught() {
     assert_eq!(report.tenant("acme").map(|r| (r.duplicates, r.ok)), Some((1, false)));
 }
 
+/// The group's offsets are committed after each batch's transaction, and can be behind it
+/// after a crash; the changelog's progress record, written in the transaction, is not.
+#[test]
+fn inputs_the_changelog_says_are_rated_are_not_reported_as_lag_when_the_group_is_behind() {
+    let env = pipeline();
+    let topics = &env.config.topics;
+    let places: Vec<(String, i32)> = [&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands]]
+        .into_iter()
+        .flat_map(|topic| (0..2).map(move |partition| (topic.clone(), partition)))
+        .collect();
+    env.rewind_group(&places);
+    let expectations = Expectations { exactly_once: true, dead_letters: Some(BTreeSet::from([poison_at(&env)])) };
+    let report = verify(&env, &expectations);
+    assert!(report.is_ok(), "{report}");
+    assert!(report.warnings.is_empty(), "{report}");
+}
+
 #[test]
 fn a_leg_whose_usage_was_never_written_is_missing() {
     let env = pipeline();

@@ -12,8 +12,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use tollgate_core::Money;
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::ProcessingGuarantee;
@@ -247,29 +245,8 @@ fn records_the_changelog_says_are_rated_are_not_rated_again_when_the_group_lags(
         assert_eq!(progress.get(topic), Some(end), "{topic}[{partition}]");
     }
 
-    // The group's offsets go back to the start, as if its commits had been lost (committed
-    // by a member of the group: the mock cluster refuses a commit from outside it).
-    let group: BaseConsumer = tollgate_worker::kafka::base(&env.config)
-        .set("group.id", &env.config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    group.subscribe(&[legs.as_str(), credits.as_str()]).unwrap();
-    while group.assignment().unwrap().count() < 4 {
-        if let Some(Err(error)) = group.poll(Duration::from_millis(100)) {
-            panic!("joining the group: {error}");
-        }
-    }
-    let mut start = TopicPartitionList::new();
-    for (topic, partition) in ends.keys() {
-        start.add_partition_offset(topic, *partition, Offset::Offset(0)).unwrap();
-    }
-    group.commit(&start, CommitMode::Sync).unwrap();
-    let committed = group.committed_offsets(start.clone(), Duration::from_secs(10)).unwrap();
-    assert!(committed.elements().iter().all(|e| e.offset() == Offset::Offset(0)), "{committed:?}");
-    group.unsubscribe();
-    drop(group);
+    // The group's offsets go back to the start, as if its commits had been lost.
+    env.rewind_group(&ends.keys().cloned().collect::<Vec<_>>());
 
     let worker = env.start_worker();
     env.publish_inputs(&dial_out("acme", "a2", "ann", US, 60, 1)); // 0.02

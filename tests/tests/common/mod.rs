@@ -215,6 +215,33 @@ impl Env {
         self.read_to_end(topic).into_iter().map(|(key, value, _, _)| (key, value)).collect()
     }
 
+    /// Moves the group's committed offsets of `places` back to the start, as if its commits
+    /// had been lost. Committed by a member of the group (the mock cluster refuses a commit
+    /// from outside it), which leaves once done; no worker may be running.
+    pub fn rewind_group(&self, places: &[(String, i32)]) {
+        let group: BaseConsumer = kafka::base(&self.config)
+            .set("group.id", &self.config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap();
+        let topics: std::collections::BTreeSet<&str> = places.iter().map(|(topic, _)| topic.as_str()).collect();
+        group.subscribe(&topics.into_iter().collect::<Vec<_>>()).unwrap();
+        while group.assignment().unwrap().count() < places.len() {
+            if let Some(Err(error)) = group.poll(Duration::from_millis(100)) {
+                panic!("joining the group: {error}");
+            }
+        }
+        let mut start = TopicPartitionList::new();
+        for (topic, partition) in places {
+            start.add_partition_offset(topic, *partition, Offset::Offset(0)).unwrap();
+        }
+        group.commit(&start, rdkafka::consumer::CommitMode::Sync).unwrap();
+        let committed = group.committed_offsets(start, Duration::from_secs(10)).unwrap();
+        assert!(committed.elements().iter().all(|e| e.offset() == Offset::Offset(0)), "{committed:?}");
+        group.unsubscribe();
+    }
+
     /// The latest changelog state per tenant (reads the state topic to its end).
     pub fn states(&self) -> BTreeMap<String, TenantState> {
         let mut restorer = tollgate_worker::changelog::Restorer::new(self.config.retention_seconds);

@@ -48,8 +48,12 @@ pub fn read(config: &WorkerConfig, cancel: &Cancel) -> Result<Snapshot, Error> {
     }
     let state_partitions = partition_count(&consumer, &t[TopicKind::State], config)?;
     snapshot.partitions.insert(t[TopicKind::State].clone(), state_partitions);
+    // Per input partition, the next offset its changelog partition says is still to rate.
+    let mut progress = BTreeMap::new();
     for partition in 0..state_partitions {
-        snapshot.states.insert(partition, changelog::restore(config, partition, cancel)?);
+        let restored = changelog::restore_partition(config, partition, cancel)?;
+        progress.extend(restored.progress.next.iter().map(|(topic, &next)| ((topic.clone(), partition), next)));
+        snapshot.states.insert(partition, restored.states.into_map());
     }
     let outputs = [
         &t[TopicKind::RatedUsage],
@@ -71,7 +75,7 @@ pub fn read(config: &WorkerConfig, cancel: &Cancel) -> Result<Snapshot, Error> {
     snapshot.dead_letters = take(&t[TopicKind::DeadLetter]);
     snapshot.inputs = take(&t[TopicKind::CallLegs]);
     snapshot.inputs.extend(take(&t[TopicKind::CreditCommands]));
-    snapshot.warnings.extend(lag(config, &ends));
+    snapshot.warnings.extend(lag(config, &ends, &progress));
     Ok(snapshot)
 }
 
@@ -211,9 +215,11 @@ fn finish(consumer: &Reader, left: &mut BTreeMap<Place, i64>, place: &Place) {
     let _ = consumer.pause(&done);
 }
 
-/// Warnings for input partitions the workers' group has not committed up to their end: the
-/// pipeline may still be working, and findings about those records may be transient.
-fn lag(config: &WorkerConfig, ends: &BTreeMap<Place, i64>) -> Vec<String> {
+/// Warnings for input partitions not rated up to their end: the pipeline may still be
+/// working, and findings about those records may be transient. Rated up to is the further of
+/// the changelog's progress record, written in the batch's own transaction, and the group's
+/// offsets, committed after it (and behind it for a while after a crash).
+fn lag(config: &WorkerConfig, ends: &BTreeMap<Place, i64>, progress: &BTreeMap<Place, i64>) -> Vec<String> {
     let t = &config.topics;
     let mut inputs = TopicPartitionList::new();
     for (topic, partition) in
@@ -233,11 +239,11 @@ fn lag(config: &WorkerConfig, ends: &BTreeMap<Place, i64>) -> Vec<String> {
     for element in committed.elements() {
         let place = (element.topic().to_owned(), element.partition());
         let Some(&end) = ends.get(&place) else { continue };
-        let at = element.offset().to_raw().filter(|o| *o >= 0);
+        let at = element.offset().to_raw().filter(|o| *o >= 0).max(progress.get(&place).copied());
         if at.is_none_or(|at| at < end) {
-            let at = at.map_or_else(|| "nothing".to_owned(), |o| format!("offset {o}"));
+            let at = at.map_or_else(|| "nothing".to_owned(), |o| format!("the records before offset {o}"));
             warnings.push(format!(
-                "group {} has committed {at} of {}[{}], whose end is {end}: the workers may not have processed \
+                "group {} has rated {at} of {}[{}], whose end is {end}: the workers may not have processed \
                  everything yet",
                 config.group_id, place.0, place.1
             ));
