@@ -1181,4 +1181,36 @@ mod tests {
         };
         assert_eq!(healthy.class_of(&refused), Class::Fatal);
     }
+
+    /// An at-least-once outputs producer that failed for good is replaced and its batch
+    /// retried: its outputs are not part of a transaction, so a new producer fences nobody.
+    #[test]
+    fn a_record_a_failed_outputs_producer_refuses_is_retried_with_a_new_producer() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let config = WorkerConfig { bootstrap_servers: cluster.bootstrap_servers(), ..WorkerConfig::default() };
+        // With the gap-less guarantee, a record the broker refuses for good makes the
+        // idempotent producer fail (without it librdkafka bumps the epoch and goes on).
+        let outputs: TaskProducer = kafka::task_producer(&config)
+            .set("enable.gapless.guarantee", "true")
+            .create_with_context(DeliveryTracker::default())
+            .unwrap();
+        cluster.request_errors(
+            rdkafka::types::RDKafkaApiKey::Produce,
+            &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH],
+        );
+        outputs.send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap();
+        assert!(flush_checked(&outputs, Duration::from_secs(30)).is_err(), "the refused record is reported");
+        assert!(outputs.client().fatal_error().is_some(), "the producer failed for good");
+        let refused = outputs.send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e);
+        let refused = Error::Kafka(refused.unwrap_err());
+        assert_eq!(refused.class(), Class::Fatal, "{refused}");
+
+        let producers = Producers {
+            txns: [transactional(&config, "tollgate-r-0"), transactional(&config, "tollgate-r-0.1")],
+            turn: 0,
+            outputs: Some(outputs),
+        };
+        assert_eq!(producers.class_of(&refused), Class::Retriable);
+    }
 }

@@ -72,8 +72,9 @@
 //! been processed and no producer is writing. Inputs still waiting are reported as missing
 //! usages; the report warns when the workers have not rated up to the end of the inputs (the
 //! changelog's progress records say how far, or the group's offsets where further: those are
-//! committed after each batch's transaction and may lag it after a crash). The topics must still hold their whole history (the report warns when a
-//! partition does not start at offset 0).
+//! committed after each batch's transaction and may lag it after a crash). The topics must
+//! still hold their whole history (the report warns when a partition does not start at
+//! offset 0).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
