@@ -708,11 +708,6 @@ fn upsert<T: serde::de::DeserializeOwned>(
     Ok(())
 }
 
-/// Reads changelog partition `partition` into a map of tenant states; `cancel` aborts it.
-pub fn restore(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<HashMap<String, TenantState>, Error> {
-    restore_partition(config, partition, cancel).map(|restored| restored.states.into_map())
-}
-
 /// Reads changelog partition `partition` (committed records only) up to its high watermark;
 /// `cancel` aborts it.
 ///

@@ -4,7 +4,8 @@
 //! It works in two halves, so the checking can be tested on hand-built records:
 //!
 //! - [`read`] (module `read`): takes a [`Snapshot`] of a deployment. It restores every
-//!   changelog partition with [`crate::changelog::restore`], then notes the end of every
+//!   changelog partition with [`crate::changelog::restore_partition`] (its tenant states, and
+//!   its progress record: how far the inputs are rated), then notes the end of every
 //!   partition of the outputs and then of the inputs, and reads them from the beginning up to
 //!   those ends with `isolation.level=read_committed` (librdkafka then reports the last stable
 //!   offset as the end, and transaction markers leave offsets without messages, so a
