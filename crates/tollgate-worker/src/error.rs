@@ -131,14 +131,14 @@ pub fn classify_kafka(error: &KafkaError) -> Class {
 }
 
 /// Whether a producer failed with `code` because another one initialised its transactional id.
-pub fn fences(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+pub(crate) fn fences(code: rdkafka::types::RDKafkaErrorCode) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(code, C::ProducerFenced | C::InvalidProducerEpoch | C::Fenced | C::TransactionCoordinatorFenced)
 }
 
 /// Whether the error is a record's delivery report saying only that its producer failed for
 /// good (librdkafka's `_FATAL`); the producer's `fatal_error` holds the cause.
-pub fn is_failed_producer(error: &Error) -> bool {
+pub(crate) fn is_failed_producer(error: &Error) -> bool {
     matches!(error, Error::Kafka(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal))
 }
 

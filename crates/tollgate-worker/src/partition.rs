@@ -265,9 +265,8 @@ impl Producers {
     /// not the worker broken; a failed at-least-once outputs producer is replaced (see
     /// [`PartitionTask::replace_failed_outputs_producer`]) and the batch retried.
     fn class_of(&self, error: &Error) -> Class {
-        let class = error.class();
-        if class != Class::Fatal || !crate::error::is_failed_producer(error) {
-            return class;
+        if !crate::error::is_failed_producer(error) {
+            return error.class();
         }
         let fatal = |p: &TaskProducer| p.client().fatal_error().map(|(code, _)| code);
         if self.txns.iter().filter_map(fatal).any(crate::error::fences) {
@@ -275,7 +274,7 @@ impl Producers {
         } else if self.outputs.as_ref().and_then(fatal).is_some() {
             Class::Retriable
         } else {
-            class
+            Class::Fatal
         }
     }
 }
