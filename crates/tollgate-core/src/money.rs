@@ -261,10 +261,81 @@ impl Currency {
     }
 
     /// **The** rounding point of tollgate: rounds an exact amount to this currency's minor
-    /// unit, half away from zero. Called once per leg charge and nowhere else.
+    /// unit, half away from zero. Called once per leg charge (through
+    /// [`Currency::round_charge`], which gives its result on integers) and nowhere else.
     pub fn round(&self, amount: Decimal) -> Money {
         Money(amount.round_dp_with_strategy(self.minor_units(), RoundingStrategy::MidpointAwayFromZero))
     }
+
+    /// A leg's charge: `fee + per_minute × seconds / 60` rounded by [`Currency::round`],
+    /// computed on the integer mantissas (one `i128` division) instead of `Decimal`'s
+    /// multiply, divide and round, each of which walks 96-bit words.
+    ///
+    /// The same value and the same scale as `self.round(fee + per_minute × seconds / 60)`
+    /// (a property test compares them). `Decimal` cuts a quotient that does not end (a price
+    /// not divisible by 3, say) after 28 digits before it rounds; the integer result is exactly
+    /// rounded. The two agree because the amounts taken here are small enough: the numerator
+    /// below 10^21 (a `u64`), at most 12 decimals in the prices and 4 in the currency, so no cut off
+    /// digit can move an amount across a half of the minor unit (the nearest half is at least
+    /// 1 / (120 × 10^16) away, the cut at most 10^-8 of that). Any other amount (negative,
+    /// larger, more decimals) takes the `Decimal` path.
+    pub fn round_charge(&self, fee: Money, per_minute: Money, seconds: u32) -> Money {
+        if seconds == 0 {
+            return Money::ZERO;
+        }
+        match integer_charge(fee.0, per_minute.0, seconds, self.minor_units()) {
+            Some(charge) => Money(charge),
+            None => self.round(fee.0 + per_minute.0 * Decimal::from(seconds) / Decimal::from(60)),
+        }
+    }
+}
+
+/// [`Currency::round_charge`] on integers, `None` outside the bounds it is exact in.
+///
+/// With `s` the larger scale of the two prices, the exact amount is `n / (60 × 10^s)` where
+/// `n = fee × 60 + per_minute × seconds` (both mantissas at scale `s`). Everything is a `u64`
+/// (an amount that overflows one goes to `Decimal`), which also keeps `n` below 10^21.
+/// `Decimal` would give the amount the scale of the quotient `per_minute × seconds / 60` (see
+/// below), or the fee's if larger; rounding leaves a scale at or below the minor unit as it is
+/// and brings a larger one to the minor unit.
+fn integer_charge(fee: Decimal, per_minute: Decimal, seconds: u32, minor_units: u32) -> Option<Decimal> {
+    if fee.is_sign_negative() || per_minute.is_sign_negative() || minor_units > 4 {
+        return None;
+    }
+    let (fee_scale, price_scale) = (fee.scale(), per_minute.scale());
+    let s = fee_scale.max(price_scale);
+    if s > 12 {
+        return None;
+    }
+    let pow = |e: u32| 10u64.checked_pow(e);
+    let fee_units = u64::try_from(fee.mantissa()).ok()?.checked_mul(pow(s - fee_scale)?)?;
+    // `per_minute × seconds` at the price's own scale: `Decimal`'s product, exact here.
+    let product = u64::try_from(per_minute.mantissa()).ok()?.checked_mul(u64::from(seconds))?;
+    let n = fee_units.checked_mul(60)?.checked_add(product.checked_mul(pow(s - price_scale)?)?)?;
+    // The quotient's scale in `Decimal`: the price's when 60 divides the product; else two
+    // digits more (`Decimal` widens a quotient by 100 at a time), which ends it when 3 divides
+    // the product; else it does not end.
+    let quotient_scale = if product % 60 == 0 {
+        price_scale
+    } else if product % 3 == 0 {
+        price_scale + 2
+    } else {
+        u32::MAX
+    };
+    let scale = fee_scale.max(quotient_scale);
+    let (mantissa, scale) = if scale <= minor_units {
+        // Exact in `scale` decimals (at least `s`): nothing to round.
+        (n.checked_mul(pow(scale - s)?)? / 60, scale)
+    } else {
+        // Rounded to the minor unit, half away from zero (the amount is not negative).
+        let (numerator, denominator) = match minor_units.checked_sub(s) {
+            Some(up) => (n.checked_mul(pow(up)?)?, 60),
+            None => (n, 60 * pow(s - minor_units)?),
+        };
+        let (quotient, remainder) = (numerator / denominator, numerator % denominator);
+        (if remainder >= denominator - remainder { quotient + 1 } else { quotient }, minor_units)
+    };
+    Decimal::try_from_i128_with_scale(i128::from(mantissa), scale).ok()
 }
 
 impl fmt::Display for Currency {
@@ -409,5 +480,48 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    /// The integer charge is `Decimal`'s: the same value and the same scale (the changelog
+    /// writes balances with their scale), for prices of up to 8 decimals and every minor unit.
+    #[test]
+    fn integer_charges_are_decimal_charges_value_and_scale() {
+        use proptest::prelude::*;
+        let currencies: Vec<Currency> =
+            ["JPY", "USD", "KWD", "CLF"].iter().map(|c| Currency::from_code(c).unwrap()).collect();
+        let amount = |mantissa: i64, scale: u32| Money::new(Decimal::new(mantissa, scale));
+        let config = proptest::test_runner::Config { cases: 20_000, ..Default::default() };
+        proptest::proptest!(config, |(
+            fee in (0i64..1_000_000, 0u32..=6), price in (0i64..100_000_000, 0u32..=8),
+            seconds in prop_oneof![0u32..=7_200, 0u32..=u32::MAX], currency in 0usize..4,
+        )| {
+            let (fee, per_minute, currency) = (amount(fee.0, fee.1), amount(price.0, price.1), currencies[currency]);
+            let by_decimal = if seconds == 0 {
+                Money::ZERO
+            } else {
+                currency.round(fee.amount() + per_minute.amount() * Decimal::from(seconds) / Decimal::from(60))
+            };
+            let charge = currency.round_charge(fee, per_minute, seconds);
+            prop_assert_eq!((charge, charge.amount().scale()), (by_decimal, by_decimal.amount().scale()));
+        });
+    }
+
+    #[test]
+    fn integer_charges_round_half_away_from_zero_and_keep_short_scales() {
+        let usd = Currency::from_code("USD").unwrap();
+        let jpy = Currency::from_code("JPY").unwrap();
+        let charge =
+            |c: &Currency, fee: &str, per_minute: &str, seconds| c.round_charge(m(fee), m(per_minute), seconds);
+        // 0.03 × 50 / 60 = 0.025: half a cent, away from zero.
+        assert_eq!(charge(&usd, "0", "0.03", 50).to_string(), "0.03");
+        // 0.01 × 7 / 60 = 0.001166…: a quotient that does not end.
+        assert_eq!(charge(&usd, "0.10", "0.01", 7).to_string(), "0.10");
+        // 0.5 × 60 / 60 = 0.5 keeps its one decimal, as `Decimal` does.
+        assert_eq!(charge(&usd, "0", "0.5", 60).to_string(), "0.5");
+        assert_eq!(charge(&jpy, "0", "7", 90).to_string(), "11");
+        assert_eq!(charge(&usd, "1", "1", 0), Money::ZERO);
+        // Beyond the integer bounds, `Decimal` answers.
+        assert_eq!(charge(&usd, "0", "0.0000000000001", 60).to_string(), "0.00");
+        assert_eq!(charge(&usd, "0", "1000000000000", u32::MAX).to_string(), "71582788250000000000");
     }
 }

@@ -88,9 +88,10 @@ impl Price {
         self.connection_fee.amount() + self.per_minute.amount() * Decimal::from(charged_seconds) / Decimal::from(60)
     }
 
-    /// The rounded charge for `charged_seconds` credit-paid seconds.
+    /// The rounded charge for `charged_seconds` credit-paid seconds: [`Price::exact_amount`]
+    /// rounded by [`Currency::round`], computed on integers ([`Currency::round_charge`]).
     pub fn charge(&self, currency: &Currency, charged_seconds: u32) -> Money {
-        currency.round(self.exact_amount(charged_seconds))
+        currency.round_charge(self.connection_fee, self.per_minute, charged_seconds)
     }
 
     /// The longest billable duration (a value of the increment lattice, at most `cap`) whose
