@@ -23,6 +23,11 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The partition's transactional producer failed because the partition's next owner
+    /// fenced it: what a bare `_FATAL` from it means, once the producer's own fatal error has
+    /// been read (see `Producers::explained`).
+    #[error("fenced by the partition's next owner: {0}")]
+    Fenced(String),
     /// A changelog record could not be read back.
     #[error("changelog record for {key:?} is unreadable: {message}")]
     Changelog {
@@ -83,6 +88,7 @@ impl Error {
             | Error::Halted { .. }
             | Error::Stalled(_)
             | Error::Access(_) => Class::Fatal,
+            Error::Fenced(_) => Class::Fenced,
             Error::Kafka(e) => classify_kafka(e),
         }
     }

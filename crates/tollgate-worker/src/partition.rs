@@ -125,6 +125,19 @@ impl Halt {
         };
         denied.map_or_else(|| Halt::Failed(error.to_string()), Halt::Denied)
     }
+
+    /// What an error that kept partition `partition`'s task from starting means: fenced (the
+    /// partition already has a newer owner; the task stops quietly, as a running task that is
+    /// fenced does), Kafka refusing access, or a failed start.
+    pub fn of_start(config: &WorkerConfig, partition: i32, error: &Error) -> Halt {
+        if error.class() == Class::Fenced {
+            return Halt::Fenced(error.to_string());
+        }
+        match Halt::of(config, partition, error) {
+            Halt::Failed(reason) => Halt::Failed(format!("could not start: {reason}")),
+            other => other,
+        }
+    }
 }
 
 /// A message to a partition task.
@@ -276,6 +289,18 @@ impl Producers {
         } else {
             Class::Fatal
         }
+    }
+
+    /// `error`, or [`Error::Fenced`] with the producer's own fatal error when it is a bare
+    /// `Fatal` that [`Producers::class_of`] reads as fenced: for errors that leave the task
+    /// (a failed start), where the producers can no longer be asked.
+    fn explained(&self, error: Error) -> Error {
+        if !crate::error::is_failed_producer(&error) || self.class_of(&error) != Class::Fenced {
+            return error;
+        }
+        let cause =
+            self.txns.iter().find_map(|p| p.client().fatal_error().filter(|(code, _)| crate::error::fences(*code)));
+        Error::Fenced(cause.map_or_else(|| error.to_string(), |(_, reason)| reason))
     }
 }
 
@@ -834,7 +859,7 @@ impl PartitionTask {
                     tracing::warn!(partition = self.partition, %error, attempt, "layout migration failed, retrying");
                     self.cancel.wait(backoff(attempt));
                 }
-                Err(error) => return Err(error),
+                Err(error) => return Err(self.producers.explained(error)),
             }
         }
     }
@@ -1172,6 +1197,11 @@ mod tests {
         let refused = Error::Kafka(refused.unwrap_err());
         assert_eq!(refused.class(), Class::Fatal, "{refused}");
         assert_eq!(zombie.class_of(&refused), Class::Fenced);
+        // Where it leaves the task (a start that failed), it says so itself, and the task
+        // stops as fenced, not as failed.
+        let explained = zombie.explained(Error::Kafka(refused_again(&zombie)));
+        assert!(matches!(&explained, Error::Fenced(reason) if reason.contains("fenced")), "{explained}");
+        assert!(matches!(Halt::of_start(&config, 0, &explained), Halt::Fenced(_)));
         // A bare `Fatal` from producers that did not fail says nothing more: it stays fatal.
         let healthy = Producers {
             txns: [transactional(&config, "tollgate-q-0"), transactional(&config, "tollgate-q-0.1")],
@@ -1179,6 +1209,16 @@ mod tests {
             outputs: None,
         };
         assert_eq!(healthy.class_of(&refused), Class::Fatal);
+        let unexplained = healthy.explained(Error::Kafka(refused_again(&zombie)));
+        assert_eq!(unexplained.class(), Class::Fatal);
+        assert!(
+            matches!(Halt::of_start(&config, 0, &unexplained), Halt::Failed(r) if r.starts_with("could not start: "))
+        );
+    }
+
+    /// The bare `Fatal` a failed producer answers a record with.
+    fn refused_again(producer: &Producers) -> KafkaError {
+        producer.txn().send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap_err()
     }
 
     /// An at-least-once outputs producer that failed for good is replaced and its batch

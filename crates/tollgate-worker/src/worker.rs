@@ -628,14 +628,16 @@ impl Shared {
                     Err(Error::ShutDown(_)) => {}
                     Err(error @ Error::Changelog { .. }) => shared.start_failed(partition, &error),
                     Err(error) => {
-                        tracing::error!(partition, %error, "partition task could not start");
-                        telemetry::task_failed(partition, &error);
                         // Initialising the transactional id or reading the changelog may be
-                        // refused by an ACL: the halt names it.
-                        let halt = match Halt::of(&shared.config, partition, &error) {
-                            Halt::Failed(reason) => Halt::Failed(format!("could not start: {reason}")),
-                            other => other,
-                        };
+                        // refused by an ACL: the halt names it. A task fenced while it starts
+                        // (the partition moved on again) stops as a fenced task does.
+                        let halt = Halt::of_start(&shared.config, partition, &error);
+                        if let Halt::Fenced(_) = halt {
+                            telemetry::fenced(partition, &error);
+                        } else {
+                            tracing::error!(partition, %error, "partition task could not start");
+                            telemetry::task_failed(partition, &error);
+                        }
                         shared.halted(partition, halt);
                     }
                 }
