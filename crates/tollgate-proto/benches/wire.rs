@@ -12,6 +12,10 @@
 //!   the worker's path), `rate` (`Rater::apply` on converted inputs), `convert_encode`
 //!   (outputs to bytes). Reported per event.
 //!
+//! The binary allocates with mimalloc, as the worker binary does: the wire edge allocates each
+//! event's ids, so the allocator is part of what is measured (docs/BENCHMARKS.md gives the
+//! figures with glibc's allocator too).
+//!
 //! The destinations are 4 000 different valid numbers of 16 Zone A countries, built from
 //! libphonenumber's example numbers with their last digits varied, so no cache of recent
 //! numbers can make the figure look better than live traffic. Inputs come from a fixed-seed
@@ -29,6 +33,10 @@ use tollgate_core::testing::{self, Rng, random_rate};
 use tollgate_core::{E164, Input, Output, Prefix, PrefixTable, Rater, Reference, TenantId, TenantState, Timestamp};
 use tollgate_proto::v1::{self, call_leg_event, leg_ended};
 use tollgate_proto::{Message, Timestamp as WireTimestamp, direct, encode, limits};
+
+/// The worker binary's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// 2026-11-10T00:00:00Z.
 const BASE: i64 = 1_794_268_800;
