@@ -268,17 +268,18 @@ impl Currency {
     }
 
     /// A leg's charge: `fee + per_minute × seconds / 60` rounded by [`Currency::round`],
-    /// computed on the integer mantissas (one `i128` division) instead of `Decimal`'s
+    /// computed on the integer mantissas (one `u64` division) instead of `Decimal`'s
     /// multiply, divide and round, each of which walks 96-bit words.
     ///
     /// The same value and the same scale as `self.round(fee + per_minute × seconds / 60)`
     /// (a property test compares them). `Decimal` cuts a quotient that does not end (a price
-    /// not divisible by 3, say) after 28 digits before it rounds; the integer result is exactly
-    /// rounded. The two agree because the amounts taken here are small enough: the numerator
-    /// below 10^21 (a `u64`), at most 12 decimals in the prices and 4 in the currency, so no cut off
-    /// digit can move an amount across a half of the minor unit (the nearest half is at least
-    /// 1 / (120 × 10^16) away, the cut at most 10^-8 of that). Any other amount (negative,
-    /// larger, more decimals) takes the `Decimal` path.
+    /// not divisible by 3, say) after 28 or 29 digits before it rounds; the integer result is
+    /// exactly rounded. The two agree because the amounts taken here are small: every
+    /// mantissa and product fits a `u64`, the prices have at most 12 decimals and the currency
+    /// at most 4. An amount that is not a half of the minor unit is then at least
+    /// `1 / (120 × 10^(price decimals + 4))` away from one, and the cut moves it by less than
+    /// a thousandth of that, so it cannot cross it. Any other amount (negative, larger, more
+    /// decimals) takes the `Decimal` path.
     pub fn round_charge(&self, fee: Money, per_minute: Money, seconds: u32) -> Money {
         if seconds == 0 {
             return Money::ZERO;
