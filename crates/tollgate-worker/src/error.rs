@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// The partition's transactional producer failed because the partition's next owner
     /// fenced it: what a bare `_FATAL` from it means, once the producer's own fatal error has
-    /// been read (see `Producers::explained`).
+    /// been read (a transaction's errors are, see `Producers::explained`).
     #[error("fenced by the partition's next owner: {0}")]
     Fenced(String),
     /// A changelog record could not be read back.

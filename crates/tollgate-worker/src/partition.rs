@@ -279,28 +279,31 @@ impl Producers {
     /// [`PartitionTask::replace_failed_outputs_producer`]) and the batch retried.
     fn class_of(&self, error: &Error) -> Class {
         if !crate::error::is_failed_producer(error) {
-            return error.class();
-        }
-        let fatal = |p: &TaskProducer| p.client().fatal_error().map(|(code, _)| code);
-        if self.txns.iter().filter_map(fatal).any(crate::error::fences) {
+            error.class()
+        } else if self.fenced().is_some() {
             Class::Fenced
-        } else if self.outputs.as_ref().and_then(fatal).is_some() {
+        } else if self.outputs.as_ref().and_then(|p| p.client().fatal_error()).is_some() {
             Class::Retriable
         } else {
             Class::Fatal
         }
     }
 
+    /// Why a transactional producer failed for good, when the partition's next owner fenced it.
+    fn fenced(&self) -> Option<String> {
+        let fenced = |p: &TaskProducer| p.client().fatal_error().filter(|(code, _)| crate::error::fences(*code));
+        self.txns.iter().find_map(fenced).map(|(_, reason)| reason)
+    }
+
     /// `error`, or [`Error::Fenced`] with the producer's own fatal error when it is a bare
-    /// `Fatal` that [`Producers::class_of`] reads as fenced: for errors that leave the task
-    /// (a failed start), where the producers can no longer be asked.
+    /// `Fatal` from a fenced producer: what a transaction's error says once it leaves
+    /// [`PartitionTask::transaction`], so that it is read as fenced wherever it goes (a batch,
+    /// or a start whose producers are gone with it).
     fn explained(&self, error: Error) -> Error {
-        if !crate::error::is_failed_producer(&error) || self.class_of(&error) != Class::Fenced {
-            return error;
+        match self.fenced() {
+            Some(reason) if crate::error::is_failed_producer(&error) => Error::Fenced(reason),
+            _ => error,
         }
-        let cause =
-            self.txns.iter().find_map(|p| p.client().fatal_error().filter(|(code, _)| crate::error::fences(*code)));
-        Error::Fenced(cause.map_or_else(|| error.to_string(), |(_, reason)| reason))
     }
 }
 
@@ -859,7 +862,7 @@ impl PartitionTask {
                     tracing::warn!(partition = self.partition, %error, attempt, "layout migration failed, retrying");
                     self.cancel.wait(backoff(attempt));
                 }
-                Err(error) => return Err(self.producers.explained(error)),
+                Err(error) => return Err(error),
             }
         }
     }
@@ -951,7 +954,7 @@ impl PartitionTask {
         // Committed or aborted: the other producer writes the next transaction (an abort that
         // failed returned above, and its transaction is still this producer's to finish).
         self.producers.turn ^= 1;
-        result
+        result.map_err(|error| self.producers.explained(error))
     }
 
     /// Commits the open transaction. A retriable failure (typically a timeout while the
