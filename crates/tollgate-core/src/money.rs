@@ -229,6 +229,11 @@ impl Currency {
         std::str::from_utf8(&self.code).unwrap_or("XXX")
     }
 
+    /// The code's three ASCII letters, for a writer that copies them out.
+    pub const fn code_bytes(&self) -> &[u8; 3] {
+        &self.code
+    }
+
     /// Decimals of the minor unit: 2 for USD/EUR/GBP, 0 for JPY, 3 for KWD.
     pub const fn minor_units(&self) -> u32 {
         self.minor_units as u32

@@ -45,6 +45,11 @@ impl Country {
         self.0
     }
 
+    /// The code's two ASCII letters, for a writer that copies them out.
+    pub const fn code_bytes(&self) -> &[u8; 2] {
+        &self.0
+    }
+
     /// Whether the country is one of the 44 Zone A countries and regions.
     pub fn is_zone_a(self) -> bool {
         ZONE_A.binary_search(&self.0).is_ok()

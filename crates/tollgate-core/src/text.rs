@@ -43,6 +43,12 @@ impl ShortText {
         std::str::from_utf8(&self.buf[self.at..]).unwrap_or_default()
     }
 
+    /// The text's bytes (ASCII), without the UTF-8 check of [`ShortText::as_str`]: for a
+    /// writer that copies them out (the wire edge).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
     /// The text's length in bytes.
     pub(crate) const fn len(&self) -> usize {
         CAPACITY - self.at

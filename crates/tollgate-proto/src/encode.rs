@@ -7,7 +7,7 @@
 //! numbers formatted on the stack. The tests (`tests/encode.rs`) hold them to prost's
 //! encoding of the converted message, byte for byte, on generated outputs and edge values.
 
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{WireType, encode_varint, encoded_len_varint};
 use tollgate_core as core;
 
 use crate::convert::wire_timestamp;
@@ -32,34 +32,34 @@ pub fn rated_usage(u: &core::RatedUsage, buf: &mut Vec<u8>) {
     string(3, &u.conference_id, buf);
     string(4, u.tenant_id.as_str(), buf);
     string(5, &u.organizer_id, buf);
-    string(6, u.organizer_usage_location.code(), buf);
+    bytes(6, u.organizer_usage_location.code_bytes(), buf);
     int(7, crate::convert::call_type(u.call_type) as i32, buf);
     int(8, crate::convert::number_type(u.number_type) as i32, buf);
     boolean(9, u.international, buf);
-    string(10, u.destination_country.code(), buf);
-    string(11, &u.destination_number.text(), buf);
+    bytes(10, u.destination_country.code_bytes(), buf);
+    bytes(11, u.destination_number.text().as_bytes(), buf);
     timestamp(12, u.started_at, buf);
     timestamp(13, u.ended_at, buf);
     uint(14, u.duration_seconds, buf);
     uint(15, u.billable_seconds, buf);
     uint(16, u.pool_seconds, buf);
-    string(17, &money(u.connection_fee), buf);
-    string(18, &money(u.charge), buf);
-    string(19, u.currency.code(), buf);
+    bytes(17, money(u.connection_fee).as_bytes(), buf);
+    bytes(18, money(u.charge).as_bytes(), buf);
+    bytes(19, u.currency.code_bytes(), buf);
     int(20, crate::convert::capability(u.capability) as i32, buf);
     string(21, &u.rate_card_id, buf);
     string(22, &u.rate_card_version, buf);
     if let Some(prefix) = u.rate_prefix {
-        string(23, &prefix.text(), buf);
+        bytes(23, prefix.text().as_bytes(), buf);
     }
-    string(24, &money(u.price_per_minute), buf);
+    bytes(24, money(u.price_per_minute).as_bytes(), buf);
     int(25, outcome as i32, buf);
     int(26, reason as i32, buf);
-    string(27, &money(u.balance_after), buf);
+    bytes(27, money(u.balance_after).as_bytes(), buf);
     for flag in u.flags.names() {
         // Repeated: every element is written, even an empty one.
-        encode_key(28, WireType::LengthDelimited, buf);
-        encode_varint(flag.len() as u64, buf);
+        key(28, WireType::LengthDelimited, buf);
+        varint(flag.len() as u64, buf);
         buf.extend_from_slice(flag.as_bytes());
     }
 }
@@ -88,8 +88,8 @@ pub fn leg_decision(d: &core::LegDecision, buf: &mut Vec<u8>) {
         }
         core::Decision::Disconnect { balance, currency } => {
             let balance = currency.format_text(balance);
-            message_header(12, string_len(1, &balance), buf);
-            string(1, &balance, buf);
+            message_header(12, bytes_len(1, balance.as_bytes()), buf);
+            bytes(1, balance.as_bytes(), buf);
         }
     }
 }
@@ -105,9 +105,9 @@ pub fn ledger_movement(m: &core::LedgerMovement, buf: &mut Vec<u8>) {
     string(2, m.tenant_id.as_str(), buf);
     timestamp(3, m.occurred_at, buf);
     int(4, crate::convert::movement_kind(m.kind) as i32, buf);
-    string(5, &m.currency.format_text(m.amount), buf);
-    string(6, m.currency.code(), buf);
-    string(7, &m.currency.format_text(m.balance_after), buf);
+    bytes(5, m.currency.format_text(m.amount).as_bytes(), buf);
+    bytes(6, m.currency.code_bytes(), buf);
+    bytes(7, m.currency.format_text(m.balance_after).as_bytes(), buf);
     string(8, &m.leg_id, buf);
     string(9, &m.lot_id, buf);
 }
@@ -121,10 +121,30 @@ pub fn append(message: &impl prost::Message, buf: &mut Vec<u8>) {
 
 /// A string field (left out when empty).
 pub(crate) fn string(tag: u32, value: &str, buf: &mut Vec<u8>) {
+    bytes(tag, value.as_bytes(), buf);
+}
+
+/// A string field from text that is UTF-8 by construction (an amount, a number, a code: ASCII
+/// the core wrote), copied without checking it again.
+fn bytes(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
     if !value.is_empty() {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(value.len() as u64, buf);
-        buf.extend_from_slice(value.as_bytes());
+        key(tag, WireType::LengthDelimited, buf);
+        varint(value.len() as u64, buf);
+        buf.extend_from_slice(value);
+    }
+}
+
+/// A field's key: one byte for the fields numbered below 16, as prost writes it.
+fn key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
+    varint(u64::from(tag << 3 | wire_type as u32), buf);
+}
+
+/// A varint: a value below 128 (a key, and most lengths and enums here) is its one byte;
+/// prost's loop writes the others.
+fn varint(value: u64, buf: &mut Vec<u8>) {
+    match u8::try_from(value) {
+        Ok(byte) if byte < 0x80 => buf.push(byte),
+        _ => encode_varint(value, buf),
     }
 }
 
@@ -132,8 +152,8 @@ pub(crate) fn string(tag: u32, value: &str, buf: &mut Vec<u8>) {
 fn joined(tag: u32, parts: &[&str], buf: &mut Vec<u8>) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > 0 {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(len as u64, buf);
+        key(tag, WireType::LengthDelimited, buf);
+        varint(len as u64, buf);
         for part in parts {
             buf.extend_from_slice(part.as_bytes());
         }
@@ -141,14 +161,18 @@ fn joined(tag: u32, parts: &[&str], buf: &mut Vec<u8>) {
 }
 
 pub(crate) fn string_len(tag: u32, value: &str) -> usize {
+    bytes_len(tag, value.as_bytes())
+}
+
+fn bytes_len(tag: u32, value: &[u8]) -> usize {
     if value.is_empty() { 0 } else { key_len(tag) + encoded_len_varint(value.len() as u64) + value.len() }
 }
 
 /// A `uint32` field (left out when zero).
 fn uint(tag: u32, value: u32, buf: &mut Vec<u8>) {
     if value != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(u64::from(value), buf);
+        key(tag, WireType::Varint, buf);
+        varint(u64::from(value), buf);
     }
 }
 
@@ -160,8 +184,8 @@ fn uint_len(tag: u32, value: u32) -> usize {
 /// writes it).
 fn int(tag: u32, value: i32, buf: &mut Vec<u8>) {
     if value != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(i64::from(value) as u64, buf);
+        key(tag, WireType::Varint, buf);
+        varint(i64::from(value) as u64, buf);
     }
 }
 
@@ -172,7 +196,7 @@ fn int_len(tag: u32, value: i32) -> usize {
 /// A `bool` field (left out when false).
 fn boolean(tag: u32, value: bool, buf: &mut Vec<u8>) {
     if value {
-        encode_key(tag, WireType::Varint, buf);
+        key(tag, WireType::Varint, buf);
         buf.push(1);
     }
 }
@@ -182,12 +206,12 @@ pub(crate) fn timestamp(tag: u32, at: core::Timestamp, buf: &mut Vec<u8>) {
     let (seconds, nanos) = timestamp_fields(at);
     message_header(tag, timestamp_body_len(seconds, nanos), buf);
     if seconds != 0 {
-        encode_key(1, WireType::Varint, buf);
-        encode_varint(seconds, buf);
+        key(1, WireType::Varint, buf);
+        varint(seconds, buf);
     }
     if nanos != 0 {
-        encode_key(2, WireType::Varint, buf);
-        encode_varint(nanos, buf);
+        key(2, WireType::Varint, buf);
+        varint(nanos, buf);
     }
 }
 
@@ -211,8 +235,8 @@ fn timestamp_body_len(seconds: u64, nanos: u64) -> usize {
 
 /// The key and length of an embedded message of `len` bytes.
 pub(crate) fn message_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+    key(tag, WireType::LengthDelimited, buf);
+    varint(len as u64, buf);
 }
 
 pub(crate) fn key_len(tag: u32) -> usize {
