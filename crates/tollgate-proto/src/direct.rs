@@ -5,10 +5,11 @@
 //! the conversion. [`call_leg_event`] reads the bytes once and builds each id once, from the
 //! bytes.
 //!
-//! The direct reading takes the common case only: each embedded message (the timestamp, the
-//! body) at most once (a scalar or a string may repeat: the last one wins, as in prost), no
-//! groups, every known field with its own wire type, every value one the conversion accepts. Anything else (a message field repeated,
-//! which prost would merge; a wire type that does not match; bytes cut short; a missing
+//! The direct reading takes the common case only: each id and each embedded message (the
+//! timestamp, the body) at most once (any other scalar or string may repeat: the last one
+//! wins, as in prost), no groups, every known field with its own wire type, every value one
+//! the conversion accepts. Anything else (an id or a message field repeated, which prost
+//! would check twice or merge; a wire type that does not match; bytes cut short; a missing
 //! field, an unknown enum value, a bad number) sends the record through prost and
 //! `Input::try_from`, so a refused record keeps the code and message it always had, and an
 //! odd but valid one the meaning prost gives it. The tests hold the two paths to the same
@@ -32,7 +33,7 @@
 //! # Ok::<(), tollgate_proto::Error>(())
 //! ```
 
-use prost::encoding::{WireType, decode_key, decode_varint};
+use prost::encoding::{WireType, decode_varint};
 use tollgate_core as core;
 use tollgate_core::{E164, Id, TenantId};
 
@@ -63,11 +64,16 @@ enum Value<'a> {
 /// The next field of a message's bytes; `None` at a group or at bytes that are not
 /// well-formed (prost refuses those, or its meaning is left to it).
 fn field<'a>(buf: &mut &'a [u8]) -> Option<(u32, Value<'a>)> {
-    let (tag, wire_type) = decode_key(buf).ok()?;
+    // A key as prost's `decode_key` reads it: at most 32 bits, a known wire type, a tag from 1.
+    let key = u32::try_from(varint_of(buf)?).ok()?;
+    let (tag, wire_type) = (key >> 3, WireType::try_from(u64::from(key & 0x07)).ok()?);
+    if tag == 0 {
+        return None;
+    }
     let value = match wire_type {
-        WireType::Varint => Value::Varint(decode_varint(buf).ok()?),
+        WireType::Varint => Value::Varint(varint_of(buf)?),
         WireType::LengthDelimited => {
-            let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
+            let len = usize::try_from(varint_of(buf)?).ok()?;
             if len > buf.len() {
                 return None;
             }
@@ -83,6 +89,19 @@ fn field<'a>(buf: &mut &'a [u8]) -> Option<(u32, Value<'a>)> {
         WireType::StartGroup | WireType::EndGroup => return None,
     };
     Some((tag, value))
+}
+
+/// The next varint: its one byte when below 128 (the keys of these messages and most
+/// lengths), prost's decoder otherwise.
+#[inline(always)]
+fn varint_of(buf: &mut &[u8]) -> Option<u64> {
+    match buf.split_first() {
+        Some((&byte, rest)) if byte < 0x80 => {
+            *buf = rest;
+            Some(u64::from(byte))
+        }
+        _ => decode_varint(buf).ok(),
+    }
 }
 
 /// A string field's text: valid UTF-8, within the bound on ids.
@@ -189,15 +208,49 @@ fn ended(mut buf: &[u8]) -> Option<core::LegBody> {
     Some(core::LegBody::Ended(core::LegEnded { duration: duration?, cause: disconnect_cause(cause)? }))
 }
 
+/// Where an id's bytes are in the record: from, to.
+type Span = (usize, usize);
+
+/// The ids' text, from their places in `payload`. Controllers write the ids one after the
+/// other at the start of the record, and for ids shorter than 128 bytes the keys and lengths
+/// between them are ASCII too: so the bytes from the first id to the last are checked as
+/// UTF-8 once, and each id is cut out of that text (a cut that is not at a character's
+/// boundary is refused by `str::get`). When those bytes are not UTF-8 as a whole (a field in
+/// between, a long id, an invalid id), each id is checked on its own, as before.
+fn texts(payload: &[u8], spans: [Span; 6]) -> Option<[&str; 6]> {
+    let from = spans.iter().filter(|s| s.0 < s.1).map(|s| s.0).min().unwrap_or(0);
+    let to = spans.iter().map(|s| s.1).max().unwrap_or(0);
+    let whole = payload.get(from..to).and_then(|b| std::str::from_utf8(b).ok());
+    let mut texts = [""; 6];
+    for (text, &(start, end)) in texts.iter_mut().zip(&spans) {
+        if start < end {
+            *text = match whole.and_then(|w| w.get(start - from..end - from)) {
+                Some(cut) => cut,
+                None => std::str::from_utf8(payload.get(start..end)?).ok()?,
+            };
+        }
+    }
+    Some(texts)
+}
+
 /// The direct reading; `None` when the record is not the common case.
-fn read(mut buf: &[u8]) -> Option<core::Input> {
-    let mut ids = [""; 6];
+fn read(payload: &[u8]) -> Option<core::Input> {
+    let mut buf = payload;
+    let mut spans: [Span; 6] = [(0, 0); 6];
+    let mut spans_seen = 0u8;
     let (mut occurred_at, mut occurred_at_seen) = (None, false);
     let (mut body, mut body_seen) = (None, false);
     while !buf.is_empty() {
         match field(&mut buf)? {
             // event_id, tenant_id, conference_id, call_id, leg_id, organizer_id.
-            (tag @ 1..=6, value) => ids[tag as usize - 1] = text(value)?,
+            // Each once: an id sent twice (whose first text prost would check too) is left
+            // to prost.
+            (tag @ 1..=6, Value::Bytes(bytes)) if bytes.len() <= MAX_ID_BYTES && spans_seen & 1 << tag == 0 => {
+                spans_seen |= 1 << tag;
+                let end = payload.len() - buf.len();
+                spans[tag as usize - 1] = (end - bytes.len(), end);
+            }
+            (1..=6, _) => return None,
             (7, value) => occurred_at = Some(timestamp(message(value, &mut occurred_at_seen)?)?),
             (10, value) => body = Some(started(message(value, &mut body_seen)?)?),
             (11, value) => body = Some(interim(message(value, &mut body_seen)?)?),
@@ -205,7 +258,7 @@ fn read(mut buf: &[u8]) -> Option<core::Input> {
             (_, _) => {}
         }
     }
-    let [event_id, tenant_id, conference_id, call_id, leg_id, organizer_id] = ids;
+    let [event_id, tenant_id, conference_id, call_id, leg_id, organizer_id] = texts(payload, spans)?;
     Some(core::Input::Leg(core::CallLegEvent {
         event_id: Id::from(required(event_id)?),
         tenant_id: TenantId::new(required(tenant_id)?).ok()?,

@@ -192,3 +192,44 @@ fn a_refused_event_is_refused_as_before() {
     let error = direct::call_leg_event(&no_time.encode_to_vec(), DEFAULT_MAX_RECORD_BYTES).unwrap_err();
     assert_eq!((error.code(), error.to_string().as_str()), ("invalid", "missing field occurredAt"));
 }
+
+/// The ids are checked as UTF-8 together and cut out of one text. An id that is not UTF-8 is
+/// still refused as prost refuses it, alone or sent again after a valid one, and ids with
+/// characters of several bytes, or with a field between them, are read as they are.
+#[test]
+fn ids_are_checked_as_utf8_as_prost_checks_them() {
+    let event =
+        v1::CallLegEvent { conference_id: "réunion-ü".into(), organizer_id: "añа".into(), ..leg_started("") };
+    let bytes = event.encode_to_vec();
+    let Input::Leg(read) = direct::call_leg_event(&bytes, DEFAULT_MAX_RECORD_BYTES).unwrap() else {
+        panic!("a call-leg event")
+    };
+    assert_eq!((&*read.conference_id, &*read.organizer_id), ("réunion-ü", "añа"));
+    assert_eq!(read.event_id.as_ref(), "ev-1");
+
+    // call_id's second byte made 0xff: not UTF-8.
+    let call = bytes.windows(6).position(|w| w == b"call-1").unwrap();
+    let mut invalid = bytes.clone();
+    invalid[call + 1] = 0xff;
+    let (read, decoded) = answers(&invalid, DEFAULT_MAX_RECORD_BYTES);
+    assert!(read.is_err(), "refused: {read:?}");
+    assert_eq!(read, decoded);
+
+    // A valid leg_id (field 5) sent again after the invalid one: prost checks both.
+    let mut again = invalid.clone();
+    again[call - 2] = 0x2a; // call_id's key (field 4) made leg_id's (field 5)
+    again.extend_from_slice(&[0x2a, 0x05, b'l', b'e', b'g', b'-', b'2']);
+    let (read, decoded) = answers(&again, DEFAULT_MAX_RECORD_BYTES);
+    assert!(read.is_err(), "refused: {read:?}");
+    assert_eq!(read, decoded);
+
+    // The ids after the time: the bytes between them are not UTF-8, each id is checked alone.
+    let mut moved = v1::CallLegEvent { organizer_id: String::new(), ..event }.encode_to_vec();
+    moved.extend_from_slice(&[0x32, 0x03, b'b', b'o', b'b']);
+    let Input::Leg(read) = direct::call_leg_event(&moved, DEFAULT_MAX_RECORD_BYTES).unwrap() else {
+        panic!("a call-leg event")
+    };
+    assert_eq!((&*read.organizer_id, &*read.conference_id), ("bob", "réunion-ü"));
+    let (read, decoded) = answers(&moved, DEFAULT_MAX_RECORD_BYTES);
+    assert_eq!(read, decoded);
+}
