@@ -4,7 +4,9 @@
 //!   [`Rater::apply`]: dedup, organizer and policy check, rate lookup in a 10 000-prefix table,
 //!   allow decision, billing, ledger debit, thresholds and the usage record, on a tenant in
 //!   steady state (its maps at their working size, each new id replacing one past retention).
-//!   Reported per event, with the heap allocations per pair.
+//!   Reported per event, with the heap allocations per pair. Each pair's `started` comes
+//!   right after the previous pair's `ended`; `rate_leg_pair/10k_prefixes_in_time_order` rates
+//!   the same events in event-time order, as live traffic arrives.
 //! - `prefix_lookup/100k_prefixes`: [`PrefixTable::lookup`] alone on 100 000 prefixes.
 //! - `e164_parse`: [`E164::parse`] of real numbers, for reference: parsing happens once at the
 //!   wire edge, so the rating benchmark builds its numbers outside the timed loop.
@@ -74,6 +76,8 @@ struct LegPairFixture {
     warm: TenantState,
     /// `PAIRS_PER_STATE` started + ended pairs, in order.
     inputs: Vec<Input>,
+    /// The same inputs in event-time order, as live traffic arrives.
+    in_time_order: Vec<Input>,
 }
 
 /// A USD tenant with thresholds and auto-recharge (checked on every debit, never crossed: the
@@ -119,8 +123,13 @@ fn leg_pair_fixture() -> LegPairFixture {
     for input in &inputs {
         rater.apply(&reference, &mut warm, input.clone(), &mut Vec::new()).expect("warm-up pair");
     }
-    let inputs = inputs.into_iter().map(later).collect();
-    LegPairFixture { reference, warm, inputs }
+    let inputs: Vec<Input> = inputs.into_iter().map(later).collect();
+    let mut in_time_order = inputs.clone();
+    in_time_order.sort_by_key(|input| match input {
+        Input::Leg(event) => event.occurred_at,
+        Input::Credit(_) => Timestamp::default(),
+    });
+    LegPairFixture { reference, warm, inputs, in_time_order }
 }
 
 /// The input `LATER_SECONDS` later, with its ids suffixed so it is new to the tenant.
@@ -138,17 +147,19 @@ fn later(input: Input) -> Input {
 
 /// Fails the benchmark early if the pairs do not take the path it claims to measure.
 fn assert_rated(fx: &LegPairFixture) {
-    let mut state = fx.warm.clone();
-    let mut out = Vec::new();
-    for input in fx.inputs.iter().cloned() {
-        Rater::default().apply(&fx.reference, &mut state, input, &mut out).expect("applied");
+    for inputs in [&fx.inputs, &fx.in_time_order] {
+        let mut state = fx.warm.clone();
+        let mut out = Vec::new();
+        for input in inputs.iter().cloned() {
+            Rater::default().apply(&fx.reference, &mut state, input, &mut out).expect("applied");
+        }
+        let allowed =
+            out.iter().filter(|o| matches!(o, Output::Decision(d) if matches!(d.decision, Decision::Allow { .. })));
+        let rated = out
+            .iter()
+            .filter(|o| matches!(o, Output::Usage(u) if u.outcome == UsageOutcome::Rated && u.charge.is_positive()));
+        assert_eq!((allowed.count(), rated.count()), (PAIRS_PER_STATE, PAIRS_PER_STATE));
     }
-    let allowed =
-        out.iter().filter(|o| matches!(o, Output::Decision(d) if matches!(d.decision, Decision::Allow { .. })));
-    let rated = out
-        .iter()
-        .filter(|o| matches!(o, Output::Usage(u) if u.outcome == UsageOutcome::Rated && u.charge.is_positive()));
-    assert_eq!((allowed.count(), rated.count()), (PAIRS_PER_STATE, PAIRS_PER_STATE));
 }
 
 /// Heap allocations per leg pair in steady state: `PAIRS_PER_STATE` pairs rated on the warm
@@ -170,32 +181,40 @@ fn rate_leg_pair(c: &mut Criterion) {
     let fx = leg_pair_fixture();
     assert_rated(&fx);
     println!("rate_leg_pair/10k_prefixes: {:.2} heap allocations per pair", allocations_per_pair(&fx));
-    let rater = Rater::default();
     let mut group = c.benchmark_group("rate_leg_pair");
     group.throughput(Throughput::Elements(2));
-    group.bench_function("10k_prefixes", |b| {
-        // One iteration is one leg pair. Every PAIRS_PER_STATE pairs the warm state is copied
-        // and the next batch of inputs cloned, both outside the timed section.
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let pairs = left.min(PAIRS_PER_STATE as u64) as usize;
-                let mut state = fx.warm.clone();
-                let inputs = fx.inputs[..2 * pairs].to_vec();
-                let mut out = Vec::with_capacity(2 * pairs);
-                let start = Instant::now();
-                for input in inputs {
-                    let _ = black_box(rater.apply(&fx.reference, &mut state, input, &mut out));
-                }
-                timed += start.elapsed();
-                black_box((state, out));
-                left -= pairs as u64;
-            }
-            timed
-        });
+    // The target's benchmark: each pair's `started` right after the previous pair's `ended`.
+    group.bench_function("10k_prefixes", |b| b.iter_custom(|iters| rate_pairs(&fx, &fx.inputs, iters)));
+    // The same events in event-time order, as live traffic arrives them: every id joins the
+    // retention windows at their newest end, where the order above puts each `started`
+    // behind the entries of the legs that ended later.
+    group.bench_function("10k_prefixes_in_time_order", |b| {
+        b.iter_custom(|iters| rate_pairs(&fx, &fx.in_time_order, iters))
     });
     group.finish();
+}
+
+/// Rates `iters` pairs' worth of `inputs` (two inputs a pair) and returns the time inside
+/// `Rater::apply`. Every PAIRS_PER_STATE pairs the warm state is copied and the inputs cloned,
+/// both outside the timed section.
+fn rate_pairs(fx: &LegPairFixture, all: &[Input], iters: u64) -> Duration {
+    let rater = Rater::default();
+    let mut timed = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let pairs = left.min(PAIRS_PER_STATE as u64) as usize;
+        let mut state = fx.warm.clone();
+        let inputs = all[..2 * pairs].to_vec();
+        let mut out = Vec::with_capacity(2 * pairs);
+        let start = Instant::now();
+        for input in inputs {
+            let _ = black_box(rater.apply(&fx.reference, &mut state, input, &mut out));
+        }
+        timed += start.elapsed();
+        black_box((state, out));
+        left -= pairs as u64;
+    }
+    timed
 }
 
 fn prefix_lookup(c: &mut Criterion) {
