@@ -14,7 +14,8 @@ pub struct Record {
     pub offset: i64,
     /// When the record happened, in milliseconds since the epoch: the Kafka timestamp (0
     /// when it has none), replaced for an input by the `occurred_at` its value carries when
-    /// the worker routes it. Orders the records of the two input topics within a batch.
+    /// the worker routes it (`i64::MIN` when it carries none that can be read: it is refused
+    /// when rated). Orders the records of the two input topics within a batch.
     pub timestamp: i64,
     /// Key bytes (tollgate inputs: the tenant id).
     pub key: Option<Vec<u8>>,

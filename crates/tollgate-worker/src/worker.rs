@@ -540,9 +540,7 @@ impl Shared {
     /// fallen behind.
     fn route(&self, consumer: &GroupConsumer, mut record: Record) {
         let partition = record.partition;
-        if let Some(at) = self.occurred_at(&record) {
-            record.timestamp = at;
-        }
+        record.timestamp = self.merge_time(&record);
         if let Some(task) = self.lock_tasks().get_mut(&partition) {
             // Never blocks: the channel is unbounded, the pause bounds it.
             if task.inbox.send(record) >= self.backpressure.pause_at && !task.throttled {
@@ -562,18 +560,26 @@ impl Shared {
         }
     }
 
-    /// When an input record happened (its value's `occurred_at`, in milliseconds), read
-    /// without decoding the rest: the time its task merges the two inputs by.
-    fn occurred_at(&self, record: &Record) -> Option<i64> {
-        let payload = record.payload.as_deref()?;
+    /// The time its task merges the two inputs by: when an input record happened (its
+    /// value's `occurred_at`, in milliseconds), read without decoding the rest.
+    ///
+    /// A record whose `occurred_at` cannot be read (no value, bytes that are not the message,
+    /// no `occurred_at`) is refused when it is rated, and changes no balance. It merges at the
+    /// earliest time, which takes it right after the record before it in its own topic. Its
+    /// Kafka timestamp (the time it was produced, for a backlog days after the events) would
+    /// hold back every later record of its topic behind the other topic's records up to that
+    /// time: a tenant's later credit commands rated before its earlier legs.
+    fn merge_time(&self, record: &Record) -> i64 {
         let topics = &self.config.topics;
-        if record.topic == topics[TopicKind::CallLegs] {
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let occurred_at = if record.topic == topics[TopicKind::CallLegs] {
             tollgate_proto::peek::call_leg_occurred_at_millis(payload)
         } else if record.topic == topics[TopicKind::CreditCommands] {
             tollgate_proto::peek::credit_command_occurred_at_millis(payload)
         } else {
-            None
-        }
+            return record.timestamp;
+        };
+        occurred_at.unwrap_or(i64::MIN)
     }
 
     /// Whether a partition is paused for backpressure.

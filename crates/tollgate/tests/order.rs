@@ -26,10 +26,18 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// How late the credit commands' broker answers each request.
 const SLOW: Duration = Duration::from_millis(1500);
 
+/// Northwind's funding and its first two legs, the funding two days before the legs.
+const NORTHWIND: [&str; 5] =
+    ["northwind-cmd-0001", "northwind-ev-0001", "northwind-ev-0002", "northwind-ev-0003", "northwind-ev-0004"];
+
 /// A mock cluster whose credit commands are led by slow broker 2; everything else, the group
-/// and the partition's transactions by broker 1. Holds northwind's funding and its first two
-/// legs, the funding two days before the legs.
-fn cluster(group: &str) -> (MockCluster<'static, DefaultProducerContext>, WorkerConfig) {
+/// and the partition's transactions by broker 1. Holds the inputs of `EVENTS` named by `ids`,
+/// after a leg record without a value when `unreadable_first`.
+fn cluster(
+    group: &str,
+    ids: &[&str],
+    unreadable_first: bool,
+) -> (MockCluster<'static, DefaultProducerContext>, WorkerConfig) {
     let cluster = MockCluster::new(2).unwrap();
     let config = WorkerConfig {
         bootstrap_servers: cluster.bootstrap_servers(),
@@ -52,16 +60,18 @@ fn cluster(group: &str) -> (MockCluster<'static, DefaultProducerContext>, Worker
     for record in publish::reference(&config.topics, &reference) {
         publisher.send(&record).unwrap();
     }
-    let northwind =
-        ["northwind-cmd-0001", "northwind-ev-0001", "northwind-ev-0002", "northwind-ev-0003", "northwind-ev-0004"];
-    let lines = EVENTS.lines().filter(|line| northwind.iter().any(|id| line.contains(&format!("\"{id}\""))));
+    if unreadable_first {
+        // Produced now, about a month after the events: its Kafka timestamp is today's.
+        publisher.send_raw(&config.topics[TopicKind::CallLegs], Some(b"contoso"), Some(b"")).unwrap();
+    }
+    let lines = EVENTS.lines().filter(|line| ids.iter().any(|id| line.contains(&format!("\"{id}\""))));
     let mut published = 0;
     for line in lines {
         let input: v1::InputRecord = serde_json::from_str(line).unwrap();
         publisher.send(&publish::input(&config.topics, &input).unwrap()).unwrap();
         published += 1;
     }
-    assert_eq!(published, northwind.len());
+    assert_eq!(published, ids.len());
     publisher.flush().unwrap();
     cluster.broker_round_trip_time(2, SLOW).unwrap();
     (cluster, config)
@@ -83,9 +93,17 @@ impl Run {
     }
 }
 
-/// Rates the backlog with one worker (`TOLLGATE_CATCH_UP_WAIT_MS=wait_ms`).
+/// Rates northwind's backlog with one worker (`TOLLGATE_CATCH_UP_WAIT_MS=wait_ms`).
 fn rate(group: &str, wait_ms: &str) -> Run {
-    let (_cluster, config) = cluster(group);
+    rate_backlog(cluster(group, &NORTHWIND, false), group, wait_ms)
+}
+
+/// Rates the backlog of `cluster` with one worker (`TOLLGATE_CATCH_UP_WAIT_MS=wait_ms`).
+fn rate_backlog(
+    (_cluster, config): (MockCluster<'static, DefaultProducerContext>, WorkerConfig),
+    group: &str,
+    wait_ms: &str,
+) -> Run {
     let log_dir = std::env::temp_dir().join(format!("tollgate-order-{group}-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir).unwrap();
     let spec = WorkerSpec {
@@ -124,7 +142,8 @@ fn rate(group: &str, wait_ms: &str) -> Run {
 }
 
 fn usage(id: &str, charge: &str, balance_after: &str) -> (String, (String, String)) {
-    (format!("northwind/{id}"), (charge.to_owned(), balance_after.to_owned()))
+    let tenant = id.split('-').next().unwrap_or_default();
+    (format!("{tenant}/{id}"), (charge.to_owned(), balance_after.to_owned()))
 }
 
 #[test]
@@ -158,4 +177,33 @@ fn a_backlog_is_rated_in_the_order_it_happened_not_the_order_it_arrived() {
         assert!(run.log.contains("caught up: rating records as they arrive"), "{}", run.log);
     };
     assert_eq!(given_up.outcome(), (arrival_order, 1.0));
+}
+
+/// A leg record whose time cannot be read (no value: refused when rated) does not move the
+/// other records of its topic. Contoso's backlog: its funding of 11-01 (120.00), an unreadable
+/// leg record produced today, its first three legs of 11-03 and 11-04, and a recharge of 11-18
+/// (200.00). Merged by the unreadable record's Kafka timestamp, the legs came after the
+/// recharge, which then also put them more than 48 h behind the tenant's newest event:
+/// refused as too late, none charged. Each is rated as the offline rater rates it.
+#[test]
+fn an_unreadable_record_does_not_hold_back_the_records_after_it() {
+    let ids = [
+        "contoso-cmd-0001",
+        "contoso-ev-0001",
+        "contoso-ev-0002",
+        "contoso-ev-0003",
+        "contoso-ev-0004",
+        "contoso-ev-0005",
+        "contoso-ev-0006",
+        "contoso-cmd-0002",
+    ];
+    let group = "order-unreadable";
+    let run = rate_backlog(cluster(group, &ids, true), group, "20000");
+    // `tollgate rate --reference examples/reference.json --events <these eight lines>`.
+    let expected = BTreeMap::from([
+        usage("contoso-leg-0001", "0.50", "119.50"),
+        usage("contoso-leg-0002", "0.00", "120.00"),
+        usage("contoso-leg-0003", "0.00", "119.50"),
+    ]);
+    assert_eq!(run.outcome(), (expected, 0.0));
 }
