@@ -291,9 +291,19 @@ impl Currency {
         }
         match integer_charge(fee.0, per_minute.0, seconds, self.minor_units()) {
             Some(charge) => Money(charge),
-            None => self.round(fee.0 + per_minute.0 * Decimal::from(seconds) / Decimal::from(60)),
+            None => self.round(exact_charge(fee, per_minute, seconds)),
         }
     }
+}
+
+/// A leg's exact, unrounded charge: `fee + per_minute × seconds / 60`, zero when no second is
+/// charged (an unanswered leg pays no fee). What [`Currency::round_charge`] rounds, and
+/// `Price::exact_amount`.
+pub(crate) fn exact_charge(fee: Money, per_minute: Money, seconds: u32) -> Decimal {
+    if seconds == 0 {
+        return Decimal::ZERO;
+    }
+    fee.0 + per_minute.0 * Decimal::from(seconds) / Decimal::from(60)
 }
 
 /// [`Currency::round_charge`] on integers, `None` outside the bounds it is exact in.

@@ -82,10 +82,7 @@ impl Price {
     /// credits: connection fee + per_minute x charged / 60. Zero when nothing was billable
     /// (an unanswered leg pays no connection fee) or when nothing is credit-charged.
     pub fn exact_amount(&self, charged_seconds: u32) -> Decimal {
-        if charged_seconds == 0 {
-            return Decimal::ZERO;
-        }
-        self.connection_fee.amount() + self.per_minute.amount() * Decimal::from(charged_seconds) / Decimal::from(60)
+        crate::money::exact_charge(self.connection_fee, self.per_minute, charged_seconds)
     }
 
     /// The rounded charge for `charged_seconds` credit-paid seconds: [`Price::exact_amount`]
