@@ -254,7 +254,7 @@ impl Feed for Option<E164> {
         match self {
             None => f.word(0),
             Some(n) => {
-                let [a, b] = n.country().to_bytes();
+                let [a, b] = *n.country().code_bytes();
                 f.word(1 + u64::from(n.len()));
                 f.word(n.digits());
                 f.word(u64::from(a) | u64::from(b) << 8);

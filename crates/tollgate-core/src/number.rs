@@ -40,11 +40,6 @@ impl Country {
         std::str::from_utf8(&self.0).unwrap_or("ZZ")
     }
 
-    /// The two ASCII letters.
-    pub(crate) const fn to_bytes(self) -> [u8; 2] {
-        self.0
-    }
-
     /// The code's two ASCII letters, for a writer that copies them out.
     pub const fn code_bytes(&self) -> &[u8; 2] {
         &self.0
