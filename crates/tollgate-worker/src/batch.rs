@@ -164,7 +164,15 @@ mod tests {
     use super::*;
 
     fn record(topic: &str, offset: i64, timestamp: i64) -> Record {
-        Record { topic: topic.into(), partition: 0, offset, timestamp, key: None, payload: None }
+        Record {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            timestamp,
+            produced_at: timestamp,
+            key: None,
+            payload: None,
+        }
     }
 
     fn order(records: &[Record]) -> Vec<(String, i64)> {

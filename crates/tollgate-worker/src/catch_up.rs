@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     fn record(topic: &str, offset: i64) -> Record {
-        Record { topic: topic.into(), partition: 0, offset, timestamp: 0, key: None, payload: None }
+        Record { topic: topic.into(), partition: 0, offset, timestamp: 0, produced_at: 0, key: None, payload: None }
     }
 
     /// Legs read from their log start 0 up to 10; credits committed at 5 of 8 (from a log

@@ -74,6 +74,44 @@ pub fn decode_input(kind: TopicKind, payload: Option<&[u8]>, max_bytes: usize) -
     converted.map_err(|e| Refusal::new(e.code(), e.to_string()))
 }
 
+/// The code of an input dated too far after its record's Kafka timestamp.
+pub const FUTURE_DATED: &str = "future_dated";
+
+/// Whether an input that happened at `occurred_at` (milliseconds since the epoch) is dated
+/// more than `max_future_seconds` after its record's Kafka timestamp `produced_at`. A record
+/// without a timestamp (0) is not checked.
+///
+/// The Kafka timestamp is the producer's clock (`CreateTime`, which brokers since Kafka 4.0
+/// refuse when it is more than an hour ahead of their own: `message.timestamp.after.max.ms`)
+/// or the broker's (`LogAppendTime`). An input that happened after its record was written is
+/// a wrong clock or a wrong unit, and rated it would move its tenant's newest event time
+/// ahead: every true input after it would be refused as too late, uncharged. Both the merge
+/// time and the refusal are read from the record alone, so a record written again is judged
+/// again the same way.
+pub fn future_dated(occurred_at: i64, produced_at: i64, max_future_seconds: u32) -> bool {
+    produced_at > 0 && occurred_at > produced_at.saturating_add(i64::from(max_future_seconds) * 1000)
+}
+
+/// Refuses `input` when it is [`future_dated`] against `record`'s Kafka timestamp.
+pub fn refuse_future_dated(input: &Input, record: &Record, max_future_seconds: u32) -> Result<(), Refusal> {
+    let occurred_at = input.occurred_at();
+    let millis = occurred_at.unix_seconds().saturating_mul(1000) + i64::from(occurred_at.subsec_nanos() / 1_000_000);
+    if !future_dated(millis, record.produced_at, max_future_seconds) {
+        return Ok(());
+    }
+    let produced_at = tollgate_core::Timestamp::new(
+        record.produced_at.div_euclid(1000),
+        (record.produced_at.rem_euclid(1000) * 1_000_000) as u32,
+    )
+    .map_or_else(|_| format!("{} ms", record.produced_at), |t| t.to_string());
+    Err(Refusal::new(
+        FUTURE_DATED,
+        format!(
+            "occurred_at {occurred_at} is more than {max_future_seconds} s after the record's Kafka timestamp {produced_at}"
+        ),
+    ))
+}
+
 /// Appends an output's key (its tenant id), then its encoded value, to `buf`: returns its
 /// topic and the key's length. The value is written straight from the output
 /// ([`tollgate_proto::encode`]), with no message in between.
@@ -162,6 +200,39 @@ mod tests {
         assert!(state_json(b"x/acme", &window).is_err());
     }
 
+    /// Up to `max_future_seconds` after the record's Kafka timestamp is accepted, a
+    /// millisecond more is refused, and a record without a timestamp is not checked.
+    #[test]
+    fn an_input_dated_too_far_after_its_record_is_refused() {
+        let produced_at = 1_793_491_200_000; // 2026-11-01T00:00:00Z
+        assert!(!future_dated(produced_at + 3_600_000, produced_at, 3600));
+        assert!(future_dated(produced_at + 3_600_001, produced_at, 3600));
+        assert!(!future_dated(produced_at - 86_400_000, produced_at, 0));
+        assert!(future_dated(produced_at + 1, produced_at, 0));
+        assert!(!future_dated(i64::MAX, 0, 3600));
+
+        let line = r#"{"callLeg":{"eventId":"e1","tenantId":"acme","callId":"c1","legId":"l1","organizerId":"o1",
+            "occurredAt":"2026-11-01T01:00:00.001Z","interim":{"elapsedSeconds":60}}}"#;
+        let record: v1::InputRecord = serde_json::from_str(line).unwrap();
+        let Some(v1::input_record::Record::CallLeg(event)) = record.record else { panic!("a leg") };
+        let input = Input::try_from(event).unwrap();
+        let mut record = Record {
+            topic: "tollgate.call-legs.v1".into(),
+            partition: 0,
+            offset: 7,
+            timestamp: 0,
+            produced_at,
+            key: Some(b"acme".to_vec()),
+            payload: None,
+        };
+        let refusal = refuse_future_dated(&input, &record, 3600).unwrap_err();
+        let message = "occurred_at 2026-11-01T01:00:00.001Z is more than 3600 s after the record's Kafka timestamp 2026-11-01T00:00:00Z";
+        assert_eq!(refusal, Refusal::new(FUTURE_DATED, message));
+        assert_eq!(refuse_future_dated(&input, &record, 3601), Ok(()));
+        record.produced_at = 0;
+        assert_eq!(refuse_future_dated(&input, &record, 0), Ok(()));
+    }
+
     #[test]
     fn a_too_large_value_is_refused_undecoded_and_its_dead_letter_keeps_its_first_kilobyte() {
         let payload = vec![7u8; 5000];
@@ -170,6 +241,7 @@ mod tests {
             partition: 0,
             offset: 7,
             timestamp: 0,
+            produced_at: 0,
             key: Some(b"acme".to_vec()),
             payload: Some(payload.clone()),
         };

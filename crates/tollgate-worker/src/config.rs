@@ -105,6 +105,10 @@ pub struct WorkerConfig {
     pub catch_up_wait_ms: u64,
     /// How long (event time) applied ids and closed legs are remembered, in seconds.
     pub retention_seconds: u32,
+    /// How far, in seconds, an input's `occurred_at` may be after its record's Kafka
+    /// timestamp. A later one is refused (`future_dated`): rated, it would move its tenant's
+    /// newest event time ahead, and every true input after it would be refused as too late.
+    pub max_future_seconds: u32,
     /// Timeout of blocking Kafka calls (metadata, commits, transactions), in milliseconds.
     pub kafka_timeout_ms: u64,
     /// Write the debit trail: one `LedgerMovement` per change of a tenant's balance, to the
@@ -135,6 +139,7 @@ impl Default for WorkerConfig {
             commit_interval_ms: 100,
             catch_up_wait_ms: 5000,
             retention_seconds: 48 * 3600,
+            max_future_seconds: 3600,
             kafka_timeout_ms: 10_000,
             ledger_movements: false,
             max_record_bytes: tollgate_proto::limits::DEFAULT_MAX_RECORD_BYTES,

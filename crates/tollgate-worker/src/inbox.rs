@@ -213,7 +213,7 @@ mod tests {
     use super::*;
 
     fn record(offset: i64) -> Record {
-        Record { topic: "t".into(), partition: 0, offset, timestamp: 0, key: None, payload: None }
+        Record { topic: "t".into(), partition: 0, offset, timestamp: 0, produced_at: 0, key: None, payload: None }
     }
 
     #[test]

@@ -812,6 +812,7 @@ impl PartitionTask {
                 format!("tenant {tenant:?} belongs on partition {expected} (murmur2), not {}", self.partition),
             ));
         }
+        codec::refuse_future_dated(&input, record, self.config.max_future_seconds)?;
         // The rater refuses unknown tenants itself; checked here only for a tenant without
         // state yet, so that a refused record does not leave an empty state behind.
         if !self.states.contains(tenant) && self.tables.tenant(tenant).is_none() {

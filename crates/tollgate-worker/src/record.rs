@@ -14,9 +14,13 @@ pub struct Record {
     pub offset: i64,
     /// When the record happened, in milliseconds since the epoch: the Kafka timestamp (0
     /// when it has none), replaced for an input by the `occurred_at` its value carries when
-    /// the worker routes it (`i64::MIN` when it carries none that can be read: it is refused
-    /// when rated). Orders the records of the two input topics within a batch.
+    /// the worker routes it (`i64::MIN` when it carries none that can be read, or one too
+    /// far after `produced_at`: it is refused when rated). Orders the records of the two
+    /// input topics within a batch.
     pub timestamp: i64,
+    /// The record's Kafka timestamp, in milliseconds since the epoch (0 when it has none),
+    /// kept as read: an input dated too far after it is refused (`future_dated`).
+    pub produced_at: i64,
     /// Key bytes (tollgate inputs: the tenant id).
     pub key: Option<Vec<u8>>,
     /// Value bytes; `None` is a tombstone.
@@ -31,6 +35,7 @@ impl Record {
             partition: message.partition(),
             offset: message.offset(),
             timestamp: message.timestamp().to_millis().unwrap_or(0),
+            produced_at: message.timestamp().to_millis().unwrap_or(0),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
         }

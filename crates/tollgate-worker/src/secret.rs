@@ -51,6 +51,7 @@ impl fmt::Debug for WorkerConfig {
             .field("commit_interval_ms", &self.commit_interval_ms)
             .field("catch_up_wait_ms", &self.catch_up_wait_ms)
             .field("retention_seconds", &self.retention_seconds)
+            .field("max_future_seconds", &self.max_future_seconds)
             .field("kafka_timeout_ms", &self.kafka_timeout_ms)
             .field("topics", &self.topics)
             .field("librdkafka", &redacted(&self.librdkafka))

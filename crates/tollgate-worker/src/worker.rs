@@ -28,7 +28,7 @@ use crate::readiness::{Readiness, Stage};
 use crate::record::Record;
 use crate::reference::{Loader, Tables};
 use crate::view::{PartitionView, TenantApi, Views};
-use crate::{Error, kafka, telemetry};
+use crate::{Error, codec, kafka, telemetry};
 
 /// How long a revoked partition may take to commit its last batch before it is abandoned to
 /// the next owner.
@@ -568,7 +568,10 @@ impl Shared {
     /// earliest time, which takes it right after the record before it in its own topic. Its
     /// Kafka timestamp (the time it was produced, for a backlog days after the events) would
     /// hold back every later record of its topic behind the other topic's records up to that
-    /// time: a tenant's later credit commands rated before its earlier legs.
+    /// time: a tenant's later credit commands rated before its earlier legs. A record dated
+    /// too far after its Kafka timestamp ([`codec::future_dated`]) is refused too, and merges
+    /// at the earliest time for the same reason: at its own date it would hold back its topic
+    /// until then.
     fn merge_time(&self, record: &Record) -> i64 {
         let topics = &self.config.topics;
         let payload = record.payload.as_deref().unwrap_or_default();
@@ -579,7 +582,8 @@ impl Shared {
         } else {
             return record.timestamp;
         };
-        occurred_at.unwrap_or(i64::MIN)
+        let max_future_seconds = self.config.max_future_seconds;
+        occurred_at.filter(|&at| !codec::future_dated(at, record.produced_at, max_future_seconds)).unwrap_or(i64::MIN)
     }
 
     /// Whether a partition is paused for backpressure.

@@ -16,7 +16,8 @@ use std::time::Duration;
 use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::producer::DefaultProducerContext;
 use tollgate_e2e::fleet::{GroupProgress, WorkerProcess, WorkerSpec, wait_until};
-use tollgate_proto::v1;
+use tollgate_proto::{Message as _, v1};
+use tollgate_worker::client::TopicReader;
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::{TopicKind, WorkerConfig, topics};
 
@@ -32,11 +33,11 @@ const NORTHWIND: [&str; 5] =
 
 /// A mock cluster whose credit commands are led by slow broker 2; everything else, the group
 /// and the partition's transactions by broker 1. Holds the inputs of `EVENTS` named by `ids`,
-/// after a leg record without a value when `unreadable_first`.
+/// after a leg record of value `first` (keyed contoso, produced now) when there is one.
 fn cluster(
     group: &str,
     ids: &[&str],
-    unreadable_first: bool,
+    first: Option<&[u8]>,
 ) -> (MockCluster<'static, DefaultProducerContext>, WorkerConfig) {
     let cluster = MockCluster::new(2).unwrap();
     let config = WorkerConfig {
@@ -60,9 +61,9 @@ fn cluster(
     for record in publish::reference(&config.topics, &reference) {
         publisher.send(&record).unwrap();
     }
-    if unreadable_first {
-        // Produced now, about a month after the events: its Kafka timestamp is today's.
-        publisher.send_raw(&config.topics[TopicKind::CallLegs], Some(b"contoso"), Some(b"")).unwrap();
+    if let Some(value) = first {
+        // Produced now, weeks after the events: its Kafka timestamp is today's.
+        publisher.send_raw(&config.topics[TopicKind::CallLegs], Some(b"contoso"), Some(value)).unwrap();
     }
     let lines = EVENTS.lines().filter(|line| ids.iter().any(|id| line.contains(&format!("\"{id}\""))));
     let mut published = 0;
@@ -85,6 +86,8 @@ struct Run {
     given_up: f64,
     /// The worker's log.
     log: String,
+    /// The dead letters: (error code, source topic, source offset).
+    dead: Vec<(String, String, i64)>,
 }
 
 impl Run {
@@ -95,7 +98,7 @@ impl Run {
 
 /// Rates northwind's backlog with one worker (`TOLLGATE_CATCH_UP_WAIT_MS=wait_ms`).
 fn rate(group: &str, wait_ms: &str) -> Run {
-    rate_backlog(cluster(group, &NORTHWIND, false), group, wait_ms)
+    rate_backlog(cluster(group, &NORTHWIND, None), group, wait_ms)
 }
 
 /// Rates the backlog of `cluster` with one worker (`TOLLGATE_CATCH_UP_WAIT_MS=wait_ms`).
@@ -138,7 +141,15 @@ fn rate_backlog(
         },
     )
     .unwrap();
-    Run { rated, given_up, log }
+    let mut dead = Vec::new();
+    let reader = TopicReader::from_beginning(&config, "order-test", &[&t[TopicKind::DeadLetter]]).unwrap();
+    reader
+        .read_to_end(DEADLINE, |record| {
+            let letter = v1::DeadLetter::decode(record.payload.unwrap_or_default().as_slice()).unwrap();
+            dead.push((letter.error_code, letter.source_topic, letter.source_offset));
+        })
+        .unwrap();
+    Run { rated, given_up, log, dead }
 }
 
 fn usage(id: &str, charge: &str, balance_after: &str) -> (String, (String, String)) {
@@ -179,31 +190,60 @@ fn a_backlog_is_rated_in_the_order_it_happened_not_the_order_it_arrived() {
     assert_eq!(given_up.outcome(), (arrival_order, 1.0));
 }
 
-/// A leg record whose time cannot be read (no value: refused when rated) does not move the
-/// other records of its topic. Contoso's backlog: its funding of 11-01 (120.00), an unreadable
-/// leg record produced today, its first three legs of 11-03 and 11-04, and a recharge of 11-18
-/// (200.00). Merged by the unreadable record's Kafka timestamp, the legs came after the
-/// recharge, which then also put them more than 48 h behind the tenant's newest event:
-/// refused as too late, none charged. Each is rated as the offline rater rates it.
-#[test]
-fn an_unreadable_record_does_not_hold_back_the_records_after_it() {
-    let ids = [
-        "contoso-cmd-0001",
-        "contoso-ev-0001",
-        "contoso-ev-0002",
-        "contoso-ev-0003",
-        "contoso-ev-0004",
-        "contoso-ev-0005",
-        "contoso-ev-0006",
-        "contoso-cmd-0002",
-    ];
-    let group = "order-unreadable";
-    let run = rate_backlog(cluster(group, &ids, true), group, "20000");
-    // `tollgate rate --reference examples/reference.json --events <these eight lines>`.
-    let expected = BTreeMap::from([
+/// Contoso's backlog of the tests below: its funding of 11-01 (120.00), its first three legs
+/// of 11-03 and 11-04, and a recharge of 11-18 (200.00).
+const CONTOSO: [&str; 8] = [
+    "contoso-cmd-0001",
+    "contoso-ev-0001",
+    "contoso-ev-0002",
+    "contoso-ev-0003",
+    "contoso-ev-0004",
+    "contoso-ev-0005",
+    "contoso-ev-0006",
+    "contoso-cmd-0002",
+];
+
+/// Contoso's three legs as `tollgate rate --reference examples/reference.json --events <the
+/// eight lines of CONTOSO>` rates them.
+fn contoso_rated() -> BTreeMap<String, (String, String)> {
+    BTreeMap::from([
         usage("contoso-leg-0001", "0.50", "119.50"),
         usage("contoso-leg-0002", "0.00", "120.00"),
         usage("contoso-leg-0003", "0.00", "119.50"),
-    ]);
-    assert_eq!(run.outcome(), (expected, 0.0));
+    ])
+}
+
+/// A leg record whose time cannot be read (no value: refused when rated), produced today
+/// before contoso's backlog, does not move the other records of its topic. Merged by its
+/// Kafka timestamp, the legs came after the recharge, which then also put them more than
+/// 48 h behind the tenant's newest event: refused as too late, none charged.
+#[test]
+fn an_unreadable_record_does_not_hold_back_the_records_after_it() {
+    let group = "order-unreadable";
+    let run = rate_backlog(cluster(group, &CONTOSO, Some(b"")), group, "20000");
+    let legs = &WorkerConfig::default().topics[TopicKind::CallLegs];
+    assert_eq!(run.dead, [("invalid".to_owned(), legs.clone(), 0)]);
+    assert_eq!(run.outcome(), (contoso_rated(), 0.0));
+}
+
+/// A leg record dated a month after it was produced (a controller's clock a month ahead) is
+/// refused (`future_dated`) and holds back nothing. Rated, it would have moved contoso's
+/// newest event time a month ahead, and every true leg after it would have been refused as
+/// too late, uncharged; merged at its own date, it would have held back the legs after it
+/// behind the 11-18 recharge, as the unreadable record above did.
+#[test]
+fn a_record_dated_after_it_was_produced_is_refused_and_holds_back_nothing() {
+    let line = EVENTS.lines().find(|line| line.contains("\"contoso-ev-0001\"")).unwrap();
+    let input: v1::InputRecord = serde_json::from_str(line).unwrap();
+    let Some(v1::input_record::Record::CallLeg(mut event)) = input.record else { panic!("{line} is a leg") };
+    let month_ahead =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 30 * 86_400;
+    event.occurred_at = Some(tollgate_proto::Timestamp { seconds: month_ahead as i64, nanos: 0 });
+    event.event_id = "contoso-ev-ahead".into();
+    event.leg_id = "contoso-leg-ahead".into();
+    let group = "order-future-dated";
+    let run = rate_backlog(cluster(group, &CONTOSO, Some(&event.encode_to_vec())), group, "20000");
+    let legs = &WorkerConfig::default().topics[TopicKind::CallLegs];
+    assert_eq!(run.dead, [("future_dated".to_owned(), legs.clone(), 0)]);
+    assert_eq!(run.outcome(), (contoso_rated(), 0.0));
 }

@@ -280,7 +280,7 @@ fn inputs<'a>(
         }
         match config.topics.kind_of(&record.topic) {
             Some(kind @ (TopicKind::CallLegs | TopicKind::CreditCommands)) => {
-                applied(record, kind, partitions, config.max_record_bytes, tenants, findings);
+                applied(record, kind, partitions, config, tenants, findings);
             }
             _ => findings.list(None, "records read as inputs from another topic", place_of(record)),
         }
@@ -293,11 +293,11 @@ fn applied(
     record: &Record,
     kind: TopicKind,
     partitions: i32,
-    max_record_bytes: usize,
+    config: &WorkerConfig,
     tenants: &mut BTreeMap<String, Tenant<'_>>,
     findings: &mut Findings,
 ) {
-    let input = match codec::decode_input(kind, record.payload.as_deref(), max_record_bytes) {
+    let input = match codec::decode_input(kind, record.payload.as_deref(), config.max_record_bytes) {
         Ok(input) => input,
         Err(refusal) => {
             let item = format!("{} ({})", place_of(record), refusal.code);
@@ -317,6 +317,13 @@ fn applied(
         return findings.list(
             Some(tenant_id),
             "inputs on the wrong partition that are not in the dead letters",
+            place_of(record),
+        );
+    }
+    if codec::refuse_future_dated(&input, record, config.max_future_seconds).is_err() {
+        return findings.list(
+            Some(tenant_id),
+            "inputs dated after their record that are not in the dead letters",
             place_of(record),
         );
     }

@@ -55,6 +55,7 @@ impl Pipeline {
             partition,
             offset,
             timestamp: 0,
+            produced_at: 0,
             key: Some(key.into()),
             payload: Some(payload),
         }
@@ -406,6 +407,30 @@ fn inputs_the_worker_refuses_must_be_in_the_dead_letters() {
                 "inputs the worker refuses that are not in the dead letters (1): {} (decode)",
                 poison_at_text(&poison)
             ),
+        ]
+    );
+}
+
+/// An input dated more than `max_future_seconds` after its record's Kafka timestamp is one
+/// the worker refuses (`future_dated`): it must be in the dead letters.
+#[test]
+fn an_input_dated_after_its_record_must_be_in_the_dead_letters() {
+    let (mut p, _) = scenario();
+    assert!(p.check(&Expectations::default()).is_ok());
+    let legs = p.topics[TopicKind::CallLegs].clone();
+    let decodes = |r: &Record| codec::decode_input(TopicKind::CallLegs, r.payload.as_deref(), 4096).is_ok();
+    let input = p.snapshot.inputs.iter_mut().find(|r| r.topic == legs && decodes(r)).unwrap();
+    // Written a second after the epoch, decades before the event it carries.
+    input.produced_at = 1_000;
+    let (at, tenant) = (poison_at_text(input), String::from_utf8(input.key.clone().unwrap()).unwrap());
+    let report = p.check(&Expectations::default());
+    // The worker would have refused that start, so what was rated of its leg is unexplained.
+    assert_eq!(
+        report.violations,
+        [
+            format!("{tenant}: decisions about legs of no applied start (1): a1"),
+            format!("{tenant}: inputs dated after their record that are not in the dead letters (1): {at}"),
+            format!("{tenant}: usages of no applied non-VoIP start (1): {tenant}/a1"),
         ]
     );
 }
