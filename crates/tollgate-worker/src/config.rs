@@ -108,6 +108,7 @@ pub struct WorkerConfig {
     /// How far, in seconds, an input's `occurred_at` may be after its record's Kafka
     /// timestamp. A later one is refused (`future_dated`): rated, it would move its tenant's
     /// newest event time ahead, and every true input after it would be refused as too late.
+    /// Less than `retention_seconds`.
     pub max_future_seconds: u32,
     /// Timeout of blocking Kafka calls (metadata, commits, transactions), in milliseconds.
     pub kafka_timeout_ms: u64,
@@ -167,6 +168,11 @@ impl WorkerConfig {
         }
         if self.retention_seconds < 3600 {
             return bad("retention_seconds must be at least 3600");
+        }
+        // An input accepted at the limit moves its tenant's newest event time that far ahead:
+        // what is left of the window is the lateness still accepted after it.
+        if self.max_future_seconds >= self.retention_seconds {
+            return bad("max_future_seconds must be less than retention_seconds");
         }
         if self.max_record_bytes == 0 {
             return bad("max_record_bytes must be > 0");

@@ -433,6 +433,11 @@ log = "debug"
         );
         let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_BATCH_SIZE", "0")])).unwrap_err();
         assert_eq!(format!("{err:#}"), "invalid worker configuration: invalid configuration: batch_size must be > 0");
+        let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_MAX_FUTURE_SECONDS", "172800")])).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "invalid worker configuration: invalid configuration: max_future_seconds must be less than retention_seconds"
+        );
         let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_BATCH_SIZE", "many")])).unwrap_err();
         assert_eq!(
             format!("{err:#}"),
