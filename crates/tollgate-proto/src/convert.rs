@@ -18,7 +18,7 @@ use tollgate_core as core;
 use tollgate_core::{Country, Currency, E164, Money, TenantId};
 
 use crate::Timestamp;
-use crate::limits::Bounded;
+use crate::limits::{self, Bounded};
 use crate::v1;
 
 /// Why a wire message could not become a core value.
@@ -135,11 +135,25 @@ fn money(text: &str, name: &'static str) -> Result<Money> {
     if is_blank(text) {
         return Err(Error::Missing(name));
     }
-    field(Money::from_str(text), name)
+    field(bounded_money(text), name)
 }
 
 fn money_or_zero(text: &str, name: &'static str) -> Result<Money> {
-    if is_blank(text) { Ok(Money::ZERO) } else { field(Money::from_str(text), name) }
+    if is_blank(text) { Ok(Money::ZERO) } else { field(bounded_money(text), name) }
+}
+
+/// An amount of at most [`limits::MAX_AMOUNT_DIGITS`] digits before the point.
+fn bounded_money(text: &str) -> std::result::Result<Money, core::Error> {
+    let money = Money::from_str(text)?;
+    let bound = rust_decimal::Decimal::from(10u64.pow(limits::MAX_AMOUNT_DIGITS));
+    if money.amount().abs() >= bound {
+        return Err(core::Error::Invalid(format!(
+            "amount {:?} has more than {} digits before the point",
+            text.trim(),
+            limits::MAX_AMOUNT_DIGITS
+        )));
+    }
+    Ok(money)
 }
 
 fn currency(text: String, name: &'static str) -> Result<Currency> {

@@ -49,6 +49,12 @@ pub const MAX_LOW_BALANCE_THRESHOLDS: usize = 100;
 pub const MAX_RATE_CARD_VERSIONS: usize = 1000;
 /// Most rows of one version's dial-in table, or of its dial-out table.
 pub const MAX_RATES_PER_TABLE: usize = 100_000;
+/// Most digits before the point of an amount, a price or a fee: below 10^15 in magnitude
+/// (a quadrillion dollars, or yen). The core adds amounts with `Decimal`, which panics past
+/// about 7.9 × 10^28: two funding commands near that bound crashed the worker on every
+/// restart. Bounded, a balance would need some ten trillion of them to get there, and a
+/// charge (a price times at most 24 h) stays below 10^20.
+pub const MAX_AMOUNT_DIGITS: u32 = 15;
 
 /// A bound that a record exceeds.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]

@@ -71,6 +71,38 @@ fn names_the_field_of_a_refused_value() {
     assert_eq!(input_error(value), ("invalid_number", r#"started.remoteNumber: invalid E.164 number "12""#.to_owned()));
 }
 
+/// Amounts, prices and fees have at most 15 digits before the point. Two funding commands of
+/// the largest amount `Decimal` holds (about 7.9 × 10^28) overflowed the balance's addition
+/// and panicked: the worker crashed on every restart.
+#[test]
+fn refuses_an_amount_of_more_than_fifteen_digits_before_the_point() {
+    let refused = |amount: &str| {
+        let value = fund(json!({"lotId": "lot-1", "amount": amount, "currency": "USD",
+            "purchasedAt": "2026-11-01T00:00:00Z"}));
+        input_error(value)
+    };
+    for amount in ["1000000000000000", "79228162514264337593543950335", " 1000000000000000.00 "] {
+        let message =
+            format!("fund.amount: invalid input: amount {:?} has more than 15 digits before the point", amount.trim());
+        assert_eq!(refused(amount), ("invalid", message));
+    }
+    let largest = fund(json!({"lotId": "lot-1", "amount": "999999999999999.99", "currency": "USD",
+        "purchasedAt": "2026-11-01T00:00:00Z"}));
+    let record: InputRecord = serde_json::from_value(largest).unwrap();
+    assert!(core::Input::try_from(record).is_ok());
+    let value = json!({"creditCommand": {"commandId": "c1", "tenantId": "contoso", "occurredAt": "2026-11-01T00:00:00Z",
+        "adjustment": {"amount": "-1000000000000000", "currency": "USD", "reason": "typo"}}});
+    assert_eq!(
+        input_error(value).1,
+        r#"adjustment.amount: invalid input: amount "-1000000000000000" has more than 15 digits before the point"#
+    );
+    let rows = json!([{"prefix": "44", "price": {"perMinute": "0.01", "connectionFee": "1000000000000000"}}]);
+    assert_eq!(
+        reference_error(json!({"rateCards": [card(rows)]})).1,
+        r#"rate card "card-usd" version "2026-10" dialOut prefix "44": price.connectionFee: invalid input: amount "1000000000000000" has more than 15 digits before the point"#
+    );
+}
+
 fn tenant(changes: Value) -> Value {
     let mut tenant = json!({"tenantId": "contoso", "currency": "USD", "creditsEnabled": true, "rateCardId": "usd"});
     tenant.as_object_mut().unwrap().extend(changes.as_object().unwrap().clone());
