@@ -618,38 +618,49 @@ impl Shared {
             let shared = Arc::clone(self);
             let task_cancel = Arc::clone(&cancel);
             let (finished_tx, finished) = channel::<()>();
+            let guard = Arc::clone(self);
             let thread = std::thread::Builder::new().name(format!("tollgate-p{partition}")).spawn(move || {
                 // Dropped when the thread ends, whatever way: wakes up `stop_tasks`.
                 let _finished = finished_tx;
-                let coordinator: Arc<dyn Coordinator> = Arc::clone(&shared) as Arc<dyn Coordinator>;
-                match PartitionTask::start(
-                    partition,
-                    shared.partition_count,
-                    Arc::clone(&shared.config),
-                    Arc::clone(&shared.tables),
-                    coordinator,
-                    task_cancel,
-                ) {
-                    Ok(task) => {
-                        shared.lock_restarts().remove(&partition);
-                        shared.assignment.restored(partition);
-                        task.run(rx);
-                    }
-                    Err(Error::ShutDown(_)) => {}
-                    Err(error @ Error::Changelog { .. }) => shared.start_failed(partition, &error),
-                    Err(error) => {
-                        // Initialising the transactional id or reading the changelog may be
-                        // refused by an ACL: the halt names it. A task fenced while it starts
-                        // (the partition moved on again) stops as a fenced task does.
-                        let halt = Halt::of_start(&shared.config, partition, &error);
-                        if let Halt::Fenced(_) = halt {
-                            telemetry::fenced(partition, &error);
-                        } else {
-                            tracing::error!(partition, %error, "partition task could not start");
-                            telemetry::task_failed(partition, &error);
+                // A panic would end this thread alone and leave its partition owned here and
+                // rated by no one, with nothing said. It halts the partition instead, as a
+                // fatal error does: the worker exits, and its supervisor restarts it.
+                let task = std::panic::AssertUnwindSafe(move || {
+                    let coordinator: Arc<dyn Coordinator> = Arc::clone(&shared) as Arc<dyn Coordinator>;
+                    match PartitionTask::start(
+                        partition,
+                        shared.partition_count,
+                        Arc::clone(&shared.config),
+                        Arc::clone(&shared.tables),
+                        coordinator,
+                        task_cancel,
+                    ) {
+                        Ok(task) => {
+                            shared.lock_restarts().remove(&partition);
+                            shared.assignment.restored(partition);
+                            task.run(rx);
                         }
-                        shared.halted(partition, halt);
+                        Err(Error::ShutDown(_)) => {}
+                        Err(error @ Error::Changelog { .. }) => shared.start_failed(partition, &error),
+                        Err(error) => {
+                            // Initialising the transactional id or reading the changelog may be
+                            // refused by an ACL: the halt names it. A task fenced while it starts
+                            // (the partition moved on again) stops as a fenced task does.
+                            let halt = Halt::of_start(&shared.config, partition, &error);
+                            if let Halt::Fenced(_) = halt {
+                                telemetry::fenced(partition, &error);
+                            } else {
+                                tracing::error!(partition, %error, "partition task could not start");
+                                telemetry::task_failed(partition, &error);
+                            }
+                            shared.halted(partition, halt);
+                        }
                     }
+                });
+                if let Err(panic) = std::panic::catch_unwind(task) {
+                    let reason = format!("its task panicked: {}", panic_message(panic.as_ref()));
+                    telemetry::task_failed(partition, &reason);
+                    guard.halted(partition, Halt::Failed(reason));
                 }
             });
             match thread {
@@ -839,11 +850,32 @@ impl ConsumerContext for WorkerContext {
     }
 }
 
+/// The message a panic was raised with (`panic!` with a literal or with a format).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (None, Some(text)) => text.clone(),
+        (None, None) => "a panic without a message".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-    use super::Assignment;
+    use super::{Assignment, panic_message};
+
+    /// What a partition task's panic is halted with: its message, whichever way it was raised.
+    #[test]
+    fn a_panic_is_told_by_its_message() {
+        let caught = |body: fn()| {
+            let panic = std::panic::catch_unwind(body).unwrap_err();
+            panic_message(panic.as_ref())
+        };
+        assert_eq!(caught(|| panic!("Addition overflowed")), "Addition overflowed");
+        assert_eq!(caught(|| panic!("balance {} overflowed", 7)), "balance 7 overflowed");
+        assert_eq!(caught(|| std::panic::panic_any(7)), "a panic without a message");
+    }
 
     /// Two workers in one process (the demo) share one metrics registry: each exports its own
     /// series, so their sum is every partition, not the last worker's share.
