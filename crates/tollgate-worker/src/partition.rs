@@ -59,6 +59,10 @@ use crate::states::States;
 use crate::view::PartitionView;
 use crate::{Error, changelog, kafka, partitioner, telemetry};
 
+/// How many times an abort that timed out is resumed before the partition halts (see
+/// `PartitionTask::abort`): with the default `kafka_timeout_ms`, a minute in all.
+const ABORT_RESUMES: u32 = 5;
+
 /// Retries of one batch after which its partition counts as stalled.
 const STALLED_AFTER: u32 = 3;
 /// How often a catching-up task holding records looks again whether an input behind has
@@ -982,7 +986,15 @@ impl PartitionTask {
 
     /// Aborts the open transaction: purges what is still queued, serves the delivery reports
     /// of the purged records (librdkafka waits for them), then aborts, resuming an abort that
-    /// timed out.
+    /// timed out, [`ABORT_RESUMES`] times at most.
+    ///
+    /// A fault-suite run (`broker_restarted_at_least_once`) once saw an abort after a broker
+    /// restart time out again and again for minutes, while the producer's other partitions
+    /// went on: the partition rated nothing and said nothing more. An abort still not done
+    /// after that many resumes halts the partition as a fatal error does: the worker exits,
+    /// and the partition's next owner initialises its transactional ids, which aborts the
+    /// transaction on the broker. Nothing of the batch was committed, so this is a crash
+    /// like any other for the state.
     fn abort(&self) -> Result<(), Error> {
         let txn = self.producers.txn();
         let timeout = self.config.kafka_timeout();
@@ -991,6 +1003,7 @@ impl PartitionTask {
         let _ = kafka::flush(txn, timeout);
         let purged = txn.context().take_first_error();
         telemetry::transaction_aborted(self.partition, purged);
+        let mut resumes = 0;
         loop {
             match txn.abort_transaction(timeout) {
                 Ok(()) => return Ok(()),
@@ -998,7 +1011,18 @@ impl PartitionTask {
                     if self.cancel.is_cancelled() {
                         return Err(Error::ShutDown("aborting a transaction"));
                     }
-                    tracing::warn!(partition = self.partition, error = %e, "abort timed out, resuming");
+                    if resumes == ABORT_RESUMES {
+                        return Err(Error::Halted {
+                            partition: self.partition,
+                            reason: format!(
+                                "a transaction could not be aborted in {} attempts of {} ms: {e}",
+                                ABORT_RESUMES + 1,
+                                timeout.as_millis()
+                            ),
+                        });
+                    }
+                    resumes += 1;
+                    tracing::warn!(partition = self.partition, error = %e, resumes, "abort timed out, resuming");
                 }
                 Err(error) => return Err(error.into()),
             }
