@@ -1,7 +1,7 @@
 //! Bounds on what one untrusted record may hold, so that hostile input costs bounded memory
 //! and time and ends as a refusal with a stable code.
 //!
-//! Three bounds, checked in this order:
+//! Four bounds, checked in this order:
 //!
 //! 1. **The record's size, before decoding** ([`decode`]): a value longer than the caller's
 //!    limit (the worker's `max_record_bytes`) is refused with `too_large` and never decoded.
@@ -20,6 +20,9 @@
 //!    and amounts at most [`MAX_ID_BYTES`], free text at most [`MAX_TEXT_BYTES`]
 //!    (`too_long`). Nothing past a bound reaches the core, the state, the changelog or an
 //!    error message (which would otherwise quote a megabyte-long id).
+//! 4. **Amounts, at conversion**: an amount, price or fee has at most
+//!    [`MAX_AMOUNT_DIGITS`] digits before the point (`invalid`), so the core's `Decimal`
+//!    sums cannot overflow.
 //!
 //! ```
 //! use tollgate_proto::{limits, v1, Message};
