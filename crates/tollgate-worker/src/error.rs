@@ -148,6 +148,12 @@ pub(crate) fn is_failed_producer(error: &Error) -> bool {
     matches!(error, Error::Kafka(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal))
 }
 
+/// The text a panic was raised with (`panic!` with a literal or with a format); `None` for
+/// any other payload.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
 #[cfg(test)]
 mod tests {
     use rdkafka::types::RDKafkaErrorCode as C;

@@ -850,13 +850,9 @@ impl ConsumerContext for WorkerContext {
     }
 }
 
-/// The message a panic was raised with (`panic!` with a literal or with a format).
+/// The message a panic was raised with ([`crate::error::panic_text`]), for its halt.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
-        (Some(text), _) => (*text).to_owned(),
-        (None, Some(text)) => text.clone(),
-        (None, None) => "a panic without a message".to_owned(),
-    }
+    crate::error::panic_text(payload).unwrap_or("a panic without a message").to_owned()
 }
 
 #[cfg(test)]

@@ -75,12 +75,7 @@ pub fn panic_hook(secrets: Vec<String>) {
     }
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
+        let message = tollgate_worker::error::panic_text(info.payload()).unwrap_or("");
         if secrets.iter().any(|s| message.contains(s.as_str())) {
             let location = info.location().map_or_else(String::new, |l| format!(" at {l}"));
             eprintln!("panicked{location}: {}", redact(message, &secrets));
