@@ -46,6 +46,18 @@ impl Timestamp {
         self.nanos
     }
 
+    /// Milliseconds since the epoch, the sub-millisecond part dropped: how Kafka timestamps
+    /// count.
+    pub const fn unix_millis(self) -> i64 {
+        self.secs * 1000 + (self.nanos / 1_000_000) as i64
+    }
+
+    /// The instant `millis` milliseconds after the epoch (a Kafka timestamp), refusing
+    /// out-of-range values.
+    pub fn from_unix_millis(millis: i64) -> Result<Self, Error> {
+        Timestamp::new(millis.div_euclid(1000), (millis.rem_euclid(1000) * 1_000_000) as u32)
+    }
+
     /// This instant plus `seconds` (saturating at the accepted range).
     pub fn plus_seconds(self, seconds: u32) -> Timestamp {
         Timestamp { secs: (self.secs + i64::from(seconds)).min(MAX_SECS), nanos: self.nanos }
@@ -154,6 +166,21 @@ mod tests {
         assert_eq!(a.seconds_until_ceil(a), Some(0));
         assert_eq!(ts(100).seconds_until_ceil(Timestamp::new(100, 1).unwrap()), Some(1));
         assert_eq!(b.seconds_until_ceil(a), None);
+    }
+
+    /// Kafka timestamps are milliseconds: the sub-millisecond part is dropped; what is out of
+    /// range (before the epoch, after year 9999) is refused.
+    #[test]
+    fn counts_milliseconds_as_kafka_does() {
+        let t = Timestamp::new(1_793_491_200, 999_999_999).unwrap();
+        assert_eq!(t.unix_millis(), 1_793_491_200_999);
+        assert_eq!(
+            Timestamp::from_unix_millis(1_793_491_200_999).unwrap(),
+            Timestamp::new(1_793_491_200, 999_000_000).unwrap()
+        );
+        assert_eq!(Timestamp::from_unix_millis(0).unwrap().unix_millis(), 0);
+        assert!(Timestamp::from_unix_millis(-1).is_err());
+        assert!(Timestamp::from_unix_millis(i64::MAX).is_err());
     }
 
     #[test]

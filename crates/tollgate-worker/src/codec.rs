@@ -95,15 +95,11 @@ pub fn future_dated(occurred_at: i64, produced_at: i64, max_future_seconds: u32)
 /// Refuses `input` when it is [`future_dated`] against `record`'s Kafka timestamp.
 pub fn refuse_future_dated(input: &Input, record: &Record, max_future_seconds: u32) -> Result<(), Refusal> {
     let occurred_at = input.occurred_at();
-    let millis = occurred_at.unix_seconds().saturating_mul(1000) + i64::from(occurred_at.subsec_nanos() / 1_000_000);
-    if !future_dated(millis, record.produced_at, max_future_seconds) {
+    if !future_dated(occurred_at.unix_millis(), record.produced_at, max_future_seconds) {
         return Ok(());
     }
-    let produced_at = tollgate_core::Timestamp::new(
-        record.produced_at.div_euclid(1000),
-        (record.produced_at.rem_euclid(1000) * 1_000_000) as u32,
-    )
-    .map_or_else(|_| format!("{} ms", record.produced_at), |t| t.to_string());
+    let produced_at = tollgate_core::Timestamp::from_unix_millis(record.produced_at)
+        .map_or_else(|_| format!("{} ms", record.produced_at), |t| t.to_string());
     Err(Refusal::new(
         FUTURE_DATED,
         format!(
