@@ -368,6 +368,39 @@ impl Broker {
         config
     }
 
+    /// Every partition the broker's metadata shows without a leader or with an error, as
+    /// `topic/partition: leader L, error E` lines; or why the metadata could not be read. For
+    /// the message of a scenario that failed: a partition left without a leader after a
+    /// restart stalls its producers and its transactions.
+    pub fn unserved_partitions(&self) -> String {
+        let consumer: BaseConsumer = match self.client_config().create() {
+            Ok(consumer) => consumer,
+            Err(e) => return format!("no client: {e}"),
+        };
+        let metadata = match consumer.fetch_metadata(None, Duration::from_secs(10)) {
+            Ok(metadata) => metadata,
+            Err(e) => return format!("no metadata: {e}"),
+        };
+        let mut lines = Vec::new();
+        for topic in metadata.topics() {
+            if let Some(error) = topic.error() {
+                lines.push(format!("{}: error {error:?}", topic.name()));
+            }
+            for partition in topic.partitions() {
+                if partition.leader() < 0 || partition.error().is_some() {
+                    lines.push(format!(
+                        "{}/{}: leader {}, error {:?}",
+                        topic.name(),
+                        partition.id(),
+                        partition.leader(),
+                        partition.error()
+                    ));
+                }
+            }
+        }
+        if lines.is_empty() { "every partition has a leader".to_owned() } else { lines.join("\n") }
+    }
+
     /// The last lines of the broker's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let mut tail = String::new();

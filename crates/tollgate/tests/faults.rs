@@ -38,7 +38,7 @@ struct Run {
     started_workers: usize,
     /// Workers that exited on their own and were started again (what a supervisor does).
     restarts: usize,
-    _logs: TempDir,
+    logs: TempDir,
 }
 
 /// A directory removed at the end (kept with `TOLLGATE_KEEP_BROKER`).
@@ -51,6 +51,21 @@ impl Drop for TempDir {
         } else {
             eprintln!("worker logs kept in {}", self.0.display());
         }
+    }
+}
+
+impl Drop for Run {
+    /// A failed scenario keeps what explains it beside the workers' logs: the broker's own
+    /// log, and which partitions the broker serves no leader for.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let kept = self.logs.0.join("broker-server.log");
+        if let Err(e) = std::fs::copy(self.broker.dir().join("server.log"), &kept) {
+            eprintln!("cannot keep the broker's log: {e}");
+        }
+        eprintln!("partitions without a leader:\n{}", self.broker.unserved_partitions());
     }
 }
 
@@ -105,7 +120,7 @@ impl Run {
             workers: Vec::new(),
             started_workers: 0,
             restarts: 0,
-            _logs: TempDir(logs),
+            logs: TempDir(logs),
         }
     }
 
