@@ -1,6 +1,7 @@
 //! A real Apache Kafka broker for tests: one KRaft node (broker and controller in one JVM) on
-//! free loopback ports, run from the jars `tests/kafka/fetch.sh` caches, with fault injection
-//! (SIGKILL, SIGTERM, SIGSTOP) and Kafka's own console consumer to read topics back.
+//! loopback ports leased across test processes ([`crate::ports`]), run from the jars
+//! `tests/kafka/fetch.sh` caches, with fault injection (SIGKILL, SIGTERM, SIGSTOP) and
+//! Kafka's own console consumer to read topics back.
 //!
 //! ```no_run
 //! let mut broker = tollgate_e2e::broker::Broker::start();
@@ -36,7 +37,6 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -47,6 +47,8 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tollgate_worker::WorkerConfig;
 use tollgate_worker::topics::{self, TopicSpec};
+
+use crate::ports::{self, PortLease};
 
 /// The Kafka release the tests run (the one `tests/kafka/pom.xml` names).
 pub const KAFKA_VERSION: &str = "4.1.1";
@@ -132,6 +134,10 @@ pub struct Broker {
     libs: PathBuf,
     port: u16,
     controller_port: u16,
+    /// The two ports' leases, held for the broker's life (restarts included).
+    _ports: [PortLease; 2],
+    /// The cluster id its storage was formatted with.
+    cluster_id: String,
     listener: Option<Listener>,
     keep: bool,
     jvm: Option<Jvm>,
@@ -158,7 +164,7 @@ pub fn shared() -> &'static Broker {
 
 impl Broker {
     /// Fetches the jars if needed, formats a fresh data directory and starts the broker on
-    /// free loopback ports; returns once it answers metadata requests. Panics, with the end of
+    /// leased loopback ports; returns once it answers metadata requests. Panics, with the end of
     /// the broker's log, if it does not start.
     pub fn start() -> Broker {
         Broker::start_with(&[])
@@ -183,9 +189,20 @@ impl Broker {
         if keep {
             eprintln!("kafka broker directory (kept): {}", dir.display());
         }
-        let (port, controller_port) = free_ports();
-        let mut broker =
-            Broker { dir, libs, port, controller_port, listener, keep, jvm: None, startup_time: Duration::ZERO };
+        let ports = [ports::lease(), ports::lease()];
+        let (port, controller_port) = (ports[0].port(), ports[1].port());
+        let mut broker = Broker {
+            dir,
+            libs,
+            port,
+            controller_port,
+            _ports: ports,
+            cluster_id: cluster_id(),
+            listener,
+            keep,
+            jvm: None,
+            startup_time: Duration::ZERO,
+        };
         broker.write_properties(overrides);
         broker.format_storage(format_args);
         broker.launch();
@@ -473,7 +490,7 @@ log.cleaner.dedupe.buffer.size=8388608
     /// `kafka-storage.sh format`: writes the cluster id and the bootstrap metadata into `data/`.
     fn format_storage(&self, extra: &[String]) {
         let (mut command, archive) = self.java("storage", &self.dir.join("storage.log"), TOOL_HEAP);
-        command.args(["kafka.tools.StorageTool", "format", "--cluster-id", &cluster_id(), "--config"]);
+        command.args(["kafka.tools.StorageTool", "format", "--cluster-id", &self.cluster_id, "--config"]);
         command.arg(self.dir.join("server.properties")).args(extra);
         let output = run_bounded(command, TOOL_ALLOWANCE, "kafka-storage format");
         archive.finish(output.status.success());
@@ -507,7 +524,9 @@ log.cleaner.dedupe.buffer.size=8388608
         );
     }
 
-    /// Polls metadata until it lists this broker, the JVM exits, or the deadline passes.
+    /// Polls metadata until it lists this broker, the JVM exits, or the deadline passes. The
+    /// answer must come from this broker's cluster: another test's broker on the same port
+    /// (which [`crate::ports`] exists to prevent) is not this one being ready.
     fn wait_ready(&self, deadline: Instant) {
         let consumer: BaseConsumer = self.client_config().create().unwrap_or_else(|e| panic!("client: {e}"));
         loop {
@@ -517,7 +536,10 @@ log.cleaner.dedupe.buffer.size=8388608
             // Blocks for up to a second: the broker's answer is the signal waited for.
             let listed = consumer.fetch_metadata(None, Duration::from_secs(1));
             if listed.is_ok_and(|metadata| metadata.brokers().iter().any(|b| b.id() == NODE_ID)) {
-                return;
+                let cluster = consumer.client().fetch_cluster_id(Duration::from_secs(1));
+                if cluster.as_deref() == Some(self.cluster_id.as_str()) {
+                    return;
+                }
             }
             if Instant::now() > deadline {
                 panic!("the kafka broker was not ready after {START_DEADLINE:?}\n{}", self.log_tail());
@@ -818,15 +840,6 @@ pub fn ensure_jars() -> PathBuf {
             libs
         })
         .clone()
-}
-
-/// Two distinct free loopback ports (the listeners are closed again before the broker binds
-/// them, so another process could take one in between; nothing here does).
-fn free_ports() -> (u16, u16) {
-    let bind = || TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"));
-    let (a, b) = (bind(), bind());
-    let port = |l: &TcpListener| l.local_addr().unwrap_or_else(|e| panic!("local address: {e}")).port();
-    (port(&a), port(&b))
 }
 
 /// A new empty directory under the system's temporary directory.

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+use crate::ports::PortLease;
+
+/// A free loopback port, leased to this process until the lease drops (see [`crate::ports`]).
+pub fn free_port() -> PortLease {
+    crate::ports::lease()
 }
 
 /// How to start workers.
@@ -46,13 +48,16 @@ pub struct WorkerProcess {
     pub name: String,
     child: Child,
     metrics_port: u16,
+    /// The metrics port's lease, held while the process may run.
+    _metrics_lease: PortLease,
     log: PathBuf,
 }
 
 impl WorkerProcess {
     /// Starts a worker.
     pub fn start(spec: &WorkerSpec, name: &str) -> WorkerProcess {
-        let metrics_port = free_port();
+        let metrics_lease = free_port();
+        let metrics_port = metrics_lease.port();
         let log = spec.log_dir.join(format!("{name}-{metrics_port}.log"));
         let file = std::fs::File::create(&log).expect("worker log file");
         let mut command = Command::new(&spec.binary);
@@ -78,7 +83,7 @@ impl WorkerProcess {
             command.args(["-X", &format!("{key}={value}")]);
         }
         let child = command.spawn().expect("start tollgate run");
-        WorkerProcess { name: name.to_owned(), child, metrics_port, log }
+        WorkerProcess { name: name.to_owned(), child, metrics_port, _metrics_lease: metrics_lease, log }
     }
 
     /// The process id.

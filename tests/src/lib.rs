@@ -6,6 +6,7 @@
 //!   confluent-kafka).
 //! - [`fleet`]: `tollgate run` worker processes (kill -9, SIGSTOP, SIGTERM), their metrics,
 //!   and the consumer group's progress.
+//! - [`ports`]: loopback ports for the servers the tests start, leased across test processes.
 //! - [`security`]: a broker with a SASL_SSL listener (SCRAM-SHA-512, a throwaway CA), the
 //!   standard authorizer, and a principal with least-privilege ACLs per component.
 //! - [`traffic`]: deterministic traffic for the fault suite, with the exact charges it must
@@ -14,5 +15,6 @@
 pub mod broker;
 pub mod fleet;
 pub mod interop;
+pub mod ports;
 pub mod security;
 pub mod traffic;

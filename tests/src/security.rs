@@ -31,6 +31,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::broker::{Broker, Listener, temp_dir};
+use crate::ports::PortLease;
 
 /// The worker's principal (`tollgate run`).
 pub const WORKER: &str = "tollgate-worker";
@@ -55,6 +56,8 @@ const ACL_DEADLINE: Duration = Duration::from_secs(180);
 pub struct Secured {
     broker: Broker,
     sasl_port: u16,
+    /// The SASL_SSL port's lease, held for the broker's life.
+    _sasl_lease: PortLease,
     /// The throwaway CA that signed the broker's certificate.
     ca: PathBuf,
     /// A CA that signed nothing the broker presents.
@@ -127,7 +130,8 @@ impl Secured {
                 ["--add-scram".to_owned(), format!("SCRAM-SHA-512=[name={name},password={password}]")]
             })
             .collect();
-        let sasl_port = crate::fleet::free_port();
+        let sasl_lease = crate::fleet::free_port();
+        let sasl_port = sasl_lease.port();
         let keystore = certs.join("broker.p12").display().to_string();
         let overrides = [
             ("sasl.enabled.mechanisms", "SCRAM-SHA-512"),
@@ -147,6 +151,7 @@ impl Secured {
         let secured = Secured {
             broker,
             sasl_port,
+            _sasl_lease: sasl_lease,
             ca: certs.join("ca.pem"),
             untrusted_ca: certs.join("untrusted-ca.pem"),
             passwords,

@@ -60,7 +60,7 @@ fn temp(name: &str) -> PathBuf {
 fn start_worker(bootstrap: &str, user: &User, guarantee: &str, log: &Path) -> Child {
     let file = std::fs::File::create(log).unwrap();
     command(bootstrap, user, &["run", "--processing-guarantee", guarantee])
-        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port().port())])
         .args(["-X", "debug=security,broker,conf"])
         .env("TOLLGATE_LOG", "info,librdkafka=debug")
         .stdin(Stdio::null())
