@@ -154,6 +154,12 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
     payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }
 
+/// The message a panic was raised with ([`panic_text`]), or that it had none: for a halt or a
+/// dead letter.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    panic_text(payload).unwrap_or("a panic without a message").to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use rdkafka::types::RDKafkaErrorCode as C;

@@ -77,6 +77,10 @@ pub trait Coordinator: Send + Sync {
     fn committed(&self, offsets: &TopicPartitionList);
     /// The task stopped working on its partition for good (fenced or failed).
     fn halted(&self, partition: i32, halt: Halt);
+    /// Rating a record of `partition` panicked: the task stopped, its state (tainted by the
+    /// half-done rating) dropped with it. Start the partition again from its changelog, with
+    /// the record among those it refuses (see [`Poison`]).
+    fn poisoned(&self, partition: i32, poison: Poison);
     /// Where the task publishes its committed state for the tenant API (none: not served).
     fn view(&self, _partition: i32) -> Option<Arc<PartitionView>> {
         None
@@ -102,6 +106,26 @@ pub trait Coordinator: Send + Sync {
         0
     }
 }
+
+/// A record whose rating panicked. A panic is a bug, not a refusal the rater knows how to
+/// make, and it may leave the tenant's state half changed; so the task that met it stops, and
+/// the partition is restored from its changelog and started again with the record here. The
+/// new task refuses it (`rating_panicked`, dead-lettered with the panic's message) instead of
+/// rating it, and rates everything else. Rating is a function of the state and the record, so
+/// any owner of the partition panics on the same record at the same point, and makes the same
+/// dead letter: one bad record costs a restore, not the partition or the worker.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Poison {
+    /// The record's topic.
+    pub topic: String,
+    /// The record's offset.
+    pub offset: i64,
+    /// What the panic said.
+    pub message: String,
+}
+
+/// The dead-letter code of a record whose rating panicked (see [`Poison`]).
+pub const RATING_PANICKED: &str = "rating_panicked";
 
 /// Why a partition task stopped working on its partition before being told to.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -344,6 +368,8 @@ pub struct PartitionTask {
     /// The tenant API's view of the partition: the committed state, published after each
     /// commit for the tenants the batch touched.
     view: Option<Arc<PartitionView>>,
+    /// Records whose rating panicked in an earlier task of the partition: refused.
+    poisons: Vec<Poison>,
 }
 
 impl std::fmt::Debug for PartitionTask {
@@ -367,6 +393,7 @@ impl PartitionTask {
         tables: Arc<Tables>,
         coordinator: Arc<dyn Coordinator>,
         cancel: Arc<Cancel>,
+        poisons: Vec<Poison>,
     ) -> Result<Self, Error> {
         let txns = transactional_producers(&config, partition, &cancel)?;
         let outputs = match config.processing_guarantee {
@@ -418,6 +445,7 @@ impl PartitionTask {
             next: restored.manifest.filter(|_| config_at_least_once),
             balances_refreshed: Instant::now(),
             view: None,
+            poisons,
         };
         task.migrate_layout(&restored.rewrite, &restored.retire)?;
         if let Some(view) = &view {
@@ -584,7 +612,10 @@ impl PartitionTask {
             let started = Instant::now();
             let result =
                 if recorded { Ok(()) } else { self.write_manifest(&Manifest::of(&batch)).map(|()| recorded = true) };
-            let rated = self.rate(&batch);
+            let rated = match self.rate(&batch) {
+                Ok(rated) => rated,
+                Err(poison) => return self.poisoned(poison),
+            };
             // What already waits leaves the inbox now, so that backpressure counts only the
             // records behind the next batch (under at-least-once the transaction takes in
             // what arrives meanwhile too, before it names the next batch).
@@ -640,6 +671,25 @@ impl PartitionTask {
             let touched = rated.undo.keys().map(|tenant| (tenant.as_str(), self.states.get(tenant)));
             view.committed(touched, rated.progress.next.iter().map(|(topic, &next)| (topic.clone(), next)));
         }
+    }
+
+    /// Rating the batch panicked at `poison`: nothing of it was published, and the state in
+    /// memory may be half changed, so the task stops and the worker starts the partition
+    /// again from its changelog, refusing the record (see [`Poison`]).
+    fn poisoned(&mut self, poison: Poison) {
+        let partition = self.partition;
+        let Poison { topic, offset, message } = &poison;
+        tracing::error!(
+            partition,
+            topic,
+            offset,
+            panic = message,
+            "rating a record panicked: the partition is restored and started again, refusing the record ({RATING_PANICKED})"
+        );
+        telemetry::task_failed(partition, &format!("rating {topic} offset {offset} panicked: {message}"));
+        self.idle = Some(Idle::Halted);
+        self.stopping = true;
+        self.coordinator.poisoned(partition, poison);
     }
 
     /// The batch could not be published and will not be retried here.
@@ -731,7 +781,9 @@ impl PartitionTask {
         }
     }
 
-    fn rate(&mut self, batch: &[Record]) -> Rated {
+    /// Rates the batch into its outputs and changelog records; [`Poison`] when rating one of
+    /// its records panicked (the state is then not to be trusted: the task stops).
+    fn rate(&mut self, batch: &[Record]) -> Result<Rated, Poison> {
         let config = Arc::clone(&self.config);
         let topics = &config.topics;
         let mut rated = Rated {
@@ -748,7 +800,15 @@ impl PartitionTask {
         for record in batch {
             let kind = topics.kind_of(&record.topic).unwrap_or(TopicKind::CallLegs);
             let topic_label = kind.key();
-            let outcome = match self.apply(record, kind, &mut rated.undo, &mut outs, movements.as_mut()) {
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.apply(record, kind, &mut rated.undo, &mut outs, movements.as_mut())
+            }));
+            let applied = applied.map_err(|panic| Poison {
+                topic: record.topic.clone(),
+                offset: record.offset,
+                message: crate::error::panic_message(panic.as_ref()),
+            })?;
+            let outcome = match applied {
                 Ok(applied) => applied.label(),
                 Err(refusal) => {
                     telemetry::dead_letter(
@@ -789,7 +849,7 @@ impl PartitionTask {
                 }
             }
         }
-        rated
+        Ok(rated)
     }
 
     fn apply(
@@ -800,6 +860,17 @@ impl PartitionTask {
         outs: &mut Vec<Output>,
         movements: Option<&mut Vec<LedgerMovement>>,
     ) -> Result<Applied, Refusal> {
+        if let Some(poison) = self.poisons.iter().find(|p| p.offset == record.offset && p.topic == record.topic) {
+            return Err(Refusal::new(
+                RATING_PANICKED,
+                format!(
+                    "rating this record panicked ({}); the partition was restored without it. A bug in tollgate: report it with this record",
+                    poison.message
+                ),
+            ));
+        }
+        #[cfg(test)]
+        tests::panic_if_marked(record);
         let input: Input = codec::decode_input(kind, record.payload.as_deref(), self.config.max_record_bytes)?;
         let tenant = input.tenant_id().as_str();
         let key = record.key.as_deref().unwrap_or_default();
@@ -1185,10 +1256,22 @@ fn count(stats: &mut Stats, output: &Output) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rdkafka::mocking::MockCluster;
 
     use super::*;
+
+    /// Bytes that make rating a record panic, in this crate's unit tests only: no input is
+    /// known to panic the rater, and the poison path needs one (see [`Poison`]).
+    pub(crate) const PANIC_MARK: &str = "rating-panics-on-this-record";
+
+    /// Panics when the record's value holds [`PANIC_MARK`].
+    pub(super) fn panic_if_marked(record: &Record) {
+        let mark = PANIC_MARK.as_bytes();
+        if record.payload.as_deref().is_some_and(|value| value.windows(mark.len()).any(|w| w == mark)) {
+            panic!("a test record marked to panic");
+        }
+    }
 
     fn transactional(config: &WorkerConfig, id: &str) -> TaskProducer {
         let producer: TaskProducer =

@@ -16,7 +16,7 @@ use tollgate_core::{Currency, Money, TenantId};
 pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Error codes a dead letter can carry (registered at zero so alerts see the first one).
-const DEAD_LETTER_CODES: [&str; 18] = [
+const DEAD_LETTER_CODES: [&str; 19] = [
     "decode",
     "too_large",
     "too_long",
@@ -35,6 +35,7 @@ const DEAD_LETTER_CODES: [&str; 18] = [
     "end_before_start",
     "too_late",
     "future_dated",
+    crate::partition::RATING_PANICKED,
 ];
 
 /// Registers descriptions, so `/metrics` explains itself, and the counters alerts rely on at

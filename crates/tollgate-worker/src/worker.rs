@@ -23,7 +23,7 @@ use crate::config::TopicKind;
 use crate::config::WorkerConfig;
 use crate::inbox::{self, Backpressure, Mailbox};
 use crate::ownership::{self, Announcer, Directory};
-use crate::partition::{Coordinator, Halt, PartitionTask};
+use crate::partition::{Coordinator, Halt, PartitionTask, Poison};
 use crate::readiness::{Readiness, Stage};
 use crate::record::Record;
 use crate::reference::{Loader, Tables};
@@ -252,6 +252,7 @@ impl Worker {
             tasks: Mutex::new(HashMap::new()),
             halts: Mutex::new(HashMap::new()),
             restarts: Mutex::new(HashMap::new()),
+            poisons: Mutex::new(HashMap::new()),
             consumer: OnceLock::new(),
             backpressure: Backpressure::for_batch_size(config.batch_size),
             views: Arc::clone(&self.views),
@@ -410,6 +411,8 @@ struct Shared {
     halts: Mutex<HashMap<i32, (Instant, Halt)>>,
     /// Partitions whose task could not restore their state: paused, started again later.
     restarts: Mutex<HashMap<i32, Restart>>,
+    /// By partition: records whose rating panicked, refused by the partition's next tasks.
+    poisons: Mutex<HashMap<i32, Vec<Poison>>>,
     consumer: OnceLock<Weak<GroupConsumer>>,
     backpressure: Backpressure,
     views: Arc<Views>,
@@ -450,6 +453,16 @@ impl Shared {
         );
         telemetry::task_failed(partition, error);
         restarts.insert(partition, Restart { attempt, at: Instant::now() + wait, paused: false });
+    }
+
+    /// The records of `partition` whose rating panicked.
+    fn poisons_of(&self, partition: i32) -> Vec<Poison> {
+        self.poisons
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&partition)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// On the polling thread: pauses partitions whose task could not start, and starts them
@@ -634,6 +647,7 @@ impl Shared {
                         Arc::clone(&shared.tables),
                         coordinator,
                         task_cancel,
+                        shared.poisons_of(partition),
                     ) {
                         Ok(task) => {
                             shared.lock_restarts().remove(&partition);
@@ -658,7 +672,7 @@ impl Shared {
                     }
                 });
                 if let Err(panic) = std::panic::catch_unwind(task) {
-                    let reason = format!("its task panicked: {}", panic_message(panic.as_ref()));
+                    let reason = format!("its task panicked: {}", crate::error::panic_message(panic.as_ref()));
                     telemetry::task_failed(partition, &reason);
                     guard.halted(partition, Halt::Failed(reason));
                 }
@@ -749,6 +763,18 @@ impl Coordinator for Shared {
 
     fn halted(&self, partition: i32, halt: Halt) {
         self.lock_halts().insert(partition, (Instant::now(), halt));
+    }
+
+    /// The task stopped (see [`Poison`]): the partition is started again at once, the way a
+    /// partition whose start failed is (paused, rewound to its committed offsets, restored).
+    fn poisoned(&self, partition: i32, poison: Poison) {
+        self.poisons
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(partition)
+            .or_default()
+            .push(poison);
+        self.lock_restarts().insert(partition, Restart { attempt: 0, at: Instant::now(), paused: false });
     }
 
     fn view(&self, partition: i32) -> Option<Arc<PartitionView>> {
@@ -850,23 +876,121 @@ impl ConsumerContext for WorkerContext {
     }
 }
 
-/// The message a panic was raised with ([`crate::error::panic_text`]), for its halt.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    crate::error::panic_text(payload).unwrap_or("a panic without a message").to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-    use super::{Assignment, panic_message};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use tollgate_proto::{Message as _, v1};
+
+    use super::{Assignment, Worker};
+    use crate::cancel::Cancel;
+    use crate::client::{EmbeddedKafka, TopicReader};
+    use crate::partition::RATING_PANICKED;
+    use crate::partition::tests::PANIC_MARK;
+    use crate::publish::{self, Publisher};
+    use crate::topics::{self, TopicKind};
+    use crate::{ProcessingGuarantee, WorkerConfig, testing};
+
+    /// A record whose rating panics costs its partition a restore, not the worker: it is
+    /// dead-lettered `rating_panicked` with the panic's message, and the records before and
+    /// after it are rated exactly once, from the state the changelog holds.
+    #[test]
+    fn a_record_whose_rating_panics_is_dead_lettered_and_its_partition_goes_on() {
+        rated_around_a_panic(ProcessingGuarantee::AtLeastOnce);
+        rated_around_a_panic(ProcessingGuarantee::ExactlyOnce);
+    }
+
+    fn rated_around_a_panic(guarantee: ProcessingGuarantee) {
+        let cluster = EmbeddedKafka::start().unwrap();
+        let config = WorkerConfig {
+            bootstrap_servers: cluster.bootstrap_servers(),
+            group_id: "poison".into(),
+            processing_guarantee: guarantee,
+            ..WorkerConfig::default()
+        };
+        cluster.create_topics(&topics::specs(&config, 1)).unwrap();
+        let publisher = Publisher::new(&config).unwrap();
+        let reference: v1::ReferenceData = serde_json::from_str(testing::REFERENCE).unwrap();
+        for record in publish::reference(&config.topics, &reference) {
+            publisher.send(&record).unwrap();
+        }
+        // ann (acme, pay per minute) dials New York three times; the second leg is marked.
+        let leg = |n: u32, id: &str, at: &str, event: &str| {
+            format!(
+                r#"{{"callLeg":{{"eventId":"ev-{n}","tenantId":"acme","conferenceId":"conf","callId":"call-{id}","legId":"{id}","organizerId":"ann","occurredAt":"2026-11-02T00:{at}Z",{event}}}}}"#
+            )
+        };
+        let started = format!(r#""started":{{"kind":"LEG_KIND_DIAL_OUT","remoteNumber":"{}"}}"#, testing::US);
+        let ended = r#""ended":{"cause":"DISCONNECT_CAUSE_NORMAL","connectedSeconds":60}"#;
+        let lines = [
+            r#"{"creditCommand":{"commandId":"fund-1","tenantId":"acme","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"lot-1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#.to_owned(),
+            leg(1, "leg-1", "00:00", &started),
+            leg(2, "leg-1", "01:00", ended),
+            leg(3, PANIC_MARK, "02:00", &started),
+            leg(4, "leg-3", "03:00", &started),
+            leg(5, "leg-3", "04:00", ended),
+        ];
+        for line in &lines {
+            let record: v1::InputRecord = serde_json::from_str(line).unwrap();
+            publisher.send(&publish::input(&config.topics, &record).unwrap()).unwrap();
+        }
+        publisher.flush().unwrap();
+
+        let worker = Worker::new(config.clone()).unwrap();
+        let stop = Arc::new(Cancel::default());
+        let running = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || worker.run(&stop))
+        };
+        let t = &config.topics;
+        let reader =
+            TopicReader::from_beginning(&config, "test", &[&t[TopicKind::RatedUsage], &t[TopicKind::DeadLetter]])
+                .unwrap();
+        let (mut usages, mut dead) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while usages.len() < 2 || dead.is_empty() {
+            assert!(Instant::now() < deadline, "not rated within 60 s: usages {usages:?}, dead letters {dead:?}");
+            if running.is_finished() {
+                panic!("the worker stopped: {:?}", running.join());
+            }
+            let Some(record) = reader.poll(Duration::from_millis(100)) else { continue };
+            let record = record.unwrap();
+            let value = record.payload.unwrap_or_default();
+            if record.topic == t[TopicKind::RatedUsage] {
+                let usage = v1::RatedUsage::decode(value.as_slice()).unwrap();
+                usages.push((usage.usage_id, usage.charge, usage.balance_after));
+            } else {
+                let letter = v1::DeadLetter::decode(value.as_slice()).unwrap();
+                dead.push((letter.source_topic, letter.source_offset, letter.error_code, letter.message));
+            }
+        }
+        stop.cancel();
+        // The worker did not stop: the panic halted nothing.
+        running.join().unwrap().unwrap();
+
+        assert_eq!(
+            usages,
+            [
+                ("acme/leg-1".to_owned(), "0.02".to_owned(), "9.98".to_owned()),
+                ("acme/leg-3".to_owned(), "0.02".to_owned(), "9.96".to_owned()),
+            ]
+        );
+        let (topic, offset, code, message) = &dead[0];
+        let guarantee = guarantee.label();
+        assert_eq!((topic.as_str(), *offset, code.as_str()), (t[TopicKind::CallLegs].as_str(), 2, RATING_PANICKED));
+        assert!(message.contains("a test record marked to panic"), "{guarantee}: {message}");
+        assert_eq!(dead.len(), 1, "{guarantee}: {dead:?}");
+    }
 
     /// What a partition task's panic is halted with: its message, whichever way it was raised.
     #[test]
     fn a_panic_is_told_by_its_message() {
         let caught = |body: fn()| {
             let panic = std::panic::catch_unwind(body).unwrap_err();
-            panic_message(panic.as_ref())
+            crate::error::panic_message(panic.as_ref())
         };
         assert_eq!(caught(|| panic!("Addition overflowed")), "Addition overflowed");
         assert_eq!(caught(|| panic!("balance {} overflowed", 7)), "balance 7 overflowed");
