@@ -59,9 +59,14 @@ use crate::states::States;
 use crate::view::PartitionView;
 use crate::{Error, changelog, kafka, partitioner, telemetry};
 
-/// How many times an abort that timed out is resumed before the partition halts (see
-/// `PartitionTask::abort`): with the default `kafka_timeout_ms`, a minute in all.
-const ABORT_RESUMES: u32 = 5;
+/// How many times a commit or an abort that timed out is resumed before the partition halts
+/// (see `PartitionTask::commit_transaction` and `PartitionTask::abort`): with the default
+/// `kafka_timeout_ms`, a minute in all. A client can be stuck for good: librdkafka 2.12
+/// forgets every broker it knows when a metadata response lists none, which is what a lone
+/// broker answers during its controlled shutdown, and then never connects again (its issue
+/// 5301; seen in the fault suite). The partition's next owner initialises the transactional
+/// ids again, which completes or aborts what this one left.
+const RESUMES: u32 = 5;
 
 /// Retries of one batch after which its partition counts as stalled.
 const STALLED_AFTER: u32 = 3;
@@ -1035,20 +1040,35 @@ impl PartitionTask {
 
     /// Commits the open transaction. A retriable failure (typically a timeout while the
     /// broker is away) leaves the commit in progress inside librdkafka: the same call is made
-    /// again to resume it, never an abort, until it completes, fails for good, or the task is
-    /// cancelled (then the transaction is left to the broker: the partition's next owner
-    /// aborts it, or it commits; either way the state of record is a whole batch).
+    /// again to resume it, never an abort, until it completes, fails for good, the task is
+    /// cancelled, or it was resumed [`RESUMES`] times (a minute at the default
+    /// `kafka_timeout_ms`). In the last two cases the transaction is left to the broker: the
+    /// partition's next owner initialises the transactional ids, which completes the commit
+    /// if the coordinator had begun it and aborts it otherwise; either way the state of record
+    /// is a whole batch. Giving up halts the partition and the worker exits, so that a client
+    /// stuck for good (see [`RESUMES`]) is replaced by a new process instead of resumed
+    /// forever.
     fn commit_transaction(&self) -> Result<(), Error> {
         let mut attempt = 0u32;
         loop {
             match self.producers.txn().commit_transaction(self.config.kafka_timeout()) {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.txn_requires_abort() && !e.is_fatal() => {
-                    attempt += 1;
-                    telemetry::commit_retried(self.partition, attempt, &e);
                     if self.cancel.is_cancelled() {
                         return Err(Error::ShutDown("committing a transaction"));
                     }
+                    if attempt == RESUMES {
+                        return Err(Error::Halted {
+                            partition: self.partition,
+                            reason: format!(
+                                "a transaction could not be committed in {} attempts of {} ms: {e}",
+                                RESUMES + 1,
+                                self.config.kafka_timeout().as_millis()
+                            ),
+                        });
+                    }
+                    attempt += 1;
+                    telemetry::commit_retried(self.partition, attempt, &e);
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -1057,7 +1077,7 @@ impl PartitionTask {
 
     /// Aborts the open transaction: purges what is still queued, serves the delivery reports
     /// of the purged records (librdkafka waits for them), then aborts, resuming an abort that
-    /// timed out, [`ABORT_RESUMES`] times at most.
+    /// timed out, [`RESUMES`] times at most.
     ///
     /// A fault-suite run (`broker_restarted_at_least_once`) once saw an abort after a broker
     /// restart time out again and again for minutes, while the producer's other partitions
@@ -1082,12 +1102,12 @@ impl PartitionTask {
                     if self.cancel.is_cancelled() {
                         return Err(Error::ShutDown("aborting a transaction"));
                     }
-                    if resumes == ABORT_RESUMES {
+                    if resumes == RESUMES {
                         return Err(Error::Halted {
                             partition: self.partition,
                             reason: format!(
                                 "a transaction could not be aborted in {} attempts of {} ms: {e}",
-                                ABORT_RESUMES + 1,
+                                RESUMES + 1,
                                 timeout.as_millis()
                             ),
                         });
