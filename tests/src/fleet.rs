@@ -215,7 +215,11 @@ pub fn wait_until(what: &str, deadline: Duration, mut ready: impl FnMut() -> boo
 
 /// The consumer group's committed offsets against the topics' high watermarks.
 pub struct GroupProgress {
-    client: BaseConsumer,
+    /// Replaced after a query that failed: a librdkafka client can forget every broker after a
+    /// lone broker's restart and never connect again (see `RESUMES` in the worker's
+    /// `partition.rs`), and this one must see the workers through the broker scenarios.
+    client: std::sync::Mutex<BaseConsumer>,
+    config: ClientConfig,
     topics: Vec<String>,
     partitions: i32,
 }
@@ -229,17 +233,27 @@ impl std::fmt::Debug for GroupProgress {
 impl GroupProgress {
     /// Watches `group` on `topics` (each with `partitions` partitions).
     pub fn new(bootstrap: &str, group: &str, topics: &[&str], partitions: i32) -> GroupProgress {
-        let client: BaseConsumer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             // read_committed (librdkafka's default) asks for stable offsets, which the broker
             // withholds while any transaction of the group carries offsets: under steady
             // exactly-once traffic, nearly always. The last committed offsets are what counts.
-            .set("isolation.level", "read_uncommitted")
-            .create()
-            .expect("progress client");
-        GroupProgress { client, topics: topics.iter().map(|t| (*t).to_owned()).collect(), partitions }
+            .set("isolation.level", "read_uncommitted");
+        let client = std::sync::Mutex::new(config.create().expect("progress client"));
+        GroupProgress { client, config, topics: topics.iter().map(|t| (*t).to_owned()).collect(), partitions }
+    }
+
+    /// `query` on the client; on failure the client is replaced for the next query.
+    fn ask<T>(&self, query: impl FnOnce(&BaseConsumer) -> Option<T>) -> Option<T> {
+        let mut client = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let answer = query(&client);
+        if answer.is_none() {
+            *client = self.config.create().expect("progress client");
+        }
+        answer
     }
 
     /// Committed offsets summed over every partition (0 where none), or `None` if Kafka did not
@@ -251,20 +265,22 @@ impl GroupProgress {
                 tpl.add_partition(topic, p);
             }
         }
-        let committed = self.client.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+        let committed = self.ask(|client| client.committed_offsets(tpl, Duration::from_secs(5)).ok())?;
         Some(committed.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum())
     }
 
     /// High watermarks, per topic and partition.
     pub fn high_watermarks(&self) -> Option<BTreeMap<(String, i32), i64>> {
-        let mut out = BTreeMap::new();
-        for topic in &self.topics {
-            for p in 0..self.partitions {
-                let (_, high) = self.client.fetch_watermarks(topic, p, Duration::from_secs(5)).ok()?;
-                out.insert((topic.clone(), p), high);
+        self.ask(|client| {
+            let mut out = BTreeMap::new();
+            for topic in &self.topics {
+                for p in 0..self.partitions {
+                    let (_, high) = client.fetch_watermarks(topic, p, Duration::from_secs(5)).ok()?;
+                    out.insert((topic.clone(), p), high);
+                }
             }
-        }
-        Some(out)
+            Some(out)
+        })
     }
 
     /// Whether the group committed everything up to the high watermarks (a transaction's

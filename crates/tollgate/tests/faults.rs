@@ -24,6 +24,9 @@ use tollgate_worker::{Cancel, ProcessingGuarantee, WorkerConfig, topics};
 const PARTITIONS: i32 = 6;
 /// How long any one wait of a scenario may take.
 const DEADLINE: Duration = Duration::from_secs(180);
+/// How long the test's own publisher may fail to flush before it is replaced (see
+/// `Run::publish_legs`).
+const PUBLISHER_STUCK: Duration = Duration::from_secs(40);
 /// Short session timeout for the scenarios that do not test the default.
 const FAST_GROUP: [(&str, &str); 2] = [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "1000")];
 
@@ -215,10 +218,27 @@ impl Run {
                     std::thread::sleep(ahead);
                 }
             }
-            // The broker may be down for a while (the broker scenarios): keep flushing.
+            // The broker may be down for a while (the broker scenarios): keep flushing. A
+            // client that forgot every broker stays stuck for good (librdkafka 2.12 does when
+            // a metadata response lists none, as a lone broker answers while it shuts down:
+            // see `RESUMES` in the worker's partition.rs); a call controller would reconnect
+            // and send again, and so does this one. The copies it sends again are duplicate
+            // deliveries, which the workers recognise and the checker expects.
             let deadline = Instant::now() + DEADLINE;
+            let mut publisher = publisher;
+            let mut stuck_since = Instant::now();
             while let Err(error) = publisher.flush() {
                 assert!(Instant::now() < deadline, "flush legs: {error}");
+                if stuck_since.elapsed() >= PUBLISHER_STUCK {
+                    eprintln!(
+                        "the publisher's flush failed for {PUBLISHER_STUCK:?} ({error}): sending again with a new client"
+                    );
+                    publisher = Publisher::new(&config).expect("publisher");
+                    for record in &keyed {
+                        publisher.send(record).expect("send leg again");
+                    }
+                    stuck_since = Instant::now();
+                }
             }
         });
         Publishing { sent, total: self.traffic.legs.len(), thread: Some(thread) }
