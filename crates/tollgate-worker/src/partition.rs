@@ -156,7 +156,12 @@ impl Halt {
             }),
             _ => None,
         };
-        denied.map_or_else(|| Halt::Failed(error.to_string()), Halt::Denied)
+        let reason = match error {
+            // Already says which partition halted: the worker's error says it once.
+            Error::Halted { reason, .. } => reason.clone(),
+            _ => error.to_string(),
+        };
+        denied.map_or_else(|| Halt::Failed(reason), Halt::Denied)
     }
 
     /// What an error that kept partition `partition`'s task from starting means: fenced (the
@@ -1058,14 +1063,7 @@ impl PartitionTask {
                         return Err(Error::ShutDown("committing a transaction"));
                     }
                     if attempt == RESUMES {
-                        return Err(Error::Halted {
-                            partition: self.partition,
-                            reason: format!(
-                                "a transaction could not be committed in {} attempts of {} ms: {e}",
-                                RESUMES + 1,
-                                self.config.kafka_timeout().as_millis()
-                            ),
-                        });
+                        return Err(self.stuck("committed", &e));
                     }
                     attempt += 1;
                     telemetry::commit_retried(self.partition, attempt, &e);
@@ -1073,6 +1071,17 @@ impl PartitionTask {
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// The halt of a transaction still not `done` (committed, aborted) after [`RESUMES`]
+    /// resumes, the last one failing with `error`.
+    fn stuck(&self, done: &str, error: &dyn std::fmt::Display) -> Error {
+        let reason = format!(
+            "a transaction could not be {done} in {} attempts of {} ms: {error}",
+            RESUMES + 1,
+            self.config.kafka_timeout().as_millis()
+        );
+        Error::Halted { partition: self.partition, reason }
     }
 
     /// Aborts the open transaction: purges what is still queued, serves the delivery reports
@@ -1103,14 +1112,7 @@ impl PartitionTask {
                         return Err(Error::ShutDown("aborting a transaction"));
                     }
                     if resumes == RESUMES {
-                        return Err(Error::Halted {
-                            partition: self.partition,
-                            reason: format!(
-                                "a transaction could not be aborted in {} attempts of {} ms: {e}",
-                                RESUMES + 1,
-                                timeout.as_millis()
-                            ),
-                        });
+                        return Err(self.stuck("aborted", &e));
                     }
                     resumes += 1;
                     tracing::warn!(partition = self.partition, error = %e, resumes, "abort timed out, resuming");
@@ -1298,6 +1300,17 @@ pub(crate) mod tests {
             kafka::transactional_producer(config, id).create_with_context(DeliveryTracker::default()).unwrap();
         producer.init_transactions(Duration::from_secs(30)).unwrap();
         producer
+    }
+
+    /// A halt the task raised itself names its partition once in the worker's final error
+    /// (it read "partition 3 halted: partition 3 halted: ...").
+    #[test]
+    fn a_halt_names_its_partition_once() {
+        let config = WorkerConfig::default();
+        let error = Error::Halted { partition: 3, reason: "a transaction could not be aborted".into() };
+        let Halt::Failed(reason) = Halt::of(&config, 3, &error) else { panic!("not a failure") };
+        let exit = Error::Halted { partition: 3, reason };
+        assert_eq!(exit.to_string(), "partition 3 halted: a transaction could not be aborted");
     }
 
     /// Once a zombie's producer knows it was fenced, librdkafka refuses its records with a
