@@ -656,7 +656,7 @@ impl PartitionTask {
             if attempt == STALLED_AFTER {
                 telemetry::partition_stalled(self.partition, true);
             }
-            self.replace_failed_outputs_producer();
+            self.replace_failed_outputs_producer(attempt);
             if self.cancel.wait(backoff(attempt)) {
                 self.stop_rating(Class::Retriable, &Error::ShutDown("retrying a batch"));
                 return;
@@ -736,15 +736,18 @@ impl PartitionTask {
 
     /// An idempotent producer that hit a fatal error (e.g. a sequence gap after a broker
     /// crash) can send nothing more; the outputs one is not transactional, so a new one fences
-    /// nobody.
-    fn replace_failed_outputs_producer(&mut self) {
-        let failed = self.producers.outputs.as_ref().and_then(|p| p.client().fatal_error());
-        if let Some((code, reason)) = failed {
-            tracing::warn!(partition = self.partition, ?code, reason, "outputs producer failed: replacing it");
-            match outputs_producer(&self.config) {
-                Ok(producer) => self.producers.outputs = Some(producer),
-                Err(error) => tracing::error!(partition = self.partition, %error, "cannot create an outputs producer"),
-            }
+    /// nobody. Nor can one stuck for good without an error (see [`RESUMES`]), which no call
+    /// reports: after every [`RESUMES`] failures of the same batch in a row the outputs
+    /// producer is replaced whatever the cause. The batch is rated again from the rolled-back
+    /// state, so what the old one may still deliver is the same records (at-least-once allows
+    /// identical copies).
+    fn replace_failed_outputs_producer(&mut self, attempt: u32) {
+        let Some(outputs) = &self.producers.outputs else { return };
+        let Some(reason) = outputs_replaced_because(outputs.client().fatal_error(), attempt) else { return };
+        tracing::warn!(partition = self.partition, reason, "replacing the outputs producer");
+        match outputs_producer(&self.config) {
+            Ok(producer) => self.producers.outputs = Some(producer),
+            Err(error) => tracing::error!(partition = self.partition, %error, "cannot create an outputs producer"),
         }
     }
 
@@ -1240,6 +1243,17 @@ fn offsets_of(progress: &Progress, partition: i32) -> TopicPartitionList {
     offsets
 }
 
+/// Why the at-least-once outputs producer is replaced after the `attempt`-th failure of a
+/// batch in a row: its fatal error, or every [`RESUMES`] failures (a producer stuck for good
+/// reports nothing); `None` to keep it.
+fn outputs_replaced_because(fatal: Option<(RDKafkaErrorCode, String)>, attempt: u32) -> Option<String> {
+    match fatal {
+        Some((code, reason)) => Some(format!("{code:?}: {reason}")),
+        None if attempt > 0 && attempt % RESUMES == 0 => Some(format!("{attempt} failures of a batch in a row")),
+        None => None,
+    }
+}
+
 /// Exponential backoff from 100 ms up to 10 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7)).min(10_000))
@@ -1300,6 +1314,16 @@ pub(crate) mod tests {
             kafka::transactional_producer(config, id).create_with_context(DeliveryTracker::default()).unwrap();
         producer.init_transactions(Duration::from_secs(30)).unwrap();
         producer
+    }
+
+    /// The outputs producer is replaced on its fatal error at once, and without one every
+    /// fifth failure of a batch in a row.
+    #[test]
+    fn a_stuck_outputs_producer_is_replaced_every_fifth_failure() {
+        let replaced: Vec<u32> = (1..=12).filter(|&a| outputs_replaced_because(None, a).is_some()).collect();
+        assert_eq!(replaced, [5, 10]);
+        let fatal = Some((RDKafkaErrorCode::OutOfOrderSequenceNumber, "sequence gap".to_owned()));
+        assert_eq!(outputs_replaced_because(fatal, 1).as_deref(), Some("OutOfOrderSequenceNumber: sequence gap"));
     }
 
     /// A halt the task raised itself names its partition once in the worker's final error
