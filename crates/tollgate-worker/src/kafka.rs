@@ -36,7 +36,52 @@ pub fn group_consumer(config: &WorkerConfig) -> ClientConfig {
         .set("partition.assignment.strategy", "range")
         .set("auto.offset.reset", "earliest");
     resume_soon(&mut client);
+    // What the group consumer's `BrokerWatch` reads.
+    unless_set(&mut client, "statistics.interval.ms", "10000");
     client
+}
+
+/// How long a client may know no broker at all before it counts as stuck for good (see
+/// [`BrokerWatch`]).
+pub const STUCK_AFTER: Duration = Duration::from_secs(60);
+
+/// Whether a client still knows a broker, from its statistics.
+///
+/// librdkafka 2.12 forgets every broker it knows when a metadata response lists none, which is
+/// what a lone broker answers during its controlled shutdown, and then never connects again
+/// (its issue 5301): such a client reports no error, and its statistics list no broker
+/// learned from metadata or given in `bootstrap.servers`, only internal ones. A broker that
+/// is merely down (a restart, an outage) stays listed, so an outage is not mistaken for it.
+#[derive(Debug, Default)]
+pub struct BrokerWatch {
+    /// Since when the client has known no broker (none: it knows one).
+    since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Statistics read so far.
+    reports: std::sync::atomic::AtomicU64,
+}
+
+impl BrokerWatch {
+    /// Reads one statistics report: the `source` of every broker the client lists.
+    pub fn observe<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
+        let knows = sources.into_iter().any(|source| matches!(source, "learned" | "configured"));
+        let mut since = self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (knows, *since) {
+            (true, _) => *since = None,
+            (false, None) => *since = Some(std::time::Instant::now()),
+            (false, Some(_)) => {}
+        }
+        self.reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the client has known no broker, if it knows none now.
+    pub fn knows_none_for(&self) -> Option<Duration> {
+        self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map(|since| since.elapsed())
+    }
+
+    /// Statistics reports read so far.
+    pub fn reports(&self) -> u64 {
+        self.reports.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Unless configured otherwise: a fetch request waits at most 100 ms at the broker for data
@@ -225,10 +270,61 @@ const FLUSH_PAUSE: Duration = Duration::from_micros(200);
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use rdkafka::consumer::Consumer;
     use rdkafka::message::DeliveryResult;
     use rdkafka::mocking::MockCluster;
 
     use super::*;
+
+    /// A client that knows no broker any more counts as stuck from then on, and no longer
+    /// once it knows one again.
+    #[test]
+    fn a_client_that_lists_no_broker_is_watched_from_then_on() {
+        let watch = BrokerWatch::default();
+        watch.observe(["learned", "internal", "logical"]);
+        assert_eq!(watch.knows_none_for(), None);
+        watch.observe(["internal", "logical"]);
+        let first = watch.knows_none_for().expect("knows none");
+        std::thread::sleep(Duration::from_millis(20));
+        watch.observe(["internal"]);
+        assert!(watch.knows_none_for().expect("still none") >= first + Duration::from_millis(20));
+        watch.observe(["configured", "internal"]);
+        assert_eq!(watch.knows_none_for(), None);
+        assert_eq!(watch.reports(), 4);
+    }
+
+    /// The group consumer's context, as far as statistics go.
+    #[derive(Default)]
+    struct Watched(BrokerWatch);
+
+    impl ClientContext for Watched {
+        fn stats(&self, statistics: rdkafka::Statistics) {
+            self.0.observe(statistics.brokers.values().map(|broker| broker.source.as_str()));
+        }
+    }
+
+    impl ConsumerContext for Watched {}
+
+    /// librdkafka's own statistics, read as the group consumer reads them: a client whose
+    /// broker is merely unreachable still lists it (an outage is not a stuck client), and one
+    /// connected lists it too.
+    #[test]
+    fn real_statistics_list_an_unreachable_broker_and_a_connected_one() {
+        let cluster = MockCluster::new(1).unwrap();
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        for bootstrap in [cluster.bootstrap_servers(), unused.to_string()] {
+            let config = WorkerConfig { bootstrap_servers: bootstrap.clone(), ..WorkerConfig::default() };
+            let mut client = group_consumer(&config);
+            client.set("statistics.interval.ms", "100");
+            let consumer: BaseConsumer<Watched> = client.create_with_context(Watched::default()).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while consumer.context().0.reports() < 3 {
+                assert!(std::time::Instant::now() < deadline, "{bootstrap}: no statistics read");
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+            assert_eq!(consumer.context().0.knows_none_for(), None, "{bootstrap}");
+        }
+    }
 
     /// Counts the delivery reports served.
     #[derive(Default)]

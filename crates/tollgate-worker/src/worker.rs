@@ -260,7 +260,10 @@ impl Worker {
             turns: AtomicU64::new(0),
         });
         let consumer: Arc<GroupConsumer> =
-            Arc::new(kafka::group_consumer(config).create_with_context(WorkerContext { shared: Arc::clone(&shared) })?);
+            Arc::new(kafka::group_consumer(config).create_with_context(WorkerContext {
+                shared: Arc::clone(&shared),
+                brokers: kafka::BrokerWatch::default(),
+            })?);
         let _ = shared.consumer.set(Arc::downgrade(&consumer));
         consumer.subscribe(&[&config.topics[TopicKind::CallLegs], &config.topics[TopicKind::CreditCommands]])?;
         tracing::info!("joined the consumer group");
@@ -288,6 +291,20 @@ impl Worker {
             }
             if let Some(access) = loader.failure() {
                 outcome = Err(Error::Access(access));
+                break;
+            }
+            // A consumer stuck for good (see `kafka::BrokerWatch`) would leave this worker a
+            // member of nothing for ever: a new process has a new client.
+            if let Some(none) = consumer.context().brokers.knows_none_for()
+                && none >= kafka::STUCK_AFTER
+            {
+                tracing::error!(
+                    seconds = none.as_secs(),
+                    "the group consumer has known no broker at all for a minute (librdkafka forgot them): exiting, so that a new process connects again"
+                );
+                outcome = Err(Error::Kafka(rdkafka::error::KafkaError::Global(
+                    rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
+                )));
                 break;
             }
             shared.restart_due(&consumer);
@@ -841,12 +858,18 @@ impl Coordinator for Shared {
     }
 }
 
-/// The group consumer's context: hands rebalances to the partition tasks.
+/// The group consumer's context: hands rebalances to the partition tasks, and watches that
+/// the consumer still knows a broker.
 struct WorkerContext {
     shared: Arc<Shared>,
+    brokers: kafka::BrokerWatch,
 }
 
-impl ClientContext for WorkerContext {}
+impl ClientContext for WorkerContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.brokers.observe(statistics.brokers.values().map(|broker| broker.source.as_str()));
+    }
+}
 
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
