@@ -697,7 +697,70 @@ mod tests {
         assert_eq!(ids(&set), ["a", "b"]);
     }
 
+    /// What a [`Recent`] set is meant to be: a list sorted by time, of one time in the order
+    /// written.
+    #[derive(Clone, Default)]
+    struct Model(Vec<(Timestamp, String, u64)>);
+
+    impl Model {
+        fn insert(&mut self, id: &str, value: u64, at: Timestamp) {
+            if self.0.iter().all(|(_, kept, _)| kept != id) {
+                let place = self.0.partition_point(|(t, _, _)| *t <= at);
+                self.0.insert(place, (at, id.to_owned(), value));
+            }
+        }
+
+        fn prune(&mut self, cutoff: Timestamp) {
+            self.0.retain(|(at, _, _)| *at >= cutoff);
+        }
+    }
+
+    fn listed(set: &Recent<u64>) -> Vec<(Timestamp, String, u64)> {
+        set.iter().map(|(id, v, at)| (at, id.to_string(), *v)).collect()
+    }
+
     proptest::proptest! {
+        /// Inserts in any order of time, prunes and rolled-back rounds keep the set what the
+        /// sorted list keeps, in its order; its serde form and a set rebuilt from its entries
+        /// are the same set.
+        #[test]
+        fn a_set_keeps_what_a_sorted_list_keeps(
+            rounds in proptest::collection::vec(
+                (proptest::collection::vec((0u8..60, 0i64..100), 0..40), 0i64..60, proptest::bool::ANY),
+                1..8,
+            ),
+        ) {
+            let (mut set, mut model) = (Recent::default(), Model::default());
+            set.track_changes();
+            for (inserts, prune_to, roll_back) in rounds {
+                let (set_before, model_before) = (set.clone(), model.clone());
+                for (n, (id, at)) in inserts.into_iter().enumerate() {
+                    let id = format!("e{id}");
+                    if set.contains(&id) {
+                        continue;
+                    }
+                    set.insert(id.as_str(), n as u64, ts(at));
+                    model.insert(&id, n as u64, ts(at));
+                }
+                set.prune(ts(prune_to));
+                model.prune(ts(prune_to));
+                let changes = set.take_changes();
+                proptest::prop_assert_eq!(listed(&set), model.0.clone());
+                proptest::prop_assert_eq!(set.len(), model.0.len());
+                if roll_back {
+                    set.revert(&changes);
+                    model = model_before;
+                    proptest::prop_assert_eq!(&set, &set_before);
+                    proptest::prop_assert_eq!(listed(&set), model.0.clone());
+                }
+                let json = serde_json::to_value(&set).unwrap();
+                let back: Recent<u64> = serde_json::from_value(json).unwrap();
+                proptest::prop_assert_eq!(&back, &set);
+                let rebuilt = Recent::from_entries(set.iter().map(|(id, v, at)| (id.clone(), *v, at)));
+                proptest::prop_assert_eq!(&rebuilt, &set);
+            }
+        }
+
         /// The galloping search finds the place a binary search over the whole queue finds.
         #[test]
         fn a_late_entry_goes_where_the_binary_search_puts_it(
