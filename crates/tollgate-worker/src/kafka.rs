@@ -36,9 +36,14 @@ pub fn group_consumer(config: &WorkerConfig) -> ClientConfig {
         .set("partition.assignment.strategy", "range")
         .set("auto.offset.reset", "earliest");
     resume_soon(&mut client);
-    // What the group consumer's `BrokerWatch` reads.
-    unless_set(&mut client, "statistics.interval.ms", "10000");
+    watched(&mut client);
     client
+}
+
+/// Unless configured otherwise: the client reports its statistics every 10 s, which is what
+/// its [`BrokerWatch`] reads.
+pub fn watched(client: &mut ClientConfig) {
+    unless_set(client, "statistics.interval.ms", "10000");
 }
 
 /// How long a client may know no broker at all before it counts as stuck for good (see
@@ -71,6 +76,11 @@ impl BrokerWatch {
             (false, Some(_)) => {}
         }
         self.reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Reads one statistics report of librdkafka's.
+    pub fn read(&self, statistics: &rdkafka::Statistics) {
+        self.observe(statistics.brokers.values().map(|broker| broker.source.as_str()));
     }
 
     /// How long the client has known no broker, if it knows none now.
@@ -149,6 +159,23 @@ impl ClientContext for ReaderContext {
 }
 
 impl ConsumerContext for ReaderContext {}
+
+/// A long-lived reader's client context: a [`ReaderContext`] whose statistics feed a
+/// [`BrokerWatch`] (the client's settings need [`watched`]).
+#[derive(Debug, Default)]
+pub struct WatchedReader(pub std::sync::Arc<BrokerWatch>);
+
+impl ClientContext for WatchedReader {
+    fn error(&self, error: KafkaError, reason: &str) {
+        ReaderContext.error(error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.0.read(&statistics);
+    }
+}
+
+impl ConsumerContext for WatchedReader {}
 
 /// An idempotent producer (at-least-once outputs).
 pub fn producer(config: &WorkerConfig) -> ClientConfig {
@@ -299,7 +326,7 @@ mod tests {
 
     impl ClientContext for Watched {
         fn stats(&self, statistics: rdkafka::Statistics) {
-            self.0.observe(statistics.brokers.values().map(|broker| broker.source.as_str()));
+            self.0.read(&statistics);
         }
     }
 

@@ -13,9 +13,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::kafka::{Reader, ReaderContext};
 use dashmap::DashMap;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -162,10 +161,15 @@ impl Catalog for Tables {
     }
 }
 
+/// The reference reader's client: a reader watched for a client that knows no broker.
+type Watched = BaseConsumer<kafka::WatchedReader>;
+
 /// The background reader of the reference topics.
 #[derive(Debug)]
 pub struct Loader {
     caught_up: Arc<CaughtUp>,
+    /// Whether the reader still knows a broker.
+    brokers: Arc<kafka::BrokerWatch>,
     stop: Arc<Cancel>,
     thread: Option<JoinHandle<()>>,
 }
@@ -173,7 +177,10 @@ pub struct Loader {
 impl Loader {
     /// Starts reading the reference topics into `tables`.
     pub fn start(config: &WorkerConfig, tables: Arc<Tables>) -> Result<Self, Error> {
-        let consumer: Reader = kafka::reader(config, "reference").create_with_context(ReaderContext)?;
+        let brokers = Arc::new(kafka::BrokerWatch::default());
+        let mut client = kafka::reader(config, "reference");
+        kafka::watched(&mut client);
+        let consumer: Watched = client.create_with_context(kafka::WatchedReader(Arc::clone(&brokers)))?;
         let topics = config.topics.with_role(Role::Reference);
         let timeout = config.kafka_timeout();
         let mut assignment = TopicPartitionList::new();
@@ -213,7 +220,12 @@ impl Loader {
                 .spawn(move || read_loop(&consumer, &config, &tables, targets, &caught_up, &stop))
                 .map_err(|e| Error::Config(format!("cannot start the reference reader: {e}")))?
         };
-        Ok(Loader { caught_up, stop, thread: Some(thread) })
+        Ok(Loader { caught_up, brokers, stop, thread: Some(thread) })
+    }
+
+    /// Whether the reader still knows a broker (see [`kafka::BrokerWatch`]).
+    pub fn brokers(&self) -> &kafka::BrokerWatch {
+        &self.brokers
     }
 
     /// Whether the tables have caught up with the reference topics' state at start.
@@ -311,7 +323,7 @@ impl Drop for Loader {
 }
 
 fn read_loop(
-    consumer: &Reader,
+    consumer: &Watched,
     config: &WorkerConfig,
     tables: &Tables,
     mut targets: Vec<(String, i32, i64)>,
@@ -376,6 +388,24 @@ mod tests {
 
     fn tenant(id: &str) -> v1::Tenant {
         v1::Tenant { tenant_id: id.into(), currency: "USD".into(), ..v1::Tenant::default() }
+    }
+
+    /// The reference reader's statistics reach its watch, and a reader connected to its
+    /// broker is not taken for one that forgot every broker.
+    #[test]
+    fn the_reference_reader_is_watched_through_its_statistics() {
+        let kafka = crate::client::EmbeddedKafka::start().unwrap();
+        let mut config = WorkerConfig { bootstrap_servers: kafka.bootstrap_servers(), ..WorkerConfig::default() };
+        config.librdkafka.insert("statistics.interval.ms".into(), "100".into());
+        kafka.create_topics(&crate::topics::specs(&config, 1)).unwrap();
+        let loader = Loader::start(&config, Arc::new(Tables::default())).unwrap();
+        loader.wait_caught_up(&Cancel::default()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while loader.brokers().reports() < 3 {
+            assert!(Instant::now() < deadline, "no statistics read");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(loader.brokers().knows_none_for(), None);
     }
 
     #[test]

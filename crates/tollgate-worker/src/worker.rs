@@ -293,14 +293,20 @@ impl Worker {
                 outcome = Err(Error::Access(access));
                 break;
             }
-            // A consumer stuck for good (see `kafka::BrokerWatch`) would leave this worker a
-            // member of nothing for ever: a new process has a new client.
-            if let Some(none) = consumer.context().brokers.knows_none_for()
-                && none >= kafka::STUCK_AFTER
+            // A client stuck for good (see `kafka::BrokerWatch`) would leave this worker a
+            // member of nothing (the group consumer), or rating with reference data that no
+            // longer follows its topics (the reference reader), for ever: a new process has
+            // new clients.
+            let watched = [("group consumer", &consumer.context().brokers), ("reference reader", loader.brokers())];
+            if let Some((client, none)) = watched
+                .into_iter()
+                .find_map(|(client, watch)| watch.knows_none_for().map(|none| (client, none)))
+                .filter(|(_, none)| *none >= kafka::STUCK_AFTER)
             {
                 tracing::error!(
+                    client,
                     seconds = none.as_secs(),
-                    "the group consumer has known no broker at all for a minute (librdkafka forgot them): exiting, so that a new process connects again"
+                    "a client has known no broker at all for a minute (librdkafka forgot them): exiting, so that a new process connects again"
                 );
                 outcome = Err(Error::Kafka(rdkafka::error::KafkaError::Global(
                     rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
@@ -867,7 +873,7 @@ struct WorkerContext {
 
 impl ClientContext for WorkerContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        self.brokers.observe(statistics.brokers.values().map(|broker| broker.source.as_str()));
+        self.brokers.read(&statistics);
     }
 }
 
