@@ -55,7 +55,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
-use crate::kafka::{Reader, ReaderContext};
+use crate::kafka::WatchedConsumer;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -717,7 +717,7 @@ fn upsert<T: serde::de::DeserializeOwned>(
 pub fn restore_partition(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<Restored, Error> {
     let started = Instant::now();
     let topic = &config.topics[TopicKind::State];
-    let consumer: Reader = kafka::reader(config, "restore").create_with_context(ReaderContext)?;
+    let consumer = kafka::watched_reader(config, "restore")?;
     let (_, high) = consumer.fetch_watermarks(topic, partition, config.kafka_timeout())?;
     let restorer = std::thread::scope(|scope| {
         let (chunks, received) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
@@ -785,7 +785,7 @@ fn decodes_as_tenant_record(key: &[u8], value: &[u8]) -> bool {
 /// Reads the partition from the beginning up to `high`, handing the records to `apply` a
 /// chunk at a time (`false` from it: the applier is gone, stop reading).
 fn read_changelog(
-    consumer: &Reader,
+    consumer: &WatchedConsumer,
     topic: &str,
     partition: i32,
     high: i64,
@@ -802,6 +802,18 @@ fn read_changelog(
     loop {
         if cancel.is_cancelled() {
             return Err(Error::ShutDown("restoring state"));
+        }
+        // A reader stuck for good (see `kafka::BrokerWatch`) would restore for ever: the
+        // restore is tried again with a new one.
+        if let Some(none) = consumer.context().0.knows_none_for()
+            && none >= kafka::STUCK_AFTER
+        {
+            tracing::error!(
+                partition,
+                seconds = none.as_secs(),
+                "changelog restore: the reader has known no broker for a minute"
+            );
+            return Err(Error::Kafka(KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)));
         }
         let done = match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
@@ -832,7 +844,7 @@ fn read_changelog(
 
 /// Whether the reader's position passed the target (transaction markers leave offsets no
 /// message has).
-fn reached(consumer: &Reader, topic: &str, partition: i32, high: i64) -> bool {
+fn reached(consumer: &WatchedConsumer, topic: &str, partition: i32, high: i64) -> bool {
     consumer
         .position()
         .ok()
@@ -846,6 +858,34 @@ mod tests {
     use tollgate_core::{DisconnectCause, Money};
 
     use super::*;
+
+    /// A restore whose reader forgot every broker gives up with a retriable error (the
+    /// partition's start tries again with a new reader) instead of waiting for ever for
+    /// records it can no longer fetch.
+    #[test]
+    fn a_restore_whose_reader_knows_no_broker_gives_up_to_be_tried_again() {
+        let kafka = crate::client::EmbeddedKafka::start().unwrap();
+        let config = WorkerConfig { bootstrap_servers: kafka.bootstrap_servers(), ..WorkerConfig::default() };
+        kafka.create_topics(&crate::topics::specs(&config, 1)).unwrap();
+        let consumer = kafka::watched_reader(&config, "restore").unwrap();
+        consumer.context().0.known_none_since(kafka::STUCK_AFTER);
+        let (done, result) = std::sync::mpsc::channel();
+        let cancel = Cancel::default();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Five records that never come: only the watch ends this read.
+                let topic = &config.topics[TopicKind::State];
+                let _ = done.send(read_changelog(&consumer, topic, 0, 5, &cancel, |_| true));
+            });
+            let outcome = result.recv_timeout(Duration::from_secs(30));
+            // Without the watch the read goes on: the test ends it, and fails.
+            cancel.cancel();
+            let outcome = outcome.expect("the read gave up");
+            let error = outcome.expect_err("no record was read");
+            assert!(matches!(error, Error::Kafka(KafkaError::Global(RDKafkaErrorCode::AllBrokersDown))), "{error:?}");
+            assert_eq!(error.class(), crate::error::Class::Retriable);
+        });
+    }
 
     fn ts(secs: i64) -> Timestamp {
         Timestamp::new(secs, 0).unwrap()

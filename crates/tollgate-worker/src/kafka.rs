@@ -92,6 +92,13 @@ impl BrokerWatch {
     pub fn reports(&self) -> u64 {
         self.reports.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// As if the client had known no broker for `past` already.
+    #[cfg(test)]
+    pub(crate) fn known_none_since(&self, past: Duration) {
+        let mut since = self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *since = std::time::Instant::now().checked_sub(past);
+    }
 }
 
 /// Unless configured otherwise: a fetch request waits at most 100 ms at the broker for data
@@ -176,6 +183,16 @@ impl ClientContext for WatchedReader {
 }
 
 impl ConsumerContext for WatchedReader {}
+
+/// A long-lived reader: [`reader`], watched (its [`BrokerWatch`] is its context's).
+pub type WatchedConsumer = BaseConsumer<WatchedReader>;
+
+/// A [`reader`] for `purpose`, whose statistics feed its own [`BrokerWatch`].
+pub fn watched_reader(config: &WorkerConfig, purpose: &str) -> rdkafka::error::KafkaResult<WatchedConsumer> {
+    let mut client = reader(config, purpose);
+    watched(&mut client);
+    client.create_with_context(WatchedReader::default())
+}
 
 /// An idempotent producer (at-least-once outputs).
 pub fn producer(config: &WorkerConfig) -> ClientConfig {

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -161,9 +161,6 @@ impl Catalog for Tables {
     }
 }
 
-/// The reference reader's client: a reader watched for a client that knows no broker.
-type Watched = BaseConsumer<kafka::WatchedReader>;
-
 /// The background reader of the reference topics.
 #[derive(Debug)]
 pub struct Loader {
@@ -177,10 +174,8 @@ pub struct Loader {
 impl Loader {
     /// Starts reading the reference topics into `tables`.
     pub fn start(config: &WorkerConfig, tables: Arc<Tables>) -> Result<Self, Error> {
-        let brokers = Arc::new(kafka::BrokerWatch::default());
-        let mut client = kafka::reader(config, "reference");
-        kafka::watched(&mut client);
-        let consumer: Watched = client.create_with_context(kafka::WatchedReader(Arc::clone(&brokers)))?;
+        let consumer = kafka::watched_reader(config, "reference")?;
+        let brokers = Arc::clone(&consumer.context().0);
         let topics = config.topics.with_role(Role::Reference);
         let timeout = config.kafka_timeout();
         let mut assignment = TopicPartitionList::new();
@@ -323,7 +318,7 @@ impl Drop for Loader {
 }
 
 fn read_loop(
-    consumer: &Watched,
+    consumer: &kafka::WatchedConsumer,
     config: &WorkerConfig,
     tables: &Tables,
     mut targets: Vec<(String, i32, i64)>,
