@@ -805,15 +805,9 @@ fn read_changelog(
         }
         // A reader stuck for good (see `kafka::BrokerWatch`) would restore for ever: the
         // restore is tried again with a new one.
-        if let Some(none) = consumer.context().0.knows_none_for()
-            && none >= kafka::STUCK_AFTER
-        {
-            tracing::error!(
-                partition,
-                seconds = none.as_secs(),
-                "changelog restore: the reader has known no broker for a minute"
-            );
-            return Err(Error::Kafka(KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)));
+        if let Err(error) = consumer.context().0.check() {
+            tracing::error!(partition, "changelog restore: the reader has known no broker for a minute");
+            return Err(error.into());
         }
         let done = match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {

@@ -88,6 +88,15 @@ impl BrokerWatch {
         self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map(|since| since.elapsed())
     }
 
+    /// An error when the client has known no broker for [`STUCK_AFTER`] or longer: it is
+    /// stuck for good, and only a new client connects again.
+    pub fn check(&self) -> Result<(), KafkaError> {
+        match self.knows_none_for() {
+            Some(none) if none >= STUCK_AFTER => Err(KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)),
+            _ => Ok(()),
+        }
+    }
+
     /// Statistics reports read so far.
     pub fn reports(&self) -> u64 {
         self.reports.load(std::sync::atomic::Ordering::Relaxed)
@@ -332,8 +341,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         watch.observe(["internal"]);
         assert!(watch.knows_none_for().expect("still none") >= first + Duration::from_millis(20));
+        assert!(watch.check().is_ok(), "not for a minute yet");
+        watch.known_none_since(STUCK_AFTER);
+        let error = watch.check().expect_err("stuck for a minute");
+        assert_eq!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown));
         watch.observe(["configured", "internal"]);
         assert_eq!(watch.knows_none_for(), None);
+        assert!(watch.check().is_ok());
         assert_eq!(watch.reports(), 4);
     }
 

@@ -114,11 +114,13 @@ pub(crate) fn follow(config: &WorkerConfig, directory: Arc<Directory>, cancel: A
 
 fn read(config: &WorkerConfig, directory: &Directory, cancel: &Cancel) -> Result<(), Error> {
     let topic = &config.topics[TopicKind::Ownership];
-    let consumer: kafka::Reader = kafka::reader(config, "ownership").create_with_context(kafka::ReaderContext)?;
+    let consumer = kafka::watched_reader(config, "ownership")?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     while !cancel.is_cancelled() {
+        // A reader stuck for good (see `kafka::BrokerWatch`) is replaced, like one that failed.
+        consumer.context().0.check()?;
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 directory.apply(message.key().unwrap_or_default(), message.payload(), message.offset())

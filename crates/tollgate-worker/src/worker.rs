@@ -298,19 +298,14 @@ impl Worker {
             // longer follows its topics (the reference reader), for ever: a new process has
             // new clients.
             let watched = [("group consumer", &consumer.context().brokers), ("reference reader", loader.brokers())];
-            if let Some((client, none)) = watched
-                .into_iter()
-                .find_map(|(client, watch)| watch.knows_none_for().map(|none| (client, none)))
-                .filter(|(_, none)| *none >= kafka::STUCK_AFTER)
+            if let Some((client, error)) =
+                watched.into_iter().find_map(|(client, watch)| watch.check().err().map(|error| (client, error)))
             {
                 tracing::error!(
                     client,
-                    seconds = none.as_secs(),
                     "a client has known no broker at all for a minute (librdkafka forgot them): exiting, so that a new process connects again"
                 );
-                outcome = Err(Error::Kafka(rdkafka::error::KafkaError::Global(
-                    rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
-                )));
+                outcome = Err(Error::Kafka(error));
                 break;
             }
             shared.restart_due(&consumer);
