@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -132,9 +132,29 @@ fn read(config: &WorkerConfig, directory: &Directory, cancel: &Cancel) -> Result
     Ok(())
 }
 
+/// The announcer's producer context: remembers that a delivery failed, so that the set is
+/// announced again.
+#[derive(Debug, Default)]
+struct Deliveries {
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, (): ()) {
+        if let Err((error, _)) = result {
+            tracing::warn!(%error, "an announcement of this worker's partitions was not written; it is sent again");
+            self.failed.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 /// Writes this worker's announcements.
 pub(crate) struct Announcer {
-    producer: BaseProducer,
+    producer: BaseProducer<Deliveries>,
     topic: String,
     key: String,
     worker: String,
@@ -153,7 +173,7 @@ impl Announcer {
     /// The announcer of worker `worker` serving its API at `address`.
     pub(crate) fn new(config: &WorkerConfig, worker: &str, address: &str) -> Result<Self, Error> {
         Ok(Announcer {
-            producer: kafka::producer(config).create()?,
+            producer: kafka::producer(config).create_with_context(Deliveries::default())?,
             topic: config.topics[TopicKind::Ownership].clone(),
             key: format!("{}/{address}/{worker}", config.group_id),
             worker: worker.to_owned(),
@@ -162,21 +182,32 @@ impl Announcer {
         })
     }
 
-    /// Announces that this worker owns `partitions` (and no other), unless it already did.
-    /// Not waited for: the records of one producer keep their order.
-    pub(crate) fn announce(&self, partitions: &BTreeSet<i32>) {
+    /// Announces that this worker owns `partitions` (and no other), unless it already did
+    /// and no announcement failed since (a broker down for longer than the delivery timeout):
+    /// whether it sent one. Not waited for: the records of one producer keep their order.
+    pub(crate) fn announce(&self, partitions: &BTreeSet<i32>) -> bool {
+        // The reports of earlier announcements first: one may have failed.
+        self.producer.poll(Duration::ZERO);
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.as_ref() == Some(partitions) {
-            return;
+        let failed = self.producer.context().failed.swap(false, std::sync::atomic::Ordering::AcqRel);
+        if last.as_ref() == Some(partitions) && !failed {
+            return false;
         }
         let announcement =
             Announcement { worker: self.worker.clone(), address: self.address.clone(), partitions: partitions.clone() };
         let payload = serde_json::to_vec(&announcement).unwrap_or_default();
-        match self.producer.send(BaseRecord::to(&self.topic).key(&self.key).payload(&payload).partition(0)) {
-            Ok(()) => *last = Some(partitions.clone()),
-            Err((error, _)) => tracing::warn!(%error, "cannot announce this worker's partitions"),
-        }
+        let sent = match self.producer.send(BaseRecord::to(&self.topic).key(&self.key).payload(&payload).partition(0)) {
+            Ok(()) => {
+                *last = Some(partitions.clone());
+                true
+            }
+            Err((error, _)) => {
+                tracing::warn!(%error, "cannot announce this worker's partitions");
+                false
+            }
+        };
         self.producer.poll(Duration::ZERO);
+        sent
     }
 
     /// Withdraws this worker (a tombstone) and waits up to `timeout` for everything written;
@@ -203,6 +234,33 @@ mod tests {
         let address = format!("127.0.0.1:{}", if worker == "a" { 1 } else { 2 });
         let a = Announcement { worker: worker.into(), address, partitions: partitions.iter().copied().collect() };
         serde_json::to_vec(&a).unwrap_or_default()
+    }
+
+    /// An announcement that was not written (here: no broker, a delivery timeout of 200 ms)
+    /// is sent again the next time the worker announces the same set; one written is not.
+    #[test]
+    fn an_announcement_not_written_is_sent_again() {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut config = WorkerConfig { bootstrap_servers: unused.to_string(), ..WorkerConfig::default() };
+        config.librdkafka.insert("message.timeout.ms".into(), "200".into());
+        let announcer = Announcer::new(&config, "w1", "127.0.0.1:9464").unwrap();
+        let partitions: BTreeSet<i32> = [0, 3].into_iter().collect();
+        assert!(announcer.announce(&partitions), "a new set is sent");
+        assert!(!announcer.announce(&partitions), "not again while its delivery is pending");
+        // The failed delivery is reported once its timeout passes; nothing else says when.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !announcer.announce(&partitions) {
+            assert!(std::time::Instant::now() < deadline, "the failed announcement was not sent again");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        let kafka = crate::client::EmbeddedKafka::start().unwrap();
+        let config = WorkerConfig { bootstrap_servers: kafka.bootstrap_servers(), ..WorkerConfig::default() };
+        kafka.create_topics(&crate::topics::specs(&config, 1)).unwrap();
+        let announcer = Announcer::new(&config, "w1", "127.0.0.1:9464").unwrap();
+        assert!(announcer.announce(&partitions));
+        kafka::flush(&announcer.producer, Duration::from_secs(10)).unwrap();
+        assert!(!announcer.announce(&partitions), "written: not sent again");
     }
 
     /// The latest record listing a partition names its owner: a worker killed without

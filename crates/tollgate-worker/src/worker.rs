@@ -314,6 +314,8 @@ impl Worker {
                 // Gauges idle for too long are dropped by the exporter.
                 gauges_refreshed = Instant::now();
                 self.assignment.refresh_gauge();
+                // An announcement lost to a long outage is sent again.
+                shared.publish_assignment();
             }
             // The record polled in this turn, if any, is in its task's inbox.
             shared.turns.fetch_add(1, Ordering::Release);
@@ -712,7 +714,7 @@ impl Shared {
         let mut owned: Vec<i32> = self.lock_tasks().keys().copied().collect();
         owned.extend(self.lock_restarts().keys().copied());
         if let Some(announcer) = &self.announcer {
-            announcer.announce(&owned.iter().copied().collect());
+            let _ = announcer.announce(&owned.iter().copied().collect());
         }
         self.assignment.set(owned);
     }
