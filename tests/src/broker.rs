@@ -883,6 +883,34 @@ fn cluster_id() -> String {
     id
 }
 
+/// Waits until no transaction is pending on any partition of `topics`: each partition's
+/// last stable offset (the end a `read_committed` reader is told of) has reached its high
+/// watermark. A transaction's commit returns to its producer before the coordinator's
+/// markers reach the partitions it wrote, so a reader that notes the ends right after a
+/// commit stops short of that transaction's records.
+pub fn wait_until_settled(config: &WorkerConfig, topics: &[&str], deadline: Duration) {
+    let committed: BaseConsumer = tollgate_worker::kafka::reader(config, "settled").create().expect("a client");
+    let mut uncommitted = tollgate_worker::kafka::reader(config, "settled");
+    uncommitted.set("isolation.level", "read_uncommitted");
+    let uncommitted: BaseConsumer = uncommitted.create().expect("a client");
+    let timeout = Duration::from_secs(10);
+    let mut partitions = Vec::new();
+    for topic in topics {
+        let metadata = committed.fetch_metadata(Some(topic), timeout).expect("the topic's metadata");
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            partitions.push((topic.to_string(), partition.id()));
+        }
+    }
+    assert!(!partitions.is_empty(), "no partitions in {topics:?}");
+    crate::fleet::wait_until("every transaction's markers to reach its partitions", deadline, || {
+        partitions.iter().all(|(topic, partition)| {
+            let stable = committed.fetch_watermarks(topic, *partition, timeout).map(|(_, high)| high);
+            let high = uncommitted.fetch_watermarks(topic, *partition, timeout).map(|(_, high)| high);
+            matches!((stable, high), (Ok(stable), Ok(high)) if stable == high)
+        })
+    });
+}
+
 /// Creates topics (replication factor 1) through the admin API, on a runtime of its own.
 pub fn create_topics(config: &WorkerConfig, specs: &[TopicSpec]) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;

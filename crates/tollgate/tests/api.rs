@@ -137,6 +137,11 @@ impl Deployment {
                 })
             })
         });
+        // The answers come from committed views; what the checks read back from the topics
+        // is readable only once the last transactions' markers are written.
+        let written = [TopicKind::RatedUsage, TopicKind::CreditEvents, TopicKind::State, TopicKind::DeadLetter];
+        let written: Vec<&str> = written.iter().map(|kind| t[*kind].as_str()).collect();
+        tollgate_e2e::broker::wait_until_settled(&self.config, &written, DEADLINE);
     }
 
     /// Every tenant's answer, asked of `worker`.
