@@ -803,12 +803,6 @@ fn read_changelog(
         if cancel.is_cancelled() {
             return Err(Error::ShutDown("restoring state"));
         }
-        // A reader stuck for good (see `kafka::BrokerWatch`) would restore for ever: the
-        // restore is tried again with a new one.
-        if let Err(error) = consumer.context().0.check() {
-            tracing::error!(partition, "changelog restore: the reader has known no broker for a minute");
-            return Err(error.into());
-        }
         let done = match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 chunk.push(message.key().unwrap_or_default(), message.payload());
@@ -822,7 +816,15 @@ fn read_changelog(
                 tracing::warn!(partition, error = %e, "changelog restore: consumer error, retrying");
                 false
             }
-            None => reached(consumer, topic, partition, high),
+            None => {
+                // A reader stuck for good (see `kafka::BrokerWatch`), which delivers nothing,
+                // would restore for ever: the restore is tried again with a new one.
+                if let Err(error) = consumer.context().0.check() {
+                    tracing::error!(partition, "changelog restore: the reader has known no broker for a minute");
+                    return Err(error.into());
+                }
+                reached(consumer, topic, partition, high)
+            }
         };
         if done || chunk.records.len() >= CHUNK_RECORDS {
             let full = std::mem::take(&mut chunk);

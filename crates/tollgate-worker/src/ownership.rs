@@ -119,13 +119,13 @@ fn read(config: &WorkerConfig, directory: &Directory, cancel: &Cancel) -> Result
     tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     while !cancel.is_cancelled() {
-        // A reader stuck for good (see `kafka::BrokerWatch`) is replaced, like one that failed.
-        consumer.context().0.check()?;
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 directory.apply(message.key().unwrap_or_default(), message.payload(), message.offset())
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+            // A reader stuck for good (see `kafka::BrokerWatch`) is replaced, like one that
+            // failed.
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => consumer.context().0.check()?,
             Some(Err(error)) => return Err(error.into()),
         }
     }

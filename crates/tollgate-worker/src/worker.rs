@@ -134,11 +134,6 @@ impl Assignment {
         self.lock().restored.insert(partition);
         self.changed.notify_all();
     }
-
-    /// Re-sets the assigned-partitions gauge, so the exporter does not drop it as idle.
-    fn refresh_gauge(&self) {
-        telemetry::assigned_partitions(&self.worker, self.lock().partitions.len());
-    }
 }
 
 impl Worker {
@@ -293,29 +288,30 @@ impl Worker {
                 outcome = Err(Error::Access(access));
                 break;
             }
-            // A client stuck for good (see `kafka::BrokerWatch`) would leave this worker a
-            // member of nothing (the group consumer), or rating with reference data that no
-            // longer follows its topics (the reference reader), for ever: a new process has
-            // new clients.
-            let watched = [("group consumer", &consumer.context().brokers), ("reference reader", loader.brokers())];
-            if let Some((client, error)) =
-                watched.into_iter().find_map(|(client, watch)| watch.check().err().map(|error| (client, error)))
-            {
-                tracing::error!(
-                    client,
-                    "a client has known no broker at all for a minute (librdkafka forgot them): exiting, so that a new process connects again"
-                );
-                outcome = Err(Error::Kafka(error));
-                break;
-            }
             shared.restart_due(&consumer);
             shared.resume_caught_up(&consumer);
             if gauges_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
                 // Gauges idle for too long are dropped by the exporter.
                 gauges_refreshed = Instant::now();
-                self.assignment.refresh_gauge();
-                // An announcement lost to a long outage is sent again.
+                // The assigned-partitions gauge, and an announcement lost to a long outage
+                // sent again.
                 shared.publish_assignment();
+                // A client stuck for good (see `kafka::BrokerWatch`) would leave this worker
+                // a member of nothing (the group consumer), or rating with reference data
+                // that no longer follows its topics (the reference reader), for ever: a new
+                // process has new clients. Looked at here, not every turn: the watches
+                // change once per statistics report (10 s).
+                let watched = [("group consumer", &consumer.context().brokers), ("reference reader", loader.brokers())];
+                if let Some((client, error)) =
+                    watched.into_iter().find_map(|(client, watch)| watch.check().err().map(|error| (client, error)))
+                {
+                    tracing::error!(
+                        client,
+                        "a client has known no broker at all for a minute (librdkafka forgot them): exiting, so that a new process connects again"
+                    );
+                    outcome = Err(Error::Kafka(error));
+                    break;
+                }
             }
             // The record polled in this turn, if any, is in its task's inbox.
             shared.turns.fetch_add(1, Ordering::Release);
