@@ -60,6 +60,24 @@ impl TenantState {
         self.ledger.balance()
     }
 
+    /// The time from which an id applied (or a leg closed) at event time `at` is kept in a
+    /// retention window: its own time, or the tenant's newest event time when it came late.
+    ///
+    /// Kept from its own time alone, a late id went in among the newer ones: a `started`
+    /// sent together with its `ended` went behind every leg that ended meanwhile, moving all
+    /// of them (a busy tenant's window holds tens of thousands). From the newest time it goes
+    /// at the back. An id is so kept at least as long as its own time is inside the window, as
+    /// deduplication needs, and longer by how late it came, at most one window.
+    pub fn kept_from(&self, at: Timestamp) -> Timestamp {
+        at.max(self.watermark)
+    }
+
+    /// Remembers that `leg` closed at event time `at` (see [`TenantState::kept_from`]).
+    pub fn remember_closed(&mut self, leg: impl Into<Id>, at: Timestamp) {
+        let kept_from = self.kept_from(at);
+        self.closed_legs.insert(leg, (), kept_from);
+    }
+
     /// Starts journaling changes of `seen`, `closed_legs` and `open_legs` (see
     /// [`Recent::take_changes`] and [`OpenLegs::take_changes`]).
     pub fn track_changes(&mut self) {
@@ -497,7 +515,8 @@ impl<V> Recent<V> {
             // Kept in time order (after the entries of the same time), so that what
             // `prune` forgets depends on the times alone, not on the order of arrival: a set
             // rebuilt from its entries (a restore) forgets exactly what the original did.
-            // Events arrive nearly in order, so this is almost always a push at the back.
+            // The rater remembers from the tenant's newest time (`TenantState::kept_from`),
+            // so its inserts are pushes at the back.
             match self.order.back() {
                 Some((last, _)) if *last > at => {
                     let position = after_newest_up_to(&self.order, at);

@@ -1275,6 +1275,46 @@ fn refuses_inputs_older_than_the_retention_window_so_a_replay_cannot_charge_twic
     assert_eq!(w.try_apply(at_horizon).unwrap().0, Applied::IgnoredBeforeStart);
 }
 
+/// A late input is remembered from the tenant's newest event time, not its own: it goes at the
+/// back of the retention window instead of among the newer ids, and its replay stays a
+/// duplicate for as long as it is remembered (its own time in the window, and longer by how
+/// late it came), then is refused as too late. Never applied twice either way.
+#[test]
+fn a_late_input_is_remembered_from_the_newest_time_and_its_replay_stays_a_duplicate() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    w.call_at("contoso", "b", T0 + 3600);
+    // Leg a started an hour before the tenant's newest event, and is sent only now.
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(US)) };
+    let late = w.leg_event("contoso", "a", "ppm-us", T0, LegBody::Started(started));
+    assert_eq!(w.try_apply(late.clone()).unwrap().0, Applied::Processed);
+    let kept = |w: &World, id: &str| {
+        let state = w.state("contoso");
+        state
+            .seen
+            .iter()
+            .chain(state.closed_legs.iter().map(|(id, (), at)| (id, &0, at)))
+            .find(|(kept, _, _)| kept.as_str() == id)
+            .map(|e| e.2)
+    };
+    let Input::Leg(event) = &late else { unreachable!() };
+    assert_eq!(kept(&w, event.event_id.as_str()), Some(ts(T0 + 3660)), "kept from the newest time, the end of leg b");
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(60), cause: DisconnectCause::Normal };
+    let end = w.leg_event("contoso", "a", "", T0 + 60, LegBody::Ended(ended));
+    assert_eq!(usages(&w.apply(end))[0].charge, m("0.02"));
+    assert_eq!(kept(&w, "a"), Some(ts(T0 + 3660)), "the closed leg too");
+    // 48 h after the late start's own time, but not after the time it is kept from: a
+    // duplicate, no effect.
+    w.call_at("contoso", "c", T0 + 48 * 3600 + 1800);
+    let balance = w.balance("contoso");
+    assert_eq!(w.try_apply(late.clone()).unwrap(), (Applied::Duplicate, vec![]));
+    // Once that time leaves the window too, the replay is refused as too late.
+    w.call_at("contoso", "d", T0 + 3660 + 48 * 3600);
+    assert_eq!(kept(&w, event.event_id.as_str()), None);
+    assert_eq!(w.try_apply(late).unwrap_err().code(), "too_late");
+    assert_eq!(w.balance("contoso"), balance - m("0.02"), "leg d alone");
+}
+
 impl World {
     fn call_at(&mut self, tenant: &str, leg: &str, at: i64) {
         self.start(tenant, leg, "ppm-us", LegKind::DialOut, US, at);

@@ -135,7 +135,7 @@ pub(super) fn finish_leg(ctx: &mut Ctx<'_>, leg_id: Id, mut leg: OpenLeg, durati
         charge,
     };
     emit_usage(ctx, &leg_id, leg, usage);
-    ctx.state.closed_legs.insert(leg_id, (), ctx.at);
+    ctx.state.remember_closed(leg_id, ctx.at);
 }
 
 /// How a leg ended up, for its rated usage record.

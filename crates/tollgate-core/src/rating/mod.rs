@@ -32,7 +32,9 @@ pub const MAX_LEG_SECONDS: u32 = 86_400;
 /// Tunables of the rater (tollgate decisions that are not per tenant).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RatingConfig {
-    /// How long (event time) applied ids and closed legs are remembered for deduplication,
+    /// How long (event time) applied ids and closed legs are remembered for deduplication
+    /// (from their own time, or from the tenant's newest when they came late: see
+    /// [`TenantState::kept_from`]),
     /// how long an `ended` waits for its `started`, and how late an input may be: one older
     /// than the tenant's newest applied event minus this is refused (`too_late`). Default 48 h.
     pub retention_seconds: u32,
@@ -156,7 +158,8 @@ impl Rater {
                 Applied::Processed
             }
         };
-        state.seen.insert(id, fingerprint, at);
+        let kept_from = state.kept_from(at);
+        state.seen.insert(id, fingerprint, kept_from);
         self.advance_watermark(state, at);
         Ok(applied)
     }
