@@ -28,7 +28,7 @@ use tollgate_core::{
     RateCardVersion, RatedUsage, Rater, Reference, Tenant, TenantId, TenantState, Timestamp, UnpricedHandling,
     UsageOutcome, User,
 };
-use tollgate_core::{CallLegEvent, MAX_LEG_SECONDS};
+use tollgate_core::{CallLegEvent, MAX_LEG_SECONDS, RatingConfig};
 
 // ---------------------------------------------------------------------------------------------
 // Reference data
@@ -798,6 +798,37 @@ proptest! {
                 prop_assert_eq!(out.len(), emitted, "repeat of {} emitted", id);
             } else {
                 prop_assert!(applied.is_ok(), "{} was refused: {:?}", id, applied);
+            }
+        }
+        prop_assert_eq!(out, expected_out);
+        prop_assert_eq!(state, expected_state);
+    }
+
+    /// No input is applied twice, however late it comes again: with a one-hour window and
+    /// replays up to days later, over inputs that arrive out of order, every replay is a
+    /// `Duplicate` or refused (`too_late`), and the outputs and the final state are those of
+    /// the inputs delivered once (whatever those inputs' own fate under the short window).
+    /// What a window remembers, and from when, decides only which of the two a replay gets.
+    #[test]
+    fn a_replay_is_never_applied_twice_however_late(
+        s in scenario(3 * DAY),
+        repeats in vec((any::<usize>(), prop_oneof![0..12usize, 12..200usize]), 1..16),
+    ) {
+        let rater = Rater::new(RatingConfig { retention_seconds: HOUR });
+        let once = inputs(&s);
+        let (mut expected_state, mut expected_out) = (TenantState::default(), Vec::new());
+        for input in &once {
+            let _ = rater.apply(&FIXTURE.reference, &mut expected_state, input.clone(), &mut expected_out);
+        }
+        let (mut state, mut out) = (TenantState::default(), Vec::new());
+        for (repeat, input) in with_repeats(&once, &repeats) {
+            let id = input.id().to_owned();
+            let emitted = out.len();
+            let applied = rater.apply(&FIXTURE.reference, &mut state, input, &mut out);
+            if repeat {
+                let refused_late = matches!(&applied, Err(e) if e.code() == "too_late");
+                prop_assert!(applied == Ok(Applied::Duplicate) || refused_late, "repeat of {}: {:?}", id, applied);
+                prop_assert_eq!(out.len(), emitted, "repeat of {} emitted", id);
             }
         }
         prop_assert_eq!(out, expected_out);
