@@ -72,6 +72,13 @@ impl TenantState {
         at.max(self.watermark)
     }
 
+    /// Remembers that input `id`, of content `fingerprint`, was applied at event time `at`
+    /// (see [`TenantState::kept_from`]).
+    pub fn remember_applied(&mut self, id: Id, fingerprint: u64, at: Timestamp) {
+        let kept_from = self.kept_from(at);
+        self.seen.insert(id, fingerprint, kept_from);
+    }
+
     /// Remembers that `leg` closed at event time `at` (see [`TenantState::kept_from`]).
     pub fn remember_closed(&mut self, leg: impl Into<Id>, at: Timestamp) {
         let kept_from = self.kept_from(at);
@@ -418,11 +425,11 @@ fn in_time_order<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Ve
 }
 
 /// Where an entry of time `at` goes in a queue sorted by time: after every entry of its time
-/// or older (`order.partition_point(|(t, _)| *t <= at)`). An id that arrives late is usually
-/// late by little, so the search first steps back from the newest entry by 1, 2, 4, ...
-/// entries, in the part of a long queue that is in the cache, and halves the last step; a
-/// plain binary search over a window of a hundred thousand ids missed the cache at most of
-/// its probes.
+/// or older (`order.partition_point(|(t, _)| *t <= at)`). The rater never inserts late (it
+/// remembers from the tenant's newest time) and a restore inserts in time order, so this
+/// serves direct callers of [`Recent::insert`]; an entry late by little is found near the
+/// back: the search first steps back from the newest entry by 1, 2, 4, ... entries and halves
+/// the last step.
 fn after_newest_up_to(order: &VecDeque<(Timestamp, Id)>, at: Timestamp) -> usize {
     // The place is in low..=high: every entry before `low` is of `at` or older, every entry
     // from `high` on newer.

@@ -158,8 +158,7 @@ impl Rater {
                 Applied::Processed
             }
         };
-        let kept_from = state.kept_from(at);
-        state.seen.insert(id, fingerprint, kept_from);
+        state.remember_applied(id, fingerprint, at);
         self.advance_watermark(state, at);
         Ok(applied)
     }
