@@ -117,7 +117,10 @@ impl Inbox {
         commit_interval: Duration,
         mut idle: impl FnMut(),
     ) -> Taken {
-        let mut batch = Taken { records: Vec::new(), stop: false, waited: false };
+        // Sized for what is in hand, so that a large batch is not grown (and copied) by doubling.
+        let in_hand = carry.len().saturating_add(self.queued.load(Ordering::Relaxed));
+        let records = Vec::with_capacity(in_hand.min(batch_size));
+        let mut batch = Taken { records, stop: false, waited: false };
         while batch.records.len() < batch_size {
             match carry.pop_front() {
                 Some(record) => batch.records.push(record),

@@ -250,6 +250,24 @@ struct Stats {
 }
 
 /// A rated batch, ready to publish.
+/// See [`PartitionTask::spare`].
+#[derive(Default)]
+struct Spare {
+    carry: VecDeque<Record>,
+    outputs: Outbox,
+    changelog: Outbox,
+}
+
+impl Spare {
+    /// Keeps a committed batch's outboxes, emptied.
+    fn keep(&mut self, rated: Rated) {
+        let Rated { mut outputs, mut changelog, .. } = rated;
+        outputs.clear();
+        changelog.clear();
+        (self.outputs, self.changelog) = (outputs, changelog);
+    }
+}
+
 struct Rated {
     outputs: Outbox,
     changelog: Outbox,
@@ -363,6 +381,11 @@ pub struct PartitionTask {
     idle: Option<Idle>,
     /// Records received and not yet in a batch, each input's in offset order.
     carry: VecDeque<Record>,
+    /// Buffers kept from batch to batch (empty between batches), so that a batch does not
+    /// grow its queues and outboxes from nothing, copying them at each doubling and touching
+    /// fresh memory: what [`PartitionTask::collect_exact`] leaves in hand, and the outputs
+    /// and changelog records of the last batch.
+    spare: Spare,
     /// The inputs still behind where they ended when the partition was assigned.
     catch_up: CatchUp,
     /// The composition of the next batch, already in the changelog (at-least-once).
@@ -448,6 +471,7 @@ impl PartitionTask {
             cancel,
             idle: None,
             carry: VecDeque::new(),
+            spare: Spare::default(),
             catch_up,
             stopping: false,
             manifest_in_changelog: restored.manifest.is_some(),
@@ -564,8 +588,8 @@ impl PartitionTask {
     /// whose records do not all arrive in time (an operator moved the group's offsets) is
     /// given up on with a warning, with the records that did arrive.
     fn collect_exact(&mut self, inbox: &mut Inbox, manifest: &Manifest) -> (Vec<Record>, bool) {
-        let mut batch = Vec::new();
-        let mut later = VecDeque::new();
+        let mut batch = Vec::with_capacity(manifest.len_bound().min(self.config.batch_size));
+        let mut later = std::mem::take(&mut self.spare.carry);
         for record in self.carry.drain(..) {
             if manifest.contains(&record) { batch.push(record) } else { later.push_back(record) }
         }
@@ -592,7 +616,8 @@ impl PartitionTask {
                 }
             }
         }
-        self.carry = later;
+        // The carry, drained, keeps its buffer for the next call.
+        self.spare.carry = std::mem::replace(&mut self.carry, later);
         // Not through `collect_catching_up`: an input's last record may be in this batch.
         self.catch_up.observe(&batch, 0);
         (batch, stop)
@@ -641,6 +666,7 @@ impl PartitionTask {
                         telemetry::partition_stalled(self.partition, false);
                     }
                     self.report(&rated, batch.len(), started.elapsed());
+                    self.spare.keep(rated);
                     return;
                 }
                 Err(error) => error,
@@ -800,8 +826,8 @@ impl PartitionTask {
         let config = Arc::clone(&self.config);
         let topics = &config.topics;
         let mut rated = Rated {
-            outputs: Outbox::default(),
-            changelog: Outbox::default(),
+            outputs: std::mem::take(&mut self.spare.outputs),
+            changelog: std::mem::take(&mut self.spare.changelog),
             progress: self.progress.past(batch),
             undo: Undos::default(),
             stats: Stats::default(),
