@@ -25,11 +25,6 @@ impl Id {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// Whether both are the same allocation (clones of one id), without comparing strings.
-    pub fn same_as(&self, other: &Id) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
 }
 
 impl Default for Id {

@@ -1,9 +1,6 @@
 //! Per-tenant state: what the worker keeps in memory, writes to the changelog and restores.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::BuildHasher;
-
-use hashbrown::HashTable;
 
 use serde::{Deserialize, Serialize};
 
@@ -75,11 +72,11 @@ impl TenantState {
         at.max(self.watermark)
     }
 
-    /// Remembers that input `id` (of hash `hash`), of content `fingerprint`, was applied at
-    /// event time `at` (see [`TenantState::kept_from`]).
-    pub fn remember_applied(&mut self, id: Id, hash: IdHash, fingerprint: u64, at: Timestamp) {
+    /// Remembers that input `id`, of content `fingerprint`, was applied at event time `at`
+    /// (see [`TenantState::kept_from`]).
+    pub fn remember_applied(&mut self, id: Id, fingerprint: u64, at: Timestamp) {
         let kept_from = self.kept_from(at);
-        self.seen.insert_hashed(id, hash, fingerprint, kept_from);
+        self.seen.insert(id, fingerprint, kept_from);
     }
 
     /// Remembers that `leg` closed at event time `at` (see [`TenantState::kept_from`]).
@@ -373,47 +370,18 @@ impl<'de> Deserialize<'de> for OpenLegs {
 /// Ids seen recently, by event time, with a value each; entries older than the retention
 /// window (by the tenant's watermark) are dropped.
 ///
-/// The table and the retention queue share one allocation per id (an [`Id`]). The queue keeps
-/// each id's hash beside it, and the table is searched by that hash: an insert after a lookup
-/// of the same id ([`Recent::get_hashed`], [`Recent::insert_hashed`]) hashes it once, and
-/// pruning hashes nothing and compares pointers, not strings. Serialized as before: `entries`
-/// an object by id, `order` a list of `[timestamp, id]`.
-#[derive(Clone, Debug)]
+/// The map and the retention queue share one allocation per id (an [`Id`]); the map hashes
+/// with [`FastState`]. Serialized as before: `entries` an object by id, `order` a list of
+/// `[timestamp, id]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "V: Serialize", deserialize = "V: Deserialize<'de>"))]
 pub struct Recent<V> {
-    entries: HashTable<(Id, V)>,
-    order: VecDeque<Kept>,
+    entries: HashMap<Id, V, FastState>,
+    #[serde(deserialize_with = "in_time_order")]
+    order: VecDeque<(Timestamp, Id)>,
     /// Changes since the last [`Recent::take_changes`], when tracking.
+    #[serde(skip)]
     journal: Option<Vec<Change<V>>>,
-}
-
-/// An entry of a [`Recent`] set's queue: its time, its id and the id's [`IdHash`].
-#[derive(Clone, Debug)]
-struct Kept {
-    at: Timestamp,
-    hash: IdHash,
-    id: Id,
-}
-
-/// The hash of an id in a [`Recent`] set's table (the same in every set): computed once for a
-/// lookup and the insert that follows it.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct IdHash(u64);
-
-impl IdHash {
-    /// The hash of `id`.
-    pub fn of(id: &str) -> IdHash {
-        IdHash(FastState::default().hash_one(id))
-    }
-}
-
-/// Whether the table's entry `kept` holds `id`: the same allocation (what the queue and the
-/// table share), or, for a set read from its serde form, the same string.
-fn holds<V>(id: &Id) -> impl Fn(&(Id, V)) -> bool + '_ {
-    move |(kept, _)| kept.same_as(id) || kept == id
-}
-
-fn rehash<V>((id, _): &(Id, V)) -> u64 {
-    IdHash::of(id).0
 }
 
 /// One change of a [`Recent`] set.
@@ -439,14 +407,10 @@ pub enum Change<V> {
     },
 }
 
-/// Equal when they keep the same ids, values and times, in the same order; the journal is
-/// bookkeeping.
+/// Equal when they keep the same ids, values and times; the journal is bookkeeping.
 impl<V: PartialEq> PartialEq for Recent<V> {
     fn eq(&self, other: &Self) -> bool {
-        self.entries.len() == other.entries.len()
-            && self.entries.iter().all(|(id, value)| other.get(id) == Some(value))
-            && self.order.len() == other.order.len()
-            && self.order.iter().zip(&other.order).all(|(a, b)| a.at == b.at && a.id == b.id)
+        self.entries == other.entries && self.order == other.order
     }
 }
 
@@ -454,70 +418,33 @@ impl<V: Eq> Eq for Recent<V> {}
 
 impl<V> Default for Recent<V> {
     fn default() -> Self {
-        Recent { entries: HashTable::new(), order: VecDeque::new(), journal: None }
+        Recent { entries: HashMap::default(), order: VecDeque::new(), journal: None }
     }
 }
 
-impl<V: Serialize> Serialize for Recent<V> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        struct Entries<'a, V>(&'a HashTable<(Id, V)>);
-        impl<V: Serialize> Serialize for Entries<'_, V> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_map(self.0.iter().map(|(id, value)| (id, value)))
-            }
-        }
-        struct Order<'a>(&'a VecDeque<Kept>);
-        impl Serialize for Order<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.iter().map(|kept| (kept.at, &kept.id)))
-            }
-        }
-        let mut form = serializer.serialize_struct("Recent", 2)?;
-        form.serialize_field("entries", &Entries(&self.entries))?;
-        form.serialize_field("order", &Order(&self.order))?;
-        form.end()
-    }
-}
-
-/// The serde form as earlier releases wrote it (`HashMap<String, V>` and
-/// `VecDeque<(Timestamp, String)>`), read as this release keeps it: the queue sorted by time
-/// (those of one time in the order written), so that a list written by a release that kept
-/// arrival order is pruned by time like any other.
-#[derive(Deserialize)]
-#[serde(bound(deserialize = "V: Deserialize<'de>"))]
-struct RecentForm<V> {
-    entries: HashMap<Id, V, FastState>,
-    order: Vec<(Timestamp, Id)>,
-}
-
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Recent<V> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let RecentForm { entries, mut order } = RecentForm::<V>::deserialize(deserializer)?;
-        order.sort_by_key(|(at, _)| *at);
-        let mut table = HashTable::with_capacity(entries.len());
-        for (id, value) in entries {
-            table.insert_unique(IdHash::of(&id).0, (id, value), rehash);
-        }
-        let order = order.into_iter().map(|(at, id)| Kept { at, hash: IdHash::of(&id), id }).collect();
-        Ok(Recent { entries: table, order, journal: None })
-    }
+/// A [`Recent`] set's queue, sorted by time (those of one time in the order written): a list
+/// written by a release that kept arrival order is read as this release keeps it, so it is
+/// pruned by time like any other.
+fn in_time_order<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<VecDeque<(Timestamp, Id)>, D::Error> {
+    let mut order = VecDeque::<(Timestamp, Id)>::deserialize(deserializer)?;
+    order.make_contiguous().sort_by_key(|(at, _)| *at);
+    Ok(order)
 }
 
 /// Where an entry of time `at` goes in a queue sorted by time: after every entry of its time
-/// or older (`order.partition_point(|kept| kept.at <= at)`). The rater never inserts late (it
+/// or older (`order.partition_point(|(t, _)| *t <= at)`). The rater never inserts late (it
 /// remembers from the tenant's newest time) and a restore inserts in time order, so this
 /// serves direct callers of [`Recent::insert`]; an entry late by little is found near the
 /// back: the search first steps back from the newest entry by 1, 2, 4, ... entries and halves
 /// the last step.
-fn after_newest_up_to(order: &VecDeque<Kept>, at: Timestamp) -> usize {
+fn after_newest_up_to(order: &VecDeque<(Timestamp, Id)>, at: Timestamp) -> usize {
     // The place is in low..=high: every entry before `low` is of `at` or older, every entry
     // from `high` on newer.
     let (mut low, mut high) = (0, order.len());
     let mut step = 1;
     while step <= order.len() {
         let probe = order.len() - step;
-        if order[probe].at <= at {
+        if order[probe].0 <= at {
             low = probe + 1;
             break;
         }
@@ -526,7 +453,7 @@ fn after_newest_up_to(order: &VecDeque<Kept>, at: Timestamp) -> usize {
     }
     while low < high {
         let middle = low + (high - low) / 2;
-        if order[middle].at <= at {
+        if order[middle].0 <= at {
             low = middle + 1;
         } else {
             high = middle;
@@ -569,52 +496,14 @@ impl<V: Clone> Recent<V> {
         for change in changes.iter().rev() {
             match change {
                 Change::Added { id, .. } => {
-                    let hash = IdHash::of(id);
-                    if let Ok(entry) = self.entries.find_entry(hash.0, holds(id)) {
-                        entry.remove();
-                    }
-                    if let Some(at) = self.order.iter().rposition(|kept| kept.id == *id) {
+                    self.entries.remove(id);
+                    if let Some(at) = self.order.iter().rposition(|(_, o)| o == id) {
                         self.order.remove(at);
                     }
                 }
                 Change::Removed { id, value, at } => {
-                    let hash = IdHash::of(id);
-                    self.entries.insert_unique(hash.0, (id.clone(), value.clone()), rehash);
-                    self.order.push_front(Kept { at: *at, hash, id: id.clone() });
-                }
-            }
-        }
-    }
-
-    /// Remembers `id` as of `at` (an [`Id`], a `String` or a `&str`).
-    pub fn insert(&mut self, id: impl Into<Id>, value: V, at: Timestamp) {
-        let id = id.into();
-        let hash = IdHash::of(&id);
-        self.insert_hashed(id, hash, value, at);
-    }
-
-    /// [`Recent::insert`] of an id whose hash is known (`hash` must be `IdHash::of(&id)`).
-    pub fn insert_hashed(&mut self, id: Id, hash: IdHash, value: V, at: Timestamp) {
-        debug_assert_eq!(hash, IdHash::of(&id));
-        if let Some(journal) = &mut self.journal {
-            journal.push(Change::Added { id: id.clone(), value: value.clone(), at });
-        }
-        match self.entries.entry(hash.0, holds(&id), rehash) {
-            hashbrown::hash_table::Entry::Occupied(mut kept) => kept.get_mut().1 = value,
-            hashbrown::hash_table::Entry::Vacant(place) => {
-                place.insert((id.clone(), value));
-                // Kept in time order (after the entries of the same time), so that what
-                // `prune` forgets depends on the times alone, not on the order of arrival: a
-                // set rebuilt from its entries (a restore) forgets exactly what the original
-                // did. The rater remembers from the tenant's newest time
-                // (`TenantState::kept_from`), so its inserts are pushes at the back.
-                let kept = Kept { at, hash, id };
-                match self.order.back() {
-                    Some(last) if last.at > at => {
-                        let position = after_newest_up_to(&self.order, at);
-                        self.order.insert(position, kept);
-                    }
-                    _ => self.order.push_back(kept),
+                    self.entries.insert(id.clone(), value.clone());
+                    self.order.push_front((*at, id.clone()));
                 }
             }
         }
@@ -624,27 +513,48 @@ impl<V: Clone> Recent<V> {
 impl<V> Recent<V> {
     /// The value kept for `id`.
     pub fn get(&self, id: &str) -> Option<&V> {
-        self.get_hashed(id, IdHash::of(id))
-    }
-
-    /// [`Recent::get`] of an id whose hash is known (`hash` must be `IdHash::of(id)`).
-    pub fn get_hashed(&self, id: &str, hash: IdHash) -> Option<&V> {
-        debug_assert_eq!(hash, IdHash::of(id));
-        self.entries.find(hash.0, |(kept, _)| kept.as_str() == id).map(|(_, value)| value)
+        self.entries.get(id)
     }
 
     /// Whether `id` is kept.
     pub fn contains(&self, id: &str) -> bool {
-        self.get(id).is_some()
+        self.entries.contains_key(id)
+    }
+
+    /// Remembers `id` as of `at` (an [`Id`], a `String` or a `&str`).
+    pub fn insert(&mut self, id: impl Into<Id>, value: V, at: Timestamp)
+    where
+        V: Clone,
+    {
+        let id = id.into();
+        if let Some(journal) = &mut self.journal {
+            journal.push(Change::Added { id: id.clone(), value: value.clone(), at });
+        }
+        if self.entries.insert(id.clone(), value).is_none() {
+            // Kept in time order (after the entries of the same time), so that what
+            // `prune` forgets depends on the times alone, not on the order of arrival: a set
+            // rebuilt from its entries (a restore) forgets exactly what the original did.
+            // The rater remembers from the tenant's newest time (`TenantState::kept_from`),
+            // so its inserts are pushes at the back.
+            match self.order.back() {
+                Some((last, _)) if *last > at => {
+                    let position = after_newest_up_to(&self.order, at);
+                    self.order.insert(position, (at, id));
+                }
+                _ => self.order.push_back((at, id)),
+            }
+        }
     }
 
     /// Forgets every entry remembered before `cutoff` (and no other).
     pub fn prune(&mut self, cutoff: Timestamp) {
-        while self.order.front().is_some_and(|kept| kept.at < cutoff) {
-            let Some(Kept { at, hash, id }) = self.order.pop_front() else { break };
-            if let Ok(entry) = self.entries.find_entry(hash.0, holds(&id)) {
-                let ((_, value), _) = entry.remove();
-                if let Some(journal) = &mut self.journal {
+        while let Some((at, _)) = self.order.front() {
+            if *at >= cutoff {
+                break;
+            }
+            if let Some((at, id)) = self.order.pop_front() {
+                let value = self.entries.remove(&id);
+                if let (Some(journal), Some(value)) = (&mut self.journal, value) {
                     journal.push(Change::Removed { id, value, at });
                 }
             }
@@ -653,9 +563,7 @@ impl<V> Recent<V> {
 
     /// Every kept id with its value and time, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (&Id, &V, Timestamp)> {
-        self.order
-            .iter()
-            .filter_map(|kept| self.entries.find(kept.hash.0, holds(&kept.id)).map(|(id, value)| (id, value, kept.at)))
+        self.order.iter().filter_map(|(at, id)| self.entries.get_key_value(id).map(|(k, v)| (k, v, *at)))
     }
 
     /// How many ids are kept.
@@ -898,9 +806,8 @@ mod tests {
             at in 0i64..52,
         ) {
             times.sort_unstable();
-            let order: VecDeque<Kept> =
-                times.iter().map(|t| Kept { at: ts(*t), hash: IdHash::of("x"), id: Id::from("x") }).collect();
-            let expected = order.partition_point(|kept| kept.at <= ts(at));
+            let order: VecDeque<(Timestamp, Id)> = times.iter().map(|t| (ts(*t), Id::from("x"))).collect();
+            let expected = order.partition_point(|(t, _)| *t <= ts(at));
             proptest::prop_assert_eq!(after_newest_up_to(&order, ts(at)), expected);
         }
     }

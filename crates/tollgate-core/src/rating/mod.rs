@@ -21,7 +21,7 @@ use crate::event::{Input, LegBody};
 use crate::fingerprint::fingerprint;
 use crate::output::{LedgerMovement, Output};
 use crate::reference::Catalog;
-use crate::state::{IdHash, TenantState};
+use crate::state::TenantState;
 use crate::{Error, Timestamp};
 use context::{Ctx, Trail};
 
@@ -128,9 +128,7 @@ impl Rater {
         let tenant_id = input.tenant_id().as_str();
         let tenant = catalog.tenant(tenant_id).ok_or_else(|| Error::UnknownTenant(tenant_id.to_owned()))?;
         let fingerprint = fingerprint(&input);
-        // Hashed once for the lookup and for remembering it.
-        let id_hash = IdHash::of(input.id());
-        if let Some(&seen) = state.seen.get_hashed(input.id(), id_hash) {
+        if let Some(&seen) = state.seen.get(input.id()) {
             return if seen == fingerprint {
                 Ok(Applied::Duplicate)
             } else {
@@ -160,7 +158,7 @@ impl Rater {
                 Applied::Processed
             }
         };
-        state.remember_applied(id, id_hash, fingerprint, at);
+        state.remember_applied(id, fingerprint, at);
         self.advance_watermark(state, at);
         Ok(applied)
     }
