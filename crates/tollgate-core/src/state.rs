@@ -192,6 +192,15 @@ pub struct OpenLeg {
     pub disconnect_sent: bool,
 }
 
+/// The fewest changes in a batch after which a journal starts again with room for as many
+/// (see [`Recent::take_changes`]).
+pub const JOURNAL_ROOM_FROM: usize = 64;
+
+/// An empty journal, with room for `last` changes when that many is a busy tenant's batch.
+fn journal_room<T>(last: usize) -> Vec<T> {
+    if last >= JOURNAL_ROOM_FROM { Vec::with_capacity(last) } else { Vec::new() }
+}
+
 /// Legs in progress by leg id.
 ///
 /// A hash map, not a `BTreeMap`: a leg goes in when it starts and out when it ends, and a
@@ -230,14 +239,14 @@ impl OpenLegs {
         self.journal.get_or_insert_with(Box::default);
     }
 
-    /// The changes since the last call (empty when not tracking). The journal starts again
-    /// with room for as many legs (see [`Recent::take_changes`]).
+    /// The changes since the last call (empty when not tracking); the journal starts again
+    /// with room as [`Recent::take_changes`]'s does.
     pub fn take_changes(&mut self) -> LegChanges {
         self.journal
             .as_mut()
             .map(|journal| {
-                let room = LegChanges::with_capacity_and_hasher(journal.len(), FastState::default());
-                std::mem::replace(&mut **journal, room)
+                let room = if journal.len() >= JOURNAL_ROOM_FROM { journal.len() } else { 0 };
+                std::mem::replace(&mut **journal, LegChanges::with_capacity_and_hasher(room, FastState::default()))
             })
             .unwrap_or_default()
     }
@@ -479,14 +488,13 @@ impl<V: Clone> Recent<V> {
         self.journal.get_or_insert_with(Vec::new);
     }
 
-    /// The changes since the last call (empty when not tracking). The journal starts again
-    /// with room for as many changes: a busy tenant's batches are alike, so it is not grown
-    /// from nothing (and copied at each doubling) every batch.
+    /// The changes since the last call (empty when not tracking). After a batch of at least
+    /// [`JOURNAL_ROOM_FROM`] changes the journal starts again with room for as many: a busy
+    /// tenant's batches are alike, so it is not grown from nothing (and copied at each
+    /// doubling) every batch. After a smaller one it starts empty, so that a tenant touched
+    /// now and then does not keep an empty journal's room while it is idle.
     pub fn take_changes(&mut self) -> Vec<Change<V>> {
-        self.journal
-            .as_mut()
-            .map(|journal| std::mem::replace(journal, Vec::with_capacity(journal.len())))
-            .unwrap_or_default()
+        self.journal.as_mut().map(|journal| std::mem::replace(journal, journal_room(journal.len()))).unwrap_or_default()
     }
 
     /// Undoes `changes` (taken from this set with [`Recent::take_changes`], newest last), so a
@@ -693,6 +701,33 @@ mod tests {
         assert_eq!(seen, before);
         let rebuilt = Recent::from_entries(seen.iter().map(|(id, v, at)| (id.clone(), *v, at)));
         assert_eq!(rebuilt, seen);
+    }
+
+    /// A journal keeps room for the next batch after a busy one only, so that a tenant touched
+    /// now and then keeps none while it is idle.
+    #[test]
+    fn a_journal_keeps_room_after_a_busy_batch_only() {
+        let mut seen = Recent::default();
+        seen.track_changes();
+        for n in 0..JOURNAL_ROOM_FROM {
+            seen.insert(format!("e{n}"), 1u64, ts(10));
+        }
+        assert_eq!(seen.take_changes().len(), JOURNAL_ROOM_FROM);
+        assert!(seen.journal.as_ref().is_some_and(|j| j.is_empty() && j.capacity() >= JOURNAL_ROOM_FROM));
+        seen.insert("one", 1, ts(11));
+        assert_eq!(seen.take_changes().len(), 1);
+        assert_eq!(seen.journal.as_ref().map(Vec::capacity), Some(0));
+
+        let mut legs = OpenLegs::default();
+        legs.track_changes();
+        for n in 0..JOURNAL_ROOM_FROM {
+            legs.insert(format!("leg-{n}").into(), open_leg("call"));
+        }
+        assert_eq!(legs.take_changes().len(), JOURNAL_ROOM_FROM);
+        assert!(legs.journal.as_ref().is_some_and(|j| j.is_empty() && j.capacity() >= JOURNAL_ROOM_FROM));
+        legs.insert("one".into(), open_leg("call"));
+        assert_eq!(legs.take_changes().len(), 1);
+        assert_eq!(legs.journal.as_ref().map(|j| j.capacity()), Some(0));
     }
 
     /// What is forgotten depends on the times alone: an entry that arrived after a newer
