@@ -194,11 +194,12 @@ pub struct OpenLeg {
 
 /// The fewest changes in a batch after which a journal starts again with room for as many
 /// (see [`Recent::take_changes`]).
-pub const JOURNAL_ROOM_FROM: usize = 64;
+const JOURNAL_ROOM_FROM: usize = 64;
 
-/// An empty journal, with room for `last` changes when that many is a busy tenant's batch.
-fn journal_room<T>(last: usize) -> Vec<T> {
-    if last >= JOURNAL_ROOM_FROM { Vec::with_capacity(last) } else { Vec::new() }
+/// The room an emptied journal starts with after a batch of `last` changes: as many when that
+/// many is a busy tenant's batch, none otherwise.
+fn journal_room(last: usize) -> usize {
+    if last >= JOURNAL_ROOM_FROM { last } else { 0 }
 }
 
 /// Legs in progress by leg id.
@@ -245,8 +246,8 @@ impl OpenLegs {
         self.journal
             .as_mut()
             .map(|journal| {
-                let room = if journal.len() >= JOURNAL_ROOM_FROM { journal.len() } else { 0 };
-                std::mem::replace(&mut **journal, LegChanges::with_capacity_and_hasher(room, FastState::default()))
+                let room = LegChanges::with_capacity_and_hasher(journal_room(journal.len()), FastState::default());
+                std::mem::replace(&mut **journal, room)
             })
             .unwrap_or_default()
     }
@@ -494,7 +495,10 @@ impl<V: Clone> Recent<V> {
     /// doubling) every batch. After a smaller one it starts empty, so that a tenant touched
     /// now and then does not keep an empty journal's room while it is idle.
     pub fn take_changes(&mut self) -> Vec<Change<V>> {
-        self.journal.as_mut().map(|journal| std::mem::replace(journal, journal_room(journal.len()))).unwrap_or_default()
+        self.journal
+            .as_mut()
+            .map(|journal| std::mem::replace(journal, Vec::with_capacity(journal_room(journal.len()))))
+            .unwrap_or_default()
     }
 
     /// Undoes `changes` (taken from this set with [`Recent::take_changes`], newest last), so a

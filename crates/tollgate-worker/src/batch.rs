@@ -117,7 +117,7 @@ impl Manifest {
 /// arrive in offset order), and the topics are merged by (timestamp, topic name).
 pub fn merge(records: Vec<Record>) -> Vec<Record> {
     // One topic: its own order is the merged one (the usual batch, credit commands being rare).
-    if records.iter().all(|r| records.first().is_some_and(|first| first.topic == r.topic)) {
+    if records.first().is_none_or(|first| records.iter().all(|r| r.topic == first.topic)) {
         return records;
     }
     select(&mut VecDeque::from(records), usize::MAX, &BTreeSet::new())

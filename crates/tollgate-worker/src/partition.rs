@@ -249,7 +249,6 @@ struct Stats {
     credit_events: BTreeMap<&'static str, u64>,
 }
 
-/// A rated batch, ready to publish.
 /// See [`PartitionTask::spare`].
 #[derive(Default)]
 struct Spare {
@@ -268,6 +267,7 @@ impl Spare {
     }
 }
 
+/// A rated batch, ready to publish.
 struct Rated {
     outputs: Outbox,
     changelog: Outbox,
