@@ -145,6 +145,9 @@ impl E164 {
         // ASCII only.
         let canonical = std::str::from_utf8(&buf[..=len]).map_err(|_| invalid())?;
         let digits = canonical[1..].parse::<u64>().map_err(|_| invalid())?;
+        if let Some(known) = Known::recall(digits) {
+            return Ok(E164 { digits, len: len as u8, country: known.country, possible: known.possible });
+        }
         let possible = crate::region::is_possible(&canonical[1..]);
         let main = || match crate::region::calling_code(&canonical[1..]) {
             Some((code, _)) => main_country_for_code(code),
@@ -159,6 +162,7 @@ impl E164 {
                 Fast::Unsure => Self::parse_with_libphonenumber(canonical).map_or_else(|_| main(), |n| n.country),
             }
         };
+        Known { digits, country, possible }.remember();
         Ok(E164 { digits, len: len as u8, country, possible })
     }
 
@@ -233,6 +237,50 @@ impl E164 {
     pub fn digit(&self, i: u32) -> u8 {
         let shift = self.len() - 1 - i;
         ((self.digits / 10u64.pow(shift)) % 10) as u8
+    }
+}
+
+/// What [`E164::parse`] answered for the digits it parsed lately in this thread: a
+/// direct-mapped table of [`Known::SLOTS`] entries, a slot chosen by the digits.
+///
+/// The country and whether the number is possible depend on the digits alone (separators are
+/// dropped before either is asked), so an answer remembered is the answer computed, and a
+/// number met again (a meeting's bridge numbers price every dial-in leg) costs a multiply and
+/// a compare instead of the metadata's patterns. A slot holds the last digits that mapped to
+/// it; a number is recalled only when its slot holds exactly its digits.
+#[derive(Clone, Copy)]
+struct Known {
+    /// The digits; 0 in a slot never written (no number is 0: the first digit is not).
+    digits: u64,
+    country: Country,
+    possible: bool,
+}
+
+thread_local! {
+    /// The table, allocated in a thread the first time it parses a number.
+    static KNOWN: Box<[std::cell::Cell<Known>]> =
+        (0..Known::SLOTS).map(|_| std::cell::Cell::new(Known::EMPTY)).collect();
+}
+
+impl Known {
+    /// 1,024 slots of 16 bytes: 16 KiB per thread that parses numbers.
+    const SLOTS: usize = 1 << Known::BITS;
+    const BITS: u32 = 10;
+    const EMPTY: Known = Known { digits: 0, country: Country::NON_GEOGRAPHIC, possible: false };
+
+    /// The slot of `digits` (Fibonacci hashing: the top bits of a multiply).
+    const fn slot(digits: u64) -> usize {
+        (digits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Known::BITS)) as usize
+    }
+
+    /// The answer remembered for `digits`, if its slot holds them.
+    fn recall(digits: u64) -> Option<Known> {
+        Some(KNOWN.with(|table| table[Known::slot(digits)].get())).filter(|known| known.digits == digits)
+    }
+
+    /// Keeps this answer in its slot (replacing what was there).
+    fn remember(self) {
+        KNOWN.with(|table| table[Known::slot(self.digits)].set(self));
     }
 }
 
@@ -314,6 +362,32 @@ mod tests {
         }
         let max = E164::from_parts("999999999999999", Country::NON_GEOGRAPHIC).unwrap();
         assert_eq!(String::from(max), max.to_string());
+    }
+
+    /// A number parsed again is answered from the table (`Known`) with exactly what was
+    /// computed, also when another number took its slot in between, and for an impossible
+    /// number.
+    #[test]
+    fn a_number_parsed_again_is_what_it_was_whatever_shared_its_slot() {
+        let gb = 442_071_838_750u64;
+        let us = (12_128_000_000u64..12_129_000_000)
+            .find(|d| Known::slot(*d) == Known::slot(gb))
+            .expect("a US number in the slot of the GB one");
+        let texts = [format!("+{gb}"), format!("+{us}"), "+1234".to_owned()];
+        let first: Vec<E164> = texts.iter().map(|t| E164::parse(t).unwrap()).collect();
+        assert_eq!(
+            first.iter().map(|n| (n.country().to_string(), n.is_possible())).collect::<Vec<_>>(),
+            [("GB".to_owned(), true), ("US".to_owned(), true), ("US".to_owned(), false),]
+        );
+        for _ in 0..3 {
+            for (text, expected) in texts.iter().zip(&first) {
+                assert!(Known::recall(expected.digits()).is_none_or(|k| k.digits == expected.digits()));
+                assert_eq!(E164::parse(text).unwrap(), *expected, "{text}");
+                assert_eq!(E164::parse(&text.replace('+', "+ ")).unwrap(), *expected, "{text} with a space");
+            }
+        }
+        // The two share one slot: the one parsed last is the one kept.
+        assert!(Known::recall(gb).is_none() && Known::recall(us).is_some_and(|k| k.country.code() == "US"));
     }
 
     fn country_of(n: &str) -> String {
