@@ -13,12 +13,16 @@ use super::{Applied, MAX_LEG_SECONDS};
 /// An `interim`: the leg's debits brought up to its elapsed seconds, and a disconnect decision
 /// when the debit reached the cutoff. Ignored before the start and after the end.
 pub(super) fn interim(mut ctx: Ctx<'_>, event: CallLegEvent, elapsed_seconds: u32) -> Applied {
-    if ctx.state.closed_legs.contains(&event.leg_id) {
-        return Applied::IgnoredAfterClose;
-    }
+    // A leg is open or closed, never both (it closes as it leaves the open legs), so the
+    // closed legs are only asked about a leg that is not open.
     let Some(mut leg) = ctx.state.open_legs.remove(&event.leg_id) else {
-        return Applied::IgnoredBeforeStart;
+        return if ctx.state.closed_legs.contains(&event.leg_id) {
+            Applied::IgnoredAfterClose
+        } else {
+            Applied::IgnoredBeforeStart
+        };
     };
+    debug_assert!(!ctx.state.closed_legs.contains(&event.leg_id), "leg {} is open and closed", event.leg_id);
     ctx.at = ctx.at.max(leg.started_at);
     ctx.expire_lots();
     if elapsed_seconds > leg.elapsed_seconds {
@@ -43,16 +47,18 @@ pub(super) fn interim(mut ctx: Ctx<'_>, event: CallLegEvent, elapsed_seconds: u3
 /// An `ended`: the leg settled and its usage written; parked when its start has not come yet.
 pub(super) fn ended(mut ctx: Ctx<'_>, event: CallLegEvent, ended: LegEnded) -> Result<Applied, Error> {
     let state = &mut *ctx.state;
-    if state.closed_legs.contains(&event.leg_id) {
-        return Ok(Applied::IgnoredAfterClose);
-    }
+    // Open or closed, never both (see `interim`).
     let Some(leg) = state.open_legs.remove(&event.leg_id) else {
+        if state.closed_legs.contains(&event.leg_id) {
+            return Ok(Applied::IgnoredAfterClose);
+        }
         if state.parked_ends.contains_key(&event.leg_id) {
             return Err(Error::LegAlreadyEnded(event.leg_id.into()));
         }
         state.parked_ends.insert(event.leg_id.clone(), event);
         return Ok(Applied::Parked);
     };
+    debug_assert!(!state.closed_legs.contains(&event.leg_id), "leg {} is open and closed", event.leg_id);
     let Some(duration) = duration_of(&leg, &ended) else {
         // Put it back: on `Err` the state is unchanged.
         state.open_legs.insert(event.leg_id.clone(), leg);
