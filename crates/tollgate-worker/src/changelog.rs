@@ -305,17 +305,23 @@ pub fn records(
     match before {
         None => out.extend(state.open_legs.iter().map(|(leg, open)| leg_record(leg, open))),
         Some(_) => {
-            let mut changed: Vec<(&Id, &Option<OpenLeg>)> = changes.legs.iter().collect();
+            // The legs whose record changes (open now and not as before, or closed now), in
+            // leg-id order: most legs a busy batch touches opened and closed within it and
+            // write nothing, so they are left out before sorting, not after.
+            let mut changed: Vec<(&Id, Option<&OpenLeg>)> = changes
+                .legs
+                .iter()
+                .filter_map(|(leg, was)| match (state.open_legs.get(leg), was) {
+                    (Some(open), was) if was.as_ref() != Some(open) => Some((leg, Some(open))),
+                    (None, Some(_)) => Some((leg, None)),
+                    _ => None,
+                })
+                .collect();
             changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let mut closed = Vec::new();
-            for (leg, was) in changed {
-                match (state.open_legs.get(leg), was) {
-                    (Some(open), was) if was.as_ref() != Some(open) => out.push(leg_record(leg, open)),
-                    (None, Some(_)) => closed.push((entry_key('o', tenant, leg), None)),
-                    _ => {}
-                }
-            }
-            out.extend(closed);
+            out.extend(changed.iter().filter_map(|(leg, open)| open.map(|open| leg_record(leg, open))));
+            out.extend(
+                changed.iter().filter(|(_, open)| open.is_none()).map(|(leg, _)| (entry_key('o', tenant, leg), None)),
+            );
         }
     }
     for (leg, ended) in &state.parked_ends {
@@ -975,6 +981,9 @@ mod tests {
         // Touched and put back as it was: nothing to write.
         let same = state.open_legs.remove("leg-0003").unwrap();
         state.open_legs.insert("leg-0003".into(), same);
+        // Opened and closed within the batch: nothing to write either.
+        state.open_legs.insert("leg-brief".into(), open_leg("leg-brief", 0));
+        state.open_legs.remove("leg-brief");
         state.parked_ends.remove("late");
         let journal = Journal::take(&mut state);
         let second = records("acme", &state, Some(&before), &journal, window(&mut Segments::default(), 0)).0;
