@@ -927,18 +927,19 @@ impl PartitionTask {
             ));
         }
         codec::refuse_future_dated(&input, record, self.config.max_future_seconds)?;
-        // The rater refuses unknown tenants itself; checked here only for a tenant without
-        // state yet, so that a refused record does not leave an empty state behind.
-        if !self.states.contains(tenant) && self.tables.tenant(tenant).is_none() {
+        // One lookup of the tenant's state. The rater refuses unknown tenants itself; the
+        // reference is asked here only for a tenant without state yet, so that a refused
+        // record does not leave an empty state behind.
+        let tables = &self.tables;
+        let Some((state, existed)) = self.states.for_rating(tenant, || tables.tenant(tenant).is_some()) else {
             return Err(Refusal::new("unknown_tenant", format!("unknown tenant {tenant:?}")));
-        }
+        };
         if !undo.contains_key(tenant) {
-            let before = self.states.get_mut(tenant).map(TenantState::snapshot);
+            let before = existed.then(|| state.snapshot());
             let tag = changelog::segment_tag(kind, record.offset);
             let undo_entry = Undo { before, journal: changelog::Journal::default(), tag, segments: Default::default() };
             undo.insert(tenant.to_owned(), undo_entry);
         }
-        let state = self.states.get_or_insert(tenant);
         let applied = match movements {
             Some(movements) => self.rater.apply_traced(&*self.tables, state, input, outs, movements),
             None => self.rater.apply(&*self.tables, state, input, outs),
