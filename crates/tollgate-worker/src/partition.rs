@@ -927,9 +927,9 @@ impl PartitionTask {
             ));
         }
         codec::refuse_future_dated(&input, record, self.config.max_future_seconds)?;
-        // One lookup of the tenant's state. The rater refuses unknown tenants itself; the
-        // reference is asked here only for a tenant without state yet, so that a refused
-        // record does not leave an empty state behind.
+        // The tenant's state, found once for the undo and the rater. The rater refuses unknown
+        // tenants itself; the reference is asked here only for a tenant without state yet, so
+        // that a refused record does not leave an empty state behind.
         let tables = &self.tables;
         let Some((state, existed)) = self.states.for_rating(tenant, || tables.tenant(tenant).is_some()) else {
             return Err(Refusal::new("unknown_tenant", format!("unknown tenant {tenant:?}")));

@@ -182,11 +182,22 @@ impl States {
 
     /// The state of `tenant`, woken if it was dormant.
     pub fn get_mut(&mut self, tenant: &str) -> Option<&mut TenantState> {
-        if !self.live.contains_key(tenant) {
-            let state = self.dormant.record(tenant).map(wake)?;
-            self.live.insert(tenant.to_owned(), state);
+        if !self.make_live(tenant) {
+            return None;
         }
         self.live.get_mut(tenant)
+    }
+
+    /// Whether `tenant` has a live state now: it had one, or its dormant one was woken.
+    fn make_live(&mut self, tenant: &str) -> bool {
+        if self.live.contains_key(tenant) {
+            return true;
+        }
+        let Some(state) = self.dormant.record(tenant).map(wake) else {
+            return false;
+        };
+        self.live.insert(tenant.to_owned(), state);
+        true
     }
 
     /// The state a record of `tenant` is rated on, and whether the tenant had one: its live
@@ -195,18 +206,13 @@ impl States {
     /// is left without one). A live tenant, the usual case, costs two lookups of the live
     /// map and no call of `known`.
     pub fn for_rating(&mut self, tenant: &str, known: impl FnOnce() -> bool) -> Option<(&mut TenantState, bool)> {
-        let mut existed = true;
-        if !self.live.contains_key(tenant) {
-            let state = match self.dormant.record(tenant).map(wake) {
-                Some(state) => state,
-                None if known() => {
-                    existed = false;
-                    let mut state = TenantState::default();
-                    state.track_changes();
-                    state
-                }
-                None => return None,
-            };
+        let existed = self.make_live(tenant);
+        if !existed {
+            if !known() {
+                return None;
+            }
+            let mut state = TenantState::default();
+            state.track_changes();
             self.live.insert(tenant.to_owned(), state);
         }
         self.live.get_mut(tenant).map(|state| (state, existed))
