@@ -170,7 +170,9 @@ impl States {
         self.len() == 0
     }
 
-    /// Whether `tenant` has a state, live or dormant.
+    /// Whether `tenant` has a state, live or dormant (the tests' question: rating finds a
+    /// state with [`States::for_rating`]).
+    #[cfg(test)]
     pub fn contains(&self, tenant: &str) -> bool {
         self.live.contains_key(tenant) || self.dormant.index.contains_key(tenant)
     }
