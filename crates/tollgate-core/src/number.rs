@@ -126,46 +126,54 @@ impl E164 {
     /// digits alone, and each thread remembers them for the last numbers it parsed (1,024
     /// slots), so a number met again is not resolved again.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let invalid = || Error::InvalidNumber(text.to_owned());
-        let rest = text.trim().strip_prefix('+').ok_or_else(invalid)?;
-        // "+" and the digits, without separators.
+        Self::parse_ascii(text.trim().as_bytes()).ok_or_else(|| Error::InvalidNumber(text.to_owned()))
+    }
+
+    /// [`E164::parse`] of a text given as its bytes, without the surrounding whitespace;
+    /// `None` where it refuses the text. Any byte that is not ASCII is refused, so the bytes
+    /// need not be checked as UTF-8 first (the wire edge reads a number straight from a
+    /// record this way, and leaves anything refused to the general decoder).
+    pub fn parse_ascii(trimmed: &[u8]) -> Option<Self> {
+        let rest = trimmed.strip_prefix(b"+")?;
         let mut buf = [b'+'; MAX_DIGITS as usize + 1];
         let mut len = 0usize;
-        for b in rest.bytes() {
+        // The digits' value, read as they are scanned (at most 15 digits: no overflow).
+        let mut digits = 0u64;
+        for &b in rest {
             match b {
                 b'0'..=b'9' if len < MAX_DIGITS as usize => {
                     len += 1;
                     buf[len] = b;
+                    digits = digits * 10 + u64::from(b - b'0');
                 }
                 b' ' | b'-' | b'.' | b'(' | b')' => {}
-                _ => return Err(invalid()),
+                _ => return None,
             }
         }
         if len == 0 || buf[1] == b'0' {
-            return Err(invalid());
+            return None;
+        }
+        if let Some(known) = Known::recall(digits) {
+            return Some(E164 { digits, len: len as u8, country: known.country, possible: known.possible });
         }
         // ASCII only.
-        let canonical = std::str::from_utf8(&buf[..=len]).map_err(|_| invalid())?;
-        let digits = canonical[1..].parse::<u64>().map_err(|_| invalid())?;
-        if let Some(known) = Known::recall(digits) {
-            return Ok(E164 { digits, len: len as u8, country: known.country, possible: known.possible });
-        }
-        let possible = crate::region::is_possible(&canonical[1..]);
-        let main = || match crate::region::calling_code(&canonical[1..]) {
-            Some((code, _)) => main_country_for_code(code),
-            None => Country::NON_GEOGRAPHIC,
-        };
-        let country = if !possible {
-            main()
-        } else {
-            match crate::region::parse(canonical) {
-                Fast::Number { country, .. } => country,
-                Fast::Invalid => main(),
-                Fast::Unsure => Self::parse_with_libphonenumber(canonical).map_or_else(|_| main(), |n| n.country),
+        let canonical = std::str::from_utf8(&buf[..=len]).ok()?;
+        let code = crate::region::calling_code(&canonical[1..]);
+        let possible =
+            code.is_some_and(|(code, code_len)| crate::region::is_possible_national(code, &canonical[1 + code_len..]));
+        let main = || code.map_or(Country::NON_GEOGRAPHIC, |(code, _)| main_country_for_code(code));
+        let country = match code {
+            Some((code, code_len)) if possible => {
+                match crate::region::parse_national(&canonical[1..], code, code_len) {
+                    Fast::Number { country, .. } => country,
+                    Fast::Invalid => main(),
+                    Fast::Unsure => Self::parse_with_libphonenumber(canonical).map_or_else(|_| main(), |n| n.country),
+                }
             }
+            _ => main(),
         };
         Known { digits, country, possible }.remember();
-        Ok(E164 { digits, len: len as u8, country, possible })
+        Some(E164 { digits, len: len as u8, country, possible })
     }
 
     /// Whether the number is a possible number for its calling code: the national number's
@@ -342,11 +350,7 @@ pub(crate) fn digit_string(n: u64, min_len: usize, prefix: &str) -> String {
 /// [`digit_string`] on the stack.
 pub(crate) fn digit_text(n: u64, min_len: usize, prefix: &str) -> ShortText {
     let mut text = ShortText::new();
-    let mut rest = n;
-    while rest > 0 || text.len() < min_len.clamp(1, 20) {
-        text.push_front(b'0' + (rest % 10) as u8);
-        rest /= 10;
-    }
+    text.push_decimal_front(n, min_len);
     text.push_str_front(prefix);
     text
 }

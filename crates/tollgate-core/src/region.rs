@@ -25,8 +25,9 @@
 //! Tables are built per calling code on first use (no I/O: the metadata is compiled into the
 //! `phonenumber` crate) and never change afterwards.
 //!
-//! [`is_possible`] answers the other question rating asks of the metadata: whether the digits
-//! received can be a number at all (see its documentation).
+//! [`is_possible_national`] answers the other question rating asks of the metadata: whether
+//! the digits received can be a number at all (see `is_possible`). `E164::parse` finds the
+//! calling code once ([`calling_code`]) and asks both questions with it.
 
 use std::sync::{LazyLock, OnceLock};
 
@@ -57,7 +58,10 @@ pub(crate) enum Fast {
 /// Longest national number the fast path sees: 15 digits minus a one-digit code.
 const MAX_NATIONAL: usize = MAX_DIGITS as usize - 1;
 
-/// The fast path. `trimmed` is the input without surrounding whitespace.
+/// The fast path of a whole text (`trimmed`: without surrounding whitespace; spaces between
+/// the digits are dropped). [`E164::parse`](crate::E164::parse) scans the text itself and
+/// comes in at [`parse_national`]; the tests hold this whole path to libphonenumber's.
+#[cfg(test)]
 pub(crate) fn parse(trimmed: &str) -> Fast {
     let Some(rest) = trimmed.strip_prefix('+') else {
         return Fast::Unsure;
@@ -85,20 +89,28 @@ pub(crate) fn parse(trimmed: &str) -> Fast {
     if digits[0] == b'0' {
         return Fast::Invalid;
     }
-    let codes = &*CODES;
-    let Some((code_len, table)) = (1..=3).find_map(|len| {
-        let code = number_of(&digits[..len]) as usize;
-        codes.known[code].then(|| (len, codes.table(code as u16)))
-    }) else {
-        return Fast::Invalid;
-    };
-    let Some(table) = table else {
-        return Fast::Unsure;
-    };
     // ASCII digits: valid UTF-8.
-    let Ok(national) = std::str::from_utf8(&digits[code_len..]) else {
+    let Ok(digits) = std::str::from_utf8(digits) else {
         return Fast::Unsure;
     };
+    match calling_code(digits) {
+        Some((code, code_len)) => parse_national(digits, code, code_len),
+        None => Fast::Invalid,
+    }
+}
+
+/// The fast path after the scan: `digits` are E.164 digits (ASCII digits, the first not 0,
+/// at most 15) whose first `code_len` are the calling code `code` ([`calling_code`]).
+/// [`E164::parse`](crate::E164::parse) comes here directly, with the code it found for
+/// [`is_possible_national`].
+pub(crate) fn parse_national(digits: &str, code: u16, code_len: usize) -> Fast {
+    if digits.len() < 3 {
+        return Fast::Invalid;
+    }
+    let Some(table) = CODES.table(code) else {
+        return Fast::Unsure;
+    };
+    let national = &digits[code_len..];
     let significant = national.trim_start_matches('0');
     let source = table.source_for(significant);
     let strip = match source {
@@ -120,17 +132,24 @@ pub(crate) fn parse(trimmed: &str) -> Fast {
         },
         _ => table.main,
     };
-    Fast::Number { digits: number_of(digits), len: n as u8, country }
+    Fast::Number { digits: number_of(digits.as_bytes()), len: digits.len() as u8, country }
 }
 
 /// The calling code at the start of E.164 digits: the shortest prefix of 1 to 3 digits that
 /// the metadata knows (calling codes are a prefix code), and its length.
 pub(crate) fn calling_code(digits: &str) -> Option<(u16, usize)> {
-    let codes = &*CODES;
-    (1..=3.min(digits.len())).find_map(|len| {
-        let code: u16 = digits.get(..len)?.parse().ok()?;
-        codes.known[usize::from(code)].then_some((code, len))
-    })
+    let known = &CODES.known;
+    let mut code = 0usize;
+    for (len, &d) in digits.as_bytes().iter().take(3).enumerate() {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        code = code * 10 + usize::from(d - b'0');
+        if known[code] {
+            return Some((code as u16, len + 1));
+        }
+    }
+    None
 }
 
 /// Whether E.164 `digits` (calling code first, digits only) are a *possible* number: the
@@ -142,11 +161,14 @@ pub(crate) fn calling_code(digits: &str) -> Option<(u16, usize)> {
 /// while a number one digit short (`+4477009`), a bare code (`+1234`) or a national trunk
 /// prefix left in (`+44 0 7700 900123`) is not. Unlike validity, possibility does not require
 /// an allocated range, so a new range is never refused because the metadata is older.
+/// ([`E164::parse`](crate::E164::parse) asks [`is_possible_national`] with the code it found.)
+#[cfg(test)]
 pub(crate) fn is_possible(digits: &str) -> bool {
-    let Some((code, code_len)) = calling_code(digits) else {
-        return false;
-    };
-    let national = &digits[code_len..];
+    calling_code(digits).is_some_and(|(code, code_len)| is_possible_national(code, &digits[code_len..]))
+}
+
+/// [`is_possible`] for the national number after the calling code `code`.
+pub(crate) fn is_possible_national(code: u16, national: &str) -> bool {
     let Some(table) = CODES.table(code) else {
         return false;
     };

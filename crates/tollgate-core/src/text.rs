@@ -7,6 +7,14 @@ use std::ops::Deref;
 /// Capacity: the longest amount (29 digits, a sign and a point) with room to spare.
 const CAPACITY: usize = 48;
 
+/// "00" to "99", each two bytes.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
 /// ASCII text of at most 48 bytes, written from its last byte to its first.
 #[derive(Clone, Copy)]
 pub struct ShortText {
@@ -30,6 +38,43 @@ impl ShortText {
         }
     }
 
+    /// Puts `n` in decimal in front, zero-padded to at least `min_len` digits (1 to 20), two
+    /// digits at a time.
+    pub(crate) fn push_decimal_front(&mut self, n: u64, min_len: usize) {
+        let min_len = min_len.clamp(1, 20);
+        // u64::MAX has 20 digits: with that much room, no write below needs a check of its own.
+        if self.at < 20 {
+            let mut rest = n;
+            let end = self.at;
+            while (rest > 0 || end - self.at < min_len) && self.at > 0 {
+                self.push_front(b'0' + (rest % 10) as u8);
+                rest /= 10;
+            }
+            return;
+        }
+        let mut at = self.at;
+        let mut rest = n;
+        while rest >= 100 {
+            let pair = (rest % 100) as usize * 2;
+            rest /= 100;
+            at -= 2;
+            self.buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        }
+        if rest >= 10 {
+            let pair = rest as usize * 2;
+            at -= 2;
+            self.buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
+            at -= 1;
+            self.buf[at] = b'0' + rest as u8;
+        }
+        while self.at - at < min_len && at > 0 {
+            at -= 1;
+            self.buf[at] = b'0';
+        }
+        self.at = at;
+    }
+
     /// Puts ASCII text in front.
     pub(crate) fn push_str_front(&mut self, text: &str) {
         for &byte in text.as_bytes().iter().rev() {
@@ -50,6 +95,7 @@ impl ShortText {
     }
 
     /// The text's length in bytes.
+    #[cfg(test)]
     pub(crate) const fn len(&self) -> usize {
         CAPACITY - self.at
     }
@@ -94,5 +140,28 @@ mod tests {
             text.push_front(b'9');
         }
         assert_eq!(text.as_str(), "9".repeat(CAPACITY));
+    }
+
+    /// Numbers are written as `format!` writes them, zero-padded, with room to spare and
+    /// without (the digit-by-digit path near a full text).
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        let mut values = vec![0, 1, 9, 10, 11, 99, 100, 101, 999, 1_000, 12_128_675_309, u64::MAX, u64::MAX / 7];
+        values.extend((0..64).map(|shift| 1u64 << shift));
+        values.extend((1..20).map(|exp| 10u64.pow(exp) - 1));
+        for value in values {
+            for min_len in [0, 1, 2, 3, 7, 15, 20, 25] {
+                let expected = format!("{value:0width$}", width = min_len.clamp(1, 20));
+                for filled in [0, CAPACITY - 20, CAPACITY - 5] {
+                    let mut text = ShortText::new();
+                    text.push_str_front(&"x".repeat(filled));
+                    text.push_decimal_front(value, min_len);
+                    let written = &text.as_str()[..text.len() - filled];
+                    let room = CAPACITY - filled;
+                    let kept = &expected[expected.len().saturating_sub(room)..];
+                    assert_eq!(written, kept, "{value} {min_len} {filled}");
+                }
+            }
+        }
     }
 }

@@ -63,6 +63,7 @@ enum Value<'a> {
 
 /// The next field of a message's bytes; `None` at a group or at bytes that are not
 /// well-formed (prost refuses those, or its meaning is left to it).
+#[inline(always)]
 fn field<'a>(buf: &mut &'a [u8]) -> Option<(u32, Value<'a>)> {
     // A key as prost's `decode_key` reads it: at most 32 bits, a known wire type, a tag from 1.
     let key = u32::try_from(varint_of(buf)?).ok()?;
@@ -101,14 +102,6 @@ fn varint_of(buf: &mut &[u8]) -> Option<u64> {
             Some(u64::from(byte))
         }
         _ => decode_varint(buf).ok(),
-    }
-}
-
-/// A string field's text: valid UTF-8, within the bound on ids.
-fn text(value: Value<'_>) -> Option<&str> {
-    match value {
-        Value::Bytes(bytes) if bytes.len() <= MAX_ID_BYTES => std::str::from_utf8(bytes).ok(),
-        _ => None,
     }
 }
 
@@ -153,18 +146,30 @@ fn required(text: &str) -> Option<&str> {
     (!is_blank(text)).then_some(text)
 }
 
-/// A phone number field: none when blank.
-fn number(text: &str) -> Option<Option<E164>> {
-    if is_blank(text) { Some(None) } else { E164::parse(text).ok().map(Some) }
+/// A phone number field's bytes, within the bound on ids (not checked as UTF-8: see
+/// [`number`]).
+fn number_bytes(value: Value<'_>) -> Option<&[u8]> {
+    match value {
+        Value::Bytes(bytes) if bytes.len() <= MAX_ID_BYTES => Some(bytes),
+        _ => None,
+    }
+}
+
+/// A phone number field: none when blank. Read from its bytes by `E164::parse_ascii`, which
+/// refuses anything but ASCII: a number that is not plain ASCII (or whose whitespace is not)
+/// is left to prost, which checks the text and gives it its meaning.
+fn number(bytes: &[u8]) -> Option<Option<E164>> {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() { Some(None) } else { E164::parse_ascii(trimmed).map(Some) }
 }
 
 fn started(mut buf: &[u8]) -> Option<core::LegBody> {
-    let (mut kind, mut bridge, mut remote) = (0i32, "", "");
+    let (mut kind, mut bridge, mut remote): (i32, &[u8], &[u8]) = (0, b"", b"");
     while !buf.is_empty() {
         match field(&mut buf)? {
             (1, value) => kind = varint(value)? as i32,
-            (2, value) => bridge = text(value)?,
-            (3, value) => remote = text(value)?,
+            (2, value) => bridge = number_bytes(value)?,
+            (3, value) => remote = number_bytes(value)?,
             (_, _) => {}
         }
     }
