@@ -43,7 +43,7 @@ fn config(broker: &Broker, guarantee: ProcessingGuarantee, tag: &str) -> WorkerC
         group_id: format!("interop-{tag}"),
         transactional_id_prefix: format!("interop-{tag}"),
         processing_guarantee: guarantee,
-        commit_interval_ms: 50,
+        commit_interval_ms: Some(50),
         ..WorkerConfig::default()
     };
     for name in config.topics.names_mut() {

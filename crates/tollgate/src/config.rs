@@ -262,10 +262,12 @@ fn environment(mut figment: Figment, env: impl IntoIterator<Item = (String, Stri
 
 /// An environment value as the type of the key's default: a number or a boolean when the
 /// default is one and the text parses as one; otherwise the text itself (so `group_id=007`
-/// stays `007`, and `batch_size=many` is reported as not a number).
+/// stays `007`, and `batch_size=many` is reported as not a number). A key whose default is
+/// unset (`commit_interval_ms`: the guarantee decides) holds a number when set: its text is
+/// read as one when it is one.
 fn typed_like(default: Option<&Value>, text: String) -> Value {
     match default {
-        Some(Value::Num(..)) => text.parse::<u64>().map_or_else(|_| Value::from(text), Value::from),
+        Some(Value::Num(..) | Value::Empty(..)) => text.parse::<u64>().map_or_else(|_| Value::from(text), Value::from),
         Some(Value::Bool(..)) => text.parse::<bool>().map_or_else(|_| Value::from(text), Value::from),
         _ => Value::from(text),
     }
@@ -378,7 +380,8 @@ log = "debug"
         assert_eq!(w.bootstrap_servers, "flag:9092");
         assert_eq!(w.group_id, "from-env");
         assert_eq!(w.batch_size, 100);
-        assert_eq!(w.commit_interval_ms, 100); // default
+        // Not set: exactly-once's own.
+        assert_eq!((w.commit_interval_ms, w.commit_interval()), (None, std::time::Duration::from_millis(100)));
         assert_eq!(w.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
         assert_eq!(w.topics[TopicKind::CallLegs], "legs.from.file");
         assert_eq!(w.topics[TopicKind::RatedUsage], "usage.from.env");
@@ -478,6 +481,7 @@ log = "debug"
                 ("TOLLGATE_GROUP_ID", "007"),
                 ("TOLLGATE_LIBRDKAFKA_SASL_PASSWORD", "000123"),
                 ("TOLLGATE_BATCH_SIZE", "250"),
+                ("TOLLGATE_COMMIT_INTERVAL_MS", "25"),
                 ("TOLLGATE_LEDGER_MOVEMENTS", "true"),
                 ("TOLLGATE_PROCESSING_GUARANTEE", "exactly_once_v2"),
                 ("TOLLGATE_CONFIG", "/read/by/clap/for/--config"),
@@ -488,6 +492,8 @@ log = "debug"
         assert_eq!((w.group_id.as_str(), w.librdkafka["sasl.password"].as_str()), ("007", "000123"));
         assert_eq!((w.batch_size, w.ledger_movements), (250, true));
         assert_eq!(w.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
+        // A key whose default is unset is a number when its text is one.
+        assert_eq!((w.commit_interval_ms, w.commit_interval()), (Some(25), std::time::Duration::from_millis(25)));
     }
 
     /// `deploy/tollgate.toml` is the configuration reference: it sets every key, each at its

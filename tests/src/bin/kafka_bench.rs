@@ -87,9 +87,10 @@ struct Args {
     /// A librdkafka setting for the workers, repeatable: `-X retry.backoff.ms=10`.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = setting)]
     librdkafka: Vec<(String, String)>,
-    /// The workers' `commit_interval_ms`, and the copier's longest wait to fill a batch.
-    #[arg(long, default_value_t = 100)]
-    commit_interval_ms: u64,
+    /// The workers' `commit_interval_ms`, and the copier's longest wait to fill a batch
+    /// (default: the worker's default for the guarantee).
+    #[arg(long)]
+    commit_interval_ms: Option<u64>,
     /// Keep the workers' logs (their directory is printed); `FAULTS_WORKER_LOG=debug` logs
     /// every batch.
     #[arg(long)]
@@ -305,6 +306,7 @@ impl std::fmt::Display for Row {
 
 fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
     let label = guarantee.label();
+    let commit_interval_ms = args.commit_interval_ms.unwrap_or(guarantee.default_commit_interval_ms());
     eprintln!("== {label}: starting a broker");
     let broker = Broker::start();
     let config = WorkerConfig {
@@ -350,7 +352,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
             let log = std::fs::File::create(logs.join(format!("copier-{i}.log")))?;
             Command::new(&me)
                 .args(["copy", "--bootstrap", &config.bootstrap_servers, "--group", &group, "--guarantee", label])
-                .args(["--commit-interval-ms", &args.commit_interval_ms.to_string()])
+                .args(["--commit-interval-ms", &commit_interval_ms.to_string()])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -372,7 +374,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         group: config.group_id.clone(),
         guarantee: label.to_owned(),
         librdkafka: args.librdkafka.clone(),
-        env: vec![("COMMIT_INTERVAL_MS".into(), args.commit_interval_ms.to_string())],
+        env: vec![("COMMIT_INTERVAL_MS".into(), commit_interval_ms.to_string())],
         log_dir: logs.clone(),
     };
     let mut workers: Vec<WorkerProcess> =

@@ -52,7 +52,7 @@ impl Env {
             bootstrap_servers: cluster.bootstrap_servers(),
             group_id: format!("tollgate-test-{}-{}", std::process::id(), GROUP.fetch_add(1, Ordering::Relaxed)),
             processing_guarantee: guarantee,
-            commit_interval_ms: 20,
+            commit_interval_ms: Some(20),
             batch_size: 50,
             kafka_timeout_ms: 10_000,
             ..WorkerConfig::default()
