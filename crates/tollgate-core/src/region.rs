@@ -167,7 +167,7 @@ pub(crate) fn is_possible(digits: &str) -> bool {
     calling_code(digits).is_some_and(|(code, code_len)| is_possible_national(code, &digits[code_len..]))
 }
 
-/// [`is_possible`] for the national number after the calling code `code`.
+/// `is_possible` for the national number after the calling code `code`.
 pub(crate) fn is_possible_national(code: u16, national: &str) -> bool {
     let Some(table) = CODES.table(code) else {
         return false;
