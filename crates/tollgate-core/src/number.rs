@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::region::Fast;
+use crate::region::Verdict;
 use crate::text::ShortText;
 
 /// An ISO 3166-1 alpha-2 country or region code (`US`, `GB`), or [`Country::NON_GEOGRAPHIC`]
@@ -165,9 +165,11 @@ impl E164 {
         let country = match code {
             Some((code, code_len)) if possible => {
                 match crate::region::parse_national(&canonical[1..], code, code_len) {
-                    Fast::Number { country, .. } => country,
-                    Fast::Invalid => main(),
-                    Fast::Unsure => Self::parse_with_libphonenumber(canonical).map_or_else(|_| main(), |n| n.country),
+                    Verdict::Country(country) => country,
+                    Verdict::Invalid => main(),
+                    Verdict::Unsure => {
+                        Self::parse_with_libphonenumber(canonical).map_or_else(|_| main(), |n| n.country)
+                    }
                 }
             }
             _ => main(),

@@ -19,7 +19,7 @@
 //! apart by `leading_digits` is one `RegexSet`, whose lowest matching index is the first region
 //! in libphonenumber's order. Where
 //! step 3 would change the number, or anything else falls outside the plain case, it answers
-//! [`Fast::Unsure`] and the caller runs the full parser: the result is libphonenumber's in
+//! [`Verdict::Unsure`] and the caller runs the full parser: the result is libphonenumber's in
 //! every case. Unit tests compare both paths over generated numbers for every shared code.
 //!
 //! Tables are built per calling code on first use (no I/O: the metadata is compiled into the
@@ -37,7 +37,21 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use crate::number::{Country, MAX_DIGITS, main_country_for_code};
 
-/// What the fast path found.
+/// What [`parse_national`] found: the country libphonenumber would give the number, or that
+/// it would refuse it, or that the full parser has to decide.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Verdict {
+    /// libphonenumber would accept the number, with this country.
+    Country(Country),
+    /// libphonenumber would refuse it.
+    Invalid,
+    /// Not a case the fast path decides: run the full parser.
+    Unsure,
+}
+
+/// What the fast path found for a whole text ([`parse`]: the tests compare it, digits and
+/// all, with libphonenumber's reading).
+#[cfg(test)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Fast {
     /// libphonenumber would accept the number with these digits and this country.
@@ -93,9 +107,12 @@ pub(crate) fn parse(trimmed: &str) -> Fast {
     let Ok(digits) = std::str::from_utf8(digits) else {
         return Fast::Unsure;
     };
-    match calling_code(digits) {
-        Some((code, code_len)) => parse_national(digits, code, code_len),
-        None => Fast::Invalid,
+    match calling_code(digits).map(|(code, code_len)| parse_national(digits, code, code_len)) {
+        Some(Verdict::Country(country)) => {
+            Fast::Number { digits: number_of(digits.as_bytes()), len: digits.len() as u8, country }
+        }
+        Some(Verdict::Unsure) => Fast::Unsure,
+        Some(Verdict::Invalid) | None => Fast::Invalid,
     }
 }
 
@@ -103,12 +120,12 @@ pub(crate) fn parse(trimmed: &str) -> Fast {
 /// at most 15) whose first `code_len` are the calling code `code` ([`calling_code`]).
 /// [`E164::parse`](crate::E164::parse) comes here directly, with the code it found for
 /// [`is_possible_national`].
-pub(crate) fn parse_national(digits: &str, code: u16, code_len: usize) -> Fast {
+pub(crate) fn parse_national(digits: &str, code: u16, code_len: usize) -> Verdict {
     if digits.len() < 3 {
-        return Fast::Invalid;
+        return Verdict::Invalid;
     }
     let Some(table) = CODES.table(code) else {
-        return Fast::Unsure;
+        return Verdict::Unsure;
     };
     let national = &digits[code_len..];
     let significant = national.trim_start_matches('0');
@@ -117,22 +134,22 @@ pub(crate) fn parse_national(digits: &str, code: u16, code_len: usize) -> Fast {
         Source::Region(i) => table.regions[i].strip.as_ref(),
         Source::NonGeographic => table.non_geographic_strip.as_ref(),
         Source::None => None,
-        Source::Unsure => return Fast::Unsure,
+        Source::Unsure => return Verdict::Unsure,
     };
     if strip.is_some_and(|s| s.applies(national)) {
-        return Fast::Unsure;
+        return Verdict::Unsure;
     }
     if national.len() < 2 || significant.is_empty() {
-        return Fast::Invalid;
+        return Verdict::Invalid;
     }
     let country = match source {
         Source::Region(i) => match table.regions[i].country {
             Some(country) => country,
-            None => return Fast::Unsure,
+            None => return Verdict::Unsure,
         },
         _ => table.main,
     };
-    Fast::Number { digits: number_of(digits.as_bytes()), len: digits.len() as u8, country }
+    Verdict::Country(country)
 }
 
 /// The calling code at the start of E.164 digits: the shortest prefix of 1 to 3 digits that
@@ -176,6 +193,7 @@ pub(crate) fn is_possible_national(code: u16, national: &str) -> bool {
 }
 
 /// The value of ASCII digits (at most 15: no overflow).
+#[cfg(test)]
 fn number_of(digits: &[u8]) -> u64 {
     digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'))
 }
