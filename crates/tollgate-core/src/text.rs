@@ -39,40 +39,31 @@ impl ShortText {
     }
 
     /// Puts `n` in decimal in front, zero-padded to at least `min_len` digits (1 to 20), two
-    /// digits at a time.
+    /// digits at a time. Like [`ShortText::push_front`], a full text keeps what it has: only
+    /// the last digits that fit are written.
     pub(crate) fn push_decimal_front(&mut self, n: u64, min_len: usize) {
-        let min_len = min_len.clamp(1, 20);
-        // u64::MAX has 20 digits: with that much room, no write below needs a check of its own.
-        if self.at < 20 {
-            let mut rest = n;
-            let end = self.at;
-            while (rest > 0 || end - self.at < min_len) && self.at > 0 {
-                self.push_front(b'0' + (rest % 10) as u8);
-                rest /= 10;
-            }
-            return;
-        }
-        let mut at = self.at;
+        // u64::MAX has 20 digits; the zeros of the padding are there from the start.
+        let mut digits = [b'0'; 20];
+        let mut at = digits.len();
         let mut rest = n;
         while rest >= 100 {
             let pair = (rest % 100) as usize * 2;
             rest /= 100;
             at -= 2;
-            self.buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+            digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
         }
         if rest >= 10 {
             let pair = rest as usize * 2;
             at -= 2;
-            self.buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+            digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
         } else {
             at -= 1;
-            self.buf[at] = b'0' + rest as u8;
+            digits[at] = b'0' + rest as u8;
         }
-        while self.at - at < min_len && at > 0 {
-            at -= 1;
-            self.buf[at] = b'0';
-        }
-        self.at = at;
+        let digits = &digits[at.min(digits.len() - min_len.clamp(1, 20))..];
+        let kept = &digits[digits.len() - digits.len().min(self.at)..];
+        self.at -= kept.len();
+        self.buf[self.at..self.at + kept.len()].copy_from_slice(kept);
     }
 
     /// Puts ASCII text in front.
