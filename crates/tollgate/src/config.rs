@@ -497,7 +497,9 @@ log = "debug"
     }
 
     /// `deploy/tollgate.toml` is the configuration reference: it sets every key, each at its
-    /// default (the Kubernetes ConfigMap carries the same text).
+    /// default (the Kubernetes ConfigMap carries the same text). A key whose default is unset
+    /// (`commit_interval_ms`) is not serialized in the defaults, and the file leaves it
+    /// commented out.
     #[test]
     fn the_reference_file_sets_every_key_at_its_default() {
         let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/tollgate.toml"));
