@@ -10,7 +10,11 @@
 //! 3. `--workers` `tollgate run` processes drain the same backlog in their own group;
 //! 4. with the workers caught up, fresh legs are published at half tollgate's measured rate,
 //!    and the time from publishing a leg's last event to its rated usage becoming readable
-//!    (`read_committed`) is recorded in an HDR histogram.
+//!    (`read_committed`) is recorded in an HDR histogram;
+//! 5. with the workers stopped, the same legs are published again at the same rate through
+//!    do-nothing copiers that wait for records as a partition task does (one thread each,
+//!    tollgate's client settings and guarantee, nothing rated, no state): the latency floor
+//!    of any consume, produce and commit pipeline on this broker and machine.
 //!
 //! Throughput is input records over the time from the group's first commit to its last (group
 //! join, reference loading and restore are left out, the same way for both).
@@ -184,9 +188,9 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "| guarantee | input records | copier records/s | tollgate records/s | ratio | CPU µs per record, copier / tollgate | latency p50 / p99 / p99.9 (ms) at records/s, to readable | to the output's timestamp |"
+        "| guarantee | input records | copier records/s | tollgate records/s | ratio | CPU µs per record, copier / tollgate | latency p50 / p99 / p99.9 (ms) at records/s, to readable | to the output's timestamp | do-nothing copiers at the same rate, to readable |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("{row}");
     }
@@ -271,6 +275,8 @@ struct Row {
     /// microseconds: what each costs, whatever else the machine runs meanwhile.
     cpu: (f64, f64),
     latency: Option<Latency>,
+    /// The same legs through do-nothing copiers that wait as tollgate's tasks wait.
+    floor: Option<Latency>,
 }
 
 /// The latency run's figures, in milliseconds.
@@ -287,16 +293,15 @@ struct Latency {
 
 impl std::fmt::Display for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |(p50, p99, p999): (f64, f64, f64)| format!("{p50:.1} / {p99:.1} / {p999:.1}");
         let latency = self.latency.map_or_else(
             || "not measured | not measured".to_owned(),
-            |Latency { readable, stamped, rate }| {
-                let ms = |(p50, p99, p999): (f64, f64, f64)| format!("{p50:.1} / {p99:.1} / {p999:.1}");
-                format!("{} at {rate:.0} | {}", ms(readable), ms(stamped))
-            },
+            |Latency { readable, stamped, rate }| format!("{} at {rate:.0} | {}", ms(readable), ms(stamped)),
         );
+        let floor = self.floor.map_or_else(|| "not measured".to_owned(), |Latency { readable, .. }| ms(readable));
         write!(
             f,
-            "| {} | {} | {:.0} | {:.0} | {:.2}× | {:.1} / {:.1} | {latency} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2}× | {:.1} / {:.1} | {latency} | {floor} |",
             self.guarantee.label(),
             self.records,
             self.copier,
@@ -320,6 +325,7 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
     };
     tollgate_e2e::broker::create_topics(&config, &topics::specs(&config, args.partitions))?;
     broker.create_topic(COPY_TOPIC, args.partitions, false);
+    broker.create_topic(FLOOR_TOPIC, args.partitions, false);
     let live_legs = if args.latency_seconds > 0 { args.legs } else { 0 };
     let traffic = Traffic::generate(&Shape {
         tenants: args.tenants,
@@ -426,17 +432,40 @@ fn bench(args: &Args, guarantee: ProcessingGuarantee) -> Result<Row> {
         wait_until("every worker ready with partitions", PHASE_DEADLINE, || {
             workers.iter().all(|w| w.ready() && w.metric("tollgate_assigned_partitions").is_some_and(|n| n >= 1.0))
         });
-        Some(measure_latency(&config, live, rate, Duration::from_secs(args.latency_seconds))?)
+        Some(measure_latency(&config, live, rate, Duration::from_secs(args.latency_seconds), Target::RatedUsage)?)
     };
     for worker in &mut workers {
         worker.terminate(Duration::from_secs(30));
     }
+    // The floor: the same legs again, at the same rate, through do-nothing copiers that wait
+    // as tollgate's tasks wait (the workers are gone, as the throughput copiers were before
+    // them).
+    let floor = match &latency {
+        Some(measured) => {
+            let floor_config = WorkerConfig {
+                group_id: format!("floor-{label}"),
+                commit_interval_ms: args.commit_interval_ms,
+                ..config.clone()
+            };
+            let copiers = Floor::start(&floor_config, args.workers, args.partitions)?;
+            let run = measure_latency(
+                &floor_config,
+                live,
+                measured.rate,
+                Duration::from_secs(args.latency_seconds),
+                Target::Floor,
+            );
+            copiers.stop()?;
+            Some(run?)
+        }
+        None => None,
+    };
     if args.keep_logs {
         eprintln!("== the workers' logs: {}", logs.display());
     } else {
         let _ = std::fs::remove_dir_all(&logs);
     }
-    Ok(Row { guarantee, records, copier, tollgate, cpu, latency })
+    Ok(Row { guarantee, records, copier, tollgate, cpu, latency, floor })
 }
 
 /// User plus system CPU time a process used since it started, in seconds (from
@@ -456,6 +485,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Where the copier writes.
 const COPY_TOPIC: &str = "bench.copy.v1";
+
+/// Where the latency floor's copiers write.
+const FLOOR_TOPIC: &str = "bench.floor.v1";
 
 /// Waits until `group` committed every input; returns records per second from its first
 /// commit to its last.
@@ -488,18 +520,57 @@ fn drain(bootstrap: &str, group: &str, inputs: &[&str], partitions: i32, records
 /// Publishes `live` at `rate` records a second for at most `duration`, and measures the time
 /// from a leg's last event being sent to its rated usage being readable, and between the two
 /// records' timestamps (see [`Latency`]).
-fn measure_latency(config: &WorkerConfig, live: &[v1::InputRecord], rate: f64, duration: Duration) -> Result<Latency> {
-    // A leg's usage id → when its last event was sent, and that record's timestamp.
+/// What a latency run waits for: a leg's rated usage (its id `tenant/leg`), or the copy of its
+/// last event (by event id) that the floor's copiers write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    RatedUsage,
+    Floor,
+}
+
+impl Target {
+    fn topic(self, config: &WorkerConfig) -> String {
+        match self {
+            Target::RatedUsage => config.topics[TopicKind::RatedUsage].clone(),
+            Target::Floor => FLOOR_TOPIC.to_owned(),
+        }
+    }
+
+    /// The id of what a leg's last event becomes.
+    fn id_of(self, event: &v1::CallLegEvent) -> String {
+        match self {
+            Target::RatedUsage => format!("{}/{}", event.tenant_id, event.leg_id),
+            Target::Floor => event.event_id.clone(),
+        }
+    }
+
+    /// The id an output record carries (`None`: not one this run measures).
+    fn id_in(self, value: &[u8]) -> Option<String> {
+        match self {
+            Target::RatedUsage => v1::RatedUsage::decode(value).ok().map(|usage| usage.usage_id),
+            Target::Floor => v1::CallLegEvent::decode(value).ok().map(|event| event.event_id),
+        }
+    }
+}
+
+fn measure_latency(
+    config: &WorkerConfig,
+    live: &[v1::InputRecord],
+    rate: f64,
+    duration: Duration,
+    target: Target,
+) -> Result<Latency> {
+    // A leg's output id → when its last event was sent, and that record's timestamp.
     let sent: Arc<Mutex<BTreeMap<String, (Instant, i64)>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let (config, sent, done) = (config.clone(), Arc::clone(&sent), Arc::clone(&done));
         let consumer: BaseConsumer = kafka::reader(&config, "bench-latency").create()?;
-        let metadata = consumer.fetch_metadata(Some(&config.topics[TopicKind::RatedUsage]), Duration::from_secs(10))?;
+        let topic = &target.topic(&config);
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         let mut tpl = TopicPartitionList::new();
         // At the offsets of now, not `Offset::End`: that is looked up at the first fetch, after
         // the first legs were published, and delayed their usages by the lookup.
-        let topic = &config.topics[TopicKind::RatedUsage];
         for partition in metadata.topics().first().map(|t| t.partitions()).unwrap_or_default() {
             let (_, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
             tpl.add_partition_offset(topic, partition.id(), Offset::Offset(high))?;
@@ -520,10 +591,10 @@ fn measure_latency(config: &WorkerConfig, live: &[v1::InputRecord], rate: f64, d
                 };
                 let now = Instant::now();
                 last = now;
-                let Ok(usage) = v1::RatedUsage::decode(message.payload().unwrap_or_default()) else { continue };
-                let at = sent.lock().ok().and_then(|s| s.get(&usage.usage_id).copied());
+                let Some(id) = target.id_in(message.payload().unwrap_or_default()) else { continue };
+                let at = sent.lock().ok().and_then(|s| s.get(&id).copied());
                 if let Some((at, input_ms)) = at {
-                    if seen.insert(usage.usage_id) {
+                    if seen.insert(id) {
                         let micros = now.duration_since(at).as_micros() as u64;
                         let _ = histogram.record(micros.max(1));
                         let output_ms = message.timestamp().to_millis().unwrap_or(input_ms);
@@ -534,14 +605,14 @@ fn measure_latency(config: &WorkerConfig, live: &[v1::InputRecord], rate: f64, d
             (histogram, stamped)
         })
     };
-    // Legs whose last event is in `live`: their usage id is `tenant/leg`.
-    let mut last_event: BTreeMap<String, usize> = BTreeMap::new();
+    // Legs whose last event is in `live`, by the id of what that event becomes.
+    let mut last_event: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for (i, record) in live.iter().enumerate() {
         if let Some(v1::input_record::Record::CallLeg(event)) = &record.record {
-            last_event.insert(format!("{}/{}", event.tenant_id, event.leg_id), i);
+            last_event.insert(format!("{}/{}", event.tenant_id, event.leg_id), (i, target.id_of(event)));
         }
     }
-    let ends: BTreeMap<usize, String> = last_event.into_iter().map(|(id, i)| (i, id)).collect();
+    let ends: BTreeMap<usize, String> = last_event.into_values().collect();
     let publisher = Publisher::new(config)?;
     let keyed = Traffic::keyed(&config.topics, live);
     // Noted before sending: the usage must not be read before its leg counts as sent. The
@@ -583,8 +654,12 @@ fn measure_latency(config: &WorkerConfig, live: &[v1::InputRecord], rate: f64, d
     };
     let (readable, stamped) = (quantiles(&histogram), quantiles(&stamped));
     eprintln!(
-        "== latency: {} legs at {achieved:.0} records/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms to readable; \
+        "== latency ({}): {} legs at {achieved:.0} records/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms to readable; \
          p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms between the records' timestamps",
+        match target {
+            Target::RatedUsage => "tollgate",
+            Target::Floor => "floor: do-nothing copiers",
+        },
         histogram.len(),
         readable.0,
         readable.1,
@@ -673,6 +748,141 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee, commit_int
             consumer.commit(&offsets, CommitMode::Sync)?;
         }
     }
+}
+
+/// The latency floor: do-nothing copiers (one thread each, tollgate's client settings and
+/// guarantee) that wait for records as a partition task does: a batch is what waits, and only
+/// a batch whose first record had to be waited for waits the workers' commit interval for
+/// company. Each copier reads its share of the inputs' partitions from their ends of now,
+/// decodes and encodes each record, produces it, waits for the acknowledgements and commits
+/// (at-least-once: the offsets, without waiting; exactly-once: one transaction per batch).
+/// What it measures is what any consume, produce and commit pipeline pays on this broker and
+/// machine at the run's rate, with nothing rated and no state written.
+struct Floor {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<std::result::Result<(), String>>>,
+}
+
+impl Floor {
+    /// Starts `copiers` copiers, each assigned its partitions before this returns.
+    fn start(config: &WorkerConfig, copiers: usize, partitions: i32) -> Result<Floor> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let inputs = [config.topics[TopicKind::CallLegs].clone(), config.topics[TopicKind::CreditCommands].clone()];
+        let mut threads = Vec::new();
+        for index in 0..copiers {
+            let consumer: BaseConsumer = kafka::group_consumer(config).create()?;
+            let mut tpl = TopicPartitionList::new();
+            for topic in &inputs {
+                for partition in (0..partitions).filter(|p| *p as usize % copiers == index) {
+                    let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+                    tpl.add_partition_offset(topic, partition, Offset::Offset(high))?;
+                }
+            }
+            consumer.assign(&tpl)?;
+            let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+            let producer: rdkafka::producer::BaseProducer = if exactly_once {
+                kafka::transactional_producer(config, &format!("{}-{index}", config.group_id)).create()?
+            } else {
+                kafka::task_producer(config).create()?
+            };
+            if exactly_once {
+                producer.init_transactions(config.kafka_timeout())?;
+            }
+            let (config, stop) = (config.clone(), Arc::clone(&stop));
+            threads.push(std::thread::spawn(move || {
+                floor_copy(&config, &consumer, &producer, &stop).map_err(|e| e.to_string())
+            }));
+        }
+        Ok(Floor { stop, threads })
+    }
+
+    fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Release);
+        for thread in self.threads {
+            thread.join().map_err(|_| "a floor copier panicked")??;
+        }
+        Ok(())
+    }
+}
+
+/// One floor copier's loop (see [`Floor`]).
+fn floor_copy(
+    config: &WorkerConfig,
+    consumer: &BaseConsumer,
+    producer: &rdkafka::producer::BaseProducer,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let timeout = config.kafka_timeout();
+    let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+    let legs = config.topics[TopicKind::CallLegs].clone();
+    let mut batch = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        batch.clear();
+        while batch.len() < config.batch_size {
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(message)) => batch.push(message.detach()),
+                Some(Err(error)) => eprintln!("floor consumer error: {error}"),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => batch.push(message.detach()),
+                Some(Err(error)) => eprintln!("floor consumer error: {error}"),
+                None => {}
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            // Waited for: company is waited for up to the commit interval.
+            let deadline = Instant::now() + config.commit_interval();
+            while batch.len() < config.batch_size {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match consumer.poll(left) {
+                    Some(Ok(message)) => batch.push(message.detach()),
+                    Some(Err(error)) => eprintln!("floor consumer error: {error}"),
+                    None => {}
+                }
+            }
+        }
+        if exactly_once {
+            producer.begin_transaction()?;
+        }
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for message in &batch {
+            let payload = message.payload().unwrap_or_default();
+            let encoded = if message.topic() == legs {
+                v1::CallLegEvent::decode(payload).map(|e| e.encode_to_vec())
+            } else {
+                v1::CreditCommand::decode(payload).map(|c| c.encode_to_vec())
+            };
+            if let Ok(value) = encoded {
+                let mut record = BaseRecord::<[u8], [u8]>::to(FLOOR_TOPIC).payload(&value);
+                if let Some(key) = message.key() {
+                    record = record.key(key);
+                }
+                kafka::send_waiting(producer, record)?;
+            }
+            next.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            offsets.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        }
+        if exactly_once {
+            let metadata = consumer.group_metadata().ok_or("no group metadata")?;
+            producer.send_offsets_to_transaction(&offsets, &metadata, timeout)?;
+            kafka::flush(producer, timeout)?;
+            producer.commit_transaction(timeout)?;
+        } else {
+            kafka::flush(producer, timeout)?;
+            consumer.commit(&offsets, CommitMode::Async)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a changelog partition of `tenants` tenants (each with a funded lot; `busy_per_mille`
