@@ -26,8 +26,9 @@ pub enum ProcessingGuarantee {
 }
 
 impl ProcessingGuarantee {
-    /// How long a batch that starts from idle waits for company when `commit_interval_ms` is
-    /// not set: 10 ms at-least-once, 100 ms exactly-once.
+    /// The commit interval when `commit_interval_ms` is not set (how long after the previous
+    /// batch a batch that starts from idle waits for company): 10 ms at-least-once, 100 ms
+    /// exactly-once.
     ///
     /// The wait trades a record's latency at low and moderate rates for fewer transactions.
     /// At-least-once outputs leave before their batch's transaction, which holds only the
@@ -111,8 +112,10 @@ pub struct WorkerConfig {
     pub processing_guarantee: ProcessingGuarantee,
     /// Most input records per batch (one transaction per batch).
     pub batch_size: usize,
-    /// Longest a batch that starts from idle waits to fill before it is committed, in
-    /// milliseconds (under load a batch is what arrived while the previous one committed).
+    /// The commit interval, in milliseconds: a batch that starts from idle waits to fill
+    /// until this long after the previous batch left (so a quiet partition commits at most
+    /// once per interval, and its first record waits only for what is left of it); under
+    /// load a batch is what arrived while the previous one committed, and leaves at once.
     /// Unset, the guarantee's own: see [`ProcessingGuarantee::default_commit_interval_ms`].
     pub commit_interval_ms: Option<u64>,
     /// While a partition catches up on what its inputs held when it was assigned, its batches

@@ -107,14 +107,18 @@ impl Inbox {
 
     /// A batch of whatever arrives: what was carried over and what already waits, at once,
     /// up to `batch_size`. Only a batch that starts from idle (its first record had to be
-    /// waited for) waits for company, until `commit_interval` passed since that record: under
-    /// load a batch is what arrived while the previous one was committed, and leaves at once.
-    /// `idle` is called about every [`IDLE_TICK`] while nothing arrives.
+    /// waited for) waits for company, until `commit_interval` after the previous batch left
+    /// (`previous`; with none, after that first record): under load a batch is what arrived
+    /// while the previous one was committed, and leaves at once; a partition that went quiet
+    /// commits at most once per interval, like Kafka Streams' `commit.interval.ms`, and its
+    /// first record waits only for what is left of the interval, not for a whole one. `idle`
+    /// is called about every [`IDLE_TICK`] while nothing arrives.
     pub fn take_batch(
         &mut self,
         carry: &mut VecDeque<Record>,
         batch_size: usize,
         commit_interval: Duration,
+        previous: Option<Instant>,
         mut idle: impl FnMut(),
     ) -> Taken {
         // Sized for what is in hand, so that a large batch is not grown (and copied) by doubling.
@@ -143,7 +147,8 @@ impl Inbox {
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
-        let deadline = Instant::now() + commit_interval;
+        let now = Instant::now();
+        let deadline = previous.map_or(now + commit_interval, |left| (left + commit_interval).max(now));
         while batch.waited && batch.records.len() < batch_size {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv_timeout(left) {
@@ -274,11 +279,11 @@ mod tests {
         mailbox.send(record(2));
         // Nothing carried over, two records waiting: the batch did not start from idle, so it
         // neither waits for company (the flag says so) nor calls `idle`.
-        let batch = inbox.take_batch(&mut VecDeque::new(), 10, Duration::from_millis(10), || panic!("not idle"));
+        let batch = inbox.take_batch(&mut VecDeque::new(), 10, Duration::from_millis(10), None, || panic!("not idle"));
         assert_eq!((offsets(&batch.records), batch.waited, batch.stop), (vec![1, 2], false, false));
         assert_eq!(mailbox.waiting(), 0);
         let mut carry = VecDeque::from([record(3)]);
-        let batch = inbox.take_batch(&mut carry, 10, Duration::from_millis(10), || panic!("not idle"));
+        let batch = inbox.take_batch(&mut carry, 10, Duration::from_millis(10), None, || panic!("not idle"));
         assert_eq!((offsets(&batch.records), batch.waited), (vec![3], false));
     }
 
@@ -287,7 +292,7 @@ mod tests {
         let (mailbox, mut inbox) = channel_pair();
         let mut carry = VecDeque::from([record(0), record(1), record(2)]);
         mailbox.send(record(3));
-        let batch = inbox.take_batch(&mut carry, 2, Duration::from_secs(3600), || panic!("not idle"));
+        let batch = inbox.take_batch(&mut carry, 2, Duration::from_secs(3600), None, || panic!("not idle"));
         assert_eq!((offsets(&batch.records), batch.waited), (vec![0, 1], false));
         assert_eq!(carry.len(), 1);
         assert_eq!(mailbox.waiting(), 1);
@@ -305,7 +310,7 @@ mod tests {
             mailbox
         });
         let mut idle_calls = 0;
-        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), || {
+        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), None, || {
             idle_calls += 1;
             let _ = go.send(());
         });
@@ -314,7 +319,34 @@ mod tests {
         assert_eq!((offsets(&batch.records), batch.waited, batch.stop), (vec![7, 8], true, false));
         assert!(idle_calls >= 1);
         mailbox.stop();
-        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), || {});
+        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), None, || {});
         assert_eq!((batch.records.len(), batch.stop), (0, true));
+    }
+
+    #[test]
+    fn a_batch_from_idle_waits_only_for_what_is_left_of_the_interval() {
+        let (mailbox, mut inbox) = channel_pair();
+        let (go, went) = std::sync::mpsc::channel();
+        let (taken, was_taken) = std::sync::mpsc::channel::<()>();
+        // The first record once the batch waits; the second after the batch was taken, or
+        // after ten seconds if the batch waits for it (then the batch takes it, and fails).
+        let sender = std::thread::spawn(move || {
+            went.recv().expect("go");
+            mailbox.send(record(7));
+            let _ = was_taken.recv_timeout(Duration::from_secs(10));
+            mailbox.send(record(8));
+            mailbox
+        });
+        let interval = Duration::from_secs(3600);
+        // The previous batch left a whole interval ago: nothing is left to wait for (with
+        // `None`, or a previous batch just now, this batch would wait an hour for the second).
+        let previous = Instant::now().checked_sub(interval).expect("an hour after boot");
+        let batch = inbox.take_batch(&mut VecDeque::new(), 2, interval, Some(previous), || {
+            let _ = go.send(());
+        });
+        assert_eq!((offsets(&batch.records), batch.waited, batch.stop), (vec![7], true, false));
+        taken.send(()).expect("sender waits");
+        let mailbox = sender.join().expect("sender");
+        assert_eq!(mailbox.waiting(), 1);
     }
 }

@@ -396,6 +396,9 @@ pub struct PartitionTask {
     progress: Progress,
     /// A stop command was taken from the inbox while a batch was in flight.
     stopping: bool,
+    /// When the last batch [`Inbox::take_batch`] handed out left: a batch from idle waits for
+    /// company until the commit interval after it.
+    last_batch: Option<Instant>,
     /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
     balances_refreshed: Instant,
     /// The tenant API's view of the partition: the committed state, published after each
@@ -474,6 +477,7 @@ impl PartitionTask {
             spare: Spare::default(),
             catch_up,
             stopping: false,
+            last_batch: None,
             manifest_in_changelog: restored.manifest.is_some(),
             progress: restored.progress,
             next: restored.manifest.filter(|_| config_at_least_once),
@@ -523,10 +527,15 @@ impl PartitionTask {
             return taken;
         }
         let mut carry = std::mem::take(&mut self.carry);
-        let batch = inbox.take_batch(&mut carry, self.config.batch_size, self.config.commit_interval(), || {
-            self.refresh_balances_if_due();
-        });
+        let previous = self.last_batch;
+        let batch =
+            inbox.take_batch(&mut carry, self.config.batch_size, self.config.commit_interval(), previous, || {
+                self.refresh_balances_if_due();
+            });
         self.carry = carry;
+        if !batch.records.is_empty() {
+            self.last_batch = Some(Instant::now());
+        }
         (batch.records, batch.stop)
     }
 

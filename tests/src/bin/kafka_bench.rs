@@ -816,6 +816,7 @@ fn floor_copy(
     let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
     let legs = config.topics[TopicKind::CallLegs].clone();
     let mut batch = Vec::new();
+    let mut previous: Option<Instant> = None;
     while !stop.load(Ordering::Acquire) {
         batch.clear();
         while batch.len() < config.batch_size {
@@ -834,8 +835,11 @@ fn floor_copy(
             if batch.is_empty() {
                 continue;
             }
-            // Waited for: company is waited for up to the commit interval.
-            let deadline = Instant::now() + config.commit_interval();
+            // Waited for: company is waited for until the commit interval after the previous
+            // batch left (`Inbox::take_batch`).
+            let now = Instant::now();
+            let deadline =
+                previous.map_or(now + config.commit_interval(), |left| (left + config.commit_interval()).max(now));
             while batch.len() < config.batch_size {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -848,6 +852,7 @@ fn floor_copy(
                 }
             }
         }
+        previous = Some(Instant::now());
         if exactly_once {
             producer.begin_transaction()?;
         }
