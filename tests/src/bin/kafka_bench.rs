@@ -712,42 +712,57 @@ fn copy(bootstrap: &str, group: &str, guarantee: ProcessingGuarantee, commit_int
         if batch.is_empty() {
             continue;
         }
-        if exactly_once {
-            producer.begin_transaction()?;
-        }
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for message in &batch {
-            let payload = message.payload().unwrap_or_default();
-            let encoded = if message.topic() == legs {
-                v1::CallLegEvent::decode(payload).map(|e| e.encode_to_vec())
-            } else {
-                v1::CreditCommand::decode(payload).map(|c| c.encode_to_vec())
-            };
-            if let Ok(value) = encoded {
-                let mut record = BaseRecord::<[u8], [u8]>::to(COPY_TOPIC).payload(&value);
-                if let Some(key) = message.key() {
-                    record = record.key(key);
-                }
-                kafka::send_waiting(&producer, record)?;
-            }
-            next.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
-        }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            offsets.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
-        }
-        if exactly_once {
-            let metadata = consumer.group_metadata().ok_or("no group metadata")?;
-            producer.send_offsets_to_transaction(&offsets, &metadata, timeout)?;
-            // Flushed as the workers flush (`kafka::flush`), so neither side pays
-            // rust-rdkafka's 100 ms flush polls.
-            kafka::flush(&producer, timeout)?;
-            producer.commit_transaction(timeout)?;
-        } else {
-            kafka::flush(&producer, timeout)?;
-            consumer.commit(&offsets, CommitMode::Sync)?;
-        }
+        copy_batch(&consumer, &producer, &batch, (&legs, COPY_TOPIC), exactly_once, CommitMode::Sync, timeout)?;
     }
+}
+
+/// Copies `batch` to `to` (each value decoded and encoded again, as a call-leg event when it
+/// comes from `legs`, else as a credit command) and commits its offsets: under exactly-once in
+/// the same transaction, else once every copy was acknowledged, in `mode`. Flushed as the
+/// workers flush (`kafka::flush`), so neither side pays rust-rdkafka's 100 ms flush polls.
+fn copy_batch(
+    consumer: &BaseConsumer,
+    producer: &rdkafka::producer::BaseProducer,
+    batch: &[rdkafka::message::OwnedMessage],
+    (legs, to): (&str, &str),
+    exactly_once: bool,
+    mode: CommitMode,
+    timeout: Duration,
+) -> Result<()> {
+    if exactly_once {
+        producer.begin_transaction()?;
+    }
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for message in batch {
+        let payload = message.payload().unwrap_or_default();
+        let encoded = if message.topic() == legs {
+            v1::CallLegEvent::decode(payload).map(|e| e.encode_to_vec())
+        } else {
+            v1::CreditCommand::decode(payload).map(|c| c.encode_to_vec())
+        };
+        if let Ok(value) = encoded {
+            let mut record = BaseRecord::<[u8], [u8]>::to(to).payload(&value);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            kafka::send_waiting(producer, record)?;
+        }
+        next.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        offsets.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+    }
+    if exactly_once {
+        let metadata = consumer.group_metadata().ok_or("no group metadata")?;
+        producer.send_offsets_to_transaction(&offsets, &metadata, timeout)?;
+        kafka::flush(producer, timeout)?;
+        producer.commit_transaction(timeout)?;
+    } else {
+        kafka::flush(producer, timeout)?;
+        consumer.commit(&offsets, mode)?;
+    }
+    Ok(())
 }
 
 /// The latency floor: do-nothing copiers (one thread each, tollgate's client settings and
@@ -853,39 +868,7 @@ fn floor_copy(
             }
         }
         previous = Some(Instant::now());
-        if exactly_once {
-            producer.begin_transaction()?;
-        }
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for message in &batch {
-            let payload = message.payload().unwrap_or_default();
-            let encoded = if message.topic() == legs {
-                v1::CallLegEvent::decode(payload).map(|e| e.encode_to_vec())
-            } else {
-                v1::CreditCommand::decode(payload).map(|c| c.encode_to_vec())
-            };
-            if let Ok(value) = encoded {
-                let mut record = BaseRecord::<[u8], [u8]>::to(FLOOR_TOPIC).payload(&value);
-                if let Some(key) = message.key() {
-                    record = record.key(key);
-                }
-                kafka::send_waiting(producer, record)?;
-            }
-            next.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
-        }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            offsets.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
-        }
-        if exactly_once {
-            let metadata = consumer.group_metadata().ok_or("no group metadata")?;
-            producer.send_offsets_to_transaction(&offsets, &metadata, timeout)?;
-            kafka::flush(producer, timeout)?;
-            producer.commit_transaction(timeout)?;
-        } else {
-            kafka::flush(producer, timeout)?;
-            consumer.commit(&offsets, CommitMode::Async)?;
-        }
+        copy_batch(consumer, producer, &batch, (&legs, FLOOR_TOPIC), exactly_once, CommitMode::Async, timeout)?;
     }
     Ok(())
 }
