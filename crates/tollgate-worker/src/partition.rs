@@ -396,8 +396,8 @@ pub struct PartitionTask {
     progress: Progress,
     /// A stop command was taken from the inbox while a batch was in flight.
     stopping: bool,
-    /// When the last batch [`Inbox::take_batch`] handed out left: a batch from idle waits for
-    /// company until the commit interval after it.
+    /// When the last batch was collected, however it was: a batch from idle waits for company
+    /// until the commit interval after it (see [`Inbox::take_batch`]).
     last_batch: Option<Instant>,
     /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
     balances_refreshed: Instant,
@@ -507,6 +507,11 @@ impl PartitionTask {
                 None => self.collect(inbox),
             };
             self.stopping |= stop;
+            if !batch.is_empty() {
+                // Every batch counts, a recorded or catching-up one too: a quiet partition
+                // commits at most once per interval (see `Inbox::take_batch`).
+                self.last_batch = Some(Instant::now());
+            }
             // Idle: the records are left uncommitted to the partition's next owner.
             if !batch.is_empty() && self.idle.is_none() {
                 self.commit_batch(batch, recorded.is_some(), inbox);
@@ -533,9 +538,6 @@ impl PartitionTask {
                 self.refresh_balances_if_due();
             });
         self.carry = carry;
-        if !batch.records.is_empty() {
-            self.last_batch = Some(Instant::now());
-        }
         (batch.records, batch.stop)
     }
 
