@@ -147,8 +147,7 @@ impl Inbox {
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
-        let now = Instant::now();
-        let deadline = previous.map_or(now + commit_interval, |left| (left + commit_interval).max(now));
+        let deadline = company_until(previous, commit_interval, Instant::now());
         while batch.waited && batch.records.len() < batch_size {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv_timeout(left) {
@@ -171,6 +170,13 @@ impl Inbox {
         }
         Some(command)
     }
+}
+
+/// Until when a batch that started from idle at `now` waits for company: the commit interval
+/// after the previous batch left (`previous`), or after `now` when there was none; never
+/// before `now` (see [`Inbox::take_batch`]).
+pub fn company_until(previous: Option<Instant>, commit_interval: Duration, now: Instant) -> Instant {
+    previous.map_or(now + commit_interval, |left| (left + commit_interval).max(now))
 }
 
 /// How often [`Inbox::take_batch`] calls its `idle` while nothing arrives.
@@ -321,6 +327,16 @@ mod tests {
         mailbox.stop();
         let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), None, || {});
         assert_eq!((batch.records.len(), batch.stop), (0, true));
+    }
+
+    #[test]
+    fn company_is_waited_for_until_the_interval_after_the_previous_batch() {
+        let now = Instant::now();
+        let interval = Duration::from_millis(100);
+        let ago = |ms| now.checked_sub(Duration::from_millis(ms)).expect("after boot");
+        assert_eq!(company_until(None, interval, now), now + interval);
+        assert_eq!(company_until(Some(ago(60)), interval, now), now + Duration::from_millis(40));
+        assert_eq!(company_until(Some(ago(250)), interval, now), now);
     }
 
     #[test]

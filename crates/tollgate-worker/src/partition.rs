@@ -532,11 +532,15 @@ impl PartitionTask {
             return taken;
         }
         let mut carry = std::mem::take(&mut self.carry);
-        let previous = self.last_batch;
-        let batch =
-            inbox.take_batch(&mut carry, self.config.batch_size, self.config.commit_interval(), previous, || {
+        let batch = inbox.take_batch(
+            &mut carry,
+            self.config.batch_size,
+            self.config.commit_interval(),
+            self.last_batch,
+            || {
                 self.refresh_balances_if_due();
-            });
+            },
+        );
         self.carry = carry;
         (batch.records, batch.stop)
     }

@@ -42,7 +42,7 @@ use tollgate_e2e::traffic::{Shape, Traffic};
 use tollgate_proto::{Message as _, v1};
 use tollgate_worker::publish::Publisher;
 use tollgate_worker::topics::TopicKind;
-use tollgate_worker::{Cancel, ProcessingGuarantee, WorkerConfig, kafka, topics};
+use tollgate_worker::{Cancel, ProcessingGuarantee, WorkerConfig, inbox, kafka, topics};
 
 /// The worker's allocator, so that the copier and the restore bench measure what a worker
 /// process would.
@@ -517,9 +517,6 @@ fn drain(bootstrap: &str, group: &str, inputs: &[&str], partitions: i32, records
     }
 }
 
-/// Publishes `live` at `rate` records a second for at most `duration`, and measures the time
-/// from a leg's last event being sent to its rated usage being readable, and between the two
-/// records' timestamps (see [`Latency`]).
 /// What a latency run waits for: a leg's rated usage (its id `tenant/leg`), or the copy of its
 /// last event (by event id) that the floor's copiers write.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -553,6 +550,9 @@ impl Target {
     }
 }
 
+/// Publishes `live` at `rate` records a second for at most `duration`, and measures the time
+/// from a leg's last event being sent to what it becomes (`target`) being readable, and
+/// between the two records' timestamps (see [`Latency`]).
 fn measure_latency(
     config: &WorkerConfig,
     live: &[v1::InputRecord],
@@ -852,9 +852,7 @@ fn floor_copy(
             }
             // Waited for: company is waited for until the commit interval after the previous
             // batch left (`Inbox::take_batch`).
-            let now = Instant::now();
-            let deadline =
-                previous.map_or(now + config.commit_interval(), |left| (left + config.commit_interval()).max(now));
+            let deadline = inbox::company_until(previous, config.commit_interval(), Instant::now());
             while batch.len() < config.batch_size {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
