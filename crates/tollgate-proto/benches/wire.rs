@@ -158,6 +158,9 @@ struct Sink {
 }
 
 /// One event through the wire edge and the rater; returns how many output bytes it produced.
+/// Never inlined, so that callgrind can count what happens inside it
+/// (`--toggle-collect='*wire::wire_event*'`) with link-time optimisation too.
+#[inline(never)]
 fn wire_event(rater: &Rater, reference: &Reference, state: &mut TenantState, bytes: &[u8], sink: &mut Sink) -> usize {
     let input = direct::call_leg_event(bytes, limits::DEFAULT_MAX_RECORD_BYTES).expect("valid event");
     rater.apply(reference, state, input, &mut sink.outputs).expect("applied");
