@@ -1,6 +1,7 @@
 //! Per-tenant state: what the worker keeps in memory, writes to the changelog and restores.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
 
@@ -377,20 +378,38 @@ impl<'de> Deserialize<'de> for OpenLegs {
     }
 }
 
-/// Ids seen recently, by event time, with a value each; entries older than the retention
-/// window (by the tenant's watermark) are dropped.
+/// The key a [`Recent`] set keeps for an id: two 64-bit hashes of it by two different
+/// algorithms, xxh3 and foldhash ([`FastState`]), side by side (one 128-bit xxh3 hash cost
+/// more time: docs/BENCHMARKS.md).
 ///
-/// The map and the retention queue share one allocation per id (an [`Id`]); the map hashes
-/// with [`FastState`]. Serialized as before: `entries` an object by id, `order` a list of
-/// `[timestamp, id]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound(serialize = "V: Serialize", deserialize = "V: Deserialize<'de>"))]
+/// The set keeps no id: it would hold each one's allocation for the whole window (48 h by
+/// default), a reference count to drop and a block to free, cold by then, for every id it
+/// forgets, and a string to hash again and compare. The changelog's window segments keep
+/// the ids themselves (written from [`Change::Added`], which carries the id), and a restore
+/// keys them again. Two different ids with one key would make the later one look seen: an
+/// input refused as `duplicate_conflict` (its fingerprint differs, so it is dead-lettered,
+/// never applied twice), or a leg refused as started already. With ten million ids in one
+/// tenant's window, the chance that any two share a key is about one in 10^25.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct IdKey(u128);
+
+impl IdKey {
+    /// The key of `id`.
+    #[inline]
+    pub fn of(id: &str) -> IdKey {
+        let xxh3 = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
+        let foldhash = FastState::default().hash_one(id);
+        IdKey(u128::from(xxh3) << 64 | u128::from(foldhash))
+    }
+}
+
+/// Ids seen recently, by event time, with a value each; entries older than the retention
+/// window (by the tenant's watermark) are dropped. Each id is kept as its [`IdKey`].
+#[derive(Clone, Debug)]
 pub struct Recent<V> {
-    entries: HashMap<Id, V, FastState>,
-    #[serde(deserialize_with = "in_time_order")]
-    order: VecDeque<(Timestamp, Id)>,
+    entries: HashMap<IdKey, V, FastState>,
+    order: VecDeque<(Timestamp, IdKey)>,
     /// Changes since the last [`Recent::take_changes`], when tracking.
-    #[serde(skip)]
     journal: Option<Vec<Change<V>>>,
 }
 
@@ -399,17 +418,17 @@ pub struct Recent<V> {
 pub enum Change<V> {
     /// `id` was remembered as of `at`.
     Added {
-        /// The id.
+        /// The id (what the changelog writes).
         id: Id,
         /// Its value.
         value: V,
         /// When.
         at: Timestamp,
     },
-    /// `id` was forgotten.
+    /// The id of `key` was forgotten.
     Removed {
-        /// The id.
-        id: Id,
+        /// Its key.
+        key: IdKey,
         /// The value it had.
         value: V,
         /// When it had been remembered.
@@ -432,22 +451,13 @@ impl<V> Default for Recent<V> {
     }
 }
 
-/// A [`Recent`] set's queue, sorted by time (those of one time in the order written): a list
-/// written by a release that kept arrival order is read as this release keeps it, so it is
-/// pruned by time like any other.
-fn in_time_order<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<VecDeque<(Timestamp, Id)>, D::Error> {
-    let mut order = VecDeque::<(Timestamp, Id)>::deserialize(deserializer)?;
-    order.make_contiguous().sort_by_key(|(at, _)| *at);
-    Ok(order)
-}
-
 /// Where an entry of time `at` goes in a queue sorted by time: after every entry of its time
 /// or older (`order.partition_point(|(t, _)| *t <= at)`). The rater never inserts late (it
 /// remembers from the tenant's newest time) and a restore inserts in time order, so this
 /// serves direct callers of [`Recent::insert`]; an entry late by little is found near the
 /// back: the search first steps back from the newest entry by 1, 2, 4, ... entries and halves
 /// the last step.
-fn after_newest_up_to(order: &VecDeque<(Timestamp, Id)>, at: Timestamp) -> usize {
+fn after_newest_up_to<K>(order: &VecDeque<(Timestamp, K)>, at: Timestamp) -> usize {
     // The place is in low..=high: every entry before `low` is of `at` or older, every entry
     // from `high` on newer.
     let (mut low, mut high) = (0, order.len());
@@ -474,12 +484,13 @@ fn after_newest_up_to(order: &VecDeque<(Timestamp, Id)>, at: Timestamp) -> usize
 
 impl<V: Clone> Recent<V> {
     /// Rebuilds a set from persisted entries (any order).
-    pub fn from_entries(entries: impl IntoIterator<Item = (Id, V, Timestamp)>) -> Self {
-        let mut all: Vec<(Id, V, Timestamp)> = entries.into_iter().collect();
+    pub fn from_entries<K: AsRef<str>>(entries: impl IntoIterator<Item = (K, V, Timestamp)>) -> Self {
+        let mut all: Vec<(IdKey, V, Timestamp)> =
+            entries.into_iter().map(|(id, value, at)| (IdKey::of(id.as_ref()), value, at)).collect();
         all.sort_by_key(|e| e.2);
         let mut recent = Recent::default();
-        for (id, value, at) in all {
-            recent.insert(id, value, at);
+        for (key, value, at) in all {
+            recent.insert_key(key, value, at);
         }
         recent
     }
@@ -508,41 +519,34 @@ impl<V: Clone> Recent<V> {
         for change in changes.iter().rev() {
             match change {
                 Change::Added { id, .. } => {
-                    self.entries.remove(id);
-                    if let Some(at) = self.order.iter().rposition(|(_, o)| o == id) {
+                    let key = IdKey::of(id);
+                    self.entries.remove(&key);
+                    if let Some(at) = self.order.iter().rposition(|(_, o)| *o == key) {
                         self.order.remove(at);
                     }
                 }
-                Change::Removed { id, value, at } => {
-                    self.entries.insert(id.clone(), value.clone());
-                    self.order.push_front((*at, id.clone()));
+                Change::Removed { key, value, at } => {
+                    self.entries.insert(*key, value.clone());
+                    self.order.push_front((*at, *key));
                 }
             }
         }
     }
-}
 
-impl<V> Recent<V> {
-    /// The value kept for `id`.
-    pub fn get(&self, id: &str) -> Option<&V> {
-        self.entries.get(id)
-    }
-
-    /// Whether `id` is kept.
-    pub fn contains(&self, id: &str) -> bool {
-        self.entries.contains_key(id)
-    }
-
-    /// Remembers `id` as of `at` (an [`Id`], a `String` or a `&str`).
-    pub fn insert(&mut self, id: impl Into<Id>, value: V, at: Timestamp)
-    where
-        V: Clone,
-    {
+    /// Remembers `id` as of `at` (an [`Id`], a `String` or a `&str`); the id itself goes to
+    /// the journal only.
+    pub fn insert(&mut self, id: impl Into<Id>, value: V, at: Timestamp) {
         let id = id.into();
+        let key = IdKey::of(&id);
         if let Some(journal) = &mut self.journal {
-            journal.push(Change::Added { id: id.clone(), value: value.clone(), at });
+            journal.push(Change::Added { id, value: value.clone(), at });
         }
-        if self.entries.insert(id.clone(), value).is_none() {
+        self.insert_key(key, value, at);
+    }
+
+    /// Keeps `key`, unless it is kept already.
+    fn insert_key(&mut self, key: IdKey, value: V, at: Timestamp) {
+        if self.entries.insert(key, value).is_none() {
             // Kept in time order (after the entries of the same time), so that what
             // `prune` forgets depends on the times alone, not on the order of arrival: a set
             // rebuilt from its entries (a restore) forgets exactly what the original did.
@@ -551,11 +555,23 @@ impl<V> Recent<V> {
             match self.order.back() {
                 Some((last, _)) if *last > at => {
                     let position = after_newest_up_to(&self.order, at);
-                    self.order.insert(position, (at, id));
+                    self.order.insert(position, (at, key));
                 }
-                _ => self.order.push_back((at, id)),
+                _ => self.order.push_back((at, key)),
             }
         }
+    }
+}
+
+impl<V> Recent<V> {
+    /// The value kept for `id`.
+    pub fn get(&self, id: &str) -> Option<&V> {
+        self.entries.get(&IdKey::of(id))
+    }
+
+    /// Whether `id` is kept.
+    pub fn contains(&self, id: &str) -> bool {
+        self.entries.contains_key(&IdKey::of(id))
     }
 
     /// Forgets every entry remembered before `cutoff` (and no other).
@@ -564,18 +580,24 @@ impl<V> Recent<V> {
             if *at >= cutoff {
                 break;
             }
-            if let Some((at, id)) = self.order.pop_front() {
-                let value = self.entries.remove(&id);
+            if let Some((at, key)) = self.order.pop_front() {
+                let value = self.entries.remove(&key);
                 if let (Some(journal), Some(value)) = (&mut self.journal, value) {
-                    journal.push(Change::Removed { id, value, at });
+                    journal.push(Change::Removed { key, value, at });
                 }
             }
         }
     }
 
-    /// Every kept id with its value and time, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&Id, &V, Timestamp)> {
-        self.order.iter().filter_map(|(at, id)| self.entries.get_key_value(id).map(|(k, v)| (k, v, *at)))
+    /// Every kept entry's key, value and time, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = (IdKey, &V, Timestamp)> {
+        self.order.iter().filter_map(|(at, key)| self.entries.get(key).map(|v| (*key, v, *at)))
+    }
+
+    /// The time `id` is kept from, if it is kept.
+    pub fn kept_at(&self, id: &str) -> Option<Timestamp> {
+        let key = IdKey::of(id);
+        self.entries.contains_key(&key).then(|| self.order.iter().find(|(_, k)| *k == key).map(|(at, _)| *at))?
     }
 
     /// How many ids are kept.
@@ -595,23 +617,6 @@ mod tests {
 
     fn ts(secs: i64) -> Timestamp {
         Timestamp::new(secs, 0).unwrap()
-    }
-
-    /// The changelog holds `Recent` as JSON written by earlier releases (`HashMap<String, V>`
-    /// and `VecDeque<(Timestamp, String)>`): the shape must not change.
-    #[test]
-    fn serializes_in_the_shape_earlier_releases_wrote() {
-        let mut seen = Recent::default();
-        seen.insert("e1", 7u64, ts(10));
-        seen.insert(String::from("e1"), 8u64, ts(11));
-        let json = serde_json::to_value(&seen).unwrap();
-        let expected = serde_json::json!({
-            "entries": { "e1": 8 },
-            "order": [[{ "secs": 10, "nanos": 0 }, "e1"]],
-        });
-        assert_eq!(json, expected);
-        let back: Recent<u64> = serde_json::from_value(expected).unwrap();
-        assert_eq!(back, seen);
     }
 
     fn open_leg(call_id: &str) -> OpenLeg {
@@ -690,8 +695,8 @@ mod tests {
             vec![
                 Change::Added { id: id("e1"), value: 7, at: ts(10) },
                 Change::Added { id: id("e2"), value: 8, at: ts(20) },
-                Change::Removed { id: id("before"), value: 1, at: ts(1) },
-                Change::Removed { id: id("e1"), value: 7, at: ts(10) },
+                Change::Removed { key: IdKey::of("before"), value: 1, at: ts(1) },
+                Change::Removed { key: IdKey::of("e1"), value: 7, at: ts(10) },
             ]
         );
         assert!(seen.take_changes().is_empty());
@@ -703,8 +708,8 @@ mod tests {
         assert_ne!(seen, before);
         seen.revert(&round);
         assert_eq!(seen, before);
-        let rebuilt = Recent::from_entries(seen.iter().map(|(id, v, at)| (id.clone(), *v, at)));
-        assert_eq!(rebuilt, seen);
+        assert_eq!(Recent::from_entries([("e2", 8, ts(20))]), seen);
+        assert_eq!((seen.get("e2"), seen.get("e1"), seen.kept_at("e2")), (Some(&8), None, Some(ts(20))));
     }
 
     /// A journal keeps room for the next batch after a busy one only, so that a tenant touched
@@ -739,39 +744,24 @@ mod tests {
     #[test]
     fn forgets_exactly_the_ids_older_than_the_cutoff_whatever_their_arrival_order() {
         let mut closed = Recent::default();
-        for (i, at) in [5, 9, 7, 12, 7].into_iter().enumerate() {
-            closed.insert(format!("leg-{i}"), (), ts(at));
+        let arrivals = [5, 9, 7, 12, 7].map(ts);
+        for (i, at) in arrivals.into_iter().enumerate() {
+            closed.insert(format!("leg-{i}"), (), at);
         }
-        let order: Vec<(String, Timestamp)> = closed.iter().map(|(id, (), at)| (id.to_string(), at)).collect();
+        let keys = |ids: &[&str]| ids.iter().map(|id| IdKey::of(id)).collect::<Vec<_>>();
+        let order: Vec<(IdKey, Timestamp)> = closed.entries().map(|(key, (), at)| (key, at)).collect();
         let expected = [("leg-0", 5), ("leg-2", 7), ("leg-4", 7), ("leg-1", 9), ("leg-3", 12)];
-        assert_eq!(order, expected.map(|(id, at)| (id.to_owned(), ts(at))));
-        let mut rebuilt = Recent::from_entries(closed.iter().map(|(id, (), at)| (id.clone(), (), at)));
+        assert_eq!(order, expected.map(|(id, at)| (IdKey::of(id), ts(at))));
+        let mut rebuilt =
+            Recent::from_entries(arrivals.iter().enumerate().map(|(i, at)| (format!("leg-{i}"), (), *at)));
+        assert_eq!(rebuilt, closed);
         closed.prune(ts(8));
         rebuilt.prune(ts(8));
-        let kept = |set: &Recent<()>| set.iter().map(|(id, (), _)| id.to_string()).collect::<Vec<_>>();
-        assert_eq!(kept(&closed), ["leg-1", "leg-3"]);
+        let kept = |set: &Recent<()>| set.entries().map(|(key, (), _)| key).collect::<Vec<_>>();
+        assert_eq!(kept(&closed), keys(&["leg-1", "leg-3"]));
         assert_eq!(kept(&rebuilt), kept(&closed));
         closed.prune(ts(10));
-        assert_eq!((closed.len(), closed.contains("leg-3")), (1, true));
-    }
-
-    /// A list written by a release that kept arrival order is read in time order, so it is
-    /// pruned by time like any other.
-    #[test]
-    fn a_list_in_arrival_order_is_read_in_time_order() {
-        let json = serde_json::json!({
-            "entries": { "late": 1, "a": 2, "b": 3 },
-            "order": [
-                [{ "secs": 20, "nanos": 0 }, "a"],
-                [{ "secs": 10, "nanos": 0 }, "late"],
-                [{ "secs": 20, "nanos": 0 }, "b"],
-            ],
-        });
-        let mut set: Recent<u64> = serde_json::from_value(json).unwrap();
-        let ids = |set: &Recent<u64>| set.iter().map(|(id, _, _)| id.to_string()).collect::<Vec<_>>();
-        assert_eq!(ids(&set), ["late", "a", "b"]);
-        set.prune(ts(15));
-        assert_eq!(ids(&set), ["a", "b"]);
+        assert_eq!((closed.len(), closed.contains("leg-3"), closed.contains("leg-1")), (1, true, false));
     }
 
     /// What a [`Recent`] set is meant to be: a list sorted by time, of one time in the order
@@ -792,14 +782,18 @@ mod tests {
         }
     }
 
-    fn listed(set: &Recent<u64>) -> Vec<(Timestamp, String, u64)> {
-        set.iter().map(|(id, v, at)| (at, id.to_string(), *v)).collect()
+    fn listed(set: &Recent<u64>) -> Vec<(Timestamp, IdKey, u64)> {
+        set.entries().map(|(key, v, at)| (at, key, *v)).collect()
+    }
+
+    fn keyed(model: &Model) -> Vec<(Timestamp, IdKey, u64)> {
+        model.0.iter().map(|(at, id, v)| (*at, IdKey::of(id), *v)).collect()
     }
 
     proptest::proptest! {
         /// Inserts in any order of time, prunes and rolled-back rounds keep the set what the
-        /// sorted list keeps, in its order; its serde form and a set rebuilt from its entries
-        /// are the same set.
+        /// sorted list keeps, in its order; a set rebuilt from the list's entries is the same
+        /// set.
         #[test]
         fn a_set_keeps_what_a_sorted_list_keeps(
             rounds in proptest::collection::vec(
@@ -822,18 +816,18 @@ mod tests {
                 set.prune(ts(prune_to));
                 model.prune(ts(prune_to));
                 let changes = set.take_changes();
-                proptest::prop_assert_eq!(listed(&set), model.0.clone());
+                proptest::prop_assert_eq!(listed(&set), keyed(&model));
                 proptest::prop_assert_eq!(set.len(), model.0.len());
                 if roll_back {
                     set.revert(&changes);
                     model = model_before;
                     proptest::prop_assert_eq!(&set, &set_before);
-                    proptest::prop_assert_eq!(listed(&set), model.0.clone());
+                    proptest::prop_assert_eq!(listed(&set), keyed(&model));
                 }
-                let json = serde_json::to_value(&set).unwrap();
-                let back: Recent<u64> = serde_json::from_value(json).unwrap();
-                proptest::prop_assert_eq!(&back, &set);
-                let rebuilt = Recent::from_entries(set.iter().map(|(id, v, at)| (id.clone(), *v, at)));
+                for (at, id, v) in &model.0 {
+                    proptest::prop_assert_eq!((set.get(id), set.kept_at(id)), (Some(v), Some(*at)));
+                }
+                let rebuilt = Recent::from_entries(model.0.iter().map(|(at, id, v)| (id.as_str(), *v, *at)));
                 proptest::prop_assert_eq!(&rebuilt, &set);
             }
         }
@@ -845,7 +839,7 @@ mod tests {
             at in 0i64..52,
         ) {
             times.sort_unstable();
-            let order: VecDeque<(Timestamp, Id)> = times.iter().map(|t| (ts(*t), Id::from("x"))).collect();
+            let order: VecDeque<(Timestamp, ())> = times.iter().map(|t| (ts(*t), ())).collect();
             let expected = order.partition_point(|(t, _)| *t <= ts(at));
             proptest::prop_assert_eq!(after_newest_up_to(&order, ts(at)), expected);
         }

@@ -1290,12 +1290,7 @@ fn a_late_input_is_remembered_from_the_newest_time_and_its_replay_stays_a_duplic
     assert_eq!(w.try_apply(late.clone()).unwrap().0, Applied::Processed);
     let kept = |w: &World, id: &str| {
         let state = w.state("contoso");
-        state
-            .seen
-            .iter()
-            .chain(state.closed_legs.iter().map(|(id, (), at)| (id, &0, at)))
-            .find(|(kept, _, _)| kept.as_str() == id)
-            .map(|e| e.2)
+        state.seen.kept_at(id).or_else(|| state.closed_legs.kept_at(id))
     };
     let Input::Leg(event) = &late else { unreachable!() };
     assert_eq!(kept(&w, event.event_id.as_str()), Some(ts(T0 + 3660)), "kept from the newest time, the end of leg b");

@@ -62,7 +62,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tollgate_core::event::CallLegEvent;
-use tollgate_core::state::{Change, LegChanges, Recent};
+use tollgate_core::state::{Change, IdKey, LegChanges, Recent};
 use tollgate_core::{FastState, Id, OpenLeg, TenantState, Timestamp};
 
 use crate::batch::{Manifest, Progress};
@@ -340,21 +340,36 @@ pub fn records(
 }
 
 /// Every record of a tenant's state, for a tenant written in full (layout migration): its
-/// windows as one segment ([`FULL_SEGMENT_TAG`]) that replaces the segments in `segments`
-/// (they are tombstoned first, so a tenant written in full twice has one segment, not two
-/// under one key).
-pub fn full_records(tenant: &str, state: &TenantState, segments: &mut Segments) -> Vec<ChangelogRecord> {
+/// windows (`windows`, the entries as added: the state keeps only their keys, see
+/// [`tollgate_core::state::IdKey`]) as one segment ([`FULL_SEGMENT_TAG`]) that replaces the
+/// segments in `segments` (they are tombstoned first, so a tenant written in full twice has
+/// one segment, not two under one key).
+pub fn full_records(
+    tenant: &str,
+    state: &TenantState,
+    windows: &Journal,
+    segments: &mut Segments,
+) -> Vec<ChangelogRecord> {
     let mut out: Vec<ChangelogRecord> =
         segments.0.drain(..).map(|(tag, _)| (entry_key('w', tenant, &tag), None)).collect();
-    let changes = Journal {
-        legs: LegChanges::default(),
-        seen: state.seen.iter().map(|(id, v, at)| Change::Added { id: id.clone(), value: *v, at }).collect(),
-        closed: state.closed_legs.iter().map(|(id, (), at)| Change::Added { id: id.clone(), value: (), at }).collect(),
-    };
+    let changes = Journal { legs: LegChanges::default(), seen: windows.seen.clone(), closed: windows.closed.clone() };
     // Everything kept is within the horizon; none is retired here.
     let window = WindowWrite { segments, tag: FULL_SEGMENT_TAG, cutoff: Timestamp::default() };
     out.extend(records(tenant, state, None, &changes, window).0);
     out
+}
+
+/// The entries of a restored window a tenant written in full writes again: each id once, at
+/// the time it is kept from, those before `cutoff` (the tenant's horizon) left out, as the
+/// restored window itself forgot them.
+fn kept_entries<V: Clone>(mut entries: Vec<(Id, V, Timestamp)>, cutoff: Timestamp) -> Vec<Change<V>> {
+    entries.sort_by_key(|e| e.2);
+    let mut keys = std::collections::HashSet::new();
+    entries
+        .into_iter()
+        .filter(|(id, _, at)| *at >= cutoff && keys.insert(IdKey::of(id)))
+        .map(|(id, value, at)| Change::Added { id, value, at })
+        .collect()
 }
 
 /// Serializing plain data to a `Vec` cannot fail.
@@ -418,6 +433,9 @@ pub struct Restored {
     /// Window entries' keys of the layout before segments, to tombstone once their tenants
     /// are rewritten (the tenants are in [`Restored::rewrite`]).
     pub retire: Vec<String>,
+    /// By tenant of [`Restored::rewrite`] with remembered ids or closed legs: those entries,
+    /// which [`full_records`] writes again (the restored windows keep their keys only).
+    pub rewrite_windows: HashMap<String, Journal, FastState>,
 }
 
 impl Restorer {
@@ -625,6 +643,7 @@ impl Restorer {
         }
         let mut segments = HashMap::default();
         let mut retire = Vec::new();
+        let mut rewrite_windows = HashMap::default();
         let mut tenants: Vec<(String, Windows)> = self.windows.into_iter().collect();
         // The keys to retire, in a stable order.
         tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -653,11 +672,20 @@ impl Restorer {
                 all_closed.extend(closed.into_iter().map(|(id, at)| (id, (), at)));
             }
             listed.sort_unstable_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-            state.seen = Recent::from_entries(all_seen);
-            state.closed_legs = Recent::from_entries(all_closed);
+            let cutoff = tollgate_core::rating::horizon(state.watermark, self.retention_seconds);
+            state.seen = Recent::from_entries(all_seen.iter().map(|(id, v, at)| (id, *v, *at)));
+            state.closed_legs = Recent::from_entries(all_closed.iter().map(|(id, (), at)| (id, (), *at)));
             // What the last owner had forgotten by the tenant's watermark is forgotten again
             // (a segment stays until all its entries are).
-            state.forget_before(tollgate_core::rating::horizon(state.watermark, self.retention_seconds));
+            state.forget_before(cutoff);
+            if rewrite.contains(&tenant) {
+                let windows = Journal {
+                    seen: kept_entries(all_seen, cutoff),
+                    closed: kept_entries(all_closed, cutoff),
+                    legs: LegChanges::default(),
+                };
+                rewrite_windows.insert(tenant.clone(), windows);
+            }
             if !listed.is_empty() {
                 segments.insert(tenant, Segments(listed.into()));
             }
@@ -673,6 +701,7 @@ impl Restorer {
             progress: self.progress.unwrap_or_default(),
             segments,
             retire,
+            rewrite_windows,
         })
     }
 }
@@ -932,7 +961,7 @@ mod tests {
     #[test]
     fn an_unreadable_record_fails_the_restore_unless_superseded() {
         let state = TenantState::default();
-        let good = full_records("acme", &state, &mut Segments::default());
+        let good = full_records("acme", &state, &Journal::default(), &mut Segments::default());
         let garbage = (String::from("t/acme"), Some(b"{not json".to_vec()));
         let mut broken = good.clone();
         broken.push(garbage.clone());
@@ -1022,7 +1051,7 @@ mod tests {
         let mut busy = idle.clone();
         busy.seen.insert("leg-1-e", 42, ts(15));
         let mut records = vec![(tenant_key("acme"), Some(serde_json::to_vec(&idle).unwrap()))];
-        records.extend(full_records("globex", &busy, &mut Segments::default()));
+        records.extend(full_records("globex", &busy, &windows(&[("leg-1-e", 42, 15)], &[]), &mut Segments::default()));
         // A window entry of an earlier release: JSON, with the tenant and the id in it too.
         let earlier = WindowEntry { tenant: "globex".into(), id: "old-e".into(), at: ts(12), fingerprint: Some(7) };
         records.push((entry_key('s', "globex", "old-e"), Some(serde_json::to_vec(&earlier).unwrap())));
@@ -1050,7 +1079,8 @@ mod tests {
     #[test]
     fn a_chunk_applies_in_order_and_an_unchecked_record_is_read_again() {
         let mut chunk = Chunk::default();
-        for (key, value) in full_records("acme", &TenantState::default(), &mut Segments::default()) {
+        for (key, value) in full_records("acme", &TenantState::default(), &Journal::default(), &mut Segments::default())
+        {
             chunk.push(key.as_bytes(), value.as_deref());
         }
         chunk.push(b"t/globex", Some(b"\x0a\xff"));
@@ -1069,8 +1099,24 @@ mod tests {
         (entry_key(kind, "acme", id), Some(value))
     }
 
-    fn kept<V>(set: &Recent<V>) -> Vec<(String, i64)> {
-        set.iter().map(|(id, _, at)| (id.to_string(), at.unix_seconds())).collect()
+    /// The keys a window keeps, with their times, oldest first.
+    fn kept<V>(set: &Recent<V>) -> Vec<(IdKey, i64)> {
+        set.entries().map(|(key, _, at)| (key, at.unix_seconds())).collect()
+    }
+
+    /// `ids` with their times, as [`kept`] lists them.
+    fn keyed(ids: &[(&str, i64)]) -> Vec<(IdKey, i64)> {
+        ids.iter().map(|(id, at)| (IdKey::of(id), *at)).collect()
+    }
+
+    /// What a tenant written in full writes of its windows: `seen` (id, fingerprint, time)
+    /// and `closed` (leg, time), as restored.
+    fn windows(seen: &[(&str, u64, i64)], closed: &[(&str, i64)]) -> Journal {
+        Journal {
+            seen: seen.iter().map(|(id, v, at)| Change::Added { id: (*id).into(), value: *v, at: ts(*at) }).collect(),
+            closed: closed.iter().map(|(id, at)| Change::Added { id: (*id).into(), value: (), at: ts(*at) }).collect(),
+            legs: LegChanges::default(),
+        }
     }
 
     /// A window entry of the layout before segments is forgotten by its tombstone; the tenant
@@ -1079,7 +1125,7 @@ mod tests {
     #[test]
     fn entries_of_the_layout_before_segments_are_read_and_rewritten_once() {
         let mut state = TenantState { watermark: ts(20), ..Default::default() };
-        let mut records = full_records("acme", &state, &mut Segments::default());
+        let mut records = full_records("acme", &state, &Journal::default(), &mut Segments::default());
         records.push(entry_record('s', "e-1", 10, Some(1)));
         records.push(entry_record('s', "e-2", 11, Some(2)));
         records.push(entry_record('c', "leg-1", 12, None));
@@ -1090,13 +1136,13 @@ mod tests {
         assert_eq!(restored.rewrite, ["acme"]);
         assert_eq!(restored.retire, ["s/4/acme/e-2", "c/4/acme/leg-2"]);
         let states = restored.states.into_map();
-        assert_eq!(kept(&states["acme"].seen), [("e-2".to_owned(), 11)]);
-        assert_eq!(kept(&states["acme"].closed_legs), [("leg-2".to_owned(), 13)]);
+        assert_eq!(kept(&states["acme"].seen), keyed(&[("e-2", 11)]));
+        assert_eq!(kept(&states["acme"].closed_legs), keyed(&[("leg-2", 13)]));
         assert_eq!(states["acme"].seen.get("e-2"), Some(&2));
 
         // The rewrite: what the task writes before it rates anything.
         let mut segments = Segments::default();
-        records.extend(full_records("acme", &states["acme"], &mut segments));
+        records.extend(full_records("acme", &states["acme"], &restored.rewrite_windows["acme"], &mut segments));
         records.extend(restored.retire.iter().map(|key| (key.clone(), None)));
         assert_eq!(segments.tags().collect::<Vec<_>>(), [FULL_SEGMENT_TAG]);
         let again = restore(&records);
@@ -1118,7 +1164,7 @@ mod tests {
         let mut state = TenantState::default();
         state.track_changes();
         let mut segments = Segments::default();
-        let mut log: Vec<ChangelogRecord> = full_records("acme", &state, &mut Segments::default());
+        let mut log: Vec<ChangelogRecord> = full_records("acme", &state, &Journal::default(), &mut Segments::default());
         // (batch, [(id, event time in hours)]): batch 2 has an id older than batch 1's.
         let batches: [(i64, &[(&str, i64)]); 5] = [
             (1, &[("a", 10), ("b", 12)]),
@@ -1167,10 +1213,7 @@ mod tests {
                 vec![w("l200", false), w("l300", false), w("l500", true)],
             ]
         );
-        assert_eq!(
-            kept(&state.seen),
-            [("f".to_owned(), 59 * HOUR), ("g".to_owned(), 61 * HOUR), ("h".to_owned(), 100 * HOUR)]
-        );
+        assert_eq!(kept(&state.seen), keyed(&[("f", 59 * HOUR), ("g", 61 * HOUR), ("h", 100 * HOUR)]));
 
         // A batch that adds more than a segment holds writes several, all retired together.
         let mut many = Segments::default();
@@ -1194,7 +1237,9 @@ mod tests {
             [("l9", 10), ("l9.1", 11)]
         );
         let mut back = Restorer::new(RETENTION);
-        for (key, value) in full_records("acme", &young, &mut Segments::default()).iter().chain(&split) {
+        for (key, value) in
+            full_records("acme", &young, &Journal::default(), &mut Segments::default()).iter().chain(&split)
+        {
             back.apply(key.as_bytes(), value.as_deref());
         }
         let back = back.finish().unwrap();
@@ -1219,6 +1264,27 @@ mod tests {
         assert_eq!(segments, before);
     }
 
+    /// What a tenant written in full writes again of a restored window: each id once (an id
+    /// two segments name counts from its earliest time, as the restored window keeps it),
+    /// nothing before the horizon.
+    #[test]
+    fn a_rewrite_writes_each_restored_id_once_and_nothing_past_the_horizon() {
+        let entries = vec![
+            ("b".into(), 2u64, ts(30)),
+            ("a".into(), 1, ts(20)),
+            ("a".into(), 1, ts(25)),
+            ("old".into(), 3, ts(5)),
+        ];
+        let kept: Vec<(String, u64, i64)> = kept_entries(entries, ts(10))
+            .into_iter()
+            .map(|c| match c {
+                Change::Added { id, value, at } => (id.to_string(), value, at.unix_seconds()),
+                Change::Removed { .. } => unreachable!("only additions"),
+            })
+            .collect();
+        assert_eq!(kept, [("a".to_owned(), 1, 20), ("b".to_owned(), 2, 30)]);
+    }
+
     /// A tenant written in full replaces its segments: written twice, it has one segment under
     /// one key, and reads back the same.
     #[test]
@@ -1230,10 +1296,11 @@ mod tests {
         batch.seen.push(Change::Added { id: "e-1".into(), value: 1, at: ts(10) });
         let mut log = records("acme", &state, None, &batch, window(&mut segments, 0)).0;
         state.closed_legs.insert("leg-1", (), ts(12));
-        let first = full_records("acme", &state, &mut segments);
+        let written = windows(&[("e-1", 1, 10)], &[("leg-1", 12)]);
+        let first = full_records("acme", &state, &written, &mut segments);
         assert_eq!((first[0].0.as_str(), first[0].1.is_none()), ("w/4/acme/l1", true));
         log.extend(first);
-        let second = full_records("acme", &state, &mut segments);
+        let second = full_records("acme", &state, &written, &mut segments);
         let window_keys: Vec<(&str, bool)> =
             second.iter().filter(|(k, _)| k.starts_with("w/")).map(|(k, v)| (k.as_str(), v.is_some())).collect();
         assert_eq!(window_keys, [("w/4/acme/r", false), ("w/4/acme/r", true)]);
@@ -1251,7 +1318,7 @@ mod tests {
     fn a_leg_restored_open_and_then_closed_is_tombstoned() {
         let mut state = TenantState::default();
         state.open_legs.insert("leg-1".into(), open_leg("leg-1", 30));
-        let restored = restore(&full_records("acme", &state, &mut Segments::default()));
+        let restored = restore(&full_records("acme", &state, &Journal::default(), &mut Segments::default()));
         let mut states = restored.states;
         let acme = states.get_mut("acme").unwrap();
         let before = acme.snapshot();
@@ -1261,7 +1328,11 @@ mod tests {
         let keys: Vec<(&str, bool)> = written.iter().map(|(k, v)| (k.as_str(), v.is_some())).collect();
         assert_eq!(keys, [("o/4/acme/leg-1", false), ("t/acme", true)]);
         assert!(
-            restore(&[full_records("acme", &state, &mut Segments::default()), written].concat()).states.into_map()["acme"].open_legs.is_empty()
+            restore(&[full_records("acme", &state, &Journal::default(), &mut Segments::default()), written].concat())
+                .states
+                .into_map()["acme"]
+                .open_legs
+                .is_empty()
         );
     }
 
@@ -1284,7 +1355,7 @@ mod tests {
         assert_eq!((migrated.open_legs.len(), migrated.parked_ends.len()), (1, 1));
 
         let mut all = vec![legacy_record];
-        all.extend(full_records("acme", migrated, &mut Segments::default()));
+        all.extend(full_records("acme", migrated, &Journal::default(), &mut Segments::default()));
         let restored = restore(&all);
         assert!(restored.rewrite.is_empty());
         let states = restored.states.into_map();

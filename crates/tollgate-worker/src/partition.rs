@@ -485,7 +485,7 @@ impl PartitionTask {
             view: None,
             poisons,
         };
-        task.migrate_layout(&restored.rewrite, &restored.retire)?;
+        task.migrate_layout(&restored.rewrite, &restored.rewrite_windows, &restored.retire)?;
         if let Some(view) = &view {
             view.restored(&task.states, committed);
         }
@@ -962,18 +962,26 @@ impl PartitionTask {
         applied.map_err(|e| Refusal::new(e.code(), e.to_string()))
     }
 
-    /// Writes the tenants whose changelog records are in an earlier layout in full, and
-    /// tombstones the earlier layout's window entries (`retire`), in one transaction, before
-    /// the partition rates anything.
-    fn migrate_layout(&mut self, tenants: &[String], retire: &[String]) -> Result<(), Error> {
+    /// Writes the tenants whose changelog records are in an earlier layout in full (their
+    /// windows from `windows`, the entries the restore read: the state keeps only their
+    /// keys), and tombstones the earlier layout's window entries (`retire`), in one
+    /// transaction, before the partition rates anything.
+    fn migrate_layout(
+        &mut self,
+        tenants: &[String],
+        windows: &HashMap<String, changelog::Journal, FastState>,
+        retire: &[String],
+    ) -> Result<(), Error> {
         if tenants.is_empty() && retire.is_empty() {
             return Ok(());
         }
         let mut records = Outbox::default();
+        let none = changelog::Journal::default();
         for tenant in tenants {
             if let Some(state) = self.states.get(tenant) {
                 let segments = self.segments.entry(tenant.clone()).or_default();
-                for (key, payload) in changelog::full_records(tenant, state, segments) {
+                let windows = windows.get(tenant).unwrap_or(&none);
+                for (key, payload) in changelog::full_records(tenant, state, windows, segments) {
                     records.push(TopicKind::State, Some(self.partition), key.as_bytes(), payload.as_deref());
                 }
             }

@@ -892,9 +892,12 @@ fn restore(tenants: usize, busy_per_mille: usize) -> Result<()> {
         state.totals.funded = amount;
         state.credit_sequence = 1;
         state.watermark = at;
+        // The windows a tenant written in full writes (its state keeps their keys only).
+        let mut windows = tollgate_worker::changelog::Journal::default();
         if i % 1000 < busy_per_mille {
             for n in 0..100 {
-                state.seen.insert(format!("{tenant}/leg-{n}-e"), n, at);
+                let id = format!("{tenant}/leg-{n}-e").into();
+                windows.seen.push(tollgate_core::state::Change::Added { id, value: n, at });
             }
             for n in 0..2 {
                 let _ = state.open_legs.insert(
@@ -903,7 +906,8 @@ fn restore(tenants: usize, busy_per_mille: usize) -> Result<()> {
                 );
             }
         }
-        for (key, value) in tollgate_worker::changelog::full_records(&tenant, &state, &mut Default::default()) {
+        for (key, value) in tollgate_worker::changelog::full_records(&tenant, &state, &windows, &mut Default::default())
+        {
             bytes += key.len() + value.as_ref().map_or(0, Vec::len);
             records += 1;
             publisher.send_raw(&config.topics[TopicKind::State], Some(key.as_bytes()), value.as_deref())?;
