@@ -359,15 +359,17 @@ pub fn full_records(
     out
 }
 
-/// The entries of a restored window a tenant written in full writes again: each id once, at
-/// the time it is kept from, those before `cutoff` (the tenant's horizon) left out, as the
-/// restored window itself forgot them.
+/// The entries of a restored window a tenant written in full writes again: what the restored
+/// window keeps ([`Recent::from_entries`], then [`TenantState::forget_before`] `cutoff`): each
+/// id at its earliest time, and not at all when that is before `cutoff` (the tenant's
+/// horizon).
 fn kept_entries<V: Clone>(mut entries: Vec<(Id, V, Timestamp)>, cutoff: Timestamp) -> Vec<Change<V>> {
     entries.sort_by_key(|e| e.2);
     let mut keys = std::collections::HashSet::new();
     entries
         .into_iter()
-        .filter(|(id, _, at)| *at >= cutoff && keys.insert(IdKey::of(id)))
+        .filter(|(id, _, _)| keys.insert(IdKey::of(id)))
+        .filter(|(_, _, at)| *at >= cutoff)
         .map(|(id, value, at)| Change::Added { id, value, at })
         .collect()
 }
@@ -1264,17 +1266,21 @@ mod tests {
         assert_eq!(segments, before);
     }
 
-    /// What a tenant written in full writes again of a restored window: each id once (an id
-    /// two segments name counts from its earliest time, as the restored window keeps it),
-    /// nothing before the horizon.
+    /// What a tenant written in full writes again of a restored window is what the restored
+    /// window keeps: each id once, from its earliest time (an id two segments name), nothing
+    /// before the horizon, not even the later copy of an id whose earliest is before it.
     #[test]
     fn a_rewrite_writes_each_restored_id_once_and_nothing_past_the_horizon() {
-        let entries = vec![
-            ("b".into(), 2u64, ts(30)),
+        let entries: Vec<(Id, u64, Timestamp)> = vec![
+            ("b".into(), 2, ts(30)),
             ("a".into(), 1, ts(20)),
             ("a".into(), 1, ts(25)),
             ("old".into(), 3, ts(5)),
+            ("old".into(), 3, ts(15)),
         ];
+        let mut window = Recent::from_entries(entries.iter().map(|(id, v, at)| (id, *v, *at)));
+        window.prune(ts(10));
+        assert_eq!(kept(&window), keyed(&[("a", 20), ("b", 30)]));
         let kept: Vec<(String, u64, i64)> = kept_entries(entries, ts(10))
             .into_iter()
             .map(|c| match c {
