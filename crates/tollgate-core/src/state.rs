@@ -594,7 +594,8 @@ impl<V> Recent<V> {
         self.order.iter().filter_map(|(at, key)| self.entries.get(key).map(|v| (*key, v, *at)))
     }
 
-    /// The time `id` is kept from, if it is kept.
+    /// The time `id` is kept from, if it is kept. A scan of the window (for tests and
+    /// tools, not the rating path).
     pub fn kept_at(&self, id: &str) -> Option<Timestamp> {
         let key = IdKey::of(id);
         self.entries.contains_key(&key).then(|| self.order.iter().find(|(_, k)| *k == key).map(|(at, _)| *at))?
