@@ -340,10 +340,11 @@ pub fn records(
 }
 
 /// Every record of a tenant's state, for a tenant written in full (layout migration): its
-/// windows (`windows`, the entries as added: the state keeps only their keys, see
-/// [`tollgate_core::state::IdKey`]) as one segment ([`FULL_SEGMENT_TAG`]) that replaces the
-/// segments in `segments` (they are tombstoned first, so a tenant written in full twice has
-/// one segment, not two under one key).
+/// windows (`windows`'s applied ids and closed legs, as added: the state keeps only their
+/// keys, see [`tollgate_core::state::IdKey`]; its legs are not read, every open leg is
+/// written) as one segment ([`FULL_SEGMENT_TAG`]) that replaces the segments in `segments`
+/// (they are tombstoned first, so a tenant written in full twice has one segment, not two
+/// under one key).
 pub fn full_records(
     tenant: &str,
     state: &TenantState,
@@ -352,25 +353,21 @@ pub fn full_records(
 ) -> Vec<ChangelogRecord> {
     let mut out: Vec<ChangelogRecord> =
         segments.0.drain(..).map(|(tag, _)| (entry_key('w', tenant, &tag), None)).collect();
-    let changes = Journal { legs: LegChanges::default(), seen: windows.seen.clone(), closed: windows.closed.clone() };
     // Everything kept is within the horizon; none is retired here.
     let window = WindowWrite { segments, tag: FULL_SEGMENT_TAG, cutoff: Timestamp::default() };
-    out.extend(records(tenant, state, None, &changes, window).0);
+    out.extend(records(tenant, state, None, windows, window).0);
     out
 }
 
-/// The entries of a restored window a tenant written in full writes again: what the restored
-/// window keeps ([`Recent::from_entries`], then [`TenantState::forget_before`] `cutoff`): each
-/// id at its earliest time, and not at all when that is before `cutoff` (the tenant's
-/// horizon).
-fn kept_entries<V: Clone>(mut entries: Vec<(Id, V, Timestamp)>, cutoff: Timestamp) -> Vec<Change<V>> {
-    entries.sort_by_key(|e| e.2);
-    let mut keys = std::collections::HashSet::new();
-    entries
-        .into_iter()
-        .filter(|(id, _, _)| keys.insert(IdKey::of(id)))
-        .filter(|(_, _, at)| *at >= cutoff)
-        .map(|(id, value, at)| Change::Added { id, value, at })
+/// What a restored `window` keeps, as added, each entry with the id it was read as (`read`:
+/// the entries the window was rebuilt from): what a tenant written in full writes again.
+fn with_ids<V: Clone>(window: &Recent<V>, read: &[(Id, V, Timestamp)]) -> Vec<Change<V>> {
+    let ids: HashMap<IdKey, &Id, FastState> = read.iter().map(|(id, _, _)| (IdKey::of(id), id)).collect();
+    window
+        .entries()
+        .filter_map(|(key, value, at)| {
+            ids.get(&key).map(|id| Change::Added { id: (*id).clone(), value: value.clone(), at })
+        })
         .collect()
 }
 
@@ -674,16 +671,15 @@ impl Restorer {
                 all_closed.extend(closed.into_iter().map(|(id, at)| (id, (), at)));
             }
             listed.sort_unstable_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-            let cutoff = tollgate_core::rating::horizon(state.watermark, self.retention_seconds);
             state.seen = Recent::from_entries(all_seen.iter().map(|(id, v, at)| (id, *v, *at)));
             state.closed_legs = Recent::from_entries(all_closed.iter().map(|(id, (), at)| (id, (), *at)));
             // What the last owner had forgotten by the tenant's watermark is forgotten again
             // (a segment stays until all its entries are).
-            state.forget_before(cutoff);
+            state.forget_before(tollgate_core::rating::horizon(state.watermark, self.retention_seconds));
             if rewrite.contains(&tenant) {
                 let windows = Journal {
-                    seen: kept_entries(all_seen, cutoff),
-                    closed: kept_entries(all_closed, cutoff),
+                    seen: with_ids(&state.seen, &all_seen),
+                    closed: with_ids(&state.closed_legs, &all_closed),
                     legs: LegChanges::default(),
                 };
                 rewrite_windows.insert(tenant.clone(), windows);
@@ -1267,8 +1263,9 @@ mod tests {
     }
 
     /// What a tenant written in full writes again of a restored window is what the restored
-    /// window keeps: each id once, from its earliest time (an id two segments name), nothing
-    /// before the horizon, not even the later copy of an id whose earliest is before it.
+    /// window keeps, under the ids it was read as: each id once, from its earliest time (an id
+    /// two segments name), nothing before the horizon, not even the later copy of an id whose
+    /// earliest is before it.
     #[test]
     fn a_rewrite_writes_each_restored_id_once_and_nothing_past_the_horizon() {
         let entries: Vec<(Id, u64, Timestamp)> = vec![
@@ -1281,7 +1278,7 @@ mod tests {
         let mut window = Recent::from_entries(entries.iter().map(|(id, v, at)| (id, *v, *at)));
         window.prune(ts(10));
         assert_eq!(kept(&window), keyed(&[("a", 20), ("b", 30)]));
-        let kept: Vec<(String, u64, i64)> = kept_entries(entries, ts(10))
+        let kept: Vec<(String, u64, i64)> = with_ids(&window, &entries)
             .into_iter()
             .map(|c| match c {
                 Change::Added { id, value, at } => (id.to_string(), value, at.unix_seconds()),
