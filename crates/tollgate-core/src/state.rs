@@ -390,7 +390,7 @@ impl<'de> Deserialize<'de> for OpenLegs {
 /// input refused as `duplicate_conflict` (its fingerprint differs, so it is dead-lettered,
 /// never applied twice), or a leg refused as started already. With ten million ids in one
 /// tenant's window, the chance that any two share a key is about one in 10^25.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct IdKey(u128);
 
 impl IdKey {
@@ -598,7 +598,8 @@ impl<V> Recent<V> {
     /// tools, not the rating path).
     pub fn kept_at(&self, id: &str) -> Option<Timestamp> {
         let key = IdKey::of(id);
-        self.entries.contains_key(&key).then(|| self.order.iter().find(|(_, k)| *k == key).map(|(at, _)| *at))?
+        // The queue holds exactly the kept keys.
+        self.order.iter().find(|(_, k)| *k == key).map(|(at, _)| *at)
     }
 
     /// How many ids are kept.

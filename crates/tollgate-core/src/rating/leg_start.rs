@@ -36,7 +36,7 @@ pub(super) fn started<C: Catalog + ?Sized>(
         // The one refusal that changes the state; a redelivery finds it closed.
         if !closed {
             state.parked_ends.remove(&event.leg_id);
-            state.remember_closed(event.leg_id.as_str(), event.occurred_at);
+            state.remember_closed(event.leg_id.clone(), event.occurred_at);
         }
         return Err(Error::ImpossibleNumber { leg: event.leg_id.into(), number: number.to_string() });
     }
@@ -167,7 +167,7 @@ pub(super) fn start_leg<C: Catalog + ?Sized>(
     if let Some(reason) = block {
         let (call_id, conference_id) = (leg.call_id.clone(), leg.conference_id.clone());
         ctx.emit_decision(leg_id.clone(), call_id, conference_id, Decision::Block(reason));
-        ctx.state.remember_closed(leg_id.as_str(), ctx.at);
+        ctx.state.remember_closed(leg_id.clone(), ctx.at);
         leg.flags.unpriced = leg.capability == Capability::Unpriced;
         let at = ctx.at;
         emit_usage(ctx, &leg_id, leg, Usage::blocked(at, reason));
