@@ -74,10 +74,11 @@ impl TenantState {
     }
 
     /// Remembers that input `id`, of content `fingerprint`, was applied at event time `at`
-    /// (see [`TenantState::kept_from`]).
-    pub fn remember_applied(&mut self, id: Id, fingerprint: u64, at: Timestamp) {
+    /// (see [`TenantState::kept_from`]). The id comes with its key, which the rater computed
+    /// to look it up in `seen` first.
+    pub fn remember_applied(&mut self, id: KeyedId, fingerprint: u64, at: Timestamp) {
         let kept_from = self.kept_from(at);
-        self.seen.insert(id, fingerprint, kept_from);
+        self.seen.insert_keyed(id, fingerprint, kept_from);
     }
 
     /// Remembers that `leg` closed at event time `at` (see [`TenantState::kept_from`]).
@@ -390,7 +391,7 @@ impl<'de> Deserialize<'de> for OpenLegs {
 /// input refused as `duplicate_conflict` (its fingerprint differs, so it is dead-lettered,
 /// never applied twice), or a leg refused as started already. With ten million ids in one
 /// tenant's window, the chance that any two share a key is about one in 10^25.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct IdKey(u128);
 
 impl IdKey {
@@ -403,11 +404,80 @@ impl IdKey {
     }
 }
 
+/// A key hashes as its foldhash half: it is a hash of the id already, and hashing it again
+/// (what a derived `Hash` under [`FastState`] did) cost every lookup of a window two more
+/// multiplies. [`KeyState`] passes it through.
+impl std::hash::Hash for IdKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0 as u64);
+    }
+}
+
+/// The hasher of the maps keyed by [`IdKey`]: the key's foldhash half is the hash.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct KeyState;
+
+impl BuildHasher for KeyState {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// See [`KeyState`].
+#[derive(Clone, Copy, Debug)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    #[inline]
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
+    }
+
+    /// Not what an [`IdKey`] writes; any other bytes are mixed in, so a map of them stays
+    /// correct (if slower).
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = FastState::default().hash_one((self.0, bytes));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// An id with its [`IdKey`], computed once for the lookup before an insert and the insert.
+#[derive(Clone, Debug)]
+pub struct KeyedId {
+    id: Id,
+    key: IdKey,
+}
+
+impl KeyedId {
+    /// `id` and its key.
+    #[inline]
+    pub fn new(id: Id) -> KeyedId {
+        let key = IdKey::of(&id);
+        KeyedId { id, key }
+    }
+
+    /// The id.
+    pub fn id(&self) -> &Id {
+        &self.id
+    }
+
+    /// Its key.
+    pub fn key(&self) -> IdKey {
+        self.key
+    }
+}
+
 /// Ids seen recently, by event time, with a value each; entries older than the retention
 /// window (by the tenant's watermark) are dropped. Each id is kept as its [`IdKey`].
 #[derive(Clone, Debug)]
 pub struct Recent<V> {
-    entries: HashMap<IdKey, V, FastState>,
+    entries: HashMap<IdKey, V, KeyState>,
     order: VecDeque<(Timestamp, IdKey)>,
     /// Changes since the last [`Recent::take_changes`], when tracking.
     journal: Option<Vec<Change<V>>>,
@@ -536,8 +606,12 @@ impl<V: Clone> Recent<V> {
     /// Remembers `id` as of `at` (an [`Id`], a `String` or a `&str`); the id itself goes to
     /// the journal only.
     pub fn insert(&mut self, id: impl Into<Id>, value: V, at: Timestamp) {
-        let id = id.into();
-        let key = IdKey::of(&id);
+        self.insert_keyed(KeyedId::new(id.into()), value, at);
+    }
+
+    /// [`Recent::insert`] of an id whose key is known.
+    pub fn insert_keyed(&mut self, id: KeyedId, value: V, at: Timestamp) {
+        let KeyedId { id, key } = id;
         if let Some(journal) = &mut self.journal {
             journal.push(Change::Added { id, value: value.clone(), at });
         }
@@ -566,7 +640,12 @@ impl<V: Clone> Recent<V> {
 impl<V> Recent<V> {
     /// The value kept for `id`.
     pub fn get(&self, id: &str) -> Option<&V> {
-        self.entries.get(&IdKey::of(id))
+        self.get_key(IdKey::of(id))
+    }
+
+    /// The value kept for the id of `key`.
+    pub fn get_key(&self, key: IdKey) -> Option<&V> {
+        self.entries.get(&key)
     }
 
     /// Whether `id` is kept.

@@ -21,7 +21,7 @@ use crate::event::{Input, LegBody};
 use crate::fingerprint::fingerprint;
 use crate::output::{LedgerMovement, Output};
 use crate::reference::Catalog;
-use crate::state::TenantState;
+use crate::state::{KeyedId, TenantState};
 use crate::{Error, Timestamp};
 use context::{Ctx, Trail};
 
@@ -128,7 +128,10 @@ impl Rater {
         let tenant_id = input.tenant_id().as_str();
         let tenant = catalog.tenant(tenant_id).ok_or_else(|| Error::UnknownTenant(tenant_id.to_owned()))?;
         let fingerprint = fingerprint(&input);
-        if let Some(&seen) = state.seen.get(input.id()) {
+        // The input's own id, shared (not copied) by the dedup map, its retention queue and
+        // the trail, with its key in the dedup map: computed once for the lookup and the insert.
+        let id = KeyedId::new(input.id().clone());
+        if let Some(&seen) = state.seen.get_key(id.key()) {
             return if seen == fingerprint {
                 Ok(Applied::Duplicate)
             } else {
@@ -142,10 +145,7 @@ impl Rater {
         if at < horizon {
             return Err(Error::TooLate { event_time: at.to_string(), horizon: horizon.to_string() });
         }
-        // The input's own id, shared (not copied) by the dedup map, its retention queue and
-        // the trail.
-        let id = input.id().clone();
-        let trail = movements.map(|movements| Trail { movements, cause: id.clone(), next: 1 });
+        let trail = movements.map(|movements| Trail { movements, cause: id.id().clone(), next: 1 });
         let ctx = Ctx { tenant: &tenant, state, out, at, trail };
         let applied = match input {
             Input::Leg(event) => match event.body {
