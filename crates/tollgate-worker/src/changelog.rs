@@ -70,6 +70,7 @@ use crate::config::TopicKind;
 use crate::config::WorkerConfig;
 use crate::states::{DormantBuilder, Live, States};
 use crate::{Error, kafka, telemetry};
+use hashbrown::hash_map::EntryRef;
 
 /// The value of a window record as earlier releases wrote it (JSON; still read).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -716,11 +717,10 @@ fn entry_key_parts(key: &str) -> Option<(&str, &str, &str)> {
 
 /// The live state of `tenant`, woken if it was dormant.
 fn woken<'a>(live: &'a mut Live, dormant: &mut DormantBuilder, tenant: &str) -> Option<&'a mut TenantState> {
-    if !live.contains_key(tenant) {
-        let state = dormant.take(tenant)?;
-        live.insert(tenant.to_owned(), state);
+    match live.entry_ref(tenant) {
+        EntryRef::Occupied(state) => Some(state.into_mut()),
+        EntryRef::Vacant(place) => dormant.take(tenant).map(|state| place.insert(state)),
     }
-    live.get_mut(tenant)
 }
 
 /// Sets or (on a tombstone) removes `key`'s entry.

@@ -15,10 +15,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hashbrown::hash_map::EntryRef;
 use tollgate_core::{FastState, Money, TenantState};
 
-/// Live tenant states by tenant (hashed with [`FastState`]: a lookup per rated record).
-pub type Live = HashMap<String, TenantState, FastState>;
+/// Live tenant states by tenant (hashed with [`FastState`]: a lookup per rated record, one
+/// lookup each, through [`hashbrown::HashMap::entry_ref`]).
+pub type Live = hashbrown::HashMap<String, TenantState, FastState>;
 
 /// Where a dormant record is in the arena: offset and length.
 type Span = (u32, u32);
@@ -184,40 +186,32 @@ impl States {
 
     /// The state of `tenant`, woken if it was dormant.
     pub fn get_mut(&mut self, tenant: &str) -> Option<&mut TenantState> {
-        if !self.make_live(tenant) {
-            return None;
+        match self.live.entry_ref(tenant) {
+            EntryRef::Occupied(live) => Some(live.into_mut()),
+            EntryRef::Vacant(place) => self.dormant.record(tenant).map(|record| place.insert(wake(record))),
         }
-        self.live.get_mut(tenant)
-    }
-
-    /// Whether `tenant` has a live state now: it had one, or its dormant one was woken.
-    fn make_live(&mut self, tenant: &str) -> bool {
-        if self.live.contains_key(tenant) {
-            return true;
-        }
-        let Some(state) = self.dormant.record(tenant).map(wake) else {
-            return false;
-        };
-        self.live.insert(tenant.to_owned(), state);
-        true
     }
 
     /// The state a record of `tenant` is rated on, and whether the tenant had one: its live
     /// state, woken if dormant, or, for a tenant without state that `known()` says exists, a
     /// new one (tracking changes). `None` for a tenant without state that is not known (it
-    /// is left without one). A live tenant, the usual case, costs two lookups of the live
-    /// map and no call of `known`.
+    /// is left without one). A live tenant, the usual case, costs one lookup of the live map
+    /// and no call of `known`.
     pub fn for_rating(&mut self, tenant: &str, known: impl FnOnce() -> bool) -> Option<(&mut TenantState, bool)> {
-        let existed = self.make_live(tenant);
-        if !existed {
-            if !known() {
-                return None;
+        match self.live.entry_ref(tenant) {
+            EntryRef::Occupied(live) => Some((live.into_mut(), true)),
+            EntryRef::Vacant(place) => {
+                if let Some(record) = self.dormant.record(tenant) {
+                    return Some((place.insert(wake(record)), true));
+                }
+                if !known() {
+                    return None;
+                }
+                let mut state = TenantState::default();
+                state.track_changes();
+                Some((place.insert(state), false))
             }
-            let mut state = TenantState::default();
-            state.track_changes();
-            self.live.insert(tenant.to_owned(), state);
         }
-        self.live.get_mut(tenant).map(|state| (state, existed))
     }
 
     /// Forgets a live state (a tenant new in a batch that was rolled back).
