@@ -5,7 +5,9 @@
 //!   `started`, then its `ended`) into a core input with `direct::call_leg_event` (the E.164
 //!   destination is parsed here), rate it with [`Rater::apply`] on a 10 000-prefix card, and
 //!   encode its output with `tollgate_proto::encode::output` into a reused buffer, as the worker
-//!   does. Reported per event.
+//!   does. Reported per event. Each batch of pairs is rated on a tenant in steady state, as
+//!   in the core's benchmark: the same pairs rated three days before under other ids, so
+//!   its windows forget an id for each one they remember.
 //! - `wire_parts/*`: the same events, one stage at a time, to show where the time goes:
 //!   `decode` (prost: protobuf bytes to `v1::CallLegEvent`), `decode_convert` (and
 //!   `Input::try_from`: the path before `direct`), `read_direct` (`direct::call_leg_event`,
@@ -30,7 +32,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use phonenumber::metadata::DATABASE;
 use tollgate_core::testing::{self, Rng, random_rate};
-use tollgate_core::{E164, Input, Output, Prefix, PrefixTable, Rater, Reference, TenantId, TenantState, Timestamp};
+use tollgate_core::{
+    Decision, E164, Input, Output, Prefix, PrefixTable, Rater, Reference, TenantId, TenantState, Timestamp,
+};
 use tollgate_proto::v1::{self, call_leg_event, leg_ended};
 use tollgate_proto::{Message, Timestamp as WireTimestamp, direct, encode, limits};
 
@@ -42,6 +46,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BASE: i64 = 1_794_268_800;
 /// Leg pairs rated on one tenant state before it is reset (as in the core's benchmark).
 const PAIRS_PER_STATE: usize = 1_000;
+/// How much earlier than a batch its warm-up pairs come (as in the core's benchmark): beyond
+/// the 48 h retention, so each measured pair's ids replace a warm-up pair's in the tenant's
+/// windows, which forget as many ids as they remember.
+const EARLIER_SECONDS: u32 = 3 * 86_400;
 /// Batches of pairs, each with its own destinations: 4 000 numbers in all.
 const BATCHES: usize = 4;
 const PREFIXES: usize = 10_000;
@@ -85,8 +93,9 @@ fn ts(offset: i64) -> Timestamp {
 
 struct WireFixture {
     reference: Reference,
-    /// Funded, no leg rated yet.
-    funded: TenantState,
+    /// Per batch, the tenant in steady state before it: funded, with the batch's pairs rated
+    /// `EARLIER_SECONDS` before under other ids, so its windows are at their working size.
+    warm: Vec<TenantState>,
     /// `BATCHES` batches of `PAIRS_PER_STATE` encoded started + ended events, in order.
     batches: Vec<Vec<Vec<u8>>>,
 }
@@ -110,7 +119,9 @@ fn wire_fixture() -> WireFixture {
         PrefixTable::new(prefixes.iter().map(|p| (Prefix::parse(p).expect("digits"), random_rate(&mut rng))).collect())
             .expect("distinct prefixes");
 
-    let (reference, funded) = testing::tenant(dial_out, ts(0), "1000000".parse().expect("decimal"));
+    // Funded before the warm-up pairs.
+    let funded_at = ts(-i64::from(EARLIER_SECONDS));
+    let (reference, funded) = testing::tenant(dial_out, funded_at, "1000000".parse().expect("decimal"));
     let _tenant_id = TenantId::new("contoso").expect("non-empty");
     let at = |offset: i64| Some(WireTimestamp { seconds: BASE + offset, nanos: 0 });
     let batches = numbers
@@ -147,8 +158,32 @@ fn wire_fixture() -> WireFixture {
             }
             events
         })
-        .collect();
-    WireFixture { reference, funded, batches }
+        .collect::<Vec<Vec<Vec<u8>>>>();
+    let warm = batches.iter().map(|batch| warmed(&reference, &funded, batch)).collect();
+    WireFixture { reference, warm, batches }
+}
+
+/// `funded` after `batch`'s pairs, `EARLIER_SECONDS` earlier and with their ids suffixed, each
+/// allowed (checked).
+fn warmed(reference: &Reference, funded: &TenantState, batch: &[Vec<u8>]) -> TenantState {
+    let rater = Rater::default();
+    let mut state = funded.clone();
+    let mut out = Vec::new();
+    for bytes in batch {
+        let Input::Leg(mut event) = direct::call_leg_event(bytes, limits::DEFAULT_MAX_RECORD_BYTES).expect("valid")
+        else {
+            unreachable!("the batches hold call-leg events");
+        };
+        event.event_id = format!("{}-warm", event.event_id).into();
+        event.leg_id = format!("{}-warm", event.leg_id).into();
+        event.occurred_at =
+            Timestamp::new(event.occurred_at.unix_seconds() - i64::from(EARLIER_SECONDS), 0).expect("in range");
+        rater.apply(reference, &mut state, Input::Leg(event), &mut out).expect("warm-up pair");
+    }
+    let allowed =
+        out.iter().filter(|o| matches!(o, Output::Decision(d) if matches!(d.decision, Decision::Allow { .. })));
+    assert_eq!(allowed.count(), batch.len() / 2, "every warm-up leg allowed");
+    state
 }
 
 /// Where a pair's outputs go: the rater's output list and the encoding buffer, both reused.
@@ -179,16 +214,19 @@ fn encoded(outputs: impl Iterator<Item = Output>, buf: &mut Vec<u8>) -> usize {
 }
 
 /// Fails the benchmark early if the pairs do not take the path it claims to measure: every
-/// leg allowed and rated.
+/// leg allowed and rated, and the warm-up's ids forgotten.
 fn assert_rated(fx: &WireFixture) {
     let rater = Rater::default();
-    for batch in &fx.batches {
-        let mut state = fx.funded.clone();
+    for (batch, warm) in fx.batches.iter().zip(&fx.warm) {
+        let mut state = warm.clone();
         let mut out = Vec::new();
         for bytes in batch {
             let input = Input::try_from(v1::CallLegEvent::decode(bytes.as_slice()).expect("protobuf")).expect("valid");
             rater.apply(&fx.reference, &mut state, input, &mut out).expect("applied");
         }
+        // The warm-up's ids were forgotten, the batch's own kept: the windows forgot as many
+        // ids as they remembered.
+        assert_eq!(state.seen.len(), batch.len(), "the warm-up's ids forgotten");
         let records: Vec<v1::OutputRecord> = out.into_iter().map(v1::OutputRecord::from).collect();
         let allowed = records
             .iter()
@@ -215,8 +253,8 @@ fn wire_leg_pair(c: &mut Criterion) {
     let mut group = c.benchmark_group("wire_leg_pair");
     group.throughput(Throughput::Elements(2));
     group.bench_function("10k_prefixes", |b| {
-        // One iteration is one leg pair. Every PAIRS_PER_STATE pairs the state is reset and the
-        // next batch taken, outside the timed section.
+        // One iteration is one leg pair. Every PAIRS_PER_STATE pairs the next batch is taken
+        // and its warm state copied, outside the timed section.
         let mut batch = 0usize;
         b.iter_custom(|iters| {
             let mut timed = Duration::ZERO;
@@ -224,8 +262,8 @@ fn wire_leg_pair(c: &mut Criterion) {
             while left > 0 {
                 let pairs = left.min(PAIRS_PER_STATE as u64) as usize;
                 let events = &fx.batches[batch % BATCHES][..2 * pairs];
+                let mut state = fx.warm[batch % BATCHES].clone();
                 batch += 1;
-                let mut state = fx.funded.clone();
                 let mut sink = Sink { outputs: Vec::with_capacity(4), buf: Vec::with_capacity(1024) };
                 let mut bytes = 0usize;
                 let start = Instant::now();
@@ -281,8 +319,9 @@ fn wire_parts(c: &mut Criterion) {
         .collect();
     let outputs: Vec<Vec<Output>> = inputs
         .iter()
-        .map(|batch| {
-            let mut state = fx.funded.clone();
+        .zip(&fx.warm)
+        .map(|(batch, warm)| {
+            let mut state = warm.clone();
             let mut out = Vec::new();
             for input in batch {
                 rater.apply(&fx.reference, &mut state, input.clone(), &mut out).expect("applied");
@@ -334,7 +373,9 @@ fn wire_parts(c: &mut Criterion) {
             per_event(
                 &fx,
                 iters,
-                |batch| (fx.funded.clone(), inputs[batch].clone().into_iter(), Vec::with_capacity(2 * PAIRS_PER_STATE)),
+                |batch| {
+                    (fx.warm[batch].clone(), inputs[batch].clone().into_iter(), Vec::with_capacity(2 * PAIRS_PER_STATE))
+                },
                 |(state, inputs, out), _, _| {
                     let input = inputs.next().expect("one input per event");
                     rater.apply(&fx.reference, state, input, out).expect("applied");
