@@ -760,6 +760,20 @@ mod tests {
         assert_eq!(legs, before);
     }
 
+    /// A window's map hashes a key as the key's foldhash half, which is foldhash of the id:
+    /// the key is not hashed a second time.
+    #[test]
+    fn a_key_hashes_as_its_foldhash_half() {
+        for id in ["", "e-1", "an-id-longer-than-sixteen-bytes"] {
+            assert_eq!(KeyState.hash_one(IdKey::of(id)), FastState::default().hash_one(id), "{id:?}");
+        }
+        let mut set = Recent::default();
+        set.insert_keyed(KeyedId::new("e-1".into()), 7u64, ts(10));
+        assert_eq!(set.get("e-1"), Some(&7));
+        assert_eq!(set.get_key(KeyedId::new("e-1".into()).key()), Some(&7));
+        assert_eq!(set.get("e-2"), None);
+    }
+
     #[test]
     fn journals_changes_only_when_tracking_and_rebuilds_from_entries() {
         let mut seen = Recent::default();

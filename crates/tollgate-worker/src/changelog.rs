@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
 use crate::kafka::WatchedConsumer;
+use hashbrown::hash_map::EntryRef;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -70,7 +71,6 @@ use crate::config::TopicKind;
 use crate::config::WorkerConfig;
 use crate::states::{DormantBuilder, Live, States};
 use crate::{Error, kafka, telemetry};
-use hashbrown::hash_map::EntryRef;
 
 /// The value of a window record as earlier releases wrote it (JSON; still read).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
