@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -226,13 +227,29 @@ impl User {
 
 /// Read access to reference data. The offline rater uses [`Reference`]; the Kafka worker
 /// implements it over its live tables.
+///
+/// What a lookup hands out is the implementation's: [`Reference`], which does not change
+/// while an input is rated, lends a reference; a catalog that changes under its readers hands
+/// out a counted one ([`Arc`]).
 pub trait Catalog {
+    /// What [`Catalog::tenant`] hands out.
+    type TenantRef<'a>: Deref<Target = Tenant>
+    where
+        Self: 'a;
+    /// What [`Catalog::user`] hands out.
+    type UserRef<'a>: Deref<Target = User>
+    where
+        Self: 'a;
+    /// What [`Catalog::rate_card`] hands out.
+    type RateCardRef<'a>: Deref<Target = RateCard>
+    where
+        Self: 'a;
     /// A tenant by id.
-    fn tenant(&self, tenant: &str) -> Option<Arc<Tenant>>;
+    fn tenant(&self, tenant: &str) -> Option<Self::TenantRef<'_>>;
     /// A user of a tenant.
-    fn user(&self, tenant: &str, user: &str) -> Option<Arc<User>>;
+    fn user(&self, tenant: &str, user: &str) -> Option<Self::UserRef<'_>>;
     /// A rate card by id.
-    fn rate_card(&self, rate_card: &str) -> Option<Arc<RateCard>>;
+    fn rate_card(&self, rate_card: &str) -> Option<Self::RateCardRef<'_>>;
 }
 
 /// An in-memory, immutable-by-default set of reference data.
@@ -268,15 +285,19 @@ impl Reference {
 }
 
 impl Catalog for Reference {
-    fn tenant(&self, tenant: &str) -> Option<Arc<Tenant>> {
-        self.tenants.get(tenant).cloned()
+    type TenantRef<'a> = &'a Tenant;
+    type UserRef<'a> = &'a User;
+    type RateCardRef<'a> = &'a RateCard;
+
+    fn tenant(&self, tenant: &str) -> Option<&Tenant> {
+        self.tenants.get(tenant).map(|t| &**t)
     }
 
-    fn user(&self, tenant: &str, user: &str) -> Option<Arc<User>> {
-        self.users.get(tenant).and_then(|u| u.get(user)).cloned()
+    fn user(&self, tenant: &str, user: &str) -> Option<&User> {
+        self.users.get(tenant).and_then(|u| u.get(user)).map(|u| &**u)
     }
 
-    fn rate_card(&self, rate_card: &str) -> Option<Arc<RateCard>> {
-        self.rate_cards.get(rate_card).cloned()
+    fn rate_card(&self, rate_card: &str) -> Option<&RateCard> {
+        self.rate_cards.get(rate_card).map(|c| &**c)
     }
 }

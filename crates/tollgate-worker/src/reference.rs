@@ -140,6 +140,10 @@ pub fn user_key(tenant: &str, user: &str) -> String {
 }
 
 impl Catalog for Tables {
+    type TenantRef<'a> = Arc<Tenant>;
+    type UserRef<'a> = Arc<User>;
+    type RateCardRef<'a> = Arc<RateCard>;
+
     fn tenant(&self, tenant: &str) -> Option<Arc<Tenant>> {
         self.tenants.get(tenant).map(|t| Arc::clone(&t))
     }
