@@ -135,12 +135,7 @@ fn leg_pair_fixture() -> LegPairFixture {
 /// The input `LATER_SECONDS` later, with its ids suffixed so it is new to the tenant.
 fn later(input: Input) -> Input {
     match input {
-        Input::Leg(mut event) => {
-            event.event_id = format!("{}-later", event.event_id).into();
-            event.leg_id = format!("{}-later", event.leg_id).into();
-            event.occurred_at = event.occurred_at.plus_seconds(LATER_SECONDS);
-            Input::Leg(event)
-        }
+        Input::Leg(event) => Input::Leg(testing::moved(event, "-later", i64::from(LATER_SECONDS))),
         credit @ Input::Credit(_) => credit,
     }
 }

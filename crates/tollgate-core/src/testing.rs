@@ -121,6 +121,17 @@ pub fn open_leg(call_id: &str, started_at: Timestamp) -> OpenLeg {
     state.open_legs.remove("leg").expect("the leg was allowed")
 }
 
+/// `event` as another leg's `by_seconds` later (earlier when negative): its event and leg ids
+/// suffixed with `suffix`, so it is new to a tenant that rated `event`. The benchmarks warm a
+/// tenant up with one copy of their pairs and measure another, a retention window apart.
+pub fn moved(mut event: CallLegEvent, suffix: &str, by_seconds: i64) -> CallLegEvent {
+    event.event_id = format!("{}{suffix}", event.event_id).into();
+    event.leg_id = format!("{}{suffix}", event.leg_id).into();
+    let at = event.occurred_at;
+    event.occurred_at = Timestamp::new(at.unix_seconds() + by_seconds, at.subsec_nanos()).expect("valid fixture");
+    event
+}
+
 fn currency(code: &str) -> Currency {
     Currency::from_code(code).expect("valid fixture")
 }
@@ -145,5 +156,24 @@ mod tests {
         assert_eq!((leg.call_id.as_str(), leg.started_at, leg.capability), ("call-9", at, Capability::Ppm));
         assert_eq!((leg.rate_card_id.as_str(), leg.rate_card_version.as_str()), ("usd", "v1"));
         assert_eq!((leg.elapsed_seconds, leg.debited), (0, Money::ZERO));
+    }
+
+    #[test]
+    fn a_moved_event_is_another_legs_at_another_time() {
+        let at = Timestamp::new(1_794_268_800, 5).expect("in range");
+        let event = CallLegEvent {
+            event_id: "ev-1".into(),
+            tenant_id: tenant_id("contoso"),
+            conference_id: "conf".into(),
+            call_id: "call".into(),
+            leg_id: "leg-1".into(),
+            organizer_id: "alice".into(),
+            occurred_at: at,
+            body: LegBody::Interim { elapsed_seconds: 7 },
+        };
+        let moved = moved(event.clone(), "-warm", -3600);
+        assert_eq!((moved.event_id.as_str(), moved.leg_id.as_str()), ("ev-1-warm", "leg-1-warm"));
+        assert_eq!(moved.occurred_at, Timestamp::new(1_794_265_200, 5).expect("in range"));
+        assert_eq!((moved.call_id, moved.body), (event.call_id, event.body));
     }
 }

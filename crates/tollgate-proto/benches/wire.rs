@@ -32,9 +32,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use phonenumber::metadata::DATABASE;
 use tollgate_core::testing::{self, Rng, random_rate};
-use tollgate_core::{
-    Decision, E164, Input, Output, Prefix, PrefixTable, Rater, Reference, TenantId, TenantState, Timestamp,
-};
+use tollgate_core::{Decision, E164, Input, Output, Prefix, PrefixTable, Rater, Reference, TenantState, Timestamp};
 use tollgate_proto::v1::{self, call_leg_event, leg_ended};
 use tollgate_proto::{Message, Timestamp as WireTimestamp, direct, encode, limits};
 
@@ -122,7 +120,6 @@ fn wire_fixture() -> WireFixture {
     // Funded before the warm-up pairs.
     let funded_at = ts(-i64::from(EARLIER_SECONDS));
     let (reference, funded) = testing::tenant(dial_out, funded_at, "1000000".parse().expect("decimal"));
-    let _tenant_id = TenantId::new("contoso").expect("non-empty");
     let at = |offset: i64| Some(WireTimestamp { seconds: BASE + offset, nanos: 0 });
     let batches = numbers
         .chunks(PAIRS_PER_STATE)
@@ -170,15 +167,11 @@ fn warmed(reference: &Reference, funded: &TenantState, batch: &[Vec<u8>]) -> Ten
     let mut state = funded.clone();
     let mut out = Vec::new();
     for bytes in batch {
-        let Input::Leg(mut event) = direct::call_leg_event(bytes, limits::DEFAULT_MAX_RECORD_BYTES).expect("valid")
-        else {
+        let Input::Leg(event) = direct::call_leg_event(bytes, limits::DEFAULT_MAX_RECORD_BYTES).expect("valid") else {
             unreachable!("the batches hold call-leg events");
         };
-        event.event_id = format!("{}-warm", event.event_id).into();
-        event.leg_id = format!("{}-warm", event.leg_id).into();
-        event.occurred_at =
-            Timestamp::new(event.occurred_at.unix_seconds() - i64::from(EARLIER_SECONDS), 0).expect("in range");
-        rater.apply(reference, &mut state, Input::Leg(event), &mut out).expect("warm-up pair");
+        let warm_up = testing::moved(event, "-warm", -i64::from(EARLIER_SECONDS));
+        rater.apply(reference, &mut state, Input::Leg(warm_up), &mut out).expect("warm-up pair");
     }
     let allowed =
         out.iter().filter(|o| matches!(o, Output::Decision(d) if matches!(d.decision, Decision::Allow { .. })));
