@@ -63,7 +63,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tollgate_core::event::CallLegEvent;
-use tollgate_core::state::{Change, IdKey, LegChanges, Recent};
+use tollgate_core::state::{Change, IdKey, KeyState, LegChanges, Recent};
 use tollgate_core::{FastState, Id, OpenLeg, TenantState, Timestamp};
 
 use crate::batch::{Manifest, Progress};
@@ -363,7 +363,7 @@ pub fn full_records(
 /// What a restored `window` keeps, as added, each entry with the id it was read as (`read`:
 /// the entries the window was rebuilt from): what a tenant written in full writes again.
 fn with_ids<V: Clone>(window: &Recent<V>, read: &[(Id, V, Timestamp)]) -> Vec<Change<V>> {
-    let ids: HashMap<IdKey, &Id, FastState> = read.iter().map(|(id, _, _)| (IdKey::of(id), id)).collect();
+    let ids: HashMap<IdKey, &Id, KeyState> = read.iter().map(|(id, _, _)| (IdKey::of(id), id)).collect();
     window
         .entries()
         .filter_map(|(key, value, at)| {
