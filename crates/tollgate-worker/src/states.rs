@@ -186,10 +186,8 @@ impl States {
 
     /// The state of `tenant`, woken if it was dormant.
     pub fn get_mut(&mut self, tenant: &str) -> Option<&mut TenantState> {
-        match self.live.entry_ref(tenant) {
-            EntryRef::Occupied(live) => Some(live.into_mut()),
-            EntryRef::Vacant(place) => self.dormant.record(tenant).map(|record| place.insert(wake(record))),
-        }
+        // A tenant without state is not made one.
+        self.for_rating(tenant, || false).map(|(state, _)| state)
     }
 
     /// The state a record of `tenant` is rated on, and whether the tenant had one: its live
