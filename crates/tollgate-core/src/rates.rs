@@ -176,8 +176,8 @@ impl Prefix {
     }
 
     fn key_range(&self) -> (u64, u64) {
-        let start = key_of_digits(&self.to_string());
-        (start, start + 11u64.pow(MAX_DIGITS - self.len()))
+        let start = key_of(self.digits, self.len());
+        (start, start + POW11[(MAX_DIGITS - self.len()) as usize])
     }
 }
 
@@ -214,18 +214,6 @@ impl Prefix {
     }
 }
 
-/// Maps a digit string to its place in a 15-position base-11 space, each digit written as
-/// `digit + 1` and missing positions as 0. Every string that starts with `p` then falls in
-/// `[key(p), key(p) + 11^(15 - len(p)))`, and a shorter string never falls in a longer
-/// prefix's range: prefixes become nested or disjoint intervals.
-fn key_of_digits(digits: &str) -> u64 {
-    let mut key = 0u64;
-    for (i, b) in digits.bytes().take(MAX_DIGITS as usize).enumerate() {
-        key += u64::from(b - b'0' + 1) * 11u64.pow(MAX_DIGITS - 1 - i as u32);
-    }
-    key
-}
-
 /// `POW11[i]` = 11^i, for i in 0..=15.
 const POW11: [u64; MAX_DIGITS as usize + 1] = {
     let mut table = [1u64; MAX_DIGITS as usize + 1];
@@ -249,11 +237,15 @@ const TRIPLES: [u16; 1000] = {
     table
 };
 
-/// [`key_of_digits`] of the number's digits, three digits at a time from the last (one
-/// division by 1000 and one table read per three, instead of a division by 10 per digit).
-fn key_of_number(number: &E164) -> u64 {
-    let len = number.len().min(MAX_DIGITS);
-    let mut rest = number.digits();
+/// Maps a digit string (`len` digits of `digits`, leading zeros counted by `len`) to its
+/// place in a 15-position base-11 space, each digit written as `digit + 1` and missing
+/// positions as 0. Every string that starts with `p` then falls in
+/// `[key(p), key(p) + 11^(15 - len(p)))`, and a shorter string never falls in a longer
+/// prefix's range: prefixes become nested or disjoint intervals. Computed three digits at a
+/// time from the last: one division by 1000 and one table read per three digits.
+fn key_of(digits: u64, len: u32) -> u64 {
+    let len = len.min(MAX_DIGITS);
+    let mut rest = digits;
     // The weight of the last digit (position len - 1): 11^(15 - len).
     let mut weight = POW11[(MAX_DIGITS - len) as usize];
     let mut key = 0u64;
@@ -270,6 +262,11 @@ fn key_of_number(number: &E164) -> u64 {
         1 => u64::from(TRIPLES[rest as usize] - 132) * weight,
         _ => 0,
     }
+}
+
+/// A number's place in the key space: [`key_of`] of its digits.
+fn key_of_number(number: &E164) -> u64 {
+    key_of(number.digits(), number.len())
 }
 
 /// How many leading digits the bucket index of a table with `bounds` segment starts covers:
@@ -533,14 +530,26 @@ mod tests {
         assert!(PrefixTable::new(vec![(Prefix::parse("1").unwrap(), 1), (Prefix::parse("1").unwrap(), 2)]).is_err());
     }
 
+    /// The key of a digit string, one digit at a time: the reference for [`key_of`].
+    fn key_of_digits(digits: &str) -> u64 {
+        let mut key = 0u64;
+        for (i, b) in digits.bytes().take(MAX_DIGITS as usize).enumerate() {
+            key += u64::from(b - b'0' + 1) * 11u64.pow(MAX_DIGITS - 1 - i as u32);
+        }
+        key
+    }
+
     proptest::proptest! {
         /// A number's key, three digits at a time, is the key of its digits one at a time,
-        /// for every length from 1 to 15.
+        /// for every length from 1 to 15; so is a prefix's, leading zeros included.
         #[test]
         fn a_numbers_key_is_the_key_of_its_digits(first in 1u8..=9, rest in proptest::collection::vec(0u8..=9, 0..15)) {
             let digits: String =
                 std::iter::once(first).chain(rest).map(|d| char::from(b'0' + d)).collect();
             proptest::prop_assert_eq!(key_of_number(&n(&digits)), key_of_digits(&digits));
+            let prefix = format!("0{}", &digits[..digits.len().min(14)]);
+            let parsed = Prefix::parse(&prefix).unwrap();
+            proptest::prop_assert_eq!(parsed.key_range().0, key_of_digits(&prefix));
         }
     }
 
