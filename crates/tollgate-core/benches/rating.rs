@@ -172,20 +172,14 @@ fn allocations_per_pair(fx: &LegPairFixture) -> f64 {
     (stats.allocations + stats.reallocations) as f64 / (PAIRS_PER_STATE - 1) as f64
 }
 
-/// A copy of the warm state that has rated the first two of `all`, and the inputs after them.
-///
-/// A copy's retention queues have no room beyond their entries (`VecDeque::clone` allocates
-/// exactly what it holds), so the first id the copy remembers reallocates each queue to twice
-/// its size: work a tenant in steady state, whose queues have had their room since it
-/// reached its working size, never does. The two inputs rated here, outside the timed loop,
-/// pay that, and are not measured.
+/// Inputs of each batch rated before it is timed (see [`testing::primed`]): its first pair.
+const PRIMER: usize = 2;
+
+/// A copy of the warm state that has rated the first pair of `all` (see [`testing::primed`]),
+/// and the inputs after it.
 fn primed<'a>(fx: &LegPairFixture, all: &'a [Input]) -> (TenantState, &'a [Input]) {
-    let mut state = fx.warm.clone();
-    let (primer, rest) = all.split_at(2);
-    for input in primer.iter().cloned() {
-        Rater::default().apply(&fx.reference, &mut state, input, &mut Vec::new()).expect("primer");
-    }
-    (state, rest)
+    let (primer, rest) = all.split_at(PRIMER);
+    (testing::primed(&fx.reference, &fx.warm, primer.iter().cloned()), rest)
 }
 
 fn rate_leg_pair(c: &mut Criterion) {

@@ -182,18 +182,13 @@ fn warmed(reference: &Reference, funded: &TenantState, batch: &[Vec<u8>]) -> Ten
 /// Inputs of each batch rated by [`primed`] before it is timed: its first pair.
 const PRIMER: usize = 2;
 
-/// A copy of batch `batch`'s warm state that has rated the batch's first pair (`PRIMER`
-/// events), outside the timed section. A copy's retention queues have no room beyond their
-/// entries (`VecDeque::clone` allocates exactly what it holds), so the first id the copy
-/// remembers reallocates each queue to twice its size: work a tenant in steady state never
-/// does. Timing starts at the batch's second pair.
+/// A copy of batch `batch`'s warm state that has rated the batch's first pair, outside the
+/// timed section (see [`testing::primed`]). Timing starts at the batch's second pair.
 fn primed(fx: &WireFixture, batch: usize) -> TenantState {
-    let mut state = fx.warm[batch].clone();
-    for bytes in &fx.batches[batch][..PRIMER] {
-        let input = direct::call_leg_event(bytes, limits::DEFAULT_MAX_RECORD_BYTES).expect("valid");
-        Rater::default().apply(&fx.reference, &mut state, input, &mut Vec::new()).expect("primer");
-    }
-    state
+    let primer = fx.batches[batch][..PRIMER]
+        .iter()
+        .map(|bytes| direct::call_leg_event(bytes, limits::DEFAULT_MAX_RECORD_BYTES).expect("valid"));
+    testing::primed(&fx.reference, &fx.warm[batch], primer)
 }
 
 /// Where a pair's outputs go: the rater's output list and the encoding buffer, both reused.
