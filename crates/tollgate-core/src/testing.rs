@@ -163,6 +163,20 @@ mod tests {
     use super::*;
     use crate::Capability;
 
+    /// An interim of `contoso`'s leg `leg-1`, as event `event_id` at `at`.
+    fn interim(event_id: &str, at: Timestamp) -> CallLegEvent {
+        CallLegEvent {
+            event_id: event_id.into(),
+            tenant_id: tenant_id("contoso"),
+            conference_id: "conf".into(),
+            call_id: "call".into(),
+            leg_id: "leg-1".into(),
+            organizer_id: "alice".into(),
+            occurred_at: at,
+            body: LegBody::Interim { elapsed_seconds: 7 },
+        }
+    }
+
     #[test]
     fn the_fixture_leg_is_a_credit_funded_dial_out_from_its_start() {
         let at = Timestamp::new(1_794_268_800, 0).expect("in range");
@@ -175,16 +189,7 @@ mod tests {
     #[test]
     fn a_moved_event_is_another_legs_at_another_time() {
         let at = Timestamp::new(1_794_268_800, 5).expect("in range");
-        let event = CallLegEvent {
-            event_id: "ev-1".into(),
-            tenant_id: tenant_id("contoso"),
-            conference_id: "conf".into(),
-            call_id: "call".into(),
-            leg_id: "leg-1".into(),
-            organizer_id: "alice".into(),
-            occurred_at: at,
-            body: LegBody::Interim { elapsed_seconds: 7 },
-        };
+        let event = interim("ev-1", at);
         let moved = moved(event.clone(), "-warm", -3600);
         assert_eq!((moved.event_id.as_str(), moved.leg_id.as_str()), ("ev-1-warm", "leg-1-warm"));
         assert_eq!(moved.occurred_at, Timestamp::new(1_794_265_200, 5).expect("in range"));
@@ -195,16 +200,7 @@ mod tests {
     fn a_primed_copy_has_rated_its_primer_and_the_warm_state_is_untouched() {
         let at = Timestamp::new(1_794_268_800, 0).expect("in range");
         let (reference, funded) = tenant(PrefixTable::new(vec![]).expect("empty"), at, "10".parse().expect("decimal"));
-        let event = CallLegEvent {
-            event_id: "ev-1".into(),
-            tenant_id: tenant_id("contoso"),
-            conference_id: "conf".into(),
-            call_id: "call".into(),
-            leg_id: "leg-1".into(),
-            organizer_id: "alice".into(),
-            occurred_at: at,
-            body: LegBody::Interim { elapsed_seconds: 7 },
-        };
+        let event = interim("ev-1", at);
         let primed = primed(&reference, &funded, [Input::Leg(event)]);
         assert_eq!((primed.seen.len(), funded.seen.len()), (funded.seen.len() + 1, 1));
         assert!(primed.seen.get("ev-1").is_some() && funded.seen.get("ev-1").is_none());
