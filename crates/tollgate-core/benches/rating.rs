@@ -169,11 +169,14 @@ fn allocations_per_pair(fx: &LegPairFixture) -> f64 {
         let _ = black_box(rater.apply(&fx.reference, &mut state, input, &mut out));
     }
     let stats = region.change();
-    (stats.allocations + stats.reallocations) as f64 / (PAIRS_PER_STATE - 1) as f64
+    (stats.allocations + stats.reallocations) as f64 / TIMED_PAIRS as f64
 }
 
 /// Inputs of each batch rated before it is timed (see [`testing::primed`]): its first pair.
 const PRIMER: usize = 2;
+
+/// The pairs of each batch that are timed: those after its primer.
+const TIMED_PAIRS: usize = PAIRS_PER_STATE - PRIMER / 2;
 
 /// A copy of the warm state that has rated the first pair of `all` (see [`testing::primed`]),
 /// and the inputs after it.
@@ -200,14 +203,14 @@ fn rate_leg_pair(c: &mut Criterion) {
 }
 
 /// Rates `iters` pairs' worth of `inputs` (two inputs a pair) and returns the time inside
-/// `Rater::apply`. Every `PAIRS_PER_STATE - 1` pairs the warm state is copied and primed (see
+/// `Rater::apply`. Every `TIMED_PAIRS` pairs the warm state is copied and primed (see
 /// [`primed`]) and the inputs cloned, all outside the timed section.
 fn rate_pairs(fx: &LegPairFixture, all: &[Input], iters: u64) -> Duration {
     let rater = Rater::default();
     let mut timed = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
-        let pairs = left.min(PAIRS_PER_STATE as u64 - 1) as usize;
+        let pairs = left.min(TIMED_PAIRS as u64) as usize;
         let (mut state, rest) = primed(fx, all);
         let inputs = rest[..2 * pairs].to_vec();
         let mut out = Vec::with_capacity(2 * pairs);

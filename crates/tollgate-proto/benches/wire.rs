@@ -182,6 +182,9 @@ fn warmed(reference: &Reference, funded: &TenantState, batch: &[Vec<u8>]) -> Ten
 /// Inputs of each batch rated by [`primed`] before it is timed: its first pair.
 const PRIMER: usize = 2;
 
+/// The pairs of each batch that are timed: those after its primer.
+const TIMED_PAIRS: usize = PAIRS_PER_STATE - PRIMER / 2;
+
 /// A copy of batch `batch`'s warm state that has rated the batch's first pair, outside the
 /// timed section (see [`testing::primed`]). Timing starts at the batch's second pair.
 fn primed(fx: &WireFixture, batch: usize) -> TenantState {
@@ -258,14 +261,14 @@ fn wire_leg_pair(c: &mut Criterion) {
     let mut group = c.benchmark_group("wire_leg_pair");
     group.throughput(Throughput::Elements(2));
     group.bench_function("10k_prefixes", |b| {
-        // One iteration is one leg pair. Every PAIRS_PER_STATE - 1 pairs the next batch is
+        // One iteration is one leg pair. Every TIMED_PAIRS pairs the next batch is
         // taken and its warm state copied and primed, outside the timed section.
         let mut batch = 0usize;
         b.iter_custom(|iters| {
             let mut timed = Duration::ZERO;
             let mut left = iters;
             while left > 0 {
-                let pairs = left.min(PAIRS_PER_STATE as u64 - 1) as usize;
+                let pairs = left.min(TIMED_PAIRS as u64) as usize;
                 let events = &fx.batches[batch % BATCHES][PRIMER..PRIMER + 2 * pairs];
                 let mut state = primed(&fx, batch % BATCHES);
                 batch += 1;
