@@ -14,11 +14,10 @@
 //! 3. a national prefix or carrier code is stripped when the region's rules match;
 //! 4. the country is the source region of the final national number.
 //!
-//! This module does exactly that with the same metadata and patterns, each compiled once,
-//! anchored at the start (a `find` starting at 0 is an anchored match); a run of regions told
-//! apart by `leading_digits` is one `RegexSet`, whose lowest matching index is the first region
-//! in libphonenumber's order. Where
-//! step 3 would change the number, or anything else falls outside the plain case, it answers
+//! This module does exactly that with the same metadata and patterns, each compiled once to a
+//! DFA searched anchored at the start (a `find` starting at 0 is an anchored match; see
+//! [`Matcher`]); a run of regions told apart by `leading_digits` is one multi-pattern DFA,
+//! whose lowest matching pattern is the first region in libphonenumber's order. Where step 3 would change the number, or anything else falls outside the plain case, it answers
 //! [`Verdict::Unsure`] and the caller runs the full parser: the result is libphonenumber's in
 //! every case. Unit tests compare both paths over generated numbers for every shared code.
 //!
@@ -33,7 +32,11 @@ use std::sync::{LazyLock, OnceLock};
 
 use phonenumber::country::Id;
 use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex_automata::dfa::{Automaton, StartKind, dense};
+use regex_automata::nfa::thompson;
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::{start, syntax};
+use regex_automata::{Anchored, MatchKind};
 
 use crate::number::{Country, MAX_DIGITS, main_country_for_code};
 
@@ -252,9 +255,9 @@ struct CodeTable {
 
 /// One step of `source_for`.
 enum Step {
-    /// Regions `first..first + set.len()` all have `leading_digits`: the first whose pattern
-    /// matches wins.
-    Leading { first: usize, set: RegexSet },
+    /// Regions `first..` up to the set's pattern count all have `leading_digits`: the first
+    /// whose pattern matches wins.
+    Leading { first: usize, set: Box<Matcher> },
     /// A region without `leading_digits`: it wins when its number patterns know the number.
     Patterns(usize),
 }
@@ -280,7 +283,7 @@ struct Possible {
     lengths: u32,
     /// The general description's pattern, anchored at the start: it decides the leading
     /// digits (as `Descriptor::is_match` does), the lengths decide the rest.
-    general: Regex,
+    general: Matcher,
 }
 
 impl Possible {
@@ -323,12 +326,12 @@ struct NumberPatterns {
     general: Pattern,
     /// Per national-number length: the number-type patterns whose possible lengths allow it,
     /// as one alternation (`None`: no type allows that length).
-    by_length: Vec<Option<Regex>>,
+    by_length: Vec<Option<Matcher>>,
 }
 
 /// A descriptor's pattern and possible lengths (`Descriptor::is_match`).
 struct Pattern {
-    regex: Regex,
+    regex: Matcher,
     lengths: &'static [u16],
 }
 
@@ -341,11 +344,11 @@ impl Pattern {
 /// When `helper::national_number` (and the parser after it) would rewrite the national number.
 struct Strip {
     national_prefix: Option<&'static str>,
-    for_parsing: Option<Regex>,
+    for_parsing: Option<Matcher>,
 }
 
 impl Strip {
-    fn of(meta: &'static Metadata) -> Result<Option<Strip>, regex::Error> {
+    fn of(meta: &'static Metadata) -> Result<Option<Strip>, BuildError> {
         let for_parsing = meta.national_prefix_for_parsing().map(|p| anchored(&[p.as_str()])).transpose()?;
         let national_prefix = meta.national_prefix();
         Ok((for_parsing.is_some() || national_prefix.is_some()).then_some(Strip { national_prefix, for_parsing }))
@@ -357,12 +360,91 @@ impl Strip {
     }
 }
 
-/// One regex matching at the start of the text where any of `patterns` would (as
-/// `find(..).start() == 0` does), compiled like the metadata's (`ignore_whitespace`). Each
-/// pattern ends with a newline so a trailing comment cannot swallow the closing parenthesis.
-fn anchored(patterns: &[&str]) -> Result<Regex, regex::Error> {
+/// One matcher for the text where any of `patterns` would match at its start (as
+/// `find(..).start() == 0` does).
+fn anchored(patterns: &[&str]) -> Result<Matcher, BuildError> {
     let alternation: Vec<String> = patterns.iter().map(|p| format!("(?:{p}\n)")).collect();
-    RegexBuilder::new(&format!("^(?:{})", alternation.join("|"))).ignore_whitespace(true).build()
+    Matcher::new(&[format!("(?:{})", alternation.join("|"))])
+}
+
+type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Metadata patterns compiled to one fully built DFA, searched anchored at the start of the
+/// text. The patterns are compiled like the metadata's (`ignore_whitespace`; each ends with a
+/// newline so a trailing comment cannot swallow a closing parenthesis), with ASCII classes: a
+/// national number here is ASCII digits, on which `\d` means the same either way, and the DFA
+/// stays small (the largest, Argentina's number types, about 22 KiB; every code's together
+/// under 2 MiB, built in about 70 ms).
+///
+/// A `regex::Regex` answers the same questions through a lazily built DFA behind a
+/// thread-aware cache pool; on numbers of ten digits that setup cost more than the search.
+/// Walking a built DFA is a table lookup per digit.
+struct Matcher {
+    dfa: dense::DFA<Vec<u32>>,
+    /// The anchored start state at the start of a text (it never depends on more: every
+    /// search starts at offset 0).
+    start: StateID,
+}
+
+impl Matcher {
+    /// Each pattern anchored at the start; with several, every one that matches is reported
+    /// (`first_match`).
+    fn new(patterns: &[String]) -> Result<Matcher, BuildError> {
+        let dfa = dense::Builder::new()
+            .syntax(syntax::Config::new().ignore_whitespace(true).unicode(false).utf8(false))
+            .thompson(thompson::Config::new().utf8(false))
+            .configure(
+                // No acceleration: texts are at most 15 digits, too short for it to pay, and
+                // without it only dead and match states are special (one compare per digit).
+                dense::Config::new().match_kind(MatchKind::All).start_kind(StartKind::Anchored).accelerate(false),
+            )
+            .build_many(patterns)?;
+        let start = dfa.start_state(&start::Config::new().anchored(Anchored::Yes))?;
+        Ok(Matcher { dfa, start })
+    }
+
+    /// Whether a pattern matches at the start of `text`.
+    fn is_match(&self, text: &str) -> bool {
+        let mut state = self.start;
+        for &byte in text.as_bytes() {
+            if self.dfa.is_special_state(state) {
+                // A match state is entered one byte after the match ends.
+                return self.dfa.is_match_state(state);
+            }
+            state = self.dfa.next_state(state, byte);
+        }
+        self.dfa.is_match_state(state) || self.dfa.is_match_state(self.dfa.next_eoi_state(state))
+    }
+
+    /// The lowest index of the patterns that match at the start of `text`.
+    fn first_match(&self, text: &str) -> Option<usize> {
+        let mut lowest: Option<usize> = None;
+        let mut note = |state: StateID| {
+            for i in 0..self.dfa.match_len(state) {
+                let pattern = self.dfa.match_pattern(state, i).as_usize();
+                lowest = Some(lowest.map_or(pattern, |l| l.min(pattern)));
+            }
+        };
+        let mut state = self.start;
+        for &byte in text.as_bytes() {
+            if self.dfa.is_special_state(state) {
+                if !self.dfa.is_match_state(state) {
+                    return lowest;
+                }
+                // Longer matches of other patterns may follow.
+                note(state);
+            }
+            state = self.dfa.next_state(state, byte);
+        }
+        if self.dfa.is_match_state(state) {
+            note(state);
+        }
+        let end = self.dfa.next_eoi_state(state);
+        if self.dfa.is_match_state(end) {
+            note(end);
+        }
+        lowest
+    }
 }
 
 /// What libphonenumber reports as the country of `region`, if it is an ISO country.
@@ -407,8 +489,9 @@ impl CodeTable {
                 steps.push(Step::Patterns(i));
                 i += 1;
             } else {
-                let patterns = regions[i..i + run].iter().filter_map(|r| r.leading).map(|p| format!("^(?:{p}\n)"));
-                let set = RegexSetBuilder::new(patterns).ignore_whitespace(true).build().ok()?;
+                let patterns: Vec<String> =
+                    regions[i..i + run].iter().filter_map(|r| r.leading).map(|p| format!("(?:{p}\n)")).collect();
+                let set = Box::new(Matcher::new(&patterns).ok()?);
                 steps.push(Step::Leading { first: i, set });
                 i += run;
             }
@@ -428,7 +511,7 @@ impl CodeTable {
         for step in &self.steps {
             let hit = match step {
                 // The lowest index among the matching patterns: the first region in order.
-                Step::Leading { first, set } => set.matches(significant).iter().next().map(|k| first + k),
+                Step::Leading { first, set } => set.first_match(significant).map(|k| first + k),
                 Step::Patterns(i) => match self.regions[*i].number_patterns() {
                     Some(patterns) => patterns.knows(significant).then_some(*i),
                     None => return Source::Unsure,
@@ -550,6 +633,41 @@ mod tests {
     /// Codes shared by several regions, in libphonenumber's metadata.
     fn shared_codes() -> Vec<u16> {
         all_codes().into_iter().filter(|(_, metas)| metas.len() > 1).map(|(code, _)| code).collect()
+    }
+
+    fn matcher(patterns: &[&str]) -> Matcher {
+        Matcher::new(&patterns.iter().map(|p| format!("(?:{p}\n)")).collect::<Vec<_>>()).expect("compiles")
+    }
+
+    #[test]
+    fn a_matcher_matches_at_the_start_only() {
+        let m = matcher(&["23", r"9\d{2}$"]);
+        // A prefix is enough; elsewhere in the text is not.
+        assert!(m.is_match("23"));
+        assert!(m.is_match("2345"));
+        assert!(!m.is_match("123"));
+        assert!(!m.is_match("2"));
+        assert!(!m.is_match(""));
+        // An end anchor is decided after the last digit.
+        assert!(m.is_match("912"));
+        assert!(!m.is_match("9123"));
+        // Whitespace and comments in a pattern are ignored, as in the metadata.
+        assert!(matcher(&["4 5 # a comment"]).is_match("456"));
+    }
+
+    #[test]
+    fn a_matcher_reports_the_lowest_of_the_patterns_that_match() {
+        // Overlapping patterns (the metadata's runs of leading digits do not overlap today;
+        // the order is libphonenumber's if they ever do).
+        let m = matcher(&["12", "1", "9", r"1\d{3}"]);
+        assert_eq!(m.first_match("1234"), Some(0));
+        assert_eq!(m.first_match("13"), Some(1));
+        assert_eq!(m.first_match("1"), Some(1));
+        assert_eq!(m.first_match("95"), Some(2));
+        assert_eq!(m.first_match("5"), None);
+        let m = matcher(&["5", r"1\d{3}", "12"]);
+        assert_eq!(m.first_match("1234"), Some(1));
+        assert_eq!(m.first_match("129"), Some(2));
     }
 
     #[test]
