@@ -408,5 +408,23 @@ fn wire_parts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, wire_leg_pair, wire_parts);
+/// A destination not met lately: `E164::parse` of 4,096 different numbers of the wire bench's
+/// regions in turn, four times the slots of the thread's table of numbers met lately, so
+/// nearly every parse resolves the country from libphonenumber's metadata (the core bench's
+/// `e164_parse` group parses one number again and again, which that table answers).
+fn e164_new_destination(c: &mut Criterion) {
+    let numbers = destinations(&mut Rng(0x0e16_4000), 4_096);
+    let mut group = c.benchmark_group("e164_parse");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("new_destination", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % numbers.len();
+            black_box(E164::parse(black_box(&numbers[i])))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, wire_leg_pair, wire_parts, e164_new_destination);
 criterion_main!(benches);
