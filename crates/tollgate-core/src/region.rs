@@ -369,6 +369,9 @@ fn anchored(patterns: &[&str]) -> Result<Matcher, BuildError> {
 
 type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The most one [`Matcher`]'s DFA (and its construction) may take.
+const MAX_DFA_BYTES: usize = 4 << 20;
+
 /// Metadata patterns compiled to one fully built DFA, searched anchored at the start of the
 /// text. The patterns are compiled like the metadata's (`ignore_whitespace`; each ends with a
 /// newline so a trailing comment cannot swallow a closing parenthesis), with ASCII classes: a
@@ -396,7 +399,15 @@ impl Matcher {
             .configure(
                 // No acceleration: texts are at most 15 digits, too short for it to pay, and
                 // without it only dead and match states are special (one compare per digit).
-                dense::Config::new().match_kind(MatchKind::All).start_kind(StartKind::Anchored).accelerate(false),
+                // A bound on the size: today's largest is 22 KiB; a pattern of a later
+                // metadata that would blow up fails to build, and its code falls back to the
+                // full parser (`Verdict::Unsure`) instead of taking the memory.
+                dense::Config::new()
+                    .match_kind(MatchKind::All)
+                    .start_kind(StartKind::Anchored)
+                    .accelerate(false)
+                    .dfa_size_limit(Some(MAX_DFA_BYTES))
+                    .determinize_size_limit(Some(MAX_DFA_BYTES)),
             )
             .build_many(patterns)?;
         let start = dfa.start_state(&start::Config::new().anchored(Anchored::Yes))?;
@@ -653,6 +664,12 @@ mod tests {
         assert!(!m.is_match("9123"));
         // Whitespace and comments in a pattern are ignored, as in the metadata.
         assert!(matcher(&["4 5 # a comment"]).is_match("456"));
+    }
+
+    #[test]
+    fn a_matcher_too_large_is_not_built() {
+        // The classic blow-up: a DFA must remember the last 21 digits, 2^21 states.
+        assert!(Matcher::new(&["[01]*1[01]{20}".to_owned()]).is_err());
     }
 
     #[test]
