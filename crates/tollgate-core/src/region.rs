@@ -17,7 +17,8 @@
 //! This module does exactly that with the same metadata and patterns, each compiled once to a
 //! DFA searched anchored at the start (a `find` starting at 0 is an anchored match; see
 //! [`Matcher`]); a run of regions told apart by `leading_digits` is one multi-pattern DFA,
-//! whose lowest matching pattern is the first region in libphonenumber's order. Where step 3 would change the number, or anything else falls outside the plain case, it answers
+//! whose lowest matching pattern is the first region in libphonenumber's order. Where step 3
+//! would change the number, or anything else falls outside the plain case, it answers
 //! [`Verdict::Unsure`] and the caller runs the full parser: the result is libphonenumber's in
 //! every case. Unit tests compare both paths over generated numbers for every shared code.
 //!
