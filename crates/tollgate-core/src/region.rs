@@ -313,7 +313,7 @@ impl Possible {
                 }
             }
         }
-        let general = anchored(&[d.general().national_number().as_str()]).ok()?;
+        let general = Matcher::new(&[d.general().national_number().as_str()]).ok()?;
         Some(Possible { lengths, general })
     }
 
@@ -326,19 +326,19 @@ impl Possible {
 struct NumberPatterns {
     general: Pattern,
     /// Per national-number length: the number-type patterns whose possible lengths allow it,
-    /// as one alternation (`None`: no type allows that length).
+    /// as one matcher (`None`: no type allows that length).
     by_length: Vec<Option<Matcher>>,
 }
 
 /// A descriptor's pattern and possible lengths (`Descriptor::is_match`).
 struct Pattern {
-    regex: Matcher,
+    matcher: Matcher,
     lengths: &'static [u16],
 }
 
 impl Pattern {
     fn is_match(&self, value: &str) -> bool {
-        (self.lengths.is_empty() || self.lengths.contains(&(value.len() as u16))) && self.regex.is_match(value)
+        (self.lengths.is_empty() || self.lengths.contains(&(value.len() as u16))) && self.matcher.is_match(value)
     }
 }
 
@@ -350,7 +350,7 @@ struct Strip {
 
 impl Strip {
     fn of(meta: &'static Metadata) -> Result<Option<Strip>, BuildError> {
-        let for_parsing = meta.national_prefix_for_parsing().map(|p| anchored(&[p.as_str()])).transpose()?;
+        let for_parsing = meta.national_prefix_for_parsing().map(|p| Matcher::new(&[p.as_str()])).transpose()?;
         let national_prefix = meta.national_prefix();
         Ok((for_parsing.is_some() || national_prefix.is_some()).then_some(Strip { national_prefix, for_parsing }))
     }
@@ -359,13 +359,6 @@ impl Strip {
         self.national_prefix.is_some_and(|p| national.starts_with(p))
             || self.for_parsing.as_ref().is_some_and(|r| r.is_match(national))
     }
-}
-
-/// One matcher for the text where any of `patterns` would match at its start (as
-/// `find(..).start() == 0` does).
-fn anchored(patterns: &[&str]) -> Result<Matcher, BuildError> {
-    let alternation: Vec<String> = patterns.iter().map(|p| format!("(?:{p}\n)")).collect();
-    Matcher::new(&[format!("(?:{})", alternation.join("|"))])
 }
 
 type BuildError = Box<dyn std::error::Error + Send + Sync>;
@@ -391,9 +384,11 @@ struct Matcher {
 }
 
 impl Matcher {
-    /// Each pattern anchored at the start; with several, every one that matches is reported
-    /// (`first_match`).
-    fn new(patterns: &[String]) -> Result<Matcher, BuildError> {
+    /// A matcher for the text where any of `patterns` (metadata patterns, as written there)
+    /// would match at its start, as `find(..).start() == 0` does; every one that matches is
+    /// reported (`first_match`).
+    fn new(patterns: &[&str]) -> Result<Matcher, BuildError> {
+        let patterns: Vec<String> = patterns.iter().map(|p| format!("(?:{p}\n)")).collect();
         let dfa = dense::Builder::new()
             .syntax(syntax::Config::new().ignore_whitespace(true).unicode(false).utf8(false))
             .thompson(thompson::Config::new().utf8(false))
@@ -410,7 +405,7 @@ impl Matcher {
                     .dfa_size_limit(Some(MAX_DFA_BYTES))
                     .determinize_size_limit(Some(MAX_DFA_BYTES)),
             )
-            .build_many(patterns)?;
+            .build_many(&patterns)?;
         let start = dfa.start_state(&start::Config::new().anchored(Anchored::Yes))?;
         Ok(Matcher { dfa, start })
     }
@@ -501,8 +496,7 @@ impl CodeTable {
                 steps.push(Step::Patterns(i));
                 i += 1;
             } else {
-                let patterns: Vec<String> =
-                    regions[i..i + run].iter().filter_map(|r| r.leading).map(|p| format!("(?:{p}\n)")).collect();
+                let patterns: Vec<&str> = regions[i..i + run].iter().filter_map(|r| r.leading).collect();
                 let set = Box::new(Matcher::new(&patterns).ok()?);
                 steps.push(Step::Leading { first: i, set });
                 i += run;
@@ -553,7 +547,7 @@ impl NumberPatterns {
         let d = meta.descriptors();
         let general = d.general();
         let general =
-            Pattern { regex: anchored(&[general.national_number().as_str()]).ok()?, lengths: lengths(general) };
+            Pattern { matcher: Matcher::new(&[general.national_number().as_str()]).ok()?, lengths: lengths(general) };
         // The types `validator::number_type` tries; any match makes the type known.
         let types: Vec<&'static Descriptor> = [
             d.premium_rate(),
@@ -577,7 +571,7 @@ impl NumberPatterns {
                 .filter(|t| lengths(t).is_empty() || lengths(t).contains(&(len as u16)))
                 .map(|t| t.national_number().as_str())
                 .collect();
-            by_length.push(if allowed.is_empty() { None } else { Some(anchored(&allowed).ok()?) });
+            by_length.push(if allowed.is_empty() { None } else { Some(Matcher::new(&allowed).ok()?) });
         }
         Some(NumberPatterns { general, by_length })
     }
@@ -648,7 +642,7 @@ mod tests {
     }
 
     fn matcher(patterns: &[&str]) -> Matcher {
-        Matcher::new(&patterns.iter().map(|p| format!("(?:{p}\n)")).collect::<Vec<_>>()).expect("compiles")
+        Matcher::new(patterns).expect("compiles")
     }
 
     #[test]
@@ -670,7 +664,7 @@ mod tests {
     #[test]
     fn a_matcher_too_large_is_not_built() {
         // The classic blow-up: a DFA must remember the last 21 digits, 2^21 states.
-        assert!(Matcher::new(&["[01]*1[01]{20}".to_owned()]).is_err());
+        assert!(Matcher::new(&["[01]*1[01]{20}"]).is_err());
     }
 
     #[test]
