@@ -31,6 +31,17 @@ const POW10: [i128; 10] = {
     table
 };
 
+/// `POW10_U64[i]` = 10^i, for every power of ten a `u64` holds (i in 0..=19).
+const POW10_U64: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
 /// Numeric order, as `Decimal`'s, computed on the integer mantissas brought to one scale
 /// (`Decimal` rescales 96-bit words in a loop; balances and thresholds of different scales are
 /// compared on every debit). A mantissa is below 2^96, so one multiplied by at most 10^9 fits
@@ -323,7 +334,7 @@ fn integer_charge(fee: Decimal, per_minute: Decimal, seconds: u32, minor_units: 
     if s > 12 {
         return None;
     }
-    let pow = |e: u32| 10u64.checked_pow(e);
+    let pow = |e: u32| POW10_U64.get(e as usize).copied();
     let fee_units = u64::try_from(fee.mantissa()).ok()?.checked_mul(pow(s - fee_scale)?)?;
     // `per_minute × seconds` at the price's own scale: `Decimal`'s product, exact here.
     let product = u64::try_from(per_minute.mantissa()).ok()?.checked_mul(u64::from(seconds))?;

@@ -129,8 +129,9 @@ impl Ctx<'_> {
     pub(super) fn after_balance_fell(&mut self) {
         let balance = self.state.balance();
         let tenant = self.tenant;
-        for threshold in &tenant.low_balance_thresholds {
-            if balance < *threshold && !self.state.low_balance_fired.contains(threshold) {
+        // Highest first (`Tenant::validated`): the first one the balance is not below ends it.
+        for threshold in tenant.low_balance_thresholds.iter().take_while(|t| balance < **t) {
+            if !self.state.low_balance_fired.contains(threshold) {
                 self.state.low_balance_fired.push(*threshold);
                 self.emit_credit(CreditEventKind::LowBalance, *threshold, String::new());
             }
