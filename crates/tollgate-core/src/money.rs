@@ -20,19 +20,8 @@ use crate::text::ShortText;
 #[serde(transparent)]
 pub struct Money(Decimal);
 
-/// `POW10[i]` = 10^i, for i in 0..=9.
-const POW10: [i128; 10] = {
-    let mut table = [1i128; 10];
-    let mut i = 1;
-    while i < table.len() {
-        table[i] = table[i - 1] * 10;
-        i += 1;
-    }
-    table
-};
-
-/// `POW10_U64[i]` = 10^i, for every power of ten a `u64` holds (i in 0..=19).
-const POW10_U64: [u64; 20] = {
+/// `POW10[i]` = 10^i, for every power of ten a `u64` holds (i in 0..=19).
+const POW10: [u64; 20] = {
     let mut table = [1u64; 20];
     let mut i = 1;
     while i < table.len() {
@@ -51,7 +40,7 @@ impl Ord for Money {
     fn cmp(&self, other: &Money) -> Ordering {
         let (a, b) = (self.0, other.0);
         let (sa, sb) = (a.scale(), b.scale());
-        match POW10.get(sa.abs_diff(sb) as usize) {
+        match POW10[..=9].get(sa.abs_diff(sb) as usize).map(|&p| i128::from(p)) {
             Some(p) if sa <= sb => (a.mantissa() * p).cmp(&b.mantissa()),
             Some(p) => a.mantissa().cmp(&(b.mantissa() * p)),
             None => a.cmp(&b),
@@ -334,7 +323,7 @@ fn integer_charge(fee: Decimal, per_minute: Decimal, seconds: u32, minor_units: 
     if s > 12 {
         return None;
     }
-    let pow = |e: u32| POW10_U64.get(e as usize).copied();
+    let pow = |e: u32| POW10.get(e as usize).copied();
     let fee_units = u64::try_from(fee.mantissa()).ok()?.checked_mul(pow(s - fee_scale)?)?;
     // `per_minute × seconds` at the price's own scale: `Decimal`'s product, exact here.
     let product = u64::try_from(per_minute.mantissa()).ok()?.checked_mul(u64::from(seconds))?;
