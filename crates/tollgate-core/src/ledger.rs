@@ -61,8 +61,10 @@ impl Ledger {
         Ledger { lots: lots.into_iter().collect(), debt, balance }
     }
 
-    /// Adds money as a lot: it pays any debt first; the rest is kept in expiry order (a later
-    /// purchase with an earlier expiry is consumed first).
+    /// Adds money as a lot: it pays any debt first; the rest is kept in purchase order, first
+    /// in, first out (a backdated purchase goes before the lots bought after it; lots bought
+    /// at the same instant in the order they came). Expiry order is almost the same, but not
+    /// quite: twelve months after 29 February is 28 February.
     pub fn credit(&mut self, lot_id: String, amount: Money, purchased_at: Timestamp) {
         debug_assert!(amount.is_positive());
         self.balance += amount;
@@ -77,7 +79,7 @@ impl Ledger {
                 purchased_at,
                 expires_at: purchased_at.plus_months(LOT_VALIDITY_MONTHS),
             };
-            let at = self.lots.partition_point(|l| l.expires_at <= lot.expires_at);
+            let at = self.lots.partition_point(|l| l.purchased_at <= lot.purchased_at);
             self.lots.insert(at, lot);
         }
     }
@@ -166,6 +168,21 @@ mod tests {
         assert_eq!(l.balance(), m("3"));
         let lots: Vec<(&str, Money)> = l.lots().map(|x| (x.lot_id.as_str(), x.remaining)).collect();
         assert_eq!(lots, vec![("b", m("3"))]);
+    }
+
+    /// First in, first out by purchase, even where a later purchase expires first: twelve
+    /// months after 29 February is 28 February, so a lot bought on 29 February 2028 at
+    /// 00:00 expires before one bought twelve hours earlier.
+    #[test]
+    fn consumes_lots_in_purchase_order_when_expiries_cross() {
+        let mut l = Ledger::default();
+        // 2028-02-28T12:00:00Z and 2028-02-29T00:00:00Z; the second arrives first.
+        l.credit("second".into(), m("5"), t(1_835_395_200));
+        l.credit("first".into(), m("5"), t(1_835_352_000));
+        l.debit(m("1"), t(1_835_400_000));
+        let lots: Vec<(&str, Money)> = l.lots().map(|x| (x.lot_id.as_str(), x.remaining)).collect();
+        assert_eq!(lots, vec![("first", m("4")), ("second", m("5"))]);
+        assert!(l.lots().nth(1).unwrap().expires_at < l.lots().next().unwrap().expires_at);
     }
 
     #[test]

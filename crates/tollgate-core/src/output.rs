@@ -86,8 +86,6 @@ pub struct UsageFlags {
     pub currency_mismatch: bool,
     /// An interim update reported more seconds than the final duration.
     pub interim_exceeded_final: bool,
-    /// An `ended` that waited for its `started` ends before it: rated as zero seconds.
-    pub end_before_start: bool,
 }
 
 impl UsageFlags {
@@ -105,9 +103,6 @@ impl UsageFlags {
         }
         if self.interim_exceeded_final {
             names.push("interim_exceeded_final");
-        }
-        if self.end_before_start {
-            names.push("end_before_start");
         }
         names
     }

@@ -30,8 +30,13 @@ pub struct TenantState {
     pub low_balance_fired: Vec<Money>,
     /// A recharge was requested and the balance has not been back at the trigger since.
     pub recharge_pending: bool,
-    /// This month's subscription pool usage.
+    /// The subscription pool usage of the newest month an input drew from.
     pub pool: PoolUsage,
+    /// Earlier months' pool usage, oldest first, kept while an input of those months can
+    /// still be rated (up to the retention window late): a late input draws from the pool
+    /// of its own month, never from the newest month's, nor from a month started afresh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_pools: Vec<PoolUsage>,
     /// Legs in progress, by leg id (iterated and serialized in leg-id order, so disconnects
     /// come out in a stable order). Read from the serde form but not written to it: a busy
     /// tenant has thousands, so the worker persists each leg as its own changelog record
@@ -109,11 +114,53 @@ impl TenantState {
         copy
     }
 
-    /// Forgets the applied ids and closed legs remembered before `cutoff`: what the rater
-    /// forgot by the time the tenant's watermark reached it ([`crate::rating::horizon`]).
+    /// Forgets the applied ids and closed legs remembered before `cutoff`, and the pools of
+    /// the months that ended before it: what the rater forgot by the time the tenant's
+    /// watermark reached it ([`crate::rating::horizon`]).
     pub fn forget_before(&mut self, cutoff: Timestamp) {
         self.seen.prune(cutoff);
         self.closed_legs.prune(cutoff);
+        self.forget_pools_before(cutoff);
+    }
+
+    /// Forgets the earlier months' pools that ended before `cutoff`: no input older than it
+    /// is rated, so none of those months can draw again.
+    pub fn forget_pools_before(&mut self, cutoff: Timestamp) {
+        if self.earlier_pools.is_empty() {
+            return;
+        }
+        let month = cutoff.year_month();
+        self.earlier_pools.retain(|pool| pool.month >= month);
+    }
+
+    /// The pool usage of `month`, when one is kept (a month nothing drew from has none).
+    pub fn pool_of(&self, month: YearMonth) -> Option<&PoolUsage> {
+        if self.pool.month == month {
+            Some(&self.pool)
+        } else {
+            self.earlier_pools.iter().find(|pool| pool.month == month)
+        }
+    }
+
+    /// The pool usage of `month`, started when there is none. A month after the newest
+    /// becomes the newest, and the newest joins the earlier ones (when anything was drawn or
+    /// announced in it); an earlier month is kept among them, in order.
+    pub fn pool_of_mut(&mut self, month: YearMonth) -> &mut PoolUsage {
+        if month > self.pool.month {
+            let newest = std::mem::replace(&mut self.pool, PoolUsage { month, ..PoolUsage::default() });
+            if newest.used_minutes > 0 || newest.alerted_80 || newest.alerted_100 {
+                self.earlier_pools.push(newest);
+            }
+            return &mut self.pool;
+        }
+        if month == self.pool.month {
+            return &mut self.pool;
+        }
+        let at = self.earlier_pools.partition_point(|pool| pool.month < month);
+        if self.earlier_pools.get(at).is_none_or(|pool| pool.month != month) {
+            self.earlier_pools.insert(at, PoolUsage { month, ..PoolUsage::default() });
+        }
+        &mut self.earlier_pools[at]
     }
 }
 
@@ -128,7 +175,8 @@ pub struct Totals {
     pub usage_charges: Money,
     /// Expired lot remainders.
     pub forfeited: Money,
-    /// Parked `ended` events dropped because no `started` came within the retention window.
+    /// Parked `ended` events dropped unrated: no `started` came within the retention window,
+    /// or the one that came was after the end (an end before its start is bad input).
     pub orphan_ends_dropped: u64,
 }
 

@@ -1316,3 +1316,102 @@ impl World {
         self.end(tenant, leg, 60, at + 60);
     }
 }
+
+/// Around midnight at the end of a month, legs of both months are rated in whatever order
+/// their events arrive. Each draws from the pool of its own month: a late leg of the month
+/// before neither starts that month's pool afresh nor makes the new month's forget what it used.
+#[test]
+fn a_late_leg_draws_from_its_own_months_pool() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1);
+    w.fund("contoso", "10");
+    let leg = |w: &mut World, id: &str, at: i64, seconds: u32| {
+        let mut out = w.start("contoso", id, "sub-us", LegKind::DialOut, GB, at);
+        out.extend(w.end("contoso", id, seconds, at + i64::from(seconds)));
+        let usage = &usages(&out)[0];
+        (usage.pool_seconds, usage.charge)
+    };
+    // November's 60 minutes used up an hour before the month ends.
+    assert_eq!(leg(&mut w, "n", DEC_1 - 7200, 3600), (3600, Money::ZERO));
+    // December: 30 of its 60 minutes.
+    assert_eq!(leg(&mut w, "a", DEC_1 + 300, 1800), (1800, Money::ZERO));
+    // A November leg whose events arrive now: November has nothing left (10 minutes at 0.04).
+    assert_eq!(leg(&mut w, "b", DEC_1 - 1800, 600), (0, m("0.40")));
+    // December again: the 30 minutes it has left, the rest at December's 0.045.
+    assert_eq!(leg(&mut w, "c", DEC_1 + 3000, 2400), (1800, m("0.45")));
+    let state = w.state("contoso");
+    assert_eq!((state.pool.month, state.pool.used_minutes), (YearMonth { year: 2026, month: 12 }, 60));
+    let earlier: Vec<(YearMonth, u32)> = state.earlier_pools.iter().map(|p| (p.month, p.used_minutes)).collect();
+    assert_eq!(earlier, vec![(YearMonth { year: 2026, month: 11 }, 60)]);
+    // Once no November input can be rated any more (48 h into December), its pool goes.
+    w.fund_at("contoso", "1", DEC_1 + 2 * 86_400);
+    assert_eq!(w.state("contoso").earlier_pools, vec![]);
+}
+
+/// A leg's end rates the same whether it arrives after its start or waits for it. Here a lot
+/// expires while the leg runs: either way the expired remainder is forfeited at the end's
+/// time and the leg is paid from the lot bought later.
+#[test]
+fn a_parked_end_finds_the_lots_that_expired_before_it() {
+    let rate = |end_first: bool| {
+        let mut w = World::new();
+        // Lot A expires at T0 (bought twelve months before it), lot B was bought since.
+        w.fund_at("contoso", "10", T0 - 365 * 86_400);
+        w.fund_at("contoso", "10", T0 - 36_000);
+        // Ten minutes to the US at 0.02 from T0 - 300 to T0 + 300: lot A expires meanwhile.
+        if end_first {
+            w.end("contoso", "a", 600, T0 + 300);
+            w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0 - 300);
+        } else {
+            w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0 - 300);
+            w.end("contoso", "a", 600, T0 + 300);
+        }
+        let state = w.state("contoso");
+        (state.balance(), state.totals.forfeited, state.ledger.lots().map(|l| l.remaining).collect::<Vec<_>>())
+    };
+    let expected = (m("9.80"), m("10"), vec![m("9.80")]);
+    assert_eq!(rate(false), expected);
+    assert_eq!(rate(true), expected);
+}
+
+/// An end before its start is bad input in either order. In order it is refused; when it
+/// arrived first and waited, the start drops it: the leg stays open for a valid end, as it
+/// does in order, instead of being closed unbilled.
+#[test]
+fn an_end_before_its_start_that_waited_is_dropped_and_the_leg_stays_open() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    let early = LegEnded { duration: LegDuration::EndedAt(ts(T0 - 10)), cause: DisconnectCause::Normal };
+    let input = w.leg_event("contoso", "a", "", T0 + 600, LegBody::Ended(early));
+    assert_eq!(w.try_apply(input).unwrap().0, Applied::Parked);
+    let out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0);
+    assert!(allowed(decisions(&out)[0]));
+    assert_eq!(usages(&out), vec![]);
+    assert!(w.state("contoso").open_legs.contains_key("a"));
+    assert_eq!(w.state("contoso").totals.orphan_ends_dropped, 1);
+    // The valid end bills it: ten minutes to the US at 0.02.
+    let usage = &usages(&w.end("contoso", "a", 600, T0 + 601))[0];
+    assert_eq!((usage.billable_seconds, usage.charge), (600, m("0.20")));
+    assert_eq!(w.balance("contoso"), m("9.80"));
+}
+
+/// A final duration below an interim refunds the credits the interim debited, and gives the
+/// pool back the minutes the leg no longer needs.
+#[test]
+fn a_final_duration_below_an_interim_gives_pool_minutes_back() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1);
+    w.fund("contoso", "10");
+    w.start("contoso", "a", "sub-us", LegKind::DialOut, GB, T0);
+    w.interim("contoso", "a", 600, T0 + 600);
+    assert_eq!(w.state("contoso").pool.used_minutes, 10);
+    let a = &usages(&w.end("contoso", "a", 120, T0 + 610))[0];
+    assert_eq!((a.pool_seconds, a.charge, a.flags.names()), (120, Money::ZERO, vec!["interim_exceeded_final"]));
+    assert_eq!(w.state("contoso").pool.used_minutes, 2);
+    // The 58 minutes left pool a 58-minute leg in full.
+    let mut out = w.start("contoso", "b", "sub-us", LegKind::DialOut, GB, T0 + 1000);
+    out.extend(w.end("contoso", "b", 58 * 60, T0 + 1000 + 58 * 60));
+    let b = &usages(&out)[0];
+    assert_eq!((b.pool_seconds, b.charge), (3480, Money::ZERO));
+    assert_eq!(w.state("contoso").pool.used_minutes, 60);
+}

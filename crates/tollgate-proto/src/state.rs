@@ -44,6 +44,17 @@ pub fn encode_tenant(state: &TenantState, buf: &mut Vec<u8>) {
         pool_alerted_80: state.pool.alerted_80,
         pool_alerted_100: state.pool.alerted_100,
         watermark: Some(wire_timestamp(state.watermark)),
+        earlier_pools: state
+            .earlier_pools
+            .iter()
+            .map(|pool| v1::PoolMonth {
+                year: pool.month.year,
+                month: u32::from(pool.month.month),
+                used_minutes: pool.used_minutes,
+                alerted_80: pool.alerted_80,
+                alerted_100: pool.alerted_100,
+            })
+            .collect(),
     };
     // Encoding into a `Vec` cannot run out of room.
     let _ = record.encode(buf);
@@ -72,10 +83,21 @@ pub fn decode_tenant(bytes: &[u8]) -> Result<TenantState, Error> {
             })
         })
         .collect::<Result<Vec<Lot>, Error>>()?;
-    let month = u8::try_from(record.pool_month).map_err(|_| Error::Field {
-        field: "poolMonth",
-        source: core::Error::InvalidAmount(record.pool_month.to_string()),
-    })?;
+    let month = |month: u32, field: &'static str| {
+        u8::try_from(month).map_err(|_| Error::Field { field, source: core::Error::InvalidAmount(month.to_string()) })
+    };
+    let earlier_pools = record
+        .earlier_pools
+        .iter()
+        .map(|pool| {
+            Ok(core::state::PoolUsage {
+                month: YearMonth { year: pool.year, month: month(pool.month, "earlierPools.month")? },
+                used_minutes: pool.used_minutes,
+                alerted_80: pool.alerted_80,
+                alerted_100: pool.alerted_100,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     Ok(TenantState {
         ledger: Ledger::from_parts(lots, money(&record.debt, "debt")?, money(&record.balance, "balance")?),
         totals: Totals {
@@ -94,11 +116,12 @@ pub fn decode_tenant(bytes: &[u8]) -> Result<TenantState, Error> {
             .collect::<Result<_, Error>>()?,
         recharge_pending: record.recharge_pending,
         pool: core::state::PoolUsage {
-            month: YearMonth { year: record.pool_year, month },
+            month: YearMonth { year: record.pool_year, month: month(record.pool_month, "poolMonth")? },
             used_minutes: record.pool_used_minutes,
             alerted_80: record.pool_alerted_80,
             alerted_100: record.pool_alerted_100,
         },
+        earlier_pools,
         watermark: record.watermark.map_or(Ok(core::Timestamp::default()), |w| timestamp(Some(w), "watermark"))?,
         ..TenantState::default()
     })
@@ -217,6 +240,12 @@ mod tests {
             alerted_80: true,
             alerted_100: false,
         };
+        state.earlier_pools = vec![core::state::PoolUsage {
+            month: YearMonth { year: 2026, month: 10 },
+            used_minutes: 60,
+            alerted_80: true,
+            alerted_100: true,
+        }];
         state.watermark = at;
         let bytes = tenant_record(&state);
         let back = decode_tenant(&bytes).unwrap();

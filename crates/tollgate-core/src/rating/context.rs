@@ -201,8 +201,7 @@ impl Ctx<'_> {
 
     /// Pooled minutes left this month (as of the event being applied).
     pub(super) fn pool_minutes_left(&self) -> u32 {
-        let month = self.at.year_month();
-        let used = if self.state.pool.month == month { self.state.pool.used_minutes } else { 0 };
+        let used = self.state.pool_of(self.at.year_month()).map_or(0, |pool| pool.used_minutes);
         self.tenant.pool_minutes().saturating_sub(used)
     }
 
@@ -210,29 +209,47 @@ impl Ctx<'_> {
     /// 100 % events are emitted by [`Ctx::pool_alerts`], after the debit that goes with the
     /// minutes, so their balance is the balance after it.
     pub(super) fn take_pool_minutes(&mut self, minutes: u32, past_the_end: bool) -> u32 {
-        let month = self.at.year_month();
-        if self.state.pool.month != month {
-            self.state.pool = crate::state::PoolUsage { month, ..Default::default() };
-        }
         let total = self.tenant.pool_minutes();
-        let take = if past_the_end { minutes } else { minutes.min(total.saturating_sub(self.state.pool.used_minutes)) };
-        self.state.pool.used_minutes += take;
+        let pool = self.state.pool_of_mut(self.at.year_month());
+        let take = if past_the_end { minutes } else { minutes.min(total.saturating_sub(pool.used_minutes)) };
+        pool.used_minutes += take;
         take
     }
 
-    /// Emits the pool's 80 % and 100 % events once each per month.
+    /// Gives `minutes` a leg drew back to the pool, when the leg started in the input's month
+    /// (so every minute it drew came from that month's pool); returns how many were given
+    /// back. A leg that crossed into a new month keeps them: which month each came from is
+    /// not recorded.
+    pub(super) fn give_back_pool_minutes(&mut self, minutes: u32, started_at: Timestamp) -> u32 {
+        let month = self.at.year_month();
+        if minutes == 0 || started_at.year_month() != month {
+            return 0;
+        }
+        let pool = self.state.pool_of_mut(month);
+        let given = minutes.min(pool.used_minutes);
+        pool.used_minutes -= given;
+        given
+    }
+
+    /// Emits the pool's 80 % and 100 % events once each per month (the month of the input:
+    /// a late input's draw can cross them in its own month).
     pub(super) fn pool_alerts(&mut self) {
         let total = self.tenant.pool_minutes();
-        let used = u64::from(self.state.pool.used_minutes);
-        if total == 0 || self.state.pool.month != self.at.year_month() {
+        let Some(pool) = self.state.pool_of(self.at.year_month()) else {
+            return;
+        };
+        let used = u64::from(pool.used_minutes);
+        if total == 0 {
             return;
         }
-        if used * 100 >= u64::from(total) * 80 && !self.state.pool.alerted_80 {
-            self.state.pool.alerted_80 = true;
+        let (alert_80, alert_100) =
+            (used * 100 >= u64::from(total) * 80 && !pool.alerted_80, used >= u64::from(total) && !pool.alerted_100);
+        if alert_80 {
+            self.state.pool_of_mut(self.at.year_month()).alerted_80 = true;
             self.emit_credit(CreditEventKind::Pool80Percent, Money::ZERO, format!("{used}/{total} minutes"));
         }
-        if used >= u64::from(total) && !self.state.pool.alerted_100 {
-            self.state.pool.alerted_100 = true;
+        if alert_100 {
+            self.state.pool_of_mut(self.at.year_month()).alerted_100 = true;
             self.emit_credit(CreditEventKind::Pool100Percent, Money::ZERO, format!("{used}/{total} minutes"));
         }
     }

@@ -66,7 +66,7 @@ pub(super) fn ended(mut ctx: Ctx<'_>, event: CallLegEvent, ended: LegEnded) -> R
     };
     ctx.at = ctx.at.max(leg.started_at);
     ctx.expire_lots();
-    finish_leg(&mut ctx, event.leg_id, leg, duration, false);
+    finish_leg(&mut ctx, event.leg_id, leg, duration);
     Ok(Applied::Processed)
 }
 
@@ -99,6 +99,12 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
         if minutes_needed > leg.minutes_accounted {
             leg.pool_minutes += ctx.take_pool_minutes(minutes_needed - leg.minutes_accounted, leg.pooled_in_full);
             leg.minutes_accounted = minutes_needed;
+        } else if minutes_needed < leg.minutes_accounted {
+            // A final duration below an interim: the credits are refunded below, and the pool
+            // gets back the minutes the leg no longer needs.
+            let unused = leg.pool_minutes.saturating_sub(minutes_needed);
+            leg.pool_minutes -= ctx.give_back_pool_minutes(unused, leg.started_at);
+            leg.minutes_accounted = minutes_needed;
         }
         billable.min(leg.pool_minutes.saturating_mul(60))
     } else {
@@ -120,12 +126,11 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
     (billable, pool_seconds)
 }
 
-pub(super) fn finish_leg(ctx: &mut Ctx<'_>, leg_id: Id, mut leg: OpenLeg, duration: u64, end_before_start: bool) {
+pub(super) fn finish_leg(ctx: &mut Ctx<'_>, leg_id: Id, mut leg: OpenLeg, duration: u64) {
     let elapsed = u32::try_from(duration).unwrap_or(u32::MAX);
     let (billable, pool_seconds) = settle(ctx, &leg_id, &mut leg, elapsed);
     let duration_seconds = leg.elapsed_seconds;
     let ended_at = leg.started_at.plus_seconds(duration_seconds);
-    leg.flags.end_before_start |= end_before_start;
     // A leg that started with pool minutes left but found them taken by other legs before it
     // drew one was paid by credits alone: its usage record says so.
     if leg.capability == Capability::Pool && pool_seconds == 0 && billable > 0 {

@@ -176,6 +176,7 @@ impl Rater {
         let cutoff = self.horizon(at);
         state.seen.prune(cutoff);
         state.closed_legs.prune(cutoff);
+        state.forget_pools_before(cutoff);
         let before = state.parked_ends.len();
         state.parked_ends.retain(|_, e| e.occurred_at >= cutoff);
         state.totals.orphan_ends_dropped += (before - state.parked_ends.len()) as u64;
