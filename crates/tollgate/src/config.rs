@@ -145,6 +145,11 @@ fn injected_by_kubernetes(name: &str) -> bool {
         || name.strip_prefix("PORT_").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
+/// The variables the project's own test harness reads (the Kafka jars' cache, keeping a test
+/// broker's directory, the long soak; README, "Tests"): not settings either, and a developer
+/// who exported one must still be able to run the binary in the same shell.
+const TEST_HARNESS: [&str; 3] = ["KAFKA_LIBS", "KEEP_BROKER", "SOAK"];
+
 /// One layer of the configuration: values at their paths, and where they came from.
 struct Layer {
     source: String,
@@ -238,7 +243,7 @@ fn environment(mut figment: Figment, env: impl IntoIterator<Item = (String, Stri
     for (key, value) in variables {
         let name = &key["TOLLGATE_".len()..];
         // CONFIG names the file (clap reads it for --config).
-        if name == "CONFIG" || injected_by_kubernetes(name) {
+        if name == "CONFIG" || injected_by_kubernetes(name) || TEST_HARNESS.contains(&name) {
             continue;
         }
         let path: Vec<String> = if let Some(property) = name.strip_prefix("LIBRDKAFKA_") {
@@ -547,6 +552,10 @@ log = "debug"
             ("TOLLGATE_PORT_9464_TCP_PORT", "9464"),
             ("TOLLGATE_PORT_9464_TCP_ADDR", "10.0.0.7"),
             ("TOLLGATE_GROUP_ID", "billing"),
+            // And those of the test harness, which a developer's shell may have exported.
+            ("TOLLGATE_KAFKA_LIBS", "/tmp/libs"),
+            ("TOLLGATE_KEEP_BROKER", "1"),
+            ("TOLLGATE_SOAK", "1"),
         ];
         let config = Config::load_with_env(&KafkaFlags::default(), &RunFlags::default(), env(&injected)).unwrap();
         assert_eq!(config.worker.group_id, "billing");
