@@ -86,6 +86,11 @@ pub struct UsageFlags {
     pub currency_mismatch: bool,
     /// An interim update reported more seconds than the final duration.
     pub interim_exceeded_final: bool,
+    /// No longer set: an `ended` that waited for its `started` and ends before it is dropped
+    /// (DESIGN, "Duplicates, order and lateness"), where releases before it rated the leg as
+    /// zero seconds with this flag. Kept so that the open legs this release writes (whose
+    /// flags are part of their serde form) still read in a release before it.
+    pub end_before_start: bool,
 }
 
 impl UsageFlags {
@@ -103,6 +108,9 @@ impl UsageFlags {
         }
         if self.interim_exceeded_final {
             names.push("interim_exceeded_final");
+        }
+        if self.end_before_start {
+            names.push("end_before_start");
         }
         names
     }

@@ -230,6 +230,12 @@ pub struct OpenLeg {
     pub elapsed_seconds: u32,
     /// Pooled minutes taken by this leg.
     pub pool_minutes: u32,
+    /// Of them, how many each month's pool gave, oldest month first (a leg of at most 24 h
+    /// draws from one month or two): what a final duration below an interim gives back, to
+    /// the months they came from, the newest first. Empty in a leg written by a release
+    /// before it, which then gives nothing back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pool_draws: Vec<(YearMonth, u32)>,
     /// Pooled in full (the tenant's pool split is finish-in-pool and the pool had minutes
     /// when the leg started).
     #[serde(default)]

@@ -1415,3 +1415,49 @@ fn a_final_duration_below_an_interim_gives_pool_minutes_back() {
     assert_eq!((b.pool_seconds, b.charge), (3480, Money::ZERO));
     assert_eq!(w.state("contoso").pool.used_minutes, 60);
 }
+
+/// Minutes given back go to the month they came from: here an interim stamped in the new
+/// month drew them, and the end that reports less is stamped in the month before.
+#[test]
+fn pool_minutes_given_back_go_to_the_month_they_came_from() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1);
+    w.fund("contoso", "10");
+    // 59 of November's 60 minutes used.
+    w.start("contoso", "n", "sub-us", LegKind::DialOut, GB, DEC_1 - 7200);
+    w.end("contoso", "n", 59 * 60, DEC_1 - 7200 + 59 * 60);
+    // Started in November with a minute left; an interim stamped in December draws ten of
+    // December's; the end, stamped in November, reports two minutes.
+    w.start("contoso", "a", "sub-us", LegKind::DialOut, GB, DEC_1 - 300);
+    w.interim("contoso", "a", 600, DEC_1 + 300);
+    let a = &usages(&w.end("contoso", "a", 120, DEC_1 - 60))[0];
+    assert_eq!((a.pool_seconds, a.charge), (120, Money::ZERO));
+    let state = w.state("contoso");
+    assert_eq!((state.pool.month, state.pool.used_minutes), (YearMonth { year: 2026, month: 12 }, 2));
+    let earlier: Vec<(YearMonth, u32)> = state.earlier_pools.iter().map(|p| (p.month, p.used_minutes)).collect();
+    assert_eq!(earlier, vec![(YearMonth { year: 2026, month: 11 }, 59)]);
+}
+
+/// A late input that takes the balance past the cutoff disconnects the credit-funded legs
+/// in progress; a pool leg that the newest month's pool pays is not one of them, even when
+/// the late input's month has no pool left.
+#[test]
+fn a_late_input_past_the_cutoff_leaves_legs_the_newest_pool_pays() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| {
+        t.subscription_licences = 1;
+        t.cutoff = CutoffPolicy::Disconnect;
+    });
+    w.fund("contoso", "0.10");
+    // November's pool used up; a pay-per-minute leg started at the end of November.
+    w.start("contoso", "n", "sub-us", LegKind::DialOut, GB, DEC_1 - 7200);
+    w.end("contoso", "n", 3600, DEC_1 - 3600);
+    w.start("contoso", "p", "ppm-us", LegKind::DialOut, US, DEC_1 - 900);
+    // A December pool leg, paid by December's pool.
+    let out = w.start("contoso", "d", "sub-us", LegKind::DialOut, GB, DEC_1 + 60);
+    assert!(allowed(decisions(&out)[0]));
+    // The November leg's end arrives: 0.20 takes the balance to -0.10, past the cutoff.
+    let out = w.end("contoso", "p", 600, DEC_1 - 300);
+    assert_eq!(w.balance("contoso"), m("-0.10"));
+    assert_eq!(decisions(&out), vec![]);
+}

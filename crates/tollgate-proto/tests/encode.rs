@@ -78,11 +78,12 @@ fn block_reason() -> impl Strategy<Value = BlockReason> {
 }
 
 fn flags() -> impl Strategy<Value = UsageFlags> {
-    any::<[bool; 4]>().prop_map(|f| UsageFlags {
+    any::<[bool; 5]>().prop_map(|f| UsageFlags {
         over_max_duration: f[0],
         unpriced: f[1],
         currency_mismatch: f[2],
         interim_exceeded_final: f[3],
+        end_before_start: f[4],
     })
 }
 

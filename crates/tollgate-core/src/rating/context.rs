@@ -1,6 +1,7 @@
 //! The context of one input: the tenant, its state, where outputs and ledger movements go,
 //! and the ledger operations every kind of input shares (debits, thresholds, cutoff, pool).
 
+use crate::instant::YearMonth;
 use crate::money::{Currency, Money};
 use crate::output::{
     Capability, CreditEvent, CreditEventKind, Decision, LedgerMovement, LegDecision, MovementKind, Output, joined,
@@ -178,7 +179,11 @@ impl Ctx<'_> {
     }
 
     pub(super) fn disconnect_credit_funded_legs(&mut self, balance: Money) {
-        let pool_empty = self.pool_minutes_left() == 0;
+        // The legs in progress draw their next minutes from the pool of the newest month the
+        // tenant has seen, not from the month of a late input that happens to cross the cutoff.
+        let month = self.at.max(self.state.watermark).year_month();
+        let used = self.state.pool_of(month).map_or(0, |pool| pool.used_minutes);
+        let pool_empty = self.tenant.pool_minutes().saturating_sub(used) == 0;
         let targets: Vec<(Id, Id, Id)> = self
             .state
             .open_legs
@@ -216,13 +221,10 @@ impl Ctx<'_> {
         take
     }
 
-    /// Gives `minutes` a leg drew back to the pool, when the leg started in the input's month
-    /// (so every minute it drew came from that month's pool); returns how many were given
-    /// back. A leg that crossed into a new month keeps them: which month each came from is
-    /// not recorded.
-    pub(super) fn give_back_pool_minutes(&mut self, minutes: u32, started_at: Timestamp) -> u32 {
-        let month = self.at.year_month();
-        if minutes == 0 || started_at.year_month() != month {
+    /// Gives `minutes` a leg drew from `month`'s pool back to it; returns how many were given
+    /// back (none once that month's pool is forgotten: no input of it can draw any more).
+    pub(super) fn give_back_pool_minutes(&mut self, month: YearMonth, minutes: u32) -> u32 {
+        if self.state.pool_of(month).is_none() {
             return 0;
         }
         let pool = self.state.pool_of_mut(month);

@@ -97,13 +97,36 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
     let pool_seconds = if leg.capability == Capability::Pool {
         let minutes_needed = billable.div_ceil(60);
         if minutes_needed > leg.minutes_accounted {
-            leg.pool_minutes += ctx.take_pool_minutes(minutes_needed - leg.minutes_accounted, leg.pooled_in_full);
+            let taken = ctx.take_pool_minutes(minutes_needed - leg.minutes_accounted, leg.pooled_in_full);
+            if taken > 0 {
+                let month = ctx.at.year_month();
+                match leg.pool_draws.iter_mut().find(|(m, _)| *m == month) {
+                    Some((_, minutes)) => *minutes += taken,
+                    None => {
+                        leg.pool_draws.push((month, taken));
+                        leg.pool_draws.sort_unstable();
+                    }
+                }
+            }
+            leg.pool_minutes += taken;
             leg.minutes_accounted = minutes_needed;
         } else if minutes_needed < leg.minutes_accounted {
             // A final duration below an interim: the credits are refunded below, and the pool
-            // gets back the minutes the leg no longer needs.
-            let unused = leg.pool_minutes.saturating_sub(minutes_needed);
-            leg.pool_minutes -= ctx.give_back_pool_minutes(unused, leg.started_at);
+            // gets back the minutes the leg no longer needs, to the months they came from.
+            let mut unused = leg.pool_minutes.saturating_sub(minutes_needed);
+            while unused > 0 {
+                let Some((month, minutes)) = leg.pool_draws.last_mut() else { break };
+                let given = ctx.give_back_pool_minutes(*month, unused.min(*minutes));
+                if given == 0 {
+                    break;
+                }
+                *minutes -= given;
+                unused -= given;
+                leg.pool_minutes -= given;
+                if *minutes == 0 {
+                    leg.pool_draws.pop();
+                }
+            }
             leg.minutes_accounted = minutes_needed;
         }
         billable.min(leg.pool_minutes.saturating_mul(60))

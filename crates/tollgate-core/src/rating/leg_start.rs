@@ -155,6 +155,7 @@ pub(super) fn start_leg<C: Catalog + ?Sized>(
         flags: funding.flags,
         elapsed_seconds: 0,
         pool_minutes: 0,
+        pool_draws: Vec::new(),
         pooled_in_full: false,
         minutes_accounted: 0,
         debited: Money::ZERO,
