@@ -1461,3 +1461,47 @@ fn a_late_input_past_the_cutoff_leaves_legs_the_newest_pool_pays() {
     assert_eq!(w.balance("contoso"), m("-0.10"));
     assert_eq!(decisions(&out), vec![]);
 }
+
+/// A lot bought more than twelve months before it is funded is forfeited at once. The money
+/// was never spendable: the thresholds, the recharge request and the depletion event, which
+/// fired when the balance reached zero, do not fire a second time on its account.
+#[test]
+fn a_lot_already_expired_when_funded_fires_nothing_again() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| {
+        t.low_balance_thresholds = vec![m("10")];
+        t.auto_recharge = Some(AutoRecharge { trigger: m("5"), amount: m("20") });
+    });
+    w.fund("contoso", "1");
+    let usd = usd();
+    let out = w.credit("contoso", T0, CreditBody::Adjust { amount: m("-1"), currency: usd, reason: "test".into() });
+    let kinds: Vec<CreditEventKind> = credit_events(&out).into_iter().map(|e| e.0).collect();
+    use CreditEventKind::*;
+    assert_eq!(kinds, vec![Adjusted, LowBalance, RechargeRequested, Depleted]);
+    let stale =
+        LotFunding { lot_id: "old".into(), amount: m("50.00"), currency: usd, purchased_at: ts(T0 - 400 * 86_400) };
+    let out = w.credit("contoso", T0 + 60, CreditBody::Fund(stale));
+    assert_eq!(credit_events(&out), vec![(Funded, m("50.00"), m("50.00")), (LotExpired, m("50.00"), m("0"))]);
+}
+
+/// Lots that expire together each get their event, with the balance after that lot (here
+/// both expire as the next command arrives, before its own lot is funded).
+#[test]
+fn lots_that_expire_together_each_report_the_balance_after_them() {
+    let mut w = World::new();
+    let year = 366 * 86_400;
+    w.fund_at("contoso", "10", T0 - year);
+    w.fund_at("contoso", "5", T0 - year + 10);
+    let out = w.fund_at("contoso", "5", T0 - 3600);
+    use CreditEventKind::*;
+    assert_eq!(
+        credit_events(&out),
+        vec![
+            (LotExpired, m("10"), m("5")),
+            (LotExpired, m("5"), m("0")),
+            (Depleted, m("0"), m("0")),
+            (Funded, m("5"), m("5")),
+            (Restored, m("0"), m("5")),
+        ]
+    );
+}

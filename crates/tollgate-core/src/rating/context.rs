@@ -35,6 +35,13 @@ impl Ctx<'_> {
     }
 
     pub(super) fn emit_credit(&mut self, kind: CreditEventKind, amount: Money, detail: String) {
+        let balance_after = self.state.balance();
+        self.emit_credit_at(kind, amount, balance_after, detail);
+    }
+
+    /// [`Ctx::emit_credit`] for a change the ledger made together with others, after which
+    /// the balance was `balance_after`.
+    fn emit_credit_at(&mut self, kind: CreditEventKind, amount: Money, balance_after: Money, detail: String) {
         self.state.credit_sequence += 1;
         let sequence = self.state.credit_sequence;
         self.out.push(Output::Credit(CreditEvent {
@@ -44,7 +51,7 @@ impl Ctx<'_> {
             kind,
             amount,
             currency: self.tenant.currency,
-            balance_after: self.state.balance(),
+            balance_after,
             detail,
         }));
     }
@@ -99,14 +106,14 @@ impl Ctx<'_> {
         if expired.is_empty() {
             return;
         }
-        // The ledger dropped them all at once; the trail has one movement per lot, each with
-        // the balance after it.
+        // The ledger dropped them all at once; the trail and the events have one movement and
+        // one event per lot, each with the balance after it.
         let mut balance = self.state.balance() + expired.iter().map(|l| l.remaining).sum::<Money>();
         for lot in expired {
             balance -= lot.remaining;
             self.moved_to(MovementKind::Forfeit, -lot.remaining, balance, "", &lot.lot_id);
             self.state.totals.forfeited += lot.remaining;
-            self.emit_credit(CreditEventKind::LotExpired, lot.remaining, lot.lot_id);
+            self.emit_credit_at(CreditEventKind::LotExpired, lot.remaining, balance, lot.lot_id);
         }
         self.after_balance_fell();
     }

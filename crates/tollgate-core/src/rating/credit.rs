@@ -80,7 +80,10 @@ pub(super) fn fund(ctx: &mut Ctx<'_>, lot: LotFunding, kind: CreditEventKind) {
     ctx.state.ledger.credit(lot.lot_id.clone(), lot.amount, lot.purchased_at);
     ctx.moved(MovementKind::Funding, lot.amount, "", &lot.lot_id);
     ctx.emit_credit(kind, lot.amount, lot.lot_id);
-    ctx.after_balance_rose();
-    // A lot bought more than 12 months before the command is already expired.
+    // A lot bought more than 12 months before the command is already expired: forfeited
+    // before anything is re-armed or restored on its account, so that money which never was
+    // spendable does not make the thresholds, the recharge request and the depletion event
+    // fire a second time.
     ctx.expire_lots();
+    ctx.after_balance_rose();
 }
