@@ -60,6 +60,23 @@ pub struct TenantState {
     pub watermark: Timestamp,
 }
 
+impl OpenLeg {
+    /// Notes `minutes` taken from `month`'s pool.
+    pub fn drew_from_pool(&mut self, month: YearMonth, minutes: u32) {
+        if minutes == 0 {
+            return;
+        }
+        self.pool_minutes += minutes;
+        match self.pool_draws.iter_mut().find(|(m, _)| *m == month) {
+            Some((_, drawn)) => *drawn += minutes,
+            None => {
+                self.pool_draws.push((month, minutes));
+                self.pool_draws.sort_unstable();
+            }
+        }
+    }
+}
+
 impl TenantState {
     /// The credit balance.
     pub fn balance(&self) -> Money {
@@ -125,7 +142,7 @@ impl TenantState {
 
     /// Forgets the earlier months' pools that ended before `cutoff`: no input older than it
     /// is rated, so none of those months can draw again.
-    pub fn forget_pools_before(&mut self, cutoff: Timestamp) {
+    fn forget_pools_before(&mut self, cutoff: Timestamp) {
         if self.earlier_pools.is_empty() {
             return;
         }

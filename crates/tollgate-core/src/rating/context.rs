@@ -188,9 +188,7 @@ impl Ctx<'_> {
     pub(super) fn disconnect_credit_funded_legs(&mut self, balance: Money) {
         // The legs in progress draw their next minutes from the pool of the newest month the
         // tenant has seen, not from the month of a late input that happens to cross the cutoff.
-        let month = self.at.max(self.state.watermark).year_month();
-        let used = self.state.pool_of(month).map_or(0, |pool| pool.used_minutes);
-        let pool_empty = self.tenant.pool_minutes().saturating_sub(used) == 0;
+        let pool_empty = self.pool_minutes_left_in(self.at.max(self.state.watermark).year_month()) == 0;
         let targets: Vec<(Id, Id, Id)> = self
             .state
             .open_legs
@@ -213,7 +211,12 @@ impl Ctx<'_> {
 
     /// Pooled minutes left this month (as of the event being applied).
     pub(super) fn pool_minutes_left(&self) -> u32 {
-        let used = self.state.pool_of(self.at.year_month()).map_or(0, |pool| pool.used_minutes);
+        self.pool_minutes_left_in(self.at.year_month())
+    }
+
+    /// Pooled minutes left in `month`.
+    fn pool_minutes_left_in(&self, month: YearMonth) -> u32 {
+        let used = self.state.pool_of(month).map_or(0, |pool| pool.used_minutes);
         self.tenant.pool_minutes().saturating_sub(used)
     }
 
@@ -228,37 +231,47 @@ impl Ctx<'_> {
         take
     }
 
-    /// Gives `minutes` a leg drew from `month`'s pool back to it; returns how many were given
-    /// back (none once that month's pool is forgotten: no input of it can draw any more).
-    pub(super) fn give_back_pool_minutes(&mut self, month: YearMonth, minutes: u32) -> u32 {
-        if self.state.pool_of(month).is_none() {
-            return 0;
+    /// Gives up to `minutes` that `leg` drew back to the pools they came from, the newest
+    /// month first ([`OpenLeg::pool_draws`]). None go back to a month whose pool is forgotten
+    /// (no input of it can draw any more), nor from a leg that recorded no draws.
+    pub(super) fn give_back_pool_minutes(&mut self, leg: &mut OpenLeg, mut minutes: u32) {
+        while minutes > 0 {
+            let Some((month, drawn)) = leg.pool_draws.last_mut() else { return };
+            if self.state.pool_of(*month).is_none() {
+                return;
+            }
+            let pool = self.state.pool_of_mut(*month);
+            let given = minutes.min(*drawn).min(pool.used_minutes);
+            if given == 0 {
+                return;
+            }
+            pool.used_minutes -= given;
+            *drawn -= given;
+            minutes -= given;
+            leg.pool_minutes -= given;
+            if *drawn == 0 {
+                leg.pool_draws.pop();
+            }
         }
-        let pool = self.state.pool_of_mut(month);
-        let given = minutes.min(pool.used_minutes);
-        pool.used_minutes -= given;
-        given
     }
 
     /// Emits the pool's 80 % and 100 % events once each per month (the month of the input:
     /// a late input's draw can cross them in its own month).
     pub(super) fn pool_alerts(&mut self) {
         let total = self.tenant.pool_minutes();
-        let Some(pool) = self.state.pool_of(self.at.year_month()) else {
-            return;
-        };
-        let used = u64::from(pool.used_minutes);
-        if total == 0 {
+        if total == 0 || self.state.pool_of(self.at.year_month()).is_none() {
             return;
         }
-        let (alert_80, alert_100) =
-            (used * 100 >= u64::from(total) * 80 && !pool.alerted_80, used >= u64::from(total) && !pool.alerted_100);
+        let pool = self.state.pool_of_mut(self.at.year_month());
+        let used = u64::from(pool.used_minutes);
+        let alert_80 = used * 100 >= u64::from(total) * 80 && !pool.alerted_80;
+        let alert_100 = used >= u64::from(total) && !pool.alerted_100;
+        pool.alerted_80 |= alert_80;
+        pool.alerted_100 |= alert_100;
         if alert_80 {
-            self.state.pool_of_mut(self.at.year_month()).alerted_80 = true;
             self.emit_credit(CreditEventKind::Pool80Percent, Money::ZERO, format!("{used}/{total} minutes"));
         }
         if alert_100 {
-            self.state.pool_of_mut(self.at.year_month()).alerted_100 = true;
             self.emit_credit(CreditEventKind::Pool100Percent, Money::ZERO, format!("{used}/{total} minutes"));
         }
     }

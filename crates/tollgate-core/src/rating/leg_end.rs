@@ -64,9 +64,8 @@ pub(super) fn ended(mut ctx: Ctx<'_>, event: CallLegEvent, ended: LegEnded) -> R
         state.open_legs.insert(event.leg_id.clone(), leg);
         return Err(Error::EndBeforeStart { leg: event.leg_id.into() });
     };
-    ctx.at = ctx.at.max(leg.started_at);
-    ctx.expire_lots();
-    finish_leg(&mut ctx, event.leg_id, leg, duration);
+    let at = ctx.at;
+    finish_leg(&mut ctx, at, event.leg_id, leg, duration);
     Ok(Applied::Processed)
 }
 
@@ -98,35 +97,12 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
         let minutes_needed = billable.div_ceil(60);
         if minutes_needed > leg.minutes_accounted {
             let taken = ctx.take_pool_minutes(minutes_needed - leg.minutes_accounted, leg.pooled_in_full);
-            if taken > 0 {
-                let month = ctx.at.year_month();
-                match leg.pool_draws.iter_mut().find(|(m, _)| *m == month) {
-                    Some((_, minutes)) => *minutes += taken,
-                    None => {
-                        leg.pool_draws.push((month, taken));
-                        leg.pool_draws.sort_unstable();
-                    }
-                }
-            }
-            leg.pool_minutes += taken;
+            leg.drew_from_pool(ctx.at.year_month(), taken);
             leg.minutes_accounted = minutes_needed;
         } else if minutes_needed < leg.minutes_accounted {
             // A final duration below an interim: the credits are refunded below, and the pool
             // gets back the minutes the leg no longer needs, to the months they came from.
-            let mut unused = leg.pool_minutes.saturating_sub(minutes_needed);
-            while unused > 0 {
-                let Some((month, minutes)) = leg.pool_draws.last_mut() else { break };
-                let given = ctx.give_back_pool_minutes(*month, unused.min(*minutes));
-                if given == 0 {
-                    break;
-                }
-                *minutes -= given;
-                unused -= given;
-                leg.pool_minutes -= given;
-                if *minutes == 0 {
-                    leg.pool_draws.pop();
-                }
-            }
+            ctx.give_back_pool_minutes(leg, leg.pool_minutes.saturating_sub(minutes_needed));
             leg.minutes_accounted = minutes_needed;
         }
         billable.min(leg.pool_minutes.saturating_mul(60))
@@ -149,7 +125,12 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
     (billable, pool_seconds)
 }
 
-pub(super) fn finish_leg(ctx: &mut Ctx<'_>, leg_id: Id, mut leg: OpenLeg, duration: u64) {
+/// Ends a leg as its `ended` at `at` says: at that time (not before the leg's start), with
+/// the lots that expired by then forfeited first, whether the end came in order or waited
+/// for the start.
+pub(super) fn finish_leg(ctx: &mut Ctx<'_>, at: Timestamp, leg_id: Id, mut leg: OpenLeg, duration: u64) {
+    ctx.at = at.max(leg.started_at);
+    ctx.expire_lots();
     let elapsed = u32::try_from(duration).unwrap_or(u32::MAX);
     let (billable, pool_seconds) = settle(ctx, &leg_id, &mut leg, elapsed);
     let duration_seconds = leg.elapsed_seconds;

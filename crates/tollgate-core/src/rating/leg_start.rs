@@ -54,21 +54,17 @@ pub(super) fn started<C: Catalog + ?Sized>(
     start_leg(catalog, &mut ctx, event, started, priced, &organizer);
     if let (Some(parked), Some(leg_id)) = (parked, leg_id) {
         if let LegBody::Ended(ended) = parked.body {
-            if let Some(leg) = ctx.state.open_legs.get(&leg_id) {
-                match duration_of(leg, &ended) {
-                    // The end, rated as if it had come now, at its own time: lots that expired
-                    // by then are forfeited first, as an `ended` in order would find them.
-                    Some(duration) => {
-                        if let Some(leg) = ctx.state.open_legs.remove(&leg_id) {
-                            ctx.at = parked.occurred_at.max(leg.started_at);
-                            ctx.expire_lots();
-                            finish_leg(&mut ctx, leg_id, leg, duration);
-                        }
-                    }
+            if let Some(leg) = ctx.state.open_legs.remove(&leg_id) {
+                match duration_of(&leg, &ended) {
+                    // The end, rated as if it had come now, at its own time.
+                    Some(duration) => finish_leg(&mut ctx, parked.occurred_at, leg_id, leg, duration),
                     // An end before its start is bad input, refused in order: the leg stays
                     // open for a valid end, and the bad one is dropped (counted with the
                     // parked ends dropped unrated).
-                    None => ctx.state.totals.orphan_ends_dropped += 1,
+                    None => {
+                        ctx.state.open_legs.insert(leg_id, leg);
+                        ctx.state.totals.orphan_ends_dropped += 1;
+                    }
                 }
             }
         }

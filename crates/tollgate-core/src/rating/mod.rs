@@ -174,9 +174,7 @@ impl Rater {
         }
         state.watermark = at;
         let cutoff = self.horizon(at);
-        state.seen.prune(cutoff);
-        state.closed_legs.prune(cutoff);
-        state.forget_pools_before(cutoff);
+        state.forget_before(cutoff);
         let before = state.parked_ends.len();
         state.parked_ends.retain(|_, e| e.occurred_at >= cutoff);
         state.totals.orphan_ends_dropped += (before - state.parked_ends.len()) as u64;
