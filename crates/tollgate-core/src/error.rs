@@ -76,6 +76,19 @@ pub enum Error {
         /// Command's currency.
         got: String,
     },
+    /// The tenant's reference names another currency than the one its money is held in
+    /// (its state holds a balance, a total or a leg in progress in `held`). Nothing of the
+    /// tenant is rated until its currency is set back: amounts carry no currency, and reading
+    /// them in the new one would convert them one for one.
+    #[error("tenant {tenant:?} holds money in {held}, but its reference now says {reference}: set the currency back")]
+    CurrencyChanged {
+        /// Tenant.
+        tenant: String,
+        /// The currency its money is held in.
+        held: String,
+        /// The currency its reference names now.
+        reference: String,
+    },
     /// Money for a tenant whose credits are not enabled: it could pay for no leg.
     #[error("tenant {tenant:?} does not have credits enabled: command {command:?} would fund a balance no leg can use")]
     CreditsDisabled {
@@ -128,6 +141,7 @@ impl Error {
             Error::UnknownTenant(_) => "unknown_tenant",
             Error::UnknownOrganizer { .. } => "unknown_organizer",
             Error::CurrencyMismatch { .. } => "currency_mismatch",
+            Error::CurrencyChanged { .. } => "currency_changed",
             Error::CreditsDisabled { .. } => "credits_disabled",
             Error::DuplicateConflict(_) => "duplicate_conflict",
             Error::LegAlreadyStarted(_) => "leg_already_started",

@@ -9,7 +9,7 @@ use crate::FastState;
 use crate::event::{CallLegEvent, LegKind};
 use crate::instant::YearMonth;
 use crate::ledger::Ledger;
-use crate::money::Money;
+use crate::money::{Currency, Money};
 use crate::number::{Country, E164};
 use crate::output::{CallType, Capability, NumberType, UsageFlags};
 use crate::rates::{Prefix, Price};
@@ -58,6 +58,13 @@ pub struct TenantState {
     pub seen: Recent<u64>,
     /// Latest event time applied: drives the retention of `seen`, `closed_legs`, parked ends.
     pub watermark: Timestamp,
+    /// The currency the tenant's money is held in: its reference's currency when an input
+    /// was last applied (`None` in a state that no input has been applied to yet, or written
+    /// by a release before this field). Amounts carry no currency of their own, so a tenant
+    /// whose reference names another currency while it holds money ([`TenantState::holds_money`])
+    /// is refused (`currency_changed`) rather than having its balance read in the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
 }
 
 impl OpenLeg {
@@ -78,6 +85,18 @@ impl OpenLeg {
 }
 
 impl TenantState {
+    /// Whether anything of the state is an amount of money: a balance, a debt or a lot, a
+    /// running total, or a leg in progress (priced, and perhaps debited, in the currency it
+    /// started in). A state that holds none can take another currency.
+    pub fn holds_money(&self) -> bool {
+        let Totals { funded, adjusted, usage_charges, forfeited, orphan_ends_dropped: _ } = &self.totals;
+        self.ledger.balance() != Money::ZERO
+            || self.ledger.debt() != Money::ZERO
+            || self.ledger.lots().next().is_some()
+            || [funded, adjusted, usage_charges, forfeited].iter().any(|m| **m != Money::ZERO)
+            || !self.open_legs.is_empty()
+    }
+
     /// The credit balance.
     pub fn balance(&self) -> Money {
         self.ledger.balance()

@@ -1240,7 +1240,76 @@ fn refuses_unknown_tenants_and_organizers_and_foreign_currencies() {
         }),
     });
     assert_eq!(w.try_apply(fund).unwrap_err().code(), "invalid");
+    // A lot purchased after the command that funds it: a wrong date, which would make the lot
+    // outlive its 12 months and be spent after lots bought later.
+    let four_years = 4 * 365 * 86_400;
+    let fund = Input::Credit(CreditCommand {
+        command_id: "c3".into(),
+        tenant_id: tid("contoso"),
+        occurred_at: ts(T0),
+        body: CreditBody::Fund(LotFunding {
+            lot_id: "l".into(),
+            amount: m("5"),
+            currency: usd,
+            purchased_at: ts(T0 + four_years),
+        }),
+    });
+    let refused = w.try_apply(fund).unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.to_string()),
+        (
+            "invalid",
+            "invalid input: command \"c3\": lot purchased at 2030-11-01T09:00:00Z, after the command itself (2026-11-02T09:00:00Z)"
+                .to_owned()
+        )
+    );
     assert_eq!(w.balance("contoso"), Money::ZERO);
+}
+
+/// Amounts carry no currency: a tenant republished in another currency while it holds money
+/// would have its balance read one for one in the new one (100 USD spent as 100 JPY). Its
+/// inputs are refused until the currency is set back; a tenant holding nothing may change.
+#[test]
+fn a_tenant_whose_currency_changes_while_it_holds_money_is_refused_until_set_back() {
+    let mut w = World::new();
+    w.fund("contoso", "100");
+    let out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0);
+    assert!(matches!(decisions(&out)[0], Decision::Allow { .. }));
+    w.tenant("contoso", |t| t.currency = Currency::from_code("JPY").unwrap());
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(600), cause: DisconnectCause::Normal };
+    let end = w.leg_event("contoso", "a", "", T0 + 600, LegBody::Ended(ended));
+    let refused = w.try_apply(end.clone()).unwrap_err();
+    assert_eq!(refused.code(), "currency_changed");
+    assert_eq!(
+        refused.to_string(),
+        "tenant \"contoso\" holds money in USD, but its reference now says JPY: set the currency back"
+    );
+    let yen = Input::Credit(CreditCommand {
+        command_id: "jpy-fund".into(),
+        tenant_id: tid("contoso"),
+        occurred_at: ts(T0 + 700),
+        body: CreditBody::Fund(LotFunding {
+            lot_id: "jpy".into(),
+            amount: m("1000"),
+            currency: Currency::from_code("JPY").unwrap(),
+            purchased_at: ts(T0 + 700),
+        }),
+    });
+    assert_eq!(w.try_apply(yen).unwrap_err().code(), "currency_changed");
+    assert_eq!((w.balance("contoso"), w.state("contoso").currency), (m("100"), Some(usd())));
+
+    // Set back, the end is rated in dollars: 10 minutes at 0.02.
+    w.tenant("contoso", |t| t.currency = usd());
+    let usage = usages(&w.apply(end)).pop().unwrap();
+    assert_eq!((usage.charge, usage.currency, w.balance("contoso")), (m("0.20"), usd(), m("99.80")));
+
+    // A tenant that holds nothing yet (a leg blocked for no credit) takes the new currency.
+    let blocked = w.start("tokyo", "t", "taro", LegKind::DialOut, JP, T0);
+    assert_eq!(decisions(&blocked)[0], Decision::Block(BlockReason::NoCredit));
+    assert_eq!(w.state("tokyo").currency, Some(Currency::from_code("JPY").unwrap()));
+    w.tenant("tokyo", |t| t.currency = usd());
+    w.fund("tokyo", "10");
+    assert_eq!((w.balance("tokyo"), w.state("tokyo").currency), (m("10"), Some(usd())));
 }
 
 #[test]

@@ -55,6 +55,7 @@ pub fn encode_tenant(state: &TenantState, buf: &mut Vec<u8>) {
                 alerted_100: pool.alerted_100,
             })
             .collect(),
+        currency: state.currency.map(|c| c.code().to_owned()).unwrap_or_default(),
     };
     // Encoding into a `Vec` cannot run out of room.
     let _ = record.encode(buf);
@@ -122,6 +123,10 @@ pub fn decode_tenant(bytes: &[u8]) -> Result<TenantState, Error> {
             alerted_100: record.pool_alerted_100,
         },
         earlier_pools,
+        currency: match record.currency.as_str() {
+            "" => None,
+            code => Some(core::Currency::from_code(code).map_err(|source| Error::Field { field: "currency", source })?),
+        },
         watermark: record.watermark.map_or(Ok(core::Timestamp::default()), |w| timestamp(Some(w), "watermark"))?,
         ..TenantState::default()
     })
@@ -247,6 +252,7 @@ mod tests {
             alerted_100: true,
         }];
         state.watermark = at;
+        state.currency = Some(core::Currency::from_code("EUR").unwrap());
         let bytes = tenant_record(&state);
         let back = decode_tenant(&bytes).unwrap();
         assert_eq!(back, state);

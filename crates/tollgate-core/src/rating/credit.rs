@@ -29,6 +29,15 @@ pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Err
                 });
             }
             check_currency(lot.currency)?;
+            // A purchase dated after the command that funds it is a wrong date (a year typed
+            // wrong, say): kept, the lot would expire years late and be spent after lots
+            // bought later.
+            if lot.purchased_at > command.occurred_at {
+                return Err(Error::Invalid(format!(
+                    "command {:?}: lot purchased at {}, after the command itself ({})",
+                    command.command_id, lot.purchased_at, command.occurred_at
+                )));
+            }
             if !lot.amount.is_positive() || !tenant.currency.is_whole_minor_units(lot.amount) {
                 return Err(Error::Invalid(format!(
                     "command {:?}: funded amount {} must be > 0 in whole {} minor units",

@@ -145,6 +145,16 @@ impl Rater {
         if at < horizon {
             return Err(Error::TooLate { event_time: at.to_string(), horizon: horizon.to_string() });
         }
+        if let Some(held) = state.currency
+            && held != tenant.currency
+            && state.holds_money()
+        {
+            return Err(Error::CurrencyChanged {
+                tenant: tenant_id.to_owned(),
+                held: held.to_string(),
+                reference: tenant.currency.to_string(),
+            });
+        }
         let trail = movements.map(|movements| Trail { movements, cause: id.id().clone(), next: 1 });
         let ctx = Ctx { tenant: &tenant, state, out, at, trail };
         let applied = match input {
@@ -159,6 +169,7 @@ impl Rater {
             }
         };
         state.remember_applied(id, fingerprint, at);
+        state.currency = Some(tenant.currency);
         self.advance_watermark(state, at);
         Ok(applied)
     }
