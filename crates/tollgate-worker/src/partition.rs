@@ -204,6 +204,13 @@ impl DeliveryTracker {
         self.failures.load(Ordering::Acquire)
     }
 
+    /// Deliveries that failed since the last call (counting from zero again): what a batch's
+    /// check counts, including the failures whose reports were served while its records were
+    /// being queued (`kafka::send_waiting` serves reports while librdkafka's queue is full).
+    fn take_failures(&self) -> u64 {
+        self.failures.swap(0, Ordering::AcqRel)
+    }
+
     /// The first delivery an ACL refused, as an access error naming its topic.
     pub fn denied(&self) -> Option<crate::access::AccessError> {
         let denied = self.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1210,11 +1217,13 @@ fn send_all(producer: &TaskProducer, topics: &Topics, records: &Outbox) -> Resul
     Ok(())
 }
 
-/// Flushes and fails with the first delivery error's code if any record was not delivered.
+/// Flushes and fails with the first delivery error's code if any record was not delivered
+/// since the last check: every report served since then counts, also those served before this
+/// flush (while the batch's records were queued). A failure of an attempt that was aborted
+/// before its check fails the next attempt's check too: one more retry, never a lost record.
 fn flush_checked(producer: &TaskProducer, timeout: Duration) -> Result<(), Error> {
-    let before = producer.context().failures();
     kafka::flush(producer, timeout)?;
-    let failed = producer.context().failures() - before;
+    let failed = producer.context().take_failures();
     let first = producer.context().take_first_error();
     if failed > 0 {
         if let Some(denied) = producer.context().denied() {
@@ -1437,6 +1446,35 @@ pub(crate) mod tests {
     /// The bare `Fatal` a failed producer answers a record with.
     fn refused_again(producer: &Producers) -> KafkaError {
         producer.txn().send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap_err()
+    }
+
+    /// A delivery failure whose report was served before the batch's flush (while its records
+    /// were queued, as `kafka::send_waiting` does when librdkafka's queue is full) still fails
+    /// the batch: checked from the flush on, it was missed, and the transaction committed
+    /// progress past outputs that were never written.
+    #[test]
+    fn a_delivery_failure_served_while_queueing_still_fails_the_batch() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let config = WorkerConfig { bootstrap_servers: cluster.bootstrap_servers(), ..WorkerConfig::default() };
+        let outputs: TaskProducer = kafka::task_producer(&config)
+            .set("enable.gapless.guarantee", "true")
+            .create_with_context(DeliveryTracker::default())
+            .unwrap();
+        cluster.request_errors(
+            rdkafka::types::RDKafkaApiKey::Produce,
+            &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH],
+        );
+        outputs.send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap();
+        // The report is served before the flush, as a wait on a full queue serves it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while outputs.context().failures.load(Ordering::Acquire) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the refused record is reported");
+            outputs.poll(Duration::from_millis(100));
+        }
+        assert!(flush_checked(&outputs, Duration::from_secs(30)).is_err(), "the failure fails the batch");
+        // Counted once: the next check starts from zero.
+        assert!(flush_checked(&outputs, Duration::from_secs(30)).is_ok());
     }
 
     /// An at-least-once outputs producer that failed for good is replaced and its batch
