@@ -254,6 +254,7 @@ struct Stats {
     legs: BTreeMap<(&'static str, &'static str), u64>,
     unpriced: u64,
     credit_events: BTreeMap<&'static str, u64>,
+    dead_letters: BTreeMap<&'static str, u64>,
 }
 
 /// See [`PartitionTask::spare`].
@@ -689,6 +690,9 @@ impl PartitionTask {
                     }
                     self.report(&rated, batch.len(), started.elapsed());
                     self.spare.keep(rated);
+                    // Under load the partition is never idle: the balances of the tenants no
+                    // batch touches are kept visible here.
+                    self.refresh_balances_if_due();
                     return;
                 }
                 Err(error) => error,
@@ -701,9 +705,13 @@ impl PartitionTask {
                 return;
             }
             telemetry::batch_retried(self.partition, class.label(), &error, attempt);
-            if attempt == STALLED_AFTER {
+            // Set on every retry, not once: the exporter drops a gauge left unset for two
+            // minutes, and a partition whose commits keep failing must stay visible as stalled
+            // for as long as it is (the alert waits five minutes). Its balances too.
+            if attempt >= STALLED_AFTER {
                 telemetry::partition_stalled(self.partition, true);
             }
+            self.refresh_balances_if_due();
             self.replace_failed_outputs_producer(attempt);
             if self.cancel.wait(backoff(attempt)) {
                 self.stop_rating(Class::Retriable, &Error::ShutDown("retrying a batch"));
@@ -802,8 +810,9 @@ impl PartitionTask {
     /// Sets every owned tenant's balance gauge, so that the exporter keeps them (it drops
     /// gauges idle for longer than a few refresh periods, which is how a tenant given away
     /// to another worker disappears from this one).
-    /// While the partition is idle, keeps this worker's ownership of its tenants' balances
-    /// visible (gauges idle too long are dropped by the exporter).
+    /// Keeps this worker's ownership of its tenants' balances visible (gauges idle too long
+    /// are dropped by the exporter): while the partition is idle, after each committed batch,
+    /// and while a batch is retried.
     fn refresh_balances_if_due(&mut self) {
         if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
             self.refresh_balances();
@@ -879,6 +888,7 @@ impl PartitionTask {
                         refusal.code,
                         &refusal.message,
                     );
+                    *rated.stats.dead_letters.entry(refusal.code).or_default() += 1;
                     dead_letter(&mut rated.outputs, record, refusal);
                     "dead_letter"
                 }
@@ -1194,6 +1204,9 @@ impl PartitionTask {
         telemetry::unpriced(rated.stats.unpriced);
         for (kind, n) in &rated.stats.credit_events {
             telemetry::credit_events(kind, *n);
+        }
+        for (code, n) in &rated.stats.dead_letters {
+            telemetry::dead_letters(code, *n);
         }
         for tenant in rated.undo.keys() {
             if let (Some(state), Some(t)) = (self.states.get(tenant), self.tables.tenant(tenant)) {

@@ -215,10 +215,18 @@ pub fn credit_events(kind: &'static str, count: u64) {
     }
 }
 
-/// A record went to the dead-letter topic.
+/// A record is sent to the dead-letter topic (logged at each attempt at its batch; counted
+/// by [`dead_letters`] once the batch is committed).
 pub fn dead_letter(topic: &str, partition: i32, offset: i64, code: &'static str, message: &str) {
     tracing::debug!(topic, partition, offset, code, message, "record sent to the dead-letter topic");
-    counter!("tollgate_dead_letters_total", "code" => code).increment(1);
+}
+
+/// Dead letters of a committed batch by code: a batch rated again after an abort counts its
+/// dead letters once, not once per attempt.
+pub fn dead_letters(code: &'static str, count: u64) {
+    if count > 0 {
+        counter!("tollgate_dead_letters_total", "code" => code).increment(count);
+    }
 }
 
 /// A tenant's balance after a batch.

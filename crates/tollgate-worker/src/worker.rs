@@ -224,7 +224,6 @@ impl Worker {
         }
         let partition_count = retry("checking topics", cancel, || check_topology(config))?;
         tracing::info!(partitions = partition_count, group = %config.group_id, "topics are co-partitioned");
-        self.views.set_partition_count(partition_count);
         let follower_cancel = Arc::new(Cancel::default());
         let follower = ownership::follow(config, Arc::clone(&self.directory), Arc::clone(&follower_cancel));
         let announcer = self.address.get().and_then(|address| {
@@ -236,6 +235,9 @@ impl Worker {
         let loader =
             retry("starting the reference reader", cancel, || Loader::start(config, Arc::clone(&self.tables)))?;
         loader.wait_caught_up(cancel)?;
+        // Only now: until the reference data is read, a real tenant is not known yet, and the
+        // tenant API answers "starting" (503) instead of "unknown tenant" (404).
+        self.views.set_partition_count(partition_count);
         self.readiness.reached(Stage::JoiningGroup);
 
         let shared = Arc::new(Shared {
@@ -296,6 +298,7 @@ impl Worker {
                 // The assigned-partitions gauge, and an announcement lost to a long outage
                 // sent again.
                 shared.publish_assignment();
+                shared.refresh_stalled();
                 // A client stuck for good (see `kafka::BrokerWatch`) would leave this worker
                 // a member of nothing (the group consumer), or rating with reference data
                 // that no longer follows its topics (the reference reader), for ever: a new
@@ -441,6 +444,17 @@ struct Shared {
 impl Shared {
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<i32, TaskHandle>> {
         self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the stalled gauge of every partition halted or waiting to restart here again: it
+    /// was set when the partition stopped, and the exporter drops a gauge left unset for two
+    /// minutes, so a partition stalled for good would vanish before its alert fired.
+    fn refresh_stalled(&self) {
+        let halts = self.lock_halts();
+        let restarts = self.lock_restarts();
+        for partition in halts.keys().chain(restarts.keys()) {
+            telemetry::partition_stalled(*partition, true);
+        }
     }
 
     fn lock_halts(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (Instant, Halt)>> {
