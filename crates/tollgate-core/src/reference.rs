@@ -15,18 +15,28 @@ use crate::policy::DialoutPolicy;
 use crate::rates::RateCard;
 use crate::{Error, Id};
 
-/// A tenant id: non-empty. It is also the Kafka key of every tenant-scoped record.
+/// A tenant id: non-empty, without a `/`. It is also the Kafka key of every tenant-scoped
+/// record, and the first part of every id made from it (`<tenant>/<leg>`, the user key
+/// `<tenant>/<user>`, ...): with a `/` of its own, tenant `a/b` with leg `c` and tenant `a`
+/// with leg `b/c` would share a usage id, and a downstream that drops repeated ids would drop
+/// one of the two charges.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TenantId(Id);
 
 impl TenantId {
-    /// Wraps a non-empty id.
+    /// Wraps a non-empty id without a `/`.
     pub fn new(id: impl Into<Id>) -> Result<Self, Error> {
         let id = id.into();
         // `trim().is_empty()`, stopping at the first non-whitespace character.
         if id.chars().all(char::is_whitespace) {
             return Err(Error::Invalid("tenant id is empty".into()));
+        }
+        if id.contains('/') {
+            return Err(Error::Invalid(format!(
+                "tenant id {:?} contains '/', which separates the tenant from the rest of the ids made from it",
+                id.as_str()
+            )));
         }
         Ok(TenantId(id))
     }

@@ -1312,6 +1312,22 @@ fn a_tenant_whose_currency_changes_while_it_holds_money_is_refused_until_set_bac
     assert_eq!((w.balance("tokyo"), w.state("tokyo").currency), (m("10"), Some(usd())));
 }
 
+/// Every id made from a tenant's id starts `<tenant>/`: a `/` inside a tenant id would make
+/// tenant `a/b` with leg `c` and tenant `a` with leg `b/c` share the usage id `a/b/c`.
+#[test]
+fn a_tenant_id_with_a_slash_is_refused() {
+    let refused = TenantId::new("a/b").unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.to_string()),
+        (
+            "invalid",
+            "invalid input: tenant id \"a/b\" contains '/', which separates the tenant from the rest of the ids made from it"
+                .to_owned()
+        )
+    );
+    assert_eq!(TenantId::new("a").unwrap().as_str(), "a");
+}
+
 #[test]
 fn a_rate_card_in_another_currency_leaves_legs_unpriced_and_flagged() {
     let mut w = World::new();

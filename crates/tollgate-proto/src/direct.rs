@@ -341,6 +341,16 @@ mod tests {
         assert_eq!(read(&[bytes.as_slice(), &[0xa0, 0x01, 0x7f]].concat()), Some(known));
     }
 
+    /// A tenant id with a `/` is refused on both paths, as the conversion refuses it.
+    #[test]
+    fn a_tenant_id_with_a_slash_is_refused() {
+        let mut slashed = event(Body::Interim(v1::LegInterim { elapsed_seconds: 1 }));
+        slashed.tenant_id = "a/b".into();
+        let bytes = slashed.encode_to_vec();
+        assert_eq!(read(&bytes), None);
+        assert_eq!(call_leg_event(&bytes, 1024).unwrap_err().code(), "invalid");
+    }
+
     /// A number is read from its bytes, ASCII only: one around which, or in which, the text
     /// is anything else is left to prost and the conversion, whose answer stands.
     #[test]
