@@ -136,11 +136,16 @@ impl Money {
 impl FromStr for Money {
     type Err = Error;
 
-    /// Parses a decimal string such as `"12.50"` or `"-0.0240"`. Exponents and floats are
-    /// refused: the wire carries plain decimal strings.
+    /// Parses a plain decimal string such as `"12.50"` or `"-0.0240"` (surrounding whitespace
+    /// aside): an optional `-`, digits, and optionally a point followed by digits. Anything
+    /// else `Decimal` would read is refused: exponents, a `+`, a point without digits on both
+    /// sides, and `_` separators (`"1_00"`, a typo, read as 100).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        if s.is_empty() || s.contains(['e', 'E']) {
+        let unsigned = s.strip_prefix('-').unwrap_or(s);
+        let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
+        let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || !digits(fraction) {
             return Err(Error::InvalidAmount(s.to_owned()));
         }
         Decimal::from_str_exact(s).map(|d| Money(d.normalize())).map_err(|_| Error::InvalidAmount(s.to_owned()))
@@ -473,6 +478,14 @@ mod tests {
         assert!("".parse::<Money>().is_err());
         assert!("1.2.3".parse::<Money>().is_err());
         assert!("NaN".parse::<Money>().is_err());
+        // What `Decimal` alone reads but the wire's plain decimals are not: separators (a typo
+        // read as 100), a sign of +, a point without digits on one side.
+        for text in ["1_00", "1_000.00", "+5", ".5", "5.", "-.5", "-", "--1", "1.-5", "0x10"] {
+            assert_eq!(text.parse::<Money>(), Err(Error::InvalidAmount(text.to_owned())), "{text:?}");
+        }
+        for (text, value) in [(" 12.50 ", "12.5"), ("-0.0240", "-0.024"), ("007", "7"), ("0.0", "0")] {
+            assert_eq!(text.parse::<Money>().unwrap().to_string(), value, "{text:?}");
+        }
         assert!(Currency::from_code("US").is_err());
         assert!(Currency::from_code("U$D").is_err());
     }

@@ -70,10 +70,23 @@ pub struct Price {
 }
 
 impl Price {
-    /// Builds a price, refusing negative amounts.
+    /// The most decimals a price or fee may have. Every charge of such prices is computed
+    /// exactly and rounded once ([`Currency::round_charge`]); a price with more decimals
+    /// could be charged through `Decimal`'s division, which rounds its quotient at 28 digits
+    /// before the charge is rounded to the minor unit: rounded twice, a 1 s leg at
+    /// 0.2999999999999999999999999997 a minute (0.00499... exactly) was charged 0.01.
+    pub const MAX_DECIMALS: u32 = 12;
+
+    /// Builds a price, refusing negative amounts and amounts with more than
+    /// [`Price::MAX_DECIMALS`] decimals (trailing zeros not counted).
     pub fn new(per_minute: Money, connection_fee: Money, increments: Increments) -> Result<Self, Error> {
         if per_minute.is_negative() || connection_fee.is_negative() {
             return Err(Error::NegativePrice);
+        }
+        for amount in [per_minute, connection_fee] {
+            if amount.amount().normalize().scale() > Self::MAX_DECIMALS {
+                return Err(Error::Invalid(format!("price {amount} has more than {} decimals", Self::MAX_DECIMALS)));
+            }
         }
         Ok(Price { per_minute, connection_fee, increments })
     }
@@ -467,6 +480,21 @@ mod tests {
 
     fn n(digits: &str) -> E164 {
         E164::from_parts(digits, Country::NON_GEOGRAPHIC).unwrap()
+    }
+
+    /// A price of more than 12 decimals could be charged through a division that rounds
+    /// before the charge is rounded: refused. Trailing zeros do not count.
+    #[test]
+    fn prices_of_more_than_twelve_decimals_are_refused() {
+        let per_minute = |text: &str| text.parse::<Money>().unwrap();
+        let minute = Increments::new(60, 60).unwrap();
+        let refused = Price::new(per_minute("0.2999999999999999999999999997"), Money::ZERO, minute).unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.to_string()),
+            ("invalid", "invalid input: price 0.2999999999999999999999999997 has more than 12 decimals".to_owned())
+        );
+        assert!(Price::new(Money::ZERO, per_minute("0.0000000000001"), minute).is_err());
+        assert!(Price::new(per_minute("0.123456789012"), per_minute("0.1000000000000000"), minute).is_ok());
     }
 
     #[test]
