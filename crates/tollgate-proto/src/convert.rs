@@ -446,7 +446,7 @@ fn user(u: v1::User) -> Result<core::User> {
     Ok(core::User {
         tenant_id: tenant_id(u.tenant_id, "tenantId")?,
         id: required(u.user_id, "userId")?,
-        usage_location: field(Country::from_code(&required(u.usage_location, "usageLocation")?), "usageLocation")?,
+        usage_location: field(Country::from_iso_code(&required(u.usage_location, "usageLocation")?), "usageLocation")?,
         dialout_policy: policy(u.dialout_policy, "dialoutPolicy")?,
         licence,
         allow_toll_free_dial_in: u.allow_toll_free_dial_in.unwrap_or(true),
