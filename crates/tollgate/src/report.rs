@@ -6,11 +6,18 @@
 //!
 //! A total is the exact decimal sum of its rows (charges, connection fees, seconds), so the
 //! report reconciles to the cent with the ledgers' debits. Rows come in the order they are
-//! read (partition by partition); the totals are sorted by tenant and currency.
+//! first read (partition by partition); the totals are sorted by tenant and currency. The
+//! rows are written once the topic is read to its ends: a later record can change a row.
 //!
-//! Exit codes: 0 written; 1 a failure; 2 the topic held records that are not rated usage, or
-//! two different records under one usage id (the report is still written, without them, and
-//! stderr names them).
+//! Two different records under one usage id happen under at-least-once when a batch is rated
+//! again (after an abort, or by the partition's next owner) with other reference data than
+//! the first time (a rate card or a tenant republished in between): the first attempt's
+//! outputs were already visible. The later record is the one of the attempt that committed,
+//! so the tenant's ledger was debited for it: the report keeps the last record of each id.
+//!
+//! Exit codes: 0 written; 1 a failure; 2 the topic held records that are not rated usage or
+//! whose amounts do not parse (left out), or two different records under one usage id (the
+//! last kept); stderr names each.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -134,11 +141,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let wanted: BTreeSet<&str> = args.tenants.iter().map(String::as_str).collect();
-    // Per usage id, a hash of its record's bytes: repeats are byte-identical, a conflict is not.
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut totals: BTreeMap<(String, String), Total> = BTreeMap::new();
-    let (mut rows, mut repeats, mut problems) = (0u64, 0u64, 0u64);
-    let mut failure: Option<anyhow::Error> = None;
+    // Every leg read, in the order first read, with the content of its last record (see the
+    // module: the record its tenant's ledger was debited for); `index` finds a leg's entry.
+    let mut legs: Vec<Leg> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let (mut repeats, mut problems) = (0u64, 0u64);
     let read = tollgate_worker::client::read_rated_usage(
         &config.worker,
         config.worker.kafka_timeout() * 3,
@@ -155,13 +162,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
                     return;
                 }
             };
+            // The tenant is part of the usage id: every record of one id passes this or none.
             if !wanted.is_empty() && !wanted.contains(usage.tenant_id.as_str()) {
-                return;
-            }
-            let started = usage.started_at;
-            if args.from.is_some_and(|from| started.is_none_or(|s| s < from))
-                || args.to.is_some_and(|to| started.is_none_or(|s| s >= to))
-            {
                 return;
             }
             let fingerprint = {
@@ -170,39 +172,36 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
                 tollgate_proto::Message::encode_to_vec(&usage).hash(&mut hasher);
                 hasher.finish()
             };
-            if let Some(first) = seen.get(&usage.usage_id) {
-                if *first != fingerprint {
-                    problems += 1;
-                    eprintln!(
-                        "tollgate report: usage id {} has two different records; the first is kept",
-                        usage.usage_id
-                    );
-                } else {
+            let known = index.get(&usage.usage_id).copied();
+            if let Some(i) = known {
+                if legs[i].fingerprint == fingerprint {
                     repeats += 1;
+                    return;
                 }
-                return;
+                problems += 1;
+                eprintln!("tollgate report: usage id {} has two different records; the last is kept", usage.usage_id);
             }
-            if failure.is_some() {
-                return;
-            }
-            let row = match Row::of(&usage) {
-                Ok(row) => row,
+            let started = usage.started_at;
+            let in_range = !(args.from.is_some_and(|from| started.is_none_or(|s| s < from))
+                || args.to.is_some_and(|to| started.is_none_or(|s| s >= to)));
+            let leg = match Leg::of(&usage, fingerprint, in_range) {
+                Ok(leg) => leg,
                 Err(error) => {
                     problems += 1;
                     eprintln!("tollgate report: usage {} skipped: {error:#}", usage.usage_id);
                     return;
                 }
             };
-            let total = totals.entry((row.tenant_id.clone(), row.currency.clone())).or_default();
-            total.add(&usage, &row);
-            if let Err(error) = writer.write(&row) {
-                failure = Some(error);
+            match known {
+                Some(i) => legs[i] = leg,
+                None => {
+                    index.insert(usage.usage_id, legs.len());
+                    legs.push(leg);
+                    if legs.len() % 1000 == 0 {
+                        bar.set_message(format!("{} legs", legs.len()));
+                    }
+                }
             }
-            rows += 1;
-            if rows % 1000 == 0 {
-                bar.set_message(format!("{rows} legs"));
-            }
-            seen.insert(usage.usage_id, fingerprint);
         },
     );
     bar.finish_and_clear();
@@ -211,8 +210,13 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         Err(Error::Access(access)) => return Err(access.into()),
         Err(error) => return Err(anyhow::Error::new(error).context("failed to read the rated usage")),
     }
-    if let Some(error) = failure {
-        return Err(error);
+    let mut totals: BTreeMap<(String, String), Total> = BTreeMap::new();
+    let mut rows = 0u64;
+    for leg in legs.iter().filter(|leg| leg.in_range) {
+        let total = totals.entry((leg.row.tenant_id.clone(), leg.row.currency.clone())).or_default();
+        total.add(leg);
+        writer.write(&leg.row)?;
+        rows += 1;
     }
     for ((tenant, currency), total) in &totals {
         writer.write(&total.row(tenant, currency))?;
@@ -271,15 +275,46 @@ impl Row {
     }
 }
 
+/// A leg of the report: its row, its amounts, and what tells its records apart.
+struct Leg {
+    row: Row,
+    connection_fee: Money,
+    charge: Money,
+    /// A hash of its record's bytes: an at-least-once repeat has the same.
+    fingerprint: u64,
+    /// Whether it started in the range asked for.
+    in_range: bool,
+}
+
+impl Leg {
+    /// A leg from its record; an amount that does not parse refuses it (a record the worker
+    /// did not write: its row would show an amount its total left out).
+    fn of(usage: &v1::RatedUsage, fingerprint: u64, in_range: bool) -> anyhow::Result<Leg> {
+        let amount = |text: &str, name: &str| {
+            if text.is_empty() {
+                Ok(Money::ZERO)
+            } else {
+                text.parse::<Money>().with_context(|| format!("{name} {text:?} is not an amount"))
+            }
+        };
+        Ok(Leg {
+            row: Row::of(usage)?,
+            connection_fee: amount(&usage.connection_fee, "connection fee")?,
+            charge: amount(&usage.charge, "charge")?,
+            fingerprint,
+            in_range,
+        })
+    }
+}
+
 impl Total {
-    fn add(&mut self, usage: &v1::RatedUsage, row: &Row) {
+    fn add(&mut self, leg: &Leg) {
         self.legs += 1;
-        self.duration += row.duration_seconds;
-        self.billable += row.billable_seconds;
-        self.pool += row.pool_seconds;
-        // Amounts on the wire are written by one function and always parse.
-        self.fees += usage.connection_fee.parse().unwrap_or(Money::ZERO);
-        self.charges += usage.charge.parse().unwrap_or(Money::ZERO);
+        self.duration += leg.row.duration_seconds;
+        self.billable += leg.row.billable_seconds;
+        self.pool += leg.row.pool_seconds;
+        self.fees += leg.connection_fee;
+        self.charges += leg.charge;
     }
 
     /// An amount with at least the currency's minor units, as the rows write theirs.
@@ -373,9 +408,9 @@ mod tests {
         let mut total = Total::default();
         let mut writer = Writer::new(Format::Csv, Vec::new());
         for u in [usage("acme/l1", "0.10", "0.05"), usage("acme/l2", "0.20", "0.00")] {
-            let row = Row::of(&u).unwrap_or_default();
-            total.add(&u, &row);
-            writer.write(&row).unwrap_or_else(|e| panic!("{e}"));
+            let leg = Leg::of(&u, 0, true).unwrap_or_else(|e| panic!("{e}"));
+            total.add(&leg);
+            writer.write(&leg.row).unwrap_or_else(|e| panic!("{e}"));
         }
         writer.write(&total.row("acme", "USD")).unwrap_or_else(|e| panic!("{e}"));
         let Writer::Csv(csv) = writer else { panic!("not csv") };

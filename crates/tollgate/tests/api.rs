@@ -385,18 +385,23 @@ fn sum_by_tenant<M: Message + Default>(
 
 /// Runs `tollgate report` with `args`; its output (stdout, or the `-o` file).
 fn report(config: &WorkerConfig, args: &[&str]) -> String {
+    let output = run_report(config, args);
+    assert!(output.status.success(), "tollgate report {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `tollgate report` with `args`, whatever its exit code.
+fn run_report(config: &WorkerConfig, args: &[&str]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     // The command refuses TOLLGATE_* variables it does not know (the test's own included).
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")) {
         command.env_remove(key);
     }
-    let output = command
+    command
         .args(["report", "--quiet", "--bootstrap-servers", &config.bootstrap_servers, "--group-id", &config.group_id])
         .args(args)
         .output()
-        .unwrap();
-    assert!(output.status.success(), "tollgate report {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
+        .unwrap()
 }
 
 /// On a real broker under exactly-once, with two workers: the usage report read
@@ -479,4 +484,42 @@ fn the_usage_report_reconciles_with_the_ledgers_debits_to_the_cent() {
     assert_eq!(per_tenant, expected);
     let none = report(&config, &["--to", "2026-11-01T00:00:00Z", "--format", "jsonl"]);
     assert_eq!(none, "");
+
+    // Two different records under one usage id (an at-least-once batch rated again after its
+    // rate card was republished: the later one is the attempt that committed) and a record
+    // whose charge is not an amount: the last of the two is kept and counted, the bad one
+    // left out of the rows and the total, and the report exits 2, naming both.
+    let record = |usage_id: &str, charge: &str| {
+        v1::RatedUsage {
+            usage_id: usage_id.into(),
+            tenant_id: "t0000".into(),
+            currency: "USD".into(),
+            charge: charge.into(),
+            started_at: Some(tollgate_proto::Timestamp { seconds: 1_793_581_200, nanos: 0 }), // 2026-11-02T01:00:00Z
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let publisher = Publisher::new(&config).unwrap();
+    let usage_topic = &config.topics[TopicKind::RatedUsage];
+    for (id, charge) in [("t0000/again", "1.00"), ("t0000/again", "2.00"), ("t0000/typo", "1,50")] {
+        publisher.send_raw(usage_topic, Some(b"t0000"), Some(&record(id, charge))).unwrap();
+    }
+    publisher.flush().unwrap();
+    let output = run_report(&config, &[&range[..], &["--tenant", "t0000", "--format", "jsonl"]].concat());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("usage id t0000/again has two different records; the last is kept"), "{stderr}");
+    assert!(stderr.contains("usage t0000/typo skipped: charge \"1,50\" is not an amount"), "{stderr}");
+    let rows: Vec<Value> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let again: Vec<&Value> = rows.iter().filter(|r| r["usage_id"] == "t0000/again").collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["charge"], "2.00");
+    assert!(rows.iter().all(|r| r["usage_id"] != "t0000/typo"));
+    let total = rows.iter().find(|r| r["record"] == "total").unwrap();
+    assert_eq!(
+        (d(total["charge"].as_str().unwrap()), total["legs"].as_u64().unwrap()),
+        (totals["t0000"].0 + d("2.00"), totals["t0000"].1 + 1)
+    );
 }
