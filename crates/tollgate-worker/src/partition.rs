@@ -29,7 +29,7 @@
 //! seeking the partition back to its committed offsets would deliver, without racing the
 //! records already fetched behind them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -510,9 +510,12 @@ impl PartitionTask {
         let inbox = &mut inbox;
         while !self.stopping {
             let recorded = self.next.take();
-            let (batch, stop) = match &recorded {
+            let (batch, stop, exact) = match &recorded {
                 Some(manifest) => self.collect_exact(inbox, manifest),
-                None => self.collect(inbox),
+                None => {
+                    let (batch, stop) = self.collect(inbox);
+                    (batch, stop, false)
+                }
             };
             self.stopping |= stop;
             if !batch.is_empty() {
@@ -522,7 +525,9 @@ impl PartitionTask {
             }
             // Idle: the records are left uncommitted to the partition's next owner.
             if !batch.is_empty() && self.idle.is_none() {
-                self.commit_batch(batch, recorded.is_some(), inbox);
+                // A recorded batch whose records did not all come is not the batch its
+                // manifest names: it is recorded again, as it is, before any output.
+                self.commit_batch(batch, recorded.is_some() && exact, inbox);
             }
         }
         if let Some(outputs) = &self.producers.outputs {
@@ -607,43 +612,81 @@ impl PartitionTask {
         }
     }
 
-    /// Exactly the batch `manifest` names (records after it are carried over). A manifest
-    /// whose records do not all arrive in time (an operator moved the group's offsets) is
-    /// given up on with a warning, with the records that did arrive.
-    fn collect_exact(&mut self, inbox: &mut Inbox, manifest: &Manifest) -> (Vec<Record>, bool) {
+    /// Exactly the batch `manifest` names (records after it are carried over), and whether it
+    /// is all there. It waits for the batch's records for as long as they can still come:
+    /// rating part of the batch would give its outputs, which the previous owner may have
+    /// produced already, other bytes. A new owner fetching from group offsets that lag far
+    /// behind reads through what is rated already first (dropped by the inbox), which may take
+    /// longer than any fixed wait: so the wait ends only when each topic delivered a record at
+    /// or past the batch's last offset (records come in offset order: no more of the batch's
+    /// are to come), or when for `kafka_timeout × 3` nothing came, not even a record rated
+    /// already. Then the missing records are gone (an operator moved the group's offsets, or
+    /// retention deleted them), and the batch is rated with what came, recorded again first
+    /// (`false`).
+    fn collect_exact(&mut self, inbox: &mut Inbox, manifest: &Manifest) -> (Vec<Record>, bool, bool) {
         let mut batch = Vec::with_capacity(manifest.len_bound().min(self.config.batch_size));
         let mut later = std::mem::take(&mut self.spare.carry);
+        let mut passed: BTreeSet<String> = BTreeSet::new();
+        let past = |record: &Record| manifest.ranges.get(&record.topic).is_some_and(|(_, last)| record.offset > *last);
         for record in self.carry.drain(..) {
-            if manifest.contains(&record) { batch.push(record) } else { later.push_back(record) }
+            if manifest.contains(&record) {
+                batch.push(record);
+            } else {
+                if past(&record) {
+                    passed.insert(record.topic.clone());
+                }
+                later.push_back(record);
+            }
         }
-        let deadline = Instant::now() + self.config.kafka_timeout() * 3;
         let mut stop = false;
-        while !manifest.complete(&batch) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match inbox.recv_timeout(left) {
+        let mut skipped = inbox.skipped();
+        let all_passed = |batch: &[Record], passed: &BTreeSet<String>| {
+            manifest.ranges.iter().all(|(topic, (_, last))| {
+                passed.contains(topic) || batch.iter().any(|r| &r.topic == topic && r.offset >= *last)
+            })
+        };
+        while !all_passed(&batch, &passed) {
+            match inbox.recv_timeout(self.config.kafka_timeout() * 3) {
                 Ok(Command::Record(record)) if manifest.contains(&record) => batch.push(record),
-                Ok(Command::Record(record)) => later.push_back(record),
+                Ok(Command::Record(record)) => {
+                    if past(&record) {
+                        passed.insert(record.topic.clone());
+                    }
+                    later.push_back(record);
+                }
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     // An incomplete batch is not rated: the next owner finds the manifest.
                     batch.clear();
                     stop = true;
                     break;
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    tracing::warn!(
+                Err(RecvTimeoutError::Timeout) if inbox.skipped() > skipped => {
+                    // Reading through records rated already: the batch's may still come.
+                    skipped = inbox.skipped();
+                    tracing::info!(
                         partition = self.partition,
-                        ?manifest,
-                        "the records of the recorded batch did not arrive: rating what did"
+                        skipped,
+                        "still reading through records rated already before the recorded batch"
                     );
-                    break;
+                    self.refresh_balances_if_due();
                 }
+                Err(RecvTimeoutError::Timeout) => break,
             }
+        }
+        let exact = manifest.complete(&batch);
+        if !exact && !stop {
+            tracing::warn!(
+                partition = self.partition,
+                ?manifest,
+                records = batch.len(),
+                "records of the recorded batch are gone (offsets moved, or deleted): rating those that came, recorded again"
+            );
         }
         // The carry, drained, keeps its buffer for the next call.
         self.spare.carry = std::mem::replace(&mut self.carry, later);
         // Not through `collect_catching_up`: an input's last record may be in this batch.
         self.catch_up.observe(&batch, 0);
-        (batch, stop)
+        (batch, stop, exact)
     }
 
     /// Moves what already waits in `inbox` to the carry (up to a batch), without blocking.
