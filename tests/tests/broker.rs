@@ -100,10 +100,20 @@ fn transactions_and_read_committed_survive_sigkill_and_sigterm() {
     broker.restart();
     assert_committed(&broker, &[]);
 
-    // Transactions work after the restart; a new producer with the same id fences the old.
+    // Transactions work after the restart; a new producer with the same id fences the old,
+    // whose next transaction fails.
+    let old = producer(&broker);
     let txn = producer(&broker);
+    old.begin_transaction().expect("begin: local to the client");
+    old.send(BaseRecord::to(EVENTS).key("z1").payload(&b"zombie"[..])).map_err(|(e, _)| e).expect("queue");
+    let refused = old.commit_transaction(TIMEOUT).expect_err("the fenced producer committed");
+    assert!(refused.to_string().to_lowercase().contains("fenced"), "{refused}");
+    drop(old);
     transaction(&txn, &[(EVENTS, "k5", b"five")], true);
     transaction(&txn, &[(EVENTS, "x3", b"aborted-3")], false);
+    // Committed last: a read_committed reader that reads it has read past x3, so x3 would
+    // show in what it read before it.
+    transaction(&txn, &[(EVENTS, "k6", b"six")], true);
     drop(txn);
 
     // SIGTERM: a graceful shutdown, then the same ports and data again.
@@ -111,7 +121,7 @@ fn transactions_and_read_committed_survive_sigkill_and_sigterm() {
     broker.sigterm();
     broker.restart();
     assert_eq!(broker.bootstrap_servers(), servers);
-    assert_committed(&broker, &[kv("k5", b"five")]);
+    assert_committed(&broker, &[kv("k5", b"five"), kv("k6", b"six")]);
 
     // A paused broker answers nothing; resumed, it does again.
     let client: BaseConsumer = broker.client_config().create().unwrap();

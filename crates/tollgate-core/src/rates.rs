@@ -493,8 +493,10 @@ mod tests {
             (refused.code(), refused.to_string()),
             ("invalid", "invalid input: price 0.2999999999999999999999999997 has more than 12 decimals".to_owned())
         );
-        assert!(Price::new(Money::ZERO, per_minute("0.0000000000001"), minute).is_err());
-        assert!(Price::new(per_minute("0.123456789012"), per_minute("0.1000000000000000"), minute).is_ok());
+        let fee = Price::new(Money::ZERO, per_minute("0.0000000000001"), minute).unwrap_err();
+        assert_eq!(fee.to_string(), "invalid input: price 0.0000000000001 has more than 12 decimals");
+        let twelve = Price::new(per_minute("0.123456789012"), per_minute("0.1000000000000000"), minute).unwrap();
+        assert_eq!((twelve.per_minute, twelve.connection_fee), (per_minute("0.123456789012"), per_minute("0.1")));
     }
 
     #[test]

@@ -89,7 +89,9 @@ fn refuses_an_amount_of_more_than_fifteen_digits_before_the_point() {
     let largest = fund(json!({"lotId": "lot-1", "amount": "999999999999999.99", "currency": "USD",
         "purchasedAt": "2026-11-01T00:00:00Z"}));
     let record: InputRecord = serde_json::from_value(largest).unwrap();
-    assert!(core::Input::try_from(record).is_ok());
+    let Ok(core::Input::Credit(command)) = core::Input::try_from(record) else { panic!("not a credit command") };
+    let core::CreditBody::Fund(lot) = command.body else { panic!("not a funding") };
+    assert_eq!(lot.amount, "999999999999999.99".parse::<core::Money>().unwrap());
     let value = json!({"creditCommand": {"commandId": "c1", "tenantId": "contoso", "occurredAt": "2026-11-01T00:00:00Z",
         "adjustment": {"amount": "-1000000000000000", "currency": "USD", "reason": "typo"}}});
     assert_eq!(

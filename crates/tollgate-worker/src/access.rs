@@ -297,14 +297,12 @@ mod tests {
         assert_eq!(find(&crate::Error::Config("x".into())), None);
     }
 
-    /// Nothing listens on port 1 of the loopback interface: reported as unreachable, after the
-    /// timeout and not long after.
+    /// Nothing listens on port 1 of the loopback interface: reported as unreachable, naming
+    /// the timeout it waited.
     #[test]
     fn a_closed_port_is_unreachable_after_the_timeout() {
         let config = WorkerConfig { bootstrap_servers: "127.0.0.1:1".into(), ..WorkerConfig::default() };
-        let started = Instant::now();
         let error = probe(&config, Duration::from_secs(2)).unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
         let crate::Error::Access(access) = error else { panic!("{error}") };
         assert_eq!(access.cause, Cause::Unreachable);
         assert!(

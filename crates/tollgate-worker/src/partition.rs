@@ -1504,6 +1504,11 @@ pub(crate) mod tests {
         producer.txn().send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap_err()
     }
 
+    /// Whether a batch's check failed for the record the broker refused with an old epoch.
+    fn refused_with_old_epoch(error: &Error) -> bool {
+        matches!(error, Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch)))
+    }
+
     /// A delivery failure whose report was served before the batch's flush (while its records
     /// were queued, as `kafka::send_waiting` does when librdkafka's queue is full) still fails
     /// the batch: checked from the flush on, it was missed, and the transaction committed
@@ -1528,15 +1533,18 @@ pub(crate) mod tests {
             assert!(std::time::Instant::now() < deadline, "the refused record is reported");
             outputs.poll(Duration::from_millis(100));
         }
-        assert!(flush_checked(&outputs, Duration::from_secs(30)).is_err(), "the failure fails the batch");
+        let refused = flush_checked(&outputs, Duration::from_secs(30)).unwrap_err();
+        assert!(refused_with_old_epoch(&refused), "the failure fails the batch: {refused:?}");
         // Counted once: the next check starts from zero.
-        assert!(flush_checked(&outputs, Duration::from_secs(30)).is_ok());
+        assert!(matches!(flush_checked(&outputs, Duration::from_secs(30)), Ok(())));
     }
 
-    /// An at-least-once outputs producer that failed for good is replaced and its batch
-    /// retried: its outputs are not part of a transaction, so a new producer fences nobody.
+    /// An at-least-once outputs producer that failed for good fails its batch's check with
+    /// the broker's refusal, and the batch's error is retriable, not fatal: its outputs are not
+    /// part of a transaction, so the task replaces the producer (a new one fences nobody) and
+    /// rates the batch again (`replace_failed_outputs_producer`).
     #[test]
-    fn a_record_a_failed_outputs_producer_refuses_is_retried_with_a_new_producer() {
+    fn a_failed_outputs_producer_leaves_its_batch_retriable() {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("t", 1, 1).unwrap();
         let config = WorkerConfig { bootstrap_servers: cluster.bootstrap_servers(), ..WorkerConfig::default() };
@@ -1551,8 +1559,11 @@ pub(crate) mod tests {
             &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH],
         );
         outputs.send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap();
-        assert!(flush_checked(&outputs, Duration::from_secs(30)).is_err(), "the refused record is reported");
-        assert!(outputs.client().fatal_error().is_some(), "the producer failed for good");
+        let refused = flush_checked(&outputs, Duration::from_secs(30)).unwrap_err();
+        assert!(refused_with_old_epoch(&refused), "the refused record is reported with its cause: {refused:?}");
+        // Failed for good: the gap-less guarantee cannot be kept with a record lost.
+        let (code, _) = outputs.client().fatal_error().expect("the producer failed for good");
+        assert_eq!(code, RDKafkaErrorCode::GaplessGuarantee);
         let refused = outputs.send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e);
         let refused = Error::Kafka(refused.unwrap_err());
         assert_eq!(refused.class(), Class::Fatal, "{refused}");

@@ -33,6 +33,16 @@ use crate::{Error, codec, kafka, telemetry};
 /// How long a revoked partition may take to commit its last batch before it is abandoned to
 /// the next owner.
 const REVOKE_GRACE: Duration = Duration::from_secs(15);
+/// How long the tasks cancelled after [`REVOKE_GRACE`] may take to return from the Kafka call
+/// they are blocked in (at most `kafka_timeout_ms`) before they are left behind: together
+/// 19 s, within the 25 s a shutdown has before the process exits anyway (and the 30 s a pod
+/// gets).
+const CANCELLED_GRACE: Duration = Duration::from_secs(4);
+/// How long a shutdown waits for the group consumer to leave the group. With the broker gone
+/// librdkafka's close waits for a coordinator that is not there; the group then notices the
+/// worker gone at its session timeout, as after a crash. With the grace periods above and the
+/// 2 s the announcement's withdrawal may take, a shutdown takes at most about 23 s.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long the polling thread waits for a record while a partition is paused for
 /// backpressure: the bound on how long a task that caught up waits to be resumed.
 const THROTTLED_POLL: Duration = Duration::from_millis(5);
@@ -323,10 +333,18 @@ impl Worker {
         tracing::info!("shutting down: committing in-flight batches");
         let partitions: Vec<i32> = shared.lock_tasks().keys().copied().collect();
         shared.stop_tasks(&partitions);
-        // Dropping the consumer leaves the group; no task is left for the revoke callback.
-        drop(consumer);
+        // Dropping the consumer leaves the group; no task is left for the revoke callback. In
+        // a thread of its own: with the broker gone it would wait for it (see `CLOSE_GRACE`).
+        let (closed, close) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+        match close.recv_timeout(CLOSE_GRACE) {
+            Ok(()) => tracing::info!("left the consumer group"),
+            Err(_) => tracing::warn!("could not leave the consumer group in time: the group will see this worker gone"),
+        }
         drop(loader);
-        tracing::info!("left the consumer group");
         if let Some(announcer) = &shared.announcer {
             // Short: a missing topic must not hold the shutdown up (the next owner's
             // announcement supersedes this worker's anyway).
@@ -739,16 +757,26 @@ impl Shared {
             handle.inbox.stop();
         }
         let deadline = Instant::now() + REVOKE_GRACE;
+        let mut late = Vec::new();
         for (partition, handle) in handles {
             let wait = deadline.saturating_duration_since(Instant::now());
+            match handle.finished.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => late.push((partition, handle)),
+                _ => drop(handle.thread.join()),
+            }
+        }
+        // Every late task is cancelled at once (one after the other, each would wait for the
+        // ones before it), then all are given the same time to return.
+        for (partition, handle) in &late {
+            tracing::warn!(partition, "partition task did not commit in time: abandoning its batch");
+            handle.cancel.cancel();
+        }
+        let deadline = Instant::now() + CANCELLED_GRACE.min(self.config.kafka_timeout() + Duration::from_secs(1));
+        for (partition, handle) in late {
+            let wait = deadline.saturating_duration_since(Instant::now());
             if let Err(RecvTimeoutError::Timeout) = handle.finished.recv_timeout(wait) {
-                tracing::warn!(partition, "partition task did not commit in time: abandoning its batch");
-                handle.cancel.cancel();
-                let blocked = self.config.kafka_timeout() + Duration::from_secs(1);
-                if let Err(RecvTimeoutError::Timeout) = handle.finished.recv_timeout(blocked) {
-                    tracing::error!(partition, "partition task is stuck in a Kafka call: leaving it behind");
-                    continue;
-                }
+                tracing::error!(partition, "partition task is stuck in a Kafka call: leaving it behind");
+                continue;
             }
             let _ = handle.thread.join();
         }
@@ -982,18 +1010,12 @@ mod tests {
             std::thread::spawn(move || worker.run(&stop))
         };
         let t = &config.topics;
-        let reader =
+        let mut reader =
             TopicReader::from_beginning(&config, "test", &[&t[TopicKind::RatedUsage], &t[TopicKind::DeadLetter]])
                 .unwrap();
         let (mut usages, mut dead) = (Vec::new(), Vec::new());
         let deadline = Instant::now() + Duration::from_secs(60);
-        while usages.len() < 2 || dead.is_empty() {
-            assert!(Instant::now() < deadline, "not rated within 60 s: usages {usages:?}, dead letters {dead:?}");
-            if running.is_finished() {
-                panic!("the worker stopped: {:?}", running.join());
-            }
-            let Some(record) = reader.poll(Duration::from_millis(100)) else { continue };
-            let record = record.unwrap();
+        let mut take = |record: crate::record::Record| {
             let value = record.payload.unwrap_or_default();
             if record.topic == t[TopicKind::RatedUsage] {
                 let usage = v1::RatedUsage::decode(value.as_slice()).unwrap();
@@ -1002,10 +1024,24 @@ mod tests {
                 let letter = v1::DeadLetter::decode(value.as_slice()).unwrap();
                 dead.push((letter.source_topic, letter.source_offset, letter.error_code, letter.message));
             }
+        };
+        let mut rated = 0;
+        while rated < 3 {
+            assert!(Instant::now() < deadline, "not rated within 60 s ({rated} outputs)");
+            if running.is_finished() {
+                panic!("the worker stopped: {:?}", running.join());
+            }
+            let Some(record) = reader.poll(Duration::from_millis(100)) else { continue };
+            take(record.unwrap());
+            rated += 1;
         }
         stop.cancel();
         // The worker did not stop: the panic halted nothing.
         running.join().unwrap().unwrap();
+        // Whatever else it wrote, to the end: a record rated twice would show here.
+        reader.mark_ends().unwrap();
+        reader.read_to_end(Duration::from_secs(30), &mut take).unwrap();
+        drop(take);
 
         assert_eq!(
             usages,

@@ -323,7 +323,8 @@ fn every_worker_answers_for_every_tenant_the_same_committed_position_across_reba
     wait_until("the third worker to own partitions", DEADLINE, || {
         deployment.workers.iter().all(|w| owned(w).is_some_and(|p| !p.is_empty()))
     });
-    deployment.workers[0].terminate(Duration::from_secs(30));
+    let status = deployment.workers[0].terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}: {}", deployment.workers[0].log_tail());
     wait_until("the two remaining workers to own every partition", DEADLINE, || {
         let (Some(a), Some(b)) = (owned(&deployment.workers[1]), owned(&deployment.workers[2])) else { return false };
         a.len() + b.len() == PARTITIONS as usize

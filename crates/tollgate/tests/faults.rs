@@ -409,6 +409,11 @@ fn zombie(guarantee: ProcessingGuarantee, wake_after_traffic: bool) {
     let mut run = Run::new(guarantee, &Shape { legs: 10_000, ..shape() }, &FAST_GROUP);
     run.spec.env.push(("COMMIT_INTERVAL_MS".into(), "1000".into()));
     let mut publishing = run.traffic_underway(2, 400);
+    // The zombie-to-be owns partitions and has rated some of them: it has batches to hold.
+    run.wait("the first worker rating its partitions", |run| {
+        run.workers[0].metric("tollgate_assigned_partitions").is_some_and(|p| p > 0.0)
+            && run.workers[0].metric("tollgate_input_records_total").is_some_and(|n| n > 0.0)
+    });
     run.workers[0].pause();
     run.wait("the other worker owning every partition", |run| {
         run.workers[1].metric("tollgate_assigned_partitions") == Some(f64::from(PARTITIONS))
@@ -431,6 +436,11 @@ fn zombie(guarantee: ProcessingGuarantee, wake_after_traffic: bool) {
     eprintln!("the zombie was fenced {fenced} times");
     // A fenced task stops; it never re-creates its producer to fence the owner back.
     assert!(fenced <= f64::from(PARTITIONS), "the zombie fought over its partitions: fenced {fenced} times");
+    if wake_after_traffic {
+        // Woken long after the survivor took its partitions over, each task it still ran
+        // wrote with a producer the survivor had fenced.
+        assert!(fenced >= 1.0, "the zombie was never fenced:\n{}", run.workers[0].log_tail());
+    }
     let owner = run.workers[1].log();
     assert!(
         !owner.contains("old epoch") && !owner.contains("fenced"),
@@ -488,7 +498,8 @@ fn broker_killed_exactly_once() {
 }
 
 /// SIGTERM reaches a worker while the broker is gone (its commit hangs, its consumer cannot
-/// leave the group): it still exits within the 30 s a pod gets, and nothing is lost.
+/// leave the group): it still shuts down cleanly (exit code 0) within the 30 s a pod gets, and
+/// nothing is lost.
 fn terminated_while_broker_is_down(guarantee: ProcessingGuarantee) {
     let mut run = Run::new(guarantee, &shape(), &FAST_GROUP);
     let mut publishing = run.traffic_underway(1, 2_000);
@@ -497,6 +508,12 @@ fn terminated_while_broker_is_down(guarantee: ProcessingGuarantee) {
     let started = Instant::now();
     let status = worker.terminate(Duration::from_secs(30));
     eprintln!("{} exited in {:?} with {status} while the broker was down", worker.name, started.elapsed());
+    // The bounded shutdown, not the process's last resort (exit code 2 at 25 s): its tasks
+    // cancelled after their grace period, the rest of the shutdown bounded too.
+    let log = worker.log();
+    assert!(status.success(), "{status}:\n{}", worker.log_tail());
+    assert!(log.contains("partition task did not commit in time"), "{}", worker.log_tail());
+    assert!(!log.contains("graceful shutdown took too long"), "{}", worker.log_tail());
     run.broker.restart();
     run.start_worker();
     run.finish(&mut publishing);
@@ -525,8 +542,20 @@ fn broker_paused(guarantee: ProcessingGuarantee) {
     let mut run = Run::on(broker, guarantee, &shape(), &[]);
     let mut publishing = run.traffic_underway(2, 2_000);
     run.broker.pause();
-    // Longer than `kafka_timeout_ms` (10 s), shorter than the 45 s session timeout.
+    // The scenario: the broker silent for 20 s, longer than `kafka_timeout_ms` (10 s) and
+    // shorter than the 45 s session timeout. (Not a wait for something to happen: whether a
+    // worker had a batch in flight when it went silent depends on the traffic's timing, so
+    // the retries it caused are reported, not required.)
     std::thread::sleep(Duration::from_secs(20));
+    let retries: f64 = run
+        .workers
+        .iter()
+        .map(|w| {
+            w.metric("tollgate_transaction_commit_retries_total").unwrap_or(0.0)
+                + w.metric("tollgate_batch_retries_total").unwrap_or(0.0)
+        })
+        .sum();
+    eprintln!("batches failed or commits resumed while the broker was paused: {retries}");
     run.broker.resume();
     run.wait_caught_up(&mut publishing);
     for worker in &run.workers {
@@ -604,9 +633,15 @@ fn thousands_of_open_legs(guarantee: ProcessingGuarantee) {
     run.workers[0].kill9();
     run.workers.clear();
     run.start_worker();
-    run.wait("the restarted worker owning every partition", |run| {
-        run.workers[0].metric("tollgate_assigned_partitions") == Some(f64::from(PARTITIONS))
+    // Ready: in the group, every partition it owns restored.
+    run.wait("the restarted worker owning and restoring every partition", |run| {
+        run.workers[0].metric("tollgate_assigned_partitions") == Some(f64::from(PARTITIONS)) && run.workers[0].ready()
     });
+    // The restored state in memory, as the tenant API shows it: every leg still open.
+    let (status, body) = run.workers[0].get("/v1/tenants/t0000").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["openLegs"]["count"], 3_000, "{body}");
     run.stop_all();
     let report = run.verify();
     assert_eq!(report.tenant("t0000").map(|t| t.open_legs), Some(3_000));
