@@ -1040,8 +1040,7 @@ mod tests {
         running.join().unwrap().unwrap();
         // Whatever else it wrote, to the end: a record rated twice would show here.
         reader.mark_ends().unwrap();
-        reader.read_to_end(Duration::from_secs(30), &mut take).unwrap();
-        drop(take);
+        reader.read_to_end(Duration::from_secs(30), take).unwrap();
 
         assert_eq!(
             usages,
