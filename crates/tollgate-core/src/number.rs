@@ -38,12 +38,16 @@ impl Country {
     /// Parses the ISO 3166-1 alpha-2 code of a country (case-insensitive), as a user's usage
     /// location must be: a code ISO does not assign is refused, `UK` (the United Kingdom is
     /// `GB`), `XX` and `ZZ` among them. Kept, such a location would match no destination:
-    /// every domestic dial-out blocked by policy, every call flagged international. (The
-    /// countries of numbers come from libphonenumber's regions and use [`Country::from_code`]:
-    /// some of those, `XK` or `AC`, are not ISO's.)
+    /// every domestic dial-out blocked by policy, every call flagged international. One
+    /// user-assigned code is accepted: `XK`, Kosovo, which the European Union and
+    /// libphonenumber (the country of +383 numbers) use. (The countries of numbers come from
+    /// libphonenumber's regions and use [`Country::from_code`]: some of those, `AC` for one,
+    /// are not ISO's.)
     pub fn from_iso_code(code: &str) -> Result<Self, Error> {
         let country = Self::from_code(code)?;
-        country.code().parse::<iso_country::Country>().map_err(|_| Error::InvalidCountry(code.to_owned()))?;
+        if country.code() != "XK" {
+            country.code().parse::<iso_country::Country>().map_err(|_| Error::InvalidCountry(code.to_owned()))?;
+        }
         Ok(country)
     }
 
@@ -377,10 +381,10 @@ mod tests {
     /// libphonenumber's regions are.
     #[test]
     fn a_usage_location_is_an_iso_country() {
-        for code in ["GB", "us", "Pr", "ZA", "AQ"] {
+        for code in ["GB", "us", "Pr", "ZA", "AQ", "XK"] {
             assert_eq!(Country::from_iso_code(code).unwrap().code(), code.to_ascii_uppercase());
         }
-        for code in ["UK", "XX", "ZZ", "EU", "XK", "G", "GBR"] {
+        for code in ["UK", "XX", "ZZ", "EU", "XA", "G", "GBR"] {
             assert_eq!(Country::from_iso_code(code), Err(Error::InvalidCountry(code.to_owned())), "{code}");
         }
         assert_eq!(E164::parse("+38344123456").unwrap().country().code(), "XK");

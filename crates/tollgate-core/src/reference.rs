@@ -27,16 +27,24 @@ pub struct TenantId(Id);
 impl TenantId {
     /// Wraps a non-empty id without a `/`.
     pub fn new(id: impl Into<Id>) -> Result<Self, Error> {
-        let id = id.into();
-        // `trim().is_empty()`, stopping at the first non-whitespace character.
-        if id.chars().all(char::is_whitespace) {
-            return Err(Error::Invalid("tenant id is empty".into()));
-        }
+        let TenantId(id) = Self::stored(id.into())?;
         if id.contains('/') {
             return Err(Error::Invalid(format!(
                 "tenant id {:?} contains '/', which separates the tenant from the rest of the ids made from it",
                 id.as_str()
             )));
+        }
+        Ok(TenantId(id))
+    }
+
+    /// A tenant id as tollgate wrote it itself (read back from its serde form: the
+    /// changelog's parked ends, for one): not blank, a `/` accepted. An earlier release
+    /// accepted such ids, and refusing one it stored would stall its partition's restore; new
+    /// ids come in through [`TenantId::new`].
+    fn stored(id: Id) -> Result<Self, Error> {
+        // `trim().is_empty()`, stopping at the first non-whitespace character.
+        if id.chars().all(char::is_whitespace) {
+            return Err(Error::Invalid("tenant id is empty".into()));
         }
         Ok(TenantId(id))
     }
@@ -61,8 +69,9 @@ impl fmt::Debug for TenantId {
 
 impl TryFrom<String> for TenantId {
     type Error = Error;
+    /// The serde form: see [`TenantId::stored`].
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        TenantId::new(value)
+        TenantId::stored(Id::from(value))
     }
 }
 
@@ -309,5 +318,21 @@ impl Catalog for Reference {
 
     fn rate_card(&self, rate_card: &str) -> Option<&RateCard> {
         self.rate_cards.get(rate_card).map(|c| &**c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tenant id with a `/` that an earlier release stored reads back (a restore must not
+    /// stall on it); a new one is refused. A blank one is refused either way.
+    #[test]
+    fn a_stored_tenant_id_with_a_slash_reads_back_and_a_new_one_is_refused() {
+        let stored: TenantId = serde_json::from_str("\"a/b\"").unwrap();
+        assert_eq!(stored.as_str(), "a/b");
+        assert_eq!(TenantId::new("a/b").unwrap_err().code(), "invalid");
+        let blank = serde_json::from_str::<TenantId>("\" \"").unwrap_err();
+        assert!(blank.to_string().starts_with("invalid input: tenant id is empty"), "{blank}");
     }
 }

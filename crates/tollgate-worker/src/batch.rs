@@ -111,6 +111,18 @@ impl Manifest {
     pub fn complete(&self, records: &[Record]) -> bool {
         self.ranges.iter().all(|(topic, (_, last))| records.iter().any(|r| &r.topic == topic && r.offset >= *last))
     }
+
+    /// Whether `records` hold the whole batch from its start too: the first and the last
+    /// record of every topic in it (both are records, and a topic's records come in offset
+    /// order, so nothing between them is missing). A batch whose first records are gone
+    /// (deleted by retention, or skipped by offsets moved forward) is complete, not whole.
+    pub fn whole(&self, records: &[Record]) -> bool {
+        self.complete(records)
+            && self
+                .ranges
+                .iter()
+                .all(|(topic, (first, _))| records.iter().any(|r| &r.topic == topic && r.offset == *first))
+    }
 }
 
 /// Records in the order the batch rates them: each topic's records keep their order (they
@@ -189,6 +201,19 @@ mod tests {
 
     fn order(records: &[Record]) -> Vec<(String, i64)> {
         records.iter().map(|r| (r.topic.clone(), r.offset)).collect()
+    }
+
+    /// A batch is whole when its first and last record of each topic are in hand; one whose
+    /// first records are gone is complete (nothing more of it will come) but not whole.
+    #[test]
+    fn a_batch_without_its_first_records_is_complete_but_not_whole() {
+        let manifest = Manifest::of(&[record("legs", 100, 1), record("legs", 101, 2), record("credits", 7, 3)]);
+        let all = [record("legs", 100, 1), record("legs", 101, 2), record("credits", 7, 3)];
+        assert!(manifest.complete(&all) && manifest.whole(&all));
+        let without_first = [record("legs", 101, 2), record("credits", 7, 3)];
+        assert!(manifest.complete(&without_first) && !manifest.whole(&without_first));
+        let without_last = [record("legs", 100, 1), record("credits", 7, 3)];
+        assert!(!manifest.complete(&without_last) && !manifest.whole(&without_last));
     }
 
     #[test]

@@ -70,6 +70,9 @@ const RESUMES: u32 = 5;
 
 /// Retries of one batch after which its partition counts as stalled.
 const STALLED_AFTER: u32 = 3;
+/// Dormant tenants whose balance gauges a committed batch refreshes (see
+/// `PartitionTask::refresh_balances_under_load`).
+const DORMANT_SLICE: usize = 2_000;
 /// How often a catching-up task holding records looks again whether an input behind has
 /// reached its end without a record (a transaction marker ends it).
 const CATCH_UP_LOOK_AGAIN: Duration = Duration::from_millis(10);
@@ -409,6 +412,9 @@ pub struct PartitionTask {
     last_batch: Option<Instant>,
     /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
     balances_refreshed: Instant,
+    /// Where the next slice of dormant tenants' balances starts, while a refresh under load
+    /// goes through them (see `refresh_balances_under_load`).
+    dormant_refresh: Option<usize>,
     /// The tenant API's view of the partition: the committed state, published after each
     /// commit for the tenants the batch touched.
     view: Option<Arc<PartitionView>>,
@@ -490,6 +496,7 @@ impl PartitionTask {
             progress: restored.progress,
             next: restored.manifest.filter(|_| config_at_least_once),
             balances_refreshed: Instant::now(),
+            dormant_refresh: None,
             view: None,
             poisons,
         };
@@ -508,7 +515,9 @@ impl PartitionTask {
     pub fn run(mut self, mut inbox: Inbox) {
         inbox.skip_rated(self.progress.clone());
         let inbox = &mut inbox;
-        while !self.stopping {
+        // A cancelled task rates nothing more: its partition was given up here, and a batch
+        // rated now (one its manifest names, say) would write for a zombie.
+        while !self.stopping && !self.cancel.is_cancelled() {
             let recorded = self.next.take();
             let (batch, stop, exact) = match &recorded {
                 Some(manifest) => self.collect_exact(inbox, manifest),
@@ -524,7 +533,7 @@ impl PartitionTask {
                 self.last_batch = Some(Instant::now());
             }
             // Idle: the records are left uncommitted to the partition's next owner.
-            if !batch.is_empty() && self.idle.is_none() {
+            if !batch.is_empty() && self.idle.is_none() && !self.cancel.is_cancelled() {
                 // A recorded batch whose records did not all come is not the batch its
                 // manifest names: it is recorded again, as it is, before any output.
                 self.commit_batch(batch, recorded.is_some() && exact, inbox);
@@ -613,16 +622,16 @@ impl PartitionTask {
     }
 
     /// Exactly the batch `manifest` names (records after it are carried over), and whether it
-    /// is all there. It waits for the batch's records for as long as they can still come:
-    /// rating part of the batch would give its outputs, which the previous owner may have
-    /// produced already, other bytes. A new owner fetching from group offsets that lag far
-    /// behind reads through what is rated already first (dropped by the inbox), which may take
-    /// longer than any fixed wait: so the wait ends only when each topic delivered a record at
-    /// or past the batch's last offset (records come in offset order: no more of the batch's
-    /// are to come), or when for `kafka_timeout × 3` nothing came, not even a record rated
-    /// already. Then the missing records are gone (an operator moved the group's offsets, or
-    /// retention deleted them), and the batch is rated with what came, recorded again first
-    /// (`false`).
+    /// is all there (each input's first and last record of it: records come in offset order).
+    /// It waits for the batch's records for as long as they can still come: rating part of the
+    /// batch would give its outputs, which the previous owner may have produced already, other
+    /// bytes. A new owner fetching from group offsets that lag far behind reads through what is
+    /// rated already first (dropped by the inbox), which may take longer than any fixed wait:
+    /// so the wait ends when each input delivered a record at or past the batch's last offset
+    /// (no more of the batch's are to come), or when for `kafka_timeout × 3` nothing brought
+    /// the batch closer, neither one of its records nor a record rated already. Then the
+    /// missing records are gone (an operator moved the group's offsets, or retention deleted
+    /// them), and the batch is rated with what came, recorded again first (`false`).
     fn collect_exact(&mut self, inbox: &mut Inbox, manifest: &Manifest) -> (Vec<Record>, bool, bool) {
         let mut batch = Vec::with_capacity(manifest.len_bound().min(self.config.batch_size));
         let mut later = std::mem::take(&mut self.spare.carry);
@@ -640,14 +649,22 @@ impl PartitionTask {
         }
         let mut stop = false;
         let mut skipped = inbox.skipped();
+        // The wait starts again on progress towards the batch only: one of its records, or
+        // records rated already read through. Records of an input already past the batch
+        // (say legs, while a credit command of the batch is gone) do not keep it waiting.
+        let patience = self.config.kafka_timeout() * 3;
+        let mut deadline = Instant::now() + patience;
         let all_passed = |batch: &[Record], passed: &BTreeSet<String>| {
             manifest.ranges.iter().all(|(topic, (_, last))| {
                 passed.contains(topic) || batch.iter().any(|r| &r.topic == topic && r.offset >= *last)
             })
         };
         while !all_passed(&batch, &passed) {
-            match inbox.recv_timeout(self.config.kafka_timeout() * 3) {
-                Ok(Command::Record(record)) if manifest.contains(&record) => batch.push(record),
+            match inbox.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Command::Record(record)) if manifest.contains(&record) => {
+                    batch.push(record);
+                    deadline = Instant::now() + patience;
+                }
                 Ok(Command::Record(record)) => {
                     if past(&record) {
                         passed.insert(record.topic.clone());
@@ -663,6 +680,7 @@ impl PartitionTask {
                 Err(RecvTimeoutError::Timeout) if inbox.skipped() > skipped => {
                     // Reading through records rated already: the batch's may still come.
                     skipped = inbox.skipped();
+                    deadline = Instant::now() + patience;
                     tracing::info!(
                         partition = self.partition,
                         skipped,
@@ -673,7 +691,7 @@ impl PartitionTask {
                 Err(RecvTimeoutError::Timeout) => break,
             }
         }
-        let exact = manifest.complete(&batch);
+        let exact = manifest.whole(&batch);
         if !exact && !stop {
             tracing::warn!(
                 partition = self.partition,
@@ -734,8 +752,8 @@ impl PartitionTask {
                     self.report(&rated, batch.len(), started.elapsed());
                     self.spare.keep(rated);
                     // Under load the partition is never idle: the balances of the tenants no
-                    // batch touches are kept visible here.
-                    self.refresh_balances_if_due();
+                    // batch touches are kept visible here, a slice at a time.
+                    self.refresh_balances_under_load();
                     return;
                 }
                 Err(error) => error,
@@ -804,6 +822,16 @@ impl PartitionTask {
     /// The batch could not be published and will not be retried here.
     fn stop_rating(&mut self, class: Class, error: &Error) {
         let partition = self.partition;
+        if self.cancel.is_cancelled() {
+            // Cancelled: the partition was given up here (revoked, or the worker is stopping)
+            // while the batch was in a Kafka call, and what that call answered says nothing of
+            // this worker's health. Whatever the error, the batch is left to the next owner,
+            // and no halt is reported for a partition the worker may no longer own (a halt
+            // left behind would make it exit, or stop the task of a partition assigned back).
+            tracing::warn!(partition, %error, "batch left uncommitted to the partition's next owner");
+            self.idle = Some(Idle::Halted);
+            return;
+        }
         match (class, error) {
             (_, Error::ShutDown(_)) => {
                 tracing::warn!(partition, %error, "batch left uncommitted to the partition's next owner");
@@ -864,11 +892,50 @@ impl PartitionTask {
 
     fn refresh_balances(&mut self) {
         self.balances_refreshed = Instant::now();
-        for (tenant, balance) in self.states.balances() {
+        self.dormant_refresh = None;
+        self.refresh_live_balances();
+        self.refresh_dormant_balances(0, usize::MAX);
+    }
+
+    /// After a committed batch: when due, every live tenant's balance, then the dormant ones a
+    /// slice per batch ([`DORMANT_SLICE`]). A partition of a million dormant tenants would
+    /// otherwise stop rating for seconds every [`telemetry::GAUGE_REFRESH`]; a slice takes a
+    /// few milliseconds, and at a batch every few tens of milliseconds the slices go through a
+    /// million well within the exporter's two minutes.
+    fn refresh_balances_under_load(&mut self) {
+        if self.idle.is_some() {
+            return;
+        }
+        if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
+            self.balances_refreshed = Instant::now();
+            self.refresh_live_balances();
+            self.dormant_refresh = Some(0);
+        }
+        if let Some(from) = self.dormant_refresh {
+            let done = self.refresh_dormant_balances(from, DORMANT_SLICE);
+            self.dormant_refresh = (done == DORMANT_SLICE).then_some(from + DORMANT_SLICE);
+        }
+    }
+
+    fn refresh_live_balances(&self) {
+        for (tenant, state) in self.states.live() {
             if let Some(t) = self.tables.tenant(tenant) {
+                telemetry::balance(&t.id, state.currency.unwrap_or(t.currency), state.balance());
+            }
+        }
+    }
+
+    /// The balances of up to `count` dormant tenants from the `from`-th on; how many of the
+    /// arena's entries it went through.
+    fn refresh_dormant_balances(&self, from: usize, count: usize) -> usize {
+        let mut seen = 0;
+        for (tenant, balance) in self.states.dormant_balances(from, count) {
+            seen += 1;
+            if let (Some(balance), Some(t)) = (balance, self.tables.tenant(tenant)) {
                 telemetry::balance(&t.id, t.currency, balance);
             }
         }
+        seen
     }
 
     fn roll_back(&mut self, undo: Undos) {
@@ -1253,7 +1320,8 @@ impl PartitionTask {
         }
         for tenant in rated.undo.keys() {
             if let (Some(state), Some(t)) = (self.states.get(tenant), self.tables.tenant(tenant)) {
-                telemetry::balance(&t.id, t.currency, state.balance());
+                // In the currency the money is held in (see `TenantState::currency`).
+                telemetry::balance(&t.id, state.currency.unwrap_or(t.currency), state.balance());
             }
         }
     }
@@ -1314,10 +1382,13 @@ fn changelog_restore(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> 
 /// transaction.
 fn transactional_producers(config: &WorkerConfig, partition: i32, cancel: &Cancel) -> Result<[TaskProducer; 2], Error> {
     let [id, twin] = kafka::transactional_ids(config, partition);
-    Ok([
-        transactional_producer(config, partition, &id, cancel)?,
-        transactional_producer(config, partition, &twin, cancel)?,
-    ])
+    let first = transactional_producer(config, partition, &id, cancel)?;
+    // Given up while the first was initialised: initialising the twin now could fence the
+    // partition's next owner, which may have initialised it already.
+    if cancel.is_cancelled() {
+        return Err(Error::ShutDown("initialising transactions"));
+    }
+    Ok([first, transactional_producer(config, partition, &twin, cancel)?])
 }
 
 /// A transactional producer of id `id`, with its transactions initialised.

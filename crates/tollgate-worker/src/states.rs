@@ -228,6 +228,17 @@ impl States {
         live.chain(dormant)
     }
 
+    /// Up to `count` dormant tenants' balances (read from their records), from the `from`-th
+    /// on in the arena's order, which does not change: a refresh can go through them a slice
+    /// at a time. A tenant live since has `None` (its state is in [`States::live`]).
+    pub fn dormant_balances(&self, from: usize, count: usize) -> impl Iterator<Item = (&str, Option<Money>)> {
+        self.dormant
+            .iter()
+            .skip(from)
+            .take(count)
+            .map(|(tenant, record)| (tenant, (!self.live.contains_key(tenant)).then(|| balance(record))))
+    }
+
     /// Every tenant's state, the dormant ones decoded.
     pub fn into_map(self) -> HashMap<String, TenantState> {
         let mut all: HashMap<String, TenantState> = self.live.into_iter().collect();

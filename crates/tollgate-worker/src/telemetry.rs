@@ -16,7 +16,7 @@ use tollgate_core::{Currency, Money, TenantId};
 pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Error codes a dead letter can carry (registered at zero so alerts see the first one).
-const DEAD_LETTER_CODES: [&str; 19] = [
+const DEAD_LETTER_CODES: [&str; 20] = [
     "decode",
     "too_large",
     "too_long",
@@ -28,6 +28,7 @@ const DEAD_LETTER_CODES: [&str; 19] = [
     "unknown_tenant",
     "unknown_organizer",
     "currency_mismatch",
+    "currency_changed",
     "credits_disabled",
     "duplicate_conflict",
     "leg_already_started",

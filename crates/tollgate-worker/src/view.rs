@@ -159,6 +159,8 @@ pub struct TenantSnapshot {
     listed: Vec<(Id, OpenLeg)>,
     parked_ends: usize,
     watermark: Timestamp,
+    /// The currency the money is held in (`None`: not pinned yet; the reference's then).
+    currency: Option<tollgate_core::Currency>,
 }
 
 impl TenantSnapshot {
@@ -168,6 +170,7 @@ impl TenantSnapshot {
             state.open_legs.first(OPEN_LEGS_LISTED).into_iter().map(|(id, leg)| (id.clone(), leg.clone())).collect();
         let pool = &state.pool;
         TenantSnapshot {
+            currency: state.currency,
             balance: state.balance(),
             lots: state.ledger.lots().cloned().collect(),
             totals: state.totals.clone(),
@@ -343,7 +346,9 @@ impl CreditPosition {
     ) -> Self {
         let empty = TenantSnapshot::default();
         let s = snapshot.unwrap_or(&empty);
-        let currency = tenant.currency;
+        // The currency the money is held in: while the reference names another one, its
+        // inputs are refused (`currency_changed`) and the balance is still in this one.
+        let currency = s.currency.unwrap_or(tenant.currency);
         let money = |m: Money| tollgate_proto::convert::wire_money(m, currency);
         let lotted: Money = s.lots.iter().map(|l| l.remaining).fold(Money::ZERO, |a, b| a + b);
         let allowance = tenant.pool_minutes();

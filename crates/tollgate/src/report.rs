@@ -143,8 +143,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let wanted: BTreeSet<&str> = args.tenants.iter().map(String::as_str).collect();
     // Every leg read, in the order first read, with the content of its last record (see the
     // module: the record its tenant's ledger was debited for); `index` finds a leg's entry.
-    let mut legs: Vec<Leg> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut legs: Vec<Option<Leg>> = Vec::new();
+    // Per usage id read: a hash of its last record's bytes (repeats are byte-identical), and
+    // where its leg is in `legs` when that record started in the range (only those are kept).
+    let mut index: HashMap<String, (u64, Option<usize>)> = HashMap::new();
     let (mut repeats, mut problems) = (0u64, 0u64);
     let read = tollgate_worker::client::read_rated_usage(
         &config.worker,
@@ -172,36 +174,55 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
                 tollgate_proto::Message::encode_to_vec(&usage).hash(&mut hasher);
                 hasher.finish()
             };
-            let known = index.get(&usage.usage_id).copied();
-            if let Some(i) = known {
-                if legs[i].fingerprint == fingerprint {
-                    repeats += 1;
-                    return;
-                }
-                problems += 1;
-                eprintln!("tollgate report: usage id {} has two different records; the last is kept", usage.usage_id);
-            }
             let started = usage.started_at;
             let in_range = !(args.from.is_some_and(|from| started.is_none_or(|s| s < from))
                 || args.to.is_some_and(|to| started.is_none_or(|s| s >= to)));
-            let leg = match Leg::of(&usage, fingerprint, in_range) {
-                Ok(leg) => leg,
-                Err(error) => {
-                    problems += 1;
-                    eprintln!("tollgate report: usage {} skipped: {error:#}", usage.usage_id);
+            let known = index.get(&usage.usage_id).copied();
+            let slot = match known {
+                Some((seen, _)) if seen == fingerprint => {
+                    repeats += 1;
                     return;
                 }
+                Some((_, slot)) => {
+                    // A problem of this report when either record is in its range.
+                    if slot.is_some() || in_range {
+                        problems += 1;
+                        eprintln!(
+                            "tollgate report: usage id {} has two different records; the last is kept",
+                            usage.usage_id
+                        );
+                    }
+                    slot
+                }
+                None => None,
             };
-            match known {
-                Some(i) => legs[i] = leg,
-                None => {
-                    index.insert(usage.usage_id, legs.len());
-                    legs.push(leg);
+            let leg = if in_range {
+                match Leg::of(&usage) {
+                    Ok(leg) => Some(leg),
+                    Err(error) => {
+                        problems += 1;
+                        eprintln!("tollgate report: usage {} skipped: {error:#}", usage.usage_id);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let slot = match (slot, leg) {
+                (Some(i), leg) => {
+                    legs[i] = leg;
+                    Some(i)
+                }
+                (None, Some(leg)) => {
+                    legs.push(Some(leg));
                     if legs.len() % 1000 == 0 {
                         bar.set_message(format!("{} legs", legs.len()));
                     }
+                    Some(legs.len() - 1)
                 }
-            }
+                (None, None) => None,
+            };
+            index.insert(usage.usage_id, (fingerprint, slot));
         },
     );
     bar.finish_and_clear();
@@ -212,7 +233,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     }
     let mut totals: BTreeMap<(String, String), Total> = BTreeMap::new();
     let mut rows = 0u64;
-    for leg in legs.iter().filter(|leg| leg.in_range) {
+    for leg in legs.iter().flatten() {
         let total = totals.entry((leg.row.tenant_id.clone(), leg.row.currency.clone())).or_default();
         total.add(leg);
         writer.write(&leg.row)?;
@@ -275,21 +296,17 @@ impl Row {
     }
 }
 
-/// A leg of the report: its row, its amounts, and what tells its records apart.
+/// A leg of the report: its row and its amounts.
 struct Leg {
     row: Row,
     connection_fee: Money,
     charge: Money,
-    /// A hash of its record's bytes: an at-least-once repeat has the same.
-    fingerprint: u64,
-    /// Whether it started in the range asked for.
-    in_range: bool,
 }
 
 impl Leg {
     /// A leg from its record; an amount that does not parse refuses it (a record the worker
     /// did not write: its row would show an amount its total left out).
-    fn of(usage: &v1::RatedUsage, fingerprint: u64, in_range: bool) -> anyhow::Result<Leg> {
+    fn of(usage: &v1::RatedUsage) -> anyhow::Result<Leg> {
         let amount = |text: &str, name: &str| {
             if text.is_empty() {
                 Ok(Money::ZERO)
@@ -301,8 +318,6 @@ impl Leg {
             row: Row::of(usage)?,
             connection_fee: amount(&usage.connection_fee, "connection fee")?,
             charge: amount(&usage.charge, "charge")?,
-            fingerprint,
-            in_range,
         })
     }
 }
@@ -408,7 +423,7 @@ mod tests {
         let mut total = Total::default();
         let mut writer = Writer::new(Format::Csv, Vec::new());
         for u in [usage("acme/l1", "0.10", "0.05"), usage("acme/l2", "0.20", "0.00")] {
-            let leg = Leg::of(&u, 0, true).unwrap_or_else(|e| panic!("{e}"));
+            let leg = Leg::of(&u).unwrap_or_else(|e| panic!("{e}"));
             total.add(&leg);
             writer.write(&leg.row).unwrap_or_else(|e| panic!("{e}"));
         }
