@@ -145,14 +145,17 @@ impl Rater {
         if at < horizon {
             return Err(Error::TooLate { event_time: at.to_string(), horizon: horizon.to_string() });
         }
-        if let Some(held) = state.currency
-            && held != tenant.currency
+        // The currency the money is held in, pinned (or pinned anew) once the input applied.
+        let currency = tenant.currency;
+        let pin = state.currency != Some(currency);
+        if pin
+            && let Some(held) = state.currency
             && state.holds_money()
         {
             return Err(Error::CurrencyChanged {
                 tenant: tenant_id.to_owned(),
                 held: held.to_string(),
-                reference: tenant.currency.to_string(),
+                reference: currency.to_string(),
             });
         }
         let trail = movements.map(|movements| Trail { movements, cause: id.id().clone(), next: 1 });
@@ -169,7 +172,9 @@ impl Rater {
             }
         };
         state.remember_applied(id, fingerprint, at);
-        state.currency = Some(tenant.currency);
+        if pin {
+            state.currency = Some(currency);
+        }
         self.advance_watermark(state, at);
         Ok(applied)
     }
