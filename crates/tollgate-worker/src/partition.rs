@@ -1575,17 +1575,11 @@ pub(crate) mod tests {
         producer.txn().send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap_err()
     }
 
-    /// Whether a batch's check failed for the record the broker refused with an old epoch.
-    fn refused_with_old_epoch(error: &Error) -> bool {
-        matches!(error, Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch)))
-    }
-
-    /// A delivery failure whose report was served before the batch's flush (while its records
-    /// were queued, as `kafka::send_waiting` does when librdkafka's queue is full) still fails
-    /// the batch: checked from the flush on, it was missed, and the transaction committed
-    /// progress past outputs that were never written.
-    #[test]
-    fn a_delivery_failure_served_while_queueing_still_fails_the_batch() {
+    /// An at-least-once outputs producer (on a mock cluster, with its config) that sent one
+    /// record the broker refuses for good: with the gap-less guarantee that makes the
+    /// idempotent producer fail (without it librdkafka bumps the epoch and goes on).
+    fn outputs_producer_refused_a_record()
+    -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, WorkerConfig, TaskProducer) {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("t", 1, 1).unwrap();
         let config = WorkerConfig { bootstrap_servers: cluster.bootstrap_servers(), ..WorkerConfig::default() };
@@ -1598,6 +1592,21 @@ pub(crate) mod tests {
             &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH],
         );
         outputs.send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap();
+        (cluster, config, outputs)
+    }
+
+    /// Whether a batch's check failed for the record the broker refused with an old epoch.
+    fn refused_with_old_epoch(error: &Error) -> bool {
+        matches!(error, Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch)))
+    }
+
+    /// A delivery failure whose report was served before the batch's flush (while its records
+    /// were queued, as `kafka::send_waiting` does when librdkafka's queue is full) still fails
+    /// the batch: checked from the flush on, it was missed, and the transaction committed
+    /// progress past outputs that were never written.
+    #[test]
+    fn a_delivery_failure_served_while_queueing_still_fails_the_batch() {
+        let (_cluster, _, outputs) = outputs_producer_refused_a_record();
         // The report is served before the flush, as a wait on a full queue serves it.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while outputs.context().failures.load(Ordering::Acquire) == 0 {
@@ -1616,20 +1625,7 @@ pub(crate) mod tests {
     /// rates the batch again (`replace_failed_outputs_producer`).
     #[test]
     fn a_failed_outputs_producer_leaves_its_batch_retriable() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("t", 1, 1).unwrap();
-        let config = WorkerConfig { bootstrap_servers: cluster.bootstrap_servers(), ..WorkerConfig::default() };
-        // With the gap-less guarantee, a record the broker refuses for good makes the
-        // idempotent producer fail (without it librdkafka bumps the epoch and goes on).
-        let outputs: TaskProducer = kafka::task_producer(&config)
-            .set("enable.gapless.guarantee", "true")
-            .create_with_context(DeliveryTracker::default())
-            .unwrap();
-        cluster.request_errors(
-            rdkafka::types::RDKafkaApiKey::Produce,
-            &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH],
-        );
-        outputs.send(BaseRecord::<str, str>::to("t").key("k").payload("v")).map_err(|(e, _)| e).unwrap();
+        let (_cluster, config, outputs) = outputs_producer_refused_a_record();
         let refused = flush_checked(&outputs, Duration::from_secs(30)).unwrap_err();
         assert!(refused_with_old_epoch(&refused), "the refused record is reported with its cause: {refused:?}");
         // Failed for good: the gap-less guarantee cannot be kept with a record lost.
