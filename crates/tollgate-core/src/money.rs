@@ -311,6 +311,11 @@ pub(crate) fn exact_charge(fee: Money, per_minute: Money, seconds: u32) -> Decim
     fee.0 + per_minute.0 * Decimal::from(seconds) / Decimal::from(60)
 }
 
+/// The most decimals a price or fee can have for [`integer_charge`] to take it: beyond, a
+/// charge is computed with `Decimal`'s division, which rounds at 28 digits (what
+/// [`crate::Price::MAX_DECIMALS`] refuses).
+pub(crate) const EXACT_DECIMALS: u32 = 12;
+
 /// [`Currency::round_charge`] on integers, `None` outside the bounds it is exact in.
 ///
 /// With `s` the larger scale of the two prices, the exact amount is `n / (60 × 10^s)` where
@@ -325,7 +330,7 @@ fn integer_charge(fee: Decimal, per_minute: Decimal, seconds: u32, minor_units: 
     }
     let (fee_scale, price_scale) = (fee.scale(), per_minute.scale());
     let s = fee_scale.max(price_scale);
-    if s > 12 {
+    if s > EXACT_DECIMALS {
         return None;
     }
     let pow = |e: u32| POW10.get(e as usize).copied();

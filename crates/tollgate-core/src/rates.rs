@@ -75,7 +75,7 @@ impl Price {
     /// could be charged through `Decimal`'s division, which rounds its quotient at 28 digits
     /// before the charge is rounded to the minor unit: rounded twice, a 1 s leg at
     /// 0.2999999999999999999999999997 a minute (0.00499... exactly) was charged 0.01.
-    pub const MAX_DECIMALS: u32 = 12;
+    pub const MAX_DECIMALS: u32 = crate::money::EXACT_DECIMALS;
 
     /// Builds a price, refusing negative amounts and amounts with more than
     /// [`Price::MAX_DECIMALS`] decimals (trailing zeros not counted).

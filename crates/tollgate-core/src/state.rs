@@ -85,6 +85,12 @@ impl OpenLeg {
 }
 
 impl TenantState {
+    /// The currency the state's money is held in: the pinned one, or `reference` (the
+    /// tenant's reference currency) while none is.
+    pub fn currency_held(&self, reference: Currency) -> Currency {
+        self.currency.unwrap_or(reference)
+    }
+
     /// Whether anything of the state is an amount of money: a balance, a debt or a lot, a
     /// running total, or a leg in progress (priced, and perhaps debited, in the currency it
     /// started in). A state that holds none can take another currency.

@@ -125,7 +125,7 @@ pub fn decode_tenant(bytes: &[u8]) -> Result<TenantState, Error> {
         earlier_pools,
         currency: match record.currency.as_str() {
             "" => None,
-            code => Some(core::Currency::from_code(code).map_err(|source| Error::Field { field: "currency", source })?),
+            code => Some(field(core::Currency::from_code(code), "currency")?),
         },
         watermark: record.watermark.map_or(Ok(core::Timestamp::default()), |w| timestamp(Some(w), "watermark"))?,
         ..TenantState::default()

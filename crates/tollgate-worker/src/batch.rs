@@ -107,6 +107,12 @@ impl Manifest {
         self.ranges.get(&record.topic).is_some_and(|(_, last)| record.offset <= *last)
     }
 
+    /// Whether `record` comes after the batch in a topic of it: once one has come, none of the
+    /// batch's records of that topic is still to come (a topic's records come in offset order).
+    pub fn past(&self, record: &Record) -> bool {
+        self.ranges.get(&record.topic).is_some_and(|(_, last)| record.offset > *last)
+    }
+
     /// Whether `records` hold the whole batch (the last record of every topic in it).
     pub fn complete(&self, records: &[Record]) -> bool {
         self.ranges.iter().all(|(topic, (_, last))| records.iter().any(|r| &r.topic == topic && r.offset >= *last))

@@ -636,12 +636,11 @@ impl PartitionTask {
         let mut batch = Vec::with_capacity(manifest.len_bound().min(self.config.batch_size));
         let mut later = std::mem::take(&mut self.spare.carry);
         let mut passed: BTreeSet<String> = BTreeSet::new();
-        let past = |record: &Record| manifest.ranges.get(&record.topic).is_some_and(|(_, last)| record.offset > *last);
         for record in self.carry.drain(..) {
             if manifest.contains(&record) {
                 batch.push(record);
             } else {
-                if past(&record) {
+                if manifest.past(&record) {
                     passed.insert(record.topic.clone());
                 }
                 later.push_back(record);
@@ -666,7 +665,7 @@ impl PartitionTask {
                     deadline = Instant::now() + patience;
                 }
                 Ok(Command::Record(record)) => {
-                    if past(&record) {
+                    if manifest.past(&record) {
                         passed.insert(record.topic.clone());
                     }
                     later.push_back(record);
@@ -822,18 +821,13 @@ impl PartitionTask {
     /// The batch could not be published and will not be retried here.
     fn stop_rating(&mut self, class: Class, error: &Error) {
         let partition = self.partition;
-        if self.cancel.is_cancelled() {
-            // Cancelled: the partition was given up here (revoked, or the worker is stopping)
+        match (class, error) {
+            // Shut down, or cancelled: the partition was given up here (revoked, or the worker is stopping)
             // while the batch was in a Kafka call, and what that call answered says nothing of
             // this worker's health. Whatever the error, the batch is left to the next owner,
             // and no halt is reported for a partition the worker may no longer own (a halt
             // left behind would make it exit, or stop the task of a partition assigned back).
-            tracing::warn!(partition, %error, "batch left uncommitted to the partition's next owner");
-            self.idle = Some(Idle::Halted);
-            return;
-        }
-        match (class, error) {
-            (_, Error::ShutDown(_)) => {
+            _ if self.cancel.is_cancelled() || matches!(error, Error::ShutDown(_)) => {
                 tracing::warn!(partition, %error, "batch left uncommitted to the partition's next owner");
                 self.idle = Some(Idle::Halted);
             }
@@ -878,12 +872,10 @@ impl PartitionTask {
         }
     }
 
-    /// Sets every owned tenant's balance gauge, so that the exporter keeps them (it drops
-    /// gauges idle for longer than a few refresh periods, which is how a tenant given away
-    /// to another worker disappears from this one).
-    /// Keeps this worker's ownership of its tenants' balances visible (gauges idle too long
-    /// are dropped by the exporter): while the partition is idle, after each committed batch,
-    /// and while a batch is retried.
+    /// When due, sets every owned tenant's balance gauge, so that the exporter keeps them (it
+    /// drops gauges idle for longer than a few refresh periods, which is how a tenant given
+    /// away to another worker disappears from this one): while the partition is idle, and
+    /// while a batch is retried (after a committed one, `refresh_balances_under_load`).
     fn refresh_balances_if_due(&mut self) {
         if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
             self.refresh_balances();
@@ -920,7 +912,7 @@ impl PartitionTask {
     fn refresh_live_balances(&self) {
         for (tenant, state) in self.states.live() {
             if let Some(t) = self.tables.tenant(tenant) {
-                telemetry::balance(&t.id, state.currency.unwrap_or(t.currency), state.balance());
+                telemetry::balance(&t.id, state.currency_held(t.currency), state.balance());
             }
         }
     }
@@ -1320,8 +1312,7 @@ impl PartitionTask {
         }
         for tenant in rated.undo.keys() {
             if let (Some(state), Some(t)) = (self.states.get(tenant), self.tables.tenant(tenant)) {
-                // In the currency the money is held in (see `TenantState::currency`).
-                telemetry::balance(&t.id, state.currency.unwrap_or(t.currency), state.balance());
+                telemetry::balance(&t.id, state.currency_held(t.currency), state.balance());
             }
         }
     }

@@ -220,11 +220,7 @@ impl States {
     /// Every tenant's balance (a dormant tenant's read from its record).
     pub fn balances(&self) -> impl Iterator<Item = (&str, Money)> {
         let live = self.live.iter().map(|(tenant, state)| (tenant.as_str(), state.balance()));
-        let dormant = self
-            .dormant
-            .iter()
-            .filter(|(tenant, _)| !self.live.contains_key(*tenant))
-            .map(|(tenant, record)| (tenant, balance(record)));
+        let dormant = self.dormant_balances(0, usize::MAX).filter_map(|(tenant, balance)| Some((tenant, balance?)));
         live.chain(dormant)
     }
 

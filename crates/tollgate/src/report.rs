@@ -256,9 +256,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
 
 impl Row {
     /// The row of one leg.
-    fn of(u: &v1::RatedUsage) -> anyhow::Result<Row> {
+    fn of(u: &v1::RatedUsage) -> Row {
         let instant = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
-        Ok(Row {
+        Row {
             record: "usage",
             tenant_id: u.tenant_id.clone(),
             usage_id: u.usage_id.clone(),
@@ -292,7 +292,7 @@ impl Row {
             flags: u.flags.join(";"),
             balance_after: u.balance_after.clone(),
             legs: 1,
-        })
+        }
     }
 }
 
@@ -315,7 +315,7 @@ impl Leg {
             }
         };
         Ok(Leg {
-            row: Row::of(usage)?,
+            row: Row::of(usage),
             connection_fee: amount(&usage.connection_fee, "connection fee")?,
             charge: amount(&usage.charge, "charge")?,
         })
