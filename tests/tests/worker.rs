@@ -219,6 +219,49 @@ fn restores_state_from_the_changelog_after_a_restart() {
     assert_eq!(states["acme"].totals.usage_charges, m("0.22"));
 }
 
+/// The currency a tenant's money is held in is part of its restored state: after a restart, a
+/// reference update that changes the currency of a tenant holding money does not convert its
+/// balance one for one; its inputs are dead-lettered `currency_changed` until the currency is
+/// set back. (A restore that lost the pin would take the new currency and rate the leg.)
+#[test]
+fn the_currency_a_balance_is_held_in_survives_a_restart() {
+    use tollgate_core::Catalog;
+    let env = Env::new(1, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 600, 0)); // 0.20
+    assert_eq!(env.usages(1)["acme/a1"].balance_after, "9.80");
+    worker.stop();
+
+    let acme_in = |currency: &str, card: &str| {
+        format!(
+            r#"{{"tenants": [{{"tenantId": "acme", "currency": "{currency}", "creditsEnabled": true, "rateCardId": "{card}"}}]}}"#
+        )
+    };
+    env.publish_reference(&acme_in("EUR", "eur"));
+    let worker = env.start_worker();
+    let is_in = |code: &'static str| {
+        move |t: &tollgate_worker::Tables| t.tenant("acme").is_some_and(|t| t.currency.code() == code)
+    };
+    assert!(worker.tables.wait_until(DEADLINE, is_in("EUR")), "the update did not reach the worker's tables");
+    env.publish_inputs(&dial_out("acme", "a2", "ann", DE, 60, 1));
+    let dead = env.read(&env.config.topics[TopicKind::DeadLetter], 2);
+    let codes: Vec<String> =
+        dead.iter().map(|(_, v, _, _)| v1::DeadLetter::decode(v.as_slice()).unwrap().error_code).collect();
+    assert_eq!(codes, ["currency_changed", "currency_changed"]);
+
+    env.publish_reference(&acme_in("USD", "usd"));
+    assert!(worker.tables.wait_until(DEADLINE, is_in("USD")), "the update did not reach the worker's tables");
+    env.publish_inputs(&dial_out("acme", "a3", "ann", US, 60, 2)); // 0.02
+    let usages = env.usages(2);
+    assert_eq!(usages["acme/a3"].balance_after, "9.78");
+    assert!(!usages.contains_key("acme/a2"));
+    worker.stop();
+    let acme = &env.states()["acme"];
+    assert_eq!((acme.balance(), acme.currency.map(|c| c.to_string())), (m("9.78"), Some("USD".into())));
+}
+
 /// The changelog's progress record, not the group's committed offsets, says what is rated: a
 /// group whose offsets lag the changelog (its commit after a transaction is not waited for,
 /// and a crash can lose it) hands the next owner records already rated, and they are dropped,

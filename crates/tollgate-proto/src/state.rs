@@ -123,18 +123,25 @@ pub fn decode_tenant(bytes: &[u8]) -> Result<TenantState, Error> {
             alerted_100: record.pool_alerted_100,
         },
         earlier_pools,
-        currency: match record.currency.as_str() {
-            "" => None,
-            code => Some(field(core::Currency::from_code(code), "currency")?),
-        },
+        currency: held_currency(&record.currency)?,
         watermark: record.watermark.map_or(Ok(core::Timestamp::default()), |w| timestamp(Some(w), "watermark"))?,
         ..TenantState::default()
     })
 }
 
-/// The balance of a record, read without the rest of it.
-pub fn decode_balance(bytes: &[u8]) -> Result<Money, Error> {
-    money(&v1::TenantBalance::decode(bytes)?.balance, "balance")
+/// The balance of a record and the currency it is held in (`None` in a record written before
+/// the currency was kept), read without the rest of it.
+pub fn decode_balance(bytes: &[u8]) -> Result<(Money, Option<core::Currency>), Error> {
+    let record = v1::TenantBalance::decode(bytes)?;
+    Ok((money(&record.balance, "balance")?, held_currency(&record.currency)?))
+}
+
+/// A record's `currency` field: empty in records written before it was kept.
+fn held_currency(code: &str) -> Result<Option<core::Currency>, Error> {
+    match code {
+        "" => Ok(None),
+        code => Ok(Some(field(core::Currency::from_code(code), "currency")?)),
+    }
 }
 
 /// Appends the record of a retention-window entry remembered at `at` (with the input's
@@ -265,8 +272,10 @@ mod tests {
         };
         assert_eq!(texts(&back), ["99.9760", "5.5", "105.4760", "105.50", "0.00", "0.0240"]);
         assert_eq!(tenant_record(&back), bytes);
-        assert_eq!(decode_balance(&bytes).unwrap().to_string(), "105.4760");
+        let (balance, currency) = decode_balance(&bytes).unwrap();
+        assert_eq!((balance.to_string(), currency), ("105.4760".into(), state.currency));
         assert_eq!(decode_tenant(&tenant_record(&TenantState::default())).unwrap(), TenantState::default());
+        assert_eq!(decode_balance(&tenant_record(&TenantState::default())).unwrap(), (Money::ZERO, None));
     }
 
     /// A segment is written as prost writes the message, and reads back entry by entry.

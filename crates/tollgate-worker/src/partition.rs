@@ -921,10 +921,10 @@ impl PartitionTask {
     /// arena's entries it went through.
     fn refresh_dormant_balances(&self, from: usize, count: usize) -> usize {
         let mut seen = 0;
-        for (tenant, balance) in self.states.dormant_balances(from, count) {
+        for (tenant, held) in self.states.dormant_balances(from, count) {
             seen += 1;
-            if let (Some(balance), Some(t)) = (balance, self.tables.tenant(tenant)) {
-                telemetry::balance(&t.id, t.currency, balance);
+            if let (Some((balance, currency)), Some(t)) = (held, self.tables.tenant(tenant)) {
+                telemetry::balance(&t.id, currency.unwrap_or(t.currency), balance);
             }
         }
         seen

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hashbrown::hash_map::EntryRef;
-use tollgate_core::{FastState, Money, TenantState};
+use tollgate_core::{Currency, FastState, Money, TenantState};
 
 /// Live tenant states by tenant (hashed with [`FastState`]: a lookup per rated record, one
 /// lookup each, through [`hashbrown::HashMap::entry_ref`]).
@@ -77,8 +77,9 @@ fn wake(record: &[u8]) -> TenantState {
     state
 }
 
-/// A dormant record's balance, read without the rest of it.
-fn balance(record: &[u8]) -> Money {
+/// A dormant record's balance and the currency it is held in (`None` before the record kept
+/// one), read without the rest of it.
+fn balance(record: &[u8]) -> (Money, Option<Currency>) {
     restored(tollgate_proto::state::decode_balance(record))
 }
 
@@ -220,14 +221,19 @@ impl States {
     /// Every tenant's balance (a dormant tenant's read from its record).
     pub fn balances(&self) -> impl Iterator<Item = (&str, Money)> {
         let live = self.live.iter().map(|(tenant, state)| (tenant.as_str(), state.balance()));
-        let dormant = self.dormant_balances(0, usize::MAX).filter_map(|(tenant, balance)| Some((tenant, balance?)));
+        let dormant = self.dormant_balances(0, usize::MAX).filter_map(|(tenant, held)| Some((tenant, held?.0)));
         live.chain(dormant)
     }
 
-    /// Up to `count` dormant tenants' balances (read from their records), from the `from`-th
-    /// on in the arena's order, which does not change: a refresh can go through them a slice
-    /// at a time. A tenant live since has `None` (its state is in [`States::live`]).
-    pub fn dormant_balances(&self, from: usize, count: usize) -> impl Iterator<Item = (&str, Option<Money>)> {
+    /// Up to `count` dormant tenants' balances and the currencies they are held in (read from
+    /// their records), from the `from`-th on in the arena's order, which does not change: a
+    /// refresh can go through them a slice at a time. A tenant live since has `None` (its
+    /// state is in [`States::live`]).
+    pub fn dormant_balances(
+        &self,
+        from: usize,
+        count: usize,
+    ) -> impl Iterator<Item = (&str, Option<(Money, Option<Currency>)>)> {
         self.dormant
             .iter()
             .skip(from)
@@ -258,6 +264,31 @@ mod tests {
         let mut state = TenantState::default();
         state.ledger.credit("lot".into(), amount.parse().unwrap(), Timestamp::new(1_793_577_600, 0).unwrap());
         state
+    }
+
+    /// A dormant tenant's balance comes with the currency its money is held in, which a
+    /// reference update while it slept does not change (its gauge is labelled with it); a
+    /// record from before the currency was kept has none, and a woken tenant none at all.
+    #[test]
+    fn dormant_balances_come_with_the_currency_they_are_held_in() {
+        let mut euros = funded("7.25");
+        euros.currency = Some(Currency::from_code("EUR").unwrap());
+        let mut builder = DormantBuilder::default();
+        assert!(builder.insert("acme", &tenant_record(&euros)));
+        assert!(builder.insert("globex", &tenant_record(&funded("2.00"))));
+        assert!(builder.insert("initech", &tenant_record(&funded("3.00"))));
+        let mut states = States::new(Live::default(), builder.finish());
+        states.for_rating("initech", || panic!("dormant")).unwrap();
+        let mut held: Vec<String> = states
+            .dormant_balances(0, usize::MAX)
+            .map(|(t, held)| match held {
+                Some((balance, Some(currency))) => format!("{t} {balance} {currency}"),
+                Some((balance, None)) => format!("{t} {balance}"),
+                None => format!("{t} awake"),
+            })
+            .collect();
+        held.sort();
+        assert_eq!(held, ["acme 7.25 EUR", "globex 2", "initech awake"]);
     }
 
     /// A little garbage (a tenant's earlier record) stays in the arena rather than the whole
