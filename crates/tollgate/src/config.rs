@@ -43,7 +43,8 @@ pub struct Telemetry {
     pub metrics_listen: String,
     /// `host:port` at which the other workers reach this one's metrics port: announced with
     /// its partitions on the ownership topic, so that the tenant API forwards there. Empty:
-    /// the address the port is bound to (not reachable from elsewhere when that is 0.0.0.0).
+    /// the address the port is bound to, or the host's name with the port when it is bound to
+    /// every interface (0.0.0.0), which container networks resolve.
     pub advertised_address: String,
     /// Log filter (`tracing` env-filter syntax): `info`, `tollgate_worker=debug`, ...
     pub log: String,
@@ -146,9 +147,10 @@ fn injected_by_kubernetes(name: &str) -> bool {
 }
 
 /// The variables the project's own test harness reads (the Kafka jars' cache, keeping a test
-/// broker's directory, the long soak; README, "Tests"): not settings either, and a developer
-/// who exported one must still be able to run the binary in the same shell.
-const TEST_HARNESS: [&str; 3] = ["KAFKA_LIBS", "KEEP_BROKER", "SOAK"];
+/// broker's directory, the long soak, the Python interop test's virtual environment; README,
+/// "Tests"): not settings either, and a developer who exported one must still be able to run
+/// the binary in the same shell.
+const TEST_HARNESS: [&str; 4] = ["KAFKA_LIBS", "KEEP_BROKER", "SOAK", "INTEROP_VENV"];
 
 /// One layer of the configuration: values at their paths, and where they came from.
 struct Layer {
@@ -556,6 +558,7 @@ log = "debug"
             ("TOLLGATE_KAFKA_LIBS", "/tmp/libs"),
             ("TOLLGATE_KEEP_BROKER", "1"),
             ("TOLLGATE_SOAK", "1"),
+            ("TOLLGATE_INTEROP_VENV", "/tmp/venv"),
         ];
         let config = Config::load_with_env(&KafkaFlags::default(), &RunFlags::default(), env(&injected)).unwrap();
         assert_eq!(config.worker.group_id, "billing");

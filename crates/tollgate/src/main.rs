@@ -103,8 +103,10 @@ mod tests {
     use clap::Parser;
 
     use super::Cli;
+    use crate::config::{Config, KafkaFlags, RunFlags};
 
-    /// Every `tollgate ...` and `cargo run ... -- ...` command line the README shows parses.
+    /// Every `tollgate ...` and `cargo run ... -- ...` command line the README shows parses,
+    /// and the `TOLLGATE_*=value` assignments in front of one are settings.
     #[test]
     fn every_command_line_in_the_readme_parses() {
         let readme = include_str!("../../../README.md");
@@ -118,7 +120,16 @@ mod tests {
             if !in_shell_block {
                 continue;
             }
-            let line = line.split(" #").next().unwrap_or(line).split(" >").next().unwrap_or(line).trim();
+            let shown = line.split(" #").next().unwrap_or(line).split(" >").next().unwrap_or(line).trim();
+            let mut line = shown;
+            let mut env = Vec::new();
+            while let Some((word, rest)) = line.split_once(' ')
+                && let Some((name, value)) = word.split_once('=')
+                && name.starts_with("TOLLGATE_")
+            {
+                env.push((name.to_owned(), value.to_owned()));
+                line = rest.trim_start();
+            }
             let args: Vec<&str> = if let Some(rest) = line.strip_prefix("cargo run --release -- ") {
                 rest.split_whitespace().collect()
             } else if let Some(rest) = line.strip_prefix("tollgate ") {
@@ -128,7 +139,10 @@ mod tests {
             };
             let argv = std::iter::once("tollgate").chain(args);
             if let Err(error) = Cli::try_parse_from(argv) {
-                panic!("README line does not parse: {line}\n{error}");
+                panic!("README line does not parse: {shown}\n{error}");
+            }
+            if let Err(error) = Config::load_with_env(&KafkaFlags::default(), &RunFlags::default(), env) {
+                panic!("README line sets an invalid variable: {shown}\n{error:#}");
             }
             checked += 1;
         }
