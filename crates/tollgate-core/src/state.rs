@@ -32,9 +32,10 @@ pub struct TenantState {
     pub recharge_pending: bool,
     /// The subscription pool usage of the newest month an input drew from.
     pub pool: PoolUsage,
-    /// Earlier months' pool usage, oldest first, kept while an input of those months can
-    /// still be rated (up to the retention window late): a late input draws from the pool
-    /// of its own month, never from the newest month's, nor from a month started afresh.
+    /// Earlier months' pool usage, oldest first, kept while a leg started in those months can
+    /// still draw (the retention window and the longest leg after the month ended): a leg
+    /// draws from the pool of the month it started in, never from the newest month's, nor from
+    /// a month started afresh.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_pools: Vec<PoolUsage>,
     /// Legs in progress, by leg id (iterated and serialized in leg-id order, so disconnects
@@ -165,13 +166,15 @@ impl TenantState {
         self.forget_pools_before(cutoff);
     }
 
-    /// Forgets the earlier months' pools that ended before `cutoff`: no input older than it
-    /// is rated, so none of those months can draw again.
+    /// Forgets the earlier months' pools that ended more than a leg's longest duration before
+    /// `cutoff`: no input older than the cutoff is rated, and a leg draws from the month it
+    /// started in, at most [`MAX_LEG_SECONDS`](crate::rating::MAX_LEG_SECONDS) before its end, so none of those months can
+    /// draw again (but from an end stamped long after its leg, which draws nothing).
     fn forget_pools_before(&mut self, cutoff: Timestamp) {
         if self.earlier_pools.is_empty() {
             return;
         }
-        let month = cutoff.year_month();
+        let month = pools_kept_from(cutoff);
         self.earlier_pools.retain(|pool| pool.month >= month);
     }
 
@@ -204,6 +207,13 @@ impl TenantState {
         }
         &mut self.earlier_pools[at]
     }
+}
+
+/// The oldest month whose pool a tenant keeps once it forgot what came before `cutoff`: the
+/// month a leg ending at the cutoff may have started in.
+pub fn pools_kept_from(cutoff: Timestamp) -> YearMonth {
+    let seconds = cutoff.unix_seconds() - i64::from(crate::rating::MAX_LEG_SECONDS);
+    Timestamp::new(seconds.max(0), 0).unwrap_or_default().year_month()
 }
 
 /// Running totals of the ledger, for conservation checks and summaries.

@@ -34,8 +34,11 @@ use tollgate_core::{CallLegEvent, MAX_LEG_SECONDS, RatingConfig};
 // Reference data
 // ---------------------------------------------------------------------------------------------
 
-/// 2026-11-10T00:00:00Z: mid-month, so a leg started near it never crosses a pool month.
+/// 2026-11-10T00:00:00Z: mid-month, so a leg started near it never crosses a pool month
+/// (legs that do are [`SplitLeg`]s started before [`MONTH_END`]).
 const BASE: i64 = 1_794_268_800;
+/// 2026-12-01T00:00:00Z, in seconds after [`BASE`]: the end of November's pool.
+const MONTH_END: u32 = 21 * 86_400;
 const HOUR: u32 = 3_600;
 const DAY: u32 = 86_400;
 
@@ -445,10 +448,13 @@ fn inputs(s: &Scenario) -> Vec<Input> {
 }
 
 /// One leg fed with interim updates at any increasing elapsed values, then ended at or after
-/// the last of them, after an opening purchase.
+/// the last of them, after an opening purchase. It starts mid-month, or in the last two hours
+/// of the month, so that interims before and after midnight draw on a pool month's end.
 #[derive(Clone, Debug)]
 struct SplitLeg {
     tenant: usize,
+    /// Start, seconds after [`BASE`].
+    at: u32,
     opening: i64,
     organizer: usize,
     kind: LegKind,
@@ -470,11 +476,12 @@ fn split_leg() -> impl Strategy<Value = SplitLeg> {
             Just(DisconnectCause::MeetingEnded),
             Just(DisconnectCause::CreditCutoff)
         ],
+        prop_oneof![Just(HOUR), (MONTH_END - 2 * HOUR)..MONTH_END],
     )
-        .prop_map(|(tenant, opening, (organizer, kind, number), interims, extra, cause)| {
+        .prop_map(|(tenant, opening, (organizer, kind, number), interims, extra, cause, at)| {
             let interims: Vec<u32> = interims.into_iter().collect();
             let connected = interims.last().copied().unwrap_or(0) + extra;
-            SplitLeg { tenant, opening, organizer, kind, number, interims, connected, cause }
+            SplitLeg { tenant, at, opening, organizer, kind, number, interims, connected, cause }
         })
 }
 
@@ -485,7 +492,7 @@ impl SplitLeg {
             opening: Some(self.opening),
             credits: Vec::new(),
             legs: vec![LegPlan {
-                at: HOUR,
+                at: self.at,
                 organizer: self.organizer,
                 kind: self.kind,
                 number: self.number,

@@ -1428,9 +1428,39 @@ fn a_late_leg_draws_from_its_own_months_pool() {
     assert_eq!((state.pool.month, state.pool.used_minutes), (YearMonth { year: 2026, month: 12 }, 60));
     let earlier: Vec<(YearMonth, u32)> = state.earlier_pools.iter().map(|p| (p.month, p.used_minutes)).collect();
     assert_eq!(earlier, vec![(YearMonth { year: 2026, month: 11 }, 60)]);
-    // Once no November input can be rated any more (48 h into December), its pool goes.
+    // No November input is rated 48 h into December, but the end of a leg started on 30
+    // November can still draw from November's pool; a day later none can, and it goes.
     w.fund_at("contoso", "1", DEC_1 + 2 * 86_400);
+    assert_eq!(w.state("contoso").earlier_pools.len(), 1);
+    w.fund_at("contoso", "1", DEC_1 + 3 * 86_400);
     assert_eq!(w.state("contoso").earlier_pools, vec![]);
+}
+
+/// A leg across midnight at the end of a month draws all its pool minutes from the month it
+/// started in, as its price comes from the rate card in force at its start: an interim before
+/// midnight changes nothing in what it costs, nor in what the new month's pool has left.
+#[test]
+fn a_leg_across_the_end_of_a_month_draws_from_the_month_it_started_in() {
+    let rate = |interim: bool| {
+        let mut w = World::new();
+        w.tenant("contoso", |t| t.subscription_licences = 1);
+        w.fund("contoso", "10");
+        // 61 minutes to the UK from 23:00 on 30 November: November's 60 are pooled, the 61st
+        // is paid at November's 0.04.
+        w.start("contoso", "a", "sub-us", LegKind::DialOut, GB, DEC_1 - 3600);
+        if interim {
+            w.interim("contoso", "a", 3599, DEC_1 - 1);
+        }
+        let a = usages(&w.end("contoso", "a", 3660, DEC_1 + 60))[0].clone();
+        // December's 60 minutes are all there: an hour in December is pooled in full.
+        let mut out = w.start("contoso", "d", "sub-us", LegKind::DialOut, GB, DEC_1 + 600);
+        out.extend(w.end("contoso", "d", 3600, DEC_1 + 4200));
+        let d = usages(&out)[0].clone();
+        ((a.pool_seconds, a.charge), (d.pool_seconds, d.charge), w.balance("contoso"))
+    };
+    let expected = ((3600, m("0.04")), (3600, Money::ZERO), m("9.96"));
+    assert_eq!(rate(false), expected);
+    assert_eq!(rate(true), expected);
 }
 
 /// A leg's end rates the same whether it arrives after its start or waits for it. Here a lot
@@ -1501,33 +1531,34 @@ fn a_final_duration_below_an_interim_gives_pool_minutes_back() {
     assert_eq!(w.state("contoso").pool.used_minutes, 60);
 }
 
-/// Minutes given back go to the month they came from: here an interim stamped in the new
-/// month drew them, and the end that reports less is stamped in the month before.
+/// Minutes given back go to the month they came from, which is the month the leg started in:
+/// here an interim stamped in the new month drew them from the month before, and the end
+/// that reports less gives them back to it; the new month's pool is never touched.
 #[test]
 fn pool_minutes_given_back_go_to_the_month_they_came_from() {
     let mut w = World::new();
     w.tenant("contoso", |t| t.subscription_licences = 1);
     w.fund("contoso", "10");
-    // 59 of November's 60 minutes used.
+    // 50 of November's 60 minutes used.
     w.start("contoso", "n", "sub-us", LegKind::DialOut, GB, DEC_1 - 7200);
-    w.end("contoso", "n", 59 * 60, DEC_1 - 7200 + 59 * 60);
-    // Started in November with a minute left; an interim stamped in December draws ten of
-    // December's; the end, stamped in November, reports two minutes.
+    w.end("contoso", "n", 50 * 60, DEC_1 - 7200 + 50 * 60);
+    // Started in November; an interim stamped in December draws ten of November's; the end,
+    // stamped in November, reports two minutes.
     w.start("contoso", "a", "sub-us", LegKind::DialOut, GB, DEC_1 - 300);
     w.interim("contoso", "a", 600, DEC_1 + 300);
+    assert_eq!(w.state("contoso").pool_of(YearMonth { year: 2026, month: 11 }).map(|p| p.used_minutes), Some(60));
     let a = &usages(&w.end("contoso", "a", 120, DEC_1 - 60))[0];
     assert_eq!((a.pool_seconds, a.charge), (120, Money::ZERO));
     let state = w.state("contoso");
-    assert_eq!((state.pool.month, state.pool.used_minutes), (YearMonth { year: 2026, month: 12 }, 2));
-    let earlier: Vec<(YearMonth, u32)> = state.earlier_pools.iter().map(|p| (p.month, p.used_minutes)).collect();
-    assert_eq!(earlier, vec![(YearMonth { year: 2026, month: 11 }, 59)]);
+    assert_eq!((state.pool.month, state.pool.used_minutes), (YearMonth { year: 2026, month: 11 }, 52));
+    assert_eq!(state.earlier_pools, vec![]);
 }
 
 /// A late input that takes the balance past the cutoff disconnects the credit-funded legs
-/// in progress; a pool leg that the newest month's pool pays is not one of them, even when
-/// the late input's month has no pool left.
+/// in progress; a pool leg that its own month's pool pays is not one of them, even when the
+/// late input's month has no pool left.
 #[test]
-fn a_late_input_past_the_cutoff_leaves_legs_the_newest_pool_pays() {
+fn a_late_input_past_the_cutoff_leaves_legs_their_own_months_pool_pays() {
     let mut w = World::new();
     w.tenant("contoso", |t| {
         t.subscription_licences = 1;

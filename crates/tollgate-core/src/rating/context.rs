@@ -7,7 +7,7 @@ use crate::output::{
     Capability, CreditEvent, CreditEventKind, Decision, LedgerMovement, LegDecision, MovementKind, Output, joined,
 };
 use crate::reference::{CutoffPolicy, Tenant};
-use crate::state::{OpenLeg, TenantState};
+use crate::state::{OpenLeg, TenantState, pools_kept_from};
 use crate::{Id, Timestamp};
 
 /// Mutable view of one tenant while one input is applied.
@@ -16,6 +16,8 @@ pub(super) struct Ctx<'a> {
     pub(super) state: &'a mut TenantState,
     pub(super) out: &'a mut Vec<Output>,
     pub(super) at: Timestamp,
+    /// [`RatingConfig::retention_seconds`](super::RatingConfig::retention_seconds).
+    pub(super) retention_seconds: u32,
     /// Where ledger movements go, when they are asked for.
     pub(super) trail: Option<Trail<'a>>,
 }
@@ -164,10 +166,13 @@ impl Ctx<'_> {
         self.tenant.cutoff == CutoffPolicy::Disconnect && self.state.balance() < -self.tenant.overdraft_limit
     }
 
-    /// Whether a leg is being paid with credits now (pooled legs once the pool is empty).
+    /// Whether a leg is being paid with credits now (pooled legs once the pool of the month
+    /// they started in is empty).
     pub(super) fn is_credit_funded(&self, leg: &OpenLeg) -> bool {
         leg.capability == Capability::Ppm
-            || leg.capability == Capability::Pool && !leg.pooled_in_full && self.pool_minutes_left() == 0
+            || leg.capability == Capability::Pool
+                && !leg.pooled_in_full
+                && self.pool_minutes_left_in(leg.started_at.year_month()) == 0
     }
 
     /// Re-arms thresholds and the recharge trigger, and reports a restored balance.
@@ -186,9 +191,15 @@ impl Ctx<'_> {
     }
 
     pub(super) fn disconnect_credit_funded_legs(&mut self, balance: Money) {
-        // The legs in progress draw their next minutes from the pool of the newest month the
-        // tenant has seen, not from the month of a late input that happens to cross the cutoff.
-        let pool_empty = self.pool_minutes_left_in(self.at.max(self.state.watermark).year_month()) == 0;
+        // A pool leg in progress draws its next minutes from the pool of the month it started
+        // in (see `leg_end::settle`): credits pay for them once that month's pool is empty.
+        let total = self.tenant.pool_minutes();
+        let used: Vec<(YearMonth, u32)> = std::iter::once(&self.state.pool)
+            .chain(&self.state.earlier_pools)
+            .map(|pool| (pool.month, pool.used_minutes))
+            .collect();
+        let pool_empty =
+            |month: YearMonth| total.saturating_sub(used.iter().find(|(m, _)| *m == month).map_or(0, |&(_, u)| u)) == 0;
         let targets: Vec<(Id, Id, Id)> = self
             .state
             .open_legs
@@ -196,7 +207,9 @@ impl Ctx<'_> {
             .filter(|(_, leg)| {
                 !leg.disconnect_sent
                     && (leg.capability == Capability::Ppm
-                        || leg.capability == Capability::Pool && !leg.pooled_in_full && pool_empty)
+                        || leg.capability == Capability::Pool
+                            && !leg.pooled_in_full
+                            && pool_empty(leg.started_at.year_month()))
             })
             .map(|(id, leg)| {
                 leg.disconnect_sent = true;
@@ -215,17 +228,22 @@ impl Ctx<'_> {
     }
 
     /// Pooled minutes left in `month`.
-    fn pool_minutes_left_in(&self, month: YearMonth) -> u32 {
+    pub(super) fn pool_minutes_left_in(&self, month: YearMonth) -> u32 {
         let used = self.state.pool_of(month).map_or(0, |pool| pool.used_minutes);
         self.tenant.pool_minutes().saturating_sub(used)
     }
 
-    /// Takes up to `minutes` from this month's pool; returns how many were taken. The 80 % and
-    /// 100 % events are emitted by [`Ctx::pool_alerts`], after the debit that goes with the
-    /// minutes, so their balance is the balance after it.
-    pub(super) fn take_pool_minutes(&mut self, minutes: u32, past_the_end: bool) -> u32 {
+    /// Takes up to `minutes` from `month`'s pool; returns how many were taken. None from a
+    /// month whose pool is forgotten ([`pools_kept_from`]): only an end stamped long after its
+    /// leg's start could ask, and credits pay for those minutes rather than a pool started
+    /// afresh. The 80 % and 100 % events are emitted by [`Ctx::pool_alerts`], after the debit
+    /// that goes with the minutes, so their balance is the balance after it.
+    pub(super) fn take_pool_minutes(&mut self, month: YearMonth, minutes: u32, past_the_end: bool) -> u32 {
+        if month < pools_kept_from(super::horizon(self.state.watermark, self.retention_seconds)) {
+            return 0;
+        }
         let total = self.tenant.pool_minutes();
-        let pool = self.state.pool_of_mut(self.at.year_month());
+        let pool = self.state.pool_of_mut(month);
         let take = if past_the_end { minutes } else { minutes.min(total.saturating_sub(pool.used_minutes)) };
         pool.used_minutes += take;
         take
@@ -255,14 +273,14 @@ impl Ctx<'_> {
         }
     }
 
-    /// Emits the pool's 80 % and 100 % events once each per month (the month of the input:
-    /// a late input's draw can cross them in its own month).
-    pub(super) fn pool_alerts(&mut self) {
+    /// Emits `month`'s 80 % and 100 % pool events once each (the month a leg draws from,
+    /// which is the month it started in, whenever its events come).
+    pub(super) fn pool_alerts(&mut self, month: YearMonth) {
         let total = self.tenant.pool_minutes();
-        if total == 0 || self.state.pool_of(self.at.year_month()).is_none() {
+        if total == 0 || self.state.pool_of(month).is_none() {
             return;
         }
-        let pool = self.state.pool_of_mut(self.at.year_month());
+        let pool = self.state.pool_of_mut(month);
         let used = u64::from(pool.used_minutes);
         let alert_80 = used * 100 >= u64::from(total) * 80 && !pool.alerted_80;
         let alert_100 = used >= u64::from(total) && !pool.alerted_100;

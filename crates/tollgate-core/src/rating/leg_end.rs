@@ -93,11 +93,15 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
     leg.elapsed_seconds = seconds;
     let increments = leg.price.map(|p| p.increments).unwrap_or_default();
     let billable = increments.billable_seconds(seconds);
+    // A leg's pool minutes come from the month it started in, as its price and its capability
+    // do: whether an interim drew some of them before midnight at the end of a month, or the
+    // end drew them all after it, they come from the same pool and cost the same.
+    let month = leg.started_at.year_month();
     let pool_seconds = if leg.capability == Capability::Pool {
         let minutes_needed = billable.div_ceil(60);
         if minutes_needed > leg.minutes_accounted {
-            let taken = ctx.take_pool_minutes(minutes_needed - leg.minutes_accounted, leg.pooled_in_full);
-            leg.drew_from_pool(ctx.at.year_month(), taken);
+            let taken = ctx.take_pool_minutes(month, minutes_needed - leg.minutes_accounted, leg.pooled_in_full);
+            leg.drew_from_pool(month, taken);
             leg.minutes_accounted = minutes_needed;
         } else if minutes_needed < leg.minutes_accounted {
             // A final duration below an interim: the credits are refunded below, and the pool
@@ -120,7 +124,7 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
     leg.debited = charge;
     ctx.debit_usage(leg_id, delta);
     if leg.capability == Capability::Pool {
-        ctx.pool_alerts();
+        ctx.pool_alerts(month);
     }
     (billable, pool_seconds)
 }

@@ -159,7 +159,7 @@ impl Rater {
             });
         }
         let trail = movements.map(|movements| Trail { movements, cause: id.id().clone(), next: 1 });
-        let ctx = Ctx { tenant: &tenant, state, out, at, trail };
+        let ctx = Ctx { tenant: &tenant, state, out, at, retention_seconds: self.config.retention_seconds, trail };
         let applied = match input {
             Input::Leg(event) => match event.body {
                 LegBody::Started(started) => leg_start::started(catalog, ctx, event, started)?,
