@@ -571,6 +571,35 @@ fn unpriced_legs_are_free_and_flagged_or_rejected() {
     assert_eq!(usage.unwrap().outcome, UsageOutcome::Blocked(BlockReason::NoRate));
 }
 
+/// An unpriced leg is free, but at a balance of zero it is still a leg that credits would pay
+/// for: a pay-per-minute organizer's is blocked like every pay-per-minute leg, and so is a
+/// subscription organizer's dial-out outside the pool. Funded again, both go through free.
+#[test]
+fn unpriced_legs_that_credits_would_pay_for_are_blocked_at_zero() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1);
+    for organizer in ["ppm-us", "sub-us"] {
+        let (d, usage) = w.call("contoso", organizer, LegKind::DialOut, AR, 600);
+        assert_eq!(d, Decision::Block(BlockReason::NoCredit), "{organizer}");
+        let usage = usage.unwrap();
+        assert_eq!(
+            (usage.outcome, usage.charge, usage.flags.names()),
+            (UsageOutcome::Blocked(BlockReason::NoCredit), Money::ZERO, vec!["unpriced"]),
+            "{organizer}"
+        );
+    }
+    w.fund("contoso", "1");
+    for organizer in ["ppm-us", "sub-us"] {
+        let (d, usage) = w.call("contoso", organizer, LegKind::DialOut, AR, 600);
+        assert_eq!(
+            d,
+            Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: Some(Capability::Unpriced) }
+        );
+        assert_eq!(usage.unwrap().charge, Money::ZERO);
+    }
+    assert_eq!(w.balance("contoso"), m("1"));
+}
+
 // ---------------------------------------------------------------------------------------
 // RULES.md §3: dial-out restriction policy.
 

@@ -90,6 +90,9 @@ pub(super) fn priced_number(leg_id: &str, started: &LegStarted) -> Result<Option
 /// How a started leg is funded, decided before credit is checked.
 pub(super) struct Funding {
     capability: Capability,
+    /// What pays for the leg: its capability, or for an unpriced leg the one it would have
+    /// with a price (it is free, but blocked at zero like every leg credits would pay for).
+    paid_as: Capability,
     price: Option<crate::Price>,
     rate_card_id: Id,
     rate_card_version: Id,
@@ -168,7 +171,7 @@ pub(super) fn start_leg<C: Catalog + ?Sized>(
     } else if leg.capability == Capability::Unpriced && tenant.unpriced == UnpricedHandling::Reject {
         Some(BlockReason::NoRate)
     } else {
-        credit_block(ctx, &leg)
+        credit_block(ctx, &leg, funding.paid_as)
     };
     if let Some(reason) = block {
         let (call_id, conference_id) = (leg.call_id.clone(), leg.conference_id.clone());
@@ -203,6 +206,7 @@ pub(super) fn resolve_funding<C: Catalog + ?Sized>(
 ) -> Funding {
     let mut funding = Funding {
         capability: Capability::Unpriced,
+        paid_as: Capability::Unpriced,
         price: None,
         rate_card_id: tenant.rate_card_id.clone(),
         rate_card_version: Id::default(),
@@ -241,22 +245,28 @@ pub(super) fn resolve_funding<C: Catalog + ?Sized>(
         LegKind::DialOut | LegKind::CallMeAt => (false, true),
         LegKind::DialInTollFree | LegKind::Voip => (false, false),
     };
-    funding.capability = if subscription_covers && subscription {
+    funding.paid_as = if subscription_covers && subscription {
         Capability::Subscription
-    } else if funding.price.is_none() {
-        funding.flags.unpriced = true;
-        Capability::Unpriced
     } else if pool_eligible && subscription && number.country().is_zone_a() && !premium {
         Capability::Pool
     } else {
         Capability::Ppm
     };
+    funding.capability = if funding.paid_as != Capability::Subscription && funding.price.is_none() {
+        funding.flags.unpriced = true;
+        Capability::Unpriced
+    } else {
+        funding.paid_as
+    };
     funding
 }
 
-/// Why a credit-funded leg may not start, if it may not.
-pub(super) fn credit_block(ctx: &Ctx<'_>, leg: &OpenLeg) -> Option<BlockReason> {
-    let needs_credit = match leg.capability {
+/// Why a credit-funded leg may not start, if it may not. `paid_as` is what would pay for an
+/// unpriced leg: free as it is, a pay-per-minute organizer's unpriced leg is still a leg that
+/// only a positive balance lets start.
+pub(super) fn credit_block(ctx: &Ctx<'_>, leg: &OpenLeg, paid_as: Capability) -> Option<BlockReason> {
+    let paid_as = if leg.capability == Capability::Unpriced { paid_as } else { leg.capability };
+    let needs_credit = match paid_as {
         Capability::Ppm => true,
         Capability::Pool => ctx.pool_minutes_left() == 0,
         Capability::Subscription | Capability::Unpriced => false,
