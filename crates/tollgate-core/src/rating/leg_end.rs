@@ -96,8 +96,8 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
     // A leg's pool minutes come from the month it started in, as its price and its capability
     // do: whether an interim drew some of them before midnight at the end of a month, or the
     // end drew them all after it, they come from the same pool and cost the same.
-    let month = leg.started_at.year_month();
-    let pool_seconds = if leg.capability == Capability::Pool {
+    let month = (leg.capability == Capability::Pool).then(|| leg.started_at.year_month());
+    let pool_seconds = if let Some(month) = month {
         let minutes_needed = billable.div_ceil(60);
         if minutes_needed > leg.minutes_accounted {
             let taken = ctx.take_pool_minutes(month, minutes_needed - leg.minutes_accounted, leg.pooled_in_full);
@@ -123,7 +123,7 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
     let delta = charge - leg.debited;
     leg.debited = charge;
     ctx.debit_usage(leg_id, delta);
-    if leg.capability == Capability::Pool {
+    if let Some(month) = month {
         ctx.pool_alerts(month);
     }
     (billable, pool_seconds)
