@@ -132,11 +132,6 @@ impl Ledger {
         }
     }
 
-    /// The earliest expiry of a lot held, if any lot is.
-    pub fn next_expiry(&self) -> Option<Timestamp> {
-        self.lots.iter().map(|l| l.expires_at).min()
-    }
-
     /// Removes every lot whose expiry is at or before `now` and returns them with what was
     /// left (the forfeited amount).
     pub fn expire(&mut self, now: Timestamp) -> Vec<Lot> {

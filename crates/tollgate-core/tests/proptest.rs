@@ -272,9 +272,6 @@ struct LegPlan {
 struct Scenario {
     tenant: usize,
     opening: Option<i64>,
-    /// When the opening lot expires, if not twelve months after [`BASE`] (it was bought a
-    /// year before).
-    opening_expires: Option<Timestamp>,
     credits: Vec<CreditPlan>,
     legs: Vec<LegPlan>,
     swaps: Vec<usize>,
@@ -354,14 +351,7 @@ fn scenario(span: u32) -> impl Strategy<Value = Scenario> {
         vec(leg_plan(span), 1..10),
         vec(any::<usize>(), 0..8),
     )
-        .prop_map(|(tenant, opening, credits, legs, swaps)| Scenario {
-            tenant,
-            opening,
-            opening_expires: None,
-            credits,
-            legs,
-            swaps,
-        })
+        .prop_map(|(tenant, opening, credits, legs, swaps)| Scenario { tenant, opening, credits, legs, swaps })
 }
 
 /// The inputs of a scenario, in event-time order apart from the swaps. A swap only exchanges
@@ -381,11 +371,7 @@ fn inputs(s: &Scenario) -> Vec<Input> {
         purchased_at,
     };
     if let Some(amount) = s.opening {
-        // 365 days before an expiry in November or December 2026 is the same date of 2025.
-        let bought = s.opening_expires.map_or(ts(0), |expires| {
-            Timestamp::new(expires.unix_seconds() - 365 * i64::from(DAY), 0).expect("in range")
-        });
-        events.push(credit("opening".into(), ts(0), CreditBody::Fund(lot("lot-opening".into(), amount, bought))));
+        events.push(credit("opening".into(), ts(0), CreditBody::Fund(lot("lot-opening".into(), amount, ts(0)))));
     }
     for (i, c) in s.credits.iter().enumerate() {
         let at = ts(c.at);
@@ -470,9 +456,6 @@ struct SplitLeg {
     /// Start, seconds after [`BASE`].
     at: u32,
     opening: i64,
-    /// Seconds after the leg's start at which the opening lot expires, if it does during the
-    /// leg (the rest of the leg then goes into debt).
-    opening_expires: Option<u32>,
     organizer: usize,
     kind: LegKind,
     number: usize,
@@ -494,13 +477,11 @@ fn split_leg() -> impl Strategy<Value = SplitLeg> {
             Just(DisconnectCause::CreditCutoff)
         ],
         prop_oneof![Just(HOUR), (MONTH_END - 2 * HOUR)..MONTH_END],
-        prop::option::weighted(0.5, 1..=2 * HOUR),
     )
-        .prop_map(|(tenant, opening, (organizer, kind, number), interims, extra, cause, at, expires)| {
+        .prop_map(|(tenant, opening, (organizer, kind, number), interims, extra, cause, at)| {
             let interims: Vec<u32> = interims.into_iter().collect();
             let connected = interims.last().copied().unwrap_or(0) + extra;
-            let opening_expires = expires.map(|e| e.min(connected.max(1)));
-            SplitLeg { tenant, at, opening, opening_expires, organizer, kind, number, interims, connected, cause }
+            SplitLeg { tenant, at, opening, organizer, kind, number, interims, connected, cause }
         })
 }
 
@@ -509,7 +490,6 @@ impl SplitLeg {
         Scenario {
             tenant: self.tenant,
             opening: Some(self.opening),
-            opening_expires: self.opening_expires.map(|after| ts(self.at + after)),
             credits: Vec::new(),
             legs: vec![LegPlan {
                 at: self.at,
@@ -762,23 +742,19 @@ proptest! {
         let mut out = Vec::new();
         let mut debited = Money::ZERO;
         for input in inputs(&leg.scenario(true)) {
-            // The opening purchase is not a debit, nor is a forfeit when the lot expires.
+            // The opening purchase is not a debit.
             let is_leg = matches!(input, Input::Leg(_));
-            let (before, forfeited) = (state.balance(), state.totals.forfeited);
+            let before = state.balance();
             let applied = rater.apply(&FIXTURE.reference, &mut state, input, &mut out);
             prop_assert!(applied.is_ok(), "{:?}", applied);
             if is_leg {
-                debited += before - state.balance() - (state.totals.forfeited - forfeited);
+                debited += before - state.balance();
             }
         }
         let split: Vec<&RatedUsage> = usages(&out).collect();
-        let (whole_state, whole_out) = run(&inputs(&leg.scenario(false)))?;
+        let (_, whole_out) = run(&inputs(&leg.scenario(false)))?;
         let whole: Vec<&RatedUsage> = usages(&whole_out).collect();
         prop_assert_eq!(&split, &whole);
-        // What the opening lot paid before it expired, and so what was forfeited and what
-        // went into debt, does not depend on the interims either.
-        prop_assert_eq!(&state.ledger, &whole_state.ledger);
-        prop_assert_eq!(state.totals.forfeited, whole_state.totals.forfeited);
         if leg.kind == LegKind::Voip {
             // Never billed: no usage record, no debit.
             prop_assert!(split.is_empty());

@@ -1492,56 +1492,30 @@ fn a_leg_across_the_end_of_a_month_draws_from_the_month_it_started_in() {
     assert_eq!(rate(true), expected);
 }
 
-/// A lot that expires while a leg runs is paid what the leg used before the expiry, and the
-/// rest of the leg by the lot bought later, however the leg's events come: its end after its
-/// start or waiting for it, with or without an interim before the expiry, and whether the leg's
-/// own end or another input is the first after the expiry.
+/// A leg's end rates the same whether it arrives after its start or waits for it. Here a lot
+/// expires while the leg runs: either way the expired remainder is forfeited at the end's
+/// time and the leg is paid from the lot bought later.
 #[test]
-fn a_lot_expiring_during_a_leg_pays_for_the_time_before_its_expiry() {
-    #[derive(Clone, Copy, Debug)]
-    enum Order {
-        StartThenEnd,
-        EndFirst,
-        InterimBefore,
-        FundingFirst,
-    }
-    let rate = |order: Order| {
+fn a_parked_end_finds_the_lots_that_expired_before_it() {
+    let rate = |end_first: bool| {
         let mut w = World::new();
         // Lot A expires at T0 (bought twelve months before it), lot B was bought since.
         w.fund_at("contoso", "10", T0 - 365 * 86_400);
         w.fund_at("contoso", "10", T0 - 36_000);
-        // Ten minutes to the US at 0.02 from T0 - 300 to T0 + 300: five before A expires.
-        match order {
-            Order::StartThenEnd => {
-                w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0 - 300);
-            }
-            Order::EndFirst => {
-                w.end("contoso", "a", 600, T0 + 300);
-                w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0 - 300);
-            }
-            Order::InterimBefore => {
-                w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0 - 300);
-                w.interim("contoso", "a", 120, T0 - 180);
-            }
-            Order::FundingFirst => {
-                w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0 - 300);
-                // The first input after the expiry is a purchase, not the leg's end.
-                w.fund_at("contoso", "1", T0 + 60);
-            }
-        }
-        if !matches!(order, Order::EndFirst) {
+        // Ten minutes to the US at 0.02 from T0 - 300 to T0 + 300: lot A expires meanwhile.
+        if end_first {
+            w.end("contoso", "a", 600, T0 + 300);
+            w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0 - 300);
+        } else {
+            w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0 - 300);
             w.end("contoso", "a", 600, T0 + 300);
         }
         let state = w.state("contoso");
-        let lots: Vec<Money> = state.ledger.lots().map(|l| l.remaining).collect();
-        (state.totals.usage_charges, state.totals.forfeited, lots)
+        (state.balance(), state.totals.forfeited, state.ledger.lots().map(|l| l.remaining).collect::<Vec<_>>())
     };
-    // A paid 0.10 for the five minutes before its expiry and 9.90 was forfeited; B paid 0.10.
-    let expected = (m("0.20"), m("9.90"), vec![m("9.90")]);
-    assert_eq!(rate(Order::StartThenEnd), expected);
-    assert_eq!(rate(Order::EndFirst), expected);
-    assert_eq!(rate(Order::InterimBefore), expected);
-    assert_eq!(rate(Order::FundingFirst), (m("0.20"), m("9.90"), vec![m("9.90"), m("1")]));
+    let expected = (m("9.80"), m("10"), vec![m("9.80")]);
+    assert_eq!(rate(false), expected);
+    assert_eq!(rate(true), expected);
 }
 
 /// An end before its start is bad input in either order. In order it is refused; when it

@@ -103,41 +103,8 @@ impl Ctx<'_> {
     }
 
     /// Forfeits lots whose 12 months are over, as of the event being applied.
-    /// Forfeits what is left of the lots expired by now, the first input at or after an
-    /// expiry. Before a lot goes, every leg in progress that credits may pay for and that
-    /// started before the expiry (and `current`, the leg the input is about, out of the open
-    /// legs meanwhile) is settled up to the expiry, as an interim at that instant would have
-    /// been: what a leg used while the lot was valid is paid from it whether its controller sent
-    /// an interim before the expiry or not, and whichever input crossed the expiry first.
-    pub(super) fn expire_lots(&mut self, mut current: Option<(&str, &mut OpenLeg)>) {
-        while let Some(expiry) = self.state.ledger.next_expiry().filter(|&expiry| expiry <= self.at) {
-            if let Some((leg_id, leg)) = current.as_mut() {
-                // Out of the open legs: its disconnect, if any, is its caller's to send.
-                super::leg_end::settle_until(self, leg_id, leg, expiry);
-            }
-            let due: Vec<Id> = self
-                .state
-                .open_legs
-                .iter()
-                .filter(|(_, leg)| super::leg_end::is_used_at(leg, expiry))
-                .map(|(leg_id, _)| leg_id.clone())
-                .collect();
-            for leg_id in due {
-                if let Some(mut leg) = self.state.open_legs.remove(&leg_id) {
-                    if super::leg_end::settle_until(self, &leg_id, &mut leg, expiry) {
-                        super::leg_end::disconnect_if_cut_off(self, &leg_id, &mut leg);
-                    }
-                    self.state.open_legs.insert(leg_id, leg);
-                }
-            }
-            self.forfeit_expired(expiry);
-        }
-    }
-
-    /// Forfeits what is left of the lots expired by `now` (a lot funded after its expiry, never
-    /// spendable, at once: no leg used it).
-    pub(super) fn forfeit_expired(&mut self, now: Timestamp) {
-        let expired = self.state.ledger.expire(now);
+    pub(super) fn expire_lots(&mut self) {
+        let expired = self.state.ledger.expire(self.at);
         if expired.is_empty() {
             return;
         }

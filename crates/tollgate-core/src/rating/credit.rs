@@ -56,7 +56,7 @@ pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Err
         }
         CreditBody::RechargeFailed { .. } => {}
     }
-    ctx.expire_lots(None);
+    ctx.expire_lots();
     match command.body {
         CreditBody::Fund(lot) => fund(&mut ctx, lot, CreditEventKind::Funded),
         CreditBody::RechargeSucceeded(lot) => fund(&mut ctx, lot, CreditEventKind::RechargeSucceeded),
@@ -93,6 +93,6 @@ pub(super) fn fund(ctx: &mut Ctx<'_>, lot: LotFunding, kind: CreditEventKind) {
     // before anything is re-armed or restored on its account, so that money which never was
     // spendable does not make the thresholds, the recharge request and the depletion event
     // fire a second time.
-    ctx.forfeit_expired(ctx.at);
+    ctx.expire_lots();
     ctx.after_balance_rose();
 }

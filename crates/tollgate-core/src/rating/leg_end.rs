@@ -24,63 +24,24 @@ pub(super) fn interim(mut ctx: Ctx<'_>, event: CallLegEvent, elapsed_seconds: u3
     };
     debug_assert!(!ctx.state.closed_legs.contains(&event.leg_id), "leg {} is open and closed", event.leg_id);
     ctx.at = ctx.at.max(leg.started_at);
-    // A lot that expired since the leg's last debit is paid what the leg used before it.
-    let debited = leg.debited;
-    ctx.expire_lots(Some((&event.leg_id, &mut leg)));
-    let reported = elapsed_seconds > leg.elapsed_seconds;
-    if reported {
+    ctx.expire_lots();
+    if elapsed_seconds > leg.elapsed_seconds {
         settle(&mut ctx, &event.leg_id, &mut leg, elapsed_seconds);
-    }
-    if reported || leg.debited != debited {
-        disconnect_if_cut_off(&mut ctx, &event.leg_id, &mut leg);
+        // The other legs were cut off by the debit; this one is out of the map.
+        if ctx.cutoff_reached() && !leg.disconnect_sent && ctx.is_credit_funded(&leg) {
+            leg.disconnect_sent = true;
+            let balance = ctx.state.balance();
+            let currency = ctx.currency();
+            ctx.emit_decision(
+                event.leg_id.clone(),
+                leg.call_id.clone(),
+                leg.conference_id.clone(),
+                Decision::Disconnect { balance, currency },
+            );
+        }
     }
     ctx.state.open_legs.insert(event.leg_id, leg);
     Applied::Processed
-}
-
-/// A leg out of the open legs while a debit is made (the cutoff disconnects the legs in the
-/// map, not this one): its disconnect, if the debit crossed the cutoff and credits pay for it.
-pub(super) fn disconnect_if_cut_off(ctx: &mut Ctx<'_>, leg_id: &Id, leg: &mut OpenLeg) {
-    if ctx.cutoff_reached() && !leg.disconnect_sent && ctx.is_credit_funded(leg) {
-        leg.disconnect_sent = true;
-        let balance = ctx.state.balance();
-        let currency = ctx.currency();
-        ctx.emit_decision(
-            leg_id.clone(),
-            leg.call_id.clone(),
-            leg.conference_id.clone(),
-            Decision::Disconnect { balance, currency },
-        );
-    }
-}
-
-/// Whether credits may pay for `leg` and it was in progress at `instant`: started before it,
-/// at most the longest leg before (a leg started earlier was over by then, whenever its end
-/// comes).
-pub(super) fn is_used_at(leg: &OpenLeg, instant: Timestamp) -> bool {
-    matches!(leg.capability, Capability::Ppm | Capability::Pool)
-        && leg.price.is_some()
-        && leg.started_at.seconds_until_ceil(instant).is_some_and(|s| s > 0 && s <= u64::from(MAX_LEG_SECONDS))
-}
-
-/// Settles `leg` up to `instant` (a lot's expiry), as an interim reporting the time since its
-/// start would: an upper bound of its connected time then, which the leg's next interim or
-/// end corrects (a refund, from the lots held then). The leg's reported duration is left
-/// alone, so a lower report later is not taken for an interim that exceeded the final.
-/// Whether it debited (or refunded) anything.
-pub(super) fn settle_until(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, instant: Timestamp) -> bool {
-    if !is_used_at(leg, instant) {
-        return false;
-    }
-    let Some(seconds) = leg.started_at.seconds_until_ceil(instant) else { return false };
-    let seconds = u32::try_from(seconds).unwrap_or(MAX_LEG_SECONDS);
-    if seconds <= leg.elapsed_seconds {
-        return false;
-    }
-    let (reported, debited) = (leg.elapsed_seconds, leg.debited);
-    settle(ctx, leg_id, leg, seconds);
-    leg.elapsed_seconds = reported;
-    leg.debited != debited
 }
 
 /// An `ended`: the leg settled and its usage written; parked when its start has not come yet.
@@ -173,7 +134,7 @@ pub(super) fn settle(ctx: &mut Ctx<'_>, leg_id: &str, leg: &mut OpenLeg, elapsed
 /// for the start.
 pub(super) fn finish_leg(ctx: &mut Ctx<'_>, at: Timestamp, leg_id: Id, mut leg: OpenLeg, duration: u64) {
     ctx.at = at.max(leg.started_at);
-    ctx.expire_lots(Some((&leg_id, &mut leg)));
+    ctx.expire_lots();
     let elapsed = u32::try_from(duration).unwrap_or(u32::MAX);
     let (billable, pool_seconds) = settle(ctx, &leg_id, &mut leg, elapsed);
     let duration_seconds = leg.elapsed_seconds;

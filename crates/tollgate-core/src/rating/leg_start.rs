@@ -49,7 +49,7 @@ pub(super) fn started<C: Catalog + ?Sized>(
     })?;
     let priced = priced_number(&event.leg_id, &started)?;
     let parked = state.parked_ends.remove(&event.leg_id);
-    ctx.expire_lots(None);
+    ctx.expire_lots();
     let leg_id = if parked.is_some() { Some(event.leg_id.clone()) } else { None };
     start_leg(catalog, &mut ctx, event, started, priced, &organizer);
     if let (Some(parked), Some(leg_id)) = (parked, leg_id) {
