@@ -1607,6 +1607,38 @@ fn a_late_input_past_the_cutoff_leaves_legs_their_own_months_pool_pays() {
     assert_eq!(decisions(&out), vec![]);
 }
 
+/// At the cutoff, a pool leg that started in the month before is disconnected once that
+/// month's pool is empty, which is what it draws from, even while the new month's pool is
+/// full.
+#[test]
+fn at_the_cutoff_a_pool_leg_of_the_month_before_is_disconnected_when_its_months_pool_is_empty() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| {
+        t.subscription_licences = 1;
+        t.cutoff = CutoffPolicy::Disconnect;
+    });
+    w.fund("contoso", "1");
+    // 59 of November's minutes used; a pool leg takes the last one ten minutes before midnight.
+    w.start("contoso", "n", "sub-us", LegKind::DialOut, GB, DEC_1 - 7200);
+    w.end("contoso", "n", 59 * 60, DEC_1 - 7200 + 59 * 60);
+    let out = w.start("contoso", "p", "sub-us", LegKind::DialOut, GB, DEC_1 - 600);
+    assert!(allowed(decisions(&out)[0]));
+    // Nine minutes in: one pooled, eight at November's 0.04 (0.32), balance 0.68.
+    assert!(decisions(&w.interim("contoso", "p", 540, DEC_1 - 60)).is_empty());
+    assert_eq!(w.balance("contoso"), m("0.68"));
+    // A December pay-per-minute leg: an hour at December's 0.025 takes the balance to -0.82,
+    // past the cutoff.
+    w.start("contoso", "q", "ppm-us", LegKind::DialOut, US, DEC_1 + 60);
+    let out = w.interim("contoso", "q", 3600, DEC_1 + 3660);
+    assert_eq!(w.balance("contoso"), m("-0.82"));
+    assert_eq!(decisions(&out), vec![Decision::Disconnect { balance: m("-0.82"), currency: usd() }; 2]);
+    let legs: Vec<String> = out
+        .iter()
+        .filter_map(|o| if let Output::Decision(d) = o { Some(d.leg_id.to_string()) } else { None })
+        .collect();
+    assert_eq!(legs, ["p", "q"]);
+}
+
 /// A lot bought more than twelve months before it is funded is forfeited at once. The money
 /// was never spendable: the thresholds, the recharge request and the depletion event, which
 /// fired when the balance reached zero, do not fire a second time on its account.

@@ -198,8 +198,11 @@ impl Ctx<'_> {
             .chain(&self.state.earlier_pools)
             .map(|pool| (pool.month, pool.used_minutes))
             .collect();
-        let pool_empty =
-            |month: YearMonth| total.saturating_sub(used.iter().find(|(m, _)| *m == month).map_or(0, |&(_, u)| u)) == 0;
+        let kept_from = self.pools_kept_from();
+        let pool_empty = |month: YearMonth| {
+            month < kept_from
+                || total.saturating_sub(used.iter().find(|(m, _)| *m == month).map_or(0, |&(_, u)| u)) == 0
+        };
         let targets: Vec<(Id, Id, Id)> = self
             .state
             .open_legs
@@ -229,8 +232,18 @@ impl Ctx<'_> {
 
     /// Pooled minutes left in `month`.
     pub(super) fn pool_minutes_left_in(&self, month: YearMonth) -> u32 {
+        if month < self.pools_kept_from() {
+            return 0;
+        }
         let used = self.state.pool_of(month).map_or(0, |pool| pool.used_minutes);
         self.tenant.pool_minutes().saturating_sub(used)
+    }
+
+    /// The oldest month whose pool is kept once this input is applied ([`pools_kept_from`]):
+    /// an older month's pool is forgotten, or will be when the watermark reaches this input, so
+    /// it has no minutes left, whichever input came first.
+    fn pools_kept_from(&self) -> YearMonth {
+        pools_kept_from(super::horizon(self.state.watermark.max(self.at), self.retention_seconds))
     }
 
     /// Takes up to `minutes` from `month`'s pool; returns how many were taken. None from a
@@ -239,7 +252,7 @@ impl Ctx<'_> {
     /// afresh. The 80 % and 100 % events are emitted by [`Ctx::pool_alerts`], after the debit
     /// that goes with the minutes, so their balance is the balance after it.
     pub(super) fn take_pool_minutes(&mut self, month: YearMonth, minutes: u32, past_the_end: bool) -> u32 {
-        if month < pools_kept_from(super::horizon(self.state.watermark, self.retention_seconds)) {
+        if month < self.pools_kept_from() {
             return 0;
         }
         let total = self.tenant.pool_minutes();
