@@ -600,6 +600,40 @@ fn unpriced_legs_that_credits_would_pay_for_are_blocked_at_zero() {
     assert_eq!(w.balance("contoso"), m("1"));
 }
 
+/// A subscription organizer's unpriced dial-out to Zone A is one the pool would pay for: at a
+/// balance of zero it goes through while the month's pool has minutes (free, drawing none),
+/// and is blocked once the pool is used up. Under the `disconnect` cutoff a positive balance
+/// lets an unpriced leg through: it has no first increment to afford.
+#[test]
+fn an_unpriced_pool_eligible_leg_at_zero_waits_for_the_pool() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| {
+        t.subscription_licences = 1;
+        t.cutoff = CutoffPolicy::Disconnect;
+    });
+    let call = |w: &mut World, leg: &str, organizer: &str, number: &str, seconds: u32, at: i64| {
+        let mut out = w.start("contoso", leg, organizer, LegKind::DialOut, number, at);
+        let decision = decisions(&out)[0];
+        if matches!(decision, Decision::Allow { .. }) {
+            out.extend(w.end("contoso", leg, seconds, at + i64::from(seconds)));
+        }
+        (decision, usages(&out).into_iter().next())
+    };
+    // December's card prices no German number.
+    let (d, usage) = call(&mut w, "a", "sub-us", DE, 600, DEC_1 + 600);
+    assert_eq!(d, Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: Some(Capability::Unpriced) });
+    assert_eq!(usage.unwrap().charge, Money::ZERO);
+    assert_eq!(w.state("contoso").pool.used_minutes, 0);
+    // An hour to the UK uses December's pool up.
+    let (_, usage) = call(&mut w, "b", "sub-us", GB, 3600, DEC_1 + 1800);
+    assert_eq!(usage.unwrap().pool_seconds, 3600);
+    let (d, _) = call(&mut w, "c", "sub-us", DE, 600, DEC_1 + 7200);
+    assert_eq!(d, Decision::Block(BlockReason::NoCredit));
+    w.fund_at("contoso", "0.01", DEC_1 + 8000);
+    let (d, _) = call(&mut w, "d", "ppm-us", DE, 600, DEC_1 + 9000);
+    assert_eq!(d, Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: Some(Capability::Unpriced) });
+}
+
 // ---------------------------------------------------------------------------------------
 // RULES.md §3: dial-out restriction policy.
 
