@@ -1617,6 +1617,40 @@ fn pool_minutes_given_back_go_to_the_month_they_came_from() {
     assert_eq!(state.earlier_pools, vec![]);
 }
 
+/// A leg opened by an earlier release may have drawn from two months (its interims drew from
+/// the month they were stamped in): minutes it no longer needs go back to those months, the
+/// newest first.
+#[test]
+fn a_leg_that_drew_from_two_months_gives_back_the_newest_first() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1);
+    w.fund("contoso", "10");
+    let nov = YearMonth { year: 2026, month: 11 };
+    let dec = YearMonth { year: 2026, month: 12 };
+    // 55 of November's minutes used; the leg takes the last five of them.
+    w.start("contoso", "n", "sub-us", LegKind::DialOut, GB, DEC_1 - 7200);
+    w.end("contoso", "n", 55 * 60, DEC_1 - 7200 + 55 * 60);
+    w.start("contoso", "a", "sub-us", LegKind::DialOut, GB, DEC_1 - 300);
+    w.interim("contoso", "a", 300, DEC_1);
+    // As the earlier release left it: an interim stamped in December drew ten more from
+    // December's pool.
+    let state = w.states.get_mut("contoso").unwrap();
+    let mut leg = state.open_legs.remove("a").unwrap();
+    assert_eq!((leg.pool_draws.clone(), leg.pool_minutes), (vec![(nov, 5)], 5));
+    leg.drew_from_pool(dec, 10);
+    leg.minutes_accounted = 15;
+    leg.elapsed_seconds = 900;
+    state.open_legs.insert("a".into(), leg);
+    state.pool_of_mut(dec).used_minutes = 10;
+    // The end reports two minutes: thirteen go back, December's ten first, then three to
+    // November.
+    let a = &usages(&w.end("contoso", "a", 120, DEC_1 + 600))[0];
+    assert_eq!((a.pool_seconds, a.charge, a.flags.names()), (120, Money::ZERO, vec!["interim_exceeded_final"]));
+    let state = w.state("contoso");
+    assert_eq!(state.pool_of(dec).map(|p| p.used_minutes), Some(0));
+    assert_eq!(state.pool_of(nov).map(|p| p.used_minutes), Some(57));
+}
+
 /// A late input that takes the balance past the cutoff disconnects the credit-funded legs
 /// in progress; a pool leg that its own month's pool pays is not one of them, even when the
 /// late input's month has no pool left.
