@@ -1327,6 +1327,23 @@ fn refuses_unknown_tenants_and_organizers_and_foreign_currencies() {
         )
     );
     assert_eq!(w.balance("contoso"), Money::ZERO);
+    // Five minutes after the command is the clocks of two systems, not a wrong date: funded.
+    let skewed = |id: &str, after: i64| {
+        Input::Credit(CreditCommand {
+            command_id: id.into(),
+            tenant_id: tid("contoso"),
+            occurred_at: ts(T0),
+            body: CreditBody::Fund(LotFunding {
+                lot_id: id.into(),
+                amount: m("5"),
+                currency: usd,
+                purchased_at: ts(T0 + after),
+            }),
+        })
+    };
+    assert_eq!(w.try_apply(skewed("c4", 301)).unwrap_err().code(), "invalid");
+    w.apply(skewed("c5", 300));
+    assert_eq!(w.balance("contoso"), m("5"));
 }
 
 /// Amounts carry no currency: a tenant republished in another currency while it holds money

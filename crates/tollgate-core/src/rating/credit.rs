@@ -7,6 +7,10 @@ use crate::output::{CreditEventKind, MovementKind};
 
 use super::context::Ctx;
 
+/// How much later than the command that funds it a lot's purchase may be dated (the clocks of
+/// the payment system and of the command's producer differ): 5 minutes.
+const PURCHASE_CLOCK_SKEW_SECONDS: u32 = 300;
+
 /// A credit command: checked whole (credits enabled, currency, amount) before anything
 /// changes, then applied.
 pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Error> {
@@ -31,8 +35,9 @@ pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Err
             check_currency(lot.currency)?;
             // A purchase dated after the command that funds it is a wrong date (a year typed
             // wrong, say): kept, the lot would expire years late and be spent after lots
-            // bought later.
-            if lot.purchased_at > command.occurred_at {
+            // bought later. A few minutes after is the two systems' clocks, not a wrong date:
+            // refused, the money paid for would not arrive.
+            if lot.purchased_at > command.occurred_at.plus_seconds(PURCHASE_CLOCK_SKEW_SECONDS) {
                 return Err(Error::Invalid(format!(
                     "command {:?}: lot purchased at {}, after the command itself ({})",
                     command.command_id, lot.purchased_at, command.occurred_at
