@@ -291,6 +291,42 @@ mod tests {
         assert_eq!(held, ["acme 7.25 EUR", "globex 2", "initech awake"]);
     }
 
+    /// A refresh that goes through the dormant tenants a slice at a time (one slice per
+    /// committed batch) sees each of them once, a tenant woken meanwhile without a balance,
+    /// and knows it is done when a slice comes back short.
+    #[test]
+    fn dormant_balances_a_slice_at_a_time_see_each_tenant_once() {
+        let mut builder = DormantBuilder::default();
+        for i in 0..7 {
+            assert!(builder.insert(&format!("t{i}"), &tenant_record(&funded(&format!("{}.00", i + 1)))));
+        }
+        let mut states = States::new(Live::default(), builder.finish());
+        let mut seen: Vec<String> = Vec::new();
+        let (mut from, mut woken) = (0, false);
+        loop {
+            let slice: Vec<(String, Option<String>)> = states
+                .dormant_balances(from, 3)
+                .map(|(t, held)| (t.to_owned(), held.map(|(balance, _)| balance.to_string())))
+                .collect();
+            for (tenant, balance) in &slice {
+                assert_eq!(balance.is_none(), woken && tenant == "t5", "{tenant}");
+                seen.push(tenant.clone());
+            }
+            if !woken {
+                // Woken after the first slice (whichever held it): the next slices still go on
+                // from where they were, in the arena's unchanged order.
+                states.for_rating("t5", || panic!("dormant")).unwrap();
+                woken = true;
+            }
+            if slice.len() < 3 {
+                break;
+            }
+            from += 3;
+        }
+        seen.sort();
+        assert_eq!(seen, ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]);
+    }
+
     /// A little garbage (a tenant's earlier record) stays in the arena rather than the whole
     /// arena being copied; the index points at the latest record.
     #[test]
