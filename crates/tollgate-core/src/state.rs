@@ -211,9 +211,8 @@ impl TenantState {
 
 /// The oldest month whose pool a tenant keeps once it forgot what came before `cutoff`: the
 /// month a leg ending at the cutoff may have started in.
-pub fn pools_kept_from(cutoff: Timestamp) -> YearMonth {
-    let seconds = cutoff.unix_seconds() - i64::from(crate::rating::MAX_LEG_SECONDS);
-    Timestamp::new(seconds.max(0), 0).unwrap_or_default().year_month()
+pub(crate) fn pools_kept_from(cutoff: Timestamp) -> YearMonth {
+    crate::rating::horizon(cutoff, crate::rating::MAX_LEG_SECONDS).year_month()
 }
 
 /// Running totals of the ledger, for conservation checks and summaries.

@@ -191,29 +191,23 @@ impl Ctx<'_> {
     }
 
     pub(super) fn disconnect_credit_funded_legs(&mut self, balance: Money) {
-        // A pool leg in progress draws its next minutes from the pool of the month it started
-        // in (see `leg_end::settle`): credits pay for them once that month's pool is empty.
-        let total = self.tenant.pool_minutes();
-        let used: Vec<(YearMonth, u32)> = std::iter::once(&self.state.pool)
-            .chain(&self.state.earlier_pools)
-            .map(|pool| (pool.month, pool.used_minutes))
+        // The legs credits pay for now (`is_credit_funded`: a pool leg once the pool of the
+        // month it started in is empty), in leg-id order; then each marked and told.
+        let due: Vec<Id> = self
+            .state
+            .open_legs
+            .iter()
+            .filter(|(_, leg)| !leg.disconnect_sent && self.is_credit_funded(leg))
+            .map(|(id, _)| id.clone())
             .collect();
-        let kept_from = self.pools_kept_from();
-        let pool_empty = |month: YearMonth| {
-            month < kept_from
-                || total.saturating_sub(used.iter().find(|(m, _)| *m == month).map_or(0, |&(_, u)| u)) == 0
-        };
+        if due.is_empty() {
+            return;
+        }
         let targets: Vec<(Id, Id, Id)> = self
             .state
             .open_legs
             .iter_mut()
-            .filter(|(_, leg)| {
-                !leg.disconnect_sent
-                    && (leg.capability == Capability::Ppm
-                        || leg.capability == Capability::Pool
-                            && !leg.pooled_in_full
-                            && pool_empty(leg.started_at.year_month()))
-            })
+            .filter(|(id, _)| due.binary_search(id).is_ok())
             .map(|(id, leg)| {
                 leg.disconnect_sent = true;
                 (id.clone(), leg.call_id.clone(), leg.conference_id.clone())

@@ -90,8 +90,9 @@ pub(super) fn priced_number(leg_id: &str, started: &LegStarted) -> Result<Option
 /// How a started leg is funded, decided before credit is checked.
 pub(super) struct Funding {
     capability: Capability,
-    /// What pays for the leg: its capability, or for an unpriced leg the one it would have
-    /// with a price (it is free, but blocked at zero like every leg credits would pay for).
+    /// What pays for the leg by its kind, its organizer and its destination, priced or not:
+    /// the capability it has, or for an unpriced leg the one it would have with a price (it is
+    /// free, but blocked at zero like every leg credits would pay for).
     paid_as: Capability,
     price: Option<crate::Price>,
     rate_card_id: Id,
@@ -261,11 +262,10 @@ pub(super) fn resolve_funding<C: Catalog + ?Sized>(
     funding
 }
 
-/// Why a credit-funded leg may not start, if it may not. `paid_as` is what would pay for an
-/// unpriced leg: free as it is, a pay-per-minute organizer's unpriced leg is still a leg that
-/// only a positive balance lets start.
+/// Why a credit-funded leg may not start, if it may not. `paid_as` is what pays for the leg,
+/// or would if it had a price ([`Funding::paid_as`]): free as it is, a pay-per-minute
+/// organizer's unpriced leg is still a leg that only a positive balance lets start.
 pub(super) fn credit_block(ctx: &Ctx<'_>, leg: &OpenLeg, paid_as: Capability) -> Option<BlockReason> {
-    let paid_as = if leg.capability == Capability::Unpriced { paid_as } else { leg.capability };
     let needs_credit = match paid_as {
         Capability::Ppm => true,
         Capability::Pool => ctx.pool_minutes_left() == 0,
