@@ -262,6 +262,76 @@ fn the_currency_a_balance_is_held_in_survives_a_restart() {
     assert_eq!((acme.balance(), acme.currency.map(|c| c.to_string())), (m("9.78"), Some("USD".into())));
 }
 
+/// An at-least-once owner that crashed after a batch's outputs went out, before its state was
+/// committed, leaves the batch's manifest behind, naming the reference data it was rated
+/// with. The next owner rates that batch as of it, even when a rate card changed in between:
+/// the usage it repeats is the same record (`Env::usages` asserts that repeats are equal),
+/// and the batches after it pay the new rate.
+#[test]
+fn a_batch_rated_again_after_a_rate_change_repeats_its_first_outputs() {
+    let env = Env::new(1, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let topics = &env.config.topics;
+    let (legs, state) = (&topics[TopicKind::CallLegs], &topics[TopicKind::State]);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 600, 0)); // 0.20
+    assert_eq!(env.usages(1)["acme/a1"].balance_after, "9.80");
+    worker.stop();
+    let before_a2 = env.latest(state);
+    let a2_from = env.read_to_end(legs).len() as i64;
+    // The reference position the first attempt rates a2 with.
+    let end = |kind: TopicKind| -> Vec<i64> {
+        let mut next = Vec::new();
+        for (_, _, partition, offset) in env.read_to_end(&topics[kind]) {
+            let p = partition as usize;
+            next.resize(next.len().max(p + 1), 0);
+            next[p] = next[p].max(offset + 1);
+        }
+        next
+    };
+    let pin = serde_json::json!({
+        "tenants": end(TopicKind::Tenants),
+        "users": end(TopicKind::Users),
+        "rate_cards": end(TopicKind::RateCards),
+    });
+
+    // The first attempt at a2: its usage is out (0.02 at the card's v1)...
+    let worker = env.start_worker();
+    env.publish_inputs(&dial_out("acme", "a2", "ann", US, 60, 1));
+    let first = env.usages(2)["acme/a2"].clone();
+    assert_eq!((first.charge.as_str(), first.rate_card_version.as_str()), ("0.02", "v1"));
+    worker.stop();
+    // ... and its state never committed: the changelog goes back to where a1 left it, with
+    // the manifest of a2's batch, as the crashed owner left it.
+    for (key, value) in env.latest(state) {
+        match before_a2.get(&key) {
+            Some(old) if *old == value => {}
+            Some(old) => env.publisher.send_raw(state, Some(key.as_bytes()), old.as_deref()).unwrap(),
+            None => env.publisher.send_raw(state, Some(key.as_bytes()), None).unwrap(),
+        }
+    }
+    let manifest = serde_json::json!({ "ranges": { legs.as_str(): [a2_from, a2_from + 1] }, "reference": pin });
+    env.publisher.send_raw(state, Some(b"m/0"), Some(manifest.to_string().as_bytes())).unwrap();
+    env.publisher.flush().unwrap();
+    env.rewind_group(&[(legs.clone(), 0), (topics[TopicKind::CreditCommands].clone(), 0)]);
+    assert_eq!(env.states()["acme"].balance(), m("9.80"));
+
+    // Meanwhile the card changed: US calls now cost 0.05 a minute (v2).
+    env.publish_reference(
+        r#"{"rateCards": [{"rateCardId": "usd", "currency": "USD", "versions": [{"version": "v2", "effectiveFrom": "2026-01-01T00:00:00Z",
+          "dialOut": [{"prefix": "1", "price": {"perMinute": "0.05"}}, {"prefix": "44", "price": {"perMinute": "0.04"}}]}]}]}"#,
+    );
+    let worker = env.start_worker();
+    env.publish_inputs(&dial_out("acme", "a3", "ann", US, 60, 2));
+    let usages = env.usages(3);
+    assert_eq!(usages["acme/a2"], first);
+    let a3 = &usages["acme/a3"];
+    assert_eq!((a3.charge.as_str(), a3.rate_card_version.as_str(), a3.balance_after.as_str()), ("0.05", "v2", "9.73"));
+    worker.stop();
+    assert_eq!(env.states()["acme"].balance(), m("9.73"));
+}
+
 /// The changelog's progress record, not the group's committed offsets, says what is rated: a
 /// group whose offsets lag the changelog (its commit after a transaction is not waited for,
 /// and a crash can lose it) hands the next owner records already rated, and they are dropped,

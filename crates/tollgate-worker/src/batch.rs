@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::record::Record;
+use crate::reference::ReferencePin;
 
 /// The changelog key of partition `partition`'s manifest.
 pub fn manifest_key(partition: i32) -> String {
@@ -70,11 +71,16 @@ impl Progress {
     }
 }
 
-/// The records of a batch: per input topic, the offsets from the first to the last one.
+/// The records of a batch: per input topic, the offsets from the first to the last one; and
+/// the position of the reference topics the batch is rated as of.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct Manifest {
     /// Topic → (first offset, last offset).
     pub ranges: BTreeMap<String, (i64, i64)>,
+    /// The reference data the batch is rated with (absent in a manifest of an earlier
+    /// release: the batch is then rated with the reference data at hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferencePin>,
 }
 
 impl Manifest {
@@ -92,7 +98,12 @@ impl Manifest {
                 }
             }
         }
-        Manifest { ranges }
+        Manifest { ranges, reference: None }
+    }
+
+    /// This composition, rated as of `pin`.
+    pub fn pinned(self, pin: ReferencePin) -> Manifest {
+        Manifest { reference: Some(pin), ..self }
     }
 
     /// At most how many records the batch has: the offsets its ranges span (transaction
@@ -300,5 +311,19 @@ mod tests {
         assert!(manifest.complete(&batch));
         let json = serde_json::to_string(&manifest).unwrap();
         assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap(), manifest);
+    }
+
+    /// A manifest names the reference position its batch is rated as of; one written by an
+    /// earlier release, without it, still reads (its batch is rated with what is at hand).
+    #[test]
+    fn a_manifest_carries_its_reference_pin_and_reads_without_one() {
+        let pin = ReferencePin { tenants: vec![7, 0, 3], users: vec![], rate_cards: vec![2] };
+        let manifest = Manifest::of(&[record("legs", 10, 1)]).pinned(pin.clone());
+        let json = serde_json::to_string(&manifest).unwrap();
+        assert_eq!(json, r#"{"ranges":{"legs":[10,10]},"reference":{"tenants":[7,0,3],"rate_cards":[2]}}"#);
+        assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap().reference, Some(pin));
+        let earlier = serde_json::from_str::<Manifest>(r#"{"ranges":{"legs":[10,10]}}"#).unwrap();
+        assert_eq!(earlier, Manifest::of(&[record("legs", 10, 1)]));
+        assert_eq!(earlier.reference, None);
     }
 }

@@ -54,7 +54,7 @@ use crate::error::Class;
 use crate::inbox::Inbox;
 use crate::outbox::Outbox;
 use crate::record::Record;
-use crate::reference::Tables;
+use crate::reference::{Pinned, ReferencePin, Tables};
 use crate::states::States;
 use crate::view::PartitionView;
 use crate::{Error, changelog, kafka, partitioner, telemetry};
@@ -534,9 +534,10 @@ impl PartitionTask {
             }
             // Idle: the records are left uncommitted to the partition's next owner.
             if !batch.is_empty() && self.idle.is_none() && !self.cancel.is_cancelled() {
+                let pin = self.reference_pin(recorded.as_ref());
                 // A recorded batch whose records did not all come is not the batch its
                 // manifest names: it is recorded again, as it is, before any output.
-                self.commit_batch(batch, recorded.is_some() && exact, inbox);
+                self.commit_batch(batch, recorded.is_some() && exact, pin, inbox);
             }
         }
         if let Some(outputs) = &self.producers.outputs {
@@ -706,6 +707,25 @@ impl PartitionTask {
         (batch, stop, exact)
     }
 
+    /// The reference data a batch is rated as of: the position its manifest names (the
+    /// previous owner's, after a crash: waited for until this worker's tables reach it, for
+    /// up to three Kafka timeouts), else the tables' position now. Every attempt at the batch
+    /// uses the same, so rating it again gives the same outputs even when a tenant, a user
+    /// or a rate card changed in between.
+    fn reference_pin(&self, recorded: Option<&Manifest>) -> ReferencePin {
+        let Some(pin) = recorded.and_then(|m| m.reference.clone()) else { return self.tables.position() };
+        let patience = self.config.kafka_timeout() * 3;
+        if !self.tables.wait_until(patience, |tables| tables.position().covers(&pin)) {
+            tracing::warn!(
+                partition = self.partition,
+                ?pin,
+                at = ?self.tables.position(),
+                "the reference data did not reach the recorded batch's position: rating with what is at hand"
+            );
+        }
+        pin
+    }
+
     /// Moves what already waits in `inbox` to the carry (up to a batch), without blocking.
     fn take_ready(&mut self, inbox: &mut Inbox) {
         while !self.stopping && self.carry.len() < self.config.batch_size {
@@ -719,7 +739,7 @@ impl PartitionTask {
 
     /// Rates and publishes one batch, retrying with backoff until it is published, the
     /// partition is handed over, the task is fenced or fails, or the worker stops.
-    fn commit_batch(&mut self, batch: Vec<Record>, recorded: bool, inbox: &mut Inbox) {
+    fn commit_batch(&mut self, batch: Vec<Record>, recorded: bool, pin: ReferencePin, inbox: &mut Inbox) {
         let batch = batch::merge(batch);
         let at_least_once = self.producers.outputs.is_some();
         let mut attempt = 0u32;
@@ -728,9 +748,12 @@ impl PartitionTask {
         let mut recorded = recorded || !at_least_once;
         loop {
             let started = Instant::now();
-            let result =
-                if recorded { Ok(()) } else { self.write_manifest(&Manifest::of(&batch)).map(|()| recorded = true) };
-            let rated = match self.rate(&batch) {
+            let result = if recorded {
+                Ok(())
+            } else {
+                self.write_manifest(&Manifest::of(&batch).pinned(pin.clone())).map(|()| recorded = true)
+            };
+            let rated = match self.rate(&batch, &pin) {
                 Ok(rated) => rated,
                 Err(poison) => return self.poisoned(poison),
             };
@@ -955,8 +978,10 @@ impl PartitionTask {
 
     /// Rates the batch into its outputs and changelog records; [`Poison`] when rating one of
     /// its records panicked (the state is then not to be trusted: the task stops).
-    fn rate(&mut self, batch: &[Record]) -> Result<Rated, Poison> {
+    fn rate(&mut self, batch: &[Record], pin: &ReferencePin) -> Result<Rated, Poison> {
         let config = Arc::clone(&self.config);
+        let tables = Arc::clone(&self.tables);
+        let catalog = tables.pinned(pin);
         let topics = &config.topics;
         let mut rated = Rated {
             outputs: std::mem::take(&mut self.spare.outputs),
@@ -973,7 +998,7 @@ impl PartitionTask {
             let kind = topics.kind_of(&record.topic).unwrap_or(TopicKind::CallLegs);
             let topic_label = kind.key();
             let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.apply(record, kind, &mut rated.undo, &mut outs, movements.as_mut())
+                self.apply(&catalog, record, kind, &mut rated.undo, &mut outs, movements.as_mut())
             }));
             let applied = applied.map_err(|panic| Poison {
                 topic: record.topic.clone(),
@@ -1006,6 +1031,9 @@ impl PartitionTask {
                     .push_encoded(None, |buf| (TopicKind::LedgerMovements, codec::encode_movement(&movement, buf)));
             }
         }
+        if catalog.unknown() > 0 {
+            telemetry::reference_versions_unknown(self.partition, catalog.unknown());
+        }
         for (tenant, undo) in &mut rated.undo {
             if let Some(state) = self.states.get_mut(tenant) {
                 undo.journal = changelog::Journal::take(state);
@@ -1027,6 +1055,7 @@ impl PartitionTask {
 
     fn apply(
         &mut self,
+        catalog: &Pinned<'_>,
         record: &Record,
         kind: TopicKind,
         undo: &mut Undos,
@@ -1064,8 +1093,7 @@ impl PartitionTask {
         // The tenant's state, found once for the undo and the rater. The rater refuses unknown
         // tenants itself; the reference is asked here only for a tenant without state yet, so
         // that a refused record does not leave an empty state behind.
-        let tables = &self.tables;
-        let Some((state, existed)) = self.states.for_rating(tenant, || tables.tenant(tenant).is_some()) else {
+        let Some((state, existed)) = self.states.for_rating(tenant, || catalog.tenant(tenant).is_some()) else {
             return Err(Refusal::new("unknown_tenant", format!("unknown tenant {tenant:?}")));
         };
         if !undo.contains_key(tenant) {
@@ -1075,8 +1103,8 @@ impl PartitionTask {
             undo.insert(tenant.to_owned(), undo_entry);
         }
         let applied = match movements {
-            Some(movements) => self.rater.apply_traced(&*self.tables, state, input, outs, movements),
-            None => self.rater.apply(&*self.tables, state, input, outs),
+            Some(movements) => self.rater.apply_traced(catalog, state, input, outs, movements),
+            None => self.rater.apply(catalog, state, input, outs),
         };
         applied.map_err(|e| Refusal::new(e.code(), e.to_string()))
     }
@@ -1189,7 +1217,7 @@ impl PartitionTask {
             let mut next = None;
             if let Some(inbox) = inbox {
                 self.take_ready(inbox);
-                next = self.next_batch();
+                next = self.next_batch().map(|m| m.pinned(self.tables.position()));
                 if next.is_some() || self.manifest_in_changelog {
                     let mut manifest = Outbox::default();
                     self.manifest_record(&mut manifest, next.as_ref());

@@ -8,7 +8,7 @@
 //! (an ACL allows describing the topic but not reading it), the loader stops and the worker
 //! exits with the authorization error, rather than retry forever.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 use tollgate_core::{Catalog, FastState, RateCard, Tenant, User};
 use tollgate_proto::{limits, v1};
 
@@ -28,15 +29,200 @@ use crate::topics::{Role, TopicKind};
 use crate::{Error, kafka, telemetry};
 
 /// Live reference tables, shared by all partition tasks of a worker.
+///
+/// Each key keeps the versions it had lately, each with the offset of the record that
+/// brought it, so that a batch is rated with the reference data as of one position of the
+/// reference topics (a [`ReferencePin`], see [`Tables::pinned`]) whenever it is rated: by this
+/// worker now, after a failed attempt, or by the partition's next owner after a crash.
 #[derive(Debug, Default)]
 pub struct Tables {
     // Looked up for every record: the fast hasher, not SipHash.
-    tenants: DashMap<String, Arc<Tenant>, FastState>,
-    users: DashMap<String, Arc<User>, FastState>,
-    rate_cards: DashMap<String, Arc<RateCard>, FastState>,
-    /// Counts applied reference records; waiters are woken on every change.
-    changes: Mutex<u64>,
+    tenants: DashMap<String, Versions<Tenant>, FastState>,
+    users: DashMap<String, Versions<User>, FastState>,
+    rate_cards: DashMap<String, Versions<RateCard>, FastState>,
+    /// How far each reference partition was applied, and where live reading began; waiters
+    /// are woken on every change.
+    positions: Mutex<Positions>,
     changed: Condvar,
+}
+
+/// How long a version replaced by a newer one is kept for batches pinned before the change.
+pub const VERSIONS_KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// At most how many replaced versions a key keeps (a key changed more often than this in
+/// [`VERSIONS_KEPT_FOR`] forgets its oldest ones first).
+pub const VERSIONS_KEPT: usize = 16;
+
+#[derive(Debug, Default)]
+struct Positions {
+    /// Per reference topic, per partition: the offset after the last record applied.
+    applied: ReferencePin,
+    /// Per reference topic, per partition: the high watermark when the loader started.
+    /// Records before it were read in the catch-up, after compaction may have dropped
+    /// versions that a key had before them.
+    live_from: ReferencePin,
+    /// Applied reference records, counted.
+    changes: u64,
+}
+
+/// A position of the reference topics: per topic, per partition (the index), the offset
+/// after the last record applied. Reference data "as of" a pin is every record before it.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct ReferencePin {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_cards: Vec<i64>,
+}
+
+impl ReferencePin {
+    fn of_kind(&self, kind: Kind) -> &Vec<i64> {
+        match kind {
+            Kind::Tenants => &self.tenants,
+            Kind::Users => &self.users,
+            Kind::RateCards => &self.rate_cards,
+        }
+    }
+
+    fn of_kind_mut(&mut self, kind: Kind) -> &mut Vec<i64> {
+        match kind {
+            Kind::Tenants => &mut self.tenants,
+            Kind::Users => &mut self.users,
+            Kind::RateCards => &mut self.rate_cards,
+        }
+    }
+
+    /// The offset after the last record of `partition` this pin includes (0: none).
+    fn next(&self, kind: Kind, partition: i32) -> i64 {
+        usize::try_from(partition).ok().and_then(|p| self.of_kind(kind).get(p)).copied().unwrap_or(0)
+    }
+
+    fn set(&mut self, kind: Kind, partition: i32, next: i64) {
+        let Ok(p) = usize::try_from(partition) else { return };
+        let offsets = self.of_kind_mut(kind);
+        if offsets.len() <= p {
+            offsets.resize(p + 1, 0);
+        }
+        offsets[p] = offsets[p].max(next);
+    }
+
+    /// Whether everything `other` includes is included here.
+    pub fn covers(&self, other: &ReferencePin) -> bool {
+        [Kind::Tenants, Kind::Users, Kind::RateCards].into_iter().all(|kind| {
+            other.of_kind(kind).iter().enumerate().all(|(p, &next)| {
+                let p = i32::try_from(p).unwrap_or(i32::MAX);
+                next == 0 || self.next(kind, p) >= next
+            })
+        })
+    }
+}
+
+/// The reference topics, as the versions' index.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Tenants,
+    Users,
+    RateCards,
+}
+
+impl Kind {
+    fn of(kind: TopicKind) -> Option<Kind> {
+        match kind {
+            TopicKind::Tenants => Some(Kind::Tenants),
+            TopicKind::Users => Some(Kind::Users),
+            TopicKind::RateCards => Some(Kind::RateCards),
+            _ => None,
+        }
+    }
+}
+
+/// Where a version came from: the partition and offset of its record.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct At {
+    partition: i32,
+    offset: i64,
+}
+
+/// A key's current value (`None`: deleted) and the versions before it, oldest first.
+#[derive(Debug)]
+struct Versions<T> {
+    at: At,
+    value: Option<Arc<T>>,
+    /// Boxed: most keys never change, and every worker holds every tenant and user.
+    history: Option<Box<History<T>>>,
+}
+
+/// The versions a key had before its current one.
+#[derive(Debug)]
+struct History<T> {
+    older: Vec<Replaced<T>>,
+    /// Versions older than `older`'s first were dropped ([`VERSIONS_KEPT_FOR`],
+    /// [`VERSIONS_KEPT`]): before it, what the key held is not known here.
+    pruned: bool,
+}
+
+#[derive(Debug)]
+struct Replaced<T> {
+    at: At,
+    value: Option<Arc<T>>,
+    /// When the next version replaced it.
+    until: Instant,
+}
+
+/// What a key held as of a pin.
+enum AsOf<'a, T> {
+    Known(Option<&'a Arc<T>>),
+    /// The pin is before every version known here, and the key may have had one then.
+    Unknown(Option<&'a Arc<T>>),
+}
+
+impl<T> Versions<T> {
+    fn new(at: At, value: Option<Arc<T>>) -> Self {
+        Versions { at, value, history: None }
+    }
+
+    fn replace(&mut self, at: At, value: Option<Arc<T>>, now: Instant) {
+        let before = Replaced { at: self.at, value: self.value.take(), until: now };
+        self.history.get_or_insert_with(|| Box::new(History { older: Vec::new(), pruned: false })).older.push(before);
+        self.at = at;
+        self.value = value;
+        self.prune(now);
+    }
+
+    /// Drops the versions replaced longer ago than [`VERSIONS_KEPT_FOR`], and the oldest past
+    /// [`VERSIONS_KEPT`].
+    fn prune(&mut self, now: Instant) {
+        let Some(history) = &mut self.history else { return };
+        let stale = history.older.iter().take_while(|v| now.duration_since(v.until) > VERSIONS_KEPT_FOR).count();
+        let drop = stale.max(history.older.len().saturating_sub(VERSIONS_KEPT));
+        if drop > 0 {
+            history.older.drain(..drop);
+            history.pruned = true;
+        }
+    }
+
+    /// The version as of `pin`: the latest whose record is before it.
+    fn as_of(&self, pin: &ReferencePin, kind: Kind, live_from: &ReferencePin) -> AsOf<'_, T> {
+        let before = |at: At| at.offset < pin.next(kind, at.partition);
+        if before(self.at) {
+            return AsOf::Known(self.value.as_ref());
+        }
+        let (older, pruned) = self.history.as_deref().map_or((&[][..], false), |h| (&h.older[..], h.pruned));
+        if let Some(v) = older.iter().rev().find(|v| before(v.at)) {
+            return AsOf::Known(v.value.as_ref());
+        }
+        // No version known here is before the pin. The key had none then if nothing was
+        // dropped here and the pin is after the catch-up's end (a version before the pin
+        // would have been read, not compacted away before this worker read it).
+        let earliest = older.first().map_or((self.at, self.value.as_ref()), |v| (v.at, v.value.as_ref()));
+        if !pruned && pin.next(kind, earliest.0.partition) >= live_from.next(kind, earliest.0.partition) {
+            AsOf::Known(None)
+        } else {
+            AsOf::Unknown(earliest.1)
+        }
+    }
 }
 
 thread_local! {
@@ -44,32 +230,97 @@ thread_local! {
 }
 
 impl Tables {
-    /// Adds or replaces a tenant.
-    pub fn put_tenant(&self, tenant: Tenant) {
-        self.tenants.insert(tenant.id.to_string(), Arc::new(tenant));
+    /// Adds or replaces a tenant, as a record at `offset` of the tenants topic's partition 0.
+    pub fn put_tenant(&self, tenant: Tenant, offset: i64) {
+        self.put(Kind::Tenants, tenant.id.to_string(), At { partition: 0, offset }, Some(tenant));
     }
 
-    /// Adds or replaces a user.
-    pub fn put_user(&self, user: User) {
-        self.users.insert(user_key(user.tenant_id.as_str(), &user.id), Arc::new(user));
+    /// Adds or replaces a user, as a record at `offset` of the users topic's partition 0.
+    pub fn put_user(&self, user: User, offset: i64) {
+        let key = user_key(user.tenant_id.as_str(), &user.id);
+        self.put(Kind::Users, key, At { partition: 0, offset }, Some(user));
     }
 
-    /// Adds or replaces a rate card.
-    pub fn put_rate_card(&self, card: RateCard) {
-        self.rate_cards.insert(card.id.clone(), Arc::new(card));
+    /// Adds or replaces a rate card, as a record at `offset` of the rate cards topic's
+    /// partition 0.
+    pub fn put_rate_card(&self, card: RateCard, offset: i64) {
+        self.put(Kind::RateCards, card.id.clone(), At { partition: 0, offset }, Some(card));
     }
 
-    /// Sizes: (tenants, users, rate cards).
+    fn put<T: Keyed>(&self, kind: Kind, key: String, at: At, value: Option<T>) {
+        let value = value.map(Arc::new);
+        let map = T::map(self);
+        match map.get_mut(key.as_str()) {
+            Some(mut versions) => versions.replace(at, value, Instant::now()),
+            None if value.is_some() => drop(map.insert(key, Versions::new(at, value))),
+            // A key deleted before it was ever seen here.
+            None => {}
+        }
+        self.applied(kind, at);
+    }
+
+    /// Records that the record at `at` was applied (or refused), and wakes the waiters.
+    fn applied(&self, kind: Kind, at: At) {
+        let mut positions = self.lock();
+        positions.applied.set(kind, at.partition, at.offset + 1);
+        positions.changes += 1;
+        drop(positions);
+        self.changed.notify_all();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Positions> {
+        self.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where live reading of `topic`'s `partition` began: its high watermark when the loader
+    /// started.
+    pub fn live_from(&self, kind: TopicKind, partition: i32, high: i64) {
+        if let Some(kind) = Kind::of(kind) {
+            self.lock().live_from.set(kind, partition, high);
+        }
+    }
+
+    /// The position the tables reflect now: a batch pinned to it is rated with what they
+    /// hold now, whatever is applied later.
+    pub fn position(&self) -> ReferencePin {
+        self.lock().applied.clone()
+    }
+
+    /// The tables as of `pin`, for rating a batch.
+    pub fn pinned<'a>(&'a self, pin: &'a ReferencePin) -> Pinned<'a> {
+        Pinned { tables: self, pin, live_from: self.lock().live_from.clone(), unknown: Cell::new(0) }
+    }
+
+    /// Drops the versions replaced longer ago than [`VERSIONS_KEPT_FOR`], and the keys deleted
+    /// that long ago.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        fn sweep<T>(map: &DashMap<String, Versions<T>, FastState>, now: Instant) {
+            map.retain(|_, versions| {
+                versions.prune(now);
+                versions.value.is_some() || versions.history.as_ref().is_some_and(|h| !h.older.is_empty())
+            });
+        }
+        sweep(&self.tenants, now);
+        sweep(&self.users, now);
+        sweep(&self.rate_cards, now);
+    }
+
+    /// Sizes: (tenants, users, rate cards), deleted keys not counted.
     pub fn sizes(&self) -> (usize, usize, usize) {
-        (self.tenants.len(), self.users.len(), self.rate_cards.len())
+        fn live<T>(map: &DashMap<String, Versions<T>, FastState>) -> usize {
+            map.iter().filter(|v| v.value.is_some()).count()
+        }
+        (live(&self.tenants), live(&self.users), live(&self.rate_cards))
     }
 
     /// Waits until `ready` holds for the tables (checked after every applied reference record)
     /// or `timeout` passes; returns whether it holds.
     pub fn wait_until(&self, timeout: Duration, ready: impl Fn(&Tables) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut changes = self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
+            // Counted before asking: a change made while `ready` runs ends the wait at once.
+            let seen = self.lock().changes;
             if ready(self) {
                 return true;
             }
@@ -77,26 +328,49 @@ impl Tables {
             if left.is_zero() {
                 return false;
             }
-            changes = self.changed.wait_timeout(changes, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            drop(
+                self.changed
+                    .wait_timeout_while(self.lock(), left, |p| p.changes == seen)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
         }
     }
 
-    /// Applies one reference record (value `None` deletes the key); a value over `max_bytes`
-    /// is refused without being decoded.
-    pub fn apply(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>, max_bytes: usize) -> Result<(), String> {
-        let result = self.apply_record(kind, key, payload, max_bytes);
-        *self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
-        self.changed.notify_all();
+    /// Applies the reference record at `partition`/`offset` (value `None` deletes the key); a
+    /// value over `max_bytes` is refused without being decoded. A refused record still counts
+    /// as applied: the position moves past it.
+    pub fn apply(
+        &self,
+        kind: TopicKind,
+        (partition, offset): (i32, i64),
+        key: &str,
+        payload: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<(), String> {
+        let at = At { partition, offset };
+        let result = self.apply_record(kind, at, key, payload, max_bytes);
+        if result.is_err()
+            && let Some(kind) = Kind::of(kind)
+        {
+            self.applied(kind, at);
+        }
         result
     }
 
-    fn apply_record(&self, kind: TopicKind, key: &str, payload: Option<&[u8]>, max_bytes: usize) -> Result<(), String> {
+    fn apply_record(
+        &self,
+        kind: TopicKind,
+        at: At,
+        key: &str,
+        payload: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<(), String> {
         let Some(payload) = payload else {
             match kind {
-                TopicKind::Tenants => drop(self.tenants.remove(key)),
-                TopicKind::Users => drop(self.users.remove(key)),
-                TopicKind::RateCards => drop(self.rate_cards.remove(key)),
-                _ => {}
+                TopicKind::Tenants => self.put::<Tenant>(Kind::Tenants, key.to_owned(), at, None),
+                TopicKind::Users => self.put::<User>(Kind::Users, key.to_owned(), at, None),
+                TopicKind::RateCards => self.put::<RateCard>(Kind::RateCards, key.to_owned(), at, None),
+                other => return Err(format!("{other:?} is not a reference topic")),
             }
             return Ok(());
         };
@@ -108,7 +382,7 @@ impl Tables {
                 if tenant.id.as_str() != key {
                     return Err(format!("key {key:?} is not tenant id {:?}", tenant.id.as_str()));
                 }
-                self.put_tenant(tenant);
+                self.put(Kind::Tenants, key.to_owned(), at, Some(tenant));
             }
             TopicKind::Users => {
                 let user = limits::decode::<v1::User>(payload, max_bytes)
@@ -117,7 +391,7 @@ impl Tables {
                 if user_key(user.tenant_id.as_str(), &user.id) != key {
                     return Err(format!("key {key:?} is not {:?}", user_key(user.tenant_id.as_str(), &user.id)));
                 }
-                self.put_user(user);
+                self.put(Kind::Users, key.to_owned(), at, Some(user));
             }
             TopicKind::RateCards => {
                 let card = limits::decode::<v1::RateCard>(payload, max_bytes)
@@ -126,11 +400,101 @@ impl Tables {
                 if card.id != key {
                     return Err(format!("key {key:?} is not rate card id {:?}", card.id));
                 }
-                self.put_rate_card(card);
+                self.put(Kind::RateCards, key.to_owned(), at, Some(card));
             }
             other => return Err(format!("{other:?} is not a reference topic")),
         }
         Ok(())
+    }
+
+    fn user_ref<R>(&self, tenant: &str, user: &str, f: impl FnOnce(Option<&Versions<User>>) -> R) -> R {
+        // Reuse one buffer per thread: this is on the rating hot path.
+        USER_KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            key.clear();
+            key.push_str(tenant);
+            key.push('/');
+            key.push_str(user);
+            f(self.users.get(key.as_str()).as_deref())
+        })
+    }
+}
+
+/// A value type of the tables: which map holds it.
+trait Keyed: Sized {
+    fn map(tables: &Tables) -> &DashMap<String, Versions<Self>, FastState>;
+}
+
+impl Keyed for Tenant {
+    fn map(tables: &Tables) -> &DashMap<String, Versions<Self>, FastState> {
+        &tables.tenants
+    }
+}
+
+impl Keyed for User {
+    fn map(tables: &Tables) -> &DashMap<String, Versions<Self>, FastState> {
+        &tables.users
+    }
+}
+
+impl Keyed for RateCard {
+    fn map(tables: &Tables) -> &DashMap<String, Versions<Self>, FastState> {
+        &tables.rate_cards
+    }
+}
+
+/// The tables as of a [`ReferencePin`]: what a batch is rated with.
+#[derive(Debug)]
+pub struct Pinned<'a> {
+    tables: &'a Tables,
+    pin: &'a ReferencePin,
+    live_from: ReferencePin,
+    /// Lookups whose version as of the pin was no longer known (the earliest known was
+    /// used).
+    unknown: Cell<u64>,
+}
+
+impl Pinned<'_> {
+    /// How many lookups found the pin before every version they know (see [`Tables::prune`]).
+    pub fn unknown(&self) -> u64 {
+        self.unknown.get()
+    }
+
+    fn pick<T>(&self, versions: Option<&Versions<T>>, kind: Kind) -> Option<Arc<T>> {
+        match versions?.as_of(self.pin, kind, &self.live_from) {
+            AsOf::Known(value) => value.cloned(),
+            AsOf::Unknown(value) => {
+                self.unknown.set(self.unknown.get() + 1);
+                value.cloned()
+            }
+        }
+    }
+}
+
+impl Catalog for Pinned<'_> {
+    type TenantRef<'a>
+        = Arc<Tenant>
+    where
+        Self: 'a;
+    type UserRef<'a>
+        = Arc<User>
+    where
+        Self: 'a;
+    type RateCardRef<'a>
+        = Arc<RateCard>
+    where
+        Self: 'a;
+
+    fn tenant(&self, tenant: &str) -> Option<Arc<Tenant>> {
+        self.pick(self.tables.tenants.get(tenant).as_deref(), Kind::Tenants)
+    }
+
+    fn user(&self, tenant: &str, user: &str) -> Option<Arc<User>> {
+        self.tables.user_ref(tenant, user, |versions| self.pick(versions, Kind::Users))
+    }
+
+    fn rate_card(&self, rate_card: &str) -> Option<Arc<RateCard>> {
+        self.pick(self.tables.rate_cards.get(rate_card).as_deref(), Kind::RateCards)
     }
 }
 
@@ -139,29 +503,23 @@ pub fn user_key(tenant: &str, user: &str) -> String {
     format!("{tenant}/{user}")
 }
 
+/// The tables as they are now (for the tenant API and the gauges; a batch is rated through
+/// [`Tables::pinned`]).
 impl Catalog for Tables {
     type TenantRef<'a> = Arc<Tenant>;
     type UserRef<'a> = Arc<User>;
     type RateCardRef<'a> = Arc<RateCard>;
 
     fn tenant(&self, tenant: &str) -> Option<Arc<Tenant>> {
-        self.tenants.get(tenant).map(|t| Arc::clone(&t))
+        self.tenants.get(tenant).and_then(|t| t.value.clone())
     }
 
     fn user(&self, tenant: &str, user: &str) -> Option<Arc<User>> {
-        // Reuse one buffer per thread: this is on the rating hot path.
-        USER_KEY.with(|key| {
-            let mut key = key.borrow_mut();
-            key.clear();
-            key.push_str(tenant);
-            key.push('/');
-            key.push_str(user);
-            self.users.get(key.as_str()).map(|u| Arc::clone(&u))
-        })
+        self.user_ref(tenant, user, |versions| versions.and_then(|u| u.value.clone()))
     }
 
     fn rate_card(&self, rate_card: &str) -> Option<Arc<RateCard>> {
-        self.rate_cards.get(rate_card).map(|c| Arc::clone(&c))
+        self.rate_cards.get(rate_card).and_then(|c| c.value.clone())
     }
 }
 
@@ -199,6 +557,9 @@ impl Loader {
             for p in t.partitions() {
                 let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
                 assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+                if let Some(kind) = config.topics.kind_of(topic) {
+                    tables.live_from(kind, p.id(), high);
+                }
                 if high > 0 {
                     targets.push((topic.to_string(), p.id(), high));
                 }
@@ -321,6 +682,9 @@ impl Drop for Loader {
     }
 }
 
+/// How often the loader drops the reference versions no batch can be pinned to any more.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 fn read_loop(
     consumer: &kafka::WatchedConsumer,
     config: &WorkerConfig,
@@ -330,7 +694,12 @@ fn read_loop(
     stop: &Cancel,
 ) {
     let topics = &config.topics;
+    let mut pruned = Instant::now();
     while !stop.is_cancelled() {
+        if pruned.elapsed() >= PRUNE_EVERY {
+            tables.prune();
+            pruned = Instant::now();
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -352,7 +721,8 @@ fn read_loop(
                 let Some(kind) = topics.kind_of(topic) else { continue };
                 let label = kind.key();
                 let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
-                match tables.apply(kind, &key, message.payload(), config.max_record_bytes) {
+                let at = (message.partition(), message.offset());
+                match tables.apply(kind, at, &key, message.payload(), config.max_record_bytes) {
                     Ok(()) => telemetry::reference_record(label, "applied"),
                     Err(error) => {
                         tracing::error!(topic, offset = message.offset(), key = %key, %error, "refused reference record");
@@ -407,16 +777,89 @@ mod tests {
         assert_eq!(loader.brokers().knows_none_for(), None);
     }
 
+    fn usd_tenant(id: &str, currency: &str) -> Tenant {
+        Tenant::try_from(v1::Tenant { currency: currency.into(), ..tenant(id) }).unwrap()
+    }
+
+    fn currency_of(tenant: Option<Arc<Tenant>>) -> Option<String> {
+        tenant.map(|t| t.currency.to_string())
+    }
+
+    /// A batch pinned before a change is rated with the version before it, however late it
+    /// is rated; a key that came after the pin is not there for it, one deleted after the
+    /// pin still is.
+    #[test]
+    fn the_tables_as_of_a_pin_hold_the_versions_before_it() {
+        let tables = Tables::default();
+        tables.put_tenant(usd_tenant("acme", "USD"), 0);
+        let before = tables.position();
+        assert_eq!(before, ReferencePin { tenants: vec![1], ..ReferencePin::default() });
+        tables.put_tenant(usd_tenant("acme", "EUR"), 1);
+        tables.put_tenant(usd_tenant("globex", "GBP"), 2);
+        let bytes = tenant("acme").encode_to_vec();
+        assert!(tables.apply(TopicKind::Tenants, (0, 3), "initech", Some(&bytes), 1_000).is_err());
+        tables.apply(TopicKind::Tenants, (0, 4), "acme", None, 1_000).unwrap();
+        let now = tables.position();
+        assert_eq!(now.tenants, vec![5], "a refused record moves the position too");
+
+        let pinned = tables.pinned(&before);
+        assert_eq!(currency_of(pinned.tenant("acme")), Some("USD".into()));
+        assert_eq!(currency_of(pinned.tenant("globex")), None);
+        let middle = ReferencePin { tenants: vec![3], ..ReferencePin::default() };
+        assert_eq!(currency_of(tables.pinned(&middle).tenant("acme")), Some("EUR".into()));
+        assert_eq!(currency_of(tables.pinned(&middle).tenant("globex")), Some("GBP".into()));
+        assert_eq!(currency_of(tables.pinned(&now).tenant("acme")), None);
+        assert_eq!(currency_of(tables.tenant("acme")), None, "the live tables hold the latest");
+        assert_eq!(pinned.unknown(), 0);
+        assert!(now.covers(&before) && !before.covers(&now));
+        assert_eq!(tables.sizes(), (1, 0, 0));
+    }
+
+    /// A pin before every version known here is answered with the earliest known, and
+    /// counted, when the key may have had a version then: read in the catch-up (an earlier
+    /// one may have been compacted away), or after versions were dropped.
+    #[test]
+    fn a_pin_before_what_is_known_gets_the_earliest_version_and_is_counted() {
+        let tables = Tables::default();
+        tables.live_from(TopicKind::Tenants, 0, 10);
+        tables.put_tenant(usd_tenant("acme", "USD"), 4);
+        tables.put_tenant(usd_tenant("globex", "GBP"), 12);
+        let early = ReferencePin { tenants: vec![2], ..ReferencePin::default() };
+        let pinned = tables.pinned(&early);
+        assert_eq!(currency_of(pinned.tenant("acme")), Some("USD".into()));
+        assert_eq!(pinned.unknown(), 1);
+        let live = ReferencePin { tenants: vec![11], ..ReferencePin::default() };
+        let pinned = tables.pinned(&live);
+        assert_eq!(currency_of(pinned.tenant("globex")), None, "first seen live, after the pin");
+        assert_eq!(pinned.unknown(), 0);
+
+        for offset in 13..13 + i64::try_from(VERSIONS_KEPT).unwrap() + 1 {
+            tables.put_tenant(usd_tenant("globex", if offset % 2 == 0 { "EUR" } else { "GBP" }), offset);
+        }
+        let dropped = ReferencePin { tenants: vec![13], ..ReferencePin::default() };
+        let pinned = tables.pinned(&dropped);
+        assert_eq!(
+            currency_of(pinned.tenant("globex")),
+            Some("GBP".into()),
+            "offset 12's version was dropped: the earliest known, 13's"
+        );
+        assert_eq!(pinned.unknown(), 1);
+        let kept = ReferencePin { tenants: vec![21], ..ReferencePin::default() };
+        let pinned = tables.pinned(&kept);
+        assert_eq!(currency_of(pinned.tenant("globex")), Some("EUR".into()), "offset 20's version");
+        assert_eq!(pinned.unknown(), 0);
+    }
+
     #[test]
     fn a_reference_record_over_max_record_bytes_is_refused_undecoded() {
         let tables = Tables::default();
         let bytes = tenant("acme").encode_to_vec();
         assert_eq!(
-            tables.apply(TopicKind::Tenants, "acme", Some(&bytes), bytes.len() - 1),
+            tables.apply(TopicKind::Tenants, (0, 0), "acme", Some(&bytes), bytes.len() - 1),
             Err(format!("a value of {} bytes, more than the {} allowed", bytes.len(), bytes.len() - 1))
         );
         assert_eq!(tables.sizes(), (0, 0, 0));
-        assert_eq!(tables.apply(TopicKind::Tenants, "acme", Some(&bytes), bytes.len()), Ok(()));
+        assert_eq!(tables.apply(TopicKind::Tenants, (0, 1), "acme", Some(&bytes), bytes.len()), Ok(()));
         assert_eq!(tables.sizes(), (1, 0, 0));
     }
 
@@ -429,7 +872,7 @@ mod tests {
         let mut flooded = tenant("acme");
         flooded.low_balance_thresholds = vec!["1.00".into(); 101];
         assert_eq!(
-            tables.apply(TopicKind::Tenants, "acme", Some(&flooded.encode_to_vec()), max),
+            tables.apply(TopicKind::Tenants, (0, 0), "acme", Some(&flooded.encode_to_vec()), max),
             Err("lowBalanceThresholds has 101 entries, more than the 100 allowed".into())
         );
         let card = v1::RateCard {
@@ -438,13 +881,13 @@ mod tests {
             versions: vec![v1::RateCardVersion::default(); 1001],
         };
         assert_eq!(
-            tables.apply(TopicKind::RateCards, "usd", Some(&card.encode_to_vec()), max),
+            tables.apply(TopicKind::RateCards, (0, 0), "usd", Some(&card.encode_to_vec()), max),
             Err("versions has 1001 entries, more than the 1000 allowed".into())
         );
         let long = "u".repeat(1000);
         let user = v1::User { tenant_id: "acme".into(), user_id: long.clone(), ..v1::User::default() };
         assert_eq!(
-            tables.apply(TopicKind::Users, &format!("acme/{long}"), Some(&user.encode_to_vec()), max),
+            tables.apply(TopicKind::Users, (0, 0), &format!("acme/{long}"), Some(&user.encode_to_vec()), max),
             Err("user (an id of 1000 bytes) of tenant \"acme\": userId is 1000 bytes long, more than the 256 allowed"
                 .into())
         );

@@ -83,6 +83,10 @@ pub fn describe() {
         "tollgate_catch_up_given_up_total",
         "Times a catching-up partition stopped waiting for an input that was behind and rated in arrival order, by partition."
     );
+    describe_counter!(
+        "tollgate_reference_versions_unknown_total",
+        "Reference lookups of a batch whose version as of the batch's recorded position was no longer known here (the earliest known was used), by partition."
+    );
     describe_gauge!("tollgate_credit_balance", "Prepaid credit balance per tenant (alerting contract).");
     describe_gauge!(
         "tollgate_assigned_partitions",
@@ -184,6 +188,17 @@ pub fn catch_up_given_up(partition: i32, behind: &[String]) {
         "inputs still behind did not deliver in time: rating in arrival order, not record time"
     );
     counter!("tollgate_catch_up_given_up_total", "partition" => partition.to_string()).increment(1);
+}
+
+/// A batch's reference lookups found `count` times that the version as of its pin was no
+/// longer known (dropped after a day, or compacted away before this worker read it).
+pub fn reference_versions_unknown(partition: i32, count: u64) {
+    tracing::warn!(
+        partition,
+        lookups = count,
+        "reference data as of the batch's recorded position is no longer known: rated with the earliest version known"
+    );
+    counter!("tollgate_reference_versions_unknown_total", "partition" => partition.to_string()).increment(count);
 }
 
 /// Input records of a batch, by topic kind and outcome.

@@ -530,7 +530,7 @@ mod tests {
         let tables = Arc::new(Tables::default());
         let usd = tollgate_core::Currency::from_code("USD").unwrap();
         let acme = tollgate_core::TenantId::new("acme").unwrap();
-        tables.put_tenant(tollgate_core::Tenant::new(acme, usd, "usd"));
+        tables.put_tenant(tollgate_core::Tenant::new(acme, usd, "usd"), 0);
         let api = |directory: &Arc<Directory>| {
             Arc::new(TenantApi {
                 views: Arc::new(Views::default()),
