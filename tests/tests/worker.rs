@@ -193,6 +193,56 @@ fn hostile_records_go_to_the_dead_letters_with_their_reason() {
     worker.stop();
 }
 
+/// An input near the size limit that is refused for its content, or one with a key of
+/// hundreds of kilobytes, still makes a dead letter the producer can write: the value is kept
+/// whole only up to 512 KiB (then its first 1024 bytes, the message says so), the key and
+/// the message are cut. Written whole, either dead letter was over librdkafka's 1,000,000
+/// bytes: the worker stopped, and every next owner of the partition stopped on it too.
+#[test]
+fn dead_letters_of_inputs_near_the_size_limit_are_bounded() {
+    let env = Env::new(1, ProcessingGuarantee::AtLeastOnce);
+    env.publish_reference(REFERENCE);
+    let legs = env.config.topics[TopicKind::CallLegs].clone();
+    // A producer that allows what a Java client's default (1 MiB requests) does.
+    let mut hostile = env.config.clone();
+    hostile.librdkafka.insert("message.max.bytes".into(), "4000000".into());
+    let hostile = tollgate_worker::publish::Publisher::new(&hostile).unwrap();
+    // Offset 0: 1,040,000 undecodable bytes, under `max_record_bytes` (1 MiB).
+    hostile.send_raw(&legs, Some(b"acme"), Some(&vec![0xff; 1_040_000])).unwrap();
+    // Offset 1: a valid event under a key of 400,000 bytes that are not UTF-8.
+    let long_key = vec![0xff; 400_000];
+    hostile.send_raw(&legs, Some(&long_key), Some(&started_event("acme", "h1", 0).encode_to_vec())).unwrap();
+    hostile.flush().unwrap();
+
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "g1", "ann", US, 60, 2));
+    let dead: Vec<(String, v1::DeadLetter)> = env
+        .read(&env.config.topics[TopicKind::DeadLetter], 2)
+        .into_iter()
+        .map(|(key, v, _, _)| (key, v1::DeadLetter::decode(v.as_slice()).unwrap()))
+        .collect();
+    let (key, undecodable) = &dead[0];
+    assert_eq!((key.as_str(), undecodable.source_offset, undecodable.error_code.as_str()), ("acme", 0, "decode"));
+    assert_eq!(undecodable.original, vec![0xff; 1024]);
+    assert!(
+        undecodable.message.ends_with(" (a value of 1040000 bytes: its first 1024 kept)"),
+        "{}",
+        undecodable.message
+    );
+    let (key, mismatch) = &dead[1];
+    assert_eq!((key.as_str(), mismatch.source_offset), ("\u{fffd}".repeat(256).as_str(), 1));
+    assert_eq!(mismatch.error_code, "key_mismatch");
+    let expected_key = format!("{:?}", "\u{fffd}".repeat(256));
+    assert_eq!(
+        mismatch.message,
+        format!("record key {expected_key} (cut, 400000 bytes) is not the tenant id \"acme\"")
+    );
+    assert_eq!(mismatch.original, started_event("acme", "h1", 0).encode_to_vec());
+    assert_eq!(env.usages(1)["acme/g1"].charge, "0.02");
+    worker.stop();
+}
+
 #[test]
 fn restores_state_from_the_changelog_after_a_restart() {
     let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);

@@ -23,20 +23,46 @@ pub struct Refusal {
 /// letter that cannot be written stops the worker (on every restart: a crash loop).
 pub const TOO_LARGE_KEPT_BYTES: usize = 1024;
 
+/// The longest value a dead letter keeps whole; of a longer one (refused for any reason) it
+/// keeps the first [`TOO_LARGE_KEPT_BYTES`]. With [`DEAD_LETTER_KEY_BYTES`] and
+/// [`DEAD_LETTER_MESSAGE_BYTES`] this keeps every dead letter well under 1,000,000 bytes,
+/// librdkafka's default `message.max.bytes` and below Kafka's default topic limit, whatever
+/// an input of up to `max_record_bytes` held.
+pub const DEAD_LETTER_ORIGINAL_BYTES: usize = 512 * 1024;
+
+/// The longest record key a dead letter is keyed by; a longer one (no tenant id is) is cut.
+pub const DEAD_LETTER_KEY_BYTES: usize = 256;
+
+/// The longest message a dead letter carries; a longer one is cut (at a character).
+pub const DEAD_LETTER_MESSAGE_BYTES: usize = 4096;
+
 impl Refusal {
     /// The dead letter of `record`, refused for this reason: the original bytes (of a
-    /// `too_large` value, its first [`TOO_LARGE_KEPT_BYTES`]), where they came from, the code
-    /// and the message.
+    /// `too_large` value, or one over [`DEAD_LETTER_ORIGINAL_BYTES`], its first
+    /// [`TOO_LARGE_KEPT_BYTES`]), where they came from, the code and the message (at most
+    /// [`DEAD_LETTER_MESSAGE_BYTES`]).
     pub fn dead_letter(self, record: &Record) -> v1::DeadLetter {
         let payload = record.payload.as_deref().unwrap_or_default();
-        let kept = if self.code == TOO_LARGE { &payload[..payload.len().min(TOO_LARGE_KEPT_BYTES)] } else { payload };
+        let kept = &payload[..kept_len(self.code, payload.len())];
+        let mut message = self.message;
+        if message.len() > DEAD_LETTER_MESSAGE_BYTES {
+            let mut end = DEAD_LETTER_MESSAGE_BYTES - 3;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        if kept.len() < payload.len() && self.code != TOO_LARGE {
+            message.push_str(&format!(" (a value of {} bytes: its first {} kept)", payload.len(), kept.len()));
+        }
         v1::DeadLetter {
             original: kept.to_vec(),
             source_topic: record.topic.clone(),
             source_partition: record.partition,
             source_offset: record.offset,
             error_code: self.code.to_owned(),
-            message: self.message,
+            message,
             dead_at: None,
         }
     }
@@ -50,13 +76,20 @@ impl Refusal {
 /// The code of a value refused for its size.
 pub const TOO_LARGE: &str = "too_large";
 
+/// How many of a refused value's `len` bytes its dead letter keeps.
+fn kept_len(code: &str, len: usize) -> usize {
+    if code == TOO_LARGE || len > DEAD_LETTER_ORIGINAL_BYTES { len.min(TOO_LARGE_KEPT_BYTES) } else { len }
+}
+
 /// Whether a dead letter's original bytes are what [`Refusal::dead_letter`] keeps of `payload`.
 pub fn keeps(letter: &v1::DeadLetter, payload: &[u8]) -> bool {
-    if letter.error_code == TOO_LARGE {
-        letter.original.len() == payload.len().min(TOO_LARGE_KEPT_BYTES) && payload.starts_with(&letter.original)
-    } else {
-        letter.original == payload
-    }
+    letter.original.len() == kept_len(&letter.error_code, payload.len()) && payload.starts_with(&letter.original)
+}
+
+/// The key a dead letter of a record keyed `key` is written under: the key's bytes, at most
+/// [`DEAD_LETTER_KEY_BYTES`] of them.
+pub fn dead_letter_key(key: &[u8]) -> &[u8] {
+    &key[..key.len().min(DEAD_LETTER_KEY_BYTES)]
 }
 
 /// Decodes an input value of the given topic kind; a value over `max_bytes` is refused

@@ -1079,7 +1079,15 @@ impl PartitionTask {
         if key != tenant.as_bytes() {
             return Err(Refusal::new(
                 "key_mismatch",
-                format!("record key {:?} is not the tenant id {tenant:?}", String::from_utf8_lossy(key)),
+                format!(
+                    "record key {:?}{} is not the tenant id {tenant:?}",
+                    String::from_utf8_lossy(codec::dead_letter_key(key)),
+                    if key.len() > codec::DEAD_LETTER_KEY_BYTES {
+                        format!(" (cut, {} bytes)", key.len())
+                    } else {
+                        String::new()
+                    }
+                ),
             ));
         }
         let expected = partitioner::partition_for(key, self.partition_count);
@@ -1464,12 +1472,13 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7)).min(10_000))
 }
 
-/// Adds the dead letter of a refused record, keyed by the record's key (as text).
+/// Adds the dead letter of a refused record, keyed by the record's key (its first
+/// [`codec::DEAD_LETTER_KEY_BYTES`]).
 fn dead_letter(outbox: &mut Outbox, record: &Record, refusal: Refusal) {
-    let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
+    let key = codec::dead_letter_key(record.key.as_deref().unwrap_or_default());
     let letter = refusal.dead_letter(record);
     outbox.push_encoded(None, |buf| {
-        buf.extend_from_slice(key.as_bytes());
+        buf.extend_from_slice(key);
         tollgate_proto::encode::append(&letter, buf);
         (TopicKind::DeadLetter, key.len())
     });
