@@ -243,6 +243,26 @@ fn dead_letters_of_inputs_near_the_size_limit_are_bounded() {
     worker.stop();
 }
 
+/// A tenant's record holds its unspent lots: 4,000 of them with 250-byte ids make it over
+/// 1,000,000 bytes, librdkafka's default `message.max.bytes`, which refused it before it was
+/// sent (every batch of the partition failed on it). It is written and restored whole.
+#[test]
+fn a_tenant_with_thousands_of_lots_is_written_and_restored() {
+    let mut env = Env::new(1, ProcessingGuarantee::AtLeastOnce);
+    env.config.batch_size = 10_000;
+    env.publish_reference(REFERENCE);
+    let funds: Vec<String> = (0..4_000).map(|i| fund("acme", &format!("{i:0>250}"), "0.01", "USD")).collect();
+    env.publish_inputs(&funds);
+    let worker = env.start_worker();
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 60, 0)); // 0.02, from two lots
+    assert_eq!(env.usages(1)["acme/a1"].balance_after, "39.98");
+    worker.stop();
+    let record = env.latest(&env.config.topics[TopicKind::State])["t/acme"].clone().unwrap();
+    assert!(record.len() > 1_000_000, "the tenant record is {} bytes", record.len());
+    let acme = &env.states()["acme"];
+    assert_eq!((acme.balance(), acme.ledger.lots().count()), (m("39.98"), 3_998));
+}
+
 #[test]
 fn restores_state_from_the_changelog_after_a_restart() {
     let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);

@@ -242,10 +242,16 @@ pub fn task_producer(config: &WorkerConfig) -> ClientConfig {
 /// matter of milliseconds, and at the default one retry was a tenth of a second on the
 /// latency of every leg of the batch. (An `AddPartitionsToTxn` so refused is retried after a
 /// fixed 20 ms whatever the setting; the task's two ids taking turns is what avoids that.)
+///
+/// It also allows records as large as the state topic does
+/// ([`crate::topics::STATE_MAX_MESSAGE_BYTES`]): a tenant's record grows with its lots, and
+/// one over librdkafka's default of 1,000,000 bytes would otherwise be refused before it is
+/// sent, failing every batch of its partition.
 pub fn transactional_producer(config: &WorkerConfig, id: &str) -> ClientConfig {
     let mut client = task_producer(config);
     client.set("transactional.id", id);
     unless_set(&mut client, "retry.backoff.ms", "10");
+    unless_set(&mut client, "message.max.bytes", &crate::topics::STATE_MAX_MESSAGE_BYTES.to_string());
     client
 }
 

@@ -158,7 +158,7 @@ pub const REGISTRY: [TopicDef; 12] = [
         // Changelog records are small (a tenant's record, one open leg, one window segment of
         // at most 1,024 entries, under 300 KB at the longest ids) and stay below this; the
         // headroom is for tenants with many lots.
-        max_message_bytes: Some(16_777_216),
+        max_message_bytes: Some(STATE_MAX_MESSAGE_BYTES),
         ..row(TopicKind::State, "state", "tollgate.state.v1", Role::Changelog, codec::state_json)
     },
     row(TopicKind::Tenants, "tenants", "tollgate.tenants.v1", Role::Reference, codec::json::<v1::Tenant>),
@@ -280,6 +280,11 @@ impl<'de> Deserialize<'de> for Topics {
         deserializer.deserialize_map(Names)
     }
 }
+
+/// The state topic's `max.message.bytes`: room for a tenant's record with many lots. The
+/// partition tasks' transactional producers allow records this large too (librdkafka's own
+/// default, 1,000,000 bytes, would refuse them first, and stall the partition).
+pub const STATE_MAX_MESSAGE_BYTES: u32 = 16_777_216;
 
 /// One topic to create.
 #[derive(Clone, PartialEq, Eq, Debug)]
