@@ -59,6 +59,13 @@ pub struct TenantState {
     pub seen: Recent<u64>,
     /// Latest event time applied: drives the retention of `seen`, `closed_legs`, parked ends.
     pub watermark: Timestamp,
+    /// The newest cutoff the rater forgot the windows before (the horizon of the watermark
+    /// when it last moved). An input older than it is refused as too late whatever
+    /// `retention_seconds` is now: a window made longer after the fact does not bring back
+    /// the ids forgotten under the shorter one. Zero: nothing forgotten yet (or a record
+    /// written by a release before this field).
+    #[serde(default)]
+    pub forgotten_before: Timestamp,
     /// The currency the tenant's money is held in: its reference's currency when an input
     /// was last applied (`None` in a state that no input has been applied to yet, or written
     /// by a release before this field). Amounts carry no currency of their own, so a tenant

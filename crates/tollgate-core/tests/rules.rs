@@ -1440,6 +1440,33 @@ fn refuses_inputs_older_than_the_retention_window_so_a_replay_cannot_charge_twic
     assert_eq!(w.try_apply(at_horizon).unwrap().0, Applied::IgnoredBeforeStart);
 }
 
+/// A retention window made longer (48 h to 72 h, say, and the workers restarted) does not
+/// bring back the ids forgotten under the shorter one: an input between the two horizons is
+/// still refused as too late until the tenant's event time has moved past what was forgotten.
+#[test]
+fn a_longer_retention_window_still_refuses_what_the_shorter_one_forgot() {
+    let mut w = World::new();
+    w.fund("contoso", "10");
+    let mut out = w.start("contoso", "a", "ppm-us", LegKind::DialOut, US, T0);
+    out.extend(w.end("contoso", "a", 60, T0 + 60));
+    assert_eq!(usages(&out)[0].charge, m("0.02"));
+    // 60 h later, under 48 h: leg a is forgotten.
+    let later = T0 + 60 * 3600;
+    w.call_at("contoso", "b", later);
+    assert_eq!(w.state("contoso").closed_legs.kept_at("a"), None);
+    w.rater = Rater::new(RatingConfig { retention_seconds: 72 * 3600 });
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(US)) };
+    let replay = w.leg_event("contoso", "a", "ppm-us", T0, LegBody::Started(started));
+    let err = w.try_apply(replay).unwrap_err();
+    assert_eq!(err.to_string(), "event time 2026-11-02T09:00:00Z is before the retention horizon 2026-11-02T21:01:00Z");
+    assert_eq!(w.balance("contoso"), m("9.96"));
+    // A new input within 72 h but before what 48 h forgot is refused too; one after it is not.
+    let c = w.leg_event("contoso", "c", "ppm-us", later + 60 - 48 * 3600 - 1, LegBody::Interim { elapsed_seconds: 1 });
+    assert_eq!(w.try_apply(c).unwrap_err().code(), "too_late");
+    let d = w.leg_event("contoso", "d", "ppm-us", later + 60 - 48 * 3600, LegBody::Interim { elapsed_seconds: 1 });
+    assert_eq!(w.try_apply(d).unwrap().0, Applied::IgnoredBeforeStart);
+}
+
 /// A late input is remembered from the tenant's newest event time, not its own: it goes at the
 /// back of the retention window instead of among the newer ids, and its replay stays a
 /// duplicate for as long as it is remembered (its own time in the window, and longer by how

@@ -44,6 +44,8 @@ pub fn encode_tenant(state: &TenantState, buf: &mut Vec<u8>) {
         pool_alerted_80: state.pool.alerted_80,
         pool_alerted_100: state.pool.alerted_100,
         watermark: Some(wire_timestamp(state.watermark)),
+        forgotten_before: (state.forgotten_before != core::Timestamp::default())
+            .then(|| wire_timestamp(state.forgotten_before)),
         earlier_pools: state
             .earlier_pools
             .iter()
@@ -125,6 +127,9 @@ pub fn decode_tenant(bytes: &[u8]) -> Result<TenantState, Error> {
         earlier_pools,
         currency: held_currency(&record.currency)?,
         watermark: record.watermark.map_or(Ok(core::Timestamp::default()), |w| timestamp(Some(w), "watermark"))?,
+        forgotten_before: record
+            .forgotten_before
+            .map_or(Ok(core::Timestamp::default()), |w| timestamp(Some(w), "forgottenBefore"))?,
         ..TenantState::default()
     })
 }
@@ -259,6 +264,7 @@ mod tests {
             alerted_100: true,
         }];
         state.watermark = at;
+        state.forgotten_before = Timestamp::new(1_793_404_800, 0).unwrap();
         state.currency = Some(core::Currency::from_code("EUR").unwrap());
         let bytes = tenant_record(&state);
         let back = decode_tenant(&bytes).unwrap();

@@ -139,9 +139,10 @@ impl Rater {
             };
         }
         let at = input.occurred_at();
-        // Older than the retention window: its id may have been forgotten, so applying it could
-        // apply it twice. Refuse it instead (allowed lateness = the retention window).
-        let horizon = self.horizon(state.watermark);
+        // Older than the retention window, or than what was forgotten under a shorter one: its
+        // id may have been forgotten, so applying it could apply it twice. Refuse it instead
+        // (allowed lateness = the retention window).
+        let horizon = self.horizon(state.watermark).max(state.forgotten_before);
         if at < horizon {
             return Err(Error::TooLate { event_time: at.to_string(), horizon: horizon.to_string() });
         }
@@ -191,6 +192,7 @@ impl Rater {
         state.watermark = at;
         let cutoff = self.horizon(at);
         state.forget_before(cutoff);
+        state.forgotten_before = state.forgotten_before.max(cutoff);
         let before = state.parked_ends.len();
         state.parked_ends.retain(|_, e| e.occurred_at >= cutoff);
         state.totals.orphan_ends_dropped += (before - state.parked_ends.len()) as u64;
