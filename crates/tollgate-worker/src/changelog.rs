@@ -627,22 +627,35 @@ impl Restorer {
             .filter(|(_, s)| !s.open_legs.is_empty() || !s.parked_ends.is_empty())
             .map(|(t, _)| t.clone())
             .collect();
+        // Entries of a tenant without state (its tenant record tombstoned by an operator, as
+        // the repair of an unreadable one): tombstoned too, or a later tenant record of the
+        // same name would bring them back at a later restore.
+        let mut retire = Vec::new();
         // A tenant with entries is woken: only one with none stays dormant.
-        for entry in self.legs.into_values() {
+        for (key, entry) in self.legs {
             match woken(&mut live, &mut dormant, &entry.tenant) {
                 Some(state) => {
                     state.open_legs.insert(entry.leg, entry.open);
                 }
-                None => tracing::warn!(tenant = entry.tenant, leg = %entry.leg, "open leg of a tenant without state"),
+                None => {
+                    tracing::warn!(tenant = entry.tenant, leg = %entry.leg, "open leg of a tenant without state: retired");
+                    retire.push(key);
+                }
             }
         }
-        for entry in self.parked.into_values() {
-            if let Some(state) = woken(&mut live, &mut dormant, &entry.tenant) {
-                state.parked_ends.insert(entry.leg, entry.ended);
+        for (key, entry) in self.parked {
+            match woken(&mut live, &mut dormant, &entry.tenant) {
+                Some(state) => {
+                    state.parked_ends.insert(entry.leg, entry.ended);
+                }
+                None => {
+                    tracing::warn!(tenant = entry.tenant, leg = %entry.leg, "parked end of a tenant without state: retired");
+                    retire.push(key);
+                }
             }
         }
+        retire.sort_unstable();
         let mut segments = HashMap::default();
-        let mut retire = Vec::new();
         let mut rewrite_windows = HashMap::default();
         let mut tenants: Vec<(String, Windows)> = self.windows.into_iter().collect();
         // The keys to retire, in a stable order.
@@ -659,7 +672,8 @@ impl Restorer {
                 continue;
             }
             let Some(state) = woken(&mut live, &mut dormant, &tenant) else {
-                tracing::warn!(tenant, "window entries of a tenant without state");
+                tracing::warn!(tenant, "window entries of a tenant without state: retired");
+                retire.extend(live_segments.keys().map(|tag| entry_key('w', &tenant, tag)));
                 continue;
             };
             let mut listed: Vec<(Box<str>, Timestamp)> = Vec::with_capacity(live_segments.len());
@@ -980,6 +994,30 @@ mod tests {
         let mut deleted = broken;
         deleted.push((String::from("t/acme"), None));
         assert!(restore(&deleted).states.is_empty());
+    }
+
+    /// The repair of an unreadable tenant record is its tombstone; the tenant's open legs,
+    /// parked ends and window segments are then retired by the next owner, so that a tenant
+    /// record of the same name written later does not bring them back.
+    #[test]
+    fn entries_of_a_tenant_without_state_are_retired() {
+        let mut state = TenantState::default();
+        state.track_changes();
+        state.open_legs.insert("leg-1".into(), open_leg("leg-1", 0));
+        state.parked_ends.insert("late".into(), ended("late"));
+        state.seen.insert("e-1", 1, ts(10));
+        let journal = Journal::take(&mut state);
+        let mut written = records("acme", &state, None, &journal, window(&mut Segments::default(), 0)).0;
+        let keys: Vec<String> = written.iter().map(|(k, _)| k.clone()).filter(|k| k != "t/acme").collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        written.push((String::from("t/acme"), None));
+        let restored = restore(&written);
+        assert!(restored.states.is_empty());
+        let mut retired = restored.retire.clone();
+        retired.sort();
+        let mut expected = keys;
+        expected.sort();
+        assert_eq!(retired, expected);
     }
 
     /// A tenant with thousands of legs in progress: each is its own record, the tenant's
