@@ -167,6 +167,30 @@ pub fn select(held: &mut VecDeque<Record>, batch_size: usize, behind: &BTreeSet<
 }
 
 /// The composition of what [`select`] would take from `held` now, leaving it in place.
+/// Whether the records of `manifest` missing from `batch` can still come: for each input
+/// neither complete in `batch` nor `passed` (a record past the batch came), the next missing
+/// offset is still in the log (`ends`: log start and last stable offset per input) and the
+/// consumer has not moved past it (`positions`). Not knowing an input's log start or position
+/// (the broker is away) counts as "can still come".
+pub fn missing_can_come(
+    manifest: &Manifest,
+    batch: &[Record],
+    passed: &BTreeSet<String>,
+    ends: &BTreeMap<String, (i64, i64)>,
+    positions: &BTreeMap<String, i64>,
+) -> bool {
+    manifest.ranges.iter().any(|(topic, (first, last))| {
+        let got = batch.iter().filter(|r| &r.topic == topic).map(|r| r.offset).max();
+        if passed.contains(topic) || got.is_some_and(|got| got >= *last) {
+            return false;
+        }
+        let needed = got.map_or(*first, |got| got + 1);
+        let deleted = ends.get(topic).is_some_and(|(log_start, _)| *log_start > needed);
+        let skipped = positions.get(topic).is_some_and(|position| *position > needed);
+        !deleted && !skipped
+    })
+}
+
 pub fn preview(held: &VecDeque<Record>, batch_size: usize, behind: &BTreeSet<String>) -> Manifest {
     Manifest::of(plan(held, batch_size, behind).into_iter().map(|i| &held[i]))
 }
@@ -311,6 +335,36 @@ mod tests {
         assert!(manifest.complete(&batch));
         let json = serde_json::to_string(&manifest).unwrap();
         assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap(), manifest);
+    }
+
+    /// The records of a recorded batch that did not come are waited for while they are in the
+    /// log and the consumer has not passed them; gone once retention deleted them or the
+    /// consumer's position moved past them.
+    #[test]
+    fn missing_records_are_waited_for_until_deleted_or_passed() {
+        let manifest = Manifest::of(&[record("legs", 10, 1), record("legs", 12, 2), record("credits", 5, 3)]);
+        let legs_only = [record("legs", 10, 1), record("legs", 12, 2)];
+        let none = BTreeSet::new();
+        let ends =
+            |credits: (i64, i64)| BTreeMap::from([("credits".to_owned(), credits), ("legs".to_owned(), (0, 20))]);
+        let at = |credits: i64| BTreeMap::from([("credits".to_owned(), credits), ("legs".to_owned(), 13)]);
+        // The credit command's leader is away: nothing known, or in the log and not passed.
+        assert!(missing_can_come(&manifest, &legs_only, &none, &BTreeMap::new(), &BTreeMap::new()));
+        assert!(missing_can_come(&manifest, &legs_only, &none, &ends((0, 9)), &at(5)));
+        assert!(missing_can_come(&manifest, &legs_only, &none, &ends((5, 9)), &BTreeMap::new()));
+        // Deleted by retention, or skipped by offsets moved forward.
+        assert!(!missing_can_come(&manifest, &legs_only, &none, &ends((6, 9)), &at(5)));
+        assert!(!missing_can_come(&manifest, &legs_only, &none, &ends((0, 9)), &at(6)));
+        // A record past the batch came, or the batch is whole.
+        let passed = BTreeSet::from(["credits".to_owned()]);
+        assert!(!missing_can_come(&manifest, &legs_only, &passed, &ends((0, 9)), &at(5)));
+        let whole = [record("legs", 10, 1), record("legs", 12, 2), record("credits", 5, 3)];
+        assert!(!missing_can_come(&manifest, &whole, &none, &BTreeMap::new(), &BTreeMap::new()));
+        // The first records of the batch missing: the one needed is its first.
+        let credits_only = [record("credits", 5, 3)];
+        let legs_at = |legs: i64| BTreeMap::from([("legs".to_owned(), legs)]);
+        assert!(missing_can_come(&manifest, &credits_only, &none, &ends((0, 9)), &legs_at(10)));
+        assert!(!missing_can_come(&manifest, &credits_only, &none, &ends((0, 9)), &legs_at(11)));
     }
 
     /// A manifest names the reference position its batch is rated as of; one written by an

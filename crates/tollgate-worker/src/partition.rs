@@ -629,10 +629,13 @@ impl PartitionTask {
     /// bytes. A new owner fetching from group offsets that lag far behind reads through what is
     /// rated already first (dropped by the inbox), which may take longer than any fixed wait:
     /// so the wait ends when each input delivered a record at or past the batch's last offset
-    /// (no more of the batch's are to come), or when for `kafka_timeout × 3` nothing brought
-    /// the batch closer, neither one of its records nor a record rated already. Then the
-    /// missing records are gone (an operator moved the group's offsets, or retention deleted
-    /// them), and the batch is rated with what came, recorded again first (`false`).
+    /// (no more of the batch's are to come), or when the records missing are gone: after
+    /// `kafka_timeout × 3` in which nothing brought the batch closer (neither one of its
+    /// records nor a record rated already), the consumer's position is past a missing record
+    /// (an operator moved the group's offsets) or the log no longer starts before it
+    /// (retention deleted it). Then the batch is rated with what came, recorded again first
+    /// (`false`). Records still in the log that the consumer has not passed (their leader is
+    /// away, say) are waited for, the partition reported stalled meanwhile.
     fn collect_exact(&mut self, inbox: &mut Inbox, manifest: &Manifest) -> (Vec<Record>, bool, bool) {
         let mut batch = Vec::with_capacity(manifest.len_bound().min(self.config.batch_size));
         let mut later = std::mem::take(&mut self.spare.carry);
@@ -688,7 +691,24 @@ impl PartitionTask {
                     );
                     self.refresh_balances_if_due();
                 }
-                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let ends = self.coordinator.input_ends(self.partition);
+                    let positions = self.coordinator.positions(self.partition);
+                    if !batch::missing_can_come(manifest, &batch, &passed, &ends, &positions) {
+                        break;
+                    }
+                    // Still in the log, and not passed: its leader is away, say. Rated without
+                    // them, the batch would give other bytes than the outputs already out.
+                    deadline = Instant::now() + patience;
+                    tracing::warn!(
+                        partition = self.partition,
+                        ?manifest,
+                        records = batch.len(),
+                        "records of the recorded batch are still in their topics but did not come: waiting for them"
+                    );
+                    telemetry::partition_stalled(self.partition, true);
+                    self.refresh_balances_if_due();
+                }
             }
         }
         let exact = manifest.whole(&batch);
