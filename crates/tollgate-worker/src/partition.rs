@@ -115,6 +115,9 @@ pub trait Coordinator: Send + Sync {
     }
 }
 
+/// How often a wait that cannot also wait on the task's cancellation looks at it.
+const CANCEL_LOOK: Duration = Duration::from_millis(200);
+
 /// A record whose rating panicked. A panic is a bug, not a refusal the rater knows how to
 /// make, and it may leave the tenant's state half changed; so the task that met it stops, and
 /// the partition is restored from its changelog and started again with the record here. The
@@ -534,7 +537,7 @@ impl PartitionTask {
             }
             // Idle: the records are left uncommitted to the partition's next owner.
             if !batch.is_empty() && self.idle.is_none() && !self.cancel.is_cancelled() {
-                let pin = self.reference_pin(recorded.as_ref());
+                let Some(pin) = self.reference_pin(recorded.as_ref()) else { continue };
                 // A recorded batch whose records did not all come is not the batch its
                 // manifest names: it is recorded again, as it is, before any output.
                 self.commit_batch(batch, recorded.is_some() && exact, pin, inbox);
@@ -732,18 +735,28 @@ impl PartitionTask {
     /// up to three Kafka timeouts), else the tables' position now. Every attempt at the batch
     /// uses the same, so rating it again gives the same outputs even when a tenant, a user
     /// or a rate card changed in between.
-    fn reference_pin(&self, recorded: Option<&Manifest>) -> ReferencePin {
-        let Some(pin) = recorded.and_then(|m| m.reference.clone()) else { return self.tables.position() };
-        let patience = self.config.kafka_timeout() * 3;
-        if !self.tables.wait_until(patience, |tables| tables.position().covers(&pin)) {
-            tracing::warn!(
-                partition = self.partition,
-                ?pin,
-                at = ?self.tables.position(),
-                "the reference data did not reach the recorded batch's position: rating with what is at hand"
-            );
+    /// `None`: the task was cancelled while it waited (the batch is left to the next owner).
+    fn reference_pin(&self, recorded: Option<&Manifest>) -> Option<ReferencePin> {
+        let Some(pin) = recorded.and_then(|m| m.reference.clone()) else { return Some(self.tables.position()) };
+        let deadline = Instant::now() + self.config.kafka_timeout() * 3;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.tables.wait_until(left.min(CANCEL_LOOK), |tables| tables.position().covers(&pin)) {
+                return Some(pin);
+            }
+            if self.cancel.is_cancelled() {
+                return None;
+            }
+            if left <= CANCEL_LOOK {
+                tracing::warn!(
+                    partition = self.partition,
+                    ?pin,
+                    at = ?self.tables.position(),
+                    "the reference data did not reach the recorded batch's position: rating with what is at hand"
+                );
+                return Some(pin);
+            }
         }
-        pin
     }
 
     /// Moves what already waits in `inbox` to the carry (up to a batch), without blocking.

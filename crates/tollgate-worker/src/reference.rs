@@ -161,6 +161,9 @@ struct History<T> {
     /// Versions older than `older`'s first were dropped ([`VERSIONS_KEPT_FOR`],
     /// [`VERSIONS_KEPT`]): before it, what the key held is not known here.
     pruned: bool,
+    /// When the key was deleted (its current version is a tombstone): the whole entry goes
+    /// [`VERSIONS_KEPT_FOR`] later.
+    deleted: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -183,12 +186,28 @@ impl<T> Versions<T> {
         Versions { at, value, history: None }
     }
 
+    /// A key first seen deleted: the tombstone is a version too (a pin before it may find the
+    /// key's earlier value gone with compaction, which is then not taken for "no such key").
+    fn deleted(at: At, now: Instant) -> Self {
+        let history = History { older: Vec::new(), pruned: false, deleted: Some(now) };
+        Versions { at, value: None, history: Some(Box::new(history)) }
+    }
+
     fn replace(&mut self, at: At, value: Option<Arc<T>>, now: Instant) {
         let before = Replaced { at: self.at, value: self.value.take(), until: now };
-        self.history.get_or_insert_with(|| Box::new(History { older: Vec::new(), pruned: false })).older.push(before);
+        let history =
+            self.history.get_or_insert_with(|| Box::new(History { older: Vec::new(), pruned: false, deleted: None }));
+        history.older.push(before);
+        history.deleted = value.is_none().then_some(now);
         self.at = at;
         self.value = value;
         self.prune(now);
+    }
+
+    /// Whether the entry can go: deleted longer ago than [`VERSIONS_KEPT_FOR`].
+    fn gone(&self, now: Instant) -> bool {
+        self.value.is_none()
+            && self.history.as_ref().and_then(|h| h.deleted).is_none_or(|at| now.duration_since(at) > VERSIONS_KEPT_FOR)
     }
 
     /// Drops the versions replaced longer ago than [`VERSIONS_KEPT_FOR`], and the oldest past
@@ -253,8 +272,7 @@ impl Tables {
         match map.get_mut(key.as_str()) {
             Some(mut versions) => versions.replace(at, value, Instant::now()),
             None if value.is_some() => drop(map.insert(key, Versions::new(at, value))),
-            // A key deleted before it was ever seen here.
-            None => {}
+            None => drop(map.insert(key, Versions::deleted(at, Instant::now()))),
         }
         self.applied(kind, at);
     }
@@ -298,7 +316,7 @@ impl Tables {
         fn sweep<T>(map: &DashMap<String, Versions<T>, FastState>, now: Instant) {
             map.retain(|_, versions| {
                 versions.prune(now);
-                versions.value.is_some() || versions.history.as_ref().is_some_and(|h| !h.older.is_empty())
+                !versions.gone(now)
             });
         }
         sweep(&self.tenants, now);
@@ -827,6 +845,11 @@ mod tests {
         let early = ReferencePin { tenants: vec![2], ..ReferencePin::default() };
         let pinned = tables.pinned(&early);
         assert_eq!(currency_of(pinned.tenant("acme")), Some("USD".into()));
+        assert_eq!(pinned.unknown(), 1);
+        // A key first seen deleted, in the catch-up: its value before may be compacted away.
+        tables.apply(TopicKind::Tenants, (0, 6), "initech", None, 1_000).unwrap();
+        let pinned = tables.pinned(&early);
+        assert_eq!(currency_of(pinned.tenant("initech")), None);
         assert_eq!(pinned.unknown(), 1);
         let live = ReferencePin { tenants: vec![11], ..ReferencePin::default() };
         let pinned = tables.pinned(&live);
