@@ -660,6 +660,7 @@ impl PartitionTask {
         // (say legs, while a credit command of the batch is gone) do not keep it waiting.
         let patience = self.config.kafka_timeout() * 3;
         let mut deadline = Instant::now() + patience;
+        let mut stalled = false;
         let all_passed = |batch: &[Record], passed: &BTreeSet<String>| {
             manifest.ranges.iter().all(|(topic, (_, last))| {
                 passed.contains(topic) || batch.iter().any(|r| &r.topic == topic && r.offset >= *last)
@@ -710,9 +711,13 @@ impl PartitionTask {
                         "records of the recorded batch are still in their topics but did not come: waiting for them"
                     );
                     telemetry::partition_stalled(self.partition, true);
+                    stalled = true;
                     self.refresh_balances_if_due();
                 }
             }
+        }
+        if stalled {
+            telemetry::partition_stalled(self.partition, false);
         }
         let exact = manifest.whole(&batch);
         if !exact && !stop {
