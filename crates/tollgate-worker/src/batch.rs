@@ -166,31 +166,37 @@ pub fn select(held: &mut VecDeque<Record>, batch_size: usize, behind: &BTreeSet<
     batch
 }
 
-/// The composition of what [`select`] would take from `held` now, leaving it in place.
-/// Whether the records of `manifest` missing from `batch` can still come: for each input
-/// neither complete in `batch` nor `passed` (a record past the batch came), the next missing
-/// offset is still in the log (`ends`: log start and last stable offset per input) and the
-/// consumer has not moved past it (`positions`). Not knowing an input's log start or position
-/// (the broker is away) counts as "can still come".
+/// Whether records of `manifest` missing from `batch` can still come. For each of the
+/// batch's topics neither complete in `batch` nor `passed` (a record past the batch came),
+/// some of the offsets still missing up to its last are in the log, and the consumer will
+/// read them: the topic is one of the task's `inputs` (a manifest of a topic renamed since
+/// names records that never come), the log neither starts after the batch's last offset
+/// (retention deleted them) nor ends at or before it (`ends`: log start and last stable
+/// offset per input; a log truncated, or a topic created anew), and the consumer does not
+/// read from past it (`reading`: its position, else the group's committed offset; an
+/// operator moved the offsets). Offsets between records are not taken for records skipped:
+/// transaction markers take offsets too. Not knowing an input's ends or where it is read
+/// from (the broker is away) counts as "can still come".
 pub fn missing_can_come(
     manifest: &Manifest,
     batch: &[Record],
     passed: &BTreeSet<String>,
+    inputs: &[&str],
     ends: &BTreeMap<String, (i64, i64)>,
-    positions: &BTreeMap<String, i64>,
+    reading: &BTreeMap<String, i64>,
 ) -> bool {
-    manifest.ranges.iter().any(|(topic, (first, last))| {
-        let got = batch.iter().filter(|r| &r.topic == topic).map(|r| r.offset).max();
-        if passed.contains(topic) || got.is_some_and(|got| got >= *last) {
+    manifest.ranges.iter().any(|(topic, (_, last))| {
+        let complete = batch.iter().any(|r| &r.topic == topic && r.offset >= *last);
+        if passed.contains(topic) || complete || !inputs.contains(&topic.as_str()) {
             return false;
         }
-        let needed = got.map_or(*first, |got| got + 1);
-        let deleted = ends.get(topic).is_some_and(|(log_start, _)| *log_start > needed);
-        let skipped = positions.get(topic).is_some_and(|position| *position > needed);
-        !deleted && !skipped
+        let gone = ends.get(topic).is_some_and(|(log_start, end)| *log_start > *last || *end <= *last);
+        let skipped = reading.get(topic).is_some_and(|from| *from > *last);
+        !gone && !skipped
     })
 }
 
+/// The composition of what [`select`] would take from `held` now, leaving it in place.
 pub fn preview(held: &VecDeque<Record>, batch_size: usize, behind: &BTreeSet<String>) -> Manifest {
     Manifest::of(plan(held, batch_size, behind).into_iter().map(|i| &held[i]))
 }
@@ -338,33 +344,43 @@ mod tests {
     }
 
     /// The records of a recorded batch that did not come are waited for while they are in the
-    /// log and the consumer has not passed them; gone once retention deleted them or the
-    /// consumer's position moved past them.
+    /// log and the consumer will read them; gone once retention deleted them, the log lost
+    /// them, the consumer reads from past them, or their topic is no longer an input.
     #[test]
-    fn missing_records_are_waited_for_until_deleted_or_passed() {
+    fn missing_records_are_waited_for_until_gone() {
         let manifest = Manifest::of(&[record("legs", 10, 1), record("legs", 12, 2), record("credits", 5, 3)]);
         let legs_only = [record("legs", 10, 1), record("legs", 12, 2)];
         let none = BTreeSet::new();
+        let inputs = ["legs", "credits"];
         let ends =
             |credits: (i64, i64)| BTreeMap::from([("credits".to_owned(), credits), ("legs".to_owned(), (0, 20))]);
-        let at = |credits: i64| BTreeMap::from([("credits".to_owned(), credits), ("legs".to_owned(), 13)]);
-        // The credit command's leader is away: nothing known, or in the log and not passed.
-        assert!(missing_can_come(&manifest, &legs_only, &none, &BTreeMap::new(), &BTreeMap::new()));
-        assert!(missing_can_come(&manifest, &legs_only, &none, &ends((0, 9)), &at(5)));
-        assert!(missing_can_come(&manifest, &legs_only, &none, &ends((5, 9)), &BTreeMap::new()));
-        // Deleted by retention, or skipped by offsets moved forward.
-        assert!(!missing_can_come(&manifest, &legs_only, &none, &ends((6, 9)), &at(5)));
-        assert!(!missing_can_come(&manifest, &legs_only, &none, &ends((0, 9)), &at(6)));
+        let from = |credits: i64| BTreeMap::from([("credits".to_owned(), credits), ("legs".to_owned(), 13)]);
+        let can_come = |batch: &[Record], passed: &BTreeSet<String>, inputs: &[&str], ends, from| {
+            missing_can_come(&manifest, batch, passed, inputs, &ends, &from)
+        };
+        // The credit command's leader is away: nothing known; or in the log and not passed.
+        assert!(can_come(&legs_only, &none, &inputs, BTreeMap::new(), BTreeMap::new()));
+        assert!(can_come(&legs_only, &none, &inputs, ends((0, 9)), from(5)));
+        assert!(can_come(&legs_only, &none, &inputs, ends((5, 9)), BTreeMap::new()));
+        // Deleted by retention, lost with the log's end, or read from past it.
+        assert!(!can_come(&legs_only, &none, &inputs, ends((6, 9)), from(5)));
+        assert!(!can_come(&legs_only, &none, &inputs, ends((0, 5)), from(5)));
+        assert!(!can_come(&legs_only, &none, &inputs, ends((0, 9)), from(6)));
+        // A topic that is no longer an input.
+        assert!(!can_come(&legs_only, &none, &["legs", "credits-v2"], BTreeMap::new(), BTreeMap::new()));
         // A record past the batch came, or the batch is whole.
         let passed = BTreeSet::from(["credits".to_owned()]);
-        assert!(!missing_can_come(&manifest, &legs_only, &passed, &ends((0, 9)), &at(5)));
+        assert!(!can_come(&legs_only, &passed, &inputs, ends((0, 9)), from(5)));
         let whole = [record("legs", 10, 1), record("legs", 12, 2), record("credits", 5, 3)];
-        assert!(!missing_can_come(&manifest, &whole, &none, &BTreeMap::new(), &BTreeMap::new()));
-        // The first records of the batch missing: the one needed is its first.
-        let credits_only = [record("credits", 5, 3)];
-        let legs_at = |legs: i64| BTreeMap::from([("legs".to_owned(), legs)]);
-        assert!(missing_can_come(&manifest, &credits_only, &none, &ends((0, 9)), &legs_at(10)));
-        assert!(!missing_can_come(&manifest, &credits_only, &none, &ends((0, 9)), &legs_at(11)));
+        assert!(!can_come(&whole, &none, &inputs, BTreeMap::new(), BTreeMap::new()));
+        // Legs 11 is missing, 12 is not: offset 11 may be a transaction marker, and the
+        // consumer reading from 12 has not passed the batch.
+        let gap = [record("legs", 10, 1), record("credits", 5, 3)];
+        let legs_from = |legs: i64| BTreeMap::from([("legs".to_owned(), legs)]);
+        assert!(can_come(&gap, &none, &inputs, ends((0, 9)), legs_from(12)));
+        assert!(!can_come(&gap, &none, &inputs, ends((0, 9)), legs_from(13)));
+        // The first records deleted, the last still there: it comes.
+        assert!(can_come(&gap, &none, &inputs, BTreeMap::from([("legs".to_owned(), (12, 20))]), BTreeMap::new()));
     }
 
     /// A manifest names the reference position its batch is rated as of; one written by an

@@ -51,7 +51,7 @@ use crate::catch_up::CatchUp;
 use crate::codec::{self, Refusal};
 use crate::config::{ProcessingGuarantee, TopicKind, Topics, WorkerConfig};
 use crate::error::Class;
-use crate::inbox::Inbox;
+use crate::inbox::{Backpressure, Inbox};
 use crate::outbox::Outbox;
 use crate::record::Record;
 use crate::reference::{Pinned, ReferencePin, Tables};
@@ -661,6 +661,9 @@ impl PartitionTask {
         let patience = self.config.kafka_timeout() * 3;
         let mut deadline = Instant::now() + patience;
         let mut stalled = false;
+        // What the wait may hold of the records behind the batch: five times what pauses the
+        // partition's fetching in the inbox.
+        let hold_at_most = Backpressure::for_batch_size(self.config.batch_size).pause_at.saturating_mul(5);
         let all_passed = |batch: &[Record], passed: &BTreeSet<String>| {
             manifest.ranges.iter().all(|(topic, (_, last))| {
                 passed.contains(topic) || batch.iter().any(|r| &r.topic == topic && r.offset >= *last)
@@ -677,6 +680,16 @@ impl PartitionTask {
                         passed.insert(record.topic.clone());
                     }
                     later.push_back(record);
+                    if later.len() > hold_at_most {
+                        // Backpressure pauses a partition by what waits in its inbox, and the
+                        // records held here are out of it: past this, memory goes first.
+                        tracing::warn!(
+                            partition = self.partition,
+                            held = later.len(),
+                            "records behind the recorded batch fill the memory set aside while waiting for its missing ones: rating it without them"
+                        );
+                        break;
+                    }
                 }
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     // An incomplete batch is not rated: the next owner finds the manifest.
@@ -696,9 +709,14 @@ impl PartitionTask {
                     self.refresh_balances_if_due();
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    let topics = &self.config.topics;
+                    let inputs = [topics[TopicKind::CallLegs].as_str(), topics[TopicKind::CreditCommands].as_str()];
                     let ends = self.coordinator.input_ends(self.partition);
-                    let positions = self.coordinator.positions(self.partition);
-                    if !batch::missing_can_come(manifest, &batch, &passed, &ends, &positions) {
+                    // Where the consumer reads from: its position, else (nothing fetched yet)
+                    // the group's committed offset.
+                    let mut reading = self.coordinator.committed_offsets(self.partition);
+                    reading.extend(self.coordinator.positions(self.partition));
+                    if !batch::missing_can_come(manifest, &batch, &passed, &inputs, &ends, &reading) {
                         break;
                     }
                     // Still in the log, and not passed: its leader is away, say. Rated without
