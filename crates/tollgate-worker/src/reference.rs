@@ -266,12 +266,13 @@ impl Tables {
         self.put(Kind::RateCards, card.id.clone(), At { partition: 0, offset }, Some(card));
     }
 
-    fn put<T: Keyed>(&self, kind: Kind, key: String, at: At, value: Option<T>) {
-        let value = value.map(Arc::new);
+    fn put<T: Keyed + PartialEq>(&self, kind: Kind, key: String, at: At, value: Option<T>) {
         let map = T::map(self);
         match map.get_mut(key.as_str()) {
-            Some(mut versions) => versions.replace(at, value, Instant::now()),
-            None if value.is_some() => drop(map.insert(key, Versions::new(at, value))),
+            // The same value again (a publisher's full sync, say): no version to keep.
+            Some(versions) if versions.value.as_deref() == value.as_ref() => {}
+            Some(mut versions) => versions.replace(at, value.map(Arc::new), Instant::now()),
+            None if value.is_some() => drop(map.insert(key, Versions::new(at, value.map(Arc::new)))),
             None => drop(map.insert(key, Versions::deleted(at, Instant::now()))),
         }
         self.applied(kind, at);
@@ -296,6 +297,21 @@ impl Tables {
         if let Some(kind) = Kind::of(kind) {
             self.lock().live_from.set(kind, partition, high);
         }
+    }
+
+    /// The loader read every partition to where it ended at start: the tables reflect the
+    /// topics up to there, though the last offsets read held no record (a transaction
+    /// marker, a record compacted away). From there on every record is read as it comes.
+    pub fn caught_up(&self) {
+        let mut positions = self.lock();
+        let Positions { applied, live_from, .. } = &mut *positions;
+        for kind in [Kind::Tenants, Kind::Users, Kind::RateCards] {
+            for (p, &high) in live_from.of_kind(kind).iter().enumerate() {
+                applied.set(kind, i32::try_from(p).unwrap_or(i32::MAX), high);
+            }
+        }
+        drop(positions);
+        self.changed.notify_all();
     }
 
     /// The position the tables reflect now: a batch pinned to it is rated with what they
@@ -586,6 +602,7 @@ impl Loader {
         consumer.assign(&assignment)?;
         let caught_up = Arc::new(CaughtUp::default());
         if targets.is_empty() {
+            tables.caught_up();
             caught_up.set();
         }
         let stop = Arc::new(Cancel::default());
@@ -762,6 +779,7 @@ fn read_loop(
         if targets.is_empty() && !caught_up.get() {
             let (tenants, users, cards) = tables.sizes();
             tracing::info!(tenants, users, rate_cards = cards, "reference data caught up");
+            tables.caught_up();
             caught_up.set();
         }
     }
@@ -857,20 +875,42 @@ mod tests {
         assert_eq!(pinned.unknown(), 0);
 
         for offset in 13..13 + i64::try_from(VERSIONS_KEPT).unwrap() + 1 {
-            tables.put_tenant(usd_tenant("globex", if offset % 2 == 0 { "EUR" } else { "GBP" }), offset);
+            tables.put_tenant(usd_tenant("globex", if offset % 2 == 1 { "EUR" } else { "GBP" }), offset);
         }
         let dropped = ReferencePin { tenants: vec![13], ..ReferencePin::default() };
         let pinned = tables.pinned(&dropped);
         assert_eq!(
             currency_of(pinned.tenant("globex")),
-            Some("GBP".into()),
+            Some("EUR".into()),
             "offset 12's version was dropped: the earliest known, 13's"
         );
         assert_eq!(pinned.unknown(), 1);
         let kept = ReferencePin { tenants: vec![21], ..ReferencePin::default() };
         let pinned = tables.pinned(&kept);
-        assert_eq!(currency_of(pinned.tenant("globex")), Some("EUR".into()), "offset 20's version");
+        assert_eq!(currency_of(pinned.tenant("globex")), Some("GBP".into()), "offset 20's version");
         assert_eq!(pinned.unknown(), 0);
+    }
+
+    /// Caught up, the tables reflect every partition up to where it ended at start, though
+    /// its last offsets held no record (a transaction marker here): a key that comes after is
+    /// known not to have been there for a batch pinned before it. The same value published
+    /// again keeps no version of its own.
+    #[test]
+    fn caught_up_tables_know_what_came_after_and_keep_no_copy_of_a_value_sent_again() {
+        let tables = Tables::default();
+        tables.live_from(TopicKind::Tenants, 0, 10);
+        tables.put_tenant(usd_tenant("acme", "USD"), 8);
+        assert_eq!(tables.position().tenants, vec![9]);
+        tables.caught_up();
+        let before = tables.position();
+        assert_eq!(before.tenants, vec![10]);
+        tables.put_tenant(usd_tenant("globex", "GBP"), 10);
+        tables.put_tenant(usd_tenant("acme", "USD"), 11);
+        let pinned = tables.pinned(&before);
+        assert_eq!(currency_of(pinned.tenant("globex")), None);
+        assert_eq!(currency_of(pinned.tenant("acme")), Some("USD".into()));
+        assert_eq!(pinned.unknown(), 0);
+        assert!(tables.tenants.get("acme").unwrap().history.is_none(), "no version kept for the same value");
     }
 
     #[test]
