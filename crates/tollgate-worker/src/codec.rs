@@ -44,18 +44,23 @@ impl Refusal {
     pub fn dead_letter(self, record: &Record) -> v1::DeadLetter {
         let payload = record.payload.as_deref().unwrap_or_default();
         let kept = &payload[..kept_len(self.code, payload.len())];
+        let cut = kept.len() < payload.len() && self.code != TOO_LARGE;
+        let suffix = if cut {
+            format!(" (a value of {} bytes: its first {} kept)", payload.len(), kept.len())
+        } else {
+            String::new()
+        };
         let mut message = self.message;
-        if message.len() > DEAD_LETTER_MESSAGE_BYTES {
-            let mut end = DEAD_LETTER_MESSAGE_BYTES - 3;
+        if message.len() + suffix.len() > DEAD_LETTER_MESSAGE_BYTES {
+            // Room for the suffix and the ellipsis (three bytes).
+            let mut end = DEAD_LETTER_MESSAGE_BYTES - suffix.len() - 3;
             while !message.is_char_boundary(end) {
                 end -= 1;
             }
             message.truncate(end);
             message.push('…');
         }
-        if kept.len() < payload.len() && self.code != TOO_LARGE {
-            message.push_str(&format!(" (a value of {} bytes: its first {} kept)", payload.len(), kept.len()));
-        }
+        message.push_str(&suffix);
         v1::DeadLetter {
             original: kept.to_vec(),
             source_topic: record.topic.clone(),
