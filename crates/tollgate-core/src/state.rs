@@ -59,8 +59,9 @@ pub struct TenantState {
     pub seen: Recent<u64>,
     /// Latest event time applied: drives the retention of `seen`, `closed_legs`, parked ends.
     pub watermark: Timestamp,
-    /// The newest cutoff the rater forgot the windows before (the horizon of the watermark
-    /// when it last moved). An input older than it is refused as too late whatever
+    /// The newest cutoff the windows were forgotten before ([`TenantState::forget_before`]: by
+    /// the rater as the watermark moved, or by a restore under a shorter window). An input
+    /// older than it is refused as too late whatever
     /// `retention_seconds` is now: a window made longer after the fact does not bring back
     /// the ids forgotten under the shorter one. Zero: nothing forgotten yet (or a record
     /// written by a release before this field).
@@ -171,6 +172,7 @@ impl TenantState {
         self.seen.prune(cutoff);
         self.closed_legs.prune(cutoff);
         self.forget_pools_before(cutoff);
+        self.forgotten_before = self.forgotten_before.max(cutoff);
     }
 
     /// Forgets the earlier months' pools that ended more than a leg's longest duration before

@@ -1326,6 +1326,33 @@ mod tests {
         assert_eq!(kept, [("a".to_owned(), 1, 20), ("b".to_owned(), 2, 30)]);
     }
 
+    /// A restore under a shorter window forgets what is behind it at once, and the tenant's
+    /// cutoff moves with it: lengthened again later, the window still refuses what this
+    /// restore forgot (the rater's `too_late` reads the cutoff).
+    #[test]
+    fn a_restore_under_a_shorter_window_raises_the_cutoff_it_forgot_before() {
+        const HOUR: i64 = 3600;
+        let mut state = TenantState::default();
+        state.track_changes();
+        state.seen.insert("old", 1, ts(20 * HOUR));
+        state.seen.insert("new", 2, ts(70 * HOUR));
+        state.watermark = ts(80 * HOUR);
+        state.forget_before(ts(8 * HOUR)); // what 72 h forgot
+        let journal = Journal::take(&mut state);
+        let written = full_records("acme", &state, &journal, &mut Segments::default());
+        let restore_with = |hours: u32| {
+            let mut restorer = Restorer::new(hours * 3600);
+            for (key, value) in &written {
+                restorer.apply(key.as_bytes(), value.as_deref());
+            }
+            restorer.finish().unwrap().states.into_map().remove("acme").unwrap()
+        };
+        let longer = restore_with(72);
+        assert_eq!((longer.forgotten_before, longer.seen.len()), (ts(8 * HOUR), 2));
+        let shorter = restore_with(48);
+        assert_eq!((shorter.forgotten_before, shorter.seen.len()), (ts(32 * HOUR), 1));
+    }
+
     /// A tenant written in full replaces its segments: written twice, it has one segment under
     /// one key, and reads back the same.
     #[test]

@@ -192,7 +192,6 @@ impl Rater {
         state.watermark = at;
         let cutoff = self.horizon(at);
         state.forget_before(cutoff);
-        state.forgotten_before = state.forgotten_before.max(cutoff);
         let before = state.parked_ends.len();
         state.parked_ends.retain(|_, e| e.occurred_at >= cutoff);
         state.totals.orphan_ends_dropped += (before - state.parked_ends.len()) as u64;
