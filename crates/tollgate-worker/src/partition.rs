@@ -634,11 +634,13 @@ impl PartitionTask {
     /// so the wait ends when each input delivered a record at or past the batch's last offset
     /// (no more of the batch's are to come), or when the records missing are gone: after
     /// `kafka_timeout × 3` in which nothing brought the batch closer (neither one of its
-    /// records nor a record rated already), the consumer's position is past a missing record
-    /// (an operator moved the group's offsets) or the log no longer starts before it
-    /// (retention deleted it). Then the batch is rated with what came, recorded again first
-    /// (`false`). Records still in the log that the consumer has not passed (their leader is
-    /// away, say) are waited for, the partition reported stalled meanwhile.
+    /// records nor a record rated already), [`batch::missing_can_come`] says none can come
+    /// (read from past the batch, deleted, lost with the log's end, or of a topic no longer an
+    /// input), and a turn of the polling thread since has brought none of them. Then the batch
+    /// is rated with what came, recorded again first (`false`). Records still in the log and
+    /// not passed (their leader is away, say) are waited for, the partition reported stalled
+    /// meanwhile; while they are, the records behind the batch it holds are bounded (five
+    /// times what pauses fetching), past which it is rated with what came as well.
     fn collect_exact(&mut self, inbox: &mut Inbox, manifest: &Manifest) -> (Vec<Record>, bool, bool) {
         let mut batch = Vec::with_capacity(manifest.len_bound().min(self.config.batch_size));
         let mut later = std::mem::take(&mut self.spare.carry);
@@ -661,6 +663,8 @@ impl PartitionTask {
         let patience = self.config.kafka_timeout() * 3;
         let mut deadline = Instant::now() + patience;
         let mut stalled = false;
+        // The missing records are gone, once the polling thread finished the turn after this.
+        let mut gone_at_turn: Option<u64> = None;
         // What the wait may hold of the records behind the batch: five times what pauses the
         // partition's fetching in the inbox.
         let hold_at_most = Backpressure::for_batch_size(self.config.batch_size).pause_at.saturating_mul(5);
@@ -674,13 +678,16 @@ impl PartitionTask {
                 Ok(Command::Record(record)) if manifest.contains(&record) => {
                     batch.push(record);
                     deadline = Instant::now() + patience;
+                    gone_at_turn = None;
                 }
                 Ok(Command::Record(record)) => {
                     if manifest.past(&record) {
                         passed.insert(record.topic.clone());
                     }
                     later.push_back(record);
-                    if later.len() > hold_at_most {
+                    // Held like this for as long as before (the patience) whatever their
+                    // number; waited past that, bounded.
+                    if stalled && later.len() > hold_at_most {
                         // Backpressure pauses a partition by what waits in its inbox, and the
                         // records held here are out of it: past this, memory goes first.
                         tracing::warn!(
@@ -701,6 +708,7 @@ impl PartitionTask {
                     // Reading through records rated already: the batch's may still come.
                     skipped = inbox.skipped();
                     deadline = Instant::now() + patience;
+                    gone_at_turn = None;
                     tracing::info!(
                         partition = self.partition,
                         skipped,
@@ -708,16 +716,32 @@ impl PartitionTask {
                     );
                     self.refresh_balances_if_due();
                 }
+                Err(RecvTimeoutError::Timeout) if gone_at_turn.is_some() => {
+                    // Gone, unless a record handed out before the position was read is still
+                    // on its way: it is in the inbox once the polling thread finished a turn.
+                    if gone_at_turn.is_some_and(|turn| self.coordinator.turns() > turn) {
+                        break;
+                    }
+                    deadline = Instant::now() + CATCH_UP_LOOK_AGAIN;
+                }
                 Err(RecvTimeoutError::Timeout) => {
+                    // The position first: a record it counts as handed out is in the inbox by
+                    // the end of the polling thread's turn (see `gone_at_turn`).
+                    let positions = self.coordinator.positions(self.partition);
+                    let turn = self.coordinator.turns();
                     let topics = &self.config.topics;
                     let inputs = [topics[TopicKind::CallLegs].as_str(), topics[TopicKind::CreditCommands].as_str()];
                     let ends = self.coordinator.input_ends(self.partition);
                     // Where the consumer reads from: its position, else (nothing fetched yet)
                     // the group's committed offset.
                     let mut reading = self.coordinator.committed_offsets(self.partition);
-                    reading.extend(self.coordinator.positions(self.partition));
-                    if !batch::missing_can_come(manifest, &batch, &passed, &inputs, &ends, &reading) {
-                        break;
+                    reading.extend(positions);
+                    if (stalled && later.len() > hold_at_most)
+                        || !batch::missing_can_come(manifest, &batch, &passed, &inputs, &ends, &reading)
+                    {
+                        gone_at_turn = Some(turn);
+                        deadline = Instant::now() + CATCH_UP_LOOK_AGAIN;
+                        continue;
                     }
                     // Still in the log, and not passed: its leader is away, say. Rated without
                     // them, the batch would give other bytes than the outputs already out.

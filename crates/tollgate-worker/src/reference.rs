@@ -55,7 +55,9 @@ pub const VERSIONS_KEPT: usize = 16;
 
 #[derive(Debug, Default)]
 struct Positions {
-    /// Per reference topic, per partition: the offset after the last record applied.
+    /// Per reference topic, per partition: the offset after the last record applied, or
+    /// after what the loader read past without a record (a transaction marker, an offset
+    /// compacted away; the partition's end at start, once caught up).
     applied: ReferencePin,
     /// Per reference topic, per partition: the high watermark when the loader started.
     /// Records before it were read in the catch-up, after compaction may have dropped
@@ -312,6 +314,20 @@ impl Tables {
         }
         drop(positions);
         self.changed.notify_all();
+    }
+
+    /// The loader's consumer is at `next` in `kind`'s `partition`: every record before it was
+    /// applied (what it passed without a record to apply was a transaction marker or an
+    /// offset compacted away), so the tables reflect the partition up to there.
+    pub fn reached(&self, kind: TopicKind, partition: i32, next: i64) {
+        let Some(kind) = Kind::of(kind) else { return };
+        let mut positions = self.lock();
+        if positions.applied.next(kind, partition) < next {
+            positions.applied.set(kind, partition, next);
+            positions.changes += 1;
+            drop(positions);
+            self.changed.notify_all();
+        }
     }
 
     /// The position the tables reflect now: a batch pinned to it is rated with what they
@@ -736,6 +752,19 @@ fn read_loop(
             pruned = Instant::now();
         }
         match consumer.poll(Duration::from_millis(100)) {
+            // Idle: records apply on this thread as they are polled, so the consumer's position
+            // (the offset after the last one it handed out) is applied, markers included.
+            None if caught_up.get() => {
+                if let Ok(position) = consumer.position() {
+                    for e in position.elements() {
+                        if let (Some(kind), Some(next)) =
+                            (topics.kind_of(e.topic()), e.offset().to_raw().filter(|n| *n >= 0))
+                        {
+                            tables.reached(kind, e.partition(), next);
+                        }
+                    }
+                }
+            }
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {}
@@ -911,6 +940,10 @@ mod tests {
         assert_eq!(currency_of(pinned.tenant("acme")), Some("USD".into()));
         assert_eq!(pinned.unknown(), 0);
         assert!(tables.tenants.get("acme").unwrap().history.is_none(), "no version kept for the same value");
+        // Read past a marker at 12 while idle: the position moves past it, never back.
+        tables.reached(TopicKind::Tenants, 0, 13);
+        tables.reached(TopicKind::Tenants, 0, 12);
+        assert_eq!(tables.position().tenants, vec![13]);
     }
 
     #[test]

@@ -851,7 +851,7 @@ impl Coordinator for Shared {
                 tracing::warn!(
                     partition,
                     %error,
-                    "committed offsets unknown: the tenant API shows none until a commit, a catch-up counts from the log start"
+                    "committed offsets unknown (the tenant API shows none until a commit, a catch-up counts from the log start, a recorded batch waits on)"
                 );
                 BTreeMap::new()
             }
