@@ -253,22 +253,10 @@ thread_local! {
 impl Tables {
     /// Adds or replaces a tenant, as a record at `offset` of the tenants topic's partition 0.
     pub fn put_tenant(&self, tenant: Tenant, offset: i64) {
-        self.put(Kind::Tenants, tenant.id.to_string(), At { partition: 0, offset }, Some(tenant));
+        self.put(tenant.id.to_string(), At { partition: 0, offset }, Some(tenant));
     }
 
-    /// Adds or replaces a user, as a record at `offset` of the users topic's partition 0.
-    pub fn put_user(&self, user: User, offset: i64) {
-        let key = user_key(user.tenant_id.as_str(), &user.id);
-        self.put(Kind::Users, key, At { partition: 0, offset }, Some(user));
-    }
-
-    /// Adds or replaces a rate card, as a record at `offset` of the rate cards topic's
-    /// partition 0.
-    pub fn put_rate_card(&self, card: RateCard, offset: i64) {
-        self.put(Kind::RateCards, card.id.clone(), At { partition: 0, offset }, Some(card));
-    }
-
-    fn put<T: Keyed + PartialEq>(&self, kind: Kind, key: String, at: At, value: Option<T>) {
+    fn put<T: Keyed + PartialEq>(&self, key: String, at: At, value: Option<T>) {
         let map = T::map(self);
         match map.get_mut(key.as_str()) {
             // The same value again (a publisher's full sync, say): no version to keep.
@@ -277,13 +265,14 @@ impl Tables {
             None if value.is_some() => drop(map.insert(key, Versions::new(at, value.map(Arc::new)))),
             None => drop(map.insert(key, Versions::deleted(at, Instant::now()))),
         }
-        self.applied(kind, at);
+        self.advance(T::KIND, at.partition, at.offset + 1);
     }
 
-    /// Records that the record at `at` was applied (or refused), and wakes the waiters.
-    fn applied(&self, kind: Kind, at: At) {
+    /// The tables reflect `kind`'s `partition` up to `next` (a record applied or refused, or
+    /// offsets read past without one); wakes the waiters.
+    fn advance(&self, kind: Kind, partition: i32, next: i64) {
         let mut positions = self.lock();
-        positions.applied.set(kind, at.partition, at.offset + 1);
+        positions.applied.set(kind, partition, next);
         positions.changes += 1;
         drop(positions);
         self.changed.notify_all();
@@ -320,13 +309,8 @@ impl Tables {
     /// applied (what it passed without a record to apply was a transaction marker or an
     /// offset compacted away), so the tables reflect the partition up to there.
     pub fn reached(&self, kind: TopicKind, partition: i32, next: i64) {
-        let Some(kind) = Kind::of(kind) else { return };
-        let mut positions = self.lock();
-        if positions.applied.next(kind, partition) < next {
-            positions.applied.set(kind, partition, next);
-            positions.changes += 1;
-            drop(positions);
-            self.changed.notify_all();
+        if let Some(kind) = Kind::of(kind) {
+            self.advance(kind, partition, next);
         }
     }
 
@@ -402,7 +386,7 @@ impl Tables {
         if result.is_err()
             && let Some(kind) = Kind::of(kind)
         {
-            self.applied(kind, at);
+            self.advance(kind, partition, offset + 1);
         }
         result
     }
@@ -417,9 +401,9 @@ impl Tables {
     ) -> Result<(), String> {
         let Some(payload) = payload else {
             match kind {
-                TopicKind::Tenants => self.put::<Tenant>(Kind::Tenants, key.to_owned(), at, None),
-                TopicKind::Users => self.put::<User>(Kind::Users, key.to_owned(), at, None),
-                TopicKind::RateCards => self.put::<RateCard>(Kind::RateCards, key.to_owned(), at, None),
+                TopicKind::Tenants => self.put::<Tenant>(key.to_owned(), at, None),
+                TopicKind::Users => self.put::<User>(key.to_owned(), at, None),
+                TopicKind::RateCards => self.put::<RateCard>(key.to_owned(), at, None),
                 other => return Err(format!("{other:?} is not a reference topic")),
             }
             return Ok(());
@@ -432,7 +416,7 @@ impl Tables {
                 if tenant.id.as_str() != key {
                     return Err(format!("key {key:?} is not tenant id {:?}", tenant.id.as_str()));
                 }
-                self.put(Kind::Tenants, key.to_owned(), at, Some(tenant));
+                self.put(key.to_owned(), at, Some(tenant));
             }
             TopicKind::Users => {
                 let user = limits::decode::<v1::User>(payload, max_bytes)
@@ -441,7 +425,7 @@ impl Tables {
                 if user_key(user.tenant_id.as_str(), &user.id) != key {
                     return Err(format!("key {key:?} is not {:?}", user_key(user.tenant_id.as_str(), &user.id)));
                 }
-                self.put(Kind::Users, key.to_owned(), at, Some(user));
+                self.put(key.to_owned(), at, Some(user));
             }
             TopicKind::RateCards => {
                 let card = limits::decode::<v1::RateCard>(payload, max_bytes)
@@ -450,7 +434,7 @@ impl Tables {
                 if card.id != key {
                     return Err(format!("key {key:?} is not rate card id {:?}", card.id));
                 }
-                self.put(Kind::RateCards, key.to_owned(), at, Some(card));
+                self.put(key.to_owned(), at, Some(card));
             }
             other => return Err(format!("{other:?} is not a reference topic")),
         }
@@ -470,24 +454,28 @@ impl Tables {
     }
 }
 
-/// A value type of the tables: which map holds it.
+/// A value type of the tables: its topic, and which map holds it.
 trait Keyed: Sized {
+    const KIND: Kind;
     fn map(tables: &Tables) -> &DashMap<String, Versions<Self>, FastState>;
 }
 
 impl Keyed for Tenant {
+    const KIND: Kind = Kind::Tenants;
     fn map(tables: &Tables) -> &DashMap<String, Versions<Self>, FastState> {
         &tables.tenants
     }
 }
 
 impl Keyed for User {
+    const KIND: Kind = Kind::Users;
     fn map(tables: &Tables) -> &DashMap<String, Versions<Self>, FastState> {
         &tables.users
     }
 }
 
 impl Keyed for RateCard {
+    const KIND: Kind = Kind::RateCards;
     fn map(tables: &Tables) -> &DashMap<String, Versions<Self>, FastState> {
         &tables.rate_cards
     }
@@ -510,8 +498,8 @@ impl Pinned<'_> {
         self.unknown.get()
     }
 
-    fn pick<T>(&self, versions: Option<&Versions<T>>, kind: Kind) -> Option<Arc<T>> {
-        match versions?.as_of(self.pin, kind, &self.live_from) {
+    fn pick<T: Keyed>(&self, versions: Option<&Versions<T>>) -> Option<Arc<T>> {
+        match versions?.as_of(self.pin, T::KIND, &self.live_from) {
             AsOf::Known(value) => value.cloned(),
             AsOf::Unknown(value) => {
                 self.unknown.set(self.unknown.get() + 1);
@@ -536,15 +524,15 @@ impl Catalog for Pinned<'_> {
         Self: 'a;
 
     fn tenant(&self, tenant: &str) -> Option<Arc<Tenant>> {
-        self.pick(self.tables.tenants.get(tenant).as_deref(), Kind::Tenants)
+        self.pick(self.tables.tenants.get(tenant).as_deref())
     }
 
     fn user(&self, tenant: &str, user: &str) -> Option<Arc<User>> {
-        self.tables.user_ref(tenant, user, |versions| self.pick(versions, Kind::Users))
+        self.tables.user_ref(tenant, user, |versions| self.pick(versions))
     }
 
     fn rate_card(&self, rate_card: &str) -> Option<Arc<RateCard>> {
-        self.pick(self.tables.rate_cards.get(rate_card).as_deref(), Kind::RateCards)
+        self.pick(self.tables.rate_cards.get(rate_card).as_deref())
     }
 }
 
