@@ -124,6 +124,19 @@ impl Manifest {
         self.ranges.get(&record.topic).is_some_and(|(_, last)| record.offset > *last)
     }
 
+    /// The topics of the batch whose records are still to come, with their last offsets: not
+    /// `passed` (a record past the batch came) and without their last record in `records`.
+    pub fn awaited<'a>(
+        &'a self,
+        records: &'a [Record],
+        passed: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = (&'a String, i64)> + 'a {
+        self.ranges.iter().filter_map(move |(topic, &(_, last))| {
+            let complete = records.iter().any(|r| &r.topic == topic && r.offset >= last);
+            (!passed.contains(topic) && !complete).then_some((topic, last))
+        })
+    }
+
     /// Whether `records` hold the whole batch (the last record of every topic in it).
     pub fn complete(&self, records: &[Record]) -> bool {
         self.ranges.iter().all(|(topic, (_, last))| records.iter().any(|r| &r.topic == topic && r.offset >= *last))
@@ -185,14 +198,10 @@ pub fn missing_can_come(
     ends: &BTreeMap<String, (i64, i64)>,
     reading: &BTreeMap<String, i64>,
 ) -> bool {
-    manifest.ranges.iter().any(|(topic, (_, last))| {
-        let complete = batch.iter().any(|r| &r.topic == topic && r.offset >= *last);
-        if passed.contains(topic) || complete || !inputs.contains(&topic.as_str()) {
-            return false;
-        }
-        let gone = ends.get(topic).is_some_and(|(log_start, end)| *log_start > *last || *end <= *last);
-        let skipped = reading.get(topic).is_some_and(|from| *from > *last);
-        !gone && !skipped
+    manifest.awaited(batch, passed).any(|(topic, last)| {
+        let gone = ends.get(topic).is_some_and(|&(log_start, end)| log_start > last || end <= last);
+        let skipped = reading.get(topic).is_some_and(|&from| from > last);
+        inputs.contains(&topic.as_str()) && !gone && !skipped
     })
 }
 

@@ -668,12 +668,7 @@ impl PartitionTask {
         // What the wait may hold of the records behind the batch: five times what pauses the
         // partition's fetching in the inbox.
         let hold_at_most = Backpressure::for_batch_size(self.config.batch_size).pause_at.saturating_mul(5);
-        let all_passed = |batch: &[Record], passed: &BTreeSet<String>| {
-            manifest.ranges.iter().all(|(topic, (_, last))| {
-                passed.contains(topic) || batch.iter().any(|r| &r.topic == topic && r.offset >= *last)
-            })
-        };
-        while !all_passed(&batch, &passed) {
+        while manifest.awaited(&batch, &passed).next().is_some() {
             match inbox.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Command::Record(record)) if manifest.contains(&record) => {
                     batch.push(record);
@@ -736,9 +731,7 @@ impl PartitionTask {
                     // the group's committed offset.
                     let mut reading = self.coordinator.committed_offsets(self.partition);
                     reading.extend(positions);
-                    if (stalled && later.len() > hold_at_most)
-                        || !batch::missing_can_come(manifest, &batch, &passed, &inputs, &ends, &reading)
-                    {
+                    if !batch::missing_can_come(manifest, &batch, &passed, &inputs, &ends, &reading) {
                         gone_at_turn = Some(turn);
                         deadline = Instant::now() + CATCH_UP_LOOK_AGAIN;
                         continue;
