@@ -139,7 +139,7 @@ impl Manifest {
 
     /// Whether `records` hold the whole batch (the last record of every topic in it).
     pub fn complete(&self, records: &[Record]) -> bool {
-        self.ranges.iter().all(|(topic, (_, last))| records.iter().any(|r| &r.topic == topic && r.offset >= *last))
+        self.awaited(records, &BTreeSet::new()).next().is_none()
     }
 
     /// Whether `records` hold the whole batch from its start too: the first and the last
