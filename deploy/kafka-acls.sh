@@ -60,6 +60,10 @@ acl --allow-principal "$WORKER" --operation Read \
 acl --allow-principal "$WORKER" --operation Write \
   --topic "$RATED_USAGE" --topic "$LEG_DECISIONS" --topic "$CREDIT_EVENTS" --topic "$LEDGER_MOVEMENTS" \
   --topic "$DEAD_LETTER" --topic "$STATE" --topic "$OWNERSHIP"
+# ... the settings of its changelog and reference topics (it refuses to start on one that is
+# not compacted, or warns that it cannot tell) ...
+acl --allow-principal "$WORKER" --operation DescribeConfigs \
+  --topic "$TENANTS" --topic "$USERS" --topic "$RATE_CARDS" --topic "$STATE"
 # ... its consumer group, and its readers' groups <group>-reference, <group>-restore, ...
 acl --allow-principal "$WORKER" --operation Read --resource-pattern-type prefixed --group "$GROUP"
 # ... and its transactional ids, two per input partition.

@@ -270,6 +270,26 @@ pub fn transactional_ids(config: &WorkerConfig, partition: i32) -> [String; 2] {
     [id, twin]
 }
 
+/// Drives `future` to its end on this thread. For the admin API's futures, which librdkafka's
+/// own threads resolve (and so wake this one): the worker has no async runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
 /// Queues a record, serving delivery reports and waiting while librdkafka's queue is full.
 pub fn send_waiting<C, K, P>(producer: &BaseProducer<C>, record: BaseRecord<'_, K, P>) -> Result<(), KafkaError>
 where

@@ -15,7 +15,7 @@ use std::fmt;
 use std::ops::{Index, IndexMut};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -317,6 +317,66 @@ pub fn specs(config: &WorkerConfig, partitions: i32) -> Vec<TopicSpec> {
             TopicSpec { name: config.topics[def.kind].clone(), partitions, configs }
         })
         .collect()
+}
+
+/// Refuses a topic the worker keeps for good that the broker would not keep: the changelog
+/// and the reference topics must be compacted and only compacted. A topic made by other
+/// tooling gets the broker's default, `cleanup.policy=delete`, and under it (or under
+/// `compact,delete`) retention deletes every record older than `retention.ms`: a tenant idle
+/// that long would be restored without its balance, its lots and the ids it has applied, and
+/// the reference data would lose its tenants, users and rate cards. Warns about a changelog
+/// whose `max.message.bytes` is below what a tenant's record may need (a larger record would
+/// stall its partition), and about topics whose settings cannot be read (a broker without
+/// `DescribeConfigs`, as librdkafka's mock cluster is, or a principal not allowed it), which
+/// then go unchecked.
+pub async fn check_kept(config: &WorkerConfig) -> Result<(), Error> {
+    let kept = REGISTRY.iter().filter(|d| matches!(d.role, Role::Changelog | Role::Reference));
+    let names: Vec<(TopicKind, &str)> = kept.map(|d| (d.kind, config.topics[d.kind].as_str())).collect();
+    let admin: AdminClient<DefaultClientContext> = kafka::base(config).create()?;
+    let options = AdminOptions::new().request_timeout(Some(config.kafka_timeout()));
+    let specifiers: Vec<ResourceSpecifier<'_>> = names.iter().map(|(_, name)| ResourceSpecifier::Topic(name)).collect();
+    let described = match admin.describe_configs(&specifiers, &options).await {
+        Ok(described) => described,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the changelog's and reference topics' settings: their cleanup policy must be `compact`, and is not checked");
+            return Ok(());
+        }
+    };
+    for ((kind, name), result) in names.iter().zip(described) {
+        let resource = match result {
+            Ok(resource) => resource,
+            Err(code) => {
+                tracing::warn!(topic = name, error = %code, "cannot read the topic's settings (allow DescribeConfigs on it to have them checked): its cleanup policy must be `compact`, and is not checked");
+                continue;
+            }
+        };
+        let setting = |key: &str| resource.get(key).and_then(|e| e.value.clone());
+        // A principal that may not describe the topic's settings is answered none.
+        let Some(cleanup) = setting("cleanup.policy") else {
+            tracing::warn!(
+                topic = name,
+                "the topic's settings were not given (allow DescribeConfigs on it to have them checked): its cleanup policy must be `compact`, and is not checked"
+            );
+            continue;
+        };
+        if cleanup != "compact" {
+            return Err(Error::Topology(format!(
+                "topic {name} has cleanup.policy={cleanup}: it must be `compact` alone, or retention deletes what the worker keeps there (set it with kafka-configs --alter --entity-type topics --entity-name {name} --add-config cleanup.policy=compact)"
+            )));
+        }
+        if *kind == TopicKind::State {
+            let limit = setting("max.message.bytes").and_then(|v| v.parse::<u64>().ok());
+            if limit.is_some_and(|bytes| bytes < u64::from(STATE_MAX_MESSAGE_BYTES)) {
+                tracing::warn!(
+                    topic = name,
+                    max_message_bytes = limit,
+                    wanted = STATE_MAX_MESSAGE_BYTES,
+                    "the changelog refuses records a tenant with many lots may need: its partition would stall on one"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates the topics through the admin API; existing topics are left alone. Returns, per
