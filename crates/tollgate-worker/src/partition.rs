@@ -113,6 +113,13 @@ pub trait Coordinator: Send + Sync {
     fn turns(&self) -> u64 {
         0
     }
+    /// Stops fetching the inputs `topics` of `partition` until [`Coordinator::release`]: a
+    /// recorded batch waits for records of its other inputs, and those inputs' records would
+    /// pile up in memory meanwhile. What was fetched and not handed out yet is fetched again.
+    fn hold(&self, _partition: i32, _topics: &[String]) {}
+    /// Fetches again what [`Coordinator::hold`] stopped (unless backpressure pauses the
+    /// partition, which then resumes it with the rest).
+    fn release(&self, _partition: i32) {}
 }
 
 /// How often a wait that cannot also wait on the task's cancellation looks at it.
@@ -639,8 +646,10 @@ impl PartitionTask {
     /// input), and a turn of the polling thread since has brought none of them. Then the batch
     /// is rated with what came, recorded again first (`false`). Records still in the log and
     /// not passed (their leader is away, say) are waited for, the partition reported stalled
-    /// meanwhile; while they are, the records behind the batch it holds are bounded (five
-    /// times what pauses fetching), past which it is rated with what came as well.
+    /// meanwhile, for as long as it takes; the inputs the batch no longer awaits are not
+    /// fetched meanwhile (see [`Coordinator::hold`]), so that their records do not pile up
+    /// behind it. Should records pile up all the same (the pause failed), what it holds is
+    /// bounded (five times what pauses fetching), past which it is rated with what came.
     fn collect_exact(&mut self, inbox: &mut Inbox, manifest: &Manifest) -> (Vec<Record>, bool, bool) {
         let mut batch = Vec::with_capacity(manifest.len_bound().min(self.config.batch_size));
         let mut later = std::mem::take(&mut self.spare.carry);
@@ -663,6 +672,8 @@ impl PartitionTask {
         let patience = self.config.kafka_timeout() * 3;
         let mut deadline = Instant::now() + patience;
         let mut stalled = false;
+        // Whether inputs the batch no longer awaits are held (not fetched) while it waits.
+        let mut holding = false;
         // The missing records are gone, once the polling thread finished the turn after this.
         let mut gone_at_turn: Option<u64> = None;
         // What the wait may hold of the records behind the batch: five times what pauses the
@@ -681,7 +692,8 @@ impl PartitionTask {
                     }
                     later.push_back(record);
                     // Held like this for as long as before (the patience) whatever their
-                    // number; waited past that, bounded.
+                    // number; waited past that, their inputs are paused, and bounded should
+                    // they come all the same.
                     if stalled && later.len() > hold_at_most {
                         // Backpressure pauses a partition by what waits in its inbox, and the
                         // records held here are out of it: past this, memory goes first.
@@ -747,9 +759,20 @@ impl PartitionTask {
                     );
                     telemetry::partition_stalled(self.partition, true);
                     stalled = true;
+                    // Their records would pile up behind the batch for as long as it waits.
+                    let awaited: BTreeSet<&String> = manifest.awaited(&batch, &passed).map(|(t, _)| t).collect();
+                    let hold: Vec<String> =
+                        inputs.iter().filter(|t| !awaited.iter().any(|a| a == *t)).map(|t| (*t).to_owned()).collect();
+                    if !hold.is_empty() {
+                        self.coordinator.hold(self.partition, &hold);
+                        holding = true;
+                    }
                     self.refresh_balances_if_due();
                 }
             }
+        }
+        if holding {
+            self.coordinator.release(self.partition);
         }
         if stalled {
             telemetry::partition_stalled(self.partition, false);

@@ -73,7 +73,11 @@ pub fn describe() {
     );
     describe_gauge!(
         "tollgate_partition_stalled",
-        "1 while a partition's batch keeps failing or its task is fenced or failed, by partition."
+        "1 while a partition's batch keeps failing, its task is fenced or failed, or its recorded batch waits for records that do not come, by partition."
+    );
+    describe_counter!(
+        "tollgate_inputs_held_total",
+        "Times a partition's recorded batch, waiting for records of one input, paused fetching the other input it no longer needs, by partition and topic."
     );
     describe_counter!(
         "tollgate_backpressure_pauses_total",
@@ -171,6 +175,16 @@ pub fn access_denied(cause: crate::access::Cause, error: &dyn std::fmt::Display)
 /// Whether a partition is stalled (its batch keeps failing, or its task is fenced or failed).
 pub fn partition_stalled(partition: i32, stalled: bool) {
     gauge!("tollgate_partition_stalled", "partition" => partition.to_string()).set(if stalled { 1.0 } else { 0.0 });
+}
+
+/// A recorded batch of `partition` waits for records of an input: fetching `topics`, which
+/// it no longer needs, is paused until it has them.
+pub fn inputs_held(partition: i32, topics: &[String]) {
+    for topic in topics {
+        tracing::info!(partition, topic, "recorded batch waits: input it no longer needs paused meanwhile");
+        counter!("tollgate_inputs_held_total", "partition" => partition.to_string(), "topic" => topic.clone())
+            .increment(1);
+    }
 }
 
 /// A partition's task fell behind: its fetching is paused until the task catches up.

@@ -437,6 +437,9 @@ struct TaskHandle {
     inbox: Mailbox,
     /// Whether the polling thread paused the partition because the task fell behind.
     throttled: bool,
+    /// Inputs the task asked not to fetch while its recorded batch waits (see
+    /// [`Coordinator::hold`]): backpressure's resume leaves them paused.
+    held: Vec<String>,
     thread: JoinHandle<()>,
     /// Disconnected when the task's thread ends.
     finished: Receiver<()>,
@@ -576,9 +579,16 @@ impl Shared {
 
     /// The two input topics' `partition`.
     fn inputs(&self, partition: i32) -> TopicPartitionList {
+        self.inputs_but(partition, &[])
+    }
+
+    /// The input topics' `partition`, but those of `topics`.
+    fn inputs_but(&self, partition: i32, topics: &[String]) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for topic in [&self.config.topics[TopicKind::CallLegs], &self.config.topics[TopicKind::CreditCommands]] {
-            tpl.add_partition(topic, partition);
+            if !topics.contains(topic) {
+                tpl.add_partition(topic, partition);
+            }
         }
         tpl
     }
@@ -663,7 +673,7 @@ impl Shared {
     fn resume_caught_up(&self, consumer: &GroupConsumer) {
         for (&partition, task) in self.lock_tasks().iter_mut() {
             if task.throttled && task.inbox.waiting() <= self.backpressure.resume_at {
-                match consumer.resume(&self.inputs(partition)) {
+                match consumer.resume(&self.inputs_but(partition, &task.held)) {
                     Ok(()) => {
                         tracing::debug!(partition, "task caught up: partition resumed");
                         task.throttled = false;
@@ -734,8 +744,10 @@ impl Shared {
             });
             match thread {
                 Ok(thread) => {
-                    self.lock_tasks()
-                        .insert(partition, TaskHandle { inbox, throttled: false, thread, finished, cancel });
+                    self.lock_tasks().insert(
+                        partition,
+                        TaskHandle { inbox, throttled: false, held: Vec::new(), thread, finished, cancel },
+                    );
                 }
                 Err(error) => tracing::error!(partition, %error, "cannot spawn partition task"),
             }
@@ -903,6 +915,47 @@ impl Coordinator for Shared {
 
     fn turns(&self) -> u64 {
         self.turns.load(Ordering::Acquire)
+    }
+
+    fn hold(&self, partition: i32, topics: &[String]) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
+        let mut tasks = self.lock_tasks();
+        let Some(task) = tasks.get_mut(&partition) else { return };
+        let mut tpl = TopicPartitionList::new();
+        for topic in topics.iter().filter(|t| !task.held.contains(t)) {
+            tpl.add_partition(topic, partition);
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.pause(&tpl) {
+            Ok(()) => {
+                let held: Vec<String> = tpl.elements().iter().map(|e| e.topic().to_owned()).collect();
+                telemetry::inputs_held(partition, &held);
+                task.held.extend(held);
+            }
+            Err(error) => {
+                tracing::warn!(partition, %error, "cannot pause the inputs a recorded batch no longer awaits")
+            }
+        }
+    }
+
+    fn release(&self, partition: i32) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
+        let mut tasks = self.lock_tasks();
+        let Some(task) = tasks.get_mut(&partition) else { return };
+        let held = std::mem::take(&mut task.held);
+        // A partition paused for backpressure is resumed whole once its task catches up.
+        if held.is_empty() || task.throttled {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for topic in &held {
+            tpl.add_partition(topic, partition);
+        }
+        if let Err(error) = consumer.resume(&tpl) {
+            tracing::warn!(partition, %error, "cannot resume the inputs a recorded batch held");
+        }
     }
 }
 

@@ -1,0 +1,121 @@
+//! A recorded batch (at-least-once: named in the changelog before its outputs went out) whose
+//! records of one input cannot be fetched waits for them for as long as it takes, and stops
+//! fetching the other input meanwhile, so that nothing piles up behind it and no memory bound
+//! makes it rate without them. In a binary of its own: it reads the worker's metrics through a
+//! process-wide recorder.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tollgate_core::Money;
+use tollgate_worker::{ProcessingGuarantee, TopicKind};
+
+/// Legs published while the batch waits: 160 records, more than the wait holds before it
+/// rates without the missing ones (five times the four batches of 5 that pause fetching).
+const WHILE_WAITING: u32 = 80;
+
+/// Whether the worker paused fetching `topic` of partition 0 while a recorded batch waited.
+fn held(snapshotter: &Snapshotter, topic: &str) -> bool {
+    snapshotter.snapshot().into_vec().into_iter().any(|(key, _, _, value)| {
+        let key = key.key();
+        let label = |name: &str| key.labels().find(|l| l.key() == name).map(|l| l.value().to_owned());
+        key.name() == "tollgate_inputs_held_total"
+            && label("partition").as_deref() == Some("0")
+            && label("topic").as_deref() == Some(topic)
+            && matches!(value, DebugValue::Counter(n) if n > 0)
+    })
+}
+
+/// A first attempt rated a funding and then a leg on it, and its outputs went out, but its
+/// state was never committed. The next owner finds the batch recorded, and the funding's
+/// partition has no leader: rated without the funding, the leg would give a usage record
+/// under the same id with another balance. It waits instead, with the legs paused; legs
+/// published meanwhile are rated after it, once the funding came.
+#[test]
+fn a_recorded_batch_waits_for_an_input_without_a_leader_and_holds_the_other() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().expect("the only recorder of this binary");
+
+    let mut env = Env::new(1, ProcessingGuarantee::AtLeastOnce);
+    env.config.batch_size = 5;
+    // The wait reports the partition stalled, and pauses, after three Kafka timeouts.
+    env.config.kafka_timeout_ms = 2_000;
+    env.publish_reference(REFERENCE);
+    let topics = env.config.topics.clone();
+    let (legs, credits, state) =
+        (&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands], &topics[TopicKind::State]);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 600, 0)); // 0.20
+    assert_eq!(env.usages(1)["acme/a1"].balance_after, "9.80");
+    worker.stop();
+    let before = env.latest(state);
+    let (a2_from, f2_at) = (env.read_to_end(legs).len() as i64, env.read_to_end(credits).len() as i64);
+    // The reference position the first attempt rates a2 with: per partition, the next offset.
+    let end = |kind: TopicKind| -> Vec<i64> {
+        let mut next = Vec::new();
+        for (_, _, partition, offset) in env.read_to_end(&topics[kind]) {
+            let p = partition as usize;
+            next.resize(next.len().max(p + 1), 0);
+            next[p] = next[p].max(offset + 1);
+        }
+        next
+    };
+    let pin = serde_json::json!({
+        "tenants": end(TopicKind::Tenants),
+        "users": end(TopicKind::Users),
+        "rate_cards": end(TopicKind::RateCards),
+    });
+
+    // The first attempt: f2 funds 5.00, then a2 costs 0.02; its usage is out...
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f2", "5.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a2", "ann", US, 60, 1));
+    let first = env.usages(2)["acme/a2"].clone();
+    assert_eq!(first.balance_after, "14.78");
+    worker.stop();
+    // ... and its state never committed: the changelog goes back to where a1 left it, with the
+    // manifest of one batch of f2 and a2, as the crashed owner left it.
+    for (key, value) in env.latest(state) {
+        match before.get(&key) {
+            Some(old) if *old == value => {}
+            Some(old) => env.publisher.send_raw(state, Some(key.as_bytes()), old.as_deref()).unwrap(),
+            None => env.publisher.send_raw(state, Some(key.as_bytes()), None).unwrap(),
+        }
+    }
+    let manifest = serde_json::json!({
+        "ranges": { legs.as_str(): [a2_from, a2_from + 1], credits.as_str(): [f2_at, f2_at] },
+        "reference": pin,
+    });
+    env.publisher.send_raw(state, Some(b"m/0"), Some(manifest.to_string().as_bytes())).unwrap();
+    env.publisher.flush().unwrap();
+    env.rewind_group(&[(legs.clone(), 0), (credits.clone(), 0)]);
+
+    // The credit commands' partition loses its leader: f2 cannot be fetched.
+    env.cluster.partition_leader(credits, 0, None).unwrap();
+    let worker = env.start_worker();
+    let deadline = Instant::now() + DEADLINE;
+    while !held(&snapshotter, legs) {
+        assert!(Instant::now() < deadline, "the recorded batch never paused the legs it no longer needs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut lines = Vec::new();
+    for i in 0..WHILE_WAITING {
+        lines.extend(dial_out("acme", &format!("w{i}"), "ann", US, 60, 2 + i % 50)); // 0.02 each
+    }
+    env.publish_inputs(&lines);
+
+    // The leader is back: the batch is rated as the first attempt was (`usages` checks every
+    // copy of a usage record against the others), then the legs that waited.
+    env.cluster.partition_leader(credits, 0, Some(1)).unwrap();
+    let usages = env.usages(2 + WHILE_WAITING as usize);
+    assert_eq!(usages["acme/a2"], first);
+    worker.stop();
+    assert_eq!(env.states()["acme"].balance(), "13.18".parse::<Money>().unwrap());
+}
