@@ -968,6 +968,15 @@ mod tests {
         restorer.finish().expect("every key readable")
     }
 
+    /// `records` as the broker's log cleaner leaves them at its most thorough: each key's
+    /// latest record alone, where it was, and no tombstone (deleted after
+    /// `delete.retention.ms`).
+    fn compacted(records: &[ChangelogRecord]) -> Vec<ChangelogRecord> {
+        let last: HashMap<&str, usize> = records.iter().enumerate().map(|(i, (key, _))| (key.as_str(), i)).collect();
+        let kept = records.iter().enumerate().filter(|&(i, (key, value))| last[key.as_str()] == i && value.is_some());
+        kept.map(|(_, record)| record.clone()).collect()
+    }
+
     /// Only a key's latest record counts: an unreadable record fails the restore (naming the
     /// key) unless a later record of the key, or a tombstone, replaces it.
     #[test]
@@ -1064,15 +1073,19 @@ mod tests {
             ]
         );
 
-        let restored = restore(&[first, second].concat());
-        assert!(restored.rewrite.is_empty());
-        let states = restored.states.into_map();
-        let back = &states["acme"];
-        assert_eq!(back.open_legs.len(), 3000);
-        assert_eq!(back.open_legs.get("leg-0001").map(|l| l.elapsed_seconds), Some(60));
-        assert!(!back.open_legs.contains_key("leg-0002") && back.open_legs.contains_key("leg-new"));
-        assert!(back.parked_ends.is_empty());
-        assert_eq!(back.open_legs, state.open_legs);
+        // The log as written and as compacted restore the same.
+        let log = [first, second].concat();
+        for log in [compacted(&log), log] {
+            let restored = restore(&log);
+            assert!(restored.rewrite.is_empty());
+            let states = restored.states.into_map();
+            let back = &states["acme"];
+            assert_eq!(back.open_legs.len(), 3000);
+            assert_eq!(back.open_legs.get("leg-0001").map(|l| l.elapsed_seconds), Some(60));
+            assert!(!back.open_legs.contains_key("leg-0002") && back.open_legs.contains_key("leg-new"));
+            assert!(back.parked_ends.is_empty());
+            assert_eq!(back.open_legs, state.open_legs);
+        }
     }
 
     /// A JSON tenant record of an earlier release is read and kept as the record this
@@ -1229,11 +1242,14 @@ mod tests {
                 records.iter().filter(|(k, _)| k.starts_with("w/")).map(|(k, v)| (k.clone(), v.is_some())).collect();
             written.push(keys);
             log.extend(records);
-            let restored = restore(&log);
-            assert_eq!(restored.segments.get("acme"), Some(&segments), "batch {batch}");
-            let back = &restored.states.into_map()["acme"];
-            assert_eq!((kept(&back.seen), kept(&back.closed_legs)), (kept(&state.seen), kept(&state.closed_legs)));
-            assert_eq!(back, &state, "batch {batch}");
+            // The log as written and as compacted restore the same.
+            for log in [log.clone(), compacted(&log)] {
+                let restored = restore(&log);
+                assert_eq!(restored.segments.get("acme"), Some(&segments), "batch {batch}");
+                let back = &restored.states.into_map()["acme"];
+                assert_eq!((kept(&back.seen), kept(&back.closed_legs)), (kept(&state.seen), kept(&state.closed_legs)));
+                assert_eq!(back, &state, "batch {batch}");
+            }
         }
         let w = |tag: &str, live: bool| (format!("w/4/acme/{tag}"), live);
         assert_eq!(
