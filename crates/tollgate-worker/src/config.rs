@@ -198,6 +198,25 @@ impl WorkerConfig {
         if self.max_record_bytes == 0 {
             return bad("max_record_bytes must be > 0");
         }
+        // librdkafka checks each pass-through setting as it is set: an unknown name or a bad
+        // value is refused here, naming the setting, never with the value of one that may
+        // hold a secret (a misspelt `sasl.password` holds a password all the same, and
+        // librdkafka's own error quotes it).
+        for (key, value) in &self.librdkafka {
+            if let Err(error) = rdkafka::ClientConfig::new().set(key, value).create_native_config() {
+                let description = match error {
+                    rdkafka::error::KafkaError::ClientConfig(_, description, ..) => description,
+                    other => other.to_string(),
+                };
+                let unknown = description.starts_with("No such configuration property");
+                let description = if (unknown || crate::secret::is_sensitive(key)) && !value.is_empty() {
+                    description.replace(value.as_str(), crate::secret::REDACTED)
+                } else {
+                    description
+                };
+                return bad(&format!("librdkafka setting {key}: {description}"));
+            }
+        }
         Ok(())
     }
 

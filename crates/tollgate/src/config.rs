@@ -52,6 +52,27 @@ pub struct Telemetry {
     pub log_format: LogFormat,
 }
 
+impl Telemetry {
+    /// Refuses a log filter that would log less than asked without a word: the env-filter
+    /// takes a bare word that is not a level for a target (`inof` logs only a target of that
+    /// name, so nothing), and falls back on `info` for what it cannot parse.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+        for directive in self.log.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+                bail!(
+                    "invalid log filter {:?}: {directive:?} is neither a level ({}) nor a target=level directive",
+                    self.log,
+                    LEVELS.join(", ")
+                );
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .map(drop)
+            .map_err(|error| anyhow::anyhow!("invalid log filter {:?}: {error}", self.log))
+    }
+}
+
 impl Default for Telemetry {
     fn default() -> Self {
         Telemetry {
@@ -208,6 +229,7 @@ impl Config {
         figment = environment(figment, env)?.merge(flags(kafka, run)?);
         let config: Config = figment.extract().map_err(describe)?;
         config.worker.validate().context("invalid worker configuration")?;
+        config.telemetry.validate()?;
         Ok(config)
     }
 }
@@ -328,6 +350,7 @@ pub fn demo_logs() -> anyhow::Result<Telemetry> {
     quiet.set(&["telemetry", "log"], Value::from("warn".to_owned()));
     let figment = environment(Figment::from(defaults()?).merge(quiet), logs)?;
     let config: Config = figment.extract().map_err(describe)?;
+    config.telemetry.validate()?;
     Ok(config.telemetry)
 }
 
@@ -476,6 +499,46 @@ log = "debug"
             "{err:#}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A misspelt secret setting is refused by name: librdkafka quotes the value of a setting
+    /// it does not know, and `sasl.passwrod` is not known to hold a secret.
+    #[test]
+    fn refuses_an_unknown_librdkafka_setting_without_its_value() {
+        let none = KafkaFlags::default();
+        let run = RunFlags::default();
+        let vars = env(&[("TOLLGATE_LIBRDKAFKA_SASL_PASSWROD", "hunter2-secret")]);
+        let err = Config::load_with_env(&none, &run, vars).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "invalid worker configuration: invalid configuration: librdkafka setting sasl.passwrod: \
+             No such configuration property: \"sasl.passwrod\""
+        );
+        let vars = env(&[("TOLLGATE_LIBRDKAFKA_LINGER_MS", "soon")]);
+        let err = Config::load_with_env(&none, &run, vars).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "invalid worker configuration: invalid configuration: librdkafka setting linger.ms: \
+             Invalid value for configuration property \"queue.buffering.max.ms\""
+        );
+    }
+
+    /// A log filter with a word that is not a level is refused: the env-filter would take it
+    /// for a target and log nothing else.
+    #[test]
+    fn refuses_a_log_filter_that_would_log_nothing() {
+        let none = KafkaFlags::default();
+        let run = RunFlags::default();
+        let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_LOG", "inof")])).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "invalid log filter \"inof\": \"inof\" is neither a level (trace, debug, info, warn, error, off) \
+             nor a target=level directive"
+        );
+        let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_LOG", "info,tollgate=[[[")])).unwrap_err();
+        assert!(format!("{err:#}").starts_with("invalid log filter \"info,tollgate=[[[\": "), "{err:#}");
+        let ok = Config::load_with_env(&none, &run, env(&[("TOLLGATE_LOG", "WARN,tollgate_worker=debug")])).unwrap();
+        assert_eq!(ok.telemetry.log, "WARN,tollgate_worker=debug");
     }
 
     /// An environment value takes the type of its key's default: text stays text, verbatim.
