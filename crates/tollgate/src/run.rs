@@ -37,8 +37,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("failed to start the async runtime")?;
     let _guard = runtime.enter();
-    let worker = Worker::new(config.worker).context("invalid worker configuration")?;
+    // The recorder first: the worker exports its partition count (zero) as it is made.
     let metrics = telemetry::install_metrics()?;
+    let worker = Worker::new(config.worker).context("invalid worker configuration")?;
     let readiness = vec![Arc::clone(worker.readiness())];
     let telemetry = &config.telemetry;
     let tenants = vec![worker.tenant_api()];
