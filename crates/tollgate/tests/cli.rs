@@ -170,3 +170,57 @@ fn help_never_shows_a_configured_secret() {
         assert!(!shown.contains("hunter2"), "{args:?} shows the password:\n{shown}");
     }
 }
+
+/// `admin fund` checks a funding against its tenant in the reference data and sends nothing a
+/// worker would dead-letter; with `--lot-id` and `--purchased-at`, a retry is the same
+/// command, byte for byte.
+#[test]
+fn admin_fund_sends_nothing_a_worker_would_refuse() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let config = WorkerConfig::default();
+    for spec in topics::specs(&config, 2) {
+        cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
+    }
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/reference.json");
+    let out = tollgate(&bootstrap, &["admin", "publish-reference", "--file", reference]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fund = |tenant: &str, amount: &str, currency: &str| {
+        let args = ["admin", "fund", "--tenant", tenant, "--amount", amount, "--currency", currency];
+        let more = ["--lot-id", "pay-1", "--purchased-at", "2026-11-02T08:00:00Z"];
+        tollgate(&bootstrap, &[&args[..], &more[..]].concat())
+    };
+    let refused = [
+        (
+            fund("nosuch", "10.00", "USD"),
+            "tenant nosuch is not in the reference data (tollgate.tenants.v1): a worker would refuse the funding (unknown_tenant)",
+        ),
+        (
+            fund("woodgrove", "10.00", "USD"),
+            "tenant woodgrove does not use credits: a worker would refuse the funding (credits_disabled)",
+        ),
+        (
+            fund("contoso", "10.00", "EUR"),
+            "tenant contoso is billed in USD, not EUR: a worker would refuse the funding (currency_mismatch)",
+        ),
+        (
+            fund("contoso", "1.005", "USD"),
+            "the amount 1.005 must be > 0 in whole USD minor units: a worker would refuse the funding (invalid)",
+        ),
+    ];
+    for (out, message) in refused {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(message), "does not say {message:?}:\n{stderr}");
+    }
+    for _ in 0..2 {
+        let out = fund("contoso", "10.00", "USD");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "funded contoso: lot pay-1\n");
+    }
+    let out = tollgate(&bootstrap, &["tail", "tollgate.credit-commands.v1"]);
+    let sent: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let value = |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap()["value"].clone();
+    assert_eq!(value(&sent[0]), value(&sent[1]));
+}
