@@ -26,20 +26,25 @@ fn config(tag: &str) -> WorkerConfig {
 }
 
 /// Creates tollgate's topics as `tollgate admin create-topics` would, but `kind`'s with
-/// `cleanup.policy` set to `cleanup`, and returns what the worker says when it starts.
-fn start_with(tag: &str, kind: TopicKind, cleanup: &str) -> String {
+/// `settings` in place of its compaction settings; returns the configuration.
+fn topics_with(tag: &str, kind: TopicKind, settings: &[(&'static str, &str)]) -> WorkerConfig {
     let config = config(tag);
     let mut specs = topics::specs(&config, 2);
     for spec in specs.iter_mut().filter(|s| s.name == config.topics[kind]) {
-        spec.configs.retain(|(key, _)| !key.contains("compaction"));
-        for (_, value) in spec.configs.iter_mut().filter(|(key, _)| *key == "cleanup.policy") {
-            *value = cleanup.to_owned();
-        }
+        spec.configs.retain(|(key, _)| !key.contains("compaction") && *key != "cleanup.policy");
+        spec.configs.extend(settings.iter().map(|&(key, value)| (key, value.to_owned())));
     }
     broker::create_topics(&config, &specs).expect("create topics");
     for spec in &specs {
         broker::shared().wait_for_topic(&spec.name, spec.partitions);
     }
+    config
+}
+
+/// What the worker says when it starts on tollgate's topics with `kind`'s `cleanup.policy`
+/// set to `cleanup`.
+fn start_with(tag: &str, kind: TopicKind, cleanup: &str) -> String {
+    let config = topics_with(tag, kind, &[("cleanup.policy", cleanup)]);
     let worker = Worker::new(config).expect("worker");
     let stop = Arc::new(Cancel::default());
     let flag = Arc::clone(&stop);
@@ -58,8 +63,8 @@ fn start_with(tag: &str, kind: TopicKind, cleanup: &str) -> String {
 fn a_changelog_that_retention_deletes_from_is_refused() {
     assert_eq!(
         start_with("delete", TopicKind::State, "delete"),
-        "topic layout: topic delete.tollgate.state.v1 has cleanup.policy=delete: it must be `compact` alone, \
-         or retention deletes what the worker keeps there (set it with kafka-configs --alter --entity-type topics \
+        "topic layout: topic delete.tollgate.state.v1 has cleanup.policy=delete: it must be `compact` alone \
+         (or keep everything: retention.ms=-1 and retention.bytes=-1), or retention deletes what the worker keeps there (set it with kafka-configs --alter --entity-type topics \
          --entity-name delete.tollgate.state.v1 --add-config cleanup.policy=compact)"
     );
 }
@@ -69,7 +74,16 @@ fn reference_data_compacted_and_deleted_is_refused() {
     assert_eq!(
         start_with("both", TopicKind::Tenants, "compact,delete"),
         "topic layout: topic both.tollgate.tenants.v1 has cleanup.policy=compact,delete: it must be `compact` \
-         alone, or retention deletes what the worker keeps there (set it with kafka-configs --alter --entity-type \
+         alone (or keep everything: retention.ms=-1 and retention.bytes=-1), or retention deletes what the worker keeps there (set it with kafka-configs --alter --entity-type \
          topics --entity-name both.tollgate.tenants.v1 --add-config cleanup.policy=compact)"
     );
+}
+
+/// Deleting by age or size is what loses records: a topic that keeps everything passes,
+/// whatever its policy says.
+#[test]
+fn reference_data_that_keeps_everything_is_accepted() {
+    let settings = [("cleanup.policy", "compact,delete"), ("retention.ms", "-1"), ("retention.bytes", "-1")];
+    let config = topics_with("forever", TopicKind::Users, &settings);
+    assert_eq!(tollgate_worker::worker::check_topology(&config).expect("accepted"), 2);
 }

@@ -116,10 +116,12 @@ pub trait Coordinator: Send + Sync {
     /// Stops fetching the inputs `topics` of `partition` until [`Coordinator::release`]: a
     /// recorded batch waits for records of its other inputs, and those inputs' records would
     /// pile up in memory meanwhile. What was fetched and not handed out yet is fetched again.
-    fn hold(&self, _partition: i32, _topics: &[String]) {}
+    /// `task` is the asking task's cancellation: a task given up on while it waited (its
+    /// partition may have a new task since) changes nothing.
+    fn hold(&self, _partition: i32, _topics: &[String], _task: &Arc<Cancel>) {}
     /// Fetches again what [`Coordinator::hold`] stopped (unless backpressure pauses the
     /// partition, which then resumes it with the rest).
-    fn release(&self, _partition: i32) {}
+    fn release(&self, _partition: i32, _task: &Arc<Cancel>) {}
 }
 
 /// How often a wait that cannot also wait on the task's cancellation looks at it.
@@ -764,7 +766,7 @@ impl PartitionTask {
                     let hold: Vec<String> =
                         inputs.iter().filter(|t| !awaited.iter().any(|a| a == *t)).map(|t| (*t).to_owned()).collect();
                     if !hold.is_empty() {
-                        self.coordinator.hold(self.partition, &hold);
+                        self.coordinator.hold(self.partition, &hold, &self.cancel);
                         holding = true;
                     }
                     self.refresh_balances_if_due();
@@ -772,7 +774,7 @@ impl PartitionTask {
             }
         }
         if holding {
-            self.coordinator.release(self.partition);
+            self.coordinator.release(self.partition, &self.cancel);
         }
         if stalled {
             telemetry::partition_stalled(self.partition, false);

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use serde::de::{MapAccess, Visitor};
@@ -337,6 +338,10 @@ pub async fn check_kept(config: &WorkerConfig) -> Result<(), Error> {
     let specifiers: Vec<ResourceSpecifier<'_>> = names.iter().map(|(_, name)| ResourceSpecifier::Topic(name)).collect();
     let described = match admin.describe_configs(&specifiers, &options).await {
         Ok(described) => described,
+        // A broker slow to answer is asked again (the caller retries).
+        Err(error @ KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)) => {
+            return Err(error.into());
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot read the changelog's and reference topics' settings: their cleanup policy must be `compact`, and is not checked");
             return Ok(());
@@ -359,9 +364,21 @@ pub async fn check_kept(config: &WorkerConfig) -> Result<(), Error> {
             );
             continue;
         };
-        if cleanup != "compact" {
+        // Deleting by age or size is what loses records; a topic that keeps everything
+        // (`retention.ms` and `retention.bytes` both -1) loses none, compacted or not.
+        let keeps_all = setting("retention.ms").as_deref() == Some("-1")
+            && setting("retention.bytes").is_none_or(|bytes| bytes == "-1");
+        if cleanup != "compact" && keeps_all {
+            if !cleanup.contains("compact") {
+                tracing::warn!(
+                    topic = name,
+                    cleanup,
+                    "the topic keeps every record but is not compacted: restores read all of them"
+                );
+            }
+        } else if cleanup != "compact" {
             return Err(Error::Topology(format!(
-                "topic {name} has cleanup.policy={cleanup}: it must be `compact` alone, or retention deletes what the worker keeps there (set it with kafka-configs --alter --entity-type topics --entity-name {name} --add-config cleanup.policy=compact)"
+                "topic {name} has cleanup.policy={cleanup}: it must be `compact` alone (or keep everything: retention.ms=-1 and retention.bytes=-1), or retention deletes what the worker keeps there (set it with kafka-configs --alter --entity-type topics --entity-name {name} --add-config cleanup.policy=compact)"
             )));
         }
         if *kind == TopicKind::State {
@@ -399,7 +416,11 @@ pub async fn create(
             topic
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_millis(config.kafka_timeout_ms)));
+    let timeout = Duration::from_millis(config.kafka_timeout_ms);
+    // The request's own timeout too (twice the broker's, which it includes), or a broker that
+    // never answers (one without the admin API, as the mock cluster is) is waited for a
+    // minute, librdkafka's default.
+    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout * 2));
     let results = admin.create_topics(&topics, &options).await?;
     let mut created = Vec::new();
     for result in results {

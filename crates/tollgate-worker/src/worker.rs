@@ -917,10 +917,10 @@ impl Coordinator for Shared {
         self.turns.load(Ordering::Acquire)
     }
 
-    fn hold(&self, partition: i32, topics: &[String]) {
+    fn hold(&self, partition: i32, topics: &[String], asking: &Arc<Cancel>) {
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
         let mut tasks = self.lock_tasks();
-        let Some(task) = tasks.get_mut(&partition) else { return };
+        let Some(task) = tasks.get_mut(&partition).filter(|t| Arc::ptr_eq(&t.cancel, asking)) else { return };
         let mut tpl = TopicPartitionList::new();
         for topic in topics.iter().filter(|t| !task.held.contains(t)) {
             tpl.add_partition(topic, partition);
@@ -940,10 +940,10 @@ impl Coordinator for Shared {
         }
     }
 
-    fn release(&self, partition: i32) {
+    fn release(&self, partition: i32, asking: &Arc<Cancel>) {
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
         let mut tasks = self.lock_tasks();
-        let Some(task) = tasks.get_mut(&partition) else { return };
+        let Some(task) = tasks.get_mut(&partition).filter(|t| Arc::ptr_eq(&t.cancel, asking)) else { return };
         let held = std::mem::take(&mut task.held);
         // A partition paused for backpressure is resumed whole once its task catches up.
         if held.is_empty() || task.throttled {
