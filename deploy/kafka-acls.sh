@@ -77,9 +77,9 @@ acl --allow-principal "$ADMIN" --operation Create --operation Describe \
   --topic "$USERS" --topic "$RATE_CARDS" --topic "$OWNERSHIP"
 acl --allow-principal "$ADMIN" --operation Write \
   --topic "$TENANTS" --topic "$USERS" --topic "$RATE_CARDS" --topic "$CREDIT_COMMANDS"
-# `admin fund` reads the tenants first, to send nothing a worker would refuse.
+# `admin fund` and `admin adjust` read the tenants first, to send nothing a worker would refuse.
 acl --allow-principal "$ADMIN" --operation Read --topic "$TENANTS"
-acl --allow-principal "$ADMIN" --operation Read --group "$GROUP-admin-fund"
+acl --allow-principal "$ADMIN" --operation Read --group "$GROUP-admin-credit"
 
 # producer: the two inputs, nothing else (not the changelog, not the outputs).
 acl --allow-principal "$PRODUCER" --operation Write --topic "$CALL_LEGS" --topic "$CREDIT_COMMANDS"

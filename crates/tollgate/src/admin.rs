@@ -1,4 +1,4 @@
-//! `tollgate admin`: create the topics, publish reference data, fund a tenant.
+//! `tollgate admin`: create the topics, publish reference data, fund a tenant or adjust its balance.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +64,30 @@ enum AdminCommand {
         #[arg(long)]
         purchased_at: Option<String>,
     },
+    /// Adjust a tenant's balance by an amount, up or down: a correction, and the way to settle
+    /// the debt of a tenant without credits, which a funding cannot pay. Checked against the
+    /// tenant in the reference data as `fund` is.
+    Adjust {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Signed decimal amount: 0.42 credits the balance, -5.00 debits it.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        /// ISO 4217 currency (must be the tenant's).
+        #[arg(long)]
+        currency: String,
+        /// Why: kept in the `adjusted` credit event.
+        #[arg(long)]
+        reason: String,
+        /// The adjustment's id, also the command id: running the command again with the same
+        /// id and `--at` changes nothing.
+        #[arg(long)]
+        adjustment_id: String,
+        /// When (RFC 3339). Default: now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 /// Runs an admin command.
@@ -123,26 +147,62 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     purchased_at: Some(at),
                 })),
             };
-            let record = v1::InputRecord { record: Some(v1::input_record::Record::CreditCommand(command)) };
-            let input = tollgate_core::Input::try_from(record.clone()).context("invalid fund command")?;
-            check_funding(worker, &tenant, &input)?;
-            let publisher = Publisher::new(worker)?;
-            let keyed = publish::input(&worker.topics, &record).context("no record")?;
-            publisher.send(&keyed)?;
-            publisher.flush().context("the fund command was not acknowledged by Kafka")?;
+            send_credit(worker, command)?;
             println!("funded {tenant}: lot {lot_id}");
+        }
+        AdminCommand::Adjust { tenant, amount, currency, reason, adjustment_id, at } => {
+            let at = match at {
+                Some(text) => {
+                    tollgate_proto::Timestamp::parse_rfc3339(&text).map_err(|error| anyhow::anyhow!("--at: {error}"))?
+                }
+                None => {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?;
+                    tollgate_proto::Timestamp { seconds: now.as_secs() as i64, nanos: 0 }
+                }
+            };
+            let command = v1::CreditCommand {
+                command_id: adjustment_id.clone(),
+                tenant_id: tenant.clone(),
+                occurred_at: Some(at),
+                body: Some(v1::credit_command::Body::Adjustment(v1::ManualAdjustment {
+                    amount: amount.clone(),
+                    currency,
+                    reason,
+                })),
+            };
+            send_credit(worker, command)?;
+            println!("adjusted {tenant} by {amount}: adjustment {adjustment_id}");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Refuses a funding a worker would dead-letter, read against the tenant as the reference
-/// data has it now (the tenants topic, read to its end).
-fn check_funding(worker: &WorkerConfig, tenant: &str, input: &tollgate_core::Input) -> anyhow::Result<()> {
+/// Checks a credit command as a worker will (see [`check_credit`]), then sends it and waits
+/// for Kafka's acknowledgement.
+fn send_credit(worker: &WorkerConfig, command: v1::CreditCommand) -> anyhow::Result<()> {
+    let tenant = command.tenant_id.clone();
+    let record = v1::InputRecord { record: Some(v1::input_record::Record::CreditCommand(command)) };
+    let input = tollgate_core::Input::try_from(record.clone()).context("invalid credit command")?;
+    check_credit(worker, &tenant, &input)?;
+    let publisher = Publisher::new(worker)?;
+    let keyed = publish::input(&worker.topics, &record).context("no record")?;
+    publisher.send(&keyed)?;
+    publisher.flush().context("the credit command was not acknowledged by Kafka")?;
+    Ok(())
+}
+
+/// Refuses a funding or an adjustment a worker would dead-letter, read against the tenant as
+/// the reference data has it now (the tenants topic, read to its end).
+fn check_credit(worker: &WorkerConfig, tenant: &str, input: &tollgate_core::Input) -> anyhow::Result<()> {
+    use tollgate_core::event::CreditBody;
     let tollgate_core::Input::Credit(command) = input else { bail!("not a credit command") };
-    let tollgate_core::event::CreditBody::Fund(lot) = &command.body else { bail!("not a funding") };
+    let (what, currency, amount) = match &command.body {
+        CreditBody::Fund(lot) => ("funding", lot.currency, lot.amount),
+        CreditBody::Adjust { amount, currency, .. } => ("adjustment", *currency, *amount),
+        _ => bail!("neither a funding nor an adjustment"),
+    };
     let topic = &worker.topics[TopicKind::Tenants];
-    let reader = TopicReader::from_beginning(worker, "admin-fund", &[topic])?;
+    let reader = TopicReader::from_beginning(worker, "admin-credit", &[topic])?;
     let mut latest = None;
     reader.read_to_end(worker.kafka_timeout() * 3, |record| {
         if record.key.as_deref() == Some(tenant.as_bytes()) {
@@ -151,27 +211,46 @@ fn check_funding(worker: &WorkerConfig, tenant: &str, input: &tollgate_core::Inp
     })?;
     let Some(bytes) = latest.flatten() else {
         bail!(
-            "tenant {tenant} is not in the reference data ({topic}): a worker would refuse the funding (unknown_tenant)"
+            "tenant {tenant} is not in the reference data ({topic}): a worker would refuse the {what} (unknown_tenant)"
         )
     };
     let known = v1::Tenant::decode(bytes.as_slice())
         .map_err(anyhow::Error::from)
         .and_then(|t| tollgate_core::Tenant::try_from(t).map_err(anyhow::Error::from))
         .with_context(|| format!("tenant {tenant}'s record in {topic} is unreadable"))?;
-    if !known.credits_enabled {
-        bail!("tenant {tenant} does not use credits: a worker would refuse the funding (credits_disabled)");
-    }
-    if lot.currency != known.currency {
+    // The command's time is its event time: a worker refuses an input from before its
+    // tenant's newest event minus the retention window (too late: its id may be forgotten),
+    // or too far after its record's timestamp (future dated). Now stands for the newest.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?.as_secs() as i64;
+    let at = command.occurred_at.unix_seconds();
+    let earliest = now - worker.retention_seconds as i64 + 3600;
+    if at < earliest || at > now + worker.max_future_seconds as i64 {
         bail!(
-            "tenant {tenant} is billed in {}, not {}: a worker would refuse the funding (currency_mismatch)",
-            known.currency,
-            lot.currency
+            "the {what}'s time {} is its event time, and more than {} h back (or {} s ahead) a worker would refuse it \
+             (too_late, future_dated): leave the time out (now) or give one within that window",
+            command.occurred_at,
+            (worker.retention_seconds as i64 - 3600) / 3600,
+            worker.max_future_seconds
         );
     }
-    if !lot.amount.is_positive() || !known.currency.is_whole_minor_units(lot.amount) {
+    let funding = matches!(command.body, CreditBody::Fund(_));
+    if funding && !known.credits_enabled {
         bail!(
-            "the amount {} must be > 0 in whole {} minor units: a worker would refuse the funding (invalid)",
-            lot.amount,
+            "tenant {tenant} does not use credits: a worker would refuse the funding (credits_disabled); \
+             `tollgate admin adjust` settles its balance"
+        );
+    }
+    if currency != known.currency {
+        bail!(
+            "tenant {tenant} is billed in {}, not {currency}: a worker would refuse the {what} (currency_mismatch)",
+            known.currency
+        );
+    }
+    let sign_ok = if funding { amount.is_positive() } else { amount != tollgate_core::Money::ZERO };
+    if !sign_ok || !known.currency.is_whole_minor_units(amount) {
+        let sign = if funding { "> 0" } else { "non-zero" };
+        bail!(
+            "the amount {amount} must be {sign} in whole {} minor units: a worker would refuse the {what} (invalid)",
             known.currency
         );
     }

@@ -27,6 +27,10 @@ pub struct BalanceArgs {
     json: bool,
 }
 
+/// The exit code when nothing answers at `--api`: the one every command gives when Kafka
+/// cannot be reached.
+const UNREACHABLE: u8 = 10;
+
 /// Asks the API and prints the answer.
 pub fn run(args: &BalanceArgs) -> anyhow::Result<ExitCode> {
     let address = args.api.trim_start_matches("http://").trim_end_matches('/').to_owned();
@@ -38,7 +42,14 @@ pub fn run(args: &BalanceArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let (status, headers, body) = runtime.block_on(http::get(&address, &path, false))?;
+    let (status, headers, body) = match runtime.block_on(http::get(&address, &path, false)) {
+        Ok(answer) => answer,
+        // Not an unknown tenant (1): no worker answered there.
+        Err(error) => {
+            eprintln!("tollgate balance: cannot reach the tenant API at {address}: {error:#}");
+            return Ok(ExitCode::from(UNREACHABLE));
+        }
+    };
     let text = String::from_utf8_lossy(&body);
     match status {
         StatusCode::OK if args.json => print!("{text}"),

@@ -59,7 +59,10 @@ impl Telemetry {
     pub fn validate(&self) -> anyhow::Result<()> {
         const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
         for directive in self.log.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-            if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            // Levels by name or number (0 to 5), and span directives (`[span]`), stand alone.
+            let level = LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+                || matches!(directive, "0" | "1" | "2" | "3" | "4" | "5");
+            if !directive.contains('=') && !level && !directive.starts_with('[') {
                 bail!(
                     "invalid log filter {:?}: {directive:?} is neither a level ({}) nor a target=level directive",
                     self.log,
@@ -539,6 +542,10 @@ log = "debug"
         assert!(format!("{err:#}").starts_with("invalid log filter \"info,tollgate=[[[\": "), "{err:#}");
         let ok = Config::load_with_env(&none, &run, env(&[("TOLLGATE_LOG", "WARN,tollgate_worker=debug")])).unwrap();
         assert_eq!(ok.telemetry.log, "WARN,tollgate_worker=debug");
+        for filter in ["3", "[request]", "info,[batch]=debug"] {
+            let ok = Config::load_with_env(&none, &run, env(&[("TOLLGATE_LOG", filter)])).unwrap();
+            assert_eq!(ok.telemetry.log, filter);
+        }
     }
 
     /// An environment value takes the type of its key's default: text stays text, verbatim.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tollgate_worker::client::TopicReader;
+use tollgate_worker::record::Record;
 use tollgate_worker::{Error, codec};
 
 use crate::config::{Config, KafkaFlags, RunFlags};
@@ -21,12 +22,13 @@ pub struct TailArgs {
     /// Keep waiting for new records instead of stopping at the end.
     #[arg(long, short = 'f')]
     follow: bool,
-    /// Stop after this many records.
+    /// The last this many records (oldest first), instead of the whole topic; with `-f`,
+    /// then what comes.
     #[arg(long, short = 'n')]
-    max: Option<u64>,
+    last: Option<u64>,
 }
 
-/// Prints the topic from the beginning.
+/// Prints the topic from the beginning, or its last records.
 pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.kafka, &RunFlags::default())?;
     let topics = &config.worker.topics;
@@ -37,27 +39,31 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let reader = TopicReader::from_beginning(&config.worker, "tail", &[&args.topic])?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut printed = 0u64;
-    while args.follow || !reader.caught_up()? {
-        if args.max.is_some_and(|max| printed >= max) {
-            break;
-        }
-        match reader.poll(Duration::from_millis(200)) {
-            Some(Ok(record)) => {
-                let value = match &record.payload {
-                    None => serde_json::Value::Null,
-                    Some(bytes) => {
-                        let key = record.key.as_deref().unwrap_or_default();
-                        codec::to_json(kind, key, bytes).unwrap_or_else(|e| serde_json::json!({ "undecodable": e }))
-                    }
-                };
-                let key = record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
-                let line = serde_json::json!({
-                    "partition": record.partition, "offset": record.offset, "key": key, "value": value
-                });
-                writeln!(out, "{line}").context("failed to write output")?;
-                printed += 1;
+    let mut print = |record: &Record| -> anyhow::Result<()> {
+        let value = match &record.payload {
+            None => serde_json::Value::Null,
+            Some(bytes) => {
+                let key = record.key.as_deref().unwrap_or_default();
+                codec::to_json(kind, key, bytes).unwrap_or_else(|e| serde_json::json!({ "undecodable": e }))
             }
+        };
+        let key = record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
+        let line = serde_json::json!({
+            "partition": record.partition, "offset": record.offset, "key": key, "value": value
+        });
+        writeln!(out, "{line}").context("failed to write output")
+    };
+    if let Some(n) = args.last {
+        for record in reader.last(n, config.worker.kafka_timeout() * 6)? {
+            print(&record)?;
+        }
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    while args.follow || !reader.caught_up()? {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(record)) => print(&record)?,
             // A missing ACL does not heal: stop, naming the topic.
             Some(Err(Error::Access(access))) => return Err(access.into()),
             Some(Err(e)) => eprintln!("tollgate tail: {e}"),

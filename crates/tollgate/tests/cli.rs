@@ -185,11 +185,15 @@ fn admin_fund_sends_nothing_a_worker_would_refuse() {
     let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/reference.json");
     let out = tollgate(&bootstrap, &["admin", "publish-reference", "--file", reference]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let fund = |tenant: &str, amount: &str, currency: &str| {
+    // An hour ago, the same for every command of the test: a retry is the same command.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let at = tollgate_proto::Timestamp { seconds: now - 3600, nanos: 0 }.to_rfc3339().unwrap();
+    let fund_at = |tenant: &str, amount: &str, currency: &str, at: &str| {
         let args = ["admin", "fund", "--tenant", tenant, "--amount", amount, "--currency", currency];
-        let more = ["--lot-id", "pay-1", "--purchased-at", "2026-11-02T08:00:00Z"];
+        let more = ["--lot-id", "pay-1", "--purchased-at", at];
         tollgate(&bootstrap, &[&args[..], &more[..]].concat())
     };
+    let fund = |tenant: &str, amount: &str, currency: &str| fund_at(tenant, amount, currency, &at);
     let refused = [
         (
             fund("nosuch", "10.00", "USD"),
@@ -207,6 +211,10 @@ fn admin_fund_sends_nothing_a_worker_would_refuse() {
             fund("contoso", "1.005", "USD"),
             "the amount 1.005 must be > 0 in whole USD minor units: a worker would refuse the funding (invalid)",
         ),
+        (
+            fund_at("contoso", "10.00", "USD", "2026-01-02T08:00:00Z"),
+            "the funding's time 2026-01-02T08:00:00Z is its event time, and more than 47 h back",
+        ),
     ];
     for (out, message) in refused {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -218,9 +226,55 @@ fn admin_fund_sends_nothing_a_worker_would_refuse() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "funded contoso: lot pay-1\n");
     }
-    let out = tollgate(&bootstrap, &["tail", "tollgate.credit-commands.v1"]);
-    let sent: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
-    assert_eq!(sent.len(), 2, "{sent:?}");
-    let value = |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap()["value"].clone();
-    assert_eq!(value(&sent[0]), value(&sent[1]));
+    // A tenant without credits cannot be funded: an adjustment settles its balance.
+    let adjust = |amount: &str| {
+        let args = ["admin", "adjust", "--tenant", "woodgrove", "--amount", amount, "--currency", "USD"];
+        let more = ["--reason", "debt written off", "--adjustment-id", "adj-1", "--at", &at];
+        tollgate(&bootstrap, &[&args[..], &more[..]].concat())
+    };
+    let out = adjust("0.00");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let message =
+        "the amount 0 must be non-zero in whole USD minor units: a worker would refuse the adjustment (invalid)";
+    assert!(stderr.contains(message), "{stderr}");
+    let out = adjust("0.42");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "adjusted woodgrove by 0.42: adjustment adj-1\n");
+
+    // (key, value) of each record, in the order `tail` printed them.
+    let tail = |args: &[&str]| -> Vec<(String, serde_json::Value)> {
+        let out = tollgate(&bootstrap, &[&["tail", "tollgate.credit-commands.v1"][..], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines = String::from_utf8(out.stdout).unwrap();
+        let record = |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap();
+        lines
+            .lines()
+            .map(|line| (record(line)["key"].as_str().unwrap().to_owned(), record(line)["value"].clone()))
+            .collect()
+    };
+    let sent = tail(&[]);
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let funds: Vec<&serde_json::Value> = sent.iter().filter(|(key, _)| key == "contoso").map(|(_, v)| v).collect();
+    assert_eq!(funds.len(), 2);
+    assert_eq!(funds[0], funds[1]);
+    let adjustment = &sent.iter().find(|(key, _)| key == "woodgrove").unwrap().1;
+    assert_eq!(adjustment["adjustment"]["amount"], "0.42", "{sent:?}");
+    // `tail -n` gives the last records, oldest first, as tail(1) does.
+    let last = tail(&["-n", "2"]);
+    assert_eq!(last, [("contoso".to_owned(), funds[1].clone()), ("woodgrove".to_owned(), adjustment.clone())]);
+}
+
+/// `tollgate balance` against an address where nothing answers says so, with the exit code
+/// of an unreachable Kafka, not the one of an unknown tenant.
+#[test]
+fn balance_says_when_no_worker_answers() {
+    // Nothing listens on port 1 of the loopback interface.
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["balance", "contoso", "--api", "http://127.0.0.1:1"])
+        .output()
+        .expect("failed to run tollgate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(10), "{stderr}");
+    assert!(stderr.contains("cannot reach the tenant API at 127.0.0.1:1"), "{stderr}");
 }
