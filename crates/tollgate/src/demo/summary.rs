@@ -130,19 +130,43 @@ pub(super) fn summary(
 }
 
 /// Why a tenant's balance is below zero: its cutoff policy let calls go on after the credit
-/// ran out. The overdraft is a debt that the next funding pays first.
+/// ran out. The overdraft is a debt that the next funding pays first, or, for a tenant
+/// without credits (which cannot be funded), an adjustment settles.
 fn overdrawn(tenant: &str, reference: Option<&v1::Tenant>) -> String {
-    match reference.map(|t| (t.cutoff_policy(), t.overdraft_limit.as_str())) {
+    let settled = match reference {
+        Some(t) if !t.credits_enabled => {
+            "; it has no credits, so no funding can pay the debt: an adjustment settles it (tollgate admin adjust)"
+        }
+        _ => "; the next funding pays the debt first",
+    };
+    let why = match reference.map(|t| (t.cutoff_policy(), t.overdraft_limit.as_str())) {
         Some((v1::CutoffPolicy::Disconnect, limit)) => format!(
             "{tenant}: cutoff policy `disconnect` with an overdraft limit of {limit}: calls in progress \
              go on below zero until a debit takes the balance past -{limit}, then they are \
-             disconnected. The next funding pays the debt first."
+             disconnected"
         ),
         _ => format!(
             "{tenant}: cutoff policy `finish`: a call allowed at its start completes and is charged \
              in full even when the credit (or the subscription's pool) runs out during it, so the \
              balance can go below zero. New credit-funded calls are blocked until the balance is \
-             above zero again; the next funding pays the debt first."
+             above zero again"
         ),
+    };
+    format!("{why}{settled}.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tenant without credits cannot be funded: the note names what settles its debt.
+    #[test]
+    fn an_overdrawn_tenant_is_told_what_settles_its_debt() {
+        let funded = v1::Tenant { credits_enabled: true, ..v1::Tenant::default() };
+        let without = v1::Tenant { credits_enabled: false, ..v1::Tenant::default() };
+        assert!(overdrawn("a", Some(&funded)).ends_with("above zero again; the next funding pays the debt first."));
+        assert!(overdrawn("b", Some(&without)).ends_with(
+            "above zero again; it has no credits, so no funding can pay the debt: an adjustment settles it (tollgate admin adjust)."
+        ));
     }
 }
