@@ -72,21 +72,8 @@ fn a_recorded_batch_waits_for_an_input_without_a_leader_and_holds_the_other() {
     // acme's next offsets in its partition of each input.
     let next = |topic: &str| env.read_to_end(topic).iter().filter(|r| r.2 == acme).count() as i64;
     let (a2_from, f2_at) = (next(legs), next(credits));
-    // The reference position the first attempt rates a2 with: per partition, the next offset.
-    let end = |kind: TopicKind| -> Vec<i64> {
-        let mut next = Vec::new();
-        for (_, _, partition, offset) in env.read_to_end(&topics[kind]) {
-            let p = partition as usize;
-            next.resize(next.len().max(p + 1), 0);
-            next[p] = next[p].max(offset + 1);
-        }
-        next
-    };
-    let pin = serde_json::json!({
-        "tenants": end(TopicKind::Tenants),
-        "users": end(TopicKind::Users),
-        "rate_cards": end(TopicKind::RateCards),
-    });
+    // The reference position the first attempt rates a2 with.
+    let pin = env.reference_position();
 
     // The first attempt: f2 funds 5.00, then a2 costs 0.02; its usage is out...
     let worker = env.start_worker();

@@ -351,20 +351,7 @@ fn a_batch_rated_again_after_a_rate_change_repeats_its_first_outputs() {
     let before_a2 = env.latest(state);
     let a2_from = env.read_to_end(legs).len() as i64;
     // The reference position the first attempt rates a2 with.
-    let end = |kind: TopicKind| -> Vec<i64> {
-        let mut next = Vec::new();
-        for (_, _, partition, offset) in env.read_to_end(&topics[kind]) {
-            let p = partition as usize;
-            next.resize(next.len().max(p + 1), 0);
-            next[p] = next[p].max(offset + 1);
-        }
-        next
-    };
-    let pin = serde_json::json!({
-        "tenants": end(TopicKind::Tenants),
-        "users": end(TopicKind::Users),
-        "rate_cards": end(TopicKind::RateCards),
-    });
+    let pin = env.reference_position();
 
     // The first attempt at a2: its usage is out (0.02 at the card's v1)...
     let worker = env.start_worker();

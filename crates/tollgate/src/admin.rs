@@ -130,11 +130,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Fund { tenant, amount, currency, lot_id, purchased_at } => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?;
-            let at = match purchased_at {
-                Some(text) => tollgate_proto::Timestamp::parse_rfc3339(&text)
-                    .map_err(|error| anyhow::anyhow!("--purchased-at: {error}"))?,
-                None => tollgate_proto::Timestamp { seconds: now.as_secs() as i64, nanos: 0 },
-            };
+            let at = time_or_now("--purchased-at", purchased_at.as_deref())?;
             let lot_id = lot_id.unwrap_or_else(|| format!("admin-{tenant}-{}", now.as_nanos()));
             let command = v1::CreditCommand {
                 command_id: lot_id.clone(),
@@ -151,15 +147,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             println!("funded {tenant}: lot {lot_id}");
         }
         AdminCommand::Adjust { tenant, amount, currency, reason, adjustment_id, at } => {
-            let at = match at {
-                Some(text) => {
-                    tollgate_proto::Timestamp::parse_rfc3339(&text).map_err(|error| anyhow::anyhow!("--at: {error}"))?
-                }
-                None => {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?;
-                    tollgate_proto::Timestamp { seconds: now.as_secs() as i64, nanos: 0 }
-                }
-            };
+            let at = time_or_now("--at", at.as_deref())?;
             let command = v1::CreditCommand {
                 command_id: adjustment_id.clone(),
                 tenant_id: tenant.clone(),
@@ -175,6 +163,19 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The time `flag` gives (RFC 3339), or now to the second.
+fn time_or_now(flag: &str, text: Option<&str>) -> anyhow::Result<tollgate_proto::Timestamp> {
+    match text {
+        Some(text) => {
+            tollgate_proto::Timestamp::parse_rfc3339(text).map_err(|error| anyhow::anyhow!("{flag}: {error}"))
+        }
+        None => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?;
+            Ok(tollgate_proto::Timestamp { seconds: now.as_secs() as i64, nanos: 0 })
+        }
+    }
 }
 
 /// Checks a credit command as a worker will (see [`check_credit`]), then sends it and waits

@@ -242,6 +242,25 @@ impl Env {
         group.unsubscribe();
     }
 
+    /// The reference topics' position now, as a manifest records it (`reference`): per topic,
+    /// per partition, the offset after the last record.
+    pub fn reference_position(&self) -> serde_json::Value {
+        let end = |kind: TopicKind| -> Vec<i64> {
+            let mut next = Vec::new();
+            for (_, _, partition, offset) in self.read_to_end(&self.config.topics[kind]) {
+                let p = partition as usize;
+                next.resize(next.len().max(p + 1), 0);
+                next[p] = next[p].max(offset + 1);
+            }
+            next
+        };
+        serde_json::json!({
+            "tenants": end(TopicKind::Tenants),
+            "users": end(TopicKind::Users),
+            "rate_cards": end(TopicKind::RateCards),
+        })
+    }
+
     /// The latest changelog state per tenant (reads the state topic to its end).
     pub fn states(&self) -> BTreeMap<String, TenantState> {
         let mut restorer = tollgate_worker::changelog::Restorer::new(self.config.retention_seconds);
