@@ -195,6 +195,7 @@ fn send_credit(worker: &WorkerConfig, command: v1::CreditCommand) -> anyhow::Res
 /// Refuses a funding or an adjustment a worker would dead-letter, read against the tenant as
 /// the reference data has it now (the tenants topic, read to its end).
 fn check_credit(worker: &WorkerConfig, tenant: &str, input: &tollgate_core::Input) -> anyhow::Result<()> {
+    use tollgate_core::Error as CoreError;
     use tollgate_core::event::CreditBody;
     let tollgate_core::Input::Credit(command) = input else { bail!("not a credit command") };
     let (what, currency, amount) = match &command.body {
@@ -234,26 +235,26 @@ fn check_credit(worker: &WorkerConfig, tenant: &str, input: &tollgate_core::Inpu
             worker.max_future_seconds
         );
     }
-    let funding = matches!(command.body, CreditBody::Fund(_));
-    if funding && !known.credits_enabled {
-        bail!(
+    // The worker's own check decides; the message says it for an operator. The command's
+    // time is also its lot's purchase, so an invalid one can only be its amount.
+    match tollgate_core::rating::check_credit(&known, command) {
+        Ok(()) => {}
+        Err(CoreError::CreditsDisabled { .. }) => bail!(
             "tenant {tenant} does not use credits: a worker would refuse the funding (credits_disabled); \
              `tollgate admin adjust` settles its balance"
-        );
-    }
-    if currency != known.currency {
-        bail!(
+        ),
+        Err(CoreError::CurrencyMismatch { .. }) => bail!(
             "tenant {tenant} is billed in {}, not {currency}: a worker would refuse the {what} (currency_mismatch)",
             known.currency
-        );
-    }
-    let sign_ok = if funding { amount.is_positive() } else { amount != tollgate_core::Money::ZERO };
-    if !sign_ok || !known.currency.is_whole_minor_units(amount) {
-        let sign = if funding { "> 0" } else { "non-zero" };
-        bail!(
-            "the amount {amount} must be {sign} in whole {} minor units: a worker would refuse the {what} (invalid)",
-            known.currency
-        );
+        ),
+        Err(error) => {
+            let sign = if matches!(command.body, CreditBody::Fund(_)) { "> 0" } else { "non-zero" };
+            bail!(
+                "the amount {amount} must be {sign} in whole {} minor units: a worker would refuse the {what} ({})",
+                known.currency,
+                error.code()
+            )
+        }
     }
     Ok(())
 }

@@ -11,10 +11,15 @@ use super::context::Ctx;
 /// the payment system and of the command's producer differ): 5 minutes.
 const PURCHASE_CLOCK_SKEW_SECONDS: u32 = 300;
 
-/// A credit command: checked whole (credits enabled, currency, amount) before anything
-/// changes, then applied.
-pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Error> {
-    let tenant = ctx.tenant;
+/// Whether `command` may apply to `tenant`, as [`credit`] checks it before anything changes:
+/// credits enabled for a funding, the tenant's currency, an amount in whole minor units, a
+/// lot not bought after the command. Anyone about to send a credit command can ask first
+/// (`tollgate admin`).
+///
+/// # Errors
+///
+/// The refusal a worker would dead-letter the command with.
+pub fn check(tenant: &crate::Tenant, command: &CreditCommand) -> Result<(), Error> {
     let check_currency = |currency: crate::Currency| {
         if currency == tenant.currency {
             Ok(())
@@ -61,6 +66,12 @@ pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Err
         }
         CreditBody::RechargeFailed { .. } => {}
     }
+    Ok(())
+}
+
+/// A credit command: checked whole ([`check`]) before anything changes, then applied.
+pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Error> {
+    check(ctx.tenant, &command)?;
     ctx.expire_lots();
     match command.body {
         CreditBody::Fund(lot) => fund(&mut ctx, lot, CreditEventKind::Funded),
@@ -68,7 +79,7 @@ pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Err
         CreditBody::RechargeFailed { reason } => {
             // Re-armed: the next debit below the trigger asks again.
             ctx.state.recharge_pending = false;
-            let amount = tenant.auto_recharge.map(|r| r.amount).unwrap_or_default();
+            let amount = ctx.tenant.auto_recharge.map(|r| r.amount).unwrap_or_default();
             ctx.emit_credit(CreditEventKind::RechargeFailed, amount, reason);
         }
         CreditBody::Adjust { amount, reason, .. } => {

@@ -14,6 +14,7 @@
 
 mod context;
 mod credit;
+pub use credit::check as check_credit;
 mod leg_end;
 mod leg_start;
 
