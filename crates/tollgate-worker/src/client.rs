@@ -1,5 +1,5 @@
 //! Kafka for the binary's commands, so that the binary speaks none itself: reading tollgate
-//! topics from the beginning as plain [`Record`]s (`tollgate tail`, the demo's observer), the
+//! topics from the beginning, or their last records, as plain [`Record`]s (`tollgate tail`, the demo's observer), the
 //! rated usage to the ends seen at the start (`tollgate report`), the tenants' latest state
 //! from the changelog, and an embedded cluster (librdkafka's mock
 //! cluster) for the demo. Whether a cluster answers, and why not, is [`crate::access::probe`].

@@ -762,9 +762,9 @@ impl PartitionTask {
                     telemetry::partition_stalled(self.partition, true);
                     stalled = true;
                     // Their records would pile up behind the batch for as long as it waits.
-                    let awaited: BTreeSet<&String> = manifest.awaited(&batch, &passed).map(|(t, _)| t).collect();
+                    let awaited: BTreeSet<&str> = manifest.awaited(&batch, &passed).map(|(t, _)| t.as_str()).collect();
                     let hold: Vec<String> =
-                        inputs.iter().filter(|t| !awaited.iter().any(|a| a == *t)).map(|t| (*t).to_owned()).collect();
+                        inputs.iter().filter(|t| !awaited.contains(*t)).map(|t| (*t).to_owned()).collect();
                     if !hold.is_empty() {
                         self.coordinator.hold(self.partition, &hold, &self.cancel);
                         holding = true;

@@ -368,18 +368,17 @@ pub async fn check_kept(config: &WorkerConfig) -> Result<(), Error> {
         // (`retention.ms` and `retention.bytes` both -1) loses none, compacted or not.
         let keeps_all = setting("retention.ms").as_deref() == Some("-1")
             && setting("retention.bytes").is_none_or(|bytes| bytes == "-1");
-        if cleanup != "compact" && keeps_all {
-            if !cleanup.contains("compact") {
-                tracing::warn!(
-                    topic = name,
-                    cleanup,
-                    "the topic keeps every record but is not compacted: restores read all of them"
-                );
-            }
-        } else if cleanup != "compact" {
+        if cleanup != "compact" && !keeps_all {
             return Err(Error::Topology(format!(
                 "topic {name} has cleanup.policy={cleanup}: it must be `compact` alone (or keep everything: retention.ms=-1 and retention.bytes=-1), or retention deletes what the worker keeps there (set it with kafka-configs --alter --entity-type topics --entity-name {name} --add-config cleanup.policy=compact)"
             )));
+        }
+        if !cleanup.contains("compact") {
+            tracing::warn!(
+                topic = name,
+                cleanup,
+                "the topic keeps every record but is not compacted: restores read all of them"
+            );
         }
         if *kind == TopicKind::State {
             let limit = setting("max.message.bytes").and_then(|v| v.parse::<u64>().ok());

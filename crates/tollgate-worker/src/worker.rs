@@ -423,6 +423,15 @@ pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
     Ok(counts[0].1)
 }
 
+/// `partition` of each of `topics`.
+fn partition_of<'a>(topics: impl IntoIterator<Item = &'a String>, partition: i32) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        tpl.add_partition(topic, partition);
+    }
+    tpl
+}
+
 /// A partition whose task could not start, waiting to be started again.
 struct Restart {
     /// Failed starts in a row.
@@ -584,13 +593,8 @@ impl Shared {
 
     /// The input topics' `partition`, but those of `topics`.
     fn inputs_but(&self, partition: i32, topics: &[String]) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for topic in [&self.config.topics[TopicKind::CallLegs], &self.config.topics[TopicKind::CreditCommands]] {
-            if !topics.contains(topic) {
-                tpl.add_partition(topic, partition);
-            }
-        }
-        tpl
+        let inputs = [&self.config.topics[TopicKind::CallLegs], &self.config.topics[TopicKind::CreditCommands]];
+        partition_of(inputs.into_iter().filter(|topic| !topics.contains(topic)), partition)
     }
 
     /// A failed task, or a fenced one the group did not take away in time, ends the worker.
@@ -921,16 +925,12 @@ impl Coordinator for Shared {
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
         let mut tasks = self.lock_tasks();
         let Some(task) = tasks.get_mut(&partition).filter(|t| Arc::ptr_eq(&t.cancel, asking)) else { return };
-        let mut tpl = TopicPartitionList::new();
-        for topic in topics.iter().filter(|t| !task.held.contains(t)) {
-            tpl.add_partition(topic, partition);
-        }
-        if tpl.count() == 0 {
+        let held: Vec<String> = topics.iter().filter(|t| !task.held.contains(t)).cloned().collect();
+        if held.is_empty() {
             return;
         }
-        match consumer.pause(&tpl) {
+        match consumer.pause(&partition_of(&held, partition)) {
             Ok(()) => {
-                let held: Vec<String> = tpl.elements().iter().map(|e| e.topic().to_owned()).collect();
                 telemetry::inputs_held(partition, &held);
                 task.held.extend(held);
             }
@@ -949,11 +949,7 @@ impl Coordinator for Shared {
         if held.is_empty() || task.throttled {
             return;
         }
-        let mut tpl = TopicPartitionList::new();
-        for topic in &held {
-            tpl.add_partition(topic, partition);
-        }
-        if let Err(error) = consumer.resume(&tpl) {
+        if let Err(error) = consumer.resume(&partition_of(&held, partition)) {
             tracing::warn!(partition, %error, "cannot resume the inputs a recorded batch held");
         }
     }
