@@ -113,7 +113,20 @@ impl WorkerProcess {
     }
 
     /// SIGTERM, then waits up to `within` for the exit; panics if it does not exit in time.
+    /// A worker just started is sent the signal once it answers on its metrics port: before
+    /// that its signal handler may not be installed yet, and the signal's default action
+    /// (death, no exit code) is not what is tested.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let started = Instant::now();
+        while self.exited().is_none() && self.get("/health").is_none() {
+            assert!(
+                started.elapsed() < within,
+                "{} never answered on its metrics port:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.signal("-TERM");
         let started = Instant::now();
         loop {

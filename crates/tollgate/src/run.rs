@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tollgate_worker::{Cancel, Worker};
 
 use crate::config::{Config, KafkaFlags, RunFlags};
@@ -37,6 +38,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("failed to start the async runtime")?;
     let _guard = runtime.enter();
+    // Listening before anything slow: a SIGTERM while the worker starts (a rollout, a
+    // rebalance storm) is a clean stop, not a death by signal.
+    let stop = Arc::new(Cancel::default());
+    runtime.spawn(Signals::listen().stop_on_first(Arc::clone(&stop)));
     // The recorder first: the worker exports its partition count (zero) as it is made.
     let metrics = telemetry::install_metrics()?;
     let worker = Worker::new(config.worker).context("invalid worker configuration")?;
@@ -49,41 +54,54 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(addr = %served.addr, advertised = %served.advertised, "serving /metrics, /health, /ready and /v1/tenants");
         worker.advertise(&served.advertised);
     }
-    let stop = Arc::new(Cancel::default());
-    runtime.spawn(shutdown_on_signal(Arc::clone(&stop)));
     worker.run(&stop).context("worker failed")?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Cancels `stop` on the first SIGINT or SIGTERM.
-pub async fn shutdown_on_signal(stop: Arc<Cancel>) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                stop.cancel();
-                return;
-            }
+/// SIGINT and SIGTERM, listened for from the moment this is made (inside a tokio runtime).
+pub struct Signals {
+    interrupt: Option<Signal>,
+    terminate: Option<Signal>,
+}
+
+impl Signals {
+    pub fn listen() -> Self {
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|error| tracing::warn!(%error, "cannot listen for {name}")).ok()
         };
+        Self {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+        }
+    }
+
+    async fn next(&mut self) {
+        async fn recv(signal: &mut Option<Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            () = recv(&mut self.interrupt) => {}
+            () = recv(&mut self.terminate) => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
-    stop.cancel();
-    // A second signal, or a shutdown that outlives the grace period, ends the process.
-    tokio::select! {
-        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::error!(grace_s = SHUTDOWN_GRACE.as_secs(), "graceful shutdown took too long: exiting");
+
+    /// Cancels `stop` on the first signal; a second one, or a shutdown that outlives the
+    /// grace period, ends the process.
+    pub async fn stop_on_first(mut self, stop: Arc<Cancel>) {
+        self.next().await;
+        tracing::info!("shutdown requested");
+        stop.cancel();
+        tokio::select! {
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                tracing::error!(grace_s = SHUTDOWN_GRACE.as_secs(), "graceful shutdown took too long: exiting");
+            }
+            () = self.next() => tracing::warn!("second signal: exiting now"),
         }
-        _ = tokio::signal::ctrl_c() => tracing::warn!("second interrupt: exiting now"),
+        std::process::exit(2);
     }
-    std::process::exit(2);
 }
