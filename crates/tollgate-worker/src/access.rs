@@ -23,6 +23,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::Cancel;
 use crate::config::WorkerConfig;
 use crate::kafka;
 use crate::topics::TopicKind;
@@ -194,8 +195,9 @@ fn describe(config: &WorkerConfig, cause: Cause, detail: &str) -> String {
 /// Checks that a broker answers, the TLS handshake succeeds and the credentials are accepted:
 /// a metadata request, repeated until `timeout`. An authentication or TLS failure is reported
 /// as soon as librdkafka reports it (within a second or two); an unreachable broker after
-/// `timeout`, with librdkafka's last reason (e.g. `Connection refused`).
-pub fn probe(config: &WorkerConfig, timeout: Duration) -> Result<(), crate::Error> {
+/// `timeout`, with librdkafka's last reason (e.g. `Connection refused`). Gives up within half
+/// a second of `cancel` (a shutdown asked for while the broker is away).
+pub fn probe(config: &WorkerConfig, timeout: Duration, cancel: &Cancel) -> Result<(), crate::Error> {
     let producer: BaseProducer<Listener> = kafka::base(config).create_with_context(Listener::default())?;
     let deadline = Instant::now() + timeout;
     loop {
@@ -206,6 +208,9 @@ pub fn probe(config: &WorkerConfig, timeout: Duration) -> Result<(), crate::Erro
         let seen = producer.context().take();
         if attempt.is_ok() {
             return Ok(());
+        }
+        if cancel.is_cancelled() {
+            return Err(crate::Error::ShutDown("checking access"));
         }
         // The most specific cause wins: a TLS or SASL failure also shows as a transport one.
         let named = seen.iter().find_map(|(code, reason)| {
@@ -297,12 +302,23 @@ mod tests {
         assert_eq!(find(&crate::Error::Config("x".into())), None);
     }
 
+    /// A shutdown asked for while no broker answers ends the probe at its next attempt, not
+    /// at its timeout (here 5 minutes, which a failure would wait out).
+    #[test]
+    fn a_cancelled_probe_stops_before_its_timeout() {
+        let config = WorkerConfig { bootstrap_servers: "127.0.0.1:1".into(), ..WorkerConfig::default() };
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let error = probe(&config, Duration::from_secs(300), &cancel).unwrap_err();
+        assert!(matches!(error, crate::Error::ShutDown("checking access")), "{error}");
+    }
+
     /// Nothing listens on port 1 of the loopback interface: reported as unreachable, naming
     /// the timeout it waited.
     #[test]
     fn a_closed_port_is_unreachable_after_the_timeout() {
         let config = WorkerConfig { bootstrap_servers: "127.0.0.1:1".into(), ..WorkerConfig::default() };
-        let error = probe(&config, Duration::from_secs(2)).unwrap_err();
+        let error = probe(&config, Duration::from_secs(2), &Cancel::default()).unwrap_err();
         let crate::Error::Access(access) = error else { panic!("{error}") };
         assert_eq!(access.cause, Cause::Unreachable);
         assert!(

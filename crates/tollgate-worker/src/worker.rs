@@ -226,11 +226,13 @@ impl Worker {
         // Wrong credentials or an untrusted certificate never heal: stop now, naming them,
         // rather than retry forever as if the broker were away (which it may also be: then
         // the retries below wait for it).
-        if let Err(Error::Access(access)) = access::probe(config, config.kafka_timeout())
-            && access.cause != access::Cause::Unreachable
-        {
-            telemetry::access_denied(access.cause, &access);
-            return Err(Error::Access(access));
+        match access::probe(config, config.kafka_timeout(), cancel) {
+            Err(Error::Access(access)) if access.cause != access::Cause::Unreachable => {
+                telemetry::access_denied(access.cause, &access);
+                return Err(Error::Access(access));
+            }
+            Err(stopped @ Error::ShutDown(_)) => return Err(stopped),
+            _ => {}
         }
         let partition_count = retry("checking topics", cancel, || check_topology(config))?;
         tracing::info!(partitions = partition_count, group = %config.group_id, "topics are co-partitioned");

@@ -264,5 +264,5 @@ fn check_credit(worker: &WorkerConfig, tenant: &str, input: &tollgate_core::Inpu
 /// the TLS handshake fails or the credentials are refused.
 pub fn ensure_reachable(config: &Config) -> anyhow::Result<()> {
     let timeout = config.worker.kafka_timeout().min(Duration::from_secs(15));
-    Ok(tollgate_worker::access::probe(&config.worker, timeout)?)
+    Ok(tollgate_worker::access::probe(&config.worker, timeout, &tollgate_worker::Cancel::default())?)
 }
