@@ -1,5 +1,6 @@
 //! `tollgate admin`: create the topics, publish reference data, fund a tenant or adjust its balance.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -108,7 +109,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 .context("failed to start the async runtime")?;
             let specs = topics::specs(worker, partitions);
             for (name, created) in runtime.block_on(topics::create(worker, &specs, replication))? {
-                println!("{name}: {}", if created { "created" } else { "already exists" });
+                writeln!(std::io::stdout(), "{name}: {}", if created { "created" } else { "already exists" })?;
             }
         }
         AdminCommand::PublishReference { file } => {
@@ -121,12 +122,13 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 publisher.send(record)?;
             }
             publisher.flush().context("not every record was acknowledged by Kafka")?;
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "published {} tenants, {} users, {} rate cards",
                 data.tenants.len(),
                 data.users.len(),
                 data.rate_cards.len()
-            );
+            )?;
         }
         AdminCommand::Fund { tenant, amount, currency, lot_id, purchased_at } => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?;
@@ -144,7 +146,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 })),
             };
             send_credit(worker, command)?;
-            println!("funded {tenant}: lot {lot_id}");
+            writeln!(std::io::stdout(), "funded {tenant}: lot {lot_id}")?;
         }
         AdminCommand::Adjust { tenant, amount, currency, reason, adjustment_id, at } => {
             let at = time_or_now("--at", at.as_deref())?;
@@ -159,7 +161,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 })),
             };
             send_credit(worker, command)?;
-            println!("adjusted {tenant} by {amount}: adjustment {adjustment_id}");
+            writeln!(std::io::stdout(), "adjusted {tenant} by {amount}: adjustment {adjustment_id}")?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@
 //! (the tenant's partition is restoring or changing hands: try again after `Retry-After`).
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -52,10 +53,10 @@ pub fn run(args: &BalanceArgs) -> anyhow::Result<ExitCode> {
     };
     let text = String::from_utf8_lossy(&body);
     match status {
-        StatusCode::OK if args.json => print!("{text}"),
+        StatusCode::OK if args.json => write!(std::io::stdout(), "{text}")?,
         StatusCode::OK => {
             let position: CreditPosition = serde_json::from_slice(&body).context("unreadable answer")?;
-            print!("{}", human(&position));
+            write!(std::io::stdout(), "{}", human(&position))?;
         }
         StatusCode::SERVICE_UNAVAILABLE => {
             let retry = headers.get(hyper::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).unwrap_or("1");

@@ -15,6 +15,9 @@
 //! outputs were already visible. The later record is the one of the attempt that committed,
 //! so the tenant's ledger was debited for it: the report keeps the last record of each id.
 //!
+//! A tenant asked for (`--tenant`) that has no row is named on stderr, with why: no legs in
+//! the range, or no rated usage at all (a misspelt id looks like a quiet month otherwise).
+//!
 //! Exit codes: 0 written; 1 a failure; 2 the topic held records that are not rated usage or
 //! whose amounts do not parse (left out), or two different records under one usage id (the
 //! last kept); stderr names each.
@@ -148,6 +151,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     // where its leg is in `legs` when that record started in the range (only those are kept).
     let mut index: HashMap<String, (u64, Option<usize>)> = HashMap::new();
     let (mut repeats, mut problems) = (0u64, 0u64);
+    // The tenants asked for that have any rated usage at all, in the range or not.
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     let read = tollgate_worker::client::read_rated_usage(
         &config.worker,
         config.worker.kafka_timeout() * 3,
@@ -167,6 +172,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             // The tenant is part of the usage id: every record of one id passes this or none.
             if !wanted.is_empty() && !wanted.contains(usage.tenant_id.as_str()) {
                 return;
+            }
+            if !seen.contains(usage.tenant_id.as_str()) {
+                seen.insert(usage.tenant_id.clone());
             }
             let fingerprint = {
                 use std::hash::{Hash, Hasher};
@@ -250,6 +258,14 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         );
     }
     writer.finish()?;
+    // A misspelt tenant id and a quiet month both make an empty report: say which it is.
+    for tenant in wanted.iter().filter(|t| !totals.keys().any(|(known, _)| known == *t)) {
+        if seen.contains(*tenant) {
+            eprintln!("tollgate report: {tenant}: no legs in the range");
+        } else {
+            eprintln!("tollgate report: {tenant}: no rated usage at all in the topic (is the tenant id right?)");
+        }
+    }
     eprintln!("tollgate report: {rows} legs of {} tenants ({repeats} repeats dropped)", totals.len());
     Ok(if problems > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

@@ -485,6 +485,16 @@ fn the_usage_report_reconciles_with_the_ledgers_debits_to_the_cent() {
     assert_eq!(per_tenant, expected);
     let none = report(&config, &["--to", "2026-11-01T00:00:00Z", "--format", "jsonl"]);
     assert_eq!(none, "");
+    // Empty for a tenant quiet in the range, and for a misspelt one: stderr tells them apart.
+    let quiet = ["--to", "2026-11-01T00:00:00Z", "--tenant", "t0000", "--tenant", "t000O"];
+    let output = run_report(&config, &quiet);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("tollgate report: t0000: no legs in the range\n"), "{stderr}");
+    assert!(
+        stderr.contains("tollgate report: t000O: no rated usage at all in the topic (is the tenant id right?)\n"),
+        "{stderr}"
+    );
 
     // Two different records under one usage id (an at-least-once batch rated again after its
     // rate card was republished: the later one is the attempt that committed) and a record

@@ -255,3 +255,22 @@ fn ledger_movements_add_up_to_each_tenant_balance() {
         assert!(stdout.contains(&format!(r#""kind":"{kind}""#)), "no {kind}");
     }
 }
+
+/// `tollgate rate ... | head`: a reader that stops reading ends the command quietly, with
+/// status 0, not with a write error (or, as `println!` did elsewhere, a panic).
+#[test]
+fn ends_quietly_when_the_reader_of_its_output_is_gone() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(examples())
+        .args(["rate", "--reference", "reference.json", "--events", "events.jsonl", "--allow-rejects"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read end closed before anything was read: the first write fails.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("tollgate: error") && !stderr.contains("panicked"), "{stderr}");
+}

@@ -11,6 +11,7 @@ mod summary;
 mod traffic;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -112,20 +113,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             worker.advertise(&served.advertised);
         }
     }
-    println!(
+    writeln!(
+        std::io::stdout(),
         "tollgate demo: embedded Kafka at {}, {} partitions, {} workers, {}{}",
         config.bootstrap_servers,
         args.partitions,
         args.workers,
         args.processing_guarantee,
         served.as_ref().map(|s| format!(", metrics on http://{}/metrics (and /ready)", s.addr)).unwrap_or_default()
-    );
+    )?;
     if let Some(served) = &served {
         let tenant = reference.tenants.first().map_or("contoso", |t| t.tenant_id.as_str());
-        println!(
+        writeln!(
+            std::io::stdout(),
             "tenant API: http://{0}/v1/tenants/{{tenant}} (docs/openapi.yaml), e.g. curl -s http://{0}/v1/tenants/{tenant} or tollgate balance {tenant} --api http://{0}",
             served.addr
-        );
+        )?;
     }
 
     let stop = Arc::new(Cancel::default());
@@ -228,14 +231,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .collect();
     let events = traffic.events;
-    println!();
-    println!(
+    writeln!(std::io::stdout())?;
+    writeln!(
+        std::io::stdout(),
         "{legs} legs ({events} input events) in {:.1} s: {:.0} events/s end to end",
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64().max(0.001),
-    );
+    )?;
     let unpriced_metric = summary::counter_value(&metrics_handle.render(), "tollgate_unpriced_legs_total");
     let (summary, adds_up) = summary::summary(&args, stats, &states, &traffic, legs, unpriced_metric);
-    print!("{summary}");
+    write!(std::io::stdout(), "{summary}")?;
     Ok(if adds_up { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
