@@ -232,6 +232,8 @@ impl Worker {
                 return Err(Error::Access(access));
             }
             Err(stopped @ Error::ShutDown(_)) => return Err(stopped),
+            // Said now, in words, rather than as the first retry's transport error later.
+            Err(Error::Access(unreachable)) => tracing::warn!("{unreachable}; retrying until it answers"),
             _ => {}
         }
         let partition_count = retry("checking topics", cancel, || check_topology(config))?;

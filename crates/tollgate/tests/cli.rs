@@ -75,6 +75,46 @@ fn says_clearly_when_kafka_cannot_be_reached() {
     assert!(stderr.contains("cannot reach Kafka at 127.0.0.1:1: no broker answered within 5 s"), "{stderr}");
 }
 
+/// A worker whose broker does not answer waits for it, but says so in words once the Kafka
+/// timeout has passed (not only as a retry's transport error later), and a SIGTERM while it
+/// waits is a clean stop.
+#[test]
+fn a_worker_says_in_words_that_kafka_cannot_be_reached_and_stops_cleanly_meanwhile() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["run", "--bootstrap-servers", "127.0.0.1:1", "--metrics-listen", "127.0.0.1:0"])
+        .env("TOLLGATE_KAFKA_TIMEOUT_MS", "1000")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    let said = "cannot reach Kafka at 127.0.0.1:1: no broker answered within 1 s";
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !log.contains(said) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => log.push_str(&(line + "\n")),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("never said {said:?}:\n{log}")
+            }
+        }
+    }
+    assert!(log.contains("retrying until it answers"), "{log}");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{log}");
+    reader.join().unwrap();
+}
+
 /// A librdkafka setting that does not exist is a configuration error: every command that
 /// talks to Kafka exits non-zero at once naming it, instead of retrying as if the broker were
 /// away (nothing listens on port 1, so a retry would show as "cannot reach Kafka").
