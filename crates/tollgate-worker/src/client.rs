@@ -81,38 +81,13 @@ impl TopicReader {
 
     /// Notes the current end of every assigned partition: [`TopicReader::caught_up`] then
     /// says whether the reader got there (call it again once the writers stopped).
-    ///
-    /// Two `ListOffsets` requests per broker for all the partitions, not two per partition:
-    /// a broker answers a connection's requests in order, so each one waits behind the
-    /// reader's own fetch in flight (up to `fetch.wait.max.ms`, 500 ms). Per partition, that
-    /// made the demo's 24 output partitions take 6 s to mark.
     pub fn mark_ends(&mut self) -> Result<(), Error> {
-        let assignment = self.consumer.assignment()?;
-        let listed = |at: Offset| -> Result<TopicPartitionList, Error> {
-            let mut query = TopicPartitionList::new();
-            for entry in assignment.elements() {
-                query.add_partition_offset(entry.topic(), entry.partition(), at)?;
-            }
-            Ok(self.consumer.offsets_for_times(query, self.timeout)?)
-        };
-        let (lows, highs) = (listed(Offset::Beginning)?, listed(Offset::End)?);
-        let offset = |list: &TopicPartitionList, topic: &str, partition: i32| -> Result<i64, Error> {
-            let entry = list.find_partition(topic, partition);
-            if let Some(error) = entry.as_ref().and_then(|e| e.error().err()) {
-                return Err(error.into());
-            }
-            entry
-                .and_then(|e| e.offset().to_raw())
-                .filter(|o| *o >= 0)
-                .ok_or_else(|| Error::Topology(format!("no offsets listed for {topic} partition {partition}")))
-        };
         let mut ends = Vec::new();
         let mut starts = Vec::new();
-        for entry in assignment.elements() {
-            let (topic, partition) = (entry.topic(), entry.partition());
-            let high = offset(&highs, topic, partition)?;
-            ends.push((topic.to_owned(), partition, high));
-            starts.push(offset(&lows, topic, partition)?.min(high));
+        for entry in self.consumer.assignment()?.elements() {
+            let (low, high) = self.consumer.fetch_watermarks(entry.topic(), entry.partition(), self.timeout)?;
+            ends.push((entry.topic().to_owned(), entry.partition(), high));
+            starts.push(low);
         }
         self.ends = ends;
         self.starts = starts;
