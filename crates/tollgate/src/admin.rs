@@ -14,6 +14,7 @@ use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::{TopicKind, WorkerConfig, topics};
 
 use crate::config::{Config, KafkaFlags, RunFlags};
+use crate::out::Stdout;
 
 /// Arguments of `tollgate admin`.
 #[derive(Debug, clap::Args)]
@@ -109,7 +110,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 .context("failed to start the async runtime")?;
             let specs = topics::specs(worker, partitions);
             for (name, created) in runtime.block_on(topics::create(worker, &specs, replication))? {
-                writeln!(std::io::stdout(), "{name}: {}", if created { "created" } else { "already exists" })?;
+                writeln!(Stdout, "{name}: {}", if created { "created" } else { "already exists" })?;
             }
         }
         AdminCommand::PublishReference { file } => {
@@ -123,7 +124,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             }
             publisher.flush().context("not every record was acknowledged by Kafka")?;
             writeln!(
-                std::io::stdout(),
+                Stdout,
                 "published {} tenants, {} users, {} rate cards",
                 data.tenants.len(),
                 data.users.len(),
@@ -146,7 +147,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 })),
             };
             send_credit(worker, command)?;
-            writeln!(std::io::stdout(), "funded {tenant}: lot {lot_id}")?;
+            writeln!(Stdout, "funded {tenant}: lot {lot_id}")?;
         }
         AdminCommand::Adjust { tenant, amount, currency, reason, adjustment_id, at } => {
             let at = time_or_now("--at", at.as_deref())?;
@@ -161,7 +162,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 })),
             };
             send_credit(worker, command)?;
-            writeln!(std::io::stdout(), "adjusted {tenant} by {amount}: adjustment {adjustment_id}")?;
+            writeln!(Stdout, "adjusted {tenant} by {amount}: adjustment {adjustment_id}")?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,7 @@ use hyper::StatusCode;
 use tollgate_worker::view::CreditPosition;
 
 use crate::http;
+use crate::out::Stdout;
 
 /// Arguments of `tollgate balance`.
 #[derive(Debug, clap::Args)]
@@ -53,10 +54,10 @@ pub fn run(args: &BalanceArgs) -> anyhow::Result<ExitCode> {
     };
     let text = String::from_utf8_lossy(&body);
     match status {
-        StatusCode::OK if args.json => write!(std::io::stdout(), "{text}")?,
+        StatusCode::OK if args.json => write!(Stdout, "{text}")?,
         StatusCode::OK => {
             let position: CreditPosition = serde_json::from_slice(&body).context("unreadable answer")?;
-            write!(std::io::stdout(), "{}", human(&position))?;
+            write!(Stdout, "{}", human(&position))?;
         }
         StatusCode::SERVICE_UNAVAILABLE => {
             let retry = headers.get(hyper::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).unwrap_or("1");

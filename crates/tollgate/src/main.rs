@@ -24,6 +24,7 @@ mod balance;
 mod config;
 mod demo;
 mod http;
+mod out;
 mod produce;
 mod rate;
 mod redact;
@@ -83,22 +84,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         // The reader of the output had enough (`tollgate tail | head`): a quiet, clean end.
-        Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(_) if out::reader_gone() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tollgate: error: {err:#}");
             exit_code(&err)
         }
     }
-}
-
-/// Whether writing to a closed pipe is what failed (directly, or inside serde_json, whose
-/// error does not list the I/O error as its source).
-fn broken_pipe(err: &anyhow::Error) -> bool {
-    use std::io::ErrorKind::BrokenPipe;
-    err.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == BrokenPipe)
-            || cause.downcast_ref::<serde_json::Error>().is_some_and(|e| e.io_error_kind() == Some(BrokenPipe))
-    })
 }
 
 /// 1 for most failures; a code of its own when Kafka could not be used, per cause

@@ -77,8 +77,7 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
         let file = File::open(&args.events).with_context(|| format!("failed to open events file {}", args.events))?;
         Box::new(BufReader::new(file))
     };
-    let stdout = io::stdout().lock();
-    let mut out = BufWriter::new(stdout);
+    let mut out = BufWriter::new(crate::out::Stdout);
     let rater = Rater::default();
     let mut states: BTreeMap<String, TenantState> = BTreeMap::new();
     let mut summary = Summary::default();

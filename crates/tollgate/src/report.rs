@@ -132,7 +132,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     crate::admin::ensure_reachable(&config)?;
     let out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(File::create(path).with_context(|| format!("failed to create {}", path.display()))?),
-        None => Box::new(std::io::stdout().lock()),
+        None => Box::new(crate::out::Stdout),
     };
     let mut writer = Writer::new(args.format, BufWriter::new(out));
     let bar = ProgressBar::with_draw_target(

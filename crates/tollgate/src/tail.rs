@@ -37,8 +37,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     };
     crate::admin::ensure_reachable(&config)?;
     let reader = TopicReader::from_beginning(&config.worker, "tail", &[&args.topic])?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::out::Stdout;
     let mut print = |record: &Record| -> anyhow::Result<()> {
         let value = match &record.payload {
             None => serde_json::Value::Null,

@@ -59,8 +59,7 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(report) => report,
         Err(error) => return Ok(cannot_check(&error)),
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::out::Stdout;
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report).context("failed to write the report")?;
         writeln!(out).context("failed to write the report")?;

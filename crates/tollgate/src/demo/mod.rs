@@ -24,6 +24,7 @@ use tollgate_worker::client::{self, EmbeddedKafka};
 use tollgate_worker::publish::{self, Publisher};
 use tollgate_worker::{Cancel, ProcessingGuarantee, Worker, WorkerConfig, topics};
 
+use crate::out::Stdout;
 use crate::{config, telemetry};
 use observe::Observer;
 use traffic::Traffic;
@@ -114,7 +115,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     writeln!(
-        std::io::stdout(),
+        Stdout,
         "tollgate demo: embedded Kafka at {}, {} partitions, {} workers, {}{}",
         config.bootstrap_servers,
         args.partitions,
@@ -125,7 +126,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(served) = &served {
         let tenant = reference.tenants.first().map_or("contoso", |t| t.tenant_id.as_str());
         writeln!(
-            std::io::stdout(),
+            Stdout,
             "tenant API: http://{0}/v1/tenants/{{tenant}} (docs/openapi.yaml), e.g. curl -s http://{0}/v1/tenants/{tenant} or tollgate balance {tenant} --api http://{0}",
             served.addr
         )?;
@@ -231,15 +232,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .collect();
     let events = traffic.events;
-    writeln!(std::io::stdout())?;
+    writeln!(Stdout)?;
     writeln!(
-        std::io::stdout(),
+        Stdout,
         "{legs} legs ({events} input events) in {:.1} s: {:.0} events/s end to end",
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64().max(0.001),
     )?;
     let unpriced_metric = summary::counter_value(&metrics_handle.render(), "tollgate_unpriced_legs_total");
     let (summary, adds_up) = summary::summary(&args, stats, &states, &traffic, legs, unpriced_metric);
-    write!(std::io::stdout(), "{summary}")?;
+    write!(Stdout, "{summary}")?;
     Ok(if adds_up { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
