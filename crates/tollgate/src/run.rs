@@ -41,7 +41,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Listening before anything slow: a SIGTERM while the worker starts (a rollout, a
     // rebalance storm) is a clean stop, not a death by signal.
     let stop = Arc::new(Cancel::default());
-    runtime.spawn(Signals::listen().stop_on_first(Arc::clone(&stop)));
+    runtime.spawn(Signals::listen()?.stop_on_first(Arc::clone(&stop)));
     // The recorder first: the worker exports its partition count (zero) as it is made.
     let metrics = telemetry::install_metrics()?;
     let worker = Worker::new(config.worker).context("invalid worker configuration")?;
@@ -59,40 +59,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGINT and SIGTERM, listened for from the moment this is made (inside a tokio runtime).
-pub struct Signals {
-    interrupt: Option<Signal>,
-    terminate: Option<Signal>,
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
 }
 
 impl Signals {
-    pub fn listen() -> Self {
-        let listen = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|error| tracing::warn!(%error, "cannot listen for {name}")).ok()
-        };
-        Self {
-            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
-            terminate: listen(SignalKind::terminate(), "SIGTERM"),
-        }
+    /// A worker that could not hear SIGTERM could not be stopped gracefully: it does not start.
+    fn listen() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
     }
 
     async fn next(&mut self) {
-        async fn recv(signal: &mut Option<Signal>) {
-            match signal {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
         tokio::select! {
-            () = recv(&mut self.interrupt) => {}
-            () = recv(&mut self.terminate) => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
 
     /// Cancels `stop` on the first signal; a second one, or a shutdown that outlives the
     /// grace period, ends the process.
-    pub async fn stop_on_first(mut self, stop: Arc<Cancel>) {
+    async fn stop_on_first(mut self, stop: Arc<Cancel>) {
         self.next().await;
         tracing::info!("shutdown requested");
         stop.cancel();
