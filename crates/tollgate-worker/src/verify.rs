@@ -67,15 +67,32 @@
 //! where applied commands are counted once per command id (a re-delivered command is a
 //! no-op for the worker).
 //!
-//! # Preconditions
+//! # A pipeline that is still running
 //!
-//! The figures are exact for a **quiescent** pipeline: every input up to the ends read has
-//! been processed and no producer is writing. Inputs still waiting are reported as missing
-//! usages; the report warns when the workers have not rated up to the end of the inputs (the
-//! changelog's progress records say how far, or the group's offsets where further: those are
-//! committed after each batch's transaction and may lag it after a crash). The topics must
-//! still hold their whole history (the report warns when a partition does not start at
-//! offset 0).
+//! The check covers what the workers have **settled**: the records the restored states
+//! account for. Each changelog partition's progress record, written in the same transaction as
+//! the states, says per input partition where rating stands; the records from there on are
+//! *not rated yet*, and they are left out together with everything that may have come of them
+//! since the changelog was read:
+//!
+//! - their starts, credit commands and dead letters are not checked, only counted per tenant
+//!   (`unrated`) and named in a warning;
+//! - a usage is left out when its leg's start is not rated yet, or when the leg is open in the
+//!   restored state and one of its later events is not rated yet (its end rated since);
+//! - a decision is left out when its leg's start is not rated yet;
+//! - a credit event beyond the restored `credit_sequence` is left out when its tenant has
+//!   inputs not rated yet.
+//!
+//! Everything the states account for was published before them (outputs are acknowledged
+//! before the changelog under at-least-once, in the same transaction under exactly-once), and
+//! the outputs and inputs are read after the changelog, so the settled part is whole however
+//! busy the workers are. On a quiescent pipeline nothing is left out. With
+//! [`Expectations::all_rated`] (`--all-rated`), an input not rated yet is a violation instead.
+//!
+//! A changelog partition last written by a release without progress records has no such
+//! record; its inputs are checked whole, as if quiescent, and the report warns when the
+//! group's committed offsets say the workers are behind. The topics must still hold their
+//! whole history (the report warns when a partition does not start at offset 0).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -105,6 +122,9 @@ pub struct Expectations {
     /// The inputs that must be in the dead letters, and nothing else; `None` checks only that
     /// every dead letter names an input.
     pub dead_letters: Option<BTreeSet<InputRef>>,
+    /// Every input read must be rated: one the changelog does not say is rated yet is a
+    /// violation (by default it is counted, and left out of the check).
+    pub all_rated: bool,
 }
 
 /// An input record, by its id or by where it is.
@@ -174,8 +194,21 @@ pub struct Snapshot {
     pub dead_letters: Vec<Record>,
     /// Restored tenant states, by changelog partition.
     pub states: BTreeMap<i32, HashMap<String, TenantState>>,
+    /// Per input topic and partition, how far the restored states reach: the offset of the
+    /// first record not rated yet, from the changelog's progress record (written in the same
+    /// transaction as the states). The records from there on, and the outputs they caused, are
+    /// left out of the check. A partition not listed is checked whole (its changelog was last
+    /// written by a release without progress records).
+    pub rated: BTreeMap<(String, i32), i64>,
     /// What the reader noticed that may make findings transient (lag, deleted history).
     pub warnings: Vec<String>,
+}
+
+impl Snapshot {
+    /// Whether the restored states account for `input` (see [`Snapshot::rated`]).
+    pub fn is_rated(&self, input: &Record) -> bool {
+        self.rated.get(&(input.topic.clone(), input.partition)).is_none_or(|next| input.offset < *next)
+    }
 }
 
 /// Reads the deployment of `config` and checks it; `cancel` aborts the read.

@@ -38,6 +38,11 @@ pub struct VerifyArgs {
     /// No input may be in the dead letters.
     #[arg(long, conflicts_with = "expect_dead_letter")]
     expect_no_dead_letters: bool,
+    /// Every input must be rated: one the workers have not rated yet is a violation. Without
+    /// it, such inputs (a pipeline still at work) are counted and left out of the check, with
+    /// what they caused since.
+    #[arg(long)]
+    all_rated: bool,
     /// Log filter for the progress lines on stderr (`info`, `warn`, ...).
     #[arg(long)]
     log: Option<String>,
@@ -78,7 +83,7 @@ fn expectations(args: &VerifyArgs) -> Expectations {
     } else {
         Some(args.expect_dead_letter.iter().cloned().collect())
     };
-    Expectations { exactly_once: args.exactly_once, dead_letters }
+    Expectations { exactly_once: args.exactly_once, dead_letters, all_rated: args.all_rated }
 }
 
 /// Reports why the check could not be done: 3, or the code of a Kafka access failure

@@ -65,6 +65,8 @@ pub struct TenantRow {
     pub credit_events: u64,
     /// Dead-lettered inputs of the tenant (as far as they decode).
     pub dead_letters: u64,
+    /// Its inputs not rated yet, left out of the check (0 on a quiescent pipeline).
+    pub unrated: u64,
     /// Σ `charge` of the distinct usages.
     pub charges: Money,
     /// Σ `debited` of the open legs.
@@ -133,7 +135,7 @@ impl fmt::Display for Report {
 
 /// The per-tenant table, columns sized to their contents.
 fn write_table(f: &mut fmt::Formatter<'_>, rows: &[TenantRow]) -> fmt::Result {
-    const HEAD: [&str; 13] = [
+    const HEAD: [&str; 14] = [
         "tenant",
         "currency",
         "legs",
@@ -146,6 +148,7 @@ fn write_table(f: &mut fmt::Formatter<'_>, rows: &[TenantRow]) -> fmt::Result {
         "money in",
         "balance",
         "dead",
+        "unrated",
         "ok",
     ];
     let mut lines = vec![HEAD.map(str::to_owned).to_vec()];
@@ -164,6 +167,7 @@ fn write_table(f: &mut fmt::Formatter<'_>, rows: &[TenantRow]) -> fmt::Result {
             money(r.money_in),
             money(r.balance),
             r.dead_letters.to_string(),
+            r.unrated.to_string(),
             if r.ok { "ok" } else { "FAIL" }.to_owned(),
         ]);
     }
