@@ -134,7 +134,9 @@ pub struct KafkaFlags {
     /// Kafka bootstrap servers (overrides the file and TOLLGATE_BOOTSTRAP_SERVERS).
     #[arg(long, value_name = "HOST:PORT,...", global = true)]
     pub bootstrap_servers: Option<String>,
-    /// Consumer group id.
+    /// The workers' consumer group (overrides the file and TOLLGATE_GROUP_ID): `run` joins it,
+    /// `verify` reads its committed offsets, and every command that reads a topic names its own
+    /// group after it (`<group>-<purpose>`, which ACLs may need); `produce` does not use it.
     #[arg(long, global = true)]
     pub group_id: Option<String>,
     /// A librdkafka setting, repeatable: `-X security.protocol=SASL_SSL`.
