@@ -6,7 +6,9 @@
 //!   steady state (its maps at their working size, each new id replacing one past retention).
 //!   Reported per event, with the heap allocations per pair. Each pair's `started` comes
 //!   right after the previous pair's `ended`; `rate_leg_pair/10k_prefixes_in_time_order` rates
-//!   the same events in event-time order, as live traffic arrives.
+//!   the same events in event-time order, as live traffic arrives;
+//!   `rate_leg_pair/10k_prefixes_10k_parked_ends` the same pairs on a tenant holding ten
+//!   thousand ends whose start never came.
 //! - `prefix_lookup/100k_prefixes`: [`PrefixTable::lookup`] alone on 100 000 prefixes.
 //! - `e164_parse`: [`E164::parse`] of real numbers, for reference: parsing happens once at the
 //!   wire edge, so the rating benchmark builds its numbers outside the timed loop.
@@ -132,6 +134,36 @@ fn leg_pair_fixture() -> LegPairFixture {
     LegPairFixture { reference, warm, inputs, in_time_order }
 }
 
+/// How many ends wait for a start that never comes in the state of
+/// `rate_leg_pair/10k_prefixes_10k_parked_ends`.
+const PARKED_ENDS: usize = 10_000;
+
+/// `warm` with [`PARKED_ENDS`] ends of legs whose start never came (a call controller that
+/// lost them), spread over the 47 h before the measured pairs: the oldest leave the window as
+/// the measured pairs move the tenant's time on, as they would in steady state.
+fn with_parked_ends(fx: &LegPairFixture) -> TenantState {
+    let mut state = fx.warm.clone();
+    let first = i64::from(LATER_SECONDS) + 60 - 47 * 3_600;
+    let tenant_id = TenantId::new("contoso").expect("non-empty");
+    for k in 0..PARKED_ENDS {
+        let at = ts(first + (k as i64 * 47 * 3_600) / PARKED_ENDS as i64);
+        let ended = LegEnded { duration: LegDuration::ConnectedSeconds(60), cause: DisconnectCause::Normal };
+        let orphan = Input::Leg(CallLegEvent {
+            event_id: format!("orphan-{k}-e").into(),
+            tenant_id: tenant_id.clone(),
+            conference_id: "conf-orphans".into(),
+            call_id: format!("call-orphan-{k}").into(),
+            leg_id: format!("leg-orphan-{k}").into(),
+            organizer_id: "alice".into(),
+            occurred_at: at,
+            body: LegBody::Ended(ended),
+        });
+        Rater::default().apply(&fx.reference, &mut state, orphan, &mut Vec::new()).expect("parked");
+    }
+    assert_eq!(state.parked_ends.len(), PARKED_ENDS);
+    state
+}
+
 /// The input `LATER_SECONDS` later, with its ids suffixed so it is new to the tenant.
 fn later(input: Input) -> Input {
     match input {
@@ -193,6 +225,17 @@ fn rate_leg_pair(c: &mut Criterion) {
     group.throughput(Throughput::Elements(2));
     // The target's benchmark: each pair's `started` right after the previous pair's `ended`.
     group.bench_function("10k_prefixes", |b| b.iter_custom(|iters| rate_pairs(&fx, &fx.inputs, iters)));
+    // The same pairs on a tenant holding ten thousand ends whose start never came: what each
+    // input pays for them (their expiry as the tenant's time moves on).
+    let parked = LegPairFixture {
+        reference: fx.reference.clone(),
+        warm: with_parked_ends(&fx),
+        inputs: fx.inputs.clone(),
+        in_time_order: Vec::new(),
+    };
+    group.bench_function("10k_prefixes_10k_parked_ends", |b| {
+        b.iter_custom(|iters| rate_pairs(&parked, &parked.inputs, iters))
+    });
     // The same events in event-time order, as live traffic arrives them: every id joins the
     // retention windows at their newest end, where the order above puts each `started`
     // behind the entries of the legs that ended later.

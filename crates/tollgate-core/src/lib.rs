@@ -133,7 +133,7 @@ pub use rating::{Applied, MAX_LEG_SECONDS, Rater, RatingConfig};
 pub use reference::{
     AutoRecharge, Catalog, CutoffPolicy, LicenceModel, PoolSplit, Reference, Tenant, TenantId, UnpricedHandling, User,
 };
-pub use state::{OpenLeg, OpenLegs, TenantState, Totals};
+pub use state::{OpenLeg, OpenLegs, ParkedEnds, TenantState, Totals};
 pub use text::ShortText;
 
 /// The hasher of the in-memory maps (dedup windows, open legs, reference data): foldhash with

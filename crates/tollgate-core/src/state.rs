@@ -1,6 +1,6 @@
 //! Per-tenant state: what the worker keeps in memory, writes to the changelog and restores.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,7 @@ pub struct TenantState {
     /// `ended` events that arrived before their `started`, by leg id. Persisted one record
     /// each, like `open_legs`.
     #[serde(default, skip_serializing)]
-    pub parked_ends: BTreeMap<Id, CallLegEvent>,
+    pub parked_ends: ParkedEnds,
     /// Recently closed legs: late events for them are ignored. Not part of the serde form:
     /// it grows with traffic, so the worker persists it entry by entry from
     /// [`Recent::take_changes`].
@@ -149,19 +149,23 @@ impl TenantState {
         self.seen.track_changes();
         self.closed_legs.track_changes();
         self.open_legs.track_changes();
+        self.parked_ends.track_changes();
     }
 
-    /// A copy of everything but the two retention windows and the open legs, which grow with
-    /// traffic and are rolled back from their journals instead ([`Recent::revert`],
-    /// [`OpenLegs::revert`]): what a batch copies of a tenant does not grow with its calls.
+    /// A copy of everything but the two retention windows, the open legs and the parked ends,
+    /// which grow with traffic and are rolled back from their journals instead
+    /// ([`Recent::revert`], [`OpenLegs::revert`], [`ParkedEnds::revert`]): what a batch copies
+    /// of a tenant does not grow with its calls.
     pub fn snapshot(&mut self) -> TenantState {
         let seen = std::mem::take(&mut self.seen);
         let closed_legs = std::mem::take(&mut self.closed_legs);
         let open_legs = std::mem::take(&mut self.open_legs);
+        let parked_ends = std::mem::take(&mut self.parked_ends);
         let copy = self.clone();
         self.seen = seen;
         self.closed_legs = closed_legs;
         self.open_legs = open_legs;
+        self.parked_ends = parked_ends;
         copy
     }
 
@@ -493,6 +497,185 @@ impl<'de> Deserialize<'de> for OpenLegs {
     }
 }
 
+/// `ended` events waiting for their `started`, by leg id (iterated and serialized in leg-id
+/// order), and in the order they leave the retention window: dropping the ones past it costs
+/// only what is dropped, however many wait (a call controller that lost its starts could
+/// park thousands, and every input that moves the tenant's time on drops what fell out).
+///
+/// While tracking ([`ParkedEnds::track_changes`]), the first change of each leg's end keeps
+/// what it was before, as [`OpenLegs`] does: a batch is rolled back, and its changed ends
+/// found, without a copy of every parked end.
+#[derive(Clone, Default)]
+pub struct ParkedEnds {
+    /// Hashed: every `started` looks its leg up here, and a tree of thousands of ids would
+    /// compare a dozen of them, each a cache miss.
+    by_leg: HashMap<Id, CallLegEvent, FastState>,
+    by_time: BTreeSet<(Timestamp, Id)>,
+    /// Boxed, as [`OpenLegs`]'s: most tenants park nothing.
+    journal: Option<Box<ParkedChanges>>,
+}
+
+/// The parked ends changed since the journal was last taken, in leg-id order, each with what
+/// it was before its first change (`None`: nothing was parked for the leg).
+pub type ParkedChanges = BTreeMap<Id, Option<CallLegEvent>>;
+
+/// Equal when the same ends wait; the time index follows from them, the journal is
+/// bookkeeping.
+impl PartialEq for ParkedEnds {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_leg == other.by_leg
+    }
+}
+
+impl Eq for ParkedEnds {}
+
+impl ParkedEnds {
+    /// How many ends wait.
+    pub fn len(&self) -> usize {
+        self.by_leg.len()
+    }
+
+    /// True when none waits.
+    pub fn is_empty(&self) -> bool {
+        self.by_leg.is_empty()
+    }
+
+    /// The end waiting for `leg_id`'s start. (Each lookup checks for none first: most
+    /// tenants park nothing, and every `started` asks, so it hashes nothing then.)
+    pub fn get(&self, leg_id: &str) -> Option<&CallLegEvent> {
+        if self.by_leg.is_empty() {
+            return None;
+        }
+        self.by_leg.get(leg_id)
+    }
+
+    /// Whether an end waits for `leg_id`'s start.
+    pub fn contains_key(&self, leg_id: &str) -> bool {
+        !self.by_leg.is_empty() && self.by_leg.contains_key(leg_id)
+    }
+
+    /// From now on, remember what each changed end was (see [`ParkedEnds::take_changes`]).
+    pub fn track_changes(&mut self) {
+        self.journal.get_or_insert_with(Box::default);
+    }
+
+    /// The changes since the last call (empty when not tracking).
+    pub fn take_changes(&mut self) -> ParkedChanges {
+        self.journal.as_mut().map(|journal| std::mem::take(&mut **journal)).unwrap_or_default()
+    }
+
+    /// Undoes `changes` (taken with [`ParkedEnds::take_changes`]): each leg's end back to what
+    /// it was. Not journaled.
+    pub fn revert(&mut self, changes: ParkedChanges) {
+        let journal = self.journal.take();
+        for (leg_id, before) in changes {
+            match before {
+                Some(ended) => self.insert(leg_id, ended),
+                None => self.remove(&leg_id),
+            };
+        }
+        self.journal = journal;
+    }
+
+    /// Journals `leg_id`'s present end before its first change.
+    fn note(&mut self, leg_id: &Id) {
+        if let Some(journal) = &mut self.journal {
+            if !journal.contains_key(leg_id) {
+                journal.insert(leg_id.clone(), self.by_leg.get(leg_id).cloned());
+            }
+        }
+    }
+
+    /// Parks `ended` for `leg_id`; returns the end it replaced.
+    pub fn insert(&mut self, leg_id: Id, ended: CallLegEvent) -> Option<CallLegEvent> {
+        self.note(&leg_id);
+        let at = ended.occurred_at;
+        let replaced = self.by_leg.insert(leg_id.clone(), ended);
+        if let Some(old) = &replaced {
+            self.by_time.remove(&(old.occurred_at, leg_id.clone()));
+        }
+        self.by_time.insert((at, leg_id));
+        replaced
+    }
+
+    /// Takes the end waiting for `leg_id`'s start.
+    pub fn remove(&mut self, leg_id: &str) -> Option<CallLegEvent> {
+        if self.by_leg.is_empty() {
+            return None;
+        }
+        let (leg_id, ended) = self.by_leg.remove_entry(leg_id)?;
+        if let Some(journal) = &mut self.journal {
+            journal.entry(leg_id.clone()).or_insert_with(|| Some(ended.clone()));
+        }
+        self.by_time.remove(&(ended.occurred_at, leg_id));
+        Some(ended)
+    }
+
+    /// Drops the ends that happened before `cutoff`; returns how many.
+    pub fn expire_before(&mut self, cutoff: Timestamp) -> usize {
+        let mut dropped = 0;
+        while self.by_time.first().is_some_and(|(at, _)| *at < cutoff) {
+            if let Some((_, leg_id)) = self.by_time.pop_first() {
+                if let Some(ended) = self.by_leg.remove(&leg_id) {
+                    if let Some(journal) = &mut self.journal {
+                        journal.entry(leg_id).or_insert(Some(ended));
+                    }
+                }
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// The waiting ends in leg-id order.
+    pub fn iter(&self) -> std::vec::IntoIter<(&Id, &CallLegEvent)> {
+        let mut all: Vec<(&Id, &CallLegEvent)> = self.by_leg.iter().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
+    }
+
+    /// The legs whose end waits, in order.
+    pub fn keys(&self) -> std::vec::IntoIter<&Id> {
+        self.iter().map(|(k, _)| k).collect::<Vec<_>>().into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ParkedEnds {
+    type Item = (&'a Id, &'a CallLegEvent);
+    type IntoIter = std::vec::IntoIter<(&'a Id, &'a CallLegEvent)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl FromIterator<(Id, CallLegEvent)> for ParkedEnds {
+    fn from_iter<I: IntoIterator<Item = (Id, CallLegEvent)>>(ends: I) -> Self {
+        let mut parked = ParkedEnds::default();
+        for (leg_id, ended) in ends {
+            parked.insert(leg_id, ended);
+        }
+        parked
+    }
+}
+
+impl std::fmt::Debug for ParkedEnds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for ParkedEnds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for ParkedEnds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(BTreeMap::<Id, CallLegEvent>::deserialize(deserializer)?.into_iter().collect())
+    }
+}
+
 /// The key a [`Recent`] set keeps for an id: two 64-bit hashes of it by two different
 /// algorithms, xxh3 and foldhash ([`FastState`]), side by side (one 128-bit xxh3 hash cost
 /// more time: docs/BENCHMARKS.md).
@@ -816,6 +999,86 @@ mod tests {
 
     fn open_leg(call_id: &str) -> OpenLeg {
         crate::testing::open_leg(call_id, ts(10))
+    }
+
+    fn end_of(leg: &str, at: i64) -> CallLegEvent {
+        use crate::event::{DisconnectCause, LegBody, LegDuration, LegEnded};
+        let ended = LegEnded { duration: LegDuration::ConnectedSeconds(60), cause: DisconnectCause::Normal };
+        CallLegEvent {
+            event_id: format!("{leg}-e").into(),
+            tenant_id: crate::TenantId::new("acme").unwrap(),
+            conference_id: "m".into(),
+            call_id: format!("c-{leg}").into(),
+            leg_id: leg.into(),
+            organizer_id: "ann".into(),
+            occurred_at: ts(at),
+            body: LegBody::Ended(ended),
+        }
+    }
+
+    /// Parked ends leave the window exactly as a `BTreeMap` filtered by time at every step
+    /// would (what the rater did before they had a time index), whatever is parked, replaced
+    /// and taken in between; their order, `Debug` and serde form are the map's.
+    #[test]
+    fn parked_ends_expire_like_a_map_filtered_by_time() {
+        use proptest::prelude::*;
+        let op = (0u8..4, 0u8..12, 0i64..50);
+        proptest::proptest!(|(ops in proptest::collection::vec(op, 0..200))| {
+            let mut parked = ParkedEnds::default();
+            let mut model: BTreeMap<Id, CallLegEvent> = BTreeMap::new();
+            for (kind, leg, at) in ops {
+                let leg_id: Id = format!("leg-{leg}").into();
+                match kind {
+                    0 | 1 => {
+                        let ended = end_of(&leg_id, at);
+                        prop_assert_eq!(parked.insert(leg_id.clone(), ended.clone()), model.insert(leg_id, ended));
+                    }
+                    2 => prop_assert_eq!(parked.remove(&leg_id), model.remove(&leg_id)),
+                    _ => {
+                        let before = model.len();
+                        model.retain(|_, e| e.occurred_at >= ts(at));
+                        prop_assert_eq!(parked.expire_before(ts(at)), before - model.len());
+                    }
+                }
+                prop_assert!(parked.iter().eq(model.iter()));
+                prop_assert_eq!(parked.by_time.len(), model.len());
+            }
+            prop_assert_eq!(format!("{parked:?}"), format!("{model:?}"));
+            prop_assert_eq!(serde_json::to_value(&parked).unwrap(), serde_json::to_value(&model).unwrap());
+            let back: ParkedEnds = serde_json::from_value(serde_json::to_value(&model).unwrap()).unwrap();
+            prop_assert!(back == parked && back.by_time == parked.by_time);
+        });
+    }
+
+    /// A batch's changes to the parked ends, taken from the journal and reverted, leave them
+    /// as they were before the batch, time index included.
+    #[test]
+    fn parked_ends_roll_back_from_their_journal() {
+        use proptest::prelude::*;
+        let op = (0u8..4, 0u8..12, 0i64..50);
+        let ops = || proptest::collection::vec(op.clone(), 0..60);
+        proptest::proptest!(|(earlier in ops(), batch in ops())| {
+            let apply = |parked: &mut ParkedEnds, ops: &[(u8, u8, i64)]| {
+                for &(kind, leg, at) in ops {
+                    let leg_id: Id = format!("leg-{leg}").into();
+                    match kind {
+                        0 | 1 => drop(parked.insert(leg_id.clone(), end_of(&leg_id, at))),
+                        2 => drop(parked.remove(&leg_id)),
+                        _ => drop(parked.expire_before(ts(at))),
+                    }
+                }
+            };
+            let mut parked = ParkedEnds::default();
+            apply(&mut parked, &earlier);
+            let before = parked.clone();
+            parked.track_changes();
+            apply(&mut parked, &batch);
+            let changes = parked.take_changes();
+            prop_assert!(changes.iter().all(|(leg, was)| was.as_ref() == before.get(leg)));
+            parked.revert(changes);
+            prop_assert!(parked == before && parked.by_time == before.by_time, "{parked:?} != {before:?}");
+            prop_assert!(parked.take_changes().is_empty(), "reverting is not journaled");
+        });
     }
 
     /// Open legs used to be a `BTreeMap`: the changelog JSON, `Debug` and iteration keep its

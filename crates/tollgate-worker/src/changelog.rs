@@ -63,7 +63,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tollgate_core::event::CallLegEvent;
-use tollgate_core::state::{Change, IdKey, KeyState, LegChanges, Recent};
+use tollgate_core::state::{Change, IdKey, KeyState, LegChanges, ParkedChanges, Recent};
 use tollgate_core::{FastState, Id, OpenLeg, TenantState, Timestamp};
 
 use crate::batch::{Manifest, Progress};
@@ -129,9 +129,9 @@ fn entry_key(kind: char, tenant: &str, id: &str) -> String {
     key
 }
 
-/// What a tenant's journals recorded in one batch: the changes of its retention windows and
-/// of its open legs (the parts of its state that grow with traffic, so are not copied into a
-/// batch's snapshot, [`TenantState::snapshot`]).
+/// What a tenant's journals recorded in one batch: the changes of its retention windows, of
+/// its open legs and of its parked ends (the parts of its state that grow with traffic, so are
+/// not copied into a batch's snapshot, [`TenantState::snapshot`]).
 #[derive(Debug, Default)]
 pub struct Journal {
     /// Of the applied ids.
@@ -140,6 +140,8 @@ pub struct Journal {
     pub closed: Vec<Change<()>>,
     /// The open legs changed, each with what it was before.
     pub legs: LegChanges,
+    /// The parked ends changed, each with what it was before.
+    pub parked: ParkedChanges,
 }
 
 impl Journal {
@@ -149,6 +151,7 @@ impl Journal {
             seen: state.seen.take_changes(),
             closed: state.closed_legs.take_changes(),
             legs: state.open_legs.take_changes(),
+            parked: state.parked_ends.take_changes(),
         }
     }
 
@@ -157,6 +160,19 @@ impl Journal {
         state.seen.revert(&self.seen);
         state.closed_legs.revert(&self.closed);
         state.open_legs.revert(self.legs);
+        state.parked_ends.revert(self.parked);
+    }
+
+    /// Takes `current` back to where it was when `before` was snapshotted
+    /// ([`TenantState::snapshot`]) and these changes started: the parts the snapshot leaves
+    /// out are reverted from the journals, the rest is the snapshot.
+    pub fn roll_back(self, mut before: TenantState, current: &mut TenantState) {
+        self.revert(current);
+        before.seen = std::mem::take(&mut current.seen);
+        before.closed_legs = std::mem::take(&mut current.closed_legs);
+        before.open_legs = std::mem::take(&mut current.open_legs);
+        before.parked_ends = std::mem::take(&mut current.parked_ends);
+        *current = before;
     }
 }
 
@@ -285,9 +301,8 @@ pub struct WindowWrite<'a> {
 
 /// The changelog records that bring the changelog from `before` (the tenant's snapshot when
 /// the batch started; `None` for a tenant new in the batch, or one to write in full) up to
-/// `state`: its window segment and retired segments, the open legs that changed (from the
-/// journal; every open leg when `before` is `None`) and the parked ends that changed, then its
-/// record. Returns what to undo on `window.segments` if the batch is rolled back.
+/// `state`: its window segment and retired segments, the open legs and the parked ends that
+/// changed (from the journal; every one when `before` is `None`), then its record. Returns what to undo on `window.segments` if the batch is rolled back.
 pub fn records(
     tenant: &str,
     state: &TenantState,
@@ -297,8 +312,6 @@ pub fn records(
 ) -> (Vec<ChangelogRecord>, SegmentsUndo) {
     let mut out = Vec::with_capacity(changes.legs.len() + 3);
     let undo = window.segments.write(tenant, window.tag, changes, window.cutoff, &mut out);
-    let empty = BTreeMap::new();
-    let parked_before = before.map_or(&empty, |b| &b.parked_ends);
     let leg_record = |leg: &Id, open: &OpenLeg| {
         let entry = LegEntry { tenant: tenant.to_owned(), leg: leg.clone(), open: open.clone() };
         (entry_key('o', tenant, leg), Some(to_json(&entry)))
@@ -325,15 +338,24 @@ pub fn records(
             );
         }
     }
-    for (leg, ended) in &state.parked_ends {
-        if parked_before.get(leg) != Some(ended) {
-            let entry = ParkedEntry { tenant: tenant.to_owned(), leg: leg.clone(), ended: ended.clone() };
-            out.push((entry_key('p', tenant, leg), Some(to_json(&entry))));
-        }
-    }
-    for leg in parked_before.keys() {
-        if !state.parked_ends.contains_key(leg) {
-            out.push((entry_key('p', tenant, leg), None));
+    let parked_record = |leg: &Id, ended: &CallLegEvent| {
+        let entry = ParkedEntry { tenant: tenant.to_owned(), leg: leg.clone(), ended: ended.clone() };
+        (entry_key('p', tenant, leg), Some(to_json(&entry)))
+    };
+    match before {
+        None => out.extend(state.parked_ends.iter().map(|(leg, ended)| parked_record(leg, ended))),
+        Some(_) => {
+            // In leg-id order (the journal's), the ends parked anew or replaced, then those
+            // taken by their start or past the window.
+            let changed = || {
+                changes.parked.iter().filter_map(|(leg, was)| match (state.parked_ends.get(leg), was) {
+                    (Some(now), was) if was.as_ref() != Some(now) => Some((leg, Some(now))),
+                    (None, Some(_)) => Some((leg, None)),
+                    _ => None,
+                })
+            };
+            out.extend(changed().filter_map(|(leg, now)| now.map(|ended| parked_record(leg, ended))));
+            out.extend(changed().filter(|(_, now)| now.is_none()).map(|(leg, _)| (entry_key('p', tenant, leg), None)));
         }
     }
     out.push((tenant_key(tenant), Some(tollgate_proto::state::tenant_record(state))));
@@ -696,6 +718,7 @@ impl Restorer {
                     seen: with_ids(&state.seen, &all_seen),
                     closed: with_ids(&state.closed_legs, &all_closed),
                     legs: LegChanges::default(),
+                    parked: ParkedChanges::default(),
                 };
                 rewrite_windows.insert(tenant.clone(), windows);
             }
@@ -1029,6 +1052,38 @@ mod tests {
         assert_eq!(retired, expected);
     }
 
+    /// A batch rolled back: the snapshot, which copies no open leg, parked end or window, and
+    /// the journals of those bring the tenant back to exactly where it was.
+    #[test]
+    fn a_batch_rolled_back_leaves_the_tenant_as_it_was() {
+        let mut state = TenantState::default();
+        state.open_legs.insert("open".into(), open_leg("open", 30));
+        state.parked_ends.insert("waiting".into(), ended("waiting"));
+        state.parked_ends.insert("old".into(), CallLegEvent { occurred_at: ts(5), ..ended("old") });
+        state.closed_legs.insert(Id::from("closed"), (), ts(50));
+        state.credit_sequence = 7;
+        state.track_changes();
+        let original = state.clone();
+        let before = state.snapshot();
+        assert!(before.open_legs.is_empty() && before.parked_ends.is_empty(), "the snapshot copies neither");
+
+        // The batch: the waiting end's start came, another end parks, the old one leaves the
+        // window, the open leg progresses, a leg closes, a credit event is numbered.
+        state.parked_ends.remove("waiting");
+        state.parked_ends.insert("new".into(), ended("new"));
+        assert_eq!(state.parked_ends.expire_before(ts(50)), 1);
+        state.open_legs.insert("open".into(), open_leg("open", 90));
+        state.closed_legs.insert(Id::from("waiting"), (), ts(100));
+        state.credit_sequence = 8;
+        assert_ne!(state, original);
+
+        Journal::take(&mut state).roll_back(before, &mut state);
+        assert_eq!(state, original);
+        // What the batch would do again, it does the same: the old end leaves the window once.
+        assert_eq!(state.parked_ends.expire_before(ts(50)), 1);
+        assert_eq!(state.parked_ends.keys().map(|leg| leg.as_str()).collect::<Vec<_>>(), ["waiting"]);
+    }
+
     /// A tenant with thousands of legs in progress: each is its own record, the tenant's
     /// record stays small, and only what changed is written again.
     #[test]
@@ -1058,7 +1113,12 @@ mod tests {
         // Opened and closed within the batch: nothing to write either.
         state.open_legs.insert("leg-brief".into(), open_leg("leg-brief", 0));
         state.open_legs.remove("leg-brief");
+        // The parked end is rated, another parks, a third parks and is rated within the batch.
+        assert!(before.parked_ends.is_empty(), "the snapshot copies no parked end");
         state.parked_ends.remove("late");
+        state.parked_ends.insert("early".into(), ended("early"));
+        state.parked_ends.insert("brief".into(), ended("brief"));
+        state.parked_ends.remove("brief");
         let journal = Journal::take(&mut state);
         let second = records("acme", &state, Some(&before), &journal, window(&mut Segments::default(), 0)).0;
         let keys: Vec<(&str, bool)> = second.iter().map(|(k, v)| (k.as_str(), v.is_some())).collect();
@@ -1068,6 +1128,7 @@ mod tests {
                 ("o/4/acme/leg-0001", true),
                 ("o/4/acme/leg-new", true),
                 ("o/4/acme/leg-0002", false),
+                ("p/4/acme/early", true),
                 ("p/4/acme/late", false),
                 ("t/acme", true),
             ]
@@ -1083,8 +1144,8 @@ mod tests {
             assert_eq!(back.open_legs.len(), 3000);
             assert_eq!(back.open_legs.get("leg-0001").map(|l| l.elapsed_seconds), Some(60));
             assert!(!back.open_legs.contains_key("leg-0002") && back.open_legs.contains_key("leg-new"));
-            assert!(back.parked_ends.is_empty());
-            assert_eq!(back.open_legs, state.open_legs);
+            assert_eq!(back.parked_ends.keys().map(|leg| leg.as_str()).collect::<Vec<_>>(), ["early"]);
+            assert_eq!((&back.open_legs, &back.parked_ends), (&state.open_legs, &state.parked_ends));
         }
     }
 
@@ -1165,6 +1226,7 @@ mod tests {
             seen: seen.iter().map(|(id, v, at)| Change::Added { id: (*id).into(), value: *v, at: ts(*at) }).collect(),
             closed: closed.iter().map(|(id, at)| Change::Added { id: (*id).into(), value: (), at: ts(*at) }).collect(),
             legs: LegChanges::default(),
+            parked: ParkedChanges::default(),
         }
     }
 

@@ -1056,20 +1056,14 @@ impl PartitionTask {
             if let Some(written) = self.segments.get_mut(&tenant) {
                 written.revert(segments);
             }
-            let Some(mut before) = before else {
+            let Some(before) = before else {
                 // New in the batch.
                 self.states.remove_live(&tenant);
                 continue;
             };
             // Rating never removes a tenant's state, so it is there to roll back.
             if let Some(current) = self.states.get_mut(&tenant) {
-                // The windows and the open legs are not in the snapshot: take the current ones
-                // back to where they were, from their journals.
-                journal.revert(current);
-                before.seen = std::mem::take(&mut current.seen);
-                before.closed_legs = std::mem::take(&mut current.closed_legs);
-                before.open_legs = std::mem::take(&mut current.open_legs);
-                *current = before;
+                journal.roll_back(before, current);
             }
         }
     }

@@ -193,9 +193,7 @@ impl Rater {
         state.watermark = at;
         let cutoff = self.horizon(at);
         state.forget_before(cutoff);
-        let before = state.parked_ends.len();
-        state.parked_ends.retain(|_, e| e.occurred_at >= cutoff);
-        state.totals.orphan_ends_dropped += (before - state.parked_ends.len()) as u64;
+        state.totals.orphan_ends_dropped += state.parked_ends.expire_before(cutoff) as u64;
     }
 }
 
