@@ -433,18 +433,18 @@ impl OpenLegs {
         all.into_iter()
     }
 
-    /// The open legs in leg-id order, mutable.
-    pub fn iter_mut(&mut self) -> std::vec::IntoIter<(&Id, &mut OpenLeg)> {
-        // Any of them may change (the disconnects at the cutoff, a rare event).
-        if self.journal.is_some() {
-            let ids: Vec<Id> = self.legs.keys().cloned().collect();
-            for id in &ids {
-                self.note(id);
-            }
-        }
-        let mut all: Vec<(&Id, &mut OpenLeg)> = self.legs.iter_mut().collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        all.into_iter()
+    /// The open leg `leg_id`, to change (journaled first).
+    pub fn get_mut(&mut self, leg_id: &str) -> Option<&mut OpenLeg> {
+        let (leg_id, _) = self.legs.get_key_value(leg_id)?;
+        let leg_id = leg_id.clone();
+        self.note(&leg_id);
+        self.legs.get_mut(&leg_id)
+    }
+
+    /// The open legs in no particular order: for a look through all of them where the order
+    /// does not matter, without the sort of [`OpenLegs::iter`].
+    pub fn iter_unordered(&self) -> impl Iterator<Item = (&Id, &OpenLeg)> {
+        self.legs.iter()
     }
 
     /// The leg ids in order.
@@ -1098,7 +1098,9 @@ mod tests {
         for n in [0, 2, 5, 9] {
             assert!(legs.first(n).into_iter().map(|(k, _)| k).eq(tree.keys().take(n)), "first {n}");
         }
-        assert!(legs.iter_mut().map(|(k, _)| k.clone()).eq(tree.keys().cloned()));
+        let mut unordered: Vec<&Id> = legs.iter_unordered().map(|(k, _)| k).collect();
+        unordered.sort_unstable();
+        assert!(unordered.into_iter().map(|k| k.to_string()).eq(tree.keys().cloned()));
         let back: OpenLegs = serde_json::from_str(&serde_json::to_string(&tree).unwrap()).unwrap();
         assert_eq!(back, legs);
         assert_eq!(legs.remove("leg-a").map(|l| l.call_id), Some("leg-a".into()));
@@ -1129,10 +1131,11 @@ mod tests {
         assert_eq!(touched, vec![("b", Some(0)), ("c", Some(0)), ("d", None)]);
         legs.revert(changes);
         assert_eq!(legs, before);
-        // The disconnects may touch every leg: all are journaled.
-        legs.iter_mut().for_each(|(_, leg)| leg.disconnect_sent = true);
+        // A leg changed in place (a disconnect) is journaled; a leg that is not open is not.
+        legs.get_mut("a").unwrap().disconnect_sent = true;
+        assert!(legs.get_mut("nope").is_none());
         let changes = legs.take_changes();
-        assert_eq!(changes.len(), 3);
+        assert_eq!(changes.keys().map(|id| id.as_str()).collect::<Vec<_>>(), ["a"]);
         legs.revert(changes);
         assert_eq!(legs, before);
     }

@@ -192,28 +192,21 @@ impl Ctx<'_> {
 
     pub(super) fn disconnect_credit_funded_legs(&mut self, balance: Money) {
         // The legs credits pay for now (`is_credit_funded`: a pool leg once the pool of the
-        // month it started in is empty), in leg-id order; then each marked and told.
-        let due: Vec<Id> = self
+        // month it started in is empty), in leg-id order; then each marked and told. Every
+        // debit past the cutoff asks, so the legs are gone through unsorted and only those due
+        // are sorted (a tenant may have thousands open that credits do not pay for).
+        let mut due: Vec<Id> = self
             .state
             .open_legs
-            .iter()
+            .iter_unordered()
             .filter(|(_, leg)| !leg.disconnect_sent && self.is_credit_funded(leg))
             .map(|(id, _)| id.clone())
             .collect();
-        if due.is_empty() {
-            return;
-        }
-        let targets: Vec<(Id, Id, Id)> = self
-            .state
-            .open_legs
-            .iter_mut()
-            .filter(|(id, _)| due.binary_search(id).is_ok())
-            .map(|(id, leg)| {
-                leg.disconnect_sent = true;
-                (id.clone(), leg.call_id.clone(), leg.conference_id.clone())
-            })
-            .collect();
-        for (leg_id, call_id, conference_id) in targets {
+        due.sort_unstable();
+        for leg_id in due {
+            let Some(leg) = self.state.open_legs.get_mut(&leg_id) else { continue };
+            leg.disconnect_sent = true;
+            let (call_id, conference_id) = (leg.call_id.clone(), leg.conference_id.clone());
             let currency = self.currency();
             self.emit_decision(leg_id, call_id, conference_id, Decision::Disconnect { balance, currency });
         }
