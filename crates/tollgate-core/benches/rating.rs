@@ -9,6 +9,9 @@
 //!   the same events in event-time order, as live traffic arrives;
 //!   `rate_leg_pair/10k_prefixes_10k_parked_ends` the same pairs on a tenant holding ten
 //!   thousand ends whose start never came.
+//! - `disconnect_cutoff/3000_open_legs`: the `ended` of one of 3,000 legs of a tenant past
+//!   its overdraft under the `disconnect` policy, every leg already told to disconnect: each
+//!   debit looks for legs still to tell.
 //! - `prefix_lookup/100k_prefixes`: [`PrefixTable::lookup`] alone on 100 000 prefixes.
 //! - `e164_parse`: [`E164::parse`] of real numbers, for reference: parsing happens once at the
 //!   wire edge, so the rating benchmark builds its numbers outside the timed loop.
@@ -27,8 +30,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tollgate_core::testing::{self, Rng, random_rate};
 use tollgate_core::{
-    CallLegEvent, Country, Decision, DisconnectCause, E164, Input, LegBody, LegDuration, LegEnded, LegKind, LegStarted,
-    Output, Prefix, PrefixTable, Rater, Reference, TenantId, TenantState, Timestamp, UsageOutcome,
+    CallLegEvent, Catalog, Country, CutoffPolicy, Decision, DisconnectCause, E164, Input, LegBody, LegDuration,
+    LegEnded, LegKind, LegStarted, Output, Prefix, PrefixTable, Rater, Reference, TenantId, TenantState, Timestamp,
+    UsageOutcome,
 };
 
 #[global_allocator]
@@ -268,6 +272,87 @@ fn rate_pairs(fx: &LegPairFixture, all: &[Input], iters: u64) -> Duration {
     timed
 }
 
+/// Open legs of the `disconnect_cutoff` bench.
+const CUTOFF_LEGS: usize = 3_000;
+
+/// A `disconnect`-policy tenant with [`CUTOFF_LEGS`] legs open, driven past its overdraft by
+/// their interims (so every leg was told to disconnect), and the `ended` of each leg.
+fn cutoff_fixture() -> (Reference, TenantState, Vec<Input>) {
+    let mut rng = Rng(0x0c07_0ff5);
+    let table = prefixes(&mut rng, 1_000, 6);
+    let dial_out =
+        PrefixTable::new(table.iter().map(|p| (Prefix::parse(p).expect("digits"), random_rate(&mut rng))).collect())
+            .expect("distinct prefixes");
+    let (mut reference, mut state) = testing::tenant(dial_out, ts(0), "50".parse().expect("decimal"));
+    let mut tenant = reference.tenant("contoso").expect("the fixture's tenant").clone();
+    tenant.cutoff = CutoffPolicy::Disconnect;
+    reference.put_tenant(tenant);
+    let tenant_id = TenantId::new("contoso").expect("non-empty");
+    let event = |i: usize, suffix: &str, at: Timestamp, body: LegBody| {
+        Input::Leg(CallLegEvent {
+            event_id: format!("cut-{i}-{suffix}").into(),
+            tenant_id: tenant_id.clone(),
+            conference_id: "conf-cutoff".into(),
+            call_id: format!("call-cut-{i}").into(),
+            leg_id: format!("leg-cut-{i}").into(),
+            organizer_id: "alice".into(),
+            occurred_at: at,
+            body,
+        })
+    };
+    let rater = Rater::default();
+    let numbers = numbers_under(&mut rng, &table, CUTOFF_LEGS, Country::from_code("US").expect("ISO 3166"));
+    let mut out = Vec::new();
+    for (i, to) in numbers.into_iter().enumerate() {
+        let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(to) };
+        rater.apply(&reference, &mut state, event(i, "s", ts(60), LegBody::Started(started)), &mut out).expect("start");
+    }
+    for i in 0..CUTOFF_LEGS {
+        let interim = LegBody::Interim { elapsed_seconds: 3_600 };
+        rater.apply(&reference, &mut state, event(i, "i", ts(3_660), interim), &mut out).expect("interim");
+    }
+    let told =
+        out.iter().filter(|o| matches!(o, Output::Decision(d) if matches!(d.decision, Decision::Disconnect { .. })));
+    assert!(state.balance().is_negative() && state.open_legs.len() == CUTOFF_LEGS);
+    assert!(told.count() > 0, "the tenant reached its cutoff");
+    let ended = |i: usize| {
+        let ended = LegEnded { duration: LegDuration::ConnectedSeconds(3_700), cause: DisconnectCause::Normal };
+        event(i, "e", ts(3_760), LegBody::Ended(ended))
+    };
+    (reference, state, (0..CUTOFF_LEGS).map(ended).collect())
+}
+
+fn disconnect_cutoff(c: &mut Criterion) {
+    let (reference, state, ends) = cutoff_fixture();
+    let mut group = c.benchmark_group("disconnect_cutoff");
+    group.throughput(Throughput::Elements(1));
+    // Each sample ends the first `iters` legs (at most all of them) of a fresh copy; only
+    // the rating is timed. The legs still open, and so the debit's look through them, go
+    // from 3,000 to 3,000 - iters.
+    group.bench_function("3000_open_legs", |b| {
+        b.iter_custom(|iters| {
+            let rater = Rater::default();
+            let mut timed = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(CUTOFF_LEGS / 10);
+                let mut state = state.clone();
+                let inputs = ends[..n].to_vec();
+                let mut out = Vec::with_capacity(4 * n);
+                let start = Instant::now();
+                for input in inputs {
+                    let _ = black_box(rater.apply(&reference, &mut state, input, &mut out));
+                }
+                timed += start.elapsed();
+                black_box((state, out));
+                left -= n;
+            }
+            timed
+        });
+    });
+    group.finish();
+}
+
 fn prefix_lookup(c: &mut Criterion) {
     let mut rng = Rng(0x0070_0b1e);
     let prefixes = prefixes(&mut rng, 100_000, 8);
@@ -304,5 +389,5 @@ fn e164_parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rate_leg_pair, prefix_lookup, e164_parse);
+criterion_group!(benches, rate_leg_pair, disconnect_cutoff, prefix_lookup, e164_parse);
 criterion_main!(benches);
