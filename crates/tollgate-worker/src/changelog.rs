@@ -302,7 +302,8 @@ pub struct WindowWrite<'a> {
 /// The changelog records that bring the changelog from `before` (the tenant's snapshot when
 /// the batch started; `None` for a tenant new in the batch, or one to write in full) up to
 /// `state`: its window segment and retired segments, the open legs and the parked ends that
-/// changed (from the journal; every one when `before` is `None`), then its record. Returns what to undo on `window.segments` if the batch is rolled back.
+/// changed (from the journal; every one when `before` is `None`), then its record. Returns
+/// what to undo on `window.segments` if the batch is rolled back.
 pub fn records(
     tenant: &str,
     state: &TenantState,
