@@ -540,18 +540,14 @@ impl ParkedEnds {
         self.by_leg.is_empty()
     }
 
-    /// The end waiting for `leg_id`'s start. (Each lookup checks for none first: most
-    /// tenants park nothing, and every `started` asks, so it hashes nothing then.)
+    /// The end waiting for `leg_id`'s start.
     pub fn get(&self, leg_id: &str) -> Option<&CallLegEvent> {
-        if self.by_leg.is_empty() {
-            return None;
-        }
         self.by_leg.get(leg_id)
     }
 
     /// Whether an end waits for `leg_id`'s start.
     pub fn contains_key(&self, leg_id: &str) -> bool {
-        !self.by_leg.is_empty() && self.by_leg.contains_key(leg_id)
+        self.by_leg.contains_key(leg_id)
     }
 
     /// From now on, remember what each changed end was (see [`ParkedEnds::take_changes`]).
@@ -598,7 +594,8 @@ impl ParkedEnds {
         replaced
     }
 
-    /// Takes the end waiting for `leg_id`'s start.
+    /// Takes the end waiting for `leg_id`'s start. Every `started` asks, and most tenants park
+    /// nothing: an empty map is not asked (a lookup skips hashing then, a removal does not).
     pub fn remove(&mut self, leg_id: &str) -> Option<CallLegEvent> {
         if self.by_leg.is_empty() {
             return None;
@@ -614,15 +611,9 @@ impl ParkedEnds {
     /// Drops the ends that happened before `cutoff`; returns how many.
     pub fn expire_before(&mut self, cutoff: Timestamp) -> usize {
         let mut dropped = 0;
-        while self.by_time.first().is_some_and(|(at, _)| *at < cutoff) {
-            if let Some((_, leg_id)) = self.by_time.pop_first() {
-                if let Some(ended) = self.by_leg.remove(&leg_id) {
-                    if let Some(journal) = &mut self.journal {
-                        journal.entry(leg_id).or_insert(Some(ended));
-                    }
-                }
-                dropped += 1;
-            }
+        while let Some((_, leg_id)) = self.by_time.first().filter(|(at, _)| *at < cutoff).cloned() {
+            self.remove(&leg_id);
+            dropped += 1;
         }
         dropped
     }

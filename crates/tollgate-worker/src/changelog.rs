@@ -317,50 +317,50 @@ pub fn records(
         let entry = LegEntry { tenant: tenant.to_owned(), leg: leg.clone(), open: open.clone() };
         (entry_key('o', tenant, leg), Some(to_json(&entry)))
     };
-    match before {
-        None => out.extend(state.open_legs.iter().map(|(leg, open)| leg_record(leg, open))),
-        Some(_) => {
-            // The legs whose record changes (open now and not as before, or closed now), in
-            // leg-id order: most legs a busy batch touches opened and closed within it and
-            // write nothing, so they are left out before sorting, not after.
-            let mut changed: Vec<(&Id, Option<&OpenLeg>)> = changes
-                .legs
-                .iter()
-                .filter_map(|(leg, was)| match (state.open_legs.get(leg), was) {
-                    (Some(open), was) if was.as_ref() != Some(open) => Some((leg, Some(open))),
-                    (None, Some(_)) => Some((leg, None)),
-                    _ => None,
-                })
-                .collect();
-            changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.extend(changed.iter().filter_map(|(leg, open)| open.map(|open| leg_record(leg, open))));
-            out.extend(
-                changed.iter().filter(|(_, open)| open.is_none()).map(|(leg, _)| (entry_key('o', tenant, leg), None)),
-            );
-        }
-    }
     let parked_record = |leg: &Id, ended: &CallLegEvent| {
         let entry = ParkedEntry { tenant: tenant.to_owned(), leg: leg.clone(), ended: ended.clone() };
         (entry_key('p', tenant, leg), Some(to_json(&entry)))
     };
     match before {
-        None => out.extend(state.parked_ends.iter().map(|(leg, ended)| parked_record(leg, ended))),
+        None => {
+            out.extend(state.open_legs.iter().map(|(leg, open)| leg_record(leg, open)));
+            out.extend(state.parked_ends.iter().map(|(leg, ended)| parked_record(leg, ended)));
+        }
         Some(_) => {
-            // In leg-id order (the journal's), the ends parked anew or replaced, then those
-            // taken by their start or past the window.
-            let changed = || {
-                changes.parked.iter().filter_map(|(leg, was)| match (state.parked_ends.get(leg), was) {
-                    (Some(now), was) if was.as_ref() != Some(now) => Some((leg, Some(now))),
-                    (None, Some(_)) => Some((leg, None)),
-                    _ => None,
-                })
-            };
-            out.extend(changed().filter_map(|(leg, now)| now.map(|ended| parked_record(leg, ended))));
-            out.extend(changed().filter(|(_, now)| now.is_none()).map(|(leg, _)| (entry_key('p', tenant, leg), None)));
+            // Written first, then tombstoned, each kind in leg-id order.
+            let legs = changed(changes.legs.iter(), |leg| state.open_legs.get(leg));
+            out.extend(legs.iter().filter_map(|(leg, open)| open.map(|open| leg_record(leg, open))));
+            out.extend(
+                legs.iter().filter(|(_, open)| open.is_none()).map(|(leg, _)| (entry_key('o', tenant, leg), None)),
+            );
+            let parked = changed(changes.parked.iter(), |leg| state.parked_ends.get(leg));
+            out.extend(parked.iter().filter_map(|(leg, ended)| ended.map(|ended| parked_record(leg, ended))));
+            out.extend(
+                parked.iter().filter(|(_, ended)| ended.is_none()).map(|(leg, _)| (entry_key('p', tenant, leg), None)),
+            );
         }
     }
     out.push((tenant_key(tenant), Some(tollgate_proto::state::tenant_record(state))));
     (out, undo)
+}
+
+/// The entries whose record a batch changes, from its journal (each entry it touched, with
+/// what it was before) and `now` (what it is after): present and not as before, with its
+/// value, or gone (`None`); in leg-id order. Most legs a busy batch touches opened and closed
+/// within it and write nothing, so they are left out before sorting, not after.
+fn changed<'s, V: PartialEq + 's>(
+    journal: impl Iterator<Item = (&'s Id, &'s Option<V>)>,
+    now: impl Fn(&Id) -> Option<&'s V>,
+) -> Vec<(&'s Id, Option<&'s V>)> {
+    let mut changed: Vec<(&Id, Option<&V>)> = journal
+        .filter_map(|(id, was)| match (now(id), was) {
+            (Some(value), was) if was.as_ref() != Some(value) => Some((id, Some(value))),
+            (None, Some(_)) => Some((id, None)),
+            _ => None,
+        })
+        .collect();
+    changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    changed
 }
 
 /// Every record of a tenant's state, for a tenant written in full (layout migration): its
