@@ -26,7 +26,7 @@ pub fn check(snapshot: &Snapshot, config: &WorkerConfig, expectations: &Expectat
     let mut tenants: BTreeMap<String, Tenant<'_>> = BTreeMap::new();
     let partitions = input_partitions(snapshot, topics, &mut findings);
     let dead = distinct(&snapshot.dead_letters, decode_dead_letter, &mut findings);
-    let mut unrated = Unrated::default();
+    let mut unrated = Unrated::listing(expectations.all_rated);
     let found = inputs(snapshot, config, partitions, &dead, (&mut tenants, &mut unrated), &mut findings);
     let dead_letters = dead_letter_rows(topics, &dead, &found, expectations, &mut tenants, &mut findings);
     usages(snapshot, expectations, &mut tenants, &mut findings);
@@ -37,7 +37,7 @@ pub fn check(snapshot: &Snapshot, config: &WorkerConfig, expectations: &Expectat
         tenant.leave_out_unrated();
     }
     let mut warnings = snapshot.warnings.clone();
-    unrated.report(expectations, &mut warnings, &mut findings);
+    unrated.report(&mut warnings, &mut findings);
     let mut rows: Vec<TenantRow> = tenants.iter().map(|(id, tenant)| tenant_row(id, tenant, &mut findings)).collect();
     let violations = findings.into_lines();
     for row in &mut rows {
@@ -399,15 +399,20 @@ fn applied(
 }
 
 /// The inputs the restored states do not account for yet.
-#[derive(Default)]
 struct Unrated {
     /// Per input partition: how many, and the first one's offset.
     partitions: BTreeMap<(String, i32), (u64, i64)>,
-    /// Each one's tenant (when its bytes say) and place.
-    places: Vec<(Option<String>, String)>,
+    /// Each one's tenant (when its bytes say) and place, when they are to be listed as
+    /// violations ([`Expectations::all_rated`]); a pipeline at work may have millions.
+    places: Option<Vec<(Option<String>, String)>>,
 }
 
 impl Unrated {
+    /// None counted yet; `listed`: each one is named (a violation), not only counted.
+    fn listing(listed: bool) -> Self {
+        Unrated { partitions: BTreeMap::new(), places: listed.then(Vec::new) }
+    }
+
     /// Counts `record`, for its tenant too when it decodes: left out of the check with the
     /// outputs it may have caused since.
     fn note(&mut self, record: &Record, config: &WorkerConfig, tenants: &mut BTreeMap<String, Tenant<'_>>) {
@@ -418,7 +423,9 @@ impl Unrated {
             .kind_of(&record.topic)
             .and_then(|kind| codec::decode_input(kind, record.payload.as_deref(), config.max_record_bytes).ok());
         let Some(input) = input else {
-            self.places.push((None, place_of(record)));
+            if let Some(places) = &mut self.places {
+                places.push((None, place_of(record)));
+            }
             return;
         };
         let tenant_id = input.tenant_id().as_str();
@@ -430,14 +437,16 @@ impl Unrated {
             }
             tenant.unrated_legs.insert(event.leg_id.to_string());
         }
-        self.places.push((Some(tenant_id.to_owned()), place_of(record)));
+        if let Some(places) = &mut self.places {
+            places.push((Some(tenant_id.to_owned()), place_of(record)));
+        }
     }
 
     /// A warning per input partition with records not rated yet, or under
     /// [`Expectations::all_rated`] a violation per tenant listing them.
-    fn report(self, expectations: &Expectations, warnings: &mut Vec<String>, findings: &mut Findings) {
-        if expectations.all_rated {
-            for (tenant, place) in self.places {
+    fn report(self, warnings: &mut Vec<String>, findings: &mut Findings) {
+        if let Some(places) = self.places {
+            for (tenant, place) in places {
                 findings.list(tenant.as_deref(), "inputs not rated yet", place);
             }
             return;

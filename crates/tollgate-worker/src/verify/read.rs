@@ -48,12 +48,9 @@ pub fn read(config: &WorkerConfig, cancel: &Cancel) -> Result<Snapshot, Error> {
     }
     let state_partitions = partition_count(&consumer, &t[TopicKind::State], config)?;
     snapshot.partitions.insert(t[TopicKind::State].clone(), state_partitions);
-    // Per input partition, the next offset its changelog partition says is still to rate.
-    let mut progress = BTreeMap::new();
     let input_topics = [&t[TopicKind::CallLegs], &t[TopicKind::CreditCommands]];
     for partition in 0..state_partitions {
         let restored = changelog::restore_partition(config, partition, cancel)?;
-        progress.extend(restored.progress.next.iter().map(|(topic, &next)| ((topic.clone(), partition), next)));
         let states = restored.states.into_map();
         // How far the states reach: an input the progress record does not name has nothing
         // rated (a record names every input with a rated record), and so does every input of
@@ -91,7 +88,7 @@ pub fn read(config: &WorkerConfig, cancel: &Cancel) -> Result<Snapshot, Error> {
     // yet; elsewhere the group's offsets say whether the workers are behind.
     let unknown: BTreeMap<Place, i64> =
         ends.into_iter().filter(|(place, _)| !snapshot.rated.contains_key(place)).collect();
-    snapshot.warnings.extend(lag(config, &unknown, &progress));
+    snapshot.warnings.extend(lag(config, &unknown));
     Ok(snapshot)
 }
 
@@ -231,11 +228,11 @@ fn finish(consumer: &Reader, left: &mut BTreeMap<Place, i64>, place: &Place) {
     let _ = consumer.pause(&done);
 }
 
-/// Warnings for input partitions not rated up to their end: the pipeline may still be
-/// working, and findings about those records may be transient. Rated up to is the further of
-/// the changelog's progress record, written in the batch's own transaction, and the group's
-/// offsets, committed after it (and behind it for a while after a crash).
-fn lag(config: &WorkerConfig, ends: &BTreeMap<Place, i64>, progress: &BTreeMap<Place, i64>) -> Vec<String> {
+/// Warnings for input partitions whose changelog has no progress record (written by a release
+/// before it) and that the group's committed offsets say are not rated up to their end: the
+/// pipeline may still be working, and findings about those records may be transient. (Those
+/// releases committed the group's offsets in the batch's own transaction.)
+fn lag(config: &WorkerConfig, ends: &BTreeMap<Place, i64>) -> Vec<String> {
     let t = &config.topics;
     let mut inputs = TopicPartitionList::new();
     for (topic, partition) in
@@ -255,7 +252,7 @@ fn lag(config: &WorkerConfig, ends: &BTreeMap<Place, i64>, progress: &BTreeMap<P
     for element in committed.elements() {
         let place = (element.topic().to_owned(), element.partition());
         let Some(&end) = ends.get(&place) else { continue };
-        let at = element.offset().to_raw().filter(|o| *o >= 0).max(progress.get(&place).copied());
+        let at = element.offset().to_raw().filter(|o| *o >= 0);
         if at.is_none_or(|at| at < end) {
             let at = at.map_or_else(|| "nothing".to_owned(), |o| format!("the records before offset {o}"));
             warnings.push(format!(
