@@ -173,7 +173,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             if !wanted.is_empty() && !wanted.contains(usage.tenant_id.as_str()) {
                 return;
             }
-            if !seen.contains(usage.tenant_id.as_str()) {
+            if !wanted.is_empty() && !seen.contains(usage.tenant_id.as_str()) {
                 seen.insert(usage.tenant_id.clone());
             }
             let fingerprint = {
