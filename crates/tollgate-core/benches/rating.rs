@@ -75,6 +75,21 @@ fn ts(offset: i64) -> Timestamp {
     Timestamp::new(BASE + offset, 0).expect("in range")
 }
 
+/// An event of leg `leg-<name>` (call `call-<name>`, event id `ev-<name>-<suffix>`) of
+/// `contoso`'s `alice`.
+fn leg_event(name: &str, suffix: &str, conference: &str, at: Timestamp, body: LegBody) -> Input {
+    Input::Leg(CallLegEvent {
+        event_id: format!("ev-{name}-{suffix}").into(),
+        tenant_id: TenantId::new("contoso").expect("non-empty"),
+        conference_id: conference.into(),
+        call_id: format!("call-{name}").into(),
+        leg_id: format!("leg-{name}").into(),
+        organizer_id: "alice".into(),
+        occurred_at: at,
+        body,
+    })
+}
+
 struct LegPairFixture {
     reference: Reference,
     /// Funded, with `PAIRS_PER_STATE` pairs rated three days before `inputs`: a busy tenant in
@@ -96,7 +111,6 @@ fn leg_pair_fixture() -> LegPairFixture {
         PrefixTable::new(table.iter().map(|p| (Prefix::parse(p).expect("digits"), random_rate(&mut rng))).collect())
             .expect("distinct prefixes");
     let (reference, funded) = testing::tenant(dial_out, ts(0), "1000000".parse().expect("decimal"));
-    let tenant_id = TenantId::new("contoso").expect("non-empty");
     let rater = Rater::default();
 
     // Zone A destinations, so the organizer's policy lets them through.
@@ -108,18 +122,8 @@ fn leg_pair_fixture() -> LegPairFixture {
         let to = numbers_under(&mut rng, &table, 1, country)[0];
         let start = ts(60 + i as i64 * 10);
         let connected = 30 + rng.below(3_600) as u32;
-        let event = |id: &str, at: Timestamp, body: LegBody| {
-            Input::Leg(CallLegEvent {
-                event_id: format!("ev-{i}-{id}").into(),
-                tenant_id: tenant_id.clone(),
-                conference_id: format!("conf-{}", i / 4).into(),
-                call_id: format!("call-{i}").into(),
-                leg_id: format!("leg-{i}").into(),
-                organizer_id: "alice".into(),
-                occurred_at: at,
-                body,
-            })
-        };
+        let conference = format!("conf-{}", i / 4);
+        let event = |id: &str, at: Timestamp, body: LegBody| leg_event(&i.to_string(), id, &conference, at, body);
         let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(to) };
         let ended = LegEnded { duration: LegDuration::ConnectedSeconds(connected), cause: DisconnectCause::Normal };
         inputs.push(event("s", start, LegBody::Started(started)));
@@ -148,20 +152,10 @@ const PARKED_ENDS: usize = 10_000;
 fn with_parked_ends(fx: &LegPairFixture) -> TenantState {
     let mut state = fx.warm.clone();
     let first = i64::from(LATER_SECONDS) + 60 - 47 * 3_600;
-    let tenant_id = TenantId::new("contoso").expect("non-empty");
     for k in 0..PARKED_ENDS {
         let at = ts(first + (k as i64 * 47 * 3_600) / PARKED_ENDS as i64);
         let ended = LegEnded { duration: LegDuration::ConnectedSeconds(60), cause: DisconnectCause::Normal };
-        let orphan = Input::Leg(CallLegEvent {
-            event_id: format!("orphan-{k}-e").into(),
-            tenant_id: tenant_id.clone(),
-            conference_id: "conf-orphans".into(),
-            call_id: format!("call-orphan-{k}").into(),
-            leg_id: format!("leg-orphan-{k}").into(),
-            organizer_id: "alice".into(),
-            occurred_at: at,
-            body: LegBody::Ended(ended),
-        });
+        let orphan = leg_event(&format!("orphan-{k}"), "e", "conf-orphans", at, LegBody::Ended(ended));
         Rater::default().apply(&fx.reference, &mut state, orphan, &mut Vec::new()).expect("parked");
     }
     assert_eq!(state.parked_ends.len(), PARKED_ENDS);
@@ -287,18 +281,8 @@ fn cutoff_fixture() -> (Reference, TenantState, Vec<Input>) {
     let mut tenant = reference.tenant("contoso").expect("the fixture's tenant").clone();
     tenant.cutoff = CutoffPolicy::Disconnect;
     reference.put_tenant(tenant);
-    let tenant_id = TenantId::new("contoso").expect("non-empty");
     let event = |i: usize, suffix: &str, at: Timestamp, body: LegBody| {
-        Input::Leg(CallLegEvent {
-            event_id: format!("cut-{i}-{suffix}").into(),
-            tenant_id: tenant_id.clone(),
-            conference_id: "conf-cutoff".into(),
-            call_id: format!("call-cut-{i}").into(),
-            leg_id: format!("leg-cut-{i}").into(),
-            organizer_id: "alice".into(),
-            occurred_at: at,
-            body,
-        })
+        leg_event(&format!("cut-{i}"), suffix, "conf-cutoff", at, body)
     };
     let rater = Rater::default();
     let numbers = numbers_under(&mut rng, &table, CUTOFF_LEGS, Country::from_code("US").expect("ISO 3166"));
