@@ -70,9 +70,9 @@ const RESUMES: u32 = 5;
 
 /// Retries of one batch after which its partition counts as stalled.
 const STALLED_AFTER: u32 = 3;
-/// Dormant tenants whose balance gauges a committed batch refreshes (see
-/// `PartitionTask::refresh_balances_under_load`).
-const DORMANT_SLICE: usize = 2_000;
+/// Buckets of the dormant index (about half of them hold a tenant) whose tenants' balance
+/// gauges a committed batch refreshes (see `PartitionTask::refresh_balances_under_load`).
+const DORMANT_SLICE: usize = 4_096;
 /// How often a catching-up task holding records looks again whether an input behind has
 /// reached its end without a record (a transaction marker ends it).
 const CATCH_UP_LOOK_AGAIN: Duration = Duration::from_millis(10);
@@ -424,8 +424,8 @@ pub struct PartitionTask {
     last_batch: Option<Instant>,
     /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
     balances_refreshed: Instant,
-    /// Where the next slice of dormant tenants' balances starts, while a refresh under load
-    /// goes through them (see `refresh_balances_under_load`).
+    /// The dormant index's bucket the next slice of balances starts at, while a refresh under
+    /// load goes through it (see `refresh_balances_under_load`).
     dormant_refresh: Option<usize>,
     /// The tenant API's view of the partition: the committed state, published after each
     /// commit for the tenants the batch touched.
@@ -1007,7 +1007,7 @@ impl PartitionTask {
         self.balances_refreshed = Instant::now();
         self.dormant_refresh = None;
         self.refresh_live_balances();
-        self.refresh_dormant_balances(0, usize::MAX);
+        self.refresh_dormant_balances(0..usize::MAX);
     }
 
     /// After a committed batch: when due, every live tenant's balance, then the dormant ones a
@@ -1025,8 +1025,9 @@ impl PartitionTask {
             self.dormant_refresh = Some(0);
         }
         if let Some(from) = self.dormant_refresh {
-            let done = self.refresh_dormant_balances(from, DORMANT_SLICE);
-            self.dormant_refresh = (done == DORMANT_SLICE).then_some(from + DORMANT_SLICE);
+            let to = from + DORMANT_SLICE;
+            self.refresh_dormant_balances(from..to);
+            self.dormant_refresh = (to < self.states.dormant().buckets()).then_some(to);
         }
     }
 
@@ -1038,17 +1039,13 @@ impl PartitionTask {
         }
     }
 
-    /// The balances of up to `count` dormant tenants from the `from`-th on; how many of the
-    /// arena's entries it went through.
-    fn refresh_dormant_balances(&self, from: usize, count: usize) -> usize {
-        let mut seen = 0;
-        for (tenant, held) in self.states.dormant_balances(from, count) {
-            seen += 1;
+    /// The balances of the dormant tenants filed in the index's `buckets`.
+    fn refresh_dormant_balances(&self, buckets: std::ops::Range<usize>) {
+        for (tenant, held) in self.states.dormant_balances(buckets) {
             if let (Some((balance, currency)), Some(t)) = (held, self.tables.tenant(tenant)) {
                 telemetry::balance(&t.id, currency.unwrap_or(t.currency), balance);
             }
         }
-        seen
     }
 
     fn roll_back(&mut self, undo: Undos) {

@@ -13,9 +13,13 @@
 //! state.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::ops::Range;
 use std::sync::Arc;
 
+use hashbrown::HashTable;
 use hashbrown::hash_map::EntryRef;
+use hashbrown::hash_table::Entry;
 use tollgate_core::{Currency, FastState, Money, TenantState};
 
 /// Live tenant states by tenant (hashed with [`FastState`]: a lookup per rated record, one
@@ -26,16 +30,29 @@ pub type Live = hashbrown::HashMap<String, TenantState, FastState>;
 type Span = (u32, u32);
 
 /// Tenants restored from their record and not woken since: the records' bytes, by tenant.
+///
+/// The index is a hash table whose buckets can be read by position: it does not change after
+/// the restore, so a refresh of the balance gauges goes through it a range of buckets at a
+/// time ([`States::dormant_balances`]), each range costing what it holds, wherever it starts.
 #[derive(Debug, Default)]
 pub struct Dormant {
-    index: HashMap<String, Span, FastState>,
+    index: HashTable<(String, Span)>,
     arena: Vec<u8>,
+}
+
+/// The hash the dormant index files a tenant under.
+fn hash_of(tenant: &str) -> u64 {
+    FastState::default().hash_one(tenant)
 }
 
 impl Dormant {
     /// The record of `tenant`, if it is dormant.
     pub fn record(&self, tenant: &str) -> Option<&[u8]> {
-        self.index.get(tenant).map(|&(at, len)| &self.arena[at as usize..(at + len) as usize])
+        self.index.find(hash_of(tenant), |(t, _)| t == tenant).map(|(_, span)| self.span(*span))
+    }
+
+    fn span(&self, (at, len): Span) -> &[u8] {
+        &self.arena[at as usize..(at + len) as usize]
     }
 
     /// The state of `tenant`, if it is dormant (not tracking changes).
@@ -55,7 +72,21 @@ impl Dormant {
 
     /// Every dormant tenant and its record.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.index.iter().map(|(tenant, &(at, len))| (tenant.as_str(), &self.arena[at as usize..(at + len) as usize]))
+        self.index.iter().map(|(tenant, span)| (tenant.as_str(), self.span(*span)))
+    }
+
+    /// The index's buckets: [`Dormant::in_buckets`] of `0..buckets()` is every dormant tenant.
+    pub fn buckets(&self) -> usize {
+        self.index.num_buckets()
+    }
+
+    /// The dormant tenants filed in the buckets `range` (clamped to [`Dormant::buckets`]), and
+    /// their records. The index never changes, so consecutive ranges see each tenant once.
+    pub fn in_buckets(&self, range: Range<usize>) -> impl Iterator<Item = (&str, &[u8])> {
+        let range = range.start.min(self.buckets())..range.end.min(self.buckets());
+        range
+            .filter_map(|bucket| self.index.get_bucket(bucket))
+            .map(|(tenant, span)| (tenant.as_str(), self.span(*span)))
     }
 }
 
@@ -101,15 +132,23 @@ impl DormantBuilder {
             return false;
         }
         arena.extend_from_slice(record);
-        if let Some((_, old)) = self.dormant.index.insert(tenant.to_owned(), (at, len)) {
-            self.garbage += old as usize;
+        let entry = self.dormant.index.entry(hash_of(tenant), |(t, _)| t == tenant, |(t, _)| hash_of(t));
+        match entry {
+            Entry::Occupied(mut earlier) => {
+                self.garbage += earlier.get().1.1 as usize;
+                earlier.get_mut().1 = (at, len);
+            }
+            Entry::Vacant(place) => {
+                place.insert((tenant.to_owned(), (at, len)));
+            }
         }
         true
     }
 
     /// Forgets the tenant's record, if it had one.
     pub fn remove(&mut self, tenant: &str) {
-        if let Some((_, len)) = self.dormant.index.remove(tenant) {
+        if let Ok(entry) = self.dormant.index.find_entry(hash_of(tenant), |(t, _)| t == tenant) {
+            let ((_, (_, len)), _) = entry.remove();
             self.garbage += len as usize;
         }
     }
@@ -131,7 +170,7 @@ impl DormantBuilder {
         }
         let Dormant { mut index, arena } = self.dormant;
         let mut compact = Vec::with_capacity(arena.len() - self.garbage);
-        for (at, len) in index.values_mut() {
+        for (_, (at, len)) in index.iter_mut() {
             let moved = compact.len() as u32;
             compact.extend_from_slice(&arena[*at as usize..(*at + *len) as usize]);
             *at = moved;
@@ -177,7 +216,7 @@ impl States {
     /// state with [`States::for_rating`]).
     #[cfg(test)]
     pub fn contains(&self, tenant: &str) -> bool {
-        self.live.contains_key(tenant) || self.dormant.index.contains_key(tenant)
+        self.live.contains_key(tenant) || self.dormant.record(tenant).is_some()
     }
 
     /// The live state of `tenant` (a tenant a batch touched is live).
@@ -218,19 +257,16 @@ impl States {
         self.live.remove(tenant);
     }
 
-    /// Up to `count` dormant tenants' balances and the currencies they are held in (read from
-    /// their records), from the `from`-th on in the arena's order, which does not change: a
-    /// refresh can go through them a slice at a time. A tenant live since has `None` (its
-    /// state is in [`States::live`]).
+    /// The balances, and the currencies they are held in (read from their records), of the
+    /// dormant tenants filed in the index's `buckets` ([`Dormant::in_buckets`]; the index
+    /// does not change, so a refresh goes through `0..`[`Dormant::buckets`] a range at a
+    /// time). A tenant live since has `None` (its state is in [`States::live`]).
     pub fn dormant_balances(
         &self,
-        from: usize,
-        count: usize,
+        buckets: Range<usize>,
     ) -> impl Iterator<Item = (&str, Option<(Money, Option<Currency>)>)> {
         self.dormant
-            .iter()
-            .skip(from)
-            .take(count)
+            .in_buckets(buckets)
             .map(|(tenant, record)| (tenant, (!self.live.contains_key(tenant)).then(|| balance(record))))
     }
 
@@ -273,7 +309,7 @@ mod tests {
         let mut states = States::new(Live::default(), builder.finish());
         states.for_rating("initech", || panic!("dormant")).unwrap();
         let mut held: Vec<String> = states
-            .dormant_balances(0, usize::MAX)
+            .dormant_balances(0..usize::MAX)
             .map(|(t, held)| match held {
                 Some((balance, Some(currency))) => format!("{t} {balance} {currency}"),
                 Some((balance, None)) => format!("{t} {balance}"),
@@ -284,40 +320,41 @@ mod tests {
         assert_eq!(held, ["acme 7.25 EUR", "globex 2", "initech awake"]);
     }
 
-    /// A refresh that goes through the dormant tenants a slice at a time (one slice per
-    /// committed batch) sees each of them once, a tenant woken meanwhile without a balance,
-    /// and knows it is done when a slice comes back short.
+    /// A refresh that goes through the dormant tenants a range of buckets at a time (one
+    /// range per committed batch) sees each of them once, with its own balance, and a tenant
+    /// woken meanwhile without one.
     #[test]
-    fn dormant_balances_a_slice_at_a_time_see_each_tenant_once() {
+    fn dormant_balances_a_range_at_a_time_see_each_tenant_once() {
         let mut builder = DormantBuilder::default();
         for i in 0..7 {
             assert!(builder.insert(&format!("t{i}"), &tenant_record(&funded(&format!("{}.00", i + 1)))));
         }
         let mut states = States::new(Live::default(), builder.finish());
-        let mut seen: Vec<String> = Vec::new();
-        let (mut from, mut woken) = (0, false);
-        loop {
-            let slice: Vec<(String, Option<String>)> = states
-                .dormant_balances(from, 3)
-                .map(|(t, held)| (t.to_owned(), held.map(|(balance, _)| balance.to_string())))
-                .collect();
-            for (tenant, balance) in &slice {
-                assert_eq!(balance.is_none(), woken && tenant == "t5", "{tenant}");
-                seen.push(tenant.clone());
+        let buckets = states.dormant().buckets();
+        let ranges: Vec<_> = (0..buckets).step_by(3).map(|from| from..from + 3).collect();
+        // A tenant filed after the first range, woken once that range is done.
+        let last = ranges.iter().rev().find_map(|r| states.dormant().in_buckets(r.clone()).next()).unwrap();
+        let woken = last.0.to_owned();
+        assert!(states.dormant().in_buckets(ranges[0].clone()).all(|(t, _)| t != woken));
+        let mut seen: Vec<(String, Option<String>)> = Vec::new();
+        for (n, range) in ranges.into_iter().enumerate() {
+            let slice =
+                states.dormant_balances(range).map(|(t, held)| (t.to_owned(), held.map(|(b, _)| b.to_string())));
+            seen.extend(slice.collect::<Vec<_>>());
+            if n == 0 {
+                states.for_rating(&woken, || panic!("dormant")).unwrap();
             }
-            if !woken {
-                // Woken after the first slice (whichever held it): the next slices still go on
-                // from where they were, in the arena's unchanged order.
-                states.for_rating("t5", || panic!("dormant")).unwrap();
-                woken = true;
-            }
-            if slice.len() < 3 {
-                break;
-            }
-            from += 3;
         }
+        assert_eq!(states.dormant_balances(buckets..usize::MAX).count(), 0, "nothing past the end");
         seen.sort();
-        assert_eq!(seen, ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]);
+        let expected: Vec<(String, Option<String>)> = (0..7)
+            .map(|i| {
+                let tenant = format!("t{i}");
+                let balance = (tenant != woken).then(|| (i + 1).to_string());
+                (tenant, balance)
+            })
+            .collect();
+        assert_eq!(seen, expected);
     }
 
     /// A little garbage (a tenant's earlier record) stays in the arena rather than the whole
@@ -355,7 +392,7 @@ mod tests {
 
         let mut states = States::new(Live::default(), dormant);
         let mut balances: Vec<(String, String)> = states
-            .dormant_balances(0, usize::MAX)
+            .dormant_balances(0..usize::MAX)
             .filter_map(|(t, held)| Some((t.to_owned(), held?.0.to_string())))
             .collect();
         balances.sort();
