@@ -56,7 +56,6 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
 use crate::kafka::WatchedConsumer;
-use hashbrown::hash_map::EntryRef;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -755,10 +754,7 @@ fn entry_key_parts(key: &str) -> Option<(&str, &str, &str)> {
 
 /// The live state of `tenant`, woken if it was dormant.
 fn woken<'a>(live: &'a mut Live, dormant: &mut DormantBuilder, tenant: &str) -> Option<&'a mut TenantState> {
-    match live.entry_ref(tenant) {
-        EntryRef::Occupied(state) => Some(state.into_mut()),
-        EntryRef::Vacant(place) => dormant.take(tenant).map(|state| place.insert(state)),
-    }
+    live.get_or_insert_with(tenant, || dormant.take(tenant)).map(|(state, _)| state)
 }
 
 /// Sets or (on a tombstone) removes `key`'s entry.

@@ -70,9 +70,20 @@ const RESUMES: u32 = 5;
 
 /// Retries of one batch after which its partition counts as stalled.
 const STALLED_AFTER: u32 = 3;
-/// Buckets of the dormant index (about half of them hold a tenant) whose tenants' balance
-/// gauges a committed batch refreshes (see `PartitionTask::refresh_balances_under_load`).
-const DORMANT_SLICE: usize = 4_096;
+/// Buckets of the live states or of the dormant index (about half of them hold a tenant)
+/// whose tenants' balance gauges a committed batch refreshes (see
+/// `PartitionTask::refresh_balances_under_load`).
+const REFRESH_SLICE: usize = 4_096;
+
+/// Where a refresh of the balance gauges under load goes on with its next slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refresh {
+    /// At this bucket of the live states.
+    Live(usize),
+    /// At this bucket of the dormant index (the live states are done).
+    Dormant(usize),
+}
+
 /// How often a catching-up task holding records looks again whether an input behind has
 /// reached its end without a record (a transaction marker ends it).
 const CATCH_UP_LOOK_AGAIN: Duration = Duration::from_millis(10);
@@ -424,9 +435,9 @@ pub struct PartitionTask {
     last_batch: Option<Instant>,
     /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
     balances_refreshed: Instant,
-    /// The dormant index's bucket the next slice of balances starts at, while a refresh under
-    /// load goes through it (see `refresh_balances_under_load`).
-    dormant_refresh: Option<usize>,
+    /// Where the next slice of balances starts, while a refresh under load goes through the
+    /// tenants (see `refresh_balances_under_load`).
+    refresh: Option<Refresh>,
     /// The tenant API's view of the partition: the committed state, published after each
     /// commit for the tenants the batch touched.
     view: Option<Arc<PartitionView>>,
@@ -508,7 +519,7 @@ impl PartitionTask {
             progress: restored.progress,
             next: restored.manifest.filter(|_| config_at_least_once),
             balances_refreshed: Instant::now(),
-            dormant_refresh: None,
+            refresh: None,
             view: None,
             poisons,
         };
@@ -1005,34 +1016,43 @@ impl PartitionTask {
 
     fn refresh_balances(&mut self) {
         self.balances_refreshed = Instant::now();
-        self.dormant_refresh = None;
-        self.refresh_live_balances();
+        self.refresh = None;
+        self.refresh_live_balances(0..usize::MAX);
         self.refresh_dormant_balances(0..usize::MAX);
     }
 
-    /// After a committed batch: when due, every live tenant's balance, then the dormant ones a
-    /// slice per batch ([`DORMANT_SLICE`]). A partition of a million dormant tenants would
-    /// otherwise stop rating for seconds every [`telemetry::GAUGE_REFRESH`]; a slice takes a
-    /// few milliseconds, and at a batch every few tens of milliseconds the slices go through a
-    /// million well within the exporter's two minutes.
+    /// After a committed batch: when due, the live tenants' balances, then the dormant ones',
+    /// a slice per batch ([`REFRESH_SLICE`]). A partition of a million dormant tenants, or of
+    /// a few hundred thousand live ones, would otherwise stop rating for seconds, or for tens
+    /// of milliseconds, every [`telemetry::GAUGE_REFRESH`]; a slice takes a few milliseconds,
+    /// and at a batch every few tens of milliseconds the slices go through a million well
+    /// within the exporter's two minutes.
     fn refresh_balances_under_load(&mut self) {
         if self.idle.is_some() {
             return;
         }
         if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
             self.balances_refreshed = Instant::now();
-            self.refresh_live_balances();
-            self.dormant_refresh = Some(0);
+            self.refresh = Some(Refresh::Live(0));
         }
-        if let Some(from) = self.dormant_refresh {
-            let to = from + DORMANT_SLICE;
-            self.refresh_dormant_balances(from..to);
-            self.dormant_refresh = (to < self.states.dormant().buckets()).then_some(to);
-        }
+        self.refresh = match self.refresh {
+            Some(Refresh::Live(from)) => {
+                let to = from + REFRESH_SLICE;
+                self.refresh_live_balances(from..to);
+                Some(if to < self.states.live().buckets() { Refresh::Live(to) } else { Refresh::Dormant(0) })
+            }
+            Some(Refresh::Dormant(from)) => {
+                let to = from + REFRESH_SLICE;
+                self.refresh_dormant_balances(from..to);
+                (to < self.states.dormant().buckets()).then_some(Refresh::Dormant(to))
+            }
+            None => None,
+        };
     }
 
-    fn refresh_live_balances(&self) {
-        for (tenant, state) in self.states.live() {
+    /// The balances of the live tenants filed in the live states' `buckets`.
+    fn refresh_live_balances(&self, buckets: std::ops::Range<usize>) {
+        for (tenant, state) in self.states.live().in_buckets(buckets) {
             if let Some(t) = self.tables.tenant(tenant) {
                 telemetry::balance(&t.id, state.currency_held(t.currency), state.balance());
             }

@@ -18,13 +18,106 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use hashbrown::HashTable;
-use hashbrown::hash_map::EntryRef;
 use hashbrown::hash_table::Entry;
 use tollgate_core::{Currency, FastState, Money, TenantState};
 
-/// Live tenant states by tenant (hashed with [`FastState`]: a lookup per rated record, one
-/// lookup each, through [`hashbrown::HashMap::entry_ref`]).
-pub type Live = hashbrown::HashMap<String, TenantState, FastState>;
+/// Live tenant states by tenant, hashed with [`FastState`]: one lookup per rated record
+/// ([`States::for_rating`] finds the state, or the place to add it, at once). A hash table
+/// whose buckets can be read by position, so that a refresh of the balance gauges goes
+/// through it a range of buckets at a time ([`Live::in_buckets`]).
+#[derive(Debug, Default)]
+pub struct Live(HashTable<(String, TenantState)>);
+
+impl Live {
+    /// How many tenants are live.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `tenant` is live.
+    pub fn contains_key(&self, tenant: &str) -> bool {
+        self.get(tenant).is_some()
+    }
+
+    /// The live state of `tenant`.
+    pub fn get(&self, tenant: &str) -> Option<&TenantState> {
+        self.0.find(hash_of(tenant), |(t, _)| t == tenant).map(|(_, state)| state)
+    }
+
+    /// Makes `state` the live state of `tenant`.
+    pub fn insert(&mut self, tenant: String, state: TenantState) {
+        match self.0.entry(hash_of(&tenant), |(t, _)| *t == tenant, |(t, _)| hash_of(t)) {
+            Entry::Occupied(mut live) => live.get_mut().1 = state,
+            Entry::Vacant(place) => {
+                place.insert((tenant, state));
+            }
+        }
+    }
+
+    /// Forgets the live state of `tenant`, if it had one.
+    pub fn remove(&mut self, tenant: &str) {
+        if let Ok(live) = self.0.find_entry(hash_of(tenant), |(t, _)| t == tenant) {
+            live.remove();
+        }
+    }
+
+    /// The live state of `tenant`, or the one `new` makes (`None`: the tenant stays without
+    /// one): a single lookup either way.
+    pub fn get_or_insert_with(
+        &mut self,
+        tenant: &str,
+        new: impl FnOnce() -> Option<TenantState>,
+    ) -> Option<(&mut TenantState, bool)> {
+        match self.0.entry(hash_of(tenant), |(t, _)| t == tenant, |(t, _)| hash_of(t)) {
+            Entry::Occupied(live) => Some((&mut live.into_mut().1, true)),
+            Entry::Vacant(place) => Some((&mut place.insert((tenant.to_owned(), new()?)).into_mut().1, false)),
+        }
+    }
+
+    /// Every live tenant and its state.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &TenantState)> {
+        self.0.iter().map(|(tenant, state)| (tenant, state))
+    }
+
+    /// Every live state.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut TenantState> {
+        self.0.iter_mut().map(|(_, state)| state)
+    }
+
+    /// Every live tenant.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(tenant, _)| tenant)
+    }
+
+    /// The table's buckets: [`Live::in_buckets`] of `0..buckets()` is every live tenant.
+    pub fn buckets(&self) -> usize {
+        self.0.num_buckets()
+    }
+
+    /// The live tenants filed in the buckets `range` (clamped to [`Live::buckets`]), and their
+    /// states. A tenant added since a range before may land in it or not, and the table may
+    /// have grown, which files every tenant anew: a refresh that goes through the buckets a
+    /// range at a time sees every tenant live when it began at least once, unless the table
+    /// grew meanwhile (then the refresh after it does).
+    pub fn in_buckets(&self, range: Range<usize>) -> impl Iterator<Item = (&str, &TenantState)> {
+        let range = range.start.min(self.buckets())..range.end.min(self.buckets());
+        range.filter_map(|bucket| self.0.get_bucket(bucket)).map(|(tenant, state)| (tenant.as_str(), state))
+    }
+}
+
+impl IntoIterator for Live {
+    type Item = (String, TenantState);
+    type IntoIter = hashbrown::hash_table::IntoIter<(String, TenantState)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
 
 /// Where a dormant record is in the arena: offset and length.
 type Span = (u32, u32);
@@ -204,7 +297,7 @@ impl States {
 
     /// How many tenants have a state.
     pub fn len(&self) -> usize {
-        self.live.len() + self.dormant.iter().filter(|(tenant, _)| !self.live.contains_key(*tenant)).count()
+        self.live.len() + self.dormant.iter().filter(|(tenant, _)| !self.live.contains_key(tenant)).count()
     }
 
     /// True when none has.
@@ -236,20 +329,20 @@ impl States {
     /// is left without one). A live tenant, the usual case, costs one lookup of the live map
     /// and no call of `known`.
     pub fn for_rating(&mut self, tenant: &str, known: impl FnOnce() -> bool) -> Option<(&mut TenantState, bool)> {
-        match self.live.entry_ref(tenant) {
-            EntryRef::Occupied(live) => Some((live.into_mut(), true)),
-            EntryRef::Vacant(place) => {
-                if let Some(record) = self.dormant.record(tenant) {
-                    return Some((place.insert(wake(record)), true));
-                }
-                if !known() {
-                    return None;
-                }
+        let dormant = &self.dormant;
+        let mut woken = false;
+        let (state, existed) = self.live.get_or_insert_with(tenant, || {
+            if let Some(record) = dormant.record(tenant) {
+                woken = true;
+                return Some(wake(record));
+            }
+            known().then(|| {
                 let mut state = TenantState::default();
                 state.track_changes();
-                Some((place.insert(state), false))
-            }
-        }
+                state
+            })
+        })?;
+        Some((state, existed || woken))
     }
 
     /// Forgets a live state (a tenant new in a batch that was rolled back).
@@ -354,6 +447,31 @@ mod tests {
                 (tenant, balance)
             })
             .collect();
+        assert_eq!(seen, expected);
+    }
+
+    /// The live states a range of buckets at a time: each tenant once, with its latest state,
+    /// a tenant removed not at all.
+    #[test]
+    fn live_states_a_range_at_a_time_see_each_tenant_once() {
+        let mut live = Live::default();
+        for i in 0..100 {
+            live.insert(format!("t{i}"), funded(&format!("{}.00", i + 1)));
+        }
+        live.insert("t7".into(), funded("70.00"));
+        live.remove("t9");
+        assert_eq!(live.len(), 99);
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for from in (0..live.buckets()).step_by(5) {
+            seen.extend(live.in_buckets(from..from + 5).map(|(t, state)| (t.to_owned(), state.balance().to_string())));
+        }
+        assert_eq!(live.in_buckets(live.buckets()..usize::MAX).count(), 0, "nothing past the end");
+        seen.sort();
+        let mut expected: Vec<(String, String)> = (0..100)
+            .filter(|i| *i != 9)
+            .map(|i| (format!("t{i}"), if i == 7 { "70".to_owned() } else { (i + 1).to_string() }))
+            .collect();
+        expected.sort();
         assert_eq!(seen, expected);
     }
 
