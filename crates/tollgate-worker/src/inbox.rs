@@ -112,14 +112,15 @@ impl Inbox {
     /// while the previous one was committed, and leaves at once; a partition that went quiet
     /// commits at most once per interval, like Kafka Streams' `commit.interval.ms`, and its
     /// first record waits only for what is left of the interval, not for a whole one. `idle`
-    /// is called about every [`IDLE_TICK`] while nothing arrives.
+    /// is called about every [`IDLE_TICK`] while nothing arrives, with a question it may ask
+    /// as often as it likes: whether a record has arrived since (then it should return soon).
     pub fn take_batch(
         &mut self,
         carry: &mut VecDeque<Record>,
         batch_size: usize,
         commit_interval: Duration,
         previous: Option<Instant>,
-        mut idle: impl FnMut(),
+        mut idle: impl FnMut(&dyn Fn() -> bool),
     ) -> Taken {
         // Sized for what is in hand, so that a large batch is not grown (and copied) by doubling.
         let in_hand = carry.len().saturating_add(self.queued.load(Ordering::Relaxed));
@@ -140,7 +141,7 @@ impl Inbox {
         }
         while batch.records.is_empty() {
             batch.waited = true;
-            idle();
+            idle(&|| self.queued.load(Ordering::Relaxed) > 0);
             match self.recv_timeout(IDLE_TICK) {
                 Ok(Command::Record(record)) => batch.records.push(record),
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return batch.stopped(),
@@ -285,11 +286,11 @@ mod tests {
         mailbox.send(record(2));
         // Nothing carried over, two records waiting: the batch did not start from idle, so it
         // neither waits for company (the flag says so) nor calls `idle`.
-        let batch = inbox.take_batch(&mut VecDeque::new(), 10, Duration::from_millis(10), None, || panic!("not idle"));
+        let batch = inbox.take_batch(&mut VecDeque::new(), 10, Duration::from_millis(10), None, |_| panic!("not idle"));
         assert_eq!((offsets(&batch.records), batch.waited, batch.stop), (vec![1, 2], false, false));
         assert_eq!(mailbox.waiting(), 0);
         let mut carry = VecDeque::from([record(3)]);
-        let batch = inbox.take_batch(&mut carry, 10, Duration::from_millis(10), None, || panic!("not idle"));
+        let batch = inbox.take_batch(&mut carry, 10, Duration::from_millis(10), None, |_| panic!("not idle"));
         assert_eq!((offsets(&batch.records), batch.waited), (vec![3], false));
     }
 
@@ -298,7 +299,7 @@ mod tests {
         let (mailbox, mut inbox) = channel_pair();
         let mut carry = VecDeque::from([record(0), record(1), record(2)]);
         mailbox.send(record(3));
-        let batch = inbox.take_batch(&mut carry, 2, Duration::from_secs(3600), None, || panic!("not idle"));
+        let batch = inbox.take_batch(&mut carry, 2, Duration::from_secs(3600), None, |_| panic!("not idle"));
         assert_eq!((offsets(&batch.records), batch.waited), (vec![0, 1], false));
         assert_eq!(carry.len(), 1);
         assert_eq!(mailbox.waiting(), 1);
@@ -316,7 +317,7 @@ mod tests {
             mailbox
         });
         let mut idle_calls = 0;
-        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), None, || {
+        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), None, |_| {
             idle_calls += 1;
             let _ = go.send(());
         });
@@ -325,8 +326,23 @@ mod tests {
         assert_eq!((offsets(&batch.records), batch.waited, batch.stop), (vec![7, 8], true, false));
         assert!(idle_calls >= 1);
         mailbox.stop();
-        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), None, || {});
+        let batch = inbox.take_batch(&mut VecDeque::new(), 2, Duration::from_secs(3600), None, |_| {});
         assert_eq!((batch.records.len(), batch.stop), (0, true));
+    }
+
+    /// What `idle` does while nothing arrives can ask whether a record has arrived since: no
+    /// before one is sent, yes once it is, so that long upkeep stops for it.
+    #[test]
+    fn idle_upkeep_learns_that_a_record_arrived() {
+        let (mailbox, mut inbox) = channel_pair();
+        let mut answers = Vec::new();
+        let batch = inbox.take_batch(&mut VecDeque::new(), 1, Duration::ZERO, None, |arrived| {
+            answers.push(arrived());
+            mailbox.send(record(7));
+            answers.push(arrived());
+        });
+        assert_eq!(answers, [false, true]);
+        assert_eq!((offsets(&batch.records), batch.waited), (vec![7], true));
     }
 
     #[test]
@@ -357,7 +373,7 @@ mod tests {
         // The previous batch left a whole interval ago: nothing is left to wait for (with
         // `None`, or a previous batch just now, this batch would wait an hour for the second).
         let previous = Instant::now().checked_sub(interval).expect("an hour after boot");
-        let batch = inbox.take_batch(&mut VecDeque::new(), 2, interval, Some(previous), || {
+        let batch = inbox.take_batch(&mut VecDeque::new(), 2, interval, Some(previous), |_| {
             let _ = go.send(());
         });
         assert_eq!((offsets(&batch.records), batch.waited, batch.stop), (vec![7], true, false));

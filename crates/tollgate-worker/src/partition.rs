@@ -583,9 +583,7 @@ impl PartitionTask {
             self.config.batch_size,
             self.config.commit_interval(),
             self.last_batch,
-            || {
-                self.refresh_balances_if_due();
-            },
+            |arrived| self.refresh_balances_while_waiting(arrived),
         );
         self.carry = carry;
         (batch.records, batch.stop)
@@ -1006,11 +1004,27 @@ impl PartitionTask {
 
     /// When due, sets every owned tenant's balance gauge, so that the exporter keeps them (it
     /// drops gauges idle for longer than a few refresh periods, which is how a tenant given
-    /// away to another worker disappears from this one): while the partition is idle, and
-    /// while a batch is retried (after a committed one, `refresh_balances_under_load`).
+    /// away to another worker disappears from this one), and finishes a refresh under way:
+    /// while records are caught up with or awaited, and while a batch is retried (after a
+    /// committed one, `refresh_balances_under_load`).
     fn refresh_balances_if_due(&mut self) {
-        if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH && self.idle.is_none() {
-            self.refresh_balances();
+        self.refresh_balances_while_waiting(&|| false);
+    }
+
+    /// [`PartitionTask::refresh_balances_if_due`] while the partition waits for records: a
+    /// slice at a time ([`REFRESH_SLICE`]), until a record has `arrived`. The rest goes on
+    /// after the batch it starts, a slice per committed batch, so that a record that arrives
+    /// at a quiet partition of a million tenants waits for a slice, not for them all.
+    fn refresh_balances_while_waiting(&mut self, arrived: &dyn Fn() -> bool) {
+        if self.idle.is_some() {
+            return;
+        }
+        if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
+            self.balances_refreshed = Instant::now();
+            self.refresh = Some(Refresh::Live(0));
+        }
+        while self.refresh.is_some() && !arrived() {
+            self.refresh_slice();
         }
     }
 
@@ -1035,6 +1049,11 @@ impl PartitionTask {
             self.balances_refreshed = Instant::now();
             self.refresh = Some(Refresh::Live(0));
         }
+        self.refresh_slice();
+    }
+
+    /// The next slice of a refresh under way, if one is.
+    fn refresh_slice(&mut self) {
         self.refresh = match self.refresh {
             Some(Refresh::Live(from)) => {
                 let to = from + REFRESH_SLICE;
