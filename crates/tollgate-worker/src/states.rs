@@ -133,7 +133,7 @@ pub struct Dormant {
     arena: Vec<u8>,
 }
 
-/// The hash the dormant index files a tenant under.
+/// The hash the live states and the dormant index file a tenant under.
 fn hash_of(tenant: &str) -> u64 {
     FastState::default().hash_one(tenant)
 }
