@@ -21,98 +21,108 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use tollgate_core::{Currency, FastState, Money, TenantState};
 
-/// Live tenant states by tenant, hashed with [`FastState`]: one lookup per rated record
-/// ([`States::for_rating`] finds the state, or the place to add it, at once). A hash table
-/// whose buckets can be read by position, so that a refresh of the balance gauges goes
-/// through it a range of buckets at a time ([`Live::in_buckets`]).
-#[derive(Debug, Default)]
-pub struct Live(HashTable<(String, TenantState)>);
+/// Values by tenant, hashed with [`FastState`]: the live states ([`Live`]) and the dormant
+/// index. A hash table whose buckets can be read by position, so that a refresh of the
+/// balance gauges goes through it a range of buckets at a time ([`ByTenant::in_buckets`]).
+#[derive(Debug)]
+pub struct ByTenant<V>(HashTable<(String, V)>);
 
-impl Live {
-    /// How many tenants are live.
+/// Live tenant states by tenant: one lookup per rated record ([`States::for_rating`] finds
+/// the state, or the place to add it, at once).
+pub type Live = ByTenant<TenantState>;
+
+impl<V> Default for ByTenant<V> {
+    fn default() -> Self {
+        ByTenant(HashTable::new())
+    }
+}
+
+/// The hash a [`ByTenant`] table files a tenant under.
+fn hash_of(tenant: &str) -> u64 {
+    FastState::default().hash_one(tenant)
+}
+
+impl<V> ByTenant<V> {
+    /// How many tenants it holds.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
-    /// True when none is.
+    /// True when it holds none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    /// Whether `tenant` is live.
+    /// Whether it holds `tenant`.
     pub fn contains_key(&self, tenant: &str) -> bool {
         self.get(tenant).is_some()
     }
 
-    /// The live state of `tenant`.
-    pub fn get(&self, tenant: &str) -> Option<&TenantState> {
-        self.0.find(hash_of(tenant), |(t, _)| t == tenant).map(|(_, state)| state)
+    /// The value of `tenant`.
+    pub fn get(&self, tenant: &str) -> Option<&V> {
+        self.0.find(hash_of(tenant), |(t, _)| t == tenant).map(|(_, value)| value)
     }
 
-    /// Makes `state` the live state of `tenant`.
-    pub fn insert(&mut self, tenant: String, state: TenantState) {
+    /// Makes `value` the value of `tenant`; returns the one it replaced.
+    pub fn insert(&mut self, tenant: String, value: V) -> Option<V> {
         match self.0.entry(hash_of(&tenant), |(t, _)| *t == tenant, |(t, _)| hash_of(t)) {
-            Entry::Occupied(mut live) => live.get_mut().1 = state,
+            Entry::Occupied(mut held) => Some(std::mem::replace(&mut held.get_mut().1, value)),
             Entry::Vacant(place) => {
-                place.insert((tenant, state));
+                place.insert((tenant, value));
+                None
             }
         }
     }
 
-    /// Forgets the live state of `tenant`, if it had one.
-    pub fn remove(&mut self, tenant: &str) {
-        if let Ok(live) = self.0.find_entry(hash_of(tenant), |(t, _)| t == tenant) {
-            live.remove();
-        }
+    /// Forgets `tenant`; returns its value, if it had one.
+    pub fn remove(&mut self, tenant: &str) -> Option<V> {
+        let held = self.0.find_entry(hash_of(tenant), |(t, _)| t == tenant).ok()?;
+        Some(held.remove().0.1)
     }
 
-    /// The live state of `tenant`, or the one `new` makes (`None`: the tenant stays without
-    /// one): a single lookup either way.
-    pub fn get_or_insert_with(
-        &mut self,
-        tenant: &str,
-        new: impl FnOnce() -> Option<TenantState>,
-    ) -> Option<(&mut TenantState, bool)> {
+    /// The value of `tenant`, or the one `new` makes (`None`: the tenant stays without one),
+    /// and whether it was held: a single lookup either way.
+    pub fn get_or_insert_with(&mut self, tenant: &str, new: impl FnOnce() -> Option<V>) -> Option<(&mut V, bool)> {
         match self.0.entry(hash_of(tenant), |(t, _)| t == tenant, |(t, _)| hash_of(t)) {
-            Entry::Occupied(live) => Some((&mut live.into_mut().1, true)),
+            Entry::Occupied(held) => Some((&mut held.into_mut().1, true)),
             Entry::Vacant(place) => Some((&mut place.insert((tenant.to_owned(), new()?)).into_mut().1, false)),
         }
     }
 
-    /// Every live tenant and its state.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &TenantState)> {
-        self.0.iter().map(|(tenant, state)| (tenant, state))
+    /// Every tenant and its value.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
+        self.0.iter().map(|(tenant, value)| (tenant, value))
     }
 
-    /// Every live state.
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut TenantState> {
-        self.0.iter_mut().map(|(_, state)| state)
+    /// Every value.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.0.iter_mut().map(|(_, value)| value)
     }
 
-    /// Every live tenant.
+    /// Every tenant.
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.0.iter().map(|(tenant, _)| tenant)
     }
 
-    /// The table's buckets: [`Live::in_buckets`] of `0..buckets()` is every live tenant.
+    /// The table's buckets: [`ByTenant::in_buckets`] of `0..buckets()` is every tenant.
     pub fn buckets(&self) -> usize {
         self.0.num_buckets()
     }
 
-    /// The live tenants filed in the buckets `range` (clamped to [`Live::buckets`]), and their
-    /// states. A tenant added since a range before may land in it or not, and the table may
-    /// have grown, which files every tenant anew: a refresh that goes through the buckets a
-    /// range at a time sees every tenant live when it began at least once, unless the table
-    /// grew meanwhile (then the refresh after it does).
-    pub fn in_buckets(&self, range: Range<usize>) -> impl Iterator<Item = (&str, &TenantState)> {
+    /// The tenants filed in the buckets `range` (clamped to [`ByTenant::buckets`]), and their
+    /// values. Consecutive ranges see each tenant once while the table does not change. A
+    /// tenant added since a range before may land in it or not, and a table that grew files
+    /// every tenant anew: a refresh that goes through the buckets a range at a time then may
+    /// miss a tenant (the refresh after it does not).
+    pub fn in_buckets(&self, range: Range<usize>) -> impl Iterator<Item = (&str, &V)> {
         let range = range.start.min(self.buckets())..range.end.min(self.buckets());
-        range.filter_map(|bucket| self.0.get_bucket(bucket)).map(|(tenant, state)| (tenant.as_str(), state))
+        range.filter_map(|bucket| self.0.get_bucket(bucket)).map(|(tenant, value)| (tenant.as_str(), value))
     }
 }
 
-impl IntoIterator for Live {
-    type Item = (String, TenantState);
-    type IntoIter = hashbrown::hash_table::IntoIter<(String, TenantState)>;
+impl<V> IntoIterator for ByTenant<V> {
+    type Item = (String, V);
+    type IntoIter = hashbrown::hash_table::IntoIter<(String, V)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
@@ -124,24 +134,19 @@ type Span = (u32, u32);
 
 /// Tenants restored from their record and not woken since: the records' bytes, by tenant.
 ///
-/// The index is a hash table whose buckets can be read by position: it does not change after
-/// the restore, so a refresh of the balance gauges goes through it a range of buckets at a
-/// time ([`States::dormant_balances`]), each range costing what it holds, wherever it starts.
+/// The index does not change after the restore, so a refresh of the balance gauges goes
+/// through it a range of buckets at a time ([`States::dormant_balances`]) and sees each
+/// tenant once.
 #[derive(Debug, Default)]
 pub struct Dormant {
-    index: HashTable<(String, Span)>,
+    index: ByTenant<Span>,
     arena: Vec<u8>,
-}
-
-/// The hash the live states and the dormant index file a tenant under.
-fn hash_of(tenant: &str) -> u64 {
-    FastState::default().hash_one(tenant)
 }
 
 impl Dormant {
     /// The record of `tenant`, if it is dormant.
     pub fn record(&self, tenant: &str) -> Option<&[u8]> {
-        self.index.find(hash_of(tenant), |(t, _)| t == tenant).map(|(_, span)| self.span(*span))
+        self.index.get(tenant).map(|span| self.span(*span))
     }
 
     fn span(&self, (at, len): Span) -> &[u8] {
@@ -170,16 +175,13 @@ impl Dormant {
 
     /// The index's buckets: [`Dormant::in_buckets`] of `0..buckets()` is every dormant tenant.
     pub fn buckets(&self) -> usize {
-        self.index.num_buckets()
+        self.index.buckets()
     }
 
-    /// The dormant tenants filed in the buckets `range` (clamped to [`Dormant::buckets`]), and
-    /// their records. The index never changes, so consecutive ranges see each tenant once.
+    /// The dormant tenants filed in the index's buckets `range` ([`ByTenant::in_buckets`]),
+    /// and their records.
     pub fn in_buckets(&self, range: Range<usize>) -> impl Iterator<Item = (&str, &[u8])> {
-        let range = range.start.min(self.buckets())..range.end.min(self.buckets());
-        range
-            .filter_map(|bucket| self.index.get_bucket(bucket))
-            .map(|(tenant, span)| (tenant.as_str(), self.span(*span)))
+        self.index.in_buckets(range).map(|(tenant, span)| (tenant, self.span(*span)))
     }
 }
 
@@ -225,23 +227,15 @@ impl DormantBuilder {
             return false;
         }
         arena.extend_from_slice(record);
-        let entry = self.dormant.index.entry(hash_of(tenant), |(t, _)| t == tenant, |(t, _)| hash_of(t));
-        match entry {
-            Entry::Occupied(mut earlier) => {
-                self.garbage += earlier.get().1.1 as usize;
-                earlier.get_mut().1 = (at, len);
-            }
-            Entry::Vacant(place) => {
-                place.insert((tenant.to_owned(), (at, len)));
-            }
+        if let Some((_, earlier)) = self.dormant.index.insert(tenant.to_owned(), (at, len)) {
+            self.garbage += earlier as usize;
         }
         true
     }
 
     /// Forgets the tenant's record, if it had one.
     pub fn remove(&mut self, tenant: &str) {
-        if let Ok(entry) = self.dormant.index.find_entry(hash_of(tenant), |(t, _)| t == tenant) {
-            let ((_, (_, len)), _) = entry.remove();
+        if let Some((_, len)) = self.dormant.index.remove(tenant) {
             self.garbage += len as usize;
         }
     }
@@ -263,7 +257,7 @@ impl DormantBuilder {
         }
         let Dormant { mut index, arena } = self.dormant;
         let mut compact = Vec::with_capacity(arena.len() - self.garbage);
-        for (_, (at, len)) in index.iter_mut() {
+        for (at, len) in index.values_mut() {
             let moved = compact.len() as u32;
             compact.extend_from_slice(&arena[*at as usize..(*at + *len) as usize]);
             *at = moved;
