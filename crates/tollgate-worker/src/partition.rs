@@ -1019,20 +1019,14 @@ impl PartitionTask {
         if self.idle.is_some() {
             return;
         }
-        if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
-            self.balances_refreshed = Instant::now();
-            self.refresh = Some(Refresh::Live(0));
-        }
-        while self.refresh.is_some() && !arrived() {
-            self.refresh_slice();
-        }
+        self.start_refresh_if_due();
+        self.refresh_slices_until(arrived);
     }
 
+    /// Every tenant's balance gauge, at once (when the task starts).
     fn refresh_balances(&mut self) {
-        self.balances_refreshed = Instant::now();
-        self.refresh = None;
-        self.refresh_live_balances(0..usize::MAX);
-        self.refresh_dormant_balances(0..usize::MAX);
+        self.start_refresh();
+        self.refresh_slices_until(&|| false);
     }
 
     /// After a committed batch: when due, the live tenants' balances, then the dormant ones',
@@ -1045,11 +1039,28 @@ impl PartitionTask {
         if self.idle.is_some() {
             return;
         }
-        if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
-            self.balances_refreshed = Instant::now();
-            self.refresh = Some(Refresh::Live(0));
-        }
+        self.start_refresh_if_due();
         self.refresh_slice();
+    }
+
+    /// Starts a refresh when the last one started [`telemetry::GAUGE_REFRESH`] ago.
+    fn start_refresh_if_due(&mut self) {
+        if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
+            self.start_refresh();
+        }
+    }
+
+    /// Starts a refresh from the first live tenant (over one under way, if any).
+    fn start_refresh(&mut self) {
+        self.balances_refreshed = Instant::now();
+        self.refresh = Some(Refresh::Live(0));
+    }
+
+    /// Slices of the refresh under way until it is done or `stop` says so.
+    fn refresh_slices_until(&mut self, stop: &dyn Fn() -> bool) {
+        while self.refresh.is_some() && !stop() {
+            self.refresh_slice();
+        }
     }
 
     /// The next slice of a refresh under way, if one is.
