@@ -141,7 +141,7 @@ impl Inbox {
         }
         while batch.records.is_empty() {
             batch.waited = true;
-            idle(&|| self.queued.load(Ordering::Relaxed) > 0);
+            idle(&|| self.arrived());
             match self.recv_timeout(IDLE_TICK) {
                 Ok(Command::Record(record)) => batch.records.push(record),
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return batch.stopped(),
@@ -158,6 +158,11 @@ impl Inbox {
             }
         }
         batch
+    }
+
+    /// Whether a record waits to be taken.
+    pub fn arrived(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > 0
     }
 
     /// Counts a command taken off the channel; `None` when it is a record rated already.

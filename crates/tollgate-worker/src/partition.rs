@@ -528,7 +528,9 @@ impl PartitionTask {
             view.restored(&task.states, committed);
         }
         task.view = view;
-        task.refresh_balances();
+        // The gauges of the restored tenants are set a slice at a time, as any refresh is, so
+        // that the first batch does not wait for them all (about a second per million).
+        task.start_refresh();
         telemetry::partition_stalled(partition, false);
         Ok(task)
     }
@@ -638,7 +640,7 @@ impl PartitionTask {
                     let batch = batch::select(&mut self.carry, self.config.batch_size, &self.catch_up.behind());
                     return Some((batch, true));
                 }
-                Err(RecvTimeoutError::Timeout) => self.refresh_balances_if_due(),
+                Err(RecvTimeoutError::Timeout) => self.refresh_balances_while_waiting(&|| inbox.arrived()),
             }
         }
     }
@@ -732,7 +734,7 @@ impl PartitionTask {
                         skipped,
                         "still reading through records rated already before the recorded batch"
                     );
-                    self.refresh_balances_if_due();
+                    self.refresh_balances_while_waiting(&|| inbox.arrived());
                 }
                 Err(RecvTimeoutError::Timeout) if gone_at_turn.is_some() => {
                     // Gone, unless a record handed out before the position was read is still
@@ -778,7 +780,7 @@ impl PartitionTask {
                         self.coordinator.hold(self.partition, &hold, &self.cancel);
                         holding = true;
                     }
-                    self.refresh_balances_if_due();
+                    self.refresh_balances_while_waiting(&|| inbox.arrived());
                 }
             }
         }
@@ -1005,28 +1007,24 @@ impl PartitionTask {
     /// When due, sets every owned tenant's balance gauge, so that the exporter keeps them (it
     /// drops gauges idle for longer than a few refresh periods, which is how a tenant given
     /// away to another worker disappears from this one), and finishes a refresh under way:
-    /// while records are caught up with or awaited, and while a batch is retried (after a
-    /// committed one, `refresh_balances_under_load`).
+    /// while a batch is retried, when no record is rated until it commits (after a committed
+    /// batch, `refresh_balances_under_load`; while records are waited for,
+    /// `refresh_balances_while_waiting`).
     fn refresh_balances_if_due(&mut self) {
         self.refresh_balances_while_waiting(&|| false);
     }
 
-    /// [`PartitionTask::refresh_balances_if_due`] while the partition waits for records: a
-    /// slice at a time ([`REFRESH_SLICE`]), until a record has `arrived`. The rest goes on
-    /// after the batch it starts, a slice per committed batch, so that a record that arrives
-    /// at a quiet partition of a million tenants waits for a slice, not for them all.
+    /// [`PartitionTask::refresh_balances_if_due`] while the partition waits for records (idle,
+    /// catching up, or waiting for a recorded batch's): a slice at a time
+    /// ([`REFRESH_SLICE`]), until a record has `arrived`. The rest goes on after the batch it
+    /// starts, a slice per committed batch, so that a record that arrives at a quiet partition
+    /// of a million tenants waits for a slice, not for them all.
     fn refresh_balances_while_waiting(&mut self, arrived: &dyn Fn() -> bool) {
         if self.idle.is_some() {
             return;
         }
         self.start_refresh_if_due();
         self.refresh_slices_until(arrived);
-    }
-
-    /// Every tenant's balance gauge, at once (when the task starts).
-    fn refresh_balances(&mut self) {
-        self.start_refresh();
-        self.refresh_slices_until(&|| false);
     }
 
     /// After a committed batch: when due, the live tenants' balances, then the dormant ones',
