@@ -289,15 +289,20 @@ struct Spare {
     carry: VecDeque<Record>,
     outputs: Outbox,
     changelog: Outbox,
+    /// How many tenants the last committed batch touched: the next batch's table of undos
+    /// starts with room for as many, instead of growing by doubling and moving its entries
+    /// (each holds a tenant's snapshot) at every step. The table itself is not kept: a large
+    /// batch's would hold its memory for the small ones after it.
+    touched: usize,
 }
 
 impl Spare {
-    /// Keeps a committed batch's outboxes, emptied.
+    /// Keeps a committed batch's outboxes, emptied, and the number of tenants it touched.
     fn keep(&mut self, rated: Rated) {
-        let Rated { mut outputs, mut changelog, .. } = rated;
+        let Rated { mut outputs, mut changelog, undo, .. } = rated;
         outputs.clear();
         changelog.clear();
-        (self.outputs, self.changelog) = (outputs, changelog);
+        (self.outputs, self.changelog, self.touched) = (outputs, changelog, undo.len());
     }
 }
 
@@ -1124,7 +1129,7 @@ impl PartitionTask {
             outputs: std::mem::take(&mut self.spare.outputs),
             changelog: std::mem::take(&mut self.spare.changelog),
             progress: self.progress.past(batch),
-            undo: Undos::default(),
+            undo: Undos::with_capacity_and_hasher(self.spare.touched, FastState::default()),
             stats: Stats::default(),
         };
         let mut outs = Vec::new();
