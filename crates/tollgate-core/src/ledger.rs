@@ -32,11 +32,38 @@ pub struct Lot {
 ///
 /// Invariant: `balance == sum(lots.remaining) - debt`, every lot has `remaining > 0`, and
 /// `debt > 0` only when there is no lot (new money pays the debt first).
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Ledger {
     lots: VecDeque<Lot>,
     debt: Money,
     balance: Money,
+    /// No lot expires before this; `None` when not known (a ledger read back, or one whose
+    /// lots were all gone at the last look). [`Ledger::expire`] is asked on every input and
+    /// looks through the lots only once this is reached, instead of each time: a tenant
+    /// holding thousands of unspent lots paid a look at each of them per input. A lot added
+    /// lowers it; a lot consumed leaves it where it is, still a bound, made exact again by
+    /// the next look. Not persisted, and not part of what a ledger is (equality, `Debug`).
+    #[serde(skip)]
+    expiry_floor: Option<Timestamp>,
+}
+
+/// Equal when the lots, the debt and the balance are: the expiry floor is bookkeeping.
+impl PartialEq for Ledger {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.lots, self.debt, self.balance) == (&other.lots, other.debt, other.balance)
+    }
+}
+
+impl Eq for Ledger {}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("lots", &self.lots)
+            .field("debt", &self.debt)
+            .field("balance", &self.balance)
+            .finish()
+    }
 }
 
 impl Ledger {
@@ -58,7 +85,12 @@ impl Ledger {
     /// A ledger as persisted: its lots in consumption order, its debt and its balance (read
     /// back from what [`Ledger::lots`], [`Ledger::debt`] and [`Ledger::balance`] gave).
     pub fn from_parts(lots: impl IntoIterator<Item = Lot>, debt: Money, balance: Money) -> Self {
-        Ledger { lots: lots.into_iter().collect(), debt, balance }
+        Ledger { lots: lots.into_iter().collect(), debt, balance, expiry_floor: None }
+    }
+
+    /// A lot expiring at `expires_at` was added: the floor is a bound still.
+    fn lot_added(&mut self, expires_at: Timestamp) {
+        self.expiry_floor = self.expiry_floor.map(|floor| floor.min(expires_at));
     }
 
     /// Adds money as a lot: it pays any debt first; the rest is kept in purchase order, first
@@ -80,6 +112,7 @@ impl Ledger {
                 expires_at: purchased_at.plus_months(LOT_VALIDITY_MONTHS),
             };
             let at = self.lots.partition_point(|l| l.purchased_at <= lot.purchased_at);
+            self.lot_added(lot.expires_at);
             self.lots.insert(at, lot);
         }
     }
@@ -97,13 +130,17 @@ impl Ledger {
             if rest.is_positive() {
                 match self.lots.front_mut() {
                     Some(lot) => lot.remaining += rest,
-                    None => self.lots.push_back(Lot {
-                        lot_id: "refund".into(),
-                        purchased: Some(rest),
-                        remaining: rest,
-                        purchased_at: at,
-                        expires_at: at.plus_months(LOT_VALIDITY_MONTHS),
-                    }),
+                    None => {
+                        let expires_at = at.plus_months(LOT_VALIDITY_MONTHS);
+                        self.lot_added(expires_at);
+                        self.lots.push_back(Lot {
+                            lot_id: "refund".into(),
+                            purchased: Some(rest),
+                            remaining: rest,
+                            purchased_at: at,
+                            expires_at,
+                        });
+                    }
                 }
             }
             return;
@@ -135,11 +172,17 @@ impl Ledger {
     /// Removes every lot whose expiry is at or before `now` and returns them with what was
     /// left (the forfeited amount).
     pub fn expire(&mut self, now: Timestamp) -> Vec<Lot> {
-        if self.lots.iter().all(|l| l.expires_at > now) {
+        if self.expiry_floor.is_some_and(|floor| floor > now) {
+            return Vec::new();
+        }
+        let earliest = self.lots.iter().map(|l| l.expires_at).min();
+        if earliest.is_none_or(|earliest| earliest > now) {
+            self.expiry_floor = earliest;
             return Vec::new();
         }
         let (expired, kept): (Vec<Lot>, Vec<Lot>) = self.lots.drain(..).partition(|l| l.expires_at <= now);
         self.lots = kept.into();
+        self.expiry_floor = self.lots.iter().map(|l| l.expires_at).min();
         for lot in &expired {
             self.balance -= lot.remaining;
         }
@@ -225,5 +268,78 @@ mod tests {
         l.debit(m("-3"), t(3));
         assert_eq!(l.balance(), m("1"));
         assert_eq!(l.lots().map(|x| x.remaining).collect::<Vec<_>>(), vec![m("1")]);
+    }
+
+    /// What `expire` forfeits, and the ledger after it, are what a look at every lot gives
+    /// (the model: the same ledger with its expiry floor forgotten before each call), through
+    /// purchases (backdated ones too), debits, refunds, restores and a clock that moves both
+    /// ways around 29 February, where a later purchase can expire first.
+    mod expiry_floor {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Credit { cents: i64, days_back: i64 },
+            Debit { cents: i64 },
+            Refund { cents: i64 },
+            Clock { hours: i64 },
+            Restore,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (1..5_000i64, 0..400i64).prop_map(|(cents, days_back)| Op::Credit { cents, days_back }),
+                (1..5_000i64).prop_map(|cents| Op::Debit { cents }),
+                (1..500i64).prop_map(|cents| Op::Refund { cents }),
+                (-200..2_000i64).prop_map(|hours| Op::Clock { hours }),
+                Just(Op::Restore),
+            ]
+        }
+
+        fn cents(c: i64) -> Money {
+            Money::new(rust_decimal::Decimal::new(c, 2))
+        }
+
+        proptest! {
+            #[test]
+            fn expire_answers_as_a_look_at_every_lot(ops in prop::collection::vec(op(), 1..120)) {
+                // 2028-02-28T00:00:00Z: a year later the clock passes 28 February 2029, the
+                // expiry of lots bought on both 28 and 29 February 2028.
+                let mut now = Timestamp::new(1_835_395_200, 0).unwrap();
+                let mut ledger = Ledger::default();
+                let mut model = Ledger::default();
+                for (n, op) in ops.into_iter().enumerate() {
+                    match op {
+                        Op::Credit { cents: c, days_back } => {
+                            let at = Timestamp::new(now.unix_seconds() - days_back * DAY, 0).unwrap();
+                            ledger.credit(format!("lot-{n}"), cents(c), at);
+                            model.credit(format!("lot-{n}"), cents(c), at);
+                        }
+                        Op::Debit { cents: c } => {
+                            ledger.debit(cents(c), now);
+                            model.debit(cents(c), now);
+                        }
+                        Op::Refund { cents: c } => {
+                            ledger.debit(-cents(c), now);
+                            model.debit(-cents(c), now);
+                        }
+                        Op::Clock { hours } => {
+                            now = Timestamp::new(now.unix_seconds() + hours * 3_600, 0).unwrap();
+                        }
+                        Op::Restore => {
+                            ledger = Ledger::from_parts(ledger.lots().cloned(), ledger.debt(), ledger.balance());
+                        }
+                    }
+                    model.expiry_floor = None;
+                    prop_assert_eq!(ledger.expire(now), model.expire(now));
+                    prop_assert_eq!(&ledger, &model);
+                    if let Some(floor) = ledger.expiry_floor {
+                        prop_assert!(ledger.lots().all(|lot| lot.expires_at >= floor));
+                    }
+                }
+            }
+        }
     }
 }
