@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Id(ArcStr);
 
-/// The empty id, allocated once.
+/// The empty id: arcstr's static empty text (never allocated), shared by every empty id.
 static EMPTY: LazyLock<Id> = LazyLock::new(|| Id(ArcStr::new()));
 
 impl Id {
