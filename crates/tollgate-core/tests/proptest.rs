@@ -542,7 +542,7 @@ fn run(inputs: &[Input]) -> Result<(TenantState, Vec<Output>), TestCaseError> {
 
 fn usages(out: &[Output]) -> impl Iterator<Item = &RatedUsage> {
     out.iter().filter_map(|o| match o {
-        Output::Usage(u) => Some(&**u),
+        Output::Usage(u) => Some(u),
         _ => None,
     })
 }

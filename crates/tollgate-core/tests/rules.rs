@@ -268,7 +268,7 @@ fn decisions(out: &[Output]) -> Vec<Decision> {
 }
 
 fn usages(out: &[Output]) -> Vec<RatedUsage> {
-    out.iter().filter_map(|o| if let Output::Usage(u) = o { Some((**u).clone()) } else { None }).collect()
+    out.iter().filter_map(|o| if let Output::Usage(u) = o { Some(u.clone()) } else { None }).collect()
 }
 
 fn credit_events(out: &[Output]) -> Vec<(CreditEventKind, Money, Money)> {

@@ -757,7 +757,7 @@ impl From<core::Output> for v1::OutputRecord {
     fn from(o: core::Output) -> Self {
         use v1::output_record::Record;
         let record = match o {
-            core::Output::Usage(u) => Record::RatedUsage((*u).into()),
+            core::Output::Usage(u) => Record::RatedUsage(u.into()),
             core::Output::Decision(d) => Record::LegDecision(d.into()),
             core::Output::Credit(c) => Record::CreditEvent(c.into()),
         };

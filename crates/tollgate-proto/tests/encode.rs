@@ -194,7 +194,7 @@ proptest! {
 
     #[test]
     fn a_usage_record_is_encoded_as_prost_encodes_it(u in usage()) {
-        let output = Output::Usage(Box::new(u));
+        let output = Output::Usage(u);
         prop_assert_eq!(direct(&output), through_prost(&output));
     }
 

@@ -79,7 +79,7 @@ fn outputs(currency: Currency, [fee, charge, price, balance, amount]: [&str; 5])
         balance_after: m(balance),
         detail: "lot-1".into(),
     };
-    vec![core::Output::Usage(Box::new(usage)), core::Output::Decision(decision), core::Output::Credit(credit)]
+    vec![core::Output::Usage(usage), core::Output::Decision(decision), core::Output::Credit(credit)]
 }
 
 /// A ledger movement with these amounts: the change and the balance after.

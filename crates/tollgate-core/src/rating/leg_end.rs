@@ -195,7 +195,7 @@ pub(super) fn emit_usage(ctx: &mut Ctx<'_>, leg_id: &Id, leg: OpenLeg, usage: Us
         Some(p) if charge.is_positive() => p.connection_fee,
         _ => Money::ZERO,
     };
-    ctx.out.push(Output::Usage(Box::new(RatedUsage {
+    ctx.out.push(Output::Usage(RatedUsage {
         leg_id: leg_id.clone(),
         call_id: leg.call_id,
         conference_id: leg.conference_id,
@@ -223,5 +223,5 @@ pub(super) fn emit_usage(ctx: &mut Ctx<'_>, leg_id: &Id, leg: OpenLeg, usage: Us
         outcome,
         balance_after: ctx.state.balance(),
         flags: leg.flags,
-    })));
+    }));
 }
