@@ -92,6 +92,7 @@ impl Fingerprinter {
     /// A string of up to 7 bytes is one word: its bytes, and its length in the top byte. A
     /// longer one is its length (at least 8, top byte 0), then its bytes. Either way no two
     /// sequences of strings write the same words.
+    #[inline(always)]
     fn str(&mut self, s: &str) {
         let bytes = s.as_bytes();
         if bytes.len() < 8 {
