@@ -84,6 +84,69 @@ enum Refresh {
     Dormant(usize),
 }
 
+/// The buckets of one slice of a refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slice {
+    /// Of the live states.
+    Live(std::ops::Range<usize>),
+    /// Of the dormant index.
+    Dormant(std::ops::Range<usize>),
+}
+
+/// The cycle of the balance gauges' refresh: started when a task starts and then every
+/// [`telemetry::GAUGE_REFRESH`] (over a cycle still under way), it goes through the live
+/// states' buckets, then the dormant index's, [`REFRESH_SLICE`] buckets at a time. The task
+/// asks for the slices: one per committed batch, and while it waits for records, one after
+/// the other until a record arrives.
+#[derive(Debug)]
+struct GaugeCycle {
+    /// When the cycle under way, or the last one, started.
+    started: Instant,
+    /// Where its next slice starts; `None` when no cycle is under way.
+    next: Option<Refresh>,
+}
+
+impl GaugeCycle {
+    /// No cycle under way; the next is due [`telemetry::GAUGE_REFRESH`] after `now`.
+    fn new(now: Instant) -> Self {
+        GaugeCycle { started: now, next: None }
+    }
+
+    /// Starts a cycle at the first live bucket, over one under way.
+    fn start(&mut self, now: Instant) {
+        self.started = now;
+        self.next = Some(Refresh::Live(0));
+    }
+
+    /// Starts a cycle when the last one started `period` ago.
+    fn start_if_due(&mut self, now: Instant, period: Duration) {
+        if now.saturating_duration_since(self.started) >= period {
+            self.start(now);
+        }
+    }
+
+    /// The next slice of the cycle under way (`None`: none is, or `stop` says to stop
+    /// before it), for live states and a dormant index of `live` and `dormant` buckets.
+    fn next_slice(&mut self, live: usize, dormant: usize, stop: &dyn Fn() -> bool) -> Option<Slice> {
+        let next = self.next?;
+        if stop() {
+            return None;
+        }
+        Some(match next {
+            Refresh::Live(from) => {
+                let to = from + REFRESH_SLICE;
+                self.next = Some(if to < live { Refresh::Live(to) } else { Refresh::Dormant(0) });
+                Slice::Live(from..to)
+            }
+            Refresh::Dormant(from) => {
+                let to = from + REFRESH_SLICE;
+                self.next = (to < dormant).then_some(Refresh::Dormant(to));
+                Slice::Dormant(from..to)
+            }
+        })
+    }
+}
+
 /// How often a catching-up task holding records looks again whether an input behind has
 /// reached its end without a record (a transaction marker ends it).
 const CATCH_UP_LOOK_AGAIN: Duration = Duration::from_millis(10);
@@ -438,11 +501,8 @@ pub struct PartitionTask {
     /// When the last batch was collected, however it was: a batch from idle waits for company
     /// until the commit interval after it (see [`Inbox::take_batch`]).
     last_batch: Option<Instant>,
-    /// When every tenant's balance gauge was last set (see `telemetry::GAUGE_REFRESH`).
-    balances_refreshed: Instant,
-    /// Where the next slice of balances starts, while a refresh under load goes through the
-    /// tenants (see `refresh_balances_under_load`).
-    refresh: Option<Refresh>,
+    /// The refresh of the tenants' balance gauges (see `refresh_balances_under_load`).
+    gauges: GaugeCycle,
     /// The tenant API's view of the partition: the committed state, published after each
     /// commit for the tenants the batch touched.
     view: Option<Arc<PartitionView>>,
@@ -523,8 +583,7 @@ impl PartitionTask {
             manifest_in_changelog: restored.manifest.is_some(),
             progress: restored.progress,
             next: restored.manifest.filter(|_| config_at_least_once),
-            balances_refreshed: Instant::now(),
-            refresh: None,
+            gauges: GaugeCycle::new(Instant::now()),
             view: None,
             poisons,
         };
@@ -1048,39 +1107,33 @@ impl PartitionTask {
 
     /// Starts a refresh when the last one started [`telemetry::GAUGE_REFRESH`] ago.
     fn start_refresh_if_due(&mut self) {
-        if self.balances_refreshed.elapsed() >= telemetry::GAUGE_REFRESH {
-            self.start_refresh();
-        }
+        self.gauges.start_if_due(Instant::now(), telemetry::GAUGE_REFRESH);
     }
 
     /// Starts a refresh from the first live tenant (over one under way, if any).
     fn start_refresh(&mut self) {
-        self.balances_refreshed = Instant::now();
-        self.refresh = Some(Refresh::Live(0));
+        self.gauges.start(Instant::now());
     }
 
     /// Slices of the refresh under way until it is done or `stop` says so.
     fn refresh_slices_until(&mut self, stop: &dyn Fn() -> bool) {
-        while self.refresh.is_some() && !stop() {
-            self.refresh_slice();
-        }
+        while self.refresh_slice_unless(stop) {}
     }
 
     /// The next slice of a refresh under way, if one is.
     fn refresh_slice(&mut self) {
-        self.refresh = match self.refresh {
-            Some(Refresh::Live(from)) => {
-                let to = from + REFRESH_SLICE;
-                self.refresh_live_balances(from..to);
-                Some(if to < self.states.live().buckets() { Refresh::Live(to) } else { Refresh::Dormant(0) })
-            }
-            Some(Refresh::Dormant(from)) => {
-                let to = from + REFRESH_SLICE;
-                self.refresh_dormant_balances(from..to);
-                (to < self.states.dormant().buckets()).then_some(Refresh::Dormant(to))
-            }
-            None => None,
-        };
+        self.refresh_slice_unless(&|| false);
+    }
+
+    /// The next slice of a refresh under way unless `stop` says so; whether there was one.
+    fn refresh_slice_unless(&mut self, stop: &dyn Fn() -> bool) -> bool {
+        let (live, dormant) = (self.states.live().buckets(), self.states.dormant().buckets());
+        match self.gauges.next_slice(live, dormant, stop) {
+            Some(Slice::Live(buckets)) => self.refresh_live_balances(buckets),
+            Some(Slice::Dormant(buckets)) => self.refresh_dormant_balances(buckets),
+            None => return false,
+        }
+        true
     }
 
     /// The balances of the live tenants filed in the live states' `buckets`.
@@ -1670,6 +1723,70 @@ pub(crate) mod tests {
             kafka::transactional_producer(config, id).create_with_context(DeliveryTracker::default()).unwrap();
         producer.init_transactions(Duration::from_secs(30)).unwrap();
         producer
+    }
+
+    /// A cycle of the gauges goes through every live bucket, then every dormant one, a slice
+    /// at a time and each bucket once, and then ends.
+    #[test]
+    fn a_gauge_cycle_visits_each_bucket_once_live_then_dormant() {
+        let now = Instant::now();
+        let s = REFRESH_SLICE;
+        let mut cycle = GaugeCycle::new(now);
+        assert_eq!(cycle.next_slice(10_000, 9_000, &|| false), None, "no cycle under way");
+        cycle.start(now);
+        let slices: Vec<Slice> = std::iter::from_fn(|| cycle.next_slice(10_000, 9_000, &|| false)).collect();
+        assert_eq!(
+            slices,
+            [
+                Slice::Live(0..s),
+                Slice::Live(s..2 * s),
+                Slice::Live(2 * s..3 * s),
+                Slice::Dormant(0..s),
+                Slice::Dormant(s..2 * s),
+                Slice::Dormant(2 * s..3 * s),
+            ]
+        );
+        assert_eq!(cycle.next_slice(10_000, 9_000, &|| false), None, "the cycle ended");
+        // A partition without tenants: one empty slice of each.
+        cycle.start(now);
+        let slices: Vec<Slice> = std::iter::from_fn(|| cycle.next_slice(0, 0, &|| false)).collect();
+        assert_eq!(slices, [Slice::Live(0..s), Slice::Dormant(0..s)]);
+    }
+
+    /// A cycle starts once its period is over since the last one started, over one still
+    /// under way, and not before.
+    #[test]
+    fn a_gauge_cycle_starts_when_due() {
+        let t0 = Instant::now();
+        let period = Duration::from_secs(10);
+        let mut cycle = GaugeCycle::new(t0);
+        cycle.start_if_due(t0 + Duration::from_secs(9), period);
+        assert_eq!(cycle.next, None, "not due yet");
+        cycle.start_if_due(t0 + period, period);
+        assert_eq!(cycle.next_slice(3 * REFRESH_SLICE, 0, &|| false), Some(Slice::Live(0..REFRESH_SLICE)));
+        cycle.start_if_due(t0 + Duration::from_secs(19), period);
+        assert_eq!(cycle.next, Some(Refresh::Live(REFRESH_SLICE)), "not due again: the cycle goes on");
+        cycle.start_if_due(t0 + Duration::from_secs(20), period);
+        assert_eq!(cycle.next, Some(Refresh::Live(0)), "due again: started over");
+    }
+
+    /// A task waiting for records asks before each slice whether one arrived: once one did,
+    /// no slice more is taken (the record waits for the slice in progress at most), and the
+    /// cycle goes on from there later.
+    #[test]
+    fn a_gauge_cycle_takes_no_slice_once_told_to_stop() {
+        let now = Instant::now();
+        let mut cycle = GaugeCycle::new(now);
+        cycle.start(now);
+        let asked = std::cell::Cell::new(0);
+        let arrived = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 2
+        };
+        let slices: Vec<Slice> = std::iter::from_fn(|| cycle.next_slice(100_000, 0, &arrived)).collect();
+        assert_eq!(slices, [Slice::Live(0..REFRESH_SLICE), Slice::Live(REFRESH_SLICE..2 * REFRESH_SLICE)]);
+        assert_eq!(cycle.next, Some(Refresh::Live(2 * REFRESH_SLICE)));
+        assert_eq!(cycle.next_slice(100_000, 0, &|| false), Some(Slice::Live(2 * REFRESH_SLICE..3 * REFRESH_SLICE)));
     }
 
     /// The outputs producer is replaced on its fatal error at once, and without one every
