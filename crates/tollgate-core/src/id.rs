@@ -10,7 +10,6 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::LazyLock;
 
 use arcstr::ArcStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,9 +19,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Id(ArcStr);
 
-/// The empty id: arcstr's static empty text (never allocated), shared by every empty id.
-static EMPTY: LazyLock<Id> = LazyLock::new(|| Id(ArcStr::new()));
-
 impl Id {
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
@@ -31,9 +27,10 @@ impl Id {
 }
 
 impl Default for Id {
-    /// The empty id (no allocation: every empty id shares one).
+    /// The empty id: arcstr's static empty text, never allocated and shared by every empty
+    /// id (its clones and drops touch no reference count).
     fn default() -> Self {
-        EMPTY.clone()
+        Id(ArcStr::new())
     }
 }
 
