@@ -88,6 +88,11 @@ impl Ledger {
         Ledger { lots: lots.into_iter().collect(), debt, balance, expiry_floor: None }
     }
 
+    /// When the first of the lots expires (`None`: there is none): the exact floor.
+    fn earliest_expiry(&self) -> Option<Timestamp> {
+        self.lots.iter().map(|l| l.expires_at).min()
+    }
+
     /// A lot expiring at `expires_at` was added: the floor is a bound still.
     fn lot_added(&mut self, expires_at: Timestamp) {
         self.expiry_floor = self.expiry_floor.map(|floor| floor.min(expires_at));
@@ -175,14 +180,14 @@ impl Ledger {
         if self.expiry_floor.is_some_and(|floor| floor > now) {
             return Vec::new();
         }
-        let earliest = self.lots.iter().map(|l| l.expires_at).min();
+        let earliest = self.earliest_expiry();
         if earliest.is_none_or(|earliest| earliest > now) {
             self.expiry_floor = earliest;
             return Vec::new();
         }
         let (expired, kept): (Vec<Lot>, Vec<Lot>) = self.lots.drain(..).partition(|l| l.expires_at <= now);
         self.lots = kept.into();
-        self.expiry_floor = self.lots.iter().map(|l| l.expires_at).min();
+        self.expiry_floor = self.earliest_expiry();
         for lot in &expired {
             self.balance -= lot.remaining;
         }
