@@ -594,7 +594,7 @@ impl PartitionTask {
         task.view = view;
         // The gauges of the restored tenants are set a slice at a time, as any refresh is, so
         // that the first batch does not wait for them all (about a second per million).
-        task.start_refresh();
+        task.gauges.start(Instant::now());
         telemetry::partition_stalled(partition, false);
         Ok(task)
     }
@@ -1087,8 +1087,8 @@ impl PartitionTask {
         if self.idle.is_some() {
             return;
         }
-        self.start_refresh_if_due();
-        self.refresh_slices_until(arrived);
+        self.gauges.start_if_due(Instant::now(), telemetry::GAUGE_REFRESH);
+        while self.refresh_slice_unless(arrived) {}
     }
 
     /// After a committed batch: when due, the live tenants' balances, then the dormant ones',
@@ -1101,27 +1101,7 @@ impl PartitionTask {
         if self.idle.is_some() {
             return;
         }
-        self.start_refresh_if_due();
-        self.refresh_slice();
-    }
-
-    /// Starts a refresh when the last one started [`telemetry::GAUGE_REFRESH`] ago.
-    fn start_refresh_if_due(&mut self) {
         self.gauges.start_if_due(Instant::now(), telemetry::GAUGE_REFRESH);
-    }
-
-    /// Starts a refresh from the first live tenant (over one under way, if any).
-    fn start_refresh(&mut self) {
-        self.gauges.start(Instant::now());
-    }
-
-    /// Slices of the refresh under way until it is done or `stop` says so.
-    fn refresh_slices_until(&mut self, stop: &dyn Fn() -> bool) {
-        while self.refresh_slice_unless(stop) {}
-    }
-
-    /// The next slice of a refresh under way, if one is.
-    fn refresh_slice(&mut self) {
         self.refresh_slice_unless(&|| false);
     }
 
