@@ -350,6 +350,14 @@ fn voip_joins_are_never_billed_nor_blocked() {
     let out = w.end("contoso", "v1", 3600, T0 + 3600);
     assert!(out.is_empty());
     assert_eq!(w.balance("contoso"), Money::ZERO);
+    // Nothing of the organizer is asked: one the reference data does not know joins too.
+    let out = w.start("contoso", "v2", "not-in-reference", LegKind::Voip, US, T0);
+    assert_eq!(decisions(&out), vec![Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: None }]);
+    assert!(w.end("contoso", "v2", 60, T0 + 60).is_empty());
+    // A priced leg of that organizer is still refused.
+    let started = LegStarted { kind: LegKind::DialOut, bridge_number: None, remote_number: Some(num(US)) };
+    let input = w.leg_event("contoso", "d", "not-in-reference", T0, LegBody::Started(started));
+    assert!(matches!(w.try_apply(input), Err(Error::UnknownOrganizer { .. })));
 }
 
 #[test]

@@ -43,15 +43,20 @@ pub(super) fn started<C: Catalog + ?Sized>(
     if open || closed {
         return Err(Error::LegAlreadyStarted(event.leg_id.into()));
     }
-    let organizer = catalog.user(tenant.id.as_str(), &event.organizer_id).ok_or_else(|| Error::UnknownOrganizer {
-        tenant: tenant.id.to_string(),
-        user: event.organizer_id.to_string(),
-    })?;
+    // A VoIP join is never billed nor blocked, so nothing of its organizer is asked: it is
+    // allowed whether or not the reference data knows the organizer.
+    let organizer = match started.kind {
+        LegKind::Voip => None,
+        _ => Some(catalog.user(tenant.id.as_str(), &event.organizer_id).ok_or_else(|| Error::UnknownOrganizer {
+            tenant: tenant.id.to_string(),
+            user: event.organizer_id.to_string(),
+        })?),
+    };
     let priced = priced_number(&event.leg_id, &started)?;
     let parked = state.parked_ends.remove(&event.leg_id);
     ctx.expire_lots();
     let leg_id = if parked.is_some() { Some(event.leg_id.clone()) } else { None };
-    start_leg(catalog, &mut ctx, event, started, priced, &organizer);
+    start_leg(catalog, &mut ctx, event, started, priced, organizer.as_deref());
     if let (Some(parked), Some(leg_id)) = (parked, leg_id) {
         if let LegBody::Ended(ended) = parked.body {
             if let Some(leg) = ctx.state.open_legs.remove(&leg_id) {
@@ -107,12 +112,13 @@ pub(super) fn start_leg<C: Catalog + ?Sized>(
     event: CallLegEvent,
     started: LegStarted,
     priced: Option<crate::E164>,
-    organizer: &User,
+    organizer: Option<&User>,
 ) {
     let tenant = ctx.tenant;
     // The event is consumed: its ids move into the leg and the decision instead of being copied.
     let CallLegEvent { leg_id, call_id, conference_id, organizer_id, .. } = event;
-    let Some(number) = priced else {
+    // Only VoIP has no priced number, and only VoIP is started without its organizer.
+    let (Some(number), Some(organizer)) = (priced, organizer) else {
         // VoIP: never billed, never blocked.
         ctx.emit_decision(
             leg_id.clone(),
