@@ -28,8 +28,14 @@ pub struct TenantState {
     pub depleted: bool,
     /// Low-balance thresholds that fired and wait to be re-armed by funding.
     pub low_balance_fired: Vec<Money>,
-    /// A recharge was requested and the balance has not been back at the trigger since.
+    /// A recharge was requested and the balance has not been back at the trigger since: the
+    /// trigger is disarmed for the rest of this crossing, whatever became of the request.
     pub recharge_pending: bool,
+    /// The last answer to the pending request was a failure (a `rechargeFailed` command): no
+    /// money is on its way, and none is asked for again before the balance is back at or
+    /// above the trigger (funded another way). False when no request is pending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recharge_failed: bool,
     /// The subscription pool usage of the newest month an input drew from.
     pub pool: PoolUsage,
     /// Earlier months' pool usage, oldest first, kept while a leg started in those months can

@@ -846,14 +846,51 @@ fn requests_auto_recharge_once_per_crossing() {
     );
     assert_eq!(credit_events(&out), vec![(CreditEventKind::RechargeSucceeded, m("25"), m("29.50"))]);
     assert!(!w.state("contoso").recharge_pending);
-    // A failure re-arms too and is reported.
+    // The trigger raised above the balance: the next debit requests; then the request fails.
     w.tenant("contoso", |t| t.auto_recharge = Some(AutoRecharge { trigger: m("30"), amount: m("25") }));
     let out = w.call("contoso", "ppm-us", LegKind::DialOut, US, 60);
     assert!(allowed(out.0));
     let out = w.credit("contoso", T0 + 900, CreditBody::RechargeFailed { reason: "card declined".into() });
     let ev = credit_events(&out);
     assert_eq!(ev, vec![(CreditEventKind::RechargeFailed, m("25"), m("29.48"))]);
-    assert!(!w.state("contoso").recharge_pending);
+    // A failure is reported and does not re-arm: still below the trigger, this crossing had its
+    // one request.
+    let state = w.state("contoso");
+    assert!(state.recharge_pending && state.recharge_failed);
+    let mut out = w.start("contoso", "c", "ppm-us", LegKind::DialOut, NG, T0 + 1000);
+    out.extend(w.end("contoso", "c", 60, T0 + 1060));
+    assert!(credit_events(&out).is_empty(), "{:?}", credit_events(&out));
+    // Funded back above the trigger another way: re-armed, and the next fall asks again.
+    let out = w.fund_at("contoso", "5", T0 + 1100);
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::Funded, m("5"), m("34.23"))]);
+    let state = w.state("contoso");
+    assert!(!state.recharge_pending && !state.recharge_failed);
+    let mut out = w.start("contoso", "d", "ppm-us", LegKind::DialOut, NG, T0 + 1200);
+    out.extend(w.end("contoso", "d", 1200, T0 + 2400));
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::RechargeRequested, m("25"), m("29.23"))]);
+}
+
+#[test]
+fn a_recharge_that_succeeds_after_a_failure_clears_it() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.auto_recharge = Some(AutoRecharge { trigger: m("5"), amount: m("25") }));
+    w.fund("contoso", "6");
+    // 6.00 - 1.25 = 4.75: requested, then failed.
+    w.call("contoso", "ppm-us", LegKind::DialOut, NG, 300);
+    w.credit("contoso", T0 + 400, CreditBody::RechargeFailed { reason: "card declined".into() });
+    assert!(w.state("contoso").recharge_failed);
+    // The payment system tried again and the money came: no longer failed, and re-armed as
+    // the balance is back above the trigger.
+    let lot = LotFunding { lot_id: "r1".into(), amount: m("25"), currency: usd(), purchased_at: ts(T0 + 500) };
+    let out = w.credit("contoso", T0 + 500, CreditBody::RechargeSucceeded(lot));
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::RechargeSucceeded, m("25"), m("29.75"))]);
+    let state = w.state("contoso");
+    assert!(!state.recharge_pending && !state.recharge_failed);
+    // A failure while no request is out changes nothing but is reported.
+    let out = w.credit("contoso", T0 + 600, CreditBody::RechargeFailed { reason: "late answer".into() });
+    assert_eq!(credit_events(&out), vec![(CreditEventKind::RechargeFailed, m("25"), m("29.75"))]);
+    let state = w.state("contoso");
+    assert!(!state.recharge_pending && !state.recharge_failed);
 }
 
 #[test]

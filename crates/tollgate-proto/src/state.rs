@@ -38,6 +38,7 @@ pub fn encode_tenant(state: &TenantState, buf: &mut Vec<u8>) {
         depleted: state.depleted,
         low_balance_fired: state.low_balance_fired.iter().map(|m| m.amount().to_string()).collect(),
         recharge_pending: state.recharge_pending,
+        recharge_failed: state.recharge_failed,
         pool_year: state.pool.month.year,
         pool_month: u32::from(state.pool.month.month),
         pool_used_minutes: state.pool.used_minutes,
@@ -118,6 +119,7 @@ pub fn decode_tenant(bytes: &[u8]) -> Result<TenantState, Error> {
             .map(|s| money(s, "lowBalanceFired"))
             .collect::<Result<_, Error>>()?,
         recharge_pending: record.recharge_pending,
+        recharge_failed: record.recharge_failed,
         pool: core::state::PoolUsage {
             month: YearMonth { year: record.pool_year, month: month(record.pool_month, "poolMonth")? },
             used_minutes: record.pool_used_minutes,
@@ -251,6 +253,7 @@ mod tests {
         state.depleted = true;
         state.low_balance_fired = vec![m("10.00"), m("5")];
         state.recharge_pending = true;
+        state.recharge_failed = true;
         state.pool = core::state::PoolUsage {
             month: YearMonth { year: 2026, month: 11 },
             used_minutes: 42,

@@ -152,6 +152,7 @@ pub struct TenantSnapshot {
     depleted: bool,
     low_balance_fired: Vec<Money>,
     recharge_pending: bool,
+    recharge_failed: bool,
     credit_sequence: u64,
     pool_month: Option<(i32, u8)>,
     pool_used_minutes: u32,
@@ -177,6 +178,7 @@ impl TenantSnapshot {
             depleted: state.depleted,
             low_balance_fired: state.low_balance_fired.clone(),
             recharge_pending: state.recharge_pending,
+            recharge_failed: state.recharge_failed,
             credit_sequence: state.credit_sequence,
             pool_month: (pool.month.month != 0).then_some((pool.month.year, pool.month.month)),
             pool_used_minutes: pool.used_minutes,
@@ -289,7 +291,9 @@ pub struct Recharge {
     pub trigger: String,
     /// How much is requested.
     pub amount: String,
-    /// `armed` or `requested` (a request is out; re-armed at or above the trigger).
+    /// `armed`, `requested` (a request is out) or `failed` (the request was answered with a
+    /// failure; none is asked for again until the balance is back at or above the trigger,
+    /// which re-arms it).
     pub state: String,
 }
 
@@ -389,7 +393,12 @@ impl CreditPosition {
             auto_recharge: tenant.auto_recharge.as_ref().map(|r| Recharge {
                 trigger: money(r.trigger),
                 amount: money(r.amount),
-                state: if s.recharge_pending { "requested" } else { "armed" }.to_owned(),
+                state: match (s.recharge_pending, s.recharge_failed) {
+                    (false, _) => "armed",
+                    (true, false) => "requested",
+                    (true, true) => "failed",
+                }
+                .to_owned(),
             }),
             open_legs: OpenLegsPosition {
                 count: s.open_legs,
@@ -492,6 +501,23 @@ mod tests {
         s.ledger.credit("lot-1".into(), balance.parse().unwrap(), Timestamp::new(1_790_000_000, 0).unwrap());
         s.totals.funded = balance.parse().unwrap();
         s
+    }
+
+    /// The auto-recharge is armed, requested, or failed (a request answered with a failure,
+    /// not asked again until the balance is back at the trigger).
+    #[test]
+    fn the_recharge_shows_armed_requested_or_failed() {
+        let usd = tollgate_core::Currency::from_code("USD").unwrap();
+        let mut tenant = tollgate_core::Tenant::new(tollgate_core::TenantId::new("acme").unwrap(), usd, "usd");
+        let m = |s: &str| s.parse::<Money>().unwrap();
+        tenant.auto_recharge = Some(tollgate_core::AutoRecharge { trigger: m("5"), amount: m("25") });
+        let shown = |pending: bool, failed: bool| {
+            let mut s = state("4.00");
+            (s.recharge_pending, s.recharge_failed) = (pending, failed);
+            let position = CreditPosition::of(&tenant, Some(&TenantSnapshot::of(&s)), 0, BTreeMap::new());
+            position.auto_recharge.unwrap().state
+        };
+        assert_eq!([shown(false, false), shown(true, false), shown(true, true)], ["armed", "requested", "failed"]);
     }
 
     /// A reader sees the restored state, then each committed batch whole: the tenants it

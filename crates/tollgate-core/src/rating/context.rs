@@ -182,6 +182,7 @@ impl Ctx<'_> {
         if let Some(recharge) = self.tenant.auto_recharge {
             if balance >= recharge.trigger {
                 self.state.recharge_pending = false;
+                self.state.recharge_failed = false;
             }
         }
         if self.state.depleted && balance.is_positive() {

@@ -75,10 +75,14 @@ pub(super) fn credit(mut ctx: Ctx<'_>, command: CreditCommand) -> Result<(), Err
     ctx.expire_lots();
     match command.body {
         CreditBody::Fund(lot) => fund(&mut ctx, lot, CreditEventKind::Funded),
-        CreditBody::RechargeSucceeded(lot) => fund(&mut ctx, lot, CreditEventKind::RechargeSucceeded),
+        CreditBody::RechargeSucceeded(lot) => {
+            ctx.state.recharge_failed = false;
+            fund(&mut ctx, lot, CreditEventKind::RechargeSucceeded);
+        }
         CreditBody::RechargeFailed { reason } => {
-            // Re-armed: the next debit below the trigger asks again.
-            ctx.state.recharge_pending = false;
+            // Not re-armed: one request per crossing. The trigger re-arms when the balance is
+            // back at or above it; until then the request stands as failed.
+            ctx.state.recharge_failed = ctx.state.recharge_pending;
             let amount = ctx.tenant.auto_recharge.map(|r| r.amount).unwrap_or_default();
             ctx.emit_credit(CreditEventKind::RechargeFailed, amount, reason);
         }
