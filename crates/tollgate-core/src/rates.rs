@@ -42,6 +42,18 @@ impl Increments {
         }
     }
 
+    /// 1/1: every second billed as it is used (what the credit part of a pool leg is charged
+    /// by: its billable seconds past the pool's, see [`Increments::longest_within`]).
+    pub const PER_SECOND: Increments = Increments { first: NonZeroU32::MIN, subsequent: NonZeroU32::MIN };
+
+    /// The longest billable duration (a point of the increment lattice: the first increment
+    /// plus whole subsequent ones) of at most `seconds`; 0 when the first increment is longer.
+    pub const fn longest_within(&self, seconds: u32) -> u32 {
+        let first = self.first.get();
+        let sub = self.subsequent.get();
+        if seconds < first { 0 } else { first + (seconds - first) / sub * sub }
+    }
+
     /// Billable seconds for a connected duration: 0 for a zero-length leg; otherwise the first
     /// increment plus the rest rounded up to a multiple of the subsequent increment.
     pub const fn billable_seconds(&self, duration: u32) -> u32 {

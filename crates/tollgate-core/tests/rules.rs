@@ -105,6 +105,7 @@ fn eur_card() -> RateCard {
     RateCard::new("eur".into(), Currency::from_code("EUR").unwrap(), vec![v]).unwrap()
 }
 
+#[derive(Clone)]
 struct World {
     reference: Reference,
     rater: Rater,
@@ -1053,6 +1054,43 @@ fn reports_the_maximum_affordable_duration_at_leg_start() {
             "{balance} {number}"
         );
     }
+}
+
+#[test]
+fn reports_a_pool_legs_affordable_duration_with_its_credit_part_charged_by_the_second() {
+    // A subscription organizer's Zone A dial-out with one pooled minute left (59 used on GB).
+    // The credit part of a pool leg is charged on its billable seconds past the pool, not on
+    // increments of its own: JP at 0.09/min, 60/1, with 0.01 of credit: 69 s is 60 pooled + 9
+    // charged, 0.0135 -> 0.01, which fits; 70 s is 0.015 -> 0.02, which does not. GB at 0.04,
+    // 60/60, with 0.02: 120 s is 60 + 60 charged, 0.04, which does not fit, so 60.
+    for (credit, number, max) in [("0.01", JP, 69), ("0.02", GB, 60), ("0.04", GB, 120)] {
+        let mut w = World::new();
+        w.tenant("contoso", |t| t.subscription_licences = 1);
+        w.fund("contoso", credit);
+        w.call("contoso", "sub-us", LegKind::DialOut, GB, 59 * 60);
+        let out = w.start("contoso", "y", "sub-us", LegKind::DialOut, number, T0 + 3600);
+        assert_eq!(
+            decisions(&out),
+            vec![Decision::Allow { max_affordable_seconds: max, capability: Some(Capability::Pool) }],
+            "{credit} {number}"
+        );
+        // What the leg is charged at that duration fits, and a second more does not.
+        let mut at_max = w.clone();
+        let usage = usages(&at_max.end("contoso", "y", max, T0 + 3600 + i64::from(max))).remove(0);
+        assert_eq!((usage.pool_seconds, usage.charge <= m(credit)), (60, true), "{credit} {number}");
+        let usage = usages(&w.end("contoso", "y", max + 1, T0 + 3601 + i64::from(max))).remove(0);
+        assert!(usage.charge > m(credit), "{credit} {number}: {}", usage.charge);
+    }
+    // With credits disabled the pool alone pays: the longest lattice point within its minute.
+    let mut w = World::new();
+    w.tenant("contoso", |t| t.subscription_licences = 1);
+    w.call("contoso", "sub-us", LegKind::DialOut, GB, 59 * 60);
+    w.tenant("contoso", |t| t.credits_enabled = false);
+    let out = w.start("contoso", "y", "sub-us", LegKind::DialOut, JP, T0 + 3600);
+    assert_eq!(
+        decisions(&out),
+        vec![Decision::Allow { max_affordable_seconds: 60, capability: Some(Capability::Pool) }]
+    );
 }
 
 #[test]

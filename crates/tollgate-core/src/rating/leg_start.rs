@@ -5,6 +5,7 @@ use crate::event::{CallLegEvent, LegBody, LegKind, LegStarted};
 use crate::money::Money;
 use crate::output::{BlockReason, CallType, Capability, Decision, NumberType, UsageFlags};
 use crate::policy::DialoutPolicy;
+use crate::rates::{Increments, Price};
 use crate::reference::{Catalog, CutoffPolicy, LicenceModel, PoolSplit, Tenant, UnpricedHandling, User};
 use crate::state::OpenLeg;
 use crate::{Error, Id, Timestamp};
@@ -311,7 +312,25 @@ pub(super) fn max_affordable(ctx: &Ctx<'_>, leg: &OpenLeg) -> u32 {
         Capability::Ppm => credit_part(),
         Capability::Pool if leg.pooled_in_full => MAX_LEG_SECONDS,
         Capability::Pool => {
-            ctx.pool_minutes_left().saturating_mul(60).saturating_add(credit_part()).min(MAX_LEG_SECONDS)
+            // The pool pays the first billable seconds; credits pay the rest, charged on those
+            // seconds themselves (`settle`: billable minus pooled), not on increments of their
+            // own. So the longest lattice point whose seconds past the pool cost what credits
+            // can pay, found second by second.
+            let pooled = ctx.pool_minutes_left().saturating_mul(60);
+            let credit = match leg.price {
+                Some(price) if tenant.credits_enabled => Price { increments: Increments::PER_SECOND, ..price }
+                    .max_affordable_seconds(
+                        &tenant.currency,
+                        ctx.state.balance() + tenant.overdraft_limit,
+                        MAX_LEG_SECONDS,
+                    ),
+                _ => 0,
+            };
+            let within = pooled.saturating_add(credit);
+            if within >= MAX_LEG_SECONDS {
+                return MAX_LEG_SECONDS;
+            }
+            leg.price.map_or(within, |price| price.increments.longest_within(within))
         }
     }
 }
