@@ -316,6 +316,12 @@ pub struct OpenLeg {
     pub debited: Money,
     /// A disconnect decision was emitted for it.
     pub disconnect_sent: bool,
+    /// For an unpriced leg, what would pay for it if it had a price (`Ppm`: credits; `Pool`:
+    /// the pool, then credits): free as it is, it is a credit-funded leg at the cutoff as it
+    /// was at its start (blocked at zero). `None` for a priced leg, and in a leg written by a
+    /// release before it (then never disconnected, as those releases did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpriced_paid_as: Option<Capability>,
 }
 
 /// The fewest changes in a batch after which a journal starts again with room for as many

@@ -1029,6 +1029,54 @@ fn disconnect_policy_cuts_in_progress_credit_funded_legs_below_the_overdraft() {
     assert_eq!(w.balance("contoso"), m("-1.41"));
 }
 
+/// An unpriced leg is free, but credits would pay for it: at its start it is blocked at zero
+/// like a priced one, and at the cutoff it is disconnected like one. A pay-per-minute
+/// organizer's always; a pool-eligible one once its month's pool is used up.
+#[test]
+fn disconnect_policy_cuts_the_unpriced_legs_credits_would_pay_for() {
+    let mut w = World::new();
+    w.tenant("contoso", |t| {
+        t.cutoff = CutoffPolicy::Disconnect;
+        t.subscription_licences = 1;
+    });
+    w.fund_at("contoso", "1", DEC_1);
+    let legs = |out: &[Output]| -> Vec<String> {
+        let mut legs: Vec<String> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Decision(d) if matches!(d.decision, Decision::Disconnect { .. }) => Some(d.leg_id.to_string()),
+                _ => None,
+            })
+            .collect();
+        legs.sort();
+        legs
+    };
+    // December's card prices neither Argentina nor Germany: both legs are unpriced, the first
+    // paid by credits if it had a price, the second by the pool.
+    let at = DEC_1 + 60;
+    let unpriced = Decision::Allow { max_affordable_seconds: MAX_LEG_SECONDS, capability: Some(Capability::Unpriced) };
+    assert_eq!(decisions(&w.start("contoso", "free-ppm", "ppm-us", LegKind::DialOut, AR, at)), vec![unpriced]);
+    assert_eq!(decisions(&w.start("contoso", "free-pool", "sub-us", LegKind::DialOut, DE, at)), vec![unpriced]);
+    w.start("contoso", "paid", "ppm-us", LegKind::DialOut, US, at);
+    // 60 minutes at 0.025 = 1.50: -0.50, past the cutoff. The pool has its minutes, so the
+    // pool-eligible leg goes on.
+    let out = w.interim("contoso", "paid", 3600, at + 3600);
+    assert_eq!(w.balance("contoso"), m("-0.50"));
+    assert_eq!(legs(&out), ["free-ppm", "paid"]);
+    // An hour to the UK uses December's pool up; the next debit past the cutoff cuts the
+    // pool-eligible unpriced leg too, and no leg twice.
+    let mut out = w.start("contoso", "pooled", "sub-us", LegKind::DialOut, GB, at + 3600);
+    out.extend(w.end("contoso", "pooled", 3600, at + 7200));
+    assert_eq!(usages(&out)[0].pool_seconds, 3600);
+    let out = w.interim("contoso", "paid", 3660, at + 7260);
+    assert_eq!(legs(&out), ["free-pool"]);
+    // Each is still charged what its controller reports: nothing.
+    for leg in ["free-ppm", "free-pool"] {
+        let usage = usages(&w.end("contoso", leg, 7300, at + 7300)).remove(0);
+        assert_eq!((usage.capability, usage.charge), (Capability::Unpriced, Money::ZERO), "{leg}");
+    }
+}
+
 #[test]
 fn disconnect_policy_blocks_a_leg_that_cannot_afford_its_first_increment() {
     let mut w = World::new();

@@ -167,12 +167,21 @@ impl Ctx<'_> {
     }
 
     /// Whether a leg is being paid with credits now (pooled legs once the pool of the month
-    /// they started in is empty).
+    /// they started in is empty), or would be if it had a price: an unpriced leg counts as
+    /// what would pay for it, as it did when its start was checked for credit
+    /// (`leg_start::credit_block`).
     pub(super) fn is_credit_funded(&self, leg: &OpenLeg) -> bool {
-        leg.capability == Capability::Ppm
-            || leg.capability == Capability::Pool
-                && !leg.pooled_in_full
-                && self.pool_minutes_left_in(leg.started_at.year_month()) == 0
+        let pool_empty = || self.pool_minutes_left_in(leg.started_at.year_month()) == 0;
+        match leg.capability {
+            Capability::Ppm => true,
+            Capability::Pool => !leg.pooled_in_full && pool_empty(),
+            Capability::Unpriced => match leg.unpriced_paid_as {
+                Some(Capability::Ppm) => true,
+                Some(Capability::Pool) => pool_empty(),
+                Some(Capability::Subscription | Capability::Unpriced) | None => false,
+            },
+            Capability::Subscription => false,
+        }
     }
 
     /// Re-arms thresholds and the recharge trigger, and reports a restored balance.

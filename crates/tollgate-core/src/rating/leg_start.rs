@@ -167,6 +167,7 @@ pub(super) fn start_leg<C: Catalog + ?Sized>(
         minutes_accounted: 0,
         debited: Money::ZERO,
         disconnect_sent: false,
+        unpriced_paid_as: (funding.capability == Capability::Unpriced).then_some(funding.paid_as),
     };
 
     let policy = DialoutPolicy::effective(organizer.dialout_policy, tenant.global_dialout_policy);
