@@ -1340,6 +1340,21 @@ fn refuses_an_end_before_the_start_without_changing_state() {
     let err = w.try_apply(input).unwrap_err();
     assert_eq!(err.code(), "end_before_start");
     assert_eq!(w.state("contoso"), &before);
+    // So is an `ended` stamped before the start, whatever connected seconds it reports.
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(600), cause: DisconnectCause::Normal };
+    let input = w.leg_event("contoso", "a", "ppm-us", T0 - 3600, LegBody::Ended(ended));
+    assert_eq!(w.try_apply(input).unwrap_err().code(), "end_before_start");
+    assert_eq!(w.state("contoso"), &before);
+    // One that arrived before the start and waited for it is dropped when the start shows it
+    // bad, and the leg stays open for a valid end.
+    let ended = LegEnded { duration: LegDuration::ConnectedSeconds(600), cause: DisconnectCause::Normal };
+    let parked = w.leg_event("contoso", "b", "ppm-us", T0 - 60, LegBody::Ended(ended));
+    assert!(w.apply(parked).is_empty());
+    let out = w.start("contoso", "b", "ppm-us", LegKind::DialOut, US, T0);
+    assert!(usages(&out).is_empty());
+    let state = w.state("contoso");
+    assert!(state.open_legs.contains_key("b") && state.parked_ends.is_empty());
+    assert_eq!(state.totals.orphan_ends_dropped, 1);
     // An end instant after the start: duration rounded up to the second.
     let ended = LegEnded {
         duration: LegDuration::EndedAt(Timestamp::new(T0 + 61, 1).unwrap()),

@@ -59,7 +59,7 @@ pub(super) fn ended(mut ctx: Ctx<'_>, event: CallLegEvent, ended: LegEnded) -> R
         return Ok(Applied::Parked);
     };
     debug_assert!(!state.closed_legs.contains(&event.leg_id), "leg {} is open and closed", event.leg_id);
-    let Some(duration) = duration_of(&leg, &ended) else {
+    let Some(duration) = duration_of(&leg, &ended, event.occurred_at) else {
         // Put it back: on `Err` the state is unchanged.
         state.open_legs.insert(event.leg_id.clone(), leg);
         return Err(Error::EndBeforeStart { leg: event.leg_id.into() });
@@ -69,8 +69,13 @@ pub(super) fn ended(mut ctx: Ctx<'_>, event: CallLegEvent, ended: LegEnded) -> R
     Ok(Applied::Processed)
 }
 
-/// Connected seconds of an ended leg; `None` when it ends before it starts.
-pub(super) fn duration_of(leg: &OpenLeg, ended: &LegEnded) -> Option<u64> {
+/// Connected seconds of a leg whose `ended` happened at `at`; `None` when it ends before it
+/// starts: an end instant before the start, or an `ended` stamped before it (whatever
+/// connected seconds it reports).
+pub(super) fn duration_of(leg: &OpenLeg, ended: &LegEnded, at: Timestamp) -> Option<u64> {
+    if at < leg.started_at {
+        return None;
+    }
     let seconds = match ended.duration {
         LegDuration::ConnectedSeconds(s) => u64::from(s),
         LegDuration::EndedAt(end) => leg.started_at.seconds_until_ceil(end)?,

@@ -61,7 +61,7 @@ pub(super) fn started<C: Catalog + ?Sized>(
     if let (Some(parked), Some(leg_id)) = (parked, leg_id) {
         if let LegBody::Ended(ended) = parked.body {
             if let Some(leg) = ctx.state.open_legs.remove(&leg_id) {
-                match duration_of(&leg, &ended) {
+                match duration_of(&leg, &ended, parked.occurred_at) {
                     // The end, rated as if it had come now, at its own time.
                     Some(duration) => finish_leg(&mut ctx, parked.occurred_at, leg_id, leg, duration),
                     // An end before its start is bad input, refused in order: the leg stays
