@@ -20,6 +20,14 @@ use tollgate_proto::convert::wire_money;
 use tollgate_proto::limits;
 use tollgate_proto::v1;
 
+/// `eprintln!` that does not panic when stderr's reader went away (`2>&1 >/dev/null | head`):
+/// the rejections and the summary are a report on the side, and rating goes on without it.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($arg)*);
+    }};
+}
+
 /// Arguments of `tollgate rate`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit status: 0 when every line was applied (duplicates and ignored events included); \
@@ -125,7 +133,7 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
             }
             Err((code, message)) => {
                 summary.rejected += 1;
-                eprintln!("{}:{line_no}: {code}: {message}", args.events);
+                note!("{}:{line_no}: {code}: {message}", args.events);
                 let dead = v1::DeadLetter {
                     original: line,
                     source_topic: args.events.clone(),
@@ -258,26 +266,35 @@ impl Summary {
 
     fn print(&self, states: &BTreeMap<String, TenantState>, reference: &Reference) {
         use tollgate_core::Catalog;
-        eprintln!(
+        note!(
             "tollgate rate: {} lines, {} applied ({} duplicates, {} waiting for their start, {} ignored), {} rejected",
-            self.lines, self.applied, self.duplicates, self.parked, self.ignored, self.rejected
+            self.lines,
+            self.applied,
+            self.duplicates,
+            self.parked,
+            self.ignored,
+            self.rejected
         );
-        eprintln!(
+        note!(
             "  legs: {} rated, {} blocked; {} decisions; credit events: {}",
             self.legs_rated,
             self.legs_blocked,
             self.decisions,
-            self.credit_events.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+            if self.credit_events.is_empty() {
+                "none".to_owned()
+            } else {
+                self.credit_events.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+            }
         );
         let charges: Vec<String> = self
             .charges
             .iter()
             .map(|(code, (currency, sum))| format!("{} {code}", wire_money(*sum, *currency)))
             .collect();
-        eprintln!("  charges: {}", if charges.is_empty() { "none".to_owned() } else { charges.join(", ") });
+        note!("  charges: {}", if charges.is_empty() { "none".to_owned() } else { charges.join(", ") });
         for (tenant, state) in states {
             let Some(currency) = reference.tenant(tenant).map(|t| t.currency) else { continue };
-            eprintln!(
+            note!(
                 "  {tenant}: balance {} {currency}, {} legs in progress",
                 wire_money(state.balance(), currency),
                 state.open_legs.len()

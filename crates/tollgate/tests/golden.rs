@@ -274,3 +274,22 @@ fn ends_quietly_when_the_reader_of_its_output_is_gone() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("tollgate: error") && !stderr.contains("panicked"), "{stderr}");
 }
+
+/// `tollgate rate ... 2>&1 >/dev/null | head`: when the reader of the rejections goes away,
+/// rating goes on to the end and exits as it would have (2: lines were rejected), not with a
+/// panic (101) from a write to stderr.
+#[test]
+fn goes_on_when_the_reader_of_its_rejections_is_gone() {
+    // A pipe whose read end is closed before the command starts: every write to it fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(root())
+        .args(["rate", "--reference", "examples/reference.json", "--events", "examples/events.jsonl"])
+        .stderr(writer)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let golden = std::fs::read_to_string(examples().join("expected-output.jsonl")).unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), golden);
+}
