@@ -92,16 +92,35 @@ enum AdminCommand {
     },
 }
 
+/// What an admin command does, once everything it can check without Kafka was checked.
+enum Action {
+    CreateTopics {
+        partitions: i32,
+        replication: i32,
+    },
+    PublishReference {
+        data: v1::ReferenceData,
+    },
+    /// A funding or an adjustment: the command, read as a worker reads it, and what to say
+    /// once it is acknowledged.
+    Credit {
+        record: Box<v1::InputRecord>,
+        input: Box<tollgate_core::Input>,
+        tenant: String,
+        done: String,
+    },
+}
+
 /// Runs an admin command.
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.kafka, &RunFlags::default())?;
+    // What can be checked here (the arguments, the file) is checked before Kafka is asked: a
+    // mistake is said at once, not after a wait for the broker that ends in "cannot reach".
+    let action = prepare(args.command)?;
     ensure_reachable(&config)?;
     let worker = &config.worker;
-    match args.command {
-        AdminCommand::CreateTopics { partitions, replication } => {
-            if partitions < 1 || replication < 1 {
-                bail!("partitions and replication must be at least 1");
-            }
+    match action {
+        Action::CreateTopics { partitions, replication } => {
             // The admin call is asynchronous (librdkafka's threads resolve it): a runtime to
             // drive it.
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -113,10 +132,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 writeln!(Stdout, "{name}: {}", if created { "created" } else { "already exists" })?;
             }
         }
-        AdminCommand::PublishReference { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("failed to read {}", file.display()))?;
-            // Refuse what the workers would refuse, before anything is published.
-            let (data, _) = crate::rate::parse_reference(&text, &file)?;
+        Action::PublishReference { data } => {
             let publisher = Publisher::new(worker)?;
             let records = publish::reference(&worker.topics, &data);
             for record in &records {
@@ -131,41 +147,74 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 data.rate_cards.len()
             )?;
         }
+        Action::Credit { record, input, tenant, done } => {
+            check_credit(worker, &tenant, &input)?;
+            let publisher = Publisher::new(worker)?;
+            let keyed = publish::input(&worker.topics, &record).context("no record")?;
+            publisher.send(&keyed)?;
+            publisher.flush().context("the credit command was not acknowledged by Kafka")?;
+            writeln!(Stdout, "{done}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks what `command` can be checked for without Kafka, and says what it will do.
+fn prepare(command: AdminCommand) -> anyhow::Result<Action> {
+    Ok(match command {
+        AdminCommand::CreateTopics { partitions, replication } => {
+            if partitions < 1 || replication < 1 {
+                bail!("partitions and replication must be at least 1");
+            }
+            Action::CreateTopics { partitions, replication }
+        }
+        AdminCommand::PublishReference { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("failed to read {}", file.display()))?;
+            // Refuse what the workers would refuse, before anything is published.
+            let (data, _) = crate::rate::parse_reference(&text, &file)?;
+            Action::PublishReference { data }
+        }
         AdminCommand::Fund { tenant, amount, currency, lot_id, purchased_at } => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?;
             let at = time_or_now("--purchased-at", purchased_at.as_deref())?;
             let lot_id = lot_id.unwrap_or_else(|| format!("admin-{tenant}-{}", now.as_nanos()));
+            let done = format!("funded {tenant}: lot {lot_id}");
             let command = v1::CreditCommand {
                 command_id: lot_id.clone(),
                 tenant_id: tenant.clone(),
                 occurred_at: Some(at),
                 body: Some(v1::credit_command::Body::Fund(v1::FundLot {
-                    lot_id: lot_id.clone(),
+                    lot_id,
                     amount,
                     currency,
                     purchased_at: Some(at),
                 })),
             };
-            send_credit(worker, command)?;
-            writeln!(Stdout, "funded {tenant}: lot {lot_id}")?;
+            credit(command, done)?
         }
         AdminCommand::Adjust { tenant, amount, currency, reason, adjustment_id, at } => {
             let at = time_or_now("--at", at.as_deref())?;
+            let done = format!("adjusted {tenant} by {amount}: adjustment {adjustment_id}");
             let command = v1::CreditCommand {
-                command_id: adjustment_id.clone(),
-                tenant_id: tenant.clone(),
+                command_id: adjustment_id,
+                tenant_id: tenant,
                 occurred_at: Some(at),
-                body: Some(v1::credit_command::Body::Adjustment(v1::ManualAdjustment {
-                    amount: amount.clone(),
-                    currency,
-                    reason,
-                })),
+                body: Some(v1::credit_command::Body::Adjustment(v1::ManualAdjustment { amount, currency, reason })),
             };
-            send_credit(worker, command)?;
-            writeln!(Stdout, "adjusted {tenant} by {amount}: adjustment {adjustment_id}")?;
+            credit(command, done)?
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// A credit command read as a worker reads it ([`check_credit`] then checks it against the
+/// tenant, with Kafka).
+fn credit(command: v1::CreditCommand, done: String) -> anyhow::Result<Action> {
+    let tenant = command.tenant_id.clone();
+    let record = v1::InputRecord { record: Some(v1::input_record::Record::CreditCommand(command)) };
+    // Its message only: it already says the cause, which its source would say again.
+    let input = tollgate_core::Input::try_from(record.clone())
+        .map_err(|error| anyhow::anyhow!("invalid credit command: {error}"))?;
+    Ok(Action::Credit { record: Box::new(record), input: Box::new(input), tenant, done })
 }
 
 /// The time `flag` gives (RFC 3339), or now to the second.
@@ -179,20 +228,6 @@ fn time_or_now(flag: &str, text: Option<&str>) -> anyhow::Result<tollgate_proto:
             Ok(tollgate_proto::Timestamp { seconds: now.as_secs() as i64, nanos: 0 })
         }
     }
-}
-
-/// Checks a credit command as a worker will (see [`check_credit`]), then sends it and waits
-/// for Kafka's acknowledgement.
-fn send_credit(worker: &WorkerConfig, command: v1::CreditCommand) -> anyhow::Result<()> {
-    let tenant = command.tenant_id.clone();
-    let record = v1::InputRecord { record: Some(v1::input_record::Record::CreditCommand(command)) };
-    let input = tollgate_core::Input::try_from(record.clone()).context("invalid credit command")?;
-    check_credit(worker, &tenant, &input)?;
-    let publisher = Publisher::new(worker)?;
-    let keyed = publish::input(&worker.topics, &record).context("no record")?;
-    publisher.send(&keyed)?;
-    publisher.flush().context("the credit command was not acknowledged by Kafka")?;
-    Ok(())
 }
 
 /// Refuses a funding or an adjustment a worker would dead-letter, read against the tenant as

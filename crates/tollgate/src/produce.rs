@@ -24,12 +24,13 @@ pub struct ProduceArgs {
 /// Publishes every valid line; reports invalid ones with their line number and goes on.
 pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.kafka, &RunFlags::default())?;
-    crate::admin::ensure_reachable(&config)?;
+    // The input first: a mistyped path is said at once, not after a wait for Kafka.
     let reader: Box<dyn BufRead> = if args.input == "-" {
         Box::new(BufReader::new(io::stdin().lock()))
     } else {
         Box::new(BufReader::new(File::open(&args.input).with_context(|| format!("failed to open {}", args.input))?))
     };
+    crate::admin::ensure_reachable(&config)?;
     let publisher = Publisher::new(&config.worker)?;
     let (mut sent, mut refused) = (0u64, 0u64);
     for (index, line) in reader.lines().enumerate() {

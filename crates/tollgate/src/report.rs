@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -43,9 +43,10 @@ pub struct ReportArgs {
     #[command(flatten)]
     kafka: KafkaFlags,
     /// Legs that started at or after this instant (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    /// Default: from the first leg the topic holds.
     #[arg(long, value_name = "INSTANT")]
     from: Option<Timestamp>,
-    /// Legs that started before this instant (RFC 3339).
+    /// Legs that started before this instant (RFC 3339). Default: up to the last leg rated.
     #[arg(long, value_name = "INSTANT")]
     to: Option<Timestamp>,
     /// Only this tenant (repeatable; default: every tenant).
@@ -128,6 +129,17 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         && to <= from
     {
         bail!("--to must be after --from");
+    }
+    // A mistyped output path is said at once, not after the wait for Kafka (the file itself
+    // is created once the broker answered, so that a failed run leaves none behind).
+    if let Some(dir) = args.output.as_deref().and_then(Path::parent).filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        bail!(
+            "cannot write the report to {}: there is no directory {}",
+            args.output.as_deref().unwrap_or(dir).display(),
+            dir.display()
+        );
     }
     crate::admin::ensure_reachable(&config)?;
     let out: Box<dyn Write> = match &args.output {
@@ -379,22 +391,26 @@ fn label(name: Option<&'static str>, prefix: &str) -> String {
 
 /// Writes rows as CSV or JSON lines.
 enum Writer<W: Write> {
-    // Boxed: the CSV writer carries its buffer and state, the other variant nothing.
-    Csv(Box<csv::Writer<W>>),
+    // Boxed: the CSV writer carries its buffer and state, the other variant nothing. `wrote`:
+    // a row (and so the header) was written.
+    Csv { csv: Box<csv::Writer<W>>, wrote: bool },
     Jsonl(W),
 }
 
 impl<W: Write> Writer<W> {
     fn new(format: Format, out: W) -> Self {
         match format {
-            Format::Csv => Writer::Csv(Box::new(csv::Writer::from_writer(out))),
+            Format::Csv => Writer::Csv { csv: Box::new(csv::Writer::from_writer(out)), wrote: false },
             Format::Jsonl => Writer::Jsonl(out),
         }
     }
 
     fn write(&mut self, row: &Row) -> anyhow::Result<()> {
         match self {
-            Writer::Csv(csv) => csv.serialize(row).context("failed to write the report"),
+            Writer::Csv { csv, wrote } => {
+                *wrote = true;
+                csv.serialize(row).context("failed to write the report")
+            }
             Writer::Jsonl(out) => {
                 serde_json::to_writer(&mut *out, row).context("failed to write the report")?;
                 out.write_all(b"\n").context("failed to write the report")
@@ -402,18 +418,57 @@ impl<W: Write> Writer<W> {
         }
     }
 
+    /// Flushes the report. A CSV report without rows still gets its header, so that what
+    /// imports it finds the columns (an empty file has none).
     fn finish(self) -> anyhow::Result<()> {
         match self {
-            Writer::Csv(mut csv) => csv.flush(),
+            Writer::Csv { mut csv, wrote } => {
+                if !wrote {
+                    csv.write_record(&csv_header()?).context("failed to write the report")?;
+                }
+                csv.flush()
+            }
             Writer::Jsonl(mut out) => out.flush(),
         }
         .context("failed to write the report")
     }
 }
 
+/// The CSV header, as the writer writes it before the first row: the names of [`Row`]'s
+/// fields.
+fn csv_header() -> anyhow::Result<csv::StringRecord> {
+    let mut probe = csv::Writer::from_writer(Vec::new());
+    probe.serialize(Row::default()).context("failed to write the report")?;
+    let bytes = probe.into_inner().map_err(|error| anyhow::anyhow!("failed to write the report: {error}"))?;
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(bytes.as_slice());
+    reader.records().next().context("no header")?.context("failed to write the report")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CSV report of no rows is its header alone, the same header a report with rows
+    /// starts with; a JSON-lines report of no rows is empty.
+    #[test]
+    fn a_report_without_rows_still_has_its_csv_header() {
+        let written = |format: Format, rows: &[Row]| {
+            let mut buf = Vec::new();
+            let mut writer = Writer::new(format, &mut buf);
+            for row in rows {
+                writer.write(row).unwrap();
+            }
+            writer.finish().unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        let empty = written(Format::Csv, &[]);
+        assert!(empty.starts_with("record,tenant_id,") && empty.ends_with("legs\n"), "{empty}");
+        assert_eq!(empty.lines().count(), 1);
+        let one = written(Format::Csv, &[Row { record: "leg", ..Row::default() }]);
+        assert_eq!(one.lines().next(), empty.lines().next());
+        assert_eq!(one.lines().count(), 2);
+        assert_eq!(written(Format::Jsonl, &[]), "");
+    }
 
     fn usage(id: &str, charge: &str, fee: &str) -> v1::RatedUsage {
         v1::RatedUsage {
@@ -444,7 +499,7 @@ mod tests {
             writer.write(&leg.row).unwrap_or_else(|e| panic!("{e}"));
         }
         writer.write(&total.row("acme", "USD")).unwrap_or_else(|e| panic!("{e}"));
-        let Writer::Csv(csv) = writer else { panic!("not csv") };
+        let Writer::Csv { csv, .. } = writer else { panic!("not csv") };
         let text = String::from_utf8(csv.into_inner().unwrap_or_default()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(

@@ -75,6 +75,33 @@ fn says_clearly_when_kafka_cannot_be_reached() {
     assert!(stderr.contains("cannot reach Kafka at 127.0.0.1:1: no broker answered within 5 s"), "{stderr}");
 }
 
+/// A mistake in what the command line names (a file, an amount, a count, a directory) is
+/// said as itself, before Kafka is asked: not as "cannot reach Kafka" after a wait for it.
+#[test]
+fn says_a_local_mistake_before_asking_kafka() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["produce", "--input", "/nonexistent/legs.jsonl"], "failed to open /nonexistent/legs.jsonl"),
+        (&["admin", "publish-reference", "--file", "/nonexistent/reference.json"], "failed to read"),
+        (
+            &["admin", "fund", "--tenant", "acme", "--amount", "abc", "--currency", "USD"],
+            "invalid credit command: fund.amount: invalid amount \"abc\"\n",
+        ),
+        (
+            &["admin", "fund", "--tenant", "acme", "--amount", "5", "--currency", "USD", "--purchased-at", "yesterday"],
+            "--purchased-at",
+        ),
+        (&["admin", "create-topics", "--partitions", "0"], "partitions and replication must be at least 1"),
+        (&["report", "-o", "/nonexistent/dir/november.csv"], "there is no directory /nonexistent/dir"),
+    ];
+    // Nothing listens on port 1 of the loopback interface.
+    for (args, said) in cases {
+        let out = tollgate("127.0.0.1:1", args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(said) && !stderr.contains("cannot reach Kafka"), "{args:?}: {stderr}");
+    }
+}
+
 /// A worker whose broker does not answer waits for it, but says so in words once the Kafka
 /// timeout has passed (not only as a retry's transport error later), and a SIGTERM while it
 /// waits is a clean stop.

@@ -55,8 +55,8 @@ pub struct DemoArgs {
     /// offsets, so exactly-once here shows the transactional path, not its guarantee).
     #[arg(long, default_value_t = ProcessingGuarantee::AtLeastOnce)]
     processing_guarantee: ProcessingGuarantee,
-    /// Where `/metrics`, `/health` and `/ready` are served while the demo runs (empty: not
-    /// served).
+    /// Where `/metrics`, `/health`, `/ready` and the tenant API (`/v1/tenants/{tenant}`)
+    /// are served while the demo runs (empty: not served).
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_listen: String,
     /// Seed of the traffic generator.
