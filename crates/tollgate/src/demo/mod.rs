@@ -149,9 +149,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         publisher.send(keyed)?;
     }
     publisher.flush()?;
+    // The workers join the group and restore first (a few seconds): said, not silent.
+    let starting = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    starting.set_message("starting: the workers join the consumer group, then rate the funding");
+    starting.enable_steady_tick(Duration::from_millis(100));
     observer
-        .wait_until(Duration::from_secs(60), &ProgressBar::hidden(), |s| s.funded >= funds.len() as u64)
+        .wait_until(Duration::from_secs(60), &starting, |s| s.funded >= funds.len() as u64)
         .context("funding was not processed")?;
+    starting.finish_and_clear();
 
     let bars = MultiProgress::with_draw_target(if args.quiet {
         ProgressDrawTarget::hidden()
