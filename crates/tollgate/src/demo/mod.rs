@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,32 @@ pub struct DemoArgs {
     quiet: bool,
 }
 
+/// The first SIGINT or SIGTERM ends the traffic (the flag returned is set): the legs sent
+/// are rated and summed up as after a run to its end. A second one ends the process.
+fn interrupt_stops_the_traffic(runtime: &tokio::runtime::Runtime) -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let flag = Arc::clone(&interrupted);
+    runtime.spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        flag.store(true, Ordering::Relaxed);
+        eprintln!(
+            "tollgate demo: interrupted: no more legs; the ones sent are rated, then summed up (again to exit now)"
+        );
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        std::process::exit(130);
+    });
+    Ok(interrupted)
+}
+
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let logs = config::demo_logs()?;
@@ -77,6 +104,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let _guard = runtime.enter();
+    let interrupted = interrupt_stops_the_traffic(&runtime)?;
     // Installed whether or not it is served: the summary reads its unpriced-legs counter.
     let metrics_handle = telemetry::install_metrics()?;
 
@@ -178,9 +206,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let deadline = started + Duration::from_secs(args.duration);
     let mut legs = 0u64;
     // Either a number of legs or a duration; `--rate` paces both.
-    let more = |legs: u64| match args.legs {
-        Some(total) => legs < total,
-        None => Instant::now() < deadline,
+    let more = |legs: u64| {
+        !interrupted.load(Ordering::Relaxed)
+            && match args.legs {
+                Some(total) => legs < total,
+                None => Instant::now() < deadline,
+            }
     };
     while more(legs) {
         let due = match args.rate {
