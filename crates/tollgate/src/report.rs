@@ -128,7 +128,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     if let (Some(from), Some(to)) = (args.from, args.to)
         && to <= from
     {
-        bail!("--to must be after --from");
+        // A usage mistake, as one the parser finds: exit code 2, nothing read.
+        eprintln!("tollgate report: error: --to must be after --from");
+        return Ok(ExitCode::from(2));
     }
     // A mistyped output path is said at once, not after the wait for Kafka (the file itself
     // is created once the broker answered, so that a failed run leaves none behind).

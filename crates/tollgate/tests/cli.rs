@@ -102,6 +102,22 @@ fn says_a_local_mistake_before_asking_kafka() {
     }
 }
 
+/// A value the command line cannot take is a usage mistake, exit code 2, as one the parser
+/// finds: nothing is started, read or written.
+#[test]
+fn a_value_the_command_line_cannot_take_exits_2() {
+    let out = tollgate("127.0.0.1:1", &["report", "--from", "2026-12-01T00:00:00Z", "--to", "2026-11-01T00:00:00Z"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--to must be after --from") && !stderr.contains("cannot reach Kafka"), "{stderr}");
+    for flag in ["--workers", "--partitions"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate")).args(["demo", flag, "0"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(&format!("invalid value '0' for '{flag}")), "{flag}: {stderr}");
+    }
+}
+
 /// A worker whose broker does not answer waits for it, but says so in words once the Kafka
 /// timeout has passed (not only as a retry's transport error later), and a SIGTERM while it
 /// waits is a clean stop.

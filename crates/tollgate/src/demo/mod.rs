@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tollgate_proto::v1;
 use tollgate_worker::client::{self, EmbeddedKafka};
@@ -47,10 +47,10 @@ pub struct DemoArgs {
     #[arg(long, value_name = "N", conflicts_with = "duration")]
     legs: Option<u64>,
     /// Workers in the consumer group.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
     /// Partitions of the inputs, outputs and changelog.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..))]
     partitions: i32,
     /// `at_least_once` or `exactly_once` (the mock cluster does not store transactional
     /// offsets, so exactly-once here shows the transactional path, not its guarantee).
@@ -99,9 +99,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let logs = config::demo_logs()?;
     telemetry::init_logs(&logs.log, logs.log_format);
     let guarantee = args.processing_guarantee;
-    if args.workers == 0 || args.partitions < 1 {
-        bail!("--workers and --partitions must be at least 1");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let _guard = runtime.enter();
     let interrupted = interrupt_stops_the_traffic(&runtime)?;
