@@ -221,8 +221,9 @@ pub struct CreditPosition {
     pub parked_ends: usize,
     /// Last credit-event sequence number used.
     pub credit_sequence: u64,
-    /// Latest event time applied to the tenant.
-    pub event_time: String,
+    /// Latest event time applied to the tenant; `None` (JSON `null`) before any input of
+    /// it was applied.
+    pub event_time: Option<String>,
     /// Where the state comes from: its partition and the input offsets it reflects.
     pub committed: CommittedAt,
 }
@@ -429,7 +430,7 @@ impl CreditPosition {
             },
             parked_ends: s.parked_ends,
             credit_sequence: s.credit_sequence,
-            event_time: s.watermark.to_string(),
+            event_time: (s.watermark != Timestamp::default()).then(|| s.watermark.to_string()),
             committed: CommittedAt { partition, input_offsets: offsets },
         }
     }
@@ -518,6 +519,10 @@ mod tests {
             position.auto_recharge.unwrap().state
         };
         assert_eq!([shown(false, false), shown(true, false), shown(true, true)], ["armed", "requested", "failed"]);
+        let mut s = state("4.00");
+        s.watermark = Timestamp::new(1_793_610_000, 0).unwrap();
+        let position = CreditPosition::of(&tenant, Some(&TenantSnapshot::of(&s)), 0, BTreeMap::new());
+        assert_eq!(position.event_time.as_deref(), Some("2026-11-02T09:00:00Z"));
     }
 
     /// A reader sees the restored state, then each committed batch whole: the tenants it
@@ -581,6 +586,8 @@ mod tests {
         owner.views.partition(partition).unwrap().restored(&States::default(), BTreeMap::new());
         let Answer::Found(position) = answer(&[Arc::clone(&owner)], "acme", true, None) else { panic!("not found") };
         assert_eq!((position.balance.as_str(), position.committed.partition), ("0.00", partition));
+        // No input of it applied yet: no event time (not 1970).
+        assert_eq!(position.event_time, None);
         assert_eq!(answer(&[Arc::clone(&owner)], "nobody", false, None), Answer::Unknown);
         assert_eq!(
             answer(&[Arc::clone(&other)], "acme", false, Some("10.0.0.2:9464")),

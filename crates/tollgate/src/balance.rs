@@ -102,10 +102,10 @@ fn human(p: &CreditPosition) -> String {
     let offsets: Vec<String> = p.committed.input_offsets.iter().map(|(t, o)| format!("{t} {o}")).collect();
     let _ = writeln!(
         out,
-        "  committed state of partition {} (inputs up to {}), events up to {}",
+        "  committed state of partition {} (inputs up to {}), {}",
         p.committed.partition,
         if offsets.is_empty() { "unknown offsets".to_owned() } else { offsets.join(", ") },
-        p.event_time
+        p.event_time.as_ref().map_or_else(|| "no event applied yet".to_owned(), |at| format!("events up to {at}"))
     );
     if p.lots.is_empty() {
         let _ = writeln!(out, "  lots: none");
