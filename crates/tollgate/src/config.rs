@@ -233,7 +233,7 @@ impl Config {
         }
         figment = environment(figment, env)?.merge(flags(kafka, run)?);
         let config: Config = figment.extract().map_err(describe)?;
-        config.worker.validate().context("invalid worker configuration")?;
+        config.worker.validate().map_err(invalid_worker)?;
         config.telemetry.validate()?;
         Ok(config)
     }
@@ -336,14 +336,29 @@ fn flags(kafka: &KafkaFlags, run: &RunFlags) -> anyhow::Result<Layer> {
 }
 
 /// A figment error as one line naming its source: `invalid environment variable
-/// TOLLGATE_BATCH_SIZ: unknown field: found ...`.
+/// TOLLGATE_BATCH_SIZ: unknown setting `batch_siz` (the settings here: ...)`.
 fn describe(error: figment::Error) -> anyhow::Error {
     let source = error.metadata.as_ref().map_or_else(|| "configuration".to_owned(), |m| m.name.to_string());
     let key = error.path.join(".");
+    // serde's own wording nests its quotes in figment's ("expected `one of `a`, `b``").
+    let what = match &error.kind {
+        figment::error::Kind::UnknownField(found, known) => {
+            format!("unknown setting `{found}` (the settings here: {})", known.join(", "))
+        }
+        kind => kind.to_string(),
+    };
     if source.starts_with("environment variable") || key.is_empty() {
-        anyhow::anyhow!("invalid {source}: {}", error.kind)
+        anyhow::anyhow!("invalid {source}: {what}")
     } else {
-        anyhow::anyhow!("invalid {source}: {key}: {}", error.kind)
+        anyhow::anyhow!("invalid {source}: {key}: {what}")
+    }
+}
+
+/// A worker setting's refusal, said once: its error already says "invalid configuration".
+pub(crate) fn invalid_worker(error: tollgate_worker::Error) -> anyhow::Error {
+    match error {
+        tollgate_worker::Error::Config(why) => anyhow::anyhow!("invalid worker configuration: {why}"),
+        other => anyhow::Error::from(other).context("invalid worker configuration"),
     }
 }
 
@@ -458,8 +473,8 @@ log = "debug"
         let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_BATCH_SIZ", "1")])).unwrap_err();
         assert!(
             format!("{err:#}").starts_with(
-                "invalid environment variable TOLLGATE_BATCH_SIZ: unknown field: found `batch_siz`, expected `one of \
-                 `bootstrap_servers`, `group_id`,"
+                "invalid environment variable TOLLGATE_BATCH_SIZ: unknown setting `batch_siz` (the settings here: \
+                 bootstrap_servers, group_id,"
             ),
             "{err:#}"
         );
@@ -470,11 +485,11 @@ log = "debug"
              processing guarantee must be at_least_once or exactly_once, got \"maybe\""
         );
         let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_BATCH_SIZE", "0")])).unwrap_err();
-        assert_eq!(format!("{err:#}"), "invalid worker configuration: invalid configuration: batch_size must be > 0");
+        assert_eq!(format!("{err:#}"), "invalid worker configuration: batch_size must be > 0");
         let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_MAX_FUTURE_SECONDS", "172800")])).unwrap_err();
         assert_eq!(
             format!("{err:#}"),
-            "invalid worker configuration: invalid configuration: max_future_seconds must be less than retention_seconds"
+            "invalid worker configuration: max_future_seconds must be less than retention_seconds"
         );
         let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_BATCH_SIZE", "many")])).unwrap_err();
         assert_eq!(
@@ -484,13 +499,13 @@ log = "debug"
         let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_TOPIC_CALL_LEG", "x")])).unwrap_err();
         assert!(
             format!("{err:#}").starts_with(
-                "invalid environment variable TOLLGATE_TOPIC_CALL_LEG: unknown field: found `call_leg`, expected"
+                "invalid environment variable TOLLGATE_TOPIC_CALL_LEG: unknown setting `call_leg` (the settings here:"
             ),
             "{err:#}"
         );
         let err = Config::load_with_env(&none, &run, env(&[("TOLLGATE_PORTS", "1")])).unwrap_err();
         assert!(
-            format!("{err:#}").starts_with("invalid environment variable TOLLGATE_PORTS: unknown field"),
+            format!("{err:#}").starts_with("invalid environment variable TOLLGATE_PORTS: unknown setting `ports`"),
             "{err:#}"
         );
         let (dir, file) = temp_file("unknown.toml", "[worker]\nbatch = 3\n");
@@ -498,7 +513,7 @@ log = "debug"
         let err = Config::load_with_env(&with_file, &run, env(&[])).unwrap_err();
         assert!(
             format!("{err:#}").starts_with(&format!(
-                "invalid config file {}: worker.batch: unknown field: found `batch`, expected",
+                "invalid config file {}: worker.batch: unknown setting `batch` (the settings here: bootstrap_servers,",
                 file.display()
             )),
             "{err:#}"
@@ -516,14 +531,14 @@ log = "debug"
         let err = Config::load_with_env(&none, &run, vars).unwrap_err();
         assert_eq!(
             format!("{err:#}"),
-            "invalid worker configuration: invalid configuration: librdkafka setting sasl.passwrod: \
+            "invalid worker configuration: librdkafka setting sasl.passwrod: \
              No such configuration property: \"sasl.passwrod\""
         );
         let vars = env(&[("TOLLGATE_LIBRDKAFKA_LINGER_MS", "soon")]);
         let err = Config::load_with_env(&none, &run, vars).unwrap_err();
         assert_eq!(
             format!("{err:#}"),
-            "invalid worker configuration: invalid configuration: librdkafka setting linger.ms: \
+            "invalid worker configuration: librdkafka setting linger.ms: \
              Invalid value for configuration property \"queue.buffering.max.ms\""
         );
     }

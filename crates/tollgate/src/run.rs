@@ -44,7 +44,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.spawn(Signals::listen()?.stop_on_first(Arc::clone(&stop)));
     // The recorder first: the worker exports its partition count (zero) as it is made.
     let metrics = telemetry::install_metrics()?;
-    let worker = Worker::new(config.worker).context("invalid worker configuration")?;
+    let worker = Worker::new(config.worker).map_err(crate::config::invalid_worker)?;
     let readiness = vec![Arc::clone(worker.readiness())];
     let telemetry = &config.telemetry;
     let tenants = vec![worker.tenant_api()];
