@@ -72,35 +72,19 @@ impl TopicReader {
                 assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
             }
         }
+        consumer.assign(&assignment)?;
         let mut reader =
             TopicReader { consumer, config: config.clone(), timeout, ends: Vec::new(), starts: Vec::new() };
-        // The ends first, while nothing is assigned: see `note_ends`.
-        reader.note_ends(&assignment)?;
-        reader.consumer.assign(&assignment)?;
+        reader.mark_ends()?;
         Ok(reader)
     }
 
     /// Notes the current end of every assigned partition: [`TopicReader::caught_up`] then
     /// says whether the reader got there (call it again once the writers stopped).
     pub fn mark_ends(&mut self) -> Result<(), Error> {
-        let assignment = self.consumer.assignment()?;
-        // Not fetched meanwhile: see `note_ends`.
-        self.consumer.pause(&assignment)?;
-        let noted = self.note_ends(&assignment);
-        self.consumer.resume(&assignment)?;
-        noted
-    }
-
-    /// Notes the ends of `partitions`. The consumer asks for them on its connection to each
-    /// partition's leader, and a broker answers a connection's requests in order: behind a
-    /// fetch of partitions with nothing new, each answer waited for the fetch's long poll
-    /// (`fetch.wait.max.ms`, 500 ms by default), so reading the ends of 24 partitions took 7 to
-    /// 12 s (the demo's first 17 s of silence). Asked while none of them is fetched, the
-    /// answers come at once.
-    fn note_ends(&mut self, partitions: &TopicPartitionList) -> Result<(), Error> {
         let mut ends = Vec::new();
         let mut starts = Vec::new();
-        for entry in partitions.elements() {
+        for entry in self.consumer.assignment()?.elements() {
             let (low, high) = self.consumer.fetch_watermarks(entry.topic(), entry.partition(), self.timeout)?;
             ends.push((entry.topic().to_owned(), entry.partition(), high));
             starts.push(low);
@@ -157,16 +141,14 @@ impl TopicReader {
     }
 
     /// The last `n` records of the assigned partitions up to the ends last noted, oldest first
-    /// (by timestamp, then partition and offset); the reader then goes on from those ends, so
-    /// that what comes after them is read next, once. Each partition is read from `n`
-    /// offsets before its end, and from further back while transaction markers and aborted
-    /// records among those offsets leave it short; an empty one is not read.
+    /// (by timestamp, then partition and offset); [`TopicReader::go_on_from_ends`] then reads
+    /// what comes after those ends. Each partition is read from `n` offsets before its end,
+    /// and from further back while transaction markers and aborted records among those
+    /// offsets leave it short; an empty one is not read.
     pub fn last(&self, n: u64, timeout: Duration) -> Result<Vec<Record>, Error> {
         let wanted = usize::try_from(n).unwrap_or(usize::MAX);
         let mut records = Vec::new();
-        let mut ends = TopicPartitionList::new();
         for ((topic, partition, high), low) in self.ends.iter().zip(&self.starts) {
-            ends.add_partition_offset(topic, *partition, Offset::Offset(*high))?;
             if high <= low {
                 continue;
             }
@@ -181,10 +163,23 @@ impl TopicReader {
                 window = window.saturating_mul(4);
             }
         }
-        self.consumer.assign(&ends)?;
         records.sort_by_key(|r| (r.timestamp, r.partition, r.offset));
         let skip = records.len().saturating_sub(wanted);
         Ok(records.split_off(skip))
+    }
+
+    /// After [`TopicReader::last`]: reads on from the ends last noted, so that what comes
+    /// after them is read next, once. Only for a reader that goes on reading: librdkafka 2.12
+    /// fails an assertion (`rktp->rktp_started`, librdkafka issue 5573) when a partition this
+    /// assignment takes over from `last`'s is removed again before its first removal was
+    /// answered, as closing the reader right after did (`tollgate tail -n`, one run in five).
+    pub fn go_on_from_ends(&self) -> Result<(), Error> {
+        let mut ends = TopicPartitionList::new();
+        for (topic, partition, high) in &self.ends {
+            ends.add_partition_offset(topic, *partition, Offset::Offset(*high))?;
+        }
+        self.consumer.assign(&ends)?;
+        Ok(())
     }
 
     /// The records of one partition from offset `from` up to `to` (excluded), the reader

@@ -59,6 +59,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         if !args.follow {
             return Ok(ExitCode::SUCCESS);
         }
+        reader.go_on_from_ends()?;
     }
     while args.follow || !reader.caught_up()? {
         match reader.poll(Duration::from_millis(200)) {
