@@ -171,16 +171,14 @@ impl Ctx<'_> {
     /// what would pay for it, as it did when its start was checked for credit
     /// (`leg_start::credit_block`).
     pub(super) fn is_credit_funded(&self, leg: &OpenLeg) -> bool {
-        let pool_empty = || self.pool_minutes_left_in(leg.started_at.year_month()) == 0;
-        match leg.capability {
+        let paid_as = match leg.capability {
+            Capability::Unpriced => leg.unpriced_paid_as.unwrap_or(Capability::Unpriced),
+            capability => capability,
+        };
+        match paid_as {
             Capability::Ppm => true,
-            Capability::Pool => !leg.pooled_in_full && pool_empty(),
-            Capability::Unpriced => match leg.unpriced_paid_as {
-                Some(Capability::Ppm) => true,
-                Some(Capability::Pool) => pool_empty(),
-                Some(Capability::Subscription | Capability::Unpriced) | None => false,
-            },
-            Capability::Subscription => false,
+            Capability::Pool => !leg.pooled_in_full && self.pool_minutes_left_in(leg.started_at.year_month()) == 0,
+            Capability::Subscription | Capability::Unpriced => false,
         }
     }
 

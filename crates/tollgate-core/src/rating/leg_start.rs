@@ -300,17 +300,18 @@ pub(super) fn credit_block(ctx: &Ctx<'_>, leg: &OpenLeg, paid_as: Capability) ->
 /// The maximum affordable duration reported in the allow decision.
 pub(super) fn max_affordable(ctx: &Ctx<'_>, leg: &OpenLeg) -> u32 {
     let tenant = ctx.tenant;
-    let credit_part = || match leg.price {
-        Some(price) if tenant.credits_enabled => price.max_affordable_seconds(
+    // The longest duration of `price`'s lattice whose charge credits can pay.
+    let credit_part = |price: Price| match tenant.credits_enabled {
+        true => price.max_affordable_seconds(
             &tenant.currency,
             ctx.state.balance() + tenant.overdraft_limit,
             MAX_LEG_SECONDS,
         ),
-        _ => 0,
+        false => 0,
     };
     match leg.capability {
         Capability::Subscription | Capability::Unpriced => MAX_LEG_SECONDS,
-        Capability::Ppm => credit_part(),
+        Capability::Ppm => leg.price.map_or(0, credit_part),
         Capability::Pool if leg.pooled_in_full => MAX_LEG_SECONDS,
         Capability::Pool => {
             // The pool pays the first billable seconds; credits pay the rest, charged on those
@@ -318,20 +319,9 @@ pub(super) fn max_affordable(ctx: &Ctx<'_>, leg: &OpenLeg) -> u32 {
             // own. So the longest lattice point whose seconds past the pool cost what credits
             // can pay, found second by second.
             let pooled = ctx.pool_minutes_left().saturating_mul(60);
-            let credit = match leg.price {
-                Some(price) if tenant.credits_enabled => Price { increments: Increments::PER_SECOND, ..price }
-                    .max_affordable_seconds(
-                        &tenant.currency,
-                        ctx.state.balance() + tenant.overdraft_limit,
-                        MAX_LEG_SECONDS,
-                    ),
-                _ => 0,
-            };
-            let within = pooled.saturating_add(credit);
-            if within >= MAX_LEG_SECONDS {
-                return MAX_LEG_SECONDS;
-            }
-            leg.price.map_or(within, |price| price.increments.longest_within(within))
+            let Some(price) = leg.price else { return pooled.min(MAX_LEG_SECONDS) };
+            let within = pooled.saturating_add(credit_part(Price { increments: Increments::PER_SECOND, ..price }));
+            if within >= MAX_LEG_SECONDS { MAX_LEG_SECONDS } else { price.increments.longest_within(within) }
         }
     }
 }
