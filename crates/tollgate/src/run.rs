@@ -59,21 +59,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGINT and SIGTERM, listened for from the moment this is made (inside a tokio runtime).
-struct Signals {
+/// The demo listens with it too.
+pub(crate) struct Signals {
     interrupt: Signal,
     terminate: Signal,
 }
 
 impl Signals {
     /// A worker that could not hear SIGTERM could not be stopped gracefully: it does not start.
-    fn listen() -> anyhow::Result<Self> {
+    pub(crate) fn listen() -> anyhow::Result<Self> {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
         })
     }
 
-    async fn next(&mut self) {
+    /// The next SIGINT or SIGTERM.
+    pub(crate) async fn next(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}

@@ -71,24 +71,16 @@ pub struct DemoArgs {
 /// The first SIGINT or SIGTERM ends the traffic (the flag returned is set): the legs sent
 /// are rated and summed up as after a run to its end. A second one ends the process.
 fn interrupt_stops_the_traffic(runtime: &tokio::runtime::Runtime) -> anyhow::Result<Arc<AtomicBool>> {
-    use tokio::signal::unix::{SignalKind, signal};
     let interrupted = Arc::new(AtomicBool::new(false));
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut signals = crate::run::Signals::listen()?;
     let flag = Arc::clone(&interrupted);
     runtime.spawn(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
+        signals.next().await;
         flag.store(true, Ordering::Relaxed);
         eprintln!(
             "tollgate demo: interrupted: no more legs; the ones sent are rated, then summed up (again to exit now)"
         );
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
+        signals.next().await;
         std::process::exit(130);
     });
     Ok(interrupted)
