@@ -48,15 +48,7 @@ pub(super) struct Observer {
 impl Observer {
     pub(super) fn start(config: &WorkerConfig) -> anyhow::Result<Observer> {
         let topics: Vec<&str> = OBSERVED.iter().map(|&kind| config.topics[kind].as_str()).collect();
-        // A reader notes the ends of its partitions (watermarks) on the connection that
-        // carries its fetches, and a broker answers a connection's requests in order: behind
-        // fetches of partitions with nothing new yet, each answer waited out the fetch's long
-        // poll (500 ms by default), and noting the ends of the observed 24 partitions took
-        // 7 to 12 s, the demo's silent start. Fetches that wait 10 ms make it well under a
-        // second. (The other readers, whose topics are read once, keep librdkafka's wait.)
-        let mut config = config.clone();
-        config.librdkafka.insert("fetch.wait.max.ms".to_owned(), "10".to_owned());
-        let reader = TopicReader::from_beginning(&config, "demo-observer", &topics)?;
+        let reader = TopicReader::from_beginning(config, "demo-observer", &topics)?;
         Ok(Observer { reader, topics: config.topics.clone(), stats: Stats::default() })
     }
 
