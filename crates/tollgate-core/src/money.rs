@@ -319,31 +319,89 @@ pub(crate) const EXACT_DECIMALS: u32 = 12;
 /// [`Currency::round_charge`] on integers, `None` outside the bounds it is exact in.
 ///
 /// With `s` the larger scale of the two prices, the exact amount is `n / (60 × 10^s)` where
-/// `n = fee × 60 + per_minute × seconds` (both mantissas at scale `s`). Everything is a `u64`
-/// (an amount that overflows one goes to `Decimal`), which also keeps `n` below 10^21.
-/// `Decimal` would give the amount the scale of the quotient `per_minute × seconds / 60` (see
-/// below), or the fee's if larger; rounding leaves a scale at or below the minor unit as it is
-/// and brings a larger one to the minor unit.
+/// `n = fee × 60 + per_minute × seconds` (both mantissas at scale `s`). It is computed in
+/// `u64` (every everyday price), or in `u128` when a `u64` overflows: every amount the wire
+/// edge admits (below 10^15, at most 12 decimals) keeps `n` below 10^37, so every charge of
+/// admitted prices is computed here and rounded once. (`Decimal`, which answers beyond, would
+/// round the largest twice: a sum or a quotient past 96 bits of mantissa is cut at its 28th
+/// digit before the charge is rounded to the minor unit.)
 fn integer_charge(fee: Decimal, per_minute: Decimal, seconds: u32, minor_units: u32) -> Option<Decimal> {
     if fee.is_sign_negative() || per_minute.is_sign_negative() || minor_units > 4 {
         return None;
     }
+    charge_in::<u64>(fee, per_minute, seconds, minor_units)
+        .or_else(|| wide_charge(fee, per_minute, seconds, minor_units))
+}
+
+/// [`charge_in`] in `u128`: out of line, as rare as prices of billions a minute.
+#[cold]
+#[inline(never)]
+fn wide_charge(fee: Decimal, per_minute: Decimal, seconds: u32, minor_units: u32) -> Option<Decimal> {
+    charge_in::<u128>(fee, per_minute, seconds, minor_units)
+}
+
+/// The unsigned integers [`charge_in`] computes with.
+trait Word:
+    Copy
+    + Ord
+    + From<u32>
+    + TryFrom<i128>
+    + TryInto<i128>
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Rem<Output = Self>
+{
+    fn checked_mul(self, other: Self) -> Option<Self>;
+    fn checked_add(self, other: Self) -> Option<Self>;
+    /// 10^`exponent`, `None` past what the table holds.
+    fn pow10(exponent: u32) -> Option<Self>;
+}
+
+macro_rules! word {
+    ($t:ty) => {
+        impl Word for $t {
+            #[inline]
+            fn checked_mul(self, other: Self) -> Option<Self> {
+                <$t>::checked_mul(self, other)
+            }
+            #[inline]
+            fn checked_add(self, other: Self) -> Option<Self> {
+                <$t>::checked_add(self, other)
+            }
+            #[inline]
+            fn pow10(exponent: u32) -> Option<Self> {
+                POW10.get(exponent as usize).map(|&p| p.into())
+            }
+        }
+    };
+}
+word!(u64);
+word!(u128);
+
+/// [`integer_charge`] in the integers `W` (non-negative prices), `None` when one overflows.
+///
+/// `Decimal` would give the amount the scale of the quotient `per_minute × seconds / 60` (see
+/// below), or the fee's if larger; rounding leaves a scale at or below the minor unit as it is
+/// and brings a larger one to the minor unit.
+#[inline]
+fn charge_in<W: Word>(fee: Decimal, per_minute: Decimal, seconds: u32, minor_units: u32) -> Option<Decimal> {
     let (fee_scale, price_scale) = (fee.scale(), per_minute.scale());
     let s = fee_scale.max(price_scale);
     if s > EXACT_DECIMALS {
         return None;
     }
-    let pow = |e: u32| POW10.get(e as usize).copied();
-    let fee_units = u64::try_from(fee.mantissa()).ok()?.checked_mul(pow(s - fee_scale)?)?;
+    let (zero, three, sixty) = (W::from(0), W::from(3), W::from(60));
+    let fee_units = W::try_from(fee.mantissa()).ok()?.checked_mul(W::pow10(s - fee_scale)?)?;
     // `per_minute × seconds` at the price's own scale: `Decimal`'s product, exact here.
-    let product = u64::try_from(per_minute.mantissa()).ok()?.checked_mul(u64::from(seconds))?;
-    let n = fee_units.checked_mul(60)?.checked_add(product.checked_mul(pow(s - price_scale)?)?)?;
+    let product = W::try_from(per_minute.mantissa()).ok()?.checked_mul(W::from(seconds))?;
+    let n = fee_units.checked_mul(sixty)?.checked_add(product.checked_mul(W::pow10(s - price_scale)?)?)?;
     // The quotient's scale in `Decimal`: the price's when 60 divides the product; else two
     // digits more (`Decimal` widens a quotient by 100 at a time), which ends it when 3 divides
     // the product; else it does not end.
-    let quotient_scale = if product % 60 == 0 {
+    let quotient_scale = if product % sixty == zero {
         price_scale
-    } else if product % 3 == 0 {
+    } else if product % three == zero {
         price_scale + 2
     } else {
         u32::MAX
@@ -351,17 +409,17 @@ fn integer_charge(fee: Decimal, per_minute: Decimal, seconds: u32, minor_units: 
     let scale = fee_scale.max(quotient_scale);
     let (mantissa, scale) = if scale <= minor_units {
         // Exact in `scale` decimals (at least `s`): nothing to round.
-        (n.checked_mul(pow(scale - s)?)? / 60, scale)
+        (n.checked_mul(W::pow10(scale - s)?)? / sixty, scale)
     } else {
         // Rounded to the minor unit, half away from zero (the amount is not negative).
         let (numerator, denominator) = match minor_units.checked_sub(s) {
-            Some(up) => (n.checked_mul(pow(up)?)?, 60),
-            None => (n, 60 * pow(s - minor_units)?),
+            Some(up) => (n.checked_mul(W::pow10(up)?)?, sixty),
+            None => (n, W::pow10(s - minor_units)?.checked_mul(sixty)?),
         };
         let (quotient, remainder) = (numerator / denominator, numerator % denominator);
-        (if remainder >= denominator - remainder { quotient + 1 } else { quotient }, minor_units)
+        (if remainder >= denominator - remainder { quotient + W::from(1) } else { quotient }, minor_units)
     };
-    Decimal::try_from_i128_with_scale(i128::from(mantissa), scale).ok()
+    Decimal::try_from_i128_with_scale(mantissa.try_into().ok()?, scale).ok()
 }
 
 impl fmt::Display for Currency {
@@ -554,6 +612,15 @@ mod tests {
         assert_eq!(charge(&usd, "1", "1", 0), Money::ZERO);
         // Beyond the integer bounds, `Decimal` answers.
         assert_eq!(charge(&usd, "0", "0.0000000000001", 60).to_string(), "0.00");
+        // Past a `u64`, the integers are `u128`'s: exact where `Decimal` would round twice
+        // (its sum past 96 bits of mantissa is cut at the 28th digit: …0.0049999… became
+        // …0.0050000… and then a cent more).
         assert_eq!(charge(&usd, "0", "1000000000000", u32::MAX).to_string(), "71582788250000000000");
+        assert_eq!(charge(&usd, "800000000000000", "0.299999999997", 1).to_string(), "800000000000000.00");
+        assert_eq!(charge(&jpy, "800000000000000", "29.999999999997", 1).to_string(), "800000000000000");
+        assert_eq!(
+            charge(&usd, "999999999999999.999999999999", "999999999999999.999999999999", 86_400).to_string(),
+            "1441000000000000000.00"
+        );
     }
 }
