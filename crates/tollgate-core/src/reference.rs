@@ -199,8 +199,12 @@ impl Tenant {
             return Err(Error::Invalid(format!("tenant {}: overdraft limit is negative", self.id)));
         }
         if let Some(r) = self.auto_recharge {
-            if !r.amount.is_positive() {
-                return Err(Error::Invalid(format!("tenant {}: auto-recharge amount must be > 0", self.id)));
+            // What is requested is what will be paid: a funding in whole minor units.
+            if !r.amount.is_positive() || !self.currency.is_whole_minor_units(r.amount) {
+                return Err(Error::Invalid(format!(
+                    "tenant {}: auto-recharge amount {} must be > 0 in whole {} minor units",
+                    self.id, r.amount, self.currency
+                )));
             }
         }
         self.low_balance_thresholds.sort_by(|a, b| b.cmp(a));

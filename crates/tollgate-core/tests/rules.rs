@@ -872,6 +872,23 @@ fn requests_auto_recharge_once_per_crossing() {
 }
 
 #[test]
+fn an_auto_recharge_amount_is_whole_minor_units_of_the_tenant_currency() {
+    // The request's amount is what the payment system pays back as a funding, and a funding
+    // must be whole minor units: 25.005 USD or 1000.5 JPY would be requested, paid and then
+    // refused, leaving the request pending for good.
+    let recharge = |currency: &str, amount: &str| {
+        let mut t = Tenant::new(TenantId::new("t").unwrap(), Currency::from_code(currency).unwrap(), "card");
+        t.auto_recharge = Some(AutoRecharge { trigger: m("10"), amount: m(amount) });
+        t.validated()
+    };
+    assert!(recharge("USD", "25.005").is_err());
+    assert!(recharge("JPY", "1000.5").is_err());
+    assert!(recharge("USD", "0").is_err());
+    assert!(recharge("USD", "25.50").is_ok());
+    assert!(recharge("JPY", "1000").is_ok());
+}
+
+#[test]
 fn a_recharge_that_succeeds_after_a_failure_clears_it() {
     let mut w = World::new();
     w.tenant("contoso", |t| t.auto_recharge = Some(AutoRecharge { trigger: m("5"), amount: m("25") }));

@@ -378,8 +378,11 @@ fn tenant(t: v1::Tenant) -> Result<core::Tenant> {
     let auto_recharge = match t.auto_recharge {
         Some(r) if r.enabled => {
             let amount = money(&r.amount, "autoRecharge.amount")?;
-            if !amount.is_positive() {
-                let source = core::Error::Invalid(format!("the recharge amount {:?} must be > 0", r.amount));
+            if !amount.is_positive() || !currency.is_whole_minor_units(amount) {
+                let source = core::Error::Invalid(format!(
+                    "the recharge amount {:?} must be > 0 in whole {currency} minor units (it is paid as a funding)",
+                    r.amount
+                ));
                 return Err(Error::Field { field: "autoRecharge.amount", source });
             }
             Some(core::AutoRecharge { trigger: money(&r.trigger, "autoRecharge.trigger")?, amount })

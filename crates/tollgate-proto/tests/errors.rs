@@ -133,6 +133,14 @@ fn names_the_tenant_and_field_of_a_refused_tenant() {
         reference_error(data).1,
         r#"tenant "contoso": overdraftLimit: invalid input: the overdraft limit "-1.00" is negative"#
     );
+    // A recharge request is paid as a funding, which must be whole minor units: an amount
+    // that could never be paid is refused with the tenant, not dead-lettered when paid.
+    let data =
+        json!({"tenants": [tenant(json!({"autoRecharge": {"enabled": true, "trigger": "10", "amount": "25.005"}}))]});
+    assert_eq!(
+        reference_error(data).1,
+        r#"tenant "contoso": autoRecharge.amount: invalid input: the recharge amount "25.005" must be > 0 in whole USD minor units (it is paid as a funding)"#
+    );
 }
 
 #[test]
