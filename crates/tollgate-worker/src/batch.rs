@@ -58,16 +58,21 @@ impl Progress {
 
     /// This progress, moved past `records` (each topic only ever forward).
     pub fn past<'a>(&self, records: impl IntoIterator<Item = &'a Record>) -> Progress {
-        let mut next = self.next.clone();
+        let mut progress = self.clone();
         for r in records {
-            match next.get_mut(&r.topic) {
-                Some(n) => *n = (*n).max(r.offset + 1),
-                None => {
-                    next.insert(r.topic.clone(), r.offset + 1);
-                }
+            progress.pass(&r.topic, r.offset + 1);
+        }
+        progress
+    }
+
+    /// Moves `topic` forward to `next` (never back).
+    pub fn pass(&mut self, topic: &str, next: i64) {
+        match self.next.get_mut(topic) {
+            Some(n) => *n = (*n).max(next),
+            None => {
+                self.next.insert(topic.to_owned(), next);
             }
         }
-        Progress { next }
     }
 }
 

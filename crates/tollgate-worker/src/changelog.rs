@@ -879,6 +879,13 @@ fn read_changelog(
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {
                 reached(consumer, topic, partition, high)
             }
+            // Kafka refusing to let the worker read the changelog (an ACL that allows Describe
+            // and not Read, credentials revoked) never heals: the start fails with it, named,
+            // and the worker exits with its code instead of restoring for ever.
+            Some(Err(e)) if e.rdkafka_error_code().and_then(crate::access::Cause::of_code).is_some() => {
+                tracing::error!(partition, error = %e, "changelog restore: refused by Kafka");
+                return Err(e.into());
+            }
             Some(Err(e)) => {
                 tracing::warn!(partition, error = %e, "changelog restore: consumer error, retrying");
                 false
@@ -947,6 +954,42 @@ mod tests {
             let error = outcome.expect_err("no record was read");
             assert!(matches!(error, Error::Kafka(KafkaError::Global(RDKafkaErrorCode::AllBrokersDown))), "{error:?}");
             assert_eq!(error.class(), crate::error::Class::Retriable);
+        });
+    }
+
+    /// A restore Kafka refuses to read (the changelog's Read ACL missing, Describe granted:
+    /// the watermarks were fetched) ends with the refusal, which stops the worker with its
+    /// exit code, instead of retrying for as long as the partition stays assigned.
+    #[test]
+    fn a_restore_kafka_refuses_to_read_ends_with_the_refusal() {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let config = WorkerConfig { bootstrap_servers: cluster.bootstrap_servers(), ..WorkerConfig::default() };
+        cluster.create_topic(&config.topics[TopicKind::State], 1, 1).unwrap();
+        let refusals = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1000];
+        cluster.request_errors(RDKafkaApiKey::Fetch, &refusals);
+        let consumer = kafka::watched_reader(&config, "restore").unwrap();
+        let (done, result) = std::sync::mpsc::channel();
+        let cancel = Cancel::default();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let topic = &config.topics[TopicKind::State];
+                let _ = done.send(read_changelog(&consumer, topic, 0, 5, &cancel, |_| true));
+            });
+            let outcome = result.recv_timeout(Duration::from_secs(30));
+            // A read that retries the refusal goes on: the test ends it, and fails.
+            cancel.cancel();
+            let error = outcome.expect("the read ended").expect_err("no record was read");
+            let code = match &error {
+                Error::Kafka(e) => e.rdkafka_error_code(),
+                _ => None,
+            };
+            assert_eq!(code, Some(RDKafkaErrorCode::TopicAuthorizationFailed), "{error:?}");
+            assert_eq!(error.class(), crate::error::Class::Fatal);
+            let halt = crate::partition::Halt::of_start(&config, 0, &error);
+            let crate::partition::Halt::Denied(access) = halt else { panic!("not a refusal: {halt:?}") };
+            assert_eq!(access.cause.exit_code(), 13);
+            assert!(access.message.contains("tollgate.state.v1"), "{}", access.message);
         });
     }
 

@@ -13,7 +13,10 @@
 //! The inbox also drops the records its task's restored state already holds
 //! ([`Inbox::skip_rated`]): the group's committed offsets may lag the changelog's record of
 //! progress (they are committed after each transaction, without waiting), so a new owner can
-//! be handed records its predecessor rated.
+//! be handed records its predecessor rated. And it hands its task each offset once: a record
+//! at or before one already taken (fetched again after a seek) is dropped the same way. A
+//! batch then never holds a record twice, which the changelog's window segments rely on
+//! (a tenant's segment is named by the offset of its first record in the batch).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,7 +40,8 @@ pub struct Mailbox {
 pub struct Inbox {
     rx: Receiver<Command>,
     queued: Arc<AtomicUsize>,
-    /// Records before these offsets are dropped.
+    /// Records before these offsets are dropped: rated by the restored state, or taken
+    /// already.
     rated: Progress,
     /// Records dropped so.
     skipped: u64,
@@ -77,10 +81,12 @@ impl Inbox {
     /// From now on, drops the records `rated` says are rated already (they are never handed
     /// to the task).
     pub fn skip_rated(&mut self, rated: Progress) {
-        self.rated = rated;
+        for (topic, &next) in &rated.next {
+            self.rated.pass(topic, next);
+        }
     }
 
-    /// Records dropped as rated already.
+    /// Records dropped as rated or taken already.
     pub fn skipped(&self) -> u64 {
         self.skipped
     }
@@ -173,6 +179,7 @@ impl Inbox {
                 self.skipped += 1;
                 return None;
             }
+            self.rated.pass(&record.topic, record.offset + 1);
         }
         Some(command)
     }
@@ -272,6 +279,29 @@ mod tests {
         assert!(matches!(inbox.try_recv(), Ok(Command::Record(r)) if r.topic == "u" && r.offset == 0));
         assert!(matches!(inbox.try_recv(), Ok(Command::Stop)));
         assert_eq!((inbox.skipped(), mailbox.waiting()), (2, 0));
+    }
+
+    /// A partition sought back while its task waits (say, restarted while the task was still
+    /// restoring) delivers records again: each offset reaches the task once.
+    #[test]
+    fn records_taken_already_are_dropped_when_delivered_again() {
+        let (mailbox, mut inbox) = channel_pair();
+        for offset in [0, 1, 2, 1, 2, 3] {
+            mailbox.send(record(offset));
+        }
+        mailbox.send(Record { topic: "u".into(), ..record(1) });
+        let mut taken = Vec::new();
+        while let Ok(Command::Record(r)) = inbox.try_recv() {
+            taken.push((r.topic, r.offset));
+        }
+        let t = |offset| ("t".to_owned(), offset);
+        assert_eq!(taken, [t(0), t(1), t(2), t(3), ("u".to_owned(), 1)]);
+        assert_eq!((inbox.skipped(), mailbox.waiting()), (2, 0));
+        // The restored progress, set after records were taken, moves nothing back.
+        mailbox.send(record(3));
+        inbox.skip_rated(Progress { next: [("t".to_owned(), 1)].into() });
+        assert!(inbox.try_recv().is_err());
+        assert_eq!(inbox.skipped(), 3);
     }
 
     #[test]

@@ -446,6 +446,14 @@ struct Restart {
     paused: bool,
 }
 
+/// Whether a stalled partition is started again now: its backoff has passed and it has no
+/// task. A task started before and still starting (restoring a large changelog, or waiting for
+/// its transaction coordinator, past the backoff) is left to finish or fail: rewinding its
+/// partition then would deliver the records in its inbox a second time.
+fn restart_due_now(restart: &Restart, now: Instant, has_task: bool) -> bool {
+    restart.paused && now >= restart.at && !has_task
+}
+
 struct TaskHandle {
     inbox: Mailbox,
     /// Whether the polling thread paused the partition because the task fell behind.
@@ -550,7 +558,7 @@ impl Shared {
                 if let Err(error) = consumer.pause(&self.inputs(partition)) {
                     tracing::warn!(partition, %error, "cannot pause the partition");
                 }
-            } else if Instant::now() >= restart.at {
+            } else if restart_due_now(restart, Instant::now(), self.lock_tasks().contains_key(&partition)) {
                 due.push(partition);
             }
         }
@@ -574,6 +582,8 @@ impl Shared {
     }
 
     /// Moves the partition's inputs back to their committed offsets and resumes fetching.
+    /// Only for a partition without a task: a task's inbox would be handed the records it
+    /// holds again.
     fn rewind(&self, consumer: &GroupConsumer, partition: i32) -> Result<(), Error> {
         let committed = consumer.committed_offsets(self.inputs(partition), self.config.kafka_timeout())?;
         let mut positions = TopicPartitionList::new();
@@ -1114,6 +1124,19 @@ mod tests {
         assert_eq!((topic.as_str(), *offset, code.as_str()), (t[TopicKind::CallLegs].as_str(), 2, RATING_PANICKED));
         assert!(message.contains("a test record marked to panic"), "{guarantee}: {message}");
         assert_eq!(dead.len(), 1, "{guarantee}: {dead:?}");
+    }
+
+    /// A stalled partition whose task was started again is not rewound while that task is
+    /// still starting, however long it takes: only one without a task is.
+    #[test]
+    fn a_restart_waits_for_its_backoff_and_never_rewinds_a_starting_task() {
+        let now = Instant::now();
+        let restart = |at: Instant, paused: bool| super::Restart { attempt: 1, at, paused };
+        let due = super::restart_due_now;
+        assert!(due(&restart(now, true), now, false));
+        assert!(!due(&restart(now + Duration::from_secs(1), true), now, false), "backoff not passed");
+        assert!(!due(&restart(now, false), now, false), "not paused yet");
+        assert!(!due(&restart(now, true), now, true), "its task is still starting");
     }
 
     /// What a partition task's panic is halted with: its message, whichever way it was raised.
