@@ -134,3 +134,56 @@ fn a_recorded_batch_waits_for_an_input_without_a_leader_and_holds_the_other() {
     worker.stop();
     assert_eq!(env.states()["acme"].balance(), "13.18".parse::<Money>().unwrap());
 }
+
+/// A recorded batch whose reference position this worker's tables do not reach in time (three
+/// Kafka timeouts) is rated with the tables' position at hand, and recorded again with it
+/// before its outputs, so that a retry (after the tables moved on) or a successor rates it
+/// alike, instead of answering "as of" a position the tables have not read.
+#[test]
+fn a_recorded_batch_whose_reference_position_is_not_reached_is_recorded_again_with_its_own() {
+    let mut env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    let acme = partition_for(b"acme", 2);
+    env.config.kafka_timeout_ms = 1_000;
+    env.publish_reference(REFERENCE);
+    let topics = env.config.topics.clone();
+    let (legs, state) = (&topics[TopicKind::CallLegs], &topics[TopicKind::State]);
+    let worker = env.start_worker();
+    env.fund(&[fund("acme", "f1", "10.00", "USD")]);
+    env.publish_inputs(&dial_out("acme", "a1", "ann", US, 600, 0)); // 0.20
+    assert_eq!(env.usages(1)["acme/a1"].balance_after, "9.80");
+    worker.stop();
+
+    // a2 is published while no worker runs, and named by a manifest pinned to reference
+    // offsets no table will reach (its predecessor read further, say, and the records are
+    // gone).
+    let a2_from = env.read_to_end(legs).iter().filter(|r| r.2 == acme).count() as i64;
+    env.publish_inputs(&dial_out("acme", "a2", "ann", US, 60, 1)); // 0.02
+    let actual = env.reference_position();
+    let mut ahead = actual.clone();
+    for offsets in ahead.as_object_mut().unwrap().values_mut() {
+        for offset in offsets.as_array_mut().unwrap() {
+            *offset = serde_json::json!(offset.as_i64().unwrap() + 1_000);
+        }
+    }
+    let manifest = serde_json::json!({ "ranges": { legs.as_str(): [a2_from, a2_from + 1] }, "reference": ahead });
+    let producer: BaseProducer = kafka::base(&env.config).create().unwrap();
+    let key = format!("m/{acme}");
+    let value = manifest.to_string();
+    let record = BaseRecord::<str, [u8]>::to(state).key(&key).partition(acme).payload(value.as_bytes());
+    producer.send(record).map_err(|(error, _)| error).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let worker = env.start_worker();
+    assert_eq!(env.usages(2)["acme/a2"].balance_after, "9.78");
+    worker.stop();
+    // The batch was recorded again before its output, pinned where the tables were.
+    let manifests: Vec<serde_json::Value> = env
+        .read_to_end(state)
+        .into_iter()
+        .filter(|(k, value, partition, _)| *k == key && *partition == acme && value.is_some())
+        .map(|(_, value, _, _)| serde_json::from_slice(&value.unwrap()).unwrap())
+        .collect();
+    let last = manifests.last().unwrap();
+    assert_eq!(last["reference"], actual, "{manifests:#?}");
+    assert_eq!(last["ranges"][legs.as_str()], serde_json::json!([a2_from, a2_from + 1]), "{manifests:#?}");
+}

@@ -623,10 +623,11 @@ impl PartitionTask {
             }
             // Idle: the records are left uncommitted to the partition's next owner.
             if !batch.is_empty() && self.idle.is_none() && !self.cancel.is_cancelled() {
-                let Some(pin) = self.reference_pin(recorded.as_ref()) else { continue };
-                // A recorded batch whose records did not all come is not the batch its
-                // manifest names: it is recorded again, as it is, before any output.
-                self.commit_batch(batch, recorded.is_some() && exact, pin, inbox);
+                let Some((pin, as_recorded)) = self.reference_pin(recorded.as_ref()) else { continue };
+                // A recorded batch whose records did not all come, or whose reference data
+                // cannot be had, is not the batch its manifest names: it is recorded again, as
+                // it is, before any output.
+                self.commit_batch(batch, recorded.is_some() && exact && as_recorded, pin, inbox);
             }
         }
         if let Some(outputs) = &self.producers.outputs {
@@ -872,29 +873,35 @@ impl PartitionTask {
 
     /// The reference data a batch is rated as of: the position its manifest names (the
     /// previous owner's, after a crash: waited for until this worker's tables reach it, for
-    /// up to three Kafka timeouts), else the tables' position now. Every attempt at the batch
-    /// uses the same, so rating it again gives the same outputs even when a tenant, a user
-    /// or a rate card changed in between.
+    /// up to three Kafka timeouts), else the tables' position now; and whether it is the
+    /// recorded one. Every attempt at the batch uses the same, so rating it again gives the
+    /// same outputs even when a tenant, a user or a rate card changed in between.
+    ///
+    /// Tables that do not reach the recorded position in time cannot answer as of it (they
+    /// answer with what they hold, and would answer otherwise once they got there): the batch
+    /// is then pinned to their position now, and recorded again with it, so that this
+    /// worker's retries and a successor rate it alike.
     /// `None`: the task was cancelled while it waited (the batch is left to the next owner).
-    fn reference_pin(&self, recorded: Option<&Manifest>) -> Option<ReferencePin> {
-        let Some(pin) = recorded.and_then(|m| m.reference.clone()) else { return Some(self.tables.position()) };
+    fn reference_pin(&self, recorded: Option<&Manifest>) -> Option<(ReferencePin, bool)> {
+        let Some(pin) = recorded.and_then(|m| m.reference.clone()) else { return Some((self.tables.position(), true)) };
         let deadline = Instant::now() + self.config.kafka_timeout() * 3;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if self.tables.wait_until(left.min(CANCEL_LOOK), |tables| tables.position().covers(&pin)) {
-                return Some(pin);
+                return Some((pin, true));
             }
             if self.cancel.is_cancelled() {
                 return None;
             }
             if left <= CANCEL_LOOK {
+                let at = self.tables.position();
                 tracing::warn!(
                     partition = self.partition,
                     ?pin,
-                    at = ?self.tables.position(),
-                    "the reference data did not reach the recorded batch's position: rating with what is at hand"
+                    ?at,
+                    "the reference data did not reach the recorded batch's position: rating with what is at hand, recorded again"
                 );
-                return Some(pin);
+                return Some((at, false));
             }
         }
     }
