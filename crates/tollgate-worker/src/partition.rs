@@ -1333,10 +1333,15 @@ impl PartitionTask {
                     tracing::info!(partition = self.partition, tenants = tenants.len(), "changelog layout migrated");
                     return Ok(());
                 }
-                Err(error) if self.producers.class_of(&error) == Class::Retriable && !self.cancel.is_cancelled() => {
+                // Cancelled meanwhile (the partition was given up): a shutdown, which ends the
+                // start quietly, not the retriable error, which would halt the worker.
+                Err(_) if self.cancel.is_cancelled() => return Err(Error::ShutDown("migrating the changelog layout")),
+                Err(error) if self.producers.class_of(&error) == Class::Retriable => {
                     attempt += 1;
                     tracing::warn!(partition = self.partition, %error, attempt, "layout migration failed, retrying");
-                    self.cancel.wait(backoff(attempt));
+                    if self.cancel.wait(backoff(attempt)) {
+                        return Err(Error::ShutDown("migrating the changelog layout"));
+                    }
                 }
                 Err(error) => return Err(error),
             }
