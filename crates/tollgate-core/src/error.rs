@@ -35,8 +35,8 @@ pub enum Error {
     /// Two rate card versions start at the same instant.
     #[error("rate card version {0:?} starts at the same instant as another")]
     DuplicateVersion(String),
-    /// A zero billing increment.
-    #[error("billing increments must be > 0, got {first}/{subsequent}")]
+    /// A zero billing increment, or one longer than an hour.
+    #[error("billing increments must be 1 to 3600 seconds, got {first}/{subsequent}")]
     InvalidIncrements {
         /// First increment.
         first: u32,

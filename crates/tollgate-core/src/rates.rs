@@ -34,10 +34,17 @@ impl Increments {
     pub const PER_MINUTE: Increments =
         Increments { first: NonZeroU32::MIN.saturating_add(59), subsequent: NonZeroU32::MIN.saturating_add(59) };
 
-    /// Builds increments, refusing zero.
+    /// The longest increment: an hour (**tollgate decision**; telephony bills by the second,
+    /// the 6 s, the 30 s or the minute). A longer one is a mistake, milliseconds written as
+    /// seconds (60000), say, that would bill a 1 s call for 16 hours: refused, not rated.
+    pub const MAX_SECONDS: u32 = 3_600;
+
+    /// Builds increments, refusing zero and increments longer than [`Increments::MAX_SECONDS`].
     pub fn new(first: u32, subsequent: u32) -> Result<Self, Error> {
         match (NonZeroU32::new(first), NonZeroU32::new(subsequent)) {
-            (Some(first), Some(subsequent)) => Ok(Increments { first, subsequent }),
+            (Some(f), Some(s)) if first <= Self::MAX_SECONDS && subsequent <= Self::MAX_SECONDS => {
+                Ok(Increments { first: f, subsequent: s })
+            }
             _ => Err(Error::InvalidIncrements { first, subsequent }),
         }
     }
@@ -535,6 +542,12 @@ mod tests {
         }
         assert_eq!(Increments::default(), Increments::new(60, 60).unwrap());
         assert!(Increments::new(0, 60).is_err());
+        // At most an hour each: 60000 (milliseconds meant) would bill a 1 s call for 16 h 40 min.
+        assert_eq!(Increments::new(3_600, 3_600).unwrap().billable_seconds(1), 3_600);
+        for (first, subsequent) in [(60_000, 60), (60, 3_601), (u32::MAX, 1)] {
+            let refused = Increments::new(first, subsequent).unwrap_err();
+            assert_eq!(refused, Error::InvalidIncrements { first, subsequent });
+        }
     }
 
     #[test]

@@ -103,6 +103,15 @@ fn refuses_an_amount_of_more_than_fifteen_digits_before_the_point() {
         reference_error(json!({"rateCards": [card(rows)]})).1,
         r#"rate card "card-usd" version "2026-10" dialOut prefix "44": price.connectionFee: invalid input: amount "1000000000000000" has more than 15 digits before the point"#
     );
+    // An increment longer than an hour (milliseconds written as seconds) would bill a 1 s call
+    // for 16 hours: the row is refused, not rated.
+    let rows = json!([{"prefix": "44", "price": {"perMinute": "0.01", "firstIncrementSeconds": 60000}}]);
+    let refused = reference_error(json!({"rateCards": [card(rows)]}));
+    assert_eq!(refused.0, "invalid");
+    assert_eq!(
+        refused.1,
+        r#"rate card "card-usd" version "2026-10" dialOut prefix "44": price.firstIncrementSeconds: billing increments must be 1 to 3600 seconds, got 60000/60"#
+    );
 }
 
 fn tenant(changes: Value) -> Value {
