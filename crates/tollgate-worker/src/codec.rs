@@ -117,7 +117,9 @@ pub const FUTURE_DATED: &str = "future_dated";
 
 /// Whether an input that happened at `occurred_at` (milliseconds since the epoch) is dated
 /// more than `max_future_seconds` after its record's Kafka timestamp `produced_at`. A record
-/// without a timestamp (0) is not checked.
+/// whose timestamp is 0 or less (none, or the epoch set by its producer) cannot be checked,
+/// and counts as dated after it: let through unchecked, one dated in 9999 would shut its
+/// tenant out until then.
 ///
 /// The Kafka timestamp is the producer's clock (`CreateTime`, which brokers since Kafka 4.0
 /// refuse when it is more than an hour ahead of their own: `message.timestamp.after.max.ms`)
@@ -127,7 +129,7 @@ pub const FUTURE_DATED: &str = "future_dated";
 /// time and the refusal are read from the record alone, so a record written again is judged
 /// again the same way.
 pub fn future_dated(occurred_at: i64, produced_at: i64, max_future_seconds: u32) -> bool {
-    produced_at > 0 && occurred_at > produced_at.saturating_add(i64::from(max_future_seconds) * 1000)
+    produced_at <= 0 || occurred_at > produced_at.saturating_add(i64::from(max_future_seconds) * 1000)
 }
 
 /// Refuses `input` when it is [`future_dated`] against `record`'s Kafka timestamp.
@@ -135,6 +137,13 @@ pub fn refuse_future_dated(input: &Input, record: &Record, max_future_seconds: u
     let occurred_at = input.occurred_at();
     if !future_dated(occurred_at.unix_millis(), record.produced_at, max_future_seconds) {
         return Ok(());
+    }
+    if record.produced_at <= 0 {
+        let message = format!(
+            "the record's Kafka timestamp is {} ms: occurred_at {occurred_at} cannot be checked against it",
+            record.produced_at
+        );
+        return Err(Refusal::new(FUTURE_DATED, message));
     }
     let produced_at = tollgate_core::Timestamp::from_unix_millis(record.produced_at)
         .map_or_else(|_| format!("{} ms", record.produced_at), |t| t.to_string());
@@ -235,7 +244,7 @@ mod tests {
     }
 
     /// Up to `max_future_seconds` after the record's Kafka timestamp is accepted, a
-    /// millisecond more is refused, and a record without a timestamp is not checked.
+    /// millisecond more is refused, and so is a record whose timestamp is 0 or less.
     #[test]
     fn an_input_dated_too_far_after_its_record_is_refused() {
         let produced_at = 1_793_491_200_000; // 2026-11-01T00:00:00Z
@@ -243,7 +252,8 @@ mod tests {
         assert!(future_dated(produced_at + 3_600_001, produced_at, 3600));
         assert!(!future_dated(produced_at - 86_400_000, produced_at, 0));
         assert!(future_dated(produced_at + 1, produced_at, 0));
-        assert!(!future_dated(i64::MAX, 0, 3600));
+        assert!(future_dated(i64::MAX, 0, 3600) && future_dated(produced_at, 0, 3600));
+        assert!(future_dated(produced_at, -1, 3600));
 
         let line = r#"{"callLeg":{"eventId":"e1","tenantId":"acme","callId":"c1","legId":"l1","organizerId":"o1",
             "occurredAt":"2026-11-01T01:00:00.001Z","interim":{"elapsedSeconds":60}}}"#;
@@ -264,7 +274,9 @@ mod tests {
         assert_eq!(refusal, Refusal::new(FUTURE_DATED, message));
         assert_eq!(refuse_future_dated(&input, &record, 3601), Ok(()));
         record.produced_at = 0;
-        assert_eq!(refuse_future_dated(&input, &record, 0), Ok(()));
+        let message =
+            "the record's Kafka timestamp is 0 ms: occurred_at 2026-11-01T01:00:00.001Z cannot be checked against it";
+        assert_eq!(refuse_future_dated(&input, &record, 3601), Err(Refusal::new(FUTURE_DATED, message)));
     }
 
     #[test]

@@ -58,7 +58,8 @@ impl Pipeline {
             partition,
             offset,
             timestamp: 0,
-            produced_at: 0,
+            // 2026-12-01T00:00:00Z: after every input here, as a producer's clock would be.
+            produced_at: 1_796_083_200_000,
             key: Some(key.into()),
             payload: Some(payload),
         }
