@@ -723,7 +723,8 @@ impl Shared {
                 // fatal error does: the worker exits, and its supervisor restarts it.
                 let task = std::panic::AssertUnwindSafe(move || {
                     let coordinator: Arc<dyn Coordinator> = Arc::clone(&shared) as Arc<dyn Coordinator>;
-                    match PartitionTask::start(
+                    let given_up = Arc::clone(&task_cancel);
+                    let started = PartitionTask::start(
                         partition,
                         shared.partition_count,
                         Arc::clone(&shared.config),
@@ -731,7 +732,15 @@ impl Shared {
                         coordinator,
                         task_cancel,
                         shared.poisons_of(partition),
-                    ) {
+                    );
+                    // Given up while it started (a revoke left it behind): whatever it ended
+                    // with is no longer this partition's news. A newer task may own the
+                    // partition here by now, and its restart entry, readiness and halts are
+                    // its own.
+                    if given_up.is_cancelled() {
+                        return;
+                    }
+                    match started {
                         Ok(task) => {
                             shared.lock_restarts().remove(&partition);
                             shared.assignment.restored(partition);
