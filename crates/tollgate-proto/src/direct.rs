@@ -5,9 +5,9 @@
 //! the conversion. [`call_leg_event`] reads the bytes once and builds each id once, from the
 //! bytes.
 //!
-//! The direct reading takes the common case only: each id and each embedded message (the
-//! timestamp, the body) at most once (any other scalar or string may repeat: the last one
-//! wins, as in prost), no groups, every known field with its own wire type, every value one
+//! The direct reading takes the common case only: each id, phone number and embedded message
+//! (the timestamp, the body) at most once (any other scalar may repeat: the last one wins, as
+//! in prost), no groups, every known field with its own wire type, every value one
 //! the conversion accepts. Anything else (an id or a message field repeated, which prost
 //! would check twice or merge; a wire type that does not match; bytes cut short; a missing
 //! field, an unknown enum value, a bad number) sends the record through prost and
@@ -165,19 +165,22 @@ fn number(bytes: &[u8]) -> Option<Option<E164>> {
 }
 
 fn started(mut buf: &[u8]) -> Option<core::LegBody> {
-    let (mut kind, mut bridge, mut remote): (i32, &[u8], &[u8]) = (0, b"", b"");
+    let (mut kind, mut bridge, mut remote): (i32, Option<&[u8]>, Option<&[u8]>) = (0, None, None);
     while !buf.is_empty() {
         match field(&mut buf)? {
             (1, value) => kind = varint(value)? as i32,
-            (2, value) => bridge = number_bytes(value)?,
-            (3, value) => remote = number_bytes(value)?,
+            // A number at most once, as an id: prost checks every occurrence as UTF-8, and an
+            // earlier one that is not would refuse the record there, whatever the last one.
+            (2, value) if bridge.is_none() => bridge = Some(number_bytes(value)?),
+            (3, value) if remote.is_none() => remote = Some(number_bytes(value)?),
+            (2 | 3, _) => return None,
             (_, _) => {}
         }
     }
     Some(core::LegBody::Started(core::LegStarted {
         kind: leg_kind(kind)?,
-        bridge_number: number(bridge)?,
-        remote_number: number(remote)?,
+        bridge_number: number(bridge.unwrap_or_default())?,
+        remote_number: number(remote.unwrap_or_default())?,
     }))
 }
 

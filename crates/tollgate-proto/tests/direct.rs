@@ -173,6 +173,32 @@ fn a_body_sent_twice_is_merged_as_prost_merges_it() {
     assert_eq!(started.remote_number.map(|n| n.to_string()), Some("+14165550123".to_owned()));
 }
 
+/// A phone number sent twice, the first time not UTF-8: prost checks every occurrence and
+/// refuses the record, and so does the direct reading (it leaves a repeated number to prost).
+/// Sent twice and valid, the last one counts on both paths.
+#[test]
+fn a_number_sent_twice_is_read_as_prost_reads_it() {
+    let started = |numbers: &[&[u8]]| {
+        let mut body = vec![0x08, v1::LegKind::DialOut as u8];
+        for number in numbers {
+            body.extend_from_slice(&[0x1a, number.len() as u8]);
+            body.extend_from_slice(number);
+        }
+        let mut bytes = v1::CallLegEvent { body: None, ..leg_started("") }.encode_to_vec();
+        bytes.extend_from_slice(&[0x52, body.len() as u8]);
+        bytes.extend_from_slice(&body);
+        bytes
+    };
+    let (read, decoded) = answers(&started(&[&[0xff], b"+14165550123"]), DEFAULT_MAX_RECORD_BYTES);
+    assert_eq!(read.as_ref().map_err(|(code, _)| code.as_str()), Err("decode"), "{read:?}");
+    assert_eq!(read, decoded);
+    let (read, decoded) = answers(&started(&[b"+442071838750", b"+14165550123"]), DEFAULT_MAX_RECORD_BYTES);
+    let Ok(Input::Leg(event)) = &read else { panic!("rated: {read:?}") };
+    let tollgate_core::LegBody::Started(started) = &event.body else { panic!("started") };
+    assert_eq!(started.remote_number.map(|n| n.to_string()), Some("+14165550123".to_owned()));
+    assert_eq!(read, decoded);
+}
+
 /// The refusals keep their codes and messages: too large, a bound, a missing field.
 #[test]
 fn a_refused_event_is_refused_as_before() {
