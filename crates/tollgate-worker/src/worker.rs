@@ -672,9 +672,9 @@ impl Shared {
         let topics = &self.config.topics;
         let payload = record.payload.as_deref().unwrap_or_default();
         let occurred_at = if record.topic == topics[TopicKind::CallLegs] {
-            tollgate_proto::peek::call_leg_occurred_at_millis(payload)
+            tollgate_proto::peek::call_leg_occurred_at_millis(payload, self.config.max_record_bytes)
         } else if record.topic == topics[TopicKind::CreditCommands] {
-            tollgate_proto::peek::credit_command_occurred_at_millis(payload)
+            tollgate_proto::peek::credit_command_occurred_at_millis(payload, self.config.max_record_bytes)
         } else {
             return record.timestamp;
         };
