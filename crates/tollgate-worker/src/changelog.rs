@@ -939,22 +939,26 @@ mod tests {
         kafka.create_topics(&crate::topics::specs(&config, 1)).unwrap();
         let consumer = kafka::watched_reader(&config, "restore").unwrap();
         consumer.context().0.known_none_since(kafka::STUCK_AFTER);
+        // Without the watch the read goes on: the test ends it, and fails.
+        let error = read_five_that_never_come(&config, &consumer).expect_err("no record was read");
+        assert!(matches!(error, Error::Kafka(KafkaError::Global(RDKafkaErrorCode::AllBrokersDown))), "{error:?}");
+        assert_eq!(error.class(), crate::error::Class::Retriable);
+    }
+
+    /// Reads five changelog records of partition 0 that never come: what ended the read
+    /// within 30 s (it is cancelled then, and the caller's `expect` fails).
+    fn read_five_that_never_come(config: &WorkerConfig, consumer: &WatchedConsumer) -> Result<(), Error> {
         let (done, result) = std::sync::mpsc::channel();
         let cancel = Cancel::default();
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                // Five records that never come: only the watch ends this read.
                 let topic = &config.topics[TopicKind::State];
-                let _ = done.send(read_changelog(&consumer, topic, 0, 5, &cancel, |_| true));
+                let _ = done.send(read_changelog(consumer, topic, 0, 5, &cancel, |_| true));
             });
             let outcome = result.recv_timeout(Duration::from_secs(30));
-            // Without the watch the read goes on: the test ends it, and fails.
             cancel.cancel();
-            let outcome = outcome.expect("the read gave up");
-            let error = outcome.expect_err("no record was read");
-            assert!(matches!(error, Error::Kafka(KafkaError::Global(RDKafkaErrorCode::AllBrokersDown))), "{error:?}");
-            assert_eq!(error.class(), crate::error::Class::Retriable);
-        });
+            outcome.expect("the read ended")
+        })
     }
 
     /// A restore Kafka refuses to read (the changelog's Read ACL missing, Describe granted:
@@ -969,28 +973,18 @@ mod tests {
         let refusals = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1000];
         cluster.request_errors(RDKafkaApiKey::Fetch, &refusals);
         let consumer = kafka::watched_reader(&config, "restore").unwrap();
-        let (done, result) = std::sync::mpsc::channel();
-        let cancel = Cancel::default();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let topic = &config.topics[TopicKind::State];
-                let _ = done.send(read_changelog(&consumer, topic, 0, 5, &cancel, |_| true));
-            });
-            let outcome = result.recv_timeout(Duration::from_secs(30));
-            // A read that retries the refusal goes on: the test ends it, and fails.
-            cancel.cancel();
-            let error = outcome.expect("the read ended").expect_err("no record was read");
-            let code = match &error {
-                Error::Kafka(e) => e.rdkafka_error_code(),
-                _ => None,
-            };
-            assert_eq!(code, Some(RDKafkaErrorCode::TopicAuthorizationFailed), "{error:?}");
-            assert_eq!(error.class(), crate::error::Class::Fatal);
-            let halt = crate::partition::Halt::of_start(&config, 0, &error);
-            let crate::partition::Halt::Denied(access) = halt else { panic!("not a refusal: {halt:?}") };
-            assert_eq!(access.cause.exit_code(), 13);
-            assert!(access.message.contains("tollgate.state.v1"), "{}", access.message);
-        });
+        // A read that retries the refusal goes on: the test ends it, and fails.
+        let error = read_five_that_never_come(&config, &consumer).expect_err("no record was read");
+        let code = match &error {
+            Error::Kafka(e) => e.rdkafka_error_code(),
+            _ => None,
+        };
+        assert_eq!(code, Some(RDKafkaErrorCode::TopicAuthorizationFailed), "{error:?}");
+        assert_eq!(error.class(), crate::error::Class::Fatal);
+        let halt = crate::partition::Halt::of_start(&config, 0, &error);
+        let crate::partition::Halt::Denied(access) = halt else { panic!("not a refusal: {halt:?}") };
+        assert_eq!(access.cause.exit_code(), 13);
+        assert!(access.message.contains("tollgate.state.v1"), "{}", access.message);
     }
 
     fn ts(secs: i64) -> Timestamp {
