@@ -143,6 +143,25 @@ impl TopicReader {
         Ok(())
     }
 
+    /// Whether `record` is before the end noted for its partition (one written since is left
+    /// to the next read).
+    pub fn before_end(&self, record: &Record) -> bool {
+        self.ends.iter().any(|(topic, partition, high)| {
+            *partition == record.partition && *topic == record.topic && record.offset < *high
+        })
+    }
+
+    /// The partitions whose first records are gone (deleted by retention, or by an
+    /// operator): each with the offset it starts at now, as noted with its end.
+    pub fn trimmed(&self) -> Vec<(i32, i64)> {
+        self.ends
+            .iter()
+            .zip(&self.starts)
+            .filter(|(_, low)| **low > 0)
+            .map(|((_, partition, _), &low)| (*partition, low))
+            .collect()
+    }
+
     /// How far the reader got: offsets passed and offsets to pass, from the start of each
     /// partition to the end last noted (transaction markers count, like records).
     pub fn progress(&self) -> Result<(u64, u64), Error> {
@@ -252,14 +271,15 @@ impl TopicReader {
 
 /// Reads `tollgate.rated-usage.v1` (`read_committed`) from the beginning to the ends noted
 /// at the start, handing every record to `each` (decoded, or `Err` with the reason and the
-/// record's place) and the progress (offsets passed, offsets to pass) to `progress` now and
-/// then. Fails when the reader has not moved for `stall`.
+/// record's place), with its partition, and the progress (offsets passed, offsets to pass)
+/// to `progress` now and then. Fails when the reader has not moved for `stall`. Returns the
+/// partitions whose first records were gone when the read began ([`TopicReader::trimmed`]).
 pub fn read_rated_usage(
     config: &WorkerConfig,
     stall: Duration,
     mut progress: impl FnMut(u64, u64),
-    mut each: impl FnMut(Result<tollgate_proto::v1::RatedUsage, String>),
-) -> Result<(), Error> {
+    mut each: impl FnMut(i32, Result<tollgate_proto::v1::RatedUsage, String>),
+) -> Result<Vec<(i32, i64)>, Error> {
     use tollgate_proto::Message as _;
     let reader = TopicReader::from_beginning(config, "report", &[&config.topics[TopicKind::RatedUsage]])?;
     let (mut done, total) = reader.progress()?;
@@ -268,11 +288,16 @@ pub fn read_rated_usage(
     let mut shown = Instant::now();
     while !reader.caught_up()? {
         match reader.poll(Duration::from_millis(100)) {
+            // What was written since the read began is the next report's.
+            Some(Ok(record)) if !reader.before_end(&record) => {}
             Some(Ok(record)) => {
                 let payload = record.payload.as_deref().unwrap_or_default();
-                each(tollgate_proto::v1::RatedUsage::decode(payload).map_err(|e| {
-                    format!("{} partition {} offset {}: {e}", record.topic, record.partition, record.offset)
-                }));
+                each(
+                    record.partition,
+                    tollgate_proto::v1::RatedUsage::decode(payload).map_err(|e| {
+                        format!("{} partition {} offset {}: {e}", record.topic, record.partition, record.offset)
+                    }),
+                );
             }
             Some(Err(error)) => return Err(error),
             None => {}
@@ -293,7 +318,7 @@ pub fn read_rated_usage(
         }
     }
     progress(total, total);
-    Ok(())
+    Ok(reader.trimmed())
 }
 
 /// The latest state of every tenant, read from the changelog to its current end (within

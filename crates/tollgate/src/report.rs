@@ -22,6 +22,7 @@
 //! whose amounts do not parse (left out), or two different records under one usage id (the
 //! last kept); stderr names each.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -133,7 +134,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     // A mistyped output path is said at once, not after the wait for Kafka (the file itself
-    // is created once the broker answered, so that a failed run leaves none behind).
+    // is created once the rated usage was read, so that a failed run leaves none behind and
+    // an earlier report at the same path as it was).
     if let Some(dir) = args.output.as_deref().and_then(Path::parent).filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -144,11 +146,6 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         );
     }
     crate::admin::ensure_reachable(&config)?;
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(File::create(path).with_context(|| format!("failed to create {}", path.display()))?),
-        None => Box::new(crate::out::Stdout),
-    };
-    let mut writer = Writer::new(args.format, BufWriter::new(out));
     let bar = ProgressBar::with_draw_target(
         None,
         if args.quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
@@ -167,6 +164,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let (mut repeats, mut problems) = (0u64, 0u64);
     // The tenants asked for that have any rated usage at all, in the range or not.
     let mut seen: BTreeSet<String> = BTreeSet::new();
+    // Per partition, when the first record read of it ended (its latest time): the records
+    // before it are the ones a trimmed partition lost.
+    let mut first: HashMap<i32, Option<Timestamp>> = HashMap::new();
     let read = tollgate_worker::client::read_rated_usage(
         &config.worker,
         config.worker.kafka_timeout() * 3,
@@ -174,7 +174,15 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             bar.set_length(total);
             bar.set_position(done);
         },
-        |usage| {
+        |partition, usage| {
+            first.entry(partition).or_insert_with(|| {
+                let usage = usage.as_ref().ok()?;
+                usage
+                    .ended_at
+                    .into_iter()
+                    .chain(usage.started_at)
+                    .max_by(|a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal))
+            });
             let usage = match usage {
                 Ok(usage) => usage,
                 Err(error) => {
@@ -248,11 +256,31 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         },
     );
     bar.finish_and_clear();
-    match read {
-        Ok(()) => {}
+    let trimmed = match read {
+        Ok(trimmed) => trimmed,
         Err(Error::Access(access)) => return Err(access.into()),
         Err(error) => return Err(anyhow::Error::new(error).context("failed to read the rated usage")),
+    };
+    // Records deleted from the topic (its retention, 7 days on a broker's default) are legs
+    // the report cannot have: said, and the exit code says the report is incomplete, when the
+    // range reaches back to them (they ended before the partition's first record left).
+    for (partition, low) in trimmed {
+        let left_from = first.get(&partition).copied().flatten();
+        if args.from.is_none_or(|from| left_from.is_none_or(|t| from <= t)) {
+            problems += 1;
+            let since = left_from.map_or_else(|| "its first record left".to_owned(), |t| t.to_string());
+            eprintln!(
+                "tollgate report: partition {partition} of {} starts at offset {low}: the records before it were deleted \
+                 (retention), so legs rated before {since} may be missing; give --from after it, or keep the topic longer",
+                config.worker.topics[tollgate_worker::TopicKind::RatedUsage]
+            );
+        }
     }
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(File::create(path).with_context(|| format!("failed to create {}", path.display()))?),
+        None => Box::new(crate::out::Stdout),
+    };
+    let mut writer = Writer::new(args.format, BufWriter::new(out));
     let mut totals: BTreeMap<(String, String), Total> = BTreeMap::new();
     let mut rows = 0u64;
     for leg in legs.iter().flatten() {

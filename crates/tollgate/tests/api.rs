@@ -171,7 +171,7 @@ impl Deployment {
             &self.config,
             DEADLINE,
             |_, _| {},
-            |usage| {
+            |_, usage| {
                 let usage = usage.unwrap();
                 usages.insert(usage.usage_id.clone(), usage);
             },
@@ -533,4 +533,62 @@ fn the_usage_report_reconciles_with_the_ledgers_debits_to_the_cent() {
         (d(total["charge"].as_str().unwrap()), total["legs"].as_u64().unwrap()),
         (totals["t0000"].0 + d("2.00"), totals["t0000"].1 + 1)
     );
+}
+
+/// On a real broker: records deleted from the rated-usage topic (its retention) are legs a
+/// report cannot have. A report whose range reaches back before the first record left of a
+/// partition says so and exits 2; one from after it is complete and exits 0.
+#[test]
+fn a_report_reaching_back_past_deleted_records_says_so_and_exits_2() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let broker = tollgate_e2e::broker::Broker::start();
+    let config = WorkerConfig {
+        bootstrap_servers: broker.bootstrap_servers(),
+        group_id: format!("tollgate-api-trimmed-{}", std::process::id()),
+        ..WorkerConfig::default()
+    };
+    let usage_topic = config.topics[TopicKind::RatedUsage].clone();
+    let specs: Vec<_> = topics::specs(&config, 1).into_iter().filter(|s| s.name == usage_topic).collect();
+    tollgate_e2e::broker::create_topics(&config, &specs).unwrap();
+    // One leg a day, 1, 2 and 3 November, each a minute long.
+    let publisher = Publisher::new(&config).unwrap();
+    for day in 0..3i64 {
+        let start = 1_793_491_200 + day * 86_400; // 2026-11-01T00:00:00Z + days
+        let usage = v1::RatedUsage {
+            usage_id: format!("t0000/leg-{day}"),
+            tenant_id: "t0000".into(),
+            currency: "USD".into(),
+            charge: "0.10".into(),
+            started_at: Some(tollgate_proto::Timestamp { seconds: start, nanos: 0 }),
+            ended_at: Some(tollgate_proto::Timestamp { seconds: start + 60, nanos: 0 }),
+            ..Default::default()
+        };
+        publisher.send_raw(&usage_topic, Some(b"t0000"), Some(&usage.encode_to_vec())).unwrap();
+    }
+    publisher.flush().unwrap();
+    // The first day's record is deleted, as retention would.
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).create().unwrap();
+    let mut before = rdkafka::TopicPartitionList::new();
+    before.add_partition_offset(&usage_topic, 0, rdkafka::Offset::Offset(1)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let deleted = runtime.block_on(admin.delete_records(&before, &AdminOptions::new())).unwrap();
+    assert_eq!(deleted.elements()[0].offset(), rdkafka::Offset::Offset(1));
+
+    let output = run_report(&config, &["--format", "jsonl"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let message = format!(
+        "partition 0 of {usage_topic} starts at offset 1: the records before it were deleted (retention), so legs \
+         rated before 2026-11-02T00:01:00Z may be missing"
+    );
+    assert!(stderr.contains(&message), "{stderr}");
+    let rows = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(rows.lines().filter(|l| l.contains(r#""record":"usage""#)).count(), 2, "{rows}");
+    // From after the first record left: nothing of the range was deleted.
+    let output = run_report(&config, &["--from", "2026-11-02T00:01:01Z", "--format", "jsonl"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("were deleted"), "{stderr}");
 }

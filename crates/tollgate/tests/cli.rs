@@ -102,6 +102,21 @@ fn says_a_local_mistake_before_asking_kafka() {
     }
 }
 
+/// A report that fails (here: no rated-usage topic) leaves the file it was to write as it
+/// was: an earlier report at the same path is not replaced by an empty one.
+#[test]
+fn a_failed_report_leaves_the_file_it_was_to_write_as_it_was() {
+    let cluster = MockCluster::new(1).unwrap();
+    let path = std::env::temp_dir().join(format!("tollgate-cli-report-{}.csv", std::process::id()));
+    std::fs::write(&path, "last month's report\n").unwrap();
+    let out = tollgate(&cluster.bootstrap_servers(), &["report", "--quiet", "-o", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "last month's report\n");
+    std::fs::remove_file(&path).unwrap();
+}
+
 /// A value the command line cannot take is a usage mistake, exit code 2, as one the parser
 /// finds: nothing is started, read or written.
 #[test]

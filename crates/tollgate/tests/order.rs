@@ -135,7 +135,7 @@ fn rate_backlog(
         &config,
         DEADLINE,
         |_, _| {},
-        |usage| {
+        |_, usage| {
             let usage = usage.unwrap();
             rated.insert(usage.usage_id, (usage.charge, usage.balance_after));
         },
