@@ -65,6 +65,22 @@ impl Progress {
         progress
     }
 
+    /// Moves past `record` when it is not rated yet (one lookup of its topic), and says
+    /// whether it was not.
+    pub fn pass_record(&mut self, record: &Record) -> bool {
+        match self.next.get_mut(&record.topic) {
+            Some(next) if record.offset < *next => false,
+            Some(next) => {
+                *next = record.offset + 1;
+                true
+            }
+            None => {
+                self.next.insert(record.topic.clone(), record.offset + 1);
+                true
+            }
+        }
+    }
+
     /// Moves `topic` forward to `next` (never back).
     pub fn pass(&mut self, topic: &str, next: i64) {
         match self.next.get_mut(topic) {

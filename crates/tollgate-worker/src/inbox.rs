@@ -175,11 +175,10 @@ impl Inbox {
     fn taken(&mut self, command: Command) -> Option<Command> {
         if let Command::Record(record) = &command {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            if self.rated.rated(record) {
+            if !self.rated.pass_record(record) {
                 self.skipped += 1;
                 return None;
             }
-            self.rated.pass(&record.topic, record.offset + 1);
         }
         Some(command)
     }
