@@ -128,16 +128,19 @@ impl TopicReader {
         }
     }
 
-    /// Hands every record to `each` until the reader is at the ends last noted; an error if
-    /// that takes longer than `timeout`.
+    /// Hands every record before the ends last noted to `each` (what was written since is
+    /// left to the next read) until the reader is at those ends; an error if that takes
+    /// longer than `timeout`.
     pub fn read_to_end(&self, timeout: Duration, mut each: impl FnMut(Record)) -> Result<(), Error> {
         let until = Instant::now() + timeout;
         while !self.caught_up()? {
             if Instant::now() > until {
                 return Err(Error::Topology(format!("topics not read to their ends within {} s", timeout.as_secs())));
             }
-            if let Some(record) = self.poll(Duration::from_millis(100)) {
-                each(record?);
+            if let Some(record) = self.poll(Duration::from_millis(100)).transpose()?
+                && self.before_end(&record)
+            {
+                each(record);
             }
         }
         Ok(())
