@@ -53,10 +53,7 @@ fn occurred_at_millis(payload: &[u8], field: u32, decoded: impl FnOnce() -> Opti
     match (count, found) {
         (0, _) => None,
         (1, Some(millis)) => Some(millis),
-        _ => {
-            let timestamp = decoded()?;
-            timestamp.seconds.checked_mul(1000)?.checked_add(i64::from(timestamp.nanos) / 1_000_000)
-        }
+        _ => decoded().and_then(|t| to_millis(t.seconds, t.nanos)),
     }
 }
 
@@ -64,6 +61,11 @@ fn occurred_at_millis(payload: &[u8], field: u32, decoded: impl FnOnce() -> Opti
 /// whole event, [`crate::direct`]).
 fn millis(buf: &[u8]) -> Option<i64> {
     let (seconds, nanos) = crate::direct::timestamp_fields(buf)?;
+    to_millis(seconds, nanos)
+}
+
+/// Seconds and nanoseconds in milliseconds, `None` past `i64`.
+fn to_millis(seconds: i64, nanos: i32) -> Option<i64> {
     seconds.checked_mul(1000)?.checked_add(i64::from(nanos) / 1_000_000)
 }
 
