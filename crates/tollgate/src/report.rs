@@ -22,7 +22,6 @@
 //! whose amounts do not parse (left out), or two different records under one usage id (the
 //! last kept); stderr names each.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -177,11 +176,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         |partition, usage| {
             first.entry(partition).or_insert_with(|| {
                 let usage = usage.as_ref().ok()?;
-                usage
-                    .ended_at
-                    .into_iter()
-                    .chain(usage.started_at)
-                    .max_by(|a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal))
+                usage.ended_at.into_iter().chain(usage.started_at).max()
             });
             let usage = match usage {
                 Ok(usage) => usage,
