@@ -368,3 +368,73 @@ impl EmbeddedKafka {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tollgate_proto::Message as _;
+    use tollgate_proto::v1;
+
+    use super::*;
+    use crate::partitioner::partition_for;
+    use crate::publish::Publisher;
+
+    /// A key of `tenant…` that the partitioner puts on `partition` of two.
+    fn key_on(partition: i32) -> String {
+        (0..).map(|n| format!("tenant-{n}")).find(|k| partition_for(k.as_bytes(), 2) == partition).unwrap()
+    }
+
+    /// A rated usage of about 2 KiB: a thousand of them take the consumer several fetches.
+    fn usage(id: String) -> Vec<u8> {
+        v1::RatedUsage { usage_id: id, conference_id: "c".repeat(2048), ..Default::default() }.encode_to_vec()
+    }
+
+    /// A report reads the rated usage to the ends it noted when it began: records written
+    /// while it reads are the next report's. One partition holds a record and gets two more
+    /// during the read, the other holds a thousand; the first is read to its new end long
+    /// before the second is done, so a read that stopped only at the second's end would hand
+    /// over the late records (it did before `7c2db5e`).
+    #[test]
+    fn a_report_leaves_what_was_written_during_the_read_to_the_next_one() {
+        let kafka = EmbeddedKafka::start().unwrap();
+        let config = WorkerConfig { bootstrap_servers: kafka.bootstrap_servers(), ..WorkerConfig::default() };
+        let topic = config.topics[TopicKind::RatedUsage].clone();
+        kafka.create_topics(&[TopicSpec { name: topic.clone(), partitions: 2, configs: Vec::new() }]).unwrap();
+        let (small, large) = (key_on(0), key_on(1));
+        let publisher = Publisher::new(&config).unwrap();
+        publisher.send_raw(&topic, Some(small.as_bytes()), Some(&usage("early-0".into()))).unwrap();
+        for n in 0..1000 {
+            publisher.send_raw(&topic, Some(large.as_bytes()), Some(&usage(format!("early-{}", n + 1)))).unwrap();
+        }
+        publisher.flush().unwrap();
+
+        let mut written_during = false;
+        let mut read = Vec::new();
+        // Small fetches, and no pause after a partition's end, so that the late records'
+        // partition is fetched again while the large one is still being read.
+        let mut small_fetches = config.clone();
+        small_fetches.librdkafka.insert("max.partition.fetch.bytes".into(), "16384".into());
+        small_fetches.librdkafka.insert("fetch.error.backoff.ms".into(), "1".into());
+        let trimmed = read_rated_usage(
+            &small_fetches,
+            Duration::from_secs(30),
+            |_, _| {
+                // Called first once the ends are noted, before any record is read.
+                if !written_during {
+                    written_during = true;
+                    for late in ["late-0", "late-1"] {
+                        publisher.send_raw(&topic, Some(small.as_bytes()), Some(&usage(late.into()))).unwrap();
+                    }
+                    publisher.flush().unwrap();
+                }
+            },
+            |partition, record| read.push((partition, record.unwrap().usage_id)),
+        )
+        .unwrap();
+
+        assert!(written_during);
+        assert_eq!(trimmed, Vec::new());
+        assert_eq!(read.len(), 1001, "{:?}", read.iter().filter(|(_, id)| id.starts_with("late")).collect::<Vec<_>>());
+        assert!(read.iter().all(|(_, id)| id.starts_with("early-")));
+        assert_eq!(read.iter().filter(|(partition, _)| *partition == 0).count(), 1);
+    }
+}
