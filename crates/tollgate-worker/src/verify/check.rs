@@ -117,7 +117,7 @@ fn place_of(record: &Record) -> String {
 /// What the checker gathers about one tenant.
 #[derive(Default)]
 struct Tenant<'a> {
-    /// Currencies named by its outputs and funding.
+    /// Currencies of the amounts its outputs and funding move (not of zero amounts).
     currencies: BTreeSet<String>,
     /// Legs with an applied start: leg id -> VoIP.
     legs: BTreeMap<String, bool>,
@@ -177,9 +177,12 @@ impl Tenant<'_> {
             && self.dead_letters == 0
     }
 
-    /// Notes a currency an output names (an empty one names none).
-    fn note_currency(&mut self, currency: &str) {
-        if !currency.is_empty() {
+    /// Notes the currency of an amount an output moves (an empty one names none). An output
+    /// that moves no money (a call blocked for no credit) does not count: a tenant that never
+    /// held money may take another currency (`TenantState::holds_money`), so the currency of
+    /// such outputs may differ from the one its money is held in later.
+    fn note_currency(&mut self, currency: &str, amount: Money) {
+        if !currency.is_empty() && amount != Money::ZERO {
             self.currencies.insert(currency.to_owned());
         }
     }
@@ -391,7 +394,7 @@ fn applied(
                 CreditBody::RechargeFailed { .. } => (Command::Other, Money::ZERO, None),
             };
             if let Some(currency) = currency {
-                tenant.currencies.insert(currency.code().to_owned());
+                tenant.note_currency(currency.code(), amount);
             }
             tenant.commands.entry(command.command_id.to_string()).or_insert((kind, amount));
         }
@@ -584,9 +587,9 @@ fn usages(
         let usage = &output.value;
         let tenant_id = usage.tenant_id.as_str();
         let tenant = tenant_of_copies(tenants, tenant_id, (&USAGES, &id), &output, expectations, findings);
-        tenant.note_currency(&usage.currency);
         let what = "usages whose charge is not a decimal";
         let charge = money_or_listed(&usage.charge, (tenant_id, what, &id), findings);
+        tenant.note_currency(&usage.currency, charge);
         tenant.usages.insert(id, charge);
     }
 }
@@ -631,9 +634,9 @@ fn credit_events(
         if id != format!("{tenant_id}/credit/{sequence}") {
             findings.list(Some(&tenant_id), "credit events whose id is not <tenant>/credit/<sequence>", id.to_owned());
         }
-        tenant.note_currency(&event.currency);
         let what = "credit events whose amount is not a decimal";
         let amount = money_or_listed(&event.amount, (&tenant_id, what, id), findings);
+        tenant.note_currency(&event.currency, amount);
         tenant.credits.insert(sequence, (event.kind(), amount));
     }
 }
@@ -667,9 +670,18 @@ fn states<'a>(
 
 /// The tenant's row, after its legs, sequences and money are checked.
 fn tenant_row(tenant_id: &str, tenant: &Tenant<'_>, findings: &mut Findings) -> TenantRow {
-    let currency = tenant.currencies.iter().next().cloned().unwrap_or_default();
-    if tenant.currencies.len() > 1 {
-        let all: Vec<&str> = tenant.currencies.iter().map(String::as_str).collect();
+    // The currency the state holds its money in, when it holds any, counts as well: outputs
+    // in one currency and a balance in another are a violation too.
+    let mut currencies = tenant.currencies.clone();
+    let held = tenant.state.and_then(|s| s.currency);
+    if let Some(held) = held.filter(|_| tenant.state.is_some_and(TenantState::holds_money)) {
+        currencies.insert(held.code().to_owned());
+    }
+    // Labelled with the currency held (the latest the tenant took), else the one its
+    // outputs name.
+    let currency = held.map(|c| c.code().to_owned()).or_else(|| currencies.iter().next().cloned()).unwrap_or_default();
+    if currencies.len() > 1 {
+        let all: Vec<&str> = currencies.iter().map(String::as_str).collect();
         findings.note(Some(tenant_id), format!("outputs and funding in several currencies: {}", all.join(", ")));
     }
     if tenant.state.is_none() && !tenant.only_unrated() {

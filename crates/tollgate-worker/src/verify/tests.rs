@@ -551,3 +551,49 @@ fn input_refs_are_positions_when_they_end_in_two_numbers() {
     assert_eq!(at("t:one:2"), InputRef::Id("t:one:2".into()));
     assert_eq!(InputRef::at("t", 0, 7).to_string(), "t:0:7");
 }
+
+/// A tenant that never held money takes a new currency (its legs were all blocked for no
+/// credit): the checker sees the earlier currency only on outputs that move no money, and
+/// finds nothing wrong. The row is in the currency its money is held in.
+#[test]
+fn a_tenant_that_held_nothing_may_change_currency() {
+    let mut p = Pipeline::new();
+    // globex in USD, not funded: its call is blocked, its outputs name USD.
+    p.feed(&dial_out("globex", "g1", "gus", GB, 61));
+    let usd_outputs = p.snapshot.rated_usage.len() + p.snapshot.leg_decisions.len() + p.snapshot.credit_events.len();
+    assert!(usd_outputs > 0);
+    // Republished in EUR, then funded and called in EUR.
+    let euro = REFERENCE.replace(
+        r#"{"tenantId": "globex", "currency": "USD", "creditsEnabled": true, "rateCardId": "usd"}"#,
+        r#"{"tenantId": "globex", "currency": "EUR", "creditsEnabled": true, "rateCardId": "eur"}"#,
+    );
+    assert_ne!(euro, REFERENCE);
+    p.reference = Reference::try_from(serde_json::from_str::<v1::ReferenceData>(&euro).unwrap()).unwrap();
+    let mut lines = vec![fund("globex", "f1", "5.00", "EUR", "2026-11-02T08:00:00Z")];
+    lines.extend(dial_out("globex", "g2", "gus", GB, 61)); // 2 min x 0.05 = 0.10
+    p.feed(&lines);
+
+    let report = p.check(&Expectations::default());
+    assert_eq!(report.violations, Vec::<String>::new(), "{report}");
+    let globex = report.tenant("globex").unwrap();
+    assert_eq!(
+        (globex.currency.as_str(), globex.charges, globex.money_in, globex.balance),
+        ("EUR", m("0.10"), m("5.00"), m("4.90"))
+    );
+    assert!(report.ok, "{report}");
+}
+
+/// A charge in another currency than the tenant's money is still a violation.
+#[test]
+fn a_charge_in_another_currency_is_a_violation() {
+    let (mut p, poison) = scenario();
+    let record = p.snapshot.rated_usage.iter_mut().find(|r| r.key.as_deref() == Some(b"acme".as_slice())).unwrap();
+    let mut usage = v1::RatedUsage::decode(record.payload.as_deref().unwrap()).unwrap();
+    assert_eq!((usage.currency.as_str(), usage.charge.as_str()), ("USD", "0.06"));
+    usage.currency = "EUR".into();
+    record.payload = Some(usage.encode_to_vec());
+    let expected = BTreeSet::from([InputRef::at(&poison.topic, poison.partition, poison.offset)]);
+    let report = p.check(&Expectations { dead_letters: Some(expected), ..Expectations::default() });
+    assert_eq!(report.violations, vec!["acme: outputs and funding in several currencies: EUR, USD".to_owned()]);
+    assert_eq!(report.tenant("acme").unwrap().currency, "USD");
+}
