@@ -519,6 +519,11 @@ impl std::fmt::Debug for PartitionTask {
     }
 }
 
+/// What a partition count changed under the state means, for the errors that find it.
+const REPARTITIONED: &str = "tollgate cannot move a tenant's state to another partition, and rated with none its \
+     balance, lots and applied ids would be missing: partitions must not be added to a deployment's topics (see \
+     \"Partitioning\" in docs/DESIGN.md)";
+
 impl PartitionTask {
     /// Fences any previous owner of the partition (initialising its transactional ids aborts
     /// whatever that owner left open, so the restore that follows reads only committed
@@ -533,12 +538,27 @@ impl PartitionTask {
         cancel: Arc<Cancel>,
         poisons: Vec<Poison>,
     ) -> Result<Self, Error> {
+        // A partition the topics did not have when this worker started: partitions were
+        // added, and the tenants' records now go where their state is not.
+        if partition >= partition_count {
+            return Err(Error::Topology(format!(
+                "partition {partition} was assigned, but the inputs had {partition_count} partitions when this \
+                 worker started: partitions were added. {REPARTITIONED}"
+            )));
+        }
         let txns = transactional_producers(&config, partition, &cancel)?;
         let outputs = match config.processing_guarantee {
             ProcessingGuarantee::AtLeastOnce => Some(outputs_producer(&config)?),
             ProcessingGuarantee::ExactlyOnce => None,
         };
         let restored = changelog_restore(&config, partition, &cancel)?;
+        if let Some((tenant, home)) = restored.states.misplaced(partition, partition_count) {
+            return Err(Error::Topology(format!(
+                "changelog partition {partition} holds the state of tenant {tenant}, which murmur2 puts on partition \
+                 {home} of {partition_count}: the topics had another partition count when it was written. \
+                 {REPARTITIONED}"
+            )));
+        }
         let config_at_least_once = config.processing_guarantee == ProcessingGuarantee::AtLeastOnce;
         // The group's committed offsets, asked once: where the tenant API's view starts and
         // where the catch-up counts an input's backlog from.
@@ -1715,6 +1735,76 @@ pub(crate) mod tests {
             kafka::transactional_producer(config, id).create_with_context(DeliveryTracker::default()).unwrap();
         producer.init_transactions(Duration::from_secs(30)).unwrap();
         producer
+    }
+
+    /// A coordinator that takes note of nothing.
+    struct Unattended;
+
+    impl Coordinator for Unattended {
+        fn committed(&self, _offsets: &TopicPartitionList) {}
+        fn halted(&self, _partition: i32, _halt: Halt) {}
+        fn poisoned(&self, _partition: i32, _poison: Poison) {}
+    }
+
+    fn start_on(config: &WorkerConfig, partition: i32, partition_count: i32) -> Result<PartitionTask, Error> {
+        let (config, tables) = (Arc::new(config.clone()), Arc::new(Tables::default()));
+        PartitionTask::start(
+            partition,
+            partition_count,
+            config,
+            tables,
+            Arc::new(Unattended),
+            Arc::default(),
+            Vec::new(),
+        )
+    }
+
+    /// Partitions added to the topics: a worker that is assigned one it did not know refuses
+    /// it before it fences anyone, and a changelog partition holding the state of a tenant
+    /// that murmur2 now puts elsewhere refuses to start, instead of rating that tenant's new
+    /// records on another partition without its balance, lots and applied ids.
+    #[test]
+    fn a_partition_count_changed_under_the_state_stops_the_start() {
+        let cluster = MockCluster::new(1).unwrap();
+        let config = WorkerConfig { bootstrap_servers: cluster.bootstrap_servers(), ..WorkerConfig::default() };
+        let topic = &config.topics[TopicKind::State];
+        cluster.create_topic(topic, 2, 1).unwrap();
+        // A tenant on partition 0 of one, written there; of two, murmur2 puts it on 1.
+        let tenant =
+            (0..).map(|n| format!("tenant-{n}")).find(|t| partitioner::partition_for(t.as_bytes(), 2) == 1).unwrap();
+        let mut state = TenantState::default();
+        state.ledger.credit(
+            "lot".into(),
+            "10.00".parse().unwrap(),
+            tollgate_core::Timestamp::new(1_793_491_200, 0).unwrap(),
+        );
+        let records = changelog::full_records(&tenant, &state, &Default::default(), &mut Default::default());
+        let producer: BaseProducer = kafka::base(&config).create().unwrap();
+        for (key, value) in &records {
+            let mut record = BaseRecord::<str, [u8]>::to(topic).partition(0).key(key);
+            if let Some(value) = value {
+                record = record.payload(value);
+            }
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+
+        // With one partition, as written: the tenant is at home.
+        let task = start_on(&config, 0, 1).unwrap();
+        assert_eq!(task.states.len(), 1);
+        drop(task);
+        // Partition 1 of one: not a partition this worker knew.
+        let Err(error) = start_on(&config, 1, 1) else { panic!("partition 1 of 1 started") };
+        assert!(
+            matches!(&error, Error::Topology(m) if m.starts_with("partition 1 was assigned, but the inputs had 1 partitions")),
+            "{error}"
+        );
+        // With two, the state is on the wrong one.
+        let Err(error) = start_on(&config, 0, 2) else { panic!("a misplaced state started") };
+        let expected =
+            format!("changelog partition 0 holds the state of tenant {tenant}, which murmur2 puts on partition 1 of 2");
+        assert!(matches!(&error, Error::Topology(m) if m.starts_with(&expected)), "{error}");
+        assert!(matches!(Halt::of_start(&config, 0, &error), Halt::Failed(_)));
     }
 
     /// A cycle of the gauges goes through every live bucket, then every dormant one, a slice

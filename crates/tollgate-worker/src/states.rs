@@ -294,6 +294,17 @@ impl States {
         self.live.len() + self.dormant.iter().filter(|(tenant, _)| !self.live.contains_key(tenant)).count()
     }
 
+    /// A tenant whose state is here though murmur2 puts it on another of `partition_count`
+    /// partitions than `partition`, with that partition: the state of a partition restored
+    /// after partitions were added to the topics.
+    pub fn misplaced(&self, partition: i32, partition_count: i32) -> Option<(&str, i32)> {
+        let home = |tenant: &str| crate::partitioner::partition_for(tenant.as_bytes(), partition_count);
+        let live = self.live.keys().map(String::as_str);
+        live.chain(self.dormant.iter().map(|(tenant, _)| tenant))
+            .map(|tenant| (tenant, home(tenant)))
+            .find(|&(_, home)| home != partition)
+    }
+
     /// True when none has.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
