@@ -94,35 +94,56 @@ enum Slice {
 }
 
 /// The cycle of the balance gauges' refresh: started when a task starts and then every
-/// [`telemetry::GAUGE_REFRESH`] (over a cycle still under way), it goes through the live
-/// states' buckets, then the dormant index's, [`REFRESH_SLICE`] buckets at a time. The task
-/// asks for the slices: one per committed batch, and while it waits for records, one after
-/// the other until a record arrives.
+/// [`telemetry::GAUGE_REFRESH`] once the last one ended, it goes through the live states'
+/// buckets, then the dormant index's, [`REFRESH_SLICE`] buckets at a time. The task asks for
+/// the slices: after each committed batch as many as keep the cycle on schedule to end within
+/// the period ([`GaugeCycle::owed`]), and while it waits for records, one after the other
+/// until a record arrives. A cycle under way is never started over: one that started over
+/// every period, a slice per batch, never reached the last buckets of a partition whose
+/// batches were fewer in a period than its slices (a million tenants are 512 slices), and
+/// those tenants' series were dropped by the exporter.
 #[derive(Debug)]
 struct GaugeCycle {
     /// When the cycle under way, or the last one, started.
     started: Instant,
     /// Where its next slice starts; `None` when no cycle is under way.
     next: Option<Refresh>,
+    /// Slices taken in the cycle under way.
+    taken: usize,
 }
 
 impl GaugeCycle {
     /// No cycle under way; the next is due [`telemetry::GAUGE_REFRESH`] after `now`.
     fn new(now: Instant) -> Self {
-        GaugeCycle { started: now, next: None }
+        GaugeCycle { started: now, next: None, taken: 0 }
     }
 
-    /// Starts a cycle at the first live bucket, over one under way.
+    /// Starts a cycle at the first live bucket.
     fn start(&mut self, now: Instant) {
         self.started = now;
         self.next = Some(Refresh::Live(0));
+        self.taken = 0;
     }
 
-    /// Starts a cycle when the last one started `period` ago.
+    /// Starts a cycle when none is under way and the last one started `period` ago.
     fn start_if_due(&mut self, now: Instant, period: Duration) {
-        if now.saturating_duration_since(self.started) >= period {
+        if self.next.is_none() && now.saturating_duration_since(self.started) >= period {
             self.start(now);
         }
+    }
+
+    /// How many slices the cycle under way should take now to end within `period` of its
+    /// start, for `live` and `dormant` buckets: what its share of the period elapsed asks for
+    /// less what it took, at least one; every slice left once the period is over. 0 when no
+    /// cycle is under way.
+    fn owed(&self, now: Instant, period: Duration, live: usize, dormant: usize) -> usize {
+        if self.next.is_none() {
+            return 0;
+        }
+        let total = live.div_ceil(REFRESH_SLICE) + dormant.div_ceil(REFRESH_SLICE);
+        let elapsed = now.saturating_duration_since(self.started).min(period);
+        let due = (total as u128 * elapsed.as_nanos()).div_ceil(period.as_nanos().max(1)) as usize;
+        due.saturating_sub(self.taken).max(1)
     }
 
     /// The next slice of the cycle under way (`None`: none is, or `stop` says to stop
@@ -132,6 +153,7 @@ impl GaugeCycle {
         if stop() {
             return None;
         }
+        self.taken += 1;
         Some(match next {
             Refresh::Live(from) => {
                 let to = from + REFRESH_SLICE;
@@ -1119,17 +1141,24 @@ impl PartitionTask {
     }
 
     /// After a committed batch: when due, the live tenants' balances, then the dormant ones',
-    /// a slice per batch ([`REFRESH_SLICE`]). A partition of a million dormant tenants, or of
-    /// a few hundred thousand live ones, would otherwise stop rating for seconds, or for tens
-    /// of milliseconds, every [`telemetry::GAUGE_REFRESH`]; a slice takes a few milliseconds,
-    /// and at a batch every few tens of milliseconds the slices go through a million well
-    /// within the exporter's two minutes.
+    /// the slices ([`REFRESH_SLICE`]) that keep the cycle on schedule to end within
+    /// [`telemetry::GAUGE_REFRESH`] ([`GaugeCycle::owed`]: one per batch at ten batches a
+    /// second in a partition of a million tenants, two at five). Refreshed all at once, a
+    /// partition of a million dormant tenants, or of a few hundred thousand live ones, would
+    /// stop rating for a second, or for tens of milliseconds, every period; a slice takes a
+    /// few milliseconds.
     fn refresh_balances_under_load(&mut self) {
         if self.idle.is_some() {
             return;
         }
-        self.gauges.start_if_due(Instant::now(), telemetry::GAUGE_REFRESH);
-        self.refresh_slice_unless(&|| false);
+        let now = Instant::now();
+        self.gauges.start_if_due(now, telemetry::GAUGE_REFRESH);
+        let (live, dormant) = (self.states.live().buckets(), self.states.dormant().buckets());
+        for _ in 0..self.gauges.owed(now, telemetry::GAUGE_REFRESH, live, dormant) {
+            if !self.refresh_slice_unless(&|| false) {
+                break;
+            }
+        }
     }
 
     /// The next slice of a refresh under way unless `stop` says so; whether there was one.
@@ -1849,7 +1878,54 @@ pub(crate) mod tests {
         cycle.start_if_due(t0 + Duration::from_secs(19), period);
         assert_eq!(cycle.next, Some(Refresh::Live(REFRESH_SLICE)), "not due again: the cycle goes on");
         cycle.start_if_due(t0 + Duration::from_secs(20), period);
-        assert_eq!(cycle.next, Some(Refresh::Live(0)), "due again: started over");
+        assert_eq!(cycle.next, Some(Refresh::Live(REFRESH_SLICE)), "due again, but under way: not started over");
+        while cycle.next_slice(3 * REFRESH_SLICE, 0, &|| false).is_some() {}
+        cycle.start_if_due(t0 + Duration::from_secs(21), period);
+        assert_eq!(cycle.next, Some(Refresh::Live(0)), "ended and due: started again");
+    }
+
+    /// After each committed batch a cycle takes what keeps it on schedule to end within the
+    /// period, whatever the rate of batches: a partition of a million dormant tenants (2^21
+    /// buckets, 512 slices) committing one batch a second, or ten, visits every bucket
+    /// within the period. (A slice a batch, started over every period, left three tenants in
+    /// five without a gauge at ten batches a second.)
+    #[test]
+    fn a_gauge_cycle_ends_within_its_period_at_any_rate_of_batches() {
+        let period = Duration::from_secs(30);
+        let (live, dormant) = (2 * REFRESH_SLICE, 1 << 21);
+        let total = 2 + 512;
+        for batches_per_second in [1u64, 10, 100] {
+            let t0 = Instant::now();
+            let mut cycle = GaugeCycle::new(t0);
+            cycle.start(t0);
+            let mut visited = 0usize;
+            let mut per_batch = Vec::new();
+            let mut ended_at = None;
+            for batch in 1..=(30 * batches_per_second) {
+                let now = t0 + Duration::from_millis(batch * 1000 / batches_per_second);
+                let owed = cycle.owed(now, period, live, dormant);
+                let mut took = 0;
+                while took < owed && cycle.next_slice(live, dormant, &|| false).is_some() {
+                    took += 1;
+                }
+                visited += took;
+                per_batch.push(took);
+                if cycle.next.is_none() && ended_at.is_none() {
+                    ended_at = Some(now - t0);
+                }
+            }
+            assert_eq!(visited, total, "at {batches_per_second} batches/s");
+            assert!(ended_at.is_some_and(|t| t <= period), "at {batches_per_second} batches/s: {ended_at:?}");
+            // Spread over the period, not taken at its end.
+            let most = *per_batch.iter().max().unwrap();
+            assert!(most <= total.div_ceil(30 * batches_per_second as usize) + 1, "{most} slices in one batch");
+        }
+        // Late (waiting took none of it): every slice left at once.
+        let t0 = Instant::now();
+        let mut cycle = GaugeCycle::new(t0);
+        cycle.start(t0);
+        assert_eq!(cycle.owed(t0 + Duration::from_secs(45), period, live, dormant), total);
+        assert_eq!(GaugeCycle::new(t0).owed(t0 + period, period, live, dormant), 0, "none under way");
     }
 
     /// A task waiting for records asks before each slice whether one arrived: once one did,
