@@ -1176,7 +1176,7 @@ impl PartitionTask {
     fn refresh_live_balances(&self, buckets: std::ops::Range<usize>) {
         for (tenant, state) in self.states.live().in_buckets(buckets) {
             if let Some(t) = self.tables.tenant(tenant) {
-                telemetry::balance(&t.id, state.currency_held(t.currency), state.balance());
+                telemetry::balance(&t, state.currency_held(t.currency), state.balance());
             }
         }
     }
@@ -1185,7 +1185,7 @@ impl PartitionTask {
     fn refresh_dormant_balances(&self, buckets: std::ops::Range<usize>) {
         for (tenant, held) in self.states.dormant_balances(buckets) {
             if let (Some((balance, currency)), Some(t)) = (held, self.tables.tenant(tenant)) {
-                telemetry::balance(&t.id, currency.unwrap_or(t.currency), balance);
+                telemetry::balance(&t, currency.unwrap_or(t.currency), balance);
             }
         }
     }
@@ -1584,7 +1584,7 @@ impl PartitionTask {
         }
         for tenant in rated.undo.keys() {
             if let (Some(state), Some(t)) = (self.states.get(tenant), self.tables.tenant(tenant)) {
-                telemetry::balance(&t.id, state.currency_held(t.currency), state.balance());
+                telemetry::balance(&t, state.currency_held(t.currency), state.balance());
             }
         }
     }

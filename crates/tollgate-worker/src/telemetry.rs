@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use tollgate_core::{Currency, Money, TenantId};
+use tollgate_core::{Currency, Money, Tenant};
 
 /// How often a partition task re-sets its tenants' balance gauges while idle, so that an
 /// exporter can drop the gauges of tenants this worker no longer owns: the binary's exporter
@@ -259,10 +259,21 @@ pub fn dead_letters(code: &'static str, count: u64) {
     }
 }
 
-/// A tenant's balance after a batch.
-pub fn balance(tenant: &TenantId, currency: Currency, balance: Money) {
+/// A tenant's balance, after a batch or in the refresh. Not for a tenant without credits
+/// whose balance is zero, which it always is (no funding is taken): at zero the balance rules
+/// would call it depleted for good, one critical alert per such tenant. Its debt (a pool leg
+/// past the pool) is news, and is exported.
+pub fn balance(tenant: &Tenant, currency: Currency, balance: Money) {
+    if !exported_balance(tenant, balance) {
+        return;
+    }
     let value: f64 = balance.amount().try_into().unwrap_or(f64::NAN);
-    gauge!("tollgate_credit_balance", "tenant" => tenant.to_string(), "currency" => currency.to_string()).set(value);
+    gauge!("tollgate_credit_balance", "tenant" => tenant.id.to_string(), "currency" => currency.to_string()).set(value);
+}
+
+/// Whether `tenant`'s balance is exported ([`balance`]).
+fn exported_balance(tenant: &Tenant, balance: Money) -> bool {
+    tenant.credits_enabled || balance != Money::ZERO
 }
 
 /// A partition's state was restored.
@@ -284,6 +295,26 @@ pub fn reference_record(topic: &'static str, outcome: &'static str) {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+
+    /// A tenant without credits, always at zero, exports no balance (the depleted alert would
+    /// fire for it for good); in debt it does. A tenant with credits exports every balance.
+    #[test]
+    fn a_tenant_without_credits_exports_its_balance_only_in_debt() {
+        use tollgate_core::{Catalog as _, Reference};
+        use tollgate_proto::v1;
+        let with_credits = r#""tenantId": "globex", "currency": "USD", "creditsEnabled": true"#;
+        let data = crate::testing::REFERENCE.replace(with_credits, r#""tenantId": "globex", "currency": "USD""#);
+        assert_ne!(data, crate::testing::REFERENCE);
+        let reference = Reference::try_from(serde_json::from_str::<v1::ReferenceData>(&data).unwrap()).unwrap();
+        let (acme, globex) = (reference.tenant("acme").unwrap(), reference.tenant("globex").unwrap());
+        assert!(acme.credits_enabled && !globex.credits_enabled);
+        let m = |s: &str| s.parse::<super::Money>().unwrap();
+        assert_eq!(
+            ["0", "-1.25", "3.00"]
+                .map(|b| (super::exported_balance(acme, m(b)), super::exported_balance(globex, m(b)))),
+            [(true, false), (true, true), (true, true)]
+        );
+    }
     use std::sync::Mutex;
 
     use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
