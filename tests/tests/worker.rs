@@ -692,6 +692,22 @@ fn refuses_to_start_when_inputs_are_not_co_partitioned() {
     );
 }
 
+/// An output topic that does not exist (topics made by other tooling, one forgotten) is named
+/// at start, as a missing input is, not found by the first batch that writes to it.
+#[test]
+fn refuses_to_start_when_an_output_topic_is_missing() {
+    let env = Env::new(2, ProcessingGuarantee::AtLeastOnce);
+    let mut config = env.config.clone();
+    config.topics[TopicKind::DeadLetter] = "tollgate.dead-letter.forgotten".into();
+    let worker = tollgate_worker::Worker::new(config).unwrap();
+    let error = worker.run(&tollgate_worker::Cancel::default()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "topic layout: topic tollgate.dead-letter.forgotten does not exist (create it with `tollgate admin \
+         create-topics`)"
+    );
+}
+
 #[test]
 fn the_publisher_partitions_like_the_java_client() {
     let env = Env::new(6, ProcessingGuarantee::AtLeastOnce);

@@ -381,16 +381,22 @@ fn retry<T>(what: &'static str, cancel: &Cancel, mut op: impl FnMut() -> Result<
     }
 }
 
-/// Checks that the inputs and the changelog have the same partition count (returned), and
-/// that the changelog and the reference topics are compacted ([`crate::topics::check_kept`]).
+/// Checks that the inputs and the changelog have the same partition count (returned), that
+/// the outputs exist, and that the changelog and the reference topics are compacted
+/// ([`crate::topics::check_kept`]).
 pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
     let consumer: BaseConsumer = kafka::base(config).create()?;
     let topics = &config.topics;
     let mut counts = Vec::new();
-    // The debit trail is written only when enabled; then its topic must exist too (outputs
-    // are partitioned by key on their own, so its partition count is not compared).
+    // The outputs must exist too: a missing one (the dead letters, say, when topics are made
+    // by other tooling) would fail the first batch that writes to it, after days perhaps,
+    // and every owner of that partition after it. They are partitioned by key on their own,
+    // so their partition counts are not compared. The debit trail is written only when
+    // enabled.
+    let outputs = [TopicKind::RatedUsage, TopicKind::LegDecisions, TopicKind::CreditEvents, TopicKind::DeadLetter];
     let trail = config.ledger_movements.then_some(TopicKind::LedgerMovements);
-    let required = [TopicKind::CallLegs, TopicKind::CreditCommands, TopicKind::State].into_iter().chain(trail);
+    let inputs = [TopicKind::CallLegs, TopicKind::CreditCommands, TopicKind::State];
+    let required = inputs.into_iter().chain(outputs).chain(trail);
     for kind in required {
         let topic = &topics[kind];
         let metadata = consumer.fetch_metadata(Some(topic), config.kafka_timeout())?;
@@ -407,7 +413,7 @@ pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
                 "topic {topic} does not exist (create it with `tollgate admin create-topics`)"
             )));
         }
-        if kind != TopicKind::LedgerMovements {
+        if inputs.contains(&kind) {
             counts.push((topic.as_str(), count));
         }
     }
