@@ -217,6 +217,32 @@ impl WorkerConfig {
                 return bad(&format!("librdkafka setting {key}: {description}"));
             }
         }
+        // What librdkafka checks only together, when a partition task creates its
+        // transactional producers: refused here, at start, not by every partition's start
+        // once the worker holds partitions (the fleet would exit at each rebalance).
+        let txn = crate::kafka::transactional_producer(self, "validate");
+        let ms = |key: &str| txn.get(key).and_then(|v| v.trim().parse::<u64>().ok());
+        let transaction_timeout = ms("transaction.timeout.ms").unwrap_or(60_000);
+        for key in ["message.timeout.ms", "delivery.timeout.ms"] {
+            if ms(key).is_some_and(|t| t > transaction_timeout) {
+                return bad(&format!(
+                    "librdkafka setting {key} must be at most transaction.timeout.ms ({transaction_timeout}): the \
+                     partition tasks' producers are transactional"
+                ));
+            }
+        }
+        if ms("socket.timeout.ms").is_some_and(|t| t > transaction_timeout + 100) {
+            return bad(&format!(
+                "librdkafka setting socket.timeout.ms must be at most transaction.timeout.ms ({transaction_timeout}) \
+                 + 100: the partition tasks' producers are transactional"
+            ));
+        }
+        // 0 would time every Kafka call out at once (the worker would say it cannot reach
+        // Kafka, for ever); past a minute a stuck commit outlasts librdkafka's transaction
+        // timeout several times over before the partition halts.
+        if !(1_000..=60_000).contains(&self.kafka_timeout_ms) {
+            return bad("kafka_timeout_ms must be 1000 to 60000");
+        }
         Ok(())
     }
 
@@ -257,5 +283,34 @@ mod tests {
             "maybe".parse::<ProcessingGuarantee>(),
             Err("processing guarantee must be at_least_once or exactly_once, got \"maybe\"".to_owned())
         );
+    }
+
+    /// Settings each valid alone that the partition tasks' transactional producers refuse
+    /// together, and a Kafka timeout out of bounds, are refused at start.
+    #[test]
+    fn settings_a_transactional_producer_refuses_are_refused_at_start() {
+        let with = |settings: &[(&str, &str)], timeout_ms: u64| {
+            let librdkafka = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let config = WorkerConfig { librdkafka, kafka_timeout_ms: timeout_ms, ..WorkerConfig::default() };
+            config.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(with(&[], 10_000), None);
+        assert_eq!(with(&[("message.timeout.ms", "60000"), ("socket.timeout.ms", "60100")], 10_000), None);
+        let refused = with(&[("message.timeout.ms", "120000")], 10_000).unwrap();
+        assert!(refused.contains("message.timeout.ms must be at most transaction.timeout.ms (60000)"), "{refused}");
+        let refused = with(&[("delivery.timeout.ms", "90000")], 10_000).unwrap();
+        assert!(refused.contains("delivery.timeout.ms must be at most"), "{refused}");
+        let refused = with(&[("socket.timeout.ms", "90000")], 10_000).unwrap();
+        assert!(refused.contains("socket.timeout.ms must be at most"), "{refused}");
+        assert_eq!(with(&[("message.timeout.ms", "120000"), ("transaction.timeout.ms", "120000")], 10_000), None);
+        for timeout_ms in [0, 999, 60_001] {
+            assert_eq!(
+                with(&[], timeout_ms).as_deref(),
+                Some("invalid configuration: kafka_timeout_ms must be 1000 to 60000"),
+                "{timeout_ms}"
+            );
+        }
+        assert_eq!(with(&[], 1_000), None);
+        assert_eq!(with(&[], 60_000), None);
     }
 }

@@ -163,13 +163,20 @@ pub struct RunFlags {
 
 /// Whether `TOLLGATE_<name>` is one of the variables Kubernetes injects into every pod for a
 /// Service named `tollgate` (`TOLLGATE_SERVICE_HOST`, `TOLLGATE_SERVICE_PORT[_<NAME>]`,
-/// `TOLLGATE_PORT`, `TOLLGATE_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`): not settings, so not
-/// refused. Every other unknown `TOLLGATE_*` variable still is, so typos fail fast.
+/// `TOLLGATE_PORT`, `TOLLGATE_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`), or `tollgate-<x>`
+/// (the same after `TOLLGATE_<X>_`: a Service `tollgate-api`, a Kafka cluster named
+/// `tollgate`): not settings, so not refused. No setting's name has those shapes. Every other
+/// unknown `TOLLGATE_*` variable still is, so typos fail fast.
 fn injected_by_kubernetes(name: &str) -> bool {
-    name.starts_with("SERVICE_HOST")
-        || name.starts_with("SERVICE_PORT")
-        || name == "PORT"
-        || name.strip_prefix("PORT_").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    let of_service = |rest: &str| {
+        rest.starts_with("SERVICE_HOST")
+            || rest.starts_with("SERVICE_PORT")
+            || rest == "PORT"
+            || rest.strip_prefix("PORT_").is_some_and(|port| port.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    // The service's own name may hold underscores (`tollgate-kafka-bootstrap`): each suffix
+    // after one is tried.
+    of_service(name) || name.match_indices('_').any(|(at, _)| of_service(&name[at + 1..]))
 }
 
 /// The variables the project's own test harness reads (the Kafka jars' cache, keeping a test
@@ -640,6 +647,14 @@ log = "debug"
             ("TOLLGATE_PORT_9464_TCP_PROTO", "tcp"),
             ("TOLLGATE_PORT_9464_TCP_PORT", "9464"),
             ("TOLLGATE_PORT_9464_TCP_ADDR", "10.0.0.7"),
+            // A Service `tollgate-api`, and the bootstrap Service of a Kafka cluster named
+            // `tollgate` (`tollgate-kafka-bootstrap`).
+            ("TOLLGATE_API_SERVICE_HOST", "10.0.0.8"),
+            ("TOLLGATE_API_SERVICE_PORT_HTTP", "80"),
+            ("TOLLGATE_API_PORT", "tcp://10.0.0.8:80"),
+            ("TOLLGATE_API_PORT_80_TCP_ADDR", "10.0.0.8"),
+            ("TOLLGATE_KAFKA_BOOTSTRAP_SERVICE_HOST", "10.0.0.9"),
+            ("TOLLGATE_KAFKA_BOOTSTRAP_PORT_9092_TCP", "tcp://10.0.0.9:9092"),
             ("TOLLGATE_GROUP_ID", "billing"),
             // And those of the test harness, which a developer's shell may have exported.
             ("TOLLGATE_KAFKA_LIBS", "/tmp/libs"),
@@ -649,5 +664,8 @@ log = "debug"
         ];
         let config = Config::load_with_env(&KafkaFlags::default(), &RunFlags::default(), env(&injected)).unwrap();
         assert_eq!(config.worker.group_id, "billing");
+        // A misspelt setting is still refused.
+        let typo = Config::load_with_env(&KafkaFlags::default(), &RunFlags::default(), env(&[("TOLLGATE_GROUP", "x")]));
+        assert!(typo.unwrap_err().to_string().contains("unknown setting `group`"));
     }
 }
