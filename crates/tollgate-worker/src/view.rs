@@ -470,19 +470,17 @@ pub fn answer(apis: &[Arc<TenantApi>], tenant: &str, forwarded: bool, me: Option
         return Answer::Unavailable("the worker is starting");
     };
     let partition = partitioner::partition_for(tenant.as_bytes(), count);
-    let reference = apis.iter().find_map(|a| a.tables.tenant(tenant));
+    // Unknown is unknown wherever its partition is, restoring here included (404, not a 503
+    // that a client would retry until the restore ended).
+    let Some(reference) = apis.iter().find_map(|a| a.tables.tenant(tenant)) else { return Answer::Unknown };
     for api in apis {
         let Some(view) = api.views.partition(partition) else { continue };
         return match view.lookup(tenant) {
             Lookup::Restoring => Answer::Unavailable("the tenant's partition is restoring"),
-            Lookup::Committed(snapshot, offsets) => match &reference {
-                Some(t) => Answer::Found(Box::new(CreditPosition::of(t, snapshot.as_deref(), partition, offsets))),
-                None => Answer::Unknown,
-            },
+            Lookup::Committed(snapshot, offsets) => {
+                Answer::Found(Box::new(CreditPosition::of(&reference, snapshot.as_deref(), partition, offsets)))
+            }
         };
-    }
-    if reference.is_none() {
-        return Answer::Unknown;
     }
     if forwarded {
         return Answer::Unavailable("the tenant's partition is changing hands");
@@ -555,7 +553,8 @@ mod tests {
 
     /// The owner answers (a known tenant without state: a zero balance), another worker
     /// forwards once to the owner the directory names, never to itself and never a request
-    /// that was forwarded already; an unknown tenant is unknown everywhere.
+    /// that was forwarded already; an unknown tenant is unknown everywhere, its partition
+    /// restoring included.
     #[test]
     fn the_owner_answers_and_the_others_forward_once() {
         let tables = Arc::new(Tables::default());
@@ -583,6 +582,10 @@ mod tests {
             answer(&[Arc::clone(&owner)], "acme", false, None),
             Answer::Unavailable("the tenant's partition is restoring")
         );
+        // Unknown on that restoring partition too: 404, not a 503 to retry until it restored.
+        let typo =
+            (0..).map(|n| format!("acme-{n}")).find(|t| partitioner::partition_for(t.as_bytes(), 4) == partition);
+        assert_eq!(answer(&[Arc::clone(&owner)], &typo.unwrap(), false, None), Answer::Unknown);
         owner.views.partition(partition).unwrap().restored(&States::default(), BTreeMap::new());
         let Answer::Found(position) = answer(&[Arc::clone(&owner)], "acme", true, None) else { panic!("not found") };
         assert_eq!((position.balance.as_str(), position.committed.partition), ("0.00", partition));
