@@ -366,6 +366,8 @@ struct Stats {
     unpriced: u64,
     credit_events: BTreeMap<&'static str, u64>,
     dead_letters: BTreeMap<&'static str, u64>,
+    /// Reference lookups as of the batch's pin that found the version unknown.
+    reference_versions_unknown: u64,
 }
 
 /// See [`PartitionTask::spare`].
@@ -568,6 +570,10 @@ impl PartitionTask {
                  worker started: partitions were added. {REPARTITIONED}"
             )));
         }
+        // This task's view of the tenant API, taken now: a task left behind by a revoke that
+        // finishes its start after the partition came back here publishes into its own view,
+        // which the revoke removed, not into its successor's.
+        let view = coordinator.view(partition);
         let txns = transactional_producers(&config, partition, &cancel)?;
         let outputs = match config.processing_guarantee {
             ProcessingGuarantee::AtLeastOnce => Some(outputs_producer(&config)?),
@@ -584,7 +590,6 @@ impl PartitionTask {
         let config_at_least_once = config.processing_guarantee == ProcessingGuarantee::AtLeastOnce;
         // The group's committed offsets, asked once: where the tenant API's view starts and
         // where the catch-up counts an input's backlog from.
-        let view = coordinator.view(partition);
         let catching_up = config.catch_up_wait_ms > 0;
         let mut committed =
             if view.is_some() || catching_up { coordinator.committed_offsets(partition) } else { BTreeMap::new() };
@@ -630,6 +635,10 @@ impl PartitionTask {
             poisons,
         };
         task.migrate_layout(&restored.rewrite, &restored.rewrite_windows, &restored.retire)?;
+        // Given up meanwhile: the partition's gauges may be a successor's by now.
+        if task.cancel.is_cancelled() {
+            return Err(Error::ShutDown("starting"));
+        }
         if let Some(view) = &view {
             view.restored(&task.states, committed);
         }
@@ -1262,9 +1271,10 @@ impl PartitionTask {
                     .push_encoded(None, |buf| (TopicKind::LedgerMovements, codec::encode_movement(&movement, buf)));
             }
         }
-        if catalog.unknown() > 0 {
-            telemetry::reference_versions_unknown(self.partition, catalog.unknown());
-        }
+        // Counted once the batch commits, as every batch counter is: an attempt aborted and
+        // retried, or given up to another owner that knew the version, is not what the
+        // alert on it says.
+        rated.stats.reference_versions_unknown = catalog.unknown();
         for (tenant, undo) in &mut rated.undo {
             if let Some(state) = self.states.get_mut(tenant) {
                 undo.journal = changelog::Journal::take(state);
@@ -1581,6 +1591,9 @@ impl PartitionTask {
         }
         for (code, n) in &rated.stats.dead_letters {
             telemetry::dead_letters(code, *n);
+        }
+        if rated.stats.reference_versions_unknown > 0 {
+            telemetry::reference_versions_unknown(self.partition, rated.stats.reference_versions_unknown);
         }
         for tenant in rated.undo.keys() {
             if let (Some(state), Some(t)) = (self.states.get(tenant), self.tables.tenant(tenant)) {

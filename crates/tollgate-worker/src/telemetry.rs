@@ -204,7 +204,7 @@ pub fn catch_up_given_up(partition: i32, behind: &[String]) {
     counter!("tollgate_catch_up_given_up_total", "partition" => partition.to_string()).increment(1);
 }
 
-/// A batch's reference lookups found `count` times that the version as of its pin was no
+/// A committed batch's reference lookups found `count` times that the version as of its pin was no
 /// longer known (dropped after a day, or compacted away before this worker read it).
 pub fn reference_versions_unknown(partition: i32, count: u64) {
     tracing::warn!(
