@@ -192,7 +192,7 @@ fn every_kafka_command_refuses_an_unknown_librdkafka_setting_at_once() {
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .args(args)
             .args(["--bootstrap-servers", "127.0.0.1:1", "-X", "no.such.prop=1"])
-            .env("TOLLGATE_KAFKA_TIMEOUT_MS", "60000")
+            .env("TOLLGATE_KAFKA_TIMEOUT_MS", "30000")
             .output()
             .expect("failed to run tollgate");
         let stderr = String::from_utf8_lossy(&out.stderr);
