@@ -1087,9 +1087,13 @@ impl PartitionTask {
             }
             (Class::Migrating, _) => {
                 // The group moved on: the next owner resumes from the committed offsets and
-                // the changelog. Rating more here would only write for a zombie.
+                // the changelog. Rating more here would only write for a zombie. Reported as
+                // a fenced task is: the partition counts as stalled, and the worker exits if
+                // the revoke does not come (a partition left idle with every signal green
+                // would rate nothing, for ever).
                 tracing::info!(partition, %error, "partition is being handed over: batch left to its next owner");
                 self.idle = Some(Idle::Migrating);
+                self.coordinator.halted(partition, Halt::Fenced(format!("handed over by the group: {error}")));
             }
             (Class::Fenced, _) => {
                 telemetry::fenced(partition, error);
