@@ -108,6 +108,9 @@ enum Action {
         input: Box<tollgate_core::Input>,
         tenant: String,
         done: String,
+        /// The flags that make a re-run send the same command (its id and its time), for
+        /// when it is not known whether it was written.
+        again: String,
     },
 }
 
@@ -147,12 +150,21 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 data.rate_cards.len()
             )?;
         }
-        Action::Credit { record, input, tenant, done } => {
+        Action::Credit { record, input, tenant, done, again } => {
             check_credit(worker, &tenant, &input)?;
             let publisher = Publisher::new(worker)?;
             let keyed = publish::input(&worker.topics, &record).context("no record")?;
-            publisher.send(&keyed)?;
-            publisher.flush().context("the credit command was not acknowledged by Kafka")?;
+            // Once sent, a failure does not say whether Kafka wrote it (an acknowledgement lost
+            // on the way back, say): a re-run must send the same id and time, or a funding
+            // would be applied twice under two lot ids.
+            let unknown = || {
+                format!(
+                    "the credit command was not acknowledged by Kafka, and may have been written all the same: to try \
+                     again, run the same command with {again} (a copy of a command changes nothing)"
+                )
+            };
+            publisher.send(&keyed).with_context(unknown)?;
+            publisher.flush().with_context(unknown)?;
             writeln!(Stdout, "{done}")?;
         }
     }
@@ -178,7 +190,13 @@ fn prepare(command: AdminCommand) -> anyhow::Result<Action> {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?;
             let at = time_or_now("--purchased-at", purchased_at.as_deref())?;
             let lot_id = lot_id.unwrap_or_else(|| format!("admin-{tenant}-{}", now.as_nanos()));
-            let done = format!("funded {tenant}: lot {lot_id}");
+            let dated = at.to_rfc3339().unwrap_or_else(|_| at.to_string());
+            let again = format!("--lot-id {lot_id} --purchased-at {dated}");
+            let done = format!(
+                "funding sent for {tenant}: lot {lot_id} of {amount} {currency} dated {dated}, acknowledged by Kafka (a \
+                 worker applies a command id once: running this again with {again} changes nothing; with another \
+                 amount it is refused as duplicate_conflict)"
+            );
             let command = v1::CreditCommand {
                 command_id: lot_id.clone(),
                 tenant_id: tenant.clone(),
@@ -190,31 +208,37 @@ fn prepare(command: AdminCommand) -> anyhow::Result<Action> {
                     purchased_at: Some(at),
                 })),
             };
-            credit(command, done)?
+            credit(command, done, again)?
         }
         AdminCommand::Adjust { tenant, amount, currency, reason, adjustment_id, at } => {
             let at = time_or_now("--at", at.as_deref())?;
-            let done = format!("adjusted {tenant} by {amount}: adjustment {adjustment_id}");
+            let dated = at.to_rfc3339().unwrap_or_else(|_| at.to_string());
+            let again = format!("--adjustment-id {adjustment_id} --at {dated}");
+            let done = format!(
+                "adjustment sent for {tenant}: {amount} {currency}, adjustment {adjustment_id} dated {dated}, \
+                 acknowledged by Kafka (a worker applies a command id once: running this again with {again} changes \
+                 nothing; with another amount it is refused as duplicate_conflict)"
+            );
             let command = v1::CreditCommand {
                 command_id: adjustment_id,
                 tenant_id: tenant,
                 occurred_at: Some(at),
                 body: Some(v1::credit_command::Body::Adjustment(v1::ManualAdjustment { amount, currency, reason })),
             };
-            credit(command, done)?
+            credit(command, done, again)?
         }
     })
 }
 
 /// A credit command read as a worker reads it ([`check_credit`] then checks it against the
 /// tenant, with Kafka).
-fn credit(command: v1::CreditCommand, done: String) -> anyhow::Result<Action> {
+fn credit(command: v1::CreditCommand, done: String, again: String) -> anyhow::Result<Action> {
     let tenant = command.tenant_id.clone();
     let record = v1::InputRecord { record: Some(v1::input_record::Record::CreditCommand(command)) };
     // Its message only: it already says the cause, which its source would say again.
     let input = tollgate_core::Input::try_from(record.clone())
         .map_err(|error| anyhow::anyhow!("invalid credit command: {error}"))?;
-    Ok(Action::Credit { record: Box::new(record), input: Box::new(input), tenant, done })
+    Ok(Action::Credit { record: Box::new(record), input: Box::new(input), tenant, done, again })
 }
 
 /// The time `flag` gives (RFC 3339), or now to the second.
@@ -263,13 +287,15 @@ fn check_credit(worker: &WorkerConfig, tenant: &str, input: &tollgate_core::Inpu
     // or too far after its record's timestamp (future dated). Now stands for the newest.
     let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?.as_secs() as i64;
     let at = command.occurred_at.unix_seconds();
-    let earliest = now - worker.retention_seconds as i64 + 3600;
+    // The newest may be up to `max_future_seconds` ahead of now (inputs dated after their
+    // record): the window is counted from there.
+    let earliest = now - worker.retention_seconds as i64 + worker.max_future_seconds as i64;
     if at < earliest || at > now + worker.max_future_seconds as i64 {
         bail!(
             "the {what}'s time {} is its event time, and more than {} h back (or {} s ahead) a worker would refuse it \
              (too_late, future_dated): leave the time out (now) or give one within that window",
             command.occurred_at,
-            (worker.retention_seconds as i64 - 3600) / 3600,
+            (worker.retention_seconds as i64 - worker.max_future_seconds as i64) / 3600,
             worker.max_future_seconds
         );
     }

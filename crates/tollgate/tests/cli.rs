@@ -325,7 +325,14 @@ fn admin_fund_sends_nothing_a_worker_would_refuse() {
     for _ in 0..2 {
         let out = fund("contoso", "10.00", "USD");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "funded contoso: lot pay-1\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!(
+                "funding sent for contoso: lot pay-1 of 10.00 USD dated {at}, acknowledged by Kafka (a worker applies a \
+                 command id once: running this again with --lot-id pay-1 --purchased-at {at} changes nothing; with \
+                 another amount it is refused as duplicate_conflict)\n"
+            )
+        );
     }
     // A tenant without credits cannot be funded: an adjustment settles its balance.
     let adjust = |amount: &str| {
@@ -341,7 +348,29 @@ fn admin_fund_sends_nothing_a_worker_would_refuse() {
     assert!(stderr.contains(message), "{stderr}");
     let out = adjust("0.42");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "adjusted woodgrove by 0.42: adjustment adj-1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "adjustment sent for woodgrove: 0.42 USD, adjustment adj-1 dated {at}, acknowledged by Kafka (a worker \
+             applies a command id once: running this again with --adjustment-id adj-1 --at {at} changes nothing; with \
+             another amount it is refused as duplicate_conflict)\n"
+        )
+    );
+
+    // Refused by the broker once sent (what a lost acknowledgement looks like to the sender):
+    // the message says how to try again without funding twice.
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
+    );
+    let out = fund("contoso", "10.00", "USD");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let message = format!(
+        "the credit command was not acknowledged by Kafka, and may have been written all the same: to try again, run \
+         the same command with --lot-id pay-1 --purchased-at {at} (a copy of a command changes nothing)"
+    );
+    assert!(stderr.contains(&message), "{stderr}");
 
     // (key, value) of each record, in the order `tail` printed them.
     let tail = |args: &[&str]| -> Vec<(String, serde_json::Value)> {
