@@ -217,6 +217,14 @@ impl WorkerConfig {
                 return bad(&format!("librdkafka setting {key}: {description}"));
             }
         }
+        Ok(())
+    }
+
+    /// [`WorkerConfig::validate`], and what only a worker needs (not `produce`, `report` or
+    /// the other commands, which take the same configuration).
+    pub fn validate_for_worker(&self) -> Result<(), crate::Error> {
+        self.validate()?;
+        let bad = |msg: &str| Err(crate::Error::Config(msg.to_owned()));
         // What librdkafka checks only together, when a partition task creates its
         // transactional producers: refused here, at start, not by every partition's start
         // once the worker holds partitions (the fleet would exit at each rebalance).
@@ -288,13 +296,14 @@ mod tests {
     }
 
     /// Settings each valid alone that the partition tasks' transactional producers refuse
-    /// together, and a Kafka timeout out of bounds, are refused at start.
+    /// together, and a Kafka timeout out of bounds, are refused at a worker's start; the other
+    /// commands take them.
     #[test]
     fn settings_a_transactional_producer_refuses_are_refused_at_start() {
         let with = |settings: &[(&str, &str)], timeout_ms: u64| {
             let librdkafka = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
             let config = WorkerConfig { librdkafka, kafka_timeout_ms: timeout_ms, ..WorkerConfig::default() };
-            config.validate().err().map(|e| e.to_string())
+            config.validate_for_worker().err().map(|e| e.to_string())
         };
         assert_eq!(with(&[], 10_000), None);
         assert_eq!(with(&[("message.timeout.ms", "60000"), ("socket.timeout.ms", "60100")], 10_000), None);
@@ -312,6 +321,13 @@ mod tests {
                 "{timeout_ms}"
             );
         }
+        let other_commands = WorkerConfig {
+            librdkafka: [("message.timeout.ms".to_owned(), "120000".to_owned())].into(),
+            kafka_timeout_ms: 60_000,
+            ..WorkerConfig::default()
+        };
+        assert!(other_commands.validate().is_ok());
+        assert!(other_commands.validate_for_worker().is_err());
         assert_eq!(with(&[], 1_000), None);
         assert_eq!(with(&[], 30_000), None);
     }

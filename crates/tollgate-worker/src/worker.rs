@@ -155,7 +155,7 @@ impl Worker {
     /// A worker named `name` in its metrics (the `worker` label): workers in one process, as
     /// in `tollgate demo`, need different names.
     pub fn named(config: WorkerConfig, name: &str) -> Result<Self, Error> {
-        config.validate()?;
+        config.validate_for_worker()?;
         let assignment = Arc::new(Assignment::new(name));
         // Present at zero from the start, so "no partition anywhere" is visible.
         telemetry::assigned_partitions(name, 0);

@@ -161,18 +161,34 @@ pub struct RunFlags {
     pub log_format: Option<LogFormat>,
 }
 
-/// Whether `TOLLGATE_<name>` is one of the variables Kubernetes injects into every pod for a
-/// Service named `tollgate` (`TOLLGATE_SERVICE_HOST`, `TOLLGATE_SERVICE_PORT[_<NAME>]`,
+/// Whether `TOLLGATE_<name>=<value>` is one of the variables Kubernetes injects into every pod
+/// for a Service named `tollgate` (`TOLLGATE_SERVICE_HOST`, `TOLLGATE_SERVICE_PORT[_<NAME>]`,
 /// `TOLLGATE_PORT`, `TOLLGATE_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`), or `tollgate-<x>`
 /// (the same after `TOLLGATE_<X>_`: a Service `tollgate-api`, a Kafka cluster named
-/// `tollgate`): not settings, so not refused. No setting's name has those shapes. Every other
-/// unknown `TOLLGATE_*` variable still is, so typos fail fast.
-fn injected_by_kubernetes(name: &str) -> bool {
-    let of_service = |rest: &str| {
-        rest.starts_with("SERVICE_HOST")
-            || rest.starts_with("SERVICE_PORT")
-            || rest == "PORT"
-            || rest.strip_prefix("PORT_").is_some_and(|port| port.starts_with(|c: char| c.is_ascii_digit()))
+/// `tollgate`): not settings, so not refused. The value must look like what Kubernetes
+/// writes there (an address, a port number, `tcp://…`, a protocol), so that a misspelt
+/// setting of those shapes (`TOLLGATE_METRICS_PORT=0.0.0.0:9464`, say) is still refused, as
+/// is every other unknown `TOLLGATE_*` variable: typos fail fast.
+fn injected_by_kubernetes(name: &str, value: &str) -> bool {
+    let address = || value.parse::<std::net::IpAddr>().is_ok();
+    let port = || value.parse::<u16>().is_ok();
+    let url = || ["tcp://", "udp://", "sctp://"].iter().any(|scheme| value.starts_with(scheme));
+    let of_service = |rest: &str| match rest {
+        "SERVICE_HOST" => address(),
+        "PORT" => url(),
+        _ if rest.starts_with("SERVICE_PORT") => port(),
+        _ => rest.strip_prefix("PORT_").is_some_and(|tail| {
+            let Some((number, proto)) = tail.split_once('_') else { return false };
+            let proto_and_field = proto.split_once('_');
+            number.parse::<u16>().is_ok()
+                && match proto_and_field.map(|(_, field)| field) {
+                    None => url(),
+                    Some("PROTO") => ["tcp", "udp", "sctp"].contains(&value),
+                    Some("PORT") => port(),
+                    Some("ADDR") => address(),
+                    Some(_) => false,
+                }
+        }),
     };
     // The service's own name may hold underscores (`tollgate-kafka-bootstrap`): each suffix
     // after one is tried.
@@ -279,7 +295,7 @@ fn environment(mut figment: Figment, env: impl IntoIterator<Item = (String, Stri
     for (key, value) in variables {
         let name = &key["TOLLGATE_".len()..];
         // CONFIG names the file (clap reads it for --config).
-        if name == "CONFIG" || injected_by_kubernetes(name) || TEST_HARNESS.contains(&name) {
+        if name == "CONFIG" || injected_by_kubernetes(name, &value) || TEST_HARNESS.contains(&name) {
             continue;
         }
         let path: Vec<String> = if let Some(property) = name.strip_prefix("LIBRDKAFKA_") {
@@ -664,8 +680,16 @@ log = "debug"
         ];
         let config = Config::load_with_env(&KafkaFlags::default(), &RunFlags::default(), env(&injected)).unwrap();
         assert_eq!(config.worker.group_id, "billing");
-        // A misspelt setting is still refused.
-        let typo = Config::load_with_env(&KafkaFlags::default(), &RunFlags::default(), env(&[("TOLLGATE_GROUP", "x")]));
-        assert!(typo.unwrap_err().to_string().contains("unknown setting `group`"));
+        // A misspelt setting is still refused, those shaped like an injected variable too.
+        for (typo, setting) in [
+            ("TOLLGATE_GROUP", "group"),
+            ("TOLLGATE_METRICS_PORT", "metrics_port"),
+            ("TOLLGATE_API_SERVICE_HOST", "api_service_host"),
+        ] {
+            let loaded =
+                Config::load_with_env(&KafkaFlags::default(), &RunFlags::default(), env(&[(typo, "0.0.0.0:9464")]));
+            let error = loaded.unwrap_err().to_string();
+            assert!(error.contains(&format!("unknown setting `{setting}`")), "{typo}: {error}");
+        }
     }
 }
