@@ -29,10 +29,10 @@
 //!   repeat a record, but every copy must be byte-identical. With
 //!   [`Expectations::exactly_once`] any duplicate is a violation.
 //! - **Money**, exactly, in the tenant's currency (see [the formula](#the-money-formula)).
-//!   Every output and applied command that moves money names the currency the restored state
-//!   holds its money in; two currencies are a violation. Amounts of zero do not count: a
-//!   tenant that never held money may take another currency, and its earlier outputs (calls
-//!   blocked for no credit) name the old one.
+//!   Every output and applied command that moves money or leaves a balance names the currency
+//!   the restored state holds its money in; two currencies are a violation. Outputs that move
+//!   nothing and leave a zero balance do not count: a tenant that never held money may take
+//!   another currency, and its earlier outputs (calls blocked for no credit) name the old one.
 //! - **Credit-event sequences.** The distinct sequences of a tenant are exactly `1..=n`, with
 //!   `n` the restored `credit_sequence`, and each event's id is `<tenant>/credit/<sequence>`.
 //! - **Dead letters.** Every dead letter names an input record that was read, with the same

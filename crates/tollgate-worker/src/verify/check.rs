@@ -177,10 +177,11 @@ impl Tenant<'_> {
             && self.dead_letters == 0
     }
 
-    /// Notes the currency of an amount an output moves (an empty one names none). An output
-    /// that moves no money (a call blocked for no credit) does not count: a tenant that never
+    /// Notes the currency of an amount an output names (an empty one names none): what it
+    /// moves, or the balance it leaves. An amount of zero does not count: a tenant that never
     /// held money may take another currency (`TenantState::holds_money`), so the currency of
-    /// such outputs may differ from the one its money is held in later.
+    /// its outputs that moved none and left none (calls blocked for no credit) may differ from
+    /// the one its money is held in later. One that left a balance in another currency counts.
     fn note_currency(&mut self, currency: &str, amount: Money) {
         if !currency.is_empty() && amount != Money::ZERO {
             self.currencies.insert(currency.to_owned());
@@ -590,6 +591,7 @@ fn usages(
         let what = "usages whose charge is not a decimal";
         let charge = money_or_listed(&usage.charge, (tenant_id, what, &id), findings);
         tenant.note_currency(&usage.currency, charge);
+        tenant.note_currency(&usage.currency, usage.balance_after.parse().unwrap_or(Money::ZERO));
         tenant.usages.insert(id, charge);
     }
 }
@@ -637,6 +639,7 @@ fn credit_events(
         let what = "credit events whose amount is not a decimal";
         let amount = money_or_listed(&event.amount, (&tenant_id, what, id), findings);
         tenant.note_currency(&event.currency, amount);
+        tenant.note_currency(&event.currency, event.balance_after.parse().unwrap_or(Money::ZERO));
         tenant.credits.insert(sequence, (event.kind(), amount));
     }
 }

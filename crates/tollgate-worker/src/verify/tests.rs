@@ -583,17 +583,29 @@ fn a_tenant_that_held_nothing_may_change_currency() {
     assert!(report.ok, "{report}");
 }
 
-/// A charge in another currency than the tenant's money is still a violation.
+/// A charge in another currency than the tenant's money is still a violation, and so is a
+/// zero charge that left a balance in another currency (a blocked call of a funded tenant).
 #[test]
 fn a_charge_in_another_currency_is_a_violation() {
-    let (mut p, poison) = scenario();
-    let record = p.snapshot.rated_usage.iter_mut().find(|r| r.key.as_deref() == Some(b"acme".as_slice())).unwrap();
-    let mut usage = v1::RatedUsage::decode(record.payload.as_deref().unwrap()).unwrap();
-    assert_eq!((usage.currency.as_str(), usage.charge.as_str()), ("USD", "0.06"));
-    usage.currency = "EUR".into();
-    record.payload = Some(usage.encode_to_vec());
-    let expected = BTreeSet::from([InputRef::at(&poison.topic, poison.partition, poison.offset)]);
-    let report = p.check(&Expectations { dead_letters: Some(expected), ..Expectations::default() });
-    assert_eq!(report.violations, vec!["acme: outputs and funding in several currencies: EUR, USD".to_owned()]);
-    assert_eq!(report.tenant("acme").unwrap().currency, "USD");
+    for charge in ["0.06", "0.00"] {
+        let (mut p, poison) = scenario();
+        let acme = |r: &&mut Record| r.key.as_deref() == Some(b"acme".as_slice());
+        let mut found = None;
+        for record in p.snapshot.rated_usage.iter_mut().filter(acme) {
+            let mut usage = v1::RatedUsage::decode(record.payload.as_deref().unwrap()).unwrap();
+            if usage.charge == charge && found.is_none() {
+                assert_eq!(usage.currency, "USD");
+                assert_ne!(usage.balance_after.parse::<Money>().unwrap(), Money::ZERO);
+                usage.currency = "EUR".into();
+                record.payload = Some(usage.encode_to_vec());
+                found = Some(usage.usage_id);
+            }
+        }
+        assert!(found.is_some(), "no usage of {charge}");
+        let expected = BTreeSet::from([InputRef::at(&poison.topic, poison.partition, poison.offset)]);
+        let report = p.check(&Expectations { dead_letters: Some(expected), ..Expectations::default() });
+        let several = "acme: outputs and funding in several currencies: EUR, USD".to_owned();
+        assert_eq!(report.violations, vec![several], "a charge of {charge}");
+        assert_eq!(report.tenant("acme").unwrap().currency, "USD");
+    }
 }
