@@ -71,9 +71,13 @@ const RESUMES: u32 = 5;
 /// Retries of one batch after which its partition counts as stalled.
 const STALLED_AFTER: u32 = 3;
 /// Buckets of the live states or of the dormant index (about half of them hold a tenant)
-/// whose tenants' balance gauges a committed batch refreshes (see
+/// whose tenants' balance gauges one slice of the refresh sets (see
 /// `PartitionTask::refresh_balances_under_load`).
 const REFRESH_SLICE: usize = 4_096;
+/// The most slices a cycle takes after one committed batch, however late it is: a cycle that
+/// fell behind (its partition waited for a recorded batch's records, say) catches up over a
+/// few batches, each held back by tens of milliseconds at most, not one held for a second.
+const MOST_SLICES_PER_BATCH: usize = 32;
 
 /// Where a refresh of the balance gauges under load goes on with its next slice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,8 +138,8 @@ impl GaugeCycle {
 
     /// How many slices the cycle under way should take now to end within `period` of its
     /// start, for `live` and `dormant` buckets: what its share of the period elapsed asks for
-    /// less what it took, at least one; every slice left once the period is over. 0 when no
-    /// cycle is under way.
+    /// less what it took, at least one and at most [`MOST_SLICES_PER_BATCH`] (a cycle late
+    /// catches up over a few batches). 0 when no cycle is under way.
     fn owed(&self, now: Instant, period: Duration, live: usize, dormant: usize) -> usize {
         if self.next.is_none() {
             return 0;
@@ -143,7 +147,7 @@ impl GaugeCycle {
         let total = live.div_ceil(REFRESH_SLICE) + dormant.div_ceil(REFRESH_SLICE);
         let elapsed = now.saturating_duration_since(self.started).min(period);
         let due = (total as u128 * elapsed.as_nanos()).div_ceil(period.as_nanos().max(1)) as usize;
-        due.saturating_sub(self.taken).max(1)
+        due.saturating_sub(self.taken).clamp(1, MOST_SLICES_PER_BATCH)
     }
 
     /// The next slice of the cycle under way (`None`: none is, or `stop` says to stop
@@ -1143,7 +1147,7 @@ impl PartitionTask {
     /// [`PartitionTask::refresh_balances_if_due`] while the partition waits for records (idle,
     /// catching up, or waiting for a recorded batch's): a slice at a time
     /// ([`REFRESH_SLICE`]), until a record has `arrived`. The rest goes on after the batch it
-    /// starts, a slice per committed batch, so that a record that arrives at a quiet partition
+    /// starts, the slices each committed batch owes, so that a record that arrives at a quiet partition
     /// of a million tenants waits for a slice, not for them all.
     fn refresh_balances_while_waiting(&mut self, arrived: &dyn Fn() -> bool) {
         if self.idle.is_some() {
@@ -1937,11 +1941,11 @@ pub(crate) mod tests {
             let most = *per_batch.iter().max().unwrap();
             assert!(most <= total.div_ceil(30 * batches_per_second as usize) + 1, "{most} slices in one batch");
         }
-        // Late (waiting took none of it): every slice left at once.
+        // Late (waiting took none of it): caught up over a few batches, not all at once.
         let t0 = Instant::now();
         let mut cycle = GaugeCycle::new(t0);
         cycle.start(t0);
-        assert_eq!(cycle.owed(t0 + Duration::from_secs(45), period, live, dormant), total);
+        assert_eq!(cycle.owed(t0 + Duration::from_secs(45), period, live, dormant), MOST_SLICES_PER_BATCH);
         assert_eq!(GaugeCycle::new(t0).owed(t0 + period, period, live, dormant), 0, "none under way");
     }
 

@@ -418,8 +418,8 @@ mod tests {
         assert_eq!(held, ["acme 7.25 EUR", "globex 2", "initech awake"]);
     }
 
-    /// A refresh that goes through the dormant tenants a range of buckets at a time (one
-    /// range per committed batch) sees each of them once, with its own balance, and a tenant
+    /// A refresh that goes through the dormant tenants a range of buckets at a time (ranges
+    /// after each committed batch) sees each of them once, with its own balance, and a tenant
     /// woken meanwhile without one.
     #[test]
     fn dormant_balances_a_range_at_a_time_see_each_tenant_once() {
