@@ -42,14 +42,16 @@ pub fn input(topics: &Topics, record: &v1::InputRecord) -> Option<Keyed> {
     }
 }
 
-/// One record per tenant, user and rate card.
+/// One record per rate card, user and tenant, in that order: what a record names comes
+/// before it (a tenant names its rate card; a tenant switched to a card that is not written
+/// yet would have its calls unpriced, free by default, until it is).
 pub fn reference(topics: &Topics, data: &v1::ReferenceData) -> Vec<Keyed> {
     let mut out = Vec::new();
-    for t in &data.tenants {
+    for c in &data.rate_cards {
         out.push(Keyed {
-            topic: topics[TopicKind::Tenants].clone(),
-            key: t.tenant_id.clone(),
-            value: t.encode_to_vec(),
+            topic: topics[TopicKind::RateCards].clone(),
+            key: c.rate_card_id.clone(),
+            value: c.encode_to_vec(),
         });
     }
     for u in &data.users {
@@ -59,11 +61,11 @@ pub fn reference(topics: &Topics, data: &v1::ReferenceData) -> Vec<Keyed> {
             value: u.encode_to_vec(),
         });
     }
-    for c in &data.rate_cards {
+    for t in &data.tenants {
         out.push(Keyed {
-            topic: topics[TopicKind::RateCards].clone(),
-            key: c.rate_card_id.clone(),
-            value: c.encode_to_vec(),
+            topic: topics[TopicKind::Tenants].clone(),
+            key: t.tenant_id.clone(),
+            value: t.encode_to_vec(),
         });
     }
     out

@@ -136,9 +136,30 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Action::PublishReference { data } => {
-            let publisher = Publisher::new(worker)?;
             let records = publish::reference(&worker.topics, &data);
+            // A record a worker would refuse for its size (a rate card holds every version:
+            // tens of thousands of rows) is refused here, before anything is sent: sent after
+            // the others, it would leave tenants naming a card that never arrives.
+            let producer_most = worker.librdkafka.get("message.max.bytes").and_then(|v| v.parse().ok());
+            let most = worker.max_record_bytes.min(producer_most.unwrap_or(PRODUCER_MAX_MESSAGE_BYTES));
+            if let Some(record) = records.iter().find(|r| r.value.len() > most) {
+                bail!(
+                    "{} {}: {} bytes encoded, more than the {most} a record may have (max_record_bytes, and the \
+                     producer's message.max.bytes): nothing was published; split it, or drop old versions",
+                    kind_of(worker, &record.topic),
+                    record.key,
+                    record.value.len()
+                );
+            }
+            // Each topic acknowledged before the next: rate cards, users, then the tenants that
+            // name them.
+            let publisher = Publisher::new(worker)?;
+            let mut topic = None;
             for record in &records {
+                if topic.is_some_and(|t| t != &record.topic) {
+                    publisher.flush().context("not every record was acknowledged by Kafka")?;
+                }
+                topic = Some(&record.topic);
                 publisher.send(record)?;
             }
             publisher.flush().context("not every record was acknowledged by Kafka")?;
@@ -169,6 +190,20 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// librdkafka's default `message.max.bytes`, the largest record the publisher sends unless
+/// configured otherwise.
+const PRODUCER_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// What a reference topic holds, for a message.
+fn kind_of(worker: &WorkerConfig, topic: &str) -> &'static str {
+    match worker.topics.kind_of(topic) {
+        Some(TopicKind::RateCards) => "rate card",
+        Some(TopicKind::Users) => "user",
+        Some(TopicKind::Tenants) => "tenant",
+        _ => "record",
+    }
 }
 
 /// Checks what `command` can be checked for without Kafka, and says what it will do.

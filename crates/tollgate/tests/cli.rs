@@ -408,3 +408,37 @@ fn balance_says_when_no_worker_answers() {
     assert_eq!(out.status.code(), Some(10), "{stderr}");
     assert!(stderr.contains("cannot reach the tenant API at 127.0.0.1:1"), "{stderr}");
 }
+
+/// A rate card too large for a record (it holds every version) is refused before anything is
+/// published: sent after the tenants, it would leave them naming a card that never arrives,
+/// their calls unpriced. What is published comes rate cards first, tenants last.
+#[test]
+fn publish_reference_refuses_a_record_too_large_and_sends_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let config = WorkerConfig::default();
+    for spec in topics::specs(&config, 2) {
+        cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
+    }
+    let rows: Vec<serde_json::Value> = (0..60_000)
+        .map(|n| serde_json::json!({"prefix": format!("1{n:05}"), "price": {"perMinute": "0.0123"}}))
+        .collect();
+    let reference = serde_json::json!({
+        "tenants": [{"tenantId": "big", "currency": "USD", "creditsEnabled": true, "rateCardId": "card-big"}],
+        "rateCards": [{"rateCardId": "card-big", "currency": "USD", "versions": [
+            {"version": "v1", "effectiveFrom": "2026-01-01T00:00:00Z", "dialOut": rows}
+        ]}]
+    });
+    let file = std::env::temp_dir().join(format!("tollgate-big-card-{}.json", std::process::id()));
+    std::fs::write(&file, reference.to_string()).unwrap();
+    let out = tollgate(&bootstrap, &["admin", "publish-reference", "--file", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rate card card-big: "), "{stderr}");
+    assert!(stderr.contains("more than the 1000000 a record may have"), "{stderr}");
+    assert!(stderr.contains("nothing was published"), "{stderr}");
+    let tail = tollgate(&bootstrap, &["tail", "tollgate.tenants.v1"]);
+    assert!(tail.status.success(), "{}", String::from_utf8_lossy(&tail.stderr));
+    assert_eq!(String::from_utf8_lossy(&tail.stdout), "", "a tenant was published");
+}
