@@ -140,11 +140,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             // A record a worker would refuse for its size (a rate card holds every version:
             // tens of thousands of rows) is refused here, before anything is sent: sent after
             // the others, it would leave tenants naming a card that never arrives.
-            let producer_most = worker.librdkafka.get("message.max.bytes").and_then(|v| v.parse().ok());
-            let most = worker.max_record_bytes.min(producer_most.unwrap_or(PRODUCER_MAX_MESSAGE_BYTES));
+            let most = largest_record(worker);
             if let Some(record) = records.iter().find(|r| r.value.len() > most) {
                 bail!(
-                    "{} {}: {} bytes encoded, more than the {most} a record may have (max_record_bytes, and the \
+                    "{} {}: {} bytes encoded, more than the {most} a record may have (max_record_bytes, or the \
                      producer's message.max.bytes): nothing was published; split it, or drop old versions",
                     kind_of(worker, &record.topic),
                     record.key,
@@ -195,6 +194,13 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
 /// librdkafka's default `message.max.bytes`, the largest record the publisher sends unless
 /// configured otherwise.
 const PRODUCER_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The largest record a publisher may send: what a worker takes (`max_record_bytes`), and
+/// what the producer sends (`message.max.bytes`), the smaller.
+pub(crate) fn largest_record(worker: &WorkerConfig) -> usize {
+    let producer = worker.librdkafka.get("message.max.bytes").and_then(|v| v.parse().ok());
+    worker.max_record_bytes.min(producer.unwrap_or(PRODUCER_MAX_MESSAGE_BYTES))
+}
 
 /// What a reference topic holds, for a message.
 fn kind_of(worker: &WorkerConfig, topic: &str) -> &'static str {

@@ -167,14 +167,14 @@ pub fn run(args: &RateArgs) -> anyhow::Result<ExitCode> {
 /// The longest events line the rater reads whole, in bytes (the worker's default
 /// `max_record_bytes`): a longer one is refused (`too_large`, its dead letter holding its first
 /// [`KEPT_BYTES`]) and skipped without ever being held whole in memory.
-const MAX_LINE_BYTES: usize = limits::DEFAULT_MAX_RECORD_BYTES;
+pub(crate) const MAX_LINE_BYTES: usize = limits::DEFAULT_MAX_RECORD_BYTES;
 
 /// How much of a line over [`MAX_LINE_BYTES`] its dead letter keeps.
 const KEPT_BYTES: usize = 1024;
 
 /// One line of the events file.
 #[derive(Debug, PartialEq, Eq)]
-enum Line {
+pub(crate) enum Line {
     /// Its text, without the line break (`\n` or `\r\n`).
     Text(String),
     /// A line longer than the limit: its length, and its first [`KEPT_BYTES`].
@@ -183,7 +183,7 @@ enum Line {
 
 /// Reads the next line, holding at most `max` bytes of it: the rest of a longer one is skipped
 /// as it is read. `None` at the end of the input; an error for text that is not UTF-8.
-fn read_line(input: &mut dyn BufRead, max: usize) -> io::Result<Option<Line>> {
+pub(crate) fn read_line(input: &mut dyn BufRead, max: usize) -> io::Result<Option<Line>> {
     let mut buf = Vec::new();
     if io::Read::take(&mut *input, max as u64 + 1).read_until(b'\n', &mut buf)? == 0 {
         return Ok(None);

@@ -29,22 +29,35 @@ fn produce_then_tail_round_trips_records_keyed_by_tenant() {
     let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("in.jsonl");
-    std::fs::write(
-        &input,
+    // Lines a producer must refuse one by one, going on with the next: not JSON, not UTF-8
+    // (a legacy controller's Latin-1), longer than a record may be (read without holding it).
+    let mut lines: Vec<u8> = concat!(
+        r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#,
+        "\n",
+        "this is not json\n",
+    )
+    .into();
+    lines.extend_from_slice(b"{\"callLeg\":{\"conferenceId\":\"caf\xe9\"}}\n");
+    lines.extend(std::iter::repeat_n(b'x', 2 << 20));
+    lines.push(b'\n');
+    lines.extend_from_slice(
         concat!(
-            r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#,
-            "\n",
-            "this is not json\n",
             r#"{"callLeg":{"eventId":"e1","tenantId":"fabrikam","legId":"leg-1","organizerId":"frank","occurredAt":"2026-11-02T09:00:00Z","interim":{"elapsedSeconds":60}}}"#,
             "\n"
-        ),
-    )
-    .unwrap();
+        )
+        .as_bytes(),
+    );
+    std::fs::write(&input, lines).unwrap();
     let out = tollgate(&bootstrap, &["produce", "--input", input.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("in.jsonl:2: "), "{stderr}");
-    assert!(stderr.contains("2 records sent, 1 lines refused"), "{stderr}");
+    assert!(stderr.contains("in.jsonl:3: not UTF-8 text"), "{stderr}");
+    assert!(
+        stderr.contains("in.jsonl:4: a line of 2097152 bytes, more than the 1048576 a record may have"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 records sent, 3 lines refused"), "{stderr}");
 
     let out = tollgate(&bootstrap, &["tail", "tollgate.call-legs.v1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
