@@ -33,6 +33,9 @@ pub struct BalanceArgs {
 /// cannot be reached.
 const UNREACHABLE: u8 = 10;
 
+/// How long `balance` waits for the tenant API's answer.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Asks the API and prints the answer.
 pub fn run(args: &BalanceArgs) -> anyhow::Result<ExitCode> {
     let address = args.api.trim_start_matches("http://").trim_end_matches('/').to_owned();
@@ -44,7 +47,14 @@ pub fn run(args: &BalanceArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let (status, headers, body) = match runtime.block_on(http::get(&address, &path, false)) {
+    // Bounded: a worker that took the connection but does not answer (paused, say) is no
+    // answer, not a wait for ever.
+    let asked = runtime.block_on(async {
+        tokio::time::timeout(ANSWER_TIMEOUT, http::get(&address, &path, false))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {} s", ANSWER_TIMEOUT.as_secs())))
+    });
+    let (status, headers, body) = match asked {
         Ok(answer) => answer,
         // Not an unknown tenant (1): no worker answered there.
         Err(error) => {

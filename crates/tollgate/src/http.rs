@@ -86,6 +86,18 @@ const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection is served: then it is closed once the response in progress is
+/// written, or [`CLOSING_GRACE`] later whatever it is doing. hyper has no timeout while it
+/// writes a response: a client that asks for `/metrics` (megabytes with many tenants) and
+/// never reads would hold the connection and the response for ever. Prometheus, probes and
+/// the tenant API open a new connection when one is closed.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// See [`CONNECTION_LIFETIME`].
+const CLOSING_GRACE: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed as they are accepted (each can hold a
+/// rendered `/metrics`; a flood of them would otherwise take the worker's memory, or the file
+/// descriptors its Kafka clients need).
+const MAX_CONNECTIONS: usize = 256;
 
 /// Binds `addr` and serves the endpoints on the current Tokio runtime until the process ends.
 /// Binding happens now, so a port in use fails the start-up rather than a later scrape.
@@ -118,6 +130,7 @@ fn reachable(addr: SocketAddr) -> String {
 }
 
 async fn accept(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -128,8 +141,13 @@ async fn accept(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>) {
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            tracing::debug!("metrics port: {MAX_CONNECTIONS} connections open already: one closed as accepted");
+            continue;
+        };
         let endpoints = Arc::clone(&endpoints);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request: Request<Incoming>| {
                 let forwarded = request.headers().contains_key(FORWARDED);
                 let path = request.uri().path().to_owned();
@@ -140,7 +158,15 @@ async fn accept(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>) {
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let ended = match tokio::time::timeout(CONNECTION_LIFETIME, connection.as_mut()).await {
+                Ok(ended) => ended,
+                Err(_) => {
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(CLOSING_GRACE, connection.as_mut()).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "metrics port: connection ended with an error");
             }
         });

@@ -420,6 +420,18 @@ fn balance_says_when_no_worker_answers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(10), "{stderr}");
     assert!(stderr.contains("cannot reach the tenant API at 127.0.0.1:1"), "{stderr}");
+
+    // A listener that takes the connection (the kernel does, from its backlog) and never
+    // answers, as a paused worker's: no answer after the timeout, not a wait for ever.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!("http://{}", silent.local_addr().unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["balance", "contoso", "--api", &api])
+        .output()
+        .expect("failed to run tollgate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(10), "{stderr}");
+    assert!(stderr.contains("no answer within 10 s"), "{stderr}");
 }
 
 /// A rate card too large for a record (it holds every version) is refused before anything is
