@@ -88,6 +88,10 @@ impl Publisher {
     pub fn new(config: &WorkerConfig) -> Result<Self, Error> {
         let mut client = kafka::base(config);
         client.set("enable.idempotence", "true").set("acks", "all").set("partitioner", "murmur2_random");
+        // A broker that creates topics on first use would make a missing input topic with its
+        // own partition count (one, by default): the workers would refuse to start, and the
+        // records sent, keyed for one partition, would be refused once it was grown.
+        client.set("allow.auto.create.topics", "false");
         Ok(Publisher {
             producer: client.create_with_context(DeliveryTracker::default())?,
             timeout: config.kafka_timeout(),
@@ -110,6 +114,28 @@ impl Publisher {
         }
         kafka::send_waiting(&self.producer, record)?;
         self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Fails naming the first of `topics` that does not exist, before anything is sent to it.
+    /// Any other answer (a topic Kafka refuses to describe, a leader being elected) is left
+    /// to the sends, whose refusal names what the principal may not do (write).
+    pub fn ensure_topics(&self, topics: &[&str]) -> Result<(), Error> {
+        for topic in topics {
+            let metadata = self.producer.client().fetch_metadata(Some(topic), self.timeout)?;
+            let Some(found) = metadata.topics().first() else { continue };
+            // Only what says it does not exist: a leader being elected, say, is the sends' to
+            // wait out.
+            let missing = match found.error().map(RDKafkaErrorCode::from) {
+                Some(code) => code == RDKafkaErrorCode::UnknownTopicOrPartition,
+                None => found.partitions().is_empty(),
+            };
+            if missing {
+                return Err(Error::Topology(format!(
+                    "topic {topic} does not exist (create it with `tollgate admin create-topics`)"
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tollgate_proto::v1;
+use tollgate_worker::TopicKind;
 use tollgate_worker::publish::{self, Publisher};
 
 use crate::config::{Config, KafkaFlags, RunFlags};
@@ -36,6 +37,8 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     };
     crate::admin::ensure_reachable(&config)?;
     let publisher = Publisher::new(&config.worker)?;
+    let topics = &config.worker.topics;
+    publisher.ensure_topics(&[&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands]])?;
     let most = crate::admin::largest_record(&config.worker);
     let (mut sent, mut refused) = (0u64, 0u64);
     let mut line_no = 0u64;

@@ -79,6 +79,24 @@ fn produce_then_tail_round_trips_records_keyed_by_tenant() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `produce` before the topics were created names the missing one and sends nothing (no
+/// summary of records sent); a broker that creates topics on first use would have made it
+/// with one partition.
+#[test]
+fn produce_refuses_an_input_topic_that_does_not_exist() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let events = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/events.jsonl");
+    let out = tollgate(&bootstrap, &["produce", "--input", events]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("topic tollgate.call-legs.v1 does not exist (create it with `tollgate admin create-topics`)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tollgate produce: "), "a summary of records sent: {stderr}");
+}
+
 #[test]
 fn says_clearly_when_kafka_cannot_be_reached() {
     // Nothing listens on port 1 of the loopback interface.
