@@ -71,6 +71,32 @@ pub fn reference(topics: &Topics, data: &v1::ReferenceData) -> Vec<Keyed> {
     out
 }
 
+/// Fails naming the first of `topics` that does not exist, before anything is sent to it.
+/// Any other answer (a topic Kafka refuses to describe, a leader being elected) is left to
+/// the sends, whose refusal names what the principal may not do (write). Asked by a client of
+/// its own: an idempotent producer told it may not describe a topic fails for good, before
+/// its sends could say why.
+pub fn ensure_topics(config: &WorkerConfig, topics: &[&str]) -> Result<(), Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let client: BaseConsumer = kafka::base(config).set("allow.auto.create.topics", "false").create()?;
+    for topic in topics {
+        let metadata = client.fetch_metadata(Some(topic), config.kafka_timeout())?;
+        let Some(found) = metadata.topics().first() else { continue };
+        // Only what says it does not exist: a leader being elected, say, is the sends' to
+        // wait out.
+        let missing = match found.error().map(RDKafkaErrorCode::from) {
+            Some(code) => code == RDKafkaErrorCode::UnknownTopicOrPartition,
+            None => found.partitions().is_empty(),
+        };
+        if missing {
+            return Err(Error::Topology(format!(
+                "topic {topic} does not exist (create it with `tollgate admin create-topics`)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An idempotent producer with the Java-compatible partitioner.
 pub struct Publisher {
     producer: BaseProducer<DeliveryTracker>,
@@ -114,28 +140,6 @@ impl Publisher {
         }
         kafka::send_waiting(&self.producer, record)?;
         self.producer.poll(Duration::ZERO);
-        Ok(())
-    }
-
-    /// Fails naming the first of `topics` that does not exist, before anything is sent to it.
-    /// Any other answer (a topic Kafka refuses to describe, a leader being elected) is left
-    /// to the sends, whose refusal names what the principal may not do (write).
-    pub fn ensure_topics(&self, topics: &[&str]) -> Result<(), Error> {
-        for topic in topics {
-            let metadata = self.producer.client().fetch_metadata(Some(topic), self.timeout)?;
-            let Some(found) = metadata.topics().first() else { continue };
-            // Only what says it does not exist: a leader being elected, say, is the sends' to
-            // wait out.
-            let missing = match found.error().map(RDKafkaErrorCode::from) {
-                Some(code) => code == RDKafkaErrorCode::UnknownTopicOrPartition,
-                None => found.partitions().is_empty(),
-            };
-            if missing {
-                return Err(Error::Topology(format!(
-                    "topic {topic} does not exist (create it with `tollgate admin create-topics`)"
-                )));
-            }
-        }
         Ok(())
     }
 

@@ -36,9 +36,9 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         Box::new(BufReader::new(File::open(&args.input).with_context(|| format!("failed to open {}", args.input))?))
     };
     crate::admin::ensure_reachable(&config)?;
-    let publisher = Publisher::new(&config.worker)?;
     let topics = &config.worker.topics;
-    publisher.ensure_topics(&[&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands]])?;
+    publish::ensure_topics(&config.worker, &[&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands]])?;
+    let publisher = Publisher::new(&config.worker)?;
     let most = crate::admin::largest_record(&config.worker);
     let (mut sent, mut refused) = (0u64, 0u64);
     let mut line_no = 0u64;
