@@ -18,14 +18,19 @@ fn tollgate(bootstrap: &str, args: &[&str]) -> std::process::Output {
         .expect("failed to run tollgate")
 }
 
-#[test]
-fn produce_then_tail_round_trips_records_keyed_by_tenant() {
+/// A mock cluster with every tollgate topic, of `partitions` partitions each.
+fn cluster_with_topics(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let cluster = MockCluster::new(1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let config = WorkerConfig::default();
-    for spec in topics::specs(&config, 3) {
+    for spec in topics::specs(&WorkerConfig::default(), partitions) {
         cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
     }
+    cluster
+}
+
+#[test]
+fn produce_then_tail_round_trips_records_keyed_by_tenant() {
+    let cluster = cluster_with_topics(3);
+    let bootstrap = cluster.bootstrap_servers();
     let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("in.jsonl");
@@ -237,11 +242,8 @@ fn every_kafka_command_refuses_an_unknown_librdkafka_setting_at_once() {
 
 #[test]
 fn verify_exits_0_when_consistent_1_on_a_violation_2_on_bad_usage_10_when_kafka_is_unreachable() {
-    let cluster = MockCluster::new(1).unwrap();
+    let cluster = cluster_with_topics(2);
     let bootstrap = cluster.bootstrap_servers();
-    for spec in topics::specs(&WorkerConfig::default(), 2) {
-        cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
-    }
     // Nothing in the topics: nothing to violate.
     let out = tollgate(&bootstrap, &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -308,12 +310,8 @@ fn help_never_shows_a_configured_secret() {
 /// command, byte for byte.
 #[test]
 fn admin_fund_sends_nothing_a_worker_would_refuse() {
-    let cluster = MockCluster::new(1).unwrap();
+    let cluster = cluster_with_topics(2);
     let bootstrap = cluster.bootstrap_servers();
-    let config = WorkerConfig::default();
-    for spec in topics::specs(&config, 2) {
-        cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
-    }
     let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/reference.json");
     let out = tollgate(&bootstrap, &["admin", "publish-reference", "--file", reference]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -457,12 +455,8 @@ fn balance_says_when_no_worker_answers() {
 /// their calls unpriced. What is published comes rate cards first, tenants last.
 #[test]
 fn publish_reference_refuses_a_record_too_large_and_sends_nothing() {
-    let cluster = MockCluster::new(1).unwrap();
+    let cluster = cluster_with_topics(2);
     let bootstrap = cluster.bootstrap_servers();
-    let config = WorkerConfig::default();
-    for spec in topics::specs(&config, 2) {
-        cluster.create_topic(&spec.name, spec.partitions, 1).unwrap();
-    }
     let rows: Vec<serde_json::Value> = (0..60_000)
         .map(|n| serde_json::json!({"prefix": format!("1{n:05}"), "price": {"perMinute": "0.0123"}}))
         .collect();
