@@ -100,8 +100,13 @@ pub fn ensure_topics(config: &WorkerConfig, topics: &[&str]) -> Result<(), Error
 /// An idempotent producer with the Java-compatible partitioner.
 pub struct Publisher {
     producer: BaseProducer<DeliveryTracker>,
+    /// How long [`Publisher::flush`] waits: librdkafka's own delivery timeout and a little,
+    /// by when every record sent has its report (written, or failed for good).
     timeout: Duration,
 }
+
+/// librdkafka's default `message.timeout.ms`.
+const DELIVERY_TIMEOUT_MS: u64 = 300_000;
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,9 +123,14 @@ impl Publisher {
         // own partition count (one, by default): the workers would refuse to start, and the
         // records sent, keyed for one partition, would be refused once it was grown.
         client.set("allow.auto.create.topics", "false");
+        // Waiting less than librdkafka retries would give up on records it would still
+        // deliver (a partition's leader moving takes seconds), and the producer's drop would
+        // then purge them.
+        let setting = |key: &str| config.librdkafka.get(key).and_then(|v| v.trim().parse::<u64>().ok());
+        let delivery = setting("message.timeout.ms").or_else(|| setting("delivery.timeout.ms"));
         Ok(Publisher {
             producer: client.create_with_context(DeliveryTracker::default())?,
-            timeout: config.kafka_timeout(),
+            timeout: Duration::from_millis(delivery.unwrap_or(DELIVERY_TIMEOUT_MS)) + Duration::from_secs(5),
         })
     }
 
@@ -143,9 +153,16 @@ impl Publisher {
         Ok(())
     }
 
-    /// Waits until everything queued is acknowledged; fails if anything was not.
+    /// Waits until everything queued is acknowledged; fails if anything was not, or if some
+    /// record has no report after librdkafka's delivery timeout (and a little).
     pub fn flush(&self) -> Result<(), Error> {
-        kafka::flush(&self.producer, self.timeout)?;
+        self.flush_within(self.timeout)
+    }
+
+    /// [`Publisher::flush`], giving up after `timeout` (a caller that sends again with a new
+    /// client when one is stuck, as the fault suite's traffic does).
+    pub fn flush_within(&self, timeout: Duration) -> Result<(), Error> {
+        kafka::flush(&self.producer, timeout)?;
         if let Some(denied) = self.producer.context().denied() {
             return Err(Error::Access(denied));
         }

@@ -227,7 +227,7 @@ impl Run {
             let deadline = Instant::now() + DEADLINE;
             let mut publisher = publisher;
             let mut stuck_since = Instant::now();
-            while let Err(error) = publisher.flush() {
+            while let Err(error) = publisher.flush_within(config.kafka_timeout()) {
                 assert!(Instant::now() < deadline, "flush legs: {error}");
                 if stuck_since.elapsed() >= PUBLISHER_STUCK {
                     eprintln!(
