@@ -27,6 +27,7 @@ use crate::partition::{Coordinator, Halt, PartitionTask, Poison};
 use crate::readiness::{Readiness, Stage};
 use crate::record::Record;
 use crate::reference::{Loader, Tables};
+use crate::topics::Role;
 use crate::view::{PartitionView, TenantApi, Views};
 use crate::{Error, codec, kafka, telemetry};
 
@@ -388,15 +389,17 @@ pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
     let consumer: BaseConsumer = kafka::base(config).create()?;
     let topics = &config.topics;
     let mut counts = Vec::new();
+    // The inputs and the changelog, whose partition counts must be one.
+    let co_partitioned: Vec<TopicKind> =
+        TopicKind::with_role(Role::Input).chain(TopicKind::with_role(Role::Changelog)).collect();
     // The outputs must exist too: a missing one (the dead letters, say, when topics are made
     // by other tooling) would fail the first batch that writes to it, after days perhaps,
     // and every owner of that partition after it. They are partitioned by key on their own,
     // so their partition counts are not compared. The debit trail is written only when
     // enabled.
-    let outputs = [TopicKind::RatedUsage, TopicKind::LegDecisions, TopicKind::CreditEvents, TopicKind::DeadLetter];
-    let trail = config.ledger_movements.then_some(TopicKind::LedgerMovements);
-    let inputs = [TopicKind::CallLegs, TopicKind::CreditCommands, TopicKind::State];
-    let required = inputs.into_iter().chain(outputs).chain(trail);
+    let outputs = TopicKind::with_role(Role::Output)
+        .filter(|kind| *kind != TopicKind::LedgerMovements || config.ledger_movements);
+    let required = co_partitioned.iter().copied().chain(outputs);
     for kind in required {
         let topic = &topics[kind];
         let metadata = consumer.fetch_metadata(Some(topic), config.kafka_timeout())?;
@@ -413,7 +416,7 @@ pub fn check_topology(config: &WorkerConfig) -> Result<i32, Error> {
                 "topic {topic} does not exist (create it with `tollgate admin create-topics`)"
             )));
         }
-        if inputs.contains(&kind) {
+        if co_partitioned.contains(&kind) {
             counts.push((topic.as_str(), count));
         }
     }
