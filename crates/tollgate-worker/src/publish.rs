@@ -103,10 +103,14 @@ pub struct Publisher {
     /// How long [`Publisher::flush`] waits: librdkafka's own delivery timeout and a little,
     /// by when every record sent has its report (written, or failed for good).
     timeout: Duration,
+    /// The largest record it sends that a worker takes: see [`Publisher::largest_record`].
+    largest: usize,
 }
 
 /// librdkafka's default `message.timeout.ms`.
 const DELIVERY_TIMEOUT_MS: u64 = 300_000;
+/// librdkafka's default `message.max.bytes`.
+const MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,10 +132,19 @@ impl Publisher {
         // then purge them.
         let setting = |key: &str| config.librdkafka.get(key).and_then(|v| v.trim().parse::<u64>().ok());
         let delivery = setting("message.timeout.ms").or_else(|| setting("delivery.timeout.ms"));
+        let message_max = setting("message.max.bytes").and_then(|b| usize::try_from(b).ok());
         Ok(Publisher {
             producer: client.create_with_context(DeliveryTracker::default())?,
             timeout: Duration::from_millis(delivery.unwrap_or(DELIVERY_TIMEOUT_MS)) + Duration::from_secs(5),
+            largest: config.max_record_bytes.min(message_max.unwrap_or(MAX_MESSAGE_BYTES)),
         })
+    }
+
+    /// The largest record value it sends that a worker takes: what a worker reads
+    /// (`max_record_bytes`) and what the producer sends (`message.max.bytes`), the smaller.
+    /// A larger one is refused by the producer when it is sent, or dead-lettered by a worker.
+    pub fn largest_record(&self) -> usize {
+        self.largest
     }
 
     /// Queues a record (waiting while librdkafka's queue is full).

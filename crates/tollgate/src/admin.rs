@@ -137,10 +137,11 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
         Action::PublishReference { data } => {
             let records = publish::reference(&worker.topics, &data);
+            let publisher = Publisher::new(worker)?;
             // A record a worker would refuse for its size (a rate card holds every version:
             // tens of thousands of rows) is refused here, before anything is sent: sent after
             // the others, it would leave tenants naming a card that never arrives.
-            let most = largest_record(worker);
+            let most = publisher.largest_record();
             if let Some(record) = records.iter().find(|r| r.value.len() > most) {
                 bail!(
                     "{} {}: {} bytes encoded, more than the {most} a record may have (max_record_bytes, or the \
@@ -152,7 +153,6 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             }
             // Each topic acknowledged before the next: rate cards, users, then the tenants that
             // name them.
-            let publisher = Publisher::new(worker)?;
             let mut topic = None;
             for record in &records {
                 if topic.is_some_and(|t| t != &record.topic) {
@@ -191,17 +191,6 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// librdkafka's default `message.max.bytes`, the largest record the publisher sends unless
-/// configured otherwise.
-const PRODUCER_MAX_MESSAGE_BYTES: usize = 1_000_000;
-
-/// The largest record a publisher may send: what a worker takes (`max_record_bytes`), and
-/// what the producer sends (`message.max.bytes`), the smaller.
-pub(crate) fn largest_record(worker: &WorkerConfig) -> usize {
-    let producer = worker.librdkafka.get("message.max.bytes").and_then(|v| v.parse().ok());
-    worker.max_record_bytes.min(producer.unwrap_or(PRODUCER_MAX_MESSAGE_BYTES))
-}
-
 /// What a reference topic holds, for a message.
 fn kind_of(worker: &WorkerConfig, topic: &str) -> &'static str {
     match worker.topics.kind_of(topic) {
@@ -233,11 +222,7 @@ fn prepare(command: AdminCommand) -> anyhow::Result<Action> {
             let lot_id = lot_id.unwrap_or_else(|| format!("admin-{tenant}-{}", now.as_nanos()));
             let dated = at.to_rfc3339().unwrap_or_else(|_| at.to_string());
             let again = format!("--lot-id {lot_id} --purchased-at {dated}");
-            let done = format!(
-                "funding sent for {tenant}: lot {lot_id} of {amount} {currency} dated {dated}, acknowledged by Kafka (a \
-                 worker applies a command id once: running this again with {again} changes nothing; with another \
-                 amount it is refused as duplicate_conflict)"
-            );
+            let sent = format!("funding sent for {tenant}: lot {lot_id} of {amount} {currency} dated {dated}");
             let command = v1::CreditCommand {
                 command_id: lot_id.clone(),
                 tenant_id: tenant.clone(),
@@ -249,31 +234,32 @@ fn prepare(command: AdminCommand) -> anyhow::Result<Action> {
                     purchased_at: Some(at),
                 })),
             };
-            credit(command, done, again)?
+            credit(command, &sent, again)?
         }
         AdminCommand::Adjust { tenant, amount, currency, reason, adjustment_id, at } => {
             let at = time_or_now("--at", at.as_deref())?;
             let dated = at.to_rfc3339().unwrap_or_else(|_| at.to_string());
             let again = format!("--adjustment-id {adjustment_id} --at {dated}");
-            let done = format!(
-                "adjustment sent for {tenant}: {amount} {currency}, adjustment {adjustment_id} dated {dated}, \
-                 acknowledged by Kafka (a worker applies a command id once: running this again with {again} changes \
-                 nothing; with another amount it is refused as duplicate_conflict)"
-            );
+            let sent =
+                format!("adjustment sent for {tenant}: {amount} {currency}, adjustment {adjustment_id} dated {dated}");
             let command = v1::CreditCommand {
                 command_id: adjustment_id,
                 tenant_id: tenant,
                 occurred_at: Some(at),
                 body: Some(v1::credit_command::Body::Adjustment(v1::ManualAdjustment { amount, currency, reason })),
             };
-            credit(command, done, again)?
+            credit(command, &sent, again)?
         }
     })
 }
 
 /// A credit command read as a worker reads it ([`check_credit`] then checks it against the
 /// tenant, with Kafka).
-fn credit(command: v1::CreditCommand, done: String, again: String) -> anyhow::Result<Action> {
+fn credit(command: v1::CreditCommand, sent: &str, again: String) -> anyhow::Result<Action> {
+    let done = format!(
+        "{sent}, acknowledged by Kafka (a worker applies a command id once: running this again with {again} changes \
+         nothing; with another amount it is refused as duplicate_conflict)"
+    );
     let tenant = command.tenant_id.clone();
     let record = v1::InputRecord { record: Some(v1::input_record::Record::CreditCommand(command)) };
     // Its message only: it already says the cause, which its source would say again.

@@ -26,7 +26,7 @@ pub struct ProduceArgs {
 /// Publishes every valid line; reports invalid ones with their line number and goes on: a
 /// line that is not JSON of an input record, not UTF-8 text, longer than a record may be
 /// ([`crate::rate::MAX_LINE_BYTES`], read without holding more of it), or whose record is
-/// larger than a record may be ([`crate::admin::largest_record`]).
+/// larger than a record may be ([`Publisher::largest_record`]).
 pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.kafka, &RunFlags::default())?;
     // The input first: a mistyped path is said at once, not after a wait for Kafka.
@@ -39,7 +39,7 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let topics = &config.worker.topics;
     publish::ensure_topics(&config.worker, &[&topics[TopicKind::CallLegs], &topics[TopicKind::CreditCommands]])?;
     let publisher = Publisher::new(&config.worker)?;
-    let most = crate::admin::largest_record(&config.worker);
+    let most = publisher.largest_record();
     let (mut sent, mut refused) = (0u64, 0u64);
     let mut line_no = 0u64;
     loop {
