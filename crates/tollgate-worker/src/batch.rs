@@ -51,7 +51,8 @@ pub struct Progress {
 
 impl Progress {
     /// Whether `record` is rated already: its effects are in the state this progress was
-    /// written with.
+    /// written with. (The inbox asks [`Progress::pass_record`], which also moves past it.)
+    #[cfg(test)]
     pub fn rated(&self, record: &Record) -> bool {
         self.next.get(&record.topic).is_some_and(|next| record.offset < *next)
     }
