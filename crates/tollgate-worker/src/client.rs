@@ -375,13 +375,8 @@ mod tests {
     use tollgate_proto::v1;
 
     use super::*;
-    use crate::partitioner::partition_for;
     use crate::publish::Publisher;
-
-    /// A key of `tenant…` that the partitioner puts on `partition` of two.
-    fn key_on(partition: i32) -> String {
-        (0..).map(|n| format!("tenant-{n}")).find(|k| partition_for(k.as_bytes(), 2) == partition).unwrap()
-    }
+    use crate::testing::key_on;
 
     /// A rated usage of about 2 KiB: a thousand of them take the consumer several fetches.
     fn usage(id: String) -> Vec<u8> {
@@ -399,7 +394,7 @@ mod tests {
         let config = WorkerConfig { bootstrap_servers: kafka.bootstrap_servers(), ..WorkerConfig::default() };
         let topic = config.topics[TopicKind::RatedUsage].clone();
         kafka.create_topics(&[TopicSpec { name: topic.clone(), partitions: 2, configs: Vec::new() }]).unwrap();
-        let (small, large) = (key_on(0), key_on(1));
+        let (small, large) = (key_on("tenant", 0, 2), key_on("tenant", 1, 2));
         let publisher = Publisher::new(&config).unwrap();
         publisher.send_raw(&topic, Some(small.as_bytes()), Some(&usage("early-0".into()))).unwrap();
         for n in 0..1000 {

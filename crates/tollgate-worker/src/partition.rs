@@ -1820,8 +1820,7 @@ pub(crate) mod tests {
         let topic = &config.topics[TopicKind::State];
         cluster.create_topic(topic, 2, 1).unwrap();
         // A tenant on partition 0 of one, written there; of two, murmur2 puts it on 1.
-        let tenant =
-            (0..).map(|n| format!("tenant-{n}")).find(|t| partitioner::partition_for(t.as_bytes(), 2) == 1).unwrap();
+        let tenant = crate::testing::key_on("tenant", 1, 2);
         let mut state = TenantState::default();
         state.ledger.credit(
             "lot".into(),

@@ -47,3 +47,12 @@ pub fn acme_credit_event(sequence: u64) -> v1::CreditEvent {
         ..Default::default()
     }
 }
+
+/// The first id `<prefix>-<n>` that murmur2 puts on `partition` of `partitions`: a tenant (a
+/// key) on a partition of a test's choosing.
+pub fn key_on(prefix: &str, partition: i32, partitions: i32) -> String {
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|key| crate::partitioner::partition_for(key.as_bytes(), partitions) == partition)
+        .expect("murmur2 reaches every partition")
+}

@@ -583,9 +583,8 @@ mod tests {
             Answer::Unavailable("the tenant's partition is restoring")
         );
         // Unknown on that restoring partition too: 404, not a 503 to retry until it restored.
-        let typo =
-            (0..).map(|n| format!("acme-{n}")).find(|t| partitioner::partition_for(t.as_bytes(), 4) == partition);
-        assert_eq!(answer(&[Arc::clone(&owner)], &typo.unwrap(), false, None), Answer::Unknown);
+        let typo = crate::testing::key_on("acme", partition, 4);
+        assert_eq!(answer(&[Arc::clone(&owner)], &typo, false, None), Answer::Unknown);
         owner.views.partition(partition).unwrap().restored(&States::default(), BTreeMap::new());
         let Answer::Found(position) = answer(&[Arc::clone(&owner)], "acme", true, None) else { panic!("not found") };
         assert_eq!((position.balance.as_str(), position.committed.partition), ("0.00", partition));
