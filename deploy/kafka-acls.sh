@@ -28,8 +28,8 @@ WORKER=${WORKER:-User:tollgate-worker}
 ADMIN=${ADMIN:-User:tollgate-admin}
 PRODUCER=${PRODUCER:-User:tollgate-producer}
 BILLING=${BILLING:-User:billing-reader}
-# [worker] group_id and transactional_id_prefix: transactional ids are <prefix>-<group>-<partition>
-# and <prefix>-<group>-<partition>.1.
+# [worker] group_id and transactional_id_prefix: transactional ids are <prefix>-<state>-<partition>
+# and <prefix>-<state>-<partition>.1 (<state>: the changelog topic, STATE below).
 GROUP=${GROUP:-tollgate}
 TRANSACTIONAL_ID_PREFIX=${TRANSACTIONAL_ID_PREFIX:-tollgate}
 BILLING_GROUP_PREFIX=${BILLING_GROUP_PREFIX:-billing}
@@ -66,9 +66,9 @@ acl --allow-principal "$WORKER" --operation DescribeConfigs \
   --topic "$TENANTS" --topic "$USERS" --topic "$RATE_CARDS" --topic "$STATE"
 # ... its consumer group, and its readers' groups <group>-reference, <group>-restore, ...
 acl --allow-principal "$WORKER" --operation Read --resource-pattern-type prefixed --group "$GROUP"
-# ... and its transactional ids, two per input partition.
+# ... and its transactional ids, two per changelog partition.
 acl --allow-principal "$WORKER" --operation Write --operation Describe \
-  --resource-pattern-type prefixed --transactional-id "$TRANSACTIONAL_ID_PREFIX-$GROUP-"
+  --resource-pattern-type prefixed --transactional-id "$TRANSACTIONAL_ID_PREFIX-$STATE-"
 
 # admin: create the topics, publish reference data, fund tenants.
 acl --allow-principal "$ADMIN" --operation Create --operation Describe \

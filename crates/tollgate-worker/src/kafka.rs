@@ -11,6 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::WorkerConfig;
+use crate::topics::TopicKind;
 
 /// Settings for every client: bootstrap servers, then the pass-through map.
 pub fn base(config: &WorkerConfig) -> ClientConfig {
@@ -255,10 +256,16 @@ pub fn transactional_producer(config: &WorkerConfig, id: &str) -> ClientConfig {
     client
 }
 
-/// `<prefix>-<group>-<partition>`: one transactional id per input partition, so the worker
-/// that takes a partition over fences whoever had it before (a zombie cannot commit).
+/// `<prefix>-<changelog topic>-<partition>`: one transactional id per changelog partition, so
+/// whoever takes a partition over fences whoever wrote it before (a zombie cannot commit).
+///
+/// The id names what it protects, the changelog partition, and not the consumer group: two
+/// groups over one changelog (a group id changed in a rolling update, a second deployment
+/// given the same topic names) would otherwise be two writers of the same state that never
+/// fence each other, and a restore could mix their records. With the changelog in the id
+/// they fence each other like two members of one group.
 pub fn transactional_id(config: &WorkerConfig, partition: i32) -> String {
-    format!("{}-{}-{partition}", config.transactional_id_prefix, config.group_id)
+    format!("{}-{}-{partition}", config.transactional_id_prefix, config.topics[TopicKind::State])
 }
 
 /// The transactional ids of partition `partition`'s task: [`transactional_id`], and the same
