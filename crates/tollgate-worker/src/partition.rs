@@ -334,6 +334,11 @@ impl DeliveryTracker {
             .map(|(code, topic)| crate::access::AccessError::authorization(&format!("write topic {topic}"), *code))
     }
 
+    /// The code of the first failure, left in place for [`DeliveryTracker::take_first_error`].
+    pub fn first_error(&self) -> Option<RDKafkaErrorCode> {
+        *self.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The code of the first failure since the last call.
     fn take_first_error(&self) -> Option<RDKafkaErrorCode> {
         self.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()

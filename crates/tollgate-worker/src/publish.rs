@@ -166,6 +166,14 @@ impl Publisher {
         Ok(())
     }
 
+    /// Records whose delivery failed so far (each for good: librdkafka retried it until
+    /// `message.timeout.ms`, or Kafka refused it), and the first one's error code. Reports are
+    /// served as records are sent, so a failure shows here before the final flush.
+    pub fn undelivered(&self) -> (u64, Option<RDKafkaErrorCode>) {
+        let tracker = self.producer.context();
+        (tracker.failures(), tracker.first_error())
+    }
+
     /// Waits until everything queued is acknowledged; fails if anything was not, or if some
     /// record has no report after librdkafka's delivery timeout (and a little).
     pub fn flush(&self) -> Result<(), Error> {

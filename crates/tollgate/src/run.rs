@@ -58,6 +58,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The signal that asked a command to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl Stop {
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "SIGINT",
+            Stop::Terminate => "SIGTERM",
+        }
+    }
+
+    /// 128 and the signal's number, as a shell reports a command the signal ended.
+    pub(crate) const fn exit_code(self) -> u8 {
+        match self {
+            Stop::Interrupt => 130,
+            Stop::Terminate => 143,
+        }
+    }
+}
+
 /// SIGINT and SIGTERM, listened for from the moment this is made (inside a tokio runtime).
 /// The demo listens with it too.
 pub(crate) struct Signals {
@@ -74,11 +100,11 @@ impl Signals {
         })
     }
 
-    /// The next SIGINT or SIGTERM.
-    pub(crate) async fn next(&mut self) {
+    /// The next SIGINT or SIGTERM, and which.
+    pub(crate) async fn next(&mut self) -> Stop {
         tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => Stop::Interrupt,
+            _ = self.terminate.recv() => Stop::Terminate,
         }
     }
 
@@ -92,7 +118,7 @@ impl Signals {
             () = tokio::time::sleep(SHUTDOWN_GRACE) => {
                 tracing::error!(grace_s = SHUTDOWN_GRACE.as_secs(), "graceful shutdown took too long: exiting");
             }
-            () = self.next() => tracing::warn!("second signal: exiting now"),
+            _ = self.next() => tracing::warn!("second signal: exiting now"),
         }
         std::process::exit(2);
     }

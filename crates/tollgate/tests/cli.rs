@@ -3,9 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tollgate_worker::{WorkerConfig, topics};
 
 fn tollgate(bootstrap: &str, args: &[&str]) -> std::process::Output {
@@ -100,6 +103,93 @@ fn produce_refuses_an_input_topic_that_does_not_exist() {
         "{stderr}"
     );
     assert!(!stderr.contains("tollgate produce: "), "a summary of records sent: {stderr}");
+}
+
+/// SIGTERM while `produce` reads a pipe (a bridge from a call controller being restarted):
+/// what it sent is flushed before it exits, though the broker answers a second late, and it
+/// says after which line it stopped, with the signal's exit code.
+#[test]
+fn produce_flushes_what_it_sent_when_terminated() {
+    let cluster = cluster_with_topics(1);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["produce", "--input", "-", "--bootstrap-servers", &cluster.bootstrap_servers()])
+        .env("TOLLGATE_KAFKA_TIMEOUT_MS", "5000")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to run tollgate");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let mut refused = |line: u32, said: &mut String| {
+        while !said.contains(&format!("-:{line}: ")) {
+            assert_ne!(stderr.read_line(said).unwrap(), 0, "produce ended before refusing line {line}: {said}");
+        }
+    };
+    // Line 1's refusal says it is past connecting; from then on the broker answers late.
+    writeln!(stdin, "not json").unwrap();
+    refused(1, &mut said);
+    cluster.broker_round_trip_time(1, Duration::from_secs(1)).unwrap();
+    let fund = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
+    writeln!(stdin, "{fund}\nnot json either").unwrap();
+    // Line 3's refusal says line 2's record was sent (and is in flight, a second from its
+    // acknowledgement).
+    refused(3, &mut said);
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    stderr.read_to_string(&mut said).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{said}");
+    assert!(
+        said.contains("1 records sent, 2 lines refused, every record acknowledged; stopped by SIGTERM after line 3"),
+        "{said}"
+    );
+    drop(stdin);
+
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    let out = tollgate(&cluster.bootstrap_servers(), &["tail", "tollgate.credit-commands.v1"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(r#""commandId":"c1""#), "{text}");
+}
+
+/// A record Kafka refuses is said while `produce` still reads its pipe, not only at the end
+/// of the input (which a long-running bridge may never reach); the end then counts it.
+#[test]
+fn produce_says_a_record_kafka_refused_before_its_input_ends() {
+    let cluster = cluster_with_topics(1);
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["produce", "--input", "-", "--bootstrap-servers", &cluster.bootstrap_servers()])
+        .env("TOLLGATE_KAFKA_TIMEOUT_MS", "5000")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to run tollgate");
+    let mut stdin = child.stdin.take().unwrap();
+    let fund = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    // The refusal comes back with the record's report, served as the next line is sent:
+    // lines go on until it is said (a few, with the report's round trip).
+    for n in 1.. {
+        writeln!(stdin, "{}", fund.replace("c1", &format!("c{n}"))).unwrap();
+        stdin.flush().unwrap();
+        writeln!(stdin, "not json").unwrap();
+        stdin.flush().unwrap();
+        while !said.contains(&format!("-:{}: ", 2 * n)) {
+            assert_ne!(stderr.read_line(&mut said).unwrap(), 0, "produce ended: {said}");
+        }
+        if said.contains("Kafka did not take a record (MessageSizeTooLarge)") {
+            break;
+        }
+        assert!(n < 1000, "no refusal said while the input was open: {said}");
+    }
+    drop(stdin);
+    stderr.read_to_string(&mut said).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(said.contains("of them not acknowledged by Kafka, the first with MessageSizeTooLarge"), "{said}");
 }
 
 #[test]
