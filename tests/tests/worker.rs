@@ -632,6 +632,30 @@ fn a_worker_without_partitions_is_ready_once_in_the_group() {
     b.stop();
 }
 
+/// A worker whose reference data holds no tenant (never published, say) does not read the
+/// inputs, which it would all dead-letter as `unknown_tenant`: it says why it is not ready,
+/// and rates them once a tenant is published.
+#[test]
+fn waits_for_a_tenant_before_it_reads_the_inputs() {
+    use tollgate_worker::readiness::Stage;
+    let env = Env::new(1, ProcessingGuarantee::AtLeastOnce);
+    env.publish_inputs(&dial_out("acme", "a1", "dom", GB, 60, 0));
+    let worker = env.start_worker();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while worker.readiness.stage() != Stage::WaitingForTenants {
+        assert!(std::time::Instant::now() < deadline, "not waiting for a tenant: {}", worker.readiness.status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        worker.readiness.status().to_string(),
+        "w1 not ready: no tenant in the reference data (tollgate admin publish-reference)"
+    );
+    env.publish_reference(REFERENCE);
+    assert_eq!(env.usages(1)["acme/a1"].tenant_id, "acme");
+    assert!(env.read_to_end(&env.config.topics[TopicKind::DeadLetter]).is_empty(), "dead letters");
+    worker.stop();
+}
+
 #[test]
 fn applies_reference_data_updates_live() {
     let env = Env::new(1, ProcessingGuarantee::AtLeastOnce);

@@ -20,6 +20,9 @@ pub enum Stage {
     CheckingTopics,
     /// Reading the reference topics up to their ends at start.
     LoadingReference,
+    /// Reference data caught up, and not one tenant in it: the inputs wait in Kafka until one
+    /// is published (rated now, every one would be dead-lettered as `unknown_tenant`).
+    WaitingForTenants,
     /// Reference data caught up; waiting for the consumer group's first assignment.
     JoiningGroup,
     /// A member of the group: rating the partitions it owns once they are restored.
@@ -37,6 +40,7 @@ impl Stage {
             Stage::Starting => "starting",
             Stage::CheckingTopics => "checking the topics",
             Stage::LoadingReference => "loading reference data",
+            Stage::WaitingForTenants => "no tenant in the reference data (tollgate admin publish-reference)",
             Stage::JoiningGroup => "joining the consumer group",
             Stage::InGroup => "in the consumer group",
             Stage::ShuttingDown => "shutting down",

@@ -340,6 +340,11 @@ impl Tables {
         sweep(&self.rate_cards, now);
     }
 
+    /// Whether some tenant is known (a deleted one is not).
+    pub fn knows_a_tenant(&self) -> bool {
+        self.tenants.iter().any(|v| v.value.is_some())
+    }
+
     /// Sizes: (tenants, users, rate cards), deleted keys not counted.
     pub fn sizes(&self) -> (usize, usize, usize) {
         fn live<T>(map: &DashMap<String, Versions<T>, FastState>) -> usize {

@@ -221,6 +221,29 @@ impl Worker {
         }
     }
 
+    /// Joins the group only once the reference data knows a tenant. Without one, every input
+    /// would be dead-lettered as `unknown_tenant`, never rated (a deployment whose reference
+    /// data was never published, a tenants topic renamed): the inputs wait in Kafka instead,
+    /// the worker says why and is not ready until a tenant arrives.
+    fn wait_for_a_tenant(&self, cancel: &Cancel) -> Result<(), Error> {
+        if self.tables.knows_a_tenant() {
+            return Ok(());
+        }
+        self.readiness.reached(Stage::WaitingForTenants);
+        tracing::error!(
+            topic = %self.config.topics[TopicKind::Tenants],
+            "no tenant in the reference data: the inputs are not read until one is published (tollgate admin publish-reference); read now, every one would be dead-lettered as unknown_tenant"
+        );
+        // Woken by every reference record applied; the cancel is looked at in between.
+        while !self.tables.wait_until(Duration::from_millis(200), Tables::knows_a_tenant) {
+            if cancel.is_cancelled() {
+                return Err(Error::ShutDown("waiting for a tenant"));
+            }
+        }
+        tracing::info!("a tenant was published: joining the consumer group");
+        Ok(())
+    }
+
     fn run_until_stopped(&self, cancel: &Cancel) -> Result<(), Error> {
         let config = &self.config;
         self.readiness.reached(Stage::CheckingTopics);
@@ -253,6 +276,7 @@ impl Worker {
         // Only now: until the reference data is read, a real tenant is not known yet, and the
         // tenant API answers "starting" (503) instead of "unknown tenant" (404).
         self.views.set_partition_count(partition_count);
+        self.wait_for_a_tenant(cancel)?;
         self.readiness.reached(Stage::JoiningGroup);
 
         let shared = Arc::new(Shared {
