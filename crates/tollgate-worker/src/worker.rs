@@ -225,7 +225,11 @@ impl Worker {
     /// would be dead-lettered as `unknown_tenant`, never rated (a deployment whose reference
     /// data was never published, a tenants topic renamed): the inputs wait in Kafka instead,
     /// the worker says why and is not ready until a tenant arrives.
-    fn wait_for_a_tenant(&self, cancel: &Cancel) -> Result<(), Error> {
+    ///
+    /// Meanwhile what the group's loop looks at for the reference reader is looked at here:
+    /// a read Kafka refuses stops the worker (an empty topic it may not read is caught up at
+    /// once, refused only later), and so does a reader that knows no broker any more.
+    fn wait_for_a_tenant(&self, loader: &Loader, cancel: &Cancel) -> Result<(), Error> {
         if self.tables.knows_a_tenant() {
             return Ok(());
         }
@@ -234,10 +238,19 @@ impl Worker {
             topic = %self.config.topics[TopicKind::Tenants],
             "no tenant in the reference data: the inputs are not read until one is published (tollgate admin publish-reference); read now, every one would be dead-lettered as unknown_tenant"
         );
-        // Woken by every reference record applied; the cancel is looked at in between.
+        // Woken by every reference record applied; the rest is looked at in between.
         while !self.tables.wait_until(Duration::from_millis(200), Tables::knows_a_tenant) {
             if cancel.is_cancelled() {
                 return Err(Error::ShutDown("waiting for a tenant"));
+            }
+            if let Some(access) = loader.failure() {
+                return Err(Error::Access(access));
+            }
+            if let Err(error) = loader.brokers().check() {
+                tracing::error!(
+                    "the reference reader has known no broker at all for a minute (librdkafka forgot them): exiting, so that a new process connects again"
+                );
+                return Err(Error::Kafka(error));
             }
         }
         tracing::info!("a tenant was published: joining the consumer group");
@@ -276,7 +289,7 @@ impl Worker {
         // Only now: until the reference data is read, a real tenant is not known yet, and the
         // tenant API answers "starting" (503) instead of "unknown tenant" (404).
         self.views.set_partition_count(partition_count);
-        self.wait_for_a_tenant(cancel)?;
+        self.wait_for_a_tenant(&loader, cancel)?;
         self.readiness.reached(Stage::JoiningGroup);
 
         let shared = Arc::new(Shared {
