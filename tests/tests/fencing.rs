@@ -68,16 +68,3 @@ fn a_writer_of_another_group_over_the_same_changelog_fences_the_previous_one() {
     let values: Vec<&[u8]> = read.iter().map(|r| r.value.as_slice()).collect();
     assert_eq!(values, vec![b"fresh".as_slice()], "what a restore reads first");
 }
-
-/// The ids name the changelog: a group id does not change them, another changelog does (a
-/// second deployment, with topics of its own, is not fenced by this one).
-#[test]
-fn transactional_ids_follow_the_changelog_not_the_group() {
-    let ids = |tag: &str, group: &str| kafka::transactional_ids(&config(tag, group), 3);
-    assert_eq!(ids("a", "g1"), ids("a", "g2"));
-    assert_eq!(
-        ids("a", "g1"),
-        ["tollgate-a.tollgate.state.v1-3".to_owned(), "tollgate-a.tollgate.state.v1-3.1".to_owned()]
-    );
-    assert_ne!(ids("a", "g1"), ids("b", "g1"));
-}

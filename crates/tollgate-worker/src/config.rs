@@ -106,7 +106,7 @@ pub struct WorkerConfig {
     pub bootstrap_servers: String,
     /// Consumer group: every worker of one deployment uses the same id.
     pub group_id: String,
-    /// Prefix of transactional ids (`<prefix>-<group_id>-<partition>`), in both guarantees.
+    /// Prefix of transactional ids (`<prefix>-<changelog topic>-<partition>`), in both guarantees.
     pub transactional_id_prefix: String,
     /// At-least-once or exactly-once.
     pub processing_guarantee: ProcessingGuarantee,

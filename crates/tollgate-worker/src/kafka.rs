@@ -367,6 +367,21 @@ mod tests {
 
     /// A client that knows no broker any more counts as stuck from then on, and no longer
     /// once it knows one again.
+    /// The ids name the changelog: a group id does not change them, another changelog does (a
+    /// second deployment, with topics of its own, is not fenced by this one). That writers of
+    /// two groups fence each other on a real broker: `tests/tests/fencing.rs`.
+    #[test]
+    fn transactional_ids_follow_the_changelog_not_the_group() {
+        let ids = |state: &str, group: &str| {
+            let mut config = WorkerConfig { group_id: group.to_owned(), ..WorkerConfig::default() };
+            config.topics[TopicKind::State] = state.to_owned();
+            transactional_ids(&config, 3)
+        };
+        assert_eq!(ids("a.state", "g1"), ids("a.state", "g2"));
+        assert_eq!(ids("a.state", "g1"), ["tollgate-a.state-3".to_owned(), "tollgate-a.state-3.1".to_owned()]);
+        assert_ne!(ids("a.state", "g1"), ids("b.state", "g1"));
+    }
+
     #[test]
     fn a_client_that_lists_no_broker_is_watched_from_then_on() {
         let watch = BrokerWatch::default();

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Every batch ends in one Kafka transaction of one of the partition's two transactional
-//! producers (`<prefix>-<group>-<partition>` and the same with `.1`, taking turns: see
+//! producers (`<prefix>-<changelog>-<partition>` and the same with `.1`, taking turns: see
 //! [`Producers::txn`]) holding the batch's changelog records and the partition's input
 //! offsets (a changelog record too, [`batch::Progress`]), in both processing guarantees;
 //! under exactly-once the outputs are in it too, under at-least-once they are produced before
@@ -439,7 +439,7 @@ enum Idle {
 
 /// The producers of a partition task.
 struct Producers {
-    /// Transactional (`<prefix>-<group>-<partition>` and the same with `.1`): changelog
+    /// Transactional (`<prefix>-<changelog>-<partition>` and the same with `.1`): changelog
     /// records and input offsets in both guarantees, outputs too under exactly-once. The
     /// transactions take turns between the two (see [`Producers::txn`]).
     txns: [TaskProducer; 2],
