@@ -166,6 +166,11 @@ impl Publisher {
         Ok(())
     }
 
+    /// Serves the delivery reports that came back (as sending does), without waiting.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
     /// Records whose delivery failed so far (each for good: librdkafka retried it until
     /// `message.timeout.ms`, or Kafka refused it), and the first one's error code. Reports are
     /// served as records are sent, so a failure shows here before the final flush.

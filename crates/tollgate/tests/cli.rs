@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
@@ -111,13 +112,8 @@ fn produce_refuses_an_input_topic_that_does_not_exist() {
 #[test]
 fn produce_flushes_what_it_sent_when_terminated() {
     let cluster = cluster_with_topics(1);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["produce", "--input", "-", "--bootstrap-servers", &cluster.bootstrap_servers()])
-        .env("TOLLGATE_KAFKA_TIMEOUT_MS", "5000")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("failed to run tollgate");
+    let mut child = produce_from_a_pipe(&cluster);
+    let _watchdog = Watchdog::new(child.id(), Duration::from_secs(60));
     let mut stdin = child.stdin.take().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut said = String::new();
@@ -130,8 +126,7 @@ fn produce_flushes_what_it_sent_when_terminated() {
     writeln!(stdin, "not json").unwrap();
     refused(1, &mut said);
     cluster.broker_round_trip_time(1, Duration::from_secs(1)).unwrap();
-    let fund = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
-    writeln!(stdin, "{fund}\nnot json either").unwrap();
+    writeln!(stdin, "{FUND}\nnot json either").unwrap();
     // Line 3's refusal says line 2's record was sent (and is in flight, a second from its
     // acknowledgement).
     refused(3, &mut said);
@@ -153,44 +148,110 @@ fn produce_flushes_what_it_sent_when_terminated() {
     assert!(text.contains(r#""commandId":"c1""#), "{text}");
 }
 
-/// A record Kafka refuses is said while `produce` still reads its pipe, not only at the end
-/// of the input (which a long-running bridge may never reach); the end then counts it.
+/// SIGTERM while lines wait in the pipe: every line already read from it is still sent (a
+/// pipe gives nothing back), none is read after the signal, and the summary names the last.
 #[test]
-fn produce_says_a_record_kafka_refused_before_its_input_ends() {
+fn produce_sends_every_line_it_read_when_terminated() {
     let cluster = cluster_with_topics(1);
-    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["produce", "--input", "-", "--bootstrap-servers", &cluster.bootstrap_servers()])
-        .env("TOLLGATE_KAFKA_TIMEOUT_MS", "5000")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("failed to run tollgate");
+    let mut child = produce_from_a_pipe(&cluster);
+    let _watchdog = Watchdog::new(child.id(), Duration::from_secs(60));
     let mut stdin = child.stdin.take().unwrap();
-    let fund = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut said = String::new();
-    // The refusal comes back with the record's report, served as the next line is sent:
-    // lines go on until it is said (after the producer's first connection and a round trip).
-    let started = std::time::Instant::now();
-    for n in 1.. {
-        writeln!(stdin, "{}", fund.replace("c1", &format!("c{n}"))).unwrap();
-        stdin.flush().unwrap();
-        writeln!(stdin, "not json").unwrap();
-        stdin.flush().unwrap();
-        while !said.contains(&format!("-:{}: ", 2 * n)) {
-            assert_ne!(stderr.read_line(&mut said).unwrap(), 0, "produce ended: {said}");
-        }
-        if said.contains("Kafka did not take a record (MessageSizeTooLarge)") {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no refusal said while the input was open: {said}");
+    writeln!(stdin, "not json").unwrap();
+    while !said.contains("-:1: ") {
+        assert_ne!(stderr.read_line(&mut said).unwrap(), 0, "produce ended: {said}");
+    }
+    // Many lines at once, and the signal right behind them: however far the reading got,
+    // the records sent are those of the lines read.
+    let lines: String = (1..=2_000).map(|n| format!("{}\n", FUND.replace("c1", &format!("c{n}")))).collect();
+    stdin.write_all(lines.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    stderr.read_to_string(&mut said).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{said}");
+    let summary =
+        said.lines().find(|l| l.contains("stopped by SIGTERM after line")).unwrap_or_else(|| panic!("{said}"));
+    let sent: usize =
+        summary.split("tollgate produce: ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    let last: usize = summary.split("after line ").nth(1).and_then(|s| s.split(':').next()).unwrap().parse().unwrap();
+    assert_eq!(last, sent + 1, "{summary}");
+    drop(stdin);
+
+    let out = tollgate(&cluster.bootstrap_servers(), &["tail", "tollgate.credit-commands.v1"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["value"]["commandId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let expected: Vec<String> = (1..=sent).map(|n| format!("c{n}")).collect();
+    assert_eq!(ids, expected, "the lines read, each sent once, in order");
+}
+
+/// A record Kafka refuses is said while `produce` still reads its pipe, though nothing more
+/// comes (a long-running bridge may never reach its end); the end then counts it.
+#[test]
+fn produce_says_a_record_kafka_refused_while_its_pipe_is_quiet() {
+    let cluster = cluster_with_topics(1);
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE]);
+    let mut child = produce_from_a_pipe(&cluster);
+    let _watchdog = Watchdog::new(child.id(), Duration::from_secs(60));
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{FUND}").unwrap();
+    stdin.flush().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("Kafka did not take a record (MessageSizeTooLarge); going on, the run will end in failure") {
+        assert_ne!(stderr.read_line(&mut said).unwrap(), 0, "produce ended: {said}");
     }
     drop(stdin);
     stderr.read_to_string(&mut said).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{said}");
-    assert!(said.contains("of them not acknowledged by Kafka, the first with MessageSizeTooLarge"), "{said}");
+    assert!(said.contains("1 records sent, 0 lines refused: 1 of them not acknowledged by Kafka, the first with MessageSizeTooLarge (the input was read to line 1)"), "{said}");
+}
+
+/// A funding of contoso, as one JSON line.
+const FUND: &str = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
+
+/// `tollgate produce --input -` on `cluster`, its standard input and error piped.
+fn produce_from_a_pipe(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["produce", "--input", "-", "--bootstrap-servers", &cluster.bootstrap_servers()])
+        .env("TOLLGATE_KAFKA_TIMEOUT_MS", "5000")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to run tollgate")
+}
+
+/// Kills a process still running after a time limit, so that a `produce` that hangs fails its
+/// test (its pipes close) instead of hanging the suite. Dropped, it lets the process be.
+struct Watchdog(Option<mpsc::Sender<()>>);
+
+impl Watchdog {
+    fn new(pid: u32, limit: Duration) -> Watchdog {
+        let (done, finished) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+                eprintln!("process {pid} still runs after {limit:?}: killed");
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        });
+        Watchdog(Some(done))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            let _ = done.send(());
+        }
+    }
 }
 
 #[test]
