@@ -395,21 +395,40 @@ pub async fn check_kept(config: &WorkerConfig) -> Result<(), Error> {
     Ok(())
 }
 
+/// The replication factor that asks the broker for its own `default.replication.factor`
+/// (KIP-464, Kafka 2.4 and later).
+pub const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
+/// The settings of a topic created with `replication` replicas ([`BROKER_DEFAULT_REPLICATION`]:
+/// the broker's default): `spec`'s, and with three replicas or more `min.insync.replicas=2`,
+/// so that a write acknowledged (`acks=all`, which every producer of tollgate asks for) is
+/// on two brokers, not on the leader alone (Kafka's own default is 1). With the broker's
+/// default replication, its default `min.insync.replicas` too.
+pub fn creation_configs(spec: &TopicSpec, replication: i32) -> Vec<(&'static str, String)> {
+    let mut configs = spec.configs.clone();
+    if replication >= 3 {
+        configs.push(("min.insync.replicas", "2".to_owned()));
+    }
+    configs
+}
+
 /// Creates the topics through the admin API; existing topics are left alone. Returns, per
 /// topic, whether it was created (`true`) or already existed (`false`). The future is
 /// resolved by librdkafka's own threads: any executor can drive it (the binary's tokio
-/// runtime does).
+/// runtime does). `replication` may be [`BROKER_DEFAULT_REPLICATION`].
 pub async fn create(
     config: &WorkerConfig,
     specs: &[TopicSpec],
     replication: i32,
 ) -> Result<Vec<(String, bool)>, Error> {
     let admin: AdminClient<DefaultClientContext> = kafka::base(config).create()?;
+    let configs: Vec<Vec<(&'static str, String)>> = specs.iter().map(|s| creation_configs(s, replication)).collect();
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|s| {
+        .zip(&configs)
+        .map(|(s, configs)| {
             let mut topic = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(replication));
-            for (k, v) in &s.configs {
+            for (k, v) in configs {
                 topic = topic.set(k, v);
             }
             topic
@@ -453,6 +472,21 @@ mod tests {
         for def in &REGISTRY {
             assert_eq!(topics.kind_of(def.default_name), Some(def.kind));
         }
+    }
+
+    /// Three replicas or more: a write is acknowledged once on two of them, not on the leader
+    /// alone; with fewer, or the broker's default, the broker's `min.insync.replicas`.
+    #[test]
+    fn three_replicas_or_more_want_two_in_sync() {
+        let spec = &specs(&WorkerConfig::default(), 6)[0];
+        let min_insync = |replication| {
+            creation_configs(spec, replication).into_iter().find(|(k, _)| *k == "min.insync.replicas").map(|(_, v)| v)
+        };
+        assert_eq!(min_insync(3).as_deref(), Some("2"));
+        assert_eq!(min_insync(5).as_deref(), Some("2"));
+        assert_eq!(min_insync(2), None);
+        assert_eq!(min_insync(1), None);
+        assert_eq!(min_insync(BROKER_DEFAULT_REPLICATION), None);
     }
 
     #[test]

@@ -33,9 +33,10 @@ enum AdminCommand {
         /// Partitions of the inputs, outputs and changelog.
         #[arg(long, default_value_t = 6)]
         partitions: i32,
-        /// Replication factor.
-        #[arg(long, default_value_t = 1)]
-        replication: i32,
+        /// Replication factor (3 or more also sets `min.insync.replicas=2`). Without it, the
+        /// cluster's `default.replication.factor`.
+        #[arg(long)]
+        replication: Option<i32>,
     },
     /// Publish tenants, users and rate cards from a `tollgate.v1.ReferenceData` JSON file.
     PublishReference {
@@ -96,7 +97,7 @@ enum AdminCommand {
 enum Action {
     CreateTopics {
         partitions: i32,
-        replication: i32,
+        replication: Option<i32>,
     },
     PublishReference {
         data: v1::ReferenceData,
@@ -131,6 +132,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("failed to start the async runtime")?;
             let specs = topics::specs(worker, partitions);
+            let replication = replication.unwrap_or(topics::BROKER_DEFAULT_REPLICATION);
             for (name, created) in runtime.block_on(topics::create(worker, &specs, replication))? {
                 writeln!(Stdout, "{name}: {}", if created { "created" } else { "already exists" })?;
             }
@@ -205,7 +207,7 @@ fn kind_of(worker: &WorkerConfig, topic: &str) -> &'static str {
 fn prepare(command: AdminCommand) -> anyhow::Result<Action> {
     Ok(match command {
         AdminCommand::CreateTopics { partitions, replication } => {
-            if partitions < 1 || replication < 1 {
+            if partitions < 1 || replication.is_some_and(|r| r < 1) {
                 bail!("partitions and replication must be at least 1");
             }
             Action::CreateTopics { partitions, replication }

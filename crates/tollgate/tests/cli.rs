@@ -254,6 +254,26 @@ impl Drop for Watchdog {
     }
 }
 
+/// `admin create-topics` without `--replication` asks for the broker's own
+/// `default.replication.factor`, on a real broker (the mock cluster has no admin API): a lone
+/// broker that wants two replicas refuses the topics (a fixed factor of 1, the old default,
+/// would have made them), and `--replication 1` makes them there.
+#[test]
+fn create_topics_takes_the_broker_default_replication_unless_told() {
+    let broker = tollgate_e2e::broker::Broker::start_with(&[("default.replication.factor", "2")]);
+    let bootstrap = broker.bootstrap_servers();
+    let out = tollgate(&bootstrap, &["admin", "create-topics", "--partitions", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot create topic tollgate.") && stderr.contains("InvalidReplicationFactor"),
+        "{stderr}"
+    );
+    let out = tollgate(&bootstrap, &["admin", "create-topics", "--partitions", "1", "--replication", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.ends_with(": created")).count(), 12);
+}
+
 #[test]
 fn says_clearly_when_kafka_cannot_be_reached() {
     // Nothing listens on port 1 of the loopback interface.
