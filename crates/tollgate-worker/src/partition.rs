@@ -1197,17 +1197,15 @@ impl PartitionTask {
     /// The balances of the live tenants filed in the live states' `buckets`.
     fn refresh_live_balances(&self, buckets: std::ops::Range<usize>) {
         for (tenant, state) in self.states.live().in_buckets(buckets) {
-            if let Some(t) = self.tables.tenant(tenant) {
-                telemetry::balance(&t, state.currency_held(t.currency), state.balance());
-            }
+            telemetry::balance(tenant, self.tables.tenant(tenant).as_deref(), state.currency, state.balance());
         }
     }
 
     /// The balances of the dormant tenants filed in the index's `buckets`.
     fn refresh_dormant_balances(&self, buckets: std::ops::Range<usize>) {
         for (tenant, held) in self.states.dormant_balances(buckets) {
-            if let (Some((balance, currency)), Some(t)) = (held, self.tables.tenant(tenant)) {
-                telemetry::balance(&t, currency.unwrap_or(t.currency), balance);
+            if let Some((balance, currency)) = held {
+                telemetry::balance(tenant, self.tables.tenant(tenant).as_deref(), currency, balance);
             }
         }
     }
@@ -1609,8 +1607,8 @@ impl PartitionTask {
             telemetry::reference_versions_unknown(self.partition, rated.stats.reference_versions_unknown);
         }
         for tenant in rated.undo.keys() {
-            if let (Some(state), Some(t)) = (self.states.get(tenant), self.tables.tenant(tenant)) {
-                telemetry::balance(&t, state.currency_held(t.currency), state.balance());
+            if let Some(state) = self.states.get(tenant) {
+                telemetry::balance(tenant, self.tables.tenant(tenant).as_deref(), state.currency, state.balance());
             }
         }
     }

@@ -259,21 +259,30 @@ pub fn dead_letters(code: &'static str, count: u64) {
     }
 }
 
-/// A tenant's balance, after a batch or in the refresh. Not for a tenant without credits
-/// whose balance is zero, which it always is (no funding is taken): at zero the balance rules
-/// would call it depleted for good, one critical alert per such tenant. Its debt (a pool leg
-/// past the pool) is news, and is exported.
-pub fn balance(tenant: &Tenant, currency: Currency, balance: Money) {
-    if !exported_balance(tenant, balance) {
+/// A tenant's balance, after a batch or in the refresh: `reference` is its reference record
+/// (`None` when the reference data no longer has it), `held` the currency its state holds
+/// money in. Not for a tenant without credits whose balance is zero, which it always is (no
+/// funding is taken): at zero the balance rules would call it depleted for good, one critical
+/// alert per such tenant. Its debt (a pool leg past the pool) is news, and is exported. So is
+/// the money of a tenant the reference data lost (deleted by mistake, or a record this release
+/// refuses) while its state still holds a balance or a debt: its series would otherwise go,
+/// and its depleted alert resolve, with the money still there.
+pub fn balance(tenant: &str, reference: Option<&Tenant>, held: Option<Currency>, balance: Money) {
+    let Some(currency) = exported_balance(reference, held, balance) else {
         return;
-    }
+    };
     let value: f64 = balance.amount().try_into().unwrap_or(f64::NAN);
-    gauge!("tollgate_credit_balance", "tenant" => tenant.id.to_string(), "currency" => currency.to_string()).set(value);
+    gauge!("tollgate_credit_balance", "tenant" => tenant.to_owned(), "currency" => currency.to_string()).set(value);
 }
 
-/// Whether `tenant`'s balance is exported ([`balance`]).
-fn exported_balance(tenant: &Tenant, balance: Money) -> bool {
-    tenant.credits_enabled || balance != Money::ZERO
+/// The currency `tenant`'s balance is exported in ([`balance`]), or `None` when it is not.
+fn exported_balance(reference: Option<&Tenant>, held: Option<Currency>, balance: Money) -> Option<Currency> {
+    match reference {
+        Some(t) if t.credits_enabled || balance != Money::ZERO => Some(held.unwrap_or(t.currency)),
+        Some(_) => None,
+        None if balance != Money::ZERO => held,
+        None => None,
+    }
 }
 
 /// A partition's state was restored.
@@ -309,11 +318,27 @@ mod tests {
         let (acme, globex) = (reference.tenant("acme").unwrap(), reference.tenant("globex").unwrap());
         assert!(acme.credits_enabled && !globex.credits_enabled);
         let m = |s: &str| s.parse::<super::Money>().unwrap();
+        let exported = |t, b| super::exported_balance(Some(t), None, m(b)).is_some();
         assert_eq!(
-            ["0", "-1.25", "3.00"]
-                .map(|b| (super::exported_balance(acme, m(b)), super::exported_balance(globex, m(b)))),
+            ["0", "-1.25", "3.00"].map(|b| (exported(acme, b), exported(globex, b))),
             [(true, false), (true, true), (true, true)]
         );
+    }
+
+    /// A tenant the reference data lost while its state holds money or a debt keeps its
+    /// series, in the currency the money is held in; at zero, or never having held money, it
+    /// has none. A known tenant's series is in the held currency too.
+    #[test]
+    fn a_tenant_gone_from_the_reference_data_exports_the_money_it_still_holds() {
+        let m = |s: &str| s.parse::<super::Money>().unwrap();
+        let (usd, eur) = (super::Currency::from_code("USD").unwrap(), super::Currency::from_code("EUR").unwrap());
+        assert_eq!(super::exported_balance(None, Some(usd), m("-40.00")), Some(usd));
+        assert_eq!(super::exported_balance(None, Some(usd), m("12.50")), Some(usd));
+        assert_eq!(super::exported_balance(None, Some(usd), m("0")), None);
+        assert_eq!(super::exported_balance(None, None, m("0")), None);
+        let acme = tollgate_core::Tenant::new(tollgate_core::TenantId::new("acme").unwrap(), usd, "usd");
+        assert_eq!(super::exported_balance(Some(&acme), Some(eur), m("1.00")), Some(eur));
+        assert_eq!(super::exported_balance(Some(&acme), None, m("1.00")), Some(usd));
     }
     use std::sync::Mutex;
 
