@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -112,34 +112,21 @@ fn produce_refuses_an_input_topic_that_does_not_exist() {
 #[test]
 fn produce_flushes_what_it_sent_when_terminated() {
     let cluster = cluster_with_topics(1);
-    let mut child = produce_from_a_pipe(&cluster);
-    let _watchdog = Watchdog::new(child.id(), Duration::from_secs(60));
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    let mut refused = |line: u32, said: &mut String| {
-        while !said.contains(&format!("-:{line}: ")) {
-            assert_ne!(stderr.read_line(said).unwrap(), 0, "produce ended before refusing line {line}: {said}");
-        }
-    };
+    let mut produce = PipedProduce::start(&cluster);
     // Line 1's refusal says it is past connecting; from then on the broker answers late.
-    writeln!(stdin, "not json").unwrap();
-    refused(1, &mut said);
+    produce.write("not json\n");
+    produce.until("-:1: ");
     cluster.broker_round_trip_time(1, Duration::from_secs(1)).unwrap();
-    writeln!(stdin, "{FUND}\nnot json either").unwrap();
+    produce.write(&format!("{FUND}\nnot json either\n"));
     // Line 3's refusal says line 2's record was sent (and is in flight, a second from its
     // acknowledgement).
-    refused(3, &mut said);
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    stderr.read_to_string(&mut said).unwrap();
-    let status = child.wait().unwrap();
+    produce.until("-:3: ");
+    let (status, said) = produce.terminate();
     assert_eq!(status.code(), Some(143), "{said}");
     assert!(
         said.contains("1 records sent, 2 lines refused, every record acknowledged; stopped by SIGTERM after line 3"),
         "{said}"
     );
-    drop(stdin);
 
     cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
     let out = tollgate(&cluster.bootstrap_servers(), &["tail", "tollgate.credit-commands.v1"]);
@@ -153,24 +140,14 @@ fn produce_flushes_what_it_sent_when_terminated() {
 #[test]
 fn produce_sends_every_line_it_read_when_terminated() {
     let cluster = cluster_with_topics(1);
-    let mut child = produce_from_a_pipe(&cluster);
-    let _watchdog = Watchdog::new(child.id(), Duration::from_secs(60));
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    writeln!(stdin, "not json").unwrap();
-    while !said.contains("-:1: ") {
-        assert_ne!(stderr.read_line(&mut said).unwrap(), 0, "produce ended: {said}");
-    }
+    let mut produce = PipedProduce::start(&cluster);
+    produce.write("not json\n");
+    produce.until("-:1: ");
     // Many lines at once, and the signal right behind them: however far the reading got,
     // the records sent are those of the lines read.
     let lines: String = (1..=2_000).map(|n| format!("{}\n", FUND.replace("c1", &format!("c{n}")))).collect();
-    stdin.write_all(lines.as_bytes()).unwrap();
-    stdin.flush().unwrap();
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    stderr.read_to_string(&mut said).unwrap();
-    let status = child.wait().unwrap();
+    produce.write(&lines);
+    let (status, said) = produce.terminate();
     assert_eq!(status.code(), Some(143), "{said}");
     let summary =
         said.lines().find(|l| l.contains("stopped by SIGTERM after line")).unwrap_or_else(|| panic!("{said}"));
@@ -178,7 +155,6 @@ fn produce_sends_every_line_it_read_when_terminated() {
         summary.split("tollgate produce: ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
     let last: usize = summary.split("after line ").nth(1).and_then(|s| s.split(':').next()).unwrap().parse().unwrap();
     assert_eq!(last, sent + 1, "{summary}");
-    drop(stdin);
 
     let out = tollgate(&cluster.bootstrap_servers(), &["tail", "tollgate.credit-commands.v1"]);
     let text = String::from_utf8(out.stdout).unwrap();
@@ -198,19 +174,10 @@ fn produce_sends_every_line_it_read_when_terminated() {
 fn produce_says_a_record_kafka_refused_while_its_pipe_is_quiet() {
     let cluster = cluster_with_topics(1);
     cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE]);
-    let mut child = produce_from_a_pipe(&cluster);
-    let _watchdog = Watchdog::new(child.id(), Duration::from_secs(60));
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{FUND}").unwrap();
-    stdin.flush().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("Kafka did not take a record (MessageSizeTooLarge); going on, the run will end in failure") {
-        assert_ne!(stderr.read_line(&mut said).unwrap(), 0, "produce ended: {said}");
-    }
-    drop(stdin);
-    stderr.read_to_string(&mut said).unwrap();
-    let status = child.wait().unwrap();
+    let mut produce = PipedProduce::start(&cluster);
+    produce.write(&format!("{FUND}\n"));
+    produce.until("Kafka did not take a record (MessageSizeTooLarge); going on, the run will end in failure");
+    let (status, said) = produce.close();
     assert_eq!(status.code(), Some(1), "{said}");
     assert!(said.contains("1 records sent, 0 lines refused: 1 of them not acknowledged by Kafka, the first with MessageSizeTooLarge (the input was read to line 1)"), "{said}");
 }
@@ -218,15 +185,69 @@ fn produce_says_a_record_kafka_refused_while_its_pipe_is_quiet() {
 /// A funding of contoso, as one JSON line.
 const FUND: &str = r#"{"creditCommand":{"commandId":"c1","tenantId":"contoso","occurredAt":"2026-11-01T00:00:00Z","fund":{"lotId":"l1","amount":"10.00","currency":"USD","purchasedAt":"2026-11-01T00:00:00Z"}}}"#;
 
-/// `tollgate produce --input -` on `cluster`, its standard input and error piped.
-fn produce_from_a_pipe(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["produce", "--input", "-", "--bootstrap-servers", &cluster.bootstrap_servers()])
-        .env("TOLLGATE_KAFKA_TIMEOUT_MS", "5000")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("failed to run tollgate")
+/// `tollgate produce --input -` on a cluster, written to through a pipe, its standard error
+/// read as it comes; killed if it still runs after a minute ([`Watchdog`]).
+struct PipedProduce {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: BufReader<ChildStderr>,
+    /// Its standard error so far.
+    said: String,
+    _watchdog: Watchdog,
+}
+
+impl PipedProduce {
+    fn start(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> PipedProduce {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["produce", "--input", "-", "--bootstrap-servers", &cluster.bootstrap_servers()])
+            .env("TOLLGATE_KAFKA_TIMEOUT_MS", "5000")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("failed to run tollgate");
+        let _watchdog = Watchdog::new(child.id(), Duration::from_secs(60));
+        let stdin = child.stdin.take();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        PipedProduce { child, stdin, stderr, said: String::new(), _watchdog }
+    }
+
+    /// Writes `text` into the pipe.
+    fn write(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Reads its standard error until it has said `text`.
+    fn until(&mut self, text: &str) {
+        while !self.said.contains(text) {
+            assert_ne!(
+                self.stderr.read_line(&mut self.said).unwrap(),
+                0,
+                "produce ended before saying {text:?}: {}",
+                self.said
+            );
+        }
+    }
+
+    /// SIGTERM, the pipe left open: how it exited and all it said.
+    fn terminate(self) -> (ExitStatus, String) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        self.end()
+    }
+
+    /// The pipe closed: how it exited and all it said.
+    fn close(mut self) -> (ExitStatus, String) {
+        drop(self.stdin.take());
+        self.end()
+    }
+
+    fn end(mut self) -> (ExitStatus, String) {
+        self.stderr.read_to_string(&mut self.said).unwrap();
+        let status = self.child.wait().unwrap();
+        (status, self.said)
+    }
 }
 
 /// Kills a process still running after a time limit, so that a `produce` that hangs fails its
